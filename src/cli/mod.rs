@@ -1,0 +1,294 @@
+//! Stage 8: the command line.
+//!
+//! Parsing (clap) is kept apart from the commands. Each command loads what it
+//! needs through [`Session`], prints for humans or as JSON, and returns an
+//! exit code: 0 success, 1 a run with failed or skipped steps, 2 a usage,
+//! definitions or plan error.
+
+mod defs;
+mod output;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use chrono::{DateTime, FixedOffset};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::diag::{Diagnostic, Diagnostics, Kind, Render, Sources};
+use crate::io::Registry;
+use crate::model::Defs;
+use crate::project::Project;
+
+pub use output::Out;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the run had failed or skipped steps.
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code: usage, definitions or plan error; nothing ran.
+pub const EXIT_USAGE: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dg",
+    version,
+    about = "A fast asset orchestrator: software-defined assets, partitions and I/O managers in one binary",
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Project folder (default: the nearest folder above holding dg.toml, else the current one)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// The time to plan for, RFC 3339 (default: the wall clock)
+    #[arg(long, global = true, env = "DG_NOW", value_name = "RFC3339")]
+    pub now: Option<String>,
+    /// More output (-v: debug, -vv: trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less output (only errors)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// When to use colour
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Validate things
+    Check {
+        #[command(subcommand)]
+        what: CheckWhat,
+    },
+    /// List things
+    List {
+        #[command(subcommand)]
+        what: ListWhat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CheckWhat {
+    /// Validate every definition and report every error at once
+    Defs {
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+        /// Treat warnings (unset environment variables) as errors
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ListWhat {
+    /// Assets, resources and partitions definitions
+    Defs {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What every command gets: where it runs, when "now" is, how to print.
+pub struct Session {
+    pub cwd: PathBuf,
+    pub now: DateTime<FixedOffset>,
+    pub registry: Registry,
+    pub out: Out,
+    pub global: GlobalArgs,
+}
+
+/// A loaded project: its sources, diagnostics, and definitions when valid.
+pub struct Loaded {
+    pub project: Option<Project>,
+    pub sources: Sources,
+    pub diags: Diagnostics,
+    pub defs: Option<Defs>,
+}
+
+impl Session {
+    /// Finds the project and validates its definitions.
+    pub fn load(&self) -> Loaded {
+        let mut sources = Sources::default();
+        let mut diags = Diagnostics::default();
+        let project = Project::discover(
+            &self.cwd,
+            self.global.project.as_deref(),
+            &mut sources,
+            &mut diags,
+        );
+        let env = |n: &str| std::env::var(n).ok();
+        let defs = match &project {
+            Some(p) if !diags.has_errors() => crate::validate::load_defs(
+                p,
+                &self.cwd,
+                &self.registry,
+                &env,
+                &mut sources,
+                &mut diags,
+            ),
+            _ => None,
+        };
+        Loaded {
+            project,
+            sources,
+            diags,
+            defs,
+        }
+    }
+
+    /// Prints diagnostics to stderr.
+    pub fn report(&self, sources: &Sources, diags: &Diagnostics) {
+        let r = Render {
+            sources,
+            color: self.out.color_err,
+        };
+        for d in &diags.items {
+            if !d.is_error() && self.global.quiet > 0 {
+                continue;
+            }
+            self.out.err(&r.diagnostic(d));
+            self.out.err("");
+        }
+    }
+
+    /// Loads the definitions, or reports why not. Warnings are shown; errors end the command.
+    pub fn load_or_report(&self) -> Result<(Loaded, Defs), i32> {
+        let mut loaded = self.load();
+        self.report(&loaded.sources, &loaded.diags);
+        match loaded.defs.take() {
+            Some(d) => Ok((loaded, d)),
+            None => {
+                self.out
+                    .error(&format!("could not load definitions: {}", loaded.diags));
+                Err(EXIT_USAGE)
+            }
+        }
+    }
+}
+
+/// Runs the CLI with the built-in resource types.
+pub fn main() -> i32 {
+    run_with(Registry::builtin())
+}
+
+/// Runs the CLI with a registry that may hold extra resource types, for
+/// programs that embed dg.
+pub fn run_with(registry: Registry) -> i32 {
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    run_cli(cli, registry)
+}
+
+/// Runs an already parsed command line.
+pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
+    let color_choice = if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+        && cli.global.color == ColorChoice::Auto
+    {
+        ColorChoice::Never
+    } else {
+        cli.global.color
+    };
+    let color = |tty: bool| match color_choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => tty,
+    };
+    let out = Out {
+        color_out: color(std::io::stdout().is_terminal()),
+        color_err: color(std::io::stderr().is_terminal()),
+        quiet: cli.global.quiet > 0,
+    };
+    init_tracing(cli.global.verbose);
+    let cwd = match std::env::current_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            out.error(&format!("cannot read the current directory: {e}"));
+            return EXIT_USAGE;
+        }
+    };
+    let now = match &cli.global.now {
+        Some(s) => match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => t,
+            Err(e) => {
+                let d = Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("invalid `--now` / DG_NOW value `{s}`: {e}"),
+                )
+                .help("use RFC 3339, e.g. `2024-01-02T00:00:00Z` or `2024-01-02T09:00:00+01:00`");
+                out.diagnostic_plain(&d);
+                return EXIT_USAGE;
+            }
+        },
+        None => chrono::Utc::now().fixed_offset(),
+    };
+    let session = Session {
+        cwd,
+        now,
+        registry,
+        out,
+        global: cli.global.clone(),
+    };
+    match cli.command {
+        Command::Check {
+            what: CheckWhat::Defs { json, strict },
+        } => defs::check(&session, json, strict),
+        Command::List {
+            what: ListWhat::Defs { json },
+        } => defs::list(&session, json),
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => return,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// A panic is a bug in dg: say so plainly, without a Rust backtrace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("error: internal error in dg: {msg}{at}");
+        eprintln!("help: this is a bug; please report it with the command you ran");
+    }));
+}

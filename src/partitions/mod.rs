@@ -1,0 +1,141 @@
+//! Stage 3: partitions definitions and partition mappings.
+//!
+//! A [`PartitionsDef`] is a validated definition: time windows on a schedule,
+//! a static list, dynamic keys kept in the state store, or the product of two
+//! of those. Time definitions do key arithmetic (key ↔ index ↔ window)
+//! instead of holding key lists, so a ten-year hourly range costs nothing
+//! until someone asks to list it.
+
+pub mod mapping;
+pub mod time;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use mapping::MappingSpec;
+pub use time::{Schedule, TimePartitions};
+
+/// A validated partitions definition.
+#[derive(Debug)]
+pub enum PartitionsDef {
+    Time(TimePartitions),
+    Static(StaticPartitions),
+    /// Keys live in the state store, under the definition's name.
+    Dynamic {
+        name: String,
+    },
+    Multi(MultiPartitions),
+}
+
+impl PartitionsDef {
+    /// The `type` as written in TOML.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            PartitionsDef::Time(t) => t.schedule.type_name(),
+            PartitionsDef::Static(_) => "static",
+            PartitionsDef::Dynamic { .. } => "dynamic",
+            PartitionsDef::Multi(_) => "multi",
+        }
+    }
+
+    pub fn as_time(&self) -> Option<&TimePartitions> {
+        match self {
+            PartitionsDef::Time(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// A fixed list of keys, in the order written.
+#[derive(Debug)]
+pub struct StaticPartitions {
+    keys: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl StaticPartitions {
+    /// Builds from keys already checked with [`check_key`] and for duplicates.
+    pub fn new(keys: Vec<String>) -> Self {
+        let index = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i))
+            .collect();
+        StaticPartitions { keys, index }
+    }
+
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    pub fn index_of(&self, key: &str) -> Option<usize> {
+        self.index.get(key).copied()
+    }
+}
+
+/// Two dimensions, stored in dimension-name order.
+#[derive(Debug)]
+pub struct MultiPartitions {
+    pub dims: [(String, Arc<PartitionsDef>); 2],
+}
+
+impl MultiPartitions {
+    /// Joins dimension keys (in dimension-name order) into a multi key.
+    pub fn join(a: &str, b: &str) -> String {
+        format!("{a}|{b}")
+    }
+
+    /// Splits a multi key into its two dimension keys.
+    pub fn split(key: &str) -> Option<(&str, &str)> {
+        key.split_once('|')
+    }
+
+    pub fn dim(&self, name: &str) -> Option<(usize, &Arc<PartitionsDef>)> {
+        self.dims
+            .iter()
+            .enumerate()
+            .find(|(_, (n, _))| n == name)
+            .map(|(i, (_, d))| (i, d))
+    }
+}
+
+/// Why a partition key is not acceptable, or `None` when it is.
+/// `in_multi` forbids `|`, which joins the dimensions of multi keys.
+pub fn check_key(key: &str, in_multi: bool) -> Option<String> {
+    if key.is_empty() {
+        return Some("a partition key cannot be empty".into());
+    }
+    if key.contains("...") {
+        return Some(format!(
+            "partition key `{key}` contains `...`, which separates the ends of a range"
+        ));
+    }
+    if let Some(c) = key.chars().find(|c| c.is_control()) {
+        return Some(format!(
+            "partition key `{}` contains the control character {:?}",
+            key.escape_default(),
+            c
+        ));
+    }
+    if in_multi && key.contains('|') {
+        return Some(format!(
+            "partition key `{key}` contains `|`, which joins the dimensions of multi-partition keys"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_rules() {
+        assert!(check_key("us-east", false).is_none());
+        assert!(check_key("a...b", false).is_some());
+        assert!(check_key("", false).is_some());
+        assert!(check_key("a|b", true).is_some());
+        assert!(check_key("a|b", false).is_none());
+        assert!(check_key("a\nb", false).is_some());
+    }
+}

@@ -1,0 +1,1575 @@
+//! Stage 2: validate raw TOML into the model.
+//!
+//! Validation never stops at the first problem: it walks every definition,
+//! collects every diagnostic, and only builds a [`Defs`] when there are no
+//! errors. Passes: collect names (duplicates across files), partitions,
+//! resources, assets (references resolved by name), then the graph (cycles,
+//! topological order) and partition mappings (inferred, then checked).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use toml::de::DeValue;
+
+use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Sources, Span, suggest};
+use crate::interp::Template;
+use crate::io::{Format, Registry};
+use crate::load::{self, RawFile, Reader, Str, Value};
+use crate::model::{Asset, AssetPartitions, Compute, Defs, Input, NamedPartitions, Resource};
+use crate::partitions::mapping::{self, MappingSpec};
+use crate::partitions::time::{self, Schedule, TimeDefError, TimePartitions};
+use crate::partitions::{MultiPartitions, PartitionsDef, StaticPartitions, check_key};
+use crate::project::{Project, display_path};
+
+/// Looks up environment variables (the process environment, or a test's map).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Loads and validates a project's definitions. Errors and warnings go to
+/// `diags`; the model is returned only when there are no errors.
+pub fn load_defs(
+    project: &Project,
+    cwd: &Path,
+    registry: &Registry,
+    env: EnvLookup<'_>,
+    sources: &mut Sources,
+    diags: &mut Diagnostics,
+) -> Option<Defs> {
+    if !project.defs_dir.is_dir() {
+        diags.push(
+            Diagnostic::error(
+                Kind::Io,
+                format!(
+                    "definitions folder `{}` not found",
+                    display_path(&project.defs_dir, cwd)
+                ),
+            )
+            .help("run `dg init` to create a project, or pass `--project DIR`"),
+        );
+        return None;
+    }
+    let paths = match load::definition_files(&project.defs_dir) {
+        Ok(p) => p,
+        Err(e) => {
+            diags.push(Diagnostic::error(
+                Kind::Io,
+                format!("cannot list `{}`: {e}", project.defs_dir.display()),
+            ));
+            return None;
+        }
+    };
+    let ids: Vec<FileId> = paths
+        .iter()
+        .filter_map(|p| load::read_file(p, display_path(p, cwd), sources, diags))
+        .collect();
+    let sources: &Sources = sources;
+    let files: Vec<RawFile<'_>> = ids
+        .iter()
+        .filter_map(|&id| load::parse(sources, id, diags))
+        .collect();
+    let mut v = Validator {
+        registry,
+        env,
+        diags,
+        named_partitions: Default::default(),
+        edges: Vec::new(),
+    };
+    let defs = v.run(&files);
+    diags.sort();
+    if diags.has_errors() { None } else { Some(defs) }
+}
+
+/// One `[group.name]` entry found in some file.
+struct Entry<'f, 'i> {
+    name: String,
+    span: Span,
+    file: FileId,
+    value: &'f Value<'i>,
+}
+
+struct Validator<'a> {
+    registry: &'a Registry,
+    env: EnvLookup<'a>,
+    diags: &'a mut Diagnostics,
+    named_partitions: indexmap::IndexMap<String, NamedPartitions>,
+    /// For each asset entry, the assets it reads and where, even when the
+    /// asset itself failed to validate, so cycles are still found.
+    edges: Vec<Vec<(usize, Span)>>,
+}
+
+const TOP: &[&str] = &["partitions", "resources", "assets"];
+const ASSET_FIELDS: &[&str] = &[
+    "partitions",
+    "deps",
+    "ins",
+    "command",
+    "shell",
+    "sql",
+    "source",
+    "io_manager",
+    "format",
+    "group",
+    "tags",
+    "description",
+    "metadata",
+    "env",
+    "code_version",
+    "retries",
+    "timeout",
+    "output",
+];
+const INPUT_FIELDS: &[&str] = &[
+    "asset",
+    "mapping",
+    "input_manager",
+    "allow_missing_partitions",
+    "load",
+];
+const PARTITION_TYPES: &[&str] = &[
+    "hourly", "daily", "weekly", "monthly", "cron", "static", "dynamic", "multi",
+];
+
+impl<'a> Validator<'a> {
+    fn run(&mut self, files: &[RawFile<'_>]) -> Defs {
+        // Pass 1: names in each group, duplicates across files.
+        let mut groups: [Vec<Entry<'_, '_>>; 3] = Default::default();
+        for f in files {
+            let top = Reader::new(f.file, &f.root, 0..0, "a definitions file", TOP, self.diags);
+            for (gi, group) in TOP.iter().enumerate() {
+                let Some((table, _)) = top.table(group, self.diags) else {
+                    continue;
+                };
+                for (k, v) in table.iter() {
+                    groups[gi].push(Entry {
+                        name: k.get_ref().to_string(),
+                        span: Span::new(f.file, k.span()),
+                        file: f.file,
+                        value: v,
+                    });
+                }
+            }
+        }
+        for (gi, group) in groups.iter_mut().enumerate() {
+            let mut seen: HashMap<String, Span> = HashMap::new();
+            let singular = ["partitions definition", "resource", "asset"][gi];
+            group.retain(|e| match seen.get(&e.name) {
+                Some(first) => {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Kind::Duplicate,
+                            format!("{singular} `{}` is defined twice", e.name),
+                        )
+                        .at(&e.span, "defined again here")
+                        .also(first, "first defined here")
+                        .help(format!("rename one of them; {singular} names are shared by every file in the definitions folder")),
+                    );
+                    false
+                }
+                None => {
+                    seen.insert(e.name.clone(), e.span.clone());
+                    true
+                }
+            });
+        }
+        let [parts, resources, assets] = groups;
+
+        // Pass 2: partitions. Plain definitions first, so multi dimensions can name them.
+        let is_multi = |e: &Entry<'_, '_>| {
+            matches!(e.value.get_ref(), DeValue::Table(t)
+                if t.get("type").and_then(|v| v.get_ref().as_str()) == Some("multi"))
+        };
+        for e in parts
+            .iter()
+            .filter(|e| !is_multi(e))
+            .chain(parts.iter().filter(|e| is_multi(e)))
+        {
+            let what = format!("partitions `{}`", e.name);
+            if let Some(def) = self.partitions_def(e.file, e.value, Some(&e.name), &what, true) {
+                self.named_partitions.insert(
+                    e.name.clone(),
+                    NamedPartitions {
+                        def,
+                        span: e.span.clone(),
+                    },
+                );
+            }
+        }
+        // Keep definition order as written.
+        let order: HashMap<&str, usize> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.as_str(), i))
+            .collect();
+        self.named_partitions
+            .sort_by(|a, _, b, _| order.get(a.as_str()).cmp(&order.get(b.as_str())));
+
+        // Pass 3: resources.
+        let mut res = indexmap::IndexMap::new();
+        for e in &resources {
+            if let Some(r) = self.resource(e) {
+                res.insert(e.name.clone(), r);
+            }
+        }
+        if !res.contains_key("io_manager") && !resources.iter().any(|e| e.name == "io_manager") {
+            res.insert(
+                "io_manager".to_string(),
+                Resource {
+                    key: "io_manager".into(),
+                    type_name: "fs".into(),
+                    config: toml::Table::new(),
+                    format: Some(Format::Csv),
+                    span: None,
+                },
+            );
+        }
+        let resource_names: Vec<&str> = resources
+            .iter()
+            .map(|e| e.name.as_str())
+            .chain((!resources.iter().any(|e| e.name == "io_manager")).then_some("io_manager"))
+            .collect();
+
+        // Pass 4: assets.
+        let mut keys: HashMap<String, usize> = HashMap::new();
+        for (i, e) in assets.iter().enumerate() {
+            if let Some(problem) = check_asset_key(&e.name) {
+                self.diags.push(
+                    Diagnostic::error(Kind::InvalidKey, format!("invalid asset key `{}`", e.name))
+                        .at(&e.span, problem)
+                        .help("asset keys are `/`-separated segments of letters, digits, `_`, `-` and `.`"),
+                );
+            }
+            keys.insert(e.name.clone(), i);
+        }
+        let key_list: Vec<&str> = assets.iter().map(|e| e.name.as_str()).collect();
+        self.edges = vec![Vec::new(); assets.len()];
+        let mut built: Vec<Option<Asset>> = assets
+            .iter()
+            .map(|e| self.asset(e, &keys, &key_list, &res, &resource_names))
+            .collect();
+
+        // Pass 5: graph.
+        let names: Vec<&str> = assets.iter().map(|e| e.name.as_str()).collect();
+        let order = self.topo_order(&names);
+        // Pass 6: mappings, inferred where not written, then checked.
+        let ups: Vec<Option<Arc<PartitionsDef>>> = built
+            .iter()
+            .map(|a| {
+                a.as_ref()
+                    .and_then(|a| a.partitions.as_ref().map(|p| p.def.clone()))
+            })
+            .collect();
+        for a in built.iter_mut().flatten() {
+            let down = a.partitions.as_ref().map(|p| p.def.clone());
+            for inp in &mut a.inputs {
+                let up = ups[inp.upstream].clone();
+                if inp.mapping_inferred {
+                    inp.mapping = mapping::infer(up.as_deref(), down.as_deref());
+                }
+                if let Err(msg) =
+                    mapping::check_applicable(&inp.mapping, up.as_deref(), down.as_deref())
+                {
+                    let upstream_key = &assets[inp.upstream].name;
+                    self.diags.push(
+                        Diagnostic::error(
+                            Kind::Mapping,
+                            format!(
+                                "{} mapping cannot apply to input `{}` of asset `{}`: {msg}",
+                                if inp.mapping_inferred {
+                                    "the inferred"
+                                } else {
+                                    "the"
+                                },
+                                inp.name,
+                                a.key
+                            ),
+                        )
+                        .at(&inp.span, format!("reads `{upstream_key}`"))
+                        .help(if inp.mapping_inferred {
+                            "write a mapping for this input, e.g. `mapping = { type = \"all\" }`"
+                                .to_string()
+                        } else {
+                            format!(
+                                "choose a mapping that fits `{}` → `{}`",
+                                describe(up.as_deref()),
+                                describe(down.as_deref())
+                            )
+                        }),
+                    );
+                }
+            }
+        }
+
+        let mut defs = Defs {
+            partitions: std::mem::take(&mut self.named_partitions),
+            resources: res,
+            ..Defs::default()
+        };
+        if self.diags.has_errors() {
+            return defs;
+        }
+        // Renumber assets into topological order.
+        let mut new_id = vec![0usize; built.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_id[old] = new;
+        }
+        for &old in &order {
+            let mut a = built[old]
+                .take()
+                .expect("no errors, so every asset was built");
+            for inp in &mut a.inputs {
+                inp.upstream = new_id[inp.upstream];
+            }
+            defs.by_key.insert(a.key.clone(), defs.assets.len());
+            defs.assets.push(a);
+        }
+        defs
+    }
+
+    /// A partitions definition, named (`name`) or inline.
+    fn partitions_def(
+        &mut self,
+        file: FileId,
+        value: &Value<'_>,
+        name: Option<&str>,
+        what: &str,
+        allow_multi: bool,
+    ) -> Option<Arc<PartitionsDef>> {
+        let span = Span::new(file, value.span());
+        let DeValue::Table(t) = value.get_ref() else {
+            self.diags.push(
+                Diagnostic::error(
+                    Kind::WrongType,
+                    format!(
+                        "{what} must be a table, found {}",
+                        load::type_name(value.get_ref())
+                    ),
+                )
+                .at(&span, "expected a table with `type`"),
+            );
+            return None;
+        };
+        let type_str = match t.get("type") {
+            Some(v) => match v.get_ref().as_str() {
+                Some(s) => Some((s.to_string(), Span::new(file, v.span()))),
+                None => {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Kind::WrongType,
+                            format!("`type` of {what} must be a string"),
+                        )
+                        .at(&Span::new(file, v.span()), "expected a string"),
+                    );
+                    return None;
+                }
+            },
+            None => None,
+        };
+        let Some((ty, ty_span)) = type_str else {
+            self.diags.push(
+                Diagnostic::error(Kind::MissingField, format!("{what} has no `type`"))
+                    .at(&span, "missing `type`")
+                    .help(format!(
+                        "add `type = ` one of {}",
+                        crate::diag::list_names(PARTITION_TYPES)
+                    )),
+            );
+            return None;
+        };
+        let fields: &[&str] = match ty.as_str() {
+            "hourly" => &[
+                "type",
+                "start",
+                "end",
+                "timezone",
+                "fmt",
+                "end_offset",
+                "minute_offset",
+            ],
+            "daily" => &[
+                "type",
+                "start",
+                "end",
+                "timezone",
+                "fmt",
+                "end_offset",
+                "minute_offset",
+                "hour_offset",
+            ],
+            "weekly" | "monthly" => &[
+                "type",
+                "start",
+                "end",
+                "timezone",
+                "fmt",
+                "end_offset",
+                "minute_offset",
+                "hour_offset",
+                "day_offset",
+            ],
+            "cron" => &[
+                "type",
+                "cron",
+                "start",
+                "end",
+                "timezone",
+                "fmt",
+                "end_offset",
+            ],
+            "static" => &["type", "keys"],
+            "dynamic" => &["type"],
+            "multi" => &["type", "dimensions"],
+            _ => {
+                self.diags.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!("unknown partitions type `{ty}` in {what}"),
+                    )
+                    .at(&ty_span, "unknown type")
+                    .help(suggest(&ty, PARTITION_TYPES, "valid types")),
+                );
+                return None;
+            }
+        };
+        let r = Reader::new(file, t, value.span(), what, fields, self.diags);
+        match ty.as_str() {
+            "static" => {
+                let Some(keys) = r.str_array("keys", self.diags) else {
+                    self.diags.push(
+                        Diagnostic::error(Kind::MissingField, format!("{what} has no `keys`"))
+                            .at(&span, "missing `keys`")
+                            .help("add `keys = [\"a\", \"b\"]`"),
+                    );
+                    return None;
+                };
+                let mut seen: HashMap<&str, &Span> = HashMap::new();
+                let mut ok = true;
+                for k in &keys {
+                    if let Some(problem) = check_key(&k.value, false) {
+                        self.diags.push(
+                            Diagnostic::error(Kind::InvalidKey, problem).at(&k.span, "invalid key"),
+                        );
+                        ok = false;
+                    } else if let Some(first) = seen.insert(&k.value, &k.span) {
+                        self.diags.push(
+                            Diagnostic::error(
+                                Kind::Duplicate,
+                                format!("partition key `{}` is listed twice in {what}", k.value),
+                            )
+                            .at(&k.span, "listed again here")
+                            .also(first, "first listed here"),
+                        );
+                        ok = false;
+                    }
+                }
+                if keys.is_empty() {
+                    self.diags.push(
+                        Diagnostic::error(Kind::InvalidValue, format!("{what} has no keys"))
+                            .at(&r.span_of(r.get("keys").unwrap()), "empty list"),
+                    );
+                    ok = false;
+                }
+                ok.then(|| {
+                    Arc::new(PartitionsDef::Static(StaticPartitions::new(
+                        keys.into_iter().map(|k| k.value).collect(),
+                    )))
+                })
+            }
+            "dynamic" => match name {
+                Some(n) => Some(Arc::new(PartitionsDef::Dynamic {
+                    name: n.to_string(),
+                })),
+                None => {
+                    self.diags.push(
+                        Diagnostic::error(Kind::InvalidValue, format!("dynamic partitions in {what} must be named"))
+                            .at(&span, "inline dynamic definition")
+                            .help("define it as `[partitions.NAME] type = \"dynamic\"` and refer to it by name; its keys are managed with `dg partitions add NAME KEY…`"),
+                    );
+                    None
+                }
+            },
+            "multi" => self.multi_def(&r, what, allow_multi, &span),
+            _ => self.time_def(&r, &ty, what, &span),
+        }
+    }
+
+    fn multi_def(
+        &mut self,
+        r: &Reader<'_, '_>,
+        what: &str,
+        allow_multi: bool,
+        span: &Span,
+    ) -> Option<Arc<PartitionsDef>> {
+        if !allow_multi {
+            self.diags.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("{what} cannot be multi-partitioned"),
+                )
+                .at(span, "multi inside multi")
+                .help(
+                    "a multi definition has exactly two dimensions, each time, static or dynamic",
+                ),
+            );
+            return None;
+        }
+        let Some((dims, dims_value)) = r.table("dimensions", self.diags) else {
+            if r.get("dimensions").is_none() {
+                self.diags.push(
+                    Diagnostic::error(Kind::MissingField, format!("{what} has no `dimensions`"))
+                        .at(span, "missing `dimensions`")
+                        .help("add `dimensions = { date = \"daily\", region = \"region\" }`"),
+                );
+            }
+            return None;
+        };
+        if dims.len() != 2 {
+            self.diags.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!(
+                        "{what} must have exactly two dimensions, found {}",
+                        dims.len()
+                    ),
+                )
+                .at(&r.span_of(dims_value), "here"),
+            );
+            return None;
+        }
+        let mut out: Vec<(String, Arc<PartitionsDef>)> = Vec::new();
+        for (k, v) in dims.iter() {
+            let dim_name = k.get_ref().to_string();
+            let dim_what = format!("dimension `{dim_name}` of {what}");
+            let def = match v.get_ref() {
+                DeValue::String(s) => self.named_ref(s, &r.span_of(v), &dim_what),
+                _ => self.partitions_def(r.file, v, None, &dim_what, false),
+            };
+            if let Some(d) = def {
+                if matches!(*d, PartitionsDef::Multi(_)) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!("{dim_what} cannot be multi-partitioned"),
+                        )
+                        .at(&r.span_of(v), "a multi definition"),
+                    );
+                    continue;
+                }
+                if let PartitionsDef::Static(s) = &*d {
+                    for key in s.keys() {
+                        if let Some(problem) = check_key(key, true) {
+                            self.diags.push(
+                                Diagnostic::error(Kind::InvalidKey, problem)
+                                    .at(&r.span_of(v), "in this dimension"),
+                            );
+                        }
+                    }
+                }
+                out.push((dim_name, d));
+            }
+        }
+        if out.len() != 2 {
+            return None;
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        let b = out.pop()?;
+        let a = out.pop()?;
+        Some(Arc::new(PartitionsDef::Multi(MultiPartitions {
+            dims: [a, b],
+        })))
+    }
+
+    fn named_ref(&mut self, name: &str, span: &Span, what: &str) -> Option<Arc<PartitionsDef>> {
+        if let Some(n) = self.named_partitions.get(name) {
+            return Some(n.def.clone());
+        }
+        let names: Vec<&str> = self.named_partitions.keys().map(String::as_str).collect();
+        self.diags.push(
+            Diagnostic::error(
+                Kind::UnknownReference,
+                format!("{what} refers to unknown partitions `{name}`"),
+            )
+            .at(span, "not defined")
+            .help(suggest(name, &names, "defined partitions")),
+        );
+        None
+    }
+
+    fn time_def(
+        &mut self,
+        r: &Reader<'_, '_>,
+        ty: &str,
+        what: &str,
+        span: &Span,
+    ) -> Option<Arc<PartitionsDef>> {
+        let d = &mut *self.diags;
+        let mut ok = true;
+        let mut offset = |key: &str, lo: i64, hi: i64, default: i64, d: &mut Diagnostics| -> u32 {
+            match r.int(key, d) {
+                Some((n, s)) if n < lo || n > hi => {
+                    d.push(
+                        Diagnostic::error(Kind::InvalidValue, format!("`{key}` must be between {lo} and {hi}, found {n}"))
+                            .at(&s, "out of range")
+                            .help_opt((key == "day_offset" && ty == "monthly" && n > 28).then(|| {
+                                "not every month has that day; use `type = \"cron\"` for such schedules".to_string()
+                            })),
+                    );
+                    ok = false;
+                    default as u32
+                }
+                Some((n, _)) => n as u32,
+                None => default as u32,
+            }
+        };
+        let minute = offset("minute_offset", 0, 59, 0, d);
+        let hour = offset("hour_offset", 0, 23, 0, d);
+        let schedule = match ty {
+            "hourly" => Schedule::Hourly { minute },
+            "daily" => Schedule::Daily { hour, minute },
+            "weekly" => Schedule::Weekly {
+                weekday: offset("day_offset", 0, 6, 0, d),
+                hour,
+                minute,
+            },
+            "monthly" => Schedule::Monthly {
+                day: offset("day_offset", 1, 28, 1, d),
+                hour,
+                minute,
+            },
+            _ => {
+                let Some(c) = r.str("cron", d) else {
+                    if r.get("cron").is_none() {
+                        d.push(
+                            Diagnostic::error(Kind::MissingField, format!("{what} has no `cron`"))
+                                .at(span, "missing `cron`")
+                                .help("add a five-field schedule, e.g. `cron = \"0 */6 * * *\"`"),
+                        );
+                    }
+                    return None;
+                };
+                match time::parse_cron(&c.value) {
+                    Ok(cron) => Schedule::Cron {
+                        expr: c.value.clone(),
+                        cron: Box::new(cron),
+                    },
+                    Err(e) => {
+                        d.push(
+                            Diagnostic::error(Kind::BadCron, format!("invalid cron schedule `{}` in {what}", c.value))
+                                .at(&c.span, e)
+                                .help("use five fields: minute hour day-of-month month day-of-week, e.g. `0 */6 * * *`"),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        let tz = match r.str("timezone", d) {
+            Some(s) => match s.value.parse::<chrono_tz::Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    let names: Vec<&str> =
+                        chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
+                    d.push(
+                        Diagnostic::error(Kind::BadTimezone, format!("unknown time zone `{}` in {what}", s.value))
+                            .at(&s.span, "not an IANA time zone")
+                            .help(match crate::diag::did_you_mean(&s.value, names.iter().copied()) {
+                                Some(c) => format!("did you mean `{c}`?"),
+                                None => "use an IANA name such as `UTC`, `Europe/Berlin` or `America/New_York`".into(),
+                            }),
+                    );
+                    ok = false;
+                    chrono_tz::UTC
+                }
+            },
+            None => chrono_tz::UTC,
+        };
+        let fmt = r.str("fmt", d);
+        let end_offset = r.int("end_offset", d).map(|(n, _)| n).unwrap_or(0);
+        let Some(start) = r.str("start", d) else {
+            if r.get("start").is_none() {
+                d.push(
+                    Diagnostic::error(Kind::MissingField, format!("{what} has no `start`"))
+                        .at(span, "missing `start`")
+                        .help(format!("add `start = \"{}\"`", example_start(&schedule))),
+                );
+            }
+            return None;
+        };
+        let end = r.str("end", d);
+        match TimePartitions::new(
+            schedule,
+            tz,
+            fmt.as_ref().map(|f| f.value.clone()),
+            &start.value,
+            end.as_ref().map(|e| e.value.as_str()),
+            end_offset,
+        ) {
+            Ok(t) => ok.then(|| Arc::new(PartitionsDef::Time(t))),
+            Err(TimeDefError::Fmt(m)) => {
+                let at = fmt
+                    .as_ref()
+                    .map(|f| f.span.clone())
+                    .unwrap_or_else(|| span.clone());
+                d.push(Diagnostic::error(Kind::BadFormat, format!("invalid `fmt` in {what}: {m}")).at(&at, "this format").help(
+                    "use strftime codes that name the window down to its schedule, e.g. `%Y-%m-%d-%H:%M` for hourly",
+                ));
+                None
+            }
+            Err(TimeDefError::Start(m)) => {
+                d.push(
+                    Diagnostic::error(Kind::BadDate, format!("invalid `start` in {what}: {m}"))
+                        .at(&start.span, "cannot be read with the format"),
+                );
+                None
+            }
+            Err(TimeDefError::End(m)) => {
+                let at = end
+                    .as_ref()
+                    .map(|e| e.span.clone())
+                    .unwrap_or_else(|| span.clone());
+                d.push(
+                    Diagnostic::error(Kind::BadDate, format!("invalid `end` in {what}: {m}"))
+                        .at(&at, "invalid end"),
+                );
+                None
+            }
+        }
+    }
+
+    fn resource(&mut self, e: &Entry<'_, '_>) -> Option<Resource> {
+        let what = format!("resource `{}`", e.name);
+        let DeValue::Table(t) = e.value.get_ref() else {
+            self.diags.push(
+                Diagnostic::error(Kind::WrongType, format!("{what} must be a table")).at(
+                    &Span::new(e.file, e.value.span()),
+                    "expected a table with `type`",
+                ),
+            );
+            return None;
+        };
+        let names = self.registry.names();
+        let Some(ty) = t.get("type") else {
+            self.diags.push(
+                Diagnostic::error(Kind::MissingField, format!("{what} has no `type`"))
+                    .at(&e.span, "missing `type`")
+                    .help(format!(
+                        "add `type = ` one of {}",
+                        crate::diag::list_names(&names)
+                    )),
+            );
+            return None;
+        };
+        let ty_span = Span::new(e.file, ty.span());
+        let Some(ty_name) = ty.get_ref().as_str() else {
+            self.diags.push(
+                Diagnostic::error(
+                    Kind::WrongType,
+                    format!("`type` of {what} must be a string"),
+                )
+                .at(&ty_span, "expected a string"),
+            );
+            return None;
+        };
+        let Some(kind) = self.registry.get(ty_name) else {
+            self.diags.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("unknown resource type `{ty_name}` in {what}"),
+                )
+                .at(&ty_span, "unknown type")
+                .help(suggest(ty_name, &names, "valid types")),
+            );
+            return None;
+        };
+        let mut config = t.clone();
+        config.remove("type");
+        // Env references must parse now; unset ones are warnings until a run needs them.
+        self.check_templates(e.file, &config, &what);
+        let value = toml::Spanned::new(e.value.span(), DeValue::Table(config.clone()));
+        match kind.validate(value) {
+            Ok(info) => {
+                let owned: toml::Table = serde::Deserialize::deserialize(
+                    serde::de::IntoDeserializer::into_deserializer(toml::Spanned::new(
+                        e.value.span(),
+                        DeValue::Table(config),
+                    )),
+                )
+                .unwrap_or_default();
+                Some(Resource {
+                    key: e.name.clone(),
+                    type_name: ty_name.to_string(),
+                    config: owned,
+                    format: info.format,
+                    span: Some(e.span.clone()),
+                })
+            }
+            Err(err) => {
+                let span = err
+                    .span
+                    .map(|s| Span::new(e.file, s))
+                    .unwrap_or_else(|| e.span.clone());
+                let (msg, help) = describe_serde_error(&err.message);
+                self.diags.push(
+                    Diagnostic::error(
+                        if msg.starts_with("unknown field") {
+                            Kind::UnknownField
+                        } else {
+                            Kind::InvalidValue
+                        },
+                        format!("{msg} in {what} (type `{ty_name}`)"),
+                    )
+                    .at(&span, "here")
+                    .help_opt(help),
+                );
+                None
+            }
+        }
+    }
+
+    /// Parses every string under `table` as a template, and warns about unset variables.
+    fn check_templates(&mut self, file: FileId, table: &load::Table<'_>, what: &str) {
+        for (_, v) in table.iter() {
+            self.check_template_value(file, v, what);
+        }
+    }
+
+    fn check_template_value(&mut self, file: FileId, v: &Value<'_>, what: &str) {
+        match v.get_ref() {
+            DeValue::String(s) => {
+                self.template(
+                    &Str {
+                        value: s.to_string(),
+                        span: Span::new(file, v.span()),
+                    },
+                    what,
+                );
+            }
+            DeValue::Array(a) => a
+                .iter()
+                .for_each(|x| self.check_template_value(file, x, what)),
+            DeValue::Table(t) => self.check_templates(file, t, what),
+            _ => {}
+        }
+    }
+
+    fn template(&mut self, s: &Str, what: &str) -> Option<Template> {
+        match Template::parse(&s.value) {
+            Ok(t) => {
+                for name in t.unset_vars(self.env) {
+                    self.diags.push(
+                        Diagnostic::warning(Kind::EnvVar, format!("environment variable `{name}` is not set (used by {what})"))
+                            .at(&s.span, format!("needs `{name}`"))
+                            .help(format!("set `{name}` before running, or give a default: `${{env:{name}:-value}}`")),
+                    );
+                }
+                Some(t)
+            }
+            Err(e) => {
+                self.diags
+                    .push(Diagnostic::error(Kind::EnvVar, e.message).at(&s.span, "in this string"));
+                None
+            }
+        }
+    }
+
+    fn asset(
+        &mut self,
+        e: &Entry<'_, '_>,
+        keys: &HashMap<String, usize>,
+        key_list: &[&str],
+        resources: &indexmap::IndexMap<String, Resource>,
+        resource_names: &[&str],
+    ) -> Option<Asset> {
+        let what = format!("asset `{}`", e.name);
+        let r = Reader::of_value(e.file, e.value, &what, ASSET_FIELDS, self.diags)?;
+        let d = &mut *self.diags;
+
+        // Compute: exactly one.
+        let computes: Vec<&str> = ["command", "shell", "sql", "source"]
+            .into_iter()
+            .filter(|k| r.get(k).is_some())
+            .collect();
+        let mut compute = None;
+        match computes.len() {
+            0 => d.push(
+                Diagnostic::error(Kind::Compute, format!("{what} has no compute"))
+                    .at(&e.span, "needs one of `command`, `shell`, `sql` or `source = true`")
+                    .help("add e.g. `shell = \"echo hi > \\\"$DG_OUTPUT\\\"\"`, or `source = true` for an asset produced outside dg"),
+            ),
+            1 => {}
+            _ => d.push(
+                Diagnostic::error(Kind::Compute, format!("{what} has more than one compute: {}", computes.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(" and ")))
+                    .at(&r.key_span(computes[1]).unwrap_or(e.span.clone()), "second compute")
+                    .also(&r.key_span(computes[0]).unwrap_or(e.span.clone()), "first compute")
+                    .help("keep exactly one of `command`, `shell`, `sql`, `source`"),
+            ),
+        }
+        if computes.len() == 1 {
+            compute = match computes[0] {
+                "command" => r.str_array("command", d).and_then(|argv| {
+                    if argv.is_empty() {
+                        d.push(Diagnostic::error(Kind::Compute, format!("`command` of {what} is empty")).at(&r.span_of(r.get("command").unwrap()), "empty argv").help("give the program and its arguments, e.g. `[\"python3\", \"job.py\"]`"));
+                        None
+                    } else {
+                        Some(argv)
+                    }
+                }).map(|argv| {
+                    argv.iter().map(|a| Template::parse(&a.value).unwrap_or_else(|_| Template::literal(a.value.clone()))).collect()
+                }).map(Compute::Command),
+                "shell" => r.str("shell", d).map(|s| Compute::Shell(s.value)),
+                "sql" => r.str("sql", d).map(|s| Compute::Sql(s.value)),
+                _ => match r.bool("source", d) {
+                    Some(true) => Some(Compute::Source),
+                    Some(false) => {
+                        d.push(Diagnostic::error(Kind::Compute, format!("{what} has `source = false` and no compute")).at(&r.span_of(r.get("source").unwrap()), "false").help("remove `source` and add `command`, `shell` or `sql`"));
+                        None
+                    }
+                    None => None,
+                },
+            };
+        }
+        // command args may use ${env:...}
+        if let Some(argv) = r.str_array("command", &mut Diagnostics::default()) {
+            for a in &argv {
+                self.template(a, &what);
+            }
+        }
+
+        // Partitions.
+        let partitions = match r.get("partitions") {
+            None => None,
+            Some(v) => match v.get_ref() {
+                DeValue::String(name) => {
+                    let name = name.to_string();
+                    self.named_ref(&name, &r.span_of(v), &what)
+                        .map(|def| AssetPartitions {
+                            def,
+                            name: Some(name),
+                        })
+                }
+                _ => self
+                    .partitions_def(e.file, v, None, &format!("partitions of {what}"), true)
+                    .map(|def| AssetPartitions { def, name: None }),
+            },
+        };
+        let partitions_failed = r.get("partitions").is_some() && partitions.is_none();
+        let d = &mut *self.diags;
+
+        // Manager and format.
+        let io_manager = match r.str("io_manager", d) {
+            Some(s) if !resources.contains_key(&s.value) => {
+                if !resource_names.contains(&s.value.as_str()) {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::UnknownReference,
+                            format!("{what} uses unknown I/O manager `{}`", s.value),
+                        )
+                        .at(&s.span, "no such resource")
+                        .help(suggest(
+                            &s.value,
+                            resource_names,
+                            "defined resources",
+                        )),
+                    );
+                }
+                s.value
+            }
+            Some(s) => s.value,
+            None => "io_manager".to_string(),
+        };
+        let format = match r.str("format", d) {
+            Some(s) => match Format::parse(&s.value) {
+                Some(f) => Some(f),
+                None => {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!("unknown format `{}` in {what}", s.value),
+                        )
+                        .at(&s.span, "unknown format")
+                        .help(suggest(
+                            &s.value,
+                            Format::NAMES,
+                            "valid formats",
+                        )),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let format = format
+            .or_else(|| resources.get(&io_manager).and_then(|r| r.format))
+            .unwrap_or(Format::Csv);
+
+        let group = r
+            .str("group", d)
+            .map(|s| s.value)
+            .unwrap_or_else(|| "default".into());
+        let tags: BTreeMap<String, String> = r
+            .str_map("tags", d)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.value, v.value))
+            .collect();
+        let description = r.str("description", d).map(|s| s.value);
+        let metadata = match r.table("metadata", d) {
+            Some((_, v)) => match load::to_json(v.get_ref()) {
+                serde_json::Value::Object(m) => m,
+                _ => Default::default(),
+            },
+            None => Default::default(),
+        };
+        let code_version = r.str("code_version", d).map(|s| s.value);
+        let retries = match r.int("retries", d) {
+            Some((n, s)) if !(0..=100).contains(&n) => {
+                d.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!("`retries` must be between 0 and 100, found {n}"),
+                    )
+                    .at(&s, "out of range"),
+                );
+                0
+            }
+            Some((n, _)) => n as u32,
+            None => 0,
+        };
+        let timeout = match r.str("timeout", d) {
+            Some(s) => match humantime::parse_duration(&s.value) {
+                Ok(t) if !t.is_zero() => Some(t),
+                Ok(_) => {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!("`timeout` of {what} must be more than zero"),
+                        )
+                        .at(&s.span, "zero"),
+                    );
+                    None
+                }
+                Err(err) => {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!("invalid `timeout` `{}` in {what}: {err}", s.value),
+                        )
+                        .at(&s.span, "not a duration")
+                        .help("write a duration such as `90s`, `15m` or `2h 30m`"),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let output = r.bool("output", d).unwrap_or(true);
+        let env_pairs = r.str_map("env", d).unwrap_or_default();
+        let mut env = Vec::new();
+        for (k, v) in env_pairs {
+            if let Some(t) = self.template(&v, &what) {
+                env.push((k.value, t));
+            }
+        }
+        let d = &mut *self.diags;
+
+        // Inputs: `deps` shorthand, then `ins`.
+        let mut inputs: Vec<Input> = Vec::new();
+        let mut input_spans: HashMap<String, Span> = HashMap::new();
+        let resolve = |name: &str, span: &Span, d: &mut Diagnostics| -> Option<usize> {
+            match keys.get(name) {
+                Some(&i) => Some(i),
+                None => {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::UnknownReference,
+                            format!("{what} depends on unknown asset `{name}`"),
+                        )
+                        .at(span, "no such asset")
+                        .help(suggest(name, key_list, "defined assets")),
+                    );
+                    None
+                }
+            }
+        };
+        let ins_table = r.table("ins", d).map(|(t, _)| t);
+        for dep in r.str_array("deps", d).unwrap_or_default() {
+            let Some(up) = resolve(&dep.value, &dep.span, d) else {
+                continue;
+            };
+            let name = dep
+                .value
+                .rsplit('/')
+                .next()
+                .unwrap_or(&dep.value)
+                .to_string();
+            if ins_table.is_some_and(|t| t.contains_key(name.as_str())) {
+                continue; // `ins.NAME` says more about this input
+            }
+            if let Some(first) = input_spans.get(&name) {
+                d.push(
+                    Diagnostic::error(
+                        Kind::Duplicate,
+                        format!("{what} has two inputs named `{name}`"),
+                    )
+                    .at(&dep.span, "second input with this name")
+                    .also(first, "first input")
+                    .help(format!(
+                        "name them explicitly: `[assets.\"{}\".ins.OTHER_NAME] asset = \"{}\"`",
+                        e.name, dep.value
+                    )),
+                );
+                continue;
+            }
+            input_spans.insert(name.clone(), dep.span.clone());
+            inputs.push(Input {
+                name,
+                span: dep.span.clone(),
+                upstream: up,
+                mapping: MappingSpec::Identity,
+                mapping_inferred: true,
+                input_manager: None,
+                allow_missing_partitions: false,
+                load: true,
+            });
+        }
+        if let Some(t) = ins_table {
+            for (k, v) in t.iter() {
+                let name = k.get_ref().to_string();
+                let k_span = Span::new(e.file, k.span());
+                let in_what = format!("input `{name}` of {what}");
+                let Some(ir) = Reader::of_value(e.file, v, &in_what, INPUT_FIELDS, d) else {
+                    continue;
+                };
+                if !valid_input_name(&name) {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidKey,
+                            format!("invalid input name `{name}` in {what}"),
+                        )
+                        .at(&k_span, "letters, digits, `_` and `-` only"),
+                    );
+                }
+                let (up_name, up_span) = match ir.str("asset", d) {
+                    Some(s) => (s.value, s.span),
+                    None => (name.clone(), k_span.clone()),
+                };
+                let Some(up) = resolve(&up_name, &up_span, d) else {
+                    continue;
+                };
+                let mapping = match ir.get("mapping") {
+                    Some(m) => match mapping_spec(e.file, m, &format!("mapping of {in_what}"), d) {
+                        Some(spec) => Some(spec),
+                        None => continue,
+                    },
+                    None => None,
+                };
+                let input_manager = match ir.str("input_manager", d) {
+                    Some(s) if !resource_names.contains(&s.value.as_str()) => {
+                        d.push(
+                            Diagnostic::error(
+                                Kind::UnknownReference,
+                                format!("{in_what} uses unknown input manager `{}`", s.value),
+                            )
+                            .at(&s.span, "no such resource")
+                            .help(suggest(
+                                &s.value,
+                                resource_names,
+                                "defined resources",
+                            )),
+                        );
+                        None
+                    }
+                    Some(s) => Some(s.value),
+                    None => None,
+                };
+                inputs.push(Input {
+                    name: name.clone(),
+                    span: k_span.clone(),
+                    upstream: up,
+                    mapping_inferred: mapping.is_none(),
+                    mapping: mapping.unwrap_or(MappingSpec::Identity),
+                    input_manager,
+                    allow_missing_partitions: ir
+                        .bool("allow_missing_partitions", d)
+                        .unwrap_or(false),
+                    load: ir.bool("load", d).unwrap_or(true),
+                });
+            }
+        }
+        // Self-dependency is a cycle of one.
+        let my_id = keys.get(&e.name).copied();
+        for inp in &inputs {
+            if Some(inp.upstream) == my_id {
+                d.push(
+                    Diagnostic::error(Kind::Cycle, format!("{what} depends on itself"))
+                        .at(&inp.span, "reads its own output")
+                        .help("for a previous partition of the same asset, Dagster-style self-dependencies are not supported yet; split the asset in two"),
+                );
+            }
+        }
+
+        if let Some(i) = my_id {
+            self.edges[i] = inputs
+                .iter()
+                .map(|x| (x.upstream, x.span.clone()))
+                .collect();
+        }
+        if partitions_failed {
+            return None;
+        }
+        Some(Asset {
+            key: e.name.clone(),
+            span: e.span.clone(),
+            partitions,
+            compute: compute?,
+            io_manager,
+            format,
+            group,
+            tags,
+            description,
+            metadata,
+            env,
+            code_version,
+            retries,
+            timeout,
+            output,
+            inputs,
+        })
+    }
+
+    /// Finds cycles (reporting each with its full path) and returns a
+    /// topological order of all assets.
+    fn topo_order(&mut self, names: &[&str]) -> Vec<usize> {
+        let n = names.len();
+        let ups = |edges: &Vec<Vec<(usize, Span)>>, i: usize| -> Vec<usize> {
+            edges[i]
+                .iter()
+                .map(|(u, _)| *u)
+                .filter(|&u| u != i)
+                .collect()
+        };
+        // 0 = new, 1 = on stack, 2 = done
+        let mut state = vec![0u8; n];
+        let mut order = Vec::with_capacity(n);
+        let mut reported: Vec<Vec<usize>> = Vec::new();
+        for root in 0..n {
+            if state[root] != 0 {
+                continue;
+            }
+            let mut stack: Vec<(usize, Vec<usize>, usize)> =
+                vec![(root, ups(&self.edges, root), 0)];
+            state[root] = 1;
+            while let Some((node, children, idx)) = stack.last_mut() {
+                if *idx < children.len() {
+                    let c = children[*idx];
+                    *idx += 1;
+                    match state[c] {
+                        0 => {
+                            state[c] = 1;
+                            let cu = ups(&self.edges, c);
+                            stack.push((c, cu, 0));
+                        }
+                        1 => {
+                            // Cycle: from c up the stack to the current node.
+                            let pos = stack.iter().position(|(x, _, _)| *x == c).unwrap_or(0);
+                            let mut cycle: Vec<usize> =
+                                stack[pos..].iter().map(|(x, _, _)| *x).collect();
+                            let mut canon = cycle.clone();
+                            canon.sort_unstable();
+                            if !reported.contains(&canon) {
+                                reported.push(canon);
+                                self.report_cycle(names, &mut cycle);
+                            }
+                        }
+                        _ => {}
+                    }
+                } else {
+                    let done = *node;
+                    state[done] = 2;
+                    order.push(done);
+                    stack.pop();
+                }
+            }
+        }
+        order
+    }
+
+    fn report_cycle(&mut self, names: &[&str], cycle: &mut [usize]) {
+        // `cycle` lists nodes where each reads the next (downstream → upstream).
+        // Show it in data-flow order: upstream → … → downstream → upstream.
+        cycle.reverse();
+        let path: Vec<&str> = cycle.iter().map(|&i| names[i]).collect();
+        let mut text = path.join(" → ");
+        text.push_str(" → ");
+        text.push_str(path[0]);
+        let mut diag = Diagnostic::error(Kind::Cycle, format!("dependency cycle: {text}"));
+        for (k, &i) in cycle.iter().enumerate() {
+            let upstream = cycle[(k + cycle.len() - 1) % cycle.len()];
+            if let Some((_, span)) = self.edges[i].iter().find(|(u, _)| *u == upstream) {
+                let label = format!("`{}` reads `{}`", names[i], names[upstream]);
+                diag = if diag.primary.is_none() {
+                    diag.at(span, label)
+                } else {
+                    diag.also(span, label)
+                };
+            }
+        }
+        self.diags
+            .push(diag.help("remove one of these dependencies to break the cycle"));
+    }
+}
+
+fn describe(p: Option<&PartitionsDef>) -> String {
+    match p {
+        None => "unpartitioned".into(),
+        Some(d) => d.type_name().into(),
+    }
+}
+
+fn example_start(s: &Schedule) -> &'static str {
+    match s {
+        Schedule::Hourly { .. } | Schedule::Cron { .. } => "2024-01-01-00:00",
+        _ => "2024-01-01",
+    }
+}
+
+fn valid_input_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Why an asset key is invalid, or `None`.
+pub fn check_asset_key(key: &str) -> Option<String> {
+    if key.is_empty() {
+        return Some("the key is empty".into());
+    }
+    for seg in key.split('/') {
+        if seg.is_empty() {
+            return Some("empty segment (leading, trailing or doubled `/`)".into());
+        }
+        if seg == "." || seg == ".." {
+            return Some(format!("segment `{seg}` is not allowed"));
+        }
+        if let Some(c) = seg
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        {
+            return Some(format!("character `{c}` is not allowed"));
+        }
+    }
+    None
+}
+
+/// Turns serde's "unknown field `x`, expected one of `a`, `b`" into a
+/// message and a "did you mean" hint.
+fn describe_serde_error(msg: &str) -> (String, Option<String>) {
+    let first = msg.lines().next().unwrap_or(msg).to_string();
+    if let Some(rest) = first.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once("`, expected ")
+    {
+        let valid = expected_names(expected);
+        return (
+            format!("unknown field `{field}`"),
+            Some(suggest(field, &valid, "valid fields")),
+        );
+    }
+    if let Some(rest) = first.strip_prefix("unknown variant `")
+        && let Some((v, expected)) = rest.split_once("`, expected ")
+    {
+        let valid = expected_names(expected);
+        return (
+            format!("unknown value `{v}`"),
+            Some(suggest(v, &valid, "valid values")),
+        );
+    }
+    (first, None)
+}
+
+/// The names in serde's "`a`, `b` or `c`" / "one of `a`, `b`" lists.
+fn expected_names(s: &str) -> Vec<&str> {
+    s.trim_start_matches("one of ")
+        .split(", ")
+        .flat_map(|p| p.split(" or "))
+        .map(|p| p.trim().trim_matches('`'))
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Parses a mapping table into a [`MappingSpec`], checking its shape.
+fn mapping_spec(
+    file: FileId,
+    v: &Value<'_>,
+    what: &str,
+    d: &mut Diagnostics,
+) -> Option<MappingSpec> {
+    let span = Span::new(file, v.span());
+    let DeValue::Table(t) = v.get_ref() else {
+        d.push(
+            Diagnostic::error(
+                Kind::WrongType,
+                format!(
+                    "{what} must be a table, found {}",
+                    load::type_name(v.get_ref())
+                ),
+            )
+            .at(&span, "expected `{ type = … }`"),
+        );
+        return None;
+    };
+    let Some(ty) = t.get("type").and_then(|x| x.get_ref().as_str()) else {
+        d.push(
+            Diagnostic::error(Kind::MissingField, format!("{what} has no `type`"))
+                .at(&span, "missing `type`")
+                .help(format!(
+                    "add `type = ` one of {}",
+                    crate::diag::list_names(MappingSpec::TYPES)
+                )),
+        );
+        return None;
+    };
+    if !MappingSpec::TYPES.contains(&ty) {
+        let ty_span = Span::new(file, t.get("type").map(|x| x.span()).unwrap_or(v.span()));
+        d.push(
+            Diagnostic::error(
+                Kind::Mapping,
+                format!("unknown mapping type `{ty}` in {what}"),
+            )
+            .at(&ty_span, "unknown type")
+            .help(suggest(ty, MappingSpec::TYPES, "valid types")),
+        );
+        return None;
+    }
+    let r = Reader::new(file, t, v.span(), what, MappingSpec::fields(ty), d);
+    Some(match ty {
+        "identity" => MappingSpec::Identity,
+        "all" => MappingSpec::All,
+        "last" => MappingSpec::Last,
+        "time_window" => MappingSpec::TimeWindow {
+            start_offset: r.int("start_offset", d).map(|x| x.0).unwrap_or(0),
+            end_offset: r.int("end_offset", d).map(|x| x.0).unwrap_or(0),
+            allow_nonexistent: r.bool("allow_nonexistent", d).unwrap_or(false),
+        },
+        "static" => {
+            let Some((m, _)) = r.table("map", d) else {
+                if r.get("map").is_none() {
+                    d.push(
+                        Diagnostic::error(Kind::MissingField, format!("{what} has no `map`"))
+                            .at(&span, "missing `map`")
+                            .help("add `map = { upstream_key = \"downstream_key\" }`"),
+                    );
+                }
+                return None;
+            };
+            let mut map = BTreeMap::new();
+            for (k, val) in m.iter() {
+                let targets = match val.get_ref() {
+                    DeValue::String(s) => vec![s.to_string()],
+                    DeValue::Array(a) if a.iter().all(|x| x.get_ref().is_str()) => a
+                        .iter()
+                        .filter_map(|x| x.get_ref().as_str().map(String::from))
+                        .collect(),
+                    other => {
+                        d.push(
+                            Diagnostic::error(
+                                Kind::WrongType,
+                                format!(
+                                    "`map.{}` in {what} must be a key or a list of keys, found {}",
+                                    k.get_ref(),
+                                    load::type_name(other)
+                                ),
+                            )
+                            .at(
+                                &Span::new(file, val.span()),
+                                "expected a string or array of strings",
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                map.insert(k.get_ref().to_string(), targets);
+            }
+            MappingSpec::Static { map }
+        }
+        "specific" => match r.str_array("keys", d) {
+            Some(keys) => MappingSpec::Specific {
+                keys: keys.into_iter().map(|k| k.value).collect(),
+            },
+            None => {
+                if r.get("keys").is_none() {
+                    d.push(
+                        Diagnostic::error(Kind::MissingField, format!("{what} has no `keys`"))
+                            .at(&span, "missing `keys`"),
+                    );
+                }
+                return None;
+            }
+        },
+        "multi_to_single" => MappingSpec::MultiToSingle {
+            dimension: r.str("dimension", d).map(|s| s.value),
+        },
+        _ => {
+            let Some((dims, _)) = r.table("dimensions", d) else {
+                if r.get("dimensions").is_none() {
+                    d.push(
+                        Diagnostic::error(Kind::MissingField, format!("{what} has no `dimensions`"))
+                            .at(&span, "missing `dimensions`")
+                            .help("add `dimensions = { up_dim = { dimension = \"down_dim\", mapping = { type = \"identity\" } } }`"),
+                    );
+                }
+                return None;
+            };
+            let mut out = BTreeMap::new();
+            for (k, val) in dims.iter() {
+                let dim_what = format!("dimension `{}` of {what}", k.get_ref());
+                let Some(dr) = Reader::of_value(file, val, &dim_what, &["dimension", "mapping"], d)
+                else {
+                    continue;
+                };
+                let Some(down) = dr.str("dimension", d) else {
+                    if dr.get("dimension").is_none() {
+                        d.push(
+                            Diagnostic::error(
+                                Kind::MissingField,
+                                format!("{dim_what} has no `dimension`"),
+                            )
+                            .at(&Span::new(file, val.span()), "missing `dimension`"),
+                        );
+                    }
+                    continue;
+                };
+                let inner = match dr.get("mapping") {
+                    Some(m) => match mapping_spec(file, m, &format!("mapping of {dim_what}"), d) {
+                        Some(s) => s,
+                        None => continue,
+                    },
+                    None => MappingSpec::Identity,
+                };
+                out.insert(k.get_ref().to_string(), (down.value, Box::new(inner)));
+            }
+            MappingSpec::Multi { dimensions: out }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asset_keys() {
+        assert!(check_asset_key("raw/events").is_none());
+        assert!(check_asset_key("my-asset.v2").is_none());
+        assert!(check_asset_key("a//b").is_some());
+        assert!(check_asset_key("../x").is_some());
+        assert!(check_asset_key("a b").is_some());
+    }
+
+    #[test]
+    fn serde_unknown_field_gets_suggestion() {
+        let (m, h) =
+            describe_serde_error("unknown field `base_dri`, expected `base_dir` or `format`");
+        assert_eq!(expected_names("one of `a`, `b`"), vec!["a", "b"]);
+        assert_eq!(m, "unknown field `base_dri`");
+        assert_eq!(h.unwrap(), "did you mean `base_dir`?");
+    }
+}
