@@ -251,7 +251,7 @@ pub fn did_you_mean<'a>(
 pub fn suggest(given: &str, candidates: &[&str], what: &str) -> String {
     match did_you_mean(given, candidates.iter().copied()) {
         Some(c) => format!("did you mean `{c}`?"),
-        None if candidates.is_empty() => format!("no {what} is defined"),
+        None if candidates.is_empty() => format!("{what}: none"),
         None => format!("{what}: {}", list_names(candidates)),
     }
 }

@@ -79,13 +79,21 @@ pub fn parse<'s>(
     file: FileId,
     diags: &mut Diagnostics,
 ) -> Option<RawFile<'s>> {
-    let (root, errors) = DeTable::parse_recoverable(&sources.get(file).text);
+    let text = &sources.get(file).text;
+    let (root, errors) = DeTable::parse_recoverable(text);
     let ok = errors.is_empty();
     for e in errors {
         let msg = first_line(e.message());
+        let span = one_line(text, e.span().unwrap_or(0..0));
+        // One character wide so a caret shows, but never the newline itself.
+        let span = if matches!(text.as_bytes().get(span.start), None | Some(b'\n' | b'\r')) {
+            span.start..span.start
+        } else {
+            widen(span)
+        };
         diags.push(
             Diagnostic::error(Kind::Syntax, format!("invalid TOML: {msg}"))
-                .at(&Span::new(file, widen(e.span().unwrap_or(0..0))), msg),
+                .at(&Span::new(file, span), msg),
         );
     }
     ok.then(|| RawFile {
@@ -96,6 +104,18 @@ pub fn parse<'s>(
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// Cuts a span at the end of its first line: the parser's spans may run
+/// over the newline (a value missing at the end of a line), and a caret on
+/// the line where the problem is reads better than a multi-line bracket.
+fn one_line(text: &str, r: Range<usize>) -> Range<usize> {
+    let start = r.start.min(text.len());
+    let end = r.end.clamp(start, text.len());
+    match text.get(start..end).and_then(|s| s.find('\n')) {
+        Some(nl) => start..start + nl,
+        None => start..end,
+    }
 }
 
 /// A zero-width span becomes one character wide so a caret shows.

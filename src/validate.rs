@@ -62,7 +62,21 @@ pub fn load_defs(
         .iter()
         .filter_map(|p| load::read_file(p, display_path(p, cwd), sources, diags))
         .collect();
-    let sources: &Sources = sources;
+    let all_read = ids.len() == paths.len();
+    validate_files(sources, &ids, all_read, registry, env, diags)
+}
+
+/// Validates files already read into `sources`. Errors and warnings go to
+/// `diags`; the model is returned only when there are no errors.
+/// `all_read` says whether every definitions file could be read.
+pub fn validate_files(
+    sources: &Sources,
+    ids: &[FileId],
+    all_read: bool,
+    registry: &Registry,
+    env: EnvLookup<'_>,
+    diags: &mut Diagnostics,
+) -> Option<Defs> {
     let files: Vec<RawFile<'_>> = ids
         .iter()
         .filter_map(|&id| load::parse(sources, id, diags))
@@ -75,6 +89,12 @@ pub fn load_defs(
         edges: Vec::new(),
     };
     let defs = v.run(&files);
+    if !all_read || files.len() < ids.len() {
+        // A file that could not be read or parsed may define the names that
+        // other files refer to: reporting those references as unknown would
+        // only send the user after errors that are not there.
+        diags.items.retain(|d| d.kind != Kind::UnknownReference);
+    }
     diags.sort();
     if diags.has_errors() { None } else { Some(defs) }
 }
@@ -134,7 +154,31 @@ impl<'a> Validator<'a> {
         // Pass 1: names in each group, duplicates across files.
         let mut groups: [Vec<Entry<'_, '_>>; 3] = Default::default();
         for f in files {
-            let top = Reader::new(f.file, &f.root, 0..0, "a definitions file", TOP, self.diags);
+            for (k, _) in f.root.iter() {
+                let key: &str = k.get_ref();
+                if !TOP.contains(&key) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Kind::UnknownField,
+                            format!("unknown top-level table `{key}`"),
+                        )
+                        .at(&Span::new(f.file, k.span()), "unknown table")
+                        .help(match crate::diag::did_you_mean(key, TOP.iter().copied()) {
+                            Some(c) => format!("did you mean `{c}`?"),
+                            None => "a definitions file holds only `[partitions.NAME]`, `[resources.NAME]` and `[assets.NAME]` tables".into(),
+                        }),
+                    );
+                }
+            }
+            // Unknown tables were reported just above.
+            let top = Reader::new(
+                f.file,
+                &f.root,
+                0..0,
+                "a definitions file",
+                TOP,
+                &mut Diagnostics::default(),
+            );
             for (gi, group) in TOP.iter().enumerate() {
                 let Some((table, _)) = top.table(group, self.diags) else {
                     continue;
@@ -258,7 +302,8 @@ impl<'a> Validator<'a> {
                     .and_then(|a| a.partitions.as_ref().map(|p| p.def.clone()))
             })
             .collect();
-        for a in built.iter_mut().flatten() {
+        for (ai, a) in built.iter_mut().enumerate() {
+            let Some(a) = a else { continue };
             let down = a.partitions.as_ref().map(|p| p.def.clone());
             for inp in &mut a.inputs {
                 let up = ups[inp.upstream].clone();
@@ -269,32 +314,35 @@ impl<'a> Validator<'a> {
                     mapping::check_applicable(&inp.mapping, up.as_deref(), down.as_deref())
                 {
                     let upstream_key = &assets[inp.upstream].name;
-                    self.diags.push(
-                        Diagnostic::error(
-                            Kind::Mapping,
-                            format!(
-                                "{} mapping cannot apply to input `{}` of asset `{}`: {msg}",
-                                if inp.mapping_inferred {
-                                    "the inferred"
-                                } else {
-                                    "the"
-                                },
-                                inp.name,
-                                a.key
-                            ),
-                        )
-                        .at(&inp.span, format!("reads `{upstream_key}`"))
-                        .help(if inp.mapping_inferred {
-                            "write a mapping for this input, e.g. `mapping = { type = \"all\" }`"
-                                .to_string()
-                        } else {
-                            format!(
-                                "choose a mapping that fits `{}` → `{}`",
-                                describe(up.as_deref()),
-                                describe(down.as_deref())
-                            )
-                        }),
+                    let written = (!inp.mapping_inferred)
+                        .then(|| raw_mapping_span(&assets[ai], &inp.name))
+                        .flatten();
+                    let mut diag = Diagnostic::error(
+                        Kind::Mapping,
+                        format!(
+                            "the {}`{}` mapping cannot apply to input `{}` of asset `{}`: {msg}",
+                            if inp.mapping_inferred {
+                                "inferred "
+                            } else {
+                                ""
+                            },
+                            inp.mapping.type_name(),
+                            inp.name,
+                            a.key
+                        ),
                     );
+                    diag = match &written {
+                        Some(m) => diag
+                            .at(m, "this mapping")
+                            .also(&inp.span, format!("input reading `{upstream_key}`")),
+                        None => diag.at(&inp.span, format!("reads `{upstream_key}`")),
+                    };
+                    self.diags.push(diag.help(mapping_help(
+                        &inp.mapping,
+                        inp.mapping_inferred,
+                        up.as_deref(),
+                        down.as_deref(),
+                    )));
                 }
             }
         }
@@ -531,7 +579,11 @@ impl<'a> Validator<'a> {
                         dims.len()
                     ),
                 )
-                .at(&r.span_of(dims_value), "here"),
+                .at(&r.span_of(dims_value), {
+                    let names: Vec<&str> = dims.iter().map(|(k, _)| k.get_ref().as_ref()).collect();
+                    format!("dimensions {}", crate::diag::list_names(&names))
+                })
+                .help("a multi definition has exactly two dimensions, each a time, static or dynamic definition"),
             );
             return None;
         }
@@ -655,7 +707,11 @@ impl<'a> Validator<'a> {
                         d.push(
                             Diagnostic::error(Kind::BadCron, format!("invalid cron schedule `{}` in {what}", c.value))
                                 .at(&c.span, e)
-                                .help("use five fields: minute hour day-of-month month day-of-week, e.g. `0 */6 * * *`"),
+                                .help(if c.value.split_whitespace().count() == 5 {
+                                    "field ranges: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-6 or SUN-SAT"
+                                } else {
+                                    "use five fields: minute hour day-of-month month day-of-week, e.g. `0 */6 * * *`"
+                                }),
                         );
                         return None;
                     }
@@ -695,6 +751,11 @@ impl<'a> Validator<'a> {
             return None;
         };
         let end = r.str("end", d);
+        let fmt_used = fmt
+            .as_ref()
+            .map(|f| f.value.clone())
+            .unwrap_or_else(|| schedule.default_fmt().to_string());
+        let write_like = || example_in(&fmt_used).map(|ex| format!("write it like `{ex}`"));
         match TimePartitions::new(
             schedule,
             tz,
@@ -717,7 +778,8 @@ impl<'a> Validator<'a> {
             Err(TimeDefError::Start(m)) => {
                 d.push(
                     Diagnostic::error(Kind::BadDate, format!("invalid `start` in {what}: {m}"))
-                        .at(&start.span, "cannot be read with the format"),
+                        .at(&start.span, "cannot be read with the format")
+                        .help_opt(write_like()),
                 );
                 None
             }
@@ -728,7 +790,12 @@ impl<'a> Validator<'a> {
                     .unwrap_or_else(|| span.clone());
                 d.push(
                     Diagnostic::error(Kind::BadDate, format!("invalid `end` in {what}: {m}"))
-                        .at(&at, "invalid end"),
+                        .at(&at, "invalid end")
+                        .help_opt(
+                            m.contains("does not match the format")
+                                .then(write_like)
+                                .flatten(),
+                        ),
                 );
                 None
             }
@@ -805,20 +872,38 @@ impl<'a> Validator<'a> {
             Err(err) => {
                 let span = err
                     .span
+                    .clone()
                     .map(|s| Span::new(e.file, s))
                     .unwrap_or_else(|| e.span.clone());
-                let (msg, help) = describe_serde_error(&err.message);
+                let (mut msg, help) = describe_serde_error(&err.message);
+                if msg == "wanted string or table" {
+                    // toml's words for a non-string where a named value belongs
+                    msg = "invalid type: expected a string".into();
+                }
+                let (kind, label) = if msg.starts_with("unknown field") {
+                    (Kind::UnknownField, "unknown field")
+                } else if msg.starts_with("missing field") {
+                    (Kind::MissingField, "required field missing")
+                } else if msg.starts_with("invalid type") {
+                    (Kind::WrongType, "wrong type")
+                } else {
+                    (Kind::InvalidValue, "invalid value")
+                };
+                // Name the field whose value is at fault, when the span says which.
+                let field = t
+                    .iter()
+                    .find(|(_, v)| Some(v.span()) == err.span)
+                    .map(|(k, _)| k.get_ref().to_string());
+                let message = match field {
+                    Some(f) if matches!(kind, Kind::WrongType | Kind::InvalidValue) => {
+                        format!("invalid `{f}` in {what} (type `{ty_name}`): {msg}")
+                    }
+                    _ => format!("{msg} in {what} (type `{ty_name}`)"),
+                };
                 self.diags.push(
-                    Diagnostic::error(
-                        if msg.starts_with("unknown field") {
-                            Kind::UnknownField
-                        } else {
-                            Kind::InvalidValue
-                        },
-                        format!("{msg} in {what} (type `{ty_name}`)"),
-                    )
-                    .at(&span, "here")
-                    .help_opt(help),
+                    Diagnostic::error(kind, message)
+                        .at(&span, label)
+                        .help_opt(help),
                 );
                 None
             }
@@ -864,8 +949,17 @@ impl<'a> Validator<'a> {
                 Some(t)
             }
             Err(e) => {
-                self.diags
-                    .push(Diagnostic::error(Kind::EnvVar, e.message).at(&s.span, "in this string"));
+                self.diags.push(
+                    Diagnostic::error(
+                        Kind::EnvVar,
+                        format!("invalid environment reference in {what}"),
+                    )
+                    .help_opt((!e.message.contains("${env:NAME}")).then(|| {
+                        "write `${env:NAME}` or `${env:NAME:-default}`; `$${` is a literal `${`"
+                            .to_string()
+                    }))
+                    .at(&s.span, e.message),
+                );
                 None
             }
         }
@@ -1297,6 +1391,10 @@ impl<'a> Validator<'a> {
         // `cycle` lists nodes where each reads the next (downstream → upstream).
         // Show it in data-flow order: upstream → … → downstream → upstream.
         cycle.reverse();
+        // Start at the asset defined first, so the message reads like the files.
+        if let Some(first) = (0..cycle.len()).min_by_key(|&k| cycle[k]) {
+            cycle.rotate_left(first);
+        }
         let path: Vec<&str> = cycle.iter().map(|&i| names[i]).collect();
         let mut text = path.join(" → ");
         text.push_str(" → ");
@@ -1318,6 +1416,93 @@ impl<'a> Validator<'a> {
     }
 }
 
+/// Where `[assets.KEY.ins.INPUT] mapping = …` is written, if it is.
+fn raw_mapping_span(e: &Entry<'_, '_>, input: &str) -> Option<Span> {
+    let DeValue::Table(asset) = e.value.get_ref() else {
+        return None;
+    };
+    let DeValue::Table(ins) = asset.get("ins")?.get_ref() else {
+        return None;
+    };
+    let DeValue::Table(inp) = ins.get(input)?.get_ref() else {
+        return None;
+    };
+    inp.get("mapping").map(|m| Span::new(e.file, m.span()))
+}
+
+/// What to do about a mapping that cannot apply to its two definitions.
+fn mapping_help(
+    spec: &MappingSpec,
+    inferred: bool,
+    up: Option<&PartitionsDef>,
+    down: Option<&PartitionsDef>,
+) -> String {
+    if let (
+        MappingSpec::TimeWindow { .. },
+        Some(PartitionsDef::Time(a)),
+        Some(PartitionsDef::Time(b)),
+    ) = (spec, up, down)
+        && a.tz != b.tz
+    {
+        return "give both partitions definitions the same `timezone`, or map with `type = \"all\"`".into();
+    }
+    // Each mapping type in its simplest form: those that fit these two definitions.
+    let candidates = [
+        MappingSpec::Identity,
+        MappingSpec::TimeWindow {
+            start_offset: 0,
+            end_offset: 0,
+            allow_nonexistent: false,
+        },
+        MappingSpec::All,
+        MappingSpec::Last,
+        MappingSpec::Static {
+            map: BTreeMap::new(),
+        },
+        MappingSpec::Specific { keys: Vec::new() },
+        MappingSpec::MultiToSingle { dimension: None },
+        MappingSpec::Multi {
+            dimensions: BTreeMap::new(),
+        },
+    ];
+    let fits: Vec<&str> = candidates
+        .iter()
+        .filter(|c| mapping::check_applicable(c, up, down).is_ok())
+        .map(MappingSpec::type_name)
+        .collect();
+    if fits.contains(&spec.type_name()) {
+        // The type fits; what it names does not.
+        let keys = |p: Option<&PartitionsDef>| match p {
+            Some(PartitionsDef::Static(s)) => {
+                let k: Vec<&str> = s.keys().iter().map(String::as_str).collect();
+                Some(crate::diag::list_names(&k))
+            }
+            _ => None,
+        };
+        return match (keys(up), keys(down)) {
+            (Some(u), Some(d)) => format!("upstream keys: {u}; downstream keys: {d}"),
+            (Some(u), None) => format!("upstream keys: {u}"),
+            _ => {
+                "check the keys and dimensions it names against both partitions definitions".into()
+            }
+        };
+    }
+    let fits_text = crate::diag::list_names(&fits);
+    if inferred {
+        format!(
+            "write a mapping for this input under `[assets.KEY.ins.NAME]`; these fit `{}` → `{}`: {fits_text}",
+            describe(up),
+            describe(down)
+        )
+    } else {
+        format!(
+            "mappings that fit `{}` → `{}`: {fits_text}",
+            describe(up),
+            describe(down)
+        )
+    }
+}
+
 fn describe(p: Option<&PartitionsDef>) -> String {
     match p {
         None => "unpartitioned".into(),
@@ -1330,6 +1515,15 @@ fn example_start(s: &Schedule) -> &'static str {
         Schedule::Hourly { .. } | Schedule::Cron { .. } => "2024-01-01-00:00",
         _ => "2024-01-01",
     }
+}
+
+/// 2024-01-01 00:00 written with `fmt`, or `None` when `fmt` cannot write it.
+fn example_in(fmt: &str) -> Option<String> {
+    use std::fmt::Write;
+    let t = chrono::NaiveDate::from_ymd_opt(2024, 1, 1)?.and_hms_opt(0, 0, 0)?;
+    let mut out = String::new();
+    write!(out, "{}", t.format(fmt)).ok()?;
+    Some(out)
 }
 
 fn valid_input_name(n: &str) -> bool {

@@ -310,3 +310,306 @@ pub fn check_applicable(
         },
     }
 }
+
+/// Upstream partition indices, in partition order, without duplicates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Indices {
+    /// `lo..hi`
+    Range(i64, i64),
+    List(Vec<i64>),
+}
+
+impl Default for Indices {
+    fn default() -> Self {
+        Indices::Range(0, 0)
+    }
+}
+
+impl Indices {
+    pub fn len(&self) -> usize {
+        match self {
+            Indices::Range(lo, hi) => (hi - lo).max(0) as usize,
+            Indices::List(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> Box<dyn Iterator<Item = i64> + '_> {
+        match self {
+            Indices::Range(lo, hi) => Box::new(*lo..*hi),
+            Indices::List(v) => Box::new(v.iter().copied()),
+        }
+    }
+
+    fn from_sorted(mut v: Vec<i64>) -> Indices {
+        v.sort_unstable();
+        v.dedup();
+        match (v.first(), v.last()) {
+            (Some(&a), Some(&b)) if (b - a + 1) as usize == v.len() => Indices::Range(a, b + 1),
+            (None, _) => Indices::default(),
+            _ => Indices::List(v),
+        }
+    }
+}
+
+/// What a mapping resolved to for one downstream partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mapped {
+    /// Upstream partitions that exist.
+    pub indices: Indices,
+    /// Upstream keys the mapping needs that do not exist (before the start,
+    /// a window not yet closed, a key the definition lacks). Empty when the
+    /// mapping allows nonexistent partitions.
+    pub nonexistent: Vec<String>,
+}
+
+/// Resolves which partitions of the partitioned upstream `up` are read by
+/// downstream partition `down` (`None`: an unpartitioned downstream).
+/// The mapping must have passed [`check_applicable`].
+pub fn map_upstream(
+    spec: &MappingSpec,
+    up: &PartitionsDef,
+    down: Option<(&PartitionsDef, i64)>,
+    cx: &super::KeyCtx,
+) -> Mapped {
+    let n_up = up.len(cx);
+    let mut nonexistent = Vec::new();
+    let indices = match (spec, down) {
+        (MappingSpec::All, _) => Indices::Range(0, n_up),
+        (MappingSpec::Last, _) => Indices::Range((n_up - 1).max(0), n_up),
+        (MappingSpec::Specific { keys }, _) => {
+            let mut v = Vec::new();
+            for k in keys {
+                match up.index_of(k, cx) {
+                    Some(i) => v.push(i),
+                    None => nonexistent.push(k.clone()),
+                }
+            }
+            Indices::from_sorted(v)
+        }
+        (_, None) => Indices::default(),
+        (MappingSpec::Identity, Some((d, i))) => match d.key(i, cx) {
+            Some(k) => match up.index_of(&k, cx) {
+                Some(j) => Indices::Range(j, j + 1),
+                None => {
+                    nonexistent.push(k);
+                    Indices::default()
+                }
+            },
+            None => Indices::default(),
+        },
+        (
+            MappingSpec::TimeWindow {
+                start_offset,
+                end_offset,
+                allow_nonexistent,
+            },
+            Some((d, i)),
+        ) => {
+            let (Some(u), Some(dt)) = (up.as_time(), d.as_time()) else {
+                return Mapped::default();
+            };
+            let m = time_window(u, n_up, dt, i, *start_offset, *end_offset);
+            if *allow_nonexistent {
+                return Mapped {
+                    indices: m.indices,
+                    nonexistent: Vec::new(),
+                };
+            }
+            return m;
+        }
+        (MappingSpec::Static { map }, Some((d, i))) => {
+            let Some(dk) = d.key(i, cx) else {
+                return Mapped::default();
+            };
+            let v: Vec<i64> = map
+                .iter()
+                .filter(|(_, to)| to.contains(&dk))
+                .filter_map(|(from, _)| up.index_of(from, cx))
+                .collect();
+            Indices::from_sorted(v)
+        }
+        (MappingSpec::MultiToSingle { dimension }, Some((d, i))) => {
+            return multi_to_single(dimension.as_deref(), up, d, i, cx);
+        }
+        (MappingSpec::Multi { dimensions }, Some((d, i))) => {
+            return multi(dimensions, up, d, i, cx);
+        }
+    };
+    Mapped {
+        indices,
+        nonexistent,
+    }
+}
+
+/// The upstream windows that overlap downstream window `i` moved by the
+/// offsets (in downstream windows). Offsets are not clamped: windows that
+/// fall outside the upstream's partitions are nonexistent.
+fn time_window(
+    up: &super::TimePartitions,
+    n_up: i64,
+    down: &super::TimePartitions,
+    i: i64,
+    start_offset: i64,
+    end_offset: i64,
+) -> Mapped {
+    let (Some(ws), Some(we)) = (down.tick(i + start_offset), down.tick(i + 1 + end_offset)) else {
+        return Mapped::default();
+    };
+    if we <= ws {
+        return Mapped::default();
+    }
+    let lo = up.floor_index(ws);
+    let hi = up.floor_index(we - 1);
+    let mut nonexistent = Vec::new();
+    for j in (lo..=hi).filter(|&j| j < 0 || j >= n_up) {
+        // A nonexistent window before the first tick of a cron schedule has
+        // no key to show; say where it is instead.
+        nonexistent.push(
+            up.key(j).unwrap_or_else(|| {
+                format!("{} (before the first partition)", up.at(ws).to_rfc3339())
+            }),
+        );
+        if nonexistent.len() > 1000 {
+            break;
+        }
+    }
+    Mapped {
+        indices: Indices::Range(lo.max(0), (hi + 1).min(n_up).max(lo.max(0))),
+        nonexistent,
+    }
+}
+
+/// Maps a key of `from` (index `i`) onto `to`'s indices: by key when the
+/// definitions are the same or not time-based, else by time window.
+fn single_dim(to: &PartitionsDef, from: &PartitionsDef, i: i64, cx: &super::KeyCtx) -> Mapped {
+    match (to, from) {
+        (PartitionsDef::Time(u), PartitionsDef::Time(d)) if !same_def(to, from) => {
+            time_window(u, to.len(cx), d, i, 0, 0)
+        }
+        _ => map_upstream(&MappingSpec::Identity, to, Some((from, i)), cx),
+    }
+}
+
+fn multi_to_single(
+    dimension: Option<&str>,
+    up: &PartitionsDef,
+    down: &PartitionsDef,
+    i: i64,
+    cx: &super::KeyCtx,
+) -> Mapped {
+    match (up, down) {
+        (PartitionsDef::Multi(m), single) => {
+            let Some(name) = dimension.or_else(|| matching_dimension(m, single).ok()) else {
+                return Mapped::default();
+            };
+            let Some((pos, dim)) = m.dim(name) else {
+                return Mapped::default();
+            };
+            let mapped = single_dim(dim, single, i, cx);
+            let other = &m.dims[1 - pos].1;
+            let n_other = other.len(cx);
+            let mut v = Vec::new();
+            for a in mapped.indices.iter() {
+                for b in 0..n_other {
+                    v.push(if pos == 0 {
+                        a * n_other + b
+                    } else {
+                        b * dim.len(cx) + a
+                    });
+                }
+            }
+            Mapped {
+                indices: Indices::from_sorted(v),
+                nonexistent: mapped.nonexistent,
+            }
+        }
+        (single, PartitionsDef::Multi(m)) => {
+            let Some(name) = dimension.or_else(|| matching_dimension(m, single).ok()) else {
+                return Mapped::default();
+            };
+            let (Some((pos, dim)), Some(key)) = (m.dim(name), down.key(i, cx)) else {
+                return Mapped::default();
+            };
+            let Some(parts) = super::MultiPartitions::split(&key) else {
+                return Mapped::default();
+            };
+            let dk = if pos == 0 { parts.0 } else { parts.1 };
+            match dim.index_of(dk, cx) {
+                Some(di) => single_dim(single, dim, di, cx),
+                None => Mapped::default(),
+            }
+        }
+        _ => Mapped::default(),
+    }
+}
+
+fn multi(
+    dimensions: &BTreeMap<String, (String, Box<MappingSpec>)>,
+    up: &PartitionsDef,
+    down: &PartitionsDef,
+    i: i64,
+    cx: &super::KeyCtx,
+) -> Mapped {
+    let (PartitionsDef::Multi(um), PartitionsDef::Multi(dm)) = (up, down) else {
+        return Mapped::default();
+    };
+    let Some(key) = down.key(i, cx) else {
+        return Mapped::default();
+    };
+    let Some((k0, k1)) = super::MultiPartitions::split(&key) else {
+        return Mapped::default();
+    };
+    let mut per_dim: Vec<Mapped> = Vec::new();
+    for (name, def) in &um.dims {
+        match dimensions.get(name) {
+            Some((down_dim, inner)) => {
+                let Some((dpos, ddef)) = dm.dim(down_dim) else {
+                    return Mapped::default();
+                };
+                let dk = if dpos == 0 { k0 } else { k1 };
+                let Some(di) = ddef.index_of(dk, cx) else {
+                    return Mapped::default();
+                };
+                per_dim.push(map_upstream(inner, def, Some((ddef, di)), cx));
+            }
+            None => per_dim.push(Mapped {
+                indices: Indices::Range(0, def.len(cx)),
+                nonexistent: Vec::new(),
+            }),
+        }
+    }
+    let n1 = um.dims[1].1.len(cx);
+    let mut v = Vec::new();
+    for a in per_dim[0].indices.iter() {
+        for b in per_dim[1].indices.iter() {
+            v.push(a * n1 + b);
+        }
+    }
+    let mut nonexistent = Vec::new();
+    for a in &per_dim[0].nonexistent {
+        for b in per_dim[1]
+            .indices
+            .iter()
+            .filter_map(|b| um.dims[1].1.key(b, cx))
+        {
+            nonexistent.push(super::MultiPartitions::join(a, &b));
+        }
+    }
+    for b in &per_dim[1].nonexistent {
+        for a in per_dim[0]
+            .indices
+            .iter()
+            .filter_map(|a| um.dims[0].1.key(a, cx))
+        {
+            nonexistent.push(super::MultiPartitions::join(&a, b));
+        }
+    }
+    Mapped {
+        indices: Indices::from_sorted(v),
+        nonexistent,
+    }
+}

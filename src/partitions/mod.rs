@@ -16,6 +16,8 @@ pub use mapping::MappingSpec;
 pub use time::{Schedule, TimePartitions};
 
 /// A validated partitions definition.
+// Definitions live behind `Arc`s, so the size of the time variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum PartitionsDef {
     Time(TimePartitions),
@@ -43,6 +45,90 @@ impl PartitionsDef {
             PartitionsDef::Time(t) => Some(t),
             _ => None,
         }
+    }
+
+    /// Number of partitions.
+    pub fn len(&self, cx: &KeyCtx) -> i64 {
+        match self {
+            PartitionsDef::Time(t) => t.count(cx.now),
+            PartitionsDef::Static(s) => s.keys().len() as i64,
+            PartitionsDef::Dynamic { name } => {
+                cx.dynamic(name).map_or(0, |d| d.keys().len() as i64)
+            }
+            PartitionsDef::Multi(m) => m.dims[0].1.len(cx) * m.dims[1].1.len(cx),
+        }
+    }
+
+    /// Whether there are no partitions.
+    pub fn is_empty(&self, cx: &KeyCtx) -> bool {
+        self.len(cx) == 0
+    }
+
+    /// The key of partition `i` (in partition order), if `0 <= i < len`.
+    pub fn key(&self, i: i64, cx: &KeyCtx) -> Option<String> {
+        if i < 0 || i >= self.len(cx) {
+            return None;
+        }
+        self.key_unchecked(i, cx)
+    }
+
+    fn key_unchecked(&self, i: i64, cx: &KeyCtx) -> Option<String> {
+        match self {
+            PartitionsDef::Time(t) => t.key(i),
+            PartitionsDef::Static(s) => s.keys().get(i as usize).cloned(),
+            PartitionsDef::Dynamic { name } => cx.dynamic(name)?.keys().get(i as usize).cloned(),
+            PartitionsDef::Multi(m) => {
+                let n1 = m.dims[1].1.len(cx);
+                let a = m.dims[0].1.key(i / n1, cx)?;
+                let b = m.dims[1].1.key(i % n1, cx)?;
+                Some(MultiPartitions::join(&a, &b))
+            }
+        }
+    }
+
+    /// The index of `key`, if it is one of the current partitions.
+    pub fn index_of(&self, key: &str, cx: &KeyCtx) -> Option<i64> {
+        let i = match self {
+            PartitionsDef::Time(t) => t.index_of_key(key)?,
+            PartitionsDef::Static(s) => s.index_of(key)? as i64,
+            PartitionsDef::Dynamic { name } => cx.dynamic(name)?.index_of(key)? as i64,
+            PartitionsDef::Multi(m) => {
+                let (a, b) = MultiPartitions::split(key)?;
+                let ia = m.dims[0].1.index_of(a, cx)?;
+                let ib = m.dims[1].1.index_of(b, cx)?;
+                ia * m.dims[1].1.len(cx) + ib
+            }
+        };
+        (i < self.len(cx)).then_some(i)
+    }
+
+    /// The first `n` keys, for hints in error messages.
+    pub fn sample_keys(&self, n: usize, cx: &KeyCtx) -> Vec<String> {
+        (0..self.len(cx).min(n as i64))
+            .filter_map(|i| self.key(i, cx))
+            .collect()
+    }
+}
+
+/// What key arithmetic needs besides the definitions: *now*, and the keys
+/// of dynamic partitions (from the state store).
+#[derive(Debug, Default)]
+pub struct KeyCtx {
+    /// Unix seconds.
+    pub now: i64,
+    pub dynamic: HashMap<String, StaticPartitions>,
+}
+
+impl KeyCtx {
+    pub fn new(now: i64) -> Self {
+        KeyCtx {
+            now,
+            dynamic: HashMap::new(),
+        }
+    }
+
+    pub fn dynamic(&self, name: &str) -> Option<&StaticPartitions> {
+        self.dynamic.get(name)
     }
 }
 
@@ -124,6 +210,9 @@ pub fn check_key(key: &str, in_multi: bool) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod dagster_fixtures;
 
 #[cfg(test)]
 mod tests {

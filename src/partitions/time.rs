@@ -6,7 +6,9 @@
 //! one that has ended by *now*, moved by `end_offset`.
 
 use chrono::format::{Item, Parsed, StrftimeItems};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// When windows start.
@@ -102,6 +104,37 @@ pub enum TimeDefError {
     End(String),
 }
 
+/// How tick `i` is found. Every built-in schedule gets O(1) arithmetic;
+/// other cron schedules are enumerated once and cached.
+#[derive(Debug)]
+enum Mode {
+    /// Every `step` seconds from the first tick: hourly schedules in zones
+    /// whose UTC offsets differ by whole hours (nearly all of them).
+    Fixed { step: i64 },
+    /// One tick every `step` days (1: daily, 7: weekly) at a local time.
+    Days {
+        first: NaiveDate,
+        step: i64,
+        time: NaiveTime,
+    },
+    /// One tick a month on `day` at a local time; `first` = year * 12 + month0.
+    Months {
+        first: i64,
+        day: u32,
+        time: NaiveTime,
+    },
+    /// Any other schedule: ticks enumerated on demand.
+    Table(Box<Mutex<TickTable>>),
+}
+
+#[derive(Debug)]
+struct TickTable {
+    cron: croner::Cron,
+    ticks: Vec<i64>,
+    /// The naive time to continue enumerating from.
+    next: Option<NaiveDateTime>,
+}
+
 /// A validated time-window partitions definition.
 #[derive(Debug)]
 pub struct TimePartitions {
@@ -113,6 +146,16 @@ pub struct TimePartitions {
     /// `end` as written (exclusive), in `tz`.
     pub end: Option<NaiveDateTime>,
     pub end_offset: i64,
+    items: Vec<Item<'static>>,
+    /// Whether the schedule ticks every hour of the day (hour field `*`):
+    /// then both occurrences of a repeated fall-back hour are ticks and the
+    /// second one's key carries its UTC offset.
+    all_hours: bool,
+    mode: Mode,
+    /// The first tick (Unix seconds).
+    first: i64,
+    /// Number of windows that end at or before `end`.
+    end_count: Option<i64>,
 }
 
 impl TimePartitions {
@@ -126,6 +169,9 @@ impl TimePartitions {
     ) -> Result<Self, TimeDefError> {
         let fmt = fmt.unwrap_or_else(|| schedule.default_fmt().to_string());
         check_fmt(&fmt).map_err(TimeDefError::Fmt)?;
+        let items = StrftimeItems::new(&fmt)
+            .parse_to_owned()
+            .map_err(|e| TimeDefError::Fmt(e.to_string()))?;
         let start_at = parse_time(start, &fmt).map_err(|e| {
             TimeDefError::Start(format!("`{start}` does not match the format `{fmt}`: {e}"))
         })?;
@@ -142,33 +188,167 @@ impl TimePartitions {
                 "`end` must be after `start` ({start})"
             )));
         }
-        let def = TimePartitions {
+        let cron = match &schedule {
+            Schedule::Cron { cron, .. } => (**cron).clone(),
+            other => parse_cron(&other.cron_expr()).expect("built-in schedules are valid cron"),
+        };
+        let all_hours = cron.as_str().split_whitespace().nth(1) == Some("*");
+        let start_instant = localize(&tz, start_at).timestamp();
+        let (mode, first) = build_mode(&schedule, &tz, cron, all_hours, start_at, start_instant);
+        let mut def = TimePartitions {
             schedule,
             tz,
             fmt,
             start: start_at,
             end: end_at,
             end_offset,
+            items,
+            all_hours,
+            mode,
+            first,
+            end_count: None,
         };
+        if let Some(e) = end_at {
+            let e = localize(&def.tz, e).timestamp();
+            def.end_count = Some(def.floor_index(e).max(0));
+        }
         def.check_fmt_resolution()?;
         Ok(def)
     }
 
-    fn cron(&self) -> croner::Cron {
-        match &self.schedule {
-            Schedule::Cron { cron, .. } => (**cron).clone(),
-            other => parse_cron(&other.cron_expr()).expect("built-in schedules are valid cron"),
+    /// The instant of tick `i` (Unix seconds); tick 0 is the first window's start.
+    pub fn tick(&self, i: i64) -> Option<i64> {
+        match &self.mode {
+            Mode::Fixed { step } => i.checked_mul(*step)?.checked_add(self.first),
+            Mode::Days { first, step, time } => {
+                let date =
+                    first.checked_add_signed(chrono::Duration::try_days(i.checked_mul(*step)?)?)?;
+                Some(resolve_one(&self.tz, date.and_time(*time)).timestamp())
+            }
+            Mode::Months { first, day, time } => {
+                let ym = first.checked_add(i)?;
+                let date = NaiveDate::from_ymd_opt(
+                    i32::try_from(ym.div_euclid(12)).ok()?,
+                    ym.rem_euclid(12) as u32 + 1,
+                    *day,
+                )?;
+                Some(resolve_one(&self.tz, date.and_time(*time)).timestamp())
+            }
+            Mode::Table(t) => {
+                let i = usize::try_from(i).ok()?;
+                let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
+                t.extend_to_len(&self.tz, self.all_hours, i + 1);
+                t.ticks.get(i).copied()
+            }
         }
     }
 
-    /// Index of the window whose key is `key`, if it is a key of this definition
-    /// (ignoring whether the window has ended yet).
+    /// The largest `i` with `tick(i) <= t`; negative when `t` is before the first tick.
+    pub fn floor_index(&self, t: i64) -> i64 {
+        let mut k = match &self.mode {
+            Mode::Fixed { step } => return (t - self.first).div_euclid(*step),
+            Mode::Days { first, step, .. } => {
+                let local = self.local(t).date_naive();
+                (local - *first).num_days().div_euclid(*step)
+            }
+            Mode::Months { first, .. } => {
+                let local = self.local(t);
+                local.year() as i64 * 12 + local.month0() as i64 - first
+            }
+            Mode::Table(tab) => {
+                let mut tab = tab.lock().unwrap_or_else(|e| e.into_inner());
+                tab.extend_past(&self.tz, self.all_hours, t);
+                return tab.ticks.partition_point(|&x| x <= t) as i64 - 1;
+            }
+        };
+        // Local-time arithmetic can be one off around DST changes: settle it.
+        while self.tick(k).is_some_and(|x| x > t) {
+            k -= 1;
+        }
+        while self.tick(k + 1).is_some_and(|x| x <= t) {
+            k += 1;
+        }
+        k
+    }
+
+    /// Number of partitions at `now`: windows ended by `now`, moved by
+    /// `end_offset`, never past `end`.
+    pub fn count(&self, now: i64) -> i64 {
+        let closed = self.floor_index(now).max(0);
+        let n = (closed + self.end_offset).max(0);
+        match self.end_count {
+            Some(e) => n.min(e),
+            None => n,
+        }
+    }
+
+    /// The window `[start, end)` of partition `i`.
+    pub fn window(&self, i: i64) -> Option<(DateTime<Tz>, DateTime<Tz>)> {
+        Some((self.at(self.tick(i)?), self.at(self.tick(i + 1)?)))
+    }
+
+    /// The key of partition `i`.
+    pub fn key(&self, i: i64) -> Option<String> {
+        let t = self.tick(i)?;
+        Some(self.key_at(t))
+    }
+
+    fn key_at(&self, t: i64) -> String {
+        let dt = self.at(t);
+        let mut s = dt.format_with_items(self.items.iter()).to_string();
+        if self.all_hours && self.is_second_occurrence(&dt) {
+            s.push_str(&dt.format("%z").to_string());
+        }
+        s
+    }
+
+    fn is_second_occurrence(&self, dt: &DateTime<Tz>) -> bool {
+        match self.tz.from_local_datetime(&dt.naive_local()) {
+            chrono::LocalResult::Ambiguous(_, later) => later == *dt,
+            _ => false,
+        }
+    }
+
+    /// Index of the window whose key is `key`, if it is a key of this
+    /// definition (whether or not its window has ended yet).
     pub fn index_of_key(&self, key: &str) -> Option<i64> {
-        let t = parse_time(key, &self.fmt).ok()?;
-        let at = self.localize(t);
-        let cron = self.cron();
-        (at >= self.localize(self.start) && cron.is_time_matching(&at).unwrap_or(false))
-            .then_some(0)
+        // A key is its window's start formatted with `fmt`, so read it back
+        // (missing fields default to the start of the period) and take the
+        // first tick at or after that time; it must format to the same key.
+        let instant = match parse_time(key, &self.fmt) {
+            Ok(naive) => match self.tz.from_local_datetime(&naive) {
+                chrono::LocalResult::Single(a) | chrono::LocalResult::Ambiguous(a, _) => {
+                    a.timestamp()
+                }
+                chrono::LocalResult::None => localize(&self.tz, naive).timestamp(),
+            },
+            Err(_) if self.all_hours => {
+                // The second occurrence of a repeated hour: `<key><offset>`.
+                let mut fmt = self.fmt.clone();
+                fmt.push_str("%z");
+                let (naive, offset) = parse_time_offset(key, &fmt).ok()?;
+                naive.and_utc().timestamp() - offset? as i64
+            }
+            Err(_) => return None,
+        };
+        let i = self.floor_index(instant - 1) + 1;
+        if i < 0 || self.end_count.is_some_and(|e| i >= e) {
+            return None;
+        }
+        let t = self.tick(i)?;
+        (self.key_at(t) == key).then_some(i)
+    }
+
+    /// Unix seconds as a time in the definition's zone.
+    pub fn at(&self, t: i64) -> DateTime<Tz> {
+        Utc.timestamp_opt(t, 0)
+            .single()
+            .unwrap_or_default()
+            .with_timezone(&self.tz)
+    }
+
+    fn local(&self, t: i64) -> DateTime<Tz> {
+        self.at(t)
     }
 
     /// Localises a naive time in the definition's zone (a skipped time moves
@@ -178,17 +358,11 @@ impl TimePartitions {
     }
 
     /// Rejects a `fmt` that cannot tell consecutive windows apart or cannot
-    /// be read back, by formatting and re-parsing a sample of ticks.
+    /// be read back, by formatting and re-reading a sample of windows.
     fn check_fmt_resolution(&self) -> Result<(), TimeDefError> {
-        let cron = self.cron();
-        let from = self.localize(self.start);
         let mut prev: Option<String> = None;
-        for (n, tick) in cron
-            .iter_from(from, croner::Direction::Forward)
-            .take(64)
-            .enumerate()
-        {
-            let key = tick.format(&self.fmt).to_string();
+        for i in 0..64 {
+            let Some(key) = self.key(i) else { break };
             if prev.as_deref() == Some(key.as_str()) {
                 return Err(TimeDefError::Fmt(format!(
                     "the format `{}` is too coarse for a {} schedule: two windows would share the key `{key}`",
@@ -196,19 +370,181 @@ impl TimePartitions {
                     self.schedule.type_name()
                 )));
             }
-            match parse_time(&key, &self.fmt) {
-                Ok(back) if back == tick.naive_local() => {}
-                _ if n > 0 => {
-                    return Err(TimeDefError::Fmt(format!(
-                        "the format `{}` cannot be read back: key `{key}` does not identify its window",
-                        self.fmt
-                    )));
-                }
-                _ => {}
+            if self.index_of_key(&key) != Some(i) && self.end_count.is_none_or(|e| i < e) {
+                return Err(TimeDefError::Fmt(format!(
+                    "the format `{}` cannot be read back: key `{key}` does not identify its window",
+                    self.fmt
+                )));
             }
             prev = Some(key);
         }
         Ok(())
+    }
+}
+
+fn build_mode(
+    schedule: &Schedule,
+    tz: &Tz,
+    cron: croner::Cron,
+    all_hours: bool,
+    start: NaiveDateTime,
+    start_instant: i64,
+) -> (Mode, i64) {
+    let hm = |h: u32, m: u32| NaiveTime::from_hms_opt(h, m, 0).unwrap_or_default();
+    match *schedule {
+        Schedule::Hourly { minute } if whole_hour_zone(tz, start_instant) => {
+            // Ticks are the instants whose local minute is `minute`; with
+            // whole-hour offset changes they are exactly 3600 s apart.
+            let offset = local_offset(tz, start_instant);
+            let target = (minute as i64 * 60 - offset).rem_euclid(3600);
+            let first = start_instant + (target - start_instant).rem_euclid(3600);
+            (Mode::Fixed { step: 3600 }, first)
+        }
+        Schedule::Daily { hour, minute } => {
+            let time = hm(hour, minute);
+            let mut d = start.date();
+            if resolve_one(tz, d.and_time(time)).timestamp() < start_instant {
+                d = d.succ_opt().unwrap_or(d);
+            }
+            let first = resolve_one(tz, d.and_time(time)).timestamp();
+            (
+                Mode::Days {
+                    first: d,
+                    step: 1,
+                    time,
+                },
+                first,
+            )
+        }
+        Schedule::Weekly {
+            weekday,
+            hour,
+            minute,
+        } => {
+            let time = hm(hour, minute);
+            let mut d = start.date();
+            let wd = d.weekday().num_days_from_sunday();
+            d += chrono::Duration::days(((weekday + 7 - wd) % 7) as i64);
+            if resolve_one(tz, d.and_time(time)).timestamp() < start_instant {
+                d += chrono::Duration::days(7);
+            }
+            let first = resolve_one(tz, d.and_time(time)).timestamp();
+            (
+                Mode::Days {
+                    first: d,
+                    step: 7,
+                    time,
+                },
+                first,
+            )
+        }
+        Schedule::Monthly { day, hour, minute } => {
+            let time = hm(hour, minute);
+            let mut ym = start.year() as i64 * 12 + start.month0() as i64;
+            let tick = |ym: i64| {
+                NaiveDate::from_ymd_opt(ym.div_euclid(12) as i32, ym.rem_euclid(12) as u32 + 1, day)
+                    .map(|d| resolve_one(tz, d.and_time(time)).timestamp())
+                    .unwrap_or(i64::MAX)
+            };
+            if tick(ym) < start_instant {
+                ym += 1;
+            }
+            (
+                Mode::Months {
+                    first: ym,
+                    day,
+                    time,
+                },
+                tick(ym),
+            )
+        }
+        _ => {
+            let mut table = TickTable {
+                cron,
+                ticks: Vec::new(),
+                // Start a day early so ticks at the start instant are found
+                // whatever the zone does that day.
+                next: Some(start - chrono::Duration::days(1)),
+            };
+            table.extend_past(tz, all_hours, start_instant - 1);
+            table.ticks.retain(|&t| t >= start_instant);
+            let first = table.ticks.first().copied().unwrap_or(i64::MAX);
+            (Mode::Table(Box::new(Mutex::new(table))), first)
+        }
+    }
+}
+
+impl TickTable {
+    /// Enumerates more ticks: naive local ticks from the cron, resolved in
+    /// the zone. Repeated times give two ticks when every hour ticks,
+    /// else their later occurrence; skipped times give none when every
+    /// hour ticks, else the moment the gap ends.
+    fn extend_once(&mut self, tz: &Tz, all_hours: bool) -> bool {
+        let Some(from) = self.next else { return false };
+        let mut added = 0;
+        let mut cursor = from;
+        while added < 256 {
+            let Ok(n) = self.cron.find_next_occurrence(&cursor, false) else {
+                self.next = None;
+                return added > 0;
+            };
+            cursor = n;
+            let instants: Vec<i64> = if all_hours {
+                match tz.from_local_datetime(&n) {
+                    chrono::LocalResult::Single(a) => vec![a.timestamp()],
+                    chrono::LocalResult::Ambiguous(a, b) => vec![a.timestamp(), b.timestamp()],
+                    chrono::LocalResult::None => vec![],
+                }
+            } else {
+                vec![resolve_one(tz, n).timestamp()]
+            };
+            for t in instants {
+                if self.ticks.last().is_none_or(|&l| t > l) {
+                    self.ticks.push(t);
+                    added += 1;
+                }
+            }
+        }
+        self.next = Some(cursor);
+        true
+    }
+
+    fn extend_to_len(&mut self, tz: &Tz, all_hours: bool, len: usize) {
+        while self.ticks.len() < len && self.extend_once(tz, all_hours) {}
+    }
+
+    fn extend_past(&mut self, tz: &Tz, all_hours: bool, t: i64) {
+        while self.ticks.last().is_none_or(|&l| l <= t) && self.extend_once(tz, all_hours) {}
+    }
+}
+
+/// Whether the zone's UTC offset is the same modulo one hour over the next
+/// century from `from` (so hourly ticks are evenly spaced).
+fn whole_hour_zone(tz: &Tz, from: i64) -> bool {
+    let base = local_offset(tz, from).rem_euclid(3600);
+    (0..1200).all(|m| local_offset(tz, from + m * 30 * 86_400).rem_euclid(3600) == base)
+}
+
+fn local_offset(tz: &Tz, t: i64) -> i64 {
+    use chrono::Offset;
+    tz.offset_from_utc_datetime(
+        &Utc.timestamp_opt(t, 0)
+            .single()
+            .unwrap_or_default()
+            .naive_utc(),
+    )
+    .fix()
+    .local_minus_utc() as i64
+}
+
+/// Resolves a local tick time the way Dagster does for schedules that do
+/// not tick every hour: a repeated time takes its later occurrence; a
+/// skipped time becomes the moment the gap ends.
+fn resolve_one(tz: &Tz, t: NaiveDateTime) -> DateTime<Tz> {
+    match tz.from_local_datetime(&t) {
+        chrono::LocalResult::Single(d) => d,
+        chrono::LocalResult::Ambiguous(_, later) => later,
+        chrono::LocalResult::None => localize(tz, t),
     }
 }
 
@@ -249,6 +585,11 @@ pub fn check_fmt(fmt: &str) -> Result<(), String> {
 /// Parses a time written in `fmt`. Missing parts default to the start of
 /// the period (day 1, midnight), so `%Y-%m` reads as the first of the month.
 pub fn parse_time(s: &str, fmt: &str) -> Result<NaiveDateTime, String> {
+    parse_time_offset(s, fmt).map(|(t, _)| t)
+}
+
+/// Like [`parse_time`], also returning the UTC offset (seconds) when `fmt` has one.
+pub fn parse_time_offset(s: &str, fmt: &str) -> Result<(NaiveDateTime, Option<i32>), String> {
     let mut p = Parsed::new();
     chrono::format::parse(&mut p, s, StrftimeItems::new(fmt)).map_err(|e| e.to_string())?;
     if p.day().is_none()
@@ -267,7 +608,7 @@ pub fn parse_time(s: &str, fmt: &str) -> Result<NaiveDateTime, String> {
     };
     let time = NaiveTime::from_hms_opt(hour, p.minute().unwrap_or(0), p.second().unwrap_or(0))
         .ok_or_else(|| "time out of range".to_string())?;
-    Ok(date.and_time(time))
+    Ok((date.and_time(time), p.offset()))
 }
 
 #[cfg(test)]
