@@ -20,5 +20,7 @@ pub mod io;
 pub mod load;
 pub mod model;
 pub mod partitions;
+pub mod plan;
 pub mod project;
+pub mod select;
 pub mod validate;

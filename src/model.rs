@@ -134,10 +134,11 @@ impl Defs {
         let mut out = vec![Vec::new(); self.assets.len()];
         for (i, a) in self.assets.iter().enumerate() {
             for inp in &a.inputs {
-                if !out[inp.upstream].contains(&i) {
-                    out[inp.upstream].push(i);
-                }
+                out[inp.upstream].push(i);
             }
+        }
+        for v in &mut out {
+            v.dedup(); // pushed in ascending order, so duplicates are adjacent
         }
         out
     }

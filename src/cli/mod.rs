@@ -7,6 +7,7 @@
 
 mod defs;
 mod output;
+pub mod plan;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -81,6 +82,17 @@ pub enum Command {
         #[command(subcommand)]
         what: ListWhat,
     },
+    /// Resolve the selection and partitions into steps; nothing runs
+    Plan {
+        #[command(flatten)]
+        target: plan::TargetArgs,
+        /// Print the plan as JSON
+        #[arg(long, conflicts_with = "graph")]
+        json: bool,
+        /// Print the selected assets' graph instead, as DOT or Mermaid
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        graph: Option<plan::GraphFormat>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,6 +113,14 @@ pub enum ListWhat {
     /// Assets, resources and partitions definitions
     Defs {
         /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keys of a partitions definition or of an asset's partitions, in order
+    Partitions {
+        /// A partitions definition name or an asset key
+        name: String,
+        /// Print as JSON: {"name": …, "keys": [..]}
         #[arg(long)]
         json: bool,
     },
@@ -259,6 +279,14 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
         Command::List {
             what: ListWhat::Defs { json },
         } => defs::list(&session, json),
+        Command::List {
+            what: ListWhat::Partitions { name, json },
+        } => plan::list_partitions(&session, &name, json),
+        Command::Plan {
+            target,
+            json,
+            graph,
+        } => plan::plan(&session, &target, json, graph),
     }
 }
 

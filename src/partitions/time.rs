@@ -667,4 +667,91 @@ mod tests {
         assert!(parse_cron("0 0 */6 * * *").is_err());
         assert!(parse_cron("61 * * * *").is_err());
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const ZONES: &[&str] = &[
+            "UTC",
+            "America/New_York",
+            "Europe/Berlin",
+            "Australia/Sydney",
+            "Asia/Kolkata",
+            "America/Sao_Paulo",
+        ];
+
+        fn schedule(kind: u8, minute: u32, hour: u32, day: u32) -> Schedule {
+            match kind % 4 {
+                0 => Schedule::Hourly { minute },
+                1 => Schedule::Daily { hour, minute },
+                2 => Schedule::Weekly {
+                    weekday: day % 7,
+                    hour,
+                    minute,
+                },
+                _ => Schedule::Monthly {
+                    day: day % 28 + 1,
+                    hour,
+                    minute,
+                },
+            }
+        }
+
+        fn build(s: Schedule, tz: &str, start: &str) -> TimePartitions {
+            TimePartitions::new(
+                s,
+                tz.parse().unwrap(),
+                Some("%Y-%m-%d-%H:%M".into()),
+                start,
+                None,
+                0,
+            )
+            .unwrap()
+        }
+
+        fn start_strategy() -> impl Strategy<Value = String> {
+            (2000i32..2030, 1u32..=12, 1u32..=28, 0u32..24)
+                .prop_map(|(y, m, d, h)| format!("{y}-{m:02}-{d:02}-{h:02}:00"))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            /// key → index → window → key round trip; windows contiguous and ordered.
+            #[test]
+            fn round_trip_and_contiguous(kind in 0u8..4, minute in 0u32..60, hour in 0u32..24, day in 0u32..28,
+                                         zone in 0usize..6, start in start_strategy(), i in 0i64..3000) {
+                let def = build(schedule(kind, minute, hour, day), ZONES[zone], &start);
+                let key = def.key(i).unwrap();
+                prop_assert_eq!(def.index_of_key(&key), Some(i), "key {}", key);
+                let (s0, e0) = def.window(i).unwrap();
+                let (s1, _) = def.window(i + 1).unwrap();
+                prop_assert!(s0 < e0);
+                prop_assert_eq!(e0, s1);
+                prop_assert_eq!(def.floor_index(s0.timestamp()), i);
+                prop_assert_eq!(def.floor_index(s0.timestamp() - 1), i - 1);
+                prop_assert_eq!(def.floor_index(e0.timestamp() - 1), i);
+            }
+
+            /// Index arithmetic agrees with enumerating the equivalent cron schedule.
+            #[test]
+            fn arithmetic_matches_enumeration(kind in 0u8..4, minute in 0u32..60, hour in 0u32..24, day in 0u32..28,
+                                              zone in 0usize..6, start in start_strategy()) {
+                let s = schedule(kind, minute, hour, day);
+                let expr = s.cron_expr();
+                let arith = build(s, ZONES[zone], &start);
+                let cron = Schedule::Cron { expr: expr.clone(), cron: Box::new(parse_cron(&expr).unwrap()) };
+                let table = build(cron, ZONES[zone], &start);
+                prop_assert!(matches!(table.mode, Mode::Table(_)));
+                for i in 0..120 {
+                    prop_assert_eq!(arith.tick(i), table.tick(i), "tick {} of {}", i, expr);
+                    prop_assert_eq!(arith.key(i), table.key(i));
+                }
+                let now = table.tick(100).unwrap() + 1;
+                prop_assert_eq!(arith.count(now), table.count(now));
+                prop_assert_eq!(arith.count(now), 100);
+            }
+        }
+    }
 }

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""dg benchmarks: builds a release binary, generates projects in a temp
+folder, runs each command several times and prints a table of median wall
+time and peak RSS. Standard library only.
+
+    python3 bench/bench.py            # everything
+    python3 bench/bench.py load plan  # some groups
+
+Figures go to docs/performance.md by hand, with the machine they came from.
+"""
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DG = ROOT / "target" / "release" / "dg"
+
+
+def build():
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+
+
+def run(argv, cwd, repeat=5, env=None):
+    """Runs argv `repeat` times; returns (median seconds, max RSS MiB)."""
+    times, rss = [], 0
+    e = dict(os.environ, NO_COLOR="1")
+    if env:
+        e.update(env)
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, cwd=cwd, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(p.pid, 0)
+        times.append(time.perf_counter() - t0)
+        err = p.stderr.read().decode()
+        p.stderr.close()
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            sys.exit(f"{' '.join(map(str, argv))} exited {code}:\n{err}")
+        rss = max(rss, usage.ru_maxrss / 1024)
+    return statistics.median(times), rss
+
+
+def write(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def gen_load(root: Path, assets=10_000, files=200):
+    """10,000 assets over 200 files: partitioned ones, deps, inputs with mappings."""
+    write(root / "defs" / "partitions.toml", '[partitions.daily]\ntype = "daily"\nstart = "2020-01-01"\n'
+          '[partitions.hourly]\ntype = "hourly"\nstart = "2020-01-01-00:00"\n')
+    per = assets // files
+    n = 0
+    for f in range(files):
+        out = []
+        for _ in range(per):
+            out.append(f'[assets.a{n}]')
+            out.append(f'partitions = "{"hourly" if n % 2 else "daily"}"')
+            out.append('shell = "echo $DG_PARTITION_KEY > \\"$DG_OUTPUT\\""')
+            out.append(f'group = "g{n % 17}"')
+            out.append(f'tags = {{ team = "t{n % 5}" }}')
+            if n >= 2:
+                out.append(f'deps = ["a{n - 2}"]')
+            if n >= 3 and n % 3 == 0:
+                out.append(f'[assets.a{n}.ins.prev]')
+                out.append(f'asset = "a{n - 3}"')
+                out.append('mapping = { type = "all" }')
+            out.append("")
+            n += 1
+        write(root / "defs" / f"f{f:03}.toml", "\n".join(out))
+
+
+def gen_chain(root: Path):
+    """A chain of 10 hourly assets over 10 years with a daily rollup."""
+    out = ['[partitions.hourly]', 'type = "hourly"', 'start = "2014-01-01-00:00"', 'end = "2024-01-01-00:00"',
+           '[partitions.daily]', 'type = "daily"', 'start = "2014-01-01"', 'end = "2024-01-01"', '']
+    for i in range(10):
+        out += [f'[assets.h{i}]', 'partitions = "hourly"', 'shell = "true"']
+        if i:
+            out.append(f'deps = ["h{i - 1}"]')
+        out.append('')
+    out += ['[assets.rollup]', 'partitions = "daily"', 'deps = ["h9"]', 'shell = "true"', '']
+    write(root / "defs" / "chain.toml", "\n".join(out))
+
+
+def table(rows):
+    w = max(len(r[0]) for r in rows)
+    print(f"{'benchmark':{w}}  {'median':>10}  {'peak RSS':>10}  target")
+    for name, secs, rss, target in rows:
+        print(f"{name:{w}}  {secs * 1000:8.1f}ms  {rss:7.1f}MiB  {target}")
+
+
+def main():
+    groups = set(sys.argv[1:]) or {"load", "plan"}
+    build()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if "load" in groups:
+            p = tmp / "load"
+            gen_load(p)
+            s, r = run([DG, "check", "defs"], p)
+            rows.append(("check defs: 10,000 assets / 200 files", s, r, "< 300 ms"))
+        if "plan" in groups:
+            p = tmp / "chain"
+            gen_chain(p)
+            now = {"DG_NOW": "2024-06-01T00:00:00Z"}
+            s, r = run([DG, "plan", "--all-partitions", "--json"], p, repeat=3, env=now)
+            rows.append(("plan --all-partitions --json: ~880,000 steps", s, r, "< 2 s, < 1 GiB"))
+            s, r = run([DG, "plan", "--partition", "2020-06-01", "--json"], p, repeat=10, env=now)
+            rows.append(("plan one day (241 steps) --json", s, r, "< 20 ms"))
+            s, r = run([DG, "list", "partitions", "hourly", "--json"], p, repeat=5, env=now)
+            rows.append(("list partitions hourly (87,648 keys)", s, r, ""))
+    table(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+//! `dg plan` and `dg list partitions`: resolving and printing plans.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+
+use clap::{Args, ValueEnum};
+
+use super::{EXIT_OK, EXIT_USAGE, Session};
+use crate::model::{AssetId, Defs};
+use crate::partitions::{KeyCtx, PartitionsDef};
+use crate::plan::{Plan, PlanError, Targeting};
+use crate::select;
+
+/// Which assets and partitions a command works on.
+#[derive(Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// Assets to include (selection syntax: keys, key:glob, +X, X+, group:, tag:, kind:, and/or/not)
+    #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
+    pub select: String,
+    /// One partition key, for every selected asset that has it
+    #[arg(long, value_name = "KEY", conflicts_with_all = ["partition_range", "all_partitions"])]
+    pub partition: Option<String>,
+    /// An inclusive range of partition keys, `START...END`
+    #[arg(long, value_name = "A...B", conflicts_with = "all_partitions")]
+    pub partition_range: Option<String>,
+    /// Every partition of every selected asset
+    #[arg(long)]
+    pub all_partitions: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+/// A resolved plan with everything needed to print it.
+pub struct Resolved {
+    pub defs: Defs,
+    pub plan: Plan,
+    pub cx: KeyCtx,
+    pub selected: Vec<AssetId>,
+}
+
+/// Loads the definitions and resolves the selection and the plan, printing
+/// errors. `Err` carries the exit code.
+pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, i32> {
+    let (_loaded, defs) = s.load_or_report()?;
+    let cx = KeyCtx::new(s.now.timestamp());
+    let selected = select_assets(s, &defs, &t.select)?;
+    let targeting = if t.all_partitions {
+        Targeting::All
+    } else if let Some(k) = &t.partition {
+        Targeting::Partition(k.clone())
+    } else if let Some(r) = &t.partition_range {
+        match Targeting::range(r) {
+            Ok(t) => t,
+            Err(e) => {
+                report_plan_errors(s, &[e]);
+                return Err(EXIT_USAGE);
+            }
+        }
+    } else {
+        Targeting::None
+    };
+    match crate::plan::build(&defs, &selected, &targeting, &cx) {
+        Ok(plan) => Ok(Resolved {
+            defs,
+            plan,
+            cx,
+            selected,
+        }),
+        Err(errors) => {
+            report_plan_errors(s, &errors);
+            Err(EXIT_USAGE)
+        }
+    }
+}
+
+/// Resolves `--select`, printing a located error on failure.
+pub fn select_assets(s: &Session, defs: &Defs, text: &str) -> Result<Vec<AssetId>, i32> {
+    let result = select::parse(text).and_then(|sel| sel.resolve(defs));
+    result.map_err(|e| {
+        s.out.err(&e.render(text));
+        EXIT_USAGE
+    })
+}
+
+fn report_plan_errors(s: &Session, errors: &[PlanError]) {
+    for e in errors {
+        s.out.error(&e.message);
+        if let Some(h) = &e.help {
+            s.out.err(&format!("help: {h}"));
+        }
+    }
+}
+
+pub fn plan(s: &Session, t: &TargetArgs, json: bool, graph: Option<GraphFormat>) -> i32 {
+    let r = match resolve(s, t) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if let Some(g) = graph {
+        print_graph(s, &r, g);
+        return EXIT_OK;
+    }
+    if json {
+        let stdout = std::io::stdout();
+        let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
+        let _ = write_plan_json(&mut w, &r, &s.now.to_rfc3339()).and_then(|_| w.flush());
+        return EXIT_OK;
+    }
+    print_plan(s, &r);
+    EXIT_OK
+}
+
+/// Formats partition keys, caching per definition (keys are shared by
+/// every asset on the same definition).
+pub struct Keys<'a> {
+    cx: &'a KeyCtx,
+    cache: HashMap<*const PartitionsDef, HashMap<i64, String>>,
+}
+
+impl<'a> Keys<'a> {
+    pub fn new(cx: &'a KeyCtx) -> Self {
+        Keys {
+            cx,
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn key(&mut self, def: &PartitionsDef, i: i64) -> &str {
+        let m = self.cache.entry(def as *const _).or_default();
+        let cx = self.cx;
+        m.entry(i)
+            .or_insert_with(|| def.key(i, cx).unwrap_or_default())
+            .as_str()
+    }
+}
+
+/// The id of a step: `asset[partition]`, or `asset` when unpartitioned.
+pub fn step_id(defs: &Defs, keys: &mut Keys<'_>, asset: AssetId, partition: Option<i64>) -> String {
+    let a = &defs.assets[asset];
+    match (&a.partitions, partition) {
+        (Some(p), Some(i)) => format!("{}[{}]", a.key, keys.key(&p.def, i)),
+        _ => a.key.clone(),
+    }
+}
+
+fn write_plan_json(w: &mut impl Write, r: &Resolved, now: &str) -> std::io::Result<()> {
+    let defs = &r.defs;
+    let mut keys = Keys::new(&r.cx);
+    let js =
+        |w: &mut dyn Write, s: &str| serde_json::to_writer(w, s).map_err(std::io::Error::other);
+    write!(w, "{{\"now\": ")?;
+    js(w, now)?;
+    write!(w, ", \"steps\": [")?;
+    for (si, step) in r.plan.steps.iter().enumerate() {
+        let asset = &defs.assets[step.asset];
+        if si > 0 {
+            write!(w, ",")?;
+        }
+        write!(w, "\n  {{\"id\": ")?;
+        js(w, &step_id(defs, &mut keys, step.asset, step.partition))?;
+        write!(w, ", \"asset\": ")?;
+        js(w, &asset.key)?;
+        write!(w, ", \"partition\": ")?;
+        match (&asset.partitions, step.partition) {
+            (Some(p), Some(i)) => js(w, keys.key(&p.def, i))?,
+            _ => write!(w, "null")?,
+        }
+        write!(w, ", \"io_manager\": ")?;
+        js(w, &asset.io_manager)?;
+        write!(w, ", \"inputs\": [")?;
+        for (n, inp) in step.inputs.iter().enumerate() {
+            let spec = &asset.inputs[inp.input];
+            let up = &defs.assets[inp.upstream];
+            if n > 0 {
+                write!(w, ", ")?;
+            }
+            write!(w, "{{\"name\": ")?;
+            js(w, &spec.name)?;
+            write!(w, ", \"asset\": ")?;
+            js(w, &up.key)?;
+            write!(w, ", \"partitions\": ")?;
+            match (&inp.partitions, &up.partitions) {
+                (Some(ix), Some(p)) => {
+                    write!(w, "[")?;
+                    for (k, i) in ix.iter().enumerate() {
+                        if k > 0 {
+                            write!(w, ", ")?;
+                        }
+                        js(w, keys.key(&p.def, i))?;
+                    }
+                    write!(w, "]")?;
+                }
+                _ => write!(w, "null")?,
+            }
+            write!(w, ", \"manager\": ")?;
+            js(w, spec.input_manager.as_deref().unwrap_or(&up.io_manager))?;
+            write!(w, ", \"load\": {}", spec.load)?;
+            write!(w, ", \"in_plan\": {}}}", inp.in_plan)?;
+        }
+        write!(w, "], \"after\": [")?;
+        for (k, a) in r.plan.after(si).into_iter().enumerate() {
+            if k > 0 {
+                write!(w, ", ")?;
+            }
+            let st = &r.plan.steps[a];
+            js(w, &step_id(defs, &mut keys, st.asset, st.partition))?;
+        }
+        write!(w, "]}}")?;
+    }
+    writeln!(w, "\n]}}")
+}
+
+/// `[a … b] (n)` for a run of keys; several runs are separated by commas.
+pub fn collapse(def: &PartitionsDef, idx: &[i64], keys: &mut Keys<'_>) -> String {
+    if idx.is_empty() {
+        return "[] (0)".into();
+    }
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &i in idx {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == i => *end = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for &(a, b) in runs.iter().take(4) {
+        if a == b {
+            parts.push(keys.key(def, a).to_string());
+        } else if a + 1 == b {
+            let first = keys.key(def, a).to_string();
+            parts.push(format!("{first}, {}", keys.key(def, b)));
+        } else {
+            let first = keys.key(def, a).to_string();
+            parts.push(format!("{first} … {}", keys.key(def, b)));
+        }
+    }
+    if runs.len() > 4 {
+        parts.push(format!("… {} more runs", runs.len() - 4));
+    }
+    let s = format!("[{}]", parts.join(", "));
+    if idx.len() > 1 {
+        format!("{s} ({})", idx.len())
+    } else {
+        s
+    }
+}
+
+fn print_plan(s: &Session, r: &Resolved) {
+    let defs = &r.defs;
+    let mut keys = Keys::new(&r.cx);
+    let n = r.plan.steps.len();
+    s.out.line(&format!(
+        "Plan at {}: {n} step{} for {} asset{}",
+        s.now.to_rfc3339(),
+        if n == 1 { "" } else { "s" },
+        r.plan.blocks.len(),
+        if r.plan.blocks.len() == 1 { "" } else { "s" },
+    ));
+    let w = r
+        .plan
+        .blocks
+        .iter()
+        .map(|b| defs.assets[b.asset].key.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut missing: Vec<String> = Vec::new();
+    for b in &r.plan.blocks {
+        let a = &defs.assets[b.asset];
+        let parts = match &a.partitions {
+            Some(p) => collapse(&p.def, &b.partitions, &mut keys),
+            None => String::new(),
+        };
+        let ins: Vec<String> = a
+            .inputs
+            .iter()
+            .map(|i| defs.assets[i.upstream].key.clone())
+            .collect();
+        let ins = if ins.is_empty() {
+            String::new()
+        } else {
+            s.out.dim(&format!("  ← {}", dedup(ins).join(", ")))
+        };
+        s.out.line(&format!("  {:w$}  {parts}{ins}", a.key));
+        // Inputs the plan does not produce must already exist.
+        for (ii, spec) in a.inputs.iter().enumerate() {
+            if !spec.load && spec.allow_missing_partitions {
+                continue;
+            }
+            let mut need: Vec<i64> = Vec::new();
+            let mut whole = false;
+            for st in &r.plan.steps[b.base..b.base + b.partitions.len().max(1)] {
+                let inp = &st.inputs[ii];
+                if !inp.in_plan {
+                    match &inp.partitions {
+                        Some(ix) => need.extend(ix.iter()),
+                        None => whole = true,
+                    }
+                }
+            }
+            let up = &defs.assets[spec.upstream];
+            if whole {
+                missing.push(format!("`{}` (read by `{}`)", up.key, a.key));
+            } else if !need.is_empty() {
+                need.sort_unstable();
+                need.dedup();
+                let p = up.partitions.as_ref().expect("partitioned upstream");
+                missing.push(format!(
+                    "`{}` {} (read by `{}`)",
+                    up.key,
+                    collapse(&p.def, &need, &mut keys),
+                    a.key
+                ));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        s.out
+            .line("Must already be materialized (not produced by this plan):");
+        for m in dedup(missing) {
+            s.out.line(&format!("  {m}"));
+        }
+    }
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|x| seen.insert(x.clone()));
+    v
+}
+
+fn print_graph(s: &Session, r: &Resolved, g: GraphFormat) {
+    let defs = &r.defs;
+    let chosen: std::collections::HashSet<AssetId> = r.selected.iter().copied().collect();
+    let mut out = String::new();
+    match g {
+        GraphFormat::Dot => {
+            out.push_str("digraph dg {\n  rankdir=LR;\n  node [shape=box];\n");
+            for &a in &r.selected {
+                let asset = &defs.assets[a];
+                out.push_str(&format!(
+                    "  {} [label={}];\n",
+                    serde_json::to_string(&asset.key).unwrap_or_default(),
+                    serde_json::to_string(&format!("{}\n{}", asset.key, asset.compute.kind()))
+                        .unwrap_or_default()
+                ));
+                for i in asset.inputs.iter().filter(|i| chosen.contains(&i.upstream)) {
+                    out.push_str(&format!(
+                        "  {} -> {} [label={}];\n",
+                        serde_json::to_string(&defs.assets[i.upstream].key).unwrap_or_default(),
+                        serde_json::to_string(&asset.key).unwrap_or_default(),
+                        serde_json::to_string(i.mapping.type_name()).unwrap_or_default()
+                    ));
+                }
+            }
+            out.push_str("}\n");
+        }
+        GraphFormat::Mermaid => {
+            out.push_str("flowchart LR\n");
+            for &a in &r.selected {
+                let asset = &defs.assets[a];
+                out.push_str(&format!(
+                    "  n{a}[\"{}\"]\n",
+                    asset.key.replace('"', "#quot;")
+                ));
+                for i in asset.inputs.iter().filter(|i| chosen.contains(&i.upstream)) {
+                    out.push_str(&format!(
+                        "  n{} -->|{}| n{a}\n",
+                        i.upstream,
+                        i.mapping.type_name()
+                    ));
+                }
+            }
+        }
+    }
+    s.out.line(out.trim_end());
+}
+
+/// `dg list partitions NAME`: keys of a partitions definition or an asset's.
+pub fn list_partitions(s: &Session, name: &str, json: bool) -> i32 {
+    let (_loaded, defs) = match s.load_or_report() {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let cx = KeyCtx::new(s.now.timestamp());
+    let def = match (defs.partitions.get(name), defs.asset(name)) {
+        (Some(p), _) => p.def.clone(),
+        (None, Some(a)) => match &a.partitions {
+            Some(p) => p.def.clone(),
+            None => {
+                s.out.error(&format!("asset `{name}` is not partitioned"));
+                return EXIT_USAGE;
+            }
+        },
+        (None, None) => {
+            let mut names: Vec<&str> = defs.partitions.keys().map(String::as_str).collect();
+            names.extend(defs.assets.iter().map(|a| a.key.as_str()));
+            s.out
+                .error(&format!("no partitions definition or asset named `{name}`"));
+            s.out.err(&format!(
+                "help: {}",
+                crate::diag::suggest(name, &names, "names")
+            ));
+            return EXIT_USAGE;
+        }
+    };
+    let n = def.len(&cx);
+    let stdout = std::io::stdout();
+    let mut w = BufWriter::new(stdout.lock());
+    let js =
+        |w: &mut dyn Write, v: &str| serde_json::to_writer(w, v).map_err(std::io::Error::other);
+    let res: std::io::Result<()> = (|| {
+        if json {
+            write!(w, "{{\"name\": ")?;
+            js(&mut w, name)?;
+            write!(w, ", \"keys\": [")?;
+            for i in 0..n {
+                if i > 0 {
+                    write!(w, ", ")?;
+                }
+                js(&mut w, &def.key(i, &cx).unwrap_or_default())?;
+            }
+            writeln!(w, "]}}")?;
+        } else {
+            for i in 0..n {
+                writeln!(w, "{}", def.key(i, &cx).unwrap_or_default())?;
+            }
+        }
+        w.flush()
+    })();
+    let _ = res; // a closed pipe is not an error
+    EXIT_OK
+}

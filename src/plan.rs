@@ -1,0 +1,475 @@
+//! Stage 4b: the plan — which steps run, what each reads, what each waits for.
+//!
+//! A plan is plain data: steps in topological order, each an (asset,
+//! partition) pair with its inputs' upstream partitions as index ranges.
+//! Nothing here formats a key until output asks for it; a plan of 880,000
+//! hourly steps is a few vectors of integers.
+//!
+//! Targeting follows the contract: `--partition K` / `--partition-range A...B`
+//! apply to every selected asset whose partitions definition has those keys;
+//! every other selected partitioned asset gets exactly the partitions that
+//! the selected assets downstream of it need, through the mappings.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::model::{AssetId, Defs};
+use crate::partitions::mapping::{Indices, map_upstream};
+use crate::partitions::{KeyCtx, PartitionsDef};
+
+/// Which partitions the command line asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Targeting {
+    /// No flag: only unpartitioned assets can be planned directly.
+    None,
+    Partition(String),
+    /// Inclusive range `A...B`.
+    Range(String, String),
+    All,
+}
+
+impl Targeting {
+    /// Parses `A...B`.
+    pub fn range(text: &str) -> Result<Targeting, PlanError> {
+        match text.split_once("...") {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() => {
+                Ok(Targeting::Range(a.to_string(), b.to_string()))
+            }
+            _ => Err(PlanError::new(format!(
+                "invalid partition range `{text}`: expected `START...END`"
+            ))
+            .help("e.g. `--partition-range 2024-01-01...2024-01-07` (both ends included)")),
+        }
+    }
+}
+
+/// A plan error: nothing runs (exit 2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PlanError {
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl PlanError {
+    pub fn new(message: impl Into<String>) -> Self {
+        PlanError {
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn help(mut self, h: impl Into<String>) -> Self {
+        self.help = Some(h.into());
+        self
+    }
+}
+
+/// One input of one step.
+#[derive(Debug, Clone)]
+pub struct StepInput {
+    /// Index into the asset's `inputs`.
+    pub input: usize,
+    pub upstream: AssetId,
+    /// Upstream partitions read; `None` when the upstream is unpartitioned.
+    pub partitions: Option<Indices>,
+    /// Whether the plan produces everything this input reads.
+    pub in_plan: bool,
+}
+
+/// One step: materialize one partition of one asset (or the whole of an
+/// unpartitioned asset).
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub asset: AssetId,
+    /// Index into the asset's partitions; `None` when unpartitioned.
+    pub partition: Option<i64>,
+    pub inputs: Vec<StepInput>,
+}
+
+/// The steps of one asset: a contiguous block of the plan.
+#[derive(Debug, Clone)]
+pub struct AssetSteps {
+    pub asset: AssetId,
+    /// First step of the block.
+    pub base: usize,
+    /// The planned partitions, sorted (empty for an unpartitioned asset).
+    pub partitions: Vec<i64>,
+}
+
+/// A resolved plan.
+#[derive(Debug)]
+pub struct Plan {
+    /// Steps in topological order; each asset's steps are contiguous and in
+    /// partition order.
+    pub steps: Vec<Step>,
+    pub blocks: Vec<AssetSteps>,
+    /// For each asset, its block in `blocks`, when planned.
+    pub block_of: Vec<Option<usize>>,
+}
+
+impl Plan {
+    /// The step that materializes `partition` of `asset`, if planned.
+    pub fn step_of(&self, asset: AssetId, partition: Option<i64>) -> Option<usize> {
+        let b = &self.blocks[self.block_of[asset]?];
+        match partition {
+            None if b.partitions.is_empty() => Some(b.base),
+            None => None,
+            Some(p) => b.partitions.binary_search(&p).ok().map(|i| b.base + i),
+        }
+    }
+
+    /// The steps that `step` waits for: planned producers of its inputs.
+    pub fn after(&self, step: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        for inp in &self.steps[step].inputs {
+            match &inp.partitions {
+                None => out.extend(self.step_of(inp.upstream, None)),
+                Some(ix) => out.extend(
+                    ix.iter()
+                        .filter_map(|p| self.step_of(inp.upstream, Some(p))),
+                ),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// Builds the plan for `selected` assets (ids in topological order).
+pub fn build(
+    defs: &Defs,
+    selected: &[AssetId],
+    targeting: &Targeting,
+    cx: &KeyCtx,
+) -> Result<Plan, Vec<PlanError>> {
+    let n = defs.assets.len();
+    let mut is_selected = vec![false; n];
+    for &a in selected {
+        is_selected[a] = true;
+    }
+    let def_of = |a: AssetId| -> Option<&Arc<PartitionsDef>> {
+        defs.assets[a].partitions.as_ref().map(|p| &p.def)
+    };
+
+    // 1. Direct targeting.
+    let mut parts: Vec<Option<BTreeSetOrRange>> = vec![None; n];
+    let mut targeted = vec![false; n];
+    let mut errors = Vec::new();
+    match targeting {
+        Targeting::None => {}
+        Targeting::All => {
+            for &a in selected {
+                if let Some(d) = def_of(a) {
+                    parts[a] = Some(BTreeSetOrRange::Range(0, d.len(cx)));
+                    targeted[a] = true;
+                }
+            }
+        }
+        Targeting::Partition(k) => {
+            for &a in selected {
+                if let Some(i) = def_of(a).and_then(|d| d.index_of(k, cx)) {
+                    parts[a] = Some(BTreeSetOrRange::Range(i, i + 1));
+                    targeted[a] = true;
+                }
+            }
+            if !targeted.iter().any(|&t| t) {
+                errors.push(no_such_key(defs, selected, &[k.as_str()], cx));
+            }
+        }
+        Targeting::Range(from, to) => {
+            for &a in selected {
+                let Some(d) = def_of(a) else { continue };
+                if let (Some(i), Some(j)) = (d.index_of(from, cx), d.index_of(to, cx)) {
+                    if i > j {
+                        errors.push(
+                            PlanError::new(format!(
+                                "partition range `{from}...{to}` is backwards: `{from}` comes after `{to}`"
+                            ))
+                            .help(format!("write it as `{to}...{from}`")),
+                        );
+                        return Err(errors);
+                    }
+                    parts[a] = Some(BTreeSetOrRange::Range(i, j + 1));
+                    targeted[a] = true;
+                }
+            }
+            if !targeted.iter().any(|&t| t) {
+                errors.push(no_such_key(
+                    defs,
+                    selected,
+                    &[from.as_str(), to.as_str()],
+                    cx,
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    // 2. Needs flow upstream, in reverse topological order.
+    for &a in selected.iter().rev() {
+        let asset = &defs.assets[a];
+        let my_def = def_of(a);
+        if my_def.is_some() && parts[a].is_none() {
+            continue; // reported below
+        }
+        for inp in &asset.inputs {
+            let u = inp.upstream;
+            if !is_selected[u] || targeted[u] {
+                continue;
+            }
+            let Some(up_def) = def_of(u) else { continue };
+            let mut need = BTreeSet::new();
+            let mut add = |m: crate::partitions::mapping::Mapped| need.extend(m.indices.iter());
+            match (my_def, &parts[a]) {
+                (Some(d), Some(p)) => {
+                    for i in p.iter() {
+                        add(map_upstream(&inp.mapping, up_def, Some((d, i)), cx));
+                    }
+                }
+                _ => add(map_upstream(&inp.mapping, up_def, None, cx)),
+            }
+            let entry = parts[u].get_or_insert_with(|| BTreeSetOrRange::Set(BTreeSet::new()));
+            entry.extend(need);
+        }
+    }
+
+    // 3. Every selected partitioned asset must have partitions.
+    for &a in selected {
+        if def_of(a).is_some() && parts[a].as_ref().is_none_or(|p| p.is_empty()) {
+            let asset = &defs.assets[a];
+            let hint = match targeting {
+                Targeting::None => {
+                    "pass `--partition KEY`, `--partition-range A...B` or `--all-partitions`"
+                        .to_string()
+                }
+                _ => format!(
+                    "its keys look like {}; target them, or leave `{}` out of `--select`",
+                    sample(def_of(a).unwrap(), cx),
+                    asset.key
+                ),
+            };
+            errors.push(
+                PlanError::new(format!(
+                    "asset `{}` is partitioned but gets no partitions from this command",
+                    asset.key
+                ))
+                .help(hint),
+            );
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    // 4. Steps, asset by asset.
+    let mut plan = Plan {
+        steps: Vec::new(),
+        blocks: Vec::new(),
+        block_of: vec![None; n],
+    };
+    let mut base = 0;
+    for &a in selected {
+        let partitions: Vec<i64> = match &parts[a] {
+            Some(p) => p.iter().collect(),
+            None => Vec::new(),
+        };
+        plan.block_of[a] = Some(plan.blocks.len());
+        let size = if def_of(a).is_some() {
+            partitions.len()
+        } else {
+            1
+        };
+        plan.blocks.push(AssetSteps {
+            asset: a,
+            base,
+            partitions,
+        });
+        base += size;
+    }
+    let mut nonexistent_errors = 0usize;
+    for bi in 0..plan.blocks.len() {
+        let a = plan.blocks[bi].asset;
+        let asset = &defs.assets[a];
+        let my_def = def_of(a);
+        let partitions: Vec<Option<i64>> = if my_def.is_some() {
+            plan.blocks[bi]
+                .partitions
+                .iter()
+                .map(|&p| Some(p))
+                .collect()
+        } else {
+            vec![None]
+        };
+        for p in partitions {
+            let mut inputs = Vec::with_capacity(asset.inputs.len());
+            for (ii, inp) in asset.inputs.iter().enumerate() {
+                let u = inp.upstream;
+                let (partitions, in_plan) = match def_of(u) {
+                    None => (None, plan.step_of(u, None).is_some()),
+                    Some(up_def) => {
+                        let m = map_upstream(
+                            &inp.mapping,
+                            up_def,
+                            my_def.zip(p).map(|(d, i)| (&**d, i)),
+                            cx,
+                        );
+                        if !m.nonexistent.is_empty() {
+                            nonexistent_errors += 1;
+                            if nonexistent_errors <= 10 {
+                                errors.push(nonexistent_error(defs, a, p, ii, &m.nonexistent, cx));
+                            }
+                        }
+                        let in_plan = match plan.block_of[u] {
+                            Some(ub) => {
+                                let have = &plan.blocks[ub].partitions;
+                                m.indices.iter().all(|i| have.binary_search(&i).is_ok())
+                            }
+                            None => m.indices.is_empty(),
+                        };
+                        (Some(m.indices), in_plan)
+                    }
+                };
+                inputs.push(StepInput {
+                    input: ii,
+                    upstream: u,
+                    partitions,
+                    in_plan,
+                });
+            }
+            plan.steps.push(Step {
+                asset: a,
+                partition: p,
+                inputs,
+            });
+        }
+    }
+    if nonexistent_errors > 10 {
+        errors.push(PlanError::new(format!(
+            "… and {} more steps need nonexistent upstream partitions",
+            nonexistent_errors - 10
+        )));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(plan)
+}
+
+fn sample(def: &PartitionsDef, cx: &KeyCtx) -> String {
+    let keys = def.sample_keys(3, cx);
+    if keys.is_empty() {
+        return "(none yet)".into();
+    }
+    let mut s = keys
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if def.len(cx) > 3 {
+        s.push_str(", …");
+    }
+    s
+}
+
+fn no_such_key(defs: &Defs, selected: &[AssetId], keys: &[&str], cx: &KeyCtx) -> PlanError {
+    let shown = keys
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let mut hints: Vec<String> = Vec::new();
+    let mut seen: Vec<*const PartitionsDef> = Vec::new();
+    for &a in selected {
+        if let Some(p) = &defs.assets[a].partitions {
+            let ptr = Arc::as_ptr(&p.def);
+            if !seen.contains(&ptr) {
+                seen.push(ptr);
+                hints.push(format!(
+                    "`{}` has {}",
+                    defs.assets[a].key,
+                    sample(&p.def, cx)
+                ));
+            }
+        }
+    }
+    let msg = if keys.len() == 1 {
+        format!("no selected asset has the partition {shown}")
+    } else {
+        format!("no selected asset has both partitions {shown}")
+    };
+    let e = PlanError::new(msg);
+    if hints.is_empty() {
+        e.help("no selected asset is partitioned; drop the partition flag")
+    } else {
+        e.help(hints.join("; "))
+    }
+}
+
+fn nonexistent_error(
+    defs: &Defs,
+    a: AssetId,
+    p: Option<i64>,
+    input: usize,
+    keys: &[String],
+    cx: &KeyCtx,
+) -> PlanError {
+    let asset = &defs.assets[a];
+    let inp = &asset.inputs[input];
+    let me = match (p, &asset.partitions) {
+        (Some(i), Some(d)) => format!("{}[{}]", asset.key, d.def.key(i, cx).unwrap_or_default()),
+        _ => asset.key.clone(),
+    };
+    let shown: Vec<String> = keys.iter().take(5).map(|k| format!("`{k}`")).collect();
+    let more = if keys.len() > 5 {
+        format!(" and {} more", keys.len() - 5)
+    } else {
+        String::new()
+    };
+    PlanError::new(format!(
+        "step `{me}` needs partitions of `{}` that do not exist: {}{more}",
+        defs.assets[inp.upstream].key,
+        shown.join(", ")
+    ))
+    .help(format!(
+        "they are before the upstream's start, after its end, or not yet closed at --now; to skip them, set `allow_nonexistent = true` in the mapping of input `{}`",
+        inp.name
+    ))
+}
+
+/// A partition set that starts as a range and becomes a set when needs are added.
+#[derive(Clone, Debug)]
+enum BTreeSetOrRange {
+    Range(i64, i64),
+    Set(BTreeSet<i64>),
+}
+
+impl BTreeSetOrRange {
+    fn iter(&self) -> Box<dyn Iterator<Item = i64> + '_> {
+        match self {
+            BTreeSetOrRange::Range(a, b) => Box::new(*a..*b),
+            BTreeSetOrRange::Set(s) => Box::new(s.iter().copied()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            BTreeSetOrRange::Range(a, b) => a >= b,
+            BTreeSetOrRange::Set(s) => s.is_empty(),
+        }
+    }
+
+    fn extend(&mut self, more: BTreeSet<i64>) {
+        match self {
+            BTreeSetOrRange::Range(a, b) => {
+                let mut s: BTreeSet<i64> = (*a..*b).collect();
+                s.extend(more);
+                *self = BTreeSetOrRange::Set(s);
+            }
+            BTreeSetOrRange::Set(s) => s.extend(more),
+        }
+    }
+}
