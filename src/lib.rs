@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod diag;
+pub mod exec;
 pub mod interp;
 pub mod io;
 pub mod load;

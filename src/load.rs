@@ -304,8 +304,11 @@ impl<'t, 'i> Reader<'t, 'i> {
                 Ok(n) => Some((n, self.span_of(v))),
                 Err(_) => {
                     diags.push(
-                        Diagnostic::error(Kind::InvalidValue, format!("`{key}` is out of range"))
-                            .at(&self.span_of(v), "too large"),
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!("`{key}` in {} is out of range", self.what),
+                        )
+                        .at(&self.span_of(v), "too large"),
                     );
                     None
                 }

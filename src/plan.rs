@@ -145,6 +145,13 @@ pub fn build(
     cx: &KeyCtx,
 ) -> Result<Plan, Vec<PlanError>> {
     let n = defs.assets.len();
+    // Source assets are only ever loaded, never materialized.
+    let selected: Vec<AssetId> = selected
+        .iter()
+        .copied()
+        .filter(|&a| !matches!(defs.assets[a].compute, crate::model::Compute::Source))
+        .collect();
+    let selected = &selected[..];
     let mut is_selected = vec![false; n];
     for &a in selected {
         is_selected[a] = true;

@@ -86,6 +86,8 @@ pub fn validate_files(
         env,
         diags,
         named_partitions: Default::default(),
+        declared_partitions: Vec::new(),
+        failed_partitions: Default::default(),
         edges: Vec::new(),
     };
     let defs = v.run(&files);
@@ -112,6 +114,11 @@ struct Validator<'a> {
     env: EnvLookup<'a>,
     diags: &'a mut Diagnostics,
     named_partitions: indexmap::IndexMap<String, NamedPartitions>,
+    /// Every `[partitions.NAME]`, valid or not, in definition order.
+    declared_partitions: Vec<String>,
+    /// Named definitions that failed to validate (their errors are reported):
+    /// references to them are not reported again.
+    failed_partitions: std::collections::HashSet<String>,
     /// For each asset entry, the assets it reads and where, even when the
     /// asset itself failed to validate, so cycles are still found.
     edges: Vec<Vec<(usize, Span)>>,
@@ -216,6 +223,7 @@ impl<'a> Validator<'a> {
             });
         }
         let [parts, resources, assets] = groups;
+        self.declared_partitions = parts.iter().map(|e| e.name.clone()).collect();
 
         // Pass 2: partitions. Plain definitions first, so multi dimensions can name them.
         let is_multi = |e: &Entry<'_, '_>| {
@@ -228,14 +236,19 @@ impl<'a> Validator<'a> {
             .chain(parts.iter().filter(|e| is_multi(e)))
         {
             let what = format!("partitions `{}`", e.name);
-            if let Some(def) = self.partitions_def(e.file, e.value, Some(&e.name), &what, true) {
-                self.named_partitions.insert(
-                    e.name.clone(),
-                    NamedPartitions {
-                        def,
-                        span: e.span.clone(),
-                    },
-                );
+            match self.partitions_def(e.file, e.value, Some(&e.name), &what, true) {
+                Some(def) => {
+                    self.named_partitions.insert(
+                        e.name.clone(),
+                        NamedPartitions {
+                            def,
+                            span: e.span.clone(),
+                        },
+                    );
+                }
+                None => {
+                    self.failed_partitions.insert(e.name.clone());
+                }
             }
         }
         // Keep definition order as written.
@@ -482,11 +495,13 @@ impl<'a> Validator<'a> {
         match ty.as_str() {
             "static" => {
                 let Some(keys) = r.str_array("keys", self.diags) else {
-                    self.diags.push(
-                        Diagnostic::error(Kind::MissingField, format!("{what} has no `keys`"))
-                            .at(&span, "missing `keys`")
-                            .help("add `keys = [\"a\", \"b\"]`"),
-                    );
+                    if r.get("keys").is_none() {
+                        self.diags.push(
+                            Diagnostic::error(Kind::MissingField, format!("{what} has no `keys`"))
+                                .at(&span, "missing `keys`")
+                                .help("add `keys = [\"a\", \"b\"]`"),
+                        );
+                    }
                     return None;
                 };
                 let mut seen: HashMap<&str, &Span> = HashMap::new();
@@ -555,7 +570,7 @@ impl<'a> Validator<'a> {
                 )
                 .at(span, "multi inside multi")
                 .help(
-                    "a multi definition has exactly two dimensions, each time, static or dynamic",
+                    "a multi definition has exactly two dimensions, each a time, static or dynamic definition",
                 ),
             );
             return None;
@@ -634,7 +649,27 @@ impl<'a> Validator<'a> {
         if let Some(n) = self.named_partitions.get(name) {
             return Some(n.def.clone());
         }
-        let names: Vec<&str> = self.named_partitions.keys().map(String::as_str).collect();
+        if self.failed_partitions.contains(name) {
+            return None; // defined, but invalid: that error is already reported
+        }
+        if self.declared_partitions.iter().any(|n| n == name) {
+            // Defined and not validated yet: only multi definitions come
+            // later, and only a multi dimension can name one this early.
+            self.diags.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("{what} cannot be multi-partitioned"),
+                )
+                .at(span, format!("`{name}` is a multi definition"))
+                .help("a multi definition has exactly two dimensions, each a time, static or dynamic definition"),
+            );
+            return None;
+        }
+        let names: Vec<&str> = self
+            .declared_partitions
+            .iter()
+            .map(String::as_str)
+            .collect();
         self.diags.push(
             Diagnostic::error(
                 Kind::UnknownReference,
@@ -659,7 +694,7 @@ impl<'a> Validator<'a> {
             match r.int(key, d) {
                 Some((n, s)) if n < lo || n > hi => {
                     d.push(
-                        Diagnostic::error(Kind::InvalidValue, format!("`{key}` must be between {lo} and {hi}, found {n}"))
+                        Diagnostic::error(Kind::InvalidValue, format!("`{key}` of {what} must be between {lo} and {hi}, found {n}"))
                             .at(&s, "out of range")
                             .help_opt((key == "day_offset" && ty == "monthly" && n > 28).then(|| {
                                 "not every month has that day; use `type = \"cron\"` for such schedules".to_string()
@@ -1119,7 +1154,7 @@ impl<'a> Validator<'a> {
                 d.push(
                     Diagnostic::error(
                         Kind::InvalidValue,
-                        format!("`retries` must be between 0 and 100, found {n}"),
+                        format!("`retries` of {what} must be between 0 and 100, found {n}"),
                     )
                     .at(&s, "out of range"),
                 );
@@ -1765,5 +1800,496 @@ mod tests {
         assert_eq!(expected_names("one of `a`, `b`"), vec!["a", "b"]);
         assert_eq!(m, "unknown field `base_dri`");
         assert_eq!(h.unwrap(), "did you mean `base_dir`?");
+    }
+
+    // --- validation of whole definition folders ------------------------------
+    //
+    // Each test writes files into a temporary `defs/`, runs `load_defs`, and
+    // asserts a diagnostic's kind together with the exact bytes it points at.
+
+    use crate::diag::{Diagnostic, Severity};
+    use std::ops::Range;
+
+    struct Checked {
+        sources: Sources,
+        diags: Diagnostics,
+        defs: Option<Defs>,
+        texts: Vec<(String, String)>,
+    }
+
+    fn check(files: &[(&str, &str)]) -> Checked {
+        check_env(files, &[])
+    }
+
+    fn check_env(files: &[(&str, &str)], env: &[(&str, &str)]) -> Checked {
+        let dir = tempfile::tempdir().unwrap();
+        let defs_dir = dir.path().join("defs");
+        for (name, text) in files {
+            let path = defs_dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let project = Project {
+            root: dir.path().to_path_buf(),
+            config_file: None,
+            defs_dir,
+            state_dir: dir.path().join(".dg"),
+            state_url: None,
+            jobs: None,
+        };
+        let lookup = |n: &str| {
+            env.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_string())
+        };
+        let mut sources = Sources::default();
+        let mut diags = Diagnostics::default();
+        let defs = load_defs(
+            &project,
+            dir.path(),
+            &Registry::builtin(),
+            &lookup,
+            &mut sources,
+            &mut diags,
+        );
+        Checked {
+            sources,
+            diags,
+            defs,
+            texts: files
+                .iter()
+                .map(|(n, t)| (format!("defs/{n}"), t.to_string()))
+                .collect(),
+        }
+    }
+
+    impl Checked {
+        /// The one diagnostic of `kind`; fails when there are none or several.
+        fn only(&self, kind: Kind) -> &Diagnostic {
+            let found: Vec<&Diagnostic> =
+                self.diags.items.iter().filter(|d| d.kind == kind).collect();
+            assert_eq!(found.len(), 1, "one {kind:?} in {:#?}", self.diags.items);
+            found[0]
+        }
+
+        fn kinds(&self) -> Vec<Kind> {
+            self.diags.items.iter().map(|d| d.kind).collect()
+        }
+
+        /// (file as displayed, byte range) of the primary label.
+        fn primary(&self, d: &Diagnostic) -> (String, Range<usize>) {
+            let p = d.primary.as_ref().expect("a located diagnostic");
+            (
+                self.sources.get(p.span.file).display.clone(),
+                p.span.range.clone(),
+            )
+        }
+
+        fn secondary(&self, d: &Diagnostic, i: usize) -> (String, Range<usize>) {
+            let s = &d.secondary[i];
+            (
+                self.sources.get(s.span.file).display.clone(),
+                s.span.range.clone(),
+            )
+        }
+
+        /// (file, range) of the `nth` occurrence (0-based) of `needle` in `file`.
+        fn at(&self, file: &str, needle: &str, nth: usize) -> (String, Range<usize>) {
+            let path = format!("defs/{file}");
+            let text = &self
+                .texts
+                .iter()
+                .find(|(n, _)| *n == path)
+                .expect("a written file")
+                .1;
+            let start = text
+                .match_indices(needle)
+                .nth(nth)
+                .unwrap_or_else(|| panic!("{needle:?} #{nth} in {file}"))
+                .0;
+            (path, start..start + needle.len())
+        }
+    }
+
+    const DAILY: &str = "[partitions.daily]\ntype = \"daily\"\nstart = \"2024-01-01\"\n";
+
+    #[test]
+    fn unknown_field_points_at_the_misspelled_key() {
+        let src = "[assets.orders]\npartitons = \"daily\"\nshell = \"true\"\n";
+        let c = check(&[("a.toml", DAILY), ("b.toml", src)]);
+        let d = c.only(Kind::UnknownField);
+        assert_eq!(c.primary(d), c.at("b.toml", "partitons", 0));
+        assert_eq!(d.message, "unknown field `partitons` in asset `orders`");
+        assert_eq!(d.help.as_deref(), Some("did you mean `partitions`?"));
+        assert!(c.defs.is_none());
+    }
+
+    #[test]
+    fn wrong_type_points_at_the_value() {
+        let src = "[assets.orders]\nshell = \"true\"\nretries = \"two\"\ndeps = \"x\"\n";
+        let c = check(&[("a.toml", src)]);
+        assert_eq!(c.kinds(), [Kind::WrongType, Kind::WrongType]);
+        assert_eq!(c.primary(&c.diags.items[0]), c.at("a.toml", "\"two\"", 0));
+        assert_eq!(c.primary(&c.diags.items[1]), c.at("a.toml", "\"x\"", 0));
+    }
+
+    #[test]
+    fn duplicate_names_show_both_places() {
+        let a = "[assets.orders]\nshell = \"true\"\n";
+        let b = "[assets.other]\nshell = \"true\"\n\n[assets.orders]\nsql = \"SELECT 1\"\n";
+        let c = check(&[("a.toml", a), ("b.toml", b)]);
+        let d = c.only(Kind::Duplicate);
+        assert_eq!(c.primary(d), c.at("b.toml", "orders", 0));
+        assert_eq!(c.secondary(d, 0), c.at("a.toml", "orders", 0));
+        assert_eq!(d.message, "asset `orders` is defined twice");
+    }
+
+    #[test]
+    fn unknown_references_point_at_the_name() {
+        let res = "[resources.warehouse]\ntype = \"fs\"\n";
+        let src = "[assets.orders]\nshell = \"true\"\n\n\
+                   [assets.revenue]\npartitions = \"dayly\"\ndeps = [\"ordrs\"]\n\
+                   io_manager = \"warehose\"\nshell = \"true\"\n\n\
+                   [assets.revenue.ins.o]\nasset = \"orders\"\ninput_manager = \"loader\"\n";
+        let c = check(&[("a.toml", DAILY), ("b.toml", res), ("c.toml", src)]);
+        assert_eq!(c.kinds(), [Kind::UnknownReference; 4]);
+        let spans: Vec<_> = c.diags.items.iter().map(|d| c.primary(d)).collect();
+        assert_eq!(
+            spans,
+            [
+                c.at("c.toml", "\"dayly\"", 0),
+                c.at("c.toml", "\"ordrs\"", 0),
+                c.at("c.toml", "\"warehose\"", 0),
+                c.at("c.toml", "\"loader\"", 0),
+            ]
+        );
+        let helps: Vec<_> = c.diags.items.iter().map(|d| d.help.clone()).collect();
+        assert_eq!(helps[0].as_deref(), Some("did you mean `daily`?"));
+        assert_eq!(helps[1].as_deref(), Some("did you mean `orders`?"));
+        assert_eq!(helps[2].as_deref(), Some("did you mean `warehouse`?"));
+        assert_eq!(
+            helps[3].as_deref(),
+            Some("defined resources: `warehouse`, `io_manager`")
+        );
+    }
+
+    #[test]
+    fn nothing_defined_reads_well() {
+        let src = "[assets.orders]\npartitions = \"daily\"\nshell = \"true\"\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::UnknownReference);
+        assert_eq!(d.help.as_deref(), Some("defined partitions: none"));
+    }
+
+    #[test]
+    fn a_cycle_of_three_is_reported_once_with_its_path() {
+        let src = "[assets.extract]\ndeps = [\"load\"]\nshell = \"true\"\n\n\
+                   [assets.transform]\ndeps = [\"extract\"]\nshell = \"true\"\n\n\
+                   [assets.load]\ndeps = [\"transform\"]\nshell = \"true\"\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::Cycle);
+        assert_eq!(
+            d.message,
+            "dependency cycle: extract → transform → load → extract"
+        );
+        assert_eq!(c.primary(d), c.at("a.toml", "\"load\"", 0));
+        assert_eq!(d.secondary.len(), 2);
+        assert_eq!(c.secondary(d, 0), c.at("a.toml", "\"extract\"", 0));
+        assert_eq!(c.secondary(d, 1), c.at("a.toml", "\"transform\"", 0));
+    }
+
+    #[test]
+    fn self_dependency_is_a_cycle() {
+        let src = "[assets.a]\ndeps = [\"a\"]\nshell = \"true\"\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::Cycle);
+        assert_eq!(d.message, "asset `a` depends on itself");
+        assert_eq!(c.primary(d), c.at("a.toml", "\"a\"", 0));
+    }
+
+    #[test]
+    fn time_definition_errors_point_at_their_field() {
+        let src = "[partitions.tz]\ntype = \"daily\"\nstart = \"2024-01-01\"\ntimezone = \"Europe/Berln\"\n\n\
+                   [partitions.date]\ntype = \"hourly\"\nstart = \"2024-01-01\"\n\n\
+                   [partitions.cron]\ntype = \"cron\"\ncron = \"0 */6 * *\"\nstart = \"2024-01-01-00:00\"\n\n\
+                   [partitions.fmt]\ntype = \"hourly\"\nstart = \"2024-01-01\"\nfmt = \"%Y-%m-%d\"\n";
+        let c = check(&[("p.toml", src)]);
+        assert_eq!(
+            c.kinds(),
+            [
+                Kind::BadTimezone,
+                Kind::BadDate,
+                Kind::BadCron,
+                Kind::BadFormat
+            ]
+        );
+        let tz = c.only(Kind::BadTimezone);
+        assert_eq!(c.primary(tz), c.at("p.toml", "\"Europe/Berln\"", 0));
+        assert_eq!(tz.help.as_deref(), Some("did you mean `Europe/Berlin`?"));
+        let date = c.only(Kind::BadDate);
+        assert_eq!(c.primary(date), c.at("p.toml", "\"2024-01-01\"", 1));
+        assert_eq!(
+            date.help.as_deref(),
+            Some("write it like `2024-01-01-00:00`")
+        );
+        let cron = c.only(Kind::BadCron);
+        assert_eq!(c.primary(cron), c.at("p.toml", "\"0 */6 * *\"", 0));
+        let fmt = c.only(Kind::BadFormat);
+        assert_eq!(c.primary(fmt), c.at("p.toml", "\"%Y-%m-%d\"", 0));
+        assert!(fmt.message.contains("too coarse"), "{}", fmt.message);
+    }
+
+    #[test]
+    fn a_reference_to_an_invalid_definition_is_not_reported_again() {
+        let src = "[partitions.broken]\ntype = \"daily\"\nstart = \"nope\"\n\n\
+                   [partitions.m]\ntype = \"multi\"\n\
+                   dimensions = { a = \"broken\", b = { type = \"static\", keys = [\"x\"] } }\n\n\
+                   [assets.a]\npartitions = \"broken\"\nshell = \"true\"\n\n\
+                   [assets.b]\npartitions = \"m\"\ndeps = [\"a\"]\nshell = \"true\"\n";
+        let c = check(&[("a.toml", src)]);
+        assert_eq!(c.kinds(), [Kind::BadDate]);
+        assert_eq!(c.primary(&c.diags.items[0]), c.at("a.toml", "\"nope\"", 0));
+        assert!(c.defs.is_none());
+    }
+
+    #[test]
+    fn a_dimension_naming_a_multi_definition() {
+        // `outer` is validated before `inner` (both multi, in file order).
+        let src = "[partitions.outer]\ntype = \"multi\"\n\
+                   dimensions = { a = \"inner\", b = \"region\" }\n\n\
+                   [partitions.inner]\ntype = \"multi\"\n\
+                   dimensions = { x = \"region\", y = { type = \"static\", keys = [\"y\"] } }\n\n\
+                   [partitions.region]\ntype = \"static\"\nkeys = [\"us\"]\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::InvalidValue);
+        assert_eq!(
+            d.message,
+            "dimension `a` of partitions `outer` cannot be multi-partitioned"
+        );
+        assert_eq!(c.primary(d), c.at("a.toml", "\"inner\"", 0));
+    }
+
+    #[test]
+    fn out_of_range_numbers_name_their_owner() {
+        let src = "[partitions.mo]\ntype = \"monthly\"\nstart = \"2024-01-01\"\nday_offset = 31\n\n\
+                   [assets.a]\nshell = \"true\"\nretries = -1\n";
+        let c = check(&[("a.toml", src)]);
+        let messages: Vec<&str> = c.diags.items.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "`day_offset` of partitions `mo` must be between 1 and 28, found 31",
+                "`retries` of asset `a` must be between 0 and 100, found -1",
+            ]
+        );
+        assert_eq!(c.primary(&c.diags.items[0]), c.at("a.toml", "31", 0));
+        assert_eq!(c.primary(&c.diags.items[1]), c.at("a.toml", "-1", 0));
+    }
+
+    #[test]
+    fn bad_partitions_type_and_static_duplicates() {
+        let src = "[partitions.a]\ntype = \"dayly\"\nstart = \"2024-01-01\"\n\n\
+                   [partitions.region]\ntype = \"static\"\nkeys = [\"us\", \"eu\", \"eu\"]\n";
+        let c = check(&[("p.toml", src)]);
+        let ty = c.only(Kind::InvalidValue);
+        assert_eq!(c.primary(ty), c.at("p.toml", "\"dayly\"", 0));
+        assert_eq!(ty.help.as_deref(), Some("did you mean `daily`?"));
+        let dup = c.only(Kind::Duplicate);
+        assert_eq!(c.primary(dup), c.at("p.toml", "\"eu\"", 1));
+        assert_eq!(c.secondary(dup, 0), c.at("p.toml", "\"eu\"", 0));
+    }
+
+    #[test]
+    fn multi_with_three_dimensions() {
+        let src = "[partitions.m]\ntype = \"multi\"\n\
+                   dimensions = { a = { type = \"static\", keys = [\"x\"] }, b = { type = \"static\", keys = [\"y\"] }, c = { type = \"static\", keys = [\"z\"] } }\n";
+        let c = check(&[("p.toml", src)]);
+        let d = c.only(Kind::InvalidValue);
+        assert_eq!(
+            d.message,
+            "partitions `m` must have exactly two dimensions, found 3"
+        );
+        let (file, range) = c.primary(d);
+        assert_eq!(file, "defs/p.toml");
+        assert!(src[range].starts_with("{ a = "));
+    }
+
+    #[test]
+    fn compute_errors() {
+        let src =
+            "[assets.two]\nshell = \"true\"\nsql = \"SELECT 1\"\n\n[assets.none]\ngroup = \"g\"\n";
+        let c = check(&[("a.toml", src)]);
+        assert_eq!(c.kinds(), [Kind::Compute, Kind::Compute]);
+        let two = &c.diags.items[0];
+        assert_eq!(c.primary(two), c.at("a.toml", "sql", 0));
+        assert_eq!(c.secondary(two, 0), c.at("a.toml", "shell", 0));
+        let none = &c.diags.items[1];
+        assert_eq!(none.message, "asset `none` has no compute");
+        assert_eq!(c.primary(none), c.at("a.toml", "none", 0));
+    }
+
+    const STATIC_AND_DAILY: &str = "[partitions.region]\ntype = \"static\"\nkeys = [\"us\", \"eu\"]\n\n\
+        [partitions.daily]\ntype = \"daily\"\nstart = \"2024-01-01\"\n\n\
+        [assets.sales]\npartitions = \"region\"\nshell = \"true\"\n";
+
+    #[test]
+    fn a_written_mapping_that_cannot_apply_points_at_the_mapping() {
+        let src = "[assets.daily_sales]\npartitions = \"daily\"\nshell = \"true\"\n\n\
+                   [assets.daily_sales.ins.sales]\nmapping = { type = \"identity\" }\n";
+        let c = check(&[("a.toml", STATIC_AND_DAILY), ("b.toml", src)]);
+        let d = c.only(Kind::Mapping);
+        assert_eq!(c.primary(d), c.at("b.toml", "{ type = \"identity\" }", 0));
+        // `sales` in `[assets.daily_sales.ins.sales]`
+        assert_eq!(c.secondary(d, 0), c.at("b.toml", "sales", 2));
+        assert!(d.message.starts_with(
+            "the `identity` mapping cannot apply to input `sales` of asset `daily_sales`"
+        ));
+        assert_eq!(
+            d.help.as_deref(),
+            Some("mappings that fit `static` → `daily`: `all`, `last`, `specific`")
+        );
+    }
+
+    #[test]
+    fn an_inferred_mapping_that_cannot_apply_points_at_the_dep() {
+        let src =
+            "[assets.daily_sales]\npartitions = \"daily\"\ndeps = [\"sales\"]\nshell = \"true\"\n";
+        let c = check(&[("a.toml", STATIC_AND_DAILY), ("b.toml", src)]);
+        let d = c.only(Kind::Mapping);
+        assert_eq!(c.primary(d), c.at("b.toml", "\"sales\"", 0));
+        assert!(d.secondary.is_empty());
+        assert!(d.message.starts_with("the inferred `identity` mapping"));
+    }
+
+    #[test]
+    fn static_mapping_with_an_unknown_key_lists_the_keys() {
+        let src = "[partitions.market]\ntype = \"static\"\nkeys = [\"americas\"]\n\n\
+                   [assets.m]\npartitions = \"market\"\nshell = \"true\"\n\n\
+                   [assets.m.ins.sales]\nmapping = { type = \"static\", map = { apac = \"americas\" } }\n";
+        let c = check(&[("a.toml", STATIC_AND_DAILY), ("b.toml", src)]);
+        let d = c.only(Kind::Mapping);
+        assert!(d.message.ends_with("upstream has no partition `apac`"));
+        assert_eq!(
+            d.help.as_deref(),
+            Some("upstream keys: `us`, `eu`; downstream keys: `americas`")
+        );
+    }
+
+    #[test]
+    fn an_unparsable_file_hides_references_into_it() {
+        let broken = "[partitions.daily]\ntype = \"daily\"\nstart = 2024-01-01\"\n";
+        let src = "[assets.orders]\npartitions = \"daily\"\ndescripton = \"x\"\nshell = \"true\"\n";
+        let c = check(&[("a.toml", broken), ("b.toml", src)]);
+        // The syntax error and the other file's own mistake; no unknown `daily`.
+        assert_eq!(c.kinds(), [Kind::Syntax, Kind::UnknownField]);
+        assert_eq!(
+            c.primary(&c.diags.items[1]),
+            c.at("b.toml", "descripton", 0)
+        );
+    }
+
+    #[test]
+    fn syntax_error_at_the_end_of_a_line_stays_on_that_line() {
+        let src = "[assets.a]\nretries = \nshell = \"true\"\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::Syntax);
+        let (file, range) = c.primary(d);
+        assert_eq!(file, "defs/a.toml");
+        let nl = src.find("= \n").unwrap() + 2;
+        assert_eq!(range, nl..nl, "a caret at the end of `retries = `");
+    }
+
+    #[test]
+    fn unset_env_is_a_warning_and_set_env_is_fine() {
+        let src = "[assets.a]\nshell = \"true\"\nenv = { X = \"${env:DG_UNIT_UNSET}\" }\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::EnvVar);
+        assert_eq!(d.severity, Severity::Warning);
+        assert_eq!(c.primary(d), c.at("a.toml", "\"${env:DG_UNIT_UNSET}\"", 0));
+        assert!(c.defs.is_some(), "warnings do not stop the load");
+
+        let c = check_env(&[("a.toml", src)], &[("DG_UNIT_UNSET", "1")]);
+        assert!(c.diags.items.is_empty(), "{:#?}", c.diags.items);
+        assert!(c.defs.is_some());
+    }
+
+    #[test]
+    fn bad_env_syntax_names_the_asset() {
+        let src = "[assets.a]\nshell = \"true\"\nenv = { X = \"${env:X\" }\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::EnvVar);
+        assert_eq!(d.severity, Severity::Error);
+        assert_eq!(d.message, "invalid environment reference in asset `a`");
+        assert_eq!(c.primary(d), c.at("a.toml", "\"${env:X\"", 0));
+    }
+
+    #[test]
+    fn unknown_top_level_table() {
+        let src = "[asset.a]\nshell = \"true\"\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::UnknownField);
+        assert_eq!(d.message, "unknown top-level table `asset`");
+        assert_eq!(c.primary(d), c.at("a.toml", "asset", 0));
+        assert_eq!(d.help.as_deref(), Some("did you mean `assets`?"));
+    }
+
+    #[test]
+    fn resource_errors_have_kinds_and_spans() {
+        let src = "[resources.io_manager]\ntype = \"fs\"\nbase_dri = \"data\"\n\n\
+                   [resources.db]\ntype = \"sqlite\"\n\n\
+                   [resources.other]\ntype = \"fs\"\nformat = 3\n\n\
+                   [resources.s3]\ntype = \"s3\"\n";
+        let c = check(&[("r.toml", src)]);
+        assert_eq!(
+            c.kinds(),
+            [
+                Kind::UnknownField,
+                Kind::MissingField,
+                Kind::WrongType,
+                Kind::InvalidValue
+            ]
+        );
+        let unknown = c.only(Kind::UnknownField);
+        assert_eq!(c.primary(unknown), c.at("r.toml", "base_dri", 0));
+        assert_eq!(unknown.help.as_deref(), Some("did you mean `base_dir`?"));
+        let missing = c.only(Kind::MissingField);
+        assert!(missing.message.starts_with("missing field `path`"));
+        let wrong = c.only(Kind::WrongType);
+        assert!(
+            wrong
+                .message
+                .starts_with("invalid `format` in resource `other` (type `fs`)"),
+            "{}",
+            wrong.message
+        );
+        assert_eq!(c.primary(wrong), c.at("r.toml", "3", 0));
+        let ty = c.only(Kind::InvalidValue);
+        assert_eq!(c.primary(ty), c.at("r.toml", "\"s3\"", 0));
+    }
+
+    #[test]
+    fn the_bundled_example_is_valid() {
+        let c = check(&[
+            ("assets.toml", include_str!("../defs/assets.toml")),
+            ("partitions.toml", include_str!("../defs/partitions.toml")),
+            ("resources.toml", include_str!("../defs/resources.toml")),
+        ]);
+        assert!(c.diags.items.is_empty(), "{:#?}", c.diags.items);
+        let defs = c.defs.expect("valid");
+        let keys: Vec<&str> = defs.assets.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["upstream_asset", "downstream_asset", "daily_report"]);
+    }
+
+    #[test]
+    fn every_error_is_reported_in_file_order() {
+        let a = "[assets.x]\nretries = \"1\"\nshell = \"true\"\n";
+        let b = "[assets.y]\nshell = \"true\"\ntypo = 1\n[assets.z]\n";
+        let c = check(&[("b.toml", b), ("a.toml", a)]);
+        let places: Vec<_> = c.diags.items.iter().map(|d| c.primary(d).0).collect();
+        assert_eq!(places, ["defs/a.toml", "defs/b.toml", "defs/b.toml"]);
+        assert_eq!(
+            c.kinds(),
+            [Kind::WrongType, Kind::UnknownField, Kind::Compute]
+        );
     }
 }

@@ -8,6 +8,7 @@
 mod defs;
 mod output;
 pub mod plan;
+mod run;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -92,6 +93,13 @@ pub enum Command {
         /// Print the selected assets' graph instead, as DOT or Mermaid
         #[arg(long, value_enum, value_name = "FORMAT")]
         graph: Option<plan::GraphFormat>,
+    },
+    /// Run the plan: materialize the selected assets' partitions
+    Materialize {
+        #[command(flatten)]
+        target: plan::TargetArgs,
+        #[command(flatten)]
+        run: run::RunArgs,
     },
 }
 
@@ -287,6 +295,7 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
             json,
             graph,
         } => plan::plan(&session, &target, json, graph),
+        Command::Materialize { target, run } => run::materialize(&session, &target, &run),
     }
 }
 

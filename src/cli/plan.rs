@@ -36,6 +36,7 @@ pub enum GraphFormat {
 
 /// A resolved plan with everything needed to print it.
 pub struct Resolved {
+    pub project: crate::project::Project,
     pub defs: Defs,
     pub plan: Plan,
     pub cx: KeyCtx,
@@ -45,7 +46,8 @@ pub struct Resolved {
 /// Loads the definitions and resolves the selection and the plan, printing
 /// errors. `Err` carries the exit code.
 pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, i32> {
-    let (_loaded, defs) = s.load_or_report()?;
+    let (loaded, defs) = s.load_or_report()?;
+    let project = loaded.project.ok_or(EXIT_USAGE)?;
     let cx = KeyCtx::new(s.now.timestamp());
     let selected = select_assets(s, &defs, &t.select)?;
     let targeting = if t.all_partitions {
@@ -65,6 +67,7 @@ pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, i32> {
     };
     match crate::plan::build(&defs, &selected, &targeting, &cx) {
         Ok(plan) => Ok(Resolved {
+            project,
             defs,
             plan,
             cx,

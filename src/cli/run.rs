@@ -1,0 +1,344 @@
+//! `dg materialize`: run the plan, show progress, summarise.
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use super::plan::{TargetArgs, resolve};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
+use crate::exec::{self, Event, Reporter, RunCtx, RunOptions, StepStatus};
+
+/// Options of `dg materialize` besides the targeting.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// How many steps run at once (default: `[run] jobs`, else the number of CPUs)
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// Stop starting new steps after the first failure
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Print the plan and run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON summary at the end (progress goes to stderr)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A run id: UTC time plus a few random hex digits.
+fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    let nanos = now.timestamp_subsec_nanos() as u64;
+    let salt =
+        nanos ^ ((std::process::id() as u64) << 20) ^ (now.timestamp() as u64).rotate_left(17);
+    format!("{}-{:06x}", now.format("%Y%m%dT%H%M%S"), salt & 0xff_ffff)
+}
+
+pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
+    let r = match resolve(s, t) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if args.dry_run {
+        return super::plan::plan(s, t, args.json, None);
+    }
+    let project = r.project;
+    if r.plan.steps.is_empty() {
+        if args.json {
+            s.out
+                .json(&json!({"run_id": null, "status": "success", "steps": []}));
+        } else {
+            s.out.info("nothing to do");
+        }
+        return EXIT_OK;
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, cancel.clone());
+        let _ = signal_hook::flag::register(sig, cancel.clone());
+    }
+    let run_id = new_run_id();
+    let rc = match RunCtx::new(
+        run_id.clone(),
+        s.now,
+        project.root.clone(),
+        project.state_dir.clone(),
+        r.defs,
+        r.plan,
+        r.cx,
+        &s.registry,
+        cancel.clone(),
+    ) {
+        Ok(rc) => rc,
+        Err(errors) => {
+            for e in errors {
+                s.out.error(&e);
+            }
+            return EXIT_USAGE;
+        }
+    };
+    match exec::missing_inputs(&rc) {
+        Ok(missing) if !missing.is_empty() => {
+            s.out.error(
+                "upstream partitions that this run reads are not materialized, so nothing ran",
+            );
+            for (asset, keys) in &missing {
+                let shown = if keys.len() == 1 && keys[0].is_empty() {
+                    String::new()
+                } else {
+                    let mut v: Vec<&str> = keys.iter().map(String::as_str).take(8).collect();
+                    if keys.len() > 8 {
+                        v.push("…");
+                    }
+                    format!(" [{}] ({})", v.join(", "), keys.len())
+                };
+                s.out.err(&format!("  missing: `{asset}`{shown}"));
+            }
+            let first = &missing[0].0;
+            let downstream: Vec<String> = rc
+                .plan
+                .blocks
+                .iter()
+                .map(|b| rc.defs.assets[b.asset].key.clone())
+                .collect();
+            s.out.err(&format!(
+                "help: materialize them first, or include them in this run with `--select +{}` (everything upstream of the selection), e.g. `--select '+{}'`",
+                downstream.last().cloned().unwrap_or_else(|| first.clone()),
+                downstream.last().cloned().unwrap_or_else(|| first.clone()),
+            ));
+            return EXIT_USAGE;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            s.out.error(&format!("pre-run check failed: {e}"));
+            return EXIT_USAGE;
+        }
+    }
+    let jobs = args
+        .jobs
+        .map(|j| j as usize)
+        .or(project.jobs)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let tty = std::io::stderr().is_terminal() && !s.out.quiet;
+    let reporter = Display::new(s, rc.plan.steps.len(), tty, args.json);
+    let summary = exec::execute(
+        &rc,
+        &RunOptions {
+            jobs,
+            fail_fast: args.fail_fast,
+        },
+        &reporter,
+    );
+    reporter.finish();
+
+    let failed: Vec<&exec::StepReport> = summary
+        .reports
+        .iter()
+        .filter(|r| r.status == StepStatus::Failed)
+        .collect();
+    // Tails of the failed steps' logs.
+    for f in failed.iter().take(10) {
+        if let Some(log) = &f.log {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(20)..];
+            s.out.err(&format!(
+                "--- {} failed: {} (last {} lines of {})",
+                rc.step_id(f.step),
+                f.error.as_deref().unwrap_or("failed"),
+                tail.len(),
+                log.display()
+            ));
+            for l in tail {
+                s.out.err(&format!("  | {l}"));
+            }
+        }
+    }
+    let count = |st: StepStatus| summary.reports.iter().filter(|r| r.status == st).count();
+    let (ok, bad, skip) = (
+        count(StepStatus::Success),
+        count(StepStatus::Failed),
+        count(StepStatus::Skipped),
+    );
+    let line = format!(
+        "{} {ok} succeeded, {bad} failed, {skip} skipped in {:.2}s (run {run_id}){}",
+        if summary.success() { "✓" } else { "✗" },
+        summary.elapsed.as_secs_f64(),
+        if summary.interrupted {
+            " — interrupted"
+        } else {
+            ""
+        }
+    );
+    if args.json {
+        s.out.err(&line);
+        let steps: Vec<serde_json::Value> = summary
+            .reports
+            .iter()
+            .map(|r| {
+                let st = &rc.plan.steps[r.step];
+                let a = &rc.defs.assets[st.asset];
+                json!({
+                    "id": rc.step_id(r.step),
+                    "asset": a.key,
+                    "partition": match (&a.partitions, st.partition) {
+                        (Some(p), Some(i)) => json!(p.def.key(i, &rc.cx)),
+                        _ => json!(null),
+                    },
+                    "status": r.status,
+                    "attempts": r.attempts,
+                    "duration_ms": r.duration.as_millis() as u64,
+                    "error": r.error,
+                })
+            })
+            .collect();
+        s.out.json(&json!({
+            "run_id": run_id,
+            "status": if summary.success() { "success" } else { "failure" },
+            "steps": steps,
+        }));
+    } else if summary.success() {
+        s.out.info(&line);
+    } else {
+        s.out.err(&line);
+    }
+    if summary.success() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// Terminal progress bar, or one plain line per finished step.
+struct Display<'a> {
+    s: &'a Session,
+    bar: Option<ProgressBar>,
+    running: Mutex<BTreeSet<usize>>,
+    failures: Mutex<usize>,
+    /// Plain lines go to stderr when stdout is reserved for JSON.
+    to_stderr: bool,
+}
+
+impl<'a> Display<'a> {
+    fn new(s: &'a Session, total: usize, tty: bool, json: bool) -> Self {
+        let bar = tty.then(|| {
+            let b = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise:.dim} {bar:30.cyan/blue} {pos}/{len} {wide_msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("█▉▊▋▌▍▎▏ "),
+            );
+            b.enable_steady_tick(Duration::from_millis(100));
+            b
+        });
+        Display {
+            s,
+            bar,
+            running: Mutex::new(BTreeSet::new()),
+            failures: Mutex::new(0),
+            to_stderr: json,
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+
+    fn print(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None if self.to_stderr => self.s.out.err(line),
+            None => self.s.out.info(line),
+        }
+    }
+
+    fn refresh(&self, rc: &RunCtx) {
+        let Some(b) = &self.bar else { return };
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = running.iter().take(3).map(|&s| rc.step_id(s)).collect();
+        if running.len() > 3 {
+            names.push(format!("+{}", running.len() - 3));
+        }
+        let failures = *self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let f = if failures > 0 {
+            format!("  {failures} failed")
+        } else {
+            String::new()
+        };
+        b.set_message(format!("running: {}{f}", names.join(", ")));
+    }
+}
+
+impl Reporter for Display<'_> {
+    fn event(&self, rc: &RunCtx, e: &Event<'_>) {
+        match e {
+            Event::Started { .. } => {}
+            Event::StepStarted { step, .. } => {
+                self.running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(*step);
+                self.refresh(rc);
+            }
+            Event::StepRetrying {
+                step,
+                attempt,
+                error,
+            } => {
+                self.print(&format!(
+                    "↻ {} attempt {attempt} failed ({error}); retrying",
+                    rc.step_id(*step)
+                ));
+            }
+            Event::StepFinished(r) => {
+                self.running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&r.step);
+                let id = rc.step_id(r.step);
+                let ms = r.duration.as_millis();
+                match r.status {
+                    StepStatus::Success => {
+                        if self.bar.is_none() {
+                            let tries = if r.attempts > 1 {
+                                format!(" after {} attempts", r.attempts)
+                            } else {
+                                String::new()
+                            };
+                            self.print(&format!("✓ {id} ({ms} ms){tries}"));
+                        }
+                    }
+                    StepStatus::Failed => {
+                        *self.failures.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                        self.print(&format!(
+                            "✗ {id} failed after {} attempt{} ({ms} ms): {}",
+                            r.attempts,
+                            if r.attempts == 1 { "" } else { "s" },
+                            r.error.as_deref().unwrap_or("")
+                        ));
+                    }
+                    StepStatus::Skipped => {
+                        self.print(&format!(
+                            "- {id} {}",
+                            r.error.as_deref().unwrap_or("skipped")
+                        ));
+                    }
+                }
+                if let Some(b) = &self.bar {
+                    b.inc(1);
+                }
+                self.refresh(rc);
+            }
+        }
+    }
+}

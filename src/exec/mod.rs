@@ -1,0 +1,572 @@
+//! Stage 5: execution — the scheduler and the step runner.
+//!
+//! The scheduler only decides *when* steps run: a step becomes ready once
+//! every step in its `after` list has succeeded; a failure marks its
+//! dependents skipped while independent steps carry on. Running a step is
+//! [`step::run_attempt`], a function of (plan step, run context). Progress
+//! is reported as [`Event`]s to a [`Reporter`], so the terminal display, the
+//! JSON summary and (later) the history writer are separate subscribers.
+
+pub mod process;
+pub mod step;
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, FixedOffset};
+use serde::Serialize;
+
+use crate::io::{IoManager, OutputContext, Registry, ResourceCx, Stored};
+use crate::model::Defs;
+use crate::partitions::KeyCtx;
+use crate::plan::Plan;
+
+/// Everything a step needs, shared by the workers of one run.
+pub struct RunCtx {
+    pub run_id: String,
+    pub now: DateTime<FixedOffset>,
+    pub project_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub defs: Defs,
+    pub plan: Plan,
+    pub cx: KeyCtx,
+    pub managers: step::Managers,
+    pub cancel: Arc<AtomicBool>,
+    step_ids: Vec<String>,
+}
+
+impl RunCtx {
+    /// Builds the context and creates every manager the plan uses, once.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        run_id: String,
+        now: DateTime<FixedOffset>,
+        project_root: PathBuf,
+        state_dir: PathBuf,
+        defs: Defs,
+        plan: Plan,
+        cx: KeyCtx,
+        registry: &Registry,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<RunCtx, Vec<String>> {
+        let mut used: Vec<&str> = Vec::new();
+        for st in &plan.steps {
+            let a = &defs.assets[st.asset];
+            used.push(&a.io_manager);
+            for inp in &st.inputs {
+                let spec = &a.inputs[inp.input];
+                used.push(
+                    spec.input_manager
+                        .as_deref()
+                        .unwrap_or(&defs.assets[inp.upstream].io_manager),
+                );
+            }
+        }
+        used.sort_unstable();
+        used.dedup();
+        let mut managers = step::Managers::new();
+        let mut errors = Vec::new();
+        for key in used {
+            let Some(res) = defs.resources.get(key) else {
+                errors.push(format!("resource `{key}` is not defined"));
+                continue;
+            };
+            let config = match resolve_config(&res.config) {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(format!("resource `{key}`: {e}"));
+                    continue;
+                }
+            };
+            let Some(ty) = registry.get(&res.type_name) else {
+                errors.push(format!(
+                    "resource `{key}`: unknown type `{}`",
+                    res.type_name
+                ));
+                continue;
+            };
+            let rcx = ResourceCx {
+                resource_key: key.to_string(),
+                project_root: project_root.clone(),
+                state_dir: state_dir.clone(),
+                run_id: run_id.clone(),
+            };
+            match ty.create(&config, &rcx) {
+                Ok(m) => {
+                    managers.insert(key.to_string(), m);
+                }
+                Err(e) => errors.push(format!(
+                    "resource `{key}` (type `{}`): {e:#}",
+                    res.type_name
+                )),
+            }
+        }
+        // Variables the steps need must be set before anything runs.
+        for b in &plan.blocks {
+            let a = &defs.assets[b.asset];
+            for (k, t) in &a.env {
+                if let Err(e) = t.resolve_env() {
+                    errors.push(format!("asset `{}`, `env.{k}`: {e}", a.key));
+                }
+            }
+            if let crate::model::Compute::Command(argv) = &a.compute {
+                for t in argv {
+                    if let Err(e) = t.resolve_env() {
+                        errors.push(format!("asset `{}`, `command`: {e}", a.key));
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let mut keys = crate::cli::plan::Keys::new(&cx);
+        let step_ids = plan
+            .steps
+            .iter()
+            .map(|s| crate::cli::plan::step_id(&defs, &mut keys, s.asset, s.partition))
+            .collect();
+        Ok(RunCtx {
+            run_id,
+            now,
+            project_root,
+            state_dir,
+            defs,
+            plan,
+            cx,
+            managers,
+            cancel,
+            step_ids,
+        })
+    }
+
+    pub fn step_id(&self, step: usize) -> String {
+        self.step_ids[step].clone()
+    }
+
+    pub fn manager(&self, key: &str) -> Result<&Arc<dyn IoManager>, String> {
+        self.managers
+            .get(key)
+            .ok_or_else(|| format!("I/O manager `{key}` was not created for this run"))
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// `<state>/logs/<run_id>/<step>.log`
+    pub fn log_path(&self, step: usize) -> PathBuf {
+        self.state_dir
+            .join("logs")
+            .join(&self.run_id)
+            .join(format!("{}.log", crate::exec::slug(&self.step_ids[step])))
+    }
+
+    /// A scratch folder for one attempt, removed afterwards.
+    pub fn work_dir(&self, step: usize, attempt: u32) -> PathBuf {
+        self.state_dir.join("runs").join(&self.run_id).join(format!(
+            "{}-{attempt}",
+            crate::exec::slug(&self.step_ids[step])
+        ))
+    }
+}
+
+/// A file-name-safe, reversible form of a step id or input name.
+pub fn slug(s: &str) -> String {
+    use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+    const SET: &AsciiSet = &CONTROLS.add(b'%').add(b'/').add(b'\\');
+    let out = utf8_percent_encode(s, SET).to_string();
+    match out.strip_prefix('.') {
+        Some(rest) => format!("%2E{rest}"),
+        None => out,
+    }
+}
+
+/// Resolves `${env:…}` in every string of a resource config.
+fn resolve_config(t: &toml::Table) -> Result<toml::Table, String> {
+    fn value(v: &toml::Value) -> Result<toml::Value, String> {
+        Ok(match v {
+            toml::Value::String(s) => toml::Value::String(
+                crate::interp::Template::parse(s)
+                    .map_err(|e| e.message)?
+                    .resolve_env()
+                    .map_err(|e| e.to_string())?,
+            ),
+            toml::Value::Array(a) => {
+                toml::Value::Array(a.iter().map(value).collect::<Result<_, _>>()?)
+            }
+            toml::Value::Table(t) => toml::Value::Table(resolve_config(t)?),
+            other => other.clone(),
+        })
+    }
+    t.iter().map(|(k, v)| Ok((k.clone(), value(v)?))).collect()
+}
+
+/// How a step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Success,
+    Failed,
+    Skipped,
+}
+
+/// The outcome of one step.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub step: usize,
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub duration: Duration,
+    pub error: Option<String>,
+    pub stored: Option<Stored>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub log: Option<PathBuf>,
+}
+
+/// What happens during a run, in order.
+pub enum Event<'a> {
+    Started {
+        total: usize,
+    },
+    StepStarted {
+        step: usize,
+        attempt: u32,
+    },
+    StepRetrying {
+        step: usize,
+        attempt: u32,
+        error: &'a str,
+    },
+    StepFinished(&'a StepReport),
+}
+
+/// Receives run events (terminal display, JSON summary, history).
+pub trait Reporter: Sync {
+    fn event(&self, rc: &RunCtx, e: &Event<'_>);
+}
+
+/// The result of a run.
+pub struct RunSummary {
+    pub reports: Vec<StepReport>,
+    pub interrupted: bool,
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    pub fn success(&self) -> bool {
+        !self.interrupted && self.reports.iter().all(|r| r.status == StepStatus::Success)
+    }
+}
+
+/// Options of the scheduler.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub jobs: usize,
+    pub fail_fast: bool,
+}
+
+/// Upstream partitions that the plan does not produce and that are not
+/// stored: (upstream asset key, partition keys). Checked before anything runs.
+pub fn missing_inputs(rc: &RunCtx) -> Result<Vec<(String, Vec<String>)>, String> {
+    let mut checked: HashSet<(usize, Option<i64>, String)> = HashSet::new();
+    let mut missing: Vec<(String, Vec<String>)> = Vec::new();
+    for st in &rc.plan.steps {
+        let a = &rc.defs.assets[st.asset];
+        for inp in &st.inputs {
+            let spec = &a.inputs[inp.input];
+            if inp.in_plan || spec.allow_missing_partitions {
+                continue;
+            }
+            let up = &rc.defs.assets[inp.upstream];
+            let manager_key = spec.input_manager.as_deref().unwrap_or(&up.io_manager);
+            let manager = rc.manager(manager_key)?;
+            let parts: Vec<Option<i64>> = match &inp.partitions {
+                Some(ix) => ix.iter().map(Some).collect(),
+                None => vec![None],
+            };
+            for p in parts {
+                if rc.plan.step_of(inp.upstream, p).is_some() {
+                    continue;
+                }
+                if !checked.insert((inp.upstream, p, manager_key.to_string())) {
+                    continue;
+                }
+                let partition = match (p, &up.partitions) {
+                    (Some(i), Some(d)) => Some(step::partition_ref(&d.def, i, &rc.cx)),
+                    _ => None,
+                };
+                let ctx = OutputContext {
+                    asset_key: up.key.clone(),
+                    partition: partition.clone(),
+                    format: up.format,
+                    resource_key: manager_key.to_string(),
+                    metadata: up.metadata.clone(),
+                    run_id: rc.run_id.clone(),
+                    step_id: String::new(),
+                    log: Default::default(),
+                };
+                let exists = manager
+                    .exists(&ctx)
+                    .map_err(|e| format!("checking `{}` through `{manager_key}`: {e:#}", up.key))?;
+                if !exists {
+                    let key = partition.map(|p| p.key).unwrap_or_default();
+                    match missing.iter_mut().find(|(k, _)| *k == up.key) {
+                        Some((_, v)) => v.push(key),
+                        None => missing.push((up.key.clone(), vec![key])),
+                    }
+                }
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// Runs the plan. Returns when every step has finished, been skipped, or
+/// (after cancellation) been stopped.
+pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSummary {
+    let started = Instant::now();
+    let n = rc.plan.steps.len();
+    reporter.event(rc, &Event::Started { total: n });
+    let mut pending = vec![0usize; n];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (s, p) in pending.iter_mut().enumerate() {
+        let after = rc.plan.after(s);
+        *p = after.len();
+        for a in after {
+            dependents[a].push(s);
+        }
+    }
+    let mut ready: VecDeque<usize> = (0..n).filter(|&s| pending[s] == 0).collect();
+    let mut reports: Vec<Option<StepReport>> = vec![None; n];
+    let mut done = 0usize;
+    let mut running = 0usize;
+    let mut stop = false;
+
+    let finished = Arc::new(AtomicBool::new(false));
+    let dog = process::Watchdog::start(rc.cancel.clone(), finished.clone());
+    let jobs = opts.jobs.max(1);
+    let (job_tx, job_rx) = mpsc::channel::<usize>();
+    let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
+    let (res_tx, res_rx) = mpsc::channel::<StepReport>();
+
+    std::thread::scope(|scope| {
+        for w in 0..jobs.min(n.max(1)) {
+            let job_rx = job_rx.clone();
+            let res_tx = res_tx.clone();
+            let dog = dog.clone();
+            std::thread::Builder::new()
+                .name(format!("dg-worker-{w}"))
+                .spawn_scoped(scope, move || {
+                    loop {
+                        let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(si) = next else { break };
+                        let report = run_step(rc, si, &dog, reporter);
+                        if res_tx.send(report).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .expect("spawn worker thread");
+        }
+        drop(res_tx);
+
+        while done < n {
+            if rc.cancelled() || stop {
+                // Nothing new starts; what is queued is skipped below.
+                while let Some(s) = ready.pop_front() {
+                    let why = if rc.cancelled() {
+                        "interrupted before it started"
+                    } else {
+                        "not started: --fail-fast after a failure"
+                    };
+                    let r = skipped(s, why);
+                    reporter.event(rc, &Event::StepFinished(&r));
+                    reports[s] = Some(r);
+                    done += 1;
+                }
+                if running == 0 {
+                    break;
+                }
+            }
+            while running < jobs && !stop && !rc.cancelled() {
+                let Some(s) = ready.pop_front() else { break };
+                if job_tx.send(s).is_err() {
+                    break;
+                }
+                running += 1;
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok(r) = res_rx.recv() else { break };
+            running -= 1;
+            done += 1;
+            let s = r.step;
+            let ok = r.status == StepStatus::Success;
+            reports[s] = Some(r);
+            if ok {
+                for &d in &dependents[s] {
+                    pending[d] -= 1;
+                    if pending[d] == 0 && reports[d].is_none() {
+                        ready.push_back(d);
+                    }
+                }
+            } else {
+                if opts.fail_fast {
+                    stop = true;
+                }
+                // Dependents that cannot do without this step are skipped,
+                // transitively; those that allow missing partitions go on.
+                let mut queue = vec![s];
+                while let Some(f) = queue.pop() {
+                    for &d in &dependents[f] {
+                        if reports[d].is_some() {
+                            continue;
+                        }
+                        pending[d] -= 1;
+                        if tolerates(rc, d, f) {
+                            if pending[d] == 0 {
+                                ready.push_back(d);
+                            }
+                            continue;
+                        }
+                        let why =
+                            format!("skipped: upstream step `{}` did not succeed", rc.step_id(f));
+                        let r = skipped(d, &why);
+                        reporter.event(rc, &Event::StepFinished(&r));
+                        reports[d] = Some(r);
+                        done += 1;
+                        queue.push(d);
+                    }
+                }
+            }
+        }
+        drop(job_tx);
+        finished.store(true, Ordering::Relaxed);
+    });
+
+    // Whatever never ran (cancellation, or a break above) is skipped.
+    let reports: Vec<StepReport> = reports
+        .into_iter()
+        .enumerate()
+        .map(|(s, r)| {
+            r.unwrap_or_else(|| {
+                skipped(
+                    s,
+                    if rc.cancelled() {
+                        "interrupted before it started"
+                    } else {
+                        "not started"
+                    },
+                )
+            })
+        })
+        .collect();
+    RunSummary {
+        reports,
+        interrupted: rc.cancelled(),
+        elapsed: started.elapsed(),
+    }
+}
+
+fn skipped(step: usize, why: &str) -> StepReport {
+    StepReport {
+        step,
+        status: StepStatus::Skipped,
+        attempts: 0,
+        duration: Duration::ZERO,
+        error: Some(why.to_string()),
+        stored: None,
+        metadata: Default::default(),
+        log: None,
+    }
+}
+
+/// Whether step `d` can run although its upstream step `f` did not succeed:
+/// every input of `d` that reads `f`'s asset allows missing partitions.
+fn tolerates(rc: &RunCtx, d: usize, f: usize) -> bool {
+    let up = rc.plan.steps[f].asset;
+    let st = &rc.plan.steps[d];
+    let a = &rc.defs.assets[st.asset];
+    st.inputs
+        .iter()
+        .filter(|i| i.upstream == up)
+        .all(|i| a.inputs[i.input].allow_missing_partitions)
+}
+
+/// Runs a step with its retries.
+fn run_step(
+    rc: &RunCtx,
+    si: usize,
+    dog: &process::Watchdog,
+    reporter: &dyn Reporter,
+) -> StepReport {
+    let asset = &rc.defs.assets[rc.plan.steps[si].asset];
+    let started = Instant::now();
+    let log_path = rc.log_path(si);
+    let mut log = match log_path
+        .parent()
+        .map(std::fs::create_dir_all)
+        .unwrap_or(Ok(()))
+        .and_then(|_| File::options().create(true).append(true).open(&log_path))
+    {
+        Ok(f) => f,
+        Err(e) => {
+            return StepReport {
+                step: si,
+                status: StepStatus::Failed,
+                attempts: 0,
+                duration: started.elapsed(),
+                error: Some(format!(
+                    "cannot open the log file {}: {e}",
+                    log_path.display()
+                )),
+                stored: None,
+                metadata: Default::default(),
+                log: None,
+            };
+        }
+    };
+    let max = asset.retries + 1;
+    let mut attempt = 1;
+    loop {
+        reporter.event(rc, &Event::StepStarted { step: si, attempt });
+        let a = step::run_attempt(rc, si, attempt, dog, &mut log);
+        if a.ok || attempt >= max || rc.cancelled() {
+            return StepReport {
+                step: si,
+                status: if a.ok {
+                    StepStatus::Success
+                } else {
+                    StepStatus::Failed
+                },
+                attempts: attempt,
+                duration: started.elapsed(),
+                error: a.error,
+                stored: a.stored,
+                metadata: a.metadata,
+                log: Some(log_path),
+            };
+        }
+        let err = a.error.unwrap_or_default();
+        reporter.event(
+            rc,
+            &Event::StepRetrying {
+                step: si,
+                attempt,
+                error: &err,
+            },
+        );
+        attempt += 1;
+        let wait = step::backoff(attempt);
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !rc.cancelled() {
+            std::thread::sleep(Duration::from_millis(10).min(until - Instant::now()));
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! Running one step: a function of (plan step, run context).
+//!
+//! It loads the step's inputs through their managers into files in the
+//! step's format, runs the compute as a child process with the environment
+//! of contract §5, and hands the output file to the asset's manager, which
+//! stores it atomically. Nothing here depends on the scheduler, so a remote
+//! executor can call [`run_attempt`] for a single step.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::RunCtx;
+use super::process::Watchdog;
+use crate::io::{self, Data, Format, InputContext, Loaded, OutputContext, PartitionRef, Stored};
+use crate::model::{Asset, Compute};
+use crate::partitions::PartitionsDef;
+use crate::plan::Step;
+
+/// The result of one attempt of one step.
+#[derive(Debug, Default)]
+pub struct Attempt {
+    pub ok: bool,
+    pub error: Option<String>,
+    pub exit_code: Option<i32>,
+    pub stored: Option<Stored>,
+    /// Metadata the step appended to `DG_MESSAGES`.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Attempt {
+    fn fail(msg: impl Into<String>) -> Attempt {
+        Attempt {
+            ok: false,
+            error: Some(msg.into()),
+            ..Attempt::default()
+        }
+    }
+}
+
+/// `FOO_BAR` from `foo-bar`: upper case, non-alphanumerics as `_`.
+pub fn env_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The partition of a step as managers and the environment see it.
+pub fn partition_ref(def: &PartitionsDef, i: i64, cx: &crate::partitions::KeyCtx) -> PartitionRef {
+    let key = def.key(i, cx).unwrap_or_default();
+    let mut dims = Vec::new();
+    let mut window = None;
+    match def {
+        PartitionsDef::Time(t) => {
+            window = t
+                .window(i)
+                .map(|(s, e)| (s.fixed_offset(), e.fixed_offset()));
+        }
+        PartitionsDef::Multi(m) => {
+            if let Some((a, b)) = crate::partitions::MultiPartitions::split(&key) {
+                for ((name, d), k) in m.dims.iter().zip([a, b]) {
+                    dims.push((name.clone(), k.to_string()));
+                    if let (PartitionsDef::Time(t), Some(j)) = (&**d, d.index_of(k, cx)) {
+                        window = t
+                            .window(j)
+                            .map(|(s, e)| (s.fixed_offset(), e.fixed_offset()));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    PartitionRef { key, dims, window }
+}
+
+/// Runs attempt `attempt` (1-based) of step `si`.
+pub fn run_attempt(
+    rc: &RunCtx,
+    si: usize,
+    attempt: u32,
+    dog: &Watchdog,
+    log: &mut File,
+) -> Attempt {
+    let step = &rc.plan.steps[si];
+    let asset = &rc.defs.assets[step.asset];
+    let work = rc.work_dir(si, attempt);
+    let result = (|| -> Result<Attempt, String> {
+        std::fs::create_dir_all(work.join("inputs")).map_err(|e| {
+            format!(
+                "cannot create the step's work folder {}: {e}",
+                work.display()
+            )
+        })?;
+        let out = prepare_and_run(rc, si, step, asset, attempt, &work, dog, log)?;
+        Ok(out)
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    match result {
+        Ok(a) => a,
+        Err(e) => Attempt::fail(e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare_and_run(
+    rc: &RunCtx,
+    si: usize,
+    step: &Step,
+    asset: &Asset,
+    attempt: u32,
+    work: &Path,
+    dog: &Watchdog,
+    log: &mut File,
+) -> Result<Attempt, String> {
+    let step_id = rc.step_id(si);
+    let mlog = io::Log::to_file(log.try_clone().map_err(|e| e.to_string())?);
+    let partition = match (&asset.partitions, step.partition) {
+        (Some(p), Some(i)) => Some(partition_ref(&p.def, i, &rc.cx)),
+        _ => None,
+    };
+    let ext = asset.format.extension();
+    let output = work.join(format!("output{ext}"));
+    let messages = work.join("messages.jsonl");
+    File::create(&messages).map_err(|e| format!("cannot create {}: {e}", messages.display()))?;
+
+    let mut env: Vec<(String, String)> = vec![
+        ("DG_RUN_ID".into(), rc.run_id.clone()),
+        ("DG_ASSET_KEY".into(), asset.key.clone()),
+        ("DG_ATTEMPT".into(), attempt.to_string()),
+        ("DG_NOW".into(), rc.now.to_rfc3339()),
+        ("DG_OUTPUT".into(), output.to_string_lossy().into_owned()),
+        (
+            "DG_MESSAGES".into(),
+            messages.to_string_lossy().into_owned(),
+        ),
+    ];
+    let mut ctx_json = json!({
+        "run_id": rc.run_id,
+        "step_id": step_id,
+        "asset_key": asset.key,
+        "attempt": attempt,
+        "now": rc.now.to_rfc3339(),
+        "partition_key": partition.as_ref().map(|p| &p.key),
+        "partition_start": partition.as_ref().and_then(|p| p.window).map(|w| w.0.to_rfc3339()),
+        "partition_end": partition.as_ref().and_then(|p| p.window).map(|w| w.1.to_rfc3339()),
+        "partition_dimensions": null,
+        "output": if asset.output { json!(output.to_string_lossy()) } else { json!(null) },
+        "format": asset.format.name(),
+        "messages": messages.to_string_lossy(),
+        "metadata": asset.metadata,
+        "tags": asset.tags,
+        "code_version": asset.code_version,
+        "inputs": {},
+    });
+    if let Some(p) = &partition {
+        env.push(("DG_PARTITION_KEY".into(), p.key.clone()));
+        if let Some((s, e)) = p.window {
+            env.push(("DG_PARTITION_START".into(), s.to_rfc3339()));
+            env.push(("DG_PARTITION_END".into(), e.to_rfc3339()));
+        }
+        for (dim, k) in &p.dims {
+            env.push((format!("DG_PARTITION_{}", env_name(dim)), k.clone()));
+        }
+    }
+    if let Some(dims) = ctx_json.get_mut("partition_dimensions")
+        && let Some(p) = &partition
+    {
+        *dims = json!(
+            p.dims
+                .iter()
+                .map(|(d, k)| (d.clone(), json!(k)))
+                .collect::<serde_json::Map<_, _>>()
+        );
+    }
+
+    // Inputs.
+    for (n, inp) in step.inputs.iter().enumerate() {
+        let spec = &asset.inputs[inp.input];
+        if !spec.load {
+            continue;
+        }
+        let up = &rc.defs.assets[inp.upstream];
+        let manager_key = spec.input_manager.as_deref().unwrap_or(&up.io_manager);
+        let manager = rc.manager(manager_key)?;
+        let mut parts: Vec<PartitionRef> = Vec::new();
+        if let (Some(ix), Some(p)) = (&inp.partitions, &up.partitions) {
+            for i in ix.iter() {
+                parts.push(partition_ref(&p.def, i, &rc.cx));
+            }
+        }
+        let ictx = InputContext {
+            input_name: spec.name.clone(),
+            asset_key: asset.key.clone(),
+            upstream_output: OutputContext {
+                asset_key: up.key.clone(),
+                partition: None,
+                format: up.format,
+                resource_key: up.io_manager.clone(),
+                metadata: up.metadata.clone(),
+                run_id: rc.run_id.clone(),
+                step_id: step_id.clone(),
+                log: mlog.clone(),
+            },
+            upstream_partitioned: up.partitions.is_some(),
+            partitions: parts,
+            format: asset.format,
+            resource_key: manager_key.to_string(),
+            run_id: rc.run_id.clone(),
+            step_id: step_id.clone(),
+            log: mlog.clone(),
+        };
+        let mut ictx = ictx;
+        if spec.allow_missing_partitions {
+            // Leave out what is not stored (never materialized, or failed in this run).
+            let mut kept = Vec::new();
+            for p in std::mem::take(&mut ictx.partitions) {
+                let exists = manager
+                    .exists(&ictx.upstream_partition(Some(&p)))
+                    .map_err(|e| format!("input `{}`: {e:#}", spec.name))?;
+                if exists {
+                    kept.push(p);
+                } else {
+                    mlog.info(format!(
+                        "input `{}`: partition `{}` of `{}` is missing and left out",
+                        spec.name, p.key, up.key
+                    ));
+                }
+            }
+            ictx.partitions = kept;
+        }
+        let loaded = if !ictx.upstream_partitioned || !ictx.partitions.is_empty() {
+            manager.load_input(&ictx).map_err(|e| {
+                format!(
+                    "cannot load input `{}` from `{}` (manager `{manager_key}`): {e:#}",
+                    spec.name, up.key
+                )
+            })?
+        } else {
+            Loaded::Partitions(Default::default())
+        };
+        let var = format!("DG_INPUT_{}", env_name(&spec.name));
+        let files = materialize_input(&loaded, asset.format, &work.join("inputs"), n, &spec.name)
+            .map_err(|e| format!("input `{}`: {e:#}", spec.name))?;
+        env.push((var.clone(), files.path.to_string_lossy().into_owned()));
+        let mut ij = json!({ "path": files.path.to_string_lossy(), "asset": up.key });
+        if let Some(pf) = &files.partitions_file {
+            env.push((
+                format!("{var}_PARTITIONS"),
+                pf.to_string_lossy().into_owned(),
+            ));
+            ij["partitions_file"] = json!(pf.to_string_lossy());
+            ij["partitions"] = json!(
+                files
+                    .partitions
+                    .iter()
+                    .map(|(k, p)| json!({"key": k, "path": p.to_string_lossy()}))
+                    .collect::<Vec<_>>()
+            );
+        }
+        ctx_json["inputs"][&spec.name] = ij;
+    }
+    for (k, t) in &asset.env {
+        let v = t.resolve_env().map_err(|e| format!("`env.{k}`: {e}"))?;
+        env.push((k.clone(), v));
+    }
+    let context_path = work.join("context.json");
+    std::fs::write(
+        &context_path,
+        serde_json::to_vec_pretty(&ctx_json).unwrap_or_default(),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", context_path.display()))?;
+    env.push((
+        "DG_CONTEXT".into(),
+        context_path.to_string_lossy().into_owned(),
+    ));
+
+    // The compute.
+    let mut cmd = match &asset.compute {
+        Compute::Command(argv) => {
+            let mut args = Vec::with_capacity(argv.len());
+            for a in argv {
+                args.push(a.resolve_env().map_err(|e| format!("`command`: {e}"))?);
+            }
+            let mut c = Command::new(&args[0]);
+            c.args(&args[1..]);
+            c
+        }
+        Compute::Shell(script) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(script);
+            c
+        }
+        Compute::Sql(_) => {
+            return Err("`sql` compute is not supported yet in this version of dg".into());
+        }
+        Compute::Source => return Err("a source asset is never materialized".into()),
+    };
+    let _ = writeln!(log, "[dg] {step_id} attempt {attempt}");
+    let stdout = log.try_clone().map_err(|e| e.to_string())?;
+    let stderr = log.try_clone().map_err(|e| e.to_string())?;
+    cmd.current_dir(&rc.project_root)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|e| match &asset.compute {
+        Compute::Command(argv) => format!("cannot run `{}`: {e}", argv[0]),
+        _ => format!("cannot run `sh`: {e}"),
+    })?;
+    let guard = dog.watch(child.id() as i32, asset.timeout);
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for the step failed: {e}"))?;
+    let timed_out = guard.timed_out.load(Ordering::Relaxed);
+    drop(guard);
+    if timed_out {
+        return Ok(Attempt {
+            ok: false,
+            error: Some(format!(
+                "timed out after {}; the step's processes were stopped",
+                humantime::format_duration(asset.timeout.unwrap_or_default())
+            )),
+            exit_code: status.code(),
+            ..Attempt::default()
+        });
+    }
+    if rc.cancelled() {
+        return Ok(Attempt::fail("interrupted"));
+    }
+    if !status.success() {
+        use std::os::unix::process::ExitStatusExt;
+        let why = match (status.code(), status.signal()) {
+            (Some(c), _) => format!("exited with code {c}"),
+            (None, Some(s)) => format!("killed by signal {s}"),
+            _ => "failed".to_string(),
+        };
+        return Ok(Attempt {
+            ok: false,
+            error: Some(why),
+            exit_code: status.code(),
+            ..Attempt::default()
+        });
+    }
+    let metadata = read_messages(&messages, log);
+    if !asset.output {
+        return Ok(Attempt {
+            ok: true,
+            exit_code: Some(0),
+            metadata,
+            ..Attempt::default()
+        });
+    }
+    if !output.exists() {
+        return Ok(Attempt {
+            ok: false,
+            error: Some("the step exited 0 but did not write its output to $DG_OUTPUT (set `output = false` for steps that store nothing)".into()),
+            exit_code: Some(0),
+            metadata,
+            ..Attempt::default()
+        });
+    }
+    let manager = rc.manager(&asset.io_manager)?;
+    let octx = OutputContext {
+        asset_key: asset.key.clone(),
+        partition,
+        format: asset.format,
+        resource_key: asset.io_manager.clone(),
+        metadata: asset.metadata.clone(),
+        run_id: rc.run_id.clone(),
+        step_id,
+        log: mlog,
+    };
+    match manager.handle_output(
+        &octx,
+        Data::File {
+            path: output,
+            format: asset.format,
+        },
+    ) {
+        Ok(stored) => Ok(Attempt {
+            ok: true,
+            exit_code: Some(0),
+            stored: Some(stored),
+            metadata,
+            ..Attempt::default()
+        }),
+        Err(e) => Ok(Attempt {
+            ok: false,
+            error: Some(format!(
+                "storing the output through `{}` failed: {e:#}",
+                asset.io_manager
+            )),
+            exit_code: Some(0),
+            metadata,
+            ..Attempt::default()
+        }),
+    }
+}
+
+/// Files handed to the step for one input.
+struct InputFiles {
+    path: PathBuf,
+    partitions_file: Option<PathBuf>,
+    partitions: Vec<(String, PathBuf)>,
+}
+
+fn materialize_input(
+    loaded: &Loaded,
+    format: Format,
+    dir: &Path,
+    n: usize,
+    name: &str,
+) -> anyhow::Result<InputFiles> {
+    let ext = format.extension();
+    let base = dir.join(format!("{n}-{}", crate::exec::slug(name)));
+    match loaded {
+        Loaded::Single(d) => Ok(InputFiles {
+            path: io::table::to_file(d, format, &base.with_extension(ext.trim_start_matches('.')))?,
+            partitions_file: None,
+            partitions: Vec::new(),
+        }),
+        Loaded::Partitions(map) => {
+            std::fs::create_dir_all(&base)?;
+            let mut files = Vec::with_capacity(map.len());
+            for (k, d) in map {
+                let dest = base.join(format!("{}{ext}", crate::exec::slug(k)));
+                let p = if format == Format::File {
+                    match d {
+                        Data::File { path, .. } => {
+                            std::os::unix::fs::symlink(std::fs::canonicalize(path)?, &dest)?;
+                            dest
+                        }
+                        other => io::table::to_file(other, format, &dest)?,
+                    }
+                } else {
+                    io::table::to_file(d, format, &dest)?
+                };
+                files.push((k.clone(), p));
+            }
+            let path = if format == Format::File {
+                base.clone()
+            } else if files.len() == 1 {
+                files[0].1.clone()
+            } else {
+                let combined = dir.join(format!("{n}-{}.all{ext}", crate::exec::slug(name)));
+                let items: Vec<Data> = files
+                    .iter()
+                    .map(|(_, p)| Data::File {
+                        path: p.clone(),
+                        format,
+                    })
+                    .collect();
+                io::table::combine_to_file(&items, format, &combined)?;
+                combined
+            };
+            let pf = dir.join(format!("{n}-{}.partitions.json", crate::exec::slug(name)));
+            let list: Vec<serde_json::Value> = files
+                .iter()
+                .map(|(k, p)| json!({"key": k, "path": p.to_string_lossy()}))
+                .collect();
+            std::fs::write(&pf, serde_json::to_vec(&list)?)?;
+            Ok(InputFiles {
+                path,
+                partitions_file: Some(pf),
+                partitions: files,
+            })
+        }
+    }
+}
+
+/// Reads `{"metadata": {…}}` lines the step appended to `DG_MESSAGES`.
+fn read_messages(path: &Path, log: &mut File) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    let Ok(f) = File::open(path) else { return out };
+    for (n, line) in std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .enumerate()
+    {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<serde_json::Value>(&line) {
+            Ok(serde_json::Value::Object(mut m)) => match m.remove("metadata") {
+                Some(serde_json::Value::Object(md)) => out.extend(md),
+                _ => {
+                    let _ = writeln!(
+                        log,
+                        "[dg] DG_MESSAGES line {}: expected {{\"metadata\": {{…}}}}, ignored",
+                        n + 1
+                    );
+                }
+            },
+            _ => {
+                let _ = writeln!(
+                    log,
+                    "[dg] DG_MESSAGES line {}: not a JSON object, ignored",
+                    n + 1
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Backoff before retry `attempt` (2-based): 200 ms, 400 ms, … capped at 10 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let ms = 200u64.saturating_mul(1 << (attempt.saturating_sub(2)).min(6));
+    Duration::from_millis(ms.min(10_000))
+}
+
+/// Keeps manager instances for one run.
+pub type Managers = HashMap<String, Arc<dyn io::IoManager>>;

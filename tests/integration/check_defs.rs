@@ -1,0 +1,639 @@
+//! `dg check defs` on malformed definitions: exit 2, no panic, every error
+//! located (`file:line:col`) and naming its culprit, the whole report
+//! snapshotted.
+
+use serde_json::Value;
+
+use crate::{Run, assert_no_panic, dg, dg_with_env, malformed};
+
+/// Every case under `tests/fixtures/malformed/`; each must have a test below.
+const CASES: &[&str] = &[
+    "bad_cron",
+    "bad_date",
+    "bad_env_syntax",
+    "bad_timezone",
+    "cycle",
+    "dg_toml",
+    "duplicate_asset",
+    "fmt_too_coarse",
+    "invalid_partitions_type",
+    "mapping_identity_static_daily",
+    "mapping_static_unknown_key",
+    "mapping_time_window_tz",
+    "multi_three_dims",
+    "no_compute",
+    "static_duplicate_keys",
+    "toml_syntax",
+    "two_computes",
+    "unknown_field",
+    "unknown_reference",
+    "unknown_resource_field",
+    "unknown_resource_type",
+    "unknown_top_level",
+    "unset_env",
+    "wrong_type",
+];
+
+/// Runs `dg check defs` on a fixture, checks what every failing check must
+/// show, then that stderr holds each of `expect`, and snapshots stderr.
+fn fails(case: &str, expect: &[&str]) -> Run {
+    let dir = malformed(case);
+    let run = dg(dir.path(), &["check", "defs"]);
+    assert_eq!(
+        run.code, 2,
+        "exit code of `{case}`; stderr:\n{}",
+        run.stderr
+    );
+    assert_no_panic(&run);
+    assert_eq!(run.stdout, "", "nothing on stdout for `{case}`");
+    for e in expect {
+        assert!(
+            run.stderr.contains(e),
+            "stderr of `{case}` lacks {e:?}:\n{}",
+            run.stderr
+        );
+    }
+    assert!(
+        run.stderr
+            .trim_end()
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("error: definitions are invalid: ")),
+        "stderr of `{case}` ends with the summary:\n{}",
+        run.stderr
+    );
+    insta::assert_snapshot!(case, run.stderr);
+    run
+}
+
+/// The number of `error:` diagnostics (without the final summary line).
+fn error_count(run: &Run) -> usize {
+    run.stderr
+        .lines()
+        .filter(|l| l.starts_with("error: ") && !l.starts_with("error: definitions are invalid"))
+        .count()
+}
+
+#[test]
+fn every_fixture_has_a_test() {
+    let dir = crate::repo().join("tests/fixtures/malformed");
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(found, CASES);
+}
+
+#[test]
+fn toml_syntax() {
+    let run = fails(
+        "toml_syntax",
+        &[
+            "invalid TOML",
+            "defs/assets.toml:3:11",
+            "retries =",
+            "defs/assets.toml:5:15",
+            "[assets.report",
+            "defs/partitions.toml:3:9",
+            "start = 2024-01-01\"",
+            "3 errors",
+        ],
+    );
+    assert_eq!(error_count(&run), 3);
+    // `reports.toml` refers to names from the files that do not parse:
+    // those references must not be reported as unknown.
+    assert!(!run.stderr.contains("unknown"), "{}", run.stderr);
+    assert!(!run.stderr.contains("reports.toml"), "{}", run.stderr);
+}
+
+#[test]
+fn unknown_field() {
+    let run = fails(
+        "unknown_field",
+        &[
+            "defs/assets.toml:6:1",
+            "unknown field `partitons` in asset `orders`",
+            "did you mean `partitions`?",
+            "defs/assets.toml:8:1",
+            "unknown field `descripton` in asset `orders`",
+            "did you mean `description`?",
+        ],
+    );
+    assert_eq!(error_count(&run), 2);
+}
+
+#[test]
+fn wrong_type() {
+    let run = fails(
+        "wrong_type",
+        &[
+            "defs/assets.toml:3:11",
+            "`retries` in asset `orders` must be an integer, found a string",
+            "defs/assets.toml:4:8",
+            "`deps` in asset `orders` must be an array of strings, found a string",
+            "defs/assets.toml:5:17",
+            "`tags.team` in asset `orders` must be a string, found an integer",
+            "defs/assets.toml:8:9",
+            "`shell` in asset `customers` must be a string, found an array",
+        ],
+    );
+    assert_eq!(error_count(&run), 4);
+}
+
+#[test]
+fn unknown_reference() {
+    let run = fails(
+        "unknown_reference",
+        &[
+            "defs/assets.toml:6:14",
+            "asset `revenue` refers to unknown partitions `dayly`",
+            "did you mean `daily`?",
+            "defs/assets.toml:7:9",
+            "asset `revenue` depends on unknown asset `ordrs`",
+            "did you mean `orders`?",
+            "defs/assets.toml:8:14",
+            "asset `revenue` uses unknown I/O manager `warehose`",
+            "did you mean `warehouse`?",
+            "defs/assets.toml:13:17",
+            "input `orders_in` of asset `revenue` uses unknown input manager `loader`",
+            "`warehouse`, `io_manager`",
+        ],
+    );
+    assert_eq!(error_count(&run), 4);
+}
+
+#[test]
+fn cycle() {
+    let run = fails(
+        "cycle",
+        &[
+            "defs/assets.toml:2:9",
+            "dependency cycle: extract → transform → load → extract",
+            "`extract` reads `load`",
+            "`transform` reads `extract`",
+            "`load` reads `transform`",
+        ],
+    );
+    assert_eq!(error_count(&run), 1, "one cycle, reported once");
+}
+
+#[test]
+fn duplicate_asset() {
+    let run = fails(
+        "duplicate_asset",
+        &[
+            "asset `orders` is defined twice",
+            "defs/b_marketing.toml:4:9",
+            "defined again here",
+            "defs/a_sales.toml:1:9",
+            "first defined here",
+        ],
+    );
+    assert_eq!(error_count(&run), 1);
+}
+
+#[test]
+fn bad_date() {
+    let run = fails(
+        "bad_date",
+        &[
+            "defs/partitions.toml:3:9",
+            "invalid `start` in partitions `hourly`",
+            "`2024-01-01` does not match the format `%Y-%m-%d-%H:%M`",
+            "write it like `2024-01-01-00:00`",
+        ],
+    );
+    // `events` uses the invalid definition; it is not "unknown".
+    assert_eq!(error_count(&run), 1);
+    assert!(!run.stderr.contains("unknown"), "{}", run.stderr);
+}
+
+#[test]
+fn bad_timezone() {
+    fails(
+        "bad_timezone",
+        &[
+            "defs/partitions.toml:4:12",
+            "unknown time zone `Europe/Berln` in partitions `daily_berlin`",
+            "did you mean `Europe/Berlin`?",
+        ],
+    );
+}
+
+#[test]
+fn bad_cron() {
+    let run = fails(
+        "bad_cron",
+        &[
+            "defs/partitions.toml:3:8",
+            "invalid cron schedule `0 */6 * *` in partitions `six_hourly`",
+            "found 4",
+            "defs/partitions.toml:9:8",
+            "invalid cron schedule `61 * * * *` in partitions `bad_minute`",
+            "minute 0-59",
+        ],
+    );
+    assert_eq!(error_count(&run), 2);
+}
+
+#[test]
+fn two_computes() {
+    fails(
+        "two_computes",
+        &[
+            "defs/assets.toml:3:1",
+            "asset `orders` has more than one compute: `shell` and `sql`",
+            "first compute",
+            "second compute",
+        ],
+    );
+}
+
+#[test]
+fn no_compute() {
+    fails(
+        "no_compute",
+        &[
+            "defs/assets.toml:1:9",
+            "asset `orders` has no compute",
+            "`source = true`",
+        ],
+    );
+}
+
+#[test]
+fn unset_env_is_a_warning_without_strict() {
+    let dir = malformed("unset_env");
+    let run = dg(dir.path(), &["check", "defs"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_no_panic(&run);
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("all valid, 1 warning"),
+        "{}",
+        run.stdout
+    );
+    for e in [
+        "warning: environment variable `DG_FIXTURE_UNSET_API_BASE` is not set (used by asset `orders`)",
+        "defs/assets.toml:3:20",
+    ] {
+        assert!(run.stderr.contains(e), "lacks {e:?}:\n{}", run.stderr);
+    }
+    assert!(!run.stderr.contains("error"), "{}", run.stderr);
+    insta::assert_snapshot!("unset_env_warning", run.stderr);
+}
+
+#[test]
+fn unset_env_is_an_error_with_strict() {
+    let dir = malformed("unset_env");
+    let run = dg(dir.path(), &["check", "defs", "--strict"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_no_panic(&run);
+    assert_eq!(run.stdout, "");
+    for e in [
+        "error: environment variable `DG_FIXTURE_UNSET_API_BASE` is not set (used by asset `orders`)",
+        "defs/assets.toml:3:20",
+        "error: definitions are invalid: 1 error",
+    ] {
+        assert!(run.stderr.contains(e), "lacks {e:?}:\n{}", run.stderr);
+    }
+    insta::assert_snapshot!("unset_env_strict", run.stderr);
+}
+
+#[test]
+fn set_env_passes_strict() {
+    let dir = malformed("unset_env");
+    let run = dg_with_env(
+        dir.path(),
+        &["check", "defs", "--strict"],
+        &[("DG_FIXTURE_UNSET_API_BASE", "https://example.org")],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn non_utf8() {
+    // Written here rather than committed: a file with a stray Latin-1 byte.
+    let dir = tempfile::TempDir::new().unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir_all(&defs).unwrap();
+    std::fs::write(
+        defs.join("a_partitions.toml"),
+        b"[partitions.daily]\ntype = \"daily\"\nstart = \"2024-01-01\"\n# caf\xe9\n",
+    )
+    .unwrap();
+    // Valid UTF-8, with its own mistake, and a reference into the unreadable file.
+    std::fs::write(
+        defs.join("b_assets.toml"),
+        "[assets.orders]\npartitions = \"daily\"\ndescripton = \"typo\"\nshell = \"true\"\n",
+    )
+    .unwrap();
+    let run = dg(dir.path(), &["check", "defs"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_no_panic(&run);
+    for e in [
+        "`defs/a_partitions.toml` is not valid UTF-8",
+        "defs/a_partitions.toml:4:6",
+        "invalid byte here",
+        // the other file is still checked…
+        "defs/b_assets.toml:3:1",
+        "unknown field `descripton` in asset `orders`",
+    ] {
+        assert!(run.stderr.contains(e), "lacks {e:?}:\n{}", run.stderr);
+    }
+    // …but `daily` is not called unknown: it is defined in the unreadable file.
+    assert!(!run.stderr.contains("unknown partitions"), "{}", run.stderr);
+    assert_eq!(error_count(&run), 2);
+    insta::assert_snapshot!("non_utf8", run.stderr);
+}
+
+#[test]
+fn invalid_partitions_type() {
+    fails(
+        "invalid_partitions_type",
+        &[
+            "defs/partitions.toml:2:8",
+            "unknown partitions type `dayly` in partitions `daily`",
+            "did you mean `daily`?",
+        ],
+    );
+}
+
+#[test]
+fn static_duplicate_keys() {
+    fails(
+        "static_duplicate_keys",
+        &[
+            "defs/partitions.toml:3:29",
+            "partition key `eu` is listed twice in partitions `region`",
+            "first listed here",
+        ],
+    );
+}
+
+#[test]
+fn multi_three_dims() {
+    fails(
+        "multi_three_dims",
+        &[
+            "defs/partitions.toml:7:14",
+            "partitions `date_region_channel` must have exactly two dimensions, found 3",
+            "`date`, `region`, `channel`",
+        ],
+    );
+}
+
+#[test]
+fn mapping_identity_static_daily() {
+    fails(
+        "mapping_identity_static_daily",
+        &[
+            "defs/assets.toml:18:11",
+            "the `identity` mapping cannot apply to input `sales` of asset `daily_sales`",
+            "upstream is static",
+            "`all`",
+        ],
+    );
+}
+
+#[test]
+fn mapping_time_window_tz() {
+    fails(
+        "mapping_time_window_tz",
+        &[
+            "defs/assets.toml:19:11",
+            "the `time_window` mapping cannot apply to input `events` of asset `tokyo_events`",
+            "upstream UTC, downstream Asia/Tokyo",
+            "same `timezone`",
+        ],
+    );
+}
+
+#[test]
+fn mapping_static_unknown_key() {
+    fails(
+        "mapping_static_unknown_key",
+        &[
+            "defs/assets.toml:18:11",
+            "the `static` mapping cannot apply to input `sales` of asset `market_sales`",
+            "upstream has no partition `apac`",
+            "upstream keys: `us`, `eu`",
+        ],
+    );
+}
+
+#[test]
+fn unknown_resource_type() {
+    fails(
+        "unknown_resource_type",
+        &[
+            "defs/resources.toml:2:8",
+            "unknown resource type `s3` in resource `io_manager`",
+            "`command`, `fs`, `memory`, `postgres`, `sqlite`",
+        ],
+    );
+}
+
+#[test]
+fn unknown_resource_field() {
+    fails(
+        "unknown_resource_field",
+        &[
+            "defs/resources.toml:3:1",
+            "unknown field `base_dri` in resource `io_manager` (type `fs`)",
+            "did you mean `base_dir`?",
+        ],
+    );
+}
+
+#[test]
+fn bad_env_syntax() {
+    let run = fails(
+        "bad_env_syntax",
+        &[
+            "invalid environment reference in asset `orders`",
+            "defs/assets.toml:3:20",
+            "`${` is not closed by `}`",
+            "defs/assets.toml:3:46",
+            "unsupported interpolation `${API_TOKEN}`",
+        ],
+    );
+    assert_eq!(error_count(&run), 2);
+}
+
+#[test]
+fn fmt_too_coarse() {
+    fails(
+        "fmt_too_coarse",
+        &[
+            "defs/partitions.toml:4:7",
+            "invalid `fmt` in partitions `hourly`",
+            "the format `%Y-%m-%d` is too coarse",
+        ],
+    );
+}
+
+#[test]
+fn unknown_top_level() {
+    let run = fails(
+        "unknown_top_level",
+        &[
+            "defs/assets.toml:1:2",
+            "unknown top-level table `asset`",
+            "did you mean `assets`?",
+            "defs/assets.toml:4:2",
+            "unknown top-level table `resource`",
+            "did you mean `resources`?",
+        ],
+    );
+    assert_eq!(error_count(&run), 2);
+}
+
+#[test]
+fn dg_toml() {
+    let run = fails(
+        "dg_toml",
+        &[
+            "dg.toml:1:2",
+            "unknown field `projekt` in `dg.toml`",
+            "did you mean `project`?",
+            "dg.toml:5:8",
+            "`jobs` must be at least 1",
+        ],
+    );
+    assert_eq!(error_count(&run), 2);
+}
+
+// --- `--json` ---------------------------------------------------------------
+
+/// Runs `dg check defs --json ARGS…` and returns the parsed stdout.
+fn check_json(case: &str, extra: &[&str]) -> Value {
+    let dir = malformed(case);
+    let mut args = vec!["check", "defs", "--json"];
+    args.extend_from_slice(extra);
+    let run = dg(dir.path(), &args);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert_no_panic(&run);
+    let v: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout of `{case}` is not JSON ({e}):\n{}", run.stdout));
+    assert_eq!(v["ok"], Value::Bool(false));
+    assert_eq!(v["counts"], Value::Null);
+    v
+}
+
+/// `(kind, file, line, column)` of every error, in order.
+fn located(v: &Value) -> Vec<(String, String, u64, u64)> {
+    v["errors"]
+        .as_array()
+        .expect("errors is an array")
+        .iter()
+        .map(|e| {
+            assert_eq!(e["severity"], "error");
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
+            (
+                e["kind"].as_str().expect("kind").to_string(),
+                e["file"].as_str().expect("file").to_string(),
+                e["line"].as_u64().expect("line"),
+                e["column"].as_u64().expect("column"),
+            )
+        })
+        .collect()
+}
+
+fn loc(kind: &str, file: &str, line: u64, column: u64) -> (String, String, u64, u64) {
+    (kind.to_string(), file.to_string(), line, column)
+}
+
+#[test]
+fn json_unknown_reference() {
+    let v = check_json("unknown_reference", &[]);
+    assert_eq!(
+        located(&v),
+        vec![
+            loc("unknown_reference", "defs/assets.toml", 6, 14),
+            loc("unknown_reference", "defs/assets.toml", 7, 9),
+            loc("unknown_reference", "defs/assets.toml", 8, 14),
+            loc("unknown_reference", "defs/assets.toml", 13, 17),
+        ]
+    );
+    assert_eq!(v["errors"][1]["help"], "did you mean `orders`?");
+    assert_eq!(v["warnings"], serde_json::json!([]));
+}
+
+#[test]
+fn json_duplicate_asset() {
+    let v = check_json("duplicate_asset", &[]);
+    assert_eq!(
+        located(&v),
+        vec![loc("duplicate", "defs/b_marketing.toml", 4, 9)]
+    );
+    assert_eq!(v["errors"][0]["message"], "asset `orders` is defined twice");
+    assert_eq!(v["errors"][0]["label"], "defined again here");
+}
+
+#[test]
+fn json_toml_syntax() {
+    let v = check_json("toml_syntax", &[]);
+    assert_eq!(
+        located(&v),
+        vec![
+            loc("syntax", "defs/assets.toml", 3, 11),
+            loc("syntax", "defs/assets.toml", 5, 15),
+            loc("syntax", "defs/partitions.toml", 3, 9),
+        ]
+    );
+}
+
+#[test]
+fn json_cycle() {
+    let v = check_json("cycle", &[]);
+    assert_eq!(located(&v), vec![loc("cycle", "defs/assets.toml", 2, 9)]);
+    assert_eq!(
+        v["errors"][0]["message"],
+        "dependency cycle: extract → transform → load → extract"
+    );
+}
+
+#[test]
+fn json_mapping_and_types() {
+    let v = check_json("mapping_static_unknown_key", &[]);
+    assert_eq!(
+        located(&v),
+        vec![loc("mapping", "defs/assets.toml", 18, 11)]
+    );
+    let v = check_json("wrong_type", &[]);
+    assert_eq!(
+        located(&v),
+        vec![
+            loc("wrong_type", "defs/assets.toml", 3, 11),
+            loc("wrong_type", "defs/assets.toml", 4, 8),
+            loc("wrong_type", "defs/assets.toml", 5, 17),
+            loc("wrong_type", "defs/assets.toml", 8, 9),
+        ]
+    );
+}
+
+#[test]
+fn json_unset_env_strict() {
+    let v = check_json("unset_env", &["--strict"]);
+    assert_eq!(located(&v), vec![loc("env_var", "defs/assets.toml", 3, 20)]);
+}
+
+#[test]
+fn json_unset_env_without_strict_is_ok_with_a_warning() {
+    let dir = malformed("unset_env");
+    let run = dg(dir.path(), &["check", "defs", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["errors"], serde_json::json!([]));
+    let w = &v["warnings"][0];
+    assert_eq!(w["severity"], "warning");
+    assert_eq!(w["kind"], "env_var");
+    assert_eq!(
+        (w["file"].as_str(), w["line"].as_u64(), w["column"].as_u64()),
+        (Some("defs/assets.toml"), Some(3), Some(20))
+    );
+}
