@@ -253,8 +253,12 @@ pub fn build(
                     "pass `--partition KEY`, `--partition-range A...B` or `--all-partitions`"
                         .to_string()
                 }
+                _ if def_of(a).is_some_and(|d| d.is_empty(cx)) => format!(
+                    "it has no partitions yet at --now; leave `{}` out of `--select`",
+                    asset.key
+                ),
                 _ => format!(
-                    "its keys look like {}; target them, or leave `{}` out of `--select`",
+                    "its partitions at --now: {}; target some of them, or leave `{}` out of `--select`",
                     sample(def_of(a).unwrap(), cx),
                     asset.key
                 ),
@@ -366,20 +370,57 @@ pub fn build(
     Ok(plan)
 }
 
+/// A few keys of `def` at *now*: all of them when there are at most four,
+/// else the first three, `…`, the last one and the count.
 fn sample(def: &PartitionsDef, cx: &KeyCtx) -> String {
-    let keys = def.sample_keys(3, cx);
-    if keys.is_empty() {
-        return "(none yet)".into();
+    let n = def.len(cx);
+    if n == 0 {
+        return "no partitions yet".into();
     }
-    let mut s = keys
-        .iter()
-        .map(|k| format!("`{k}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if def.len(cx) > 3 {
-        s.push_str(", …");
+    let q = |i: i64| format!("`{}`", def.key(i, cx).unwrap_or_default());
+    if n <= 4 {
+        return (0..n).map(q).collect::<Vec<_>>().join(", ");
     }
-    s
+    format!("{}, {}, {}, … {} ({n} keys)", q(0), q(1), q(2), q(n - 1))
+}
+
+/// Why `key` is not one of the partitions of `asset` (on `def`) at *now*,
+/// when it looks like one of its keys (a time key before the start, after
+/// the end, or of a window not over yet).
+fn why_not(def: &PartitionsDef, asset: &str, key: &str, cx: &KeyCtx) -> Option<String> {
+    let PartitionsDef::Time(t) = def else {
+        return None;
+    };
+    let n = def.len(cx);
+    if let Some(i) = t.index_of_key(key) {
+        return (i >= n).then(|| {
+            let now = chrono::DateTime::from_timestamp(cx.now, 0)
+                .map(|d| d.to_rfc3339())
+                .unwrap_or_default();
+            match t.window(i) {
+                Some((_, end)) if end.timestamp() > cx.now => format!(
+                    "`{key}` of `{asset}` is not over yet at --now ({now}): its window ends at {}",
+                    end.to_rfc3339()
+                ),
+                _ => format!(
+                    "`{key}` of `{asset}` is past its last partition at --now ({now}), moved by `end_offset`"
+                ),
+            }
+        });
+    }
+    let naive = crate::partitions::time::parse_time(key, &t.fmt).ok()?;
+    if naive < t.start {
+        Some(format!(
+            "`{key}` is before the first partition of `{asset}`, `{}`",
+            def.key(0, cx).unwrap_or_else(|| t.start.to_string())
+        ))
+    } else if t.end.is_some_and(|e| naive >= e) {
+        Some(format!(
+            "`{key}` is at or after the `end` of the partitions of `{asset}`"
+        ))
+    } else {
+        None
+    }
 }
 
 fn no_such_key(defs: &Defs, selected: &[AssetId], keys: &[&str], cx: &KeyCtx) -> PlanError {
@@ -388,18 +429,14 @@ fn no_such_key(defs: &Defs, selected: &[AssetId], keys: &[&str], cx: &KeyCtx) ->
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(" and ");
-    let mut hints: Vec<String> = Vec::new();
-    let mut seen: Vec<*const PartitionsDef> = Vec::new();
+    // One line per partitions definition, naming the selected assets on it.
+    let mut groups: Vec<(&Arc<PartitionsDef>, Vec<&str>)> = Vec::new();
     for &a in selected {
         if let Some(p) = &defs.assets[a].partitions {
-            let ptr = Arc::as_ptr(&p.def);
-            if !seen.contains(&ptr) {
-                seen.push(ptr);
-                hints.push(format!(
-                    "`{}` has {}",
-                    defs.assets[a].key,
-                    sample(&p.def, cx)
-                ));
+            let key = defs.assets[a].key.as_str();
+            match groups.iter_mut().find(|(d, _)| Arc::ptr_eq(d, &p.def)) {
+                Some((_, names)) => names.push(key),
+                None => groups.push((&p.def, vec![key])),
             }
         }
     }
@@ -409,11 +446,35 @@ fn no_such_key(defs: &Defs, selected: &[AssetId], keys: &[&str], cx: &KeyCtx) ->
         format!("no selected asset has both partitions {shown}")
     };
     let e = PlanError::new(msg);
-    if hints.is_empty() {
-        e.help("no selected asset is partitioned; drop the partition flag")
-    } else {
-        e.help(hints.join("; "))
+    if groups.is_empty() {
+        return e.help("no selected asset is partitioned; drop the partition flag");
     }
+    let mut help: Vec<String> = Vec::new();
+    for (def, names) in &groups {
+        for k in keys {
+            if def.index_of(k, cx).is_none()
+                && let Some(why) = why_not(def, names[0], k, cx)
+                && !help.contains(&why)
+            {
+                help.push(why);
+            }
+        }
+    }
+    help.push("the selected assets' partitions at --now:".into());
+    for (def, names) in &groups {
+        let shown_names: Vec<String> = names.iter().take(3).map(|n| format!("`{n}`")).collect();
+        let more = if names.len() > 3 {
+            format!(" and {} more", names.len() - 3)
+        } else {
+            String::new()
+        };
+        help.push(format!(
+            "  {}{more}: {}",
+            shown_names.join(", "),
+            sample(def, cx)
+        ));
+    }
+    e.help(help.join("\n"))
 }
 
 fn nonexistent_error(
@@ -426,6 +487,7 @@ fn nonexistent_error(
 ) -> PlanError {
     let asset = &defs.assets[a];
     let inp = &asset.inputs[input];
+    let up = &defs.assets[inp.upstream];
     let me = match (p, &asset.partitions) {
         (Some(i), Some(d)) => format!("{}[{}]", asset.key, d.def.key(i, cx).unwrap_or_default()),
         _ => asset.key.clone(),
@@ -436,15 +498,26 @@ fn nonexistent_error(
     } else {
         String::new()
     };
+    let has = match &up.partitions {
+        Some(d) => format!("`{}` has {} at --now; ", up.key, sample(&d.def, cx)),
+        None => String::new(),
+    };
+    let fix = match &inp.mapping {
+        crate::partitions::MappingSpec::TimeWindow { .. } => format!(
+            "to skip partitions that do not exist, set `allow_nonexistent = true` in the mapping of input `{}`",
+            inp.name
+        ),
+        _ => format!(
+            "target partitions of `{}` whose upstream partitions exist",
+            asset.key
+        ),
+    };
     PlanError::new(format!(
         "step `{me}` needs partitions of `{}` that do not exist: {}{more}",
-        defs.assets[inp.upstream].key,
+        up.key,
         shown.join(", ")
     ))
-    .help(format!(
-        "they are before the upstream's start, after its end, or not yet closed at --now; to skip them, set `allow_nonexistent = true` in the mapping of input `{}`",
-        inp.name
-    ))
+    .help(format!("{has}{fix}"))
 }
 
 /// A partition set that starts as a range and becomes a set when needs are added.

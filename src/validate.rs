@@ -2168,7 +2168,10 @@ mod tests {
                    [assets.m.ins.sales]\nmapping = { type = \"static\", map = { apac = \"americas\" } }\n";
         let c = check(&[("a.toml", STATIC_AND_DAILY), ("b.toml", src)]);
         let d = c.only(Kind::Mapping);
-        assert!(d.message.ends_with("upstream has no partition `apac`"));
+        assert!(
+            d.message
+                .ends_with("upstream has no partition `apac` (its keys: `us`, `eu`)")
+        );
         assert_eq!(
             d.help.as_deref(),
             Some("upstream keys: `us`, `eu`; downstream keys: `americas`")

@@ -89,24 +89,37 @@ pub fn select_assets(s: &Session, defs: &Defs, text: &str) -> Result<Vec<AssetId
     })
 }
 
+/// Prints plan errors. Errors in a row that share their help (the same
+/// fix for several assets) show it once, after the last of them. A help of
+/// several lines prints each as `help: …`, indented lines as a list under it.
 fn report_plan_errors(s: &Session, errors: &[PlanError]) {
-    for e in errors {
+    for (i, e) in errors.iter().enumerate() {
         s.out.error(&e.message);
-        if let Some(h) = &e.help {
-            s.out.err(&format!("help: {h}"));
+        let Some(h) = &e.help else { continue };
+        if errors
+            .get(i + 1)
+            .is_some_and(|next| next.help.as_ref() == Some(h))
+        {
+            continue;
+        }
+        for line in h.lines() {
+            if line.starts_with(' ') {
+                s.out.err(&format!("    {line}"));
+            } else {
+                s.out.err(&format!("help: {line}"));
+            }
         }
     }
 }
 
 pub fn plan(s: &Session, t: &TargetArgs, json: bool, graph: Option<GraphFormat>) -> i32 {
+    if let Some(g) = graph {
+        return graph_of_selection(s, t, g);
+    }
     let r = match resolve(s, t) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    if let Some(g) = graph {
-        print_graph(s, &r, g);
-        return EXIT_OK;
-    }
     if json {
         let stdout = std::io::stdout();
         let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -256,6 +269,23 @@ fn print_plan(s: &Session, r: &Resolved) {
     let defs = &r.defs;
     let mut keys = Keys::new(&r.cx);
     let n = r.plan.steps.len();
+    if n == 0 {
+        s.out
+            .line(&format!("Plan at {}: nothing to do", s.now.to_rfc3339()));
+        let sources: Vec<String> = r
+            .selected
+            .iter()
+            .filter(|&&a| matches!(defs.assets[a].compute, crate::model::Compute::Source))
+            .map(|&a| format!("`{}`", defs.assets[a].key))
+            .collect();
+        if !sources.is_empty() {
+            s.out.line(&format!(
+                "  (source assets are never materialized by dg: {})",
+                sources.join(", ")
+            ));
+        }
+        return;
+    }
     s.out.line(&format!(
         "Plan at {}: {n} step{} for {} asset{}",
         s.now.to_rfc3339(),
@@ -270,7 +300,10 @@ fn print_plan(s: &Session, r: &Resolved) {
         .map(|b| defs.assets[b.asset].key.chars().count())
         .max()
         .unwrap_or(0);
-    let mut missing: Vec<String> = Vec::new();
+    // What must already exist: per (upstream, reader), the upstream
+    // partitions read and not produced by the plan (`None`: the whole
+    // unpartitioned upstream).
+    let mut missing: Vec<(AssetId, AssetId, Option<Vec<i64>>)> = Vec::new();
     for b in &r.plan.blocks {
         let a = &defs.assets[b.asset];
         let parts = match &a.partitions {
@@ -288,43 +321,85 @@ fn print_plan(s: &Session, r: &Resolved) {
             s.out.dim(&format!("  ← {}", dedup(ins).join(", ")))
         };
         s.out.line(&format!("  {:w$}  {parts}{ins}", a.key));
-        // Inputs the plan does not produce must already exist.
         for (ii, spec) in a.inputs.iter().enumerate() {
-            if !spec.load && spec.allow_missing_partitions {
+            // Missing upstream partitions are left out of such an input
+            // instead of stopping the run: nothing needs to exist.
+            if spec.allow_missing_partitions {
                 continue;
             }
+            let u = spec.upstream;
             let mut need: Vec<i64> = Vec::new();
             let mut whole = false;
             for st in &r.plan.steps[b.base..b.base + b.partitions.len().max(1)] {
                 let inp = &st.inputs[ii];
-                if !inp.in_plan {
-                    match &inp.partitions {
-                        Some(ix) => need.extend(ix.iter()),
-                        None => whole = true,
+                if inp.in_plan {
+                    continue;
+                }
+                match &inp.partitions {
+                    // Only the partitions the plan does not produce.
+                    Some(ix) => {
+                        need.extend(ix.iter().filter(|&p| r.plan.step_of(u, Some(p)).is_none()))
                     }
+                    None => whole = true,
                 }
             }
-            let up = &defs.assets[spec.upstream];
-            if whole {
-                missing.push(format!("`{}` (read by `{}`)", up.key, a.key));
-            } else if !need.is_empty() {
-                need.sort_unstable();
-                need.dedup();
-                let p = up.partitions.as_ref().expect("partitioned upstream");
-                missing.push(format!(
-                    "`{}` {} (read by `{}`)",
-                    up.key,
-                    collapse(&p.def, &need, &mut keys),
-                    a.key
-                ));
+            if !whole && need.is_empty() {
+                continue;
+            }
+            let entry = match missing.iter().position(|m| m.0 == u && m.1 == b.asset) {
+                Some(i) => &mut missing[i],
+                None => {
+                    missing.push((u, b.asset, (!whole).then(Vec::new)));
+                    missing.last_mut().expect("just pushed")
+                }
+            };
+            if let Some(v) = &mut entry.2 {
+                v.extend(need);
             }
         }
     }
-    if !missing.is_empty() {
-        s.out
-            .line("Must already be materialized (not produced by this plan):");
-        for m in dedup(missing) {
-            s.out.line(&format!("  {m}"));
+    if missing.is_empty() {
+        return;
+    }
+    s.out
+        .line("Must already exist (not produced by this plan):");
+    for (u, reader, need) in &mut missing {
+        let up = &defs.assets[*u];
+        let source = if matches!(up.compute, crate::model::Compute::Source) {
+            "a source asset, "
+        } else {
+            ""
+        };
+        let reader = &defs.assets[*reader].key;
+        match (need, &up.partitions) {
+            (Some(v), Some(p)) => {
+                v.sort_unstable();
+                v.dedup();
+                s.out.line(&format!(
+                    "  `{}` {}  ({source}read by `{reader}`)",
+                    up.key,
+                    collapse(&p.def, v, &mut keys)
+                ));
+            }
+            _ => s
+                .out
+                .line(&format!("  `{}`  ({source}read by `{reader}`)", up.key)),
+        }
+    }
+    // Upstream assets left out of the selection can be added to it.
+    let chosen: std::collections::HashSet<AssetId> = r.selected.iter().copied().collect();
+    let simple = |k: &str| {
+        k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/' | '.'))
+    };
+    if let Some((_, reader, _)) = missing.iter().find(|(u, _, _)| {
+        !chosen.contains(u) && !matches!(defs.assets[*u].compute, crate::model::Compute::Source)
+    }) {
+        let key = &defs.assets[*reader].key;
+        if simple(key) {
+            s.out.line(&s.out.dim(&format!(
+                "  (to plan upstream assets too, select them, e.g. `--select '+{key}'`)"
+            )));
         }
     }
 }
@@ -335,14 +410,51 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-fn print_graph(s: &Session, r: &Resolved, g: GraphFormat) {
-    let defs = &r.defs;
-    let chosen: std::collections::HashSet<AssetId> = r.selected.iter().copied().collect();
+/// `dg plan --graph`: the selected assets and the edges between them. The
+/// graph needs no partitions; partition flags, when given, are still
+/// resolved so that a mistake in them is reported.
+fn graph_of_selection(s: &Session, t: &TargetArgs, g: GraphFormat) -> i32 {
+    if t.partition.is_some() || t.partition_range.is_some() || t.all_partitions {
+        return match resolve(s, t) {
+            Ok(r) => {
+                print_graph(s, &r.defs, &r.selected, g);
+                EXIT_OK
+            }
+            Err(code) => code,
+        };
+    }
+    let (_loaded, defs) = match s.load_or_report() {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    match select_assets(s, &defs, &t.select) {
+        Ok(selected) => {
+            print_graph(s, &defs, &selected, g);
+            EXIT_OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// An edge's label: the mapping, after the input's name when that is not
+/// the upstream's last key segment (two inputs may read one asset).
+fn edge_label(defs: &Defs, i: &crate::model::Input) -> String {
+    let up = &defs.assets[i.upstream];
+    let mapping = i.mapping.type_name();
+    if up.segments().last() == Some(i.name.as_str()) {
+        mapping.to_string()
+    } else {
+        format!("{}: {mapping}", i.name)
+    }
+}
+
+fn print_graph(s: &Session, defs: &Defs, selected: &[AssetId], g: GraphFormat) {
+    let chosen: std::collections::HashSet<AssetId> = selected.iter().copied().collect();
     let mut out = String::new();
     match g {
         GraphFormat::Dot => {
             out.push_str("digraph dg {\n  rankdir=LR;\n  node [shape=box];\n");
-            for &a in &r.selected {
+            for &a in selected {
                 let asset = &defs.assets[a];
                 out.push_str(&format!(
                     "  {} [label={}];\n",
@@ -355,7 +467,7 @@ fn print_graph(s: &Session, r: &Resolved, g: GraphFormat) {
                         "  {} -> {} [label={}];\n",
                         serde_json::to_string(&defs.assets[i.upstream].key).unwrap_or_default(),
                         serde_json::to_string(&asset.key).unwrap_or_default(),
-                        serde_json::to_string(i.mapping.type_name()).unwrap_or_default()
+                        serde_json::to_string(&edge_label(defs, i)).unwrap_or_default()
                     ));
                 }
             }
@@ -363,17 +475,15 @@ fn print_graph(s: &Session, r: &Resolved, g: GraphFormat) {
         }
         GraphFormat::Mermaid => {
             out.push_str("flowchart LR\n");
-            for &a in &r.selected {
+            let text = |t: &str| t.replace('"', "#quot;");
+            for &a in selected {
                 let asset = &defs.assets[a];
-                out.push_str(&format!(
-                    "  n{a}[\"{}\"]\n",
-                    asset.key.replace('"', "#quot;")
-                ));
+                out.push_str(&format!("  n{a}[\"{}\"]\n", text(&asset.key)));
                 for i in asset.inputs.iter().filter(|i| chosen.contains(&i.upstream)) {
                     out.push_str(&format!(
-                        "  n{} -->|{}| n{a}\n",
+                        "  n{} -->|\"{}\"| n{a}\n",
                         i.upstream,
-                        i.mapping.type_name()
+                        text(&edge_label(defs, i))
                     ));
                 }
             }
@@ -395,6 +505,15 @@ pub fn list_partitions(s: &Session, name: &str, json: bool) -> i32 {
             Some(p) => p.def.clone(),
             None => {
                 s.out.error(&format!("asset `{name}` is not partitioned"));
+                let names: Vec<&str> = defs.partitions.keys().map(String::as_str).collect();
+                s.out.err(&format!(
+                    "help: name a partitions definition or a partitioned asset; definitions: {}",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        crate::diag::list_names(&names)
+                    }
+                ));
                 return EXIT_USAGE;
             }
         },

@@ -100,18 +100,44 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
                 };
                 s.out.err(&format!("  missing: `{asset}`{shown}"));
             }
-            let first = &missing[0].0;
-            let downstream: Vec<String> = rc
-                .plan
-                .blocks
-                .iter()
-                .map(|b| rc.defs.assets[b.asset].key.clone())
-                .collect();
-            s.out.err(&format!(
-                "help: materialize them first, or include them in this run with `--select +{}` (everything upstream of the selection), e.g. `--select '+{}'`",
-                downstream.last().cloned().unwrap_or_else(|| first.clone()),
-                downstream.last().cloned().unwrap_or_else(|| first.clone()),
-            ));
+            // Source assets are never materialized by dg: `+` cannot help.
+            let is_source = |key: &str| {
+                rc.defs
+                    .assets
+                    .iter()
+                    .any(|a| a.key == key && matches!(a.compute, crate::model::Compute::Source))
+            };
+            // The planned assets that read what is missing: `+` on them
+            // brings the missing partitions into the run.
+            let mut readers: Vec<&str> = Vec::new();
+            for st in &rc.plan.steps {
+                let a = &rc.defs.assets[st.asset];
+                let reads_missing = st.inputs.iter().any(|inp| {
+                    let up = &rc.defs.assets[inp.upstream].key;
+                    !inp.in_plan
+                        && !a.inputs[inp.input].allow_missing_partitions
+                        && !is_source(up)
+                        && missing.iter().any(|(k, _)| k == up)
+                });
+                if reads_missing && !readers.contains(&a.key.as_str()) {
+                    readers.push(&a.key);
+                }
+            }
+            if !readers.is_empty() {
+                let sel = readers
+                    .iter()
+                    .map(|k| format!("+{k}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                s.out.err(&format!(
+                    "help: materialize them first, or include them in this run with `--select '{sel}'` (`+X` selects X and everything upstream of it)",
+                ));
+            }
+            for (asset, _) in missing.iter().filter(|(k, _)| is_source(k)) {
+                s.out.err(&format!(
+                    "help: `{asset}` is a source asset (`source = true`): dg never materializes it, so its data must already be where its I/O manager reads it"
+                ));
+            }
             return EXIT_USAGE;
         }
         Ok(_) => {}

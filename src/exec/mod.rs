@@ -404,6 +404,7 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
                 break;
             }
             let Ok(r) = res_rx.recv() else { break };
+            reporter.event(rc, &Event::StepFinished(&r));
             running -= 1;
             done += 1;
             let s = r.step;
@@ -450,6 +451,7 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
         finished.store(true, Ordering::Relaxed);
     });
 
+    let _ = std::fs::remove_dir_all(rc.state_dir.join("runs").join(&rc.run_id));
     // Whatever never ran (cancellation, or a break above) is skipped.
     let reports: Vec<StepReport> = reports
         .into_iter()

@@ -1,38 +1,1261 @@
 //! Tabular data: reading, writing and converting CSV, JSON lines and
 //! Parquet through Arrow record batches.
+//!
+//! Types are inferred when reading text formats: from the first
+//! [`INFER_RECORDS`] records, then from the whole file if a later value does
+//! not fit, and as a last resort a column that still cannot be parsed is
+//! read as text. Columns that are empty everywhere are text. Timestamps are
+//! kept as text: Arrow would convert an offset like `+02:00` to UTC and lose
+//! it. An empty (0-byte) file is a table with no columns, in every format,
+//! and a table with no columns is written as an empty file.
+//!
+//! Combining and handing over files avoid Arrow whenever the bytes can be
+//! used as they are: a file already in the wanted format is handed over
+//! without a copy, and CSV files with the same header (or JSON lines files)
+//! are concatenated byte for byte.
 
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow, bail};
+use arrow::array::ArrayRef;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
 
 use super::{Data, Format, Table};
 
+/// Records read to infer the column types of a text file before reading it.
+pub const INFER_RECORDS: usize = 1000;
+
+/// Rows per record batch when reading.
+const BATCH_ROWS: usize = 8192;
+
+const BUF_SIZE: usize = 1 << 20;
+
+/// A table with no columns and no rows (what an empty file holds).
+pub fn empty_table() -> Table {
+    Table {
+        schema: Arc::new(Schema::empty()),
+        batches: Vec::new(),
+    }
+}
+
 /// Reads a tabular file into memory.
 pub fn read(path: &Path, format: Format) -> anyhow::Result<Table> {
-    let _ = (path, format);
-    anyhow::bail!("table::read is not implemented yet")
+    if format == Format::File {
+        bail!(
+            "`{}` is in `file` format (opaque bytes), not a table",
+            path.display()
+        );
+    }
+    let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("cannot read `{}`", path.display()))?
+        .len();
+    if len == 0 {
+        return Ok(empty_table());
+    }
+    let result = match format {
+        Format::Csv => read_csv(file),
+        Format::Jsonl => read_jsonl(file),
+        Format::Parquet => read_parquet(file),
+        Format::File => unreachable!(),
+    };
+    result.map_err(|detail| {
+        anyhow!(
+            "cannot read `{}` as {}: {detail}",
+            path.display(),
+            format.name()
+        )
+    })
 }
 
 /// Writes a table as `format` at `path` (not atomically: callers write to a
 /// temporary path and rename). Returns the bytes written.
 pub fn write(table: &Table, path: &Path, format: Format) -> anyhow::Result<u64> {
-    let _ = (table, path, format);
-    anyhow::bail!("table::write is not implemented yet")
+    if format == Format::File {
+        bail!("cannot write a table in `file` format (opaque bytes): use csv, jsonl or parquet");
+    }
+    let file = File::create(path).with_context(|| format!("cannot create `{}`", path.display()))?;
+    if !table.schema.fields().is_empty() {
+        let result = match format {
+            Format::Csv => write_csv(table, file).map_err(anyhow::Error::from),
+            Format::Jsonl => write_jsonl(table, file).map_err(anyhow::Error::from),
+            Format::Parquet => write_parquet(table, file),
+            Format::File => unreachable!(),
+        };
+        result
+            .with_context(|| format!("cannot write `{}` as {}", path.display(), format.name()))?;
+    }
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?
+        .len())
 }
 
 /// Turns `data` into an in-memory value (Table for tabular formats, Bytes for `file`).
 pub fn into_memory(data: Data) -> anyhow::Result<Data> {
-    let _ = data;
-    anyhow::bail!("table::into_memory is not implemented yet")
+    match data {
+        Data::File {
+            path,
+            format: Format::File,
+        } => {
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("cannot read `{}`", path.display()))?;
+            Ok(Data::Bytes(Arc::new(bytes)))
+        }
+        Data::File { path, format } => Ok(Data::Table(Arc::new(read(&path, format)?))),
+        other => Ok(other),
+    }
 }
 
 /// A file holding `data` in `format`: the data's own file when it already is
 /// one in that format (no copy), else a new file written at `dest`.
 pub fn to_file(data: &Data, format: Format, dest: &Path) -> anyhow::Result<PathBuf> {
-    let _ = (data, format, dest);
-    anyhow::bail!("table::to_file is not implemented yet")
+    match (data, format) {
+        // Opaque: any file is its own bytes.
+        (Data::File { path, .. }, Format::File) => Ok(path.clone()),
+        (Data::Bytes(bytes), Format::File) => {
+            std::fs::write(dest, bytes.as_slice())
+                .with_context(|| format!("cannot write `{}`", dest.display()))?;
+            Ok(dest.to_path_buf())
+        }
+        (Data::Table(_), Format::File) => {
+            bail!("a table cannot be handed over in `file` format: use csv, jsonl or parquet")
+        }
+        (Data::File { path, format: have }, want) if *have == want => Ok(path.clone()),
+        (
+            Data::File {
+                path,
+                format: Format::File,
+            },
+            want,
+        ) => bail!(
+            "`{}` is in `file` format (opaque bytes) and cannot be converted to {}",
+            path.display(),
+            want.name()
+        ),
+        (Data::File { path, format: have }, want) => {
+            write(&read(path, *have)?, dest, want)?;
+            Ok(dest.to_path_buf())
+        }
+        (Data::Table(t), want) => {
+            write(t, dest, want)?;
+            Ok(dest.to_path_buf())
+        }
+        (Data::Bytes(_), want) => bail!(
+            "opaque bytes (`file` format) cannot be converted to {}",
+            want.name()
+        ),
+    }
 }
 
 /// Writes the rows of every item, in order, as one file in `format` at `dest`.
 pub fn combine_to_file(items: &[Data], format: Format, dest: &Path) -> anyhow::Result<()> {
-    let _ = (items, format, dest);
-    anyhow::bail!("table::combine_to_file is not implemented yet")
+    if format == Format::File {
+        bail!("`file` data cannot be combined into one file: it is handed over as a folder");
+    }
+    // Empty files hold nothing, not even columns.
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        if let Data::File { path, .. } = item {
+            let len = std::fs::metadata(path)
+                .with_context(|| format!("cannot read `{}`", path.display()))?
+                .len();
+            if len == 0 {
+                continue;
+            }
+        }
+        kept.push(item);
+    }
+    let files: Option<Vec<&Path>> = kept
+        .iter()
+        .map(|d| match d {
+            Data::File { path, format: f } if *f == format => Some(path.as_path()),
+            _ => None,
+        })
+        .collect();
+    if let Some(files) = files {
+        match format {
+            Format::Csv if same_csv_headers(&files)? => return concat_csv(&files, dest),
+            Format::Jsonl => return concat_jsonl(&files, dest),
+            _ => {}
+        }
+    }
+    let mut tables = Vec::with_capacity(kept.len());
+    for item in &kept {
+        let (table, name) = match item {
+            Data::File { path, format: f } => {
+                (Arc::new(read(path, *f)?), format!("`{}`", path.display()))
+            }
+            Data::Table(t) => (t.clone(), format!("item {}", tables.len() + 1)),
+            Data::Bytes(_) => bail!(
+                "opaque bytes (`file` format) cannot be combined into {}",
+                format.name()
+            ),
+        };
+        if !table.schema.fields().is_empty() {
+            tables.push((table, name));
+        }
+    }
+    let combined = concat_tables(&tables)?;
+    write(&combined, dest, format)?;
+    Ok(())
+}
+
+/// The rows of several tables as one table: columns are matched by name
+/// (in the first table's order) and must be the same in every table; a
+/// column whose type differs is widened to Float64 (integers and floats)
+/// or else read as text.
+pub fn concat_tables(tables: &[(Arc<Table>, String)]) -> anyhow::Result<Table> {
+    let Some((first, first_name)) = tables.first() else {
+        return Ok(empty_table());
+    };
+    let names: Vec<&String> = first.schema.fields().iter().map(|f| f.name()).collect();
+    for (t, name) in &tables[1..] {
+        let theirs: Vec<&String> = t.schema.fields().iter().map(|f| f.name()).collect();
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|n| !theirs.contains(n))
+            .map(|n| n.as_str())
+            .collect();
+        let extra: Vec<&str> = theirs
+            .iter()
+            .filter(|n| !names.contains(n))
+            .map(|n| n.as_str())
+            .collect();
+        if !missing.is_empty() || !extra.is_empty() || theirs.len() != names.len() {
+            let mut what = Vec::new();
+            if !missing.is_empty() {
+                what.push(format!("missing {}", quoted_list(&missing)));
+            }
+            if !extra.is_empty() {
+                what.push(format!("extra {}", quoted_list(&extra)));
+            }
+            if what.is_empty() {
+                what.push("duplicate column names".to_string());
+            }
+            bail!(
+                "cannot combine {name} with {first_name}: the columns differ ({})",
+                what.join(", ")
+            );
+        }
+    }
+    let fields: Fields = names
+        .iter()
+        .map(|n| {
+            let ty = tables.iter().fold(DataType::Null, |acc, (t, _)| {
+                let f = t.schema.field_with_name(n).expect("checked above");
+                unify_types(acc, f.data_type())
+            });
+            Field::new(n.as_str(), ty, true)
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let mut batches = Vec::new();
+    for (t, name) in tables {
+        for b in &t.batches {
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let i = b.schema().index_of(f.name()).expect("checked above");
+                    let col = b.column(i);
+                    if col.data_type() == f.data_type() {
+                        Ok(col.clone())
+                    } else {
+                        arrow::compute::cast(col, f.data_type()).map_err(|e| {
+                            anyhow!(
+                                "cannot combine {name}: column `{}` ({}) cannot be converted to {}: {e}",
+                                f.name(),
+                                col.data_type(),
+                                f.data_type()
+                            )
+                        })
+                    }
+                })
+                .collect::<anyhow::Result<Vec<ArrayRef>>>()?;
+            batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+        }
+    }
+    Ok(Table { schema, batches })
+}
+
+fn unify_types(a: DataType, b: &DataType) -> DataType {
+    match (a, b) {
+        (DataType::Null, b) => b.clone(),
+        (a, DataType::Null) => a,
+        (a, b) if a == *b => a,
+        (DataType::Int64, DataType::Float64) | (DataType::Float64, DataType::Int64) => {
+            DataType::Float64
+        }
+        _ => DataType::Utf8,
+    }
+}
+
+fn quoted_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------- CSV
+
+fn read_csv(file: File) -> Result<Table, String> {
+    use arrow::csv::reader::Format as CsvFormat;
+    let mut reader = BufReader::with_capacity(BUF_SIZE, file);
+    let format = CsvFormat::default().with_header(true);
+    let infer = |reader: &mut BufReader<File>, max: Option<usize>| -> Result<SchemaRef, String> {
+        reader.rewind().map_err(|e| e.to_string())?;
+        let (schema, _) = format
+            .infer_schema(&mut *reader, max)
+            .map_err(|e| csv_detail(&e))?;
+        Ok(Arc::new(text_types(schema, true)))
+    };
+    let mut schema = infer(&mut reader, Some(INFER_RECORDS))?;
+    if schema.fields().is_empty() {
+        // Only blank lines.
+        return Ok(empty_table());
+    }
+    let mut whole_file = false;
+    loop {
+        reader.rewind().map_err(|e| e.to_string())?;
+        match decode_csv(&mut reader, schema.clone()) {
+            Ok(t) => return Ok(t),
+            Err(ArrowError::ParseError(msg)) => {
+                if !whole_file {
+                    // A value after the sample does not fit: look at every record.
+                    whole_file = true;
+                    schema = infer(&mut reader, None)?;
+                    continue;
+                }
+                // Still does not parse (an integer too large, an impossible
+                // date): read that column as text.
+                let col = parse_error_column(&msg).filter(|&i| {
+                    i < schema.fields().len() && schema.field(i).data_type() != &DataType::Utf8
+                });
+                let Some(col) = col else {
+                    return Err(csv_detail(&ArrowError::ParseError(msg)));
+                };
+                let fields: Fields = schema
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        if i == col {
+                            Arc::new(Field::new(f.name(), DataType::Utf8, true))
+                        } else {
+                            f.clone()
+                        }
+                    })
+                    .collect();
+                schema = Arc::new(Schema::new(fields));
+            }
+            Err(e) => return Err(csv_detail(&e)),
+        }
+    }
+}
+
+fn decode_csv(reader: &mut BufReader<File>, schema: SchemaRef) -> Result<Table, ArrowError> {
+    let csv = arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_header(true)
+        .with_batch_size(BATCH_ROWS)
+        .build_buffered(reader)?;
+    let batches = csv.collect::<Result<Vec<_>, _>>()?;
+    Ok(Table { schema, batches })
+}
+
+/// The column index in Arrow's "Error while parsing value … for column N at line M".
+fn parse_error_column(msg: &str) -> Option<usize> {
+    let rest = &msg[msg.rfind(" for column ")? + " for column ".len()..];
+    rest.split(' ').next()?.parse().ok()
+}
+
+/// Arrow's CSV errors, said the way dg says them.
+fn csv_detail(e: &ArrowError) -> String {
+    let msg = match e {
+        ArrowError::CsvError(m) | ArrowError::ParseError(m) => m.clone(),
+        other => other.to_string(),
+    };
+    // "incorrect number of fields for line 3, expected 2 got 3"
+    if let Some(rest) = msg.strip_prefix("incorrect number of fields for line ")
+        && let Some((line, rest)) = rest.split_once(", expected ")
+        && let Some((expected, got)) = rest.split_once(" got ")
+    {
+        return format!("line {line}: expected {expected} fields, found {got}");
+    }
+    // "Encountered unequal lengths between records on CSV file. Expected 2 records, found 3 records at line 3"
+    if msg.starts_with("Encountered unequal lengths")
+        && let Some((_, rest)) = msg.split_once("Expected ")
+        && let Some((expected, rest)) = rest.split_once(" records, found ")
+        && let Some((got, rest)) = rest.split_once(" records")
+    {
+        let line = rest.trim().strip_prefix("at line ").unwrap_or("?");
+        return format!("line {line}: expected {expected} fields, found {got}");
+    }
+    // "Encountered invalid UTF-8 data for line 3 and field 2"
+    if let Some(rest) = msg.strip_prefix("Encountered invalid UTF-8 data for line ")
+        && let Some((line, field)) = rest.split_once(" and field ")
+    {
+        return format!("line {line}, field {field}: invalid UTF-8");
+    }
+    msg
+}
+
+/// Batches formatted per worker thread at a time when writing CSV.
+const CSV_BATCHES_PER_TASK: usize = 4;
+
+/// Writes CSV: the header, then the batches formatted into text on a few
+/// threads (formatting is what costs) and written in order.
+fn write_csv(table: &Table, file: File) -> Result<(), ArrowError> {
+    let mut out = BufWriter::with_capacity(BUF_SIZE, file);
+    let mut header = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(&mut out);
+    header.write(&RecordBatch::new_empty(table.schema.clone()))?;
+    drop(header);
+    let encode = |batches: &[RecordBatch]| -> Result<Vec<u8>, ArrowError> {
+        let mut w = arrow::csv::WriterBuilder::new()
+            .with_header(false)
+            .build(Vec::with_capacity(BUF_SIZE));
+        for b in batches {
+            w.write(&text_nulls(b)?)?;
+        }
+        Ok(w.into_inner())
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    if threads == 1 || table.batches.len() <= CSV_BATCHES_PER_TASK {
+        out.write_all(&encode(&table.batches)?)?;
+    } else {
+        for group in table.batches.chunks(threads * CSV_BATCHES_PER_TASK) {
+            let texts = std::thread::scope(|s| {
+                let tasks: Vec<_> = group
+                    .chunks(CSV_BATCHES_PER_TASK)
+                    .map(|chunk| s.spawn(move || encode(chunk)))
+                    .collect();
+                tasks
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect::<Vec<_>>()
+            });
+            for text in texts {
+                out.write_all(&text?)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Null-typed columns (all values null, e.g. from Parquet) as text, which
+/// the text writers know how to write.
+fn text_nulls(b: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    if !b.columns().iter().any(|c| c.data_type() == &DataType::Null) {
+        return Ok(b.clone());
+    }
+    let schema = Arc::new(text_types(b.schema().as_ref().clone(), false));
+    let columns = b
+        .columns()
+        .iter()
+        .map(|c| {
+            if c.data_type() == &DataType::Null {
+                arrow::compute::cast(c, &DataType::Utf8)
+            } else {
+                Ok(c.clone())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema, columns)
+}
+
+/// Null-typed (never seen a value) columns as Utf8; and with `timestamps`,
+/// inferred timestamp columns as Utf8 too.
+fn text_types(schema: Schema, timestamps: bool) -> Schema {
+    let fields: Fields = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Null => Arc::new(Field::new(f.name(), DataType::Utf8, true)),
+            DataType::Timestamp(_, None) if timestamps => {
+                Arc::new(Field::new(f.name(), DataType::Utf8, true))
+            }
+            DataType::Struct(children) => Arc::new(Field::new(
+                f.name(),
+                DataType::Struct(text_types(Schema::new(children.clone()), false).fields),
+                true,
+            )),
+            _ => f.clone(),
+        })
+        .collect();
+    Schema::new_with_metadata(fields, schema.metadata)
+}
+
+/// The bytes of a CSV file's first record (without its line terminator) and
+/// its length including the terminator.
+fn csv_header(path: &Path) -> anyhow::Result<(Vec<u8>, usize)> {
+    let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let mut header = Vec::new();
+    let mut in_quotes = false;
+    loop {
+        let buf = reader
+            .fill_buf()
+            .with_context(|| format!("cannot read `{}`", path.display()))?;
+        if buf.is_empty() {
+            let len = header.len();
+            return Ok((header, len));
+        }
+        for (i, &c) in buf.iter().enumerate() {
+            match c {
+                b'"' => in_quotes = !in_quotes,
+                b'\n' if !in_quotes => {
+                    header.extend_from_slice(&buf[..i]);
+                    let len = header.len() + 1;
+                    if header.last() == Some(&b'\r') {
+                        header.pop();
+                    }
+                    return Ok((header, len));
+                }
+                _ => {}
+            }
+        }
+        let n = buf.len();
+        header.extend_from_slice(buf);
+        reader.consume(n);
+    }
+}
+
+fn same_csv_headers(files: &[&Path]) -> anyhow::Result<bool> {
+    let mut first: Option<Vec<u8>> = None;
+    for path in files {
+        let (header, _) = csv_header(path)?;
+        match &first {
+            None => first = Some(header),
+            Some(h) if *h == header => {}
+            Some(_) => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// CSV files with the same header as one file: the header once, then every
+/// file's records.
+fn concat_csv(files: &[&Path], dest: &Path) -> anyhow::Result<()> {
+    let mut out =
+        File::create(dest).with_context(|| format!("cannot create `{}`", dest.display()))?;
+    let mut wrote_header = false;
+    for path in files {
+        let (header, header_len) = csv_header(path)?;
+        if !wrote_header {
+            out.write_all(&header)?;
+            out.write_all(b"\n")?;
+            wrote_header = true;
+        }
+        append_from(path, header_len as u64, &mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// JSON lines files as one file.
+fn concat_jsonl(files: &[&Path], dest: &Path) -> anyhow::Result<()> {
+    let mut out =
+        File::create(dest).with_context(|| format!("cannot create `{}`", dest.display()))?;
+    for path in files {
+        append_from(path, 0, &mut out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Appends `path` from byte `start` to `out`, ending with a newline.
+fn append_from(path: &Path, start: u64, out: &mut File) -> anyhow::Result<()> {
+    let ctx = || format!("cannot read `{}`", path.display());
+    let mut f = File::open(path).with_context(ctx)?;
+    let len = f.metadata().with_context(ctx)?.len();
+    if len <= start {
+        return Ok(());
+    }
+    f.seek(SeekFrom::Start(len - 1)).with_context(ctx)?;
+    let mut last = [0u8];
+    f.read_exact(&mut last).with_context(ctx)?;
+    f.seek(SeekFrom::Start(start)).with_context(ctx)?;
+    // File to file: the kernel copies (copy_file_range) where it can.
+    std::io::copy(&mut f, out).with_context(ctx)?;
+    if last[0] != b'\n' {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- JSON lines
+
+fn read_jsonl(file: File) -> Result<Table, String> {
+    let mut reader = BufReader::with_capacity(BUF_SIZE, file);
+    let infer = |reader: &mut BufReader<File>, max: Option<usize>| -> Result<SchemaRef, String> {
+        reader.rewind().map_err(|e| e.to_string())?;
+        let (schema, _) = arrow::json::reader::infer_json_schema(&mut *reader, max)
+            .map_err(|e| json_message(&e))?;
+        Ok(Arc::new(text_types(schema, false)))
+    };
+    let detail = |reader: &mut BufReader<File>, e: String| -> String {
+        reader
+            .rewind()
+            .ok()
+            .and_then(|_| first_bad_json_line(reader))
+            .unwrap_or(e)
+    };
+    let schema = match infer(&mut reader, Some(INFER_RECORDS)) {
+        Ok(s) => s,
+        Err(e) => return Err(detail(&mut reader, e)),
+    };
+    reader.rewind().map_err(|e| e.to_string())?;
+    if let Ok(t) = decode_jsonl(&mut reader, schema) {
+        return Ok(t);
+    }
+    // A record after the sample has a new field or a value of another type.
+    let schema = match infer(&mut reader, None) {
+        Ok(s) => s,
+        Err(e) => return Err(detail(&mut reader, e)),
+    };
+    reader.rewind().map_err(|e| e.to_string())?;
+    match decode_jsonl(&mut reader, schema) {
+        Ok(t) => Ok(t),
+        Err(e) => Err(detail(&mut reader, json_message(&e))),
+    }
+}
+
+fn decode_jsonl(reader: &mut BufReader<File>, schema: SchemaRef) -> Result<Table, ArrowError> {
+    let json = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(BATCH_ROWS)
+        .with_coerce_primitive(true)
+        .with_strict_mode(true)
+        .build(reader)?;
+    let batches = json.collect::<Result<Vec<_>, _>>()?;
+    Ok(Table { schema, batches })
+}
+
+fn json_message(e: &ArrowError) -> String {
+    match e {
+        ArrowError::JsonError(m) | ArrowError::ParseError(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The first line that is not a JSON object, said with its line number.
+fn first_bad_json_line(reader: &mut BufReader<File>) -> Option<String> {
+    let mut line = String::new();
+    let mut n = 0;
+    loop {
+        line.clear();
+        n += 1;
+        match reader.read_line(&mut line) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(_) => return Some(format!("line {n}: invalid UTF-8")),
+        }
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(_) => return Some(format!("line {n}: expected a JSON object")),
+            Err(e) => {
+                // serde_json says "… at line 1 column 6": the line is ours.
+                let msg = e.to_string();
+                let msg = msg.rfind(" at line ").map_or(msg.as_str(), |i| &msg[..i]);
+                return Some(format!("line {n}, column {}: {msg}", e.column()));
+            }
+        }
+    }
+}
+
+fn write_jsonl(table: &Table, file: File) -> Result<(), ArrowError> {
+    let mut w = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::LineDelimited>(BufWriter::with_capacity(
+        BUF_SIZE, file,
+    ));
+    for b in &table.batches {
+        w.write(&text_nulls(b)?)?;
+    }
+    w.finish()?;
+    w.into_inner().flush()?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- Parquet
+
+fn read_parquet(file: File) -> Result<Table, String> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let msg = |e: parquet::errors::ParquetError| {
+        let m = e.to_string();
+        m.strip_prefix("Parquet error: ")
+            .map(str::to_string)
+            .unwrap_or(m)
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(msg)?;
+    let schema = builder.schema().clone();
+    let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(msg)?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(Table { schema, batches })
+}
+
+/// The number of rows of a Parquet file, from its footer.
+pub fn parquet_rows(path: &Path) -> anyhow::Result<u64> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| anyhow!("`{}` is not a valid parquet file: {e}", path.display()))?;
+    Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+fn write_parquet(table: &Table, file: File) -> anyhow::Result<()> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut w = ArrowWriter::try_new(
+        BufWriter::with_capacity(BUF_SIZE, file),
+        table.schema.clone(),
+        Some(props),
+    )?;
+    for b in &table.batches {
+        w.write(b)?;
+    }
+    w.into_inner()?.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{Float64Type, Int64Type};
+
+    fn write_text(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Every value of a table as text (None for null), row by row.
+    fn rows(t: &Table) -> Vec<Vec<Option<String>>> {
+        let mut out = Vec::new();
+        for b in &t.batches {
+            let cols: Vec<ArrayRef> = b
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::cast(c, &DataType::Utf8).unwrap())
+                .collect();
+            for r in 0..b.num_rows() {
+                out.push(
+                    cols.iter()
+                        .map(|c| {
+                            let s = c.as_string::<i32>();
+                            (!s.is_null(r)).then(|| s.value(r).to_string())
+                        })
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+
+    fn names(t: &Table) -> Vec<String> {
+        t.schema.fields().iter().map(|f| f.name().clone()).collect()
+    }
+
+    fn types(t: &Table) -> Vec<DataType> {
+        t.schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect()
+    }
+
+    /// A table with ints, floats, awkward strings, nulls and unicode.
+    fn sample() -> Table {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("score", DataType::Float64, true),
+            Field::new("text", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![
+                    Some(1),
+                    Some(-2),
+                    None,
+                    Some(9_007_199_254_740_993),
+                ])),
+                Arc::new(Float64Array::from(vec![
+                    Some(1.5),
+                    None,
+                    Some(-0.25),
+                    Some(1e-7),
+                ])),
+                Arc::new(StringArray::from(vec![
+                    Some("plain"),
+                    Some("comma, \"quote\"\nnew line"),
+                    None,
+                    Some("ünïcødé 🦀 日本"),
+                ])),
+            ],
+        )
+        .unwrap();
+        Table {
+            schema,
+            batches: vec![batch],
+        }
+    }
+
+    #[test]
+    fn round_trip_every_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = sample();
+        for f in [Format::Csv, Format::Jsonl, Format::Parquet] {
+            let p = dir.path().join(format!("t{}", f.extension()));
+            let bytes = write(&t, &p, f).unwrap();
+            assert_eq!(bytes, std::fs::metadata(&p).unwrap().len());
+            let back = read(&p, f).unwrap();
+            assert_eq!(names(&back), ["id", "score", "text"], "{f:?}");
+            assert_eq!(
+                types(&back),
+                [DataType::Int64, DataType::Float64, DataType::Utf8],
+                "{f:?}"
+            );
+            assert_eq!(rows(&back), rows(&t), "{f:?}");
+            let ids = back.batches[0].column(0).as_primitive::<Int64Type>();
+            assert_eq!(ids.value(3), 9_007_199_254_740_993);
+            let scores = back.batches[0].column(1).as_primitive::<Float64Type>();
+            assert_eq!(scores.value(3), 1e-7);
+        }
+    }
+
+    #[test]
+    fn many_batches_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("i", DataType::Int64, true)]));
+        let batches = (0..37)
+            .map(|b| {
+                let values: Vec<i64> = (0..3).map(|r| b * 3 + r).collect();
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(values))])
+                    .unwrap()
+            })
+            .collect();
+        let t = Table { schema, batches };
+        for f in [Format::Csv, Format::Jsonl, Format::Parquet] {
+            let p = dir.path().join(format!("m{}", f.extension()));
+            write(&t, &p, f).unwrap();
+            assert_eq!(rows(&read(&p, f).unwrap()), rows(&t), "{f:?}");
+        }
+        let text = std::fs::read_to_string(dir.path().join("m.csv")).unwrap();
+        assert!(text.starts_with("i\n0\n1\n2\n3\n"), "{text}");
+        assert_eq!(text.lines().count(), 1 + 37 * 3);
+    }
+
+    #[test]
+    fn conversions_between_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = write_text(
+            dir.path(),
+            "a.csv",
+            "id,name,ok\n1,\"Smith, J\",true\n2,\"say \"\"hi\"\"\",false\n3,,\n",
+        );
+        let csv = Data::File {
+            path: src.clone(),
+            format: Format::Csv,
+        };
+        let expected = rows(&read(&src, Format::Csv).unwrap());
+        assert_eq!(
+            expected,
+            vec![
+                vec![
+                    Some("1".into()),
+                    Some("Smith, J".into()),
+                    Some("true".into())
+                ],
+                vec![
+                    Some("2".into()),
+                    Some("say \"hi\"".into()),
+                    Some("false".into())
+                ],
+                vec![Some("3".into()), None, None],
+            ]
+        );
+        let pq = to_file(&csv, Format::Parquet, &dir.path().join("a.parquet")).unwrap();
+        let js = to_file(
+            &Data::File {
+                path: pq.clone(),
+                format: Format::Parquet,
+            },
+            Format::Jsonl,
+            &dir.path().join("a.jsonl"),
+        )
+        .unwrap();
+        let back = to_file(
+            &Data::File {
+                path: js.clone(),
+                format: Format::Jsonl,
+            },
+            Format::Csv,
+            &dir.path().join("b.csv"),
+        )
+        .unwrap();
+        assert_eq!(rows(&read(&pq, Format::Parquet).unwrap()), expected);
+        assert_eq!(rows(&read(&js, Format::Jsonl).unwrap()), expected);
+        assert_eq!(
+            std::fs::read_to_string(&back).unwrap(),
+            std::fs::read_to_string(&src).unwrap()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&js)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+            r#"{"id":1,"name":"Smith, J","ok":true}"#
+        );
+    }
+
+    #[test]
+    fn csv_inference() {
+        let dir = tempfile::tempdir().unwrap();
+        // All-null column, a late float in an int column (after the sample),
+        // an integer too large for Int64, timestamps with offsets.
+        let mut text = String::from("n,empty,big,ts\n");
+        for i in 0..INFER_RECORDS + 10 {
+            text.push_str(&format!("{i},,1,2024-01-01T00:00:00+02:00\n"));
+        }
+        text.push_str("1.5,,99999999999999999999,2024-01-02T00:00:00+02:00\n");
+        let p = write_text(dir.path(), "a.csv", &text);
+        let t = read(&p, Format::Csv).unwrap();
+        assert_eq!(
+            types(&t),
+            [
+                DataType::Float64,
+                DataType::Utf8,
+                DataType::Utf8,
+                DataType::Utf8
+            ]
+        );
+        assert_eq!(t.num_rows(), INFER_RECORDS + 11);
+        let last = rows(&t).pop().unwrap();
+        assert_eq!(
+            last,
+            [
+                Some("1.5".into()),
+                None,
+                Some("99999999999999999999".into()),
+                Some("2024-01-02T00:00:00+02:00".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn header_only_csv_keeps_its_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_text(dir.path(), "a.csv", "a,b\n");
+        let t = read(&p, Format::Csv).unwrap();
+        assert_eq!(names(&t), ["a", "b"]);
+        assert_eq!(t.num_rows(), 0);
+        let out = dir.path().join("b.csv");
+        write(&t, &out, Format::Csv).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "a,b\n");
+        let pq = dir.path().join("b.parquet");
+        write(&t, &pq, Format::Parquet).unwrap();
+        assert_eq!(names(&read(&pq, Format::Parquet).unwrap()), ["a", "b"]);
+    }
+
+    #[test]
+    fn jsonl_inference_and_nulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for i in 0..INFER_RECORDS {
+            text.push_str(&format!("{{\"a\":{i},\"n\":null}}\n"));
+        }
+        // A new field and a string after the sample.
+        text.push_str("{\"a\":\"x\",\"late\":true,\"n\":null}\n");
+        let p = write_text(dir.path(), "a.jsonl", &text);
+        let t = read(&p, Format::Jsonl).unwrap();
+        assert_eq!(names(&t), ["a", "n", "late"]);
+        assert_eq!(
+            types(&t),
+            [DataType::Utf8, DataType::Utf8, DataType::Boolean]
+        );
+        assert_eq!(
+            rows(&t).pop().unwrap(),
+            [Some("x".into()), None, Some("true".into())]
+        );
+        // Null columns survive a round trip through every format.
+        for f in [Format::Csv, Format::Jsonl, Format::Parquet] {
+            let out = dir.path().join(format!("n{}", f.extension()));
+            write(&t, &out, f).unwrap();
+            assert_eq!(names(&read(&out, f).unwrap()), ["a", "n", "late"], "{f:?}");
+        }
+    }
+
+    #[test]
+    fn empty_files_are_empty_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [Format::Csv, Format::Jsonl, Format::Parquet] {
+            let p = write_text(dir.path(), &format!("e{}", f.extension()), "");
+            let t = read(&p, f).unwrap();
+            if f != Format::Parquet {
+                let blank = write_text(dir.path(), &format!("b{}", f.extension()), "\n\r\n\n");
+                assert!(read(&blank, f).unwrap().schema.fields().is_empty());
+            }
+            assert!(t.schema.fields().is_empty());
+            assert_eq!(t.num_rows(), 0);
+            let out = dir.path().join(format!("o{}", f.extension()));
+            assert_eq!(write(&t, &out, f).unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn read_errors_name_the_file_and_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_text(dir.path(), "bad.csv", "a,b\n1,2\n3,4,5\n");
+        let e = read(&p, Format::Csv).unwrap_err().to_string();
+        assert!(e.contains("bad.csv"), "{e}");
+        assert!(
+            e.ends_with("as csv: line 3: expected 2 fields, found 3"),
+            "{e}"
+        );
+        // Beyond the inference sample.
+        let mut text = String::from("a,b\n");
+        for i in 0..INFER_RECORDS + 5 {
+            text.push_str(&format!("{i},x\n"));
+        }
+        text.push_str("1\n");
+        let p = write_text(dir.path(), "late.csv", &text);
+        let e = read(&p, Format::Csv).unwrap_err().to_string();
+        assert!(
+            e.ends_with(&format!(
+                "line {}: expected 2 fields, found 1",
+                INFER_RECORDS + 7
+            )),
+            "{e}"
+        );
+
+        let p = write_text(dir.path(), "bad.jsonl", "{\"a\":1}\n{\"a\":2\n");
+        let e = read(&p, Format::Jsonl).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.jsonl")
+                && e.ends_with("as jsonl: line 2, column 6: EOF while parsing an object"),
+            "{e}"
+        );
+        let p = write_text(dir.path(), "arr.jsonl", "{\"a\":1}\n[1]\n");
+        let e = read(&p, Format::Jsonl).unwrap_err().to_string();
+        assert!(e.ends_with("line 2: expected a JSON object"), "{e}");
+
+        let p = write_text(dir.path(), "bad.parquet", "not parquet at all");
+        let e = read(&p, Format::Parquet).unwrap_err().to_string();
+        assert!(
+            e.contains("bad.parquet")
+                && e.ends_with("as parquet: Invalid Parquet file. Corrupt footer"),
+            "{e}"
+        );
+
+        let e = read(&dir.path().join("missing.csv"), Format::Csv).unwrap_err();
+        assert!(e.to_string().contains("missing.csv"), "{e}");
+        let e = write(&sample(), &dir.path().join("x"), Format::File).unwrap_err();
+        assert!(e.to_string().contains("`file` format"), "{e}");
+    }
+
+    #[test]
+    fn to_file_hands_over_matching_files_without_copying() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = write_text(dir.path(), "a.csv", "a\n1\n");
+        let dest = dir.path().join("copy.csv");
+        let data = Data::File {
+            path: src.clone(),
+            format: Format::Csv,
+        };
+        assert_eq!(to_file(&data, Format::Csv, &dest).unwrap(), src);
+        assert!(!dest.exists());
+        let opaque = Data::File {
+            path: src.clone(),
+            format: Format::File,
+        };
+        assert_eq!(to_file(&opaque, Format::File, &dest).unwrap(), src);
+        assert!(!dest.exists());
+        // Bytes and tables are written.
+        let bytes = Data::Bytes(Arc::new(b"\x00\x01raw".to_vec()));
+        assert_eq!(to_file(&bytes, Format::File, &dest).unwrap(), dest);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"\x00\x01raw");
+        let t = Data::Table(Arc::new(sample()));
+        let out = to_file(&t, Format::Parquet, &dir.path().join("t.parquet")).unwrap();
+        assert_eq!(read(&out, Format::Parquet).unwrap().num_rows(), 4);
+        // Mismatches are errors.
+        assert!(to_file(&t, Format::File, &dest).is_err());
+        assert!(to_file(&bytes, Format::Csv, &dest).is_err());
+        assert!(to_file(&opaque, Format::Csv, &dest).is_err());
+    }
+
+    #[test]
+    fn into_memory_reads_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = write_text(dir.path(), "a.csv", "a\n1\n2\n");
+        let Data::Table(t) = into_memory(Data::File {
+            path: src.clone(),
+            format: Format::Csv,
+        })
+        .unwrap() else {
+            panic!("not a table")
+        };
+        assert_eq!(t.num_rows(), 2);
+        let Data::Bytes(b) = into_memory(Data::File {
+            path: src,
+            format: Format::File,
+        })
+        .unwrap() else {
+            panic!("not bytes")
+        };
+        assert_eq!(b.as_slice(), b"a\n1\n2\n");
+        assert!(matches!(
+            into_memory(Data::Bytes(Arc::new(vec![1]))).unwrap(),
+            Data::Bytes(_)
+        ));
+    }
+
+    fn csv_item(dir: &Path, name: &str, text: &str) -> Data {
+        Data::File {
+            path: write_text(dir, name, text),
+            format: Format::Csv,
+        }
+    }
+
+    #[test]
+    fn combine_csv_with_matching_headers_concatenates_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let items = vec![
+            csv_item(dir.path(), "1.csv", "a,\"b\nc\"\n1,x\n"),
+            csv_item(dir.path(), "2.csv", ""),
+            csv_item(dir.path(), "3.csv", "a,\"b\nc\"\r\n2,y"),
+            csv_item(dir.path(), "4.csv", "a,\"b\nc\"\n"),
+            csv_item(dir.path(), "5.csv", "a,\"b\nc\"\n3,\"z\nz\"\n"),
+        ];
+        let dest = dir.path().join("all.csv");
+        combine_to_file(&items, Format::Csv, &dest).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&dest).unwrap(),
+            "a,\"b\nc\"\n1,x\n2,y\n3,\"z\nz\"\n"
+        );
+    }
+
+    #[test]
+    fn combine_csv_with_other_headers_goes_through_arrow() {
+        let dir = tempfile::tempdir().unwrap();
+        // Same columns in another order, and a column that is text in one part.
+        let items = vec![
+            csv_item(dir.path(), "1.csv", "a,b\n1,x\n"),
+            csv_item(dir.path(), "2.csv", "b,a\ny,2.5\n"),
+            csv_item(dir.path(), "3.csv", "a,b\nn/a,z\n"),
+        ];
+        let dest = dir.path().join("all.csv");
+        combine_to_file(&items, Format::Csv, &dest).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&dest).unwrap(),
+            "a,b\n1,x\n2.5,y\nn/a,z\n"
+        );
+        let t = read(&dest, Format::Csv).unwrap();
+        assert_eq!(t.num_rows(), 3);
+
+        let items = vec![
+            csv_item(dir.path(), "1.csv", "a,b\n1,x\n"),
+            csv_item(dir.path(), "x.csv", "a,c\n1,x\n"),
+        ];
+        let e = combine_to_file(&items, Format::Csv, &dest)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.csv") && e.contains("missing `b`, extra `c`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn combine_jsonl_and_parquet() {
+        let dir = tempfile::tempdir().unwrap();
+        let items = vec![
+            Data::File {
+                path: write_text(dir.path(), "1.jsonl", "{\"a\":1}\n{\"a\":2}"),
+                format: Format::Jsonl,
+            },
+            Data::File {
+                path: write_text(dir.path(), "2.jsonl", "{\"a\":3}\n"),
+                format: Format::Jsonl,
+            },
+        ];
+        let dest = dir.path().join("all.jsonl");
+        combine_to_file(&items, Format::Jsonl, &dest).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&dest).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
+        );
+
+        let mut parts = Vec::new();
+        for (i, text) in ["a,b\n1,x\n2,y\n", "a,b\n3,\n"].iter().enumerate() {
+            let csv = write_text(dir.path(), &format!("{i}.csv"), text);
+            let pq = dir.path().join(format!("{i}.parquet"));
+            write(&read(&csv, Format::Csv).unwrap(), &pq, Format::Parquet).unwrap();
+            parts.push(Data::File {
+                path: pq,
+                format: Format::Parquet,
+            });
+        }
+        // The second part's `b` is all null: its type is unified with Utf8.
+        parts.push(Data::Table(Arc::new(
+            read(&write_text(dir.path(), "t.csv", "b,a\nz,4\n"), Format::Csv).unwrap(),
+        )));
+        let dest = dir.path().join("all.parquet");
+        combine_to_file(&parts, Format::Parquet, &dest).unwrap();
+        let t = read(&dest, Format::Parquet).unwrap();
+        assert_eq!(names(&t), ["a", "b"]);
+        assert_eq!(
+            rows(&t),
+            vec![
+                vec![Some("1".into()), Some("x".into())],
+                vec![Some("2".into()), Some("y".into())],
+                vec![Some("3".into()), None],
+                vec![Some("4".into()), Some("z".into())],
+            ]
+        );
+        assert_eq!(parquet_rows(&dest).unwrap(), 4);
+    }
+
+    #[test]
+    fn combine_nothing_is_an_empty_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [Format::Csv, Format::Jsonl, Format::Parquet] {
+            let dest = dir.path().join(format!("none{}", f.extension()));
+            combine_to_file(&[], f, &dest).unwrap();
+            assert_eq!(std::fs::metadata(&dest).unwrap().len(), 0);
+            let empty = write_text(dir.path(), &format!("e{}", f.extension()), "");
+            let items = vec![Data::File {
+                path: empty,
+                format: f,
+            }];
+            let dest = dir.path().join(format!("empties{}", f.extension()));
+            combine_to_file(&items, f, &dest).unwrap();
+            assert_eq!(std::fs::metadata(&dest).unwrap().len(), 0);
+        }
+        let e = combine_to_file(&[], Format::File, &dir.path().join("x")).unwrap_err();
+        assert!(e.to_string().contains("folder"), "{e}");
+    }
 }

@@ -165,14 +165,43 @@ pub fn infer(up: Option<&PartitionsDef>, down: Option<&PartitionsDef>) -> Mappin
     }
 }
 
+/// The definition's `type` as written in TOML (`daily`, `static`, …), the
+/// way the help text and `dg list defs` name it.
 fn kind(p: Option<&PartitionsDef>) -> &'static str {
-    match p {
-        None => "unpartitioned",
-        Some(PartitionsDef::Time(_)) => "time",
-        Some(PartitionsDef::Static(_)) => "static",
-        Some(PartitionsDef::Dynamic { .. }) => "dynamic",
-        Some(PartitionsDef::Multi(_)) => "multi",
+    p.map_or("unpartitioned", PartitionsDef::type_name)
+}
+
+/// How many keys a message shows before `…`.
+const SHOWN_KEYS: usize = 5;
+
+/// "its keys: `a`, `b`, …" for a static definition: the first few, in order.
+fn static_keys(s: &super::StaticPartitions) -> String {
+    let keys = s.keys();
+    if keys.is_empty() {
+        return "it has no keys".into();
     }
+    let mut shown: Vec<String> = keys
+        .iter()
+        .take(SHOWN_KEYS)
+        .map(|k| format!("`{k}`"))
+        .collect();
+    if keys.len() > SHOWN_KEYS {
+        shown.push(format!("… ({} keys)", keys.len()));
+    }
+    format!("its keys: {}", shown.join(", "))
+}
+
+/// "its first keys: `a`, `b`, …" for a time definition (its last key
+/// depends on *now*, which validation does not know).
+fn time_keys(t: &super::TimePartitions) -> String {
+    let shown: Vec<String> = (0..3)
+        .filter_map(|i| t.key(i))
+        .map(|k| format!("`{k}`"))
+        .collect();
+    if shown.is_empty() {
+        return "it has no keys".into();
+    }
+    format!("its first keys: {}, …", shown.join(", "))
 }
 
 /// Checks that `spec` can map `up` partitions to `down` partitions. The
@@ -192,13 +221,18 @@ pub fn check_applicable(
         MappingSpec::Specific { keys } => match up {
             None => Err("`specific` needs a partitioned upstream".into()),
             Some(PartitionsDef::Static(s)) => match keys.iter().find(|k| s.index_of(k).is_none()) {
-                Some(k) => Err(format!("upstream has no partition `{k}`")),
+                Some(k) => Err(format!(
+                    "upstream has no partition `{k}` ({})",
+                    static_keys(s)
+                )),
                 None => Ok(()),
             },
             Some(PartitionsDef::Time(t)) => match keys.iter().find(|k| t.index_of_key(k).is_none())
             {
                 Some(k) => Err(format!(
-                    "`{k}` is not a key of the upstream time partitions"
+                    "`{k}` is not a key of the upstream {} partitions ({})",
+                    t.schedule.type_name(),
+                    time_keys(t)
                 )),
                 None => Ok(()),
             },
@@ -233,10 +267,16 @@ pub fn check_applicable(
             (Some(PartitionsDef::Static(a)), Some(PartitionsDef::Static(b))) => {
                 for (from, to) in map {
                     if a.index_of(from).is_none() {
-                        return Err(format!("upstream has no partition `{from}`"));
+                        return Err(format!(
+                            "upstream has no partition `{from}` ({})",
+                            static_keys(a)
+                        ));
                     }
                     if let Some(t) = to.iter().find(|t| b.index_of(t).is_none()) {
-                        return Err(format!("downstream has no partition `{t}`"));
+                        return Err(format!(
+                            "downstream has no partition `{t}` ({})",
+                            static_keys(b)
+                        ));
                     }
                 }
                 Ok(())

@@ -83,17 +83,112 @@ fn sub_daily(cron: &croner::Cron) -> bool {
     !(single(minute) && single(hour))
 }
 
+/// "a" or "an" before a schedule name ("an hourly", "a daily").
+fn article(word: &str) -> &'static str {
+    match word.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
+        _ if word == "hourly" => "an",
+        _ => "a",
+    }
+}
+
+/// The five cron fields: name and the values croner accepts.
+const CRON_FIELDS: [(&str, u32, u32, &str); 5] = [
+    ("minute", 0, 59, "0-59"),
+    ("hour", 0, 23, "0-23"),
+    ("day-of-month", 1, 31, "1-31"),
+    ("month", 1, 12, "1-12 or JAN-DEC"),
+    ("day-of-week", 0, 7, "0-6 or SUN-SAT (7 is also Sunday)"),
+];
+
+fn croner_parse(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::new().parse(expr)
+}
+
 /// Parses a five-field cron expression.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
-    if expr.split_whitespace().count() != 5 {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if fields.len() != 5 {
         return Err(format!(
             "expected 5 fields (minute hour day-of-month month day-of-week), found {}",
-            expr.split_whitespace().count()
+            fields.len()
         ));
     }
-    croner::parser::CronParser::new()
-        .parse(expr)
-        .map_err(|e| e.to_string())
+    croner_parse(expr).map_err(|e| explain_cron_error(&fields, &e))
+}
+
+/// Names the field croner rejected and its valid values. croner reports
+/// what is wrong ("Number out of bounds.") but not where, so each field is
+/// tried alone, the others set to `*`.
+fn explain_cron_error(fields: &[&str], err: &croner::errors::CronError) -> String {
+    let culprit = (0..fields.len()).find(|&i| {
+        let probe: Vec<&str> = (0..fields.len())
+            .map(|j| if j == i { fields[j] } else { "*" })
+            .collect();
+        croner_parse(&probe.join(" ")).is_err()
+    });
+    let Some(i) = culprit else {
+        // Only the combination fails (or croner changed): say what it said.
+        return format!("croner rejects it: {}", croner_message(err, ""));
+    };
+    let (name, lo, hi, valid) = CRON_FIELDS[i];
+    let text = fields[i];
+    // A number outside the field's range, not counting steps (`*/90`) and
+    // nth-weekday specifiers (`5#3`), which croner checks on their own.
+    let out_of_range = text.split(',').find_map(|item| {
+        let values = item.split(['/', '#']).next().unwrap_or("");
+        values
+            .split('-')
+            .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit()))
+            .find(|v| {
+                v.parse::<u64>()
+                    .is_ok_and(|n| n < lo as u64 || n > hi as u64)
+            })
+            .map(str::to_string)
+    });
+    // `5-1`: croner says "Range out of bounds"; it runs backwards.
+    let backwards = text.split(',').find_map(|item| {
+        let range = item.split(['/', '#']).next().unwrap_or("");
+        let (a, b) = range.split_once('-')?;
+        (a.parse::<u32>().ok()? > b.parse::<u32>().ok()?).then(|| range.to_string())
+    });
+    match (out_of_range, backwards) {
+        (Some(v), _) => format!("{name} `{v}` is out of range: the {name} field takes {valid}"),
+        (None, Some(r)) => {
+            format!("the {name} range `{r}` runs backwards; write the smaller value first")
+        }
+        (None, None) => format!(
+            "invalid {name} field `{text}`: {}; the {name} field takes {valid}",
+            croner_message(err, text)
+        ),
+    }
+}
+
+/// croner's message without its prefix and final period, lower-cased:
+/// "Component error: Invalid range syntax." → "invalid range syntax".
+/// `text` is the field as written (croner upper-cases it).
+fn croner_message(err: &croner::errors::CronError, text: &str) -> String {
+    use croner::errors::CronError as E;
+    let raw = match err {
+        E::ComponentError(m) | E::InvalidPattern(m) | E::IllegalCharacters(m) => m.clone(),
+        other => other.to_string(),
+    };
+    let raw = raw.trim().trim_end_matches('.');
+    // "CronPattern contains illegal character 'F' in part 'FOO'"
+    if let Some(rest) = raw.split("illegal character '").nth(1)
+        && let Some(c) = rest.chars().next()
+    {
+        let c = text
+            .chars()
+            .find(|t| t.to_ascii_uppercase() == c)
+            .unwrap_or(c);
+        return format!("illegal character `{c}`");
+    }
+    let mut chars = raw.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => "invalid".into(),
+    }
 }
 
 /// What is wrong with a time definition, by field, so the validator can point at it.
@@ -364,10 +459,11 @@ impl TimePartitions {
         for i in 0..64 {
             let Some(key) = self.key(i) else { break };
             if prev.as_deref() == Some(key.as_str()) {
+                let kind = self.schedule.type_name();
                 return Err(TimeDefError::Fmt(format!(
-                    "the format `{}` is too coarse for a {} schedule: two windows would share the key `{key}`",
+                    "the format `{}` is too coarse for {} {kind} schedule: two windows would share the key `{key}`",
                     self.fmt,
-                    self.schedule.type_name()
+                    article(kind)
                 )));
             }
             if self.index_of_key(&key) != Some(i) && self.end_count.is_none_or(|e| i < e) {
@@ -666,6 +762,64 @@ mod tests {
         assert!(parse_cron("0 */6 * * *").is_ok());
         assert!(parse_cron("0 0 */6 * * *").is_err());
         assert!(parse_cron("61 * * * *").is_err());
+    }
+
+    #[test]
+    fn cron_errors_name_the_field_and_its_range() {
+        let e = |expr: &str| parse_cron(expr).unwrap_err();
+        assert_eq!(
+            e("61 * * * *"),
+            "minute `61` is out of range: the minute field takes 0-59"
+        );
+        assert_eq!(
+            e("0 24 * * *"),
+            "hour `24` is out of range: the hour field takes 0-23"
+        );
+        assert_eq!(
+            e("0 0 0 * *"),
+            "day-of-month `0` is out of range: the day-of-month field takes 1-31"
+        );
+        assert_eq!(
+            e("0 0 1 1-13 *"),
+            "month `13` is out of range: the month field takes 1-12 or JAN-DEC"
+        );
+        assert_eq!(
+            e("0 0 * * 1,8"),
+            "day-of-week `8` is out of range: the day-of-week field takes 0-6 or SUN-SAT (7 is also Sunday)"
+        );
+        let m = e("0 1- * * *");
+        assert!(m.starts_with("invalid hour field `1-`: "), "{m}");
+        assert!(m.ends_with("; the hour field takes 0-23"), "{m}");
+        assert!(!m.contains("Component error"), "{m}");
+        assert_eq!(
+            e("x * * * *"),
+            "invalid minute field `x`: illegal character `x`; the minute field takes 0-59"
+        );
+        assert_eq!(
+            e("0 5-1 * * *"),
+            "the hour range `5-1` runs backwards; write the smaller value first"
+        );
+        assert!(parse_cron("0 0 * * 7").is_ok());
+        assert!(parse_cron("0 0 * JAN-MAR MON-FRI").is_ok());
+    }
+
+    #[test]
+    fn too_coarse_uses_the_right_article() {
+        let err = |schedule: Schedule, fmt: &str, start: &str| match TimePartitions::new(
+            schedule,
+            chrono_tz::UTC,
+            Some(fmt.into()),
+            start,
+            None,
+            0,
+        ) {
+            Err(TimeDefError::Fmt(m)) => m,
+            other => panic!("expected a format error, got {other:?}"),
+        };
+        let m = err(Schedule::Hourly { minute: 0 }, "%Y-%m-%d", "2024-01-01");
+        assert!(m.contains("too coarse for an hourly schedule"), "{m}");
+        let m = err(Schedule::Daily { hour: 0, minute: 0 }, "%Y-%m", "2024-01");
+        assert!(m.contains("too coarse for a daily schedule"), "{m}");
     }
 
     mod props {

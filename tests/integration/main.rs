@@ -10,6 +10,8 @@
 
 mod check_defs;
 mod example;
+mod materialize;
+mod plan;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,986 @@
+//! `dg plan` and `dg list partitions`: the bundled example and the projects
+//! under `tests/fixtures/plan/`. Every run pins *now* (`--now` or `DG_NOW`)
+//! so plans and key lists are reproducible.
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::{Run, assert_no_panic, copy_dir, dg, dg_with_env, example_project, repo};
+
+/// *now* for the bundled example: every partition of January 2022 is over.
+const NOW: &str = "2022-02-01T00:00:00Z";
+/// *now* for the fixtures that start on 2024-01-01: three days are over.
+const NOW_2024: &str = "2024-01-04T00:00:00Z";
+
+/// A copy of `tests/fixtures/plan/<case>` in a fresh temporary folder.
+fn project(case: &str) -> TempDir {
+    let src = repo().join("tests/fixtures/plan").join(case);
+    assert!(src.is_dir(), "no fixture {}", src.display());
+    let tmp = TempDir::new().expect("temp dir");
+    copy_dir(&src, tmp.path());
+    tmp
+}
+
+/// `dg ARGS… --now NOW` must succeed with nothing on stderr.
+fn ok(dir: &TempDir, args: &[&str], now: &str) -> Run {
+    let mut all = args.to_vec();
+    all.extend(["--now", now]);
+    let run = dg(dir.path(), &all);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 0, "dg {all:?} failed:\n{}", run.stderr);
+    assert_eq!(run.stderr, "", "dg {all:?} wrote to stderr");
+    run
+}
+
+/// `dg ARGS… --now NOW` must fail with exit 2, nothing on stdout, and
+/// stderr holding each of `expect`.
+fn usage_error(dir: &TempDir, args: &[&str], now: &str, expect: &[&str]) -> Run {
+    let mut all = args.to_vec();
+    all.extend(["--now", now]);
+    let run = dg(dir.path(), &all);
+    assert_no_panic(&run);
+    assert_eq!(
+        run.code, 2,
+        "exit code of dg {all:?}; stderr:\n{}",
+        run.stderr
+    );
+    assert_eq!(run.stdout, "", "nothing on stdout for dg {all:?}");
+    for e in expect {
+        assert!(
+            run.stderr.contains(e),
+            "stderr of dg {all:?} lacks {e:?}:\n{}",
+            run.stderr
+        );
+    }
+    run
+}
+
+/// `dg plan ARGS… --json` on the example at [`NOW`], parsed.
+fn plan_json(dir: &TempDir, args: &[&str]) -> Value {
+    let mut all = vec!["plan", "--json"];
+    all.extend(args);
+    let run = ok(dir, &all, NOW);
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", run.stdout))
+}
+
+fn steps(plan: &Value) -> &Vec<Value> {
+    plan["steps"].as_array().expect("steps is an array")
+}
+
+fn ids(plan: &Value) -> Vec<&str> {
+    steps(plan)
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect()
+}
+
+/// The assets of a plan, in the order their first steps appear.
+fn assets(plan: &Value) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for s in steps(plan) {
+        let a = s["asset"].as_str().expect("asset");
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+fn step<'a>(plan: &'a Value, id: &str) -> &'a Value {
+    steps(plan)
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {:?}", ids(plan)))
+}
+
+/// Every step comes after every step in its `after`, and `after` only
+/// names steps of the plan.
+fn assert_topological(plan: &Value) {
+    let ids = ids(plan);
+    for (i, s) in steps(plan).iter().enumerate() {
+        for a in s["after"].as_array().expect("after") {
+            let a = a.as_str().expect("after holds step ids");
+            let j = ids
+                .iter()
+                .position(|x| *x == a)
+                .unwrap_or_else(|| panic!("{} waits for {a}, which is not a step", ids[i]));
+            assert!(j < i, "{} comes before {a}, which it waits for", ids[i]);
+        }
+    }
+}
+
+/// `2022-01-DD-HH:00` for the 24 hours of a day.
+fn hours(day: &str) -> Vec<String> {
+    (0..24).map(|h| format!("{day}-{h:02}:00")).collect()
+}
+
+// ---------------------------------------------------------------------------
+// The bundled example
+
+#[test]
+fn one_day_human() {
+    let dir = example_project();
+    let run = ok(&dir, &["plan", "--partition", "2022-01-01"], NOW);
+    assert!(
+        run.stdout
+            .starts_with("Plan at 2022-02-01T00:00:00+00:00: 26 steps for 3 assets\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("[2022-01-01-00:00 … 2022-01-01-23:00] (24)")
+    );
+    assert!(!run.stdout.contains("Must already exist"), "{}", run.stdout);
+    insta::assert_snapshot!("one_day_human", run.stdout);
+}
+
+#[test]
+fn one_day_json() {
+    let dir = example_project();
+    let plan = plan_json(&dir, &["--partition", "2022-01-01"]);
+    assert_eq!(plan["now"], "2022-02-01T00:00:00+00:00");
+    let ids = ids(&plan);
+    assert_eq!(ids.len(), 26, "{ids:?}");
+
+    // The 24 hours first, in key order.
+    let hour_ids: Vec<String> = hours("2022-01-01")
+        .iter()
+        .map(|h| format!("upstream_asset[{h}]"))
+        .collect();
+    assert_eq!(ids[..24], hour_ids);
+    for (s, h) in steps(&plan)[..24].iter().zip(hours("2022-01-01")) {
+        assert_eq!(s["asset"], "upstream_asset");
+        assert_eq!(s["partition"], h.as_str());
+        assert_eq!(s["io_manager"], "io_manager");
+        assert_eq!(s["inputs"], json!([]));
+        assert_eq!(s["after"], json!([]));
+    }
+
+    // The day reads its 24 hours, all produced by the plan.
+    assert_eq!(ids[24], "downstream_asset[2022-01-01]");
+    let day = step(&plan, "downstream_asset[2022-01-01]");
+    assert_eq!(day["asset"], "downstream_asset");
+    assert_eq!(day["partition"], "2022-01-01");
+    assert_eq!(day["io_manager"], "io_manager");
+    let inputs = day["inputs"].as_array().unwrap();
+    assert_eq!(inputs.len(), 1);
+    assert_eq!(inputs[0]["name"], "upstream_asset");
+    assert_eq!(inputs[0]["asset"], "upstream_asset");
+    assert_eq!(inputs[0]["partitions"], json!(hours("2022-01-01")));
+    assert_eq!(inputs[0]["manager"], "io_manager");
+    assert_eq!(inputs[0]["in_plan"], true);
+    assert_eq!(day["after"], json!(hour_ids));
+
+    // The report reads today; yesterday does not exist and is allowed not to.
+    assert_eq!(ids[25], "daily_report[2022-01-01]");
+    let report = step(&plan, "daily_report[2022-01-01]");
+    assert_eq!(report["io_manager"], "archive");
+    let inputs = report["inputs"].as_array().unwrap();
+    let names: Vec<&Value> = inputs.iter().map(|i| &i["name"]).collect();
+    assert_eq!(names, [&json!("today"), &json!("yesterday")]);
+    assert_eq!(inputs[0]["asset"], "downstream_asset");
+    assert_eq!(inputs[0]["partitions"], json!(["2022-01-01"]));
+    assert_eq!(inputs[0]["in_plan"], true);
+    assert_eq!(inputs[1]["asset"], "downstream_asset");
+    assert_eq!(inputs[1]["partitions"], json!([]));
+    assert_eq!(inputs[1]["in_plan"], true);
+    assert_eq!(report["after"], json!(["downstream_asset[2022-01-01]"]));
+
+    assert_topological(&plan);
+}
+
+#[test]
+fn now_from_the_environment() {
+    let dir = example_project();
+    let run = dg_with_env(
+        dir.path(),
+        &["plan", "--partition", "2022-01-01", "--json"],
+        &[("DG_NOW", "2022-01-15T12:30:00+01:00")],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(plan["now"], "2022-01-15T12:30:00+01:00");
+    assert_eq!(steps(&plan).len(), 26);
+    // --now wins over DG_NOW.
+    let run = dg_with_env(
+        dir.path(),
+        &["plan", "--partition", "2022-01-01", "--json", "--now", NOW],
+        &[("DG_NOW", "2022-01-15T12:30:00+01:00")],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(plan["now"], "2022-02-01T00:00:00+00:00");
+}
+
+#[test]
+fn a_day_not_over_at_now_is_not_a_partition() {
+    let dir = example_project();
+    let run = usage_error(
+        &dir,
+        &["plan", "--partition", "2022-01-01"],
+        "2022-01-01T12:00:00Z",
+        &[
+            "no selected asset has the partition `2022-01-01`",
+            "not over yet at --now",
+        ],
+    );
+    insta::assert_snapshot!("day_not_over", run.stderr);
+}
+
+#[test]
+fn three_day_range() {
+    let dir = example_project();
+    let plan = plan_json(&dir, &["--partition-range", "2022-01-01...2022-01-03"]);
+    let ids = ids(&plan);
+    assert_eq!(ids.len(), 72 + 3 + 3, "{ids:?}");
+    let expected_hours: Vec<String> = ["2022-01-01", "2022-01-02", "2022-01-03"]
+        .iter()
+        .flat_map(|d| hours(d))
+        .map(|h| format!("upstream_asset[{h}]"))
+        .collect();
+    assert_eq!(ids[..72], expected_hours);
+    assert_eq!(
+        ids[72..],
+        [
+            "downstream_asset[2022-01-01]",
+            "downstream_asset[2022-01-02]",
+            "downstream_asset[2022-01-03]",
+            "daily_report[2022-01-01]",
+            "daily_report[2022-01-02]",
+            "daily_report[2022-01-03]",
+        ]
+    );
+    for day in ["2022-01-01", "2022-01-02", "2022-01-03"] {
+        let s = step(&plan, &format!("downstream_asset[{day}]"));
+        assert_eq!(s["inputs"][0]["partitions"], json!(hours(day)));
+    }
+    // Inside the range, yesterday is produced by the plan.
+    let report = step(&plan, "daily_report[2022-01-02]");
+    assert_eq!(report["inputs"][1]["name"], "yesterday");
+    assert_eq!(report["inputs"][1]["partitions"], json!(["2022-01-01"]));
+    assert_eq!(report["inputs"][1]["in_plan"], true);
+    assert_eq!(
+        report["after"],
+        json!([
+            "downstream_asset[2022-01-01]",
+            "downstream_asset[2022-01-02]"
+        ])
+    );
+    assert_topological(&plan);
+
+    let run = ok(
+        &dir,
+        &["plan", "--partition-range", "2022-01-01...2022-01-03"],
+        NOW,
+    );
+    assert!(
+        run.stdout.contains("78 steps for 3 assets"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("Must already exist"), "{}", run.stdout);
+}
+
+#[test]
+fn second_day_needs_the_first_to_exist() {
+    let dir = example_project();
+    let run = ok(&dir, &["plan", "--partition", "2022-01-02"], NOW);
+    assert!(
+        run.stdout.contains("Must already exist (not produced by this plan):\n  `downstream_asset` [2022-01-01]  (read by `daily_report`)"),
+        "{}",
+        run.stdout
+    );
+    insta::assert_snapshot!("second_day_human", run.stdout);
+
+    let plan = plan_json(&dir, &["--partition", "2022-01-02"]);
+    assert_eq!(steps(&plan).len(), 26);
+    let report = step(&plan, "daily_report[2022-01-02]");
+    assert_eq!(report["inputs"][1]["name"], "yesterday");
+    assert_eq!(report["inputs"][1]["partitions"], json!(["2022-01-01"]));
+    assert_eq!(report["inputs"][1]["in_plan"], false);
+    // It waits only for what the plan produces.
+    assert_eq!(report["after"], json!(["downstream_asset[2022-01-02]"]));
+}
+
+#[test]
+fn all_partitions() {
+    let dir = example_project();
+    let run = ok(
+        &dir,
+        &["plan", "--all-partitions", "--json"],
+        "2022-01-03T00:00:00Z",
+    );
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(steps(&plan).len(), 48 + 2 + 2);
+    assert_eq!(plan["now"], "2022-01-03T00:00:00+00:00");
+    assert_topological(&plan);
+}
+
+// ---------------------------------------------------------------------------
+// Plan errors: exit 2, a clear message, nothing on stdout
+
+#[test]
+fn key_no_selected_asset_has() {
+    let dir = example_project();
+    let run = usage_error(
+        &dir,
+        &["plan", "--partition", "2021-01-01"],
+        NOW,
+        &[
+            "error: no selected asset has the partition `2021-01-01`",
+            "`2021-01-01` is before the first partition of `downstream_asset`, `2022-01-01`",
+            // A few valid keys of each definition, and the last one.
+            "`2022-01-01`, `2022-01-02`, `2022-01-03`, … `2022-01-31` (31 keys)",
+            "`2022-01-01-00:00`, `2022-01-01-01:00`, `2022-01-01-02:00`, … `2022-01-31-23:00` (744 keys)",
+        ],
+    );
+    insta::assert_snapshot!("key_no_selected_asset_has", run.stderr);
+}
+
+#[test]
+fn partition_and_range_conflict() {
+    let dir = example_project();
+    let run = usage_error(
+        &dir,
+        &[
+            "plan",
+            "--partition",
+            "2022-01-01",
+            "--partition-range",
+            "2022-01-01...2022-01-02",
+        ],
+        NOW,
+        &["'--partition <KEY>' cannot be used with '--partition-range <A...B>'"],
+    );
+    insta::assert_snapshot!("partition_and_range_conflict", run.stderr);
+}
+
+#[test]
+fn backwards_range() {
+    let dir = example_project();
+    let run = usage_error(
+        &dir,
+        &["plan", "--partition-range", "2022-01-03...2022-01-01"],
+        NOW,
+        &[
+            "partition range `2022-01-03...2022-01-01` is backwards",
+            "write it as `2022-01-01...2022-01-03`",
+        ],
+    );
+    insta::assert_snapshot!("backwards_range", run.stderr);
+}
+
+#[test]
+fn malformed_range() {
+    let dir = example_project();
+    let run = usage_error(
+        &dir,
+        &["plan", "--partition-range", "2022-01-01..2022-01-03"],
+        NOW,
+        &["invalid partition range `2022-01-01..2022-01-03`: expected `START...END`"],
+    );
+    insta::assert_snapshot!("malformed_range", run.stderr);
+}
+
+#[test]
+fn range_end_not_over_yet() {
+    let dir = example_project();
+    usage_error(
+        &dir,
+        &["plan", "--partition-range", "2022-01-30...2022-02-02"],
+        NOW,
+        &[
+            "no selected asset has both partitions `2022-01-30` and `2022-02-02`",
+            "`2022-02-02` of `downstream_asset` is not over yet at --now",
+        ],
+    );
+}
+
+#[test]
+fn partitioned_assets_without_targeting() {
+    let dir = example_project();
+    let run = usage_error(
+        &dir,
+        &["plan"],
+        NOW,
+        &[
+            "asset `upstream_asset` is partitioned but gets no partitions from this command",
+            "asset `downstream_asset` is partitioned but gets no partitions from this command",
+            "asset `daily_report` is partitioned but gets no partitions from this command",
+            "help: pass `--partition KEY`, `--partition-range A...B` or `--all-partitions`",
+        ],
+    );
+    // The shared fix is shown once.
+    assert_eq!(run.stderr.matches("help:").count(), 1, "{}", run.stderr);
+    insta::assert_snapshot!("partitioned_assets_without_targeting", run.stderr);
+}
+
+#[test]
+fn an_asset_the_key_does_not_reach() {
+    // An hour targets `upstream_asset`; the daily assets get nothing.
+    let dir = example_project();
+    let run = usage_error(
+        &dir,
+        &["plan", "--partition", "2022-01-01-05:00"],
+        NOW,
+        &[
+            "asset `downstream_asset` is partitioned but gets no partitions from this command",
+            "asset `daily_report` is partitioned but gets no partitions from this command",
+            "leave `daily_report` out of `--select`",
+        ],
+    );
+    assert!(!run.stderr.contains("`upstream_asset` is partitioned"));
+    // Selected on its own, the hour plans.
+    let plan = plan_json(
+        &dir,
+        &[
+            "--select",
+            "upstream_asset",
+            "--partition",
+            "2022-01-01-05:00",
+        ],
+    );
+    assert_eq!(ids(&plan), ["upstream_asset[2022-01-01-05:00]"]);
+}
+
+#[test]
+fn selection_syntax_error_points_at_the_column() {
+    let dir = example_project();
+    let sel = "downstream_asset and (group:reports";
+    let run = usage_error(
+        &dir,
+        &["plan", "--select", sel, "--partition", "2022-01-01"],
+        NOW,
+        &["unclosed `(` in selection", &format!("--select '{sel}'")],
+    );
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains(&format!("--select '{sel}'")))
+        .expect("the selection is shown");
+    let paren = lines[at].find('(').expect("the `(`");
+    let caret = lines[at + 1].find('^').expect("a caret under it");
+    assert_eq!(caret, paren, "caret under the `(`:\n{}", run.stderr);
+    insta::assert_snapshot!("selection_syntax_error", run.stderr);
+}
+
+#[test]
+fn selection_matching_nothing() {
+    let dir = example_project();
+    let run = usage_error(
+        &dir,
+        &[
+            "plan",
+            "--select",
+            "tag:team=data",
+            "--partition",
+            "2022-01-01",
+        ],
+        NOW,
+        &["the selection matches no assets", "no asset has tag `team`"],
+    );
+    insta::assert_snapshot!("selection_matching_nothing", run.stderr);
+
+    let run = usage_error(
+        &dir,
+        &["plan", "--select", "upstream", "--partition", "2022-01-01"],
+        NOW,
+        &["unknown asset `upstream` in selection"],
+    );
+    insta::assert_snapshot!("selection_unknown_asset", run.stderr);
+}
+
+#[test]
+fn mapping_needs_a_partition_before_the_start() {
+    let dir = project("offset_first_day");
+    let run = usage_error(
+        &dir,
+        &["plan", "--partition", "2024-01-01"],
+        NOW_2024,
+        &[
+            "step `rolling[2024-01-01]` needs partitions of `events` that do not exist: `2023-12-31`",
+            "`events` has `2024-01-01`, `2024-01-02`, `2024-01-03` at --now",
+            "set `allow_nonexistent = true` in the mapping of input `events`",
+        ],
+    );
+    insta::assert_snapshot!("mapping_needs_a_partition_before_the_start", run.stderr);
+
+    // From the second day on, the day before exists.
+    let run = ok(
+        &dir,
+        &["plan", "--partition", "2024-01-02", "--json"],
+        NOW_2024,
+    );
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(ids(&plan), ["events[2024-01-02]", "rolling[2024-01-02]"]);
+    let rolling = step(&plan, "rolling[2024-01-02]");
+    assert_eq!(
+        rolling["inputs"][0]["partitions"],
+        json!(["2024-01-01", "2024-01-02"])
+    );
+    // 2024-01-01 is read but not produced.
+    assert_eq!(rolling["inputs"][0]["in_plan"], false);
+    assert_eq!(rolling["after"], json!(["events[2024-01-02]"]));
+
+    // Over a range, each day waits for the day before too.
+    let run = ok(
+        &dir,
+        &[
+            "plan",
+            "--partition-range",
+            "2024-01-02...2024-01-03",
+            "--json",
+        ],
+        NOW_2024,
+    );
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        step(&plan, "rolling[2024-01-03]")["after"],
+        json!(["events[2024-01-02]", "events[2024-01-03]"])
+    );
+    assert_topological(&plan);
+
+    // With `allow_nonexistent = true` the first day plans, reading one day.
+    let toml = dir.path().join("defs/assets.toml");
+    let text = std::fs::read_to_string(&toml).unwrap().replace(
+        "start_offset = -1 }",
+        "start_offset = -1, allow_nonexistent = true }",
+    );
+    std::fs::write(&toml, text).unwrap();
+    let run = ok(
+        &dir,
+        &["plan", "--partition", "2024-01-01", "--json"],
+        NOW_2024,
+    );
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        step(&plan, "rolling[2024-01-01]")["inputs"][0]["partitions"],
+        json!(["2024-01-01"])
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Selection through the CLI
+
+#[test]
+fn select_upstream_of() {
+    let dir = example_project();
+    let plan = plan_json(
+        &dir,
+        &["--select", "+downstream_asset", "--partition", "2022-01-01"],
+    );
+    assert_eq!(assets(&plan), ["upstream_asset", "downstream_asset"]);
+    assert_eq!(steps(&plan).len(), 25);
+    assert_topological(&plan);
+}
+
+#[test]
+fn select_downstream_of() {
+    let dir = example_project();
+    let plan = plan_json(
+        &dir,
+        &["--select", "downstream_asset+", "--partition", "2022-01-01"],
+    );
+    assert_eq!(assets(&plan), ["downstream_asset", "daily_report"]);
+    assert_eq!(
+        ids(&plan),
+        ["downstream_asset[2022-01-01]", "daily_report[2022-01-01]"]
+    );
+    // The hours are read, not produced.
+    let day = step(&plan, "downstream_asset[2022-01-01]");
+    assert_eq!(day["inputs"][0]["in_plan"], false);
+    assert_eq!(day["inputs"][0]["partitions"], json!(hours("2022-01-01")));
+    assert_eq!(day["after"], json!([]));
+
+    let run = ok(
+        &dir,
+        &[
+            "plan",
+            "--select",
+            "downstream_asset+",
+            "--partition",
+            "2022-01-01",
+        ],
+        NOW,
+    );
+    assert!(
+        run.stdout.contains(
+            "`upstream_asset` [2022-01-01-00:00 … 2022-01-01-23:00] (24)  (read by `downstream_asset`)"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("--select '+downstream_asset'"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn select_group() {
+    let dir = example_project();
+    let plan = plan_json(
+        &dir,
+        &["--select", "group:reports", "--partition", "2022-01-02"],
+    );
+    assert_eq!(ids(&plan), ["daily_report[2022-01-02]"]);
+    let run = ok(
+        &dir,
+        &[
+            "plan",
+            "--select",
+            "group:reports",
+            "--partition",
+            "2022-01-02",
+        ],
+        NOW,
+    );
+    // Both inputs read `downstream_asset`: one line for both days.
+    assert!(
+        run.stdout
+            .contains("`downstream_asset` [2022-01-01, 2022-01-02] (2)  (read by `daily_report`)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn select_kind_and_not() {
+    let dir = example_project();
+    let plan = plan_json(
+        &dir,
+        &[
+            "--select",
+            "kind:shell and not upstream_asset",
+            "--partition",
+            "2022-01-01",
+        ],
+    );
+    assert_eq!(assets(&plan), ["downstream_asset", "daily_report"]);
+}
+
+#[test]
+fn select_depth_and_comma() {
+    let dir = example_project();
+    let plan = plan_json(
+        &dir,
+        &["--select", "1+daily_report", "--partition", "2022-01-01"],
+    );
+    assert_eq!(assets(&plan), ["downstream_asset", "daily_report"]);
+    let plan = plan_json(
+        &dir,
+        &[
+            "--select",
+            "daily_report, downstream_asset",
+            "--partition",
+            "2022-01-01",
+        ],
+    );
+    assert_eq!(assets(&plan), ["downstream_asset", "daily_report"]);
+}
+
+// ---------------------------------------------------------------------------
+// Graphs
+
+#[test]
+fn graph_dot() {
+    let dir = example_project();
+    // No partition flag: the graph needs none.
+    let run = ok(&dir, &["plan", "--graph", "dot"], NOW);
+    assert!(run.stdout.starts_with("digraph dg {"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "\"downstream_asset\" -> \"daily_report\" [label=\"yesterday: time_window\"];"
+        )
+    );
+    insta::assert_snapshot!("graph_dot", run.stdout);
+}
+
+#[test]
+fn graph_mermaid() {
+    let dir = example_project();
+    let run = ok(&dir, &["plan", "--graph", "mermaid"], NOW);
+    assert!(run.stdout.starts_with("flowchart LR\n"), "{}", run.stdout);
+    insta::assert_snapshot!("graph_mermaid", run.stdout);
+
+    let run = ok(
+        &dir,
+        &[
+            "plan",
+            "--graph",
+            "mermaid",
+            "--select",
+            "downstream_asset+",
+        ],
+        NOW,
+    );
+    assert!(!run.stdout.contains("upstream_asset"), "{}", run.stdout);
+    // Partition flags given with a graph are still checked.
+    usage_error(
+        &dir,
+        &["plan", "--graph", "dot", "--partition", "2021-01-01"],
+        NOW,
+        &["no selected asset has the partition `2021-01-01`"],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Fixes around what must already exist
+
+#[test]
+fn only_partitions_the_plan_does_not_produce_must_exist() {
+    let dir = project("mixed");
+    // `by_region` is targeted with `us`; `summary` reads all three regions.
+    let run = ok(
+        &dir,
+        &["plan", "--select", "+summary", "--partition", "us"],
+        NOW_2024,
+    );
+    assert!(
+        run.stdout
+            .contains("`by_region` [eu, apac] (2)  (read by `summary`)"),
+        "{}",
+        run.stdout
+    );
+    insta::assert_snapshot!("only_unproduced_partitions_must_exist", run.stdout);
+}
+
+#[test]
+fn an_input_allowing_missing_partitions_needs_nothing() {
+    let dir = project("mixed");
+    let run = ok(
+        &dir,
+        &["plan", "--select", "lenient", "--partition", "2024-01-02"],
+        NOW_2024,
+    );
+    assert!(!run.stdout.contains("Must already exist"), "{}", run.stdout);
+}
+
+#[test]
+fn source_assets_are_never_planned() {
+    let dir = project("mixed");
+    let run = ok(&dir, &["plan", "--select", "raw/src"], NOW_2024);
+    assert!(run.stdout.contains("nothing to do"), "{}", run.stdout);
+    let run = ok(&dir, &["plan", "--select", "raw/src", "--json"], NOW_2024);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(plan["steps"], json!([]));
+
+    let run = ok(&dir, &["plan", "--select", "+reads_src"], NOW_2024);
+    assert!(
+        run.stdout
+            .contains("`raw/src`  (a source asset, read by `reads_src`)"),
+        "{}",
+        run.stdout
+    );
+    let run = ok(
+        &dir,
+        &["plan", "--select", "+reads_src", "--json"],
+        NOW_2024,
+    );
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(ids(&plan), ["reads_src"]);
+    let s = step(&plan, "reads_src");
+    assert_eq!(s["partition"], Value::Null);
+    assert_eq!(s["inputs"][0]["asset"], "raw/src");
+    assert_eq!(s["inputs"][0]["partitions"], Value::Null);
+    assert_eq!(s["inputs"][0]["in_plan"], false);
+}
+
+#[test]
+fn an_unpartitioned_asset_reads_every_partition() {
+    let dir = project("mixed");
+    let run = ok(&dir, &["plan", "--select", "+summary", "--json"], NOW_2024);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        ids(&plan),
+        [
+            "events[2024-01-01]",
+            "events[2024-01-02]",
+            "events[2024-01-03]",
+            "by_region[us]",
+            "by_region[eu]",
+            "by_region[apac]",
+            "summary"
+        ]
+    );
+    let s = step(&plan, "summary");
+    assert_eq!(s["partition"], Value::Null);
+    assert_eq!(s["inputs"][1]["partitions"], json!(["us", "eu", "apac"]));
+    assert_eq!(s["after"].as_array().unwrap().len(), 6);
+    assert_topological(&plan);
+}
+
+#[test]
+fn multi_partitions_plan() {
+    let dir = project("multi");
+    let run = ok(
+        &dir,
+        &[
+            "plan",
+            "--select",
+            "+grid",
+            "--partition-range",
+            "2024-01-01|eu...2024-01-02|eu",
+            "--json",
+        ],
+        NOW_2024,
+    );
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        ids(&plan),
+        [
+            "events[2024-01-01]",
+            "events[2024-01-02]",
+            "grid[2024-01-01|eu]",
+            "grid[2024-01-02|us]",
+            "grid[2024-01-02|eu]",
+        ]
+    );
+    assert_eq!(
+        step(&plan, "grid[2024-01-02|us]")["inputs"][0]["partitions"],
+        json!(["2024-01-02"])
+    );
+    assert_topological(&plan);
+}
+
+// ---------------------------------------------------------------------------
+// dg list partitions
+
+#[test]
+fn list_partitions_by_name_json() {
+    let dir = example_project();
+    let run = ok(
+        &dir,
+        &["list", "partitions", "hourly", "--json"],
+        "2022-01-02T00:00:00Z",
+    );
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v, json!({"name": "hourly", "keys": hours("2022-01-01")}));
+}
+
+#[test]
+fn list_partitions_by_asset_key() {
+    let dir = example_project();
+    let run = ok(
+        &dir,
+        &["list", "partitions", "upstream_asset", "--json"],
+        "2022-01-02T00:00:00Z",
+    );
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        v,
+        json!({"name": "upstream_asset", "keys": hours("2022-01-01")})
+    );
+    // Human output: one key a line.
+    let run = ok(
+        &dir,
+        &["list", "partitions", "upstream_asset"],
+        "2022-01-01T03:00:00Z",
+    );
+    assert_eq!(
+        run.stdout,
+        "2022-01-01-00:00\n2022-01-01-01:00\n2022-01-01-02:00\n"
+    );
+}
+
+#[test]
+fn list_partitions_unknown_name() {
+    let dir = example_project();
+    let run = usage_error(
+        &dir,
+        &["list", "partitions", "hourlyy"],
+        NOW,
+        &[
+            "no partitions definition or asset named `hourlyy`",
+            "did you mean `hourly`?",
+        ],
+    );
+    insta::assert_snapshot!("list_partitions_unknown_name", run.stderr);
+    usage_error(
+        &dir,
+        &["list", "partitions", "upstream_assets"],
+        NOW,
+        &["did you mean `upstream_asset`?"],
+    );
+}
+
+#[test]
+fn list_partitions_of_an_unpartitioned_asset() {
+    let dir = project("mixed");
+    usage_error(
+        &dir,
+        &["list", "partitions", "summary"],
+        NOW_2024,
+        &[
+            "asset `summary` is not partitioned",
+            "definitions: `daily`, `region`",
+        ],
+    );
+}
+
+#[test]
+fn list_partitions_dst_fall_back() {
+    let dir = project("new_york");
+    // Midnight in New York (EST) on 2023-11-06: the 25 hours of the 5th are over.
+    let run = ok(
+        &dir,
+        &["list", "partitions", "ny_hourly", "--json"],
+        "2023-11-06T05:00:00Z",
+    );
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["name"], "ny_hourly");
+    let keys: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 25, "{keys:?}");
+    assert_eq!(
+        keys[..4],
+        [
+            "2023-11-05-00:00",
+            "2023-11-05-01:00",
+            "2023-11-05-01:00-0500",
+            "2023-11-05-02:00"
+        ]
+    );
+    assert_eq!(keys[24], "2023-11-05-23:00");
+    // The asset lists the same keys.
+    let run = ok(
+        &dir,
+        &["list", "partitions", "ny_events", "--json"],
+        "2023-11-06T05:00:00Z",
+    );
+    let w: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(w["keys"], v["keys"]);
+    // And the repeated hour can be planned by its key.
+    let run = ok(
+        &dir,
+        &["plan", "--partition", "2023-11-05-01:00-0500", "--json"],
+        "2023-11-06T05:00:00Z",
+    );
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(ids(&plan), ["ny_events[2023-11-05-01:00-0500]"]);
+}
+
+#[test]
+fn list_partitions_multi_in_dimension_name_order() {
+    let dir = project("multi");
+    let run = ok(
+        &dir,
+        &["list", "partitions", "date_region", "--json"],
+        NOW_2024,
+    );
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        v,
+        json!({"name": "date_region", "keys": [
+            "2024-01-01|us", "2024-01-01|eu",
+            "2024-01-02|us", "2024-01-02|eu",
+            "2024-01-03|us", "2024-01-03|eu",
+        ]})
+    );
+}
