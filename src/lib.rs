@@ -24,4 +24,5 @@ pub mod partitions;
 pub mod plan;
 pub mod project;
 pub mod select;
+pub mod state;
 pub mod validate;

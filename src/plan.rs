@@ -119,6 +119,51 @@ impl Plan {
         }
     }
 
+    /// Keeps the steps where `keep` is true. Inputs whose producers are
+    /// dropped are no longer `in_plan`: they must already exist.
+    pub fn retain(self, keep: &[bool]) -> Plan {
+        let mut out = Plan {
+            steps: Vec::new(),
+            blocks: Vec::new(),
+            block_of: vec![None; self.block_of.len()],
+        };
+        for b in &self.blocks {
+            let size = b.partitions.len().max(1);
+            let kept: Vec<usize> = (b.base..b.base + size).filter(|&s| keep[s]).collect();
+            if kept.is_empty() {
+                continue;
+            }
+            out.block_of[b.asset] = Some(out.blocks.len());
+            out.blocks.push(AssetSteps {
+                asset: b.asset,
+                base: out.steps.len(),
+                partitions: kept
+                    .iter()
+                    .filter_map(|&s| self.steps[s].partition)
+                    .collect(),
+            });
+            out.steps
+                .extend(kept.iter().map(|&s| self.steps[s].clone()));
+        }
+        for si in 0..out.steps.len() {
+            let inputs = std::mem::take(&mut out.steps[si].inputs);
+            let inputs = inputs
+                .into_iter()
+                .map(|mut inp| {
+                    inp.in_plan = match &inp.partitions {
+                        None => out.step_of(inp.upstream, None).is_some(),
+                        Some(ix) => ix
+                            .iter()
+                            .all(|p| out.step_of(inp.upstream, Some(p)).is_some()),
+                    };
+                    inp
+                })
+                .collect();
+            out.steps[si].inputs = inputs;
+        }
+        out
+    }
+
     /// The steps that `step` waits for: planned producers of its inputs.
     pub fn after(&self, step: usize) -> Vec<usize> {
         let mut out = Vec::new();
@@ -372,6 +417,37 @@ pub fn build(
 
 /// A few keys of `def` at *now*: all of them when there are at most four,
 /// else the first three, `…`, the last one and the count.
+/// The step that would materialize `partition` of `asset`, with its inputs
+/// resolved through the mappings (none of them marked `in_plan`).
+pub fn step_for(defs: &Defs, asset: AssetId, partition: Option<i64>, cx: &KeyCtx) -> Step {
+    let a = &defs.assets[asset];
+    let my_def = a.partitions.as_ref().map(|p| &p.def);
+    let inputs = a
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(ii, inp)| StepInput {
+            input: ii,
+            upstream: inp.upstream,
+            partitions: defs.assets[inp.upstream].partitions.as_ref().map(|up| {
+                map_upstream(
+                    &inp.mapping,
+                    &up.def,
+                    my_def.zip(partition).map(|(d, i)| (&**d, i)),
+                    cx,
+                )
+                .indices
+            }),
+            in_plan: false,
+        })
+        .collect();
+    Step {
+        asset,
+        partition,
+        inputs,
+    }
+}
+
 fn sample(def: &PartitionsDef, cx: &KeyCtx) -> String {
     let n = def.len(cx);
     if n == 0 {

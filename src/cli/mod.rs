@@ -6,6 +6,7 @@
 //! definitions or plan error.
 
 mod defs;
+mod history;
 mod output;
 pub mod plan;
 mod run;
@@ -100,6 +101,65 @@ pub enum Command {
         target: plan::TargetArgs,
         #[command(flatten)]
         run: run::RunArgs,
+    },
+    /// Per asset: materialized, failed, missing and stale partitions
+    Status {
+        /// Assets to include (selection syntax)
+        #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
+        select: String,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recorded runs, newest first; `dg runs show RUN_ID` for one
+    Runs {
+        #[command(subcommand)]
+        show: Option<RunsCmd>,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+        /// How many runs to list
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Print the logs of a run, or of one of its steps
+    Logs {
+        /// The run id (see `dg runs`)
+        run_id: String,
+        /// A step id such as `daily[2024-01-01]`
+        step: Option<String>,
+    },
+    /// Manage the keys of dynamic partitions
+    Partitions {
+        #[command(subcommand)]
+        cmd: PartitionsCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCmd {
+    /// One run: its steps, attempts and materializations
+    Show {
+        run_id: String,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PartitionsCmd {
+    /// Add keys to a dynamic partitions definition (in order; existing keys are kept)
+    Add {
+        name: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Remove keys from a dynamic partitions definition
+    Remove {
+        name: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
     },
 }
 
@@ -296,6 +356,23 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
             graph,
         } => plan::plan(&session, &target, json, graph),
         Command::Materialize { target, run } => run::materialize(&session, &target, &run),
+        Command::Status { select, json } => history::status(&session, &select, json),
+        Command::Runs {
+            show: Some(RunsCmd::Show { run_id, json }),
+            ..
+        } => history::run_show(&session, &run_id, json),
+        Command::Runs {
+            show: None,
+            json,
+            limit,
+        } => history::runs(&session, json, limit),
+        Command::Logs { run_id, step } => history::logs(&session, &run_id, step.as_deref()),
+        Command::Partitions {
+            cmd: PartitionsCmd::Add { name, keys },
+        } => history::partitions_edit(&session, &name, &keys, true),
+        Command::Partitions {
+            cmd: PartitionsCmd::Remove { name, keys },
+        } => history::partitions_edit(&session, &name, &keys, false),
     }
 }
 

@@ -48,7 +48,7 @@ pub struct Resolved {
 pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, i32> {
     let (loaded, defs) = s.load_or_report()?;
     let project = loaded.project.ok_or(EXIT_USAGE)?;
-    let cx = KeyCtx::new(s.now.timestamp());
+    let cx = key_ctx(s, &defs, &project)?;
     let selected = select_assets(s, &defs, &t.select)?;
     let targeting = if t.all_partitions {
         Targeting::All
@@ -78,6 +78,35 @@ pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, i32> {
             Err(EXIT_USAGE)
         }
     }
+}
+
+/// *Now* and the keys of dynamic partitions (read from the state store only
+/// when some definition is dynamic).
+pub fn key_ctx(s: &Session, defs: &Defs, project: &crate::project::Project) -> Result<KeyCtx, i32> {
+    let mut cx = KeyCtx::new(s.now.timestamp());
+    let dynamic = |d: &PartitionsDef| match d {
+        PartitionsDef::Dynamic { .. } => true,
+        PartitionsDef::Multi(m) => m
+            .dims
+            .iter()
+            .any(|(_, x)| matches!(**x, PartitionsDef::Dynamic { .. })),
+        _ => false,
+    };
+    let has_dynamic = defs.partitions.values().any(|p| dynamic(&p.def))
+        || defs
+            .assets
+            .iter()
+            .any(|a| a.partitions.as_ref().is_some_and(|p| dynamic(&p.def)));
+    if has_dynamic {
+        let loaded = crate::state::open(project)
+            .and_then(|store| super::history::dynamic_keys(defs, &*store, &mut cx));
+        if let Err(e) = loaded {
+            s.out
+                .error(&format!("cannot read dynamic partitions: {e:#}"));
+            return Err(EXIT_USAGE);
+        }
+    }
+    Ok(cx)
 }
 
 /// Resolves `--select`, printing a located error on failure.
@@ -120,13 +149,18 @@ pub fn plan(s: &Session, t: &TargetArgs, json: bool, graph: Option<GraphFormat>)
         Ok(r) => r,
         Err(code) => return code,
     };
+    print(s, &r, json)
+}
+
+/// Prints a resolved plan for humans or as JSON.
+pub fn print(s: &Session, r: &Resolved, json: bool) -> i32 {
     if json {
         let stdout = std::io::stdout();
         let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
-        let _ = write_plan_json(&mut w, &r, &s.now.to_rfc3339()).and_then(|_| w.flush());
+        let _ = write_plan_json(&mut w, r, &s.now.to_rfc3339()).and_then(|_| w.flush());
         return EXIT_OK;
     }
-    print_plan(s, &r);
+    print_plan(s, r);
     EXIT_OK
 }
 
@@ -494,11 +528,17 @@ fn print_graph(s: &Session, defs: &Defs, selected: &[AssetId], g: GraphFormat) {
 
 /// `dg list partitions NAME`: keys of a partitions definition or an asset's.
 pub fn list_partitions(s: &Session, name: &str, json: bool) -> i32 {
-    let (_loaded, defs) = match s.load_or_report() {
+    let (loaded, defs) = match s.load_or_report() {
         Ok(x) => x,
         Err(code) => return code,
     };
-    let cx = KeyCtx::new(s.now.timestamp());
+    let Some(project) = loaded.project else {
+        return EXIT_USAGE;
+    };
+    let cx = match key_ctx(s, &defs, &project) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let def = match (defs.partitions.get(name), defs.asset(name)) {
         (Some(p), _) => p.def.clone(),
         (None, Some(a)) => match &a.partitions {

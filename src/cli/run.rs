@@ -13,6 +13,56 @@ use serde_json::json;
 use super::plan::{TargetArgs, resolve};
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
 use crate::exec::{self, Event, Reporter, RunCtx, RunOptions, StepStatus};
+use crate::state::incremental::Mode;
+use crate::state::{Record, Recorder, RunRecord, RunStatus, StateStore};
+
+/// The partition flags as given, for the run record.
+fn partition_args(t: &TargetArgs) -> String {
+    if t.all_partitions {
+        "--all-partitions".into()
+    } else if let Some(p) = &t.partition {
+        format!("--partition {p}")
+    } else if let Some(r) = &t.partition_range {
+        format!("--partition-range {r}")
+    } else {
+        String::new()
+    }
+}
+
+/// Sends events to the display and finished steps to the history.
+struct Both<'a, 'b> {
+    display: &'a Display<'b>,
+    recorder: &'a Recorder,
+}
+
+impl Reporter for Both<'_, '_> {
+    fn event(&self, rc: &RunCtx, e: &Event<'_>) {
+        if let Event::StepFinished(r) = e {
+            if r.records.is_empty() && r.status == StepStatus::Skipped {
+                let st = &rc.plan.steps[r.step];
+                let key = rc.partition_key(r.step);
+                self.recorder
+                    .send(Record::Attempt(crate::state::AttemptRecord {
+                        run_id: rc.run_id.clone(),
+                        step_id: rc.step_id(r.step),
+                        asset: rc.defs.assets[st.asset].key.clone(),
+                        partition: (!key.is_empty()).then_some(key),
+                        attempt: 0,
+                        status: "skipped".into(),
+                        started_at: exec::timestamp(),
+                        duration_ms: 0,
+                        exit_code: None,
+                        error: r.error.clone(),
+                        log_path: None,
+                    }));
+            }
+            for rec in &r.records {
+                self.recorder.send(rec.clone());
+            }
+        }
+        self.display.event(rc, e);
+    }
+}
 
 /// Options of `dg materialize` besides the targeting.
 #[derive(clap::Args, Debug, Clone)]
@@ -29,6 +79,13 @@ pub struct RunArgs {
     /// Print a JSON summary at the end (progress goes to stderr)
     #[arg(long)]
     pub json: bool,
+    /// Only steps with no successful materialization
+    #[arg(long, conflicts_with = "stale")]
+    pub missing: bool,
+    /// Steps that are missing or stale (code_version changed, or an input was
+    /// materialized again since), and everything downstream of them
+    #[arg(long)]
+    pub stale: bool,
 }
 
 /// A run id: UTC time plus a few random hex digits.
@@ -45,11 +102,44 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    if args.dry_run {
-        return super::plan::plan(s, t, args.json, None);
-    }
     let project = r.project;
-    if r.plan.steps.is_empty() {
+    let store: Arc<dyn StateStore> = match crate::state::open(&project) {
+        Ok(st) => Arc::from(st),
+        Err(e) => {
+            s.out.error(&format!("{e:#}"));
+            return EXIT_USAGE;
+        }
+    };
+    if let Err(e) = store.reap_dead_runs() {
+        s.out.error(&format!("cannot read the run history: {e:#}"));
+        return EXIT_USAGE;
+    }
+    let mut plan = r.plan;
+    if args.missing || args.stale {
+        let mode = if args.stale {
+            Mode::Stale
+        } else {
+            Mode::Missing
+        };
+        plan = match crate::state::incremental::filter(plan, &r.defs, &r.cx, &*store, mode) {
+            Ok(p) => p,
+            Err(e) => {
+                s.out.error(&format!("cannot read the run history: {e:#}"));
+                return EXIT_USAGE;
+            }
+        };
+    }
+    if args.dry_run {
+        let resolved = super::plan::Resolved {
+            project,
+            defs: r.defs,
+            plan,
+            cx: r.cx,
+            selected: r.selected,
+        };
+        return super::plan::print(s, &resolved, args.json);
+    }
+    if plan.steps.is_empty() {
         if args.json {
             s.out
                 .json(&json!({"run_id": null, "status": "success", "steps": []}));
@@ -59,10 +149,7 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         return EXIT_OK;
     }
     let cancel = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, cancel.clone());
-        let _ = signal_hook::flag::register(sig, cancel.clone());
-    }
+    watch_signals(cancel.clone(), s.out.quiet);
     let run_id = new_run_id();
     let rc = match RunCtx::new(
         run_id.clone(),
@@ -70,10 +157,11 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         project.root.clone(),
         project.state_dir.clone(),
         r.defs,
-        r.plan,
+        plan,
         r.cx,
         &s.registry,
         cancel.clone(),
+        Some(store.clone()),
     ) {
         Ok(rc) => rc,
         Err(errors) => {
@@ -152,7 +240,28 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         .or(project.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let tty = std::io::stderr().is_terminal() && !s.out.quiet;
-    let reporter = Display::new(s, rc.plan.steps.len(), tty, args.json);
+    let display = Display::new(s, rc.plan.steps.len(), tty, args.json);
+    let record = RunRecord {
+        id: run_id.clone(),
+        started_at: exec::timestamp(),
+        ended_at: None,
+        status: RunStatus::Running,
+        selection: t.select.clone(),
+        partitions: partition_args(t),
+        dg_version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        host: crate::state::hostname(),
+        steps: Some(rc.plan.steps.len() as i64),
+    };
+    if let Err(e) = store.begin_run(&record) {
+        s.out.error(&format!("cannot record the run: {e:#}"));
+        return EXIT_USAGE;
+    }
+    let recorder = Recorder::start(store.clone());
+    let reporter = Both {
+        display: &display,
+        recorder: &recorder,
+    };
     let summary = exec::execute(
         &rc,
         &RunOptions {
@@ -161,7 +270,27 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         },
         &reporter,
     );
-    reporter.finish();
+    display.finish();
+    for e in recorder.finish() {
+        s.out
+            .error(&format!("recording the run history failed: {e}"));
+    }
+    let status = if summary.interrupted {
+        RunStatus::Canceled
+    } else if summary.success() {
+        RunStatus::Success
+    } else {
+        RunStatus::Failure
+    };
+    if let Err(e) = store.end_run(
+        &run_id,
+        status,
+        &exec::timestamp(),
+        rc.plan.steps.len() as i64,
+    ) {
+        s.out
+            .error(&format!("recording the end of the run failed: {e:#}"));
+    }
 
     let failed: Vec<&exec::StepReport> = summary
         .reports
@@ -241,6 +370,43 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
     }
 }
 
+/// SIGINT / SIGTERM: the first one cancels the run (running steps get
+/// SIGTERM, then SIGKILL after a grace period; nothing new starts); a second
+/// one kills every running step's process group at once and exits with 130.
+fn watch_signals(cancel: Arc<AtomicBool>, quiet: bool) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch for Ctrl-C: {e}");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("dg-signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if !cancel.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    if !quiet {
+                        eprintln!(
+                            "dg: interrupted: stopping the running steps (interrupt again to kill them at once)"
+                        );
+                    }
+                    continue;
+                }
+                exec::process::kill_everything();
+                // A step spawned in this instant is killed as it registers.
+                std::thread::sleep(Duration::from_millis(100));
+                exec::process::kill_everything();
+                eprintln!("dg: interrupted twice: running steps killed");
+                std::process::exit(130);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch for Ctrl-C: {e}");
+    }
+}
+
 /// Terminal progress bar, or one plain line per finished step.
 struct Display<'a> {
     s: &'a Session,
@@ -309,6 +475,12 @@ impl Reporter for Display<'_> {
     fn event(&self, rc: &RunCtx, e: &Event<'_>) {
         match e {
             Event::Started { .. } => {}
+            Event::Waiting { step, run_id } => {
+                self.print(&format!(
+                    "… {} waits: run {run_id} is materializing this partition",
+                    rc.step_id(*step)
+                ));
+            }
             Event::StepStarted { step, .. } => {
                 self.running
                     .lock()

@@ -20,10 +20,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use crate::io::{IoManager, OutputContext, Registry, ResourceCx, Stored};
-use crate::model::Defs;
+use crate::model::{AssetId, Defs};
 use crate::partitions::KeyCtx;
 use crate::plan::Plan;
+use crate::state::{AttemptRecord, Lease, Materialization, Record, StateStore};
 
 /// Everything a step needs, shared by the workers of one run.
 pub struct RunCtx {
@@ -36,7 +40,14 @@ pub struct RunCtx {
     pub cx: KeyCtx,
     pub managers: step::Managers,
     pub cancel: Arc<AtomicBool>,
+    /// Run history; `None` runs without recording (library use).
+    pub store: Option<Arc<dyn StateStore>>,
+    /// This run as a lease holder.
+    pub lease: Lease,
     step_ids: Vec<String>,
+    /// Latest materialization (run id, data version) per upstream (asset, partition):
+    /// from history, updated as this run materializes.
+    versions: Mutex<HashMap<AssetId, HashMap<String, crate::state::Version>>>,
 }
 
 impl RunCtx {
@@ -52,6 +63,7 @@ impl RunCtx {
         cx: KeyCtx,
         registry: &Registry,
         cancel: Arc<AtomicBool>,
+        store: Option<Arc<dyn StateStore>>,
     ) -> Result<RunCtx, Vec<String>> {
         let mut used: Vec<&str> = Vec::new();
         for st in &plan.steps {
@@ -131,6 +143,11 @@ impl RunCtx {
             .map(|s| crate::cli::plan::step_id(&defs, &mut keys, s.asset, s.partition))
             .collect();
         Ok(RunCtx {
+            lease: Lease {
+                run_id: run_id.clone(),
+                pid: std::process::id(),
+                host: crate::state::hostname(),
+            },
             run_id,
             now,
             project_root,
@@ -140,8 +157,51 @@ impl RunCtx {
             cx,
             managers,
             cancel,
+            store,
             step_ids,
+            versions: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The latest materialization of an upstream partition: (run id, data version).
+    pub fn latest(&self, asset: AssetId, partition: &str) -> Option<(String, Option<String>)> {
+        let mut v = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        if let std::collections::hash_map::Entry::Vacant(e) = v.entry(asset) {
+            let loaded = match &self.store {
+                Some(store) => store
+                    .partitions(&self.defs.assets[asset].key)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(k, s)| s.run_id.map(|r| (k, (r, s.data_version))))
+                    .collect(),
+                None => HashMap::new(),
+            };
+            e.insert(loaded);
+        }
+        v[&asset].get(partition).cloned()
+    }
+
+    fn set_latest(
+        &self,
+        asset: AssetId,
+        partition: &str,
+        run_id: &str,
+        data_version: Option<String>,
+    ) {
+        let _ = self.latest(asset, partition);
+        let mut v = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        v.entry(asset)
+            .or_default()
+            .insert(partition.to_string(), (run_id.to_string(), data_version));
+    }
+
+    /// The partition key of a step (`""` when unpartitioned).
+    pub fn partition_key(&self, step: usize) -> String {
+        let st = &self.plan.steps[step];
+        match (&self.defs.assets[st.asset].partitions, st.partition) {
+            (Some(p), Some(i)) => p.def.key(i, &self.cx).unwrap_or_default(),
+            _ => String::new(),
+        }
     }
 
     pub fn step_id(&self, step: usize) -> String {
@@ -226,6 +286,8 @@ pub struct StepReport {
     pub stored: Option<Stored>,
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub log: Option<PathBuf>,
+    /// What to record in the history for this step.
+    pub records: Vec<Record>,
 }
 
 /// What happens during a run, in order.
@@ -241,6 +303,11 @@ pub enum Event<'a> {
         step: usize,
         attempt: u32,
         error: &'a str,
+    },
+    /// The step waits for another run that holds its partition.
+    Waiting {
+        step: usize,
+        run_id: &'a str,
     },
     StepFinished(&'a StepReport),
 }
@@ -486,7 +553,13 @@ fn skipped(step: usize, why: &str) -> StepReport {
         stored: None,
         metadata: Default::default(),
         log: None,
+        records: Vec::new(),
     }
+}
+
+/// An RFC 3339 wall-clock time.
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Whether step `d` can run although its upstream step `f` did not succeed:
@@ -501,15 +574,105 @@ fn tolerates(rc: &RunCtx, d: usize, f: usize) -> bool {
         .all(|i| a.inputs[i.input].allow_missing_partitions)
 }
 
-/// Runs a step with its retries.
+/// Takes the lease on a step's partition, waiting while another live run
+/// holds it. `Ok(Some(run))` when that run materialized it meanwhile.
+fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<String>, String> {
+    let Some(store) = &rc.store else {
+        return Ok(None);
+    };
+    let asset = &rc.defs.assets[rc.plan.steps[si].asset];
+    let key = rc.partition_key(si);
+    let mut waited_for: Option<String> = None;
+    loop {
+        match store.try_lease(&asset.key, &key, &rc.lease) {
+            Ok(None) => break,
+            Ok(Some(holder)) => {
+                if waited_for.as_deref() != Some(&holder.run_id) {
+                    reporter.event(
+                        rc,
+                        &Event::Waiting {
+                            step: si,
+                            run_id: &holder.run_id,
+                        },
+                    );
+                    waited_for = Some(holder.run_id.clone());
+                }
+                if rc.cancelled() {
+                    return Err("interrupted while waiting for another run".into());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(format!("cannot take the lease on this partition: {e:#}")),
+        }
+    }
+    if let Some(other) = waited_for
+        && let Ok(states) = store.partitions(&asset.key)
+        && let Some(st) = states.get(&key)
+        && st.run_id.as_deref() == Some(other.as_str())
+        && st.status == "materialized"
+    {
+        let _ = store.release(&asset.key, &key, &rc.run_id);
+        rc.set_latest(
+            rc.plan.steps[si].asset,
+            &key,
+            &other,
+            st.data_version.clone(),
+        );
+        return Ok(Some(other));
+    }
+    Ok(None)
+}
+
+/// Runs a step with its retries, and prepares what to record.
 fn run_step(
     rc: &RunCtx,
     si: usize,
     dog: &process::Watchdog,
     reporter: &dyn Reporter,
 ) -> StepReport {
-    let asset = &rc.defs.assets[rc.plan.steps[si].asset];
     let started = Instant::now();
+    let mut report = run_step_inner(rc, si, dog, reporter);
+    report.duration = started.elapsed();
+    if let Some(store) = &rc.store {
+        let asset = &rc.defs.assets[rc.plan.steps[si].asset];
+        let _ = store.release(&asset.key, &rc.partition_key(si), &rc.run_id);
+    }
+    report
+}
+
+fn run_step_inner(
+    rc: &RunCtx,
+    si: usize,
+    dog: &process::Watchdog,
+    reporter: &dyn Reporter,
+) -> StepReport {
+    let step = &rc.plan.steps[si];
+    let asset = &rc.defs.assets[step.asset];
+    let key = rc.partition_key(si);
+    let mut report = StepReport {
+        step: si,
+        status: StepStatus::Failed,
+        attempts: 0,
+        duration: Duration::ZERO,
+        error: None,
+        stored: None,
+        metadata: Default::default(),
+        log: None,
+        records: Vec::new(),
+    };
+    match lease(rc, si, reporter) {
+        Ok(None) => {}
+        Ok(Some(other)) => {
+            report.status = StepStatus::Success;
+            report.error = Some(format!("materialized by concurrent run {other}"));
+            return report;
+        }
+        Err(e) => {
+            report.status = StepStatus::Skipped;
+            report.error = Some(e);
+            return report;
+        }
+    }
     let log_path = rc.log_path(si);
     let mut log = match log_path
         .parent()
@@ -519,41 +682,86 @@ fn run_step(
     {
         Ok(f) => f,
         Err(e) => {
-            return StepReport {
-                step: si,
-                status: StepStatus::Failed,
-                attempts: 0,
-                duration: started.elapsed(),
-                error: Some(format!(
-                    "cannot open the log file {}: {e}",
-                    log_path.display()
-                )),
-                stored: None,
-                metadata: Default::default(),
-                log: None,
-            };
+            report.error = Some(format!(
+                "cannot open the log file {}: {e}",
+                log_path.display()
+            ));
+            return report;
         }
     };
+    report.log = Some(log_path.clone());
+    let step_id = rc.step_id(si);
+    let partition = (!key.is_empty()).then(|| key.clone());
     let max = asset.retries + 1;
     let mut attempt = 1;
     loop {
         reporter.event(rc, &Event::StepStarted { step: si, attempt });
+        let t0 = Instant::now();
+        let started_at = timestamp();
         let a = step::run_attempt(rc, si, attempt, dog, &mut log);
+        report.records.push(Record::Attempt(AttemptRecord {
+            run_id: rc.run_id.clone(),
+            step_id: step_id.clone(),
+            asset: asset.key.clone(),
+            partition: partition.clone(),
+            attempt,
+            status: if a.ok { "success" } else { "failed" }.into(),
+            started_at,
+            duration_ms: t0.elapsed().as_millis() as i64,
+            exit_code: a.exit_code,
+            error: a.error.clone(),
+            log_path: Some(log_path.to_string_lossy().into_owned()),
+        }));
+        report.attempts = attempt;
         if a.ok || attempt >= max || rc.cancelled() {
-            return StepReport {
-                step: si,
-                status: if a.ok {
-                    StepStatus::Success
-                } else {
-                    StepStatus::Failed
-                },
-                attempts: attempt,
-                duration: started.elapsed(),
-                error: a.error,
-                stored: a.stored,
-                metadata: a.metadata,
-                log: Some(log_path),
-            };
+            report.error = a.error;
+            if a.ok {
+                report.status = StepStatus::Success;
+                let data_version = a.data_version.clone().unwrap_or_else(|| {
+                    format!(
+                        "{:016x}",
+                        twox_hash::XxHash3_64::oneshot(
+                            format!("{}/{step_id}", rc.run_id).as_bytes()
+                        )
+                    )
+                });
+                let mut latest = |u: AssetId, k: &str| rc.latest(u, k);
+                let inputs =
+                    crate::state::incremental::inputs_read(&rc.defs, step, &rc.cx, &mut latest);
+                let mut metadata = a.metadata.clone();
+                if let Some(s) = &a.stored
+                    && let Ok(serde_json::Value::Object(m)) = serde_json::to_value(s)
+                {
+                    for (k, v) in m {
+                        if !v.is_null() {
+                            metadata.insert(format!("dg/{k}"), v);
+                        }
+                    }
+                }
+                report
+                    .records
+                    .push(Record::Materialization(Materialization {
+                        asset: asset.key.clone(),
+                        partition: partition.clone(),
+                        run_id: rc.run_id.clone(),
+                        created_at: timestamp(),
+                        code_version: asset.code_version.clone(),
+                        data_version: data_version.clone(),
+                        input_fp: crate::state::input_fingerprint(&inputs),
+                        inputs,
+                        metadata: serde_json::Value::Object(metadata),
+                    }));
+                rc.set_latest(step.asset, &key, &rc.run_id, Some(data_version));
+            } else {
+                report.records.push(Record::Failed {
+                    asset: asset.key.clone(),
+                    partition: partition.clone(),
+                    run_id: rc.run_id.clone(),
+                });
+            }
+            report.stored = a.stored;
+            report.metadata = a.metadata;
+            return report;
         }
         let err = a.error.unwrap_or_default();
         reporter.event(

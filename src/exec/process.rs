@@ -5,7 +5,7 @@
 //! cancellation by signalling whole process groups, which keeps the per-step
 //! cost at the spawn itself.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +15,23 @@ use nix::unistd::Pid;
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(2);
+
+/// Every process group watched in this process, so that [`kill_everything`]
+/// (a second Ctrl-C) can stop them all before dg exits.
+static ALL_GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// Set by [`kill_everything`]: a group registered afterwards is killed at once.
+static KILLING: AtomicBool = AtomicBool::new(false);
+
+/// Kills (SIGKILL) every running step's process group, now and for any step
+/// that registers later. For a forced stop just before dg exits: without it,
+/// a step that ignores SIGTERM would outlive dg.
+pub fn kill_everything() {
+    KILLING.store(true, Ordering::SeqCst);
+    let all = ALL_GROUPS.lock().unwrap_or_else(|e| e.into_inner());
+    for &pgid in all.iter() {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
 
 #[derive(Debug)]
 struct Entry {
@@ -47,6 +64,11 @@ impl Drop for Guard {
             // ignored SIGTERM).
             let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
         }
+        drop(g);
+        ALL_GROUPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.pgid);
     }
 }
 
@@ -70,6 +92,13 @@ impl Watchdog {
     /// Watches process group `pgid` until the guard is dropped.
     pub fn watch(&self, pgid: i32, timeout: Option<Duration>) -> Guard {
         let timed_out = Arc::new(AtomicBool::new(false));
+        ALL_GROUPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pgid);
+        if KILLING.load(Ordering::SeqCst) {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
         self.groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())

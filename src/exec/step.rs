@@ -32,6 +32,8 @@ pub struct Attempt {
     pub error: Option<String>,
     pub exit_code: Option<i32>,
     pub stored: Option<Stored>,
+    /// Content hash of the output as the step wrote it.
+    pub data_version: Option<String>,
     /// Metadata the step appended to `DG_MESSAGES`.
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
@@ -374,6 +376,7 @@ fn prepare_and_run(
             ..Attempt::default()
         });
     }
+    let data_version = crate::state::file_version(&output).ok();
     let manager = rc.manager(&asset.io_manager)?;
     let octx = OutputContext {
         asset_key: asset.key.clone(),
@@ -396,6 +399,7 @@ fn prepare_and_run(
             ok: true,
             exit_code: Some(0),
             stored: Some(stored),
+            data_version,
             metadata,
             ..Attempt::default()
         }),

@@ -485,11 +485,7 @@ printf '%s\n' "$DG_PARTITION_KEY" >> "$DG_OUTPUT"
     std::thread::sleep(Duration::from_millis(100));
 
     let sent = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    send_sigint(&child);
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {
             break st;
@@ -538,6 +534,85 @@ printf '%s\n' "$DG_PARTITION_KEY" >> "$DG_OUTPUT"
             "`sleep` of step {f} (pid {pid}) survived the interrupt"
         );
     }
+}
+
+fn send_sigint(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_second_sigint_kills_steps_that_ignore_sigterm() {
+    let defs = r#"
+[assets.stubborn]
+shell = '''
+trap '' TERM
+echo $$ > shell.pid
+sleep 20 &
+echo $! > sleep.pid
+while :; do sleep 0.1; done
+'''
+"#;
+    let dir = project(&[("defs/assets.toml", defs)]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dg"))
+        .current_dir(dir.path())
+        .arg("--project")
+        .arg(dir.path())
+        .args(["--now", NOW, "materialize"])
+        .env("NO_COLOR", "1")
+        .env_remove("DG_NOW")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dg starts");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !dir.path().join("sleep.pid").exists() || read(dir.path().join("sleep.pid")).is_empty() {
+        if Instant::now() > until || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("the step did not start");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let shell = read_pid(&dir.path().join("shell.pid"));
+    let sleep = read_pid(&dir.path().join("sleep.pid"));
+
+    send_sigint(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    send_sigint(&child);
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if sent.elapsed() > Duration::from_secs(8) {
+            let _ = child.kill();
+            panic!("dg did not exit after a second SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        status.code() == Some(1) || status.code() == Some(130),
+        "{status:?}\n{stderr}"
+    );
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // Nothing of the step outlives dg, although it ignores SIGTERM.
+    for (what, pid) in [("sh", shell), ("sleep", sleep)] {
+        let gone = wait_gone(pid, Duration::from_secs(1));
+        if !gone {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(shell),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(gone, "the step's `{what}` (pid {pid}) outlived dg");
+    }
+    assert!(files_under(&dir.path().join(".dg/storage")).is_empty());
 }
 
 // 6. Per-input manager -------------------------------------------------------
@@ -1112,8 +1187,73 @@ printf 'a\n1\n2\n' > "$DG_OUTPUT"
     let dir = project(&[("defs/assets.toml", assets)]);
     let run = materialize(dir.path(), &["--json"]);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    assert_eq!(step(&summary(&run), "chatty")["status"], "success");
+    let v = summary(&run);
+    assert_eq!(step(&v, "chatty")["status"], "success");
     assert_eq!(read(dir.path().join(".dg/storage/chatty.csv")), "a\n1\n2\n");
+    // The bad lines are reported in the step's log, not fatal.
+    let log = read(
+        dir.path()
+            .join(".dg/logs")
+            .join(v["run_id"].as_str().unwrap())
+            .join("chatty.log"),
+    );
+    assert!(log.contains("DG_MESSAGES line 2"), "{log}");
+    assert!(log.contains("DG_MESSAGES line 3"), "{log}");
+    assert!(log.contains("DG_MESSAGES line 4"), "{log}");
+    assert!(!log.contains("DG_MESSAGES line 1:"), "{log}");
+}
+
+#[test]
+fn commands_run_from_the_project_root_and_load_false_loads_nothing() {
+    let defs = r#"
+[assets.via_command]
+command = ["scripts/emit.sh", "hello world"]
+
+[assets.ordering_only]
+shell = '''env | grep '^DG_INPUT' > inputs.txt; printf 'a\n1\n' > "$DG_OUTPUT"'''
+
+[assets.ordering_only.ins.via_command]
+load = false
+"#;
+    let dir = project(&[
+        ("defs/defs.toml", defs),
+        (
+            "scripts/emit.sh",
+            "#!/bin/sh\nprintf 'arg,cwd\\n%s,%s\\n' \"$1\" \"$(pwd -P)\" > \"$DG_OUTPUT\"\n",
+        ),
+    ]);
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.path().join("scripts/emit.sh");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Started from another folder, with --project.
+    let elsewhere = TempDir::new().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dg"))
+        .current_dir(elsewhere.path())
+        .arg("--project")
+        .arg(dir.path())
+        .args(["--now", NOW, "materialize", "--json"])
+        .env("NO_COLOR", "1")
+        .env_remove("DG_NOW")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let root = dir.path().canonicalize().unwrap();
+    assert_eq!(
+        read(dir.path().join(".dg/storage/via_command.csv")),
+        format!("arg,cwd\nhello world,{}\n", root.display())
+    );
+    // `load = false`: ordered after its upstream, but no DG_INPUT_*.
+    assert_eq!(read(dir.path().join("inputs.txt")), "");
+    assert!(names_in(elsewhere.path()).is_empty());
+    let v: Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let ids: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["via_command", "ordering_only"]);
 }
 
 #[test]
@@ -1122,7 +1262,7 @@ fn dry_run_runs_nothing() {
     let run = materialize(dir.path(), &["--partition", "2022-01-01", "--dry-run"]);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     assert!(run.stdout.contains("downstream_asset"), "{}", run.stdout);
-    assert!(!dir.path().join(".dg").exists(), "a dry run created .dg");
+    assert_ran_nothing(dir.path());
 
     let run = materialize(
         dir.path(),
@@ -1131,7 +1271,16 @@ fn dry_run_runs_nothing() {
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["steps"].as_array().unwrap().len(), 26);
-    assert!(!dir.path().join(".dg").exists(), "a dry run created .dg");
+    assert_ran_nothing(dir.path());
+}
+
+/// No step ran: no logs, no stored data, no scratch folders; at most the
+/// state database exists.
+fn assert_ran_nothing(root: &Path) {
+    for f in files_under(&root.join(".dg")) {
+        let name = f.to_string_lossy();
+        assert!(name.starts_with("state.db"), "a dry run created .dg/{name}");
+    }
 }
 
 #[test]
@@ -1157,6 +1306,19 @@ shell = 'cat "$DG_INPUT_EXTERNAL" > "$DG_OUTPUT"'
     assert_eq!(v["status"], "success");
     assert_eq!(v["steps"], serde_json::json!([]));
     assert!(!dir.path().join(".dg/logs").exists());
+
+    // A source asset's data must already be there; `+user` would not help.
+    let run = materialize(dir.path(), &["--select", "user"]);
+    assert_eq!(run.code, 2, "stderr:\n{}", run.stderr);
+    assert!(run.stderr.contains("`external`"), "{}", run.stderr);
+    assert!(run.stderr.contains("source asset"), "{}", run.stderr);
+    assert!(!run.stderr.contains("'+user'"), "{}", run.stderr);
+    assert!(!dir.path().join(".dg/logs").exists());
+    std::fs::create_dir_all(dir.path().join(".dg/storage")).unwrap();
+    std::fs::write(dir.path().join(".dg/storage/external.csv"), "e\n1\n").unwrap();
+    let run = materialize(dir.path(), &["--select", "user"]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    assert_eq!(read(dir.path().join(".dg/storage/user.csv")), "e\n1\n");
 }
 
 #[test]

@@ -1,0 +1,411 @@
+//! `dg status`, `dg runs`, `dg logs` and `dg partitions add/remove`.
+
+use std::collections::HashSet;
+
+use serde_json::json;
+
+use super::plan::{Keys, collapse, select_assets};
+use super::{EXIT_OK, EXIT_USAGE, Session};
+use crate::model::{Compute, Defs};
+use crate::partitions::{KeyCtx, PartitionsDef, check_key};
+use crate::state::StateStore;
+use crate::state::incremental::{History, Staleness};
+
+/// Opens the project's store, printing why not.
+fn store(s: &Session) -> Result<(Defs, crate::project::Project, Box<dyn StateStore>), i32> {
+    let (loaded, defs) = s.load_or_report()?;
+    let project = loaded.project.ok_or(EXIT_USAGE)?;
+    let store = crate::state::open(&project).map_err(|e| {
+        s.out.error(&format!("{e:#}"));
+        EXIT_USAGE
+    })?;
+    let _ = store.reap_dead_runs();
+    Ok((defs, project, store))
+}
+
+/// Dynamic partition keys from the store, for every dynamic definition.
+pub fn dynamic_keys(defs: &Defs, store: &dyn StateStore, cx: &mut KeyCtx) -> anyhow::Result<()> {
+    let mut names: HashSet<String> = HashSet::new();
+    let mut visit = |d: &PartitionsDef| match d {
+        PartitionsDef::Dynamic { name } => {
+            names.insert(name.clone());
+        }
+        PartitionsDef::Multi(m) => {
+            for (_, dd) in &m.dims {
+                if let PartitionsDef::Dynamic { name } = &**dd {
+                    names.insert(name.clone());
+                }
+            }
+        }
+        _ => {}
+    };
+    for p in defs.partitions.values() {
+        visit(&p.def);
+    }
+    for a in &defs.assets {
+        if let Some(p) = &a.partitions {
+            visit(&p.def);
+        }
+    }
+    for n in names {
+        let keys = store.dynamic_keys(&n)?;
+        cx.dynamic
+            .insert(n, crate::partitions::StaticPartitions::new(keys));
+    }
+    Ok(())
+}
+
+pub fn status(s: &Session, select: &str, json: bool) -> i32 {
+    let (defs, _project, store) = match store(s) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let mut cx = KeyCtx::new(s.now.timestamp());
+    if let Err(e) = dynamic_keys(&defs, &*store, &mut cx) {
+        s.out
+            .error(&format!("cannot read dynamic partitions: {e:#}"));
+        return EXIT_USAGE;
+    }
+    let selected = match select_assets(s, &defs, select) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let mut history = History::new(&*store);
+    let mut keys = Keys::new(&cx);
+    // Stale (asset, partition) pairs, to carry staleness downstream.
+    let mut stale_set: HashSet<(usize, Option<i64>)> = HashSet::new();
+    let mut out_json = Vec::new();
+    let mut lines = Vec::new();
+    for &a in &selected {
+        let asset = &defs.assets[a];
+        if matches!(asset.compute, Compute::Source) {
+            continue;
+        }
+        let parts: Vec<Option<i64>> = match &asset.partitions {
+            Some(p) => (0..p.def.len(&cx)).map(Some).collect(),
+            None => vec![None],
+        };
+        let states = match history.states(&defs, a) {
+            Ok(st) => st.clone(),
+            Err(e) => {
+                s.out.error(&format!(
+                    "cannot read the history of `{}`: {e:#}",
+                    asset.key
+                ));
+                return EXIT_USAGE;
+            }
+        };
+        let (mut mat, mut failed, mut missing, mut stale) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for p in parts {
+            let key = match (&asset.partitions, p) {
+                (Some(d), Some(i)) => keys.key(&d.def, i).to_string(),
+                _ => String::new(),
+            };
+            let idx = p.unwrap_or(0);
+            match states.get(&key) {
+                None => missing.push(idx),
+                Some(st) if st.status == "failed" => failed.push(idx),
+                Some(st) if !st.materialized() => missing.push(idx),
+                Some(_) => {
+                    mat.push(idx);
+                    let step = crate::plan::step_for(&defs, a, p, &cx);
+                    let upstream_stale = step.inputs.iter().any(|inp| match &inp.partitions {
+                        None => stale_set.contains(&(inp.upstream, None)),
+                        Some(ix) => ix
+                            .iter()
+                            .any(|i| stale_set.contains(&(inp.upstream, Some(i)))),
+                    });
+                    let st = if upstream_stale {
+                        Ok(Staleness::Inputs)
+                    } else {
+                        history.staleness(&defs, &step, &cx)
+                    };
+                    match st {
+                        Ok(Staleness::Fresh) => {}
+                        Ok(_) => {
+                            stale.push(idx);
+                            stale_set.insert((a, p));
+                        }
+                        Err(e) => {
+                            s.out.error(&format!("cannot read the history: {e:#}"));
+                            return EXIT_USAGE;
+                        }
+                    }
+                }
+            }
+        }
+        let ranges = |v: &[i64], keys: &mut Keys<'_>| -> Vec<String> {
+            let Some(p) = &asset.partitions else {
+                return Vec::new();
+            };
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < v.len() {
+                let mut j = i;
+                while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+                    j += 1;
+                }
+                let a = keys.key(&p.def, v[i]).to_string();
+                if i == j {
+                    out.push(a);
+                } else {
+                    out.push(format!("{a}...{}", keys.key(&p.def, v[j])));
+                }
+                i = j + 1;
+            }
+            out
+        };
+        if json {
+            out_json.push(json!({
+                "asset": asset.key,
+                "partitioned": asset.partitions.is_some(),
+                "partitions": mat.len() + failed.len() + missing.len(),
+                "materialized": mat.len(),
+                "failed": failed.len(),
+                "missing": missing.len(),
+                "stale": stale.len(),
+                "ranges": {
+                    "materialized": ranges(&mat, &mut keys),
+                    "failed": ranges(&failed, &mut keys),
+                    "missing": ranges(&missing, &mut keys),
+                    "stale": ranges(&stale, &mut keys),
+                },
+            }));
+        } else {
+            let total = mat.len() + failed.len() + missing.len();
+            let mut line = format!(
+                "{}  {} materialized, {} failed, {} missing, {} stale",
+                asset.key,
+                mat.len(),
+                failed.len(),
+                missing.len(),
+                stale.len()
+            );
+            if asset.partitions.is_some() {
+                line.push_str(&format!("  (of {total})"));
+            }
+            lines.push(line);
+            if let Some(p) = &asset.partitions {
+                for (label, v) in [
+                    ("failed", &failed),
+                    ("missing", &missing),
+                    ("stale", &stale),
+                ] {
+                    if !v.is_empty() {
+                        lines.push(format!("    {label:7} {}", collapse(&p.def, v, &mut keys)));
+                    }
+                }
+            }
+        }
+    }
+    if json {
+        s.out
+            .json(&json!({"now": s.now.to_rfc3339(), "assets": out_json}));
+    } else {
+        for l in lines {
+            s.out.line(&l);
+        }
+    }
+    EXIT_OK
+}
+
+pub fn runs(s: &Session, json: bool, limit: usize) -> i32 {
+    let (_defs, _p, store) = match store(s) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let runs = match store.runs(limit) {
+        Ok(r) => r,
+        Err(e) => {
+            s.out.error(&format!("cannot read runs: {e:#}"));
+            return EXIT_USAGE;
+        }
+    };
+    if json {
+        s.out.json(&json!({"runs": runs}));
+        return EXIT_OK;
+    }
+    if runs.is_empty() {
+        s.out.info("no runs yet");
+    }
+    for r in runs {
+        s.out.line(&format!(
+            "{}  {:11}  {}  steps={}  --select {} {}",
+            r.id,
+            r.status.as_str(),
+            r.started_at,
+            r.steps.unwrap_or(0),
+            r.selection,
+            r.partitions
+        ));
+    }
+    EXIT_OK
+}
+
+pub fn run_show(s: &Session, id: &str, json: bool) -> i32 {
+    let (_defs, _p, store) = match store(s) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let run = match store.run(id) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            s.out.error(&format!("no run `{id}`"));
+            s.out.err("help: `dg runs` lists the recorded runs");
+            return EXIT_USAGE;
+        }
+        Err(e) => {
+            s.out.error(&format!("cannot read runs: {e:#}"));
+            return EXIT_USAGE;
+        }
+    };
+    let attempts = store.attempts(id).unwrap_or_default();
+    let mats = store.materializations(id).unwrap_or_default();
+    if json {
+        s.out
+            .json(&json!({"run": run, "attempts": attempts, "materializations": mats}));
+        return EXIT_OK;
+    }
+    s.out.line(&format!(
+        "run {}  {}  started {}  ended {}",
+        run.id,
+        run.status.as_str(),
+        run.started_at,
+        run.ended_at.as_deref().unwrap_or("-")
+    ));
+    s.out
+        .line(&format!("  --select {} {}", run.selection, run.partitions));
+    for a in &attempts {
+        let err = a
+            .error
+            .as_deref()
+            .map(|e| format!("  {e}"))
+            .unwrap_or_default();
+        s.out.line(&format!(
+            "  {:8} {} (attempt {}, {} ms){err}",
+            a.status, a.step_id, a.attempt, a.duration_ms
+        ));
+    }
+    s.out.line(&format!("  {} materializations", mats.len()));
+    EXIT_OK
+}
+
+pub fn logs(s: &Session, id: &str, step: Option<&str>) -> i32 {
+    let (_defs, _p, store) = match store(s) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let attempts = match store.attempts(id) {
+        Ok(a) => a,
+        Err(e) => {
+            s.out.error(&format!("cannot read runs: {e:#}"));
+            return EXIT_USAGE;
+        }
+    };
+    if attempts.is_empty() && store.run(id).ok().flatten().is_none() {
+        s.out.error(&format!("no run `{id}`"));
+        s.out.err("help: `dg runs` lists the recorded runs");
+        return EXIT_USAGE;
+    }
+    let mut paths: Vec<(String, String)> = Vec::new();
+    for a in &attempts {
+        if let Some(p) = &a.log_path
+            && step.is_none_or(|st| st == a.step_id)
+            && !paths.iter().any(|(_, q)| q == p)
+        {
+            paths.push((a.step_id.clone(), p.clone()));
+        }
+    }
+    if paths.is_empty() {
+        match step {
+            Some(st) => {
+                let ids: Vec<&str> = attempts.iter().map(|a| a.step_id.as_str()).collect();
+                s.out
+                    .error(&format!("run `{id}` has no log for step `{st}`"));
+                s.out.err(&format!(
+                    "help: {}",
+                    crate::diag::suggest(st, &ids, "steps of this run")
+                ));
+                return EXIT_USAGE;
+            }
+            None => {
+                s.out.info("this run has no logs");
+                return EXIT_OK;
+            }
+        }
+    }
+    for (st, p) in &paths {
+        if step.is_none() {
+            s.out.line(&format!("=== {st}"));
+        }
+        match std::fs::read_to_string(p) {
+            Ok(text) => s.out.line(text.trim_end()),
+            Err(e) => s.out.error(&format!("cannot read {p}: {e}")),
+        }
+    }
+    EXIT_OK
+}
+
+pub fn partitions_edit(s: &Session, name: &str, keys: &[String], add: bool) -> i32 {
+    let (defs, _p, store) = match store(s) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    match defs.partitions.get(name).map(|p| &*p.def) {
+        Some(PartitionsDef::Dynamic { .. }) => {}
+        Some(other) => {
+            s.out.error(&format!(
+                "partitions `{name}` are {}, not dynamic: only dynamic partitions take keys from `dg partitions add`",
+                other.type_name()
+            ));
+            return EXIT_USAGE;
+        }
+        None => {
+            let dynamic: Vec<&str> = defs
+                .partitions
+                .iter()
+                .filter(|(_, p)| matches!(*p.def, PartitionsDef::Dynamic { .. }))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            s.out
+                .error(&format!("no partitions definition named `{name}`"));
+            s.out.err(&format!(
+                "help: {}",
+                crate::diag::suggest(name, &dynamic, "dynamic partitions")
+            ));
+            return EXIT_USAGE;
+        }
+    }
+    let mut bad = false;
+    for k in keys {
+        if let Some(problem) = check_key(k, true) {
+            s.out.error(&problem);
+            bad = true;
+        }
+    }
+    if bad {
+        return EXIT_USAGE;
+    }
+    let r = if add {
+        store.add_dynamic_keys(name, keys)
+    } else {
+        store.remove_dynamic_keys(name, keys)
+    };
+    match r {
+        Ok(n) => {
+            let total = store.dynamic_keys(name).map(|k| k.len()).unwrap_or(0);
+            s.out.info(&format!(
+                "{} {n} key{} {} `{name}` ({total} in all)",
+                if add { "added" } else { "removed" },
+                if n == 1 { "" } else { "s" },
+                if add { "to" } else { "from" },
+            ));
+            EXIT_OK
+        }
+        Err(e) => {
+            s.out.error(&format!("{e:#}"));
+            EXIT_USAGE
+        }
+    }
+}

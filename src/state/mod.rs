@@ -1,0 +1,321 @@
+//! Stage 7: state — run history, materializations, dynamic partitions and
+//! partition leases.
+//!
+//! The store sits behind [`StateStore`], so a Postgres store can stand in for
+//! the embedded SQLite one. Writes from a run are batched by a
+//! [`Recorder`] thread, so recording costs a channel send per step.
+//!
+//! Staleness is provenance-based: each materialization records its asset's
+//! `code_version` and a fingerprint of exactly which upstream materializations
+//! it read (upstream asset, partition and the run that produced it). A
+//! partition is stale when its code_version changed, or when the upstream
+//! materializations it would read now differ from the ones it read — because
+//! one was materialized again since, or because its dependencies changed.
+//! The data version of a materialization is a content hash of the output as
+//! the step wrote it; it is recorded for inspection and lineage.
+
+pub mod incremental;
+pub mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc;
+
+use serde::Serialize;
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Success,
+    Failure,
+    Canceled,
+    /// The process died without finishing the run (found later).
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Success => "success",
+            RunStatus::Failure => "failure",
+            RunStatus::Canceled => "canceled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> RunStatus {
+        match s {
+            "success" => RunStatus::Success,
+            "failure" => RunStatus::Failure,
+            "canceled" => RunStatus::Canceled,
+            "interrupted" => RunStatus::Interrupted,
+            _ => RunStatus::Running,
+        }
+    }
+}
+
+/// One run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub status: RunStatus,
+    /// The command's `--select`.
+    pub selection: String,
+    /// The partition arguments, as given.
+    pub partitions: String,
+    pub dg_version: String,
+    pub pid: u32,
+    pub host: String,
+    pub steps: Option<i64>,
+}
+
+/// One attempt of one step.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptRecord {
+    pub run_id: String,
+    pub step_id: String,
+    pub asset: String,
+    pub partition: Option<String>,
+    pub attempt: u32,
+    /// `success`, `failed` or `skipped`.
+    pub status: String,
+    pub started_at: String,
+    pub duration_ms: i64,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub log_path: Option<String>,
+}
+
+/// The latest materialization of a partition: (run id, data version).
+pub type Version = (String, Option<String>);
+
+/// One upstream materialization read by a step.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq, Hash)]
+pub struct InputRead {
+    pub input: String,
+    pub asset: String,
+    pub partition: Option<String>,
+    /// The run that produced what was read (`None`: not recorded by dg).
+    pub run_id: Option<String>,
+    pub data_version: Option<String>,
+}
+
+/// A successful materialization.
+#[derive(Clone, Debug, Serialize)]
+pub struct Materialization {
+    pub asset: String,
+    pub partition: Option<String>,
+    pub run_id: String,
+    pub created_at: String,
+    pub code_version: Option<String>,
+    pub data_version: String,
+    pub inputs: Vec<InputRead>,
+    /// Fingerprint of `inputs` (see [`input_fingerprint`]).
+    pub input_fp: String,
+    pub metadata: serde_json::Value,
+}
+
+/// What is recorded from a run, in order.
+#[derive(Clone, Debug)]
+pub enum Record {
+    Attempt(AttemptRecord),
+    Materialization(Materialization),
+    /// A step that ended without a materialization (failed).
+    Failed {
+        asset: String,
+        partition: Option<String>,
+        run_id: String,
+    },
+}
+
+/// The latest state of one partition.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionState {
+    /// `materialized` or `failed` (the last attempt failed).
+    pub status: String,
+    /// The run of the latest successful materialization, if any.
+    pub run_id: Option<String>,
+    pub code_version: Option<String>,
+    pub data_version: Option<String>,
+    pub input_fp: Option<String>,
+    pub updated_at: String,
+}
+
+impl PartitionState {
+    /// Whether there is a successful materialization (even if a later attempt failed).
+    pub fn materialized(&self) -> bool {
+        self.run_id.is_some()
+    }
+}
+
+/// Who holds a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub run_id: String,
+    pub pid: u32,
+    pub host: String,
+}
+
+/// The history and coordination store.
+pub trait StateStore: Send + Sync {
+    fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()>;
+    fn end_run(
+        &self,
+        id: &str,
+        status: RunStatus,
+        ended_at: &str,
+        steps: i64,
+    ) -> anyhow::Result<()>;
+    /// Writes a batch in one transaction.
+    fn record(&self, batch: &[Record]) -> anyhow::Result<()>;
+    /// Latest state of every recorded partition of `asset` (key `""` when unpartitioned).
+    fn partitions(&self, asset: &str) -> anyhow::Result<HashMap<String, PartitionState>>;
+    /// Partitions of `asset` with a successful materialization.
+    fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>>;
+    fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRecord>>;
+    fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>>;
+    fn attempts(&self, run_id: &str) -> anyhow::Result<Vec<AttemptRecord>>;
+    fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>>;
+    fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>>;
+    /// Adds keys (in order, skipping ones already there); returns how many were new.
+    fn add_dynamic_keys(&self, name: &str, keys: &[String]) -> anyhow::Result<usize>;
+    /// Removes keys; returns how many were there.
+    fn remove_dynamic_keys(&self, name: &str, keys: &[String]) -> anyhow::Result<usize>;
+    /// Takes the lease on a partition, or says who holds it. A lease whose
+    /// owner process is gone is reclaimed.
+    fn try_lease(&self, asset: &str, partition: &str, me: &Lease) -> anyhow::Result<Option<Lease>>;
+    fn release(&self, asset: &str, partition: &str, run_id: &str) -> anyhow::Result<()>;
+    /// Marks runs whose process died as interrupted and drops their leases.
+    fn reap_dead_runs(&self) -> anyhow::Result<Vec<String>>;
+}
+
+/// Whether process `pid` on this host is alive.
+pub fn pid_alive(pid: u32) -> bool {
+    use nix::errno::Errno;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
+        Ok(()) => true,
+        Err(Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+/// This machine's name, for leases.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Fingerprint of the upstream materializations a step read: order-independent.
+pub fn input_fingerprint(inputs: &[InputRead]) -> String {
+    let mut parts: Vec<String> = inputs
+        .iter()
+        .map(|i| {
+            format!(
+                "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+                i.input,
+                i.asset,
+                i.partition.as_deref().unwrap_or(""),
+                i.run_id.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    parts.sort_unstable();
+    let h = twox_hash::XxHash3_64::oneshot(parts.join("\u{1e}").as_bytes());
+    format!("{h:016x}")
+}
+
+/// Content hash of a file, as the data version of an output.
+pub fn file_version(path: &std::path::Path) -> std::io::Result<String> {
+    use std::hash::Hasher;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = twox_hash::XxHash3_64::with_seed(0);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.write(&buf[..n]);
+    }
+    Ok(format!("{:016x}", h.finish()))
+}
+
+/// Opens the project's store: `[state] url` (`sqlite:PATH`), else `<state>/state.db`.
+pub fn open(project: &crate::project::Project) -> anyhow::Result<Box<dyn StateStore>> {
+    let url = match &project.state_url {
+        Some(t) => Some(
+            t.resolve_env()
+                .map_err(|e| anyhow::anyhow!("[state] url: {e}"))?,
+        ),
+        None => None,
+    };
+    let path = match url.as_deref() {
+        None => project.state_dir.join("state.db"),
+        Some(u) if u.starts_with("sqlite:") => project
+            .root
+            .join(u.trim_start_matches("sqlite:").trim_start_matches("//")),
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            anyhow::bail!(
+                "a Postgres state store (`[state] url = \"postgres://…\"`) is not supported yet in this version of dg; use `sqlite:PATH`"
+            )
+        }
+        Some(u) => anyhow::bail!("unsupported `[state] url` `{u}`: use `sqlite:PATH`"),
+    };
+    Ok(Box::new(sqlite::SqliteStore::open(&path)?))
+}
+
+/// Writes records on a background thread, a transaction per batch.
+pub struct Recorder {
+    tx: Option<mpsc::Sender<Record>>,
+    handle: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Recorder {
+    pub fn start(store: std::sync::Arc<dyn StateStore>) -> Recorder {
+        let (tx, rx) = mpsc::channel::<Record>();
+        let handle = std::thread::Builder::new()
+            .name("dg-recorder".into())
+            .spawn(move || {
+                let mut errors = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    if let Err(e) = store.record(&batch) {
+                        errors.push(format!("{e:#}"));
+                    }
+                }
+                errors
+            })
+            .expect("spawn recorder thread");
+        Recorder {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn send(&self, r: Record) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(r);
+        }
+    }
+
+    /// Flushes everything and returns write errors, if any.
+    pub fn finish(mut self) -> Vec<String> {
+        self.tx.take();
+        self.handle
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,599 @@
+//! The embedded SQLite store: WAL mode, a busy timeout so concurrent dg
+//! processes wait for each other instead of failing, and versioned
+//! migrations (`PRAGMA user_version`).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    AttemptRecord, InputRead, Lease, Materialization, PartitionState, Record, RunRecord, RunStatus,
+    StateStore,
+};
+
+/// Each entry upgrades the schema by one version.
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, attempts, materializations, partition state, dynamic keys, leases.
+    "CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        status TEXT NOT NULL,
+        selection TEXT NOT NULL,
+        partitions TEXT NOT NULL,
+        dg_version TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        steps INTEGER
+     );
+     CREATE TABLE step_attempts (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        partition TEXT,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        exit_code INTEGER,
+        error TEXT,
+        log_path TEXT,
+        PRIMARY KEY (run_id, step_id, attempt)
+     );
+     CREATE TABLE materializations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        asset TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        code_version TEXT,
+        data_version TEXT NOT NULL,
+        inputs TEXT NOT NULL,
+        input_fp TEXT NOT NULL,
+        metadata TEXT NOT NULL
+     );
+     CREATE INDEX materializations_by_run ON materializations (run_id);
+     CREATE INDEX materializations_by_partition ON materializations (asset, partition, id);
+     CREATE TABLE partition_state (
+        asset TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        status TEXT NOT NULL,
+        run_id TEXT,
+        code_version TEXT,
+        data_version TEXT,
+        input_fp TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (asset, partition)
+     ) WITHOUT ROWID;
+     CREATE TABLE dynamic_partitions (
+        name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (name, key)
+     );
+     CREATE TABLE leases (
+        asset TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        acquired_at TEXT NOT NULL,
+        PRIMARY KEY (asset, partition)
+     );",
+];
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the state database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+        };
+        store
+            .migrate()
+            .with_context(|| format!("cannot migrate the state database {}", path.display()))?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn migrate(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version as usize > MIGRATIONS.len() {
+            anyhow::bail!(
+                "the state database has schema version {version}, newer than this dg understands ({}); upgrade dg",
+                MIGRATIONS.len()
+            );
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0)?,
+        started_at: r.get(1)?,
+        ended_at: r.get(2)?,
+        status: RunStatus::parse(&r.get::<_, String>(3)?),
+        selection: r.get(4)?,
+        partitions: r.get(5)?,
+        dg_version: r.get(6)?,
+        pid: r.get(7)?,
+        host: r.get(8)?,
+        steps: r.get(9)?,
+    })
+}
+
+const RUN_COLUMNS: &str =
+    "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps";
+
+impl StateStore for SqliteStore {
+    fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        self.conn().execute(
+            &format!(
+                "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            ),
+            params![
+                run.id,
+                run.started_at,
+                run.ended_at,
+                run.status.as_str(),
+                run.selection,
+                run.partitions,
+                run.dg_version,
+                run.pid,
+                run.host,
+                run.steps
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn end_run(
+        &self,
+        id: &str,
+        status: RunStatus,
+        ended_at: &str,
+        steps: i64,
+    ) -> anyhow::Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE runs SET status = ?2, ended_at = ?3, steps = ?4 WHERE id = ?1",
+            params![id, status.as_str(), ended_at, steps],
+        )?;
+        conn.execute("DELETE FROM leases WHERE run_id = ?1", params![id])?;
+        Ok(())
+    }
+
+    fn record(&self, batch: &[Record]) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut attempt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO step_attempts
+                 (run_id, step_id, asset, partition, attempt, status, started_at, duration_ms, exit_code, error, log_path)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            let mut mat = tx.prepare_cached(
+                "INSERT INTO materializations
+                 (asset, partition, run_id, created_at, code_version, data_version, inputs, input_fp, metadata)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            let mut state_ok = tx.prepare_cached(
+                "INSERT OR REPLACE INTO partition_state
+                 (asset, partition, status, run_id, code_version, data_version, input_fp, updated_at)
+                 VALUES (?1, ?2, 'materialized', ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut state_failed = tx.prepare_cached(
+                "INSERT INTO partition_state (asset, partition, status, updated_at)
+                 VALUES (?1, ?2, 'failed', ?3)
+                 ON CONFLICT (asset, partition) DO UPDATE SET status = 'failed', updated_at = excluded.updated_at",
+            )?;
+            for r in batch {
+                match r {
+                    Record::Attempt(a) => {
+                        attempt.execute(params![
+                            a.run_id,
+                            a.step_id,
+                            a.asset,
+                            a.partition,
+                            a.attempt,
+                            a.status,
+                            a.started_at,
+                            a.duration_ms,
+                            a.exit_code,
+                            a.error,
+                            a.log_path
+                        ])?;
+                    }
+                    Record::Materialization(m) => {
+                        let p = m.partition.as_deref().unwrap_or("");
+                        mat.execute(params![
+                            m.asset,
+                            p,
+                            m.run_id,
+                            m.created_at,
+                            m.code_version,
+                            m.data_version,
+                            serde_json::to_string(&m.inputs)?,
+                            m.input_fp,
+                            serde_json::to_string(&m.metadata)?
+                        ])?;
+                        state_ok.execute(params![
+                            m.asset,
+                            p,
+                            m.run_id,
+                            m.code_version,
+                            m.data_version,
+                            m.input_fp,
+                            m.created_at
+                        ])?;
+                    }
+                    Record::Failed {
+                        asset, partition, ..
+                    } => {
+                        state_failed.execute(params![
+                            asset,
+                            partition.as_deref().unwrap_or(""),
+                            now()
+                        ])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn partitions(&self, asset: &str) -> anyhow::Result<HashMap<String, PartitionState>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT partition, status, run_id, code_version, data_version, input_fp, updated_at
+             FROM partition_state WHERE asset = ?1",
+        )?;
+        let rows = st.query_map(params![asset], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                PartitionState {
+                    status: r.get(1)?,
+                    run_id: r.get(2)?,
+                    code_version: r.get(3)?,
+                    data_version: r.get(4)?,
+                    input_fp: r.get(5)?,
+                    updated_at: r.get(6)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT partition FROM partition_state WHERE asset = ?1 AND run_id IS NOT NULL",
+        )?;
+        let rows = st.query_map(params![asset], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1"
+        ))?;
+        let rows = st.query_map(params![limit as i64], run_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                params![id],
+                run_from_row,
+            )
+            .optional()?)
+    }
+
+    fn attempts(&self, run_id: &str) -> anyhow::Result<Vec<AttemptRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT run_id, step_id, asset, partition, attempt, status, started_at, duration_ms, exit_code, error, log_path
+             FROM step_attempts WHERE run_id = ?1 ORDER BY started_at, step_id, attempt",
+        )?;
+        let rows = st.query_map(params![run_id], |r| {
+            Ok(AttemptRecord {
+                run_id: r.get(0)?,
+                step_id: r.get(1)?,
+                asset: r.get(2)?,
+                partition: r.get(3)?,
+                attempt: r.get(4)?,
+                status: r.get(5)?,
+                started_at: r.get(6)?,
+                duration_ms: r.get(7)?,
+                exit_code: r.get(8)?,
+                error: r.get(9)?,
+                log_path: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT asset, partition, run_id, created_at, code_version, data_version, inputs, input_fp, metadata
+             FROM materializations WHERE run_id = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![run_id], |r| {
+            let partition: String = r.get(1)?;
+            let inputs: String = r.get(6)?;
+            let metadata: String = r.get(8)?;
+            Ok(Materialization {
+                asset: r.get(0)?,
+                partition: (!partition.is_empty()).then_some(partition),
+                run_id: r.get(2)?,
+                created_at: r.get(3)?,
+                code_version: r.get(4)?,
+                data_version: r.get(5)?,
+                inputs: serde_json::from_str::<Vec<InputRead>>(&inputs).unwrap_or_default(),
+                input_fp: r.get(7)?,
+                metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT key FROM dynamic_partitions WHERE name = ?1 ORDER BY position",
+        )?;
+        let rows = st.query_map(params![name], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn add_dynamic_keys(&self, name: &str, keys: &[String]) -> anyhow::Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut next: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(position), -1) + 1 FROM dynamic_partitions WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )?;
+        let mut added = 0;
+        for k in keys {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO dynamic_partitions (name, key, position) VALUES (?1, ?2, ?3)",
+                params![name, k, next],
+            )?;
+            if n > 0 {
+                next += 1;
+                added += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(added)
+    }
+
+    fn remove_dynamic_keys(&self, name: &str, keys: &[String]) -> anyhow::Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut removed = 0;
+        for k in keys {
+            removed += tx.execute(
+                "DELETE FROM dynamic_partitions WHERE name = ?1 AND key = ?2",
+                params![name, k],
+            )?;
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    fn try_lease(&self, asset: &str, partition: &str, me: &Lease) -> anyhow::Result<Option<Lease>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let holder: Option<Lease> = tx
+            .query_row(
+                "SELECT run_id, pid, host FROM leases WHERE asset = ?1 AND partition = ?2",
+                params![asset, partition],
+                |r| {
+                    Ok(Lease {
+                        run_id: r.get(0)?,
+                        pid: r.get(1)?,
+                        host: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?;
+        if let Some(h) = &holder
+            && h.run_id != me.run_id
+            && (h.host != me.host || super::pid_alive(h.pid))
+        {
+            return Ok(holder);
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO leases (asset, partition, run_id, pid, host, acquired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![asset, partition, me.run_id, me.pid, me.host, now()],
+        )?;
+        tx.commit()?;
+        Ok(None)
+    }
+
+    fn release(&self, asset: &str, partition: &str, run_id: &str) -> anyhow::Result<()> {
+        self.conn().execute(
+            "DELETE FROM leases WHERE asset = ?1 AND partition = ?2 AND run_id = ?3",
+            params![asset, partition, run_id],
+        )?;
+        Ok(())
+    }
+
+    fn reap_dead_runs(&self) -> anyhow::Result<Vec<String>> {
+        let host = super::hostname();
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let running: Vec<(String, u32)> = {
+            let mut st =
+                tx.prepare("SELECT id, pid FROM runs WHERE status = 'running' AND host = ?1")?;
+            let rows = st.query_map(params![host], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut reaped = Vec::new();
+        for (id, pid) in running {
+            if pid != std::process::id() && !super::pid_alive(pid) {
+                tx.execute(
+                    "UPDATE runs SET status = 'interrupted', ended_at = ?2 WHERE id = ?1",
+                    params![id, now()],
+                )?;
+                tx.execute("DELETE FROM leases WHERE run_id = ?1", params![id])?;
+                reaped.push(id);
+            }
+        }
+        tx.commit()?;
+        Ok(reaped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&d.path().join("state.db")).unwrap();
+        (d, s)
+    }
+
+    fn mat(asset: &str, p: &str, run: &str) -> Record {
+        Record::Materialization(Materialization {
+            asset: asset.into(),
+            partition: Some(p.into()),
+            run_id: run.into(),
+            created_at: now(),
+            code_version: Some("1".into()),
+            data_version: "abc".into(),
+            inputs: vec![],
+            input_fp: "0".into(),
+            metadata: serde_json::json!({"rows": 3}),
+        })
+    }
+
+    #[test]
+    fn migrations_are_idempotent() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.db");
+        SqliteStore::open(&p).unwrap();
+        let s = SqliteStore::open(&p).unwrap();
+        let v: i64 = s
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn partition_state_follows_latest_attempt() {
+        let (_d, s) = store();
+        s.record(&[mat("a", "1", "r1")]).unwrap();
+        s.record(&[Record::Failed {
+            asset: "a".into(),
+            partition: Some("1".into()),
+            run_id: "r2".into(),
+        }])
+        .unwrap();
+        let p = s.partitions("a").unwrap();
+        assert_eq!(p["1"].status, "failed");
+        assert!(
+            p["1"].materialized(),
+            "an earlier success still counts as materialized"
+        );
+        assert_eq!(s.materialized("a").unwrap().len(), 1);
+        s.record(&[mat("a", "1", "r3")]).unwrap();
+        assert_eq!(
+            s.partitions("a").unwrap()["1"].run_id.as_deref(),
+            Some("r3")
+        );
+        assert_eq!(s.materializations("r3").unwrap()[0].metadata["rows"], 3);
+    }
+
+    #[test]
+    fn dynamic_keys_keep_order() {
+        let (_d, s) = store();
+        assert_eq!(
+            s.add_dynamic_keys("c", &["b".into(), "a".into(), "b".into()])
+                .unwrap(),
+            2
+        );
+        assert_eq!(s.add_dynamic_keys("c", &["c".into()]).unwrap(), 1);
+        assert_eq!(s.dynamic_keys("c").unwrap(), vec!["b", "a", "c"]);
+        assert_eq!(
+            s.remove_dynamic_keys("c", &["a".into(), "zz".into()])
+                .unwrap(),
+            1
+        );
+        assert_eq!(s.dynamic_keys("c").unwrap(), vec!["b", "c"]);
+    }
+
+    #[test]
+    fn leases_exclude_live_owners_and_reclaim_dead_ones() {
+        let (_d, s) = store();
+        let host = super::super::hostname();
+        let me = Lease {
+            run_id: "r1".into(),
+            pid: std::process::id(),
+            host: host.clone(),
+        };
+        assert_eq!(s.try_lease("a", "1", &me).unwrap(), None);
+        let other = Lease {
+            run_id: "r2".into(),
+            pid: std::process::id(),
+            host: host.clone(),
+        };
+        assert_eq!(s.try_lease("a", "1", &other).unwrap(), Some(me.clone()));
+        s.release("a", "1", "r1").unwrap();
+        assert_eq!(s.try_lease("a", "1", &other).unwrap(), None);
+        // A lease held by a process that no longer exists is taken over.
+        let dead = Lease {
+            run_id: "r3".into(),
+            pid: 0x3fff_fff0,
+            host,
+        };
+        s.conn()
+            .execute(
+                "UPDATE leases SET run_id = ?1, pid = ?2",
+                params![dead.run_id, dead.pid],
+            )
+            .unwrap();
+        assert_eq!(s.try_lease("a", "1", &me).unwrap(), None);
+    }
+}
