@@ -111,6 +111,43 @@ def fresh(path: Path):
     return setup
 
 
+def gen_history(root: Path, hourly_assets=12):
+    """A chain of hourly assets over 10 years (~1,050,000 partitions) with
+    every partition recorded as materialized in the state store."""
+    import datetime
+    import sqlite3
+    out = ['[partitions.hourly]', 'type = "hourly"', 'start = "2014-01-01-00:00"', 'end = "2024-01-01-00:00"', '']
+    for i in range(hourly_assets):
+        out += [f'[assets.h{i}]', 'partitions = "hourly"', 'shell = "true"']
+        if i:
+            out.append(f'deps = ["h{i - 1}"]')
+        out.append('')
+    write(root / "defs" / "chain.toml", "\n".join(out))
+    # Let dg create the database with its own schema.
+    subprocess.run([DG, "partitions", "add", "x", "y"], cwd=root, capture_output=True)
+    subprocess.run([DG, "status", "--select", "h0"], cwd=root, capture_output=True, check=True,
+                   env=dict(os.environ, DG_NOW="2024-06-01T00:00:00Z"))
+    t = datetime.datetime(2014, 1, 1)
+    keys = []
+    while t < datetime.datetime(2024, 1, 1):
+        keys.append(t.strftime("%Y-%m-%d-%H:%M"))
+        t += datetime.timedelta(hours=1)
+    db = sqlite3.connect(root / ".dg" / "state.db")
+    now = "2024-06-01T00:00:00Z"
+    db.executemany(
+        "INSERT INTO materializations (asset, partition, run_id, created_at, code_version, data_version, inputs, input_fp, metadata)"
+        " VALUES (?, ?, 'r0', ?, NULL, 'v', '[]', '0', '{}')",
+        ((f"h{i}", k, now) for i in range(hourly_assets) for k in keys))
+    db.executemany(
+        "INSERT INTO partition_state (asset, partition, status, run_id, code_version, data_version, input_fp, updated_at)"
+        " VALUES (?, ?, 'materialized', 'r0', NULL, 'v', '0', ?)",
+        ((f"h{i}", k, now) for i in range(hourly_assets) for k in keys))
+    db.commit()
+    n = db.execute("SELECT COUNT(*) FROM materializations").fetchone()[0]
+    db.close()
+    return n
+
+
 def table(rows):
     w = max(len(r[0]) for r in rows)
     print(f"{'benchmark':{w}}  {'median':>10}  {'peak RSS':>10}  target")
@@ -119,7 +156,7 @@ def table(rows):
 
 
 def main():
-    groups = set(sys.argv[1:]) or {"load", "plan", "run"}
+    groups = set(sys.argv[1:]) or {"load", "plan", "run", "state"}
     build()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,6 +195,18 @@ def main():
             rows.append(("seed example, 1 day (26 steps)", s, r, "< 150 ms"))
             s, r = run([DG, "materialize", "--partition-range", "2022-01-01...2022-01-07"], p, repeat=3, setup=fresh(p))
             rows.append(("seed example, 7 days (182 steps)", s, r, ""))
+        if "state" in groups:
+            p = tmp / "history"
+            n = gen_history(p)
+            now = {"DG_NOW": "2024-06-01T00:00:00Z"}
+            s, r = run([DG, "status", "--json"], p, repeat=3, env=now)
+            rows.append((f"status over {n:,} materialization records", s, r, "< 1 s"))
+            s, r = run([DG, "status", "--select", "h0", "--json"], p, repeat=3, env=now)
+            rows.append(("status of one asset (87,648 partitions)", s, r, ""))
+            p2 = tmp / "chain-missing"
+            gen_chain(p2)
+            s, r = run([DG, "materialize", "--all-partitions", "--missing", "--dry-run", "--json"], p2, repeat=3, env=now)
+            rows.append(("--missing planning over 880,132 candidate steps", s, r, "< 3 s"))
     table(rows)
 
 

@@ -73,7 +73,8 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
     let mut history = History::new(&*store);
     let mut keys = Keys::new(&cx);
     // Stale (asset, partition) pairs, to carry staleness downstream.
-    let mut stale_set: HashSet<(usize, Option<i64>)> = HashSet::new();
+    // Stale partitions by asset, indexed by partition (0 when unpartitioned).
+    let mut stale_flags: Vec<Vec<bool>> = vec![Vec::new(); defs.assets.len()];
     let mut out_json = Vec::new();
     let mut lines = Vec::new();
     for &a in &selected {
@@ -85,53 +86,67 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
             Some(p) => (0..p.def.len(&cx)).map(Some).collect(),
             None => vec![None],
         };
-        let states = match history.states(&defs, a) {
-            Ok(st) => st.clone(),
-            Err(e) => {
-                s.out.error(&format!(
-                    "cannot read the history of `{}`: {e:#}",
-                    asset.key
-                ));
-                return EXIT_USAGE;
-            }
-        };
         let (mut mat, mut failed, mut missing, mut stale) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for p in parts {
-            let key = match (&asset.partitions, p) {
-                (Some(d), Some(i)) => keys.key(&d.def, i).to_string(),
-                _ => String::new(),
+        let mut candidates = Vec::new();
+        {
+            let states = match history.states(&defs, a) {
+                Ok(st) => st,
+                Err(e) => {
+                    s.out.error(&format!(
+                        "cannot read the history of `{}`: {e:#}",
+                        asset.key
+                    ));
+                    return EXIT_USAGE;
+                }
             };
-            let idx = p.unwrap_or(0);
-            match states.get(&key) {
-                None => missing.push(idx),
-                Some(st) if st.status == "failed" => failed.push(idx),
-                Some(st) if !st.materialized() => missing.push(idx),
-                Some(_) => {
-                    mat.push(idx);
-                    let step = crate::plan::step_for(&defs, a, p, &cx);
-                    let upstream_stale = step.inputs.iter().any(|inp| match &inp.partitions {
-                        None => stale_set.contains(&(inp.upstream, None)),
-                        Some(ix) => ix
-                            .iter()
-                            .any(|i| stale_set.contains(&(inp.upstream, Some(i)))),
-                    });
-                    let st = if upstream_stale {
-                        Ok(Staleness::Inputs)
-                    } else {
-                        history.staleness(&defs, &step, &cx)
-                    };
-                    match st {
-                        Ok(Staleness::Fresh) => {}
-                        Ok(_) => {
-                            stale.push(idx);
-                            stale_set.insert((a, p));
-                        }
-                        Err(e) => {
-                            s.out.error(&format!("cannot read the history: {e:#}"));
-                            return EXIT_USAGE;
-                        }
+            for &p in &parts {
+                let key: &str = match (&asset.partitions, p) {
+                    (Some(d), Some(i)) => keys.key(&d.def, i),
+                    _ => "",
+                };
+                let idx = p.unwrap_or(0);
+                match states.get(key) {
+                    None => missing.push(idx),
+                    Some(st) if st.failed => failed.push(idx),
+                    Some(st) if !st.materialized() => missing.push(idx),
+                    Some(_) => {
+                        mat.push(idx);
+                        candidates.push(p);
                     }
+                }
+            }
+        }
+        for p in candidates {
+            let idx = p.unwrap_or(0);
+            let step = crate::plan::step_for(&defs, a, p, &cx);
+            let upstream_stale = step.inputs.iter().any(|inp| match &inp.partitions {
+                None => stale_flags[inp.upstream].first().copied().unwrap_or(false),
+                Some(ix) => ix.iter().any(|i| {
+                    stale_flags[inp.upstream]
+                        .get(i as usize)
+                        .copied()
+                        .unwrap_or(false)
+                }),
+            });
+            let st = if upstream_stale {
+                Ok(Staleness::Inputs)
+            } else {
+                history.staleness(&defs, &step, &mut keys)
+            };
+            match st {
+                Ok(Staleness::Fresh) => {}
+                Ok(_) => {
+                    stale.push(idx);
+                    let f = &mut stale_flags[a];
+                    if f.len() <= idx as usize {
+                        f.resize(idx as usize + 1, false);
+                    }
+                    f[idx as usize] = true;
+                }
+                Err(e) => {
+                    s.out.error(&format!("cannot read the history: {e:#}"));
+                    return EXIT_USAGE;
                 }
             }
         }

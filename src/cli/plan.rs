@@ -1,6 +1,5 @@
 //! `dg plan` and `dg list partitions`: resolving and printing plans.
 
-use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 
 use clap::{Args, ValueEnum};
@@ -164,29 +163,7 @@ pub fn print(s: &Session, r: &Resolved, json: bool) -> i32 {
     EXIT_OK
 }
 
-/// Formats partition keys, caching per definition (keys are shared by
-/// every asset on the same definition).
-pub struct Keys<'a> {
-    cx: &'a KeyCtx,
-    cache: HashMap<*const PartitionsDef, HashMap<i64, String>>,
-}
-
-impl<'a> Keys<'a> {
-    pub fn new(cx: &'a KeyCtx) -> Self {
-        Keys {
-            cx,
-            cache: HashMap::new(),
-        }
-    }
-
-    pub fn key(&mut self, def: &PartitionsDef, i: i64) -> &str {
-        let m = self.cache.entry(def as *const _).or_default();
-        let cx = self.cx;
-        m.entry(i)
-            .or_insert_with(|| def.key(i, cx).unwrap_or_default())
-            .as_str()
-    }
-}
+pub use crate::partitions::KeyCache as Keys;
 
 /// The id of a step: `asset[partition]`, or `asset` when unpartitioned.
 pub fn step_id(defs: &Defs, keys: &mut Keys<'_>, asset: AssetId, partition: Option<i64>) -> String {

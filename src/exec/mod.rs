@@ -44,6 +44,8 @@ pub struct RunCtx {
     pub store: Option<Arc<dyn StateStore>>,
     /// This run as a lease holder.
     pub lease: Lease,
+    /// When the run started (RFC 3339, UTC).
+    pub started_at: String,
     step_ids: Vec<String>,
     /// Latest materialization (run id, data version) per upstream (asset, partition):
     /// from history, updated as this run materializes.
@@ -143,6 +145,7 @@ impl RunCtx {
             .map(|s| crate::cli::plan::step_id(&defs, &mut keys, s.asset, s.partition))
             .collect();
         Ok(RunCtx {
+            started_at: timestamp(),
             lease: Lease {
                 run_id: run_id.clone(),
                 pid: std::process::id(),
@@ -172,7 +175,14 @@ impl RunCtx {
                     .partitions(&self.defs.assets[asset].key)
                     .unwrap_or_default()
                     .into_iter()
-                    .filter_map(|(k, s)| s.run_id.map(|r| (k, (r, s.data_version))))
+                    .filter_map(|(k, s)| {
+                        s.run_id.map(|r| {
+                            (
+                                k,
+                                (r.to_string(), s.data_version.map(crate::state::show_hash)),
+                            )
+                        })
+                    })
                     .collect(),
                 None => HashMap::new(),
             };
@@ -575,7 +585,9 @@ fn tolerates(rc: &RunCtx, d: usize, f: usize) -> bool {
 }
 
 /// Takes the lease on a step's partition, waiting while another live run
-/// holds it. `Ok(Some(run))` when that run materialized it meanwhile.
+/// holds it. `Ok(Some(run))` when another run materialized the partition
+/// after this run started (while this one waited, or just before it got
+/// there): the work is done and is not repeated.
 fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<String>, String> {
     let Some(store) = &rc.store else {
         return Ok(None);
@@ -605,22 +617,23 @@ fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<Strin
             Err(e) => return Err(format!("cannot take the lease on this partition: {e:#}")),
         }
     }
-    if let Some(other) = waited_for
-        && let Ok(states) = store.partitions(&asset.key)
-        && let Some(st) = states.get(&key)
-        && st.run_id.as_deref() == Some(other.as_str())
-        && st.status == "materialized"
-    {
-        let _ = store.release(&asset.key, &key, &rc.run_id);
-        rc.set_latest(
-            rc.plan.steps[si].asset,
-            &key,
-            &other,
-            st.data_version.clone(),
-        );
-        return Ok(Some(other));
+    match store.latest_materialization(&asset.key, &key) {
+        Ok(Some((other, at))) if other != rc.run_id && at >= rc.started_at => {
+            let _ = store.release(&asset.key, &key, &rc.run_id);
+            let dv = store
+                .partitions(&asset.key)
+                .ok()
+                .and_then(|m| m.get(&key).and_then(|s| s.data_version))
+                .map(crate::state::show_hash);
+            rc.set_latest(rc.plan.steps[si].asset, &key, &other, dv);
+            Ok(Some(other))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => {
+            let _ = store.release(&asset.key, &key, &rc.run_id);
+            Err(format!("cannot read the partition's history: {e:#}"))
+        }
     }
-    Ok(None)
 }
 
 /// Runs a step with its retries, and prepares what to record.
@@ -635,7 +648,17 @@ fn run_step(
     report.duration = started.elapsed();
     if let Some(store) = &rc.store {
         let asset = &rc.defs.assets[rc.plan.steps[si].asset];
-        let _ = store.release(&asset.key, &rc.partition_key(si), &rc.run_id);
+        let key = rc.partition_key(si);
+        if report.records.is_empty() {
+            let _ = store.release(&asset.key, &key, &rc.run_id);
+        } else {
+            // Released together with the outcome, by the recorder.
+            report.records.push(Record::Release {
+                asset: asset.key.clone(),
+                partition: key,
+                run_id: rc.run_id.clone(),
+            });
+        }
     }
     report
 }

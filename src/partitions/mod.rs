@@ -110,6 +110,42 @@ impl PartitionsDef {
     }
 }
 
+/// Formats partition keys, caching per definition (keys are shared by
+/// every asset on the same definition).
+pub struct KeyCache<'a> {
+    cx: &'a KeyCtx,
+    /// Keys by definition, indexed by partition (dense: indices are small and contiguous).
+    dense: HashMap<*const PartitionsDef, Vec<Option<Box<str>>>>,
+    sparse: HashMap<(*const PartitionsDef, i64), String>,
+}
+
+impl<'a> KeyCache<'a> {
+    pub fn new(cx: &'a KeyCtx) -> Self {
+        KeyCache {
+            cx,
+            dense: HashMap::new(),
+            sparse: HashMap::new(),
+        }
+    }
+
+    pub fn key(&mut self, def: &PartitionsDef, i: i64) -> &str {
+        let cx = self.cx;
+        if (0..1 << 24).contains(&i) {
+            let v = self.dense.entry(def as *const _).or_default();
+            let i = i as usize;
+            if v.len() <= i {
+                v.resize(i + 1, None);
+            }
+            return v[i]
+                .get_or_insert_with(|| def.key(i as i64, cx).unwrap_or_default().into_boxed_str());
+        }
+        self.sparse
+            .entry((def as *const _, i))
+            .or_insert_with(|| def.key(i, cx).unwrap_or_default())
+            .as_str()
+    }
+}
+
 /// What key arithmetic needs besides the definitions: *now*, and the keys
 /// of dynamic partitions (from the state store).
 #[derive(Debug, Default)]

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
-use super::{InputRead, PartitionState, StateStore, input_fingerprint};
+use super::{InputRead, StateStore};
 use crate::model::{AssetId, Defs};
+use crate::partitions::KeyCache;
 use crate::partitions::KeyCtx;
 use crate::plan::{Plan, Step};
 
@@ -62,7 +63,7 @@ pub enum Staleness {
 /// Latest partition states, loaded once per asset.
 pub struct History<'a> {
     store: &'a dyn StateStore,
-    states: HashMap<AssetId, HashMap<String, PartitionState>>,
+    states: HashMap<AssetId, super::PartitionStates>,
 }
 
 impl<'a> History<'a> {
@@ -73,11 +74,7 @@ impl<'a> History<'a> {
         }
     }
 
-    pub fn states(
-        &mut self,
-        defs: &Defs,
-        a: AssetId,
-    ) -> anyhow::Result<&HashMap<String, PartitionState>> {
+    pub fn states(&mut self, defs: &Defs, a: AssetId) -> anyhow::Result<&super::PartitionStates> {
         if !self.states.contains_key(&a) {
             let s = self.store.partitions(&defs.assets[a].key)?;
             self.states.insert(a, s);
@@ -90,35 +87,55 @@ impl<'a> History<'a> {
         &mut self,
         defs: &Defs,
         step: &Step,
-        cx: &KeyCtx,
+        keys: &mut KeyCache<'_>,
     ) -> anyhow::Result<Staleness> {
         let asset = &defs.assets[step.asset];
         let key = match (&asset.partitions, step.partition) {
-            (Some(p), Some(i)) => p.def.key(i, cx).unwrap_or_default(),
+            (Some(p), Some(i)) => keys.key(&p.def, i).to_string(),
             _ => String::new(),
         };
-        let Some(state) = self.states(defs, step.asset)?.get(&key).cloned() else {
-            return Ok(Staleness::Missing);
+        let recorded_fp = {
+            let Some(state) = self.states(defs, step.asset)?.get(&key) else {
+                return Ok(Staleness::Missing);
+            };
+            if !state.materialized() {
+                return Ok(Staleness::Missing);
+            }
+            if state.code_version.as_deref() != asset.code_version.as_deref() {
+                return Ok(Staleness::CodeVersion);
+            }
+            state.input_fp
         };
-        if !state.materialized() {
-            return Ok(Staleness::Missing);
-        }
-        if state.code_version != asset.code_version {
-            return Ok(Staleness::CodeVersion);
-        }
-        // Preload upstream states, then fingerprint what it would read now.
+        // What it would read now: the latest materialization of each input partition.
         for inp in &step.inputs {
             self.states(defs, inp.upstream)?;
         }
-        let states = &self.states;
-        let mut latest = |u: AssetId, k: &str| -> Option<super::Version> {
-            states
-                .get(&u)
-                .and_then(|m| m.get(k))
-                .and_then(|s| s.run_id.clone().map(|r| (r, s.data_version.clone())))
-        };
-        let now = input_fingerprint(&inputs_read(defs, step, cx, &mut latest));
-        if state.input_fp.as_deref() != Some(now.as_str()) {
+        let mut fp = super::Fingerprint::default();
+        for inp in &step.inputs {
+            let spec = &asset.inputs[inp.input];
+            let up = &defs.assets[inp.upstream];
+            let states = &self.states[&inp.upstream];
+            match (&inp.partitions, &up.partitions) {
+                (Some(ix), Some(p)) => {
+                    for i in ix.iter() {
+                        let k = keys.key(&p.def, i);
+                        let run = states
+                            .get(k)
+                            .and_then(|s| s.run_id.as_deref())
+                            .unwrap_or("");
+                        fp.add(&spec.name, &up.key, k, run);
+                    }
+                }
+                _ => {
+                    let run = states
+                        .get("")
+                        .and_then(|s| s.run_id.as_deref())
+                        .unwrap_or("");
+                    fp.add(&spec.name, &up.key, "", run);
+                }
+            }
+        }
+        if recorded_fp != Some(fp.finish_u64()) {
             return Ok(Staleness::Inputs);
         }
         Ok(Staleness::Fresh)
@@ -152,10 +169,11 @@ pub fn filter(
         }
         Mode::Stale => {
             let mut h = History::new(store);
+            let mut keys = KeyCache::new(cx);
             // Steps come in topological order, so upstream decisions are known.
             for s in 0..n {
                 keep[s] = plan.after(s).into_iter().any(|a| keep[a])
-                    || h.staleness(defs, &plan.steps[s], cx)? != Staleness::Fresh;
+                    || h.staleness(defs, &plan.steps[s], &mut keys)? != Staleness::Fresh;
             }
         }
     }

@@ -17,7 +17,7 @@
 pub mod incremental;
 pub mod sqlite;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::mpsc;
 
 use serde::Serialize;
@@ -130,20 +130,43 @@ pub enum Record {
         partition: Option<String>,
         run_id: String,
     },
+    /// The run gives up its lease on a partition. Written in the same
+    /// transaction as the step's outcome, so a waiting run never sees the
+    /// lease free before the outcome is recorded.
+    Release {
+        asset: String,
+        partition: String,
+        run_id: String,
+    },
 }
 
-/// The latest state of one partition.
-#[derive(Clone, Debug, Serialize)]
+/// The latest state of one partition. Strings repeated across partitions
+/// (run ids, code versions) are shared; hashes are kept as numbers.
+#[derive(Clone, Debug)]
 pub struct PartitionState {
-    /// `materialized` or `failed` (the last attempt failed).
-    pub status: String,
+    /// Whether the last attempt failed.
+    pub failed: bool,
     /// The run of the latest successful materialization, if any.
-    pub run_id: Option<String>,
-    pub code_version: Option<String>,
-    pub data_version: Option<String>,
-    pub input_fp: Option<String>,
-    pub updated_at: String,
+    pub run_id: Option<std::sync::Arc<str>>,
+    pub code_version: Option<std::sync::Arc<str>>,
+    /// See [`file_version`]; `None` when not recorded as a 64-bit hash.
+    pub data_version: Option<u64>,
+    /// See [`input_fingerprint`].
+    pub input_fp: Option<u64>,
 }
+
+/// A 64-bit hash written as 16 hex digits, back to a number.
+pub fn parse_hash(s: &str) -> Option<u64> {
+    u64::from_str_radix(s, 16).ok()
+}
+
+/// A 64-bit hash as 16 hex digits.
+pub fn show_hash(h: u64) -> String {
+    format!("{h:016x}")
+}
+
+/// Partition states by partition key (`""` when unpartitioned).
+pub type PartitionStates = rustc_hash::FxHashMap<String, PartitionState>;
 
 impl PartitionState {
     /// Whether there is a successful materialization (even if a later attempt failed).
@@ -173,7 +196,7 @@ pub trait StateStore: Send + Sync {
     /// Writes a batch in one transaction.
     fn record(&self, batch: &[Record]) -> anyhow::Result<()>;
     /// Latest state of every recorded partition of `asset` (key `""` when unpartitioned).
-    fn partitions(&self, asset: &str) -> anyhow::Result<HashMap<String, PartitionState>>;
+    fn partitions(&self, asset: &str) -> anyhow::Result<PartitionStates>;
     /// Partitions of `asset` with a successful materialization.
     fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>>;
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRecord>>;
@@ -189,6 +212,13 @@ pub trait StateStore: Send + Sync {
     /// owner process is gone is reclaimed.
     fn try_lease(&self, asset: &str, partition: &str, me: &Lease) -> anyhow::Result<Option<Lease>>;
     fn release(&self, asset: &str, partition: &str, run_id: &str) -> anyhow::Result<()>;
+    /// The run and time (RFC 3339, UTC) of a partition's latest successful
+    /// materialization.
+    fn latest_materialization(
+        &self,
+        asset: &str,
+        partition: &str,
+    ) -> anyhow::Result<Option<(String, String)>>;
     /// Marks runs whose process died as interrupted and drops their leases.
     fn reap_dead_runs(&self) -> anyhow::Result<Vec<String>>;
 }
@@ -213,23 +243,50 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Fingerprint of the upstream materializations a step read: order-independent.
+/// Fingerprint of the upstream materializations a step read, in input and
+/// partition order, hashed as they stream in (no allocation per entry).
+pub struct Fingerprint(twox_hash::XxHash3_64);
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Fingerprint(twox_hash::XxHash3_64::with_seed(0))
+    }
+}
+
+impl Fingerprint {
+    pub fn add(&mut self, input: &str, asset: &str, partition: &str, run_id: &str) {
+        use std::hash::Hasher;
+        for (i, part) in [input, asset, partition, run_id].into_iter().enumerate() {
+            if i > 0 {
+                self.0.write(&[0x1f]);
+            }
+            self.0.write(part.as_bytes());
+        }
+        self.0.write(&[0x1e]);
+    }
+
+    pub fn finish_u64(&self) -> u64 {
+        use std::hash::Hasher;
+        self.0.finish()
+    }
+
+    pub fn finish(&self) -> String {
+        show_hash(self.finish_u64())
+    }
+}
+
+/// Fingerprint of the upstream materializations a step read.
 pub fn input_fingerprint(inputs: &[InputRead]) -> String {
-    let mut parts: Vec<String> = inputs
-        .iter()
-        .map(|i| {
-            format!(
-                "{}\u{1f}{}\u{1f}{}\u{1f}{}",
-                i.input,
-                i.asset,
-                i.partition.as_deref().unwrap_or(""),
-                i.run_id.as_deref().unwrap_or("")
-            )
-        })
-        .collect();
-    parts.sort_unstable();
-    let h = twox_hash::XxHash3_64::oneshot(parts.join("\u{1e}").as_bytes());
-    format!("{h:016x}")
+    let mut f = Fingerprint::default();
+    for i in inputs {
+        f.add(
+            &i.input,
+            &i.asset,
+            i.partition.as_deref().unwrap_or(""),
+            i.run_id.as_deref().unwrap_or(""),
+        );
+    }
+    f.finish()
 }
 
 /// Content hash of a file, as the data version of an output.

@@ -2,7 +2,7 @@
 //! processes wait for each other instead of failing, and versioned
 //! migrations (`PRAGMA user_version`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -11,8 +11,8 @@ use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AttemptRecord, InputRead, Lease, Materialization, PartitionState, Record, RunRecord, RunStatus,
-    StateStore,
+    AttemptRecord, InputRead, Lease, Materialization, PartitionState, PartitionStates, Record,
+    RunRecord, RunStatus, StateStore,
 };
 
 /// Each entry upgrades the schema by one version.
@@ -86,6 +86,31 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
+/// How long a dg process waits for another one holding the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `PRAGMA journal_mode = WAL`. Switching a new database to WAL takes an
+/// exclusive lock, and SQLite answers SQLITE_BUSY at once, without the busy
+/// handler, while another connection holds it (two dg processes creating the
+/// state database together): retry for as long as the busy timeout.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
@@ -102,8 +127,13 @@ impl SqliteStore {
         }
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the state database {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(60))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        enable_wal(&conn).with_context(|| {
+            format!(
+                "cannot switch the state database {} to WAL mode",
+                path.display()
+            )
+        })?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let store = SqliteStore {
@@ -267,6 +297,16 @@ impl StateStore for SqliteStore {
                             now()
                         ])?;
                     }
+                    Record::Release {
+                        asset,
+                        partition,
+                        run_id,
+                    } => {
+                        tx.execute(
+                            "DELETE FROM leases WHERE asset = ?1 AND partition = ?2 AND run_id = ?3",
+                            params![asset, partition, run_id],
+                        )?;
+                    }
                 }
             }
         }
@@ -274,26 +314,47 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    fn partitions(&self, asset: &str) -> anyhow::Result<HashMap<String, PartitionState>> {
+    fn partitions(&self, asset: &str) -> anyhow::Result<PartitionStates> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(
-            "SELECT partition, status, run_id, code_version, data_version, input_fp, updated_at
+            "SELECT partition, status, run_id, code_version, data_version, input_fp
              FROM partition_state WHERE asset = ?1",
         )?;
-        let rows = st.query_map(params![asset], |r| {
-            Ok((
+        let mut out = PartitionStates::default();
+        let mut interned: rustc_hash::FxHashMap<String, std::sync::Arc<str>> = Default::default();
+        let mut intern = |v: rusqlite::types::ValueRef<'_>| -> Option<std::sync::Arc<str>> {
+            let rusqlite::types::ValueRef::Text(b) = v else {
+                return None;
+            };
+            let s = std::str::from_utf8(b).ok()?;
+            if let Some(a) = interned.get(s) {
+                return Some(a.clone());
+            }
+            let a: std::sync::Arc<str> = std::sync::Arc::from(s);
+            interned.insert(s.to_string(), a.clone());
+            Some(a)
+        };
+        let hash = |v: rusqlite::types::ValueRef<'_>| match v {
+            rusqlite::types::ValueRef::Text(b) => {
+                std::str::from_utf8(b).ok().and_then(super::parse_hash)
+            }
+            _ => None,
+        };
+        let mut rows = st.query(params![asset])?;
+        while let Some(r) = rows.next()? {
+            let failed = matches!(r.get_ref(1)?, rusqlite::types::ValueRef::Text(b"failed"));
+            out.insert(
                 r.get::<_, String>(0)?,
                 PartitionState {
-                    status: r.get(1)?,
-                    run_id: r.get(2)?,
-                    code_version: r.get(3)?,
-                    data_version: r.get(4)?,
-                    input_fp: r.get(5)?,
-                    updated_at: r.get(6)?,
+                    failed,
+                    run_id: intern(r.get_ref(2)?),
+                    code_version: intern(r.get_ref(3)?),
+                    data_version: hash(r.get_ref(4)?),
+                    input_fp: hash(r.get_ref(5)?),
                 },
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            );
+        }
+        Ok(out)
     }
 
     fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>> {
@@ -450,6 +511,22 @@ impl StateStore for SqliteStore {
         Ok(None)
     }
 
+    fn latest_materialization(
+        &self,
+        asset: &str,
+        partition: &str,
+    ) -> anyhow::Result<Option<(String, String)>> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT run_id, updated_at FROM partition_state
+                 WHERE asset = ?1 AND partition = ?2 AND run_id IS NOT NULL AND status = 'materialized'",
+                params![asset, partition],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     fn release(&self, asset: &str, partition: &str, run_id: &str) -> anyhow::Result<()> {
         self.conn().execute(
             "DELETE FROM leases WHERE asset = ?1 AND partition = ?2 AND run_id = ?3",
@@ -522,6 +599,30 @@ mod tests {
     }
 
     #[test]
+    fn processes_creating_the_database_together_do_not_fail() {
+        for round in 0..20 {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join(format!("s{round}.db"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let p = p.clone();
+                    let b = barrier.clone();
+                    std::thread::spawn(move || {
+                        b.wait();
+                        SqliteStore::open(&p)
+                            .map(|_| ())
+                            .map_err(|e| format!("{e:#}"))
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        }
+    }
+
+    #[test]
     fn partition_state_follows_latest_attempt() {
         let (_d, s) = store();
         s.record(&[mat("a", "1", "r1")]).unwrap();
@@ -532,7 +633,7 @@ mod tests {
         }])
         .unwrap();
         let p = s.partitions("a").unwrap();
-        assert_eq!(p["1"].status, "failed");
+        assert!(p["1"].failed);
         assert!(
             p["1"].materialized(),
             "an earlier success still counts as materialized"

@@ -9,7 +9,9 @@
 //! All integration tests live in this one binary so the build stays fast.
 
 mod check_defs;
+mod docs;
 mod example;
+mod history;
 mod materialize;
 mod plan;
 

@@ -1,0 +1,285 @@
+//! The TOML examples in the documentation stay valid.
+//!
+//! Every ```` ```toml ```` block in `docs/*.md` and `README.md` is checked. Its
+//! first line says what it is (the convention is in CONTRIBUTING.md):
+//!
+//! - `# dg.toml`: a `dg.toml`. It goes into an empty project, with the
+//!   definitions folder it names, and `dg check defs` must pass.
+//! - `# defs/PATH.toml`: one file of a project that spans several blocks. All
+//!   such blocks of one Markdown file go into one project, at their paths,
+//!   and `dg check defs` must pass on them together.
+//! - `# fragment` (optionally followed by `:` and a note): a piece of a file,
+//!   such as a single table. It must parse as TOML.
+//! - `# invalid` (optionally followed by `:` and a note): an example of a
+//!   mistake. It must parse as TOML, and `dg check defs` must reject it (exit 2)
+//!   without panicking.
+//! - anything else: a complete definitions file. It goes into `defs/` of an
+//!   empty project, and `dg check defs` must pass.
+//!
+//! Every block must parse as TOML. Unset `${env:…}` variables are only
+//! warnings, so the examples may use them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+
+use crate::{Run, assert_no_panic, dg, repo};
+
+/// One fenced TOML block.
+#[derive(Debug)]
+struct Block {
+    /// `docs/cli.md:120` (the line of the opening fence).
+    place: String,
+    /// The Markdown file it came from.
+    doc: PathBuf,
+    text: String,
+}
+
+/// What a block is, from its first line.
+#[derive(Debug, PartialEq)]
+enum Kind {
+    Defs,
+    DgToml,
+    ProjectFile(String),
+    Fragment,
+    Invalid,
+}
+
+fn kind(text: &str) -> Kind {
+    let first = text.lines().next().unwrap_or("").trim();
+    let Some(comment) = first.strip_prefix('#').map(str::trim) else {
+        return Kind::Defs;
+    };
+    let marker = |word: &str| {
+        comment == word
+            || comment
+                .strip_prefix(word)
+                .is_some_and(|rest| rest.starts_with(':') || rest.starts_with(' '))
+    };
+    if comment == "dg.toml" {
+        Kind::DgToml
+    } else if marker("fragment") {
+        Kind::Fragment
+    } else if marker("invalid") {
+        Kind::Invalid
+    } else if let Some(path) = comment.split_whitespace().next()
+        && path.starts_with("defs/")
+        && path.ends_with(".toml")
+    {
+        Kind::ProjectFile(path.to_string())
+    } else {
+        Kind::Defs
+    }
+}
+
+/// The Markdown files whose examples are checked.
+fn documents() -> Vec<PathBuf> {
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+        .expect("docs/ exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    docs.push(repo().join("README.md"));
+    docs
+}
+
+/// The ```toml blocks of a Markdown file. A fence may be indented (inside a
+/// list); the block's lines lose that indentation.
+fn toml_blocks(doc: &Path) -> Vec<Block> {
+    let text = std::fs::read_to_string(doc).expect("read doc");
+    let rel = doc
+        .strip_prefix(repo())
+        .unwrap_or(doc)
+        .display()
+        .to_string();
+    let mut out = Vec::new();
+    // (indent, fence length, is toml, first line number, lines)
+    let mut open: Option<(usize, usize, bool, usize, Vec<&str>)> = None;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let ticks = trimmed.chars().take_while(|&c| c == '`').count();
+        match &mut open {
+            None if ticks >= 3 => {
+                let info = trimmed[ticks..].trim();
+                open = Some((indent, ticks, info == "toml", n + 1, Vec::new()));
+            }
+            None => {}
+            Some((_, len, ..)) if ticks >= *len && trimmed[ticks..].trim().is_empty() => {
+                let (_, _, is_toml, start, lines) = open.take().expect("open");
+                if is_toml {
+                    out.push(Block {
+                        place: format!("{rel}:{start}"),
+                        doc: doc.to_path_buf(),
+                        text: lines.join("\n") + "\n",
+                    });
+                }
+            }
+            Some((fence_indent, _, _, _, lines)) => {
+                let strip = indent.min(*fence_indent);
+                lines.push(&line[strip..]);
+            }
+        }
+    }
+    assert!(open.is_none(), "{rel}: a code fence is never closed");
+    out
+}
+
+fn project() -> TempDir {
+    TempDir::new().expect("temp dir")
+}
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("create dir");
+    std::fs::write(path, text).expect("write file");
+}
+
+fn describe(run: &Run) -> String {
+    format!(
+        "exit {}\n{}{}",
+        run.code,
+        run.stdout.trim_end(),
+        if run.stderr.is_empty() {
+            String::new()
+        } else {
+            format!("\n{}", run.stderr.trim_end())
+        }
+    )
+}
+
+#[test]
+fn every_toml_example_in_the_docs_is_valid() {
+    let blocks: Vec<Block> = documents().iter().flat_map(|d| toml_blocks(d)).collect();
+    // Guards against an extractor that silently finds nothing.
+    assert!(
+        blocks.len() >= 20,
+        "only {} toml blocks found",
+        blocks.len()
+    );
+
+    let mut failures: Vec<String> = Vec::new();
+    // Multi-file projects, per Markdown file: path → (place, text).
+    let mut projects: BTreeMap<PathBuf, Vec<(String, String, String)>> = BTreeMap::new();
+    for b in &blocks {
+        if let Err(e) = b.text.parse::<toml::Table>() {
+            failures.push(format!("{}: not valid TOML: {e}", b.place));
+            continue;
+        }
+        match kind(&b.text) {
+            Kind::Fragment => {}
+            Kind::Defs => {
+                let dir = project();
+                write(dir.path(), "defs/example.toml", &b.text);
+                let run = dg(dir.path(), &["check", "defs"]);
+                assert_no_panic(&run);
+                if run.code != 0 {
+                    failures.push(format!(
+                        "{}: `dg check defs` fails on this definitions file:\n{}",
+                        b.place,
+                        describe(&run)
+                    ));
+                }
+            }
+            Kind::Invalid => {
+                let dir = project();
+                write(dir.path(), "defs/example.toml", &b.text);
+                let run = dg(dir.path(), &["check", "defs"]);
+                assert_no_panic(&run);
+                if run.code != 2 {
+                    failures.push(format!(
+                        "{}: marked `# invalid`, but `dg check defs` did not reject it:\n{}",
+                        b.place,
+                        describe(&run)
+                    ));
+                }
+            }
+            Kind::DgToml => {
+                let dir = project();
+                write(dir.path(), "dg.toml", &b.text);
+                let table: toml::Table = b.text.parse().expect("parsed above");
+                let defs = table
+                    .get("project")
+                    .and_then(|p| p.get("defs"))
+                    .and_then(|d| d.as_str())
+                    .unwrap_or("defs");
+                std::fs::create_dir_all(dir.path().join(defs)).expect("create defs dir");
+                let run = dg(dir.path(), &["check", "defs"]);
+                assert_no_panic(&run);
+                if run.code != 0 {
+                    failures.push(format!(
+                        "{}: `dg check defs` fails with this dg.toml:\n{}",
+                        b.place,
+                        describe(&run)
+                    ));
+                }
+            }
+            Kind::ProjectFile(path) => {
+                projects.entry(b.doc.clone()).or_default().push((
+                    b.place.clone(),
+                    path,
+                    b.text.clone(),
+                ));
+            }
+        }
+    }
+    for files in projects.values() {
+        let dir = project();
+        let mut paths: Vec<&str> = Vec::new();
+        for (place, path, text) in files {
+            if paths.contains(&path.as_str()) {
+                failures.push(format!("{place}: a second block for `{path}` in this file"));
+            }
+            paths.push(path);
+            write(dir.path(), path, text);
+        }
+        let run = dg(dir.path(), &["check", "defs"]);
+        assert_no_panic(&run);
+        if run.code != 0 {
+            let places: Vec<&str> = files.iter().map(|(p, _, _)| p.as_str()).collect();
+            failures.push(format!(
+                "{}: `dg check defs` fails on these blocks as one project:\n{}",
+                places.join(", "),
+                describe(&run)
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} documentation example(s) are broken:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn block_kinds_follow_the_first_line() {
+    assert_eq!(kind("[assets.a]\nshell = \"true\"\n"), Kind::Defs);
+    assert_eq!(kind("# a comment\n[assets.a]\n"), Kind::Defs);
+    assert_eq!(kind("# dg.toml\n[run]\njobs = 2\n"), Kind::DgToml);
+    assert_eq!(kind("# fragment\n[resources.x]\n"), Kind::Fragment);
+    assert_eq!(kind("# fragment: one table\n"), Kind::Fragment);
+    assert_eq!(kind("# fragments are\n"), Kind::Defs);
+    assert_eq!(kind("# invalid: a typo\n"), Kind::Invalid);
+    assert_eq!(
+        kind("# defs/assets.toml\n[assets.a]\n"),
+        Kind::ProjectFile("defs/assets.toml".into())
+    );
+}
+
+#[test]
+fn fences_are_found_with_their_lines() {
+    let dir = project();
+    let doc = dir.path().join("x.md");
+    std::fs::write(
+        &doc,
+        "# Title\n\n```toml\na = 1\n```\n\n- item\n\n  ```toml\n  b = 2\n  ```\n\n```sh\nc = 3\n```\n\n````toml\nd = \"```\"\n````\n",
+    )
+    .unwrap();
+    let blocks = toml_blocks(&doc);
+    let texts: Vec<&str> = blocks.iter().map(|b| b.text.as_str()).collect();
+    assert_eq!(texts, ["a = 1\n", "b = 2\n", "d = \"```\"\n"]);
+    assert!(blocks[0].place.ends_with("x.md:3"), "{}", blocks[0].place);
+}
