@@ -8,6 +8,7 @@
 
 pub mod fs;
 pub mod memory;
+pub mod plugin;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -189,7 +190,7 @@ impl Registry {
             "command",
             Configured::<CommandConfig>::new(
                 |c| ResourceInfo { format: c.format },
-                unsupported("command"),
+                |c, cx| Ok(Arc::new(plugin::PluginManager::new(c, cx)?)),
             ),
         );
         r

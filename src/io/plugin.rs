@@ -1,0 +1,373 @@
+//! `type = "command"`: an I/O manager implemented by an external program.
+//!
+//! One child process serves a resource for the length of a run. dg talks to
+//! it in JSON lines over stdin/stdout (protocol version 1, specified in
+//! `docs/plugins.md`): a handshake, then `handle_output`, `load_input` and
+//! `exists` requests, each answered by one reply with the same `id`, and
+//! `shutdown` at the end. Data moves as files in a named format. A crash, a
+//! malformed reply or a reply that does not come within `timeout` fails the
+//! request (and so only the step that made it) and stops the child; the next
+//! request starts a fresh one.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::{Value as Json, json};
+
+use super::{CommandConfig, Data, Format, InputContext, IoManager, Loaded, OutputContext, PartitionRef, ResourceCx, Stored, table};
+
+/// The protocol version dg speaks.
+pub const PROTOCOL: u64 = 1;
+
+/// Why an exchange failed: the plug-in said no (it stays up), or the
+/// exchange itself broke (the plug-in is stopped).
+enum Failure {
+    Refused(String),
+    Broken(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused(m) | Failure::Broken(m) => f.write_str(m),
+        }
+    }
+}
+
+struct Running {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<std::io::Result<String>>,
+}
+
+/// A resource served by an external program.
+pub struct PluginManager {
+    argv: Vec<String>,
+    config: Json,
+    format: Format,
+    timeout: Duration,
+    cx: ResourceCx,
+    /// What the plug-in said its name was.
+    name: Mutex<Option<String>>,
+    child: Mutex<Option<Running>>,
+    next_id: Mutex<u64>,
+    scratch: PathBuf,
+}
+
+impl PluginManager {
+    pub fn new(c: CommandConfig, cx: &ResourceCx) -> anyhow::Result<Self> {
+        if c.command.is_empty() {
+            anyhow::bail!("`command` is empty: give the plug-in program and its arguments");
+        }
+        let timeout = match &c.timeout {
+            Some(t) => humantime::parse_duration(t).map_err(|e| anyhow::anyhow!("invalid `timeout` `{t}`: {e}"))?,
+            None => Duration::from_secs(60),
+        };
+        let config = serde_json::to_value(&c.config)?;
+        Ok(PluginManager {
+            argv: c.command,
+            config,
+            format: c.format.unwrap_or(Format::Csv),
+            timeout,
+            scratch: cx.state_dir.join("runs").join(&cx.run_id).join(format!("plugin-{}", cx.resource_key)),
+            cx: cx.clone(),
+            name: Mutex::new(None),
+            child: Mutex::new(None),
+            next_id: Mutex::new(1),
+        })
+    }
+
+    fn who(&self) -> String {
+        let name = self.name.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match name {
+            Some(n) => format!("plug-in `{n}` (resource `{}`)", self.cx.resource_key),
+            None => format!("plug-in `{}` (resource `{}`)", self.argv.join(" "), self.cx.resource_key),
+        }
+    }
+
+    fn spawn(&self) -> anyhow::Result<Running> {
+        let log_dir = self.cx.state_dir.join("logs").join(&self.cx.run_id);
+        std::fs::create_dir_all(&log_dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join(format!("plugin-{}.log", self.cx.resource_key)))?;
+        let mut child = Command::new(&self.argv[0])
+            .args(&self.argv[1..])
+            .current_dir(&self.cx.project_root)
+            .env("DG_RUN_ID", &self.cx.run_id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .process_group(0)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start `{}`: {e}", self.argv[0]))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = channel();
+        std::thread::Builder::new()
+            .name(format!("dg-plugin-{}", self.cx.resource_key))
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let end = line.is_err();
+                    if tx.send(line).is_err() || end {
+                        break;
+                    }
+                }
+            })?;
+        let mut r = Running {
+            child,
+            stdin,
+            lines: rx,
+        };
+        let hello = json!({
+            "type": "hello",
+            "protocol": PROTOCOL,
+            "resource": self.cx.resource_key,
+            "config": self.config,
+            "format": self.format.name(),
+            "run_id": self.cx.run_id,
+            "project_root": self.cx.project_root.to_string_lossy(),
+        });
+        let reply = self.exchange(&mut r, &hello).map_err(|e| anyhow::anyhow!("handshake: {e}"))?;
+        let version = reply.get("protocol").and_then(Json::as_u64);
+        if version != Some(PROTOCOL) {
+            anyhow::bail!(
+                "speaks protocol {}, dg speaks {PROTOCOL}",
+                version.map_or("(none given)".to_string(), |v| v.to_string())
+            );
+        }
+        if let Some(n) = reply.get("name").and_then(Json::as_str) {
+            *self.name.lock().unwrap_or_else(|e| e.into_inner()) = Some(n.to_string());
+        }
+        Ok(r)
+    }
+
+    /// Sends one message and waits for its reply line.
+    fn exchange(&self, r: &mut Running, msg: &Json) -> Result<Json, Failure> {
+        use Failure::Broken;
+        let mut line = serde_json::to_string(msg).map_err(|e| Broken(e.to_string()))?;
+        line.push('\n');
+        r.stdin
+            .write_all(line.as_bytes())
+            .and_then(|_| r.stdin.flush())
+            .map_err(|e| Broken(format!("cannot write to it: {e} (did it exit?)")))?;
+        let text = match r.lines.recv_timeout(self.timeout) {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Err(Broken(format!("cannot read its reply: {e}"))),
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(Broken(format!(
+                    "no reply within {} (set `timeout` on the resource to allow more)",
+                    humantime::format_duration(self.timeout)
+                )));
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(20));
+                let status = r.child.try_wait().ok().flatten();
+                return Err(Broken(format!(
+                    "it exited{} without replying",
+                    status.map(|s| format!(" ({s})")).unwrap_or_default()
+                )));
+            }
+        };
+        let reply: Json = serde_json::from_str(&text).map_err(|e| {
+            let shown: String = text.chars().take(120).collect();
+            Broken(format!("malformed reply (not JSON: {e}): `{shown}`"))
+        })?;
+        if !reply.is_object() {
+            return Err(Broken(format!("malformed reply: expected a JSON object, got `{reply}`")));
+        }
+        if let (Some(want), Some(got)) = (msg.get("id"), reply.get("id"))
+            && want != got
+        {
+            return Err(Broken(format!("malformed reply: answers request {got}, expected {want}")));
+        }
+        match reply.get("ok").and_then(Json::as_bool) {
+            Some(true) => Ok(reply),
+            Some(false) => Err(Failure::Refused(
+                reply
+                    .get("error")
+                    .and_then(Json::as_str)
+                    .unwrap_or("failed without saying why")
+                    .to_string(),
+            )),
+            None => Err(Broken(format!("malformed reply: no boolean `ok` in `{reply}`"))),
+        }
+    }
+
+    /// Sends a request, starting the plug-in when needed. A broken exchange
+    /// stops the child, so the next request starts a fresh one.
+    fn request(&self, kind: &str, mut body: Json) -> anyhow::Result<Json> {
+        let id = {
+            let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
+            *n += 1;
+            *n
+        };
+        body["id"] = json!(id);
+        body["type"] = json!(kind);
+        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            match self.spawn() {
+                Ok(r) => *guard = Some(r),
+                Err(e) => anyhow::bail!("{} failed to start: {e:#}", self.who()),
+            }
+        }
+        let r = guard.as_mut().expect("started above");
+        match self.exchange(r, &body) {
+            Ok(reply) => Ok(reply),
+            Err(Failure::Refused(m)) => Err(anyhow::anyhow!("{} {kind}: {m}", self.who())),
+            Err(Failure::Broken(m)) => {
+                if let Some(mut dead) = guard.take() {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(dead.child.id() as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    let _ = dead.child.wait();
+                }
+                Err(anyhow::anyhow!("{} {kind}: {m}", self.who()))
+            }
+        }
+    }
+
+    fn partition_json(p: Option<&PartitionRef>) -> Json {
+        match p {
+            None => Json::Null,
+            Some(p) => json!({
+                "key": p.key,
+                "dimensions": p.dims.iter().map(|(d, k)| (d.clone(), json!(k))).collect::<serde_json::Map<_, _>>(),
+                "start": p.window.map(|w| w.0.to_rfc3339()),
+                "end": p.window.map(|w| w.1.to_rfc3339()),
+            }),
+        }
+    }
+}
+
+impl Drop for PluginManager {
+    fn drop(&mut self) {
+        let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut r) = guard.take() {
+            let _ = writeln!(r.stdin, "{}", json!({"type": "shutdown"}));
+            let _ = r.stdin.flush();
+            drop(r.stdin);
+            for _ in 0..50 {
+                if r.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if r.child.try_wait().ok().flatten().is_none() {
+                let _ = r.child.kill();
+                let _ = r.child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+impl IoManager for PluginManager {
+    fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
+        std::fs::create_dir_all(&self.scratch)?;
+        let dest = self.scratch.join(format!("out-{}{}", crate::exec::slug(&ctx.step_id), self.format.extension()));
+        let path = table::to_file(&data, self.format, &dest)?;
+        let reply = self.request(
+            "handle_output",
+            json!({
+                "asset_key": ctx.asset_key,
+                "partition": Self::partition_json(ctx.partition.as_ref()),
+                "format": self.format.name(),
+                "path": path.to_string_lossy(),
+                "metadata": ctx.metadata,
+                "run_id": ctx.run_id,
+                "step_id": ctx.step_id,
+            }),
+        );
+        let _ = std::fs::remove_file(&dest);
+        let reply = reply?;
+        let md = reply.get("metadata").cloned().unwrap_or(Json::Null);
+        Ok(Stored {
+            path: md.get("path").and_then(Json::as_str).map(String::from),
+            rows: md.get("rows").and_then(Json::as_u64),
+            bytes: md.get("bytes").and_then(Json::as_u64),
+        })
+    }
+
+    fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
+        let dir = self.scratch.join(format!(
+            "in-{}-{}",
+            crate::exec::slug(&ctx.step_id),
+            crate::exec::slug(&ctx.input_name)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let partitions = if ctx.upstream_partitioned {
+            Json::Array(ctx.partitions.iter().map(|p| Self::partition_json(Some(p))).collect())
+        } else {
+            Json::Null
+        };
+        let reply = self.request(
+            "load_input",
+            json!({
+                "asset_key": ctx.upstream_output.asset_key,
+                "input_name": ctx.input_name,
+                "downstream_asset": ctx.asset_key,
+                "partitions": partitions,
+                "format": self.format.name(),
+                "dir": dir.to_string_lossy(),
+                "run_id": ctx.run_id,
+                "step_id": ctx.step_id,
+            }),
+        )?;
+        let files = reply
+            .get("files")
+            .and_then(Json::as_array)
+            .ok_or_else(|| anyhow::anyhow!("{} load_input: malformed reply: no `files` list", self.who()))?;
+        let mut out = IndexMap::new();
+        for f in files {
+            let path = f
+                .get("path")
+                .and_then(Json::as_str)
+                .ok_or_else(|| anyhow::anyhow!("{} load_input: malformed reply: a file without `path`", self.who()))?;
+            let path = PathBuf::from(path);
+            if !path.exists() {
+                anyhow::bail!("{} load_input: it replied with `{}`, which does not exist", self.who(), path.display());
+            }
+            let key = f.get("key").and_then(Json::as_str).map(String::from);
+            out.insert(key.unwrap_or_default(), Data::File { path, format: self.format });
+        }
+        if !ctx.upstream_partitioned {
+            return match out.into_iter().next() {
+                Some((_, d)) => Ok(Loaded::Single(d)),
+                None => anyhow::bail!("{} load_input: it returned no file", self.who()),
+            };
+        }
+        let wanted: Vec<&str> = ctx.partitions.iter().map(|p| p.key.as_str()).collect();
+        let got: Vec<&str> = out.keys().map(String::as_str).collect();
+        if wanted != got {
+            anyhow::bail!(
+                "{} load_input: returned partitions {got:?}, expected {wanted:?} in that order",
+                self.who()
+            );
+        }
+        Ok(Loaded::Partitions(out))
+    }
+
+    fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
+        let reply = self.request(
+            "exists",
+            json!({
+                "asset_key": ctx.asset_key,
+                "partition": Self::partition_json(ctx.partition.as_ref()),
+                "run_id": ctx.run_id,
+            }),
+        )?;
+        reply
+            .get("exists")
+            .and_then(Json::as_bool)
+            .ok_or_else(|| anyhow::anyhow!("{} exists: malformed reply: no boolean `exists`", self.who()))
+    }
+}
