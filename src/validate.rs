@@ -602,6 +602,28 @@ impl<'a> Validator<'a> {
             );
             return None;
         }
+        // Each dimension becomes `DG_PARTITION_<DIM>`: the two must differ.
+        let mut keys: Vec<(String, Span)> = dims
+            .iter()
+            .map(|(k, _)| (k.get_ref().to_string(), Span::new(r.file, k.span())))
+            .collect();
+        keys.sort_by_key(|(_, s)| s.range.start);
+        if let [(a, a_span), (b, b_span)] = keys.as_slice() {
+            let var = crate::exec::step::env_name(a);
+            if var == crate::exec::step::env_name(b) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Kind::Duplicate,
+                        format!(
+                            "dimensions `{a}` and `{b}` of {what} both become `DG_PARTITION_{var}`"
+                        ),
+                    )
+                    .at(b_span, format!("`{b}` → `DG_PARTITION_{var}`"))
+                    .also(a_span, format!("`{a}` → `DG_PARTITION_{var}`"))
+                    .help("a step sees each dimension as `DG_PARTITION_<DIM>`, upper-cased with other characters written `_`; rename one of them"),
+                );
+            }
+        }
         let mut out: Vec<(String, Arc<PartitionsDef>)> = Vec::new();
         for (k, v) in dims.iter() {
             let dim_name = k.get_ref().to_string();
@@ -1274,7 +1296,8 @@ impl<'a> Validator<'a> {
                             Kind::InvalidKey,
                             format!("invalid input name `{name}` in {what}"),
                         )
-                        .at(&k_span, "letters, digits, `_` and `-` only"),
+                        .at(&k_span, "letters, digits, `_`, `-` and `.` only")
+                        .help("an input name is like one segment of an asset key: not empty, not `.` or `..`"),
                     );
                 }
                 let (up_name, up_span) = match ir.str("asset", d) {
@@ -1322,6 +1345,32 @@ impl<'a> Validator<'a> {
                         .unwrap_or(false),
                     load: ir.bool("load", d).unwrap_or(true),
                 });
+            }
+        }
+        // Each input becomes `DG_INPUT_<NAME>`: two names must not give the same variable.
+        let mut by_place: Vec<&Input> = inputs.iter().collect();
+        by_place.sort_by_key(|i| i.span.range.start);
+        for (j, later) in by_place.iter().enumerate() {
+            let var = crate::exec::step::env_name(&later.name);
+            if let Some(first) = by_place[..j]
+                .iter()
+                .find(|x| crate::exec::step::env_name(&x.name) == var)
+            {
+                d.push(
+                    Diagnostic::error(
+                        Kind::Duplicate,
+                        format!(
+                            "inputs `{}` and `{}` of {what} both become `DG_INPUT_{var}`",
+                            first.name, later.name
+                        ),
+                    )
+                    .at(&later.span, format!("`{}` → `DG_INPUT_{var}`", later.name))
+                    .also(&first.span, format!("`{}` → `DG_INPUT_{var}`", first.name))
+                    .help(format!(
+                        "a step sees each input as `DG_INPUT_<NAME>`, upper-cased with other characters written `_`; rename one of them with `[assets.\"{}\".ins.OTHER_NAME] asset = \"…\"`",
+                        e.name
+                    )),
+                );
             }
         }
         // Self-dependency is a cycle of one.
@@ -1561,10 +1610,14 @@ fn example_in(fmt: &str) -> Option<String> {
     Some(out)
 }
 
+/// An input name follows the rule of one asset key segment, since the name
+/// of an input from `deps` is its upstream key's last segment.
 fn valid_input_name(n: &str) -> bool {
     !n.is_empty()
+        && n != "."
+        && n != ".."
         && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Why an asset key is invalid, or `None`.
@@ -2294,5 +2347,79 @@ mod tests {
             c.kinds(),
             [Kind::WrongType, Kind::UnknownField, Kind::Compute]
         );
+    }
+
+    #[test]
+    fn inputs_that_share_an_environment_variable_are_an_error() {
+        let src = "[assets.\"a-b\"]\nshell = \"true\"\n\n[assets.a_b]\nshell = \"true\"\n\n\
+                   [assets.x]\ndeps = [\"a-b\"]\nshell = \"true\"\n\n\
+                   [assets.x.ins.a_b]\nasset = \"a_b\"\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::Duplicate);
+        assert_eq!(
+            d.message,
+            "inputs `a-b` and `a_b` of asset `x` both become `DG_INPUT_A_B`"
+        );
+        assert_eq!(c.primary(d), c.at("a.toml", "a_b", 1));
+        assert_eq!(c.secondary(d, 0), c.at("a.toml", "\"a-b\"", 1));
+        assert!(c.defs.is_none());
+        // Upper and lower case give the same variable too.
+        let src = "[assets.up]\nshell = \"true\"\n\n[assets.x]\nshell = \"true\"\n\n\
+                   [assets.x.ins.Events]\nasset = \"up\"\n\n[assets.x.ins.events]\nasset = \"up\"\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::Duplicate);
+        assert!(d.message.contains("`DG_INPUT_EVENTS`"), "{}", d.message);
+        assert_eq!(c.primary(d), c.at("a.toml", "events", 0));
+        assert_eq!(c.secondary(d, 0), c.at("a.toml", "Events", 0));
+    }
+
+    #[test]
+    fn input_names_follow_the_key_segment_rule() {
+        // `deps` names an input after the key's last segment, which may hold `.`.
+        let src = "[assets.\"raw/v1.2\"]\nshell = \"true\"\n\n\
+                   [assets.x]\ndeps = [\"raw/v1.2\"]\nshell = \"true\"\n\n\
+                   [assets.y]\nshell = \"true\"\n\n[assets.y.ins.\"v1.2\"]\nasset = \"raw/v1.2\"\n";
+        let c = check(&[("a.toml", src)]);
+        assert!(c.diags.items.is_empty(), "{:#?}", c.diags.items);
+        let defs = c.defs.expect("valid");
+        let names: Vec<&str> = defs
+            .assets
+            .iter()
+            .flat_map(|a| a.inputs.iter().map(|i| i.name.as_str()))
+            .collect();
+        assert_eq!(names, ["v1.2", "v1.2"]);
+        for bad in [".", "..", "a b", "a/b", ""] {
+            let src = format!(
+                "[assets.up]\nshell = \"true\"\n\n[assets.x]\nshell = \"true\"\n\n\
+                 [assets.x.ins.\"{bad}\"]\nasset = \"up\"\n"
+            );
+            let c = check(&[("a.toml", &src)]);
+            let d = c.only(Kind::InvalidKey);
+            assert_eq!(
+                d.message,
+                format!("invalid input name `{bad}` in asset `x`")
+            );
+        }
+    }
+
+    #[test]
+    fn dimensions_that_share_an_environment_variable_are_an_error() {
+        let src = "[partitions.m]\ntype = \"multi\"\n\
+                   dimensions = { \"a-b\" = { type = \"static\", keys = [\"x\"] }, a_b = { type = \"static\", keys = [\"y\"] } }\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::Duplicate);
+        assert_eq!(
+            d.message,
+            "dimensions `a-b` and `a_b` of partitions `m` both become `DG_PARTITION_A_B`"
+        );
+        assert_eq!(c.primary(d), c.at("a.toml", "a_b", 0));
+        assert_eq!(c.secondary(d, 0), c.at("a.toml", "\"a-b\"", 0));
+        assert!(c.defs.is_none());
+        // Inline on an asset too.
+        let src = "[assets.x]\nshell = \"true\"\n\
+                   partitions = { type = \"multi\", dimensions = { Region = { type = \"static\", keys = [\"x\"] }, region = { type = \"static\", keys = [\"y\"] } } }\n";
+        let c = check(&[("a.toml", src)]);
+        let d = c.only(Kind::Duplicate);
+        assert!(d.message.contains("`DG_PARTITION_REGION`"), "{}", d.message);
     }
 }

@@ -39,11 +39,19 @@ def path_for(asset_key, partition, fmt):
 def handle_output(msg):
     dest = path_for(msg["asset_key"], msg["partition"], msg["format"])
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    # Atomic: copy to a temporary file next to the destination, then rename.
+    # Atomic: copy to a temporary file next to the destination, flush it to
+    # disk, then rename it over the destination. Readers see the old file or
+    # the new one, never a partial one.
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=".tmp-")
-    os.close(fd)
-    shutil.copyfile(msg["path"], tmp)
-    os.replace(tmp, dest)
+    try:
+        with os.fdopen(fd, "wb") as out, open(msg["path"], "rb") as src:
+            shutil.copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return {"metadata": {"path": dest, "bytes": os.path.getsize(dest)}}
 
 
@@ -53,24 +61,30 @@ def load_input(msg):
     for p in (parts if parts is not None else [None]):
         src = path_for(msg["asset_key"], p, msg["format"])
         if not os.path.exists(src):
-            raise FileNotFoundError(f"{msg['asset_key']} {p['key'] if p else ''} is not stored at {src}")
+            what = f"{msg['asset_key']} [{p['key']}]" if p else msg["asset_key"]
+            raise FileNotFoundError(f"{what} is not stored at {src}")
         files.append({"key": p["key"] if p else None, "path": src})
     return {"files": files}
 
 
 def exists(msg):
-    return {"exists": os.path.exists(path_for(msg["asset_key"], msg["partition"], msg.get("format", fmt)))}
+    return {"exists": os.path.exists(path_for(msg["asset_key"], msg["partition"], msg["format"]))}
 
 
-fmt = "csv"
 for line in sys.stdin:
     msg = json.loads(line)
     kind = msg.get("type")
     if kind == "hello":
+        # Check the config once, and reply with the protocol this plug-in
+        # speaks (dg stops it if that is not the one dg speaks).
         root = msg["config"].get("root", "plugin-data")
-        root = os.path.join(msg["project_root"], root)
-        fmt = msg.get("format", "csv")
-        reply = {"ok": True, "protocol": PROTOCOL, "name": "example-fs"}
+        if msg["protocol"] != PROTOCOL:
+            reply = {"ok": False, "error": f"this plug-in speaks protocol {PROTOCOL}, not {msg['protocol']}"}
+        elif not isinstance(root, str):
+            reply = {"ok": False, "error": f"config `root` must be a folder name, not {root!r}"}
+        else:
+            root = os.path.join(msg["project_root"], root)
+            reply = {"ok": True, "protocol": PROTOCOL, "name": "example-fs"}
     elif kind == "shutdown":
         break
     else:

@@ -143,11 +143,7 @@ pub fn list(s: &Session, json: bool) -> i32 {
                 .unwrap_or_else(|| describe_partitions(&p.def)),
             None => "-".into(),
         };
-        let deps: Vec<&str> = a
-            .inputs
-            .iter()
-            .map(|i| defs.assets[i.upstream].key.as_str())
-            .collect();
+        let deps = deps(&defs, a);
         let deps = if deps.is_empty() {
             String::new()
         } else {
@@ -180,6 +176,19 @@ pub fn list(s: &Session, json: bool) -> i32 {
     EXIT_OK
 }
 
+/// The upstream keys an asset reads, each once, in input order (two inputs
+/// may read the same asset).
+fn deps<'a>(defs: &'a Defs, a: &crate::model::Asset) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for i in &a.inputs {
+        let k = defs.assets[i.upstream].key.as_str();
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out
+}
+
 fn defs_json(defs: &Defs) -> serde_json::Value {
     let mut assets: Vec<_> = defs.assets.iter().collect();
     assets.sort_by(|a, b| a.key.cmp(&b.key));
@@ -187,7 +196,7 @@ fn defs_json(defs: &Defs) -> serde_json::Value {
         "assets": assets.iter().map(|a| json!({
             "key": a.key,
             "group": a.group,
-            "deps": a.inputs.iter().map(|i| defs.assets[i.upstream].key.clone()).collect::<Vec<_>>(),
+            "deps": deps(defs, a),
             "inputs": a.inputs.iter().map(|i| json!({
                 "name": i.name,
                 "asset": defs.assets[i.upstream].key,

@@ -7,9 +7,11 @@
 
 mod defs;
 mod history;
+mod init;
 mod output;
 pub mod plan;
 mod run;
+mod scaffold;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -133,6 +135,22 @@ pub enum Command {
     Partitions {
         #[command(subcommand)]
         cmd: PartitionsCmd,
+    },
+    /// Create a new project, with an example that runs at once
+    Init {
+        /// The project folder, created when missing (default: the current folder)
+        dir: Option<PathBuf>,
+    },
+    /// Write a new definitions file from a template
+    Scaffold {
+        #[command(subcommand)]
+        what: scaffold::ScaffoldWhat,
+    },
+    /// Print a shell completion script
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -373,6 +391,9 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
         Command::Partitions {
             cmd: PartitionsCmd::Remove { name, keys },
         } => history::partitions_edit(&session, &name, &keys, false),
+        Command::Init { dir } => init::init(&session, dir.as_deref()),
+        Command::Scaffold { what } => scaffold::scaffold(&session, &what),
+        Command::Completions { shell } => init::completions(shell),
     }
 }
 

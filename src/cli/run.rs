@@ -42,7 +42,7 @@ impl Reporter for Both<'_, '_> {
                 let st = &rc.plan.steps[r.step];
                 let key = rc.partition_key(r.step);
                 self.recorder
-                    .send(Record::Attempt(crate::state::AttemptRecord {
+                    .send(vec![Record::Attempt(crate::state::AttemptRecord {
                         run_id: rc.run_id.clone(),
                         step_id: rc.step_id(r.step),
                         asset: rc.defs.assets[st.asset].key.clone(),
@@ -54,10 +54,10 @@ impl Reporter for Both<'_, '_> {
                         exit_code: None,
                         error: r.error.clone(),
                         log_path: None,
-                    }));
+                    })]);
             }
-            for rec in &r.records {
-                self.recorder.send(rec.clone());
+            if !r.records.is_empty() {
+                self.recorder.send(r.records.clone());
             }
         }
         self.display.event(rc, e);
@@ -172,7 +172,21 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         }
     };
     match exec::missing_inputs(&rc) {
-        Ok(missing) if !missing.is_empty() => {
+        Ok(mut missing) if !missing.is_empty() => {
+            // Keys come in the order the steps found them: show them in partition order.
+            for (asset, keys) in &mut missing {
+                let def = rc
+                    .defs
+                    .assets
+                    .iter()
+                    .find(|a| a.key == *asset)
+                    .and_then(|a| a.partitions.as_ref());
+                if let Some(p) = def {
+                    keys.sort_by_cached_key(|k| {
+                        (p.def.index_of(k, &rc.cx).unwrap_or(i64::MAX), k.clone())
+                    });
+                }
+            }
             s.out.error(
                 "upstream partitions that this run reads are not materialized, so nothing ran",
             );

@@ -1,10 +1,142 @@
-//! Stage 6: I/O managers — the registry of resource types.
+//! Stage 6: I/O managers, which store a step's output and load it back as
+//! another step's input, and the [`Registry`] of resource types
+//! (`type = "…"` in TOML) they are created from.
 //!
-//! Each resource `type` is registered under its name with a config struct
-//! that derives `Deserialize` with `deny_unknown_fields`. Validation of a
-//! resource is deserialising its table (minus `type`) into that struct, so a
-//! plug-in type registered by an embedding program is checked exactly like a
-//! built-in one, with located errors.
+//! This is the API for writing your own manager in Rust, the counterpart of
+//! Dagster's `IOManager`. The repository's `examples/` folder holds one
+//! small program per section of Dagster's guide to custom I/O managers
+//! (`path_prefix.rs`, `external_factory.rs`, `partitioned.rs`,
+//! `input_loader.rs`, `many_partitions.rs`), each with a project to run it
+//! on, and `docs/io-managers.md` walks through them.
+//!
+//! # The trait
+//!
+//! A manager implements [`IoManager`]:
+//!
+//! - [`handle_output`](IoManager::handle_output) stores one output. dg calls
+//!   it after a step exits 0, with the file the step wrote as [`Data::File`]
+//!   in the asset's [`Format`]. A step materializes one partition, so a call
+//!   stores one partition. It replaces what was there, atomically, and
+//!   returns what it knows in [`Stored`] (recorded with the materialization).
+//! - [`load_input`](IoManager::load_input) loads one input before a step
+//!   starts: [`Loaded::Single`] for an unpartitioned upstream, else
+//!   [`Loaded::Partitions`], one entry per partition of
+//!   [`InputContext::partitions`] in order. [`InputContext::load_each`] keeps
+//!   that shape for you.
+//! - [`exists`](IoManager::exists) says whether an output (partition) is
+//!   stored. dg asks before a run for what the run reads but does not produce.
+//!
+//! A run creates each manager it uses once, before any step starts, and
+//! shares it between its steps, which run in parallel: a manager is
+//! `Send + Sync`, and state such as a cache sits behind a `Mutex`.
+//!
+//! # The contexts
+//!
+//! [`OutputContext`] is one output: its `asset_key` (`raw/events`, split by
+//! [`key_segments`](OutputContext::key_segments)), its `partition`
+//! ([`PartitionRef`]: the `key`, the `dims` of a multi partition and the
+//! time `window`), the asset's `metadata`, the `format`, `run_id`, `step_id`
+//! and `log` ([`Log::info`] writes a line to the step's log).
+//!
+//! [`InputContext`] is one input: `upstream_output` (the upstream's
+//! `OutputContext`, from which a manager computes the place `handle_output`
+//! wrote), the `partitions` to load, the `input_name`, the reading
+//! `asset_key`, the `format` the step wants and `log`.
+//!
+//! # Data
+//!
+//! [`Data`] is a file in a [`Format`] (`Data::File`: what steps write), a
+//! [`Table`] of Arrow record batches in memory (`Data::Table`), or opaque
+//! bytes (`Data::Bytes`). `load_input` may return any of them: dg writes
+//! each in the reading step's format and concatenates partitions in order.
+//! [`table`] converts: [`table::to_file`], [`table::read`], [`table::write`],
+//! [`table::into_memory`].
+//!
+//! # Registering a type
+//!
+//! A type's config is a serde struct with `#[serde(deny_unknown_fields)]`:
+//! its fields are the resource's TOML fields besides `type`.
+//! `dg check defs` deserialises every resource into it, so an unknown
+//! field, a missing one or a wrong type is a located error with a "did you
+//! mean", as for the built-in types. `${env:…}` in strings is resolved when
+//! a run starts. There are two forms:
+//!
+//! - [`Registry::register_manager`]: the struct is the manager, like
+//!   Dagster's `ConfigurableIOManager`. [`IoManager::setup_for_execution`]
+//!   gets a [`ResourceCx`] (project root, state folder, run id) once per run.
+//! - [`Registry::register_factory`]: the struct is the config and implements
+//!   [`IoManagerFactory`], whose `create_io_manager` builds the manager, like
+//!   Dagster's `ConfigurableIOManagerFactory`: the place for a client, a
+//!   pool or a cache.
+//!
+//! [`Registry::register`] takes any [`ResourceType`], e.g. a [`Configured`]
+//! (a config struct and a function) that declares the format it stores in
+//! [`ResourceInfo`].
+//!
+//! # Running
+//!
+//! [`crate::cli::run_with`] runs the whole `dg` command line with a
+//! registry. A complete program with a manager that keeps one CSV file per
+//! output in a folder:
+//!
+//! ```no_run
+//! use std::path::PathBuf;
+//!
+//! use dg::io::{Data, Format, InputContext, IoManager, Loaded, OutputContext, Registry};
+//! use dg::io::{ResourceCx, Stored, table};
+//!
+//! /// `type = "csv_dir"`, with one field: `dir = "…"`.
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! struct CsvDir {
+//!     dir: PathBuf,
+//! }
+//!
+//! impl CsvDir {
+//!     /// `<dir>/<asset key with / as __>[@<partition key>].csv`
+//!     fn path(&self, ctx: &OutputContext) -> PathBuf {
+//!         let mut name = ctx.asset_key.replace('/', "__");
+//!         if let Some(p) = &ctx.partition {
+//!             name = format!("{name}@{}", dg::io::fs::encode_key(&p.key));
+//!         }
+//!         self.dir.join(format!("{name}.csv"))
+//!     }
+//! }
+//!
+//! impl IoManager for CsvDir {
+//!     fn setup_for_execution(&mut self, cx: &ResourceCx) -> anyhow::Result<()> {
+//!         self.dir = cx.project_root.join(&self.dir); // relative to the project
+//!         Ok(())
+//!     }
+//!
+//!     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
+//!         let path = self.path(ctx);
+//!         std::fs::create_dir_all(&self.dir)?;
+//!         let tmp = self.dir.join(format!(".tmp-{}", ctx.run_id));
+//!         // The step's own file when it is CSV already, else a conversion at `tmp`.
+//!         let csv = table::to_file(&data, Format::Csv, &tmp)?;
+//!         if csv != tmp {
+//!             std::fs::copy(&csv, &tmp)?;
+//!         }
+//!         std::fs::rename(&tmp, &path)?; // atomic
+//!         Ok(Stored { path: Some(path.display().to_string()), ..Stored::default() })
+//!     }
+//!
+//!     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
+//!         ctx.load_each(|out| Ok(Data::File { path: self.path(out), format: Format::Csv }))
+//!     }
+//!
+//!     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
+//!         Ok(self.path(ctx).is_file())
+//!     }
+//! }
+//!
+//! fn main() {
+//!     let mut registry = Registry::builtin();
+//!     registry.register_manager::<CsvDir>("csv_dir");
+//!     std::process::exit(dg::cli::run_with(registry));
+//! }
+//! ```
 
 pub mod fs;
 pub mod memory;
@@ -27,15 +159,21 @@ use crate::load::Value;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// A table as CSV with a header row (`.csv`).
     Csv,
+    /// A table as one JSON object per line (`.jsonl`).
     Jsonl,
+    /// A table as Parquet (`.parquet`).
     Parquet,
+    /// Opaque bytes, never converted (no extension).
     File,
 }
 
 impl Format {
+    /// Every format's name, as written in TOML.
     pub const NAMES: &'static [&'static str] = &["csv", "jsonl", "parquet", "file"];
 
+    /// The format named `s` (`"csv"`, …), if any.
     pub fn parse(s: &str) -> Option<Format> {
         match s {
             "csv" => Some(Format::Csv),
@@ -46,6 +184,7 @@ impl Format {
         }
     }
 
+    /// The name as written in TOML: `csv`, `jsonl`, `parquet` or `file`.
     pub fn name(self) -> &'static str {
         match self {
             Format::Csv => "csv",
@@ -69,24 +208,38 @@ impl Format {
 /// A config error: message and byte span in the definitions file.
 #[derive(Debug)]
 pub struct ConfigError {
+    /// What is wrong, e.g. serde's "unknown field `x`, expected `y`".
     pub message: String,
+    /// Byte offsets of the offending key or value, when known.
     pub span: Option<std::ops::Range<usize>>,
 }
 
-/// What a resource type gets when a run creates its manager.
+/// What a resource type gets when a run creates its manager (Dagster's
+/// `InitResourceContext`): passed to [`IoManagerFactory::create_io_manager`]
+/// and [`IoManager::setup_for_execution`].
 #[derive(Clone, Debug)]
 pub struct ResourceCx {
     /// The resource key (`io_manager`, `warehouse`, …).
     pub resource_key: String,
+    /// The project root. Relative paths in a resource's config are meant
+    /// relative to it (dg itself does not change the working directory).
     pub project_root: PathBuf,
+    /// The state folder (`.dg` by default): logs, scratch space, default storage.
     pub state_dir: PathBuf,
+    /// The id of the run the manager is created for.
     pub run_id: String,
 }
 
 /// A kind of resource that can appear as `type = "…"`: it checks its config
 /// when definitions are validated and builds a manager once per run.
+///
+/// [`Registry::register_manager`] and [`Registry::register_factory`]
+/// implement it for a config struct; implement it yourself only to control
+/// validation or to declare a [`ResourceInfo::format`].
 pub trait ResourceType: Send + Sync {
-    /// Checks a resource's config table (without its `type` key).
+    /// Checks a resource's config table (without its `type` key). The
+    /// table is spanned, so that an error can point at the offending field
+    /// ([`ConfigError::span`]). `${env:…}` templates are not resolved yet.
     fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError>;
     /// Builds the manager for one run from the config with `${env:…}` resolved.
     fn create(&self, config: &toml::Table, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>>;
@@ -103,13 +256,19 @@ pub struct ResourceInfo {
 /// state such as a cache or a connection pool once per run).
 pub type CreateFn<C> = fn(C, &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>>;
 
-/// A resource type defined by its config struct and a factory function.
+/// A resource type defined by its config struct `C` and a factory
+/// function: validation deserialises the TOML table into `C` (so
+/// `#[serde(deny_unknown_fields)]` makes unknown fields located errors), and
+/// each run deserialises it again, with `${env:…}` resolved, and calls the
+/// factory.
 pub struct Configured<C> {
     info: fn(&C) -> ResourceInfo,
     create: CreateFn<C>,
 }
 
 impl<C: DeserializeOwned> Configured<C> {
+    /// `info` says what validation learned (e.g. the stored format);
+    /// `create` builds the manager once per run.
     pub fn new(info: fn(&C) -> ResourceInfo, create: CreateFn<C>) -> Self {
         Configured { info, create }
     }
@@ -145,7 +304,9 @@ fn unsupported<C>(name: &'static str) -> CreateFn<C> {
     }
 }
 
-/// Resource types by name.
+/// Resource types by name: what `type = "…"` may say. Build one with
+/// [`Registry::builtin`], add types, and pass it to
+/// [`crate::cli::run_with`].
 #[derive(Clone)]
 pub struct Registry {
     types: BTreeMap<String, Arc<dyn ResourceType>>,
@@ -196,19 +357,65 @@ impl Registry {
         r
     }
 
+    /// Registers a manager that is its own config, like Dagster's
+    /// `ConfigurableIOManager`: the resource's TOML table (minus `type`) is
+    /// deserialised into `M` once per run, then
+    /// [`IoManager::setup_for_execution`] is called on it.
+    ///
+    /// `M` should use `#[serde(deny_unknown_fields)]`, so that
+    /// `dg check defs` reports a misspelt field. Fields that are not config
+    /// (state set up per run) are `#[serde(skip)]`. The type declares no
+    /// stored format: assets stored by it default to `csv` unless they set
+    /// `format` (use [`Registry::register`] with [`Configured`] to declare one).
+    pub fn register_manager<M>(&mut self, name: &str)
+    where
+        M: IoManager + DeserializeOwned + 'static,
+    {
+        self.register(
+            name,
+            Configured::<M>::new(
+                |_| ResourceInfo::default(),
+                |mut m: M, cx| {
+                    m.setup_for_execution(cx)?;
+                    Ok(Arc::new(m))
+                },
+            ),
+        );
+    }
+
+    /// Registers a factory, like Dagster's `ConfigurableIOManagerFactory`:
+    /// the config is deserialised into `F`, which builds the (possibly
+    /// stateful) manager once per run with
+    /// [`IoManagerFactory::create_io_manager`]. Validation is as for
+    /// [`Registry::register_manager`].
+    pub fn register_factory<F>(&mut self, name: &str)
+    where
+        F: IoManagerFactory + DeserializeOwned + Send + Sync + 'static,
+    {
+        self.register(
+            name,
+            Configured::<F>::new(|_| ResourceInfo::default(), |f, cx| f.create_io_manager(cx)),
+        );
+    }
+
+    /// Registers any [`ResourceType`] under `name` (`type = "name"` in TOML).
+    /// A type registered under the name of another replaces it.
     pub fn register(&mut self, name: &str, t: impl ResourceType + 'static) {
         self.types.insert(name.to_string(), Arc::new(t));
     }
 
+    /// The type registered as `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn ResourceType>> {
         self.types.get(name)
     }
 
+    /// Every registered name, sorted.
     pub fn names(&self) -> Vec<&str> {
         self.types.keys().map(String::as_str).collect()
     }
 }
 
+/// The built-in types ([`Registry::builtin`]).
 impl Default for Registry {
     fn default() -> Self {
         Registry::builtin()
@@ -218,27 +425,36 @@ impl Default for Registry {
 /// A partition as I/O managers see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionRef {
+    /// The partition key (Dagster's `asset_partition_key`), e.g.
+    /// `2024-01-01`, `2024-01-01-13:00`, `eu`, or `2024-01-01|eu` for a
+    /// multi partition. It may hold `/`, `.` and other characters that mean
+    /// something in a path: [`fs::encode_key`] makes it one plain file name.
     pub key: String,
     /// For multi partitions: (dimension, key) in dimension-name order.
     pub dims: Vec<(String, String)>,
-    /// For time partitions: the window `[start, end)`.
+    /// For time partitions: the window `[start, end)` (Dagster's
+    /// `asset_partitions_time_window`). For a multi partition with a time
+    /// dimension, that dimension's window. `None` for other partitions.
     pub window: Option<(DateTime<FixedOffset>, DateTime<FixedOffset>)>,
 }
 
-/// Where a manager's messages go: the step's log file.
+/// Where a manager's messages go: the step's log file (`dg logs RUN_ID`),
+/// Dagster's `context.log`. The default writes nowhere (but to the debug
+/// trace), e.g. in the pre-run `exists` checks.
 #[derive(Clone, Default)]
 pub struct Log {
     sink: Option<Arc<Mutex<std::fs::File>>>,
 }
 
 impl Log {
+    /// A log that appends to `file`.
     pub fn to_file(file: std::fs::File) -> Self {
         Log {
             sink: Some(Arc::new(Mutex::new(file))),
         }
     }
 
-    /// Writes one line to the step's log.
+    /// Writes one line to the step's log, prefixed with `[dg] `.
     pub fn info(&self, msg: impl std::fmt::Display) {
         use std::io::Write;
         if let Some(f) = &self.sink {
@@ -255,47 +471,77 @@ impl std::fmt::Debug for Log {
     }
 }
 
-/// The identity of one output (Dagster's OutputContext).
+/// The identity of one output (Dagster's `OutputContext`): which asset and
+/// partition [`IoManager::handle_output`] stores, or [`IoManager::exists`]
+/// looks for. Derive the storage location from it, and nothing else, so
+/// that `load_input` finds the same place from
+/// [`InputContext::upstream_output`].
 #[derive(Clone, Debug)]
 pub struct OutputContext {
-    /// `/`-separated key, e.g. `raw/events`.
+    /// `/`-separated key, e.g. `raw/events` (Dagster's `asset_key.path`
+    /// joined with `/`). Segments are ASCII letters, digits, `_`, `-` and
+    /// `.`, never empty, `.` or `..`.
     pub asset_key: String,
+    /// The one partition stored, for a partitioned asset; `None` otherwise
+    /// (Dagster's `has_partition_key` / `asset_partition_key`).
     pub partition: Option<PartitionRef>,
     /// The format the data is in as the step produced it.
     pub format: Format,
-    /// The key of the manager's resource.
+    /// The key of the manager's resource: the asset's `io_manager` (in the
+    /// pre-run `exists` check of an input with an `input_manager`, that one).
     pub resource_key: String,
-    /// The asset's `metadata`.
+    /// The asset's `metadata` table (Dagster's `definition_metadata`).
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The id of the run.
     pub run_id: String,
+    /// The step that stores the output; in an
+    /// [`upstream_output`](InputContext::upstream_output), the step that
+    /// reads it; empty in the pre-run `exists` checks.
     pub step_id: String,
+    /// The step's log.
     pub log: Log,
 }
 
 impl OutputContext {
+    /// The asset key's segments: `raw/events` gives `raw`, `events`
+    /// (Dagster's `asset_key.path`).
     pub fn key_segments(&self) -> impl Iterator<Item = &str> {
         self.asset_key.split('/')
     }
 }
 
-/// What to load for one input (Dagster's InputContext).
+/// What to load for one input (Dagster's `InputContext`), passed to
+/// [`IoManager::load_input`].
 #[derive(Clone, Debug)]
 pub struct InputContext {
+    /// The input's name (`ins.NAME`, or the last key segment of a `deps`
+    /// entry); the step gets it as `DG_INPUT_<NAME>`.
     pub input_name: String,
     /// The asset that reads the input.
     pub asset_key: String,
-    /// The upstream output being loaded (its `partition` is `None`; see `partitions`).
+    /// The upstream output being loaded, as it was stored: its asset key,
+    /// format, `resource_key` (the upstream's `io_manager`, even when this
+    /// input is loaded by an `input_manager`) and metadata. Its `partition`
+    /// is `None`: see [`partitions`](Self::partitions) and
+    /// [`upstream_partition`](Self::upstream_partition).
     pub upstream_output: OutputContext,
     /// Whether the upstream asset is partitioned.
     pub upstream_partitioned: bool,
-    /// The upstream partitions to load, in partition order.
+    /// The upstream partitions to load, in partition order (Dagster's
+    /// `asset_partition_keys`): those the input's mapping selects, e.g. the
+    /// 24 hours of a day. Empty when the upstream is unpartitioned.
     pub partitions: Vec<PartitionRef>,
-    /// The format the reading step wants.
+    /// The format the reading step wants. dg converts what `load_input`
+    /// returns to it, so a manager may ignore it.
     pub format: Format,
-    /// The key of the loading manager's resource.
+    /// The key of the loading manager's resource (the `input_manager` when
+    /// the input names one).
     pub resource_key: String,
+    /// The id of the run.
     pub run_id: String,
+    /// The step that reads the input.
     pub step_id: String,
+    /// The reading step's log.
     pub log: Log,
 }
 
@@ -308,16 +554,41 @@ impl InputContext {
             ..self.upstream_output.clone()
         }
     }
+
+    /// Loads the input one stored output at a time, keeping the shape
+    /// `load_input` must return: `load` gets the context of each partition
+    /// in [`partitions`](Self::partitions), in order, and the results are
+    /// [`Loaded::Partitions`] (even for one partition); for an unpartitioned
+    /// upstream it is called once with [`upstream_output`](Self::upstream_output)
+    /// and the result is [`Loaded::Single`].
+    pub fn load_each(
+        &self,
+        mut load: impl FnMut(&OutputContext) -> anyhow::Result<Data>,
+    ) -> anyhow::Result<Loaded> {
+        if !self.upstream_partitioned {
+            return Ok(Loaded::Single(load(&self.upstream_output)?));
+        }
+        let mut out = IndexMap::with_capacity(self.partitions.len());
+        for p in &self.partitions {
+            out.insert(p.key.clone(), load(&self.upstream_partition(Some(p)))?);
+        }
+        Ok(Loaded::Partitions(out))
+    }
 }
 
-/// Arrow record batches with their schema.
+/// A table in memory: Arrow record batches with their schema (Dagster's
+/// DataFrame). [`table::read`] and [`table::write`] convert to and from
+/// files.
 #[derive(Clone, Debug)]
 pub struct Table {
+    /// The columns.
     pub schema: arrow::datatypes::SchemaRef,
+    /// The rows, in order; every batch has `schema`.
     pub batches: Vec<arrow::record_batch::RecordBatch>,
 }
 
 impl Table {
+    /// The number of rows of all batches.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }
@@ -328,18 +599,29 @@ impl Table {
 pub enum Data {
     /// A file in a named format. Steps write their outputs as files; a
     /// manager whose stored format matches hands its file over as is.
-    File { path: PathBuf, format: Format },
+    File {
+        /// The file. A step's output file is in a scratch folder that is
+        /// removed after the step: move or copy it, do not keep the path.
+        path: PathBuf,
+        /// What the file holds.
+        format: Format,
+    },
     /// Tabular data in memory.
     Table(Arc<Table>),
     /// Opaque bytes (`file` format).
     Bytes(Arc<Vec<u8>>),
 }
 
-/// What a manager reports about a stored output (recorded with the materialization).
+/// What a manager reports about a stored output. It is recorded with the
+/// materialization as metadata (`dg/path`, `dg/rows`, `dg/bytes`, leaving
+/// out what is `None`), like Dagster's `context.add_output_metadata`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Stored {
+    /// Where it is: a path, or any URI-like string (`s3://…`, a table name).
     pub path: Option<String>,
+    /// The number of rows, when known.
     pub rows: Option<u64>,
+    /// The size in bytes, when known.
     pub bytes: Option<u64>,
 }
 
@@ -347,19 +629,60 @@ pub struct Stored {
 /// ordered map from partition key to value (always a map, even for one key).
 #[derive(Clone, Debug)]
 pub enum Loaded {
+    /// The whole of an unpartitioned upstream.
     Single(Data),
+    /// Partition key → data, in the order of [`InputContext::partitions`]
+    /// (Dagster's `dict[str, …]` of partitions). The step gets one file
+    /// with the rows of all of them in this order, plus the list.
     Partitions(IndexMap<String, Data>),
 }
 
-/// Stores outputs and loads them back as inputs.
+/// Builds a manager from its config once per run (Dagster's
+/// `ConfigurableIOManagerFactory.create_io_manager`). Implement it on the
+/// config struct and register that with [`Registry::register_factory`].
+pub trait IoManagerFactory {
+    /// Builds the manager for one run from the config (with `${env:…}`
+    /// resolved). This is the place to open connections or set up caches;
+    /// an error stops the run before any step starts.
+    fn create_io_manager(self, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>>;
+}
+
+/// Stores outputs and loads them back as inputs (Dagster's `IOManager`).
+///
+/// One instance serves every step of a run, and steps run in parallel:
+/// methods take `&self`, and mutable state (a cache) sits behind a lock.
 pub trait IoManager: Send + Sync {
     /// Stores one output (one partition, or the whole of an unpartitioned
-    /// asset), replacing what was there, atomically.
+    /// asset), replacing what was there, atomically: write beside the final
+    /// place, then rename, so that readers never see a partial output.
+    ///
+    /// dg calls it after the step exited 0, with the step's output file as
+    /// [`Data::File`] in the asset's format (`ctx.format`). An error fails
+    /// the step (and it may be retried).
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored>;
-    /// Loads an input: every partition in `ctx.partitions`, in order.
+    /// Loads an input before the reading step starts: [`Loaded::Single`]
+    /// for an unpartitioned upstream, else every partition in
+    /// `ctx.partitions`, in order, as [`Loaded::Partitions`]
+    /// ([`InputContext::load_each`] keeps that shape). The data may be in
+    /// any form and format: dg writes it in the step's format.
     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded>;
-    /// Whether an output (partition) is stored; used before a run starts.
+    /// Whether an output (partition) is stored. dg calls it before a run
+    /// for every upstream partition the run reads and does not produce,
+    /// so keep it cheap.
     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool>;
+
+    /// Called once per run on a manager registered with
+    /// [`Registry::register_manager`], after its config is deserialised and
+    /// before any step uses it (Dagster's `setup_for_execution`). Use it to
+    /// resolve relative paths against [`ResourceCx::project_root`], open a
+    /// connection, or check the config. The default does nothing.
+    fn setup_for_execution(&mut self, cx: &ResourceCx) -> anyhow::Result<()>
+    where
+        Self: Sized,
+    {
+        let _ = cx;
+        Ok(())
+    }
 }
 
 fn default_format() -> Format {
@@ -372,6 +695,7 @@ fn default_format() -> Format {
 pub struct FsConfig {
     /// Relative to the project root; default `<state>/storage`.
     pub base_dir: Option<String>,
+    /// The format files are stored in; default `csv`.
     #[serde(default = "default_format")]
     pub format: Format,
 }
@@ -385,7 +709,9 @@ pub struct MemoryConfig {}
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqliteConfig {
+    /// The database file, relative to the project root.
     pub path: String,
+    /// Whether a table whose columns changed is replaced (else an error).
     #[serde(default)]
     pub replace_on_schema_change: bool,
 }
@@ -394,9 +720,12 @@ pub struct SqliteConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
+    /// The connection URL (`postgres://…`).
     pub url: String,
+    /// The schema the tables are in; default `public`.
     #[serde(default = "default_schema")]
     pub schema: String,
+    /// Whether a table whose columns changed is replaced (else an error).
     #[serde(default)]
     pub replace_on_schema_change: bool,
 }
@@ -409,9 +738,13 @@ fn default_schema() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandConfig {
+    /// The program and its arguments.
     pub command: Vec<String>,
+    /// The format the program stores, when it declares one.
     pub format: Option<Format>,
+    /// How long dg waits for each reply (`"30s"`, `"2m"`); default 60 s.
     pub timeout: Option<String>,
+    /// Anything: sent to the program in the handshake, as JSON.
     #[serde(default)]
     pub config: toml::Table,
 }

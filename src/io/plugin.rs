@@ -14,13 +14,16 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError, channel};
 use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde_json::{Value as Json, json};
 
-use super::{CommandConfig, Data, Format, InputContext, IoManager, Loaded, OutputContext, PartitionRef, ResourceCx, Stored, table};
+use super::{
+    CommandConfig, Data, Format, InputContext, IoManager, Loaded, Log, OutputContext, PartitionRef,
+    ResourceCx, Stored, table,
+};
 
 /// The protocol version dg speaks.
 pub const PROTOCOL: u64 = 1;
@@ -46,6 +49,38 @@ struct Running {
     lines: Receiver<std::io::Result<String>>,
 }
 
+impl Running {
+    /// Kills the child's process group and reaps the child.
+    fn kill(mut self) {
+        kill_group(&mut self.child);
+    }
+
+    /// The child's exit status, waiting up to `within` for it to exit.
+    fn exit_status(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Kills a plug-in's process group (it is started as a group leader) and
+/// reaps it.
+fn kill_group(child: &mut Child) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A resource served by an external program.
 pub struct PluginManager {
     argv: Vec<String>,
@@ -57,7 +92,11 @@ pub struct PluginManager {
     name: Mutex<Option<String>>,
     child: Mutex<Option<Running>>,
     next_id: Mutex<u64>,
+    /// Set once the plug-in announced another protocol version: it is not
+    /// started again in this run.
+    mismatch: Mutex<Option<String>>,
     scratch: PathBuf,
+    log_path: PathBuf,
 }
 
 impl PluginManager {
@@ -66,7 +105,8 @@ impl PluginManager {
             anyhow::bail!("`command` is empty: give the plug-in program and its arguments");
         }
         let timeout = match &c.timeout {
-            Some(t) => humantime::parse_duration(t).map_err(|e| anyhow::anyhow!("invalid `timeout` `{t}`: {e}"))?,
+            Some(t) => humantime::parse_duration(t)
+                .map_err(|e| anyhow::anyhow!("invalid `timeout` `{t}`: {e}"))?,
             None => Duration::from_secs(60),
         };
         let config = serde_json::to_value(&c.config)?;
@@ -75,11 +115,21 @@ impl PluginManager {
             config,
             format: c.format.unwrap_or(Format::Csv),
             timeout,
-            scratch: cx.state_dir.join("runs").join(&cx.run_id).join(format!("plugin-{}", cx.resource_key)),
+            scratch: cx
+                .state_dir
+                .join("runs")
+                .join(&cx.run_id)
+                .join(format!("plugin-{}", cx.resource_key)),
+            log_path: cx
+                .state_dir
+                .join("logs")
+                .join(&cx.run_id)
+                .join(format!("plugin-{}.log", cx.resource_key)),
             cx: cx.clone(),
             name: Mutex::new(None),
             child: Mutex::new(None),
             next_id: Mutex::new(1),
+            mismatch: Mutex::new(None),
         })
     }
 
@@ -87,18 +137,29 @@ impl PluginManager {
         let name = self.name.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match name {
             Some(n) => format!("plug-in `{n}` (resource `{}`)", self.cx.resource_key),
-            None => format!("plug-in `{}` (resource `{}`)", self.argv.join(" "), self.cx.resource_key),
+            None => format!(
+                "plug-in `{}` (resource `{}`)",
+                self.argv.join(" "),
+                self.cx.resource_key
+            ),
         }
     }
 
     fn spawn(&self) -> anyhow::Result<Running> {
-        let log_dir = self.cx.state_dir.join("logs").join(&self.cx.run_id);
-        std::fs::create_dir_all(&log_dir)?;
+        if let Some(dir) = self.log_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log_dir.join(format!("plugin-{}.log", self.cx.resource_key)))?;
-        let mut child = Command::new(&self.argv[0])
+            .open(&self.log_path)?;
+        // A program given as a relative path is relative to the project root.
+        let program = if self.argv[0].contains('/') {
+            self.cx.project_root.join(&self.argv[0])
+        } else {
+            PathBuf::from(&self.argv[0])
+        };
+        let mut child = Command::new(program)
             .args(&self.argv[1..])
             .current_dir(&self.cx.project_root)
             .env("DG_RUN_ID", &self.cx.run_id)
@@ -135,16 +196,27 @@ impl PluginManager {
             "run_id": self.cx.run_id,
             "project_root": self.cx.project_root.to_string_lossy(),
         });
-        let reply = self.exchange(&mut r, &hello).map_err(|e| anyhow::anyhow!("handshake: {e}"))?;
-        let version = reply.get("protocol").and_then(Json::as_u64);
-        if version != Some(PROTOCOL) {
-            anyhow::bail!(
-                "speaks protocol {}, dg speaks {PROTOCOL}",
-                version.map_or("(none given)".to_string(), |v| v.to_string())
-            );
-        }
+        // A child that fails the handshake is stopped: it may not watch
+        // for the end of its input.
+        let reply = match self.exchange(&mut r, &hello) {
+            Ok(reply) => reply,
+            Err(e) => {
+                r.kill();
+                anyhow::bail!("handshake: {e}");
+            }
+        };
         if let Some(n) = reply.get("name").and_then(Json::as_str) {
             *self.name.lock().unwrap_or_else(|e| e.into_inner()) = Some(n.to_string());
+        }
+        let version = reply.get("protocol");
+        if version.and_then(Json::as_u64) != Some(PROTOCOL) {
+            r.kill();
+            let msg = format!(
+                "protocol version mismatch: it speaks protocol {}, this dg speaks protocol {PROTOCOL}",
+                version.map_or("(none given)".to_string(), |v| v.to_string())
+            );
+            *self.mismatch.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg.clone());
+            anyhow::bail!(msg);
         }
         Ok(r)
     }
@@ -154,12 +226,21 @@ impl PluginManager {
         use Failure::Broken;
         let mut line = serde_json::to_string(msg).map_err(|e| Broken(e.to_string()))?;
         line.push('\n');
-        r.stdin
+        if let Err(e) = r
+            .stdin
             .write_all(line.as_bytes())
             .and_then(|_| r.stdin.flush())
-            .map_err(|e| Broken(format!("cannot write to it: {e} (did it exit?)")))?;
+        {
+            return Err(Broken(match r.exit_status(Duration::from_millis(500)) {
+                Some(s) => format!("it exited ({s}) before it read the request"),
+                None => format!("cannot write the request to it: {e}"),
+            }));
+        }
         let text = match r.lines.recv_timeout(self.timeout) {
             Ok(Ok(t)) => t,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(Broken("malformed reply (not UTF-8 text)".to_string()));
+            }
             Ok(Err(e)) => return Err(Broken(format!("cannot read its reply: {e}"))),
             Err(RecvTimeoutError::Timeout) => {
                 return Err(Broken(format!(
@@ -168,12 +249,10 @@ impl PluginManager {
                 )));
             }
             Err(RecvTimeoutError::Disconnected) => {
-                std::thread::sleep(Duration::from_millis(20));
-                let status = r.child.try_wait().ok().flatten();
-                return Err(Broken(format!(
-                    "it exited{} without replying",
-                    status.map(|s| format!(" ({s})")).unwrap_or_default()
-                )));
+                return Err(Broken(match r.exit_status(Duration::from_secs(1)) {
+                    Some(s) => format!("it exited ({s}) without replying"),
+                    None => "it closed its standard output without replying".to_string(),
+                }));
             }
         };
         let reply: Json = serde_json::from_str(&text).map_err(|e| {
@@ -181,12 +260,16 @@ impl PluginManager {
             Broken(format!("malformed reply (not JSON: {e}): `{shown}`"))
         })?;
         if !reply.is_object() {
-            return Err(Broken(format!("malformed reply: expected a JSON object, got `{reply}`")));
+            return Err(Broken(format!(
+                "malformed reply: expected a JSON object, got `{reply}`"
+            )));
         }
         if let (Some(want), Some(got)) = (msg.get("id"), reply.get("id"))
             && want != got
         {
-            return Err(Broken(format!("malformed reply: answers request {got}, expected {want}")));
+            return Err(Broken(format!(
+                "malformed reply: answers request {got}, expected {want}"
+            )));
         }
         match reply.get("ok").and_then(Json::as_bool) {
             Some(true) => Ok(reply),
@@ -197,25 +280,60 @@ impl PluginManager {
                     .unwrap_or("failed without saying why")
                     .to_string(),
             )),
-            None => Err(Broken(format!("malformed reply: no boolean `ok` in `{reply}`"))),
+            None => Err(Broken(format!(
+                "malformed reply: no boolean `ok` in `{reply}`"
+            ))),
         }
     }
 
     /// Sends a request, starting the plug-in when needed. A broken exchange
     /// stops the child, so the next request starts a fresh one.
-    fn request(&self, kind: &str, mut body: Json) -> anyhow::Result<Json> {
+    fn request(&self, kind: &str, mut body: Json, log: &Log) -> anyhow::Result<Json> {
         let id = {
             let mut n = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
+            let id = *n;
             *n += 1;
-            *n
+            id
         };
         body["id"] = json!(id);
         body["type"] = json!(kind);
         let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        // A plug-in that exited (or wrote something unasked) between
+        // requests lost nothing: stop it and start another.
+        if let Some(r) = guard.as_mut() {
+            let why = match (r.child.try_wait(), r.lines.try_recv()) {
+                (Ok(Some(status)), _) => Some(format!("it had exited ({status})")),
+                (_, Err(TryRecvError::Disconnected)) => {
+                    Some("it had closed its standard output".to_string())
+                }
+                (_, Ok(Ok(line))) => Some(format!(
+                    "it wrote a line no request asked for: `{}`",
+                    line.chars().take(120).collect::<String>()
+                )),
+                (_, Ok(Err(e))) => Some(format!("its output could not be read: {e}")),
+                (_, Err(TryRecvError::Empty)) => None,
+            };
+            if let Some(why) = why {
+                log.info(format!("{}: {why}; starting it again", self.who()));
+                if let Some(r) = guard.take() {
+                    r.kill();
+                }
+            }
+        }
         if guard.is_none() {
+            if let Some(m) = &*self.mismatch.lock().unwrap_or_else(|e| e.into_inner()) {
+                anyhow::bail!("{} failed to start: {m}", self.who());
+            }
             match self.spawn() {
                 Ok(r) => *guard = Some(r),
-                Err(e) => anyhow::bail!("{} failed to start: {e:#}", self.who()),
+                Err(e) => {
+                    log.info(format!(
+                        "{}: its stderr is in {}",
+                        self.who(),
+                        self.log_path.display()
+                    ));
+                    anyhow::bail!("{} failed to start: {e:#}", self.who())
+                }
             }
         }
         let r = guard.as_mut().expect("started above");
@@ -223,13 +341,14 @@ impl PluginManager {
             Ok(reply) => Ok(reply),
             Err(Failure::Refused(m)) => Err(anyhow::anyhow!("{} {kind}: {m}", self.who())),
             Err(Failure::Broken(m)) => {
-                if let Some(mut dead) = guard.take() {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(dead.child.id() as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                    let _ = dead.child.wait();
+                if let Some(dead) = guard.take() {
+                    dead.kill();
                 }
+                log.info(format!(
+                    "{} was stopped; the next request starts it again. Its stderr is in {}",
+                    self.who(),
+                    self.log_path.display()
+                ));
                 Err(anyhow::anyhow!("{} {kind}: {m}", self.who()))
             }
         }
@@ -251,19 +370,24 @@ impl PluginManager {
 impl Drop for PluginManager {
     fn drop(&mut self) {
         let mut guard = self.child.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(mut r) = guard.take() {
-            let _ = writeln!(r.stdin, "{}", json!({"type": "shutdown"}));
-            let _ = r.stdin.flush();
-            drop(r.stdin);
+        if let Some(r) = guard.take() {
+            let Running {
+                mut child,
+                mut stdin,
+                lines,
+            } = r;
+            let _ = writeln!(stdin, "{}", json!({"type": "shutdown"}));
+            let _ = stdin.flush();
+            drop(stdin);
+            drop(lines);
             for _ in 0..50 {
-                if r.child.try_wait().ok().flatten().is_some() {
+                if child.try_wait().ok().flatten().is_some() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            if r.child.try_wait().ok().flatten().is_none() {
-                let _ = r.child.kill();
-                let _ = r.child.wait();
+            if child.try_wait().ok().flatten().is_none() {
+                kill_group(&mut child);
             }
         }
         let _ = std::fs::remove_dir_all(&self.scratch);
@@ -273,7 +397,11 @@ impl Drop for PluginManager {
 impl IoManager for PluginManager {
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
         std::fs::create_dir_all(&self.scratch)?;
-        let dest = self.scratch.join(format!("out-{}{}", crate::exec::slug(&ctx.step_id), self.format.extension()));
+        let dest = self.scratch.join(format!(
+            "out-{}{}",
+            crate::exec::slug(&ctx.step_id),
+            self.format.extension()
+        ));
         let path = table::to_file(&data, self.format, &dest)?;
         let reply = self.request(
             "handle_output",
@@ -286,6 +414,7 @@ impl IoManager for PluginManager {
                 "run_id": ctx.run_id,
                 "step_id": ctx.step_id,
             }),
+            &ctx.log,
         );
         let _ = std::fs::remove_file(&dest);
         let reply = reply?;
@@ -305,7 +434,12 @@ impl IoManager for PluginManager {
         ));
         std::fs::create_dir_all(&dir)?;
         let partitions = if ctx.upstream_partitioned {
-            Json::Array(ctx.partitions.iter().map(|p| Self::partition_json(Some(p))).collect())
+            Json::Array(
+                ctx.partitions
+                    .iter()
+                    .map(|p| Self::partition_json(Some(p)))
+                    .collect(),
+            )
         } else {
             Json::Null
         };
@@ -321,23 +455,39 @@ impl IoManager for PluginManager {
                 "run_id": ctx.run_id,
                 "step_id": ctx.step_id,
             }),
+            &ctx.log,
         )?;
-        let files = reply
-            .get("files")
-            .and_then(Json::as_array)
-            .ok_or_else(|| anyhow::anyhow!("{} load_input: malformed reply: no `files` list", self.who()))?;
+        let files = reply.get("files").and_then(Json::as_array).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} load_input: malformed reply: no `files` list",
+                self.who()
+            )
+        })?;
         let mut out = IndexMap::new();
         for f in files {
-            let path = f
-                .get("path")
-                .and_then(Json::as_str)
-                .ok_or_else(|| anyhow::anyhow!("{} load_input: malformed reply: a file without `path`", self.who()))?;
-            let path = PathBuf::from(path);
+            let path = f.get("path").and_then(Json::as_str).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} load_input: malformed reply: a file without `path`",
+                    self.who()
+                )
+            })?;
+            // Relative to the plug-in's working folder, the project root.
+            let path = self.cx.project_root.join(path);
             if !path.exists() {
-                anyhow::bail!("{} load_input: it replied with `{}`, which does not exist", self.who(), path.display());
+                anyhow::bail!(
+                    "{} load_input: it replied with `{}`, which does not exist",
+                    self.who(),
+                    path.display()
+                );
             }
             let key = f.get("key").and_then(Json::as_str).map(String::from);
-            out.insert(key.unwrap_or_default(), Data::File { path, format: self.format });
+            out.insert(
+                key.unwrap_or_default(),
+                Data::File {
+                    path,
+                    format: self.format,
+                },
+            );
         }
         if !ctx.upstream_partitioned {
             return match out.into_iter().next() {
@@ -362,12 +512,16 @@ impl IoManager for PluginManager {
             json!({
                 "asset_key": ctx.asset_key,
                 "partition": Self::partition_json(ctx.partition.as_ref()),
+                "format": self.format.name(),
                 "run_id": ctx.run_id,
             }),
+            &ctx.log,
         )?;
-        reply
-            .get("exists")
-            .and_then(Json::as_bool)
-            .ok_or_else(|| anyhow::anyhow!("{} exists: malformed reply: no boolean `exists`", self.who()))
+        reply.get("exists").and_then(Json::as_bool).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} exists: malformed reply: no boolean `exists`",
+                self.who()
+            )
+        })
     }
 }

@@ -332,21 +332,21 @@ pub fn open(project: &crate::project::Project) -> anyhow::Result<Box<dyn StateSt
 
 /// Writes records on a background thread, a transaction per batch.
 pub struct Recorder {
-    tx: Option<mpsc::Sender<Record>>,
+    tx: Option<mpsc::Sender<Vec<Record>>>,
     handle: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl Recorder {
     pub fn start(store: std::sync::Arc<dyn StateStore>) -> Recorder {
-        let (tx, rx) = mpsc::channel::<Record>();
+        let (tx, rx) = mpsc::channel::<Vec<Record>>();
         let handle = std::thread::Builder::new()
             .name("dg-recorder".into())
             .spawn(move || {
                 let mut errors = Vec::new();
                 while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
+                    let mut batch = first;
                     while let Ok(more) = rx.try_recv() {
-                        batch.push(more);
+                        batch.extend(more);
                     }
                     if let Err(e) = store.record(&batch) {
                         errors.push(format!("{e:#}"));
@@ -361,9 +361,10 @@ impl Recorder {
         }
     }
 
-    pub fn send(&self, r: Record) {
+    /// Queues one step's records; they are written in one transaction.
+    pub fn send(&self, records: Vec<Record>) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(r);
+            let _ = tx.send(records);
         }
     }
 

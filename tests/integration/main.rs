@@ -11,9 +11,13 @@
 mod check_defs;
 mod docs;
 mod example;
+mod examples;
+mod fixes;
 mod history;
 mod materialize;
+mod onboarding;
 mod plan;
+mod plugins;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,1023 @@
+//! `dg scaffold defs TYPE PATH`: writes one new definitions file from a
+//! template.
+//!
+//! The file is checked before anything is written: its text is validated
+//! together with the project's other definition files, in memory, by the
+//! same loader as `dg check defs`. A reference to a partitions definition,
+//! asset or resource that does not exist is refused with the usual located
+//! diagnostic, and nothing is written. The file is then created atomically
+//! (a hidden temporary file, linked into place without replacing anything),
+//! and an error leaves nothing behind, not even a folder it created.
+
+use std::path::{Component, Path, PathBuf};
+
+use clap::{Args, Subcommand};
+
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
+use crate::diag::{Diagnostic, Diagnostics, FileId, Sources, did_you_mean, list_names};
+use crate::load;
+use crate::project::{Project, display_path};
+
+#[derive(Subcommand, Debug)]
+pub enum ScaffoldWhat {
+    /// Write a new definitions file: an asset, a resource or a partitions definition
+    Defs(Box<DefsArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct DefsArgs {
+    /// What to define: `asset`, `resources` or `partitions` (aliases: `dagster.asset`,
+    /// `dagster.resources`, `resource`)
+    #[arg(value_name = "TYPE")]
+    pub kind: String,
+    /// The new file, relative to the definitions folder; `.toml` is added when missing
+    /// (`raw/events` → `defs/raw/events.toml`)
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The definition's name (default: the file name without `.toml`)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// The asset's partitions definition (a `[partitions.NAME]` name)
+    #[arg(long, value_name = "NAME", help_heading = "Asset options")]
+    pub partitions: Option<String>,
+    /// Upstream asset keys, comma-separated
+    #[arg(
+        long,
+        value_name = "A,B",
+        value_delimiter = ',',
+        help_heading = "Asset options"
+    )]
+    pub deps: Option<Vec<String>>,
+    /// The resource that stores the asset's output (default: `io_manager`)
+    #[arg(long, value_name = "KEY", help_heading = "Asset options")]
+    pub io_manager: Option<String>,
+    /// Compute: a program and its arguments, split like a shell would
+    /// (`--command 'python3 jobs/events.py --full'`; no shell runs it)
+    #[arg(long, value_name = "ARGV", conflicts_with_all = ["shell", "sql"], help_heading = "Asset options")]
+    pub command: Option<String>,
+    /// Compute: a script run with `sh -c` (default: one that writes a tiny CSV to
+    /// $DG_OUTPUT)
+    #[arg(
+        long,
+        value_name = "SCRIPT",
+        conflicts_with = "sql",
+        help_heading = "Asset options"
+    )]
+    pub shell: Option<String>,
+    /// Compute: SQL
+    #[arg(long, value_name = "QUERY", help_heading = "Asset options")]
+    pub sql: Option<String>,
+    /// The asset's group (default: `default`)
+    #[arg(long, value_name = "GROUP", help_heading = "Asset options")]
+    pub group: Option<String>,
+
+    /// For resources: fs, memory, sqlite, postgres or command (default: fs). For
+    /// partitions: hourly, daily, weekly, monthly, cron, static or dynamic (default: daily,
+    /// or cron with `--cron`, static with `--keys`)
+    #[arg(
+        long = "type",
+        value_name = "TYPE",
+        help_heading = "Resources and partitions options"
+    )]
+    pub type_: Option<String>,
+    /// The start of the first partition (default: January 1st of the current year)
+    #[arg(long, value_name = "DATE", help_heading = "Partitions options")]
+    pub start: Option<String>,
+    /// The exclusive end (default: none, partitions keep coming)
+    #[arg(long, value_name = "DATE", help_heading = "Partitions options")]
+    pub end: Option<String>,
+    /// The cron schedule of `--type cron`, e.g. `0 */6 * * *`
+    #[arg(long, value_name = "EXPR", help_heading = "Partitions options")]
+    pub cron: Option<String>,
+    /// The keys of `--type static`, comma-separated
+    #[arg(
+        long,
+        value_name = "A,B",
+        value_delimiter = ',',
+        help_heading = "Partitions options"
+    )]
+    pub keys: Option<Vec<String>>,
+    /// The IANA time zone of a time partitions definition (default: UTC)
+    #[arg(long, value_name = "TZ", help_heading = "Partitions options")]
+    pub timezone: Option<String>,
+}
+
+/// What a file defines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DefType {
+    Asset,
+    Resources,
+    Partitions,
+}
+
+impl DefType {
+    fn name(self) -> &'static str {
+        match self {
+            DefType::Asset => "asset",
+            DefType::Resources => "resources",
+            DefType::Partitions => "partitions",
+        }
+    }
+}
+
+const TYPES: &[(&str, DefType)] = &[
+    ("asset", DefType::Asset),
+    ("resources", DefType::Resources),
+    ("partitions", DefType::Partitions),
+    ("dagster.asset", DefType::Asset),
+    ("dagster.resources", DefType::Resources),
+    ("resource", DefType::Resources),
+];
+
+const RESOURCE_TYPES: &[&str] = &["fs", "memory", "sqlite", "postgres", "command"];
+const PARTITIONS_TYPES: &[&str] = &[
+    "hourly", "daily", "weekly", "monthly", "cron", "static", "dynamic",
+];
+const TIME_TYPES: &[&str] = &["hourly", "daily", "weekly", "monthly", "cron"];
+
+/// A usage error: a message and a hint.
+struct Usage {
+    message: String,
+    help: Option<String>,
+}
+
+fn usage(message: impl Into<String>) -> Usage {
+    Usage {
+        message: message.into(),
+        help: None,
+    }
+}
+
+impl Usage {
+    fn help(mut self, h: impl Into<String>) -> Self {
+        self.help = Some(h.into());
+        self
+    }
+}
+
+fn print_usage(s: &Session, u: Usage) -> i32 {
+    s.out.error(&u.message);
+    if let Some(h) = u.help {
+        s.out.err(&format!("help: {h}"));
+    }
+    EXIT_USAGE
+}
+
+pub fn scaffold(s: &Session, what: &ScaffoldWhat) -> i32 {
+    match what {
+        ScaffoldWhat::Defs(args) => defs(s, args),
+    }
+}
+
+fn defs(s: &Session, args: &DefsArgs) -> i32 {
+    // 1. Everything that needs only the command line.
+    let ty = match parse_type(&args.kind) {
+        Ok(t) => t,
+        Err(u) => return print_usage(s, u),
+    };
+    if let Err(u) = check_options(ty, args) {
+        return print_usage(s, u);
+    }
+    let rel = match relative_path(&args.path) {
+        Ok(r) => r,
+        Err(u) => return print_usage(s, u),
+    };
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => default_name(&rel),
+    };
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return print_usage(
+            s,
+            usage(format!("invalid name `{}`", name.escape_debug()))
+                .help("a name is not empty and has no control characters; pass `--name NAME`"),
+        );
+    }
+    let text = match render(ty, &name, args, s) {
+        Ok(t) => t,
+        Err(u) => return print_usage(s, u),
+    };
+
+    // 2. The project, and where the file goes.
+    let mut sources = Sources::default();
+    let mut diags = Diagnostics::default();
+    let Some(project) = Project::discover(
+        &s.cwd,
+        s.global.project.as_deref(),
+        &mut sources,
+        &mut diags,
+    ) else {
+        s.report(&sources, &diags);
+        return EXIT_USAGE;
+    };
+    if diags.has_errors() {
+        s.report(&sources, &diags);
+        s.out
+            .error("`dg.toml` is invalid: fix it first, so that dg knows where the definitions go");
+        return EXIT_USAGE;
+    }
+    if project.config_file.is_none() && !project.defs_dir.is_dir() {
+        return print_usage(
+            s,
+            usage(format!(
+                "no dg project in `{}`: there is no `dg.toml` and no definitions folder",
+                project.root.display()
+            ))
+            .help("run `dg init` to create a project, or pass `--project DIR`"),
+        );
+    }
+    let defs_dir = &project.defs_dir;
+    let target = defs_dir.join(&rel);
+    let shown = display_path(&target, &s.cwd);
+    if let Err(u) = check_inside(defs_dir, &rel, &args.path) {
+        return print_usage(s, u);
+    }
+    if target.symlink_metadata().is_ok() {
+        s.out.error(&format!(
+            "`{shown}` already exists: nothing was changed (dg scaffold never overwrites a file)"
+        ));
+        return EXIT_FAILED;
+    }
+
+    // 3. The whole project, with the new file, must pass `dg check defs`.
+    if let Err(code) = validate_with(s, &project, &target, &shown, text.clone()) {
+        return code;
+    }
+
+    // 4. Write it.
+    if let Err(e) = create_file(defs_dir, &target, &text) {
+        s.out.error(&format!(
+            "cannot create `{shown}`: {e}; nothing was written"
+        ));
+        return EXIT_FAILED;
+    }
+    s.out.info(&format!(
+        "{} created {shown}: {} `{name}`",
+        s.out.green("✓"),
+        match ty {
+            DefType::Asset => "asset",
+            DefType::Resources => "resource",
+            DefType::Partitions => "partitions",
+        }
+    ));
+    s.out.info(&s.out.dim(&next_step(ty, &name, args)));
+    EXIT_OK
+}
+
+fn parse_type(given: &str) -> Result<DefType, Usage> {
+    if let Some((_, t)) = TYPES.iter().find(|(n, _)| *n == given) {
+        return Ok(*t);
+    }
+    let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
+    let known = "known types: `asset`, `resources`, `partitions` (aliases: `dagster.asset`, \
+                 `dagster.resources`, `resource`)";
+    let help = match did_you_mean(given, names.iter().copied()) {
+        Some(c) => format!("did you mean `{c}`? {known}"),
+        None => known.to_string(),
+    };
+    Err(usage(format!("unknown definition type `{given}`")).help(help))
+}
+
+/// Options that do not apply to the type are errors, not silently ignored.
+fn check_options(ty: DefType, a: &DefsArgs) -> Result<(), Usage> {
+    let given: &[(&str, bool, &[DefType])] = &[
+        ("--partitions", a.partitions.is_some(), &[DefType::Asset]),
+        ("--deps", a.deps.is_some(), &[DefType::Asset]),
+        ("--io-manager", a.io_manager.is_some(), &[DefType::Asset]),
+        ("--command", a.command.is_some(), &[DefType::Asset]),
+        ("--shell", a.shell.is_some(), &[DefType::Asset]),
+        ("--sql", a.sql.is_some(), &[DefType::Asset]),
+        ("--group", a.group.is_some(), &[DefType::Asset]),
+        (
+            "--type",
+            a.type_.is_some(),
+            &[DefType::Resources, DefType::Partitions],
+        ),
+        ("--start", a.start.is_some(), &[DefType::Partitions]),
+        ("--end", a.end.is_some(), &[DefType::Partitions]),
+        ("--cron", a.cron.is_some(), &[DefType::Partitions]),
+        ("--keys", a.keys.is_some(), &[DefType::Partitions]),
+        ("--timezone", a.timezone.is_some(), &[DefType::Partitions]),
+    ];
+    for (flag, is_given, applies) in given {
+        if *is_given && !applies.contains(&ty) {
+            let to: Vec<&str> = applies.iter().map(|t| t.name()).collect();
+            return Err(usage(format!(
+                "`{flag}` does not apply to `dg scaffold defs {}`",
+                ty.name()
+            ))
+            .help(format!("`{flag}` is an option of {}", {
+                let v: Vec<String> = to.iter().map(|t| format!("`{t}`")).collect();
+                v.join(" and ")
+            })));
+        }
+    }
+    Ok(())
+}
+
+/// PATH, checked and normalised: relative, inside the definitions folder,
+/// with `.toml` at the end.
+fn relative_path(p: &Path) -> Result<PathBuf, Usage> {
+    let raw = p.to_string_lossy();
+    let help = "PATH is relative to the definitions folder, e.g. `events` or `raw/events` \
+                (→ `defs/raw/events.toml`)";
+    if raw.is_empty() {
+        return Err(usage("PATH is empty").help(help));
+    }
+    if p.is_absolute() || p.has_root() {
+        return Err(usage(format!("PATH `{raw}` is absolute")).help(help));
+    }
+    if raw.ends_with('/') || raw.ends_with(std::path::MAIN_SEPARATOR) {
+        return Err(usage(format!("PATH `{raw}` names a folder, not a file")).help(help));
+    }
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(usage(format!(
+                    "PATH `{raw}` leaves the definitions folder: `..` is not allowed"
+                ))
+                .help(help));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(usage(format!("PATH `{raw}` is absolute")).help(help));
+            }
+        }
+    }
+    let Some(file) = out.file_name().map(|f| f.to_string_lossy().into_owned()) else {
+        return Err(usage(format!("PATH `{raw}` names no file")).help(help));
+    };
+    if file.starts_with('.') {
+        return Err(usage(format!(
+            "PATH `{raw}` names a hidden file, which dg does not read"
+        ))
+        .help("definition files whose name starts with `.` are skipped; pick another name"));
+    }
+    if !file.ends_with(".toml") {
+        out.set_file_name(format!("{file}.toml"));
+    }
+    Ok(out)
+}
+
+/// The file name without `.toml`.
+fn default_name(rel: &Path) -> String {
+    let file = rel
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    file.strip_suffix(".toml").unwrap_or(&file).to_string()
+}
+
+/// The target must stay inside the definitions folder, symbolic links
+/// included, and PATH should not repeat the folder's own name by mistake.
+fn check_inside(defs_dir: &Path, rel: &Path, given: &Path) -> Result<(), Usage> {
+    if let (Some(Component::Normal(first)), Some(dir_name)) =
+        (rel.components().next(), defs_dir.file_name())
+        && first == dir_name
+        && rel.components().count() > 1
+        && !defs_dir.join(first).exists()
+    {
+        let rest: PathBuf = given
+            .components()
+            .filter(|c| *c != Component::CurDir)
+            .skip(1)
+            .collect();
+        return Err(usage(format!(
+            "PATH `{}` starts with the definitions folder `{}`: it is relative to that folder",
+            given.display(),
+            dir_name.to_string_lossy()
+        ))
+        .help(format!("did you mean `{}`?", rest.display())));
+    }
+    let Ok(root) = defs_dir.canonicalize() else {
+        return Ok(()); // nothing exists below a folder that does not exist
+    };
+    // The deepest part of the target that exists already.
+    let mut existing = defs_dir.join(rel);
+    while existing.symlink_metadata().is_err() {
+        if !existing.pop() {
+            return Ok(());
+        }
+    }
+    match existing.canonicalize() {
+        Ok(real) if !real.starts_with(&root) => Err(usage(format!(
+            "PATH `{}` leads out of the definitions folder through a symbolic link (`{}`)",
+            rel.display(),
+            real.display()
+        ))
+        .help("scaffold files only inside the definitions folder")),
+        _ => Ok(()),
+    }
+}
+
+/// Validates the project with `text` added at `target`. Refuses (and
+/// reports) errors that the new file brings; errors the project already had
+/// elsewhere are only mentioned.
+fn validate_with(
+    s: &Session,
+    project: &Project,
+    target: &Path,
+    shown: &str,
+    text: String,
+) -> Result<(), i32> {
+    let mut sources = Sources::default();
+    let mut read_diags = Diagnostics::default();
+    let paths = if project.defs_dir.is_dir() {
+        match load::definition_files(&project.defs_dir) {
+            Ok(p) => p,
+            Err(e) => {
+                s.out.error(&format!(
+                    "cannot list `{}`: {e}",
+                    display_path(&project.defs_dir, &s.cwd)
+                ));
+                return Err(EXIT_USAGE);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let ids: Vec<FileId> = paths
+        .iter()
+        .filter_map(|p| load::read_file(p, display_path(p, &s.cwd), &mut sources, &mut read_diags))
+        .collect();
+    let all_read = ids.len() == paths.len();
+    let new_id = sources.add(target, shown.to_string(), text);
+    let env = |n: &str| std::env::var(n).ok();
+
+    let mut before = Diagnostics::default();
+    crate::validate::validate_files(&sources, &ids, all_read, &s.registry, &env, &mut before);
+    let mut with_new: Vec<FileId> = ids.clone();
+    with_new.push(new_id);
+    let mut after = Diagnostics::default();
+    crate::validate::validate_files(&sources, &with_new, all_read, &s.registry, &env, &mut after);
+
+    let same = |a: &Diagnostic, b: &Diagnostic| {
+        a.kind == b.kind
+            && a.message == b.message
+            && a.primary.as_ref().map(|l| &l.span) == b.primary.as_ref().map(|l| &l.span)
+    };
+    let in_new = |d: &Diagnostic| {
+        d.primary.as_ref().is_some_and(|l| l.span.file == new_id)
+            || d.secondary.iter().any(|l| l.span.file == new_id)
+    };
+    let (new_errors, old_errors): (Vec<Diagnostic>, Vec<Diagnostic>) = after
+        .items
+        .iter()
+        .filter(|d| d.is_error())
+        .cloned()
+        .partition(|d| in_new(d) || !before.items.iter().any(|b| same(b, d)));
+    if !new_errors.is_empty() {
+        let n = new_errors.len();
+        s.report(&sources, &Diagnostics { items: new_errors });
+        s.out.error(&format!(
+            "nothing was written: with `{shown}`, the definitions would not pass `dg check defs` ({n} error{})",
+            if n == 1 { "" } else { "s" }
+        ));
+        return Err(EXIT_USAGE);
+    }
+    // Warnings about the new file (an unset `${env:…}`) are worth showing.
+    let warnings: Vec<Diagnostic> = after
+        .items
+        .iter()
+        .filter(|d| !d.is_error() && in_new(d))
+        .cloned()
+        .collect();
+    s.report(&sources, &Diagnostics { items: warnings });
+    let old = old_errors.len() + read_diags.error_count();
+    if old > 0 {
+        s.out.err(&format!(
+            "note: the other definition files already have {old} error{}, unrelated to `{shown}`: see `dg check defs`",
+            if old == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(())
+}
+
+/// Creates `target` with `text`: missing folders first, then a hidden
+/// temporary file beside it, hard-linked into place (which fails rather than
+/// replace a file that appeared meanwhile). On error, everything created is
+/// removed again.
+fn create_file(defs_dir: &Path, target: &Path, text: &str) -> std::io::Result<()> {
+    let parent = target.parent().unwrap_or(defs_dir);
+    let mut created: Vec<PathBuf> = Vec::new();
+    let result = (|| {
+        // Create folders top-down, remembering which ones are new.
+        let mut missing: Vec<PathBuf> = Vec::new();
+        let mut p = parent.to_path_buf();
+        while p.symlink_metadata().is_err() {
+            missing.push(p.clone());
+            if !p.pop() {
+                break;
+            }
+        }
+        for dir in missing.iter().rev() {
+            std::fs::create_dir(dir)?;
+            created.push(dir.clone());
+        }
+        write_new(target, text)
+    })();
+    if result.is_err() {
+        for dir in created.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    result
+}
+
+/// Writes `text` to `target`, which must not exist, atomically: readers see
+/// either no file or the whole of it.
+pub(super) fn write_new(target: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let parent = target.parent().unwrap_or(Path::new("."));
+    let file_name = target
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        match std::fs::hard_link(&tmp, target) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+            // A file system without hard links: rename, after one more check.
+            Err(_) if target.symlink_metadata().is_err() => std::fs::rename(&tmp, target),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
+/// A TOML key: bare when it can be, else a quoted string.
+pub(super) fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        k.to_string()
+    } else {
+        toml_basic(k)
+    }
+}
+
+/// A one-line TOML basic string.
+fn toml_basic(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A TOML string value, written the most readable way (literal or
+/// multi-line when that avoids escapes).
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn toml_array(items: &[String]) -> String {
+    let v: Vec<String> = items.iter().map(|i| toml_basic(i)).collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// The file's text.
+fn render(ty: DefType, name: &str, a: &DefsArgs, s: &Session) -> Result<String, Usage> {
+    match ty {
+        DefType::Asset => render_asset(name, a),
+        DefType::Resources => render_resource(name, a),
+        DefType::Partitions => render_partitions(name, a, s),
+    }
+}
+
+fn render_asset(name: &str, a: &DefsArgs) -> Result<String, Usage> {
+    let mut t = String::new();
+    let key = toml_key(name);
+    t.push_str(&format!(
+        "# Asset `{name}`. Check it with `dg check defs`; see it with `dg list defs`.\n\n"
+    ));
+    t.push_str(&format!("[assets.{key}]\n"));
+    t.push_str("# What it holds, for people (shown by `dg list defs --json`).\n");
+    t.push_str("# description = \"What this asset holds\"\n");
+    t.push_str("# Its partitions: the name of a `[partitions.NAME]` definition (default: none).\n");
+    match &a.partitions {
+        Some(p) => t.push_str(&format!("partitions = {}\n", toml_basic(p))),
+        None => t.push_str("# partitions = \"daily\"\n"),
+    }
+    t.push_str("# Upstream assets; the step reads each as the file $DG_INPUT_<NAME>.\n");
+    match &a.deps {
+        Some(d) => t.push_str(&format!("deps = {}\n", toml_array(d))),
+        None => t.push_str("# deps = [\"other_asset\"]\n"),
+    }
+    t.push_str("# The resource that stores its output (default: \"io_manager\").\n");
+    match &a.io_manager {
+        Some(m) => t.push_str(&format!("io_manager = {}\n", toml_basic(m))),
+        None => t.push_str("# io_manager = \"io_manager\"\n"),
+    }
+    t.push_str("# A group, for `--select group:NAME` (default: \"default\").\n");
+    match &a.group {
+        Some(g) => t.push_str(&format!("group = {}\n", toml_basic(g))),
+        None => t.push_str("# group = \"default\"\n"),
+    }
+    if let Some(c) = &a.command {
+        let argv = split_words(c)?;
+        if argv.is_empty() {
+            return Err(usage("`--command` is empty").help("give a program and its arguments"));
+        }
+        t.push_str(
+            "# The compute: a program and its arguments, run from the project root.\n\
+             # It writes the asset's output to the file $DG_OUTPUT (CSV by default).\n",
+        );
+        t.push_str(&format!("command = {}\n", toml_array(&argv)));
+    } else if let Some(q) = &a.sql {
+        t.push_str("# The compute: SQL.\n");
+        t.push_str(&format!("sql = {}\n", toml_str(q)));
+    } else {
+        t.push_str(
+            "# The compute: a script run with `sh -c` from the project root.\n\
+             # It writes the asset's output to the file $DG_OUTPUT (CSV by default).\n",
+        );
+        match &a.shell {
+            Some(sh) => t.push_str(&format!("shell = {}\n", toml_str(sh))),
+            None if a.partitions.is_some() => t.push_str(
+                "shell = \"printf 'partition,value\\\\n%s,1\\\\n' \\\"$DG_PARTITION_KEY\\\" > \\\"$DG_OUTPUT\\\"\"\n",
+            ),
+            None => t.push_str("shell = \"printf 'id,value\\\\n1,hello\\\\n' > \\\"$DG_OUTPUT\\\"\"\n"),
+        }
+    }
+    Ok(t)
+}
+
+fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Usage> {
+    let ty = a.type_.as_deref().unwrap_or("fs");
+    if !RESOURCE_TYPES.contains(&ty) {
+        return Err(unknown_subtype("resource", ty, RESOURCE_TYPES));
+    }
+    let key = toml_key(name);
+    let file_stem: String = if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        name.to_string()
+    } else {
+        "data".into()
+    };
+    let mut t = String::new();
+    let what = match ty {
+        "fs" => "an I/O manager that stores outputs as files",
+        "memory" => "an I/O manager that keeps values in memory for one run",
+        "sqlite" => "an I/O manager that stores outputs as tables of a SQLite database",
+        "postgres" => "an I/O manager that stores outputs as tables of a Postgres schema",
+        _ => "an I/O manager implemented by a plug-in program",
+    };
+    t.push_str(&format!(
+        "# Resource `{name}`: {what}.\n# Assets use it with `io_manager = {}`.\n\n",
+        toml_basic(name)
+    ));
+    t.push_str(&format!("[resources.{key}]\n"));
+    t.push_str("# The resource type: fs, memory, sqlite, postgres or command.\n");
+    t.push_str(&format!("type = \"{ty}\"\n"));
+    let format_line =
+        "# How outputs are stored: \"csv\", \"jsonl\", \"parquet\" or \"file\" (raw bytes).\n";
+    match ty {
+        "fs" => {
+            t.push_str(
+                "# The root folder, relative to the project root (default: \"<state>/storage\").\n",
+            );
+            t.push_str(&format!("# base_dir = \"data/{file_stem}\"\n"));
+            t.push_str(format_line);
+            t.push_str("format = \"csv\"\n");
+        }
+        "memory" => t.push_str("# No other fields: values live in the dg process for one run.\n"),
+        "sqlite" => {
+            t.push_str("# The database file, relative to the project root.\n");
+            t.push_str(&format!("path = \".dg/{file_stem}.db\"\n"));
+            t.push_str("# Replace a table whose columns changed, instead of failing.\n");
+            t.push_str("replace_on_schema_change = false\n");
+        }
+        "postgres" => {
+            t.push_str(
+                "# The connection URL, read from the environment when a run starts:\n\
+                 # set DATABASE_URL first (or give a default: \"${env:DATABASE_URL:-postgres://localhost/db}\").\n",
+            );
+            t.push_str("url = \"${env:DATABASE_URL}\"\n");
+            t.push_str("# The schema that holds the tables.\n");
+            t.push_str("schema = \"public\"\n");
+            t.push_str("# Replace a table whose columns changed, instead of failing.\n");
+            t.push_str("replace_on_schema_change = false\n");
+        }
+        _ => {
+            t.push_str("# The plug-in program and its arguments.\n");
+            t.push_str(&format!("command = [\"dg-io-{file_stem}\"]\n"));
+            t.push_str(format_line);
+            t.push_str("format = \"csv\"\n");
+            t.push_str("# How long one call may take (default: no limit).\n");
+            t.push_str("# timeout = \"5m\"\n");
+            t.push_str("# Settings passed to the program.\n");
+            t.push_str("config = {}\n");
+        }
+    }
+    Ok(t)
+}
+
+fn render_partitions(name: &str, a: &DefsArgs, s: &Session) -> Result<String, Usage> {
+    let ty: &str = match (&a.type_, &a.cron, &a.keys) {
+        (Some(t), _, _) => t,
+        (None, Some(_), _) => "cron",
+        (None, None, Some(_)) => "static",
+        (None, None, None) => "daily",
+    };
+    if !PARTITIONS_TYPES.contains(&ty) {
+        let mut u = unknown_subtype("partitions", ty, PARTITIONS_TYPES);
+        if ty == "multi" {
+            u = usage("`--type multi` cannot be scaffolded")
+                .help("scaffold its two dimensions, then write the `multi` definition by hand");
+        }
+        return Err(u);
+    }
+    let time = TIME_TYPES.contains(&ty);
+    let only = |flag: &str, given: bool, ok: bool, which: &str| -> Result<(), Usage> {
+        if given && !ok {
+            Err(usage(format!(
+                "`{flag}` does not apply to `--type {ty}` partitions"
+            ))
+            .help(format!("`{flag}` is for {which}")))
+        } else {
+            Ok(())
+        }
+    };
+    let time_list = "time partitions: hourly, daily, weekly, monthly, cron";
+    only("--start", a.start.is_some(), time, time_list)?;
+    only("--end", a.end.is_some(), time, time_list)?;
+    only("--timezone", a.timezone.is_some(), time, time_list)?;
+    only("--cron", a.cron.is_some(), ty == "cron", "`--type cron`")?;
+    only(
+        "--keys",
+        a.keys.is_some(),
+        ty == "static",
+        "`--type static`",
+    )?;
+    if ty == "cron" && a.cron.is_none() {
+        return Err(usage("`--type cron` needs `--cron EXPR`").help(
+            "for example `--cron '0 */6 * * *'` (minute hour day-of-month month day-of-week)",
+        ));
+    }
+    if ty == "static" && a.keys.is_none() {
+        return Err(
+            usage("`--type static` needs `--keys A,B`").help("for example `--keys us,eu,apac`")
+        );
+    }
+
+    let key = toml_key(name);
+    let mut t = String::new();
+    let what = match ty {
+        "hourly" => "one partition per hour",
+        "daily" => "one partition per day",
+        "weekly" => "one partition per week",
+        "monthly" => "one partition per month",
+        "cron" => "one partition per tick of a cron schedule",
+        "static" => "a fixed list of keys",
+        _ => "keys added at run time with `dg partitions add`",
+    };
+    t.push_str(&format!(
+        "# Partitions `{name}`: {what}.\n# Assets use them with `partitions = {}`; list the keys with `dg list partitions {}`.\n\n",
+        toml_basic(name),
+        shell_word(name)
+    ));
+    t.push_str(&format!("[partitions.{key}]\n"));
+    t.push_str(&format!("type = \"{ty}\"\n"));
+    if time {
+        // The default key format decides how `start` is written.
+        let with_time = match ty {
+            "hourly" => true,
+            "cron" => {
+                let expr = a.cron.as_deref().unwrap_or("");
+                let f: Vec<&str> = expr.split_whitespace().collect();
+                !(f.len() >= 2
+                    && [f[0], f[1]]
+                        .iter()
+                        .all(|x| x.chars().all(|c| c.is_ascii_digit())))
+            }
+            _ => false,
+        };
+        let (fmt, example) = if with_time {
+            ("%Y-%m-%d-%H:%M", "2024-01-01-00:00")
+        } else {
+            ("%Y-%m-%d", "2024-01-01")
+        };
+        if let Some(c) = &a.cron {
+            t.push_str("# The schedule: minute hour day-of-month month day-of-week.\n");
+            t.push_str(&format!("cron = {}\n", toml_basic(c)));
+        }
+        let year = s.now.format("%Y").to_string();
+        let start = match &a.start {
+            Some(v) => v.clone(),
+            None if with_time => format!("{year}-01-01-00:00"),
+            None => format!("{year}-01-01"),
+        };
+        t.push_str(&format!(
+            "# The first partition starts at the first tick at or after `start` (written like {example}).\n"
+        ));
+        t.push_str(&format!("start = {}\n", toml_basic(&start)));
+        t.push_str("# Exclusive end: no partition ends after it (default: none, partitions keep coming).\n");
+        match &a.end {
+            Some(e) => t.push_str(&format!("end = {}\n", toml_basic(e))),
+            None => t.push_str(&format!("# end = \"{}\"\n", bump_year(&start, &year))),
+        }
+        t.push_str("# The IANA time zone of `start`, `end` and the keys (default: \"UTC\").\n");
+        match &a.timezone {
+            Some(z) => t.push_str(&format!("timezone = {}\n", toml_basic(z))),
+            None => t.push_str("# timezone = \"Europe/Berlin\"\n"),
+        }
+        t.push_str(&format!(
+            "# The strftime format of the keys (and of `start` and `end`).\n# fmt = \"{fmt}\"\n"
+        ));
+    } else if let Some(keys) = &a.keys {
+        t.push_str("# The partition keys, in order.\n");
+        t.push_str(&format!("keys = {}\n", toml_array(keys)));
+    } else {
+        t.push_str(&format!(
+            "# No other fields: add keys with `dg partitions add {} KEY…`.\n",
+            shell_word(name)
+        ));
+    }
+    Ok(t)
+}
+
+/// `2026-01-01` → `2027-01-01`, for an example `end`.
+fn bump_year(start: &str, year: &str) -> String {
+    match (start.get(..4), year.parse::<i32>()) {
+        (Some(y), Ok(n)) if y == year => format!("{}{}", n + 1, &start[4..]),
+        _ => "2100-01-01".into(),
+    }
+}
+
+fn unknown_subtype(what: &str, given: &str, known: &[&str]) -> Usage {
+    let list = list_names(known);
+    let help = match did_you_mean(given, known.iter().copied()) {
+        Some(c) => format!("did you mean `{c}`? {what} types: {list}"),
+        None => format!("{what} types: {list}"),
+    };
+    usage(format!("unknown {what} type `{given}`")).help(help)
+}
+
+/// A word as it would be typed in a shell.
+pub(super) fn shell_word(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=@%+,".contains(c))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// Splits a command line into words like `sh` would, without expanding
+/// anything: whitespace separates, `'…'` and `"…"` quote, `\` escapes.
+fn split_words(s: &str) -> Result<Vec<String>, Usage> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err(unterminated()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => return Err(unterminated()),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err(unterminated()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(c) = chars.next() {
+                    cur.push(c);
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+fn unterminated() -> Usage {
+    usage("`--command` has an unterminated quote")
+        .help("quote the whole value for your shell, and quote words inside it in pairs")
+}
+
+fn next_step(ty: DefType, name: &str, a: &DefsArgs) -> String {
+    match ty {
+        DefType::Asset => {
+            let sel = shell_word(name);
+            if a.partitions.is_some() {
+                format!(
+                    "  next: `dg materialize --select {sel} --all-partitions` (add `+` before the key to include its upstream)"
+                )
+            } else {
+                format!("  next: `dg materialize --select {sel}`")
+            }
+        }
+        DefType::Resources => format!(
+            "  next: give an asset `io_manager = {}`, or `dg scaffold defs asset NAME --io-manager {}`",
+            toml_basic(name),
+            shell_word(name)
+        ),
+        DefType::Partitions => format!(
+            "  next: `dg list partitions {w}`, then `dg scaffold defs asset NAME --partitions {w}`",
+            w = shell_word(name)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_like_a_shell() {
+        let w = split_words(r#"python3 'a b' "c \"d\"" e\ f  g"#)
+            .ok()
+            .unwrap();
+        assert_eq!(w, ["python3", "a b", "c \"d\"", "e f", "g"]);
+        assert!(split_words("a 'b").is_err());
+        assert_eq!(split_words("  ").ok().unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn paths_are_normalised_and_checked() {
+        let ok = |p: &str| relative_path(Path::new(p)).ok().unwrap();
+        assert_eq!(ok("raw/events"), PathBuf::from("raw/events.toml"));
+        assert_eq!(ok("./a.toml"), PathBuf::from("a.toml"));
+        assert_eq!(ok("a.txt"), PathBuf::from("a.txt.toml"));
+        for bad in [
+            "",
+            "/abs",
+            "../outside",
+            "a/../../b",
+            "raw/",
+            ".hidden",
+            "a/.toml",
+        ] {
+            assert!(relative_path(Path::new(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(default_name(&ok("raw/events")), "events");
+    }
+
+    #[test]
+    fn keys_are_quoted_when_needed() {
+        assert_eq!(toml_key("daily_2"), "daily_2");
+        assert_eq!(toml_key("raw/events"), "\"raw/events\"");
+        assert_eq!(toml_key("a\"b"), "\"a\\\"b\"");
+    }
+}

@@ -1,0 +1,540 @@
+//! `type = "command"`: plug-in I/O managers (docs/plugins.md) driven by the
+//! real binary. The normal path uses the example plug-in,
+//! `examples/plugins/fs_plugin.py`; the failure paths use
+//! `tests/fixtures/plugins/faulty.py`, which stores outputs the same way and
+//! misbehaves once as its resource `config` says. It logs every request it
+//! gets to `requests.log` and its pid to `plugin.pids` in the project, so the
+//! tests can see restarts and leftover processes. Both need `python3`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::{Run, assert_no_panic, dg, repo};
+
+/// Every hour of 2022-01-01 is over, and the day too.
+const NOW: &str = "2022-01-02T00:00:00Z";
+
+const LETTERS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+
+fn python3() {
+    let ok = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "python3 is needed to run the plug-in tests");
+}
+
+/// A TOML string holding `p`.
+fn toml_str(p: &Path) -> String {
+    toml::Value::String(p.to_string_lossy().into_owned()).to_string()
+}
+
+fn project(defs: &str) -> TempDir {
+    python3();
+    let tmp = TempDir::new().expect("temp dir");
+    std::fs::create_dir_all(tmp.path().join("defs")).unwrap();
+    std::fs::write(tmp.path().join("defs/assets.toml"), defs).unwrap();
+    tmp
+}
+
+/// A project whose `io_manager` is `faulty.py` with `config` (an inline
+/// table), `timeout` when given: six static partitions of `up`, and `total`,
+/// which reads whichever of them are stored.
+fn faulty_project(config: &str, timeout: Option<&str>, up_prefix: &str) -> TempDir {
+    let faulty = repo().join("tests/fixtures/plugins/faulty.py");
+    let timeout = timeout
+        .map(|t| format!("timeout = \"{t}\"\n"))
+        .unwrap_or_default();
+    project(&format!(
+        r#"
+[resources.io_manager]
+type = "command"
+command = ["python3", {faulty}]
+{timeout}config = {config}
+
+[partitions.letters]
+type = "static"
+keys = ["a", "b", "c", "d", "e", "f"]
+
+[assets.up]
+partitions = "letters"
+shell = "{up_prefix}printf 'k\\n%s\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+
+[assets.total]
+deps = ["up"]
+shell = "cat \"$DG_INPUT_UP\" > \"$DG_OUTPUT\""
+
+[assets.total.ins.up]
+allow_missing_partitions = true
+"#,
+        faulty = toml_str(&faulty),
+    ))
+}
+
+/// `dg --now NOW materialize --json ARGS…`.
+fn materialize(dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["--now", NOW, "materialize", "--json"];
+    all.extend(args);
+    let run = dg(dir, &all);
+    assert_no_panic(&run);
+    run
+}
+
+fn summary(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
+            run.stdout, run.stderr
+        )
+    })
+}
+
+fn step<'a>(v: &'a Value, id: &str) -> &'a Value {
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step `{id}` in {v:#}"))
+}
+
+/// Ids of the steps with this status.
+fn with_status(v: &Value, status: &str) -> Vec<String> {
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == status)
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn read(path: impl AsRef<Path>) -> String {
+    let path = path.as_ref();
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What `faulty.py` logged: one object per request (`pid`, `type`, `key`,
+/// `fault`), plus `hello` and `shutdown`.
+fn requests(dir: &Path) -> Vec<Value> {
+    read(dir.join("requests.log"))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+/// The pids of every `faulty.py` that started, in order.
+fn pids(dir: &Path) -> Vec<i32> {
+    read(dir.join("plugin.pids"))
+        .lines()
+        .map(|l| l.trim().parse().expect("a pid"))
+        .collect()
+}
+
+/// The request that `faulty.py` misbehaved on (exactly one).
+fn faulted(reqs: &[Value]) -> (usize, &Value) {
+    let hits: Vec<(usize, &Value)> = reqs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r["fault"].is_string())
+        .collect();
+    assert_eq!(hits.len(), 1, "one faulty request expected: {reqs:#?}");
+    hits[0]
+}
+
+/// Whether a process is gone (no /proc entry, or a zombie nobody reaped).
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            state.starts_with('Z') || state.starts_with('X')
+        }
+    }
+}
+
+/// Every plug-in process that started is gone once dg has exited.
+fn assert_no_plugin_left(dir: &Path) {
+    let until = Instant::now() + Duration::from_secs(3);
+    for pid in pids(dir) {
+        while !process_gone(pid) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            process_gone(pid),
+            "plug-in process {pid} is still running after dg exited"
+        );
+    }
+}
+
+fn run_logs(dir: &Path, run_id: &str) -> PathBuf {
+    dir.join(".dg/logs").join(run_id)
+}
+
+/// The lines of `total.csv`'s rows: the partitions it read.
+fn total_rows(dir: &Path) -> Vec<String> {
+    read(dir.join("plugin-data/total.csv"))
+        .lines()
+        .skip(1)
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_example_plugin_stores_and_loads_partitions() {
+    let plugin = repo().join("examples/plugins/fs_plugin.py");
+    let dir = project(&format!(
+        r#"
+[resources.io_manager]
+type = "command"
+command = ["python3", {plugin}]
+format = "csv"
+config = {{ root = "plugin-data" }}
+
+[partitions.hourly]
+type = "hourly"
+start = "2022-01-01-00:00"
+
+[partitions.daily]
+type = "daily"
+start = "2022-01-01"
+
+[assets.up]
+partitions = "hourly"
+shell = "printf 'date\\n%s\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+
+[assets.down]
+partitions = "daily"
+deps = ["up"]
+shell = "cat \"$DG_INPUT_UP\" > \"$DG_OUTPUT\""
+"#,
+        plugin = toml_str(&plugin),
+    ));
+    let d = dir.path();
+    let run = materialize(d, &["--all-partitions"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let v = summary(&run);
+    assert_eq!(with_status(&v, "success").len(), 25, "{v:#}");
+
+    // Stored by the plug-in, one file per partition, as the steps wrote them.
+    let hours: Vec<String> = (0..24).map(|h| format!("2022-01-01-{h:02}:00")).collect();
+    for h in &hours {
+        assert_eq!(
+            read(d.join(format!("plugin-data/up/{h}.csv"))),
+            format!("date\n{h}\n")
+        );
+    }
+    let day = read(d.join("plugin-data/down/2022-01-01.csv"));
+    assert_eq!(day, format!("date\n{}\n", hours.join("\n")));
+    let names: Vec<String> = std::fs::read_dir(d.join("plugin-data/up"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.len(),
+        24,
+        "only the partitions, no temporary files: {names:?}"
+    );
+
+    // Its stderr has its own log; dg's scratch folder for the run is gone.
+    let run_id = v["run_id"].as_str().unwrap();
+    assert!(run_logs(d, run_id).join("plugin-io_manager.log").is_file());
+    assert!(!d.join(".dg/runs").join(run_id).exists());
+
+    // Only the daily: the pre-run check asks the plug-in (`exists`), the
+    // step loads its 24 hours through it (`load_input`).
+    std::fs::remove_file(d.join("plugin-data/down/2022-01-01.csv")).unwrap();
+    let run = materialize(d, &["--select", "down", "--all-partitions"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let v2 = summary(&run);
+    assert_eq!(with_status(&v2, "success"), ["down[2022-01-01]"]);
+    assert_eq!(read(d.join("plugin-data/down/2022-01-01.csv")), day);
+    assert!(
+        run_logs(d, v2["run_id"].as_str().unwrap())
+            .join("plugin-io_manager.log")
+            .is_file()
+    );
+
+    // When the plug-in says an hour is not stored, nothing runs.
+    std::fs::remove_file(d.join("plugin-data/up/2022-01-01-05:00.csv")).unwrap();
+    let run = materialize(d, &["--select", "down", "--all-partitions"]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("`up` [2022-01-01-05:00]"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_plugin_that_exits_fails_only_that_step_and_is_restarted() {
+    let dir = faulty_project(r#"{ exit_on = "handle_output", after = 3 }"#, None, "");
+    let d = dir.path();
+    let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let v = summary(&run);
+
+    let reqs = requests(d);
+    let (at, fault) = faulted(&reqs);
+    assert_eq!(fault["type"], "handle_output");
+    let key = fault["key"].as_str().unwrap().to_string();
+    let failed = format!("up[{key}]");
+    assert_eq!(with_status(&v, "failed"), [failed.as_str()], "{v:#}");
+    let error = step(&v, &failed)["error"].as_str().unwrap();
+    assert!(
+        error.contains("plug-in `faulty` (resource `io_manager`) handle_output: it exited (exit status: 3) without replying"),
+        "{error}"
+    );
+    assert!(
+        run.stderr.contains(&format!("✗ {failed}")),
+        "{}",
+        run.stderr
+    );
+
+    // Nothing stored for that partition (only the plug-in's own leftover
+    // temporary file); every other step went on.
+    assert!(!d.join(format!("plugin-data/up/{key}.csv")).exists());
+    assert_eq!(with_status(&v, "success").len(), 6, "{v:#}");
+    let others: Vec<&str> = LETTERS.iter().copied().filter(|k| *k != key).collect();
+    assert_eq!(total_rows(d), others);
+
+    // It was started again: later requests went to a second process, which
+    // was greeted and shut down properly.
+    let ps = pids(d);
+    assert_eq!(ps.len(), 2, "{reqs:#?}");
+    assert!(reqs[..=at].iter().all(|r| r["pid"] == ps[0]), "{reqs:#?}");
+    assert!(
+        reqs[at + 1..].iter().all(|r| r["pid"] == ps[1]),
+        "{reqs:#?}"
+    );
+    assert_eq!(reqs[at + 1]["type"], "hello");
+    assert!(
+        reqs[at + 1..].iter().any(|r| r["type"] == "handle_output"),
+        "{reqs:#?}"
+    );
+    assert_eq!(reqs.last().unwrap()["type"], "shutdown");
+    assert_no_plugin_left(d);
+
+    // dg recorded no materialization for it: `--missing` runs just that one.
+    let run = materialize(d, &["--all-partitions", "--missing"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(with_status(&summary(&run), "success"), [failed]);
+    assert_eq!(
+        read(d.join(format!("plugin-data/up/{key}.csv"))),
+        format!("k\n{key}\n")
+    );
+}
+
+#[test]
+fn a_malformed_reply_fails_only_that_step() {
+    let dir = faulty_project(r#"{ garbage_on = "handle_output", after = 2 }"#, None, "");
+    let d = dir.path();
+    let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let v = summary(&run);
+    let reqs = requests(d);
+    let (_, fault) = faulted(&reqs);
+    let key = fault["key"].as_str().unwrap();
+    let failed = format!("up[{key}]");
+    assert_eq!(with_status(&v, "failed"), [failed.as_str()], "{v:#}");
+    let error = step(&v, &failed)["error"].as_str().unwrap();
+    assert!(
+        error.contains("plug-in `faulty` (resource `io_manager`) handle_output: malformed reply")
+            && error.contains("`this is not JSON`"),
+        "{error}"
+    );
+    assert_eq!(with_status(&v, "success").len(), 6, "{v:#}");
+    assert!(!d.join(format!("plugin-data/up/{key}.csv")).exists());
+    assert_eq!(total_rows(d).len(), 5);
+    // The plug-in was stopped and a fresh one served the rest.
+    assert_eq!(pids(d).len(), 2);
+    assert_no_plugin_left(d);
+}
+
+#[test]
+fn a_plugin_that_does_not_reply_in_time_is_killed() {
+    let dir = faulty_project(
+        r#"{ hang_on = "handle_output", after = 2 }"#,
+        Some("1s"),
+        "",
+    );
+    let d = dir.path();
+    let started = Instant::now();
+    let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
+    let took = started.elapsed();
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let v = summary(&run);
+    let reqs = requests(d);
+    let (_, fault) = faulted(&reqs);
+    let key = fault["key"].as_str().unwrap();
+    let failed = format!("up[{key}]");
+    assert_eq!(with_status(&v, "failed"), [failed.as_str()], "{v:#}");
+    let error = step(&v, &failed)["error"].as_str().unwrap();
+    assert!(
+        error
+            .contains("plug-in `faulty` (resource `io_manager`) handle_output: no reply within 1s"),
+        "{error}"
+    );
+    let ms = step(&v, &failed)["duration_ms"].as_u64().unwrap();
+    assert!((1000..5000).contains(&ms), "{ms} ms");
+
+    // Later steps succeeded through a second process.
+    assert_eq!(with_status(&v, "success").len(), 6, "{v:#}");
+    assert_eq!(total_rows(d).len(), 5);
+    let ps = pids(d);
+    assert_eq!(ps.len(), 2);
+    // The hung one was killed, not left behind (it would sleep for an hour).
+    assert!(
+        process_gone(ps[0]),
+        "the hung plug-in {} is still running",
+        ps[0]
+    );
+    assert_no_plugin_left(d);
+    // Its stderr went to the plug-in log; the step's log says where that is.
+    let logs = run_logs(d, v["run_id"].as_str().unwrap());
+    let plugin_log = read(logs.join("plugin-io_manager.log"));
+    assert!(plugin_log.contains("fault=hang"), "{plugin_log}");
+    let step_log = read(logs.join(format!("{failed}.log")));
+    assert!(step_log.contains("plugin-io_manager.log"), "{step_log}");
+}
+
+#[test]
+fn a_refusal_fails_the_step_and_the_plugin_keeps_running() {
+    let dir = faulty_project(r#"{ refuse_on = "handle_output", after = 2 }"#, None, "");
+    let d = dir.path();
+    let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let v = summary(&run);
+    let reqs = requests(d);
+    let (at, fault) = faulted(&reqs);
+    let key = fault["key"].as_str().unwrap();
+    let failed = format!("up[{key}]");
+    assert_eq!(with_status(&v, "failed"), [failed.as_str()], "{v:#}");
+    let error = step(&v, &failed)["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!(
+            "plug-in `faulty` (resource `io_manager`) handle_output: refused by faulty.py: handle_output {key}"
+        )),
+        "{error}"
+    );
+    assert_eq!(with_status(&v, "success").len(), 6, "{v:#}");
+    assert_eq!(total_rows(d).len(), 5);
+
+    // One process saw everything: 6 + 1 outputs, 6 `exists` for `total`'s
+    // partitions (it allows missing ones), 1 load, and the shutdown.
+    let ps = pids(d);
+    assert_eq!(ps.len(), 1, "{reqs:#?}");
+    assert!(reqs.iter().all(|r| r["pid"] == ps[0]));
+    let count = |t: &str| reqs.iter().filter(|r| r["type"] == t).count();
+    assert_eq!(count("hello"), 1);
+    assert_eq!(count("handle_output"), 7);
+    assert_eq!(count("exists"), 6);
+    assert_eq!(count("load_input"), 1);
+    assert_eq!(count("shutdown"), 1);
+    assert!(reqs.len() > at + 1);
+    // Requests are numbered from 1 in the order they are sent.
+    let ids: Vec<u64> = reqs.iter().filter_map(|r| r["id"].as_u64()).collect();
+    assert_eq!(ids, (1..=14).collect::<Vec<u64>>());
+    assert_no_plugin_left(d);
+}
+
+#[test]
+fn a_protocol_mismatch_is_a_clear_error() {
+    // `linger`: it would stay up after its input closes; dg must kill it.
+    let dir = faulty_project(r#"{ protocol = 2, linger = 60 }"#, None, "");
+    let d = dir.path();
+    let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let v = summary(&run);
+    assert_eq!(with_status(&v, "failed").len(), 7, "{v:#}");
+    for s in v["steps"].as_array().unwrap() {
+        let error = s["error"].as_str().unwrap();
+        assert!(
+            error.contains(
+                "plug-in `faulty` (resource `io_manager`) failed to start: protocol version mismatch: it speaks protocol 2, this dg speaks protocol 1"
+            ),
+            "{error}"
+        );
+    }
+    // Started once, not once per step, and not left running.
+    assert_eq!(pids(d).len(), 1);
+    assert_eq!(requests(d).len(), 1, "only the handshake");
+    assert_no_plugin_left(d);
+}
+
+#[test]
+fn a_plugin_that_exited_between_requests_is_started_again() {
+    // It replies, then exits; the steps take a moment, so it is gone by the
+    // next request, which goes to a fresh process: nothing fails.
+    let dir = faulty_project(
+        r#"{ vanish_on = "handle_output", after = 2 }"#,
+        None,
+        "sleep 0.1; ",
+    );
+    let d = dir.path();
+    let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let v = summary(&run);
+    assert_eq!(with_status(&v, "success").len(), 7, "{v:#}");
+    assert_eq!(total_rows(d), LETTERS);
+    assert_eq!(pids(d).len(), 2);
+    let logs = run_logs(d, v["run_id"].as_str().unwrap());
+    let noted = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| read(e.unwrap().path()))
+        .any(|t| t.contains("had exited (exit status: 0); starting it again"));
+    assert!(noted, "no step log says the plug-in was started again");
+    assert_no_plugin_left(d);
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_project_root() {
+    // The program is `plugins/faulty.py` in the project, and it returns the
+    // files it loads as paths relative to its working folder; dg itself runs
+    // from elsewhere.
+    let dir = project(
+        r#"
+[resources.io_manager]
+type = "command"
+command = ["plugins/faulty.py"]
+
+[assets.one]
+shell = "printf 'n\\n1\\n' > \"$DG_OUTPUT\""
+
+[assets.two]
+deps = ["one"]
+shell = "cat \"$DG_INPUT_ONE\" > \"$DG_OUTPUT\""
+"#,
+    );
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("plugins")).unwrap();
+    let script = d.join("plugins/faulty.py");
+    std::fs::copy(repo().join("tests/fixtures/plugins/faulty.py"), &script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let elsewhere = TempDir::new().expect("temp dir");
+    let out = assert_cmd::Command::cargo_bin("dg")
+        .expect("the dg binary is built")
+        .current_dir(elsewhere.path())
+        .arg("--project")
+        .arg(d)
+        .args(["--now", NOW, "materialize", "--json"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("dg runs");
+    let run = Run {
+        code: out.status.code().expect("exited"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_no_panic(&run);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(with_status(&summary(&run), "success"), ["one", "two"]);
+    assert_eq!(read(d.join("plugin-data/two.csv")), "n\n1\n");
+    assert_no_plugin_left(d);
+}
