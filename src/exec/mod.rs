@@ -8,6 +8,7 @@
 //! JSON summary and (later) the history writer are separate subscribers.
 
 pub mod process;
+pub mod sql;
 pub mod step;
 
 use std::collections::{HashSet, VecDeque};

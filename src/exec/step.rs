@@ -190,6 +190,7 @@ fn prepare_and_run(
     }
 
     // Inputs.
+    let mut sql_inputs: Vec<super::sql::SqlInput> = Vec::new();
     for (n, inp) in step.inputs.iter().enumerate() {
         let spec = &asset.inputs[inp.input];
         if !spec.load {
@@ -254,6 +255,14 @@ fn prepare_and_run(
         } else {
             Loaded::Partitions(Default::default())
         };
+        if let Compute::Sql(_) = asset.compute {
+            // A table in the embedded engine, not a file.
+            sql_inputs.push(super::sql::SqlInput {
+                name: spec.name.clone(),
+                loaded,
+            });
+            continue;
+        }
         let var = format!("DG_INPUT_{}", env_name(&spec.name));
         let files = materialize_input(&loaded, asset.format, &work.join("inputs"), n, &spec.name)
             .map_err(|e| format!("input `{}`: {e:#}", spec.name))?;
@@ -306,8 +315,32 @@ fn prepare_and_run(
             c.arg("-c").arg(script);
             c
         }
-        Compute::Sql(_) => {
-            return Err("`sql` compute is not supported yet in this version of dg".into());
+        Compute::Sql(query) => {
+            let _ = writeln!(log, "[dg] {step_id} attempt {attempt}");
+            let params = super::sql::Params {
+                partition_key: partition.as_ref().map(|p| p.key.clone()),
+                partition_start: partition
+                    .as_ref()
+                    .and_then(|p| p.window)
+                    .map(|w| w.0.to_rfc3339()),
+                partition_end: partition
+                    .as_ref()
+                    .and_then(|p| p.window)
+                    .map(|w| w.1.to_rfc3339()),
+                run_id: rc.run_id.clone(),
+            };
+            if let Err(e) = super::sql::run(
+                &asset.key,
+                query,
+                &sql_inputs,
+                &params,
+                asset.format,
+                &output,
+                log,
+            ) {
+                return Ok(Attempt::fail(e));
+            }
+            return store_output(rc, asset, partition, step_id, mlog, output, &messages, log);
         }
         Compute::Source => return Err("a source asset is never materialized".into()),
     };
@@ -358,7 +391,23 @@ fn prepare_and_run(
             ..Attempt::default()
         });
     }
-    let metadata = read_messages(&messages, log);
+    store_output(rc, asset, partition, step_id, mlog, output, &messages, log)
+}
+
+/// After the compute succeeded: hands the output file to the asset's
+/// manager (or stores nothing for `output = false`).
+#[allow(clippy::too_many_arguments)]
+fn store_output(
+    rc: &RunCtx,
+    asset: &Asset,
+    partition: Option<PartitionRef>,
+    step_id: String,
+    mlog: io::Log,
+    output: PathBuf,
+    messages: &Path,
+    log: &mut File,
+) -> Result<Attempt, String> {
+    let metadata = read_messages(messages, log);
     if !asset.output {
         return Ok(Attempt {
             ok: true,

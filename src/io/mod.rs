@@ -141,6 +141,7 @@
 pub mod fs;
 pub mod memory;
 pub mod plugin;
+pub mod sqlite;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -341,7 +342,10 @@ impl Registry {
         );
         r.register(
             "sqlite",
-            Configured::<SqliteConfig>::new(|_| ResourceInfo::default(), unsupported("sqlite")),
+            Configured::<SqliteConfig>::new(
+                |_| ResourceInfo::default(),
+                |c, cx| c.create_io_manager(cx),
+            ),
         );
         r.register(
             "postgres",

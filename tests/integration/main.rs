@@ -18,6 +18,8 @@ mod materialize;
 mod onboarding;
 mod plan;
 mod plugins;
+mod sql_compute;
+mod sqlite_manager;
 
 use std::path::{Path, PathBuf};
 
