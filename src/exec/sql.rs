@@ -53,8 +53,9 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 /// Runs `query` for asset `asset_key` and writes its result at `output` in
-/// `format`. Returns the number of rows written. Errors are one line, naming
-/// the asset; the query and the error also go to the step's log.
+/// `format`. Returns the number of rows written and of input rows dg loaded
+/// into the engine. Errors are one line, naming the asset; the query and the
+/// error also go to the step's log.
 pub fn run(
     asset_key: &str,
     query: &str,
@@ -63,7 +64,7 @@ pub fn run(
     format: Format,
     output: &Path,
     log: &mut File,
-) -> Result<usize, String> {
+) -> Result<Ran, String> {
     if format == Format::File {
         return Err(format!(
             "asset `{asset_key}`: a `sql` asset produces a table; its format cannot be `file` (use csv, jsonl or parquet)"
@@ -77,6 +78,7 @@ pub fn run(
 
     // Inputs.
     let mut empty: Vec<&str> = Vec::new();
+    let mut rows_loaded = 0u64;
     for input in inputs {
         let t0 = Instant::now();
         let table =
@@ -92,6 +94,7 @@ pub fn run(
         }
         let rows = load_table(&conn, &input.name, &table)
             .map_err(|e| format!("input `{}`: cannot load it into SQLite: {e}", input.name))?;
+        rows_loaded += rows as u64;
         let _ = writeln!(
             log,
             "[dg] sql: loaded input `{}` as table {}: {rows} rows in {} ms",
@@ -138,7 +141,16 @@ pub fn run(
         format.name(),
         t0.elapsed().as_millis()
     );
-    Ok(rows)
+    Ok(Ran { rows, rows_loaded })
+}
+
+/// What [`run`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Ran {
+    /// Rows of the result.
+    pub rows: usize,
+    /// Input rows dg read from the inputs' managers into the engine.
+    pub rows_loaded: u64,
 }
 
 /// The rows of every partition of an input as one table.
@@ -333,9 +345,8 @@ fn check_params(stmt: &rusqlite::Statement) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the query and collects its rows.
-fn query_table(conn: &Connection, query: &str, params: &Params) -> Result<Table, QueryError> {
-    let mut stmt = prepare(conn, query).map_err(QueryError::Other)?;
+/// Binds dg's parameters, by name, to a statement that [`prepare`] accepted.
+fn bind_params(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> rusqlite::Result<()> {
     for i in 1..=stmt.parameter_count() {
         let name = stmt.parameter_name(i).unwrap_or(":")[1..].to_string();
         let v: &dyn ToSql = match name.as_str() {
@@ -346,6 +357,13 @@ fn query_table(conn: &Connection, query: &str, params: &Params) -> Result<Table,
         };
         stmt.raw_bind_parameter(i, v)?;
     }
+    Ok(())
+}
+
+/// Runs the query and collects its rows.
+fn query_table(conn: &Connection, query: &str, params: &Params) -> Result<Table, QueryError> {
+    let mut stmt = prepare(conn, query).map_err(QueryError::Other)?;
+    bind_params(&mut stmt, params)?;
     let names: Vec<String> = stmt.column_names().map(String::from).collect();
     let decls: Vec<Option<String>> = stmt
         .columns()
@@ -488,5 +506,373 @@ fn affinity(decl: &str) -> DataType {
         DataType::Float64
     } else {
         DataType::Utf8
+    }
+}
+
+// ---------------------------------------------------------------------------
+// In-database execution.
+
+/// One input of a query run inside a `sqlite` database: a TEMP view named
+/// after the input over the upstream's table.
+#[derive(Debug, Clone)]
+pub struct DbInput {
+    /// The input's name: the view's.
+    pub name: String,
+    /// The upstream asset, whose table the view reads.
+    pub asset_key: String,
+    /// The mapped partitions, in order; `None` for an unpartitioned
+    /// upstream (the whole table).
+    pub partitions: Option<Vec<String>>,
+}
+
+/// Why [`run_in_db`] did not store anything.
+#[derive(Debug)]
+pub enum InDbError {
+    /// The query cannot run inside the database; the embedded engine can
+    /// still run it (nothing was changed).
+    Fallback(String),
+    /// The step fails: one line naming the asset.
+    Failed(String),
+}
+
+/// The temp table that holds the result until it replaces the partition.
+const RESULT_TABLE: &str = "dg_result";
+
+/// Runs `query` for asset `octx.asset_key` inside `db`'s database and
+/// replaces the asset's partition (or table) with its rows, all in one
+/// transaction: on any error the database is as it was. Each input is a
+/// TEMP view over the upstream's table filtered to the mapped partitions
+/// (bound keys, never SQL text); no row passes through dg.
+pub fn run_in_db(
+    query: &str,
+    inputs: &[DbInput],
+    params: &Params,
+    db: &crate::io::sqlite::SqliteManager,
+    octx: &crate::io::OutputContext,
+    log: &mut File,
+) -> Result<crate::io::Stored, InDbError> {
+    use crate::io::sqlite::{PARTITION_COLUMN, table_name};
+    use InDbError::{Failed, Fallback};
+
+    let asset_key = octx.asset_key.as_str();
+    let fail = |what: String| Failed(format!("asset `{asset_key}`: {what}"));
+    let where_ = format!("sqlite:{}", db.path().display());
+    let started = Instant::now();
+    let _guard = db.lock_writes();
+    let mut conn = db.open(true).map_err(|e| fail(format!("{e:#}")))?;
+    let _ = conn.execute_batch("PRAGMA temp_store = MEMORY;");
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| fail(format!("cannot start a transaction on {where_}: {e}")))?;
+    let sqlerr = |e: rusqlite::Error| fail(format!("{where_}: {e}"));
+
+    // Inputs: TEMP views (temp objects shadow main's tables of the same name).
+    for (i, input) in inputs.iter().enumerate() {
+        let table = table_name(&input.asset_key);
+        let place = db.place(&table);
+        let columns = Some(columns_in(&tx, "main", &table).map_err(sqlerr)?)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                fail(format!(
+                    "input `{}`: {place} does not exist: materialize `{}` first",
+                    input.name, input.asset_key
+                ))
+            })?;
+        let has_partition = columns.iter().any(|c| c.name == PARTITION_COLUMN);
+        if input.partitions.is_some() && !has_partition {
+            return Err(fail(format!(
+                "input `{}`: {place} has no `{PARTITION_COLUMN}` column: it was not written for a partitioned asset",
+                input.name
+            )));
+        }
+        let cols: Vec<String> = columns
+            .iter()
+            .filter(|c| !(input.partitions.is_some() && c.name == PARTITION_COLUMN))
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let view = quote_ident(&input.name);
+        let source = format!("main.{}", quote_ident(&table));
+        let select = match &input.partitions {
+            Some(keys) => {
+                let kt = quote_ident(&format!("dg_keys_{i}"));
+                tx.execute_batch(&format!(
+                    "CREATE TEMP TABLE {kt} (i INTEGER PRIMARY KEY, k TEXT NOT NULL)"
+                ))
+                .map_err(sqlerr)?;
+                let mut ins = tx
+                    .prepare(&format!("INSERT INTO temp.{kt} (k) VALUES (?1)"))
+                    .map_err(sqlerr)?;
+                for k in keys {
+                    ins.execute([k]).map_err(sqlerr)?;
+                }
+                let tcols: Vec<String> = cols.iter().map(|c| format!("t.{c}")).collect();
+                format!(
+                    "SELECT {} FROM {source} AS t JOIN temp.{kt} AS k ON t.{} = k.k ORDER BY k.i, t.rowid",
+                    tcols.join(", "),
+                    quote_ident(PARTITION_COLUMN)
+                )
+            }
+            None => format!("SELECT {} FROM {source} ORDER BY rowid", cols.join(", ")),
+        };
+        tx.execute_batch(&format!(
+            "CREATE TEMP VIEW {view} ({}) AS {select}",
+            cols.join(", ")
+        ))
+        .map_err(|e| {
+            fail(format!(
+                "input `{}`: cannot create its view: {e}",
+                input.name
+            ))
+        })?;
+        let _ = writeln!(
+            log,
+            "[dg] sql: input `{}` is a view over {source}{} (no rows loaded)",
+            input.name,
+            match &input.partitions {
+                Some(k) => format!(", filtered to {} partition(s)", k.len()),
+                None => String::new(),
+            }
+        );
+    }
+
+    // The query, checked on its own first so errors point into it.
+    let _ = writeln!(log, "[dg] sql: running inside {where_}\n{query}");
+    let sql_error = |msg: String| {
+        let out = format!("SQL error in asset `{asset_key}`: {msg}");
+        Failed(out)
+    };
+    let (names, decls) = {
+        let stmt = prepare(&tx, query).map_err(sql_error)?;
+        let names: Vec<String> = stmt.column_names().map(String::from).collect();
+        let decls: Vec<Option<String>> = stmt
+            .columns()
+            .map(|c| c.decl_type().map(|s| s.to_ascii_uppercase()))
+            .collect();
+        (names, decls)
+    };
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(sql_error(format!(
+                "the query returns two columns named `{n}`: give them different names"
+            )));
+        }
+    }
+    let partitioned = octx.partition.is_some();
+    if partitioned && names.iter().any(|n| n == PARTITION_COLUMN) {
+        return Err(fail(format!(
+            "the result has a column named `{PARTITION_COLUMN}`, which the sqlite manager uses for the partition key: rename it"
+        )));
+    }
+    let result = format!("temp.{}", quote_ident(RESULT_TABLE));
+    let body = statement_text(query);
+    let t0 = Instant::now();
+    {
+        let wrapped = format!(
+            "CREATE TEMP TABLE {} AS SELECT * FROM (\n{body}\n)",
+            quote_ident(RESULT_TABLE)
+        );
+        let mut stmt = match tx.prepare(&wrapped) {
+            Ok(s) => s,
+            Err(e) => {
+                return Err(Fallback(format!(
+                    "the query cannot be used as a subquery ({})",
+                    describe(&e, &wrapped)
+                )));
+            }
+        };
+        bind_params(&mut stmt, params).map_err(sqlerr)?;
+        stmt.raw_execute()
+            .map_err(|e| sql_error(describe(&e, query)))?;
+    }
+    let made: Vec<String> = columns_in(&tx, "temp", RESULT_TABLE)
+        .map_err(sqlerr)?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    if made != names {
+        return Err(Fallback(format!(
+            "SQLite named the result's columns {made:?}, not {names:?}"
+        )));
+    }
+
+    // Column types, as the embedded engine would infer them from the values.
+    let mut probes = vec!["count(*)".to_string()];
+    for n in &names {
+        let c = quote_ident(n);
+        for t in ["integer", "real", "text", "blob"] {
+            probes.push(format!("max(typeof({c}) = '{t}')"));
+        }
+    }
+    let (count, seen): (i64, Vec<Option<i64>>) = tx
+        .query_row(
+            &format!("SELECT {} FROM {result}", probes.join(", ")),
+            [],
+            |r| {
+                let mut v = Vec::with_capacity(names.len() * 4);
+                for i in 0..names.len() * 4 {
+                    v.push(r.get::<_, Option<i64>>(i + 1)?);
+                }
+                Ok((r.get(0)?, v))
+            },
+        )
+        .map_err(sqlerr)?;
+    let mut wanted = Vec::with_capacity(names.len());
+    let mut all_null = Vec::with_capacity(names.len());
+    for (i, (n, decl)) in names.iter().zip(&decls).enumerate() {
+        let has = |k: usize| seen[i * 4 + k] == Some(1);
+        let (int, real, text, blob) = (has(0), has(1), has(2), has(3));
+        let ty = if text || (blob && (int || real)) {
+            "TEXT"
+        } else if blob {
+            "BLOB"
+        } else if real {
+            "REAL"
+        } else if int {
+            "INTEGER"
+        } else {
+            match decl.as_deref().map(affinity) {
+                Some(DataType::Int64 | DataType::Boolean) => "INTEGER",
+                Some(DataType::Float64) => "REAL",
+                Some(DataType::Binary) => "BLOB",
+                _ => "TEXT",
+            }
+        };
+        all_null.push(!(int || real || text || blob));
+        wanted.push(crate::io::sqlite::Column {
+            name: n.clone(),
+            ty: ty.to_string(),
+        });
+    }
+    let _ = writeln!(
+        log,
+        "[dg] sql: {count} rows, {} columns in {} ms (inside the database)",
+        names.len(),
+        t0.elapsed().as_millis()
+    );
+
+    // Replace the partition (or table) with the result.
+    for input in inputs {
+        tx.execute_batch(&format!("DROP VIEW temp.{}", quote_ident(&input.name)))
+            .map_err(sqlerr)?;
+    }
+    let target = table_name(asset_key);
+    db.prepare_target(&tx, octx, &wanted, &all_null)
+        .map_err(|e| {
+            Failed(format!(
+                "cannot store `{asset_key}` in {}: {e:#}",
+                db.place(&target)
+            ))
+        })?;
+    let cols: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
+    let (into, select) = match &octx.partition {
+        Some(_) => (
+            format!("{}, {}", quote_ident(PARTITION_COLUMN), cols.join(", ")),
+            format!("?1, {}", cols.join(", ")),
+        ),
+        None => (cols.join(", "), cols.join(", ")),
+    };
+    let sql = format!(
+        "INSERT INTO main.{} ({into}) SELECT {select} FROM {result} ORDER BY rowid",
+        quote_ident(&target)
+    );
+    let inserted = match &octx.partition {
+        Some(p) => tx.execute(&sql, [&p.key]),
+        None => tx.execute(&sql, []),
+    }
+    .map_err(|e| {
+        Failed(format!(
+            "cannot store `{asset_key}` in {}: {e}",
+            db.place(&target)
+        ))
+    })?;
+    tx.execute_batch(&format!("DROP TABLE {result}"))
+        .map_err(sqlerr)?;
+    tx.commit()
+        .map_err(|e| Failed(format!("cannot commit to {}: {e}", db.place(&target))))?;
+    let _ = writeln!(
+        log,
+        "[dg] sql: ran inside {where_}; stored {inserted} rows in {}; 0 rows moved through dg ({} ms)",
+        quote_ident(&target),
+        started.elapsed().as_millis()
+    );
+    Ok(crate::io::Stored {
+        path: Some(format!("sqlite:{}#{target}", db.path().display())),
+        rows: Some(inserted as u64),
+        bytes: None,
+    })
+}
+
+/// The columns of table `table` in `schema` (`main` or `temp`); empty when
+/// there is no such table.
+fn columns_in(
+    conn: &Connection,
+    schema: &str,
+    table: &str,
+) -> rusqlite::Result<Vec<crate::io::sqlite::Column>> {
+    let mut stmt = conn.prepare("SELECT name, type FROM pragma_table_info(?1, ?2) ORDER BY cid")?;
+    stmt.query_map([table, schema], |r| {
+        Ok(crate::io::sqlite::Column {
+            name: r.get(0)?,
+            ty: r.get::<_, String>(1)?.to_ascii_uppercase(),
+        })
+    })?
+    .collect()
+}
+
+/// The query without what follows its last token: trailing `;`, comments
+/// and whitespace, so that it can be wrapped in a subquery.
+fn statement_text(query: &str) -> &str {
+    let b = query.as_bytes();
+    let mut end = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+            q @ (b'\'' | b'"' | b'`' | b'[') => {
+                let close = if q == b'[' { b']' } else { q };
+                i += 1;
+                while i < b.len() && b[i] != close {
+                    i += 1;
+                }
+                i += 1;
+                end = i.min(b.len());
+            }
+            b';' => i += 1,
+            c if c.is_ascii_whitespace() => i += 1,
+            _ => {
+                i += 1;
+                end = i;
+            }
+        }
+    }
+    &query[..end.min(query.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statement_text;
+
+    #[test]
+    fn trailing_semicolons_and_comments_are_cut() {
+        assert_eq!(statement_text("SELECT 1"), "SELECT 1");
+        assert_eq!(statement_text("SELECT 1 ;  -- done\n"), "SELECT 1");
+        assert_eq!(statement_text("SELECT 1; /* a; b */ ;"), "SELECT 1");
+        assert_eq!(statement_text("SELECT ';--' AS x;"), "SELECT ';--' AS x");
+        assert_eq!(
+            statement_text("SELECT \"a;\" FROM t -- c"),
+            "SELECT \"a;\" FROM t"
+        );
+        assert_eq!(statement_text("SELECT 'é';"), "SELECT 'é'");
     }
 }

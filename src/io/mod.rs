@@ -141,6 +141,7 @@
 pub mod fs;
 pub mod memory;
 pub mod plugin;
+pub mod postgres;
 pub mod sqlite;
 pub mod table;
 
@@ -294,17 +295,6 @@ impl<C: DeserializeOwned + Send + Sync> ResourceType for Configured<C> {
     }
 }
 
-/// A type that is not available in this build.
-fn unsupported<C>(name: &'static str) -> CreateFn<C> {
-    let _ = name;
-    |_, cx| {
-        anyhow::bail!(
-            "resource `{}`: this type of I/O manager is not implemented yet in this version of dg",
-            cx.resource_key
-        )
-    }
-}
-
 /// Resource types by name: what `type = "…"` may say. Build one with
 /// [`Registry::builtin`], add types, and pass it to
 /// [`crate::cli::run_with`].
@@ -349,7 +339,10 @@ impl Registry {
         );
         r.register(
             "postgres",
-            Configured::<PostgresConfig>::new(|_| ResourceInfo::default(), unsupported("postgres")),
+            Configured::<PostgresConfig>::new(
+                |_| ResourceInfo::default(),
+                |c, cx| c.create_io_manager(cx),
+            ),
         );
         r.register(
             "command",
@@ -674,6 +667,10 @@ pub trait IoManager: Send + Sync {
     /// for every upstream partition the run reads and does not produce,
     /// so keep it cheap.
     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool>;
+    /// This manager as the built-in `sqlite` one, which can run a `sql` asset inside its database.
+    fn as_sqlite(&self) -> Option<&sqlite::SqliteManager> {
+        None
+    }
 
     /// Called once per run on a manager registered with
     /// [`Registry::register_manager`], after its config is deserialised and

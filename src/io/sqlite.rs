@@ -183,9 +183,9 @@ fn downcast<A: Clone + 'static>(a: &ArrayRef) -> A {
 
 /// A column as it is (or would be) declared: name and SQLite type.
 #[derive(Clone, Debug, PartialEq)]
-struct Column {
-    name: String,
-    ty: String,
+pub(crate) struct Column {
+    pub(crate) name: String,
+    pub(crate) ty: String,
 }
 
 impl SqliteManager {
@@ -207,7 +207,17 @@ impl SqliteManager {
         &self.path
     }
 
-    fn open(&self, write: bool) -> anyhow::Result<Connection> {
+    /// The resource key the manager was created for.
+    pub fn resource_key(&self) -> &str {
+        &self.resource_key
+    }
+
+    /// Serialises this run's writers to the database.
+    pub(crate) fn lock_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn open(&self, write: bool) -> anyhow::Result<Connection> {
         if write && let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create `{}`", dir.display()))?;
@@ -229,7 +239,7 @@ impl SqliteManager {
         Ok(conn)
     }
 
-    fn place(&self, table: &str) -> String {
+    pub(crate) fn place(&self, table: &str) -> String {
         format!("table `{table}` in `{}`", self.path.display())
     }
 
@@ -283,16 +293,40 @@ impl SqliteManager {
             })
             .collect();
 
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.lock_writes();
         let mut conn = self.open(true)?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .with_context(|| format!("cannot start a transaction on `{}`", self.path.display()))?;
         let quoted = quote_ident(&name);
-        let existing = table_columns(&tx, &name)?;
+        self.prepare_target(&tx, ctx, &wanted, &all_null)?;
+        let rows = insert_rows(&tx, &quoted, &wanted, partition, &batches)
+            .with_context(|| format!("cannot insert into {}", self.place(&name)))?;
+        tx.commit()
+            .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
+        Ok(rows)
+    }
+
+    /// Makes the asset's table ready to receive `wanted` rows for
+    /// `ctx.partition` inside `tx`: creates it on the first write, applies the
+    /// schema-change rule (an error naming the differences, or drop and
+    /// recreate with `replace_on_schema_change`), and deletes the rows being
+    /// replaced (the partition's, or the whole table's). `all_null[i]` says
+    /// that column `i` holds only nulls (it then matches any type).
+    pub(crate) fn prepare_target(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        ctx: &OutputContext,
+        wanted: &[Column],
+        all_null: &[bool],
+    ) -> anyhow::Result<()> {
+        let name = table_name(&ctx.asset_key);
+        let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
+        let quoted = quote_ident(&name);
+        let existing = table_columns(tx, &name)?;
         let mut create = existing.is_none();
         if let Some(existing) = existing {
-            let diff = schema_diff(&existing, &wanted, partition.is_some(), &all_null);
+            let diff = schema_diff(&existing, wanted, partition.is_some(), all_null);
             if !diff.is_empty() {
                 if !self.replace_on_schema_change {
                     let extra = if partition.is_some() {
@@ -324,7 +358,7 @@ impl SqliteManager {
             if partition.is_some() {
                 defs.push(format!("{} TEXT NOT NULL", quote_ident(PARTITION_COLUMN)));
             }
-            for c in &wanted {
+            for c in wanted {
                 defs.push(format!("{} {}", quote_ident(&c.name), c.ty));
             }
             tx.execute_batch(&format!("CREATE TABLE {quoted} ({})", defs.join(", ")))
@@ -348,11 +382,7 @@ impl SqliteManager {
                 None => tx.execute(&format!("DELETE FROM {quoted}"), [])?,
             };
         }
-        let rows = insert_rows(&tx, &quoted, &wanted, partition, &batches)
-            .with_context(|| format!("cannot insert into {}", self.place(&name)))?;
-        tx.commit()
-            .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
-        Ok(rows)
+        Ok(())
     }
 
     /// The rows of one partition (or of the whole table), without `dg_partition`.
@@ -495,7 +525,7 @@ impl Builder {
 }
 
 /// The declared columns of `table`, or `None` when it does not exist.
-fn table_columns(conn: &Connection, table: &str) -> anyhow::Result<Option<Vec<Column>>> {
+pub(crate) fn table_columns(conn: &Connection, table: &str) -> anyhow::Result<Option<Vec<Column>>> {
     let found: Option<String> = conn
         .query_row(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -643,6 +673,10 @@ fn insert_rows(
 }
 
 impl IoManager for SqliteManager {
+    fn as_sqlite(&self) -> Option<&SqliteManager> {
+        Some(self)
+    }
+
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
         let t = match data {
             Data::Table(t) => t,

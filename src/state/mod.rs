@@ -15,6 +15,7 @@
 //! the step wrote it; it is recorded for inspection and lineage.
 
 pub mod incremental;
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashSet;
@@ -306,7 +307,8 @@ pub fn file_version(path: &std::path::Path) -> std::io::Result<String> {
     Ok(format!("{:016x}", h.finish()))
 }
 
-/// Opens the project's store: `[state] url` (`sqlite:PATH`), else `<state>/state.db`.
+/// Opens the project's store: `[state] url` (`sqlite:PATH`, or
+/// `postgres://…` / `postgresql://…`, see [`postgres`]), else `<state>/state.db`.
 pub fn open(project: &crate::project::Project) -> anyhow::Result<Box<dyn StateStore>> {
     let url = match &project.state_url {
         Some(t) => Some(
@@ -321,11 +323,12 @@ pub fn open(project: &crate::project::Project) -> anyhow::Result<Box<dyn StateSt
             .root
             .join(u.trim_start_matches("sqlite:").trim_start_matches("//")),
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-            anyhow::bail!(
-                "a Postgres state store (`[state] url = \"postgres://…\"`) is not supported yet in this version of dg; use `sqlite:PATH`"
-            )
+            return Ok(Box::new(postgres::PostgresStore::open(u)?));
         }
-        Some(u) => anyhow::bail!("unsupported `[state] url` `{u}`: use `sqlite:PATH`"),
+        Some(u) => anyhow::bail!(
+            "unsupported `[state] url` `{}`: use `sqlite:PATH` or `postgres://…`",
+            postgres::mask_url(u)
+        ),
     };
     Ok(Box::new(sqlite::SqliteStore::open(&path)?))
 }

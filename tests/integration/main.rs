@@ -14,11 +14,14 @@ mod example;
 mod examples;
 mod fixes;
 mod history;
+mod history_postgres;
 mod materialize;
 mod onboarding;
 mod plan;
 mod plugins;
+mod postgres_manager;
 mod sql_compute;
+mod sql_in_db;
 mod sqlite_manager;
 
 use std::path::{Path, PathBuf};

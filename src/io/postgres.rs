@@ -1,0 +1,1147 @@
+//! `type = "postgres"`: one table per asset in a Postgres schema, with the
+//! semantics of the `sqlite` manager ([`super::sqlite`]).
+//!
+//! - The table is `"<schema>"."<asset key segments joined by __>"`, always
+//!   quoted. The schema (default `public`) is created when it is missing.
+//! - A partitioned asset's table has a `dg_partition TEXT NOT NULL` column
+//!   (indexed). [`handle_output`](IoManager::handle_output) replaces that
+//!   partition's rows in one transaction (`DELETE … WHERE dg_partition = $1`,
+//!   then a `COPY … FROM STDIN (FORMAT csv)` of the new rows); an
+//!   unpartitioned asset replaces its whole table. The partition key is a
+//!   bound parameter or CSV data, never SQL text.
+//! - Writers of one table take a transaction-level advisory lock on it, so
+//!   that parallel steps (and other processes) creating or checking the
+//!   same table queue instead of racing.
+//! - A changed output schema is an error naming the differences, unless
+//!   `replace_on_schema_change = true`.
+//! - [`load_input`](IoManager::load_input) reads the mapped partitions in
+//!   partition order from one `REPEATABLE READ` snapshot, each in physical
+//!   (`ctid`) order, as Arrow ([`arrow_type`]).
+//!
+//! Connections are opened lazily and kept in a pool that lives as long as
+//! the manager, i.e. one run. The URL's password is never shown: every
+//! message leaving the manager goes through [`Secrets::redact`], and the
+//! URL is shown masked ([`mask_url`]).
+
+use std::io::Write;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use arrow::array::{
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Array,
+    Float64Builder, Int32Builder, Int64Array, Int64Builder, StringArray, StringBuilder,
+};
+use arrow::compute::CastOptions;
+use arrow::datatypes::{DataType, Date32Type, Field, Schema, TimeUnit, TimestampMicrosecondType};
+use arrow::record_batch::RecordBatch;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
+use postgres::{Client, GenericClient, IsolationLevel, NoTls};
+
+use super::sqlite::{PARTITION_COLUMN, quote_ident, table_name};
+use super::{
+    Data, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext, PostgresConfig,
+    ResourceCx, Stored, Table, table,
+};
+
+/// Postgres truncates longer identifiers (NAMEDATALEN - 1).
+const MAX_IDENT: usize = 63;
+
+/// How long connecting may take, unless the URL sets `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of CSV buffered before they are sent to `COPY`.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// Rows per record batch when loading.
+const LOAD_BATCH_ROWS: usize = 8192;
+
+impl IoManagerFactory for PostgresConfig {
+    fn create_io_manager(self, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
+        Ok(Arc::new(PostgresManager::new(self, cx)?))
+    }
+}
+
+/// `url` with its password replaced by `***`: in the user info of a
+/// `postgres://user:pass@host/db` URL, in a `password=` query parameter,
+/// and in a `password=…` key of a key-value connection string.
+pub fn mask_url(url: &str) -> String {
+    let mut out = url.to_string();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        // The user info ends at the last `@` (a password may hold `/` or `?`).
+        if let Some(at) = out[rest_start..].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                let start = rest_start + colon + 1;
+                out.replace_range(start..rest_start + at, "***");
+            }
+        }
+    }
+    mask_password_keys(&out)
+}
+
+/// Masks the value of every `password=` key (`?password=x&…` or
+/// `password=x host=…`, possibly quoted).
+fn mask_password_keys(s: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(found) = lower[i..].find("password") {
+        let key_end = i + found + "password".len();
+        let mut j = key_end;
+        while s[j..].starts_with(' ') {
+            j += 1;
+        }
+        if !s[j..].starts_with('=') {
+            out.push_str(&s[i..key_end]);
+            i = key_end;
+            continue;
+        }
+        j += 1;
+        while s[j..].starts_with(' ') {
+            j += 1;
+        }
+        out.push_str(&s[i..j]);
+        out.push_str("***");
+        let bytes = s.as_bytes();
+        if j < s.len() && bytes[j] == b'\'' {
+            j += 1;
+            while j < s.len() && bytes[j] != b'\'' {
+                j += if bytes[j] == b'\\' { 2 } else { 1 };
+            }
+            j = (j + 1).min(s.len());
+        } else {
+            while j < s.len() && !matches!(bytes[j], b'&' | b' ' | b'#' | b'\n' | b'\t') {
+                j += 1;
+            }
+        }
+        i = j;
+    }
+    out.push_str(&s[i..]);
+    out
+}
+
+/// What must never be shown, and how to hide it.
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    url: String,
+    masked: String,
+    words: Vec<String>,
+}
+
+impl Secrets {
+    /// The secrets of `url`: the URL itself and its password (as written,
+    /// percent-decoded, and as the driver parsed it).
+    pub fn new(url: &str, parsed_password: Option<&[u8]>) -> Self {
+        let masked = mask_url(url);
+        let mut words = Vec::new();
+        if let Some(p) = parsed_password {
+            words.push(String::from_utf8_lossy(p).into_owned());
+        }
+        if let Some(scheme_end) = url.find("://") {
+            let rest = &url[scheme_end + 3..];
+            if let Some(at) = rest.rfind('@')
+                && let Some(colon) = rest[..at].find(':')
+            {
+                let raw = &rest[colon + 1..at];
+                words.push(raw.to_string());
+                words.push(percent_decode(raw));
+            }
+        }
+        words.retain(|w| !w.is_empty() && w != "***");
+        words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+        words.dedup();
+        Secrets {
+            url: url.to_string(),
+            masked,
+            words,
+        }
+    }
+
+    /// The URL as it may be shown.
+    pub fn masked_url(&self) -> &str {
+        &self.masked
+    }
+
+    /// `msg` with the URL masked and every occurrence of the password
+    /// replaced by `***`.
+    pub fn redact(&self, msg: &str) -> String {
+        let mut out = if self.url.is_empty() {
+            msg.to_string()
+        } else {
+            msg.replace(&self.url, &self.masked)
+        };
+        out = mask_password_keys(&out);
+        for w in &self.words {
+            out = out.replace(w.as_str(), "***");
+        }
+        out
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The Postgres column type an Arrow type is stored as (as
+/// `format_type` spells it), if it can be.
+pub fn pg_type(t: &DataType) -> Option<&'static str> {
+    use DataType::*;
+    Some(match t {
+        Int8 | Int16 | Int32 | UInt8 | UInt16 => "integer",
+        Int64 | UInt32 | UInt64 => "bigint",
+        Float16 | Float32 | Float64 | Decimal128(..) | Decimal256(..) => "double precision",
+        Utf8 | LargeUtf8 | Utf8View | Null => "text",
+        Boolean => "boolean",
+        Date32 | Date64 => "date",
+        Timestamp(_, Some(_)) => "timestamp with time zone",
+        Timestamp(_, None) => "timestamp without time zone",
+        Time32(_) | Time64(_) => "time without time zone",
+        Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => "bytea",
+        _ => return None,
+    })
+}
+
+/// The Arrow type a Postgres column type (as `format_type` spells it) is
+/// loaded as, and the expression that selects it (`{}` is the quoted column).
+pub fn arrow_type(pg: &str) -> (DataType, &'static str) {
+    match pg {
+        "smallint" | "integer" => (DataType::Int32, "{}::int4"),
+        "bigint" => (DataType::Int64, "{}"),
+        "real" | "double precision" => (DataType::Float64, "{}::float8"),
+        "boolean" => (DataType::Boolean, "{}"),
+        "date" => (DataType::Date32, "({} - DATE '1970-01-01')"),
+        "timestamp with time zone" => (
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            "(EXTRACT(EPOCH FROM {}) * 1000000)::int8",
+        ),
+        "timestamp without time zone" => (
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            "(EXTRACT(EPOCH FROM {}) * 1000000)::int8",
+        ),
+        "bytea" => (DataType::Binary, "{}"),
+        _ => (DataType::Utf8, "{}::text"),
+    }
+}
+
+/// One column of an output, converted to what is written in the CSV.
+enum Col {
+    Int(Int64Array),
+    Float(Float64Array),
+    Bool(BooleanArray),
+    Text(StringArray),
+    Bytes(BinaryArray),
+}
+
+impl Col {
+    fn from_array(a: &ArrayRef, name: &str) -> anyhow::Result<Col> {
+        let strict = CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        let cast = |a: &ArrayRef, to: &DataType| {
+            arrow::compute::cast_with_options(a, to, &strict).map_err(|e| {
+                anyhow!(
+                    "column `{name}` ({}) cannot be stored as {to}: {e}",
+                    a.data_type()
+                )
+            })
+        };
+        Ok(match pg_type(a.data_type()) {
+            Some("boolean") => Col::Bool(downcast::<BooleanArray>(a)),
+            Some("integer" | "bigint") => Col::Int(downcast(&cast(a, &DataType::Int64)?)),
+            Some("double precision") => Col::Float(downcast(&cast(a, &DataType::Float64)?)),
+            Some("bytea") => Col::Bytes(downcast(&cast(a, &DataType::Binary)?)),
+            Some("date") if a.data_type() == &DataType::Date64 => Col::Text(downcast(&cast(
+                &cast(a, &DataType::Date32)?,
+                &DataType::Utf8,
+            )?)),
+            Some(_) => Col::Text(downcast(&cast(a, &DataType::Utf8)?)),
+            None => bail!(
+                "column `{name}` has type {}, which the postgres manager cannot store \
+                 (integers, floats, text, booleans, dates, times, timestamps and binary can be)",
+                a.data_type()
+            ),
+        })
+    }
+
+    /// Appends row `row` as one CSV field (nothing for NULL).
+    fn write(&self, buf: &mut Vec<u8>, row: usize) {
+        match self {
+            Col::Int(a) if a.is_valid(row) => {
+                let _ = write!(buf, "{}", a.value(row));
+            }
+            Col::Float(a) if a.is_valid(row) => {
+                let v = a.value(row);
+                if v.is_nan() {
+                    buf.extend_from_slice(b"NaN");
+                } else if v.is_infinite() {
+                    buf.extend_from_slice(if v > 0.0 { b"Infinity" } else { b"-Infinity" });
+                } else {
+                    let _ = write!(buf, "{v:?}");
+                }
+            }
+            Col::Bool(a) if a.is_valid(row) => buf.push(if a.value(row) { b't' } else { b'f' }),
+            Col::Text(a) if a.is_valid(row) => quote_csv(buf, a.value(row)),
+            Col::Bytes(a) if a.is_valid(row) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                buf.extend_from_slice(b"\\x");
+                for &b in a.value(row) {
+                    buf.push(HEX[(b >> 4) as usize]);
+                    buf.push(HEX[(b & 15) as usize]);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `s` as a quoted CSV field: a quoted empty string is `''`, not NULL.
+fn quote_csv(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    if s.contains('"') {
+        buf.extend_from_slice(s.replace('"', "\"\"").as_bytes());
+    } else {
+        buf.extend_from_slice(s.as_bytes());
+    }
+    buf.push(b'"');
+}
+
+fn downcast<A: Clone + 'static>(a: &ArrayRef) -> A {
+    a.as_any()
+        .downcast_ref::<A>()
+        .expect("cast to the matching type")
+        .clone()
+}
+
+/// A column as it is (or would be) declared: name and type (`format_type`).
+#[derive(Clone, Debug, PartialEq)]
+struct Column {
+    name: String,
+    ty: String,
+}
+
+/// The `postgres` I/O manager of one run.
+pub struct PostgresManager {
+    config: postgres::Config,
+    secrets: Secrets,
+    schema: String,
+    replace_on_schema_change: bool,
+    resource_key: String,
+    /// Idle connections, opened lazily.
+    pool: Mutex<Vec<Client>>,
+    /// Whether the schema is known to exist.
+    schema_ready: Mutex<bool>,
+}
+
+/// A pooled connection, returned to the pool when dropped (unless closed).
+struct Conn<'a> {
+    manager: &'a PostgresManager,
+    client: Option<Client>,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("a client")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("a client")
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.client.take()
+            && !c.is_closed()
+        {
+            let mut pool = self.manager.pool.lock().unwrap_or_else(|e| e.into_inner());
+            pool.push(c);
+        }
+    }
+}
+
+impl PostgresManager {
+    /// The manager for `config`; nothing is connected yet.
+    pub fn new(config: PostgresConfig, cx: &ResourceCx) -> anyhow::Result<Self> {
+        let key = &cx.resource_key;
+        if config.url.trim().is_empty() {
+            bail!("resource `{key}`: `url` is empty");
+        }
+        if config.schema.is_empty() || config.schema.len() > MAX_IDENT {
+            bail!(
+                "resource `{key}`: `schema` must be 1 to {MAX_IDENT} bytes long, not {:?}",
+                config.schema
+            );
+        }
+        let unparsed = Secrets::new(&config.url, None);
+        let mut pg = postgres::Config::from_str(&config.url).map_err(|e| {
+            anyhow!(
+                "resource `{key}`: invalid `url` {}: {}",
+                unparsed.masked_url(),
+                unparsed.redact(&e.to_string())
+            )
+        })?;
+        let secrets = Secrets::new(&config.url, pg.get_password());
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("dg");
+        }
+        Ok(PostgresManager {
+            config: pg,
+            secrets,
+            schema: config.schema,
+            replace_on_schema_change: config.replace_on_schema_change,
+            resource_key: key.clone(),
+            pool: Mutex::new(Vec::new()),
+            schema_ready: Mutex::new(false),
+        })
+    }
+
+    /// The URL with its password masked.
+    pub fn masked_url(&self) -> &str {
+        self.secrets.masked_url()
+    }
+
+    fn conn(&self) -> anyhow::Result<Conn<'_>> {
+        let pooled = {
+            let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            let mut found = None;
+            while let Some(c) = pool.pop() {
+                if !c.is_closed() {
+                    found = Some(c);
+                    break;
+                }
+            }
+            found
+        };
+        let client = match pooled {
+            Some(c) => c,
+            None => self.config.connect(NoTls).map_err(|e| {
+                anyhow!(
+                    "cannot connect to {} (resource `{}`): {}",
+                    self.masked_url(),
+                    self.resource_key,
+                    error_text(&e)
+                )
+            })?,
+        };
+        Ok(Conn {
+            manager: self,
+            client: Some(client),
+        })
+    }
+
+    /// Redacts a whole error chain into one message.
+    fn clean(&self, e: anyhow::Error) -> anyhow::Error {
+        anyhow!("{}", self.secrets.redact(&format!("{e:#}")))
+    }
+
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
+    }
+
+    fn place(&self, table: &str) -> String {
+        format!(
+            "table `{}.{table}` in {}",
+            self.schema,
+            self.secrets.masked_url()
+        )
+    }
+
+    fn ensure_schema(&self, client: &mut Client) -> anyhow::Result<()> {
+        let mut ready = self.schema_ready.lock().unwrap_or_else(|e| e.into_inner());
+        if *ready {
+            return Ok(());
+        }
+        let exists: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                &[&self.schema],
+            )?
+            .get(0);
+        if !exists {
+            let mut tx = client.transaction()?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('dg schema ' || $1))",
+                &[&self.schema],
+            )?;
+            tx.batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                quote_ident(&self.schema)
+            ))
+            .with_context(|| format!("cannot create the schema `{}`", self.schema))?;
+            tx.commit()?;
+        }
+        *ready = true;
+        Ok(())
+    }
+
+    /// Stores `t` as the asset's table or partition in one transaction.
+    fn store(&self, ctx: &OutputContext, t: &Table) -> anyhow::Result<u64> {
+        let name = table_name(&ctx.asset_key);
+        if name.len() > MAX_IDENT {
+            bail!(
+                "the table name `{name}` is longer than Postgres allows ({MAX_IDENT} bytes): \
+                 shorten the asset key"
+            );
+        }
+        let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
+        let fields = t.schema.fields();
+        if fields.is_empty() {
+            bail!(
+                "the output has no columns (an empty file): a Postgres table needs at least one column"
+            );
+        }
+        let mut wanted = Vec::with_capacity(fields.len());
+        for f in fields {
+            if partition.is_some() && f.name() == PARTITION_COLUMN {
+                bail!(
+                    "the output has a column named `{PARTITION_COLUMN}`, which the postgres manager \
+                     uses for the partition key of a partitioned asset: rename it"
+                );
+            }
+            if f.name().len() > MAX_IDENT {
+                bail!(
+                    "column `{}` has a name longer than Postgres allows ({MAX_IDENT} bytes)",
+                    f.name()
+                );
+            }
+            let ty = pg_type(f.data_type()).ok_or_else(|| {
+                anyhow!(
+                    "column `{}` has type {}, which the postgres manager cannot store",
+                    f.name(),
+                    f.data_type()
+                )
+            })?;
+            wanted.push(Column {
+                name: f.name().clone(),
+                ty: ty.to_string(),
+            });
+        }
+        // Convert every column before touching the database.
+        let mut batches = Vec::with_capacity(t.batches.len());
+        for b in &t.batches {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(fields)
+                .map(|(a, f)| Col::from_array(a, f.name()))
+                .collect::<anyhow::Result<Vec<Col>>>()?;
+            batches.push((b.num_rows(), cols));
+        }
+        let all_null: Vec<bool> = (0..fields.len())
+            .map(|i| {
+                t.batches
+                    .iter()
+                    .all(|b| b.column(i).null_count() == b.num_rows())
+            })
+            .collect();
+
+        let mut conn = self.conn()?;
+        self.ensure_schema(&mut conn)?;
+        let mut tx = conn.transaction()?;
+        let qualified = self.qualified(&name);
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("dg table {qualified}")],
+        )?;
+        let existing = table_columns(&mut tx, &self.schema, &name)?;
+        let mut create = existing.is_none();
+        if let Some(existing) = existing {
+            let diff = schema_diff(&existing, &wanted, partition.is_some(), &all_null);
+            if !diff.is_empty() {
+                if !self.replace_on_schema_change {
+                    let extra = if partition.is_some() {
+                        " (this deletes the table's other partitions)"
+                    } else {
+                        ""
+                    };
+                    bail!(
+                        "asset `{}`: the output's columns differ from {}: {}. Change the step back, \
+                         drop the table, or set `replace_on_schema_change = true` on resource `{}` \
+                         to replace the table{extra}",
+                        ctx.asset_key,
+                        self.place(&name),
+                        diff.join("; "),
+                        self.resource_key
+                    );
+                }
+                ctx.log.info(format!(
+                    "{}: the columns changed ({}); replacing the table",
+                    self.place(&name),
+                    diff.join("; ")
+                ));
+                tx.batch_execute(&format!("DROP TABLE {qualified}"))?;
+                create = true;
+            }
+        }
+        if create {
+            let mut defs = Vec::with_capacity(wanted.len() + 1);
+            if partition.is_some() {
+                defs.push(format!("{} TEXT NOT NULL", quote_ident(PARTITION_COLUMN)));
+            }
+            for c in &wanted {
+                defs.push(format!(
+                    "{} {}",
+                    quote_ident(&c.name),
+                    c.ty.to_ascii_uppercase()
+                ));
+            }
+            tx.batch_execute(&format!("CREATE TABLE {qualified} ({})", defs.join(", ")))
+                .with_context(|| format!("cannot create {}", self.place(&name)))?;
+        } else {
+            match partition {
+                Some(key) => tx.execute(
+                    &format!(
+                        "DELETE FROM {qualified} WHERE {} = $1",
+                        quote_ident(PARTITION_COLUMN)
+                    ),
+                    &[&key],
+                )?,
+                None => tx.execute(&format!("DELETE FROM {qualified}"), &[])?,
+            };
+        }
+        let rows = copy_rows(&mut tx, &qualified, &wanted, partition, &batches)
+            .with_context(|| format!("cannot copy rows into {}", self.place(&name)))?;
+        // Indexing a filled table is cheaper than maintaining the index row by row.
+        if create && partition.is_some() {
+            tx.batch_execute(&format!(
+                "CREATE INDEX ON {qualified} ({})",
+                quote_ident(PARTITION_COLUMN)
+            ))?;
+        }
+        tx.commit()
+            .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
+        Ok(rows)
+    }
+
+    /// The rows of one partition (or of the whole table), without `dg_partition`.
+    fn read(
+        &self,
+        client: &mut impl GenericClient,
+        asset_key: &str,
+        partition: Option<&str>,
+    ) -> anyhow::Result<Table> {
+        let name = table_name(asset_key);
+        let Some(columns) = table_columns(client, &self.schema, &name)? else {
+            bail!(
+                "{} does not exist: materialize `{asset_key}` first",
+                self.place(&name)
+            );
+        };
+        let has_partition = columns.iter().any(|c| c.name == PARTITION_COLUMN);
+        if partition.is_some() && !has_partition {
+            bail!(
+                "{} has no `{PARTITION_COLUMN}` column: it was not written for a partitioned asset",
+                self.place(&name)
+            );
+        }
+        let columns: Vec<Column> = columns
+            .into_iter()
+            .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
+            .collect();
+        let mut fields = Vec::with_capacity(columns.len());
+        let mut exprs = Vec::with_capacity(columns.len());
+        for c in &columns {
+            let (t, expr) = arrow_type(&c.ty);
+            fields.push(Field::new(&c.name, t, true));
+            exprs.push(expr.replace("{}", &quote_ident(&c.name)));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let qualified = self.qualified(&name);
+        let select = if exprs.is_empty() {
+            "NULL".to_string()
+        } else {
+            exprs.join(", ")
+        };
+        let params: Vec<&(dyn ToSql + Sync)> = match &partition {
+            Some(key) => vec![key],
+            None => Vec::new(),
+        };
+        let sql = match partition {
+            Some(_) => format!(
+                "SELECT {select} FROM {qualified} WHERE {} = $1 ORDER BY ctid",
+                quote_ident(PARTITION_COLUMN)
+            ),
+            None => format!("SELECT {select} FROM {qualified} ORDER BY ctid"),
+        };
+        let mut rows = client.query_raw(sql.as_str(), params)?;
+        let mut builders: Vec<Builder> = schema
+            .fields()
+            .iter()
+            .map(|f| Builder::new(f.data_type()))
+            .collect();
+        let mut batches = Vec::new();
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            for (i, b) in builders.iter_mut().enumerate() {
+                b.push(&row, i).map_err(|e| {
+                    anyhow!(
+                        "{}: column `{}`: {e}",
+                        self.place(&name),
+                        schema.field(i).name()
+                    )
+                })?;
+            }
+            n += 1;
+            if n == LOAD_BATCH_ROWS {
+                batches.push(finish(&schema, &mut builders)?);
+                n = 0;
+            }
+        }
+        if n > 0 || batches.is_empty() {
+            batches.push(finish(&schema, &mut builders)?);
+        }
+        Ok(Table { schema, batches })
+    }
+
+    fn exists_inner(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
+        let mut conn = self.conn()?;
+        let name = table_name(&ctx.asset_key);
+        let Some(columns) = table_columns(&mut *conn, &self.schema, &name)? else {
+            return Ok(false);
+        };
+        let Some(p) = &ctx.partition else {
+            return Ok(true);
+        };
+        if !columns.iter().any(|c| c.name == PARTITION_COLUMN) {
+            return Ok(false);
+        }
+        let found: bool = conn
+            .query_one(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = $1)",
+                    self.qualified(&name),
+                    quote_ident(PARTITION_COLUMN)
+                ),
+                &[&p.key],
+            )?
+            .get(0);
+        Ok(found)
+    }
+
+    fn load_inner(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
+        let mut conn = self.conn()?;
+        // One snapshot for every partition.
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let loaded = ctx.load_each(|out| {
+            let key = out.partition.as_ref().map(|p| p.key.as_str());
+            Ok(Data::Table(Arc::new(self.read(
+                &mut tx,
+                &out.asset_key,
+                key,
+            )?)))
+        })?;
+        tx.commit()?;
+        Ok(loaded)
+    }
+}
+
+/// The driver's error with its cause (the server's message, the OS error).
+fn error_text(e: &postgres::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(db) = e.as_db_error() {
+        let msg = db.message();
+        if !s.contains(msg) {
+            s = format!("{s}: {msg}");
+        }
+    } else if let Some(src) = std::error::Error::source(e) {
+        let src = src.to_string();
+        if !s.contains(&src) {
+            s = format!("{s}: {src}");
+        }
+    }
+    s
+}
+
+fn finish(schema: &Arc<Schema>, builders: &mut [Builder]) -> anyhow::Result<RecordBatch> {
+    let cols: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// Builds one loaded column from Postgres values.
+enum Builder {
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Date(Int32Builder),
+    Micros(Int64Builder, DataType),
+    Text(StringBuilder),
+    Bytes(BinaryBuilder),
+}
+
+impl Builder {
+    fn new(t: &DataType) -> Self {
+        match t {
+            DataType::Int32 => Builder::Int32(Int32Builder::new()),
+            DataType::Int64 => Builder::Int64(Int64Builder::new()),
+            DataType::Float64 => Builder::Float(Float64Builder::new()),
+            DataType::Boolean => Builder::Bool(BooleanBuilder::new()),
+            DataType::Date32 => Builder::Date(Int32Builder::new()),
+            DataType::Timestamp(..) => Builder::Micros(Int64Builder::new(), t.clone()),
+            DataType::Binary => Builder::Bytes(BinaryBuilder::new()),
+            _ => Builder::Text(StringBuilder::new()),
+        }
+    }
+
+    fn push(&mut self, row: &postgres::Row, i: usize) -> Result<(), postgres::Error> {
+        match self {
+            Builder::Int32(b) | Builder::Date(b) => {
+                b.append_option(row.try_get::<_, Option<i32>>(i)?)
+            }
+            Builder::Int64(b) | Builder::Micros(b, _) => {
+                b.append_option(row.try_get::<_, Option<i64>>(i)?)
+            }
+            Builder::Float(b) => b.append_option(row.try_get::<_, Option<f64>>(i)?),
+            Builder::Bool(b) => b.append_option(row.try_get::<_, Option<bool>>(i)?),
+            Builder::Text(b) => b.append_option(row.try_get::<_, Option<&str>>(i)?),
+            Builder::Bytes(b) => b.append_option(row.try_get::<_, Option<&[u8]>>(i)?),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Int32(b) => Arc::new(b.finish()),
+            Builder::Int64(b) => Arc::new(b.finish()),
+            Builder::Float(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Date(b) => Arc::new(b.finish().reinterpret_cast::<Date32Type>()),
+            Builder::Micros(b, t) => {
+                let tz = match t {
+                    DataType::Timestamp(_, tz) => tz.clone(),
+                    _ => None,
+                };
+                Arc::new(
+                    b.finish()
+                        .reinterpret_cast::<TimestampMicrosecondType>()
+                        .with_timezone_opt(tz),
+                )
+            }
+            Builder::Text(b) => Arc::new(b.finish()),
+            Builder::Bytes(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// The columns of `schema.table` (with `format_type` types), or `None`
+/// when it does not exist.
+fn table_columns(
+    client: &mut impl GenericClient,
+    schema: &str,
+    table: &str,
+) -> anyhow::Result<Option<Vec<Column>>> {
+    let found = client.query_opt(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+        &[&schema, &table],
+    )?;
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let oid: postgres::types::Oid = found.get(0);
+    let rows = client.query(
+        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+         WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        &[&oid],
+    )?;
+    Ok(Some(
+        rows.iter()
+            .map(|r| Column {
+                name: r.get(0),
+                ty: r.get(1),
+            })
+            .collect(),
+    ))
+}
+
+/// How `wanted` (plus `dg_partition` when partitioned) differs from the
+/// table's columns, as readable phrases; empty when they match. Column
+/// order does not matter; a column whose values are all null matches any type.
+fn schema_diff(
+    existing: &[Column],
+    wanted: &[Column],
+    partitioned: bool,
+    all_null: &[bool],
+) -> Vec<String> {
+    let up = |t: &str| t.to_ascii_uppercase();
+    let mut diff = Vec::new();
+    let has_partition = existing.iter().any(|c| c.name == PARTITION_COLUMN);
+    if partitioned && !has_partition {
+        diff.push(format!(
+            "the table has no `{PARTITION_COLUMN}` column (it was written for an unpartitioned asset)"
+        ));
+    }
+    if !partitioned && has_partition {
+        diff.push(format!(
+            "the table has a `{PARTITION_COLUMN}` column (it was written for a partitioned asset)"
+        ));
+    }
+    let existing: Vec<&Column> = existing
+        .iter()
+        .filter(|c| !(has_partition && c.name == PARTITION_COLUMN))
+        .collect();
+    for (i, w) in wanted.iter().enumerate() {
+        match existing.iter().find(|c| c.name == w.name) {
+            None => diff.push(format!("new column `{}` ({})", w.name, up(&w.ty))),
+            Some(c) if c.ty != w.ty && !all_null[i] => diff.push(format!(
+                "column `{}` is {} in the table but {} in the output",
+                w.name,
+                up(&c.ty),
+                up(&w.ty)
+            )),
+            Some(_) => {}
+        }
+    }
+    for c in &existing {
+        if !wanted.iter().any(|w| w.name == c.name) {
+            diff.push(format!(
+                "column `{}` ({}) is missing from the output",
+                c.name,
+                up(&c.ty)
+            ));
+        }
+    }
+    diff
+}
+
+/// Streams every row through `COPY … FROM STDIN (FORMAT csv)`; the
+/// partition key, when there is one, is the first field of each row.
+fn copy_rows(
+    tx: &mut postgres::Transaction<'_>,
+    qualified: &str,
+    columns: &[Column],
+    partition: Option<&str>,
+    batches: &[(usize, Vec<Col>)],
+) -> anyhow::Result<u64> {
+    let mut names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    if partition.is_some() {
+        names.insert(0, quote_ident(PARTITION_COLUMN));
+    }
+    let mut key_field = Vec::new();
+    if let Some(key) = partition {
+        quote_csv(&mut key_field, key);
+        key_field.push(b',');
+    }
+    let mut writer = tx.copy_in(&format!(
+        "COPY {qualified} ({}) FROM STDIN WITH (FORMAT csv)",
+        names.join(", ")
+    ))?;
+    let mut buf = Vec::with_capacity(COPY_CHUNK + 4096);
+    for (nrows, cols) in batches {
+        for row in 0..*nrows {
+            buf.extend_from_slice(&key_field);
+            for (i, c) in cols.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                c.write(&mut buf, row);
+            }
+            buf.push(b'\n');
+            if buf.len() >= COPY_CHUNK {
+                writer.write_all(&buf)?;
+                buf.clear();
+            }
+        }
+    }
+    if !buf.is_empty() {
+        writer.write_all(&buf)?;
+    }
+    Ok(writer.finish()?)
+}
+
+impl IoManager for PostgresManager {
+    fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
+        let t = match data {
+            Data::Table(t) => t,
+            Data::File { path, format } => Arc::new(table::read(&path, format)?),
+            Data::Bytes(_) => bail!(
+                "the postgres manager stores tables: opaque bytes (`file` format) cannot be stored"
+            ),
+        };
+        let name = table_name(&ctx.asset_key);
+        let started = std::time::Instant::now();
+        let rows = self
+            .store(ctx, &t)
+            .with_context(|| format!("cannot store `{}` in {}", ctx.asset_key, self.place(&name)))
+            .map_err(|e| self.clean(e))?;
+        ctx.log.info(format!(
+            "stored {rows} rows in {} ({:.3}s)",
+            self.place(&name),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Stored {
+            path: Some(format!("{}#{}.{}", self.masked_url(), self.schema, name)),
+            rows: Some(rows),
+            bytes: None,
+        })
+    }
+
+    fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
+        self.load_inner(ctx).map_err(|e| self.clean(e))
+    }
+
+    fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
+        self.exists_inner(ctx).map_err(|e| self.clean(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_masked() {
+        assert_eq!(
+            mask_url("postgres://user:s3cret@host:5432/db"),
+            "postgres://user:***@host:5432/db"
+        );
+        assert_eq!(
+            mask_url("postgresql://user:p@ss/w?rd@host/db?sslmode=disable"),
+            "postgresql://user:***@host/db?sslmode=disable"
+        );
+        assert_eq!(
+            mask_url("postgres://user@host/db"),
+            "postgres://user@host/db"
+        );
+        assert_eq!(
+            mask_url("postgres://host/db?user=u&password=hunter2&x=1"),
+            "postgres://host/db?user=u&password=***&x=1"
+        );
+        assert_eq!(
+            mask_url("host=h user=u password='a b\\'c' dbname=d"),
+            "host=h user=u password=*** dbname=d"
+        );
+        assert_eq!(
+            mask_url("host=h PASSWORD = x dbname=d"),
+            "host=h PASSWORD = *** dbname=d"
+        );
+    }
+
+    #[test]
+    fn redaction_hides_the_password_wherever_it_appears() {
+        let url = "postgres://dg:s%40cr3t-pw@127.0.0.1:1/db";
+        let s = Secrets::new(url, Some(b"s@cr3t-pw"));
+        let msg = format!("cannot connect to {url}: password s@cr3t-pw rejected (s%40cr3t-pw)");
+        let out = s.redact(&msg);
+        assert!(!out.contains("cr3t"), "{out}");
+        assert!(out.contains("postgres://dg:***@127.0.0.1:1/db"), "{out}");
+    }
+
+    fn cx() -> ResourceCx {
+        ResourceCx {
+            resource_key: "warehouse".into(),
+            project_root: ".".into(),
+            state_dir: ".dg".into(),
+            run_id: "r".into(),
+        }
+    }
+
+    /// A connection that fails (nothing listens on port 1) names the masked
+    /// URL and never the password, in every error the manager returns.
+    #[test]
+    fn connection_errors_never_show_the_password() {
+        let url = "postgres://dg:Sup3rS3cretPw@127.0.0.1:1/db?connect_timeout=5";
+        let m = PostgresManager::new(
+            PostgresConfig {
+                url: url.into(),
+                schema: "public".into(),
+                replace_on_schema_change: false,
+            },
+            &cx(),
+        )
+        .unwrap();
+        let ctx = OutputContext {
+            asset_key: "t".into(),
+            partition: None,
+            format: crate::io::Format::Csv,
+            resource_key: "warehouse".into(),
+            metadata: Default::default(),
+            run_id: "r".into(),
+            step_id: "s".into(),
+            log: Default::default(),
+        };
+        let e = m.exists(&ctx).unwrap_err();
+        for text in [format!("{e}"), format!("{e:#}"), format!("{e:?}")] {
+            assert!(!text.contains("Sup3rS3cretPw"), "{text}");
+            assert!(text.contains("postgres://dg:***@127.0.0.1:1/db"), "{text}");
+        }
+        // A malformed URL too.
+        let e = PostgresManager::new(
+            PostgresConfig {
+                url: "postgres://dg:Sup3rS3cretPw@host:notaport/db".into(),
+                schema: "public".into(),
+                replace_on_schema_change: false,
+            },
+            &cx(),
+        )
+        .err()
+        .unwrap();
+        let text = format!("{e:?}");
+        assert!(!text.contains("Sup3rS3cretPw"), "{text}");
+    }
+
+    #[test]
+    fn type_mapping() {
+        assert_eq!(pg_type(&DataType::Int64), Some("bigint"));
+        assert_eq!(pg_type(&DataType::Int32), Some("integer"));
+        assert_eq!(pg_type(&DataType::Float64), Some("double precision"));
+        assert_eq!(pg_type(&DataType::Utf8), Some("text"));
+        assert_eq!(pg_type(&DataType::Boolean), Some("boolean"));
+        assert_eq!(pg_type(&DataType::Date32), Some("date"));
+        assert_eq!(pg_type(&DataType::Binary), Some("bytea"));
+        for t in [
+            DataType::Int64,
+            DataType::Int32,
+            DataType::Float64,
+            DataType::Utf8,
+            DataType::Boolean,
+            DataType::Date32,
+            DataType::Binary,
+        ] {
+            assert_eq!(arrow_type(pg_type(&t).unwrap()).0, t);
+        }
+    }
+
+    #[test]
+    fn csv_fields() {
+        let mut buf = Vec::new();
+        quote_csv(&mut buf, "a \"b\",\nc");
+        assert_eq!(buf, b"\"a \"\"b\"\",\nc\"");
+        let col = Col::Bytes(BinaryArray::from(vec![Some(&[0u8, 0xff][..]), None]));
+        let mut buf = Vec::new();
+        col.write(&mut buf, 0);
+        buf.push(b',');
+        col.write(&mut buf, 1);
+        assert_eq!(buf, b"\\x00ff,");
+    }
+}

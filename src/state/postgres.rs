@@ -1,0 +1,786 @@
+//! The Postgres store (`[state] url = "postgres://…"`): the same tables and
+//! the same behaviour as the SQLite store, so several machines can share one
+//! history.
+//!
+//! - The tables live in one schema, `public` unless the URL says
+//!   `?schema=NAME` (dg takes that parameter out before connecting). The
+//!   schema is created when missing.
+//! - The schema is versioned in `dg_schema_version`. Migrations run in one
+//!   transaction holding a transaction-level advisory lock, so two dg
+//!   processes starting together on an empty database do not race.
+//! - One connection per store, behind a mutex (the store is shared between
+//!   the run's threads). No TLS: use a local socket, a trusted network or a
+//!   tunnel.
+//! - Errors never show the password: URLs are printed as `user:***@host`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use postgres::{Client, NoTls, Row, Transaction};
+
+use super::{
+    AttemptRecord, InputRead, Lease, Materialization, PartitionState, PartitionStates, Record,
+    RunRecord, RunStatus, StateStore,
+};
+
+/// Each entry upgrades the schema by one version (the SQLite store's tables,
+/// in Postgres types).
+pub const MIGRATIONS: &[&str] = &[
+    // 1: runs, attempts, materializations, partition state, dynamic keys, leases.
+    "CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        status TEXT NOT NULL,
+        selection TEXT NOT NULL,
+        partitions TEXT NOT NULL,
+        dg_version TEXT NOT NULL,
+        pid BIGINT NOT NULL,
+        host TEXT NOT NULL,
+        steps BIGINT
+     );
+     CREATE INDEX runs_running ON runs (status, host);
+     CREATE TABLE step_attempts (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        partition TEXT,
+        attempt BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        exit_code INTEGER,
+        error TEXT,
+        log_path TEXT,
+        PRIMARY KEY (run_id, step_id, attempt)
+     );
+     CREATE TABLE materializations (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        asset TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        code_version TEXT,
+        data_version TEXT NOT NULL,
+        inputs TEXT NOT NULL,
+        input_fp TEXT NOT NULL,
+        metadata TEXT NOT NULL
+     );
+     CREATE INDEX materializations_by_run ON materializations (run_id);
+     CREATE INDEX materializations_by_partition ON materializations (asset, partition, id);
+     CREATE TABLE partition_state (
+        asset TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        status TEXT NOT NULL,
+        run_id TEXT,
+        code_version TEXT,
+        data_version TEXT,
+        input_fp TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (asset, partition)
+     );
+     CREATE TABLE dynamic_partitions (
+        name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        PRIMARY KEY (name, key)
+     );
+     CREATE TABLE leases (
+        asset TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        pid BIGINT NOT NULL,
+        host TEXT NOT NULL,
+        acquired_at TEXT NOT NULL,
+        PRIMARY KEY (asset, partition)
+     );",
+];
+
+/// First key of dg's advisory locks (`pg_advisory_xact_lock(int, int)`);
+/// the second is a hash of the schema (migrations) or of the schema and a
+/// dynamic partitions name.
+const LOCK_CLASS: i32 = 0x6467_0001; // "dg" 1
+
+/// The URL with the password replaced by `***` (in the user info and in a
+/// `password=` parameter), for messages.
+pub fn mask_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(auth_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let (info, host) = authority.split_at(at);
+            match info.find(':') {
+                Some(c) => format!("{}:***{host}", &info[..c]),
+                None => authority.to_string(),
+            }
+        }
+        None => authority.to_string(),
+    };
+    let tail = match tail.find('?') {
+        Some(q) => {
+            let (path, query) = tail.split_at(q);
+            let params: Vec<String> = query[1..]
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{}://{authority}{tail}", &url[..scheme_end])
+}
+
+/// Splits `?schema=NAME` off a URL: (URL for the driver, schema).
+pub fn split_schema(url: &str) -> anyhow::Result<(String, String)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), "public".to_string()));
+    };
+    let mut schema = None;
+    let mut kept = Vec::new();
+    for p in query.split('&').filter(|p| !p.is_empty()) {
+        match p.split_once('=') {
+            Some(("schema", v)) => {
+                let v = percent_encoding::percent_decode_str(v)
+                    .decode_utf8()
+                    .map_err(|_| anyhow::anyhow!("`schema` in the state URL is not UTF-8"))?;
+                if v.is_empty() {
+                    anyhow::bail!("`schema` in the state URL is empty");
+                }
+                schema = Some(v.into_owned());
+            }
+            _ => kept.push(p),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, schema.unwrap_or_else(|| "public".to_string())))
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A stable 32-bit hash (FNV-1a) for advisory lock keys.
+fn lock_key(parts: &[&str]) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h ^= 0x1f;
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        for b in p.bytes() {
+            h ^= b as u32;
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h as i32
+}
+
+pub struct PostgresStore {
+    client: Mutex<Client>,
+    schema: String,
+    /// The URL for messages (password masked).
+    shown: String,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://` or `postgresql://`, optionally with
+    /// `?schema=NAME`) and brings the schema up to date.
+    pub fn open(url: &str) -> anyhow::Result<PostgresStore> {
+        let shown = mask_url(url);
+        let (driver_url, schema) = split_schema(url)?;
+        let mut config: postgres::Config = driver_url.parse().map_err(|e: postgres::Error| {
+            anyhow::anyhow!("invalid Postgres state URL {shown}: {e}")
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(15));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("dg");
+        }
+        let mut client = config
+            .connect(NoTls)
+            .map_err(|e| anyhow::anyhow!("cannot connect to the state database {shown}: {e}"))?;
+        client
+            .batch_execute(&format!(
+                "SET search_path TO {}; SET client_min_messages TO warning",
+                quote_ident(&schema)
+            ))
+            .map_err(|e| anyhow::anyhow!("cannot use schema `{schema}` in {shown}: {e}"))?;
+        let store = PostgresStore {
+            client: Mutex::new(client),
+            schema,
+            shown,
+        };
+        store.migrate().with_context(|| {
+            format!(
+                "cannot migrate the state database {} (schema `{}`)",
+                store.shown, store.schema
+            )
+        })?;
+        Ok(store)
+    }
+
+    /// The schema holding the tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    fn client(&self) -> std::sync::MutexGuard<'_, Client> {
+        self.client.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The schema version, after migrating.
+    pub fn version(&self) -> anyhow::Result<i64> {
+        let row = self
+            .client()
+            .query_one("SELECT version FROM dg_schema_version", &[])?;
+        Ok(row.get::<_, i32>(0) as i64)
+    }
+
+    fn migrate(&self) -> anyhow::Result<()> {
+        let mut client = self.client();
+        let mut tx = client.transaction()?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            &[&LOCK_CLASS, &lock_key(&["schema", &self.schema])],
+        )?;
+        // Only create a missing schema: `CREATE SCHEMA IF NOT EXISTS` needs
+        // the CREATE privilege on the database even when the schema exists.
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+                &[&self.schema],
+            )?
+            .is_some();
+        if !exists {
+            tx.batch_execute(&format!("CREATE SCHEMA {}", quote_ident(&self.schema)))?;
+        }
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS dg_schema_version (version INTEGER NOT NULL)",
+        )?;
+        let version: i32 = match tx.query_opt("SELECT version FROM dg_schema_version", &[])? {
+            Some(r) => r.get(0),
+            None => {
+                tx.execute("INSERT INTO dg_schema_version (version) VALUES (0)", &[])?;
+                0
+            }
+        };
+        if version as usize > MIGRATIONS.len() {
+            anyhow::bail!(
+                "the state database has schema version {version}, newer than this dg understands ({}); upgrade dg",
+                MIGRATIONS.len()
+            );
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.batch_execute(m)?;
+            tx.execute(
+                "UPDATE dg_schema_version SET version = $1",
+                &[&((i + 1) as i32)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `f` in a transaction, with the store's message on errors.
+    fn in_tx<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut client = self.client();
+        let mut tx = client.transaction()?;
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+fn run_from_row(r: &Row) -> RunRecord {
+    RunRecord {
+        id: r.get(0),
+        started_at: r.get(1),
+        ended_at: r.get(2),
+        status: RunStatus::parse(r.get::<_, &str>(3)),
+        selection: r.get(4),
+        partitions: r.get(5),
+        dg_version: r.get(6),
+        pid: r.get::<_, i64>(7) as u32,
+        host: r.get(8),
+        steps: r.get(9),
+    }
+}
+
+const RUN_COLUMNS: &str =
+    "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps";
+
+impl StateStore for PostgresStore {
+    fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        self.client().execute(
+            &format!(
+                "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            ),
+            &[
+                &run.id,
+                &run.started_at,
+                &run.ended_at,
+                &run.status.as_str(),
+                &run.selection,
+                &run.partitions,
+                &run.dg_version,
+                &(run.pid as i64),
+                &run.host,
+                &run.steps,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn end_run(
+        &self,
+        id: &str,
+        status: RunStatus,
+        ended_at: &str,
+        steps: i64,
+    ) -> anyhow::Result<()> {
+        self.in_tx(|tx| {
+            tx.execute(
+                "UPDATE runs SET status = $2, ended_at = $3, steps = $4 WHERE id = $1",
+                &[&id, &status.as_str(), &ended_at, &steps],
+            )?;
+            tx.execute("DELETE FROM leases WHERE run_id = $1", &[&id])?;
+            Ok(())
+        })
+    }
+
+    fn record(&self, batch: &[Record]) -> anyhow::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.in_tx(|tx| {
+            let mut attempt = None;
+            let mut mat = None;
+            let mut state_ok = None;
+            let mut state_failed = None;
+            let mut release = None;
+            for r in batch {
+                match r {
+                    Record::Attempt(a) => {
+                        if attempt.is_none() {
+                            attempt = Some(tx.prepare(
+                                "INSERT INTO step_attempts
+                                 (run_id, step_id, asset, partition, attempt, status, started_at, duration_ms, exit_code, error, log_path)
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                 ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET
+                                   asset = excluded.asset, partition = excluded.partition,
+                                   status = excluded.status, started_at = excluded.started_at,
+                                   duration_ms = excluded.duration_ms, exit_code = excluded.exit_code,
+                                   error = excluded.error, log_path = excluded.log_path",
+                            )?);
+                        }
+                        tx.execute(
+                            attempt.as_ref().unwrap(),
+                            &[
+                                &a.run_id,
+                                &a.step_id,
+                                &a.asset,
+                                &a.partition,
+                                &(a.attempt as i64),
+                                &a.status,
+                                &a.started_at,
+                                &a.duration_ms,
+                                &a.exit_code,
+                                &a.error,
+                                &a.log_path,
+                            ],
+                        )?;
+                    }
+                    Record::Materialization(m) => {
+                        if mat.is_none() {
+                            mat = Some(tx.prepare(
+                                "INSERT INTO materializations
+                                 (asset, partition, run_id, created_at, code_version, data_version, inputs, input_fp, metadata)
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                            )?);
+                            state_ok = Some(tx.prepare(
+                                "INSERT INTO partition_state
+                                 (asset, partition, status, run_id, code_version, data_version, input_fp, updated_at)
+                                 VALUES ($1, $2, 'materialized', $3, $4, $5, $6, $7)
+                                 ON CONFLICT (asset, partition) DO UPDATE SET
+                                   status = 'materialized', run_id = excluded.run_id,
+                                   code_version = excluded.code_version,
+                                   data_version = excluded.data_version,
+                                   input_fp = excluded.input_fp, updated_at = excluded.updated_at",
+                            )?);
+                        }
+                        let p = m.partition.as_deref().unwrap_or("");
+                        tx.execute(
+                            mat.as_ref().unwrap(),
+                            &[
+                                &m.asset,
+                                &p,
+                                &m.run_id,
+                                &m.created_at,
+                                &m.code_version,
+                                &m.data_version,
+                                &serde_json::to_string(&m.inputs)?,
+                                &m.input_fp,
+                                &serde_json::to_string(&m.metadata)?,
+                            ],
+                        )?;
+                        tx.execute(
+                            state_ok.as_ref().unwrap(),
+                            &[
+                                &m.asset,
+                                &p,
+                                &m.run_id,
+                                &m.code_version,
+                                &m.data_version,
+                                &m.input_fp,
+                                &m.created_at,
+                            ],
+                        )?;
+                    }
+                    Record::Failed {
+                        asset, partition, ..
+                    } => {
+                        if state_failed.is_none() {
+                            state_failed = Some(tx.prepare(
+                                "INSERT INTO partition_state (asset, partition, status, updated_at)
+                                 VALUES ($1, $2, 'failed', $3)
+                                 ON CONFLICT (asset, partition) DO UPDATE SET
+                                   status = 'failed', updated_at = excluded.updated_at",
+                            )?);
+                        }
+                        tx.execute(
+                            state_failed.as_ref().unwrap(),
+                            &[asset, &partition.as_deref().unwrap_or(""), &now()],
+                        )?;
+                    }
+                    Record::Release {
+                        asset,
+                        partition,
+                        run_id,
+                    } => {
+                        if release.is_none() {
+                            release = Some(tx.prepare(
+                                "DELETE FROM leases WHERE asset = $1 AND partition = $2 AND run_id = $3",
+                            )?);
+                        }
+                        tx.execute(release.as_ref().unwrap(), &[asset, partition, run_id])?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn partitions(&self, asset: &str) -> anyhow::Result<PartitionStates> {
+        let mut client = self.client();
+        let rows = client.query(
+            "SELECT partition, status, run_id, code_version, data_version, input_fp
+             FROM partition_state WHERE asset = $1",
+            &[&asset],
+        )?;
+        drop(client);
+        let mut out = PartitionStates::default();
+        let mut interned: rustc_hash::FxHashMap<String, std::sync::Arc<str>> = Default::default();
+        let mut intern = |v: Option<&str>| -> Option<std::sync::Arc<str>> {
+            let s = v?;
+            if let Some(a) = interned.get(s) {
+                return Some(a.clone());
+            }
+            let a: std::sync::Arc<str> = std::sync::Arc::from(s);
+            interned.insert(s.to_string(), a.clone());
+            Some(a)
+        };
+        for r in &rows {
+            let failed = r.get::<_, &str>(1) == "failed";
+            out.insert(
+                r.get::<_, String>(0),
+                PartitionState {
+                    failed,
+                    run_id: intern(r.get(2)),
+                    code_version: intern(r.get(3)),
+                    data_version: r.get::<_, Option<&str>>(4).and_then(super::parse_hash),
+                    input_fp: r.get::<_, Option<&str>>(5).and_then(super::parse_hash),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>> {
+        let rows = self.client().query(
+            "SELECT partition FROM partition_state WHERE asset = $1 AND run_id IS NOT NULL",
+            &[&asset],
+        )?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
+        let rows = self.client().query(
+            &format!(
+                "SELECT {RUN_COLUMNS} FROM runs
+                 ORDER BY started_at COLLATE \"C\" DESC, id COLLATE \"C\" DESC LIMIT $1"
+            ),
+            &[&(limit.min(i64::MAX as usize) as i64)],
+        )?;
+        Ok(rows.iter().map(run_from_row).collect())
+    }
+
+    fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
+        let row = self.client().query_opt(
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
+            &[&id],
+        )?;
+        Ok(row.as_ref().map(run_from_row))
+    }
+
+    fn attempts(&self, run_id: &str) -> anyhow::Result<Vec<AttemptRecord>> {
+        let rows = self.client().query(
+            "SELECT run_id, step_id, asset, partition, attempt, status, started_at, duration_ms, exit_code, error, log_path
+             FROM step_attempts WHERE run_id = $1
+             ORDER BY started_at COLLATE \"C\", step_id COLLATE \"C\", attempt",
+            &[&run_id],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| AttemptRecord {
+                run_id: r.get(0),
+                step_id: r.get(1),
+                asset: r.get(2),
+                partition: r.get(3),
+                attempt: r.get::<_, i64>(4) as u32,
+                status: r.get(5),
+                started_at: r.get(6),
+                duration_ms: r.get(7),
+                exit_code: r.get(8),
+                error: r.get(9),
+                log_path: r.get(10),
+            })
+            .collect())
+    }
+
+    fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>> {
+        let rows = self.client().query(
+            "SELECT asset, partition, run_id, created_at, code_version, data_version, inputs, input_fp, metadata
+             FROM materializations WHERE run_id = $1 ORDER BY id",
+            &[&run_id],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let partition: String = r.get(1);
+                Materialization {
+                    asset: r.get(0),
+                    partition: (!partition.is_empty()).then_some(partition),
+                    run_id: r.get(2),
+                    created_at: r.get(3),
+                    code_version: r.get(4),
+                    data_version: r.get(5),
+                    inputs: serde_json::from_str::<Vec<InputRead>>(r.get(6)).unwrap_or_default(),
+                    input_fp: r.get(7),
+                    metadata: serde_json::from_str(r.get(8)).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>> {
+        let rows = self.client().query(
+            "SELECT key FROM dynamic_partitions WHERE name = $1 ORDER BY position",
+            &[&name],
+        )?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
+    fn add_dynamic_keys(&self, name: &str, keys: &[String]) -> anyhow::Result<usize> {
+        self.in_tx(|tx| {
+            // Positions are handed out one after another: one writer per name.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&LOCK_CLASS, &lock_key(&["dynamic", &self.schema, name])],
+            )?;
+            let mut next: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(MAX(position), -1) + 1 FROM dynamic_partitions WHERE name = $1",
+                    &[&name],
+                )?
+                .get(0);
+            let insert = tx.prepare(
+                "INSERT INTO dynamic_partitions (name, key, position) VALUES ($1, $2, $3)
+                 ON CONFLICT (name, key) DO NOTHING",
+            )?;
+            let mut added = 0;
+            for k in keys {
+                if tx.execute(&insert, &[&name, k, &next])? > 0 {
+                    next += 1;
+                    added += 1;
+                }
+            }
+            Ok(added)
+        })
+    }
+
+    fn remove_dynamic_keys(&self, name: &str, keys: &[String]) -> anyhow::Result<usize> {
+        self.in_tx(|tx| {
+            let mut removed = 0;
+            for k in keys {
+                removed += tx.execute(
+                    "DELETE FROM dynamic_partitions WHERE name = $1 AND key = $2",
+                    &[&name, k],
+                )? as usize;
+            }
+            Ok(removed)
+        })
+    }
+
+    fn try_lease(&self, asset: &str, partition: &str, me: &Lease) -> anyhow::Result<Option<Lease>> {
+        let pid = me.pid as i64;
+        // Either the insert wins the row, or the row exists and is locked
+        // here until commit; when it vanished in between, try again.
+        loop {
+            let outcome = self.in_tx(|tx| {
+                let inserted = tx.execute(
+                    "INSERT INTO leases (asset, partition, run_id, pid, host, acquired_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (asset, partition) DO NOTHING",
+                    &[&asset, &partition, &me.run_id, &pid, &me.host, &now()],
+                )?;
+                if inserted > 0 {
+                    return Ok(Some(None));
+                }
+                let Some(row) = tx.query_opt(
+                    "SELECT run_id, pid, host FROM leases
+                     WHERE asset = $1 AND partition = $2 FOR UPDATE",
+                    &[&asset, &partition],
+                )?
+                else {
+                    return Ok(None);
+                };
+                let holder = Lease {
+                    run_id: row.get(0),
+                    pid: row.get::<_, i64>(1) as u32,
+                    host: row.get(2),
+                };
+                if holder.run_id != me.run_id
+                    && (holder.host != me.host || super::pid_alive(holder.pid))
+                {
+                    return Ok(Some(Some(holder)));
+                }
+                tx.execute(
+                    "UPDATE leases SET run_id = $3, pid = $4, host = $5, acquired_at = $6
+                     WHERE asset = $1 AND partition = $2",
+                    &[&asset, &partition, &me.run_id, &pid, &me.host, &now()],
+                )?;
+                Ok(Some(None))
+            })?;
+            if let Some(result) = outcome {
+                return Ok(result);
+            }
+        }
+    }
+
+    fn release(&self, asset: &str, partition: &str, run_id: &str) -> anyhow::Result<()> {
+        self.client().execute(
+            "DELETE FROM leases WHERE asset = $1 AND partition = $2 AND run_id = $3",
+            &[&asset, &partition, &run_id],
+        )?;
+        Ok(())
+    }
+
+    fn latest_materialization(
+        &self,
+        asset: &str,
+        partition: &str,
+    ) -> anyhow::Result<Option<(String, String)>> {
+        let row = self.client().query_opt(
+            "SELECT run_id, updated_at FROM partition_state
+             WHERE asset = $1 AND partition = $2 AND run_id IS NOT NULL AND status = 'materialized'",
+            &[&asset, &partition],
+        )?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn reap_dead_runs(&self) -> anyhow::Result<Vec<String>> {
+        let host = super::hostname();
+        self.in_tx(|tx| {
+            let running = tx.query(
+                "SELECT id, pid FROM runs WHERE status = 'running' AND host = $1 FOR UPDATE",
+                &[&host],
+            )?;
+            let mut reaped = Vec::new();
+            for r in running {
+                let id: String = r.get(0);
+                let pid = r.get::<_, i64>(1) as u32;
+                if pid != std::process::id() && !super::pid_alive(pid) {
+                    tx.execute(
+                        "UPDATE runs SET status = 'interrupted', ended_at = $2 WHERE id = $1",
+                        &[&id, &now()],
+                    )?;
+                    tx.execute("DELETE FROM leases WHERE run_id = $1", &[&id])?;
+                    reaped.push(id);
+                }
+            }
+            Ok(reaped)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_url("postgres://dg:secret@127.0.0.1:5432/db?schema=x"),
+            "postgres://dg:***@127.0.0.1:5432/db?schema=x"
+        );
+        assert_eq!(
+            mask_url("postgresql://u:p%40ss@h/db?password=hunter2&sslmode=disable"),
+            "postgresql://u:***@h/db?password=***&sslmode=disable"
+        );
+        assert_eq!(mask_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(mask_url("postgres://me@h/db"), "postgres://me@h/db");
+    }
+
+    #[test]
+    fn the_schema_parameter_is_taken_out() {
+        assert_eq!(
+            split_schema("postgres://h/db?schema=my%20s&sslmode=disable").unwrap(),
+            (
+                "postgres://h/db?sslmode=disable".to_string(),
+                "my s".to_string()
+            )
+        );
+        assert_eq!(
+            split_schema("postgres://h/db").unwrap(),
+            ("postgres://h/db".to_string(), "public".to_string())
+        );
+        assert_eq!(
+            split_schema("postgres://h/db?schema=a").unwrap().0,
+            "postgres://h/db"
+        );
+        assert!(split_schema("postgres://h/db?schema=").is_err());
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

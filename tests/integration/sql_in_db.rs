@@ -1,0 +1,385 @@
+//! In-database SQL: a `sql` asset stored by a `sqlite` resource whose
+//! inputs all live in the same database runs there, with no row passing
+//! through dg (`dg/rows_moved = 0`, counted), and falls back to the embedded
+//! engine otherwise (`dg/rows_moved = N`).
+
+use std::path::Path;
+
+use rusqlite::Connection;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::{Run, assert_no_panic, dg};
+
+/// Every hour of 2022-01-01 is over, and the day too.
+const NOW: &str = "2022-01-02T00:00:00Z";
+
+const RESOURCES: &str = r#"
+[resources.warehouse]
+type = "sqlite"
+path = "data/warehouse.db"
+"#;
+
+/// Hourly upstream (a shell step writing CSV) and a daily `sql` downstream
+/// stored by `daily_manager`, running `query`.
+fn assets(daily_manager: &str, query: &str) -> String {
+    format!(
+        r#"
+[partitions.hourly]
+type = "hourly"
+start = "2022-01-01-00:00"
+
+[partitions.daily]
+type = "daily"
+start = "2022-01-01"
+
+[assets.upstream]
+partitions = "hourly"
+io_manager = "warehouse"
+shell = "printf 'date,n\\n%s,1\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+
+[assets.daily]
+partitions = "daily"
+io_manager = "{daily_manager}"
+deps = ["upstream"]
+sql = """{query}"""
+"#
+    )
+}
+
+fn project(files: &[(&str, &str)]) -> TempDir {
+    let tmp = TempDir::new().expect("temp dir");
+    for (path, text) in files {
+        let p = tmp.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+    }
+    tmp
+}
+
+fn materialize(dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["--now", NOW, "materialize", "--json"];
+    all.extend(args);
+    let run = dg(dir, &all);
+    assert_no_panic(&run);
+    run
+}
+
+fn json(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n{}", run.stdout, run.stderr))
+}
+
+/// The materialization metadata of `asset` in run `run_id`.
+fn metadata(dir: &Path, run_id: &str, asset: &str) -> Value {
+    let show = dg(dir, &["--now", NOW, "runs", "show", run_id, "--json"]);
+    assert_eq!(show.code, 0, "{}\n{}", show.stdout, show.stderr);
+    let show = json(&show);
+    show["materializations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["asset"] == asset)
+        .unwrap_or_else(|| panic!("no materialization of `{asset}` in {show:#}"))["metadata"]
+        .clone()
+}
+
+fn db(dir: &Path) -> Connection {
+    Connection::open(dir.join("data/warehouse.db")).expect("the database exists")
+}
+
+/// Rows of `sql` as strings (NULL as `NULL`).
+fn rows(conn: &Connection, sql: &str) -> Vec<Vec<String>> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => "NULL".to_string(),
+                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Real(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    rusqlite::types::ValueRef::Blob(b) => format!("{b:?}"),
+                })
+            })
+            .collect()
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// Every step log of `asset`, concatenated.
+fn step_logs(dir: &Path, asset: &str) -> String {
+    let mut out = String::new();
+    for e in walkdir::WalkDir::new(dir.join(".dg/logs")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() && e.file_name().to_string_lossy().starts_with(asset) {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap());
+        }
+    }
+    out
+}
+
+fn hours() -> Vec<Vec<String>> {
+    (0..24)
+        .map(|h| {
+            vec![
+                "2022-01-01".to_string(),
+                format!("2022-01-01-{h:02}:00"),
+                "1".to_string(),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn a_query_over_the_same_database_runs_there_and_moves_no_rows() {
+    let dir = project(&[
+        ("defs/resources.toml", RESOURCES),
+        (
+            "defs/assets.toml",
+            &assets("warehouse", "SELECT * FROM upstream; -- every hour"),
+        ),
+    ]);
+    let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+
+    let conn = db(dir.path());
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT dg_partition, date, n FROM daily ORDER BY rowid"
+        ),
+        hours()
+    );
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT type FROM pragma_table_info('daily') ORDER BY cid"
+        ),
+        vec![vec!["TEXT"], vec!["TEXT"], vec!["INTEGER"]]
+    );
+
+    let md = metadata(dir.path(), &run_id, "daily");
+    assert_eq!(md["dg/in_database"], true, "{md:#}");
+    assert_eq!(md["dg/rows_moved"], 0, "{md:#}");
+    assert_eq!(md["dg/rows"], 24, "{md:#}");
+    assert!(
+        md["dg/path"]
+            .as_str()
+            .unwrap()
+            .ends_with("warehouse.db#daily"),
+        "{md:#}"
+    );
+    let log = step_logs(dir.path(), "daily");
+    assert!(log.contains("0 rows moved through dg"), "{log}");
+    assert!(!log.contains("loaded input"), "{log}");
+
+    // Again, with the query narrowed: the partition is replaced, not appended to.
+    std::fs::write(
+        dir.path().join("defs/assets.toml"),
+        assets(
+            "warehouse",
+            "SELECT date, n + 1 AS n FROM upstream WHERE date < :partition_key || '-02'",
+        ),
+    )
+    .unwrap();
+    let run = materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT dg_partition, date, n FROM daily ORDER BY rowid"
+        ),
+        vec![
+            vec!["2022-01-01", "2022-01-01-00:00", "2"],
+            vec!["2022-01-01", "2022-01-01-01:00", "2"],
+        ]
+    );
+}
+
+#[test]
+fn on_another_manager_the_query_runs_in_the_embedded_engine_and_counts_the_rows() {
+    let dir = project(&[
+        ("defs/resources.toml", RESOURCES),
+        (
+            "defs/assets.toml",
+            &assets("io_manager", "SELECT * FROM upstream"),
+        ),
+    ]);
+    let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+    let md = metadata(dir.path(), &run_id, "daily");
+    assert_eq!(md["dg/in_database"], false, "{md:#}");
+    assert_eq!(md["dg/rows_moved"], 24, "{md:#}");
+    let log = step_logs(dir.path(), "daily");
+    assert!(
+        log.contains(
+            "runs in the embedded engine: its I/O manager `io_manager` is not a sqlite database"
+        ),
+        "{log}"
+    );
+    let stored = std::fs::read_to_string(dir.path().join(".dg/storage/daily/2022-01-01.csv"))
+        .unwrap_or_else(|_| {
+            // Whatever the file is called, it holds the 24 hours.
+            let d = dir.path().join(".dg/storage/daily");
+            let f = std::fs::read_dir(&d).unwrap().next().unwrap().unwrap();
+            std::fs::read_to_string(f.path()).unwrap()
+        });
+    assert_eq!(stored.lines().count(), 25, "{stored}");
+}
+
+#[test]
+fn a_failing_query_or_store_leaves_the_table_as_it_was() {
+    let dir = project(&[
+        ("defs/resources.toml", RESOURCES),
+        (
+            "defs/assets.toml",
+            &assets("warehouse", "SELECT * FROM upstream"),
+        ),
+    ]);
+    let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let conn = db(dir.path());
+    let before = rows(
+        &conn,
+        "SELECT dg_partition, date, n FROM daily ORDER BY rowid",
+    );
+    assert_eq!(before, hours());
+
+    // An error while the query runs (not when it is prepared).
+    std::fs::write(
+        dir.path().join("defs/assets.toml"),
+        assets(
+            "warehouse",
+            "SELECT date, abs(-9223372036854775807 - n) AS n FROM upstream",
+        ),
+    )
+    .unwrap();
+    let run = materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("SQL error in asset `daily`: integer overflow"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT dg_partition, date, n FROM daily ORDER BY rowid"
+        ),
+        before
+    );
+
+    // An error while the rows are inserted, after the partition's old rows
+    // were deleted: the delete is rolled back too.
+    conn.execute_batch(
+        "CREATE TRIGGER boom BEFORE INSERT ON daily WHEN NEW.date LIKE '%-05:00'
+         BEGIN SELECT RAISE(ABORT, 'boom'); END",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("defs/assets.toml"),
+        assets("warehouse", "SELECT date, n + 10 AS n FROM upstream"),
+    )
+    .unwrap();
+    let run = materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("boom"), "{}", run.stdout);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT dg_partition, date, n FROM daily ORDER BY rowid"
+        ),
+        before
+    );
+    conn.execute_batch("DROP TRIGGER boom").unwrap();
+
+    // A changed schema is the manager's clear error, and changes nothing.
+    std::fs::write(
+        dir.path().join("defs/assets.toml"),
+        assets("warehouse", "SELECT date, 'x' AS extra FROM upstream"),
+    )
+    .unwrap();
+    let run = materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("new column `extra`"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("replace_on_schema_change"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT dg_partition, date, n FROM daily ORDER BY rowid"
+        ),
+        before
+    );
+    // No temporary objects are left behind in the database.
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name"
+        ),
+        vec![vec!["daily"], vec!["upstream"]]
+    );
+}
+
+#[test]
+fn partition_keys_made_of_sql_text_are_harmless() {
+    let key = "x'); DROP TABLE t; --";
+    let dir = project(&[
+        ("defs/resources.toml", RESOURCES),
+        (
+            "defs/assets.toml",
+            r#"
+[partitions.p]
+type = "static"
+keys = ["x'); DROP TABLE t; --", "ok"]
+
+[assets.up]
+partitions = "p"
+io_manager = "warehouse"
+shell = "printf 'k,v\\n%s,1\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+
+[assets.down]
+partitions = "p"
+io_manager = "warehouse"
+deps = ["up"]
+sql = "SELECT k, v, :partition_key AS bound, (SELECT count(*) FROM t) AS n FROM up"
+"#,
+        ),
+    ]);
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    db(dir.path())
+        .execute_batch("CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let run = materialize(dir.path(), &["--partition", key]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let run = materialize(dir.path(), &["--partition", "ok"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        metadata(dir.path(), &run_id, "down")["dg/in_database"],
+        true
+    );
+
+    let conn = db(dir.path());
+    assert_eq!(rows(&conn, "SELECT a FROM t"), vec![vec!["1"]]);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT dg_partition, k, v, bound, n FROM down ORDER BY rowid"
+        ),
+        vec![
+            vec![key, key, "1", key, "1"],
+            vec!["ok", "ok", "1", "ok", "1"],
+        ]
+    );
+}
