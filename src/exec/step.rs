@@ -604,7 +604,7 @@ fn materialize_input(
     let base = dir.join(format!("{n}-{}", crate::exec::slug(name)));
     match loaded {
         Loaded::Single(d) => Ok(InputFiles {
-            path: io::table::to_file(d, format, &base.with_extension(ext.trim_start_matches('.')))?,
+            path: hand_over(d, format, &base.with_extension(ext.trim_start_matches('.')))?,
             partitions_file: None,
             partitions: Vec::new(),
         }),
@@ -613,17 +613,7 @@ fn materialize_input(
             let mut files = Vec::with_capacity(map.len());
             for (k, d) in map {
                 let dest = base.join(format!("{}{ext}", crate::exec::slug(k)));
-                let p = if format == Format::File {
-                    match d {
-                        Data::File { path, .. } => {
-                            std::os::unix::fs::symlink(std::fs::canonicalize(path)?, &dest)?;
-                            dest
-                        }
-                        other => io::table::to_file(other, format, &dest)?,
-                    }
-                } else {
-                    io::table::to_file(d, format, &dest)?
-                };
+                let p = hand_over(d, format, &dest)?;
                 files.push((k.clone(), p));
             }
             let path = if format == Format::File {
@@ -655,6 +645,18 @@ fn materialize_input(
             })
         }
     }
+}
+
+/// A file holding `data` in `format` for a step. A stored file already in
+/// that format is hard-linked into the step's folder rather than copied, so
+/// a step that replaces its input file (as `sed -i` does) cannot touch
+/// storage; stored files are read-only against in-place writes.
+fn hand_over(d: &Data, format: Format, dest: &Path) -> anyhow::Result<PathBuf> {
+    let p = io::table::to_file(d, format, dest)?;
+    if p != dest && std::fs::hard_link(&p, dest).is_ok() {
+        return Ok(dest.to_path_buf());
+    }
+    Ok(p)
 }
 
 /// Reads `{"metadata": {…}}` lines the step appended to `DG_MESSAGES`.

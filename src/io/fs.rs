@@ -77,6 +77,7 @@ impl FsManager {
                     _ => None,
                 };
                 sync_file(src)?;
+                seal(src);
                 match std::fs::rename(src, path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == ErrorKind::CrossesDevices => {
@@ -347,10 +348,19 @@ fn temp_path(path: &Path, run_id: &str) -> PathBuf {
 /// Flushes `tmp` to disk and renames it over `path`.
 fn commit(tmp: &Path, path: &Path) -> anyhow::Result<()> {
     sync_file(tmp)?;
+    seal(tmp);
     std::fs::rename(tmp, path)
         .with_context(|| format!("cannot rename `{}` to `{}`", tmp.display(), path.display()))?;
     sync_dir(path);
     Ok(())
+}
+
+/// Stored partitions are read-only: steps get them as inputs, and a step
+/// that writes to an input must not change what is stored. (Replacing a
+/// partition renames a new file over it, which needs no write permission.)
+fn seal(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444));
 }
 
 fn sync_file(path: &Path) -> anyhow::Result<()> {

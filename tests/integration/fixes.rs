@@ -203,3 +203,42 @@ fn missing_upstream_partitions_are_listed_in_partition_order() {
     );
     assert!(!dir.path().join(".dg/storage").exists(), "nothing ran");
 }
+
+/// A step that rewrites its input file (as `sed -i` does: write a new file,
+/// rename it over the input) changes its own copy, never the stored
+/// partition; stored partitions are read-only.
+#[test]
+fn a_step_rewriting_its_input_cannot_change_storage() {
+    let dir = project(
+        r#"[assets.up]
+shell = "printf 'v\n1\n' > \"$DG_OUTPUT\""
+
+[assets.down]
+deps = ["up"]
+shell = "sed -i 's/1/2/' \"$DG_INPUT_UP\" && cp \"$DG_INPUT_UP\" \"$DG_OUTPUT\""
+"#,
+    );
+    let run = dg(dir.path(), &["materialize"]);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let storage = dir.path().join(".dg/storage");
+    assert_eq!(
+        std::fs::read_to_string(storage.join("down.csv")).unwrap(),
+        "v\n2\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(storage.join("up.csv")).unwrap(),
+        "v\n1\n",
+        "the stored upstream partition was changed through the step's input"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(storage.join("up.csv"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o222,
+        0,
+        "stored partitions are read-only, mode {mode:o}"
+    );
+}
