@@ -148,6 +148,28 @@ def gen_history(root: Path, hourly_assets=12):
     return n
 
 
+def gen_rows_csv(path: Path, rows=1_000_000):
+    """A 5-column CSV (int, float, text with commas and quotes, date, bool)."""
+    with open(path, "w") as f:
+        f.write("id,amount,note,day,flag\n")
+        for i in range(rows):
+            f.write(f'{i},{i * 0.25:.2f},"item {i % 97}, ""x""",2024-01-{i % 28 + 1:02d},{"true" if i % 3 else "false"}\n')
+
+
+def gen_store(root: Path, data: Path, manager: str):
+    """One unpartitioned asset that copies `data` to $DG_OUTPUT, stored by `manager`."""
+    resources = {
+        "fs-csv": 'type = "fs"\nformat = "csv"',
+        "fs-parquet": 'type = "fs"\nformat = "parquet"',
+        "sqlite": 'type = "sqlite"\npath = "warehouse.db"',
+        "postgres": 'type = "postgres"\nurl = "${env:DG_BENCH_POSTGRES_URL}"\nschema = "dg_bench"\nreplace_on_schema_change = true',
+    }[manager]
+    write(root / "defs" / "store.toml",
+          f"[resources.io_manager]\n{resources}\n\n"
+          f'[assets.big]\nformat = "csv"\nshell = "cp {data} \\"$DG_OUTPUT\\""\n\n'
+          f'[assets.reread]\ndeps = ["big"]\nformat = "csv"\nshell = "wc -l < \\"$DG_INPUT_BIG\\" > /dev/null; : > \\"$DG_OUTPUT\\""\noutput = false\n')
+
+
 def table(rows):
     w = max(len(r[0]) for r in rows)
     print(f"{'benchmark':{w}}  {'median':>10}  {'peak RSS':>10}  target")
@@ -156,7 +178,7 @@ def table(rows):
 
 
 def main():
-    groups = set(sys.argv[1:]) or {"load", "plan", "run", "state"}
+    groups = set(sys.argv[1:]) or {"load", "plan", "run", "state", "io"}
     build()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,6 +229,23 @@ def main():
             gen_chain(p2)
             s, r = run([DG, "materialize", "--all-partitions", "--missing", "--dry-run", "--json"], p2, repeat=3, env=now)
             rows.append(("--missing planning over 880,132 candidate steps", s, r, "< 3 s"))
+        if "io" in groups:
+            data = tmp / "rows.csv"
+            gen_rows_csv(data)
+            size_mb = data.stat().st_size / 1e6
+            managers = ["fs-csv", "fs-parquet", "sqlite"]
+            if os.environ.get("DG_BENCH_POSTGRES_URL"):
+                managers.append("postgres")
+            for m in managers:
+                p = tmp / f"store-{m}"
+                gen_store(p, data, m)
+                s, r = run([DG, "materialize", "--select", "big"], p, repeat=3, setup=fresh(p))
+                rows.append((f"store 1,000,000 CSV rows ({size_mb:.0f} MB) through {m}", s, r,
+                             f"{1e6 / s:,.0f} rows/s, {size_mb / s:,.0f} MB/s"))
+                s, r = run([DG, "materialize", "--select", "reread"], p, repeat=3)
+                rows.append((f"load them back as CSV from {m}", s, r, f"{1e6 / s:,.0f} rows/s, {size_mb / s:,.0f} MB/s"))
+            if "postgres" not in managers:
+                rows.append(("postgres store: set DG_BENCH_POSTGRES_URL (e.g. after `. .ci/postgres.sh`)", 0, 0, "skipped"))
     table(rows)
 
 

@@ -190,7 +190,8 @@ fn prepare_and_run(
         );
     }
 
-    // A `sql` asset whose inputs all live in its own sqlite database runs there.
+    // A `sql` asset whose inputs all live in its own database (sqlite or
+    // postgres) runs there.
     let in_db = match &asset.compute {
         Compute::Sql(_) if allow_in_db => match in_db_target(rc, step, asset) {
             Ok(db) => Some(db),
@@ -365,7 +366,13 @@ fn prepare_and_run(
                     step_id: step_id.clone(),
                     log: mlog.clone(),
                 };
-                match super::sql::run_in_db(query, &db_inputs, &params, db, &octx, log) {
+                let ran = match db {
+                    InDb::Sqlite(db) => {
+                        super::sql::run_in_db(query, &db_inputs, &params, db, &octx, log)
+                    }
+                    InDb::Postgres(pg) => pg.run_in_db(query, &db_inputs, &params, &octx, log),
+                };
+                match ran {
                     Ok(stored) => {
                         let mut metadata = serde_json::Map::new();
                         metadata.insert("dg/in_database".into(), json!(true));
@@ -459,25 +466,34 @@ fn prepare_and_run(
     store_output(rc, asset, partition, step_id, mlog, output, &messages, log)
 }
 
-/// The `sqlite` manager a `sql` asset runs inside, when it can: the asset
-/// stores its output through a `sqlite` resource and every loaded input is
-/// stored by a `sqlite` resource on the same database file (same resource,
-/// or the same path), read by its own manager (no `input_manager`).
-/// Otherwise, why not.
-fn in_db_target<'a>(
-    rc: &'a RunCtx,
-    step: &Step,
-    asset: &Asset,
-) -> Result<&'a io::sqlite::SqliteManager, String> {
+/// Where a `sql` asset runs in the database: a `sqlite` file or a
+/// `postgres` schema.
+#[derive(Clone, Copy)]
+enum InDb<'a> {
+    Sqlite(&'a io::sqlite::SqliteManager),
+    Postgres(&'a io::postgres::PostgresManager),
+}
+
+/// The database a `sql` asset runs inside, when it can: the asset stores
+/// its output through a `sqlite` (or `postgres`) resource and every loaded
+/// input is stored by a resource of the same type on the same database
+/// (the same resource, or the same file; for Postgres the same URL and
+/// schema), read by its own manager (no `input_manager`). Otherwise, why not.
+fn in_db_target<'a>(rc: &'a RunCtx, step: &Step, asset: &Asset) -> Result<InDb<'a>, String> {
     if !asset.output {
         return Err("the asset stores no output (`output = false`)".into());
     }
-    let target = rc.manager(&asset.io_manager)?.as_sqlite().ok_or_else(|| {
-        format!(
-            "its I/O manager `{}` is not a sqlite database",
-            asset.io_manager
-        )
-    })?;
+    let manager = rc.manager(&asset.io_manager)?;
+    let target = match (manager.as_sqlite(), manager.as_postgres()) {
+        (Some(db), _) => InDb::Sqlite(db),
+        (None, Some(pg)) => InDb::Postgres(pg),
+        (None, None) => {
+            return Err(format!(
+                "its I/O manager `{}` is not a sqlite database (nor a postgres one)",
+                asset.io_manager
+            ));
+        }
+    };
     let same_file = |a: &Path, b: &Path| {
         a == b
             || matches!(
@@ -497,19 +513,42 @@ fn in_db_target<'a>(
                 spec.name
             ));
         }
-        let db = rc.manager(&up.io_manager)?.as_sqlite().ok_or_else(|| {
-            format!(
-                "input `{}` is stored by `{}`, which is not a sqlite database",
-                spec.name, up.io_manager
-            )
-        })?;
-        if db.resource_key() != target.resource_key() && !same_file(db.path(), target.path()) {
-            return Err(format!(
-                "input `{}` is stored in another database ({}, not {})",
-                spec.name,
-                db.path().display(),
-                target.path().display()
-            ));
+        let manager = rc.manager(&up.io_manager)?;
+        match target {
+            InDb::Sqlite(target) => {
+                let db = manager.as_sqlite().ok_or_else(|| {
+                    format!(
+                        "input `{}` is stored by `{}`, which is not a sqlite database",
+                        spec.name, up.io_manager
+                    )
+                })?;
+                if db.resource_key() != target.resource_key()
+                    && !same_file(db.path(), target.path())
+                {
+                    return Err(format!(
+                        "input `{}` is stored in another database ({}, not {})",
+                        spec.name,
+                        db.path().display(),
+                        target.path().display()
+                    ));
+                }
+            }
+            InDb::Postgres(target) => {
+                let db = manager.as_postgres().ok_or_else(|| {
+                    format!(
+                        "input `{}` is stored by `{}`, which is not a postgres database",
+                        spec.name, up.io_manager
+                    )
+                })?;
+                if db.resource_key() != target.resource_key() && !db.same_place(target) {
+                    return Err(format!(
+                        "input `{}` is stored in another database or schema ({}, not {})",
+                        spec.name,
+                        db.where_(),
+                        target.where_()
+                    ));
+                }
+            }
         }
     }
     Ok(target)

@@ -671,6 +671,10 @@ pub trait IoManager: Send + Sync {
     fn as_sqlite(&self) -> Option<&sqlite::SqliteManager> {
         None
     }
+    /// This manager as the built-in `postgres` one, which can run a `sql` asset inside its database.
+    fn as_postgres(&self) -> Option<&postgres::PostgresManager> {
+        None
+    }
 
     /// Called once per run on a manager registered with
     /// [`Registry::register_manager`], after its config is deserialised and

@@ -22,6 +22,7 @@ mod plugins;
 mod postgres_manager;
 mod sql_compute;
 mod sql_in_db;
+mod sql_in_pg;
 mod sqlite_manager;
 
 use std::path::{Path, PathBuf};

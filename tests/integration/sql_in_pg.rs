@@ -1,0 +1,372 @@
+//! In-database SQL on Postgres: a `sql` asset stored by a `postgres`
+//! resource whose inputs all live in the same database and schema runs
+//! there (`dg/rows_moved = 0`), in one transaction. Each test works in its
+//! own randomly named schema, dropped at the end; without
+//! `DG_TEST_POSTGRES_URL` the tests are skipped (they fail under `CI=true`).
+
+use std::path::Path;
+
+use postgres::{Client, NoTls};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::postgres_manager::{pg_url, random_schema};
+use crate::{Run, assert_no_panic, dg_with_env};
+
+/// Every hour of 2022-01-01 is over, and the day too.
+const NOW: &str = "2022-01-02T00:00:00Z";
+
+/// A test's schema, dropped (with its tables) when the test ends.
+struct Pg {
+    url: String,
+    schema: String,
+    client: Client,
+}
+
+impl Pg {
+    fn new(url: String) -> Pg {
+        let client = Client::connect(&url, NoTls).expect("connect to DG_TEST_POSTGRES_URL");
+        Pg {
+            url,
+            schema: random_schema(),
+            client,
+        }
+    }
+
+    /// Rows of `sql` (with `{s}` the quoted schema) as text, NULL as `NULL`.
+    fn rows(&mut self, sql: &str) -> Vec<Vec<String>> {
+        let sql = sql.replace("{s}", &format!("\"{}\"", self.schema));
+        let msgs = self.client.simple_query(&sql).unwrap();
+        msgs.iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Resource `warehouse` on the test's schema.
+    fn resources(&self) -> String {
+        format!(
+            "[resources.warehouse]\ntype = \"postgres\"\nurl = \"${{env:DG_PG_URL}}\"\nschema = \"{}\"\n",
+            self.schema
+        )
+    }
+
+    fn dg(&self, dir: &Path, args: &[&str]) -> Run {
+        let mut all = vec!["--now", NOW];
+        all.extend(args);
+        let run = dg_with_env(dir, &all, &[("DG_PG_URL", &self.url)]);
+        assert_no_panic(&run);
+        let shown =
+            |s: &str| dg::io::postgres::mask_url(&self.url) != self.url && s.contains(&self.url);
+        assert!(
+            !shown(&run.stdout) && !shown(&run.stderr),
+            "the URL is shown unmasked:\n{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+        run
+    }
+
+    fn materialize(&self, dir: &Path, args: &[&str]) -> Run {
+        let mut all = vec!["materialize", "--json"];
+        all.extend(args);
+        self.dg(dir, &all)
+    }
+
+    /// The materialization metadata of `asset` in run `run_id`.
+    fn metadata(&self, dir: &Path, run_id: &str, asset: &str) -> Value {
+        let show = self.dg(dir, &["runs", "show", run_id, "--json"]);
+        assert_eq!(show.code, 0, "{}\n{}", show.stdout, show.stderr);
+        let show = json(&show);
+        show["materializations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["asset"] == asset)
+            .unwrap_or_else(|| panic!("no materialization of `{asset}` in {show:#}"))["metadata"]
+            .clone()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = self.client.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            self.schema
+        ));
+    }
+}
+
+/// Hourly upstream (a shell step writing CSV) and a daily `sql` downstream
+/// stored by `daily_manager`, running `query`.
+fn assets(daily_manager: &str, query: &str) -> String {
+    format!(
+        r#"
+[partitions.hourly]
+type = "hourly"
+start = "2022-01-01-00:00"
+
+[partitions.daily]
+type = "daily"
+start = "2022-01-01"
+
+[assets.upstream]
+partitions = "hourly"
+io_manager = "warehouse"
+shell = "printf 'date,n\\n%s,1\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+
+[assets.daily]
+partitions = "daily"
+io_manager = "{daily_manager}"
+deps = ["upstream"]
+sql = """{query}"""
+"#
+    )
+}
+
+fn project(files: &[(&str, &str)]) -> TempDir {
+    let tmp = TempDir::new().expect("temp dir");
+    for (path, text) in files {
+        let p = tmp.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+    }
+    tmp
+}
+
+fn json(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n{}", run.stdout, run.stderr))
+}
+
+/// Every step log of `asset`, concatenated.
+fn step_logs(dir: &Path, asset: &str) -> String {
+    let mut out = String::new();
+    for e in walkdir::WalkDir::new(dir.join(".dg/logs")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() && e.file_name().to_string_lossy().starts_with(asset) {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap());
+        }
+    }
+    out
+}
+
+fn hours(n: &str) -> Vec<Vec<String>> {
+    (0..24)
+        .map(|h| {
+            vec![
+                "2022-01-01".to_string(),
+                format!("2022-01-01-{h:02}:00"),
+                n.to_string(),
+            ]
+        })
+        .collect()
+}
+
+const DAILY: &str = "SELECT dg_partition, date, n FROM {s}.daily ORDER BY ctid";
+
+#[test]
+fn a_query_over_the_same_schema_runs_inside_postgres_and_moves_no_rows() {
+    let Some(url) = pg_url() else { return };
+    let mut pg = Pg::new(url);
+    // `::` casts, a string that looks like a parameter, and a bound time window.
+    let query = "SELECT date, n::bigint AS n, ':run_id' AS lit, :partition_key AS day \
+                 FROM upstream WHERE :partition_start::timestamptz < :partition_end::timestamptz";
+    let dir = project(&[
+        ("defs/resources.toml", &pg.resources()),
+        ("defs/assets.toml", &assets("warehouse", query)),
+    ]);
+    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+
+    assert_eq!(pg.rows(DAILY), hours("1"));
+    assert_eq!(
+        pg.rows("SELECT DISTINCT lit, day FROM {s}.daily"),
+        vec![vec![":run_id", "2022-01-01"]]
+    );
+    let md = pg.metadata(dir.path(), &run_id, "daily");
+    assert_eq!(md["dg/in_database"], true, "{md:#}");
+    assert_eq!(md["dg/rows_moved"], 0, "{md:#}");
+    assert_eq!(md["dg/rows"], 24, "{md:#}");
+    let log = step_logs(dir.path(), "daily");
+    assert!(log.contains("0 rows moved through dg"), "{log}");
+    assert!(log.contains("ran inside postgres"), "{log}");
+    assert!(!log.contains("loaded input"), "{log}");
+    assert!(log.contains(&dg::io::postgres::mask_url(&pg.url)), "{log}");
+    if dg::io::postgres::mask_url(&pg.url) != pg.url {
+        assert!(!log.contains(&pg.url), "{log}");
+    }
+
+    // Again, narrowed: the partition is replaced, not appended to.
+    std::fs::write(
+        dir.path().join("defs/assets.toml"),
+        assets(
+            "warehouse",
+            "SELECT date, n + 1 AS n, 'x' AS lit, 'y' AS day FROM upstream \
+             WHERE date < :partition_key || '-02'",
+        ),
+    )
+    .unwrap();
+    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        pg.rows(DAILY),
+        vec![
+            vec!["2022-01-01", "2022-01-01-00:00", "2"],
+            vec!["2022-01-01", "2022-01-01-01:00", "2"],
+        ]
+    );
+    // No temporary objects are left in the schema.
+    assert_eq!(
+        pg.rows(&format!(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = '{}' ORDER BY 1",
+            pg.schema
+        )),
+        vec![vec!["daily"], vec!["upstream"]]
+    );
+}
+
+#[test]
+fn on_another_manager_the_query_runs_in_the_embedded_engine() {
+    let Some(url) = pg_url() else { return };
+    let pg = Pg::new(url);
+    let dir = project(&[
+        ("defs/resources.toml", &pg.resources()),
+        (
+            "defs/assets.toml",
+            &assets("io_manager", "SELECT * FROM upstream"),
+        ),
+    ]);
+    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+    let md = pg.metadata(dir.path(), &run_id, "daily");
+    assert_eq!(md["dg/in_database"], false, "{md:#}");
+    assert_eq!(md["dg/rows_moved"], 24, "{md:#}");
+    let log = step_logs(dir.path(), "daily");
+    assert!(
+        log.contains("runs in the embedded engine: its I/O manager `io_manager` is not"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_failing_query_leaves_the_table_as_it_was() {
+    let Some(url) = pg_url() else { return };
+    let mut pg = Pg::new(url);
+    let dir = project(&[
+        ("defs/resources.toml", &pg.resources()),
+        (
+            "defs/assets.toml",
+            &assets("warehouse", "SELECT * FROM upstream"),
+        ),
+    ]);
+    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let before = pg.rows(DAILY);
+    assert_eq!(before, hours("1"));
+
+    // An error while the rows are computed, after the old rows were deleted.
+    std::fs::write(
+        dir.path().join("defs/assets.toml"),
+        assets("warehouse", "SELECT date, n / (n - 1) AS n FROM upstream"),
+    )
+    .unwrap();
+    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("SQL error in asset `daily`: division by zero"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(pg.rows(DAILY), before);
+
+    // A syntax error.
+    std::fs::write(
+        dir.path().join("defs/assets.toml"),
+        assets("warehouse", "SELECT date,\n n FROM upstream WHERE"),
+    )
+    .unwrap();
+    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("SQL error in asset `daily`"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(pg.rows(DAILY), before);
+
+    // A changed schema is the manager's error, and changes nothing.
+    std::fs::write(
+        dir.path().join("defs/assets.toml"),
+        assets("warehouse", "SELECT date, 'x' AS extra FROM upstream"),
+    )
+    .unwrap();
+    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("new column `extra`"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("replace_on_schema_change"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(pg.rows(DAILY), before);
+}
+
+#[test]
+fn partition_keys_made_of_sql_text_are_harmless() {
+    let Some(url) = pg_url() else { return };
+    let mut pg = Pg::new(url);
+    let key = "x'); DROP TABLE t; --";
+    let dir = project(&[
+        ("defs/resources.toml", &pg.resources()),
+        (
+            "defs/assets.toml",
+            r#"
+[partitions.p]
+type = "static"
+keys = ["x'); DROP TABLE t; --", "ok"]
+
+[assets.up]
+partitions = "p"
+io_manager = "warehouse"
+shell = "printf 'k,v\\n%s,1\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+
+[assets.down]
+partitions = "p"
+io_manager = "warehouse"
+deps = ["up"]
+sql = "SELECT k, v, :partition_key AS bound, (SELECT count(*) FROM t) AS n FROM up"
+"#,
+        ),
+    ]);
+    pg.rows(&format!(
+        "CREATE SCHEMA \"{0}\"; CREATE TABLE \"{0}\".t (a integer); INSERT INTO \"{0}\".t VALUES (1)",
+        pg.schema
+    ));
+    for k in [key, "ok"] {
+        let run = pg.materialize(dir.path(), &["--partition", k]);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+        assert_eq!(
+            pg.metadata(dir.path(), &run_id, "down")["dg/in_database"],
+            true
+        );
+    }
+    assert_eq!(pg.rows("SELECT a FROM {s}.t"), vec![vec!["1"]]);
+    assert_eq!(
+        pg.rows("SELECT dg_partition, k, v, bound, n FROM {s}.down ORDER BY ctid"),
+        vec![
+            vec![key, key, "1", key, "1"],
+            vec!["ok", "ok", "1", "ok", "1"],
+        ]
+    );
+}
