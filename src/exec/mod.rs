@@ -237,12 +237,16 @@ impl RunCtx {
             .join(format!("{}.log", crate::exec::slug(&self.step_ids[step])))
     }
 
-    /// A scratch folder for one attempt, removed afterwards.
-    pub fn work_dir(&self, step: usize, attempt: u32) -> PathBuf {
-        self.state_dir.join("runs").join(&self.run_id).join(format!(
-            "{}-{attempt}",
-            crate::exec::slug(&self.step_ids[step])
-        ))
+    /// The scratch folder of the calling worker thread. A worker runs one
+    /// attempt at a time and reuses its folder, so steps do not create and
+    /// delete folders and files by the thousand (which file systems pay
+    /// for); the run's scratch tree is removed when the run ends.
+    pub fn work_dir(&self) -> PathBuf {
+        let name = std::thread::current()
+            .name()
+            .map(slug)
+            .unwrap_or_else(|| "main".into());
+        self.state_dir.join("runs").join(&self.run_id).join(name)
     }
 }
 

@@ -99,21 +99,41 @@ pub fn run_attempt(
 ) -> Attempt {
     let step = &rc.plan.steps[si];
     let asset = &rc.defs.assets[step.asset];
-    let work = rc.work_dir(si, attempt);
+    let work = rc.work_dir();
     let result = (|| -> Result<Attempt, String> {
-        std::fs::create_dir_all(work.join("inputs")).map_err(|e| {
+        std::fs::create_dir_all(&work).map_err(|e| {
             format!(
                 "cannot create the step's work folder {}: {e}",
                 work.display()
             )
         })?;
+        clear_work(&work);
         let out = prepare_and_run(rc, si, step, asset, attempt, &work, dog, log, true)?;
         Ok(out)
     })();
-    let _ = std::fs::remove_dir_all(&work);
+    clear_work(&work);
     match result {
         Ok(a) => a,
         Err(e) => Attempt::fail(e),
+    }
+}
+
+/// Removes what an attempt left in a worker's scratch folder: its inputs
+/// and an output that was not stored. `context.json` and `messages.jsonl`
+/// are truncated and rewritten by the next attempt.
+fn clear_work(work: &Path) {
+    let _ = std::fs::remove_dir_all(work.join("inputs"));
+    if let Ok(entries) = std::fs::read_dir(work) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("output") {
+                let p = e.path();
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+            }
+        }
     }
 }
 
@@ -640,6 +660,7 @@ fn materialize_input(
     name: &str,
 ) -> anyhow::Result<InputFiles> {
     let ext = format.extension();
+    std::fs::create_dir_all(dir)?;
     let base = dir.join(format!("{n}-{}", crate::exec::slug(name)));
     match loaded {
         Loaded::Single(d) => Ok(InputFiles {
