@@ -90,6 +90,8 @@ pub struct Asset {
     /// Segments joined by `/`, e.g. `raw/events`.
     pub key: String,
     pub span: Span,
+    /// Where its compute is defined, `file:line:column`, for run-time errors.
+    pub defined_at: String,
     pub partitions: Option<AssetPartitions>,
     pub compute: Compute,
     pub io_manager: String,

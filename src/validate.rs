@@ -82,6 +82,7 @@ pub fn validate_files(
         .filter_map(|&id| load::parse(sources, id, diags))
         .collect();
     let mut v = Validator {
+        sources,
         registry,
         env,
         diags,
@@ -110,6 +111,7 @@ struct Entry<'f, 'i> {
 }
 
 struct Validator<'a> {
+    sources: &'a Sources,
     registry: &'a Registry,
     env: EnvLookup<'a>,
     diags: &'a mut Diagnostics,
@@ -1394,9 +1396,16 @@ impl<'a> Validator<'a> {
         if partitions_failed {
             return None;
         }
+        let at = ["sql", "command", "shell"]
+            .into_iter()
+            .find_map(|k| r.key_span(k))
+            .unwrap_or_else(|| e.span.clone());
+        let (line, col) = self.sources.line_col(at.file, at.range.start);
+        let defined_at = format!("{}:{line}:{col}", self.sources.get(at.file).display);
         Some(Asset {
             key: e.name.clone(),
             span: e.span.clone(),
+            defined_at,
             partitions,
             compute: compute?,
             io_manager,

@@ -406,7 +406,9 @@ fn prepare_and_run(
                             ..Attempt::default()
                         });
                     }
-                    Err(super::sql::InDbError::Failed(e)) => return Ok(Attempt::fail(e)),
+                    Err(super::sql::InDbError::Failed(e)) => {
+                        return Ok(Attempt::fail(at_definition(e, asset)));
+                    }
                     Err(super::sql::InDbError::Fallback(why)) => {
                         // Nothing changed; load the inputs and run it here.
                         let _ = writeln!(log, "[dg] sql: runs in the embedded engine: {why}");
@@ -426,7 +428,7 @@ fn prepare_and_run(
                 log,
             ) {
                 Ok(r) => r,
-                Err(e) => return Ok(Attempt::fail(e)),
+                Err(e) => return Ok(Attempt::fail(at_definition(e, asset))),
             };
             let mut a = store_output(rc, asset, partition, step_id, mlog, output, &messages, log)?;
             a.metadata.insert("dg/in_database".into(), json!(false));
@@ -704,6 +706,15 @@ fn materialize_input(
                 partitions: files,
             })
         }
+    }
+}
+
+/// Points an SQL error at the query's definition (`defs/x.toml:12:1`).
+fn at_definition(e: String, asset: &Asset) -> String {
+    if e.starts_with("SQL error") && !asset.defined_at.is_empty() {
+        format!("{e} (query defined at {})", asset.defined_at)
+    } else {
+        e
     }
 }
 

@@ -238,7 +238,8 @@ sql = "SELEC * FROM src"
     let s = step(&v, "bad");
     assert_eq!(s["status"], "failed", "{s}");
     assert_eq!(
-        s["error"], "SQL error in asset `bad`: near \"SELEC\": syntax error",
+        s["error"],
+        "SQL error in asset `bad`: near \"SELEC\": syntax error (query defined at defs/assets.toml:7:1)",
         "{s}"
     );
     assert!(stored(dir.path(), "bad").is_empty());
@@ -266,7 +267,7 @@ sql = "SELECT * FROM missing"
     );
     assert_eq!(
         step(&v, "q")["error"],
-        "SQL error in asset `q`: no such table: missing"
+        "SQL error in asset `q`: no such table: missing (query defined at defs/assets.toml:6:1)"
     );
 }
 
