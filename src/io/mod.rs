@@ -634,6 +634,38 @@ pub enum Loaded {
     Partitions(IndexMap<String, Data>),
 }
 
+/// The database managers' rule for an output whose columns differ from its
+/// table's: an error that says what to do, unless the resource allows
+/// replacing the table (then a note in the step log, and `Ok`).
+pub(crate) fn schema_changed(
+    ctx: &OutputContext,
+    place: &str,
+    diff: &[String],
+    resource_key: &str,
+    replace: bool,
+    partitioned: bool,
+) -> anyhow::Result<()> {
+    if !replace {
+        let extra = if partitioned {
+            " (this deletes the table's other partitions)"
+        } else {
+            ""
+        };
+        anyhow::bail!(
+            "asset `{}`: the output's columns differ from {place}: {}. Change the step back, \
+             drop the table, or set `replace_on_schema_change = true` on resource `{resource_key}` \
+             to replace the table{extra}",
+            ctx.asset_key,
+            diff.join("; "),
+        );
+    }
+    ctx.log.info(format!(
+        "{place}: the columns changed ({}); replacing the table",
+        diff.join("; ")
+    ));
+    Ok(())
+}
+
 /// Builds a manager from its config once per run (Dagster's
 /// `ConfigurableIOManagerFactory.create_io_manager`). Implement it on the
 /// config struct and register that with [`Registry::register_factory`].

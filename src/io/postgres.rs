@@ -592,27 +592,14 @@ impl PostgresManager {
         if let Some(existing) = existing {
             let diff = schema_diff(&existing, &wanted, partition.is_some(), &all_null);
             if !diff.is_empty() {
-                if !self.replace_on_schema_change {
-                    let extra = if partition.is_some() {
-                        " (this deletes the table's other partitions)"
-                    } else {
-                        ""
-                    };
-                    bail!(
-                        "asset `{}`: the output's columns differ from {}: {}. Change the step back, \
-                         drop the table, or set `replace_on_schema_change = true` on resource `{}` \
-                         to replace the table{extra}",
-                        ctx.asset_key,
-                        self.place(&name),
-                        diff.join("; "),
-                        self.resource_key
-                    );
-                }
-                ctx.log.info(format!(
-                    "{}: the columns changed ({}); replacing the table",
-                    self.place(&name),
-                    diff.join("; ")
-                ));
+                super::schema_changed(
+                    ctx,
+                    &self.place(&name),
+                    &diff,
+                    &self.resource_key,
+                    self.replace_on_schema_change,
+                    partition.is_some(),
+                )?;
                 tx.batch_execute(&format!("DROP TABLE {qualified}"))?;
                 create = true;
             }
