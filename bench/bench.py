@@ -3,8 +3,8 @@
 folder, runs each command several times and prints a table of median wall
 time and peak RSS. Standard library only.
 
-    python3 bench/bench.py            # everything
-    python3 bench/bench.py load plan  # some groups
+    python3 bench/bench.py            # everything, then the Dagster comparison
+    python3 bench/bench.py load plan  # some groups: load plan run state io dagster
 
 Figures go to docs/performance.md by hand, with the machine they came from.
 """
@@ -178,7 +178,7 @@ def table(rows):
 
 
 def main():
-    groups = set(sys.argv[1:]) or {"load", "plan", "run", "state", "io"}
+    groups = set(sys.argv[1:]) or {"load", "plan", "run", "state", "io", "dagster"}
     build()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -247,6 +247,11 @@ def main():
             if "postgres" not in managers:
                 rows.append(("postgres store: set DG_BENCH_POSTGRES_URL (e.g. after `. .ci/postgres.sh`)", 0, 0, "skipped"))
     table(rows)
+    if "dagster" in groups:
+        # The side-by-side comparison with Dagster 1.13.27 (installs it into a
+        # scratch venv when missing); it prints its own table and ratios.
+        print()
+        subprocess.run([sys.executable, str(ROOT / "bench" / "dagster_compare.py")], check=True)
 
 
 if __name__ == "__main__":
