@@ -234,6 +234,16 @@ def main():
             gen_rows_csv(data)
             size_mb = data.stat().st_size / 1e6
             managers = ["fs-csv", "fs-parquet", "sqlite"]
+            pg_holder = None
+            if not os.environ.get("DG_BENCH_POSTGRES_URL") and os.geteuid() == 0:
+                # Start a throwaway server like CI does; it stops when the
+                # holding shell's stdin closes.
+                pg_holder = subprocess.Popen(
+                    ["bash", "-c", ". .ci/postgres.sh >&2 && echo \"$DG_TEST_POSTGRES_URL\" && read _"],
+                    cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                url = pg_holder.stdout.readline().strip()
+                if url:
+                    os.environ["DG_BENCH_POSTGRES_URL"] = url
             if os.environ.get("DG_BENCH_POSTGRES_URL"):
                 managers.append("postgres")
             for m in managers:
@@ -244,6 +254,9 @@ def main():
                              f"{1e6 / s:,.0f} rows/s, {size_mb / s:,.0f} MB/s"))
                 s, r = run([DG, "materialize", "--select", "reread"], p, repeat=3)
                 rows.append((f"load them back as CSV from {m}", s, r, f"{1e6 / s:,.0f} rows/s, {size_mb / s:,.0f} MB/s"))
+            if pg_holder:
+                pg_holder.stdin.close()
+                pg_holder.wait()
             if "postgres" not in managers:
                 rows.append(("postgres store: set DG_BENCH_POSTGRES_URL (e.g. after `. .ci/postgres.sh`)", 0, 0, "skipped"))
     table(rows)
