@@ -261,7 +261,18 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         ended_at: None,
         status: RunStatus::Running,
         selection: t.select.clone(),
-        partitions: partition_args(t),
+        partitions: {
+            let mut a = partition_args(t);
+            for (on, flag) in [(args.missing, "--missing"), (args.stale, "--stale")] {
+                if on {
+                    if !a.is_empty() {
+                        a.push(' ');
+                    }
+                    a.push_str(flag);
+                }
+            }
+            a
+        },
         dg_version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         host: crate::state::hostname(),

@@ -242,3 +242,26 @@ shell = "sed -i 's/1/2/' \"$DG_INPUT_UP\" && cp \"$DG_INPUT_UP\" \"$DG_OUTPUT\""
         "stored partitions are read-only, mode {mode:o}"
     );
 }
+
+/// A run's record says whether it was narrowed with `--missing` or `--stale`.
+#[test]
+fn run_records_note_missing_and_stale() {
+    let dir = project(
+        r#"[assets.a]
+shell = "printf 'v\n1\n' > \"$DG_OUTPUT\""
+"#,
+    );
+    for args in [
+        &["materialize", "--missing"][..],
+        &["materialize", "--stale"][..],
+    ] {
+        let run = dg(dir.path(), args);
+        assert_no_panic(&run);
+        assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    }
+    let run = dg(dir.path(), &["runs", "--json"]);
+    let v: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let runs = v["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1, "the --stale run had nothing to do: {v}");
+    assert_eq!(runs[0]["partitions"], "--missing", "{v}");
+}
