@@ -47,10 +47,7 @@ pub struct SqlInput {
     pub loaded: Loaded,
 }
 
-/// `"name"`, with `"` doubled: a quoted SQLite identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::io::db::quote_ident;
 
 /// Runs `query` for asset `asset_key` and writes its result at `output` in
 /// `format`. Returns the number of rows written and of input rows dg loaded

@@ -138,6 +138,7 @@
 //! }
 //! ```
 
+pub mod db;
 pub mod fs;
 pub mod memory;
 pub mod plugin;

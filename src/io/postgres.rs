@@ -42,7 +42,7 @@ use postgres::{Client, GenericClient, IsolationLevel, NoTls};
 
 use crate::exec::sql::{DbInput, InDbError, Params, param_value, statement_text, to_positional};
 
-use super::sqlite::{PARTITION_COLUMN, quote_ident, table_name};
+use super::db::{Column, PARTITION_COLUMN, quote_ident, schema_diff, table_name};
 use super::{
     Data, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext, PostgresConfig,
     ResourceCx, Stored, Table, table,
@@ -334,13 +334,6 @@ fn downcast<A: Clone + 'static>(a: &ArrayRef) -> A {
         .clone()
 }
 
-/// A column as it is (or would be) declared: name and type (`format_type`).
-#[derive(Clone, Debug, PartialEq)]
-struct Column {
-    name: String,
-    ty: String,
-}
-
 /// The `postgres` I/O manager of one run.
 pub struct PostgresManager {
     config: postgres::Config,
@@ -571,13 +564,7 @@ impl PostgresManager {
                 .collect::<anyhow::Result<Vec<Col>>>()?;
             batches.push((b.num_rows(), cols));
         }
-        let all_null: Vec<bool> = (0..fields.len())
-            .map(|i| {
-                t.batches
-                    .iter()
-                    .all(|b| b.column(i).null_count() == b.num_rows())
-            })
-            .collect();
+        let all_null = super::db::all_null(t);
 
         let mut conn = self.conn()?;
         self.ensure_schema(&mut conn)?;
@@ -1293,56 +1280,6 @@ fn table_columns(
             })
             .collect(),
     ))
-}
-
-/// How `wanted` (plus `dg_partition` when partitioned) differs from the
-/// table's columns, as readable phrases; empty when they match. Column
-/// order does not matter; a column whose values are all null matches any type.
-fn schema_diff(
-    existing: &[Column],
-    wanted: &[Column],
-    partitioned: bool,
-    all_null: &[bool],
-) -> Vec<String> {
-    let up = |t: &str| t.to_ascii_uppercase();
-    let mut diff = Vec::new();
-    let has_partition = existing.iter().any(|c| c.name == PARTITION_COLUMN);
-    if partitioned && !has_partition {
-        diff.push(format!(
-            "the table has no `{PARTITION_COLUMN}` column (it was written for an unpartitioned asset)"
-        ));
-    }
-    if !partitioned && has_partition {
-        diff.push(format!(
-            "the table has a `{PARTITION_COLUMN}` column (it was written for a partitioned asset)"
-        ));
-    }
-    let existing: Vec<&Column> = existing
-        .iter()
-        .filter(|c| !(has_partition && c.name == PARTITION_COLUMN))
-        .collect();
-    for (i, w) in wanted.iter().enumerate() {
-        match existing.iter().find(|c| c.name == w.name) {
-            None => diff.push(format!("new column `{}` ({})", w.name, up(&w.ty))),
-            Some(c) if c.ty != w.ty && !all_null[i] => diff.push(format!(
-                "column `{}` is {} in the table but {} in the output",
-                w.name,
-                up(&c.ty),
-                up(&w.ty)
-            )),
-            Some(_) => {}
-        }
-    }
-    for c in &existing {
-        if !wanted.iter().any(|w| w.name == c.name) {
-            diff.push(format!(
-                "column `{}` ({}) is missing from the output",
-                c.name,
-                up(&c.ty)
-            ));
-        }
-    }
-    diff
 }
 
 /// Streams every row through `COPY … FROM STDIN (FORMAT csv)`; the

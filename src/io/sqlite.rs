@@ -40,8 +40,9 @@ use super::{
     SqliteConfig, Stored, Table, table,
 };
 
-/// The column that holds the partition key in a partitioned asset's table.
-pub const PARTITION_COLUMN: &str = "dg_partition";
+pub(crate) use super::db::Column;
+use super::db::schema_diff;
+pub use super::db::{PARTITION_COLUMN, quote_ident, table_name};
 
 /// How long a connection waits for another writer (another process) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -71,16 +72,6 @@ pub struct SqliteManager {
     /// Serialises this run's writers, so that they queue here rather than
     /// poll SQLite's busy handler.
     write_lock: Mutex<()>,
-}
-
-/// The table of an asset: `raw/events` → `raw__events`.
-pub fn table_name(asset_key: &str) -> String {
-    asset_key.split('/').collect::<Vec<_>>().join("__")
-}
-
-/// `name` as a quoted SQL identifier: `"name"`, with `"` doubled.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The SQLite column type an Arrow type is stored as, if it can be.
@@ -181,13 +172,6 @@ fn downcast<A: Clone + 'static>(a: &ArrayRef) -> A {
         .clone()
 }
 
-/// A column as it is (or would be) declared: name and SQLite type.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Column {
-    pub(crate) name: String,
-    pub(crate) ty: String,
-}
-
 impl SqliteManager {
     /// The manager for `config`, its `path` resolved against the project root.
     pub fn new(config: SqliteConfig, cx: &ResourceCx) -> anyhow::Result<Self> {
@@ -285,13 +269,7 @@ impl SqliteManager {
                 .collect::<anyhow::Result<Vec<Col>>>()?;
             batches.push((b.num_rows(), cols));
         }
-        let all_null: Vec<bool> = (0..fields.len())
-            .map(|i| {
-                t.batches
-                    .iter()
-                    .all(|b| b.column(i).null_count() == b.num_rows())
-            })
-            .collect();
+        let all_null = super::db::all_null(t);
 
         let _guard = self.lock_writes();
         let mut conn = self.open(true)?;
@@ -533,52 +511,6 @@ pub(crate) fn table_columns(conn: &Connection, table: &str) -> anyhow::Result<Op
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(cols))
-}
-
-/// How `wanted` (plus `dg_partition` when partitioned) differs from the
-/// table's columns, as readable phrases; empty when they match. Column
-/// order does not matter; a column whose values are all null matches any type.
-fn schema_diff(
-    existing: &[Column],
-    wanted: &[Column],
-    partitioned: bool,
-    all_null: &[bool],
-) -> Vec<String> {
-    let mut diff = Vec::new();
-    let has_partition = existing.iter().any(|c| c.name == PARTITION_COLUMN);
-    if partitioned && !has_partition {
-        diff.push(format!(
-            "the table has no `{PARTITION_COLUMN}` column (it was written for an unpartitioned asset)"
-        ));
-    }
-    if !partitioned && has_partition {
-        diff.push(format!(
-            "the table has a `{PARTITION_COLUMN}` column (it was written for a partitioned asset)"
-        ));
-    }
-    let existing: Vec<&Column> = existing
-        .iter()
-        .filter(|c| !(has_partition && c.name == PARTITION_COLUMN))
-        .collect();
-    for (i, w) in wanted.iter().enumerate() {
-        match existing.iter().find(|c| c.name == w.name) {
-            None => diff.push(format!("new column `{}` ({})", w.name, w.ty)),
-            Some(c) if c.ty != w.ty && !all_null[i] => diff.push(format!(
-                "column `{}` is {} in the table but {} in the output",
-                w.name, c.ty, w.ty
-            )),
-            Some(_) => {}
-        }
-    }
-    for c in &existing {
-        if !wanted.iter().any(|w| w.name == c.name) {
-            diff.push(format!(
-                "column `{}` ({}) is missing from the output",
-                c.name, c.ty
-            ));
-        }
-    }
-    diff
 }
 
 /// Inserts every row with prepared multi-row INSERTs; the partition key is
