@@ -1062,9 +1062,7 @@ impl Eval<'_> {
                     bfs(adj, &seeds, depth, &mut set);
                 }
                 if let Some(depth) = *down {
-                    let adj = self
-                        .down
-                        .get_or_insert_with(|| downstream_adjacency(self.defs));
+                    let adj = self.down.get_or_insert_with(|| self.defs.downstream());
                     bfs(adj, &seeds, depth, &mut set);
                 }
                 set
@@ -1084,24 +1082,6 @@ fn upstream_adjacency(defs: &Defs) -> Vec<Vec<AssetId>> {
             v
         })
         .collect()
-}
-
-/// For each asset, the distinct assets that read it. Unlike
-/// [`Defs::downstream`], linear even when one asset has thousands of readers:
-/// readers are visited in index order, so a duplicate is always the last one pushed.
-fn downstream_adjacency(defs: &Defs) -> Vec<Vec<AssetId>> {
-    let n = defs.assets.len();
-    let mut out = vec![Vec::new(); n];
-    for (i, a) in defs.assets.iter().enumerate() {
-        for inp in &a.inputs {
-            if let Some(list) = out.get_mut(inp.upstream)
-                && list.last() != Some(&i)
-            {
-                list.push(i);
-            }
-        }
-    }
-    out
 }
 
 /// Marks in `set` everything within `depth` steps of `seeds` along `adj`.
@@ -1672,7 +1652,7 @@ shell = "true"
         let d = defs_from(
             "[assets.a]\nshell = \"true\"\n[assets.b]\nshell = \"true\"\n[assets.b.ins.x]\nasset = \"a\"\n[assets.b.ins.y]\nasset = \"a\"\n",
         );
-        let down = downstream_adjacency(&d);
+        let down = d.downstream();
         let up = upstream_adjacency(&d);
         assert_eq!(down[d.by_key["a"]], vec![d.by_key["b"]]);
         assert_eq!(up[d.by_key["b"]], vec![d.by_key["a"]]);

@@ -101,13 +101,6 @@ impl PartitionsDef {
         };
         (i < self.len(cx)).then_some(i)
     }
-
-    /// The first `n` keys, for hints in error messages.
-    pub fn sample_keys(&self, n: usize, cx: &KeyCtx) -> Vec<String> {
-        (0..self.len(cx).min(n as i64))
-            .filter_map(|i| self.key(i, cx))
-            .collect()
-    }
 }
 
 /// Formats partition keys, caching per definition (keys are shared by
