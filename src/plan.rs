@@ -417,6 +417,20 @@ pub fn build(
 
 /// A few keys of `def` at *now*: all of them when there are at most four,
 /// else the first three, `…`, the last one and the count.
+/// The id of a step: `asset[partition]`, or `asset` when unpartitioned.
+pub fn step_id(
+    defs: &Defs,
+    keys: &mut crate::partitions::KeyCache<'_>,
+    asset: AssetId,
+    partition: Option<i64>,
+) -> String {
+    let a = &defs.assets[asset];
+    match (&a.partitions, partition) {
+        (Some(p), Some(i)) => format!("{}[{}]", a.key, keys.key(&p.def, i)),
+        _ => a.key.clone(),
+    }
+}
+
 /// The step that would materialize `partition` of `asset`, with its inputs
 /// resolved through the mappings (none of them marked `in_plan`).
 pub fn step_for(defs: &Defs, asset: AssetId, partition: Option<i64>, cx: &KeyCtx) -> Step {

@@ -165,14 +165,7 @@ pub fn print(s: &Session, r: &Resolved, json: bool) -> i32 {
 
 pub use crate::partitions::KeyCache as Keys;
 
-/// The id of a step: `asset[partition]`, or `asset` when unpartitioned.
-pub fn step_id(defs: &Defs, keys: &mut Keys<'_>, asset: AssetId, partition: Option<i64>) -> String {
-    let a = &defs.assets[asset];
-    match (&a.partitions, partition) {
-        (Some(p), Some(i)) => format!("{}[{}]", a.key, keys.key(&p.def, i)),
-        _ => a.key.clone(),
-    }
-}
+pub use crate::plan::step_id;
 
 fn write_plan_json(w: &mut impl Write, r: &Resolved, now: &str) -> std::io::Result<()> {
     let defs = &r.defs;

@@ -139,11 +139,11 @@ impl RunCtx {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let mut keys = crate::cli::plan::Keys::new(&cx);
+        let mut keys = crate::partitions::KeyCache::new(&cx);
         let step_ids = plan
             .steps
             .iter()
-            .map(|s| crate::cli::plan::step_id(&defs, &mut keys, s.asset, s.partition))
+            .map(|s| crate::plan::step_id(&defs, &mut keys, s.asset, s.partition))
             .collect();
         Ok(RunCtx {
             started_at: timestamp(),
