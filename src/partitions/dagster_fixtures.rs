@@ -71,7 +71,7 @@ pub(crate) fn now_of(case: &Json) -> i64 {
         .timestamp()
 }
 
-fn strings(v: &Json) -> Vec<String> {
+pub(crate) fn strings(v: &Json) -> Vec<String> {
     v.as_array()
         .map(|a| a.iter().map(|x| x.as_str().unwrap().to_string()).collect())
         .unwrap_or_default()
@@ -233,7 +233,41 @@ const MAPPING_DIFFERENCES: &[(&str, &str)] = &[
     ),
 ];
 
-fn dagster_class(spec: &super::MappingSpec) -> &'static str {
+/// Builds assets `up` and `down` (reading `up` through the case's
+/// `mapping`, or the default one when it is null) from a mapping case's
+/// JSON (`upstream`, `downstream`, `mapping`: null means unpartitioned or
+/// inferred). `None` when dg rejects the definitions; `diags` says why.
+pub(crate) fn build_pair(case: &Json) -> (Option<crate::model::Defs>, Diagnostics) {
+    let mut up = serde_json::json!({ "shell": "true" });
+    if !case["upstream"].is_null() {
+        up["partitions"] = case["upstream"].clone();
+    }
+    let mut down = serde_json::json!({ "shell": "true", "deps": ["up"] });
+    if !case["downstream"].is_null() {
+        down["partitions"] = case["downstream"].clone();
+    }
+    if !case["mapping"].is_null() {
+        down.as_object_mut().unwrap().remove("deps");
+        down["ins"] = serde_json::json!({ "up": { "mapping": case["mapping"].clone() } });
+    }
+    let doc = serde_json::json!({ "assets": { "up": up, "down": down } });
+    let text = toml::to_string(&doc).unwrap();
+    let mut sources = Sources::default();
+    let id = sources.add(Path::new("m.toml"), "m.toml".into(), text);
+    let mut diags = Diagnostics::default();
+    let env = |_: &str| None;
+    let defs = crate::validate::validate_files(
+        &sources,
+        &[id],
+        true,
+        &Registry::builtin(),
+        &env,
+        &mut diags,
+    );
+    (defs, diags)
+}
+
+pub(crate) fn dagster_class(spec: &super::MappingSpec) -> &'static str {
     match spec {
         super::MappingSpec::Identity => "IdentityPartitionMapping",
         super::MappingSpec::TimeWindow { .. } => "TimeWindowPartitionMapping",
@@ -255,32 +289,7 @@ fn mappings_match_dagster() {
     let mut checked = 0;
     for case in &cases {
         let name = case["name"].as_str().unwrap();
-        let mut up = serde_json::json!({ "shell": "true" });
-        if !case["upstream"].is_null() {
-            up["partitions"] = case["upstream"].clone();
-        }
-        let mut down = serde_json::json!({ "shell": "true", "deps": ["up"] });
-        if !case["downstream"].is_null() {
-            down["partitions"] = case["downstream"].clone();
-        }
-        if !case["mapping"].is_null() {
-            down.as_object_mut().unwrap().remove("deps");
-            down["ins"] = serde_json::json!({ "up": { "mapping": case["mapping"].clone() } });
-        }
-        let doc = serde_json::json!({ "assets": { "up": up, "down": down } });
-        let text = toml::to_string(&doc).unwrap();
-        let mut sources = Sources::default();
-        let id = sources.add(Path::new("m.toml"), "m.toml".into(), text);
-        let mut diags = Diagnostics::default();
-        let env = |_: &str| None;
-        let defs = crate::validate::validate_files(
-            &sources,
-            &[id],
-            true,
-            &Registry::builtin(),
-            &env,
-            &mut diags,
-        );
+        let (defs, diags) = build_pair(case);
         let dagster_rejects = case.get("error").is_some() || case.get("validation_error").is_some();
         let differs = MAPPING_DIFFERENCES.iter().find(|(n, _)| *n == name);
         let Some(defs) = defs else {

@@ -241,6 +241,8 @@ pub fn check_key(key: &str, in_multi: bool) -> Option<String> {
 }
 
 #[cfg(test)]
+mod dagster_corpus;
+#[cfg(test)]
 mod dagster_fixtures;
 
 #[cfg(test)]
