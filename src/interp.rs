@@ -141,6 +141,33 @@ impl Template {
     }
 }
 
+/// Resolves `${env:…}` in every string of a JSON value (asset `metadata`).
+/// Strings were checked at validation; one that is not a valid template is
+/// kept as written.
+pub fn resolve_json(
+    v: &serde_json::Value,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<serde_json::Value, UnsetVar> {
+    use serde_json::Value;
+    Ok(match v {
+        Value::String(s) => match Template::parse(s) {
+            Ok(t) => Value::String(t.resolve(lookup)?),
+            Err(_) => v.clone(),
+        },
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| resolve_json(x, lookup))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| Ok((k.clone(), resolve_json(x, lookup)?)))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
 impl fmt::Display for Template {
     /// The template as written (with `${…}` references kept).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -173,6 +200,18 @@ mod tests {
 
     fn env(n: &str) -> Option<String> {
         (n == "HOME_DIR").then(|| "/h".to_string())
+    }
+
+    #[test]
+    fn resolves_json_strings_at_any_depth() {
+        let v = serde_json::json!({"a": "${env:HOME_DIR}/x", "b": [1, "${env:NOPE:-d}"], "c": {"d": "$${env:X}"}});
+        let got = resolve_json(&v, &env).unwrap();
+        assert_eq!(
+            got,
+            serde_json::json!({"a": "/h/x", "b": [1, "d"], "c": {"d": "${env:X}"}})
+        );
+        let unset = serde_json::json!({"a": ["${env:NOPE}"]});
+        assert_eq!(resolve_json(&unset, &env).unwrap_err().0, "NOPE");
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct StepInput {
     pub partitions: Option<Indices>,
     /// Whether the plan produces everything this input reads.
     pub in_plan: bool,
+    /// Upstream keys that do not exist and that the mapping left out
+    /// (`allow_nonexistent = true`), shown by `dg plan`.
+    pub dropped: Vec<String>,
 }
 
 /// One step: materialize one partition of one asset (or the whole of an
@@ -364,6 +367,7 @@ pub fn build(
             let mut inputs = Vec::with_capacity(asset.inputs.len());
             for (ii, inp) in asset.inputs.iter().enumerate() {
                 let u = inp.upstream;
+                let mut dropped = Vec::new();
                 let (partitions, in_plan) = match def_of(u) {
                     None => (None, plan.step_of(u, None).is_some()),
                     Some(up_def) => {
@@ -378,7 +382,18 @@ pub fn build(
                             if nonexistent_errors <= 10 {
                                 errors.push(nonexistent_error(defs, a, p, ii, &m.nonexistent, cx));
                             }
+                        } else if m.indices.is_empty()
+                            && m.dropped.is_empty()
+                            && !inp.allow_missing_partitions
+                        {
+                            // Never a silent empty input: a mapping that reads
+                            // nothing is as wrong as one that reads too little.
+                            nonexistent_errors += 1;
+                            if nonexistent_errors <= 10 {
+                                errors.push(empty_input_error(defs, a, p, ii, cx));
+                            }
                         }
+                        dropped = m.dropped;
                         let in_plan = match plan.block_of[u] {
                             Some(ub) => {
                                 let have = &plan.blocks[ub].partitions;
@@ -394,6 +409,7 @@ pub fn build(
                     upstream: u,
                     partitions,
                     in_plan,
+                    dropped,
                 });
             }
             plan.steps.push(Step {
@@ -405,7 +421,7 @@ pub fn build(
     }
     if nonexistent_errors > 10 {
         errors.push(PlanError::new(format!(
-            "… and {} more steps need nonexistent upstream partitions",
+            "… and {} more steps whose inputs resolve to nonexistent or no upstream partitions",
             nonexistent_errors - 10
         )));
     }
@@ -453,6 +469,7 @@ pub fn step_for(defs: &Defs, asset: AssetId, partition: Option<i64>, cx: &KeyCtx
                 .indices
             }),
             in_plan: false,
+            dropped: Vec::new(),
         })
         .collect();
     Step {
@@ -582,11 +599,9 @@ fn nonexistent_error(
         (Some(i), Some(d)) => format!("{}[{}]", asset.key, d.def.key(i, cx).unwrap_or_default()),
         _ => asset.key.clone(),
     };
-    let shown: Vec<String> = keys.iter().take(5).map(|k| format!("`{k}`")).collect();
-    let more = if keys.len() > 5 {
-        format!(" and {} more", keys.len() - 5)
-    } else {
-        String::new()
+    let listed = match &up.partitions {
+        Some(d) => describe_keys(&d.def, keys, cx),
+        None => describe_keys_plain(keys),
     };
     let has = match &up.partitions {
         Some(d) => format!("`{}` has {} at --now; ", up.key, sample(&d.def, cx)),
@@ -602,12 +617,119 @@ fn nonexistent_error(
             asset.key
         ),
     };
+    let what = if matches!(inp.mapping, crate::partitions::MappingSpec::Multi { .. }) {
+        "partitions of `{}` whose dimension keys do not exist"
+    } else {
+        "partitions of `{}` that do not exist"
+    };
     PlanError::new(format!(
-        "step `{me}` needs partitions of `{}` that do not exist: {}{more}",
-        up.key,
-        shown.join(", ")
+        "step `{me}` needs {}: {listed}",
+        what.replace("{}", &up.key)
     ))
     .help(format!("{has}{fix}"))
+}
+
+/// An input whose mapping reads no upstream partition at all.
+fn empty_input_error(
+    defs: &Defs,
+    a: AssetId,
+    p: Option<i64>,
+    input: usize,
+    cx: &KeyCtx,
+) -> PlanError {
+    let asset = &defs.assets[a];
+    let inp = &asset.inputs[input];
+    let up = &defs.assets[inp.upstream];
+    let me = match (p, &asset.partitions) {
+        (Some(i), Some(d)) => format!("{}[{}]", asset.key, d.def.key(i, cx).unwrap_or_default()),
+        _ => asset.key.clone(),
+    };
+    let has = match &up.partitions {
+        Some(d) => format!("`{}` has {} at --now", up.key, sample(&d.def, cx)),
+        None => String::new(),
+    };
+    PlanError::new(format!(
+        "input `{}` of step `{me}` resolves to no partitions of `{}`: the step would read nothing",
+        inp.name, up.key
+    ))
+    .help(format!(
+        "{has}; check the mapping of input `{}` (mapping `{}`), or set `allow_missing_partitions = true` on it if an empty input is expected",
+        inp.name,
+        inp.mapping.type_name()
+    ))
+}
+
+/// How many runs of keys an error lists before `…`.
+const SHOWN_RUNS: usize = 6;
+
+/// Keys for a message, in order, consecutive time windows written as
+/// ranges: `2020-01-01` … `2025-02-28` (1,885), `2025-03-08` … `2025-03-10` (3).
+pub fn describe_keys(def: &PartitionsDef, keys: &[String], cx: &KeyCtx) -> String {
+    let _ = cx;
+    let Some(t) = def.as_time() else {
+        return describe_keys_plain(keys);
+    };
+    let mut idx: Vec<(i64, &String)> = Vec::with_capacity(keys.len());
+    for k in keys {
+        match t.tick_index_of_key(k) {
+            Some(i) => idx.push((i, k)),
+            None => return describe_keys_plain(keys),
+        }
+    }
+    idx.sort_by_key(|&(i, _)| i);
+    idx.dedup_by_key(|&mut (i, _)| i);
+    let mut runs: Vec<(&String, &String, usize)> = Vec::new();
+    let mut prev: Option<i64> = None;
+    for &(i, k) in &idx {
+        match (prev, runs.last_mut()) {
+            (Some(p), Some(run)) if i == p + 1 => {
+                run.1 = k;
+                run.2 += 1;
+            }
+            _ => runs.push((k, k, 1)),
+        }
+        prev = Some(i);
+    }
+    let mut parts: Vec<String> = runs
+        .iter()
+        .take(SHOWN_RUNS)
+        .map(|&(a, b, n)| match n {
+            1 => format!("`{a}`"),
+            2 => format!("`{a}`, `{b}`"),
+            _ => format!("`{a}` … `{b}` ({})", thousands(n)),
+        })
+        .collect();
+    if runs.len() > SHOWN_RUNS {
+        let rest: usize = runs[SHOWN_RUNS..].iter().map(|r| r.2).sum();
+        parts.push(format!(
+            "and {} more in {} ranges",
+            thousands(rest),
+            runs.len() - SHOWN_RUNS
+        ));
+    }
+    parts.join(", ")
+}
+
+/// Keys in the order given: the first few, then how many more.
+pub fn describe_keys_plain(keys: &[String]) -> String {
+    let mut shown: Vec<String> = keys.iter().take(5).map(|k| format!("`{k}`")).collect();
+    if keys.len() > 5 {
+        shown.push(format!("and {} more", thousands(keys.len() - 5)));
+    }
+    shown.join(", ")
+}
+
+/// `1885` → `1,885`.
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A partition set that starts as a range and becomes a set when needs are added.

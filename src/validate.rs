@@ -842,6 +842,18 @@ impl<'a> Validator<'a> {
                 );
                 None
             }
+            Err(TimeDefError::Schedule(m)) => {
+                let at = r
+                    .get("cron")
+                    .map(|c| Span::new(span.file, c.span()))
+                    .unwrap_or_else(|| span.clone());
+                d.push(
+                    Diagnostic::error(Kind::BadCron, format!("{what} has no partitions: {m}"))
+                        .at(&at, "never fires")
+                        .help("check the day-of-month and month fields: a date such as 30 February never comes"),
+                );
+                None
+            }
             Err(TimeDefError::End(m)) => {
                 let at = end
                     .as_ref()
@@ -996,32 +1008,7 @@ impl<'a> Validator<'a> {
     }
 
     fn template(&mut self, s: &Str, what: &str) -> Option<Template> {
-        match Template::parse(&s.value) {
-            Ok(t) => {
-                for name in t.unset_vars(self.env) {
-                    self.diags.push(
-                        Diagnostic::warning(Kind::EnvVar, format!("environment variable `{name}` is not set (used by {what})"))
-                            .at(&s.span, format!("needs `{name}`"))
-                            .help(format!("set `{name}` before running, or give a default: `${{env:{name}:-value}}`")),
-                    );
-                }
-                Some(t)
-            }
-            Err(e) => {
-                self.diags.push(
-                    Diagnostic::error(
-                        Kind::EnvVar,
-                        format!("invalid environment reference in {what}"),
-                    )
-                    .help_opt((!e.message.contains("${env:NAME}")).then(|| {
-                        "write `${env:NAME}` or `${env:NAME:-default}`; `$${` is a literal `${`"
-                            .to_string()
-                    }))
-                    .at(&s.span, e.message),
-                );
-                None
-            }
-        }
+        check_template(s, what, self.env, self.diags)
     }
 
     fn asset(
@@ -1166,10 +1153,14 @@ impl<'a> Validator<'a> {
             .collect();
         let description = r.str("description", d).map(|s| s.value);
         let metadata = match r.table("metadata", d) {
-            Some((_, v)) => match load::to_json(v.get_ref()) {
-                serde_json::Value::Object(m) => m,
-                _ => Default::default(),
-            },
+            Some((_, v)) => {
+                // `${env:…}` works in metadata strings too (resolved when a run starts).
+                check_template_values(e.file, v, &format!("metadata of {what}"), self.env, d);
+                match load::to_json(v.get_ref()) {
+                    serde_json::Value::Object(m) => m,
+                    _ => Default::default(),
+                }
+            }
             None => Default::default(),
         };
         let code_version = r.str("code_version", d).map(|s| s.value);
@@ -1840,6 +1831,71 @@ fn mapping_spec(
             MappingSpec::Multi { dimensions: out }
         }
     })
+}
+
+fn check_template(
+    s: &Str,
+    what: &str,
+    env: EnvLookup<'_>,
+    diags: &mut Diagnostics,
+) -> Option<Template> {
+    match Template::parse(&s.value) {
+        Ok(t) => {
+            for name in t.unset_vars(env) {
+                diags.push(
+                    Diagnostic::warning(
+                        Kind::EnvVar,
+                        format!("environment variable `{name}` is not set (used by {what})"),
+                    )
+                    .at(&s.span, format!("needs `{name}`"))
+                    .help(format!(
+                        "set `{name}` before running, or give a default: `${{env:{name}:-value}}`"
+                    )),
+                );
+            }
+            Some(t)
+        }
+        Err(e) => {
+            diags.push(
+                Diagnostic::error(
+                    Kind::EnvVar,
+                    format!("invalid environment reference in {what}"),
+                )
+                .help_opt((!e.message.contains("${env:NAME}")).then(|| {
+                    "write `${env:NAME}` or `${env:NAME:-default}`; `$${` is a literal `${`"
+                        .to_string()
+                }))
+                .at(&s.span, e.message),
+            );
+            None
+        }
+    }
+}
+
+/// Checks every string in a TOML value (metadata) as a template.
+fn check_template_values(
+    file: FileId,
+    v: &Value<'_>,
+    what: &str,
+    env: EnvLookup<'_>,
+    diags: &mut Diagnostics,
+) {
+    match v.get_ref() {
+        DeValue::String(text) => {
+            let s = Str {
+                value: text.to_string(),
+                span: Span::new(file, v.span()),
+            };
+            check_template(&s, what, env, diags);
+        }
+        DeValue::Array(a) => a
+            .iter()
+            .for_each(|x| check_template_values(file, x, what, env, diags)),
+        DeValue::Table(t) => t
+            .iter()
+            .for_each(|(_, x)| check_template_values(file, x, what, env, diags)),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

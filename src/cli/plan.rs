@@ -219,7 +219,15 @@ fn write_plan_json(w: &mut impl Write, r: &Resolved, now: &str) -> std::io::Resu
             write!(w, ", \"manager\": ")?;
             js(w, spec.input_manager.as_deref().unwrap_or(&up.io_manager))?;
             write!(w, ", \"load\": {}", spec.load)?;
-            write!(w, ", \"in_plan\": {}}}", inp.in_plan)?;
+            write!(w, ", \"in_plan\": {}", inp.in_plan)?;
+            write!(w, ", \"dropped\": [")?;
+            for (k, key) in inp.dropped.iter().enumerate() {
+                if k > 0 {
+                    write!(w, ", ")?;
+                }
+                js(w, key)?;
+            }
+            write!(w, "]}}")?;
         }
         write!(w, "], \"after\": [")?;
         for (k, a) in r.plan.after(si).into_iter().enumerate() {
@@ -325,6 +333,33 @@ fn print_plan(s: &Session, r: &Resolved) {
             s.out.dim(&format!("  ← {}", dedup(ins).join(", ")))
         };
         s.out.line(&format!("  {:w$}  {parts}{ins}", a.key));
+        // Nonexistent upstream partitions a mapping left out are shown, never
+        // dropped silently.
+        for (ii, spec) in a.inputs.iter().enumerate() {
+            let mut dropped: Vec<String> = Vec::new();
+            for st in &r.plan.steps[b.base..b.base + b.partitions.len().max(1)] {
+                for k in &st.inputs[ii].dropped {
+                    if !dropped.contains(k) {
+                        dropped.push(k.clone());
+                    }
+                }
+            }
+            if dropped.is_empty() {
+                continue;
+            }
+            let up = &defs.assets[spec.upstream];
+            let listed = match &up.partitions {
+                Some(p) => crate::plan::describe_keys(&p.def, &dropped, &r.cx),
+                None => crate::plan::describe_keys_plain(&dropped),
+            };
+            s.out.line(&s.out.dim(&format!(
+                "    input `{}` leaves out {} nonexistent partition{} of `{}` (allow_nonexistent): {listed}",
+                spec.name,
+                dropped.len(),
+                if dropped.len() == 1 { "" } else { "s" },
+                up.key
+            )));
+        }
         for (ii, spec) in a.inputs.iter().enumerate() {
             // Missing upstream partitions are left out of such an input
             // instead of stopping the run: nothing needs to exist.

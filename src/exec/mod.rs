@@ -135,6 +135,12 @@ impl RunCtx {
                     }
                 }
             }
+            let env = |n: &str| std::env::var(n).ok();
+            if let Err(e) =
+                crate::interp::resolve_json(&serde_json::Value::Object(a.metadata.clone()), &env)
+            {
+                errors.push(format!("asset `{}`, `metadata`: {e}", a.key));
+            }
         }
         if !errors.is_empty() {
             return Err(errors);

@@ -171,6 +171,9 @@ fn prepare_and_run(
             messages.to_string_lossy().into_owned(),
         ),
     ];
+    let lookup = |n: &str| std::env::var(n).ok();
+    let metadata = crate::interp::resolve_json(&json!(asset.metadata), &lookup)
+        .map_err(|e| format!("`metadata`: {e}"))?;
     let mut ctx_json = json!({
         "run_id": rc.run_id,
         "step_id": step_id,
@@ -184,7 +187,7 @@ fn prepare_and_run(
         "output": if asset.output { json!(output.to_string_lossy()) } else { json!(null) },
         "format": asset.format.name(),
         "messages": messages.to_string_lossy(),
-        "metadata": asset.metadata,
+        "metadata": metadata,
         "tags": asset.tags,
         "code_version": asset.code_version,
         "inputs": {},

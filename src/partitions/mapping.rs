@@ -239,6 +239,13 @@ pub fn check_applicable(
             Some(_) => Ok(()),
         },
         MappingSpec::Identity => match (up, down) {
+            (Some(PartitionsDef::Time(a)), Some(PartitionsDef::Time(b)))
+                if a.schedule.type_name() != b.schedule.type_name() =>
+            {
+                Err(format!(
+                    "identity maps each key to the same key, so both sides need the same type of partitions (upstream is {ku}, downstream is {kd}); to read the upstream windows that overlap each downstream window, use `mapping = {{ type = \"time_window\" }}`"
+                ))
+            }
             (Some(PartitionsDef::Time(_)), Some(PartitionsDef::Time(_)))
             | (Some(PartitionsDef::Static(_)), Some(PartitionsDef::Static(_)))
             | (Some(PartitionsDef::Dynamic { .. }), Some(PartitionsDef::Dynamic { .. }))
@@ -247,7 +254,19 @@ pub fn check_applicable(
                 "identity maps each key to the same key, so both sides need the same kind of partitions (upstream is {ku}, downstream is {kd})"
             )),
         },
-        MappingSpec::TimeWindow { .. } => match (up, down) {
+        MappingSpec::TimeWindow {
+            start_offset,
+            end_offset,
+            ..
+        } => match (up, down) {
+            (Some(PartitionsDef::Time(_)), Some(PartitionsDef::Time(_)))
+                if *start_offset > end_offset.saturating_add(1) =>
+            {
+                Err(format!(
+                    "the window is empty: it starts {start_offset} and ends {} downstream windows from each partition, so no partition would read anything; make `start_offset` at most `end_offset` + 1",
+                    end_offset.saturating_add(1)
+                ))
+            }
             (Some(PartitionsDef::Time(a)), Some(PartitionsDef::Time(b))) => {
                 if a.tz != b.tz {
                     Err(format!(
@@ -303,25 +322,47 @@ pub fn check_applicable(
                     ));
                 }
             };
+            let used = match dimension {
+                Some(d) => m.dim(d),
+                None => matching_dimension(m, other).ok().and_then(|n| m.dim(n)),
+            };
+            if let (Some((_, dd)), PartitionsDef::Time(b)) = (used, other)
+                && let PartitionsDef::Time(a) = &**dd
+                && a.tz != b.tz
+            {
+                return Err(format!(
+                    "time windows in different time zones (the dimension is in {}, the other side in {})",
+                    a.tz.name(),
+                    b.tz.name()
+                ));
+            }
             match dimension {
                 Some(d) => match m.dim(d) {
-                    Some((_, dd)) => {
-                        let compatible = same_def(dd, other)
-                            || matches!(
-                                (&**dd, other),
-                                (PartitionsDef::Time(_), PartitionsDef::Time(_))
-                            )
-                            || std::mem::discriminant(&**dd) == std::mem::discriminant(other);
-                        if compatible {
+                    // Dagster maps through the dimension it infers, whatever
+                    // the name says; dg refuses a name that disagrees.
+                    Some((_, dd)) => match matching_dimension(m, other) {
+                        Ok(inferred) if inferred == d => Ok(()),
+                        Ok(inferred) => Err(format!(
+                            "dimension `{d}` ({}) does not match the {} definition on the other side; dimension `{inferred}` does, so name it or leave `dimension` out",
+                            dd.type_name(),
+                            other.type_name()
+                        )),
+                        // Both dimensions match: the name picks one.
+                        Err(_)
+                            if same_def(dd, other)
+                                || matches!(
+                                    (&**dd, other),
+                                    (PartitionsDef::Time(_), PartitionsDef::Time(_))
+                                ) =>
+                        {
                             Ok(())
-                        } else {
-                            Err(format!(
-                                "dimension `{d}` is {} but the other side is {}",
-                                dd.type_name(),
-                                other.type_name()
-                            ))
                         }
-                    }
+                        Err(_) => Err(format!(
+                            "dimension `{d}` is {} but the other side is {}: a dimension maps only onto the same definition, or a time dimension onto time partitions",
+                            dd.type_name(),
+                            other.type_name()
+                        )),
+                    },
                     None => Err(format!(
                         "the multi definition has no dimension `{d}` (it has `{}` and `{}`)",
                         m.dims[0].0, m.dims[1].0
@@ -402,8 +443,12 @@ pub struct Mapped {
     pub indices: Indices,
     /// Upstream keys the mapping needs that do not exist (before the start,
     /// a window not yet closed, a key the definition lacks). Empty when the
-    /// mapping allows nonexistent partitions.
+    /// mapping allows nonexistent partitions. A `multi` mapping names the
+    /// keys of single dimensions, as Dagster does.
     pub nonexistent: Vec<String>,
+    /// Nonexistent keys left out because the mapping allows it
+    /// (`allow_nonexistent = true`), so that a plan can show them.
+    pub dropped: Vec<String>,
 }
 
 /// Resolves which partitions of the partitioned upstream `up` are read by
@@ -457,6 +502,7 @@ pub fn map_upstream(
                 return Mapped {
                     indices: m.indices,
                     nonexistent: Vec::new(),
+                    dropped: m.nonexistent,
                 };
             }
             return m;
@@ -482,12 +528,14 @@ pub fn map_upstream(
     Mapped {
         indices,
         nonexistent,
+        dropped: Vec::new(),
     }
 }
 
 /// The upstream windows that overlap downstream window `i` moved by the
-/// offsets (in downstream windows). Offsets are not clamped: windows that
-/// fall outside the upstream's partitions are nonexistent.
+/// offsets (in downstream windows), as Dagster 1.13 resolves them. Offsets
+/// are not clamped: windows that fall outside the upstream's partitions are
+/// nonexistent.
 fn time_window(
     up: &super::TimePartitions,
     n_up: i64,
@@ -499,27 +547,37 @@ fn time_window(
     let (Some(ws), Some(we)) = (down.tick(i + start_offset), down.tick(i + 1 + end_offset)) else {
         return Mapped::default();
     };
-    if we <= ws {
+    if we < ws {
+        // An empty window: rejected by `check_applicable`.
         return Mapped::default();
     }
-    let lo = up.floor_index(ws);
-    let hi = up.floor_index(we - 1);
-    let mut nonexistent = Vec::new();
-    for j in (lo..=hi).filter(|&j| j < 0 || j >= n_up) {
-        // A nonexistent window before the first tick of a cron schedule has
-        // no key to show; say where it is instead.
-        nonexistent.push(
-            up.key(j).unwrap_or_else(|| {
-                format!("{} (before the first partition)", up.at(ws).to_rfc3339())
-            }),
-        );
-        if nonexistent.len() > 1000 {
-            break;
+    let keys = |lo: i64, hi: i64| -> Vec<String> { (lo..=hi).filter_map(|j| up.key(j)).collect() };
+    // A window that ends before the upstream starts: Dagster names the
+    // upstream windows that start inside it. When none does, it names
+    // nothing and reads nothing; dg names the window that covers it (below).
+    if start_offset == 0 && end_offset == 0 && we <= up.start_instant() {
+        let lo = up.floor_index(ws - 1) + 1;
+        let hi = up.floor_index(we - 1);
+        if lo <= hi {
+            return Mapped {
+                indices: Indices::default(),
+                nonexistent: keys(lo, hi),
+                dropped: Vec::new(),
+            };
         }
     }
+    // The upstream windows from the one holding the window's start to the
+    // one holding its end. A zero-width window (`start_offset` one more than
+    // `end_offset`) reads the window that holds it, or nothing when it falls
+    // on an upstream window boundary.
+    let lo = up.floor_index(ws);
+    let hi = up.floor_index(we - 1);
+    let mut nonexistent = keys(lo, hi.min(-1));
+    nonexistent.extend(keys(lo.max(n_up), hi));
     Mapped {
         indices: Indices::Range(lo.max(0), (hi + 1).min(n_up).max(lo.max(0))),
         nonexistent,
+        dropped: Vec::new(),
     }
 }
 
@@ -565,6 +623,7 @@ fn multi_to_single(
             Mapped {
                 indices: Indices::from_sorted(v),
                 nonexistent: mapped.nonexistent,
+                dropped: mapped.dropped,
             }
         }
         (single, PartitionsDef::Multi(m)) => {
@@ -618,7 +677,7 @@ fn multi(
             }
             None => per_dim.push(Mapped {
                 indices: Indices::Range(0, def.len(cx)),
-                nonexistent: Vec::new(),
+                ..Mapped::default()
             }),
         }
     }
@@ -629,27 +688,21 @@ fn multi(
             v.push(a * n1 + b);
         }
     }
-    let mut nonexistent = Vec::new();
-    for a in &per_dim[0].nonexistent {
-        for b in per_dim[1]
-            .indices
-            .iter()
-            .filter_map(|b| um.dims[1].1.key(b, cx))
-        {
-            nonexistent.push(super::MultiPartitions::join(a, &b));
+    // Like Dagster, the keys of the dimensions that do not exist, each on
+    // its own: `c` and `2023-12-26`, not `c|2023-12-26`.
+    let mut nonexistent: Vec<String> = Vec::new();
+    let mut dropped: Vec<String> = Vec::new();
+    for m in per_dim {
+        for k in m.nonexistent {
+            if !nonexistent.contains(&k) {
+                nonexistent.push(k);
+            }
         }
-    }
-    for b in &per_dim[1].nonexistent {
-        for a in per_dim[0]
-            .indices
-            .iter()
-            .filter_map(|a| um.dims[0].1.key(a, cx))
-        {
-            nonexistent.push(super::MultiPartitions::join(&a, b));
-        }
+        dropped.extend(m.dropped);
     }
     Mapped {
         indices: Indices::from_sorted(v),
         nonexistent,
+        dropped,
     }
 }

@@ -9,6 +9,7 @@
 //! All integration tests live in this one binary so the build stays fast.
 
 mod check_defs;
+mod dagster_repros;
 mod docs;
 mod example;
 mod examples;

@@ -1459,3 +1459,57 @@ printf 'key,date,region,start\n%s,%s,%s,%s\n' "$DG_PARTITION_KEY" "$DG_PARTITION
         );
     }
 }
+
+#[test]
+fn metadata_strings_resolve_the_environment_before_reaching_the_step() {
+    let dir = project(&[(
+        "defs/a.toml",
+        r#"
+[resources.io_manager]
+type = "fs"
+format = "file"
+
+[assets.meta]
+metadata = { owner = "${env:DG_TEST_OWNER}", nested = { url = "${env:DG_TEST_UNSET_URL:-https://example.org}" }, n = 6, literal = "$${env:KEEP}" }
+shell = "cp \"$DG_CONTEXT\" \"$DG_OUTPUT\""
+"#,
+    )]);
+    // Unset without a default: nothing runs, and the error names the variable.
+    let run = materialize(dir.path(), &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("DG_TEST_OWNER"), "{}", run.stderr);
+    assert!(run.stderr.contains("`metadata`"), "{}", run.stderr);
+
+    let mut cmd = assert_cmd::Command::cargo_bin("dg").unwrap();
+    let out = cmd
+        .current_dir(dir.path())
+        .args([
+            "--project",
+            dir.path().to_str().unwrap(),
+            "--now",
+            NOW,
+            "materialize",
+        ])
+        .env("NO_COLOR", "1")
+        .env("DG_TEST_OWNER", "data-eng")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = std::fs::read_dir(dir.path().join(".dg/storage"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("meta"))
+        })
+        .expect("the stored context");
+    let ctx: Value = serde_json::from_str(&read(stored)).unwrap();
+    assert_eq!(ctx["metadata"]["owner"], "data-eng");
+    assert_eq!(ctx["metadata"]["nested"]["url"], "https://example.org");
+    assert_eq!(ctx["metadata"]["n"], 6);
+    assert_eq!(ctx["metadata"]["literal"], "${env:KEEP}");
+}

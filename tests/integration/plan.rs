@@ -984,3 +984,148 @@ fn list_partitions_multi_in_dimension_name_order() {
         ]})
     );
 }
+
+/// A project with one definitions file.
+fn inline(toml: &str) -> TempDir {
+    let tmp = TempDir::new().expect("temp dir");
+    std::fs::create_dir_all(tmp.path().join("defs")).unwrap();
+    std::fs::write(tmp.path().join("defs/a.toml"), toml).unwrap();
+    tmp
+}
+
+#[test]
+fn an_input_that_reads_nothing_is_an_error_not_an_empty_input() {
+    let defs = r#"
+[partitions.up]
+type = "static"
+keys = ["a", "b"]
+
+[partitions.down]
+type = "static"
+keys = ["a", "b", "c"]
+
+[assets.up]
+partitions = "up"
+source = true
+
+[assets.down]
+partitions = "down"
+shell = "true"
+
+[assets.down.ins.up]
+mapping = { type = "static", map = { a = "a", b = "b" } }
+"#;
+    let dir = inline(defs);
+    usage_error(
+        &dir,
+        &["plan", "--select", "down", "--partition", "c"],
+        NOW_2024,
+        &[
+            "input `up` of step `down[c]` resolves to no partitions of `up`",
+            "allow_missing_partitions = true",
+        ],
+    );
+    // Keys the mapping covers plan as before.
+    ok(
+        &dir,
+        &["plan", "--select", "down", "--partition", "a"],
+        NOW_2024,
+    );
+    // An empty input the user asked for is allowed.
+    let dir = inline(&format!("{defs}allow_missing_partitions = true\n"));
+    ok(
+        &dir,
+        &["plan", "--select", "down", "--partition", "c"],
+        NOW_2024,
+    );
+}
+
+#[test]
+fn partitions_dropped_by_allow_nonexistent_are_shown() {
+    // The example's `daily_report` reads yesterday with allow_nonexistent:
+    // on its first day, yesterday does not exist and is left out, visibly.
+    let dir = example_project();
+    let plan = plan_json(&dir, &["--partition", "2022-01-01"]);
+    let report = step(&plan, "daily_report[2022-01-01]");
+    let yesterday = report["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "yesterday")
+        .expect("input `yesterday`");
+    assert_eq!(yesterday["partitions"], json!([]));
+    assert_eq!(yesterday["dropped"], json!(["2021-12-31"]));
+    let next = plan_json(&dir, &["--partition", "2022-01-02"]);
+    let report = step(&next, "daily_report[2022-01-02]");
+    assert!(
+        report["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["dropped"] == json!([])),
+        "{report}"
+    );
+    let human = ok(&dir, &["plan", "--partition", "2022-01-01"], NOW);
+    assert!(
+        human
+            .stdout
+            .contains("input `yesterday` leaves out 1 nonexistent partition of `downstream_asset` (allow_nonexistent): `2021-12-31`"),
+        "{}",
+        human.stdout
+    );
+}
+
+#[test]
+fn yearly_cron_with_a_year_format_reads_thirteen_months() {
+    // A real pipeline's yearly definition: `fmt = "%Y"` reads `start` the way
+    // Python's strptime does (January 1st, midnight). Its key `2024` is the
+    // window 2024-01-02 12:00 … 2025-01-02 12:00, which overlaps 13 months.
+    let dir = inline(
+        r#"
+[partitions.yearly]
+type = "cron"
+cron = "0 12 2 1 *"
+fmt = "%Y"
+start = "2010"
+
+[partitions.monthly]
+type = "monthly"
+start = "2010-01-01"
+
+[assets.months]
+partitions = "monthly"
+source = true
+
+[assets.year]
+partitions = "yearly"
+deps = ["months"]
+shell = "true"
+"#,
+    );
+    let run = ok(
+        &dir,
+        &["list", "partitions", "yearly", "--json"],
+        "2026-01-03T00:00:00Z",
+    );
+    let listed: Value = serde_json::from_str(&run.stdout).unwrap();
+    let keys: Vec<String> = serde_json::from_value(listed["keys"].clone()).unwrap();
+    assert_eq!(keys.first().map(String::as_str), Some("2010"));
+    assert_eq!(keys.last().map(String::as_str), Some("2025"));
+    assert_eq!(keys.len(), 16);
+    let run = ok(
+        &dir,
+        &["plan", "--select", "year", "--partition", "2024", "--json"],
+        "2026-01-03T00:00:00Z",
+    );
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    let months = &step(&plan, "year[2024]")["inputs"][0]["partitions"];
+    let months: Vec<&str> = months
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(months.len(), 13, "{months:?}");
+    assert_eq!(months[0], "2024-01-01");
+    assert_eq!(months[12], "2025-01-01");
+}
