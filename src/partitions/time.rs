@@ -233,23 +233,21 @@ fn is_dst_hour(n: &NaiveDateTime) -> bool {
     (1..=3).contains(&n.hour())
 }
 
-/// The instants of local time `n` under `rule` (none, one, or two).
-fn resolve(tz: &Tz, n: NaiveDateTime, rule: Rule, out: &mut Vec<Tick>) {
+/// The instants of local time `n` under `rule`: none, one, or two (in time
+/// order), without allocating.
+fn resolve(tz: &Tz, n: NaiveDateTime, rule: Rule) -> [Option<Tick>; 2] {
     match tz.from_local_datetime(&n) {
-        LocalResult::Single(d) => out.push((d.timestamp(), n)),
+        LocalResult::Single(d) => [Some((d.timestamp(), n)), None],
         LocalResult::Ambiguous(a, b) => match rule {
-            Rule::EveryHour => {
-                out.push((a.timestamp(), n));
-                out.push((b.timestamp(), n));
-            }
-            Rule::Cron => out.push((b.timestamp(), n)),
+            Rule::EveryHour => [Some((a.timestamp(), n)), Some((b.timestamp(), n))],
+            Rule::Cron => [Some((b.timestamp(), n)), None],
             Rule::Calendar => {
                 let d = if is_dst_hour(&n) { b } else { a };
-                out.push((d.timestamp(), n));
+                [Some((d.timestamp(), n)), None]
             }
         },
         LocalResult::None => match rule {
-            Rule::EveryHour => {}
+            Rule::EveryHour => [None, None],
             _ if is_dst_hour(&n) => {
                 // The end of the gap: the hour's start moved by the gap's length.
                 let (before, after) = offsets_around(tz, n);
@@ -265,9 +263,9 @@ fn resolve(tz: &Tz, n: NaiveDateTime, rule: Rule, out: &mut Vec<Tick>) {
                     }
                     LocalResult::None => pre_transition(tz, w),
                 };
-                out.push((t, w));
+                [Some((t, w)), None]
             }
-            _ => out.push((pre_transition(tz, n), n)),
+            _ => [Some((pre_transition(tz, n), n)), None],
         },
     }
 }
@@ -467,7 +465,7 @@ impl TickTable {
             if n >= b {
                 break;
             }
-            resolve(tz, n, self.rule, &mut out);
+            out.extend(resolve(tz, n, self.rule).into_iter().flatten());
             cursor = n;
             inclusive = false;
         }
@@ -682,9 +680,7 @@ impl TimePartitions {
 
     /// A calendar schedule's local time as one tick.
     fn resolve_one(&self, n: NaiveDateTime) -> Tick {
-        let mut out = Vec::with_capacity(1);
-        resolve(&self.tz, n, Rule::Calendar, &mut out);
-        out.first().copied().unwrap_or((n.and_utc().timestamp(), n))
+        resolve(&self.tz, n, Rule::Calendar)[0].unwrap_or((n.and_utc().timestamp(), n))
     }
 
     /// The instant of tick `i` (Unix seconds); tick 0 is the first window's start.
@@ -908,11 +904,8 @@ fn build_mode(
     start_instant: i64,
 ) -> Mode {
     let hm = |h: u32, m: u32| NaiveTime::from_hms_opt(h, m, 0).unwrap_or_default();
-    let calendar = |n: NaiveDateTime| {
-        let mut out = Vec::with_capacity(1);
-        resolve(tz, n, Rule::Calendar, &mut out);
-        out.first().map_or(i64::MIN, |&(t, _)| t)
-    };
+    let calendar =
+        |n: NaiveDateTime| resolve(tz, n, Rule::Calendar)[0].map_or(i64::MIN, |(t, _)| t);
     match (schedule, engine) {
         (_, Engine::Hourly(minutes)) => match minute_offset(tz, start_instant) {
             Some(offset) => {
