@@ -25,6 +25,8 @@ pub struct SourceFile {
     /// The path on disk.
     pub path: PathBuf,
     pub text: String,
+    /// Byte offsets where lines start, for line/column lookup by binary search.
+    line_starts: Vec<usize>,
 }
 
 /// All files read by a load, so diagnostics can show source lines.
@@ -35,10 +37,14 @@ pub struct Sources {
 
 impl Sources {
     pub fn add(&mut self, path: &Path, display: String, text: String) -> FileId {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
         self.files.push(SourceFile {
             display,
             path: path.to_path_buf(),
             text,
+            line_starts,
         });
         FileId((self.files.len() - 1) as u32)
     }
@@ -57,11 +63,13 @@ impl Sources {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, id: FileId, offset: usize) -> (usize, usize) {
-        let text = &self.get(id).text;
+        let file = self.get(id);
+        let text = &file.text;
         let offset = floor_char_boundary(text, offset.min(text.len()));
-        let before = &text[..offset];
-        let line = before.bytes().filter(|b| *b == b'\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        // The last line start at or before `offset` (O(log lines), not a
+        // rescan from byte 0: 10,000 assets in one file stay fast).
+        let line = file.line_starts.partition_point(|&s| s <= offset);
+        let line_start = file.line_starts[line - 1];
         let col = text[line_start..offset].chars().count() + 1;
         (line, col)
     }

@@ -2,7 +2,7 @@
 //!
 //! It loads the step's inputs through their managers into files in the
 //! step's format, runs the compute as a child process with the environment
-//! of contract §5, and hands the output file to the asset's manager, which
+//! of the step contract (docs/step-environment.md), and hands the output file to the asset's manager, which
 //! stores it atomically. Nothing here depends on the scheduler, so a remote
 //! executor can call [`run_attempt`] for a single step.
 
