@@ -1149,7 +1149,11 @@ impl<'a> Validator<'a> {
             .str_map("tags", d)
             .unwrap_or_default()
             .into_iter()
-            .map(|(k, v)| (k.value, v.value))
+            .map(|(k, v)| {
+                // `${env:…}` works in tag values too (resolved when a run starts).
+                check_template(&v, &format!("tag `{}` of {what}", k.value), self.env, d);
+                (k.value, v.value)
+            })
             .collect();
         let description = r.str("description", d).map(|s| s.value);
         let metadata = match r.table("metadata", d) {

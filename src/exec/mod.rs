@@ -141,6 +141,9 @@ impl RunCtx {
             {
                 errors.push(format!("asset `{}`, `metadata`: {e}", a.key));
             }
+            if let Err(e) = crate::interp::resolve_json(&serde_json::json!(a.tags), &env) {
+                errors.push(format!("asset `{}`, `tags`: {e}", a.key));
+            }
         }
         if !errors.is_empty() {
             return Err(errors);

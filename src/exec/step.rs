@@ -174,6 +174,8 @@ fn prepare_and_run(
     let lookup = |n: &str| std::env::var(n).ok();
     let metadata = crate::interp::resolve_json(&json!(asset.metadata), &lookup)
         .map_err(|e| format!("`metadata`: {e}"))?;
+    let tags = crate::interp::resolve_json(&json!(asset.tags), &lookup)
+        .map_err(|e| format!("`tags`: {e}"))?;
     let mut ctx_json = json!({
         "run_id": rc.run_id,
         "step_id": step_id,
@@ -188,7 +190,7 @@ fn prepare_and_run(
         "format": asset.format.name(),
         "messages": messages.to_string_lossy(),
         "metadata": metadata,
-        "tags": asset.tags,
+        "tags": tags,
         "code_version": asset.code_version,
         "inputs": {},
     });

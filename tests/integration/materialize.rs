@@ -1470,6 +1470,7 @@ type = "fs"
 format = "file"
 
 [assets.meta]
+tags = { team = "${env:DG_TEST_OWNER}" }
 metadata = { owner = "${env:DG_TEST_OWNER}", nested = { url = "${env:DG_TEST_UNSET_URL:-https://example.org}" }, n = 6, literal = "$${env:KEEP}" }
 shell = "cp \"$DG_CONTEXT\" \"$DG_OUTPUT\""
 "#,
@@ -1512,4 +1513,5 @@ shell = "cp \"$DG_CONTEXT\" \"$DG_OUTPUT\""
     assert_eq!(ctx["metadata"]["nested"]["url"], "https://example.org");
     assert_eq!(ctx["metadata"]["n"], 6);
     assert_eq!(ctx["metadata"]["literal"], "${env:KEEP}");
+    assert_eq!(ctx["tags"]["team"], "data-eng");
 }
