@@ -309,56 +309,105 @@ fn quoted_list(names: &[&str]) -> String {
 fn read_csv(file: File) -> Result<Table, String> {
     use arrow::csv::reader::Format as CsvFormat;
     let mut reader = BufReader::with_capacity(BUF_SIZE, file);
-    let format = CsvFormat::default().with_header(true);
-    let infer = |reader: &mut BufReader<File>, max: Option<usize>| -> Result<SchemaRef, String> {
-        reader.rewind().map_err(|e| e.to_string())?;
-        let (schema, _) = format
-            .infer_schema(&mut *reader, max)
-            .map_err(|e| csv_detail(&e))?;
-        Ok(Arc::new(text_types(schema, true)))
-    };
-    let mut schema = infer(&mut reader, Some(INFER_RECORDS))?;
-    if schema.fields().is_empty() {
+    // The header only: every column is read as text, then narrowed.
+    let (header, _) = CsvFormat::default()
+        .with_header(true)
+        .infer_schema(&mut reader, Some(0))
+        .map_err(|e| csv_detail(&e))?;
+    if header.fields().is_empty() {
         // Only blank lines.
         return Ok(empty_table());
     }
-    let mut whole_file = false;
-    loop {
-        reader.rewind().map_err(|e| e.to_string())?;
-        match decode_csv(&mut reader, schema.clone()) {
-            Ok(t) => return Ok(t),
-            Err(ArrowError::ParseError(msg)) => {
-                if !whole_file {
-                    // A value after the sample does not fit: look at every record.
-                    whole_file = true;
-                    schema = infer(&mut reader, None)?;
-                    continue;
-                }
-                // Still does not parse (an integer too large, an impossible
-                // date): read that column as text.
-                let col = parse_error_column(&msg).filter(|&i| {
-                    i < schema.fields().len() && schema.field(i).data_type() != &DataType::Utf8
-                });
-                let Some(col) = col else {
-                    return Err(csv_detail(&ArrowError::ParseError(msg)));
-                };
-                let fields: Fields = schema
-                    .fields()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| {
-                        if i == col {
-                            Arc::new(Field::new(f.name(), DataType::Utf8, true))
-                        } else {
-                            f.clone()
-                        }
-                    })
-                    .collect();
-                schema = Arc::new(Schema::new(fields));
+    let schema: SchemaRef = Arc::new(Schema::new(
+        header
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    reader.rewind().map_err(|e| e.to_string())?;
+    let t = decode_csv(&mut reader, schema).map_err(|e| csv_detail(&e))?;
+    let all = vec![true; t.schema.fields().len()];
+    narrow(t, &all).map_err(|e| e.to_string())
+}
+
+/// The types text may be narrowed to, in the order they are tried.
+const NARROW_TO: [DataType; 3] = [DataType::Int64, DataType::Float64, DataType::Boolean];
+
+/// The typing rule for text formats: a text column (of those `which` marks)
+/// becomes Int64, Float64 or Boolean only when every value, parsed as that
+/// type and printed again, is exactly the text it was read from. `02134`,
+/// `+5`, `1e3`, `True` and a column mixing `1` and `1.5` stay text, so
+/// that no value changes on its way through another format or a database.
+/// Columns with no values stay text.
+pub fn narrow(t: Table, which: &[bool]) -> Result<Table, ArrowError> {
+    let mut fields: Vec<Field> = Vec::with_capacity(t.schema.fields().len());
+    let mut changed = false;
+    for (i, f) in t.schema.fields().iter().enumerate() {
+        let mut field = f.as_ref().clone();
+        if which.get(i).copied().unwrap_or(false) && f.data_type() == &DataType::Utf8 {
+            let columns: Vec<&ArrayRef> = t.batches.iter().map(|b| b.column(i)).collect();
+            if let Some(ty) = NARROW_TO.iter().find(|ty| prints_back(&columns, ty)) {
+                field = Field::new(f.name(), ty.clone(), true);
+                changed = true;
             }
-            Err(e) => return Err(csv_detail(&e)),
+        }
+        fields.push(field);
+    }
+    if !changed {
+        return Ok(t);
+    }
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        t.schema.metadata().clone(),
+    ));
+    let batches = t
+        .batches
+        .iter()
+        .map(|b| {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c.clone())
+                    } else {
+                        arrow::compute::cast(c, f.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(schema.clone(), columns)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Table { schema, batches })
+}
+
+/// Whether every value of the text `columns` parses as `ty` and prints
+/// back as the same text; false when there are no values at all.
+fn prints_back(columns: &[&ArrayRef], ty: &DataType) -> bool {
+    let mut values = 0;
+    for c in columns {
+        let valid = c.len() - c.null_count();
+        if valid == 0 {
+            continue;
+        }
+        values += valid;
+        let Ok(parsed) = arrow::compute::cast(c, ty) else {
+            return false;
+        };
+        if parsed.null_count() != c.null_count() {
+            return false;
+        }
+        let Ok(printed) = arrow::compute::cast(&parsed, &DataType::Utf8) else {
+            return false;
+        };
+        match arrow::compute::kernels::cmp::eq(c, &printed) {
+            Ok(same) if same.true_count() == valid => {}
+            _ => return false,
         }
     }
+    values > 0
 }
 
 fn decode_csv(reader: &mut BufReader<File>, schema: SchemaRef) -> Result<Table, ArrowError> {
@@ -368,12 +417,6 @@ fn decode_csv(reader: &mut BufReader<File>, schema: SchemaRef) -> Result<Table, 
         .build_buffered(reader)?;
     let batches = csv.collect::<Result<Vec<_>, _>>()?;
     Ok(Table { schema, batches })
-}
-
-/// The column index in Arrow's "Error while parsing value … for column N at line M".
-fn parse_error_column(msg: &str) -> Option<usize> {
-    let rest = &msg[msg.rfind(" for column ")? + " for column ".len()..];
-    rest.split(' ').next()?.parse().ok()
 }
 
 /// Arrow's CSV errors, said the way dg says them.
@@ -935,8 +978,9 @@ mod tests {
     #[test]
     fn csv_inference() {
         let dir = tempfile::tempdir().unwrap();
-        // All-null column, a late float in an int column (after the sample),
-        // an integer too large for Int64, timestamps with offsets.
+        // All-null column, a late float in an int column (after the sample:
+        // `0` would print as `0.0`, so the column stays text), an integer
+        // too large for Int64, timestamps with offsets.
         let mut text = String::from("n,empty,big,ts\n");
         for i in 0..INFER_RECORDS + 10 {
             text.push_str(&format!("{i},,1,2024-01-01T00:00:00+02:00\n"));
@@ -947,7 +991,7 @@ mod tests {
         assert_eq!(
             types(&t),
             [
-                DataType::Float64,
+                DataType::Utf8,
                 DataType::Utf8,
                 DataType::Utf8,
                 DataType::Utf8
@@ -964,6 +1008,40 @@ mod tests {
                 Some("2024-01-02T00:00:00+02:00".into())
             ]
         );
+    }
+
+    /// Issue 13: inference keeps a type only when every value prints back
+    /// as the text it was read from.
+    #[test]
+    fn csv_text_is_never_retyped_lossily() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_text(
+            dir.path(),
+            "a.csv",
+            "zip,flag,lower,n,x,mixed,plus,exp,neg0,f\n\
+             02134,True,true,1,1.5,1,+5,1e3,-0,0.25\n\
+             10001,False,false,-2,2.0,1.5,6,2e3,1,-1.5\n",
+        );
+        let t = read(&p, Format::Csv).unwrap();
+        use DataType::*;
+        assert_eq!(
+            types(&t),
+            [
+                Utf8, Utf8, Boolean, Int64, Float64, Utf8, Utf8, Utf8, Utf8, Float64
+            ]
+        );
+        // Through every format, the same text comes back.
+        for f in [Format::Csv, Format::Jsonl, Format::Parquet] {
+            let out = dir.path().join(format!("o{}", f.extension()));
+            write(&t, &out, f).unwrap();
+            let csv = dir.path().join("back.csv");
+            write(&read(&out, f).unwrap(), &csv, Format::Csv).unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&csv).unwrap(),
+                std::fs::read_to_string(&p).unwrap(),
+                "{f:?}"
+            );
+        }
     }
 
     #[test]
