@@ -321,13 +321,14 @@ fn a_failing_query_or_store_leaves_the_table_as_it_was() {
         ),
         before
     );
-    // No temporary objects are left behind in the database.
+    // No temporary objects are left behind in the database (`dg/stored`
+    // records which partitions are stored).
     assert_eq!(
         rows(
             &conn,
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name"
         ),
-        vec![vec!["daily"], vec!["upstream"]]
+        vec![vec!["daily"], vec!["dg/stored"], vec!["upstream"]]
     );
 }
 
