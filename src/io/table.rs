@@ -67,11 +67,65 @@ pub fn read(path: &Path, format: Format) -> anyhow::Result<Table> {
     };
     result.map_err(|detail| {
         anyhow!(
-            "cannot read `{}` as {}: {detail}",
+            "cannot read `{}` as {}: {detail}{}",
             path.display(),
-            format.name()
+            format.name(),
+            mismatch_hint(path, format)
         )
     })
+}
+
+/// What a file's first bytes say it holds: Parquet (`PAR1`), JSON lines
+/// (text whose first non-blank character is `{`), CSV (other text), or
+/// `None` (empty, or bytes that are not UTF-8 text).
+pub fn sniff(path: &Path) -> Option<Format> {
+    let mut head = Vec::with_capacity(4096);
+    File::open(path)
+        .ok()?
+        .take(4096)
+        .read_to_end(&mut head)
+        .ok()?;
+    if head.starts_with(b"PAR1") {
+        return Some(Format::Parquet);
+    }
+    let text = match std::str::from_utf8(&head) {
+        Ok(t) => t,
+        // A multi-byte character cut at the end of the sample.
+        Err(e) if e.valid_up_to() + 4 > head.len() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).ok()?
+        }
+        Err(_) => return None,
+    };
+    match text.trim_start().chars().next()? {
+        '{' => Some(Format::Jsonl),
+        _ => Some(Format::Csv),
+    }
+}
+
+/// When `path` does not read as `expected` and looks like another format,
+/// a sentence that says which and how to fix it (with a leading `. `); else
+/// an empty string.
+pub fn mismatch_hint(path: &Path, expected: Format) -> String {
+    match sniff(path) {
+        Some(found) if found != expected => format!(
+            ". The file looks like {} ({}), not {}: make the step write {} to `$DG_OUTPUT`, \
+             or set `format = \"{}\"` on the asset so that dg converts what it writes",
+            match found {
+                Format::Parquet => "Parquet",
+                Format::Jsonl => "JSON lines",
+                _ => "CSV",
+            },
+            match found {
+                Format::Parquet => "it starts with the Parquet magic bytes `PAR1`",
+                Format::Jsonl => "its first character is `{`",
+                _ => "it is text",
+            },
+            expected.name(),
+            expected.name(),
+            found.name()
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Writes a table as `format` at `path` (not atomically: callers write to a
@@ -758,8 +812,13 @@ fn read_parquet(file: File) -> Result<Table, String> {
 pub fn parquet_rows(path: &Path) -> anyhow::Result<u64> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
-    let reader = SerializedFileReader::new(file)
-        .map_err(|e| anyhow!("`{}` is not a valid parquet file: {e}", path.display()))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| {
+        anyhow!(
+            "`{}` is not a valid parquet file: {e}{}",
+            path.display(),
+            mismatch_hint(path, Format::Parquet)
+        )
+    })?;
     Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
@@ -1145,7 +1204,11 @@ mod tests {
         let e = read(&p, Format::Parquet).unwrap_err().to_string();
         assert!(
             e.contains("bad.parquet")
-                && e.ends_with("as parquet: Invalid Parquet file. Corrupt footer"),
+                && e.contains("as parquet: Invalid Parquet file. Corrupt footer. ")
+                && e.contains("looks like CSV")
+                && e.ends_with(
+                    "set `format = \"csv\"` on the asset so that dg converts what it writes"
+                ),
             "{e}"
         );
 
@@ -1153,6 +1216,32 @@ mod tests {
         assert!(e.to_string().contains("missing.csv"), "{e}");
         let e = write(&sample(), &dir.path().join("x"), Format::File).unwrap_err();
         assert!(e.to_string().contains("`file` format"), "{e}");
+    }
+
+    /// Issue 13: a file in another format than expected says which one
+    /// it looks like and which `format` to set.
+    #[test]
+    fn format_mismatches_name_the_format_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = write_text(dir.path(), "a.parquet", "id,name\n1,x\n");
+        assert_eq!(sniff(&csv), Some(Format::Csv));
+        let e = parquet_rows(&csv).unwrap_err().to_string();
+        assert!(
+            e.contains("looks like CSV") && e.contains("`format = \"csv\"`"),
+            "{e}"
+        );
+        let js = write_text(dir.path(), "a.csv", " {\"a\":1}\n");
+        assert_eq!(sniff(&js), Some(Format::Jsonl));
+        let pq = dir.path().join("t.parquet");
+        write(&sample(), &pq, Format::Parquet).unwrap();
+        assert_eq!(sniff(&pq), Some(Format::Parquet));
+        let e = read(&pq, Format::Jsonl).unwrap_err().to_string();
+        assert!(
+            e.contains("looks like Parquet") && e.contains("`format = \"parquet\"`"),
+            "{e}"
+        );
+        // The right format: no hint.
+        assert_eq!(mismatch_hint(&csv, Format::Csv), "");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod examples;
 mod fixes;
 mod history;
 mod history_postgres;
+mod integrity;
 mod materialize;
 mod onboarding;
 mod plan;
