@@ -619,13 +619,30 @@ fn store_output(
         step_id,
         log: mlog,
     };
-    match manager.handle_output(
-        &octx,
-        Data::File {
-            path: output,
-            format: asset.format,
-        },
-    ) {
+    let mut data = Data::File {
+        path: output,
+        format: asset.format,
+    };
+    if !asset.columns.is_empty()
+        && let Data::File { path, format } = &data
+    {
+        // Declared types: the output is read and typed before it is stored.
+        match io::table::read(path, *format)
+            .and_then(|t| io::table::apply_columns(t, &asset.columns))
+        {
+            Ok(t) => data = Data::Table(Arc::new(t)),
+            Err(e) => {
+                return Ok(Attempt {
+                    ok: false,
+                    error: Some(format!("the output does not fit its `columns`: {e:#}")),
+                    exit_code: Some(0),
+                    metadata,
+                    ..Attempt::default()
+                });
+            }
+        }
+    }
+    match manager.handle_output(&octx, data) {
         Ok(stored) => Ok(Attempt {
             ok: true,
             exit_code: Some(0),

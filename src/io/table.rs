@@ -27,6 +27,135 @@ use arrow::record_batch::RecordBatch;
 
 use super::{Data, Format, Table};
 
+/// A column type declared on an asset (`columns = { zip = "string" }`):
+/// applied to the step's output before it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// Text, exactly as written (Utf8).
+    String,
+    /// A 64-bit integer.
+    Int64,
+    /// A 64-bit float.
+    Float64,
+    /// A boolean: `true`/`false`, `t`/`f`, `yes`/`no`, `1`/`0`, any case.
+    Bool,
+    /// A calendar date, `2024-01-31` (Date32).
+    Date,
+    /// An instant: RFC 3339 with an offset (`2024-01-31T13:00:00+02:00`),
+    /// or without one, read as UTC; stored in UTC (µs).
+    Timestamp,
+}
+
+impl ColumnType {
+    /// Every type's name, as written in TOML.
+    pub const NAMES: &'static [&'static str] =
+        &["string", "int64", "float64", "bool", "date", "timestamp"];
+
+    /// The type named `s`, if any.
+    pub fn parse(s: &str) -> Option<ColumnType> {
+        Some(match s {
+            "string" => ColumnType::String,
+            "int64" => ColumnType::Int64,
+            "float64" => ColumnType::Float64,
+            "bool" => ColumnType::Bool,
+            "date" => ColumnType::Date,
+            "timestamp" => ColumnType::Timestamp,
+            _ => return None,
+        })
+    }
+
+    /// The name as written in TOML.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Bool => "bool",
+            ColumnType::Date => "date",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+
+    /// The Arrow type a column of this type has.
+    pub fn arrow(self) -> DataType {
+        match self {
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(
+                arrow::datatypes::TimeUnit::Microsecond,
+                Some("+00:00".into()),
+            ),
+        }
+    }
+}
+
+/// Gives the declared columns of `t` their types. A declared column the
+/// table lacks, and a value that does not fit its type, are errors that
+/// name the column (and the row, 1-based, not counting a header). A table
+/// with no columns (an empty file) is left as it is.
+pub fn apply_columns(t: Table, columns: &[(String, ColumnType)]) -> anyhow::Result<Table> {
+    if columns.is_empty() || t.schema.fields().is_empty() {
+        return Ok(t);
+    }
+    let mut fields: Vec<Field> = t
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for (name, ty) in columns {
+        let Some(i) = fields.iter().position(|f| f.name() == name) else {
+            bail!(
+                "column `{name}` is declared in `columns` ({}) but the output has no such column \
+                 (its columns: {})",
+                ty.name(),
+                quoted_list(&fields.iter().map(|f| f.name().as_str()).collect::<Vec<_>>())
+            );
+        };
+        fields[i] = Field::new(name, ty.arrow(), true);
+    }
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        t.schema.metadata().clone(),
+    ));
+    let mut batches = Vec::with_capacity(t.batches.len());
+    let mut first_row = 0;
+    for b in &t.batches {
+        let mut cols = Vec::with_capacity(b.num_columns());
+        for (c, f) in b.columns().iter().zip(schema.fields()) {
+            if c.data_type() == f.data_type() {
+                cols.push(c.clone());
+                continue;
+            }
+            let ty = columns
+                .iter()
+                .find(|(n, _)| n == f.name())
+                .map(|(_, t)| *t)
+                .expect("only declared columns change type");
+            let cast = arrow::compute::cast(c, f.data_type()).ok();
+            let bad =
+                (0..c.len()).find(|&r| c.is_valid(r) && cast.as_ref().is_none_or(|a| a.is_null(r)));
+            if let Some(r) = bad {
+                let value = arrow::util::display::array_value_to_string(c, r)
+                    .unwrap_or_else(|_| "?".into());
+                bail!(
+                    "row {}, column `{}`: `{value}` is not a valid {} (declared in `columns`)",
+                    first_row + r + 1,
+                    f.name(),
+                    ty.name()
+                );
+            }
+            cols.push(cast.expect("checked above"));
+        }
+        first_row += b.num_rows();
+        batches.push(RecordBatch::try_new(schema.clone(), cols)?);
+    }
+    Ok(Table { schema, batches })
+}
+
 /// Records read to infer the column types of a text file before reading it.
 pub const INFER_RECORDS: usize = 1000;
 

@@ -129,3 +129,112 @@ shell = "printf 'n\\n%s\\n' \"$(wc -l < \"$DG_INPUT_EVENTS\")\" > \"$DG_OUTPUT\"
         ok(&r);
     }
 }
+
+/// `columns` declares types: applied when storing, through any manager.
+#[test]
+fn declared_columns_type_the_stored_output() {
+    let dir = project(&[(
+        "defs/defs.toml",
+        r#"
+[resources.io_manager]
+type = "sqlite"
+path = "w.db"
+
+[resources.pq]
+type = "fs"
+format = "parquet"
+
+[assets.orders]
+columns = { zip = "string", amount = "float64", day = "date", at = "timestamp", ok = "bool" }
+shell = "printf 'zip,amount,day,at,ok\\n02134,3,2024-01-31,2024-01-31T13:00:00+02:00,True\\n10001,2.5,2024-02-01,2024-02-01T00:00:00Z,no\\n' > \"$DG_OUTPUT\""
+
+[assets.copy]
+deps = ["orders"]
+io_manager = "pq"
+format = "csv"
+shell = "cp \"$DG_INPUT_ORDERS\" seen.csv && cp \"$DG_INPUT_ORDERS\" \"$DG_OUTPUT\""
+"#,
+    )]);
+    ok(&run(dir.path(), &["materialize"]));
+    let conn = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
+    let types: Vec<(String, String)> = conn
+        .prepare("SELECT name, type FROM pragma_table_info('orders')")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let types: Vec<(&str, &str)> = types
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("zip", "TEXT"),
+            ("amount", "REAL"),
+            ("day", "TEXT"),
+            ("at", "TEXT"),
+            ("ok", "BOOLEAN")
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
+        "zip,amount,day,at,ok\n\
+         02134,3.0,2024-01-31,2024-01-31T11:00:00Z,true\n\
+         10001,2.5,2024-02-01,2024-02-01T00:00:00Z,false\n"
+    );
+}
+
+/// A value that does not fit its declared type fails the step, naming the
+/// row and the column; nothing is stored.
+#[test]
+fn a_value_that_does_not_fit_its_column_type_fails_the_step() {
+    let dir = project(&[(
+        "defs/defs.toml",
+        r#"
+[assets.orders]
+columns = { amount = "float64" }
+shell = "printf 'id,amount\\n1,2.5\\n2,abc\\n' > \"$DG_OUTPUT\""
+"#,
+    )]);
+    let r = run(dir.path(), &["materialize", "--json"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let v = json(&r);
+    let error = v["steps"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("row 2, column `amount`: `abc` is not a valid float64"),
+        "{error}"
+    );
+    assert!(!dir.path().join(".dg/storage/orders.csv").exists());
+}
+
+/// `columns` is checked by `dg check defs`: a located error listing the
+/// valid type names.
+#[test]
+fn unknown_column_types_are_located_errors() {
+    let dir = project(&[(
+        "defs/defs.toml",
+        r#"
+[assets.orders]
+columns = { zip = "text", amount = "float" }
+shell = "true"
+"#,
+    )]);
+    let r = run(dir.path(), &["check", "defs"]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("unknown column type `text` for column `zip` in asset `orders`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("defs/defs.toml:3:19"), "{}", r.stderr);
+    assert!(r.stderr.contains("did you mean `float64`?"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("valid types: `string`, `int64`, `float64`, `bool`, `date`, `timestamp`"),
+        "{}",
+        r.stderr
+    );
+}
