@@ -147,6 +147,7 @@ const ASSET_FIELDS: &[&str] = &[
     "retries",
     "timeout",
     "output",
+    "output_required",
     "columns",
 ];
 const INPUT_FIELDS: &[&str] = &[

@@ -598,10 +598,27 @@ fn store_output(
             ..Attempt::default()
         });
     }
+    if !output.exists() && !asset.output_required {
+        // `output_required = false`: a partition with no output. Nothing is
+        // stored; the history records it, and its readers are skipped.
+        let _ = writeln!(
+            log,
+            "[dg] no output written (`output_required = false`): recorded as \"no output\""
+        );
+        let mut metadata = metadata;
+        metadata.insert("dg/no_output".into(), json!(true));
+        return Ok(Attempt {
+            ok: true,
+            exit_code: Some(0),
+            data_version: Some(crate::state::show_hash(crate::state::NO_OUTPUT)),
+            metadata,
+            ..Attempt::default()
+        });
+    }
     if !output.exists() {
         return Ok(Attempt {
             ok: false,
-            error: Some("the step exited 0 but did not write its output to $DG_OUTPUT (set `output = false` for steps that store nothing)".into()),
+            error: Some("the step exited 0 but did not write its output to $DG_OUTPUT (set `output = false` for steps that store nothing, or `output_required = false` for steps that may produce nothing)".into()),
             exit_code: Some(0),
             metadata,
             ..Attempt::default()

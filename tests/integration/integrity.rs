@@ -238,3 +238,112 @@ shell = "true"
         r.stderr
     );
 }
+
+/// `output_required = false`: a step may write nothing; that partition is
+/// recorded as "no output", its readers are skipped (not failed, in this
+/// run and later ones), and `dg status` shows it.
+#[test]
+fn output_required_false_records_no_output_and_skips_readers() {
+    let dir = project(&[(
+        "defs/defs.toml",
+        r#"
+[partitions.daily]
+type = "daily"
+start = "2024-01-01"
+
+[assets.events]
+partitions = "daily"
+output_required = false
+shell = "if [ \"$DG_PARTITION_KEY\" != 2024-01-01 ]; then printf 'id\\n1\\n' > \"$DG_OUTPUT\"; fi"
+
+[assets.total]
+partitions = "daily"
+deps = ["events"]
+shell = "cp \"$DG_INPUT_EVENTS\" \"$DG_OUTPUT\""
+"#,
+    )]);
+    let r = run(
+        dir.path(),
+        &[
+            "materialize",
+            "--partition-range",
+            "2024-01-01...2024-01-02",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let v = json(&r);
+    let status = |id: &str| {
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {v}"))
+            .clone()
+    };
+    assert_eq!(status("events[2024-01-01]")["status"], "success");
+    assert_eq!(status("total[2024-01-02]")["status"], "success");
+    let skipped = status("total[2024-01-01]");
+    assert_eq!(skipped["status"], "skipped", "{skipped}");
+    assert!(
+        skipped["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("upstream `events[2024-01-01]` has no output"),
+        "{skipped}"
+    );
+    // Later runs that read it skip too, instead of failing the pre-run check.
+    let r = run(
+        dir.path(),
+        &[
+            "materialize",
+            "--select",
+            "total",
+            "--partition",
+            "2024-01-01",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(json(&r)["steps"][0]["status"], "skipped");
+    // `dg status` shows it.
+    let r = run(dir.path(), &["status", "--select", "events", "--json"]);
+    ok(&r);
+    let st = &json(&r)["assets"][0];
+    assert_eq!(st["no_output"], 1, "{st}");
+    assert_eq!(st["ranges"]["no_output"][0], "2024-01-01", "{st}");
+    let r = run(dir.path(), &["status", "--select", "events"]);
+    assert!(
+        r.stdout.contains("(1 with no output)") && r.stdout.contains("no output [2024-01-01]"),
+        "{}",
+        r.stdout
+    );
+    // Without the setting, writing nothing is a failure that names it.
+    let defs = std::fs::read_to_string(dir.path().join("defs/defs.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("defs/defs.toml"),
+        defs.replace("output_required = false\n", ""),
+    )
+    .unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "materialize",
+            "--select",
+            "events",
+            "--partition",
+            "2024-01-01",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        json(&r)["steps"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("output_required = false"),
+        "{}",
+        r.stdout
+    );
+}
