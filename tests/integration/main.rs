@@ -21,6 +21,7 @@ mod onboarding;
 mod plan;
 mod plugins;
 mod postgres_manager;
+mod roundtrip;
 mod sql_compute;
 mod sql_in_db;
 mod sql_in_pg;
