@@ -1232,6 +1232,58 @@ mod tests {
         }
     }
 
+    /// What each declared type accepts (as documented in
+    /// docs/io-managers.md), and the row and column of a value that does
+    /// not fit.
+    #[test]
+    fn declared_columns_accept_the_documented_spellings() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_text(
+            dir.path(),
+            "a.csv",
+            "s,i,f,b,d,t\n\
+             02134,007,3,yes,2024-01-31,2024-01-31T13:00:00+02:00\n\
+             x,-42,2.50,T,2024-02-29,2024-01-31T13:00:00\n\
+             y,1,1e3,0,2024-03-01,2024-01-31T13:00:00Z\n",
+        );
+        let decl = |names: &[(&str, ColumnType)]| -> Vec<(std::string::String, ColumnType)> {
+            names.iter().map(|(n, t)| (n.to_string(), *t)).collect()
+        };
+        use ColumnType::*;
+        let all = decl(&[
+            ("s", String),
+            ("i", Int64),
+            ("f", Float64),
+            ("b", Bool),
+            ("d", Date),
+            ("t", Timestamp),
+        ]);
+        let t = apply_columns(read(&p, Format::Csv).unwrap(), &all).unwrap();
+        let out = dir.path().join("o.csv");
+        write(&t, &out, Format::Csv).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "s,i,f,b,d,t\n\
+             02134,7,3.0,true,2024-01-31,2024-01-31T11:00:00Z\n\
+             x,-42,2.5,true,2024-02-29,2024-01-31T13:00:00Z\n\
+             y,1,1000.0,false,2024-03-01,2024-01-31T13:00:00Z\n"
+        );
+        let e = apply_columns(read(&p, Format::Csv).unwrap(), &decl(&[("s", Int64)]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "row 2, column `s`: `x` is not a valid int64 (declared in `columns`)"
+        );
+        let e = apply_columns(read(&p, Format::Csv).unwrap(), &decl(&[("zip", String)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("column `zip` is declared in `columns`"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn header_only_csv_keeps_its_columns() {
         let dir = tempfile::tempdir().unwrap();
