@@ -301,7 +301,10 @@ shell = "if [ \"$DG_PARTITION_KEY\" = 2024-01-01 ]; then printf 'id,amount\\n'; 
     );
     assert_eq!(again.code, 0, "stderr:\n{}", again.stderr);
     assert_eq!(
-        rows(&conn, "SELECT dg_partition, id FROM events ORDER BY rowid"),
+        rows(
+            &conn,
+            "SELECT dg_partition, id FROM events ORDER BY dg_partition"
+        ),
         vec![vec!["2024-01-02", "1"], vec!["2024-01-03", "1"]]
     );
 }
