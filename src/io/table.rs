@@ -391,8 +391,8 @@ pub fn combine_to_file(items: &[Data], format: Format, dest: &Path) -> anyhow::R
 
 /// The rows of several tables as one table: columns are matched by name
 /// (in the first table's order) and must be the same in every table; a
-/// column whose type differs is widened to Float64 (integers and floats)
-/// or else read as text.
+/// column whose type differs between tables becomes text, each value
+/// printed as it was (widening `1` to the float `1.0` would change it).
 pub fn concat_tables(tables: &[(Arc<Table>, String)]) -> anyhow::Result<Table> {
     let Some((first, first_name)) = tables.first() else {
         return Ok(empty_table());
@@ -472,9 +472,6 @@ fn unify_types(a: DataType, b: &DataType) -> DataType {
         (DataType::Null, b) => b.clone(),
         (a, DataType::Null) => a,
         (a, b) if a == *b => a,
-        (DataType::Int64, DataType::Float64) | (DataType::Float64, DataType::Int64) => {
-            DataType::Float64
-        }
         _ => DataType::Utf8,
     }
 }
@@ -1585,6 +1582,26 @@ mod tests {
             ]
         );
         assert_eq!(parquet_rows(&dest).unwrap(), 4);
+    }
+
+    /// Issue 13: partitions whose column types differ (integers in one,
+    /// floats in another) combine as text, so `1` is not turned into `1.0`.
+    #[test]
+    fn combining_integers_and_floats_keeps_their_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut parts = Vec::new();
+        for (i, text) in ["a\n1\n2\n", "a\n1.5\n"].iter().enumerate() {
+            let csv = write_text(dir.path(), &format!("{i}.csv"), text);
+            let pq = dir.path().join(format!("{i}.parquet"));
+            write(&read(&csv, Format::Csv).unwrap(), &pq, Format::Parquet).unwrap();
+            parts.push(Data::File {
+                path: pq,
+                format: Format::Parquet,
+            });
+        }
+        let dest = dir.path().join("all.csv");
+        combine_to_file(&parts, Format::Csv, &dest).unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "a\n1\n2\n1.5\n");
     }
 
     #[test]
