@@ -500,10 +500,15 @@ enum InDb<'a> {
 /// its output through a `sqlite` (or `postgres`) resource and every loaded
 /// input is stored by a resource of the same type on the same database
 /// (the same resource, or the same file; for Postgres the same URL and
-/// schema), read by its own manager (no `input_manager`). Otherwise, why not.
+/// schema), read by its own manager (no `input_manager`), and the asset
+/// declares no `columns`. Otherwise, why not.
 fn in_db_target<'a>(rc: &'a RunCtx, step: &Step, asset: &Asset) -> Result<InDb<'a>, String> {
     if !asset.output {
         return Err("the asset stores no output (`output = false`)".into());
+    }
+    if !asset.columns.is_empty() {
+        // Declared types are applied by dg to the rows it stores.
+        return Err("the asset declares `columns`, which dg applies to the rows it stores".into());
     }
     let manager = rc.manager(&asset.io_manager)?;
     let target = match (manager.as_sqlite(), manager.as_postgres()) {

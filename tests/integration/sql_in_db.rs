@@ -384,3 +384,33 @@ sql = "SELECT k, v, :partition_key AS bound, (SELECT count(*) FROM t) AS n FROM 
         ]
     );
 }
+
+/// A `sql` asset that declares `columns` runs in the embedded engine, so
+/// that dg can apply the declared types to the rows it stores (issue 13).
+#[test]
+fn declared_columns_keep_the_query_out_of_the_database() {
+    let defs = assets("warehouse", "SELECT date, n FROM upstream").replace(
+        "sql = \"\"\"",
+        "columns = { n = \"float64\" }\nsql = \"\"\"",
+    );
+    let dir = project(&[
+        ("defs/resources.toml", RESOURCES),
+        ("defs/assets.toml", &defs),
+    ]);
+    let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+    let md = metadata(dir.path(), &run_id, "daily");
+    assert_eq!(md["dg/in_database"], false, "{md:#}");
+    let log = step_logs(dir.path(), "daily");
+    assert!(log.contains("the asset declares `columns`"), "{log}");
+    let conn = Connection::open(dir.path().join("data/warehouse.db")).unwrap();
+    let ty: String = conn
+        .query_row(
+            "SELECT type FROM pragma_table_info('daily') WHERE name = 'n'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(ty, "REAL");
+}
