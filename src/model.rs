@@ -14,6 +14,7 @@ use indexmap::IndexMap;
 use crate::diag::Span;
 use crate::interp::Template;
 use crate::io::Format;
+use crate::io::table::ColumnType;
 use crate::partitions::{MappingSpec, PartitionsDef};
 
 /// Index of an asset in [`Defs::assets`].
@@ -106,6 +107,10 @@ pub struct Asset {
     pub retries: u32,
     pub timeout: Option<Duration>,
     pub output: bool,
+    /// `output_required = false`: the step may leave `$DG_OUTPUT` unwritten.
+    pub output_required: bool,
+    /// Declared column types (`columns`), applied before the output is stored.
+    pub columns: Vec<(String, ColumnType)>,
     pub inputs: Vec<Input>,
 }
 

@@ -14,6 +14,7 @@ use toml::de::DeValue;
 
 use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Sources, Span, suggest};
 use crate::interp::Template;
+use crate::io::table::ColumnType;
 use crate::io::{Format, Registry};
 use crate::load::{self, RawFile, Reader, Str, Value};
 use crate::model::{Asset, AssetPartitions, Compute, Defs, Input, NamedPartitions, Resource};
@@ -146,6 +147,8 @@ const ASSET_FIELDS: &[&str] = &[
     "retries",
     "timeout",
     "output",
+    "output_required",
+    "columns",
 ];
 const INPUT_FIELDS: &[&str] = &[
     "asset",
@@ -1210,6 +1213,51 @@ impl<'a> Validator<'a> {
             None => None,
         };
         let output = r.bool("output", d).unwrap_or(true);
+        let output_required = r.bool("output_required", d).unwrap_or(true);
+        let mut columns = Vec::new();
+        for (name, ty) in r.str_map("columns", d).unwrap_or_default() {
+            match ColumnType::parse(&ty.value) {
+                Some(t) => columns.push((name.value, t)),
+                None => {
+                    let valid = ColumnType::NAMES
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let help = match crate::diag::did_you_mean(
+                        &ty.value,
+                        ColumnType::NAMES.iter().copied(),
+                    ) {
+                        Some(c) => format!("did you mean `{c}`? Valid types: {valid}"),
+                        None => format!("valid types: {valid}"),
+                    };
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!(
+                                "unknown column type `{}` for column `{}` in {what}",
+                                ty.value, name.value
+                            ),
+                        )
+                        .at(&ty.span, "unknown column type")
+                        .help(help),
+                    );
+                }
+            }
+        }
+        if !columns.is_empty()
+            && format == Format::File
+            && let Some(span) = r.key_span("columns")
+        {
+            d.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("{what} declares `columns` but its format is `file` (opaque bytes)"),
+                )
+                .at(&span, "columns of a non-table")
+                .help("remove `columns`, or give the asset a csv, jsonl or parquet format"),
+            );
+        }
         let env_pairs = r.str_map("env", d).unwrap_or_default();
         let mut env = Vec::new();
         for (k, v) in env_pairs {
@@ -1414,6 +1462,8 @@ impl<'a> Validator<'a> {
             retries,
             timeout,
             output,
+            output_required,
+            columns,
             inputs,
         })
     }

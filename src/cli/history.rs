@@ -88,6 +88,8 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
         };
         let (mut mat, mut failed, mut missing, mut stale) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Materialized with no output (`output_required = false`).
+        let mut no_output = Vec::new();
         let mut candidates = Vec::new();
         {
             let states = match history.states(&defs, a) {
@@ -110,7 +112,10 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
                     None => missing.push(idx),
                     Some(st) if st.failed => failed.push(idx),
                     Some(st) if !st.materialized() => missing.push(idx),
-                    Some(_) => {
+                    Some(st) => {
+                        if st.data_version == Some(crate::state::NO_OUTPUT) {
+                            no_output.push(idx);
+                        }
                         mat.push(idx);
                         candidates.push(p);
                     }
@@ -180,11 +185,13 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
                 "failed": failed.len(),
                 "missing": missing.len(),
                 "stale": stale.len(),
+                "no_output": no_output.len(),
                 "ranges": {
                     "materialized": ranges(&mat, &mut keys),
                     "failed": ranges(&failed, &mut keys),
                     "missing": ranges(&missing, &mut keys),
                     "stale": ranges(&stale, &mut keys),
+                    "no_output": ranges(&no_output, &mut keys),
                 },
             }));
         } else {
@@ -197,6 +204,9 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
                 missing.len(),
                 stale.len()
             );
+            if !no_output.is_empty() {
+                line.push_str(&format!(" ({} with no output)", no_output.len()));
+            }
             if asset.partitions.is_some() {
                 line.push_str(&format!("  (of {total})"));
             }
@@ -206,6 +216,7 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
                     ("failed", &failed),
                     ("missing", &missing),
                     ("stale", &stale),
+                    ("no output", &no_output),
                 ] {
                     if !v.is_empty() {
                         lines.push(format!("    {label:7} {}", collapse(&p.def, v, &mut keys)));

@@ -662,6 +662,15 @@ fn render_asset(name: &str, a: &DefsArgs) -> Result<String, Usage> {
             None => t.push_str("shell = \"printf 'id,value\\\\n1,hello\\\\n' > \\\"$DG_OUTPUT\\\"\"\n"),
         }
     }
+    t.push_str(
+        "# Column types, applied when the output is stored: string, int64, float64,\n\
+         # bool, date, timestamp. Undeclared columns are text unless every value\n\
+         # prints back unchanged as a number or a boolean (`02134` stays text).\n\
+         # columns = { zip = \"string\", amount = \"float64\", day = \"date\" }\n\
+         # Set to false when the step may write nothing: that partition is recorded\n\
+         # as \"no output\" and the steps that read it are skipped.\n\
+         # output_required = false\n",
+    );
     Ok(t)
 }
 

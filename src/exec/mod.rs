@@ -404,7 +404,16 @@ pub fn missing_inputs(rc: &RunCtx) -> Result<Vec<(String, Vec<String>)>, String>
                 let exists = manager
                     .exists(&ctx)
                     .map_err(|e| format!("checking `{}` through `{manager_key}`: {e:#}", up.key))?;
-                if !exists {
+                // A partition materialized with no output is not stored, but
+                // not missing either: the steps that read it are skipped.
+                let no_output = || {
+                    let key = partition.as_ref().map_or("", |p| p.key.as_str());
+                    rc.latest(inp.upstream, key)
+                        .and_then(|(_, v)| v)
+                        .and_then(|v| crate::state::parse_hash(&v))
+                        == Some(crate::state::NO_OUTPUT)
+                };
+                if !exists && !no_output() {
                     let key = partition.map(|p| p.key).unwrap_or_default();
                     match missing.iter_mut().find(|(k, _)| *k == up.key) {
                         Some((_, v)) => v.push(key),
@@ -650,6 +659,44 @@ fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<Strin
     }
 }
 
+/// Why step `si` is skipped when an upstream partition it loads was
+/// materialized with no output (`output_required = false`), else `None`.
+fn reads_no_output(rc: &RunCtx, si: usize) -> Option<String> {
+    let step = &rc.plan.steps[si];
+    let asset = &rc.defs.assets[step.asset];
+    for inp in &step.inputs {
+        if !asset.inputs[inp.input].load {
+            continue;
+        }
+        let up = &rc.defs.assets[inp.upstream];
+        let keys: Vec<String> = match (&inp.partitions, &up.partitions) {
+            (Some(ix), Some(d)) => ix
+                .iter()
+                .map(|i| d.def.key(i, &rc.cx).unwrap_or_default())
+                .collect(),
+            _ => vec![String::new()],
+        };
+        for key in keys {
+            let no_output = rc
+                .latest(inp.upstream, &key)
+                .and_then(|(_, v)| v)
+                .and_then(|v| crate::state::parse_hash(&v))
+                == Some(crate::state::NO_OUTPUT);
+            if no_output {
+                let id = if key.is_empty() {
+                    up.key.clone()
+                } else {
+                    format!("{}[{key}]", up.key)
+                };
+                return Some(format!(
+                    "skipped: upstream `{id}` has no output (`output_required = false`)"
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// Runs a step with its retries, and prepares what to record.
 fn run_step(
     rc: &RunCtx,
@@ -709,6 +756,11 @@ fn run_step_inner(
             report.error = Some(e);
             return report;
         }
+    }
+    if let Some(why) = reads_no_output(rc, si) {
+        report.status = StepStatus::Skipped;
+        report.error = Some(why);
+        return report;
     }
     let log_path = rc.log_path(si);
     let mut log = match log_path

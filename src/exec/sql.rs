@@ -728,7 +728,8 @@ pub fn run_in_db(
             "INTEGER"
         } else {
             match decl.as_deref().map(affinity) {
-                Some(DataType::Int64 | DataType::Boolean) => "INTEGER",
+                Some(DataType::Boolean) => "BOOLEAN",
+                Some(DataType::Int64) => "INTEGER",
                 Some(DataType::Float64) => "REAL",
                 Some(DataType::Binary) => "BLOB",
                 _ => "TEXT",
@@ -784,6 +785,12 @@ pub fn run_in_db(
     })?;
     tx.execute_batch(&format!("DROP TABLE {result}"))
         .map_err(sqlerr)?;
+    crate::io::sqlite::record_stored(&tx, octx, inserted as u64).map_err(|e| {
+        Failed(format!(
+            "cannot store `{asset_key}` in {}: {e:#}",
+            db.place(&target)
+        ))
+    })?;
     tx.commit()
         .map_err(|e| Failed(format!("cannot commit to {}: {e}", db.place(&target))))?;
     let _ = writeln!(

@@ -505,10 +505,15 @@ enum InDb<'a> {
 /// its output through a `sqlite` (or `postgres`) resource and every loaded
 /// input is stored by a resource of the same type on the same database
 /// (the same resource, or the same file; for Postgres the same URL and
-/// schema), read by its own manager (no `input_manager`). Otherwise, why not.
+/// schema), read by its own manager (no `input_manager`), and the asset
+/// declares no `columns`. Otherwise, why not.
 fn in_db_target<'a>(rc: &'a RunCtx, step: &Step, asset: &Asset) -> Result<InDb<'a>, String> {
     if !asset.output {
         return Err("the asset stores no output (`output = false`)".into());
+    }
+    if !asset.columns.is_empty() {
+        // Declared types are applied by dg to the rows it stores.
+        return Err("the asset declares `columns`, which dg applies to the rows it stores".into());
     }
     let manager = rc.manager(&asset.io_manager)?;
     let target = match (manager.as_sqlite(), manager.as_postgres()) {
@@ -603,10 +608,27 @@ fn store_output(
             ..Attempt::default()
         });
     }
+    if !output.exists() && !asset.output_required {
+        // `output_required = false`: a partition with no output. Nothing is
+        // stored; the history records it, and its readers are skipped.
+        let _ = writeln!(
+            log,
+            "[dg] no output written (`output_required = false`): recorded as \"no output\""
+        );
+        let mut metadata = metadata;
+        metadata.insert("dg/no_output".into(), json!(true));
+        return Ok(Attempt {
+            ok: true,
+            exit_code: Some(0),
+            data_version: Some(crate::state::show_hash(crate::state::NO_OUTPUT)),
+            metadata,
+            ..Attempt::default()
+        });
+    }
     if !output.exists() {
         return Ok(Attempt {
             ok: false,
-            error: Some("the step exited 0 but did not write its output to $DG_OUTPUT (set `output = false` for steps that store nothing)".into()),
+            error: Some("the step exited 0 but did not write its output to $DG_OUTPUT (set `output = false` for steps that store nothing, or `output_required = false` for steps that may produce nothing)".into()),
             exit_code: Some(0),
             metadata,
             ..Attempt::default()
@@ -624,13 +646,30 @@ fn store_output(
         step_id,
         log: mlog,
     };
-    match manager.handle_output(
-        &octx,
-        Data::File {
-            path: output,
-            format: asset.format,
-        },
-    ) {
+    let mut data = Data::File {
+        path: output,
+        format: asset.format,
+    };
+    if !asset.columns.is_empty()
+        && let Data::File { path, format } = &data
+    {
+        // Declared types: the output is read and typed before it is stored.
+        match io::table::read(path, *format)
+            .and_then(|t| io::table::apply_columns(t, &asset.columns))
+        {
+            Ok(t) => data = Data::Table(Arc::new(t)),
+            Err(e) => {
+                return Ok(Attempt {
+                    ok: false,
+                    error: Some(format!("the output does not fit its `columns`: {e:#}")),
+                    exit_code: Some(0),
+                    metadata,
+                    ..Attempt::default()
+                });
+            }
+        }
+    }
+    match manager.handle_output(&octx, data) {
         Ok(stored) => Ok(Attempt {
             ok: true,
             exit_code: Some(0),

@@ -7,6 +7,11 @@ use super::Table;
 /// The column that holds the partition key in a partitioned asset's table.
 pub const PARTITION_COLUMN: &str = "dg_partition";
 
+/// The table that records which partitions are stored (and how many rows
+/// each had), so that an empty partition is a stored one. Its name holds a
+/// `/`, which no asset's table name can.
+pub const STORED_TABLE: &str = "dg/stored";
+
 /// The table of an asset: `raw/events` → `raw__events`.
 pub fn table_name(asset_key: &str) -> String {
     asset_key.split('/').collect::<Vec<_>>().join("__")

@@ -42,7 +42,7 @@ use postgres::{Client, GenericClient, IsolationLevel, NoTls};
 
 use crate::exec::sql::{DbInput, InDbError, Params, param_value, statement_text, to_positional};
 
-use super::db::{Column, PARTITION_COLUMN, quote_ident, schema_diff, table_name};
+use super::db::{Column, PARTITION_COLUMN, STORED_TABLE, quote_ident, schema_diff, table_name};
 use super::{
     Data, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext, PostgresConfig,
     ResourceCx, Stored, Table, table,
@@ -490,8 +490,9 @@ impl PostgresManager {
         }
         let exists: bool = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
-                &[&self.schema],
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) \
+                 AND to_regclass($2) IS NOT NULL",
+                &[&self.schema, &self.qualified(STORED_TABLE)],
             )?
             .get(0);
         if !exists {
@@ -505,6 +506,13 @@ impl PostgresManager {
                 quote_ident(&self.schema)
             ))
             .with_context(|| format!("cannot create the schema `{}`", self.schema))?;
+            tx.batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {} (\"table\" TEXT NOT NULL, \
+                 \"partition\" TEXT NOT NULL, \"rows\" BIGINT NOT NULL, \
+                 PRIMARY KEY (\"table\", \"partition\"))",
+                self.qualified(STORED_TABLE)
+            ))
+            .with_context(|| format!("cannot create {}", self.place(STORED_TABLE)))?;
             tx.commit()?;
         }
         *ready = true;
@@ -523,9 +531,7 @@ impl PostgresManager {
         let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
         let fields = t.schema.fields();
         if fields.is_empty() {
-            bail!(
-                "the output has no columns (an empty file): a Postgres table needs at least one column"
-            );
+            return self.store_nothing(ctx);
         }
         let mut wanted = Vec::with_capacity(fields.len());
         for f in fields {
@@ -574,7 +580,12 @@ impl PostgresManager {
             "SELECT pg_advisory_xact_lock(hashtext($1))",
             &[&format!("dg table {qualified}")],
         )?;
-        let existing = table_columns(&mut tx, &self.schema, &name)?;
+        let mut existing = table_columns(&mut tx, &self.schema, &name)?;
+        if let Some(cols) = &existing
+            && retype_empty_columns(&mut tx, &qualified, cols, &wanted, &all_null)?
+        {
+            existing = table_columns(&mut tx, &self.schema, &name)?;
+        }
         let mut create = existing.is_none();
         if let Some(existing) = existing {
             let diff = schema_diff(&existing, &wanted, partition.is_some(), &all_null);
@@ -626,9 +637,87 @@ impl PostgresManager {
                 quote_ident(PARTITION_COLUMN)
             ))?;
         }
+        self.record_stored(&mut tx, &name, partition, rows)?;
         tx.commit()
             .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
         Ok(rows)
+    }
+
+    /// Stores an output with no columns (an empty file): the partition (or
+    /// the whole table) is emptied and recorded as stored with 0 rows. A
+    /// table that does not exist yet is not created: no columns, no types.
+    fn store_nothing(&self, ctx: &OutputContext) -> anyhow::Result<u64> {
+        let name = table_name(&ctx.asset_key);
+        let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
+        let mut conn = self.conn()?;
+        self.ensure_schema(&mut conn)?;
+        let mut tx = conn.transaction()?;
+        let qualified = self.qualified(&name);
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("dg table {qualified}")],
+        )?;
+        if table_columns(&mut tx, &self.schema, &name)?.is_some() {
+            match partition {
+                Some(key) => tx.execute(
+                    &format!(
+                        "DELETE FROM {qualified} WHERE {} = $1",
+                        quote_ident(PARTITION_COLUMN)
+                    ),
+                    &[&key],
+                )?,
+                None => tx.execute(&format!("DELETE FROM {qualified}"), &[])?,
+            };
+        }
+        self.record_stored(&mut tx, &name, partition, 0)?;
+        tx.commit()
+            .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
+        Ok(0)
+    }
+
+    /// Records in [`STORED_TABLE`] that a partition (or, as the key `''`,
+    /// an unpartitioned table) is stored with `rows` rows.
+    fn record_stored(
+        &self,
+        client: &mut impl GenericClient,
+        table: &str,
+        partition: Option<&str>,
+        rows: u64,
+    ) -> anyhow::Result<()> {
+        client.execute(
+            &format!(
+                "INSERT INTO {} (\"table\", \"partition\", \"rows\") VALUES ($1, $2, $3) \
+                 ON CONFLICT (\"table\", \"partition\") DO UPDATE SET \"rows\" = EXCLUDED.\"rows\"",
+                self.qualified(STORED_TABLE)
+            ),
+            &[&table, &partition.unwrap_or(""), &(rows as i64)],
+        )?;
+        Ok(())
+    }
+
+    /// The rows recorded for a stored partition (key `''`: the whole
+    /// table), or `None` when nothing is recorded.
+    fn stored_rows(
+        &self,
+        client: &mut impl GenericClient,
+        table: &str,
+        partition: Option<&str>,
+    ) -> anyhow::Result<Option<i64>> {
+        let qualified = self.qualified(STORED_TABLE);
+        let present: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])?
+            .get(0);
+        if !present {
+            return Ok(None);
+        }
+        Ok(client
+            .query_opt(
+                &format!(
+                    "SELECT \"rows\" FROM {qualified} WHERE \"table\" = $1 AND \"partition\" = $2"
+                ),
+                &[&table, &partition.unwrap_or("")],
+            )?
+            .map(|r| r.get(0)))
     }
 
     /// The rows of one partition (or of the whole table), without `dg_partition`.
@@ -640,6 +729,10 @@ impl PostgresManager {
     ) -> anyhow::Result<Table> {
         let name = table_name(asset_key);
         let Some(columns) = table_columns(client, &self.schema, &name)? else {
+            if self.stored_rows(client, &name, partition)? == Some(0) {
+                // Stored empty before the table had any columns.
+                return Ok(table::empty_table());
+            }
             bail!(
                 "{} does not exist: materialize `{asset_key}` first",
                 self.place(&name)
@@ -714,6 +807,12 @@ impl PostgresManager {
     fn exists_inner(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
         let mut conn = self.conn()?;
         let name = table_name(&ctx.asset_key);
+        let key = ctx.partition.as_ref().map(|p| p.key.as_str());
+        // An empty partition is stored: its existence is recorded, since no
+        // row says so. One with rows must still have them.
+        if self.stored_rows(&mut *conn, &name, key)? == Some(0) {
+            return Ok(true);
+        }
         let Some(columns) = table_columns(&mut *conn, &self.schema, &name)? else {
             return Ok(false);
         };
@@ -1048,11 +1147,18 @@ impl PostgresManager {
                 self.place(&target)
             )))
         };
-        let existing = table_columns(&mut tx, &self.schema, &target)
+        let mut existing = table_columns(&mut tx, &self.schema, &target)
             .map_err(|e| store_err(format!("{e:#}")))?;
+        let all_null = vec![false; wanted.len()];
+        if let Some(cols) = &existing
+            && retype_empty_columns(&mut tx, &qualified, cols, &wanted, &all_null)
+                .map_err(|e| store_err(format!("{e:#}")))?
+        {
+            existing = table_columns(&mut tx, &self.schema, &target)
+                .map_err(|e| store_err(format!("{e:#}")))?;
+        }
         let mut create = existing.is_none();
         if let Some(existing) = existing {
-            let all_null = vec![false; wanted.len()];
             let diff = schema_diff(&existing, &wanted, partition.is_some(), &all_null);
             if !diff.is_empty() {
                 if !self.replace_on_schema_change {
@@ -1147,6 +1253,8 @@ impl PostgresManager {
         for t in &temps {
             tx.batch_execute(&format!("DROP {t}")).map_err(pgerr)?;
         }
+        self.record_stored(&mut tx, &target, partition, inserted)
+            .map_err(|e| store_err(format!("{e:#}")))?;
         tx.commit()
             .map_err(|e| store_err(format!("cannot commit: {}", error_text(&e))))?;
         let _ = writeln!(
@@ -1249,6 +1357,42 @@ impl Builder {
             Builder::Bytes(b) => Arc::new(b.finish()),
         }
     }
+}
+
+/// Gives the table's columns that hold no value yet (created from a
+/// header-only or all-empty output, which carries no types) the type
+/// `wanted` has for them, when it has one. Returns whether it did.
+fn retype_empty_columns(
+    client: &mut impl GenericClient,
+    qualified: &str,
+    existing: &[Column],
+    wanted: &[Column],
+    all_null: &[bool],
+) -> anyhow::Result<bool> {
+    let mut changed = false;
+    for (i, w) in wanted.iter().enumerate() {
+        let Some(c) = existing.iter().find(|c| c.name == w.name) else {
+            continue;
+        };
+        if c.ty.eq_ignore_ascii_case(&w.ty) || all_null[i] {
+            continue;
+        }
+        let col = quote_ident(&c.name);
+        let has_value: bool = client
+            .query_one(
+                &format!("SELECT EXISTS (SELECT 1 FROM {qualified} WHERE {col} IS NOT NULL)"),
+                &[],
+            )?
+            .get(0);
+        if !has_value {
+            client.batch_execute(&format!(
+                "ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {ty} USING NULL",
+                ty = w.ty.to_ascii_uppercase()
+            ))?;
+            changed = true;
+        }
+    }
+    Ok(changed)
 }
 
 /// The columns of `schema.table` (with `format_type` types), or `None`

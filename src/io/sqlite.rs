@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, Float64Array, Float64Builder,
-    Int64Array, Int64Builder, StringArray, StringBuilder,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Array,
+    Float64Builder, Int64Array, Int64Builder, StringArray, StringBuilder,
 };
 use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Field, Schema};
@@ -42,7 +42,7 @@ use super::{
 
 pub(crate) use super::db::Column;
 use super::db::schema_diff;
-pub use super::db::{PARTITION_COLUMN, quote_ident, table_name};
+pub use super::db::{PARTITION_COLUMN, STORED_TABLE, quote_ident, table_name};
 
 /// How long a connection waits for another writer (another process) to finish.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -78,7 +78,8 @@ pub struct SqliteManager {
 pub fn sqlite_type(t: &DataType) -> Option<&'static str> {
     use DataType::*;
     Some(match t {
-        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Boolean => "INTEGER",
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => "INTEGER",
+        Boolean => "BOOLEAN",
         Float16 | Float32 | Float64 | Decimal128(..) | Decimal256(..) => "REAL",
         Utf8 | LargeUtf8 | Utf8View | Null => "TEXT",
         Date32 | Date64 | Timestamp(..) | Time32(..) | Time64(..) => "TEXT",
@@ -88,11 +89,13 @@ pub fn sqlite_type(t: &DataType) -> Option<&'static str> {
 }
 
 /// The Arrow type a declared SQLite column type is loaded as (by SQLite's
-/// affinity rules: `INT…` → Int64, `REAL`/`FLOA`/`DOUB` → Float64, `BLOB` or
+/// affinity rules, after `BOOL…` → Boolean: `INT…` → Int64, `REAL`/`FLOA`/`DOUB` → Float64, `BLOB` or
 /// none → Binary, anything else → Utf8).
 pub fn arrow_type(declared: &str) -> DataType {
     let d = declared.to_ascii_uppercase();
-    if d.contains("INT") {
+    if d.contains("BOOL") {
+        DataType::Boolean
+    } else if d.contains("INT") {
         DataType::Int64
     } else if d.contains("CHAR") || d.contains("CLOB") || d.contains("TEXT") {
         DataType::Utf8
@@ -234,9 +237,7 @@ impl SqliteManager {
         let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
         let fields = t.schema.fields();
         if fields.is_empty() {
-            bail!(
-                "the output has no columns (an empty file): a SQLite table needs at least one column"
-            );
+            return self.store_nothing(ctx);
         }
         let mut wanted = Vec::with_capacity(fields.len());
         for f in fields {
@@ -280,9 +281,111 @@ impl SqliteManager {
         self.prepare_target(&tx, ctx, &wanted, &all_null)?;
         let rows = insert_rows(&tx, &quoted, &wanted, partition, &batches)
             .with_context(|| format!("cannot insert into {}", self.place(&name)))?;
+        record_stored(&tx, ctx, rows)?;
         tx.commit()
             .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
         Ok(rows)
+    }
+
+    /// Stores an output with no columns (an empty file): the partition (or
+    /// the whole table) is emptied, and recorded as stored with 0 rows. A
+    /// table that does not exist yet is not created: no columns, no types.
+    fn store_nothing(&self, ctx: &OutputContext) -> anyhow::Result<u64> {
+        let name = table_name(&ctx.asset_key);
+        let _guard = self.lock_writes();
+        let mut conn = self.open(true)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .with_context(|| format!("cannot start a transaction on `{}`", self.path.display()))?;
+        if table_columns(&tx, &name)?.is_some() {
+            let quoted = quote_ident(&name);
+            match &ctx.partition {
+                Some(p) => tx.execute(
+                    &format!(
+                        "DELETE FROM {quoted} WHERE {} = ?1",
+                        quote_ident(PARTITION_COLUMN)
+                    ),
+                    params![p.key],
+                )?,
+                None => tx.execute(&format!("DELETE FROM {quoted}"), [])?,
+            };
+        }
+        record_stored(&tx, ctx, 0)?;
+        tx.commit()
+            .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
+        Ok(0)
+    }
+
+    /// Gives the table's columns that hold no value yet (created from a
+    /// header-only or all-empty output, which carries no types) the type
+    /// `wanted` has for them, when it has one. Returns whether it did.
+    fn retype_empty_columns(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        name: &str,
+        existing: &[Column],
+        wanted: &[Column],
+        all_null: &[bool],
+    ) -> anyhow::Result<bool> {
+        let quoted = quote_ident(name);
+        let mut new_types = Vec::new();
+        for (i, w) in wanted.iter().enumerate() {
+            let Some(c) = existing.iter().find(|c| c.name == w.name) else {
+                continue;
+            };
+            if c.ty == w.ty || all_null[i] {
+                continue;
+            }
+            let has_value: bool = tx.query_row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM {quoted} WHERE {} IS NOT NULL)",
+                    quote_ident(&c.name)
+                ),
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_value {
+                new_types.push((c.name.clone(), w.ty.clone()));
+            }
+        }
+        if new_types.is_empty() {
+            return Ok(false);
+        }
+        // SQLite cannot change a column's type: copy into a new table, in
+        // rowid order, and put it in the old one's place.
+        let defs: Vec<String> = existing
+            .iter()
+            .map(|c| {
+                let ty = new_types
+                    .iter()
+                    .find(|(n, _)| *n == c.name)
+                    .map_or(c.ty.as_str(), |(_, t)| t.as_str());
+                let not_null = if c.name == PARTITION_COLUMN {
+                    " NOT NULL"
+                } else {
+                    ""
+                };
+                format!("{} {ty}{not_null}", quote_ident(&c.name))
+            })
+            .collect();
+        let cols: Vec<String> = existing.iter().map(|c| quote_ident(&c.name)).collect();
+        let tmp = quote_ident(&format!("{name}/retype"));
+        tx.execute_batch(&format!(
+            "CREATE TABLE {tmp} ({defs});
+             INSERT INTO {tmp} ({cols}) SELECT {cols} FROM {quoted} ORDER BY rowid;
+             DROP TABLE {quoted};
+             ALTER TABLE {tmp} RENAME TO {quoted};",
+            defs = defs.join(", "),
+            cols = cols.join(", "),
+        ))?;
+        if existing.iter().any(|c| c.name == PARTITION_COLUMN) {
+            tx.execute_batch(&format!(
+                "CREATE INDEX {} ON {quoted} ({})",
+                quote_ident(&format!("{name}__{PARTITION_COLUMN}")),
+                quote_ident(PARTITION_COLUMN)
+            ))?;
+        }
+        Ok(true)
     }
 
     /// Makes the asset's table ready to receive `wanted` rows for
@@ -301,7 +404,12 @@ impl SqliteManager {
         let name = table_name(&ctx.asset_key);
         let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
         let quoted = quote_ident(&name);
-        let existing = table_columns(tx, &name)?;
+        let mut existing = table_columns(tx, &name)?;
+        if let Some(cols) = &existing
+            && self.retype_empty_columns(tx, &name, cols, wanted, all_null)?
+        {
+            existing = table_columns(tx, &name)?;
+        }
         let mut create = existing.is_none();
         if let Some(existing) = existing {
             let diff = schema_diff(&existing, wanted, partition.is_some(), all_null);
@@ -359,6 +467,10 @@ impl SqliteManager {
     ) -> anyhow::Result<Table> {
         let name = table_name(asset_key);
         let Some(columns) = table_columns(conn, &name)? else {
+            if stored_rows(conn, &name, partition)? == Some(0) {
+                // Stored empty before the table had any columns.
+                return Ok(table::empty_table());
+            }
             bail!(
                 "{} does not exist: materialize `{asset_key}` first",
                 self.place(&name)
@@ -434,6 +546,7 @@ fn finish(schema: &Arc<Schema>, builders: &mut [Builder]) -> anyhow::Result<Reco
 
 /// Builds one loaded column from SQLite values.
 enum Builder {
+    Bool(BooleanBuilder),
     Int(Int64Builder),
     Real(Float64Builder),
     Text(StringBuilder),
@@ -443,6 +556,7 @@ enum Builder {
 impl Builder {
     fn new(t: &DataType) -> Self {
         match t {
+            DataType::Boolean => Builder::Bool(BooleanBuilder::new()),
             DataType::Int64 => Builder::Int(Int64Builder::new()),
             DataType::Float64 => Builder::Real(Float64Builder::new()),
             DataType::Binary => Builder::Blob(BinaryBuilder::new()),
@@ -452,6 +566,11 @@ impl Builder {
 
     fn push(&mut self, v: ValueRef<'_>) -> Result<(), String> {
         match (self, v) {
+            (Builder::Bool(b), ValueRef::Null) => b.append_null(),
+            (Builder::Bool(b), ValueRef::Integer(i @ (0 | 1))) => b.append_value(i == 1),
+            (Builder::Bool(_), v) => {
+                return Err(format!("{v:?} in a BOOLEAN column is not 0 or 1"));
+            }
             (Builder::Int(b), ValueRef::Null) => b.append_null(),
             (Builder::Real(b), ValueRef::Null) => b.append_null(),
             (Builder::Text(b), ValueRef::Null) => b.append_null(),
@@ -481,12 +600,64 @@ impl Builder {
 
     fn finish(&mut self) -> ArrayRef {
         match self {
+            Builder::Bool(b) => Arc::new(b.finish()),
             Builder::Int(b) => Arc::new(b.finish()),
             Builder::Real(b) => Arc::new(b.finish()),
             Builder::Text(b) => Arc::new(b.finish()),
             Builder::Blob(b) => Arc::new(b.finish()),
         }
     }
+}
+
+/// Records in [`STORED_TABLE`] that `ctx`'s partition (or its whole
+/// unpartitioned table, as the key `''`) is stored with `rows` rows, inside
+/// the transaction that stores it.
+pub(crate) fn record_stored(
+    tx: &rusqlite::Transaction<'_>,
+    ctx: &OutputContext,
+    rows: u64,
+) -> anyhow::Result<()> {
+    let stored = quote_ident(STORED_TABLE);
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {stored} (\
+         \"table\" TEXT NOT NULL, \"partition\" TEXT NOT NULL, \"rows\" INTEGER NOT NULL, \
+         PRIMARY KEY (\"table\", \"partition\"))"
+    ))?;
+    let key = ctx.partition.as_ref().map_or("", |p| p.key.as_str());
+    tx.execute(
+        &format!("INSERT OR REPLACE INTO {stored} (\"table\", \"partition\", \"rows\") VALUES (?1, ?2, ?3)"),
+        params![table_name(&ctx.asset_key), key, rows as i64],
+    )?;
+    Ok(())
+}
+
+/// The rows recorded for a stored partition (key `''`: the whole table),
+/// or `None` when nothing is recorded.
+fn stored_rows(
+    conn: &Connection,
+    table: &str,
+    partition: Option<&str>,
+) -> anyhow::Result<Option<i64>> {
+    let found: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            params![STORED_TABLE],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT \"rows\" FROM {} WHERE \"table\" = ?1 AND \"partition\" = ?2",
+                quote_ident(STORED_TABLE)
+            ),
+            params![table, partition.unwrap_or("")],
+            |r| r.get(0),
+        )
+        .optional()?)
 }
 
 /// The declared columns of `table`, or `None` when it does not exist.
@@ -650,6 +821,12 @@ impl IoManager for SqliteManager {
         }
         let conn = self.open(false)?;
         let name = table_name(&ctx.asset_key);
+        let key = ctx.partition.as_ref().map(|p| p.key.as_str());
+        // An empty partition is stored: its existence is recorded, since no
+        // row says so. One with rows must still have them.
+        if stored_rows(&conn, &name, key)? == Some(0) {
+            return Ok(true);
+        }
         let Some(columns) = table_columns(&conn, &name)? else {
             return Ok(false);
         };

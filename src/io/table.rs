@@ -27,6 +27,135 @@ use arrow::record_batch::RecordBatch;
 
 use super::{Data, Format, Table};
 
+/// A column type declared on an asset (`columns = { zip = "string" }`):
+/// applied to the step's output before it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// Text, exactly as written (Utf8).
+    String,
+    /// A 64-bit integer.
+    Int64,
+    /// A 64-bit float.
+    Float64,
+    /// A boolean: `true`/`false`, `t`/`f`, `yes`/`no`, `1`/`0`, any case.
+    Bool,
+    /// A calendar date, `2024-01-31` (Date32).
+    Date,
+    /// An instant: RFC 3339 with an offset (`2024-01-31T13:00:00+02:00`),
+    /// or without one, read as UTC; stored in UTC (µs).
+    Timestamp,
+}
+
+impl ColumnType {
+    /// Every type's name, as written in TOML.
+    pub const NAMES: &'static [&'static str] =
+        &["string", "int64", "float64", "bool", "date", "timestamp"];
+
+    /// The type named `s`, if any.
+    pub fn parse(s: &str) -> Option<ColumnType> {
+        Some(match s {
+            "string" => ColumnType::String,
+            "int64" => ColumnType::Int64,
+            "float64" => ColumnType::Float64,
+            "bool" => ColumnType::Bool,
+            "date" => ColumnType::Date,
+            "timestamp" => ColumnType::Timestamp,
+            _ => return None,
+        })
+    }
+
+    /// The name as written in TOML.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Bool => "bool",
+            ColumnType::Date => "date",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+
+    /// The Arrow type a column of this type has.
+    pub fn arrow(self) -> DataType {
+        match self {
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(
+                arrow::datatypes::TimeUnit::Microsecond,
+                Some("+00:00".into()),
+            ),
+        }
+    }
+}
+
+/// Gives the declared columns of `t` their types. A declared column the
+/// table lacks, and a value that does not fit its type, are errors that
+/// name the column (and the row, 1-based, not counting a header). A table
+/// with no columns (an empty file) is left as it is.
+pub fn apply_columns(t: Table, columns: &[(String, ColumnType)]) -> anyhow::Result<Table> {
+    if columns.is_empty() || t.schema.fields().is_empty() {
+        return Ok(t);
+    }
+    let mut fields: Vec<Field> = t
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for (name, ty) in columns {
+        let Some(i) = fields.iter().position(|f| f.name() == name) else {
+            bail!(
+                "column `{name}` is declared in `columns` ({}) but the output has no such column \
+                 (its columns: {})",
+                ty.name(),
+                quoted_list(&fields.iter().map(|f| f.name().as_str()).collect::<Vec<_>>())
+            );
+        };
+        fields[i] = Field::new(name, ty.arrow(), true);
+    }
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        t.schema.metadata().clone(),
+    ));
+    let mut batches = Vec::with_capacity(t.batches.len());
+    let mut first_row = 0;
+    for b in &t.batches {
+        let mut cols = Vec::with_capacity(b.num_columns());
+        for (c, f) in b.columns().iter().zip(schema.fields()) {
+            if c.data_type() == f.data_type() {
+                cols.push(c.clone());
+                continue;
+            }
+            let ty = columns
+                .iter()
+                .find(|(n, _)| n == f.name())
+                .map(|(_, t)| *t)
+                .expect("only declared columns change type");
+            let cast = arrow::compute::cast(c, f.data_type()).ok();
+            let bad =
+                (0..c.len()).find(|&r| c.is_valid(r) && cast.as_ref().is_none_or(|a| a.is_null(r)));
+            if let Some(r) = bad {
+                let value = arrow::util::display::array_value_to_string(c, r)
+                    .unwrap_or_else(|_| "?".into());
+                bail!(
+                    "row {}, column `{}`: `{value}` is not a valid {} (declared in `columns`)",
+                    first_row + r + 1,
+                    f.name(),
+                    ty.name()
+                );
+            }
+            cols.push(cast.expect("checked above"));
+        }
+        first_row += b.num_rows();
+        batches.push(RecordBatch::try_new(schema.clone(), cols)?);
+    }
+    Ok(Table { schema, batches })
+}
+
 /// Records read to infer the column types of a text file before reading it.
 pub const INFER_RECORDS: usize = 1000;
 
@@ -67,11 +196,65 @@ pub fn read(path: &Path, format: Format) -> anyhow::Result<Table> {
     };
     result.map_err(|detail| {
         anyhow!(
-            "cannot read `{}` as {}: {detail}",
+            "cannot read `{}` as {}: {detail}{}",
             path.display(),
-            format.name()
+            format.name(),
+            mismatch_hint(path, format)
         )
     })
+}
+
+/// What a file's first bytes say it holds: Parquet (`PAR1`), JSON lines
+/// (text whose first non-blank character is `{`), CSV (other text), or
+/// `None` (empty, or bytes that are not UTF-8 text).
+pub fn sniff(path: &Path) -> Option<Format> {
+    let mut head = Vec::with_capacity(4096);
+    File::open(path)
+        .ok()?
+        .take(4096)
+        .read_to_end(&mut head)
+        .ok()?;
+    if head.starts_with(b"PAR1") {
+        return Some(Format::Parquet);
+    }
+    let text = match std::str::from_utf8(&head) {
+        Ok(t) => t,
+        // A multi-byte character cut at the end of the sample.
+        Err(e) if e.valid_up_to() + 4 > head.len() => {
+            std::str::from_utf8(&head[..e.valid_up_to()]).ok()?
+        }
+        Err(_) => return None,
+    };
+    match text.trim_start().chars().next()? {
+        '{' => Some(Format::Jsonl),
+        _ => Some(Format::Csv),
+    }
+}
+
+/// When `path` does not read as `expected` and looks like another format,
+/// a sentence that says which and how to fix it (with a leading `. `); else
+/// an empty string.
+pub fn mismatch_hint(path: &Path, expected: Format) -> String {
+    match sniff(path) {
+        Some(found) if found != expected => format!(
+            ". The file looks like {} ({}), not {}: make the step write {} to `$DG_OUTPUT`, \
+             or set `format = \"{}\"` on the asset so that dg converts what it writes",
+            match found {
+                Format::Parquet => "Parquet",
+                Format::Jsonl => "JSON lines",
+                _ => "CSV",
+            },
+            match found {
+                Format::Parquet => "it starts with the Parquet magic bytes `PAR1`",
+                Format::Jsonl => "its first character is `{`",
+                _ => "it is text",
+            },
+            expected.name(),
+            expected.name(),
+            found.name()
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Writes a table as `format` at `path` (not atomically: callers write to a
@@ -208,8 +391,8 @@ pub fn combine_to_file(items: &[Data], format: Format, dest: &Path) -> anyhow::R
 
 /// The rows of several tables as one table: columns are matched by name
 /// (in the first table's order) and must be the same in every table; a
-/// column whose type differs is widened to Float64 (integers and floats)
-/// or else read as text.
+/// column whose type differs between tables becomes text, each value
+/// printed as it was (widening `1` to the float `1.0` would change it).
 pub fn concat_tables(tables: &[(Arc<Table>, String)]) -> anyhow::Result<Table> {
     let Some((first, first_name)) = tables.first() else {
         return Ok(empty_table());
@@ -289,9 +472,6 @@ fn unify_types(a: DataType, b: &DataType) -> DataType {
         (DataType::Null, b) => b.clone(),
         (a, DataType::Null) => a,
         (a, b) if a == *b => a,
-        (DataType::Int64, DataType::Float64) | (DataType::Float64, DataType::Int64) => {
-            DataType::Float64
-        }
         _ => DataType::Utf8,
     }
 }
@@ -309,56 +489,105 @@ fn quoted_list(names: &[&str]) -> String {
 fn read_csv(file: File) -> Result<Table, String> {
     use arrow::csv::reader::Format as CsvFormat;
     let mut reader = BufReader::with_capacity(BUF_SIZE, file);
-    let format = CsvFormat::default().with_header(true);
-    let infer = |reader: &mut BufReader<File>, max: Option<usize>| -> Result<SchemaRef, String> {
-        reader.rewind().map_err(|e| e.to_string())?;
-        let (schema, _) = format
-            .infer_schema(&mut *reader, max)
-            .map_err(|e| csv_detail(&e))?;
-        Ok(Arc::new(text_types(schema, true)))
-    };
-    let mut schema = infer(&mut reader, Some(INFER_RECORDS))?;
-    if schema.fields().is_empty() {
+    // The header only: every column is read as text, then narrowed.
+    let (header, _) = CsvFormat::default()
+        .with_header(true)
+        .infer_schema(&mut reader, Some(0))
+        .map_err(|e| csv_detail(&e))?;
+    if header.fields().is_empty() {
         // Only blank lines.
         return Ok(empty_table());
     }
-    let mut whole_file = false;
-    loop {
-        reader.rewind().map_err(|e| e.to_string())?;
-        match decode_csv(&mut reader, schema.clone()) {
-            Ok(t) => return Ok(t),
-            Err(ArrowError::ParseError(msg)) => {
-                if !whole_file {
-                    // A value after the sample does not fit: look at every record.
-                    whole_file = true;
-                    schema = infer(&mut reader, None)?;
-                    continue;
-                }
-                // Still does not parse (an integer too large, an impossible
-                // date): read that column as text.
-                let col = parse_error_column(&msg).filter(|&i| {
-                    i < schema.fields().len() && schema.field(i).data_type() != &DataType::Utf8
-                });
-                let Some(col) = col else {
-                    return Err(csv_detail(&ArrowError::ParseError(msg)));
-                };
-                let fields: Fields = schema
-                    .fields()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| {
-                        if i == col {
-                            Arc::new(Field::new(f.name(), DataType::Utf8, true))
-                        } else {
-                            f.clone()
-                        }
-                    })
-                    .collect();
-                schema = Arc::new(Schema::new(fields));
+    let schema: SchemaRef = Arc::new(Schema::new(
+        header
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    reader.rewind().map_err(|e| e.to_string())?;
+    let t = decode_csv(&mut reader, schema).map_err(|e| csv_detail(&e))?;
+    let all = vec![true; t.schema.fields().len()];
+    narrow(t, &all).map_err(|e| e.to_string())
+}
+
+/// The types text may be narrowed to, in the order they are tried.
+const NARROW_TO: [DataType; 3] = [DataType::Int64, DataType::Float64, DataType::Boolean];
+
+/// The typing rule for text formats: a text column (of those `which` marks)
+/// becomes Int64, Float64 or Boolean only when every value, parsed as that
+/// type and printed again, is exactly the text it was read from. `02134`,
+/// `+5`, `1e3`, `True` and a column mixing `1` and `1.5` stay text, so
+/// that no value changes on its way through another format or a database.
+/// Columns with no values stay text.
+pub fn narrow(t: Table, which: &[bool]) -> Result<Table, ArrowError> {
+    let mut fields: Vec<Field> = Vec::with_capacity(t.schema.fields().len());
+    let mut changed = false;
+    for (i, f) in t.schema.fields().iter().enumerate() {
+        let mut field = f.as_ref().clone();
+        if which.get(i).copied().unwrap_or(false) && f.data_type() == &DataType::Utf8 {
+            let columns: Vec<&ArrayRef> = t.batches.iter().map(|b| b.column(i)).collect();
+            if let Some(ty) = NARROW_TO.iter().find(|ty| prints_back(&columns, ty)) {
+                field = Field::new(f.name(), ty.clone(), true);
+                changed = true;
             }
-            Err(e) => return Err(csv_detail(&e)),
+        }
+        fields.push(field);
+    }
+    if !changed {
+        return Ok(t);
+    }
+    let schema = Arc::new(Schema::new_with_metadata(
+        fields,
+        t.schema.metadata().clone(),
+    ));
+    let batches = t
+        .batches
+        .iter()
+        .map(|b| {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c.clone())
+                    } else {
+                        arrow::compute::cast(c, f.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(schema.clone(), columns)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Table { schema, batches })
+}
+
+/// Whether every value of the text `columns` parses as `ty` and prints
+/// back as the same text; false when there are no values at all.
+fn prints_back(columns: &[&ArrayRef], ty: &DataType) -> bool {
+    let mut values = 0;
+    for c in columns {
+        let valid = c.len() - c.null_count();
+        if valid == 0 {
+            continue;
+        }
+        values += valid;
+        let Ok(parsed) = arrow::compute::cast(c, ty) else {
+            return false;
+        };
+        if parsed.null_count() != c.null_count() {
+            return false;
+        }
+        let Ok(printed) = arrow::compute::cast(&parsed, &DataType::Utf8) else {
+            return false;
+        };
+        match arrow::compute::kernels::cmp::eq(c, &printed) {
+            Ok(same) if same.true_count() == valid => {}
+            _ => return false,
         }
     }
+    values > 0
 }
 
 fn decode_csv(reader: &mut BufReader<File>, schema: SchemaRef) -> Result<Table, ArrowError> {
@@ -368,12 +597,6 @@ fn decode_csv(reader: &mut BufReader<File>, schema: SchemaRef) -> Result<Table, 
         .build_buffered(reader)?;
     let batches = csv.collect::<Result<Vec<_>, _>>()?;
     Ok(Table { schema, batches })
-}
-
-/// The column index in Arrow's "Error while parsing value … for column N at line M".
-fn parse_error_column(msg: &str) -> Option<usize> {
-    let rest = &msg[msg.rfind(" for column ")? + " for column ".len()..];
-    rest.split(' ').next()?.parse().ok()
 }
 
 /// Arrow's CSV errors, said the way dg says them.
@@ -715,8 +938,13 @@ fn read_parquet(file: File) -> Result<Table, String> {
 pub fn parquet_rows(path: &Path) -> anyhow::Result<u64> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
-    let reader = SerializedFileReader::new(file)
-        .map_err(|e| anyhow!("`{}` is not a valid parquet file: {e}", path.display()))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| {
+        anyhow!(
+            "`{}` is not a valid parquet file: {e}{}",
+            path.display(),
+            mismatch_hint(path, Format::Parquet)
+        )
+    })?;
     Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
@@ -935,8 +1163,9 @@ mod tests {
     #[test]
     fn csv_inference() {
         let dir = tempfile::tempdir().unwrap();
-        // All-null column, a late float in an int column (after the sample),
-        // an integer too large for Int64, timestamps with offsets.
+        // All-null column, a late float in an int column (after the sample:
+        // `0` would print as `0.0`, so the column stays text), an integer
+        // too large for Int64, timestamps with offsets.
         let mut text = String::from("n,empty,big,ts\n");
         for i in 0..INFER_RECORDS + 10 {
             text.push_str(&format!("{i},,1,2024-01-01T00:00:00+02:00\n"));
@@ -947,7 +1176,7 @@ mod tests {
         assert_eq!(
             types(&t),
             [
-                DataType::Float64,
+                DataType::Utf8,
                 DataType::Utf8,
                 DataType::Utf8,
                 DataType::Utf8
@@ -963,6 +1192,92 @@ mod tests {
                 Some("99999999999999999999".into()),
                 Some("2024-01-02T00:00:00+02:00".into())
             ]
+        );
+    }
+
+    /// Issue 13: inference keeps a type only when every value prints back
+    /// as the text it was read from.
+    #[test]
+    fn csv_text_is_never_retyped_lossily() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_text(
+            dir.path(),
+            "a.csv",
+            "zip,flag,lower,n,x,mixed,plus,exp,neg0,f\n\
+             02134,True,true,1,1.5,1,+5,1e3,-0,0.25\n\
+             10001,False,false,-2,2.0,1.5,6,2e3,1,-1.5\n",
+        );
+        let t = read(&p, Format::Csv).unwrap();
+        use DataType::*;
+        assert_eq!(
+            types(&t),
+            [
+                Utf8, Utf8, Boolean, Int64, Float64, Utf8, Utf8, Utf8, Utf8, Float64
+            ]
+        );
+        // Through every format, the same text comes back.
+        for f in [Format::Csv, Format::Jsonl, Format::Parquet] {
+            let out = dir.path().join(format!("o{}", f.extension()));
+            write(&t, &out, f).unwrap();
+            let csv = dir.path().join("back.csv");
+            write(&read(&out, f).unwrap(), &csv, Format::Csv).unwrap();
+            assert_eq!(
+                std::fs::read_to_string(&csv).unwrap(),
+                std::fs::read_to_string(&p).unwrap(),
+                "{f:?}"
+            );
+        }
+    }
+
+    /// What each declared type accepts (as documented in
+    /// docs/io-managers.md), and the row and column of a value that does
+    /// not fit.
+    #[test]
+    fn declared_columns_accept_the_documented_spellings() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write_text(
+            dir.path(),
+            "a.csv",
+            "s,i,f,b,d,t\n\
+             02134,007,3,yes,2024-01-31,2024-01-31T13:00:00+02:00\n\
+             x,-42,2.50,T,2024-02-29,2024-01-31T13:00:00\n\
+             y,1,1e3,0,2024-03-01,2024-01-31T13:00:00Z\n",
+        );
+        let decl = |names: &[(&str, ColumnType)]| -> Vec<(std::string::String, ColumnType)> {
+            names.iter().map(|(n, t)| (n.to_string(), *t)).collect()
+        };
+        use ColumnType::*;
+        let all = decl(&[
+            ("s", String),
+            ("i", Int64),
+            ("f", Float64),
+            ("b", Bool),
+            ("d", Date),
+            ("t", Timestamp),
+        ]);
+        let t = apply_columns(read(&p, Format::Csv).unwrap(), &all).unwrap();
+        let out = dir.path().join("o.csv");
+        write(&t, &out, Format::Csv).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "s,i,f,b,d,t\n\
+             02134,7,3.0,true,2024-01-31,2024-01-31T11:00:00Z\n\
+             x,-42,2.5,true,2024-02-29,2024-01-31T13:00:00Z\n\
+             y,1,1000.0,false,2024-03-01,2024-01-31T13:00:00Z\n"
+        );
+        let e = apply_columns(read(&p, Format::Csv).unwrap(), &decl(&[("s", Int64)]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "row 2, column `s`: `x` is not a valid int64 (declared in `columns`)"
+        );
+        let e = apply_columns(read(&p, Format::Csv).unwrap(), &decl(&[("zip", String)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("column `zip` is declared in `columns`"),
+            "{e}"
         );
     }
 
@@ -1067,7 +1382,11 @@ mod tests {
         let e = read(&p, Format::Parquet).unwrap_err().to_string();
         assert!(
             e.contains("bad.parquet")
-                && e.ends_with("as parquet: Invalid Parquet file. Corrupt footer"),
+                && e.contains("as parquet: Invalid Parquet file. Corrupt footer. ")
+                && e.contains("looks like CSV")
+                && e.ends_with(
+                    "set `format = \"csv\"` on the asset so that dg converts what it writes"
+                ),
             "{e}"
         );
 
@@ -1075,6 +1394,32 @@ mod tests {
         assert!(e.to_string().contains("missing.csv"), "{e}");
         let e = write(&sample(), &dir.path().join("x"), Format::File).unwrap_err();
         assert!(e.to_string().contains("`file` format"), "{e}");
+    }
+
+    /// Issue 13: a file in another format than expected says which one
+    /// it looks like and which `format` to set.
+    #[test]
+    fn format_mismatches_name_the_format_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = write_text(dir.path(), "a.parquet", "id,name\n1,x\n");
+        assert_eq!(sniff(&csv), Some(Format::Csv));
+        let e = parquet_rows(&csv).unwrap_err().to_string();
+        assert!(
+            e.contains("looks like CSV") && e.contains("`format = \"csv\"`"),
+            "{e}"
+        );
+        let js = write_text(dir.path(), "a.csv", " {\"a\":1}\n");
+        assert_eq!(sniff(&js), Some(Format::Jsonl));
+        let pq = dir.path().join("t.parquet");
+        write(&sample(), &pq, Format::Parquet).unwrap();
+        assert_eq!(sniff(&pq), Some(Format::Parquet));
+        let e = read(&pq, Format::Jsonl).unwrap_err().to_string();
+        assert!(
+            e.contains("looks like Parquet") && e.contains("`format = \"parquet\"`"),
+            "{e}"
+        );
+        // The right format: no hint.
+        assert_eq!(mismatch_hint(&csv, Format::Csv), "");
     }
 
     #[test]
@@ -1237,6 +1582,26 @@ mod tests {
             ]
         );
         assert_eq!(parquet_rows(&dest).unwrap(), 4);
+    }
+
+    /// Issue 13: partitions whose column types differ (integers in one,
+    /// floats in another) combine as text, so `1` is not turned into `1.0`.
+    #[test]
+    fn combining_integers_and_floats_keeps_their_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut parts = Vec::new();
+        for (i, text) in ["a\n1\n2\n", "a\n1.5\n"].iter().enumerate() {
+            let csv = write_text(dir.path(), &format!("{i}.csv"), text);
+            let pq = dir.path().join(format!("{i}.parquet"));
+            write(&read(&csv, Format::Csv).unwrap(), &pq, Format::Parquet).unwrap();
+            parts.push(Data::File {
+                path: pq,
+                format: Format::Parquet,
+            });
+        }
+        let dest = dir.path().join("all.csv");
+        combine_to_file(&parts, Format::Csv, &dest).unwrap();
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "a\n1\n2\n1.5\n");
     }
 
     #[test]

@@ -156,6 +156,12 @@ pub struct PartitionState {
     pub input_fp: Option<u64>,
 }
 
+/// The data version recorded for a partition whose step wrote no output
+/// (`output_required = false`): it is materialized, but nothing is stored,
+/// and the steps that read it are skipped. (A content hash of 0 does not
+/// occur in practice.)
+pub const NO_OUTPUT: u64 = 0;
+
 /// A 64-bit hash written as 16 hex digits, back to a number.
 pub fn parse_hash(s: &str) -> Option<u64> {
     u64::from_str_radix(s, 16).ok()

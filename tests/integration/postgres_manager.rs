@@ -204,7 +204,7 @@ fn unpartitioned_round_trip_keeps_types_and_nulls() {
             "defs/assets.toml",
             r#"
 [assets."raw/src"]
-shell = "printf 'n,x,s,b\\n1,1.5,hello,true\\n2,,\"a,b\",false\\n3,2,,\\n' > \"$DG_OUTPUT\""
+shell = "printf 'n,x,s,b\\n1,1.5,hello,true\\n2,,\"a,b\",false\\n3,2.0,,\\n' > \"$DG_OUTPUT\""
 
 [assets.copy]
 deps = ["raw/src"]
@@ -594,5 +594,118 @@ fn postgres_bulk_store_rate() {
     eprintln!(
         "read CSV {read:.3}s; store Arrow (replacing 1,000,000 rows, COPY) {store:.3}s: {:.0} rows/s",
         1e6 / store
+    );
+}
+
+const DAYS: &str = r#"
+[partitions.daily]
+type = "daily"
+start = "2021-12-30"
+"#;
+
+/// Issue 13: text that only looks like a number or a boolean comes back
+/// exactly as written.
+#[test]
+fn text_is_not_retyped_through_postgres() {
+    let Some(url) = pg_url() else { return };
+    let mut pg = Pg::new(url);
+    let dir = project(&[
+        ("defs/resources.toml", &pg.resources("")),
+        (
+            "defs/assets.toml",
+            r#"
+[assets.src]
+shell = "printf 'zip,classification,ok\\n02134,True,true\\n10001,False,false\\n' > \"$DG_OUTPUT\""
+
+[assets.copy]
+deps = ["src"]
+shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
+"#,
+        ),
+    ]);
+    ok(&pg.materialize(dir.path(), &[]));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
+        "zip,classification,ok\n02134,True,true\n10001,False,false\n"
+    );
+    assert_eq!(
+        pg.rows("SELECT count(*) FROM {s}.src WHERE classification = 'True'"),
+        vec![vec!["1".to_string()]]
+    );
+}
+
+/// Issue 13: a header-only first partition does not fix the column types.
+#[test]
+fn an_empty_first_partition_does_not_fix_the_postgres_schema() {
+    let Some(url) = pg_url() else { return };
+    let mut pg = Pg::new(url);
+    let dir = project(&[
+        ("defs/resources.toml", &pg.resources("")),
+        (
+            "defs/assets.toml",
+            &format!(
+                r#"{DAYS}
+[assets.events]
+partitions = "daily"
+shell = "if [ \"$DG_PARTITION_KEY\" = 2021-12-30 ]; then printf 'id,amount\\n'; else printf 'id,amount\\n1,2.5\\n'; fi > \"$DG_OUTPUT\""
+"#
+            ),
+        ),
+    ]);
+    ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));
+    ok(&pg.materialize(
+        dir.path(),
+        &["--partition-range", "2021-12-31...2022-01-01"],
+    ));
+    assert_eq!(
+        pg.rows(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = '{s}.events'::regclass AND attnum > 0 ORDER BY attnum"
+        ),
+        vec![
+            vec!["dg_partition", "text"],
+            vec!["id", "bigint"],
+            vec!["amount", "double precision"],
+        ]
+    );
+    ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));
+    assert_eq!(
+        pg.rows("SELECT count(*) FROM {s}.events"),
+        vec![vec!["2".to_string()]]
+    );
+}
+
+/// Issue 13: a partition stored with 0 rows is stored: a later `--missing`
+/// run that reads it runs.
+#[test]
+fn a_zero_row_partition_is_stored_in_postgres() {
+    let Some(url) = pg_url() else { return };
+    let mut pg = Pg::new(url);
+    let dir = project(&[
+        ("defs/resources.toml", &pg.resources("")),
+        (
+            "defs/assets.toml",
+            &format!(
+                r#"{DAYS}
+[assets.events]
+partitions = "daily"
+shell = "printf 'id\\n' > \"$DG_OUTPUT\""
+
+[assets.total]
+partitions = "daily"
+deps = ["events"]
+shell = "printf 'lines\\n%s\\n' \"$(wc -l < \"$DG_INPUT_EVENTS\")\" > \"$DG_OUTPUT\""
+"#
+            ),
+        ),
+    ]);
+    ok(&pg.materialize(
+        dir.path(),
+        &["--select", "events", "--partition", "2022-01-01"],
+    ));
+    ok(&pg.materialize(dir.path(), &["--partition", "2022-01-01", "--missing"]));
+    assert_eq!(
+        pg.rows("SELECT lines FROM {s}.total"),
+        vec![vec!["1".to_string()]]
     );
 }

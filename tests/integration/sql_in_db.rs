@@ -321,13 +321,14 @@ fn a_failing_query_or_store_leaves_the_table_as_it_was() {
         ),
         before
     );
-    // No temporary objects are left behind in the database.
+    // No temporary objects are left behind in the database (`dg/stored`
+    // records which partitions are stored).
     assert_eq!(
         rows(
             &conn,
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name"
         ),
-        vec![vec!["daily"], vec!["upstream"]]
+        vec![vec!["daily"], vec!["dg/stored"], vec!["upstream"]]
     );
 }
 
@@ -382,4 +383,34 @@ sql = "SELECT k, v, :partition_key AS bound, (SELECT count(*) FROM t) AS n FROM 
             vec!["ok", "ok", "1", "ok", "1"],
         ]
     );
+}
+
+/// A `sql` asset that declares `columns` runs in the embedded engine, so
+/// that dg can apply the declared types to the rows it stores (issue 13).
+#[test]
+fn declared_columns_keep_the_query_out_of_the_database() {
+    let defs = assets("warehouse", "SELECT date, n FROM upstream").replace(
+        "sql = \"\"\"",
+        "columns = { n = \"float64\" }\nsql = \"\"\"",
+    );
+    let dir = project(&[
+        ("defs/resources.toml", RESOURCES),
+        ("defs/assets.toml", &defs),
+    ]);
+    let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+    let md = metadata(dir.path(), &run_id, "daily");
+    assert_eq!(md["dg/in_database"], false, "{md:#}");
+    let log = step_logs(dir.path(), "daily");
+    assert!(log.contains("the asset declares `columns`"), "{log}");
+    let conn = Connection::open(dir.path().join("data/warehouse.db")).unwrap();
+    let ty: String = conn
+        .query_row(
+            "SELECT type FROM pragma_table_info('daily') WHERE name = 'n'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(ty, "REAL");
 }

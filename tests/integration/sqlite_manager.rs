@@ -175,7 +175,7 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
     );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
-        "n,x,s,b\n1,1.5,hello,1\n2,,\"a,b\",0\n"
+        "n,x,s,b\n1,1.5,hello,true\n2,,\"a,b\",false\n"
     );
     let conn = db(dir.path());
     assert!(table_exists(&conn, "raw__src"));
@@ -199,7 +199,7 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
             vec!["n", "INTEGER"],
             vec!["x", "REAL"],
             vec!["s", "TEXT"],
-            vec!["b", "INTEGER"],
+            vec!["b", "BOOLEAN"],
         ]
     );
     // Materializing again replaces the whole table.
@@ -208,6 +208,159 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
     assert_eq!(
         rows(&conn, "SELECT count(*) FROM raw__src"),
         vec![vec!["2".to_string()]]
+    );
+}
+
+/// Issue 13: text that only looks like a number or a boolean comes back
+/// exactly as written; real booleans come back as booleans, not `1`/`0`.
+#[test]
+fn text_is_not_retyped_through_sqlite() {
+    let dir = project(&[
+        ("defs/resources.toml", SQLITE),
+        (
+            "defs/assets.toml",
+            r#"
+[assets.src]
+shell = "printf 'zip,classification,ok\\n02134,True,true\\n10001,False,false\\n' > \"$DG_OUTPUT\""
+
+[assets.copy]
+deps = ["src"]
+shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
+"#,
+        ),
+    ]);
+    let run = materialize(dir.path(), &[]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
+        "zip,classification,ok\n02134,True,true\n10001,False,false\n"
+    );
+    let conn = db(dir.path());
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT count(*) FROM src WHERE classification = 'True'"
+        ),
+        vec![vec!["1".to_string()]]
+    );
+}
+
+const DAYS: &str = r#"
+[partitions.daily]
+type = "daily"
+start = "2024-01-01"
+"#;
+
+/// Issue 13: a header-only first partition does not fix the table's
+/// column types: a later partition with values gives them.
+#[test]
+fn an_empty_first_partition_does_not_fix_the_schema() {
+    let dir = project(&[
+        ("defs/resources.toml", SQLITE),
+        (
+            "defs/assets.toml",
+            &format!(
+                r#"{DAYS}
+[assets.events]
+partitions = "daily"
+shell = "if [ \"$DG_PARTITION_KEY\" = 2024-01-01 ]; then printf 'id,amount\\n'; else printf 'id,amount\\n1,2.5\\n'; fi > \"$DG_OUTPUT\""
+"#
+            ),
+        ),
+    ]);
+    let now = ["--now", "2024-01-04T00:00:00Z"];
+    let first = dg(
+        dir.path(),
+        &[now[0], now[1], "materialize", "--partition", "2024-01-01"],
+    );
+    assert_eq!(first.code, 0, "stderr:\n{}", first.stderr);
+    let rest = dg(
+        dir.path(),
+        &[
+            now[0],
+            now[1],
+            "materialize",
+            "--partition-range",
+            "2024-01-02...2024-01-03",
+        ],
+    );
+    assert_eq!(rest.code, 0, "stderr:\n{}", rest.stderr);
+    let conn = db(dir.path());
+    assert_eq!(
+        rows(&conn, "SELECT name, type FROM pragma_table_info('events')"),
+        vec![
+            vec!["dg_partition", "TEXT"],
+            vec!["id", "INTEGER"],
+            vec!["amount", "REAL"],
+        ]
+    );
+    // A header-only partition afterwards does not narrow it either.
+    let again = dg(
+        dir.path(),
+        &[now[0], now[1], "materialize", "--partition", "2024-01-01"],
+    );
+    assert_eq!(again.code, 0, "stderr:\n{}", again.stderr);
+    assert_eq!(
+        rows(
+            &conn,
+            "SELECT dg_partition, id FROM events ORDER BY dg_partition"
+        ),
+        vec![vec!["2024-01-02", "1"], vec!["2024-01-03", "1"]]
+    );
+}
+
+/// Issue 13: a partition stored with 0 rows is stored: a later `--missing`
+/// run that reads it runs instead of failing "not materialized" forever.
+#[test]
+fn a_zero_row_partition_is_stored() {
+    let dir = project(&[
+        ("defs/resources.toml", SQLITE),
+        (
+            "defs/assets.toml",
+            &format!(
+                r#"{DAYS}
+[assets.events]
+partitions = "daily"
+shell = "printf 'id\\n' > \"$DG_OUTPUT\""
+
+[assets.total]
+partitions = "daily"
+deps = ["events"]
+shell = "wc -l < \"$DG_INPUT_EVENTS\" > \"$DG_OUTPUT.n\" && printf 'lines\\n%s\\n' \"$(cat \"$DG_OUTPUT.n\")\" > \"$DG_OUTPUT\""
+"#
+            ),
+        ),
+    ]);
+    let now = ["--now", "2024-01-02T00:00:00Z"];
+    let run = dg(
+        dir.path(),
+        &[
+            now[0],
+            now[1],
+            "materialize",
+            "--select",
+            "events",
+            "--partition",
+            "2024-01-01",
+        ],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let run = dg(
+        dir.path(),
+        &[
+            now[0],
+            now[1],
+            "materialize",
+            "--partition",
+            "2024-01-01",
+            "--missing",
+        ],
+    );
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let conn = db(dir.path());
+    assert_eq!(
+        rows(&conn, "SELECT lines FROM total"),
+        vec![vec!["1".to_string()]]
     );
 }
 
