@@ -573,6 +573,8 @@ pub struct TimePartitions {
     /// The last index `end` allows (a window that `end` cuts is still the
     /// first partition, as in Dagster).
     end_last: Option<i64>,
+    /// `floor_index(end)`, computed once.
+    end_floor: Option<i64>,
 }
 
 impl TimePartitions {
@@ -632,6 +634,7 @@ impl TimePartitions {
             start_instant,
             end_instant: None,
             end_last: None,
+            end_floor: None,
         };
         if def.tick(0).is_none() {
             return Err(TimeDefError::Schedule(format!(
@@ -641,7 +644,9 @@ impl TimePartitions {
         if let Some(e) = end_at {
             let e = localize(&def.tz, e).timestamp();
             def.end_instant = Some(e);
-            def.end_last = Some((def.floor_index(e) - 1).max(0));
+            let floor = def.floor_index(e);
+            def.end_floor = Some(floor);
+            def.end_last = Some((floor - 1).max(0));
         }
         def.check_fmt_resolution()?;
         Ok(def)
@@ -685,7 +690,16 @@ impl TimePartitions {
 
     /// The instant of tick `i` (Unix seconds); tick 0 is the first window's start.
     pub fn tick(&self, i: i64) -> Option<i64> {
-        self.tick_full(i).map(|(t, _)| t)
+        match &self.mode {
+            // Arithmetic only: the local time is needed for keys, not here.
+            Mode::Hourly { secs, base, skip } => {
+                let k = secs.len() as i64;
+                let j = i.checked_add(*skip)?;
+                base.checked_add(j.div_euclid(k).checked_mul(3600)?)?
+                    .checked_add(secs[j.rem_euclid(k) as usize])
+            }
+            _ => self.tick_full(i).map(|(t, _)| t),
+        }
     }
 
     /// The largest `i` with `tick(i) <= t`; negative when `t` is before the first tick.
@@ -747,7 +761,7 @@ impl TimePartitions {
         if !first_exists {
             return 0;
         }
-        let end = self.end_instant.map(|e| self.floor_index(e) - 1);
+        let end = self.end_floor.map(|f| f - 1);
         let last = if off == 0 {
             match (self.end_instant, end) {
                 (Some(e), Some(last)) if e < now => last,
