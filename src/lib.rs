@@ -23,6 +23,7 @@ pub mod model;
 pub mod partitions;
 pub mod plan;
 pub mod project;
+pub mod secrets;
 pub mod select;
 pub mod state;
 pub mod validate;

@@ -66,142 +66,7 @@ impl IoManagerFactory for PostgresConfig {
     }
 }
 
-/// `url` with its password replaced by `***`: in the user info of a
-/// `postgres://user:pass@host/db` URL, in a `password=` query parameter,
-/// and in a `password=…` key of a key-value connection string.
-pub fn mask_url(url: &str) -> String {
-    let mut out = url.to_string();
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        // The user info ends at the last `@` (a password may hold `/` or `?`).
-        if let Some(at) = out[rest_start..].rfind('@') {
-            let userinfo = &out[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                let start = rest_start + colon + 1;
-                out.replace_range(start..rest_start + at, "***");
-            }
-        }
-    }
-    mask_password_keys(&out)
-}
-
-/// Masks the value of every `password=` key (`?password=x&…` or
-/// `password=x host=…`, possibly quoted).
-fn mask_password_keys(s: &str) -> String {
-    let lower = s.to_ascii_lowercase();
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while let Some(found) = lower[i..].find("password") {
-        let key_end = i + found + "password".len();
-        let mut j = key_end;
-        while s[j..].starts_with(' ') {
-            j += 1;
-        }
-        if !s[j..].starts_with('=') {
-            out.push_str(&s[i..key_end]);
-            i = key_end;
-            continue;
-        }
-        j += 1;
-        while s[j..].starts_with(' ') {
-            j += 1;
-        }
-        out.push_str(&s[i..j]);
-        out.push_str("***");
-        let bytes = s.as_bytes();
-        if j < s.len() && bytes[j] == b'\'' {
-            j += 1;
-            while j < s.len() && bytes[j] != b'\'' {
-                j += if bytes[j] == b'\\' { 2 } else { 1 };
-            }
-            j = (j + 1).min(s.len());
-        } else {
-            while j < s.len() && !matches!(bytes[j], b'&' | b' ' | b'#' | b'\n' | b'\t') {
-                j += 1;
-            }
-        }
-        i = j;
-    }
-    out.push_str(&s[i..]);
-    out
-}
-
-/// What must never be shown, and how to hide it.
-#[derive(Clone, Debug)]
-pub struct Secrets {
-    url: String,
-    masked: String,
-    words: Vec<String>,
-}
-
-impl Secrets {
-    /// The secrets of `url`: the URL itself and its password (as written,
-    /// percent-decoded, and as the driver parsed it).
-    pub fn new(url: &str, parsed_password: Option<&[u8]>) -> Self {
-        let masked = mask_url(url);
-        let mut words = Vec::new();
-        if let Some(p) = parsed_password {
-            words.push(String::from_utf8_lossy(p).into_owned());
-        }
-        if let Some(scheme_end) = url.find("://") {
-            let rest = &url[scheme_end + 3..];
-            if let Some(at) = rest.rfind('@')
-                && let Some(colon) = rest[..at].find(':')
-            {
-                let raw = &rest[colon + 1..at];
-                words.push(raw.to_string());
-                words.push(percent_decode(raw));
-            }
-        }
-        words.retain(|w| !w.is_empty() && w != "***");
-        words.sort_by_key(|w| std::cmp::Reverse(w.len()));
-        words.dedup();
-        Secrets {
-            url: url.to_string(),
-            masked,
-            words,
-        }
-    }
-
-    /// The URL as it may be shown.
-    pub fn masked_url(&self) -> &str {
-        &self.masked
-    }
-
-    /// `msg` with the URL masked and every occurrence of the password
-    /// replaced by `***`.
-    pub fn redact(&self, msg: &str) -> String {
-        let mut out = if self.url.is_empty() {
-            msg.to_string()
-        } else {
-            msg.replace(&self.url, &self.masked)
-        };
-        out = mask_password_keys(&out);
-        for w in &self.words {
-            out = out.replace(w.as_str(), "***");
-        }
-        out
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub use crate::secrets::{Secrets, mask_url};
 
 /// The Postgres column type an Arrow type is stored as (as
 /// `format_type` spells it), if it can be.
@@ -419,7 +284,7 @@ impl PostgresManager {
     /// Whether `other` stores its tables in the same place: the same URL
     /// (as written) and the same schema.
     pub fn same_place(&self, other: &PostgresManager) -> bool {
-        self.secrets.url == other.secrets.url && self.schema == other.schema
+        self.secrets.url() == other.secrets.url() && self.schema == other.schema
     }
 
     /// The resource's key.
@@ -1514,44 +1379,6 @@ impl IoManager for PostgresManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_masked() {
-        assert_eq!(
-            mask_url("postgres://user:s3cret@host:5432/db"),
-            "postgres://user:***@host:5432/db"
-        );
-        assert_eq!(
-            mask_url("postgresql://user:p@ss/w?rd@host/db?sslmode=disable"),
-            "postgresql://user:***@host/db?sslmode=disable"
-        );
-        assert_eq!(
-            mask_url("postgres://user@host/db"),
-            "postgres://user@host/db"
-        );
-        assert_eq!(
-            mask_url("postgres://host/db?user=u&password=hunter2&x=1"),
-            "postgres://host/db?user=u&password=***&x=1"
-        );
-        assert_eq!(
-            mask_url("host=h user=u password='a b\\'c' dbname=d"),
-            "host=h user=u password=*** dbname=d"
-        );
-        assert_eq!(
-            mask_url("host=h PASSWORD = x dbname=d"),
-            "host=h PASSWORD = *** dbname=d"
-        );
-    }
-
-    #[test]
-    fn redaction_hides_the_password_wherever_it_appears() {
-        let url = "postgres://dg:s%40cr3t-pw@127.0.0.1:1/db";
-        let s = Secrets::new(url, Some(b"s@cr3t-pw"));
-        let msg = format!("cannot connect to {url}: password s@cr3t-pw rejected (s%40cr3t-pw)");
-        let out = s.redact(&msg);
-        assert!(!out.contains("cr3t"), "{out}");
-        assert!(out.contains("postgres://dg:***@127.0.0.1:1/db"), "{out}");
-    }
 
     fn cx() -> ResourceCx {
         ResourceCx {

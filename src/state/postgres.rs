@@ -103,41 +103,7 @@ pub const MIGRATIONS: &[&str] = &[
 /// dynamic partitions name.
 const LOCK_CLASS: i32 = 0x6467_0001; // "dg" 1
 
-/// The URL with the password replaced by `***` (in the user info and in a
-/// `password=` parameter), for messages.
-pub fn mask_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(auth_end);
-    let authority = match authority.rfind('@') {
-        Some(at) => {
-            let (info, host) = authority.split_at(at);
-            match info.find(':') {
-                Some(c) => format!("{}:***{host}", &info[..c]),
-                None => authority.to_string(),
-            }
-        }
-        None => authority.to_string(),
-    };
-    let tail = match tail.find('?') {
-        Some(q) => {
-            let (path, query) = tail.split_at(q);
-            let params: Vec<String> = query[1..]
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => p.to_string(),
-                })
-                .collect();
-            format!("{path}?{}", params.join("&"))
-        }
-        None => tail.to_string(),
-    };
-    format!("{}://{authority}{tail}", &url[..scheme_end])
-}
+pub use crate::secrets::mask_url;
 
 /// Splits `?schema=NAME` off a URL: (URL for the driver, schema).
 pub fn split_schema(url: &str) -> anyhow::Result<(String, String)> {
@@ -748,20 +714,6 @@ impl StateStore for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            mask_url("postgres://dg:secret@127.0.0.1:5432/db?schema=x"),
-            "postgres://dg:***@127.0.0.1:5432/db?schema=x"
-        );
-        assert_eq!(
-            mask_url("postgresql://u:p%40ss@h/db?password=hunter2&sslmode=disable"),
-            "postgresql://u:***@h/db?password=***&sslmode=disable"
-        );
-        assert_eq!(mask_url("postgres://h/db"), "postgres://h/db");
-        assert_eq!(mask_url("postgres://me@h/db"), "postgres://me@h/db");
-    }
 
     #[test]
     fn the_schema_parameter_is_taken_out() {
