@@ -22,10 +22,16 @@ use crate::partitions::{KeyCtx, PartitionsDef};
 pub enum Targeting {
     /// No flag: only unpartitioned assets can be planned directly.
     None,
+    /// `KEY`, or `DEF:KEY` for the assets of the named definition `DEF` only.
     Partition(String),
-    /// Inclusive range `A...B`.
+    /// Inclusive range `A...B` (or `DEF:A...B`).
     Range(String, String),
     All,
+    /// The last `n` partitions of each definition at *now* (`--last N`;
+    /// `--partition latest` is `Last(1)`). For a multi definition with a
+    /// time dimension: its last `n` windows crossed with every key of the
+    /// other dimension.
+    Last(i64),
 }
 
 impl Targeting {
@@ -109,6 +115,9 @@ pub struct Plan {
     pub blocks: Vec<AssetSteps>,
     /// For each asset, its block in `blocks`, when planned.
     pub block_of: Vec<Option<usize>>,
+    /// Things worth saying that are not errors (an asset left out because
+    /// its dynamic definition has no keys yet).
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -129,6 +138,7 @@ impl Plan {
             steps: Vec::new(),
             blocks: Vec::new(),
             block_of: vec![None; self.block_of.len()],
+            notes: self.notes.clone(),
         };
         for b in &self.blocks {
             let size = b.partitions.len().max(1);
@@ -222,21 +232,41 @@ pub fn build(
                 }
             }
         }
-        Targeting::Partition(k) => {
+        Targeting::Last(count) => {
             for &a in selected {
+                if let Some(d) = def_of(a) {
+                    let last = last_partitions(d, *count, cx);
+                    if !last.is_empty() {
+                        parts[a] = Some(BTreeSetOrRange::Set(last));
+                        targeted[a] = true;
+                    }
+                }
+            }
+        }
+        Targeting::Partition(k) => {
+            let (only, k) = split_def(defs, k);
+            for &a in selected {
+                if !on_def(defs, a, only) {
+                    continue;
+                }
                 if let Some(i) = def_of(a).and_then(|d| d.index_of(k, cx)) {
                     parts[a] = Some(BTreeSetOrRange::Range(i, i + 1));
                     targeted[a] = true;
                 }
             }
             if !targeted.iter().any(|&t| t) {
-                errors.push(no_such_key(defs, selected, &[k.as_str()], cx));
+                errors.push(no_such_key(defs, selected, &[k], cx));
             }
         }
         Targeting::Range(from, to) => {
+            let (only, from) = split_def(defs, from);
+            let (from, to) = (from.to_string(), to.to_string());
             for &a in selected {
+                if !on_def(defs, a, only) {
+                    continue;
+                }
                 let Some(d) = def_of(a) else { continue };
-                if let (Some(i), Some(j)) = (d.index_of(from, cx), d.index_of(to, cx)) {
+                if let (Some(i), Some(j)) = (d.index_of(&from, cx), d.index_of(&to, cx)) {
                     if i > j {
                         errors.push(
                             PlanError::new(format!(
@@ -292,8 +322,51 @@ pub fn build(
         }
     }
 
-    // 3. Every selected partitioned asset must have partitions.
+    // 2b. Targeted partitions flow downstream, as in Dagster's asset
+    // backfills: a selected asset gets every partition that reads a targeted
+    // partition (or one reached this way) upstream of it. This never turns
+    // back upstream, and directly targeted assets keep exactly their keys.
+    let mut down: Vec<Option<BTreeSet<i64>>> = vec![None; n];
     for &a in selected {
+        if targeted[a] {
+            down[a] = parts[a].as_ref().map(|p| p.iter().collect());
+            continue;
+        }
+        let Some(my_def) = def_of(a) else { continue };
+        let mut reached = BTreeSet::new();
+        for inp in &defs.assets[a].inputs {
+            let (Some(from), Some(up_def)) = (&down[inp.upstream], def_of(inp.upstream)) else {
+                continue;
+            };
+            if from.is_empty() {
+                continue;
+            }
+            reached.extend(readers(&inp.mapping, up_def, from, my_def, cx));
+        }
+        if !reached.is_empty() {
+            parts[a]
+                .get_or_insert_with(|| BTreeSetOrRange::Set(BTreeSet::new()))
+                .extend(reached.clone());
+            down[a] = Some(reached);
+        }
+    }
+
+    // 3. Every selected partitioned asset must have partitions; one whose
+    // dynamic definition has no keys yet is left out with a note.
+    let mut notes = Vec::new();
+    let mut left_out = vec![false; n];
+    for &a in selected {
+        if def_of(a).is_some_and(|d| is_dynamic(d) && d.is_empty(cx))
+            && parts[a].as_ref().is_none_or(|p| p.is_empty())
+            && !matches!(targeting, Targeting::None)
+        {
+            notes.push(format!(
+                "`{}` is left out: its dynamic partitions have no keys yet (add some with `dg partitions add`)",
+                defs.assets[a].key
+            ));
+            left_out[a] = true;
+            continue;
+        }
         if def_of(a).is_some() && parts[a].as_ref().is_none_or(|p| p.is_empty()) {
             let asset = &defs.assets[a];
             let hint = match targeting {
@@ -325,7 +398,10 @@ pub fn build(
     }
 
     // 4. Steps, asset by asset.
+    let selected: Vec<AssetId> = selected.iter().copied().filter(|&a| !left_out[a]).collect();
+    let selected = &selected[..];
     let mut plan = Plan {
+        notes,
         steps: Vec::new(),
         blocks: Vec::new(),
         block_of: vec![None; n],
@@ -477,6 +553,104 @@ pub fn step_for(defs: &Defs, asset: AssetId, partition: Option<i64>, cx: &KeyCtx
         partition,
         inputs,
     }
+}
+
+/// `DEF:KEY` → (`Some(DEF)`, `KEY`) when `DEF` names a partitions
+/// definition; anything else is a plain key (keys may hold `:`).
+fn split_def<'k>(defs: &Defs, k: &'k str) -> (Option<&'k str>, &'k str) {
+    match k.split_once(':') {
+        Some((d, rest)) if defs.partitions.contains_key(d) => (Some(d), rest),
+        _ => (None, k),
+    }
+}
+
+/// Whether asset `a` is on the named definition `only` (always, without a name).
+fn on_def(defs: &Defs, a: AssetId, only: Option<&str>) -> bool {
+    match only {
+        None => true,
+        Some(name) => defs.assets[a]
+            .partitions
+            .as_ref()
+            .is_some_and(|p| p.name.as_deref() == Some(name)),
+    }
+}
+
+fn is_dynamic(d: &PartitionsDef) -> bool {
+    match d {
+        PartitionsDef::Dynamic { .. } => true,
+        PartitionsDef::Multi(m) => m.dims.iter().any(|(_, d)| is_dynamic(d)),
+        _ => false,
+    }
+}
+
+/// The last `count` partitions of `def` at *now*: for a multi definition
+/// with one time dimension, its last `count` windows crossed with every key
+/// of the other dimension.
+pub fn last_partitions(def: &PartitionsDef, count: i64, cx: &KeyCtx) -> BTreeSet<i64> {
+    let count = count.max(0);
+    if let PartitionsDef::Multi(m) = def {
+        let times: Vec<usize> = (0..2)
+            .filter(|&p| matches!(*m.dims[p].1, PartitionsDef::Time(_)))
+            .collect();
+        if let [pos] = times[..] {
+            let (n0, n1) = (m.dims[0].1.len(cx), m.dims[1].1.len(cx));
+            let mut out = BTreeSet::new();
+            let nt = if pos == 0 { n0 } else { n1 };
+            for t in (nt - count).max(0)..nt {
+                if pos == 0 {
+                    out.extend((0..n1).map(|b| t * n1 + b));
+                } else {
+                    out.extend((0..n0).map(|a| a * n1 + t));
+                }
+            }
+            return out;
+        }
+    }
+    let n = def.len(cx);
+    ((n - count).max(0)..n).collect()
+}
+
+/// The partitions of `down` whose input (through `mapping`) reads one of
+/// `from` of `up`. Time definitions only look at the windows near `from`.
+fn readers(
+    mapping: &crate::partitions::MappingSpec,
+    up: &PartitionsDef,
+    from: &BTreeSet<i64>,
+    down: &PartitionsDef,
+    cx: &KeyCtx,
+) -> BTreeSet<i64> {
+    let n = down.len(cx);
+    let candidates: Box<dyn Iterator<Item = i64>> = match (up.as_time(), down.as_time(), mapping) {
+        (
+            Some(u),
+            Some(d),
+            crate::partitions::MappingSpec::TimeWindow {
+                start_offset,
+                end_offset,
+                ..
+            },
+        ) => {
+            let (Some(&lo), Some(&hi)) = (from.first(), from.last()) else {
+                return BTreeSet::new();
+            };
+            let (Some(start), Some(end)) = (u.tick(lo), u.tick(hi + 1)) else {
+                return BTreeSet::new();
+            };
+            let margin = start_offset.abs() + end_offset.abs() + 1;
+            let a = (d.floor_index(start) - margin).max(0);
+            let b = (d.floor_index(end - 1) + margin).min(n - 1);
+            Box::new(a..=b)
+        }
+        _ => Box::new(0..n),
+    };
+    candidates
+        .filter(|&i| {
+            map_upstream(mapping, up, Some((down, i)), cx)
+                .indices
+                .iter()
+                .any(|j| from.contains(&j))
+        })
+        .collect()
 }
 
 fn sample(def: &PartitionsDef, cx: &KeyCtx) -> String {

@@ -16,15 +16,20 @@ pub struct TargetArgs {
     /// Assets to include (selection syntax: keys, key:glob, +X, X+, group:, tag:, kind:, and/or/not)
     #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
     pub select: String,
-    /// One partition key, for every selected asset that has it
-    #[arg(long, value_name = "KEY", conflicts_with_all = ["partition_range", "all_partitions"])]
+    /// One partition key, for every selected asset that has it (`DEF:KEY`: only the assets of
+    /// partitions definition DEF; `latest`: the last partition of each definition at --now)
+    #[arg(long, value_name = "KEY", conflicts_with_all = ["partition_range", "all_partitions", "last"])]
     pub partition: Option<String>,
-    /// An inclusive range of partition keys, `START...END`
-    #[arg(long, value_name = "A...B", conflicts_with = "all_partitions")]
+    /// An inclusive range of partition keys, `START...END` (`DEF:START...END` for one definition)
+    #[arg(long, value_name = "A...B", conflicts_with_all = ["all_partitions", "last"])]
     pub partition_range: Option<String>,
     /// Every partition of every selected asset
-    #[arg(long)]
+    #[arg(long, conflicts_with = "last")]
     pub all_partitions: bool,
+    /// The last N partitions of each definition at --now (a multi definition: its time
+    /// dimension's last N, crossed with every key of the other dimension)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub last: Option<u32>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +56,10 @@ pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, i32> {
     let selected = select_assets(s, &defs, &t.select)?;
     let targeting = if t.all_partitions {
         Targeting::All
+    } else if let Some(n) = t.last {
+        Targeting::Last(i64::from(n))
+    } else if t.partition.as_deref() == Some("latest") {
+        Targeting::Last(1)
     } else if let Some(k) = &t.partition {
         Targeting::Partition(k.clone())
     } else if let Some(r) = &t.partition_range {
@@ -65,13 +74,18 @@ pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, i32> {
         Targeting::None
     };
     match crate::plan::build(&defs, &selected, &targeting, &cx) {
-        Ok(plan) => Ok(Resolved {
-            project,
-            defs,
-            plan,
-            cx,
-            selected,
-        }),
+        Ok(plan) => {
+            for n in &plan.notes {
+                s.out.err(&format!("note: {n}"));
+            }
+            Ok(Resolved {
+                project,
+                defs,
+                plan,
+                cx,
+                selected,
+            })
+        }
         Err(errors) => {
             report_plan_errors(s, &errors);
             Err(EXIT_USAGE)

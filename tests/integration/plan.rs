@@ -418,14 +418,34 @@ fn partitioned_assets_without_targeting() {
 
 #[test]
 fn an_asset_the_key_does_not_reach() {
-    // An hour targets `upstream_asset`; the daily assets get nothing.
+    // An hour reaches the days that read it, downstream (contract §8): its
+    // day, and the reports of that day and the next (which reads yesterday).
     let dir = example_project();
+    let plan = plan_json(&dir, &["--partition", "2022-01-01-05:00"]);
+    let mut got = ids(&plan);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "daily_report[2022-01-01]",
+            "daily_report[2022-01-02]",
+            "downstream_asset[2022-01-01]",
+            "upstream_asset[2022-01-01-05:00]"
+        ]
+    );
+    // Not through an asset left out of the selection: `daily_report` reads
+    // the hours only through `downstream_asset`.
     let run = usage_error(
         &dir,
-        &["plan", "--partition", "2022-01-01-05:00"],
+        &[
+            "plan",
+            "--select",
+            "upstream_asset or daily_report",
+            "--partition",
+            "2022-01-01-05:00",
+        ],
         NOW,
         &[
-            "asset `downstream_asset` is partitioned but gets no partitions from this command",
             "asset `daily_report` is partitioned but gets no partitions from this command",
             "leave `daily_report` out of `--select`",
         ],
@@ -1128,4 +1148,210 @@ shell = "true"
     assert_eq!(months.len(), 13, "{months:?}");
     assert_eq!(months[0], "2024-01-01");
     assert_eq!(months[12], "2025-01-01");
+}
+
+/// Step ids of `dg plan --json` for an inline project.
+fn plan_ids(dir: &TempDir, args: &[&str], now: &str) -> Vec<String> {
+    let mut all = vec!["plan", "--json"];
+    all.extend(args);
+    let run = ok(dir, &all, now);
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    let mut ids: Vec<String> = ids(&plan).into_iter().map(String::from).collect();
+    ids.sort();
+    ids
+}
+
+const DAY_WEEK_MONTH: &str = r#"
+[partitions.daily]
+type = "daily"
+start = "2023-01-01"
+
+[partitions.weekly]
+type = "weekly"
+start = "2023-01-01"
+
+[partitions.monthly]
+type = "monthly"
+start = "2023-01-01"
+
+[assets.d]
+partitions = "daily"
+shell = "true"
+
+[assets.w]
+partitions = "weekly"
+deps = ["d"]
+shell = "true"
+
+[assets.m]
+partitions = "monthly"
+deps = ["w"]
+shell = "true"
+"#;
+
+// The expected targets below are Dagster 1.13.27's asset backfill targets
+// for the same graphs (tests/fixtures/dagster/backfill.py).
+
+#[test]
+fn a_monday_targets_its_week_and_month_as_dagster_backfills_do() {
+    let dir = inline(DAY_WEEK_MONTH);
+    // Every week of June has ended (the last one on 2023-07-02).
+    let now = "2023-07-10T00:00:00Z";
+    // Dagster: d 2023-06-05, w 2023-06-04, m 2023-06-01.
+    assert_eq!(
+        plan_ids(&dir, &["--partition", "2023-06-05"], now),
+        ["d[2023-06-05]", "m[2023-06-01]", "w[2023-06-04]"]
+    );
+    // Dagster: d 2023-06-04, w 2023-06-04, m 2023-06-01 (a Sunday is also a
+    // weekly key: targeted directly, not by accident).
+    assert_eq!(
+        plan_ids(&dir, &["--partition", "2023-06-04"], now),
+        ["d[2023-06-04]", "m[2023-06-01]", "w[2023-06-04]"]
+    );
+}
+
+#[test]
+fn an_hour_targets_the_days_that_read_it() {
+    let dir = inline(
+        r#"
+[partitions.hourly]
+type = "hourly"
+start = "2022-01-01-00:00"
+
+[partitions.daily]
+type = "daily"
+start = "2022-01-01"
+
+[assets.upstream_asset]
+partitions = "hourly"
+shell = "true"
+
+[assets.downstream_asset]
+partitions = "daily"
+deps = ["upstream_asset"]
+shell = "true"
+
+[assets.daily_report]
+partitions = "daily"
+shell = "true"
+
+[assets.daily_report.ins.downstream_asset]
+mapping = { type = "time_window", start_offset = -1, allow_nonexistent = true }
+"#,
+    );
+    // Dagster: upstream_asset 2022-01-01-05:00, downstream_asset 2022-01-01,
+    // daily_report 2022-01-01 and 2022-01-02 (both read that day).
+    assert_eq!(
+        plan_ids(&dir, &["--partition", "2022-01-01-05:00"], NOW),
+        [
+            "daily_report[2022-01-01]",
+            "daily_report[2022-01-02]",
+            "downstream_asset[2022-01-01]",
+            "upstream_asset[2022-01-01-05:00]"
+        ]
+    );
+}
+
+#[test]
+fn a_definition_prefix_targets_only_that_definition() {
+    let dir = inline(DAY_WEEK_MONTH);
+    let now = "2023-07-10T00:00:00Z";
+    // Only `w` is targeted; `d` gets the week's seven days (upstream), `m`
+    // the month that reads the week (downstream).
+    let ids = plan_ids(&dir, &["--partition", "weekly:2023-06-04"], now);
+    let days: Vec<String> = (4..=10).map(|d| format!("d[2023-06-{d:02}]")).collect();
+    let mut want: Vec<String> = days;
+    want.extend(["m[2023-06-01]".to_string(), "w[2023-06-04]".to_string()]);
+    want.sort();
+    assert_eq!(ids, want);
+    // A range with a prefix.
+    let ids = plan_ids(
+        &dir,
+        &["--partition-range", "monthly:2023-05-01...2023-06-01"],
+        now,
+    );
+    assert_eq!(
+        ids.iter().filter(|i| i.starts_with("m[")).count(),
+        2,
+        "{ids:?}"
+    );
+    assert!(ids.iter().all(|i| !i.starts_with("w[2023-07")), "{ids:?}");
+    // Keys may hold `:`; a prefix that is no definition is part of the key.
+    usage_error(
+        &dir,
+        &["plan", "--partition", "nodef:2023-06-04"],
+        now,
+        &["no selected asset has the partition `nodef:2023-06-04`"],
+    );
+}
+
+#[test]
+fn latest_and_last_n_are_per_definition() {
+    let dir = inline(DAY_WEEK_MONTH);
+    // At 2023-06-07T12:00Z: the last day is 06-06, the last week 05-28 (the
+    // week of 06-04 is not over), the last month 05-01.
+    let now = "2023-06-07T12:00:00Z";
+    assert_eq!(
+        plan_ids(&dir, &["--partition", "latest"], now),
+        ["d[2023-06-06]", "m[2023-05-01]", "w[2023-05-28]"]
+    );
+    let ids = plan_ids(&dir, &["--last", "2"], now);
+    assert_eq!(
+        ids,
+        [
+            "d[2023-06-05]",
+            "d[2023-06-06]",
+            "m[2023-04-01]",
+            "m[2023-05-01]",
+            "w[2023-05-21]",
+            "w[2023-05-28]"
+        ]
+    );
+    // Multi: the time dimension's last window crossed with every region.
+    let dir = inline(
+        r#"
+[partitions.date_region]
+type = "multi"
+dimensions = { date = { type = "daily", start = "2024-01-01" }, region = { type = "static", keys = ["us", "eu"] } }
+
+[assets.sales]
+partitions = "date_region"
+shell = "true"
+"#,
+    );
+    assert_eq!(
+        plan_ids(&dir, &["--partition", "latest"], NOW_2024),
+        ["sales[2024-01-03|eu]", "sales[2024-01-03|us]"]
+    );
+}
+
+#[test]
+fn a_dynamic_definition_without_keys_is_left_out_with_a_note() {
+    let dir = inline(
+        r#"
+[partitions.customers]
+type = "dynamic"
+
+[assets.per_customer]
+partitions = "customers"
+shell = "true"
+
+[assets.other]
+shell = "true"
+"#,
+    );
+    let run = dg(
+        dir.path(),
+        &["plan", "--all-partitions", "--json", "--now", NOW_2024],
+    );
+    assert_no_panic(&run);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("note: `per_customer` is left out: its dynamic partitions have no keys yet"),
+        "{}",
+        run.stderr
+    );
+    let plan: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(ids(&plan), ["other"]);
 }
