@@ -30,8 +30,9 @@ pub enum Targeting {
     /// The last `n` partitions of each definition at *now* (`--last N`;
     /// `--partition latest` is `Last(1)`). For a multi definition with a
     /// time dimension: its last `n` windows crossed with every key of the
-    /// other dimension.
-    Last(i64),
+    /// other dimension. With a definition name, only its assets
+    /// (`--partition DEF:latest`).
+    Last(i64, Option<String>),
 }
 
 impl Targeting {
@@ -232,8 +233,11 @@ pub fn build(
                 }
             }
         }
-        Targeting::Last(count) => {
+        Targeting::Last(count, only) => {
             for &a in selected {
+                if !on_def(defs, a, only.as_deref()) {
+                    continue;
+                }
                 if let Some(d) = def_of(a) {
                     let last = last_partitions(d, *count, cx);
                     if !last.is_empty() {

@@ -17,7 +17,7 @@ pub struct TargetArgs {
     #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
     pub select: String,
     /// One partition key, for every selected asset that has it (`DEF:KEY`: only the assets of
-    /// partitions definition DEF; `latest`: the last partition of each definition at --now)
+    /// partitions definition DEF; `latest`: the last partition of each definition at --now; `DEF:latest`: of DEF only)
     #[arg(long, value_name = "KEY", conflicts_with_all = ["partition_range", "all_partitions", "last"])]
     pub partition: Option<String>,
     /// An inclusive range of partition keys, `START...END` (`DEF:START...END` for one definition)
@@ -57,9 +57,16 @@ pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, i32> {
     let targeting = if t.all_partitions {
         Targeting::All
     } else if let Some(n) = t.last {
-        Targeting::Last(i64::from(n))
+        Targeting::Last(i64::from(n), None)
     } else if t.partition.as_deref() == Some("latest") {
-        Targeting::Last(1)
+        Targeting::Last(1, None)
+    } else if let Some(def) = t
+        .partition
+        .as_deref()
+        .and_then(|k| k.strip_suffix(":latest"))
+        .filter(|d| defs.partitions.contains_key(*d))
+    {
+        Targeting::Last(1, Some(def.to_string()))
     } else if let Some(k) = &t.partition {
         Targeting::Partition(k.clone())
     } else if let Some(r) = &t.partition_range {

@@ -1355,3 +1355,17 @@ shell = "true"
     let plan: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(ids(&plan), ["other"]);
 }
+
+#[test]
+fn latest_of_one_definition_pulls_its_upstream() {
+    // The bundled example's cron line: the newest day of the daily assets,
+    // with the 24 hours it reads (upstream propagation), not the newest hour.
+    let dir = example_project();
+    let plan = plan_json(&dir, &["--partition", "daily:latest"]);
+    let got = ids(&plan);
+    assert_eq!(got.len(), 26, "{got:?}");
+    assert!(got.contains(&"downstream_asset[2022-01-31]"), "{got:?}");
+    assert!(got.contains(&"daily_report[2022-01-31]"), "{got:?}");
+    assert!(got.contains(&"upstream_asset[2022-01-31-23:00]"), "{got:?}");
+    assert!(got.contains(&"upstream_asset[2022-01-31-00:00]"), "{got:?}");
+}
