@@ -11,7 +11,7 @@ use std::path::Path;
 use postgres::{Client, NoTls};
 use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg_with_env};
+use crate::support::{Run, assert_no_panic, assert_ok, dg_with_env, project};
 
 /// The URL of the test server, or `None` (the test is skipped) when
 /// `DG_TEST_POSTGRES_URL` is not set. Under CI (`CI=true`) a missing
@@ -108,24 +108,6 @@ impl Drop for Pg {
 
 const NOW: &str = "2022-01-02T00:00:00Z";
 
-fn project(files: &[(&str, &str)]) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    for (path, text) in files {
-        let p = tmp.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
-    tmp
-}
-
-fn ok(run: &Run) {
-    assert_eq!(
-        run.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
-}
-
 #[test]
 fn seed_example_through_postgres_gives_24_ordered_rows() {
     let Some(url) = pg_url() else { return };
@@ -154,7 +136,7 @@ shell = "cp \"$DG_INPUT_UPSTREAM_ASSET\" seen.csv && cat \"$DG_INPUT_UPSTREAM_AS
 "#,
         ),
     ]);
-    ok(&pg.materialize(dir.path(), &["--partition", "2022-01-01"]));
+    assert_ok(&pg.materialize(dir.path(), &["--partition", "2022-01-01"]));
     let hours: Vec<String> = (0..24).map(|h| format!("2022-01-01-{h:02}:00")).collect();
     let expected: String = std::iter::once("date".to_string())
         .chain(hours.iter().cloned())
@@ -184,7 +166,7 @@ shell = "cp \"$DG_INPUT_UPSTREAM_ASSET\" seen.csv && cat \"$DG_INPUT_UPSTREAM_AS
         "{idx:?}"
     );
     // A second run finds the upstream stored (exists) and loads it again.
-    ok(&pg.materialize(
+    assert_ok(&pg.materialize(
         dir.path(),
         &["--select", "downstream_asset", "--partition", "2022-01-01"],
     ));
@@ -212,7 +194,7 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
 "#,
         ),
     ]);
-    ok(&pg.materialize(dir.path(), &[]));
+    assert_ok(&pg.materialize(dir.path(), &[]));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
         "n,x,s,b\n1,1.5,hello,true\n2,,\"a,b\",false\n3,2.0,,\n"
@@ -239,7 +221,7 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
         ]
     );
     // Materializing again replaces the whole table.
-    ok(&pg.materialize(dir.path(), &["--select", "raw/src"]));
+    assert_ok(&pg.materialize(dir.path(), &["--select", "raw/src"]));
     assert_eq!(
         pg.rows("SELECT count(*) FROM {s}.raw__src"),
         vec![vec!["3"]]
@@ -265,9 +247,9 @@ fn rematerializing_one_partition_replaces_only_its_rows() {
         ("defs/assets.toml", STATIC_AB),
         ("version", "1"),
     ]);
-    ok(&pg.materialize(dir.path(), &["--all-partitions"]));
+    assert_ok(&pg.materialize(dir.path(), &["--all-partitions"]));
     std::fs::write(dir.path().join("version"), "2").unwrap();
-    ok(&pg.materialize(dir.path(), &["--partition", "a"]));
+    assert_ok(&pg.materialize(dir.path(), &["--partition", "a"]));
     assert_eq!(
         pg.rows("SELECT dg_partition, k, v FROM {s}.parts ORDER BY dg_partition, ctid"),
         vec![
@@ -288,7 +270,7 @@ fn a_failing_step_leaves_the_table_unchanged() {
         ("defs/assets.toml", STATIC_AB),
         ("version", "1"),
     ]);
-    ok(&pg.materialize(dir.path(), &["--all-partitions"]));
+    assert_ok(&pg.materialize(dir.path(), &["--all-partitions"]));
     let q = "SELECT ctid, dg_partition, k, v FROM {s}.parts ORDER BY ctid";
     let before = pg.rows(q);
     assert_eq!(before.len(), 4);
@@ -339,8 +321,8 @@ shell = "cp \"$DG_INPUT_EVIL_ASSET\" \"$DG_OUTPUT\""
 "#,
         ),
     ]);
-    ok(&pg.materialize(dir.path(), &["--select", "t"]));
-    ok(&pg.materialize(dir.path(), &["--select", "evil_asset+", "--all-partitions"]));
+    assert_ok(&pg.materialize(dir.path(), &["--select", "t"]));
+    assert_ok(&pg.materialize(dir.path(), &["--select", "evil_asset+", "--all-partitions"]));
     assert_eq!(pg.rows("SELECT a FROM {s}.t"), vec![vec!["1"]]);
     let expected = vec![vec!["ok", "ok"], vec![key, key]];
     assert_eq!(
@@ -365,7 +347,7 @@ shell = "if [ -f v2 ]; then printf 'a,c\\nx,3\\n'; else printf 'a,b\\nx,1\\n'; f
         ("defs/resources.toml", &pg.resources("")),
         ("defs/assets.toml", assets),
     ]);
-    ok(&pg.materialize(dir.path(), &[]));
+    assert_ok(&pg.materialize(dir.path(), &[]));
     std::fs::write(dir.path().join("v2"), "").unwrap();
     let run = pg.materialize(dir.path(), &["--json"]);
     assert_ne!(run.code, 0);
@@ -388,7 +370,7 @@ shell = "if [ -f v2 ]; then printf 'a,c\\nx,3\\n'; else printf 'a,b\\nx,1\\n'; f
         pg.resources("replace_on_schema_change = true\n"),
     )
     .unwrap();
-    ok(&pg.materialize(dir.path(), &[]));
+    assert_ok(&pg.materialize(dir.path(), &[]));
     assert_eq!(
         pg.rows("SELECT a, c FROM {s}.sales__daily"),
         vec![vec!["x", "3"]]
@@ -507,9 +489,9 @@ fn the_password_never_appears_in_a_successful_run() {
         ),
     ]);
     let a = pg.materialize(dir.path(), &[]);
-    ok(&a);
+    assert_ok(&a);
     let b = pg.materialize(dir.path(), &["--json"]);
-    ok(&b);
+    assert_ok(&b);
     // The materialization records the masked URL (`dg/path`) in the state.
     let mut files = Vec::new();
     all_files(&dir.path().join(".dg"), &mut files);
@@ -623,7 +605,7 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
 "#,
         ),
     ]);
-    ok(&pg.materialize(dir.path(), &[]));
+    assert_ok(&pg.materialize(dir.path(), &[]));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
         "zip,classification,ok\n02134,True,true\n10001,False,false\n"
@@ -652,8 +634,8 @@ shell = "if [ \"$DG_PARTITION_KEY\" = 2021-12-30 ]; then printf 'id,amount\\n'; 
             ),
         ),
     ]);
-    ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));
-    ok(&pg.materialize(
+    assert_ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));
+    assert_ok(&pg.materialize(
         dir.path(),
         &["--partition-range", "2021-12-31...2022-01-01"],
     ));
@@ -668,7 +650,7 @@ shell = "if [ \"$DG_PARTITION_KEY\" = 2021-12-30 ]; then printf 'id,amount\\n'; 
             vec!["amount", "double precision"],
         ]
     );
-    ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));
+    assert_ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));
     assert_eq!(
         pg.rows("SELECT count(*) FROM {s}.events"),
         vec![vec!["2".to_string()]]
@@ -699,11 +681,11 @@ shell = "printf 'lines\\n%s\\n' \"$(wc -l < \"$DG_INPUT_EVENTS\")\" > \"$DG_OUTP
             ),
         ),
     ]);
-    ok(&pg.materialize(
+    assert_ok(&pg.materialize(
         dir.path(),
         &["--select", "events", "--partition", "2022-01-01"],
     ));
-    ok(&pg.materialize(dir.path(), &["--partition", "2022-01-01", "--missing"]));
+    assert_ok(&pg.materialize(dir.path(), &["--partition", "2022-01-01", "--missing"]));
     assert_eq!(
         pg.rows("SELECT lines FROM {s}.total"),
         vec![vec!["1".to_string()]]

@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::Connection;
 use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg};
+use crate::support::{Run, assert_no_panic, dg, project};
 
 /// Every hour of 2022-01-01 is over, and the day too.
 const NOW: &str = "2022-01-02T00:00:00Z";
@@ -16,16 +16,6 @@ const SQLITE: &str = r#"
 type = "sqlite"
 path = "data/warehouse.db"
 "#;
-
-fn project(files: &[(&str, &str)]) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    for (path, text) in files {
-        let p = tmp.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
-    tmp
-}
 
 fn materialize(dir: &Path, args: &[&str]) -> Run {
     let mut all = vec!["--now", NOW, "materialize"];
