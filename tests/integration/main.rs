@@ -8,6 +8,7 @@
 //!
 //! All integration tests live in this one binary so the build stays fast.
 
+pub mod backend;
 mod check_defs;
 mod dagster_repros;
 mod docs;
@@ -21,10 +22,11 @@ mod materialize;
 mod onboarding;
 mod plan;
 mod plugins;
-mod postgres_manager;
+pub mod postgres_manager;
 mod roundtrip;
 mod sql_compute;
 mod sql_in_db;
 mod sql_in_pg;
 mod sqlite_manager;
 pub mod support;
+mod table_scenarios;
