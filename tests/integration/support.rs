@@ -7,7 +7,7 @@
 //! the repository's example `defs/`. [`dg`] / [`dg_with_env`] run the binary,
 //! [`dg_now`] pins *now* and checks for panics, [`assert_ok`] / [`json`] read
 //! the outcome. The backend-parameterized helpers (sqlite or postgres) are in
-//! [`crate::backend`].
+//! [`crate::backend`] (the scenarios themselves in `table_scenarios.rs`).
 
 use std::path::{Path, PathBuf};
 
