@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::{Run, assert_no_panic, dg, dg_with_env, malformed};
+use crate::support::{Run, assert_no_panic, dg, dg_with_env, malformed};
 
 /// Every case under `tests/fixtures/malformed/`; each must have a test below.
 const CASES: &[&str] = &[
@@ -76,7 +76,7 @@ fn error_count(run: &Run) -> usize {
 
 #[test]
 fn every_fixture_has_a_test() {
-    let dir = crate::repo().join("tests/fixtures/malformed");
+    let dir = crate::support::repo().join("tests/fixtures/malformed");
     let mut found: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -6,7 +6,7 @@
 
 use serde_json::Value as Json;
 
-use crate::{assert_no_panic, dg};
+use crate::support::{assert_no_panic, dg};
 
 /// One `$ dg …` line of a reproduction, with Dagster's answer.
 struct Command {
@@ -58,8 +58,9 @@ fn words(line: &str) -> Vec<String> {
 }
 
 fn repros() -> Vec<Repro> {
-    let text = std::fs::read_to_string(crate::repo().join("tests/fixtures/dagster/repros.txt"))
-        .expect("repros.txt");
+    let text =
+        std::fs::read_to_string(crate::support::repo().join("tests/fixtures/dagster/repros.txt"))
+            .expect("repros.txt");
     let mut out = Vec::new();
     for block in text.split("==================== ").skip(1) {
         let name = block

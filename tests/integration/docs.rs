@@ -22,9 +22,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tempfile::TempDir;
-
-use crate::{Run, assert_no_panic, dg, repo};
+use crate::support::{Run, assert_no_panic, dg, project, repo, write_files};
 
 /// One fenced TOML block.
 #[derive(Debug)]
@@ -127,16 +125,6 @@ fn toml_blocks(doc: &Path) -> Vec<Block> {
     out
 }
 
-fn project() -> TempDir {
-    TempDir::new().expect("temp dir")
-}
-
-fn write(root: &Path, rel: &str, text: &str) {
-    let path = root.join(rel);
-    std::fs::create_dir_all(path.parent().expect("a parent")).expect("create dir");
-    std::fs::write(path, text).expect("write file");
-}
-
 fn describe(run: &Run) -> String {
     format!(
         "exit {}\n{}{}",
@@ -171,8 +159,8 @@ fn every_toml_example_in_the_docs_is_valid() {
         match kind(&b.text) {
             Kind::Fragment => {}
             Kind::Defs => {
-                let dir = project();
-                write(dir.path(), "defs/example.toml", &b.text);
+                let dir = project(&[]);
+                write_files(dir.path(), &[("defs/example.toml", &b.text)]);
                 let run = dg(dir.path(), &["check", "defs"]);
                 assert_no_panic(&run);
                 if run.code != 0 {
@@ -184,8 +172,8 @@ fn every_toml_example_in_the_docs_is_valid() {
                 }
             }
             Kind::Invalid => {
-                let dir = project();
-                write(dir.path(), "defs/example.toml", &b.text);
+                let dir = project(&[]);
+                write_files(dir.path(), &[("defs/example.toml", &b.text)]);
                 let run = dg(dir.path(), &["check", "defs"]);
                 assert_no_panic(&run);
                 if run.code != 2 {
@@ -197,8 +185,8 @@ fn every_toml_example_in_the_docs_is_valid() {
                 }
             }
             Kind::DgToml => {
-                let dir = project();
-                write(dir.path(), "dg.toml", &b.text);
+                let dir = project(&[]);
+                write_files(dir.path(), &[("dg.toml", &b.text)]);
                 let table: toml::Table = b.text.parse().expect("parsed above");
                 let defs = table
                     .get("project")
@@ -226,14 +214,14 @@ fn every_toml_example_in_the_docs_is_valid() {
         }
     }
     for files in projects.values() {
-        let dir = project();
+        let dir = project(&[]);
         let mut paths: Vec<&str> = Vec::new();
         for (place, path, text) in files {
             if paths.contains(&path.as_str()) {
                 failures.push(format!("{place}: a second block for `{path}` in this file"));
             }
             paths.push(path);
-            write(dir.path(), path, text);
+            write_files(dir.path(), &[(path, text)]);
         }
         let run = dg(dir.path(), &["check", "defs"]);
         assert_no_panic(&run);
@@ -271,7 +259,7 @@ fn block_kinds_follow_the_first_line() {
 
 #[test]
 fn fences_are_found_with_their_lines() {
-    let dir = project();
+    let dir = project(&[]);
     let doc = dir.path().join("x.md");
     std::fs::write(
         &doc,

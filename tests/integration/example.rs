@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{assert_no_panic, dg, example_project};
+use crate::support::{assert_no_panic, dg, example_project};
 
 #[test]
 fn check_defs_passes_with_one_line() {

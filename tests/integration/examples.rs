@@ -15,7 +15,7 @@ use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, copy_dir, redact, repo};
+use crate::support::{Run, assert_no_panic, fixture, redact, repo};
 
 // Helpers ---------------------------------------------------------------
 
@@ -79,18 +79,14 @@ fn example_bin(name: &str) -> PathBuf {
     bin
 }
 
-/// A copy of `examples/<name>/` (its `dg.toml` and `defs/`) in a fresh
-/// temporary folder.
 fn project(name: &str) -> TempDir {
-    let src = repo().join("examples").join(name);
-    assert!(src.join("defs").is_dir(), "no {}/defs", src.display());
-    let tmp = TempDir::new().expect("temp dir");
-    copy_dir(&src, tmp.path());
+    let tmp = fixture(&format!("examples/{name}"));
+    assert!(tmp.path().join("defs").is_dir(), "no examples/{name}/defs");
     tmp
 }
 
 /// Runs the example binary `name` as `dg --project <dir> ARGS…` from inside
-/// `dir`, like [`crate::dg_with_env`] runs `dg`.
+/// `dir`, like [`crate::support::dg_with_env`] runs `dg`.
 fn run(name: &str, dir: &Path, args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
     let mut cmd = Command::new(example_bin(name));
     cmd.current_dir(dir)
@@ -279,7 +275,7 @@ fn custom_manager_config_is_validated_like_a_builtin() {
 
     // The plain `dg` binary does not know the type.
     let dir = project("path_prefix");
-    let r = crate::dg(dir.path(), &["check", "defs"]);
+    let r = crate::support::dg(dir.path(), &["check", "defs"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
         r.stderr

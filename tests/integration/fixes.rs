@@ -5,17 +5,8 @@
 use std::path::Path;
 
 use serde_json::Value;
-use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg, example_project};
-
-/// A project whose `defs/a.toml` is `text`.
-fn project(text: &str) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    std::fs::create_dir_all(tmp.path().join("defs")).unwrap();
-    std::fs::write(tmp.path().join("defs/a.toml"), text).unwrap();
-    tmp
-}
+use crate::support::{Run, assert_no_panic, dg, example_project, one_file};
 
 /// `dg check defs`, which must fail with exit 2 and nothing on stdout.
 fn check_fails(dir: &Path) -> Run {
@@ -28,7 +19,7 @@ fn check_fails(dir: &Path) -> Run {
 
 #[test]
 fn two_inputs_with_one_environment_variable_are_a_located_error() {
-    let dir = project(
+    let dir = one_file(
         r#"[assets."a-b"]
 shell = "true"
 
@@ -69,7 +60,7 @@ asset = "a_b"
 
 #[test]
 fn two_dimensions_with_one_environment_variable_are_a_located_error() {
-    let dir = project(
+    let dir = one_file(
         r#"[partitions.m]
 type = "multi"
 
@@ -99,7 +90,7 @@ shell = "true"
 
 #[test]
 fn an_input_name_may_hold_a_dot_like_a_key_segment() {
-    let dir = project(
+    let dir = one_file(
         r#"[assets."raw/v1.2"]
 shell = "printf 'a\n1\n' > \"$DG_OUTPUT\""
 
@@ -209,7 +200,7 @@ fn missing_upstream_partitions_are_listed_in_partition_order() {
 /// partition; stored partitions are read-only.
 #[test]
 fn a_step_rewriting_its_input_cannot_change_storage() {
-    let dir = project(
+    let dir = one_file(
         r#"[assets.up]
 shell = "printf 'v\n1\n' > \"$DG_OUTPUT\""
 
@@ -246,7 +237,7 @@ shell = "sed -i 's/1/2/' \"$DG_INPUT_UP\" && cp \"$DG_INPUT_UP\" \"$DG_OUTPUT\""
 /// A run's record says whether it was narrowed with `--missing` or `--stale`.
 #[test]
 fn run_records_note_missing_and_stale() {
-    let dir = project(
+    let dir = one_file(
         r#"[assets.a]
 shell = "printf 'v\n1\n' > \"$DG_OUTPUT\""
 "#,

@@ -13,9 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg};
+use crate::support::{Run, assert_no_panic, dg, files_under, json, process_gone, project};
 
 /// Two days of hours are over: 48 hourly and 2 daily partitions.
 const NOW: &str = "2022-01-03T00:00:00Z";
@@ -93,18 +92,6 @@ fn chain(down_cv: &str) -> String {
 
 // Helpers ---------------------------------------------------------------------
 
-/// A project in a fresh temporary folder holding `files` (paths relative to
-/// the project root).
-fn project(files: &[(&str, &str)]) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    for (path, text) in files {
-        let p = tmp.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
-    tmp
-}
-
 /// `dg --now NOW ARGS…`, checked for panics.
 fn dg_at(dir: &Path, now: &str, args: &[&str]) -> Run {
     let mut all = vec!["--now", now];
@@ -129,11 +116,6 @@ fn ok(dir: &Path, now: &str, args: &[&str]) -> Run {
 fn ok_json(dir: &Path, now: &str, args: &[&str]) -> Value {
     let run = ok(dir, now, args);
     json(&run)
-}
-
-fn json(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{}", run.stdout))
 }
 
 /// The step ids of a plan or run summary.
@@ -239,21 +221,6 @@ fn materialization_counts(dir: &Path) -> Vec<(String, String, i64)> {
         .unwrap()
 }
 
-/// Every file below `root`, relative to it, sorted.
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if root.exists() {
-        for e in walkdir::WalkDir::new(root) {
-            let e = e.unwrap();
-            if !e.file_type().is_dir() {
-                out.push(e.path().strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// `dg … ARGS` as a background process.
 fn spawn_dg(dir: &Path, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dg"))
@@ -292,17 +259,6 @@ fn finish(mut child: Child, within: Duration) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// Whether a process is gone (no /proc entry, or a zombie nobody reaped).
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => {
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            state.starts_with('Z') || state.starts_with('X')
-        }
-    }
 }
 
 // 1. --missing ------------------------------------------------------------------

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg_with_env};
+use crate::support::{Run, assert_no_panic, dg_with_env};
 
 const NOW: &str = "2022-01-03T00:00:00Z";
 
@@ -165,15 +165,10 @@ impl Schema {
     /// A project holding `defs`, whose `dg.toml` takes the state URL from
     /// `${env:DG_STATE_URL}` (set by the helpers below to this schema).
     fn project(&self, defs: &str) -> TempDir {
-        let tmp = TempDir::new().expect("temp dir");
-        std::fs::create_dir_all(tmp.path().join("defs")).unwrap();
-        std::fs::write(tmp.path().join("defs/defs.toml"), defs).unwrap();
-        std::fs::write(
-            tmp.path().join("dg.toml"),
-            "[state]\nurl = \"${env:DG_STATE_URL}\"\n",
-        )
-        .unwrap();
-        tmp
+        crate::support::project(&[
+            ("defs/defs.toml", defs),
+            ("dg.toml", "[state]\nurl = \"${env:DG_STATE_URL}\"\n"),
+        ])
     }
 }
 
@@ -443,7 +438,7 @@ fn a_bad_url_does_not_show_the_password() {
         &["materialize"][..],
         &["status", "--json"][..],
     ] {
-        let run = crate::dg(tmp.path(), args);
+        let run = crate::support::dg(tmp.path(), args);
         assert_no_panic(&run);
         assert_eq!(run.code, 2, "{run:?}");
         assert!(

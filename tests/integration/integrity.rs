@@ -4,22 +4,9 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-use tempfile::TempDir;
-
-use crate::{Run, assert_no_panic, dg};
+use crate::support::{Run, assert_no_panic, assert_ok, dg, json, project};
 
 const NOW: &str = "2024-01-04T00:00:00Z";
-
-fn project(files: &[(&str, &str)]) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    for (path, text) in files {
-        let p = tmp.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
-    tmp
-}
 
 fn run(dir: &Path, args: &[&str]) -> Run {
     let mut all = vec!["--now", NOW];
@@ -27,19 +14,6 @@ fn run(dir: &Path, args: &[&str]) -> Run {
     let run = dg(dir, &all);
     assert_no_panic(&run);
     run
-}
-
-fn ok(run: &Run) {
-    assert_eq!(
-        run.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
-}
-
-fn json(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\n{}", run.stdout, run.stderr))
 }
 
 /// A step that writes CSV to an asset stored as Parquet is told that it
@@ -79,7 +53,7 @@ shell = "printf 'id,name\\n1,x\\n' > \"$DG_OUTPUT\""
 "#,
     )
     .unwrap();
-    ok(&run(dir.path(), &["materialize"]));
+    assert_ok(&run(dir.path(), &["materialize"]));
 }
 
 /// An empty partition in the `fs` manager is stored: readers run, with
@@ -112,7 +86,7 @@ shell = "printf 'n\\n%s\\n' \"$(wc -l < \"$DG_INPUT_EVENTS\")\" > \"$DG_OUTPUT\"
 "#
             ),
         )]);
-        ok(&run(
+        assert_ok(&run(
             dir.path(),
             &[
                 "materialize",
@@ -126,7 +100,7 @@ shell = "printf 'n\\n%s\\n' \"$(wc -l < \"$DG_INPUT_EVENTS\")\" > \"$DG_OUTPUT\"
             dir.path(),
             &["materialize", "--partition", "2024-01-01", "--missing"],
         );
-        ok(&r);
+        assert_ok(&r);
     }
 }
 
@@ -155,7 +129,7 @@ format = "csv"
 shell = "cp \"$DG_INPUT_ORDERS\" seen.csv && cp \"$DG_INPUT_ORDERS\" \"$DG_OUTPUT\""
 "#,
     )]);
-    ok(&run(dir.path(), &["materialize"]));
+    assert_ok(&run(dir.path(), &["materialize"]));
     let conn = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
     let types: Vec<(String, String)> = conn
         .prepare("SELECT name, type FROM pragma_table_info('orders')")
@@ -309,7 +283,7 @@ shell = "cp \"$DG_INPUT_EVENTS\" \"$DG_OUTPUT\""
     assert_eq!(json(&r)["steps"][0]["status"], "skipped");
     // `dg status` shows it.
     let r = run(dir.path(), &["status", "--select", "events", "--json"]);
-    ok(&r);
+    assert_ok(&r);
     let st = &json(&r)["assets"][0];
     assert_eq!(st["no_output"], 1, "{st}");
     assert_eq!(st["ranges"]["no_output"][0], "2024-01-01", "{st}");

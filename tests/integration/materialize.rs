@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg, example_project};
+use crate::support::{
+    Run, dg_now, example_project, files_under, process_gone, project, read, step,
+};
 
 /// Every hour of 2022-01-01 is over, and the day too.
 const NOW: &str = "2022-01-02T00:00:00Z";
@@ -25,27 +27,6 @@ start = "2022-01-01-00:00"
 type = "daily"
 start = "2022-01-01"
 "#;
-
-/// A project in a fresh temporary folder holding `files` (paths relative to
-/// the project root).
-fn project(files: &[(&str, &str)]) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    for (path, text) in files {
-        let p = tmp.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
-    tmp
-}
-
-/// `dg --now NOW ARGS…`.
-fn dg_now(dir: &Path, now: &str, args: &[&str]) -> Run {
-    let mut all = vec!["--now", now];
-    all.extend(args);
-    let run = dg(dir, &all);
-    assert_no_panic(&run);
-    run
-}
 
 /// `dg --now NOW materialize ARGS…`.
 fn materialize(dir: &Path, args: &[&str]) -> Run {
@@ -85,31 +66,6 @@ fn summary(run: &Run) -> Value {
     v
 }
 
-/// The step of a summary with this id.
-fn step<'a>(v: &'a Value, id: &str) -> &'a Value {
-    v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step `{id}` in {v:#}"))
-}
-
-/// Every file below `root`, relative to it, sorted.
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if root.exists() {
-        for e in walkdir::WalkDir::new(root) {
-            let e = e.unwrap();
-            if !e.file_type().is_dir() {
-                out.push(e.path().strip_prefix(root).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// File names in one folder, sorted (empty when the folder does not exist).
 fn names_in(dir: &Path) -> Vec<String> {
     let mut out: Vec<String> = match std::fs::read_dir(dir) {
@@ -122,25 +78,8 @@ fn names_in(dir: &Path) -> Vec<String> {
     out
 }
 
-fn read(path: impl AsRef<Path>) -> String {
-    let path = path.as_ref();
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn hours_of_2022_01_01() -> Vec<String> {
     (0..24).map(|h| format!("2022-01-01-{h:02}:00")).collect()
-}
-
-/// Whether a process is gone (no /proc entry, or a zombie nobody reaped).
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => {
-            // `pid (comm) S …`: the state follows the last `)`.
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            state.starts_with('Z') || state.starts_with('X')
-        }
-    }
 }
 
 /// Waits up to `within` for `pid` to be gone.

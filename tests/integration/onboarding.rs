@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg, dg_with_env, redact, repo};
+use crate::support::{Run, assert_no_panic, dg, dg_with_env, redact, repo};
 
 /// Runs `dg ARGS…` in `cwd` without `--project`, like a person would.
 fn dg_in(cwd: &Path, args: &[&str]) -> Run {

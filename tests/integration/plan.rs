@@ -5,20 +5,15 @@
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, copy_dir, dg, dg_with_env, example_project, repo};
+use crate::support::{Run, assert_no_panic, dg, dg_with_env, example_project, fixture, one_file};
 
 /// *now* for the bundled example: every partition of January 2022 is over.
 const NOW: &str = "2022-02-01T00:00:00Z";
 /// *now* for the fixtures that start on 2024-01-01: three days are over.
 const NOW_2024: &str = "2024-01-04T00:00:00Z";
 
-/// A copy of `tests/fixtures/plan/<case>` in a fresh temporary folder.
 fn project(case: &str) -> TempDir {
-    let src = repo().join("tests/fixtures/plan").join(case);
-    assert!(src.is_dir(), "no fixture {}", src.display());
-    let tmp = TempDir::new().expect("temp dir");
-    copy_dir(&src, tmp.path());
-    tmp
+    fixture(&format!("tests/fixtures/plan/{case}"))
 }
 
 /// `dg ARGS… --now NOW` must succeed with nothing on stderr.
@@ -1005,14 +1000,6 @@ fn list_partitions_multi_in_dimension_name_order() {
     );
 }
 
-/// A project with one definitions file.
-fn inline(toml: &str) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    std::fs::create_dir_all(tmp.path().join("defs")).unwrap();
-    std::fs::write(tmp.path().join("defs/a.toml"), toml).unwrap();
-    tmp
-}
-
 #[test]
 fn an_input_that_reads_nothing_is_an_error_not_an_empty_input() {
     let defs = r#"
@@ -1035,7 +1022,7 @@ shell = "true"
 [assets.down.ins.up]
 mapping = { type = "static", map = { a = "a", b = "b" } }
 "#;
-    let dir = inline(defs);
+    let dir = one_file(defs);
     usage_error(
         &dir,
         &["plan", "--select", "down", "--partition", "c"],
@@ -1052,7 +1039,7 @@ mapping = { type = "static", map = { a = "a", b = "b" } }
         NOW_2024,
     );
     // An empty input the user asked for is allowed.
-    let dir = inline(&format!("{defs}allow_missing_partitions = true\n"));
+    let dir = one_file(&format!("{defs}allow_missing_partitions = true\n"));
     ok(
         &dir,
         &["plan", "--select", "down", "--partition", "c"],
@@ -1100,7 +1087,7 @@ fn yearly_cron_with_a_year_format_reads_thirteen_months() {
     // A real pipeline's yearly definition: `fmt = "%Y"` reads `start` the way
     // Python's strptime does (January 1st, midnight). Its key `2024` is the
     // window 2024-01-02 12:00 … 2025-01-02 12:00, which overlaps 13 months.
-    let dir = inline(
+    let dir = one_file(
         r#"
 [partitions.yearly]
 type = "cron"

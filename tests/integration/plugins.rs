@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg, repo};
+use crate::support::{Run, assert_no_panic, dg, process_gone, read, repo};
 
 /// Every hour of 2022-01-01 is over, and the day too.
 const NOW: &str = "2022-01-02T00:00:00Z";
@@ -34,10 +34,7 @@ fn toml_str(p: &Path) -> String {
 
 fn project(defs: &str) -> TempDir {
     python3();
-    let tmp = TempDir::new().expect("temp dir");
-    std::fs::create_dir_all(tmp.path().join("defs")).unwrap();
-    std::fs::write(tmp.path().join("defs/assets.toml"), defs).unwrap();
-    tmp
+    crate::support::project(&[("defs/assets.toml", defs)])
 }
 
 /// A project whose `io_manager` is `faulty.py` with `config` (an inline
@@ -112,11 +109,6 @@ fn with_status(v: &Value, status: &str) -> Vec<String> {
         .collect()
 }
 
-fn read(path: impl AsRef<Path>) -> String {
-    let path = path.as_ref();
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 /// What `faulty.py` logged: one object per request (`pid`, `type`, `key`,
 /// `fault`), plus `hello` and `shutdown`.
 fn requests(dir: &Path) -> Vec<Value> {
@@ -143,17 +135,6 @@ fn faulted(reqs: &[Value]) -> (usize, &Value) {
         .collect();
     assert_eq!(hits.len(), 1, "one faulty request expected: {reqs:#?}");
     hits[0]
-}
-
-/// Whether a process is gone (no /proc entry, or a zombie nobody reaped).
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => {
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            state.starts_with('Z') || state.starts_with('X')
-        }
-    }
 }
 
 /// Every plug-in process that started is gone once dg has exited.

@@ -8,190 +8,44 @@
 
 use std::path::Path;
 
-use postgres::{Client, NoTls};
 use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg_with_env};
+use crate::backend::{Backend, NOW, Pg};
+use crate::support::{Run, assert_no_panic, assert_ok, dg_with_env, project};
+use crate::table_scenarios;
 
-/// The URL of the test server, or `None` (the test is skipped) when
-/// `DG_TEST_POSTGRES_URL` is not set. Under CI (`CI=true`) a missing
-/// variable fails the test instead. Reuse it in any test that needs
-/// Postgres: `let Some(url) = pg_url() else { return };`.
-pub fn pg_url() -> Option<String> {
-    match std::env::var("DG_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "CI=true but DG_TEST_POSTGRES_URL is not set: the Postgres tests must run \
-                     under CI (.ci/run sources .ci/postgres.sh)"
-                );
-            }
-            eprintln!("skipped: set DG_TEST_POSTGRES_URL (see CONTRIBUTING.md)");
-            None
-        }
-    }
-}
+pub use crate::backend::{pg_url, random_schema};
 
-/// A fresh schema name: `dg_test_<pid>_<nanos>_<n>`.
-pub fn random_schema() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "dg_test_{}_{nanos}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A test's schema: dropped (with its tables) when the test ends.
-struct Pg {
-    url: String,
-    schema: String,
-    client: Client,
-}
-
-impl Pg {
-    fn new(url: String) -> Pg {
-        let client = Client::connect(&url, NoTls).expect("connect to DG_TEST_POSTGRES_URL");
-        Pg {
-            url,
-            schema: random_schema(),
-            client,
-        }
-    }
-
-    /// Rows of `sql` (with `{s}` the quoted schema) as text, NULL as `NULL`.
-    fn rows(&mut self, sql: &str) -> Vec<Vec<String>> {
-        let sql = sql.replace("{s}", &format!("\"{}\"", self.schema));
-        let msgs = self.client.simple_query(&sql).unwrap();
-        msgs.iter()
-            .filter_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(r) => Some(
-                    (0..r.len())
-                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn resources(&self, extra: &str) -> String {
-        format!(
-            "[resources.io_manager]\ntype = \"postgres\"\nurl = \"${{env:DG_PG_URL}}\"\nschema = \"{}\"\n{extra}",
-            self.schema
-        )
-    }
-
-    fn materialize(&self, dir: &Path, args: &[&str]) -> Run {
-        let mut all = vec!["--now", NOW, "materialize"];
-        all.extend(args);
-        let run = dg_with_env(dir, &all, &[("DG_PG_URL", &self.url)]);
-        assert_no_panic(&run);
-        run
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = self.client.batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-            self.schema
-        ));
-    }
-}
-
-const NOW: &str = "2022-01-02T00:00:00Z";
-
-fn project(files: &[(&str, &str)]) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    for (path, text) in files {
-        let p = tmp.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
-    tmp
-}
-
-fn ok(run: &Run) {
-    assert_eq!(
-        run.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
-}
+// Scenarios shared with the other table backend (`table_scenarios.rs`).
 
 #[test]
 fn seed_example_through_postgres_gives_24_ordered_rows() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
-    let dir = project(&[
-        ("defs/resources.toml", &pg.resources("")),
-        (
-            "defs/assets.toml",
-            r#"
-[partitions.hourly]
-type = "hourly"
-start = "2022-01-01-00:00"
+    table_scenarios::seed_example_gives_24_ordered_rows(Backend::Postgres);
+}
 
-[partitions.daily]
-type = "daily"
-start = "2022-01-01"
+#[test]
+fn text_is_not_retyped_through_postgres() {
+    table_scenarios::text_is_not_retyped(Backend::Postgres);
+}
 
-[assets.upstream_asset]
-partitions = "hourly"
-shell = "printf 'date\\n%s\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+#[test]
+fn rematerializing_one_partition_replaces_only_its_rows() {
+    table_scenarios::rematerializing_one_partition_replaces_only_its_rows(Backend::Postgres);
+}
 
-[assets.downstream_asset]
-partitions = "daily"
-deps = ["upstream_asset"]
-shell = "cp \"$DG_INPUT_UPSTREAM_ASSET\" seen.csv && cat \"$DG_INPUT_UPSTREAM_ASSET\" > \"$DG_OUTPUT\""
-"#,
-        ),
-    ]);
-    ok(&pg.materialize(dir.path(), &["--partition", "2022-01-01"]));
-    let hours: Vec<String> = (0..24).map(|h| format!("2022-01-01-{h:02}:00")).collect();
-    let expected: String = std::iter::once("date".to_string())
-        .chain(hours.iter().cloned())
-        .map(|l| l + "\n")
-        .collect();
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
-        expected
-    );
-    let up = pg.rows("SELECT dg_partition, date FROM {s}.upstream_asset ORDER BY dg_partition");
-    assert_eq!(up.len(), 24);
-    for (row, h) in up.iter().zip(&hours) {
-        assert_eq!(row, &vec![h.clone(), h.clone()]);
-    }
-    let down = pg.rows("SELECT dg_partition, date FROM {s}.downstream_asset ORDER BY ctid");
-    assert_eq!(down.len(), 24);
-    for (row, h) in down.iter().zip(&hours) {
-        assert_eq!(row, &vec!["2022-01-01".to_string(), h.clone()]);
-    }
-    // The partition column is indexed.
-    let idx = pg.rows(&format!(
-        "SELECT indexdef FROM pg_indexes WHERE schemaname = '{}' AND tablename = 'upstream_asset'",
-        pg.schema
-    ));
-    assert!(
-        idx.len() == 1 && idx[0][0].contains("(dg_partition)"),
-        "{idx:?}"
-    );
-    // A second run finds the upstream stored (exists) and loads it again.
-    ok(&pg.materialize(
-        dir.path(),
-        &["--select", "downstream_asset", "--partition", "2022-01-01"],
-    ));
-    assert_eq!(
-        pg.rows("SELECT count(*) FROM {s}.downstream_asset"),
-        vec![vec!["24"]]
-    );
+#[test]
+fn a_failing_step_leaves_the_table_unchanged() {
+    table_scenarios::a_failing_step_leaves_the_table_unchanged(Backend::Postgres);
+}
+
+#[test]
+fn sql_text_in_a_partition_key_does_no_harm() {
+    table_scenarios::sql_text_in_a_partition_key_does_no_harm(Backend::Postgres);
+}
+
+#[test]
+fn a_changed_schema_is_an_error_unless_replacing_is_allowed() {
+    table_scenarios::a_changed_schema_is_an_error_unless_replacing_is_allowed(Backend::Postgres);
 }
 
 #[test]
@@ -212,7 +66,7 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
 "#,
         ),
     ]);
-    ok(&pg.materialize(dir.path(), &[]));
+    assert_ok(&pg.materialize(dir.path(), &[]));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
         "n,x,s,b\n1,1.5,hello,true\n2,,\"a,b\",false\n3,2.0,,\n"
@@ -239,159 +93,10 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
         ]
     );
     // Materializing again replaces the whole table.
-    ok(&pg.materialize(dir.path(), &["--select", "raw/src"]));
+    assert_ok(&pg.materialize(dir.path(), &["--select", "raw/src"]));
     assert_eq!(
         pg.rows("SELECT count(*) FROM {s}.raw__src"),
         vec![vec!["3"]]
-    );
-}
-
-const STATIC_AB: &str = r#"
-[partitions.letters]
-type = "static"
-keys = ["a", "b"]
-
-[assets.parts]
-partitions = "letters"
-shell = "if [ -f bad ]; then printf 'k,v\\n1,2\\n3\\n'; else printf 'k,v\\n%s,%s\\n%s,%s\\n' \"$DG_PARTITION_KEY\" \"$(cat version)\" \"$DG_PARTITION_KEY\" \"$(cat version)\"; fi > \"$DG_OUTPUT\""
-"#;
-
-#[test]
-fn rematerializing_one_partition_replaces_only_its_rows() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
-    let dir = project(&[
-        ("defs/resources.toml", &pg.resources("")),
-        ("defs/assets.toml", STATIC_AB),
-        ("version", "1"),
-    ]);
-    ok(&pg.materialize(dir.path(), &["--all-partitions"]));
-    std::fs::write(dir.path().join("version"), "2").unwrap();
-    ok(&pg.materialize(dir.path(), &["--partition", "a"]));
-    assert_eq!(
-        pg.rows("SELECT dg_partition, k, v FROM {s}.parts ORDER BY dg_partition, ctid"),
-        vec![
-            vec!["a", "a", "2"],
-            vec!["a", "a", "2"],
-            vec!["b", "b", "1"],
-            vec!["b", "b", "1"],
-        ]
-    );
-}
-
-#[test]
-fn a_failing_step_leaves_the_table_unchanged() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
-    let dir = project(&[
-        ("defs/resources.toml", &pg.resources("")),
-        ("defs/assets.toml", STATIC_AB),
-        ("version", "1"),
-    ]);
-    ok(&pg.materialize(dir.path(), &["--all-partitions"]));
-    let q = "SELECT ctid, dg_partition, k, v FROM {s}.parts ORDER BY ctid";
-    let before = pg.rows(q);
-    assert_eq!(before.len(), 4);
-    // The step writes ragged CSV, which cannot be stored.
-    std::fs::write(dir.path().join("bad"), "").unwrap();
-    let run = pg.materialize(dir.path(), &["--partition", "a"]);
-    assert_ne!(run.code, 0, "stdout:\n{}", run.stdout);
-    assert_eq!(pg.rows(q), before);
-    // A failure inside the transaction (after the DELETE): the rows stay.
-    std::fs::remove_file(dir.path().join("bad")).unwrap();
-    pg.rows("ALTER TABLE {s}.parts ADD CONSTRAINT small CHECK (v < 2)");
-    std::fs::write(dir.path().join("version"), "7").unwrap();
-    let run = pg.materialize(dir.path(), &["--partition", "a"]);
-    assert_ne!(run.code, 0, "stdout:\n{}", run.stdout);
-    assert!(
-        run.stderr.contains("small") || run.stdout.contains("small"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(pg.rows(q), before);
-}
-
-#[test]
-fn sql_text_in_a_partition_key_does_no_harm() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
-    let key = "x'); DROP TABLE t; --";
-    let dir = project(&[
-        ("defs/resources.toml", &pg.resources("")),
-        (
-            "defs/assets.toml",
-            r#"
-[partitions.evil]
-type = "static"
-keys = ["x'); DROP TABLE t; --", "ok"]
-
-[assets.t]
-shell = "printf 'a\\n1\\n' > \"$DG_OUTPUT\""
-
-[assets.evil_asset]
-partitions = "evil"
-shell = "printf 'k\\n%s\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
-
-[assets.reader]
-partitions = "evil"
-deps = ["evil_asset"]
-shell = "cp \"$DG_INPUT_EVIL_ASSET\" \"$DG_OUTPUT\""
-"#,
-        ),
-    ]);
-    ok(&pg.materialize(dir.path(), &["--select", "t"]));
-    ok(&pg.materialize(dir.path(), &["--select", "evil_asset+", "--all-partitions"]));
-    assert_eq!(pg.rows("SELECT a FROM {s}.t"), vec![vec!["1"]]);
-    let expected = vec![vec!["ok", "ok"], vec![key, key]];
-    assert_eq!(
-        pg.rows("SELECT dg_partition, k FROM {s}.evil_asset ORDER BY dg_partition"),
-        expected
-    );
-    assert_eq!(
-        pg.rows("SELECT dg_partition, k FROM {s}.reader ORDER BY dg_partition"),
-        expected
-    );
-}
-
-#[test]
-fn a_changed_schema_is_an_error_unless_replacing_is_allowed() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
-    let assets = r#"
-[assets."sales/daily"]
-shell = "if [ -f v2 ]; then printf 'a,c\\nx,3\\n'; else printf 'a,b\\nx,1\\n'; fi > \"$DG_OUTPUT\""
-"#;
-    let dir = project(&[
-        ("defs/resources.toml", &pg.resources("")),
-        ("defs/assets.toml", assets),
-    ]);
-    ok(&pg.materialize(dir.path(), &[]));
-    std::fs::write(dir.path().join("v2"), "").unwrap();
-    let run = pg.materialize(dir.path(), &["--json"]);
-    assert_ne!(run.code, 0);
-    let all = format!("{}\n{}", run.stdout, run.stderr);
-    for needle in [
-        "sales/daily",
-        "sales__daily",
-        "new column `c`",
-        "column `b`",
-        "replace_on_schema_change",
-    ] {
-        assert!(all.contains(needle), "no {needle:?} in:\n{all}");
-    }
-    assert_eq!(
-        pg.rows("SELECT a, b FROM {s}.sales__daily"),
-        vec![vec!["x", "1"]]
-    );
-    std::fs::write(
-        dir.path().join("defs/resources.toml"),
-        pg.resources("replace_on_schema_change = true\n"),
-    )
-    .unwrap();
-    ok(&pg.materialize(dir.path(), &[]));
-    assert_eq!(
-        pg.rows("SELECT a, c FROM {s}.sales__daily"),
-        vec![vec!["x", "3"]]
     );
 }
 
@@ -507,9 +212,9 @@ fn the_password_never_appears_in_a_successful_run() {
         ),
     ]);
     let a = pg.materialize(dir.path(), &[]);
-    ok(&a);
+    assert_ok(&a);
     let b = pg.materialize(dir.path(), &["--json"]);
-    ok(&b);
+    assert_ok(&b);
     // The materialization records the masked URL (`dg/path`) in the state.
     let mut files = Vec::new();
     all_files(&dir.path().join(".dg"), &mut files);
@@ -603,37 +308,6 @@ type = "daily"
 start = "2021-12-30"
 "#;
 
-/// Issue 13: text that only looks like a number or a boolean comes back
-/// exactly as written.
-#[test]
-fn text_is_not_retyped_through_postgres() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
-    let dir = project(&[
-        ("defs/resources.toml", &pg.resources("")),
-        (
-            "defs/assets.toml",
-            r#"
-[assets.src]
-shell = "printf 'zip,classification,ok\\n02134,True,true\\n10001,False,false\\n' > \"$DG_OUTPUT\""
-
-[assets.copy]
-deps = ["src"]
-shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
-"#,
-        ),
-    ]);
-    ok(&pg.materialize(dir.path(), &[]));
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
-        "zip,classification,ok\n02134,True,true\n10001,False,false\n"
-    );
-    assert_eq!(
-        pg.rows("SELECT count(*) FROM {s}.src WHERE classification = 'True'"),
-        vec![vec!["1".to_string()]]
-    );
-}
-
 /// Issue 13: a header-only first partition does not fix the column types.
 #[test]
 fn an_empty_first_partition_does_not_fix_the_postgres_schema() {
@@ -652,8 +326,8 @@ shell = "if [ \"$DG_PARTITION_KEY\" = 2021-12-30 ]; then printf 'id,amount\\n'; 
             ),
         ),
     ]);
-    ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));
-    ok(&pg.materialize(
+    assert_ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));
+    assert_ok(&pg.materialize(
         dir.path(),
         &["--partition-range", "2021-12-31...2022-01-01"],
     ));
@@ -668,7 +342,7 @@ shell = "if [ \"$DG_PARTITION_KEY\" = 2021-12-30 ]; then printf 'id,amount\\n'; 
             vec!["amount", "double precision"],
         ]
     );
-    ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));
+    assert_ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));
     assert_eq!(
         pg.rows("SELECT count(*) FROM {s}.events"),
         vec![vec!["2".to_string()]]
@@ -699,11 +373,11 @@ shell = "printf 'lines\\n%s\\n' \"$(wc -l < \"$DG_INPUT_EVENTS\")\" > \"$DG_OUTP
             ),
         ),
     ]);
-    ok(&pg.materialize(
+    assert_ok(&pg.materialize(
         dir.path(),
         &["--select", "events", "--partition", "2022-01-01"],
     ));
-    ok(&pg.materialize(dir.path(), &["--partition", "2022-01-01", "--missing"]));
+    assert_ok(&pg.materialize(dir.path(), &["--partition", "2022-01-01", "--missing"]));
     assert_eq!(
         pg.rows("SELECT lines FROM {s}.total"),
         vec![vec!["1".to_string()]]

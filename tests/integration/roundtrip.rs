@@ -20,7 +20,7 @@ use dg::io::{
 };
 use proptest::prelude::*;
 
-use crate::repo;
+use crate::support::repo;
 
 /// A table as text: the header, then rows of values (`None`: empty).
 #[derive(Clone, Debug, PartialEq)]

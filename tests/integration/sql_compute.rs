@@ -5,21 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg, example_project};
+use crate::support::{Run, assert_no_panic, dg, example_project, project, read, step};
 
 const NOW: &str = "2022-01-02T00:00:00Z";
-
-fn project(files: &[(&str, &str)]) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    for (path, text) in files {
-        let p = tmp.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
-    tmp
-}
 
 fn materialize(dir: &Path, args: &[&str]) -> Run {
     let mut all = vec!["--now", NOW, "materialize", "--json"];
@@ -29,23 +18,9 @@ fn materialize(dir: &Path, args: &[&str]) -> Run {
     run
 }
 
-fn step<'a>(run: &'a Value, id: &str) -> &'a Value {
-    run["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step `{id}` in {run:#}"))
-}
-
 fn summary(run: &Run) -> Value {
     serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n{}", run.stdout, run.stderr))
-}
-
-fn read(path: impl AsRef<Path>) -> String {
-    let p = path.as_ref();
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()))
 }
 
 /// The files stored for `asset` by the default `fs` manager.

@@ -7,9 +7,8 @@ use std::path::Path;
 
 use rusqlite::Connection;
 use serde_json::Value;
-use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg};
+use crate::support::{Run, assert_no_panic, dg, json, project};
 
 /// Every hour of 2022-01-01 is over, and the day too.
 const NOW: &str = "2022-01-02T00:00:00Z";
@@ -47,27 +46,12 @@ sql = """{query}"""
     )
 }
 
-fn project(files: &[(&str, &str)]) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    for (path, text) in files {
-        let p = tmp.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
-    tmp
-}
-
 fn materialize(dir: &Path, args: &[&str]) -> Run {
     let mut all = vec!["--now", NOW, "materialize", "--json"];
     all.extend(args);
     let run = dg(dir, &all);
     assert_no_panic(&run);
     run
-}
-
-fn json(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n{}", run.stdout, run.stderr))
 }
 
 /// The materialization metadata of `asset` in run `run_id`.

@@ -8,10 +8,9 @@ use std::path::Path;
 
 use postgres::{Client, NoTls};
 use serde_json::Value;
-use tempfile::TempDir;
 
 use crate::postgres_manager::{pg_url, random_schema};
-use crate::{Run, assert_no_panic, dg_with_env};
+use crate::support::{Run, assert_no_panic, dg_with_env, json, project};
 
 /// Every hour of 2022-01-01 is over, and the day too.
 const NOW: &str = "2022-01-02T00:00:00Z";
@@ -128,21 +127,6 @@ deps = ["upstream"]
 sql = """{query}"""
 "#
     )
-}
-
-fn project(files: &[(&str, &str)]) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    for (path, text) in files {
-        let p = tmp.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
-    tmp
-}
-
-fn json(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n{}", run.stdout, run.stderr))
 }
 
 /// Every step log of `asset`, concatenated.

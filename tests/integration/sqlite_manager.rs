@@ -6,59 +6,16 @@ use std::path::Path;
 use rusqlite::Connection;
 use tempfile::TempDir;
 
-use crate::{Run, assert_no_panic, dg};
-
-/// Every hour of 2022-01-01 is over, and the day too.
-const NOW: &str = "2022-01-02T00:00:00Z";
-
-const SQLITE: &str = r#"
-[resources.io_manager]
-type = "sqlite"
-path = "data/warehouse.db"
-"#;
-
-fn project(files: &[(&str, &str)]) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    for (path, text) in files {
-        let p = tmp.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, text).unwrap();
-    }
-    tmp
-}
+use crate::backend::{Backend, Db, SQLITE, sqlite_db, sqlite_rows};
+use crate::support::{Run, dg, project};
+use crate::table_scenarios;
 
 fn materialize(dir: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["--now", NOW, "materialize"];
-    all.extend(args);
-    let run = dg(dir, &all);
-    assert_no_panic(&run);
-    run
+    Db::Sqlite.materialize(dir, args)
 }
 
 fn db(dir: &Path) -> Connection {
-    Connection::open(dir.join("data/warehouse.db")).expect("the database exists")
-}
-
-/// Rows of `sql` as strings (NULL as `NULL`).
-fn rows(conn: &Connection, sql: &str) -> Vec<Vec<String>> {
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        (0..n)
-            .map(|i| {
-                Ok(match r.get_ref(i)? {
-                    rusqlite::types::ValueRef::Null => "NULL".to_string(),
-                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
-                    rusqlite::types::ValueRef::Real(v) => v.to_string(),
-                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                    rusqlite::types::ValueRef::Blob(b) => format!("{b:?}"),
-                })
-            })
-            .collect()
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
+    sqlite_db(dir)
 }
 
 fn table_exists(conn: &Connection, name: &str) -> bool {
@@ -71,84 +28,36 @@ fn table_exists(conn: &Connection, name: &str) -> bool {
         == 1
 }
 
+// Scenarios shared with the other table backend (`table_scenarios.rs`).
+
 #[test]
 fn seed_example_through_sqlite_gives_24_ordered_rows() {
-    let dir = project(&[
-        ("defs/resources.toml", SQLITE),
-        (
-            "defs/assets.toml",
-            r#"
-[partitions.hourly]
-type = "hourly"
-start = "2022-01-01-00:00"
+    table_scenarios::seed_example_gives_24_ordered_rows(Backend::Sqlite);
+}
 
-[partitions.daily]
-type = "daily"
-start = "2022-01-01"
+#[test]
+fn text_is_not_retyped_through_sqlite() {
+    table_scenarios::text_is_not_retyped(Backend::Sqlite);
+}
 
-[assets.upstream_asset]
-partitions = "hourly"
-shell = "printf 'date\\n%s\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+#[test]
+fn rematerializing_one_partition_replaces_only_its_rows() {
+    table_scenarios::rematerializing_one_partition_replaces_only_its_rows(Backend::Sqlite);
+}
 
-[assets.downstream_asset]
-partitions = "daily"
-deps = ["upstream_asset"]
-shell = "cp \"$DG_INPUT_UPSTREAM_ASSET\" seen.csv && cat \"$DG_INPUT_UPSTREAM_ASSET\" > \"$DG_OUTPUT\""
-"#,
-        ),
-    ]);
-    let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
-    assert_eq!(
-        run.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
+#[test]
+fn a_failing_step_leaves_the_table_unchanged() {
+    table_scenarios::a_failing_step_leaves_the_table_unchanged(Backend::Sqlite);
+}
 
-    let hours: Vec<String> = (0..24).map(|h| format!("2022-01-01-{h:02}:00")).collect();
-    let mut expected = String::from("date\n");
-    for h in &hours {
-        expected.push_str(h);
-        expected.push('\n');
-    }
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
-        expected
-    );
+#[test]
+fn sql_text_in_a_partition_key_does_no_harm() {
+    table_scenarios::sql_text_in_a_partition_key_does_no_harm(Backend::Sqlite);
+}
 
-    let conn = db(dir.path());
-    let up = rows(
-        &conn,
-        "SELECT dg_partition, date FROM upstream_asset ORDER BY dg_partition",
-    );
-    assert_eq!(up.len(), 24);
-    for (row, h) in up.iter().zip(&hours) {
-        assert_eq!(row, &vec![h.clone(), h.clone()]);
-    }
-    let down = rows(
-        &conn,
-        "SELECT dg_partition, date FROM downstream_asset ORDER BY rowid",
-    );
-    assert_eq!(down.len(), 24);
-    for (row, h) in down.iter().zip(&hours) {
-        assert_eq!(row, &vec!["2022-01-01".to_string(), h.clone()]);
-    }
-    // The partition column is indexed.
-    let idx = rows(
-        &conn,
-        "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'upstream_asset'",
-    );
-    assert_eq!(idx, vec![vec!["1".to_string()]]);
-
-    // A second run finds the upstream stored (exists) and loads it again.
-    let run = materialize(
-        dir.path(),
-        &["--select", "downstream_asset", "--partition", "2022-01-01"],
-    );
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    assert_eq!(
-        rows(&conn, "SELECT count(*) FROM downstream_asset"),
-        vec![vec!["24".to_string()]]
-    );
+#[test]
+fn a_changed_schema_is_an_error_unless_replacing_is_allowed() {
+    table_scenarios::a_changed_schema_is_an_error_unless_replacing_is_allowed(Backend::Sqlite);
 }
 
 #[test]
@@ -180,7 +89,7 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
     let conn = db(dir.path());
     assert!(table_exists(&conn, "raw__src"));
     assert_eq!(
-        rows(
+        sqlite_rows(
             &conn,
             "SELECT typeof(n), typeof(x), typeof(s), typeof(b) FROM raw__src ORDER BY rowid"
         ),
@@ -189,7 +98,7 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
             vec!["integer", "null", "text", "integer"],
         ]
     );
-    let types = rows(
+    let types = sqlite_rows(
         &conn,
         "SELECT name, type FROM pragma_table_info('raw__src')",
     );
@@ -206,42 +115,8 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
     let run = materialize(dir.path(), &["--select", "raw/src"]);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     assert_eq!(
-        rows(&conn, "SELECT count(*) FROM raw__src"),
+        sqlite_rows(&conn, "SELECT count(*) FROM raw__src"),
         vec![vec!["2".to_string()]]
-    );
-}
-
-/// Issue 13: text that only looks like a number or a boolean comes back
-/// exactly as written; real booleans come back as booleans, not `1`/`0`.
-#[test]
-fn text_is_not_retyped_through_sqlite() {
-    let dir = project(&[
-        ("defs/resources.toml", SQLITE),
-        (
-            "defs/assets.toml",
-            r#"
-[assets.src]
-shell = "printf 'zip,classification,ok\\n02134,True,true\\n10001,False,false\\n' > \"$DG_OUTPUT\""
-
-[assets.copy]
-deps = ["src"]
-shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
-"#,
-        ),
-    ]);
-    let run = materialize(dir.path(), &[]);
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
-        "zip,classification,ok\n02134,True,true\n10001,False,false\n"
-    );
-    let conn = db(dir.path());
-    assert_eq!(
-        rows(
-            &conn,
-            "SELECT count(*) FROM src WHERE classification = 'True'"
-        ),
-        vec![vec!["1".to_string()]]
     );
 }
 
@@ -287,7 +162,7 @@ shell = "if [ \"$DG_PARTITION_KEY\" = 2024-01-01 ]; then printf 'id,amount\\n'; 
     assert_eq!(rest.code, 0, "stderr:\n{}", rest.stderr);
     let conn = db(dir.path());
     assert_eq!(
-        rows(&conn, "SELECT name, type FROM pragma_table_info('events')"),
+        sqlite_rows(&conn, "SELECT name, type FROM pragma_table_info('events')"),
         vec![
             vec!["dg_partition", "TEXT"],
             vec!["id", "INTEGER"],
@@ -301,7 +176,7 @@ shell = "if [ \"$DG_PARTITION_KEY\" = 2024-01-01 ]; then printf 'id,amount\\n'; 
     );
     assert_eq!(again.code, 0, "stderr:\n{}", again.stderr);
     assert_eq!(
-        rows(
+        sqlite_rows(
             &conn,
             "SELECT dg_partition, id FROM events ORDER BY dg_partition"
         ),
@@ -359,174 +234,8 @@ shell = "wc -l < \"$DG_INPUT_EVENTS\" > \"$DG_OUTPUT.n\" && printf 'lines\\n%s\\
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let conn = db(dir.path());
     assert_eq!(
-        rows(&conn, "SELECT lines FROM total"),
+        sqlite_rows(&conn, "SELECT lines FROM total"),
         vec![vec!["1".to_string()]]
-    );
-}
-
-const STATIC_AB: &str = r#"
-[partitions.letters]
-type = "static"
-keys = ["a", "b"]
-
-[assets.parts]
-partitions = "letters"
-shell = "if [ -f bad ]; then printf 'k,v\\n1,2\\n3\\n'; else printf 'k,v\\n%s,%s\\n%s,%s\\n' \"$DG_PARTITION_KEY\" \"$(cat version)\" \"$DG_PARTITION_KEY\" \"$(cat version)\"; fi > \"$DG_OUTPUT\""
-"#;
-
-#[test]
-fn rematerializing_one_partition_replaces_only_its_rows() {
-    let dir = project(&[
-        ("defs/resources.toml", SQLITE),
-        ("defs/assets.toml", STATIC_AB),
-        ("version", "1"),
-    ]);
-    let run = materialize(dir.path(), &["--all-partitions"]);
-    assert_eq!(
-        run.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
-    std::fs::write(dir.path().join("version"), "2").unwrap();
-    let run = materialize(dir.path(), &["--partition", "a"]);
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    let conn = db(dir.path());
-    assert_eq!(
-        rows(
-            &conn,
-            "SELECT dg_partition, k, v FROM parts ORDER BY dg_partition, rowid"
-        ),
-        vec![
-            vec!["a", "a", "2"],
-            vec!["a", "a", "2"],
-            vec!["b", "b", "1"],
-            vec!["b", "b", "1"],
-        ]
-    );
-}
-
-#[test]
-fn a_failing_step_leaves_the_table_unchanged() {
-    let dir = project(&[
-        ("defs/resources.toml", SQLITE),
-        ("defs/assets.toml", STATIC_AB),
-        ("version", "1"),
-    ]);
-    let run = materialize(dir.path(), &["--all-partitions"]);
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    let conn = db(dir.path());
-    let before = rows(
-        &conn,
-        "SELECT rowid, dg_partition, k, v FROM parts ORDER BY rowid",
-    );
-    assert_eq!(before.len(), 4);
-    // The step writes ragged CSV, which cannot be stored.
-    std::fs::write(dir.path().join("bad"), "").unwrap();
-    let run = materialize(dir.path(), &["--partition", "a"]);
-    assert_ne!(run.code, 0, "stdout:\n{}", run.stdout);
-    assert_eq!(
-        rows(
-            &conn,
-            "SELECT rowid, dg_partition, k, v FROM parts ORDER BY rowid"
-        ),
-        before
-    );
-}
-
-#[test]
-fn sql_text_in_a_partition_key_does_no_harm() {
-    let key = "x'); DROP TABLE t; --";
-    let dir = project(&[
-        ("defs/resources.toml", SQLITE),
-        (
-            "defs/assets.toml",
-            r#"
-[partitions.evil]
-type = "static"
-keys = ["x'); DROP TABLE t; --", "ok"]
-
-[assets.t]
-shell = "printf 'a\\n1\\n' > \"$DG_OUTPUT\""
-
-[assets.evil_asset]
-partitions = "evil"
-shell = "printf 'k\\n%s\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
-
-[assets.reader]
-partitions = "evil"
-deps = ["evil_asset"]
-shell = "cp \"$DG_INPUT_EVIL_ASSET\" \"$DG_OUTPUT\""
-"#,
-        ),
-    ]);
-    let run = materialize(dir.path(), &["--select", "t"]);
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    let run = materialize(dir.path(), &["--select", "evil_asset+", "--all-partitions"]);
-    assert_eq!(
-        run.code, 0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
-    let conn = db(dir.path());
-    assert!(table_exists(&conn, "t"));
-    assert_eq!(rows(&conn, "SELECT a FROM t"), vec![vec!["1"]]);
-    assert_eq!(
-        rows(
-            &conn,
-            "SELECT dg_partition, k FROM evil_asset ORDER BY dg_partition"
-        ),
-        vec![vec!["ok", "ok"], vec![key, key]]
-    );
-    assert_eq!(
-        rows(
-            &conn,
-            "SELECT dg_partition, k FROM reader ORDER BY dg_partition"
-        ),
-        vec![vec!["ok", "ok"], vec![key, key]]
-    );
-}
-
-#[test]
-fn a_changed_schema_is_an_error_unless_replacing_is_allowed() {
-    let assets = r#"
-[assets."sales/daily"]
-shell = "if [ -f v2 ]; then printf 'a,c\\nx,3\\n'; else printf 'a,b\\nx,1\\n'; fi > \"$DG_OUTPUT\""
-"#;
-    let dir = project(&[
-        ("defs/resources.toml", SQLITE),
-        ("defs/assets.toml", assets),
-    ]);
-    let run = materialize(dir.path(), &[]);
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    std::fs::write(dir.path().join("v2"), "").unwrap();
-    let run = materialize(dir.path(), &["--json"]);
-    assert_ne!(run.code, 0);
-    let all = format!("{}\n{}", run.stdout, run.stderr);
-    for needle in [
-        "sales/daily",
-        "sales__daily",
-        "new column `c`",
-        "column `b`",
-        "replace_on_schema_change",
-    ] {
-        assert!(all.contains(needle), "no {needle:?} in:\n{all}");
-    }
-    let conn = db(dir.path());
-    assert_eq!(
-        rows(&conn, "SELECT a, b FROM sales__daily"),
-        vec![vec!["x", "1"]]
-    );
-
-    std::fs::write(
-        dir.path().join("defs/resources.toml"),
-        format!("{SQLITE}replace_on_schema_change = true\n"),
-    )
-    .unwrap();
-    let run = materialize(dir.path(), &[]);
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    assert_eq!(
-        rows(&conn, "SELECT a, c FROM sales__daily"),
-        vec![vec!["x", "3"]]
     );
 }
 

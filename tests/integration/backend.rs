@@ -1,0 +1,204 @@
+//! Tests that run one scenario on each table backend: the `sqlite` and the
+//! `postgres` I/O managers. A scenario is a function taking a [`Backend`];
+//! each backend's test file has a `#[test]` that calls it with its backend,
+//! so the tests keep their names (`sqlite_manager::…`, `postgres_manager::…`)
+//! and can be selected per backend.
+//!
+//! [`Db::open`] returns `None` for Postgres when `DG_TEST_POSTGRES_URL` is
+//! not set (the test is skipped; under `CI=true` it fails instead, see
+//! [`pg_url`]), so a scenario starts with
+//! `let Some(mut db) = Db::open(backend) else { return };`.
+
+use std::path::Path;
+
+use postgres::{Client, NoTls};
+
+use crate::support::{Run, dg_now_with_env};
+
+/// Every hour of 2022-01-01 is over, and the day too.
+pub const NOW: &str = "2022-01-02T00:00:00Z";
+
+/// Where an asset's table is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The URL of the test server, or `None` (the test is skipped) when
+/// `DG_TEST_POSTGRES_URL` is not set. Under CI (`CI=true`) a missing
+/// variable fails the test instead. Reuse it in any test that needs
+/// Postgres: `let Some(url) = pg_url() else { return };`.
+pub fn pg_url() -> Option<String> {
+    match std::env::var("DG_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "CI=true but DG_TEST_POSTGRES_URL is not set: the Postgres tests must run \
+                     under CI (.ci/run sources .ci/postgres.sh)"
+                );
+            }
+            eprintln!("skipped: set DG_TEST_POSTGRES_URL (see CONTRIBUTING.md)");
+            None
+        }
+    }
+}
+
+/// A fresh schema name: `dg_test_<pid>_<nanos>_<n>`.
+pub fn random_schema() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "dg_test_{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A test's schema: dropped (with its tables) when the test ends.
+pub struct Pg {
+    pub url: String,
+    pub schema: String,
+    pub client: Client,
+}
+
+impl Pg {
+    pub fn new(url: String) -> Pg {
+        let client = Client::connect(&url, NoTls).expect("connect to DG_TEST_POSTGRES_URL");
+        Pg {
+            url,
+            schema: random_schema(),
+            client,
+        }
+    }
+
+    /// Rows of `sql` (with `{s}` the quoted schema) as text, NULL as `NULL`.
+    pub fn rows(&mut self, sql: &str) -> Vec<Vec<String>> {
+        let sql = sql.replace("{s}", &format!("\"{}\"", self.schema));
+        let msgs = self.client.simple_query(&sql).unwrap();
+        msgs.iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn resources(&self, extra: &str) -> String {
+        format!(
+            "[resources.io_manager]\ntype = \"postgres\"\nurl = \"${{env:DG_PG_URL}}\"\nschema = \"{}\"\n{extra}",
+            self.schema
+        )
+    }
+
+    /// `dg --now NOW materialize ARGS…` with `DG_PG_URL` set.
+    pub fn materialize(&self, dir: &Path, args: &[&str]) -> Run {
+        let mut all = vec!["materialize"];
+        all.extend(args);
+        dg_now_with_env(dir, NOW, &all, &[("DG_PG_URL", &self.url)])
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = self.client.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+            self.schema
+        ));
+    }
+}
+
+/// The `sqlite` manager's resource, storing in `data/warehouse.db`.
+pub const SQLITE: &str = r#"
+[resources.io_manager]
+type = "sqlite"
+path = "data/warehouse.db"
+"#;
+
+/// The SQLite database of a project using [`SQLITE`].
+pub fn sqlite_db(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("data/warehouse.db")).expect("the database exists")
+}
+
+/// Rows of `sql` as strings (NULL as `NULL`).
+pub fn sqlite_rows(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<String>> {
+    use rusqlite::types::ValueRef;
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    ValueRef::Null => "NULL".to_string(),
+                    ValueRef::Integer(v) => v.to_string(),
+                    ValueRef::Real(v) => v.to_string(),
+                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    ValueRef::Blob(b) => format!("{b:?}"),
+                })
+            })
+            .collect()
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// One test's table store: a SQLite file in the project, or a fresh
+/// Postgres schema (dropped at the end).
+pub enum Db {
+    Sqlite,
+    Postgres(Box<Pg>),
+}
+
+impl Db {
+    /// The store for `backend`; `None` when Postgres is not available
+    /// locally (the test is then skipped).
+    pub fn open(backend: Backend) -> Option<Db> {
+        match backend {
+            Backend::Sqlite => Some(Db::Sqlite),
+            Backend::Postgres => Some(Db::Postgres(Box::new(Pg::new(pg_url()?)))),
+        }
+    }
+
+    /// The `[resources.io_manager]` table, with `extra` lines added to it.
+    pub fn resources(&self, extra: &str) -> String {
+        match self {
+            Db::Sqlite => format!("{SQLITE}{extra}"),
+            Db::Postgres(pg) => pg.resources(extra),
+        }
+    }
+
+    /// `dg --now NOW materialize ARGS…` in `dir`.
+    pub fn materialize(&self, dir: &Path, args: &[&str]) -> Run {
+        match self {
+            Db::Sqlite => {
+                let mut all = vec!["materialize"];
+                all.extend(args);
+                dg_now_with_env(dir, NOW, &all, &[])
+            }
+            Db::Postgres(pg) => pg.materialize(dir, args),
+        }
+    }
+
+    /// Rows of `sql` as text (NULL as `NULL`). In `sql`, `{s}.` stands
+    /// before a table name (the schema on Postgres, nothing on SQLite) and
+    /// `{rowid}` for the column that orders rows as they were inserted.
+    pub fn rows(&mut self, dir: &Path, sql: &str) -> Vec<Vec<String>> {
+        match self {
+            Db::Sqlite => sqlite_rows(
+                &sqlite_db(dir),
+                &sql.replace("{s}.", "").replace("{rowid}", "rowid"),
+            ),
+            Db::Postgres(pg) => pg.rows(&sql.replace("{rowid}", "ctid")),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Scenarios of the table I/O managers that hold for SQLite and Postgres
+//! alike. Each is called by one `#[test]` in `sqlite_manager.rs` and one in
+//! `postgres_manager.rs`; what only one backend does stays in its own file.
+
+use crate::backend::{Backend, Db};
+use crate::support::{assert_ok, project, read};
+
+/// The bundled example's shape through the manager: 24 hours, one day.
+pub fn seed_example_gives_24_ordered_rows(backend: Backend) {
+    let Some(mut db) = Db::open(backend) else {
+        return;
+    };
+    let dir = project(&[
+        ("defs/resources.toml", &db.resources("")),
+        (
+            "defs/assets.toml",
+            r#"
+[partitions.hourly]
+type = "hourly"
+start = "2022-01-01-00:00"
+
+[partitions.daily]
+type = "daily"
+start = "2022-01-01"
+
+[assets.upstream_asset]
+partitions = "hourly"
+shell = "printf 'date\\n%s\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+
+[assets.downstream_asset]
+partitions = "daily"
+deps = ["upstream_asset"]
+shell = "cp \"$DG_INPUT_UPSTREAM_ASSET\" seen.csv && cat \"$DG_INPUT_UPSTREAM_ASSET\" > \"$DG_OUTPUT\""
+"#,
+        ),
+    ]);
+    let d = dir.path();
+    assert_ok(&db.materialize(d, &["--partition", "2022-01-01"]));
+    let hours: Vec<String> = (0..24).map(|h| format!("2022-01-01-{h:02}:00")).collect();
+    let expected: String = std::iter::once("date".to_string())
+        .chain(hours.iter().cloned())
+        .map(|l| l + "\n")
+        .collect();
+    assert_eq!(read(d.join("seen.csv")), expected);
+    let up = db.rows(
+        d,
+        "SELECT dg_partition, date FROM {s}.upstream_asset ORDER BY dg_partition",
+    );
+    assert_eq!(up.len(), 24);
+    for (row, h) in up.iter().zip(&hours) {
+        assert_eq!(row, &vec![h.clone(), h.clone()]);
+    }
+    let down = db.rows(
+        d,
+        "SELECT dg_partition, date FROM {s}.downstream_asset ORDER BY {rowid}",
+    );
+    assert_eq!(down.len(), 24);
+    for (row, h) in down.iter().zip(&hours) {
+        assert_eq!(row, &vec!["2022-01-01".to_string(), h.clone()]);
+    }
+    // The partition column is indexed.
+    match &mut db {
+        Db::Sqlite => {
+            let idx = crate::backend::sqlite_rows(
+                &crate::backend::sqlite_db(d),
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'upstream_asset'",
+            );
+            assert_eq!(idx, vec![vec!["1".to_string()]]);
+        }
+        Db::Postgres(pg) => {
+            let idx = pg.rows(&format!(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = '{}' AND tablename = 'upstream_asset'",
+                pg.schema
+            ));
+            assert!(
+                idx.len() == 1 && idx[0][0].contains("(dg_partition)"),
+                "{idx:?}"
+            );
+        }
+    }
+    // A second run finds the upstream stored (exists) and loads it again.
+    assert_ok(&db.materialize(
+        d,
+        &["--select", "downstream_asset", "--partition", "2022-01-01"],
+    ));
+    assert_eq!(
+        db.rows(d, "SELECT count(*) FROM {s}.downstream_asset"),
+        vec![vec!["24"]]
+    );
+}
+
+/// Issue 13: text that only looks like a number or a boolean comes back
+/// exactly as written.
+pub fn text_is_not_retyped(backend: Backend) {
+    let Some(mut db) = Db::open(backend) else {
+        return;
+    };
+    let dir = project(&[
+        ("defs/resources.toml", &db.resources("")),
+        (
+            "defs/assets.toml",
+            r#"
+[assets.src]
+shell = "printf 'zip,classification,ok\\n02134,True,true\\n10001,False,false\\n' > \"$DG_OUTPUT\""
+
+[assets.copy]
+deps = ["src"]
+shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
+"#,
+        ),
+    ]);
+    let d = dir.path();
+    assert_ok(&db.materialize(d, &[]));
+    assert_eq!(
+        read(d.join("seen.csv")),
+        "zip,classification,ok\n02134,True,true\n10001,False,false\n"
+    );
+    assert_eq!(
+        db.rows(
+            d,
+            "SELECT count(*) FROM {s}.src WHERE classification = 'True'"
+        ),
+        vec![vec!["1".to_string()]]
+    );
+}
+
+const STATIC_AB: &str = r#"
+[partitions.letters]
+type = "static"
+keys = ["a", "b"]
+
+[assets.parts]
+partitions = "letters"
+shell = "if [ -f bad ]; then printf 'k,v\\n1,2\\n3\\n'; else printf 'k,v\\n%s,%s\\n%s,%s\\n' \"$DG_PARTITION_KEY\" \"$(cat version)\" \"$DG_PARTITION_KEY\" \"$(cat version)\"; fi > \"$DG_OUTPUT\""
+"#;
+
+pub fn rematerializing_one_partition_replaces_only_its_rows(backend: Backend) {
+    let Some(mut db) = Db::open(backend) else {
+        return;
+    };
+    let dir = project(&[
+        ("defs/resources.toml", &db.resources("")),
+        ("defs/assets.toml", STATIC_AB),
+        ("version", "1"),
+    ]);
+    let d = dir.path();
+    assert_ok(&db.materialize(d, &["--all-partitions"]));
+    std::fs::write(d.join("version"), "2").unwrap();
+    assert_ok(&db.materialize(d, &["--partition", "a"]));
+    assert_eq!(
+        db.rows(
+            d,
+            "SELECT dg_partition, k, v FROM {s}.parts ORDER BY dg_partition, {rowid}"
+        ),
+        vec![
+            vec!["a", "a", "2"],
+            vec!["a", "a", "2"],
+            vec!["b", "b", "1"],
+            vec!["b", "b", "1"],
+        ]
+    );
+}
+
+pub fn a_failing_step_leaves_the_table_unchanged(backend: Backend) {
+    let Some(mut db) = Db::open(backend) else {
+        return;
+    };
+    let dir = project(&[
+        ("defs/resources.toml", &db.resources("")),
+        ("defs/assets.toml", STATIC_AB),
+        ("version", "1"),
+    ]);
+    let d = dir.path();
+    assert_ok(&db.materialize(d, &["--all-partitions"]));
+    let q = "SELECT {rowid}, dg_partition, k, v FROM {s}.parts ORDER BY {rowid}";
+    let before = db.rows(d, q);
+    assert_eq!(before.len(), 4);
+    // The step writes ragged CSV, which cannot be stored.
+    std::fs::write(d.join("bad"), "").unwrap();
+    let run = db.materialize(d, &["--partition", "a"]);
+    assert_ne!(run.code, 0, "stdout:\n{}", run.stdout);
+    assert_eq!(db.rows(d, q), before);
+    if backend == Backend::Postgres {
+        // A failure inside the transaction (after the DELETE): the rows stay.
+        std::fs::remove_file(d.join("bad")).unwrap();
+        db.rows(
+            d,
+            "ALTER TABLE {s}.parts ADD CONSTRAINT small CHECK (v < 2)",
+        );
+        std::fs::write(d.join("version"), "7").unwrap();
+        let run = db.materialize(d, &["--partition", "a"]);
+        assert_ne!(run.code, 0, "stdout:\n{}", run.stdout);
+        assert!(
+            run.stderr.contains("small") || run.stdout.contains("small"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(db.rows(d, q), before);
+    }
+}
+
+pub fn sql_text_in_a_partition_key_does_no_harm(backend: Backend) {
+    let Some(mut db) = Db::open(backend) else {
+        return;
+    };
+    let key = "x'); DROP TABLE t; --";
+    let dir = project(&[
+        ("defs/resources.toml", &db.resources("")),
+        (
+            "defs/assets.toml",
+            r#"
+[partitions.evil]
+type = "static"
+keys = ["x'); DROP TABLE t; --", "ok"]
+
+[assets.t]
+shell = "printf 'a\\n1\\n' > \"$DG_OUTPUT\""
+
+[assets.evil_asset]
+partitions = "evil"
+shell = "printf 'k\\n%s\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+
+[assets.reader]
+partitions = "evil"
+deps = ["evil_asset"]
+shell = "cp \"$DG_INPUT_EVIL_ASSET\" \"$DG_OUTPUT\""
+"#,
+        ),
+    ]);
+    let d = dir.path();
+    assert_ok(&db.materialize(d, &["--select", "t"]));
+    assert_ok(&db.materialize(d, &["--select", "evil_asset+", "--all-partitions"]));
+    assert_eq!(db.rows(d, "SELECT a FROM {s}.t"), vec![vec!["1"]]);
+    let expected = vec![vec!["ok", "ok"], vec![key, key]];
+    assert_eq!(
+        db.rows(
+            d,
+            "SELECT dg_partition, k FROM {s}.evil_asset ORDER BY dg_partition"
+        ),
+        expected
+    );
+    assert_eq!(
+        db.rows(
+            d,
+            "SELECT dg_partition, k FROM {s}.reader ORDER BY dg_partition"
+        ),
+        expected
+    );
+}
+
+pub fn a_changed_schema_is_an_error_unless_replacing_is_allowed(backend: Backend) {
+    let Some(mut db) = Db::open(backend) else {
+        return;
+    };
+    let assets = r#"
+[assets."sales/daily"]
+shell = "if [ -f v2 ]; then printf 'a,c\\nx,3\\n'; else printf 'a,b\\nx,1\\n'; fi > \"$DG_OUTPUT\""
+"#;
+    let dir = project(&[
+        ("defs/resources.toml", &db.resources("")),
+        ("defs/assets.toml", assets),
+    ]);
+    let d = dir.path();
+    assert_ok(&db.materialize(d, &[]));
+    std::fs::write(d.join("v2"), "").unwrap();
+    let run = db.materialize(d, &["--json"]);
+    assert_ne!(run.code, 0);
+    let all = format!("{}\n{}", run.stdout, run.stderr);
+    for needle in [
+        "sales/daily",
+        "sales__daily",
+        "new column `c`",
+        "column `b`",
+        "replace_on_schema_change",
+    ] {
+        assert!(all.contains(needle), "no {needle:?} in:\n{all}");
+    }
+    assert_eq!(
+        db.rows(d, "SELECT a, b FROM {s}.sales__daily"),
+        vec![vec!["x", "1"]]
+    );
+    std::fs::write(
+        d.join("defs/resources.toml"),
+        db.resources("replace_on_schema_change = true\n"),
+    )
+    .unwrap();
+    assert_ok(&db.materialize(d, &[]));
+    assert_eq!(
+        db.rows(d, "SELECT a, c FROM {s}.sales__daily"),
+        vec![vec!["x", "3"]]
+    );
+}
