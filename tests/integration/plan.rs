@@ -1181,7 +1181,7 @@ shell = "true"
 
 #[test]
 fn a_monday_targets_its_week_and_month_as_dagster_backfills_do() {
-    let dir = inline(DAY_WEEK_MONTH);
+    let dir = one_file(DAY_WEEK_MONTH);
     // Every week of June has ended (the last one on 2023-07-02).
     let now = "2023-07-10T00:00:00Z";
     // Dagster: d 2023-06-05, w 2023-06-04, m 2023-06-01.
@@ -1199,7 +1199,7 @@ fn a_monday_targets_its_week_and_month_as_dagster_backfills_do() {
 
 #[test]
 fn an_hour_targets_the_days_that_read_it() {
-    let dir = inline(
+    let dir = one_file(
         r#"
 [partitions.hourly]
 type = "hourly"
@@ -1241,7 +1241,7 @@ mapping = { type = "time_window", start_offset = -1, allow_nonexistent = true }
 
 #[test]
 fn a_definition_prefix_targets_only_that_definition() {
-    let dir = inline(DAY_WEEK_MONTH);
+    let dir = one_file(DAY_WEEK_MONTH);
     let now = "2023-07-10T00:00:00Z";
     // Only `w` is targeted; `d` gets the week's seven days (upstream), `m`
     // the month that reads the week (downstream).
@@ -1274,7 +1274,7 @@ fn a_definition_prefix_targets_only_that_definition() {
 
 #[test]
 fn latest_and_last_n_are_per_definition() {
-    let dir = inline(DAY_WEEK_MONTH);
+    let dir = one_file(DAY_WEEK_MONTH);
     // At 2023-06-07T12:00Z: the last day is 06-06, the last week 05-28 (the
     // week of 06-04 is not over), the last month 05-01.
     let now = "2023-06-07T12:00:00Z";
@@ -1295,7 +1295,7 @@ fn latest_and_last_n_are_per_definition() {
         ]
     );
     // Multi: the time dimension's last window crossed with every region.
-    let dir = inline(
+    let dir = one_file(
         r#"
 [partitions.date_region]
 type = "multi"
@@ -1314,7 +1314,7 @@ shell = "true"
 
 #[test]
 fn a_dynamic_definition_without_keys_is_left_out_with_a_note() {
-    let dir = inline(
+    let dir = one_file(
         r#"
 [partitions.customers]
 type = "dynamic"
