@@ -30,3 +30,10 @@ mod sql_in_pg;
 mod sqlite_manager;
 pub mod support;
 mod table_scenarios;
+
+// The helpers under their old paths (`crate::dg`, …), for test files that
+// predate `support`.
+#[allow(unused_imports)]
+pub use support::{
+    Run, assert_no_panic, copy_dir, dg, dg_with_env, example_project, malformed, redact, repo,
+};
