@@ -126,6 +126,10 @@ struct Validator<'a> {
     edges: Vec<Vec<(usize, Span)>>,
 }
 
+/// The longest step `timeout` accepted: 365 days. Longer is no limit at
+/// all in practice, and far longer ones overflow the clock arithmetic.
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 const TOP: &[&str] = &["partitions", "resources", "assets"];
 const ASSET_FIELDS: &[&str] = &[
     "partitions",
@@ -1180,14 +1184,28 @@ impl<'a> Validator<'a> {
         };
         let timeout = match r.str("timeout", d) {
             Some(s) => match humantime::parse_duration(&s.value) {
-                Ok(t) if !t.is_zero() => Some(t),
-                Ok(_) => {
+                Ok(t) if !t.is_zero() && t <= MAX_TIMEOUT => Some(t),
+                Ok(t) if t.is_zero() => {
                     d.push(
                         Diagnostic::error(
                             Kind::InvalidValue,
                             format!("`timeout` of {what} must be more than zero"),
                         )
                         .at(&s.span, "zero"),
+                    );
+                    None
+                }
+                Ok(_) => {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!(
+                                "`timeout` of {what} must be more than zero and at most 365 days, found `{}`",
+                                s.value
+                            ),
+                        )
+                        .at(&s.span, "out of range")
+                        .help("a step that may run longer than that needs no `timeout`"),
                     );
                     None
                 }

@@ -105,7 +105,8 @@ impl Watchdog {
             .insert(
                 pgid,
                 Entry {
-                    deadline: timeout.map(|t| Instant::now() + t),
+                    // Checked: a deadline past what the clock can hold is none.
+                    deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
                     terminated_at: None,
                     timed_out: timed_out.clone(),
                 },
