@@ -130,6 +130,41 @@ struct Validator<'a> {
 /// all in practice, and far longer ones overflow the clock arithmetic.
 pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
+/// How far `end_offset` (of a time partitions definition) and a
+/// `time_window` mapping's offsets may move, in windows, either way.
+/// Far more than any schedule needs (27 years of days, a year of hours), and
+/// small enough that arithmetic on window numbers never overflows.
+pub const MAX_WINDOW_OFFSET: i64 = 10_000;
+
+/// Reads an offset counted in windows, bounded by [`MAX_WINDOW_OFFSET`].
+/// `Err(())` after reporting one out of range.
+fn window_offset(
+    r: &Reader<'_, '_>,
+    key: &str,
+    what: &str,
+    d: &mut Diagnostics,
+) -> Result<i64, ()> {
+    match r.int(key, d) {
+        Some((n, s)) if !(-MAX_WINDOW_OFFSET..=MAX_WINDOW_OFFSET).contains(&n) => {
+            d.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!(
+                        "`{key}` of {what} must be between -{MAX_WINDOW_OFFSET} and {MAX_WINDOW_OFFSET} windows, found {n}"
+                    ),
+                )
+                .at(&s, "out of range")
+                .help(format!(
+                    "an offset moves by whole partitions; {MAX_WINDOW_OFFSET} is far more than any schedule needs (27 years of days, over a year of hours) and keeps the arithmetic on window numbers from overflowing"
+                )),
+            );
+            Err(())
+        }
+        Some((n, _)) => Ok(n),
+        None => Ok(0),
+    }
+}
+
 const TOP: &[&str] = &["partitions", "resources", "assets"];
 const ASSET_FIELDS: &[&str] = &[
     "partitions",
@@ -802,7 +837,10 @@ impl<'a> Validator<'a> {
             None => chrono_tz::UTC,
         };
         let fmt = r.str("fmt", d);
-        let end_offset = r.int("end_offset", d).map(|(n, _)| n).unwrap_or(0);
+        let end_offset = window_offset(r, "end_offset", what, d).unwrap_or_else(|()| {
+            ok = false;
+            0
+        });
         let Some(start) = r.str("start", d) else {
             if r.get("start").is_none() {
                 d.push(
@@ -1745,8 +1783,8 @@ fn mapping_spec(
         "all" => MappingSpec::All,
         "last" => MappingSpec::Last,
         "time_window" => MappingSpec::TimeWindow {
-            start_offset: r.int("start_offset", d).map(|x| x.0).unwrap_or(0),
-            end_offset: r.int("end_offset", d).map(|x| x.0).unwrap_or(0),
+            start_offset: window_offset(&r, "start_offset", what, d).unwrap_or(0),
+            end_offset: window_offset(&r, "end_offset", what, d).unwrap_or(0),
             allow_nonexistent: r.bool("allow_nonexistent", d).unwrap_or(false),
         },
         "static" => {
