@@ -296,17 +296,22 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         &reporter,
     );
     display.finish();
-    for e in recorder.finish() {
-        s.out
-            .error(&format!("recording the run history failed: {e}"));
+    // A run whose history could not be written is not a success: what it
+    // materialized is not known to `status`, `--missing` or `--stale`.
+    let record_errors = recorder.finish();
+    let history_lost = !record_errors.is_empty();
+    if history_lost {
+        report_record_errors(s, &record_errors);
     }
+    let success = summary.success() && !history_lost;
     let status = if summary.interrupted {
         RunStatus::Canceled
-    } else if summary.success() {
+    } else if success {
         RunStatus::Success
     } else {
         RunStatus::Failure
     };
+    let mut success = success;
     if let Err(e) = store.end_run(
         &run_id,
         status,
@@ -315,6 +320,7 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
     ) {
         s.out
             .error(&format!("recording the end of the run failed: {e:#}"));
+        success = false;
     }
 
     let failed: Vec<&exec::StepReport> = summary
@@ -348,10 +354,12 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
     );
     let line = format!(
         "{} {ok} succeeded, {bad} failed, {skip} skipped in {:.2}s (run {run_id}){}",
-        if summary.success() { "✓" } else { "✗" },
+        if success { "✓" } else { "✗" },
         summary.elapsed.as_secs_f64(),
         if summary.interrupted {
             " — interrupted"
+        } else if history_lost {
+            " — the run history could not be written"
         } else {
             ""
         }
@@ -380,19 +388,38 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
             .collect();
         s.out.json(&json!({
             "run_id": run_id,
-            "status": if summary.success() { "success" } else { "failure" },
+            "status": if success { "success" } else { "failure" },
             "steps": steps,
         }));
-    } else if summary.success() {
+    } else if success {
         s.out.info(&line);
     } else {
         s.out.err(&line);
     }
-    if summary.success() {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
+    if success { EXIT_OK } else { EXIT_FAILED }
+}
+
+/// Write errors of the history, once each with how often they happened.
+fn report_record_errors(s: &Session, errors: &[String]) {
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for e in errors {
+        match seen.iter_mut().find(|(x, _)| *x == e.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((e, 1)),
+        }
     }
+    for (e, n) in seen {
+        let times = if n > 1 {
+            format!(" ({n} batches of records)")
+        } else {
+            String::new()
+        };
+        s.out
+            .error(&format!("recording the run history failed{times}: {e}"));
+    }
+    s.out.err(
+        "help: the steps' outputs may be stored, but the run history does not know them, so the run is a failure; check the state database (for SQLite, `PRAGMA integrity_check`) and restore it from a backup",
+    );
 }
 
 /// SIGINT / SIGTERM: the first one cancels the run (running steps get

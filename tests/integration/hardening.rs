@@ -152,3 +152,64 @@ shell = "true"
     assert_no_panic(&run);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
 }
+
+/// Overwrites the root page of `table` in a SQLite file with garbage.
+fn corrupt_table(db: &Path, table: &str) {
+    let root: i64 = {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.query_row(
+            "SELECT rootpage FROM sqlite_master WHERE name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let page: i64 = 4096;
+    let mut bytes = std::fs::read(db).unwrap();
+    assert_eq!(i64::from(u16::from_be_bytes([bytes[16], bytes[17]])), page);
+    let at = ((root - 1) * page) as usize;
+    bytes[at..at + page as usize].fill(0xa5);
+    std::fs::write(db, bytes).unwrap();
+}
+
+#[test]
+fn a_run_whose_history_cannot_be_written_fails() {
+    let dir = project(
+        r#"[partitions.s]
+type = "static"
+keys = ["a", "b", "c", "d"]
+
+[assets.x]
+partitions = "s"
+shell = "printf 'v\n1\n' > \"$DG_OUTPUT\""
+"#,
+    );
+    let run = dg(dir.path(), &["materialize", "--all-partitions"]);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let db = dir.path().join(".dg/state.db");
+    assert!(!dir.path().join(".dg/state.db-wal").exists());
+    corrupt_table(&db, "step_attempts");
+
+    let run = dg(dir.path(), &["materialize", "--all-partitions", "--json"]);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 1, "stderr:\n{}", run.stderr);
+    assert_has(
+        &run,
+        &[
+            "recording the run history failed",
+            "database disk image is malformed",
+            "the run history could not be written",
+            "so the run is a failure",
+        ],
+    );
+    assert!(run.stderr.contains("✗ 4 succeeded"), "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["status"], "failure");
+    let id = v["run_id"].as_str().unwrap();
+
+    let runs = dg(dir.path(), &["runs"]);
+    assert_no_panic(&runs);
+    let line = runs.stdout.lines().find(|l| l.starts_with(id)).unwrap();
+    assert!(!line.contains("success"), "{}", runs.stdout);
+    assert!(line.contains("failure"), "{}", runs.stdout);
+}
