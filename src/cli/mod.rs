@@ -298,6 +298,9 @@ pub fn main() -> i32 {
 /// Runs the CLI with a registry that may hold extra resource types, for
 /// programs that embed dg.
 pub fn run_with(registry: Registry) -> i32 {
+    if std::env::args_os().nth(1).as_deref() == Some(crate::exec::process::REAPER_ARG.as_ref()) {
+        return crate::exec::process::reaper_main();
+    }
     install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(c) => c,

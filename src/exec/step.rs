@@ -450,6 +450,10 @@ fn prepare_and_run(
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
         .process_group(0);
+    // SAFETY: the hook only makes one system call (prctl).
+    unsafe {
+        cmd.pre_exec(super::process::die_with_parent);
+    }
     let mut child = cmd.spawn().map_err(|e| match &asset.compute {
         Compute::Command(argv) => format!("cannot run `{}`: {e}", argv[0]),
         _ => format!("cannot run `sh`: {e}"),

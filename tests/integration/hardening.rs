@@ -213,3 +213,82 @@ shell = "printf 'v\n1\n' > \"$DG_OUTPUT\""
     assert!(!line.contains("success"), "{}", runs.stdout);
     assert!(line.contains("failure"), "{}", runs.stdout);
 }
+
+/// A step that ignores SIGTERM, leaves a background `sleep` and writes
+/// both pids.
+const STUBBORN: &str = r#"[assets.a]
+shell = "trap '' TERM; sleep 60 & echo $! > sleeper.pid; echo $$ > step.pid; wait; wait"
+"#;
+
+/// Starts `dg materialize` in `dir` and waits until the step wrote its pids.
+/// The caller waits for the child.
+#[allow(clippy::zombie_processes)]
+fn start_stubborn(dir: &Path) -> (std::process::Child, Vec<i32>) {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("dg"))
+        .current_dir(dir)
+        .args(["--project", ".", "materialize"])
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+        };
+        if let (Some(a), Some(b)) = (read("step.pid"), read("sleeper.pid")) {
+            return (child, vec![a, b]);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the step never started");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Whether a process runs (a zombie does not).
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `secs` seconds for every process in `pids` to be gone;
+/// kills the survivors (so a failing test leaves nothing behind).
+fn all_gone_within(pids: &[i32], secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if !pids.iter().any(|&p| running(p)) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for &p in pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    false
+}
+
+#[test]
+fn steps_die_when_dg_is_killed() {
+    let dir = project(STUBBORN);
+    let (mut child, pids) = start_stubborn(dir.path());
+    assert!(pids.iter().all(|&p| running(p)));
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    assert!(
+        all_gone_within(&pids, 5),
+        "step processes {pids:?} outlived dg's kill -9"
+    );
+}
