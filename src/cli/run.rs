@@ -1,7 +1,7 @@
 //! `dg materialize`: run the plan, show progress, summarise.
 
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
@@ -396,7 +396,11 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
     } else {
         s.out.err(&line);
     }
-    if success { EXIT_OK } else { EXIT_FAILED }
+    match forced_exit() {
+        Some(code) => code,
+        None if success => EXIT_OK,
+        None => EXIT_FAILED,
+    }
 }
 
 /// Write errors of the history, once each with how often they happened.
@@ -425,38 +429,110 @@ fn report_record_errors(s: &Session, errors: &[String]) {
 /// SIGINT / SIGTERM: the first one cancels the run (running steps get
 /// SIGTERM, then SIGKILL after a grace period; nothing new starts); a second
 /// one kills every running step's process group at once and exits with 130.
+/// SIGHUP (the terminal or ssh session is gone): every running step's
+/// process group is killed at once and dg exits with 129.
+///
+/// The handlers only count deliveries; a thread acts on the counts. (A
+/// signal iterator merges two signals that arrive before it wakes, which
+/// lost the second Ctrl-C.)
 fn watch_signals(cancel: Arc<AtomicBool>, quiet: bool) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot watch for Ctrl-C: {e}");
-            return;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+    static HANGUPS: AtomicUsize = AtomicUsize::new(0);
+    for (sig, count) in [
+        (SIGINT, &INTERRUPTS),
+        (SIGTERM, &INTERRUPTS),
+        (SIGHUP, &HANGUPS),
+    ] {
+        // SAFETY: the handler only increments an atomic, which is
+        // async-signal-safe.
+        let registered = unsafe {
+            signal_hook::low_level::register(sig, move || {
+                count.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        if let Err(e) = registered {
+            tracing::warn!("cannot watch for signal {sig}: {e}");
         }
-    };
+    }
     let spawned = std::thread::Builder::new()
         .name("dg-signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                if !cancel.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut seen = 0;
+            loop {
+                std::thread::sleep(Duration::from_millis(20));
+                if HANGUPS.load(Ordering::SeqCst) > 0 {
+                    force_exit(
+                        &cancel,
+                        EXIT_HANGUP,
+                        "dg: hangup: running steps killed",
+                    );
+                }
+                let n = INTERRUPTS.load(Ordering::SeqCst);
+                if n == seen {
+                    continue;
+                }
+                seen = n;
+                if n == 1 {
+                    cancel.store(true, Ordering::SeqCst);
                     if !quiet {
-                        eprintln!(
+                        let _ = writeln!(
+                            std::io::stderr(),
                             "dg: interrupted: stopping the running steps (interrupt again to kill them at once)"
                         );
                     }
                     continue;
                 }
-                exec::process::kill_everything();
-                // A step spawned in this instant is killed as it registers.
-                std::thread::sleep(Duration::from_millis(100));
-                exec::process::kill_everything();
-                eprintln!("dg: interrupted twice: running steps killed");
-                std::process::exit(130);
+                force_exit(
+                    &cancel,
+                    EXIT_INTERRUPTED_TWICE,
+                    "dg: interrupted twice: running steps killed",
+                );
             }
         });
     if let Err(e) = spawned {
         tracing::warn!("cannot watch for Ctrl-C: {e}");
     }
+}
+
+/// The exit code a second interrupt or a hangup decided (0: none).
+static FORCED_EXIT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The exit code a second interrupt or a hangup decided, if one did.
+fn forced_exit() -> Option<i32> {
+    match FORCED_EXIT.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        c => Some(c),
+    }
+}
+
+/// Kills every running step at once and makes dg exit with `code`: the run
+/// ends (recorded as canceled) and `materialize` returns `code`; should it
+/// not within a few seconds (something that does not listen), dg exits here.
+fn force_exit(cancel: &AtomicBool, code: i32, msg: &str) -> ! {
+    use std::sync::atomic::Ordering;
+    cancel.store(true, Ordering::SeqCst);
+    // The terminal may be gone (a hangup): a failed write is ignored.
+    let _ = writeln!(std::io::stderr(), "{msg}");
+    FORCED_EXIT.store(code, Ordering::SeqCst);
+    kill_steps_now();
+    std::thread::sleep(Duration::from_secs(5));
+    std::process::exit(code);
+}
+
+/// Exit code after a second interrupt (128 + SIGINT).
+const EXIT_INTERRUPTED_TWICE: i32 = 130;
+/// Exit code after a hangup (128 + SIGHUP).
+const EXIT_HANGUP: i32 = 129;
+
+/// SIGKILL to every running step's process group, and to any that
+/// registers in the next moment.
+fn kill_steps_now() {
+    exec::process::kill_everything();
+    // A step spawned in this instant is killed as it registers.
+    std::thread::sleep(Duration::from_millis(100));
+    exec::process::kill_everything();
 }
 
 /// Terminal progress bar, or one plain line per finished step.

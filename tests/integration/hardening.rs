@@ -292,3 +292,45 @@ fn steps_die_when_dg_is_killed() {
         "step processes {pids:?} outlived dg's kill -9"
     );
 }
+
+/// Sends `signals` to dg (20 ms apart) once its step runs; returns dg's
+/// exit code and stderr, and whether the step's processes were gone.
+fn signal_dg(signals: &[nix::sys::signal::Signal]) -> (Option<i32>, String, bool) {
+    use std::io::Read;
+    let dir = project(STUBBORN);
+    let (mut child, pids) = start_stubborn(dir.path());
+    for &s in signals {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), s).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = child.wait().unwrap();
+    let gone = all_gone_within(&pids, 5);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err, gone)
+}
+
+#[test]
+fn a_hangup_kills_the_steps_and_exits_129() {
+    let (code, err, gone) = signal_dg(&[nix::sys::signal::Signal::SIGHUP]);
+    assert_eq!(code, Some(129), "stderr:\n{err}");
+    assert!(err.contains("dg: hangup: running steps killed"), "{err}");
+    assert!(gone, "steps outlived SIGHUP");
+}
+
+#[test]
+fn a_second_interrupt_kills_the_steps_and_exits_130() {
+    use nix::sys::signal::Signal::SIGINT;
+    let (code, err, gone) = signal_dg(&[SIGINT, SIGINT]);
+    assert_eq!(code, Some(130), "stderr:\n{err}");
+    assert!(
+        err.contains("dg: interrupted twice: running steps killed"),
+        "{err}"
+    );
+    assert!(gone, "steps outlived a second Ctrl-C");
+}
