@@ -334,3 +334,83 @@ fn a_second_interrupt_kills_the_steps_and_exits_130() {
     );
     assert!(gone, "steps outlived a second Ctrl-C");
 }
+
+/// Runs `dg materialize` in `dir`, failing the test if it takes more than `secs`.
+fn materialize_within(dir: &Path, secs: u64) -> (Run, std::time::Duration) {
+    let t0 = std::time::Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(dg(&d, &["materialize"]));
+    });
+    let run = rx
+        .recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("dg materialize did not end within {secs} s"));
+    (run, t0.elapsed())
+}
+
+#[test]
+fn a_fifo_at_dg_output_is_refused_not_waited_for() {
+    let dir = project("[assets.a]\nshell = 'mkfifo \"$DG_OUTPUT\"'\ntimeout = \"5s\"\n");
+    let (run, took) = materialize_within(dir.path(), 30);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 1, "stderr:\n{}", run.stderr);
+    assert_has(
+        &run,
+        &[
+            "$DG_OUTPUT is a FIFO (named pipe), not a regular file: the step must write its output to a file",
+        ],
+    );
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn a_fifo_at_dg_messages_is_ignored() {
+    let dir = project(
+        "[assets.a]\nshell = 'rm \"$DG_MESSAGES\" && mkfifo \"$DG_MESSAGES\" && echo x > \"$DG_OUTPUT\"'\ntimeout = \"5s\"\n",
+    );
+    let (run, _) = materialize_within(dir.path(), 30);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let logs = dir.path().join(".dg/logs");
+    let run_dir = std::fs::read_dir(&logs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(run_dir.join("a.log")).unwrap();
+    assert!(
+        text.contains("[dg] DG_MESSAGES is a FIFO (named pipe), not a regular file: ignored"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_timeout_covers_storing() {
+    let dir = project(
+        r#"[resources.io_manager]
+type = "command"
+command = ["sh", "plugin.sh"]
+timeout = "10m"
+
+[assets.a]
+shell = 'echo x > "$DG_OUTPUT"'
+timeout = "1s"
+"#,
+    );
+    // Answers the handshake, then never replies.
+    std::fs::write(
+        dir.path().join("plugin.sh"),
+        "read -r hello\necho '{\"ok\": true, \"protocol\": 1}'\nwhile read -r line; do sleep 600; done\n",
+    )
+    .unwrap();
+    let (run, took) = materialize_within(dir.path(), 60);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 1, "stderr:\n{}", run.stderr);
+    assert_has(
+        &run,
+        &["timed out after 1s while `io_manager` stored the output"],
+    );
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+}
