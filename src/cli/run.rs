@@ -331,18 +331,23 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
     // Tails of the failed steps' logs.
     for f in failed.iter().take(10) {
         if let Some(log) = &f.log {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(20)..];
+            let tail = log_tail(log, TAIL_LINES, TAIL_LINE_BYTES, TAIL_BYTES);
             s.out.err(&format!(
                 "--- {} failed: {} (last {} lines of {})",
                 rc.step_id(f.step),
                 f.error.as_deref().unwrap_or("failed"),
-                tail.len(),
+                tail.lines.len(),
                 log.display()
             ));
-            for l in tail {
+            for l in &tail.lines {
                 s.out.err(&format!("  | {l}"));
+            }
+            if tail.cut {
+                s.out.err(&format!(
+                    "  (cut: at most {} KiB per line and {} KiB in all are shown; the whole log is in the file)",
+                    TAIL_LINE_BYTES / 1024,
+                    TAIL_BYTES / 1024
+                ));
             }
         }
     }
@@ -401,6 +406,77 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         None if success => EXIT_OK,
         None => EXIT_FAILED,
     }
+}
+
+/// How much of a failed step's log is shown: lines, bytes per line, bytes in all.
+const TAIL_LINES: usize = 20;
+const TAIL_LINE_BYTES: usize = 4096;
+const TAIL_BYTES: usize = 16384;
+
+/// The end of a log, bounded in lines and bytes.
+#[derive(Debug, Default, PartialEq)]
+struct Tail {
+    lines: Vec<String>,
+    /// Whether a line or the whole was cut to fit the bounds.
+    cut: bool,
+}
+
+/// Reads the last `max_lines` lines of a log without reading the whole
+/// file: at most `max_total` bytes, each line at most `max_line` bytes (its
+/// end is kept). A `\r` starts the line again, as on a terminal, so a
+/// progress bar shows as its last state.
+fn log_tail(path: &std::path::Path, max_lines: usize, max_line: usize, max_total: usize) -> Tail {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Tail::default();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // Enough to hold `max_lines` lines at `max_line` bytes, and a bit to
+    // find where a line starts.
+    let window = (max_lines * (max_line + 1) + 1) as u64;
+    let start = len.saturating_sub(window);
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_err() || f.take(window).read_to_end(&mut buf).is_err() {
+        return Tail::default();
+    }
+    if buf.is_empty() {
+        return Tail::default();
+    }
+    let mut cut = false;
+    let mut raw: Vec<&[u8]> = buf.split(|&b| b == b'\n').collect();
+    if buf.last() == Some(&b'\n') {
+        raw.pop();
+    }
+    // The first piece may be the end of a longer line.
+    let first_partial = start > 0;
+    let mut lines: Vec<String> = Vec::new();
+    for (n, l) in raw.iter().enumerate() {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        let l = match l.iter().rposition(|&b| b == b'\r') {
+            Some(i) => &l[i + 1..],
+            None => l,
+        };
+        let partial = n == 0 && first_partial;
+        let text = if l.len() > max_line || partial {
+            cut = true;
+            let keep = &l[l.len().saturating_sub(max_line.saturating_sub(4))..];
+            format!(
+                "…{}",
+                String::from_utf8_lossy(keep).trim_start_matches('\u{fffd}')
+            )
+        } else {
+            String::from_utf8_lossy(l).into_owned()
+        };
+        lines.push(text);
+    }
+    let skip = lines.len().saturating_sub(max_lines);
+    let mut lines: Vec<String> = lines.split_off(skip);
+    let mut total: usize = lines.iter().map(|l| l.len() + 1).sum();
+    while total > max_total && lines.len() > 1 {
+        total -= lines.remove(0).len() + 1;
+        cut = true;
+    }
+    Tail { lines, cut }
 }
 
 /// Write errors of the history, once each with how often they happened.
@@ -666,5 +742,53 @@ impl Reporter for Display<'_> {
                 self.refresh(rc);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail_of(bytes: &[u8]) -> Tail {
+        let dir = tempfile::TempDir::new().unwrap();
+        let p = dir.path().join("log");
+        std::fs::write(&p, bytes).unwrap();
+        log_tail(&p, 3, 10, 25)
+    }
+
+    #[test]
+    fn log_tail_is_bounded_in_lines_and_bytes() {
+        assert_eq!(
+            tail_of(b"a\nb\nc\nd\n"),
+            Tail {
+                lines: vec!["b".into(), "c".into(), "d".into()],
+                cut: false
+            }
+        );
+        // A long line keeps its end, with a mark.
+        let t = tail_of(b"x\n0123456789abcdef\n");
+        assert!(t.cut);
+        assert_eq!(t.lines.last().unwrap(), "…abcdef");
+        // A progress bar shows as its last state.
+        let t = tail_of(b"10%\r50%\r100%\n");
+        assert_eq!(t.lines, vec!["100%".to_string()]);
+        // At most 25 bytes in all.
+        let t = tail_of(b"aaaaaaaaa\nbbbbbbbbb\nccccccccc\n");
+        assert_eq!(
+            t.lines,
+            vec!["bbbbbbbbb".to_string(), "ccccccccc".to_string()]
+        );
+        assert!(t.cut);
+        // One huge line without a newline: only its end is read.
+        let mut big = vec![b'y'; 1 << 20];
+        big.extend_from_slice(b"END");
+        let t = tail_of(&big);
+        assert_eq!(t.lines.len(), 1);
+        assert!(
+            t.lines[0].ends_with("END") && t.lines[0].len() <= 10,
+            "{:?}",
+            t.lines
+        );
+        assert!(tail_of(b"").lines.is_empty());
     }
 }

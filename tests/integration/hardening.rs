@@ -414,3 +414,47 @@ timeout = "1s"
     );
     assert!(took < std::time::Duration::from_secs(10), "{took:?}");
 }
+
+#[test]
+fn failure_output_is_bounded_in_bytes() {
+    // 5 MB on one line, then a progress bar drawn with `\r`, then a failure.
+    let dir = project(
+        r#"[assets.a]
+shell = '''
+head -c 5000000 /dev/zero | tr '\0' x
+echo
+i=0; while [ $i -lt 3000 ]; do printf '%d%%\r' $i; i=$((i+1)); done
+echo 'last words'
+exit 3
+'''
+"#,
+    );
+    let run = dg(dir.path(), &["materialize"]);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.len() < 20_000,
+        "{} bytes of stderr",
+        run.stderr.len()
+    );
+    assert_has(
+        &run,
+        &[
+            "  | last words\n",
+            "(cut: at most 4 KiB per line and 16 KiB in all are shown; the whole log is in the file)",
+        ],
+    );
+    assert!(!run.stderr.contains("2999%"), "the progress bar was dumped");
+
+    // `dg logs` prints the whole log.
+    let id = run
+        .stderr
+        .rsplit_once("(run ")
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(id, _)| id.to_string())
+        .unwrap();
+    let logs = dg(dir.path(), &["logs", &id, "a"]);
+    assert_eq!(logs.code, 0, "{}", logs.stderr);
+    let file = std::fs::read_to_string(dir.path().join(format!(".dg/logs/{id}/a.log"))).unwrap();
+    assert_eq!(logs.stdout, file);
+}
