@@ -1676,6 +1676,9 @@ fn valid_input_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// The longest segment of an asset key (ASCII characters).
+pub const MAX_KEY_SEGMENT: usize = 200;
+
 /// Why an asset key is invalid, or `None`.
 pub fn check_asset_key(key: &str) -> Option<String> {
     if key.is_empty() {
@@ -1687,6 +1690,12 @@ pub fn check_asset_key(key: &str) -> Option<String> {
         }
         if seg == "." || seg == ".." {
             return Some(format!("segment `{seg}` is not allowed"));
+        }
+        if seg.len() > MAX_KEY_SEGMENT {
+            return Some(format!(
+                "segment of {} characters: at most {MAX_KEY_SEGMENT} (each segment names a folder, and file names have at most 255 bytes)",
+                seg.len()
+            ));
         }
         if let Some(c) = seg
             .chars()

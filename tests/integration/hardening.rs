@@ -458,3 +458,83 @@ exit 3
     let file = std::fs::read_to_string(dir.path().join(format!(".dg/logs/{id}/a.log"))).unwrap();
     assert_eq!(logs.stdout, file);
 }
+
+#[test]
+fn every_accepted_key_runs() {
+    let long_asset = "a".repeat(200);
+    let keys = [
+        "p".repeat(240),
+        "数".repeat(80),
+        "é".repeat(90),
+        "数".repeat(27),
+    ];
+    let dir = project(&format!(
+        r#"[partitions.p]
+type = "static"
+keys = [{}]
+
+[assets."{long_asset}"]
+shell = 'printf "v\n%s\n" "$DG_PARTITION_KEY" > "$DG_OUTPUT"'
+partitions = "p"
+
+[assets.down]
+shell = 'cat "$DG_INPUT_{}" > "$DG_OUTPUT"'
+partitions = "p"
+deps = ["{long_asset}"]
+"#,
+        keys.iter()
+            .map(|k| format!("\"{k}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        long_asset.to_uppercase()
+    ));
+    let run = dg(dir.path(), &["materialize", "--all-partitions", "--json"]);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["steps"].as_array().unwrap().len(), 8);
+    // Each log's first line holds the full step id.
+    let id = v["run_id"].as_str().unwrap();
+    let mut firsts: Vec<String> = std::fs::read_dir(dir.path().join(".dg/logs").join(id))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            assert!(p.file_name().unwrap().len() <= 255);
+            let text = std::fs::read_to_string(p).unwrap();
+            text.lines().next().unwrap().to_string()
+        })
+        .collect();
+    firsts.sort();
+    for k in &keys {
+        for asset in [long_asset.as_str(), "down"] {
+            let line = format!("[dg] {asset}[{k}] attempt 1");
+            assert!(firsts.contains(&line), "{line} in {firsts:#?}");
+        }
+    }
+    let logs = dg(dir.path(), &["logs", id, &format!("down[{}]", keys[1])]);
+    assert_eq!(logs.code, 0, "{}", logs.stderr);
+}
+
+#[test]
+fn keys_too_long_for_a_file_name_are_located_errors() {
+    let dir = project(&format!(
+        "[partitions.p]\ntype = \"static\"\nkeys = [\"{}\"]\n\n[assets.\"{}\"]\nshell = \"true\"\n",
+        "é".repeat(121),
+        "a".repeat(201)
+    ));
+    let run = check_fails(dir.path());
+    assert_has(
+        &run,
+        &[
+            "is too long: 242 bytes as a file name, at most 240",
+            "--> defs/a.toml:3:9",
+            "segment of 201 characters: at most 200",
+            "--> defs/a.toml:5:9",
+        ],
+    );
+    let dir = project("[partitions.d]\ntype = \"dynamic\"\n");
+    let run = dg(dir.path(), &["partitions", "add", "d", &"x".repeat(241)]);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_has(&run, &["is too long: 241 bytes as a file name"]);
+}
