@@ -538,3 +538,43 @@ fn keys_too_long_for_a_file_name_are_located_errors() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_has(&run, &["is too long: 241 bytes as a file name"]);
 }
+
+#[test]
+fn symlinked_definitions_are_read_once_and_loops_skipped() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path();
+    std::fs::create_dir_all(root.join("defs")).unwrap();
+    std::fs::create_dir_all(root.join("shared/sub")).unwrap();
+    std::fs::write(
+        root.join("shared/a.toml"),
+        "[assets.a]\nshell = \"true\"\noutput = false\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("shared/sub/b.toml"),
+        "[assets.b]\nshell = \"true\"\noutput = false\n",
+    )
+    .unwrap();
+    let link = |to: &str, at: &str| std::os::unix::fs::symlink(to, root.join(at)).unwrap();
+    link("../shared/a.toml", "defs/a.toml"); // a file
+    link("../shared/sub", "defs/sub"); // a folder
+    link("..", "shared/sub/up"); // reaches `a.toml` a second time
+    link(".", "shared/sub/loop"); // a loop
+    let run = dg(root, &["list", "defs", "--json"]);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let keys: Vec<&str> = v["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["a", "b"]);
+
+    link("../nowhere.toml", "defs/dangling.toml");
+    let run = dg(root, &["check", "defs"]);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 2);
+    assert_has(&run, &["dangling.toml"]);
+}
