@@ -578,3 +578,23 @@ fn symlinked_definitions_are_read_once_and_loops_skipped() {
     assert_eq!(run.code, 2);
     assert_has(&run, &["dangling.toml"]);
 }
+
+#[test]
+fn an_unset_state_url_variable_is_a_warning_of_check_defs() {
+    let dir = project("[assets.a]\nshell = \"true\"\noutput = false\n");
+    std::fs::write(
+        dir.path().join("dg.toml"),
+        "[state]\nurl = \"${env:DG_TEST_SURELY_UNSET_20}\"\n",
+    )
+    .unwrap();
+    let run = dg(dir.path(), &["check", "defs"]);
+    assert_no_panic(&run);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_has(
+        &run,
+        &[
+            "warning: environment variable `DG_TEST_SURELY_UNSET_20` is not set (used by `[state] url`)",
+            "--> dg.toml:2:7",
+        ],
+    );
+}
