@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use serde_json::json;
 
 use super::plan::{Keys, collapse, select_assets};
-use super::{EXIT_OK, EXIT_USAGE, Session};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
 use crate::model::{Compute, Defs};
 use crate::partitions::{KeyCtx, PartitionsDef, check_key};
 use crate::state::StateStore;
@@ -350,13 +350,22 @@ pub fn logs(s: &Session, id: &str, step: Option<&str>) -> i32 {
             }
         }
     }
+    let mut missing = 0;
     for (st, p) in &paths {
         if step.is_none() {
             s.out.line(&format!("=== {st}"));
         }
         if let Err(e) = print_file(std::path::Path::new(p)) {
             s.out.error(&format!("cannot read {p}: {e}"));
+            missing += 1;
         }
+    }
+    if missing > 0 {
+        s.out.err(&format!(
+            "help: {missing} of {} logs could not be read (deleted with the state folder's `logs/`?)",
+            paths.len()
+        ));
+        return EXIT_FAILED;
     }
     EXIT_OK
 }

@@ -121,8 +121,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// How many runs to list
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
     },
     /// Print the logs of a run, or of one of its steps
     Logs {
@@ -386,7 +386,7 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
             show: None,
             json,
             limit,
-        } => history::runs(&session, json, limit),
+        } => history::runs(&session, json, limit as usize),
         Command::Logs { run_id, step } => history::logs(&session, &run_id, step.as_deref()),
         Command::Partitions {
             cmd: PartitionsCmd::Add { name, keys },

@@ -598,3 +598,24 @@ fn an_unset_state_url_variable_is_a_warning_of_check_defs() {
         ],
     );
 }
+
+#[test]
+fn logs_that_are_gone_and_runs_limit_0_are_errors() {
+    let dir = project("[assets.a]\nshell = \"echo hi\"\noutput = false\n");
+    let run = dg(dir.path(), &["materialize", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let id = v["run_id"].as_str().unwrap();
+    std::fs::remove_dir_all(dir.path().join(".dg/logs")).unwrap();
+    let logs = dg(dir.path(), &["logs", id]);
+    assert_no_panic(&logs);
+    assert_eq!(logs.code, 1, "{}", logs.stderr);
+    assert_has(&logs, &["cannot read", "1 of 1 logs could not be read"]);
+
+    let runs = dg(dir.path(), &["runs", "--limit", "0"]);
+    assert_eq!(runs.code, 2, "{}", runs.stderr);
+    assert!(!runs.stdout.contains("no runs yet"));
+    let runs = dg(dir.path(), &["runs", "--limit", "1"]);
+    assert_eq!(runs.code, 0);
+    assert!(runs.stdout.starts_with(id), "{}", runs.stdout);
+}
