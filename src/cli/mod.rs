@@ -301,6 +301,7 @@ pub fn run_with(registry: Registry) -> i32 {
     if std::env::args_os().nth(1).as_deref() == Some(crate::exec::process::REAPER_ARG.as_ref()) {
         return crate::exec::process::reaper_main();
     }
+    crate::exec::process::enable_reaper();
     install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(c) => c,

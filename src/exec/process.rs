@@ -34,9 +34,22 @@ pub const REAPER_ARG: &str = "__dg-step-reaper";
 /// it could not be started (steps then only have `PR_SET_PDEATHSIG`).
 static REAPER: Mutex<Option<Option<std::process::ChildStdin>>> = Mutex::new(None);
 
+/// Set by [`enable_reaper`]: only a program that routes [`REAPER_ARG`] to
+/// [`reaper_main`] (dg's CLI does) may be started again as the reaper.
+static REAPER_ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Lets steps be watched by a reaper: this program, started again with
+/// [`REAPER_ARG`] as its first argument, runs [`reaper_main`].
+pub fn enable_reaper() {
+    REAPER_ENABLED.store(true, Ordering::SeqCst);
+}
+
 /// Tells the reaper (started on first use) about a process group.
 fn tell_reaper(line: &str) {
     use std::io::Write;
+    if !REAPER_ENABLED.load(Ordering::SeqCst) {
+        return;
+    }
     let mut r = REAPER.lock().unwrap_or_else(|e| e.into_inner());
     if r.is_none() {
         *r = Some(start_reaper());
