@@ -25,14 +25,27 @@ pub struct RawFile<'i> {
     pub root: Table<'i>,
 }
 
-/// Lists `*.toml` files under `dir`, recursively, in path order.
+/// Lists `*.toml` files under `dir`, recursively, in path order. Symbolic
+/// links to files and folders are followed; a link back to a folder being
+/// read (a loop) is skipped, and a file reached twice is listed once.
 pub fn definition_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let entry = entry.map_err(std::io::Error::other)?;
+    let mut seen = std::collections::HashSet::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+    {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if e.loop_ancestor().is_some() => continue,
+            Err(e) => return Err(std::io::Error::other(e)),
+        };
         let name = entry.file_name().to_string_lossy();
         if entry.file_type().is_file() && name.ends_with(".toml") && !name.starts_with('.') {
-            out.push(entry.into_path());
+            let real = std::fs::canonicalize(entry.path()).unwrap_or_else(|_| entry.path().into());
+            if seen.insert(real) {
+                out.push(entry.into_path());
+            }
         }
     }
     Ok(out)

@@ -104,7 +104,25 @@ impl Project {
             && let Some(u) = s.str("url", diags)
         {
             match Template::parse(&u.value) {
-                Ok(t) => self.state_url = Some(t),
+                Ok(t) => {
+                    // Without it every command that opens the history fails:
+                    // say so where the definitions are checked.
+                    for name in t.unset_vars(|n| std::env::var(n).ok()) {
+                        diags.push(
+                            Diagnostic::warning(
+                                Kind::EnvVar,
+                                format!(
+                                    "environment variable `{name}` is not set (used by `[state] url`); every command that reads or writes the run history will fail"
+                                ),
+                            )
+                            .at(&u.span, format!("needs `{name}`"))
+                            .help(format!(
+                                "set `{name}` before running, or give a default: `${{env:{name}:-value}}`"
+                            )),
+                        );
+                    }
+                    self.state_url = Some(t)
+                }
                 Err(e) => diags
                     .push(Diagnostic::error(Kind::EnvVar, e.message).at(&u.span, "in this string")),
             }

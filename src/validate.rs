@@ -127,6 +127,45 @@ struct Validator<'a> {
     edges: Vec<Vec<(usize, Span)>>,
 }
 
+/// The longest step `timeout` accepted: 365 days. Longer is no limit at
+/// all in practice, and far longer ones overflow the clock arithmetic.
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// How far `end_offset` (of a time partitions definition) and a
+/// `time_window` mapping's offsets may move, in windows, either way.
+/// Far more than any schedule needs (27 years of days, a year of hours), and
+/// small enough that arithmetic on window numbers never overflows.
+pub const MAX_WINDOW_OFFSET: i64 = 10_000;
+
+/// Reads an offset counted in windows, bounded by [`MAX_WINDOW_OFFSET`].
+/// `Err(())` after reporting one out of range.
+fn window_offset(
+    r: &Reader<'_, '_>,
+    key: &str,
+    what: &str,
+    d: &mut Diagnostics,
+) -> Result<i64, ()> {
+    match r.int(key, d) {
+        Some((n, s)) if !(-MAX_WINDOW_OFFSET..=MAX_WINDOW_OFFSET).contains(&n) => {
+            d.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!(
+                        "`{key}` of {what} must be between -{MAX_WINDOW_OFFSET} and {MAX_WINDOW_OFFSET} windows, found {n}"
+                    ),
+                )
+                .at(&s, "out of range")
+                .help(format!(
+                    "an offset moves by whole partitions; {MAX_WINDOW_OFFSET} is far more than any schedule needs (27 years of days, over a year of hours) and keeps the arithmetic on window numbers from overflowing"
+                )),
+            );
+            Err(())
+        }
+        Some((n, _)) => Ok(n),
+        None => Ok(0),
+    }
+}
+
 const TOP: &[&str] = &["partitions", "resources", "assets"];
 const ASSET_FIELDS: &[&str] = &[
     "partitions",
@@ -801,7 +840,10 @@ impl<'a> Validator<'a> {
             None => chrono_tz::UTC,
         };
         let fmt = r.str("fmt", d);
-        let end_offset = r.int("end_offset", d).map(|(n, _)| n).unwrap_or(0);
+        let end_offset = window_offset(r, "end_offset", what, d).unwrap_or_else(|()| {
+            ok = false;
+            0
+        });
         let Some(start) = r.str("start", d) else {
             if r.get("start").is_none() {
                 d.push(
@@ -1187,14 +1229,28 @@ impl<'a> Validator<'a> {
         };
         let timeout = match r.str("timeout", d) {
             Some(s) => match humantime::parse_duration(&s.value) {
-                Ok(t) if !t.is_zero() => Some(t),
-                Ok(_) => {
+                Ok(t) if !t.is_zero() && t <= MAX_TIMEOUT => Some(t),
+                Ok(t) if t.is_zero() => {
                     d.push(
                         Diagnostic::error(
                             Kind::InvalidValue,
                             format!("`timeout` of {what} must be more than zero"),
                         )
                         .at(&s.span, "zero"),
+                    );
+                    None
+                }
+                Ok(_) => {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!(
+                                "`timeout` of {what} must be more than zero and at most 365 days, found `{}`",
+                                s.value
+                            ),
+                        )
+                        .at(&s.span, "out of range")
+                        .help("a step that may run longer than that needs no `timeout`"),
                     );
                     None
                 }
@@ -1674,6 +1730,9 @@ fn valid_input_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
+/// The longest segment of an asset key (ASCII characters).
+pub const MAX_KEY_SEGMENT: usize = 200;
+
 /// Why an asset key is invalid, or `None`.
 pub fn check_asset_key(key: &str) -> Option<String> {
     if key.is_empty() {
@@ -1685,6 +1744,12 @@ pub fn check_asset_key(key: &str) -> Option<String> {
         }
         if seg == "." || seg == ".." {
             return Some(format!("segment `{seg}` is not allowed"));
+        }
+        if seg.len() > MAX_KEY_SEGMENT {
+            return Some(format!(
+                "segment of {} characters: at most {MAX_KEY_SEGMENT} (each segment names a folder, and file names have at most 255 bytes)",
+                seg.len()
+            ));
         }
         if let Some(c) = seg
             .chars()
@@ -1781,8 +1846,8 @@ fn mapping_spec(
         "all" => MappingSpec::All,
         "last" => MappingSpec::Last,
         "time_window" => MappingSpec::TimeWindow {
-            start_offset: r.int("start_offset", d).map(|x| x.0).unwrap_or(0),
-            end_offset: r.int("end_offset", d).map(|x| x.0).unwrap_or(0),
+            start_offset: window_offset(&r, "start_offset", what, d).unwrap_or(0),
+            end_offset: window_offset(&r, "end_offset", what, d).unwrap_or(0),
             allow_nonexistent: r.bool("allow_nonexistent", d).unwrap_or(false),
         },
         "static" => {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use serde_json::json;
 
 use super::plan::{Keys, collapse, select_assets};
-use super::{EXIT_OK, EXIT_USAGE, Session};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
 use crate::model::{Compute, Defs};
 use crate::partitions::{KeyCtx, PartitionsDef, check_key};
 use crate::state::StateStore;
@@ -361,16 +361,50 @@ pub fn logs(s: &Session, id: &str, step: Option<&str>) -> i32 {
             }
         }
     }
+    let mut missing = 0;
     for (st, p) in &paths {
         if step.is_none() {
             s.out.line(&format!("=== {st}"));
         }
-        match std::fs::read_to_string(p) {
-            Ok(text) => s.out.line(text.trim_end()),
-            Err(e) => s.out.error(&format!("cannot read {p}: {e}")),
+        if let Err(e) = print_file(std::path::Path::new(p)) {
+            s.out.error(&format!("cannot read {p}: {e}"));
+            missing += 1;
         }
     }
+    if missing > 0 {
+        s.out.err(&format!(
+            "help: {missing} of {} logs could not be read (deleted with the state folder's `logs/`?)",
+            paths.len()
+        ));
+        return EXIT_FAILED;
+    }
     EXIT_OK
+}
+
+/// Copies a log to stdout as it is read, never the whole file in memory,
+/// ending with a newline. A closed pipe (`dg logs … | head`) is not an error.
+fn print_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut r = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
+    let mut out = std::io::stdout().lock();
+    let mut last = b'\n';
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let n = buf.len();
+        last = buf[n - 1];
+        if out.write_all(buf).is_err() {
+            return Ok(());
+        }
+        r.consume(n);
+    }
+    if last != b'\n' {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+    Ok(())
 }
 
 pub fn partitions_edit(s: &Session, name: &str, keys: &[String], add: bool) -> i32 {

@@ -121,8 +121,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// How many runs to list
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
     },
     /// Print the logs of a run, or of one of its steps
     Logs {
@@ -298,6 +298,10 @@ pub fn main() -> i32 {
 /// Runs the CLI with a registry that may hold extra resource types, for
 /// programs that embed dg.
 pub fn run_with(registry: Registry) -> i32 {
+    if std::env::args_os().nth(1).as_deref() == Some(crate::exec::process::REAPER_ARG.as_ref()) {
+        return crate::exec::process::reaper_main();
+    }
+    crate::exec::process::enable_reaper();
     install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -383,7 +387,7 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
             show: None,
             json,
             limit,
-        } => history::runs(&session, json, limit),
+        } => history::runs(&session, json, limit as usize),
         Command::Logs { run_id, step } => history::logs(&session, &run_id, step.as_deref()),
         Command::Partitions {
             cmd: PartitionsCmd::Add { name, keys },

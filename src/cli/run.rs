@@ -1,7 +1,7 @@
 //! `dg materialize`: run the plan, show progress, summarise.
 
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicBool;
@@ -296,17 +296,22 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         &reporter,
     );
     display.finish();
-    for e in recorder.finish() {
-        s.out
-            .error(&format!("recording the run history failed: {e}"));
+    // A run whose history could not be written is not a success: what it
+    // materialized is not known to `status`, `--missing` or `--stale`.
+    let record_errors = recorder.finish();
+    let history_lost = !record_errors.is_empty();
+    if history_lost {
+        report_record_errors(s, &record_errors);
     }
+    let success = summary.success() && !history_lost;
     let status = if summary.interrupted {
         RunStatus::Canceled
-    } else if summary.success() {
+    } else if success {
         RunStatus::Success
     } else {
         RunStatus::Failure
     };
+    let mut success = success;
     if let Err(e) = store.end_run(
         &run_id,
         status,
@@ -315,6 +320,7 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
     ) {
         s.out
             .error(&format!("recording the end of the run failed: {e:#}"));
+        success = false;
     }
 
     let failed: Vec<&exec::StepReport> = summary
@@ -325,18 +331,23 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
     // Tails of the failed steps' logs.
     for f in failed.iter().take(10) {
         if let Some(log) = &f.log {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(20)..];
+            let tail = log_tail(log, TAIL_LINES, TAIL_LINE_BYTES, TAIL_BYTES);
             s.out.err(&format!(
                 "--- {} failed: {} (last {} lines of {})",
                 rc.step_id(f.step),
                 f.error.as_deref().unwrap_or("failed"),
-                tail.len(),
+                tail.lines.len(),
                 log.display()
             ));
-            for l in tail {
+            for l in &tail.lines {
                 s.out.err(&format!("  | {l}"));
+            }
+            if tail.cut {
+                s.out.err(&format!(
+                    "  (cut: at most {} KiB per line and {} KiB in all are shown; the whole log is in the file)",
+                    TAIL_LINE_BYTES / 1024,
+                    TAIL_BYTES / 1024
+                ));
             }
         }
     }
@@ -348,10 +359,12 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
     );
     let line = format!(
         "{} {ok} succeeded, {bad} failed, {skip} skipped in {:.2}s (run {run_id}){}",
-        if summary.success() { "✓" } else { "✗" },
+        if success { "✓" } else { "✗" },
         summary.elapsed.as_secs_f64(),
         if summary.interrupted {
             " — interrupted"
+        } else if history_lost {
+            " — the run history could not be written"
         } else {
             ""
         }
@@ -380,56 +393,222 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
             .collect();
         s.out.json(&json!({
             "run_id": run_id,
-            "status": if summary.success() { "success" } else { "failure" },
+            "status": if success { "success" } else { "failure" },
             "steps": steps,
         }));
-    } else if summary.success() {
+    } else if success {
         s.out.info(&line);
     } else {
         s.out.err(&line);
     }
-    if summary.success() {
-        EXIT_OK
-    } else {
-        EXIT_FAILED
+    match forced_exit() {
+        Some(code) => code,
+        None if success => EXIT_OK,
+        None => EXIT_FAILED,
     }
+}
+
+/// How much of a failed step's log is shown: lines, bytes per line, bytes in all.
+const TAIL_LINES: usize = 20;
+const TAIL_LINE_BYTES: usize = 4096;
+const TAIL_BYTES: usize = 16384;
+
+/// The end of a log, bounded in lines and bytes.
+#[derive(Debug, Default, PartialEq)]
+struct Tail {
+    lines: Vec<String>,
+    /// Whether a line or the whole was cut to fit the bounds.
+    cut: bool,
+}
+
+/// Reads the last `max_lines` lines of a log without reading the whole
+/// file: at most `max_total` bytes, each line at most `max_line` bytes (its
+/// end is kept). A `\r` starts the line again, as on a terminal, so a
+/// progress bar shows as its last state.
+fn log_tail(path: &std::path::Path, max_lines: usize, max_line: usize, max_total: usize) -> Tail {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Tail::default();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // Enough to hold `max_lines` lines at `max_line` bytes, and a bit to
+    // find where a line starts.
+    let window = (max_lines * (max_line + 1) + 1) as u64;
+    let start = len.saturating_sub(window);
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_err() || f.take(window).read_to_end(&mut buf).is_err() {
+        return Tail::default();
+    }
+    if buf.is_empty() {
+        return Tail::default();
+    }
+    let mut cut = false;
+    let mut raw: Vec<&[u8]> = buf.split(|&b| b == b'\n').collect();
+    if buf.last() == Some(&b'\n') {
+        raw.pop();
+    }
+    // The first piece may be the end of a longer line.
+    let first_partial = start > 0;
+    let mut lines: Vec<String> = Vec::new();
+    for (n, l) in raw.iter().enumerate() {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        let l = match l.iter().rposition(|&b| b == b'\r') {
+            Some(i) => &l[i + 1..],
+            None => l,
+        };
+        let partial = n == 0 && first_partial;
+        let text = if l.len() > max_line || partial {
+            cut = true;
+            let keep = &l[l.len().saturating_sub(max_line.saturating_sub(4))..];
+            format!(
+                "…{}",
+                String::from_utf8_lossy(keep).trim_start_matches('\u{fffd}')
+            )
+        } else {
+            String::from_utf8_lossy(l).into_owned()
+        };
+        lines.push(text);
+    }
+    let skip = lines.len().saturating_sub(max_lines);
+    let mut lines: Vec<String> = lines.split_off(skip);
+    let mut total: usize = lines.iter().map(|l| l.len() + 1).sum();
+    while total > max_total && lines.len() > 1 {
+        total -= lines.remove(0).len() + 1;
+        cut = true;
+    }
+    Tail { lines, cut }
+}
+
+/// Write errors of the history, once each with how often they happened.
+fn report_record_errors(s: &Session, errors: &[String]) {
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for e in errors {
+        match seen.iter_mut().find(|(x, _)| *x == e.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((e, 1)),
+        }
+    }
+    for (e, n) in seen {
+        let times = if n > 1 {
+            format!(" ({n} batches of records)")
+        } else {
+            String::new()
+        };
+        s.out
+            .error(&format!("recording the run history failed{times}: {e}"));
+    }
+    s.out.err(
+        "help: the steps' outputs may be stored, but the run history does not know them, so the run is a failure; check the state database (for SQLite, `PRAGMA integrity_check`) and restore it from a backup",
+    );
 }
 
 /// SIGINT / SIGTERM: the first one cancels the run (running steps get
 /// SIGTERM, then SIGKILL after a grace period; nothing new starts); a second
 /// one kills every running step's process group at once and exits with 130.
+/// SIGHUP (the terminal or ssh session is gone): every running step's
+/// process group is killed at once and dg exits with 129.
+///
+/// The handlers only count deliveries; a thread acts on the counts. (A
+/// signal iterator merges two signals that arrive before it wakes, which
+/// lost the second Ctrl-C.)
 fn watch_signals(cancel: Arc<AtomicBool>, quiet: bool) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot watch for Ctrl-C: {e}");
-            return;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+    static HANGUPS: AtomicUsize = AtomicUsize::new(0);
+    for (sig, count) in [
+        (SIGINT, &INTERRUPTS),
+        (SIGTERM, &INTERRUPTS),
+        (SIGHUP, &HANGUPS),
+    ] {
+        // SAFETY: the handler only increments an atomic, which is
+        // async-signal-safe.
+        let registered = unsafe {
+            signal_hook::low_level::register(sig, move || {
+                count.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        if let Err(e) = registered {
+            tracing::warn!("cannot watch for signal {sig}: {e}");
         }
-    };
+    }
     let spawned = std::thread::Builder::new()
         .name("dg-signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                if !cancel.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let mut seen = 0;
+            loop {
+                std::thread::sleep(Duration::from_millis(20));
+                if HANGUPS.load(Ordering::SeqCst) > 0 {
+                    force_exit(
+                        &cancel,
+                        EXIT_HANGUP,
+                        "dg: hangup: running steps killed",
+                    );
+                }
+                let n = INTERRUPTS.load(Ordering::SeqCst);
+                if n == seen {
+                    continue;
+                }
+                seen = n;
+                if n == 1 {
+                    cancel.store(true, Ordering::SeqCst);
                     if !quiet {
-                        eprintln!(
+                        let _ = writeln!(
+                            std::io::stderr(),
                             "dg: interrupted: stopping the running steps (interrupt again to kill them at once)"
                         );
                     }
                     continue;
                 }
-                exec::process::kill_everything();
-                // A step spawned in this instant is killed as it registers.
-                std::thread::sleep(Duration::from_millis(100));
-                exec::process::kill_everything();
-                eprintln!("dg: interrupted twice: running steps killed");
-                std::process::exit(130);
+                force_exit(
+                    &cancel,
+                    EXIT_INTERRUPTED_TWICE,
+                    "dg: interrupted twice: running steps killed",
+                );
             }
         });
     if let Err(e) = spawned {
         tracing::warn!("cannot watch for Ctrl-C: {e}");
     }
+}
+
+/// The exit code a second interrupt or a hangup decided (0: none).
+static FORCED_EXIT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The exit code a second interrupt or a hangup decided, if one did.
+fn forced_exit() -> Option<i32> {
+    match FORCED_EXIT.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        c => Some(c),
+    }
+}
+
+/// Kills every running step at once and makes dg exit with `code`: the run
+/// ends (recorded as canceled) and `materialize` returns `code`; should it
+/// not within a few seconds (something that does not listen), dg exits here.
+fn force_exit(cancel: &AtomicBool, code: i32, msg: &str) -> ! {
+    use std::sync::atomic::Ordering;
+    cancel.store(true, Ordering::SeqCst);
+    // The terminal may be gone (a hangup): a failed write is ignored.
+    let _ = writeln!(std::io::stderr(), "{msg}");
+    FORCED_EXIT.store(code, Ordering::SeqCst);
+    kill_steps_now();
+    std::thread::sleep(Duration::from_secs(5));
+    std::process::exit(code);
+}
+
+/// Exit code after a second interrupt (128 + SIGINT).
+const EXIT_INTERRUPTED_TWICE: i32 = 130;
+/// Exit code after a hangup (128 + SIGHUP).
+const EXIT_HANGUP: i32 = 129;
+
+/// SIGKILL to every running step's process group, and to any that
+/// registers in the next moment.
+fn kill_steps_now() {
+    exec::process::kill_everything();
+    // A step spawned in this instant is killed as it registers.
+    std::thread::sleep(Duration::from_millis(100));
+    exec::process::kill_everything();
 }
 
 /// Terminal progress bar, or one plain line per finished step.
@@ -563,5 +742,53 @@ impl Reporter for Display<'_> {
                 self.refresh(rc);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail_of(bytes: &[u8]) -> Tail {
+        let dir = tempfile::TempDir::new().unwrap();
+        let p = dir.path().join("log");
+        std::fs::write(&p, bytes).unwrap();
+        log_tail(&p, 3, 10, 25)
+    }
+
+    #[test]
+    fn log_tail_is_bounded_in_lines_and_bytes() {
+        assert_eq!(
+            tail_of(b"a\nb\nc\nd\n"),
+            Tail {
+                lines: vec!["b".into(), "c".into(), "d".into()],
+                cut: false
+            }
+        );
+        // A long line keeps its end, with a mark.
+        let t = tail_of(b"x\n0123456789abcdef\n");
+        assert!(t.cut);
+        assert_eq!(t.lines.last().unwrap(), "…abcdef");
+        // A progress bar shows as its last state.
+        let t = tail_of(b"10%\r50%\r100%\n");
+        assert_eq!(t.lines, vec!["100%".to_string()]);
+        // At most 25 bytes in all.
+        let t = tail_of(b"aaaaaaaaa\nbbbbbbbbb\nccccccccc\n");
+        assert_eq!(
+            t.lines,
+            vec!["bbbbbbbbb".to_string(), "ccccccccc".to_string()]
+        );
+        assert!(t.cut);
+        // One huge line without a newline: only its end is read.
+        let mut big = vec![b'y'; 1 << 20];
+        big.extend_from_slice(b"END");
+        let t = tail_of(&big);
+        assert_eq!(t.lines.len(), 1);
+        assert!(
+            t.lines[0].ends_with("END") && t.lines[0].len() <= 10,
+            "{:?}",
+            t.lines
+        );
+        assert!(tail_of(b"").lines.is_empty());
     }
 }

@@ -435,7 +435,9 @@ fn prepare_and_run(
                 Ok(r) => r,
                 Err(e) => return Ok(Attempt::fail(at_definition(e, asset))),
             };
-            let mut a = store_output(rc, asset, partition, step_id, mlog, output, &messages, log)?;
+            let mut a = store_output(
+                rc, asset, partition, step_id, mlog, output, &messages, log, None,
+            )?;
             a.metadata.insert("dg/in_database".into(), json!(false));
             a.metadata
                 .insert("dg/rows_moved".into(), json!(ran.rows_loaded));
@@ -452,10 +454,18 @@ fn prepare_and_run(
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
         .process_group(0);
+    // SAFETY: the hook only makes one system call (prctl).
+    unsafe {
+        cmd.pre_exec(super::process::die_with_parent);
+    }
     let mut child = cmd.spawn().map_err(|e| match &asset.compute {
         Compute::Command(argv) => format!("cannot run `{}`: {e}", argv[0]),
         _ => format!("cannot run `sh`: {e}"),
     })?;
+    // The timeout covers storing too: what is left of it when the step ends.
+    let deadline = asset
+        .timeout
+        .and_then(|t| std::time::Instant::now().checked_add(t));
     let guard = dog.watch(child.id() as i32, asset.timeout);
     let status = child
         .wait()
@@ -490,7 +500,9 @@ fn prepare_and_run(
             ..Attempt::default()
         });
     }
-    store_output(rc, asset, partition, step_id, mlog, output, &messages, log)
+    store_output(
+        rc, asset, partition, step_id, mlog, output, &messages, log, deadline,
+    )
 }
 
 /// Where a `sql` asset runs in the database: a `sqlite` file or a
@@ -587,7 +599,11 @@ fn in_db_target<'a>(rc: &'a RunCtx, step: &Step, asset: &Asset) -> Result<InDb<'
 }
 
 /// After the compute succeeded: hands the output file to the asset's
-/// manager (or stores nothing for `output = false`).
+/// manager (or stores nothing for `output = false`). Only a regular file
+/// (or a folder, for the `file` format) is taken: anything else, such as a
+/// FIFO, could block dg forever. Storing runs on its own thread, so that
+/// neither `deadline` (the step's timeout) nor an interrupt waits for a
+/// manager that does not return.
 #[allow(clippy::too_many_arguments)]
 fn store_output(
     rc: &RunCtx,
@@ -598,6 +614,7 @@ fn store_output(
     output: PathBuf,
     messages: &Path,
     log: &mut File,
+    deadline: Option<std::time::Instant>,
 ) -> Result<Attempt, String> {
     let metadata = read_messages(messages, log);
     if !asset.output {
@@ -608,6 +625,15 @@ fn store_output(
             ..Attempt::default()
         });
     }
+    let fail = |error: String, metadata| {
+        Ok(Attempt {
+            ok: false,
+            error: Some(error),
+            exit_code: Some(0),
+            metadata,
+            ..Attempt::default()
+        })
+    };
     if !output.exists() && !asset.output_required {
         // `output_required = false`: a partition with no output. Nothing is
         // stored; the history records it, and its readers are skipped.
@@ -625,17 +651,22 @@ fn store_output(
             ..Attempt::default()
         });
     }
-    if !output.exists() {
-        return Ok(Attempt {
-            ok: false,
-            error: Some("the step exited 0 but did not write its output to $DG_OUTPUT (set `output = false` for steps that store nothing, or `output_required = false` for steps that may produce nothing)".into()),
-            exit_code: Some(0),
-            metadata,
-            ..Attempt::default()
-        });
+    match std::fs::metadata(&output) {
+        Err(_) => {
+            return fail("the step exited 0 but did not write its output to $DG_OUTPUT (set `output = false` for steps that store nothing, or `output_required = false` for steps that may produce nothing)".into(), metadata);
+        }
+        Ok(m) if !m.is_file() && !m.is_dir() => {
+            return fail(
+                format!(
+                    "$DG_OUTPUT is {}, not a regular file: the step must write its output to a file",
+                    file_kind(&m)
+                ),
+                metadata,
+            );
+        }
+        Ok(_) => {}
     }
-    let data_version = crate::state::file_version(&output).ok();
-    let manager = rc.manager(&asset.io_manager)?;
+    let manager = rc.manager(&asset.io_manager)?.clone();
     let octx = OutputContext {
         asset_key: asset.key.clone(),
         partition,
@@ -647,7 +678,7 @@ fn store_output(
         log: mlog,
     };
     let mut data = Data::File {
-        path: output,
+        path: output.clone(),
         format: asset.format,
     };
     if !asset.columns.is_empty()
@@ -659,17 +690,50 @@ fn store_output(
         {
             Ok(t) => data = Data::Table(Arc::new(t)),
             Err(e) => {
-                return Ok(Attempt {
-                    ok: false,
-                    error: Some(format!("the output does not fit its `columns`: {e:#}")),
-                    exit_code: Some(0),
+                return fail(
+                    format!("the output does not fit its `columns`: {e:#}"),
                     metadata,
-                    ..Attempt::default()
-                });
+                );
             }
         }
     }
-    match manager.handle_output(&octx, data) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("dg-store".into())
+        .spawn(move || {
+            let data_version = crate::state::file_version(&output).ok();
+            let stored = manager.handle_output(&octx, data);
+            let _ = tx.send((data_version, stored));
+        });
+    if let Err(e) = spawned {
+        return Err(format!("cannot start storing the output: {e}"));
+    }
+    let (data_version, stored) = loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(r) => break r,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return fail("storing the output stopped unexpectedly".into(), metadata);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return fail(
+                format!(
+                    "timed out after {} while `{}` stored the output",
+                    humantime::format_duration(asset.timeout.unwrap_or_default()),
+                    asset.io_manager
+                ),
+                metadata,
+            );
+        }
+        if rc.cancelled() {
+            return fail(
+                format!("interrupted while `{}` stored the output", asset.io_manager),
+                metadata,
+            );
+        }
+    };
+    match stored {
         Ok(stored) => Ok(Attempt {
             ok: true,
             exit_code: Some(0),
@@ -678,16 +742,28 @@ fn store_output(
             metadata,
             ..Attempt::default()
         }),
-        Err(e) => Ok(Attempt {
-            ok: false,
-            error: Some(format!(
+        Err(e) => fail(
+            format!(
                 "storing the output through `{}` failed: {e:#}",
                 asset.io_manager
-            )),
-            exit_code: Some(0),
+            ),
             metadata,
-            ..Attempt::default()
-        }),
+        ),
+    }
+}
+
+/// What a file that is neither a regular file nor a folder is, for errors.
+fn file_kind(m: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "a special file"
     }
 }
 
@@ -777,6 +853,19 @@ fn hand_over(d: &Data, format: Format, dest: &Path) -> anyhow::Result<PathBuf> {
 /// Reads `{"metadata": {…}}` lines the step appended to `DG_MESSAGES`.
 fn read_messages(path: &Path, log: &mut File) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(m) => {
+            // A FIFO would block dg: only a regular file is read.
+            let _ = writeln!(
+                log,
+                "[dg] DG_MESSAGES is {}, not a regular file: ignored",
+                file_kind(&m)
+            );
+            return out;
+        }
+        Err(_) => return out,
+    }
     let Ok(f) = File::open(path) else { return out };
     for (n, line) in std::io::BufReader::new(f)
         .lines()

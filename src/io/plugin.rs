@@ -57,12 +57,12 @@ impl Running {
 
     /// The child's exit status, waiting up to `within` for it to exit.
     fn exit_status(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let until = std::time::Instant::now() + within;
+        let until = std::time::Instant::now().checked_add(within);
         loop {
             if let Ok(Some(s)) = self.child.try_wait() {
                 return Some(s);
             }
-            if std::time::Instant::now() >= until {
+            if until.is_some_and(|u| std::time::Instant::now() >= u) {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -105,8 +105,16 @@ impl PluginManager {
             anyhow::bail!("`command` is empty: give the plug-in program and its arguments");
         }
         let timeout = match &c.timeout {
-            Some(t) => humantime::parse_duration(t)
-                .map_err(|e| anyhow::anyhow!("invalid `timeout` `{t}`: {e}"))?,
+            Some(t) => {
+                let d = humantime::parse_duration(t)
+                    .map_err(|e| anyhow::anyhow!("invalid `timeout` `{t}`: {e}"))?;
+                if d.is_zero() || d > crate::validate::MAX_TIMEOUT {
+                    anyhow::bail!(
+                        "`timeout` must be more than zero and at most 365 days, found `{t}`"
+                    );
+                }
+                d
+            }
             None => Duration::from_secs(60),
         };
         let config = serde_json::to_value(&c.config)?;

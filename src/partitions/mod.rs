@@ -237,8 +237,19 @@ pub fn check_key(key: &str, in_multi: bool) -> Option<String> {
             "partition key `{key}` contains `|`, which joins the dimensions of multi-partition keys"
         ));
     }
+    let n = crate::io::fs::encode_key(key).len();
+    if n > MAX_KEY_BYTES {
+        return Some(format!(
+            "partition key `{key}` is too long: {n} bytes as a file name, at most {MAX_KEY_BYTES} (a key names the file that stores it, with its extension, and file names have at most 255 bytes)"
+        ));
+    }
     None
 }
+
+/// The longest partition key, in bytes of its file name
+/// ([`crate::io::fs::encode_key`]): with an extension (`.parquet`) it fits
+/// in the 255 bytes of a file name. Each key of a multi key is its own name.
+pub const MAX_KEY_BYTES: usize = 240;
 
 #[cfg(test)]
 mod dagster_corpus;
@@ -257,5 +268,10 @@ mod tests {
         assert!(check_key("a|b", true).is_some());
         assert!(check_key("a|b", false).is_none());
         assert!(check_key("a\nb", false).is_some());
+        assert!(check_key(&"k".repeat(240), false).is_none());
+        assert!(check_key(&"k".repeat(241), false).is_some());
+        assert!(check_key(&"数".repeat(80), false).is_none());
+        assert!(check_key(&"数".repeat(81), false).is_some());
+        assert!(check_key(&"/".repeat(81), false).is_some());
     }
 }

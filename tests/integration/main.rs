@@ -15,6 +15,7 @@ mod docs;
 mod example;
 mod examples;
 mod fixes;
+mod hardening;
 mod history;
 mod history_postgres;
 mod integrity;
