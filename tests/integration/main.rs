@@ -17,6 +17,7 @@ mod fixes;
 mod history;
 mod history_postgres;
 mod integrity;
+mod jobs;
 mod materialize;
 mod onboarding;
 mod plan;
