@@ -109,8 +109,7 @@ pub enum Command {
         #[command(flatten)]
         run: run::RunArgs,
     },
-    /// Run every job whose cron has ticked since its last recorded tick (from one
-    /// crontab line or CI schedule)
+    /// Run the jobs whose cron ticked since their last recorded tick
     Tick {
         /// Say what is due and why; run nothing and record nothing
         #[arg(long)]

@@ -20,7 +20,7 @@ use crate::project::{Project, display_path};
 
 #[derive(Subcommand, Debug)]
 pub enum ScaffoldWhat {
-    /// Write a new definitions file: an asset, a resource or a partitions definition
+    /// Write a new definitions file: an asset, a resource, a partitions definition or a job
     Defs(Box<DefsArgs>),
 }
 
@@ -87,7 +87,7 @@ pub struct DefsArgs {
     /// The exclusive end (default: none, partitions keep coming)
     #[arg(long, value_name = "DATE", help_heading = "Partitions options")]
     pub end: Option<String>,
-    /// The cron schedule of `--type cron`, e.g. `0 */6 * * *`
+    /// The cron schedule of `--type cron` partitions or of a job, e.g. `0 */6 * * *`
     #[arg(long, value_name = "EXPR", help_heading = "Partitions options")]
     pub cron: Option<String>,
     /// The keys of `--type static`, comma-separated
@@ -98,7 +98,7 @@ pub struct DefsArgs {
         help_heading = "Partitions options"
     )]
     pub keys: Option<Vec<String>>,
-    /// The IANA time zone of a time partitions definition (default: UTC)
+    /// The IANA time zone of a time partitions definition or of a job's cron (default: UTC)
     #[arg(long, value_name = "TZ", help_heading = "Partitions options")]
     pub timezone: Option<String>,
 }
