@@ -410,3 +410,90 @@ fn run_job_at(
         Err(code) => (code, None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::{FileId, Span};
+
+    fn job(cron: &str, tz: &str, catchup: Catchup) -> Job {
+        let span = Span::new(FileId(0), 0..0);
+        Job {
+            name: "j".into(),
+            span: span.clone(),
+            select: "*".into(),
+            select_span: span,
+            targeting: JobTargeting::None,
+            missing: false,
+            stale: false,
+            schedule: Some(JobSchedule {
+                expr: cron.into(),
+                cron: crate::partitions::time::parse_cron(cron).expect("valid cron"),
+                tz: tz.parse().expect("valid zone"),
+                catchup,
+            }),
+        }
+    }
+
+    fn at(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s)
+            .expect("rfc3339")
+            .timestamp()
+    }
+
+    fn due(j: &Job, last: Option<&str>, now: &str) -> Vec<String> {
+        let s = j.schedule.as_ref().expect("scheduled");
+        due_ticks(j, s, last.map(at), at(now))
+            .into_iter()
+            .map(|d| rfc3339(d.tick))
+            .collect()
+    }
+
+    #[test]
+    fn a_new_job_is_due_once_at_its_latest_tick() {
+        let j = job("0 * * * *", "UTC", Catchup::All);
+        assert_eq!(
+            due(&j, None, "2024-01-02T05:59:59Z"),
+            ["2024-01-02T05:00:00Z"]
+        );
+        assert_eq!(
+            due(&j, None, "2024-01-02T05:00:00Z"),
+            ["2024-01-02T05:00:00Z"]
+        );
+        assert!(due(&j, Some("2024-01-02T05:00:00Z"), "2024-01-02T05:59:00Z").is_empty());
+    }
+
+    #[test]
+    fn catchup_latest_runs_the_newest_and_all_runs_each() {
+        let latest = job("0 * * * *", "UTC", Catchup::Latest);
+        let all = job("0 * * * *", "UTC", Catchup::All);
+        let last = Some("2024-01-02T01:00:00Z");
+        assert_eq!(
+            due(&latest, last, "2024-01-02T04:10:00Z"),
+            ["2024-01-02T04:00:00Z"]
+        );
+        assert_eq!(
+            due(&all, last, "2024-01-02T04:10:00Z"),
+            [
+                "2024-01-02T02:00:00Z",
+                "2024-01-02T03:00:00Z",
+                "2024-01-02T04:00:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn daylight_saving_time_skips_no_day_and_repeats_none() {
+        let j = job("30 2 * * *", "Europe/Amsterdam", Catchup::All);
+        // 02:30 does not exist on 2024-03-31: the tick is at 03:00 (01:00Z).
+        assert_eq!(
+            due(&j, Some("2024-03-30T01:30:00Z"), "2024-04-01T12:00:00Z"),
+            ["2024-03-31T01:00:00Z", "2024-04-01T00:30:00Z"]
+        );
+        // 02:30 happens twice on 2024-10-27: one tick, the first.
+        assert_eq!(
+            due(&j, Some("2024-10-26T00:30:00Z"), "2024-10-28T12:00:00Z"),
+            ["2024-10-27T00:30:00Z", "2024-10-28T01:30:00Z"]
+        );
+    }
+}
