@@ -4,7 +4,7 @@ folder, runs each command several times and prints a table of median wall
 time and peak RSS. Standard library only.
 
     python3 bench/bench.py            # everything, then the Dagster comparison
-    python3 bench/bench.py load plan  # some groups: load plan cron run state io dagster
+    python3 bench/bench.py load plan  # some groups: load plan cron tick run state io dagster
     DG_BIN=/path/to/dg python3 bench/bench.py plan   # another binary, no build (before/after)
 
 Figures go to docs/performance.md by hand, with the machine they came from.
@@ -171,6 +171,21 @@ def gen_history(root: Path, hourly_assets=12):
     return n
 
 
+def gen_jobs(root: Path, jobs=50):
+    """50 scheduled jobs (hourly, daily and 15-minute crons, some in other time
+    zones, some catching up every tick), each over its own trivial asset."""
+    write(root / "defs" / "partitions.toml", '[partitions.hourly]\ntype = "hourly"\nstart = "2024-01-01-00:00"\n')
+    out = []
+    crons = ["0 * * * *", "0 2 * * *", "*/15 * * * *", "30 6 * * 1"]
+    zones = ["UTC", "Europe/Amsterdam", "America/New_York"]
+    for n in range(jobs):
+        out.append(f'[assets.a{n}]\npartitions = "hourly"\noutput = false\nshell = "true"\n')
+        out.append(f'[jobs.j{n}]\nselect = "a{n}"\npartition = "latest"\nmissing = true\n'
+                   f'cron = "{crons[n % len(crons)]}"\ntimezone = "{zones[n % len(zones)]}"\n'
+                   f'catchup = "{"all" if n % 2 else "latest"}"\n')
+    write(root / "defs" / "jobs.toml", "\n".join(out))
+
+
 def gen_rows_csv(path: Path, rows=1_000_000):
     """A 5-column CSV (int, float, text with commas and quotes, date, bool)."""
     with open(path, "w") as f:
@@ -201,7 +216,7 @@ def table(rows):
 
 
 def main():
-    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "run", "state", "io", "dagster"}
+    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "state", "io", "dagster"}
     build()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -235,6 +250,13 @@ def main():
             rows.append(("list partitions, 30-minute cron, 10 years (175,296 keys)", s, r, ""))
             s, r = run([DG, "plan", "--select", "+day", "--all-partitions", "--json"], p, repeat=3, env=now)
             rows.append(("plan a daily reader of both, 10 years (~194,000 steps)", s, r, "< 2 s"))
+        if "tick" in groups:
+            p = tmp / "jobs"
+            gen_jobs(p)
+            # The first tick runs every new job once; a minute later nothing is due.
+            run([DG, "tick"], p, repeat=1, env={"DG_NOW": "2024-06-03T10:00:00Z"})
+            s, r = run([DG, "tick"], p, repeat=10, env={"DG_NOW": "2024-06-03T10:01:00Z"})
+            rows.append(("tick: 50 scheduled jobs, nothing due", s, r, "< 20 ms"))
         if "run" in groups:
             base = spawn_baseline()
             rows.append(("baseline: spawn `sh -c true` (per process)", base, 0, ""))

@@ -21,14 +21,14 @@ use crate::partitions::{MappingSpec, PartitionsDef};
 pub type AssetId = usize;
 
 /// A named partitions definition.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NamedPartitions {
     pub def: Arc<PartitionsDef>,
     pub span: Span,
 }
 
 /// A resource (I/O manager) as defined.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Resource {
     pub key: String,
     pub type_name: String,
@@ -122,13 +122,15 @@ impl Asset {
 }
 
 /// All definitions of a project, validated.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Defs {
     pub partitions: IndexMap<String, NamedPartitions>,
     pub resources: IndexMap<String, Resource>,
     /// In topological order: every asset comes after its upstream assets.
     pub assets: Vec<Asset>,
     pub by_key: HashMap<String, AssetId>,
+    /// `[jobs.NAME]`, in definition order.
+    pub jobs: IndexMap<String, Job>,
 }
 
 impl Defs {
@@ -149,4 +151,63 @@ impl Defs {
         }
         out
     }
+}
+
+/// Which partitions a job targets (at most one of its targeting fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobTargeting {
+    /// No targeting field: like a command without partition flags.
+    None,
+    /// `partition = "KEY"` (also `"latest"` and `"DEF:KEY"`).
+    Partition(String),
+    /// `partition_range = "A...B"` (also `"DEF:A...B"`).
+    PartitionRange(String),
+    /// `last = N`.
+    Last(u32),
+    /// `all_partitions = true`.
+    AllPartitions,
+}
+
+/// When a job runs again after missed ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Catchup {
+    /// One run, for the newest missed tick.
+    Latest,
+    /// One run per missed tick, oldest first.
+    All,
+}
+
+impl Catchup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Catchup::Latest => "latest",
+            Catchup::All => "all",
+        }
+    }
+}
+
+/// A job's cron schedule.
+#[derive(Debug, Clone)]
+pub struct JobSchedule {
+    /// As written.
+    pub expr: String,
+    pub cron: croner::Cron,
+    pub tz: chrono_tz::Tz,
+    pub catchup: Catchup,
+}
+
+/// A validated `[jobs.NAME]`: a named selection and targeting, and
+/// optionally a schedule that `dg tick` follows.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub span: Span,
+    /// Selection syntax; it parses (it may still name unknown assets).
+    pub select: String,
+    /// Where `select` is written (the string value, quotes included).
+    pub select_span: Span,
+    pub targeting: JobTargeting,
+    pub missing: bool,
+    pub stale: bool,
+    pub schedule: Option<JobSchedule>,
 }

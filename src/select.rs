@@ -222,6 +222,54 @@ impl SelectError {
     }
 }
 
+/// Parses and resolves the selection of every job. Errors point into the
+/// job's `select` string in its definitions file (at the offending part when
+/// the string is written without escapes, else at the whole string).
+pub fn check_jobs(defs: &Defs, sources: &Sources) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for job in defs.jobs.values() {
+        let Err(e) = parse(&job.select).and_then(|sel| sel.resolve(defs)) else {
+            continue;
+        };
+        let at = &job.select_span;
+        let raw = sources
+            .get(at.file)
+            .text
+            .get(at.range.clone())
+            .unwrap_or("");
+        let plain = raw.len() == job.select.len() + 2
+            && (raw.starts_with('"') && !raw.contains('\\') || raw.starts_with('\''));
+        let span = if plain {
+            let r = clamp(&job.select, &e.span);
+            let r = if r.start == r.end {
+                r.start..r.start + 1
+            } else {
+                r
+            };
+            Span::new(
+                at.file,
+                at.range.start + 1 + r.start..at.range.start + 1 + r.end,
+            )
+        } else {
+            at.clone()
+        };
+        let kind = match e.kind {
+            SelectErrorKind::Syntax => diag::Kind::Syntax,
+            SelectErrorKind::UnknownAsset => diag::Kind::UnknownReference,
+            SelectErrorKind::InvalidValue | SelectErrorKind::Empty => diag::Kind::InvalidValue,
+        };
+        out.push(
+            Diagnostic::error(
+                kind,
+                format!("in `select` of job `{}`: {}", job.name, e.message),
+            )
+            .at(&span, e.label.clone())
+            .help_opt(e.help.clone()),
+        );
+    }
+    out
+}
+
 impl fmt::Display for SelectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)

@@ -17,7 +17,10 @@ use crate::interp::Template;
 use crate::io::table::ColumnType;
 use crate::io::{Format, Registry};
 use crate::load::{self, RawFile, Reader, Str, Value};
-use crate::model::{Asset, AssetPartitions, Compute, Defs, Input, NamedPartitions, Resource};
+use crate::model::{
+    Asset, AssetPartitions, Catchup, Compute, Defs, Input, Job, JobSchedule, JobTargeting,
+    NamedPartitions, Resource,
+};
 use crate::partitions::mapping::{self, MappingSpec};
 use crate::partitions::time::{self, Schedule, TimeDefError, TimePartitions};
 use crate::partitions::{MultiPartitions, PartitionsDef, StaticPartitions, check_key};
@@ -166,7 +169,21 @@ fn window_offset(
     }
 }
 
-const TOP: &[&str] = &["partitions", "resources", "assets"];
+const TOP: &[&str] = &["partitions", "resources", "assets", "jobs"];
+const JOB_FIELDS: &[&str] = &[
+    "select",
+    "partition",
+    "partition_range",
+    "last",
+    "all_partitions",
+    "missing",
+    "stale",
+    "cron",
+    "timezone",
+    "catchup",
+    "description",
+];
+const JOB_TARGETING: &[&str] = &["partition", "partition_range", "last", "all_partitions"];
 const ASSET_FIELDS: &[&str] = &[
     "partitions",
     "deps",
@@ -203,7 +220,7 @@ const PARTITION_TYPES: &[&str] = &[
 impl<'a> Validator<'a> {
     fn run(&mut self, files: &[RawFile<'_>]) -> Defs {
         // Pass 1: names in each group, duplicates across files.
-        let mut groups: [Vec<Entry<'_, '_>>; 3] = Default::default();
+        let mut groups: [Vec<Entry<'_, '_>>; 4] = Default::default();
         for f in files {
             for (k, _) in f.root.iter() {
                 let key: &str = k.get_ref();
@@ -216,7 +233,7 @@ impl<'a> Validator<'a> {
                         .at(&Span::new(f.file, k.span()), "unknown table")
                         .help(match crate::diag::did_you_mean(key, TOP.iter().copied()) {
                             Some(c) => format!("did you mean `{c}`?"),
-                            None => "a definitions file holds only `[partitions.NAME]`, `[resources.NAME]` and `[assets.NAME]` tables".into(),
+                            None => "a definitions file holds only `[partitions.NAME]`, `[resources.NAME]`, `[assets.NAME]` and `[jobs.NAME]` tables".into(),
                         }),
                     );
                 }
@@ -246,7 +263,7 @@ impl<'a> Validator<'a> {
         }
         for (gi, group) in groups.iter_mut().enumerate() {
             let mut seen: HashMap<String, Span> = HashMap::new();
-            let singular = ["partitions definition", "resource", "asset"][gi];
+            let singular = ["partitions definition", "resource", "asset", "job"][gi];
             group.retain(|e| match seen.get(&e.name) {
                 Some(first) => {
                     self.diags.push(
@@ -266,7 +283,7 @@ impl<'a> Validator<'a> {
                 }
             });
         }
-        let [parts, resources, assets] = groups;
+        let [parts, resources, assets, job_entries] = groups;
         self.declared_partitions = parts.iter().map(|e| e.name.clone()).collect();
 
         // Pass 2: partitions. Plain definitions first, so multi dimensions can name them.
@@ -404,9 +421,19 @@ impl<'a> Validator<'a> {
             }
         }
 
+        // Pass 7: jobs (their selections are resolved by the caller, which
+        // may use the later stages).
+        let mut jobs = indexmap::IndexMap::new();
+        for e in &job_entries {
+            if let Some(j) = self.job(e) {
+                jobs.insert(e.name.clone(), j);
+            }
+        }
+
         let mut defs = Defs {
             partitions: std::mem::take(&mut self.named_partitions),
             resources: res,
+            jobs,
             ..Defs::default()
         };
         if self.diags.has_errors() {
@@ -916,6 +943,206 @@ impl<'a> Validator<'a> {
                 None
             }
         }
+    }
+
+    /// A `[jobs.NAME]` table.
+    fn job(&mut self, e: &Entry<'_, '_>) -> Option<Job> {
+        let what = format!("job `{}`", e.name);
+        let d = &mut *self.diags;
+        let before = d.error_count();
+        let r = Reader::of_value(e.file, e.value, what.clone(), JOB_FIELDS, d)?;
+        let select = match r.str("select", d) {
+            Some(s) if s.value.trim().is_empty() => {
+                d.push(
+                    Diagnostic::error(Kind::InvalidValue, format!("`select` in {what} is empty"))
+                        .at(&s.span, "empty selection")
+                        .help("select assets as `--select` does, e.g. `select = \"*\"` or `select = \"+daily_report\"`"),
+                );
+                None
+            }
+            Some(s) => Some(s),
+            None => {
+                if r.get("select").is_none() {
+                    d.push(
+                        Diagnostic::error(Kind::MissingField, format!("{what} has no `select`"))
+                            .at(&e.span, "missing `select`")
+                            .help("add `select = \"*\"` (every asset) or a selection such as `select = \"+daily_report\"`"),
+                    );
+                }
+                None
+            }
+        };
+        // At most one targeting field.
+        let mut given: Vec<(&str, Span)> = JOB_TARGETING
+            .iter()
+            .filter_map(|&f| r.key_span(f).map(|s| (f, s)))
+            .collect();
+        given.sort_by_key(|(_, s)| s.range.start);
+        if given.len() > 1 {
+            let mut diag = Diagnostic::error(
+                Kind::InvalidValue,
+                format!(
+                    "{what} has {} targeting fields: `{}` and `{}`",
+                    given.len(),
+                    given[0].0,
+                    given[1].0
+                ),
+            )
+            .at(&given[1].1, "second targeting field");
+            diag = diag.also(&given[0].1, "first targeting field");
+            d.push(
+                diag.help(
+                    "keep one of `partition`, `partition_range`, `last` and `all_partitions`",
+                ),
+            );
+        }
+        let mut targeting = JobTargeting::None;
+        if let Some(p) = r.str("partition", d) {
+            if p.value.trim().is_empty() {
+                d.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!("`partition` in {what} is empty"),
+                    )
+                    .at(&p.span, "empty partition key")
+                    .help("give a key, `\"latest\"`, or `\"DEF:KEY\"`"),
+                );
+            }
+            targeting = JobTargeting::Partition(p.value);
+        }
+        if let Some(p) = r.str("partition_range", d) {
+            match p.value.split_once("...") {
+                Some((a, b)) if !a.is_empty() && !b.is_empty() => {}
+                _ => d.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!("invalid `partition_range` `{}` in {what}", p.value),
+                    )
+                    .at(&p.span, "expected `START...END`")
+                    .help(
+                        "e.g. `partition_range = \"2024-01-01...2024-01-07\"` (both ends included)",
+                    ),
+                ),
+            }
+            targeting = JobTargeting::PartitionRange(p.value);
+        }
+        if let Some((n, span)) = r.int("last", d) {
+            match u32::try_from(n) {
+                Ok(n) if n >= 1 => targeting = JobTargeting::Last(n),
+                _ => d.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!("`last` in {what} must be at least 1, found {n}"),
+                    )
+                    .at(&span, "expected a positive count")
+                    .help("`last = N` targets the last N partitions of each definition"),
+                ),
+            }
+        }
+        if let Some(all) = r.bool("all_partitions", d)
+            && all
+        {
+            targeting = JobTargeting::AllPartitions;
+        }
+        let missing = r.bool("missing", d).unwrap_or(false);
+        let stale = r.bool("stale", d).unwrap_or(false);
+        let _ = r.str("description", d);
+        let tz = match r.str("timezone", d) {
+            Some(s) => match s.value.parse::<chrono_tz::Tz>() {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    let names: Vec<&str> =
+                        chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
+                    d.push(
+                        Diagnostic::error(Kind::BadTimezone, format!("unknown time zone `{}` in {what}", s.value))
+                            .at(&s.span, "not an IANA time zone")
+                            .help(match crate::diag::did_you_mean(&s.value, names.iter().copied()) {
+                                Some(c) => format!("did you mean `{c}`?"),
+                                None => "use an IANA name such as `UTC`, `Europe/Berlin` or `America/New_York`".into(),
+                            }),
+                    );
+                    None
+                }
+            },
+            None => Some(chrono_tz::UTC),
+        };
+        let catchup = match r.str("catchup", d) {
+            None => Catchup::Latest,
+            Some(c) => match c.value.as_str() {
+                "latest" => Catchup::Latest,
+                "all" => Catchup::All,
+                other => {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!("invalid `catchup` `{other}` in {what}"),
+                        )
+                        .at(&c.span, "expected `latest` or `all`")
+                        .help(match crate::diag::did_you_mean(other, ["latest", "all"]) {
+                            Some(s) => format!("did you mean `{s}`? `latest` runs once for the newest missed tick, `all` once per missed tick"),
+                            None => "`latest` runs once for the newest missed tick, `all` once per missed tick".into(),
+                        }),
+                    );
+                    Catchup::Latest
+                }
+            },
+        };
+        let cron = match r.str("cron", d) {
+            None => None,
+            Some(c) => match time::parse_cron(&c.value) {
+                Ok(cron) => Some((c.value.clone(), cron)),
+                Err(msg) => {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::BadCron,
+                            format!("invalid cron schedule `{}` in {what}", c.value),
+                        )
+                        .at(&c.span, msg)
+                        .help(if c.value.split_whitespace().count() == 5 {
+                            "field ranges: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-6 or SUN-SAT"
+                        } else {
+                            "use five fields: minute hour day-of-month month day-of-week, e.g. `0 * * * *` (hourly)"
+                        }),
+                    );
+                    None
+                }
+            },
+        };
+        if cron.is_none() && r.get("cron").is_none() {
+            for f in ["timezone", "catchup"] {
+                if let Some(span) = r.key_span(f) {
+                    d.push(
+                        Diagnostic::warning(
+                            Kind::InvalidValue,
+                            format!("`{f}` in {what} has no effect without `cron`"),
+                        )
+                        .at(&span, "ignored")
+                        .help(
+                            "add `cron = \"…\"` for `dg tick` to run the job, or remove this field",
+                        ),
+                    );
+                }
+            }
+        }
+        if d.error_count() > before {
+            return None;
+        }
+        let select = select?;
+        Some(Job {
+            name: e.name.clone(),
+            span: e.span.clone(),
+            select: select.value,
+            select_span: select.span,
+            targeting,
+            missing,
+            stale,
+            schedule: cron.map(|(expr, cron)| JobSchedule {
+                expr,
+                cron,
+                tz: tz.unwrap_or(chrono_tz::UTC),
+                catchup,
+            }),
+        })
     }
 
     fn resource(&mut self, e: &Entry<'_, '_>) -> Option<Resource> {

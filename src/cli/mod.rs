@@ -12,6 +12,7 @@ mod output;
 pub mod plan;
 mod run;
 mod scaffold;
+mod tick;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -99,10 +100,23 @@ pub enum Command {
     },
     /// Run the plan: materialize the selected assets' partitions
     Materialize {
+        /// Run a `[jobs.NAME]`: its selection, targeting and missing/stale;
+        /// flags given here override the job's
+        #[arg(long, value_name = "NAME")]
+        job: Option<String>,
         #[command(flatten)]
         target: plan::TargetArgs,
         #[command(flatten)]
         run: run::RunArgs,
+    },
+    /// Run the jobs whose cron ticked since their last recorded tick
+    Tick {
+        /// Say what is due and why; run nothing and record nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print what was due and what ran as JSON (run progress goes to stderr)
+        #[arg(long)]
+        json: bool,
     },
     /// Per asset: materialized, failed, missing and stale partitions
     Status {
@@ -202,6 +216,12 @@ pub enum ListWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Jobs: selection, targeting, cron, time zone and next tick at --now
+    Jobs {
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Keys of a partitions definition or of an asset's partitions, in order
     Partitions {
         /// A partitions definition name or an asset key
@@ -252,6 +272,16 @@ impl Session {
             ),
             _ => None,
         };
+        // Job selections are checked against the assets once they are valid.
+        let defs = defs.and_then(|d| {
+            let errors = crate::select::check_jobs(&d, &sources);
+            let ok = errors.is_empty();
+            for e in errors {
+                diags.push(e);
+            }
+            diags.sort();
+            ok.then_some(d)
+        });
         Loaded {
             project,
             sources,
@@ -377,7 +407,13 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
             json,
             graph,
         } => plan::plan(&session, &target, json, graph),
-        Command::Materialize { target, run } => run::materialize(&session, &target, &run),
+        Command::Materialize { job, target, run } => {
+            run::materialize(&session, &target, &run, job.as_deref())
+        }
+        Command::Tick { dry_run, json } => tick::tick(&session, dry_run, json),
+        Command::List {
+            what: ListWhat::Jobs { json },
+        } => tick::list_jobs(&session, json),
         Command::Status { select, json } => history::status(&session, &select, json),
         Command::Runs {
             show: Some(RunsCmd::Show { run_id, json }),

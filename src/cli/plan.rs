@@ -10,12 +10,28 @@ use crate::partitions::{KeyCtx, PartitionsDef};
 use crate::plan::{Plan, PlanError, Targeting};
 use crate::select;
 
+impl TargetArgs {
+    /// `--select`, `*` when not given.
+    pub fn select(&self) -> &str {
+        self.select.as_deref().unwrap_or("*")
+    }
+
+    /// Whether any partition targeting flag was given.
+    pub fn targets(&self) -> bool {
+        self.partition.is_some()
+            || self.partition_range.is_some()
+            || self.all_partitions
+            || self.last.is_some()
+    }
+}
+
 /// Which assets and partitions a command works on.
 #[derive(Args, Debug, Clone)]
 pub struct TargetArgs {
     /// Assets to include (selection syntax: keys, key:glob, +X, X+, group:, tag:, kind:, and/or/not)
-    #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
-    pub select: String,
+    /// [default: *]
+    #[arg(long, short = 's', value_name = "SEL")]
+    pub select: Option<String>,
     /// One partition key, for every selected asset that has it (`DEF:KEY`: only the assets of
     /// partitions definition DEF; `latest`: the last partition of each definition at --now; `DEF:latest`: of DEF only)
     #[arg(long, value_name = "KEY", conflicts_with_all = ["partition_range", "all_partitions", "last"])]
@@ -52,8 +68,20 @@ pub struct Resolved {
 pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, i32> {
     let (loaded, defs) = s.load_or_report()?;
     let project = loaded.project.ok_or(EXIT_USAGE)?;
-    let cx = key_ctx(s, &defs, &project)?;
-    let selected = select_assets(s, &defs, &t.select)?;
+    resolve_with(s, project, defs, t, s.now.timestamp())
+}
+
+/// Resolves the selection and the plan of loaded definitions as of `now`
+/// (Unix seconds), printing errors. `Err` carries the exit code.
+pub fn resolve_with(
+    s: &Session,
+    project: crate::project::Project,
+    defs: Defs,
+    t: &TargetArgs,
+    now: i64,
+) -> Result<Resolved, i32> {
+    let cx = key_ctx_at(s, &defs, &project, now)?;
+    let selected = select_assets(s, &defs, t.select())?;
     let targeting = if t.all_partitions {
         Targeting::All
     } else if let Some(n) = t.last {
@@ -103,7 +131,17 @@ pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, i32> {
 /// *Now* and the keys of dynamic partitions (read from the state store only
 /// when some definition is dynamic).
 pub fn key_ctx(s: &Session, defs: &Defs, project: &crate::project::Project) -> Result<KeyCtx, i32> {
-    let mut cx = KeyCtx::new(s.now.timestamp());
+    key_ctx_at(s, defs, project, s.now.timestamp())
+}
+
+/// [`key_ctx`] as of `now` (Unix seconds).
+fn key_ctx_at(
+    s: &Session,
+    defs: &Defs,
+    project: &crate::project::Project,
+    now: i64,
+) -> Result<KeyCtx, i32> {
+    let mut cx = KeyCtx::new(now);
     let dynamic = |d: &PartitionsDef| match d {
         PartitionsDef::Dynamic { .. } => true,
         PartitionsDef::Multi(m) => m
@@ -487,7 +525,7 @@ fn graph_of_selection(s: &Session, t: &TargetArgs, g: GraphFormat) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
-    match select_assets(s, &defs, &t.select) {
+    match select_assets(s, &defs, t.select()) {
         Ok(selected) => {
             print_graph(s, &defs, &selected, g);
             EXIT_OK

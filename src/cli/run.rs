@@ -13,6 +13,7 @@ use serde_json::json;
 use super::plan::{TargetArgs, resolve};
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
 use crate::exec::{self, Event, Reporter, RunCtx, RunOptions, StepStatus};
+use crate::model::{Job, JobTargeting};
 use crate::state::incremental::Mode;
 use crate::state::{Record, Recorder, RunRecord, RunStatus, StateStore};
 
@@ -20,6 +21,8 @@ use crate::state::{Record, Recorder, RunRecord, RunStatus, StateStore};
 fn partition_args(t: &TargetArgs) -> String {
     if t.all_partitions {
         "--all-partitions".into()
+    } else if let Some(n) = t.last {
+        format!("--last {n}")
     } else if let Some(p) = &t.partition {
         format!("--partition {p}")
     } else if let Some(r) = &t.partition_range {
@@ -97,22 +100,92 @@ fn new_run_id() -> String {
     format!("{}-{:06x}", now.format("%Y%m%dT%H%M%S"), salt & 0xff_ffff)
 }
 
-pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
-    let r = match resolve(s, t) {
-        Ok(r) => r,
+/// `dg materialize [--job NAME]`.
+pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs, job: Option<&str>) -> i32 {
+    let Some(name) = job else {
+        return match resolve(s, t) {
+            Ok(r) => run_resolved(s, r, t, args, None, s.now).0,
+            Err(code) => code,
+        };
+    };
+    let (loaded, defs) = match s.load_or_report() {
+        Ok(x) => x,
         Err(code) => return code,
     };
+    let Some(project) = loaded.project else {
+        return EXIT_USAGE;
+    };
+    let Some(j) = defs.jobs.get(name) else {
+        s.out.error(&format!("unknown job `{name}`"));
+        let names: Vec<&str> = defs.jobs.keys().map(String::as_str).collect();
+        if names.is_empty() {
+            s.out.err(
+                "help: no job is defined; add a `[jobs.NAME]` table (`dg scaffold defs job NAME`)",
+            );
+        } else {
+            let known = crate::diag::list_names(&names);
+            match crate::diag::did_you_mean(name, names.iter().copied()) {
+                Some(c) => s
+                    .out
+                    .err(&format!("help: did you mean `{c}`? defined jobs: {known}")),
+                None => s.out.err(&format!("help: defined jobs: {known}")),
+            }
+        }
+        return EXIT_USAGE;
+    };
+    let (t, args) = job_args(j, t, args);
+    match super::plan::resolve_with(s, project, defs, &t, s.now.timestamp()) {
+        Ok(r) => run_resolved(s, r, &t, &args, Some(name), s.now).0,
+        Err(code) => code,
+    }
+}
+
+/// A job's selection, targeting and `missing`/`stale`, with what the
+/// command line gives instead: `--select` replaces `select`, any partition
+/// flag replaces the job's targeting, `--missing`/`--stale` replace its own.
+pub fn job_args(j: &Job, t: &TargetArgs, args: &RunArgs) -> (TargetArgs, RunArgs) {
+    let mut t = t.clone();
+    if t.select.is_none() {
+        t.select = Some(j.select.clone());
+    }
+    if !t.targets() {
+        match &j.targeting {
+            JobTargeting::None => {}
+            JobTargeting::Partition(k) => t.partition = Some(k.clone()),
+            JobTargeting::PartitionRange(r) => t.partition_range = Some(r.clone()),
+            JobTargeting::Last(n) => t.last = Some(*n),
+            JobTargeting::AllPartitions => t.all_partitions = true,
+        }
+    }
+    let mut args = args.clone();
+    if !args.missing && !args.stale {
+        args.stale = j.stale;
+        args.missing = j.missing && !j.stale;
+    }
+    (t, args)
+}
+
+/// Runs a resolved plan as of `now`. Returns the exit code and the run id
+/// when a run was recorded.
+pub fn run_resolved(
+    s: &Session,
+    r: super::plan::Resolved,
+    t: &TargetArgs,
+    args: &RunArgs,
+    job: Option<&str>,
+    now: chrono::DateTime<chrono::FixedOffset>,
+) -> (i32, Option<String>) {
     let project = r.project;
     let store: Arc<dyn StateStore> = match crate::state::open(&project) {
         Ok(st) => Arc::from(st),
         Err(e) => {
             s.out.error(&format!("{e:#}"));
-            return EXIT_USAGE;
+            return (EXIT_USAGE, None);
         }
     };
     if let Err(e) = store.reap_dead_runs() {
         s.out.error(&format!("cannot read the run history: {e:#}"));
-        return EXIT_USAGE;
+        return (EXIT_USAGE, None);
     }
     let mut plan = r.plan;
     if args.missing || args.stale {
@@ -125,7 +198,7 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
             Ok(p) => p,
             Err(e) => {
                 s.out.error(&format!("cannot read the run history: {e:#}"));
-                return EXIT_USAGE;
+                return (EXIT_USAGE, None);
             }
         };
     }
@@ -137,7 +210,7 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
             cx: r.cx,
             selected: r.selected,
         };
-        return super::plan::print(s, &resolved, args.json);
+        return (super::plan::print(s, &resolved, args.json), None);
     }
     if plan.steps.is_empty() {
         if args.json {
@@ -146,14 +219,14 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         } else {
             s.out.info("nothing to do");
         }
-        return EXIT_OK;
+        return (EXIT_OK, None);
     }
     let cancel = Arc::new(AtomicBool::new(false));
     watch_signals(cancel.clone(), s.out.quiet);
     let run_id = new_run_id();
     let rc = match RunCtx::new(
         run_id.clone(),
-        s.now,
+        now,
         project.root.clone(),
         project.state_dir.clone(),
         r.defs,
@@ -168,7 +241,7 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
             for e in errors {
                 s.out.error(&e);
             }
-            return EXIT_USAGE;
+            return (EXIT_USAGE, None);
         }
     };
     match exec::missing_inputs(&rc) {
@@ -240,12 +313,12 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
                     "help: `{asset}` is a source asset (`source = true`): dg never materializes it, so its data must already be where its I/O manager reads it"
                 ));
             }
-            return EXIT_USAGE;
+            return (EXIT_USAGE, None);
         }
         Ok(_) => {}
         Err(e) => {
             s.out.error(&format!("pre-run check failed: {e}"));
-            return EXIT_USAGE;
+            return (EXIT_USAGE, None);
         }
     }
     let jobs = args
@@ -260,9 +333,19 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
         started_at: exec::timestamp(),
         ended_at: None,
         status: RunStatus::Running,
-        selection: t.select.clone(),
+        selection: t.select().to_string(),
         partitions: {
-            let mut a = partition_args(t);
+            let mut a = match job {
+                Some(j) => {
+                    let p = partition_args(t);
+                    if p.is_empty() {
+                        format!("--job {j}")
+                    } else {
+                        format!("--job {j} {p}")
+                    }
+                }
+                None => partition_args(t),
+            };
             for (on, flag) in [(args.missing, "--missing"), (args.stale, "--stale")] {
                 if on {
                     if !a.is_empty() {
@@ -280,7 +363,7 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
     };
     if let Err(e) = store.begin_run(&record) {
         s.out.error(&format!("cannot record the run: {e:#}"));
-        return EXIT_USAGE;
+        return (EXIT_USAGE, None);
     }
     let recorder = Recorder::start(store.clone());
     let reporter = Both {
@@ -401,11 +484,12 @@ pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs) -> i32 {
     } else {
         s.out.err(&line);
     }
-    match forced_exit() {
+    let code = match forced_exit() {
         Some(code) => code,
         None if success => EXIT_OK,
         None => EXIT_FAILED,
-    }
+    };
+    (code, Some(run_id))
 }
 
 /// How much of a failed step's log is shown: lines, bytes per line, bytes in all.

@@ -20,13 +20,13 @@ use crate::project::{Project, display_path};
 
 #[derive(Subcommand, Debug)]
 pub enum ScaffoldWhat {
-    /// Write a new definitions file: an asset, a resource or a partitions definition
+    /// Write a new definitions file: an asset, a resource, a partitions definition or a job
     Defs(Box<DefsArgs>),
 }
 
 #[derive(Args, Debug)]
 pub struct DefsArgs {
-    /// What to define: `asset`, `resources` or `partitions` (aliases: `dagster.asset`,
+    /// What to define: `asset`, `resources`, `partitions` or `job` (aliases: `dagster.asset`,
     /// `dagster.resources`, `resource`)
     #[arg(value_name = "TYPE")]
     pub kind: String,
@@ -87,7 +87,7 @@ pub struct DefsArgs {
     /// The exclusive end (default: none, partitions keep coming)
     #[arg(long, value_name = "DATE", help_heading = "Partitions options")]
     pub end: Option<String>,
-    /// The cron schedule of `--type cron`, e.g. `0 */6 * * *`
+    /// The cron schedule of `--type cron` partitions or of a job, e.g. `0 */6 * * *`
     #[arg(long, value_name = "EXPR", help_heading = "Partitions options")]
     pub cron: Option<String>,
     /// The keys of `--type static`, comma-separated
@@ -98,7 +98,7 @@ pub struct DefsArgs {
         help_heading = "Partitions options"
     )]
     pub keys: Option<Vec<String>>,
-    /// The IANA time zone of a time partitions definition (default: UTC)
+    /// The IANA time zone of a time partitions definition or of a job's cron (default: UTC)
     #[arg(long, value_name = "TZ", help_heading = "Partitions options")]
     pub timezone: Option<String>,
 }
@@ -109,6 +109,7 @@ enum DefType {
     Asset,
     Resources,
     Partitions,
+    Job,
 }
 
 impl DefType {
@@ -117,6 +118,7 @@ impl DefType {
             DefType::Asset => "asset",
             DefType::Resources => "resources",
             DefType::Partitions => "partitions",
+            DefType::Job => "job",
         }
     }
 }
@@ -125,6 +127,7 @@ const TYPES: &[(&str, DefType)] = &[
     ("asset", DefType::Asset),
     ("resources", DefType::Resources),
     ("partitions", DefType::Partitions),
+    ("job", DefType::Job),
     ("dagster.asset", DefType::Asset),
     ("dagster.resources", DefType::Resources),
     ("resource", DefType::Resources),
@@ -259,6 +262,7 @@ fn defs(s: &Session, args: &DefsArgs) -> i32 {
             DefType::Asset => "asset",
             DefType::Resources => "resource",
             DefType::Partitions => "partitions",
+            DefType::Job => "job",
         }
     ));
     s.out.info(&s.out.dim(&next_step(ty, &name, args)));
@@ -270,8 +274,8 @@ fn parse_type(given: &str) -> Result<DefType, Usage> {
         return Ok(*t);
     }
     let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
-    let known = "known types: `asset`, `resources`, `partitions` (aliases: `dagster.asset`, \
-                 `dagster.resources`, `resource`)";
+    let known = "known types: `asset`, `resources`, `partitions`, `job` (aliases: \
+                 `dagster.asset`, `dagster.resources`, `resource`)";
     let help = match did_you_mean(given, names.iter().copied()) {
         Some(c) => format!("did you mean `{c}`? {known}"),
         None => known.to_string(),
@@ -296,9 +300,17 @@ fn check_options(ty: DefType, a: &DefsArgs) -> Result<(), Usage> {
         ),
         ("--start", a.start.is_some(), &[DefType::Partitions]),
         ("--end", a.end.is_some(), &[DefType::Partitions]),
-        ("--cron", a.cron.is_some(), &[DefType::Partitions]),
+        (
+            "--cron",
+            a.cron.is_some(),
+            &[DefType::Partitions, DefType::Job],
+        ),
         ("--keys", a.keys.is_some(), &[DefType::Partitions]),
-        ("--timezone", a.timezone.is_some(), &[DefType::Partitions]),
+        (
+            "--timezone",
+            a.timezone.is_some(),
+            &[DefType::Partitions, DefType::Job],
+        ),
     ];
     for (flag, is_given, applies) in given {
         if *is_given && !applies.contains(&ty) {
@@ -604,7 +616,48 @@ fn render(ty: DefType, name: &str, a: &DefsArgs, s: &Session) -> Result<String, 
         DefType::Asset => render_asset(name, a),
         DefType::Resources => render_resource(name, a),
         DefType::Partitions => render_partitions(name, a, s),
+        DefType::Job => Ok(render_job(name, a)),
     }
+}
+
+fn render_job(name: &str, a: &DefsArgs) -> String {
+    let key = toml_key(name);
+    let mut t = String::new();
+    t.push_str(&format!(
+        "# Job `{name}`: a named selection and targeting. Run it with `dg materialize --job {w}`;\n\
+         # with `cron`, `dg tick` (from one crontab line or CI schedule) runs it on its ticks.\n\n",
+        w = shell_word(name)
+    ));
+    t.push_str(&format!("[jobs.{key}]\n"));
+    t.push_str("# Which assets (selection syntax, as `--select`).\n");
+    t.push_str("select = \"*\"\n");
+    t.push_str(
+        "# Which partitions: at most one of `partition = \"latest\"` (or a key, or \"DEF:KEY\"),\n\
+         # `partition_range = \"A...B\"`, `last = N`, `all_partitions = true`.\n",
+    );
+    t.push_str("# last = 1\n");
+    t.push_str("# Only partitions never materialized (`missing`), or also stale ones (`stale`).\n");
+    t.push_str("missing = true\n");
+    t.push_str(
+        "# When `dg tick` runs it: a five-field cron schedule, in `timezone` (default UTC).\n",
+    );
+    match &a.cron {
+        Some(c) => t.push_str(&format!("cron = {}\n", toml_basic(c))),
+        None => t.push_str("# cron = \"0 * * * *\"\n"),
+    }
+    match &a.timezone {
+        Some(z) => t.push_str(&format!("timezone = {}\n", toml_basic(z))),
+        None => t.push_str("# timezone = \"UTC\"\n"),
+    }
+    t.push_str(
+        "# After missed ticks: \"latest\" runs once, for the newest; \"all\" once per missed tick.\n",
+    );
+    if a.cron.is_some() {
+        t.push_str("catchup = \"latest\"\n");
+    } else {
+        t.push_str("# catchup = \"latest\"\n");
+    }
+    t
 }
 
 fn render_asset(name: &str, a: &DefsArgs) -> Result<String, Usage> {
@@ -981,6 +1034,15 @@ fn next_step(ty: DefType, name: &str, a: &DefsArgs) -> String {
             "  next: give an asset `io_manager = {}`, or `dg scaffold defs asset NAME --io-manager {}`",
             toml_basic(name),
             shell_word(name)
+        ),
+        DefType::Job => format!(
+            "  next: `dg list jobs`, then `dg materialize --job {w}`{tick}",
+            w = shell_word(name),
+            tick = if a.cron.is_some() {
+                " or `dg tick`"
+            } else {
+                ""
+            }
         ),
         DefType::Partitions => format!(
             "  next: `dg list partitions {w}`, then `dg scaffold defs asset NAME --partitions {w}`",

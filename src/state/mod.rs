@@ -228,6 +228,32 @@ pub trait StateStore: Send + Sync {
     ) -> anyhow::Result<Option<(String, String)>>;
     /// Marks runs whose process died as interrupted and drops their leases.
     fn reap_dead_runs(&self) -> anyhow::Result<Vec<String>>;
+    /// The newest recorded tick (Unix seconds) of every job that has one.
+    fn last_ticks(&self) -> anyhow::Result<std::collections::HashMap<String, i64>>;
+    /// Claims one tick of a job, in its own transaction, before the job runs:
+    /// `true` when this process got it, `false` when it was already recorded
+    /// (by another `dg tick`, maybe running at the same time).
+    fn claim_tick(&self, claim: &TickClaim) -> anyhow::Result<bool>;
+    /// Records how a claimed tick ended (`success`, `failure`, `error`) and its run.
+    fn finish_tick(
+        &self,
+        job: &str,
+        tick: i64,
+        status: &str,
+        run_id: Option<&str>,
+    ) -> anyhow::Result<()>;
+}
+
+/// One tick of a job, as `dg tick` claims it.
+#[derive(Clone, Debug)]
+pub struct TickClaim {
+    pub job: String,
+    /// The tick's instant, Unix seconds.
+    pub tick: i64,
+    /// The same instant, RFC 3339 (for people reading the table).
+    pub tick_time: String,
+    pub pid: u32,
+    pub host: String,
 }
 
 /// Whether process `pid` on this host is alive.

@@ -22,7 +22,7 @@ use postgres::{Client, NoTls, Row, Transaction};
 
 use super::{
     AttemptRecord, InputRead, Lease, Materialization, PartitionState, PartitionStates, Record,
-    RunRecord, RunStatus, StateStore,
+    RunRecord, RunStatus, StateStore, TickClaim,
 };
 
 /// Each entry upgrades the schema by one version (the SQLite store's tables,
@@ -95,6 +95,19 @@ pub const MIGRATIONS: &[&str] = &[
         host TEXT NOT NULL,
         acquired_at TEXT NOT NULL,
         PRIMARY KEY (asset, partition)
+     );",
+    // 2: ticks of scheduled jobs, claimed by `dg tick` before a job runs.
+    "CREATE TABLE job_ticks (
+        job TEXT NOT NULL,
+        tick BIGINT NOT NULL,
+        tick_time TEXT NOT NULL,
+        status TEXT NOT NULL,
+        run_id TEXT,
+        pid BIGINT NOT NULL,
+        host TEXT NOT NULL,
+        claimed_at TEXT NOT NULL,
+        ended_at TEXT,
+        PRIMARY KEY (job, tick)
      );",
 ];
 
@@ -684,6 +697,51 @@ impl StateStore for PostgresStore {
             &[&asset, &partition],
         )?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn last_ticks(&self) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+        let rows = self
+            .client()
+            .query("SELECT job, MAX(tick) FROM job_ticks GROUP BY job", &[])?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect())
+    }
+
+    fn claim_tick(&self, c: &TickClaim) -> anyhow::Result<bool> {
+        // The primary key decides: of two transactions inserting the same
+        // tick, the second waits for the first and then inserts nothing.
+        self.in_tx(|tx| {
+            let n = tx.execute(
+                "INSERT INTO job_ticks (job, tick, tick_time, status, pid, host, claimed_at)
+                 VALUES ($1, $2, $3, 'running', $4, $5, $6)
+                 ON CONFLICT (job, tick) DO NOTHING",
+                &[
+                    &c.job,
+                    &c.tick,
+                    &c.tick_time,
+                    &i64::from(c.pid),
+                    &c.host,
+                    &now(),
+                ],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn finish_tick(
+        &self,
+        job: &str,
+        tick: i64,
+        status: &str,
+        run_id: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.client().execute(
+            "UPDATE job_ticks SET status = $3, run_id = $4, ended_at = $5 WHERE job = $1 AND tick = $2",
+            &[&job, &tick, &status, &run_id, &now()],
+        )?;
+        Ok(())
     }
 
     fn reap_dead_runs(&self) -> anyhow::Result<Vec<String>> {

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     AttemptRecord, InputRead, Lease, Materialization, PartitionState, PartitionStates, Record,
-    RunRecord, RunStatus, StateStore,
+    RunRecord, RunStatus, StateStore, TickClaim,
 };
 
 /// Each entry upgrades the schema by one version.
@@ -83,6 +83,19 @@ const MIGRATIONS: &[&str] = &[
         host TEXT NOT NULL,
         acquired_at TEXT NOT NULL,
         PRIMARY KEY (asset, partition)
+     );",
+    // 2: ticks of scheduled jobs, claimed by `dg tick` before a job runs.
+    "CREATE TABLE job_ticks (
+        job TEXT NOT NULL,
+        tick INTEGER NOT NULL,
+        tick_time TEXT NOT NULL,
+        status TEXT NOT NULL,
+        run_id TEXT,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        claimed_at TEXT NOT NULL,
+        ended_at TEXT,
+        PRIMARY KEY (job, tick)
      );",
 ];
 
@@ -531,6 +544,39 @@ impl StateStore for SqliteStore {
         self.conn().execute(
             "DELETE FROM leases WHERE asset = ?1 AND partition = ?2 AND run_id = ?3",
             params![asset, partition, run_id],
+        )?;
+        Ok(())
+    }
+
+    fn last_ticks(&self) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT job, MAX(tick) FROM job_ticks GROUP BY job")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn claim_tick(&self, c: &TickClaim) -> anyhow::Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO job_ticks (job, tick, tick_time, status, pid, host, claimed_at)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
+            params![c.job, c.tick, c.tick_time, c.pid, c.host, now()],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn finish_tick(
+        &self,
+        job: &str,
+        tick: i64,
+        status: &str,
+        run_id: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.conn().execute(
+            "UPDATE job_ticks SET status = ?3, run_id = ?4, ended_at = ?5 WHERE job = ?1 AND tick = ?2",
+            params![job, tick, status, run_id, now()],
         )?;
         Ok(())
     }

@@ -19,6 +19,7 @@ mod hardening;
 mod history;
 mod history_postgres;
 mod integrity;
+mod jobs;
 mod materialize;
 mod onboarding;
 mod plan;
