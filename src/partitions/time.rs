@@ -806,53 +806,48 @@ impl TimePartitions {
         }
     }
 
-    /// Index of the window whose key is `key`, if it is a key of this
-    /// definition (whether or not its window has ended yet).
-    pub fn index_of_key(&self, key: &str) -> Option<i64> {
-        // A key is its window's start formatted with `fmt`, so read it back
-        // (missing fields default to the start of the period) and take the
-        // first tick at or after that time; it must format to the same key.
-        let instant = match parse_time(key, &self.fmt) {
-            Ok(naive) => localize(&self.tz, naive).timestamp(),
+    /// The time a key names: its text read with `fmt` (missing fields
+    /// default to the start of the period), or, for the second occurrence
+    /// of a repeated hour, with its UTC offset (`<key><offset>`).
+    fn key_instant(&self, key: &str) -> Option<i64> {
+        match parse_time(key, &self.fmt) {
+            Ok(naive) => Some(localize(&self.tz, naive).timestamp()),
             Err(_) if self.all_hours => {
-                // The second occurrence of a repeated hour: `<key><offset>`.
                 let mut fmt = self.fmt.clone();
                 fmt.push_str("%z");
                 let (naive, offset) = parse_time_offset(key, &fmt).ok()?;
-                naive.and_utc().timestamp() - offset? as i64
+                Some(naive.and_utc().timestamp() - offset? as i64)
             }
-            Err(_) => return None,
-        };
+            Err(_) => None,
+        }
+    }
+
+    /// The tick whose key is `key`: the first tick at or after the time the
+    /// key names, if it formats back to the same key.
+    fn tick_of_key(&self, key: &str, instant: i64) -> Option<i64> {
+        let i = self.floor_index(instant - 1) + 1;
+        let tick = self.tick_full(i)?;
+        (self.key_of(tick) == key).then_some(i)
+    }
+
+    /// Index of the window whose key is `key`, if it is a key of this
+    /// definition (whether or not its window has ended yet).
+    pub fn index_of_key(&self, key: &str) -> Option<i64> {
+        let instant = self.key_instant(key)?;
         // Keys before the first window are not keys (and spare enumerating
         // far into the past).
         if self.tick(-1).is_some_and(|p| instant <= p) {
             return None;
         }
-        let i = self.floor_index(instant - 1) + 1;
-        if i < 0 || self.end_last.is_some_and(|e| i > e) {
-            return None;
-        }
-        let tick = self.tick_full(i)?;
-        (self.key_of(tick) == key).then_some(i)
+        let i = self.tick_of_key(key, instant)?;
+        (i >= 0 && self.end_last.is_none_or(|e| i <= e)).then_some(i)
     }
 
     /// The tick index of `key`, even outside the current partitions (before
     /// the first window, after *now* or `end`): for messages about keys that
     /// do not exist.
     pub fn tick_index_of_key(&self, key: &str) -> Option<i64> {
-        let instant = match parse_time(key, &self.fmt) {
-            Ok(naive) => localize(&self.tz, naive).timestamp(),
-            Err(_) if self.all_hours => {
-                let mut fmt = self.fmt.clone();
-                fmt.push_str("%z");
-                let (naive, offset) = parse_time_offset(key, &fmt).ok()?;
-                naive.and_utc().timestamp() - offset? as i64
-            }
-            Err(_) => return None,
-        };
-        let i = self.floor_index(instant - 1) + 1;
-        let tick = self.tick_full(i)?;
-        (self.key_of(tick) == key).then_some(i)
+        self.tick_of_key(key, self.key_instant(key)?)
     }
 
     /// Unix seconds as a time in the definition's zone.
