@@ -482,16 +482,7 @@ impl PostgresManager {
             tx.batch_execute(&format!("CREATE TABLE {qualified} ({})", defs.join(", ")))
                 .with_context(|| format!("cannot create {}", self.place(&name)))?;
         } else {
-            match partition {
-                Some(key) => tx.execute(
-                    &format!(
-                        "DELETE FROM {qualified} WHERE {} = $1",
-                        quote_ident(PARTITION_COLUMN)
-                    ),
-                    &[&key],
-                )?,
-                None => tx.execute(&format!("DELETE FROM {qualified}"), &[])?,
-            };
+            clear_partition(&mut tx, &qualified, partition)?;
         }
         let rows = copy_rows(&mut tx, &qualified, &wanted, partition, &batches)
             .with_context(|| format!("cannot copy rows into {}", self.place(&name)))?;
@@ -523,16 +514,7 @@ impl PostgresManager {
             &[&format!("dg table {qualified}")],
         )?;
         if table_columns(&mut tx, &self.schema, &name)?.is_some() {
-            match partition {
-                Some(key) => tx.execute(
-                    &format!(
-                        "DELETE FROM {qualified} WHERE {} = $1",
-                        quote_ident(PARTITION_COLUMN)
-                    ),
-                    &[&key],
-                )?,
-                None => tx.execute(&format!("DELETE FROM {qualified}"), &[])?,
-            };
+            clear_partition(&mut tx, &qualified, partition)?;
         }
         self.record_stored(&mut tx, &name, partition, 0)?;
         tx.commit()
@@ -1373,6 +1355,25 @@ impl IoManager for PostgresManager {
 
     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
         self.exists_inner(ctx).map_err(|e| self.clean(e))
+    }
+}
+
+/// Deletes the stored rows of `partition` (all rows when unpartitioned),
+/// inside the caller's transaction.
+fn clear_partition(
+    tx: &mut postgres::Transaction<'_>,
+    qualified: &str,
+    partition: Option<&str>,
+) -> Result<u64, postgres::Error> {
+    match partition {
+        Some(key) => tx.execute(
+            &format!(
+                "DELETE FROM {qualified} WHERE {} = $1",
+                quote_ident(PARTITION_COLUMN)
+            ),
+            &[&key],
+        ),
+        None => tx.execute(&format!("DELETE FROM {qualified}"), &[]),
     }
 }
 
