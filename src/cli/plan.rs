@@ -634,6 +634,21 @@ pub fn list_partitions(s: &Session, name: &str, json: bool) -> i32 {
         }
     };
     let n = def.len(&cx);
+    if n == 0 && !json {
+        // An empty list is an answer, but never a silent one.
+        let why = match def.as_time().and_then(|t| t.window(0)) {
+            Some((start, end)) => format!(
+                ": its first window starts at {} and ends at {}",
+                start.to_rfc3339(),
+                end.to_rfc3339()
+            ),
+            None => String::new(),
+        };
+        s.out.err(&format!(
+            "note: `{name}` has no partitions at --now ({}){why}",
+            s.now.to_rfc3339()
+        ));
+    }
     let stdout = std::io::stdout();
     let mut w = BufWriter::new(stdout.lock());
     let js =

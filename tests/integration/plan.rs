@@ -1356,3 +1356,34 @@ fn latest_of_one_definition_pulls_its_upstream() {
     assert!(got.contains(&"upstream_asset[2022-01-31-23:00]"), "{got:?}");
     assert!(got.contains(&"upstream_asset[2022-01-31-00:00]"), "{got:?}");
 }
+
+#[test]
+fn an_empty_partition_list_says_why() {
+    // `end_offset = 3` counts from *now*: long before `start` there is
+    // nothing yet, and the human listing says so instead of printing nothing.
+    let dir = one_file(
+        r#"
+[partitions.q]
+type = "daily"
+start = "2024-01-10"
+end_offset = 3
+"#,
+    );
+    let run = dg(
+        dir.path(),
+        &["list", "partitions", "q", "--now", "2024-01-01T00:00:00Z"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+    assert!(
+        run.stderr.contains("note: `q` has no partitions at --now (2024-01-01T00:00:00+00:00): its first window starts at 2024-01-10T00:00:00+00:00"),
+        "{}",
+        run.stderr
+    );
+    let run = dg(
+        dir.path(),
+        &["list", "partitions", "q", "--now", "2024-01-09T12:00:00Z"],
+    );
+    assert_eq!(run.stdout, "2024-01-10\n2024-01-11\n");
+    assert_eq!(run.stderr, "");
+}
