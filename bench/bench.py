@@ -4,7 +4,7 @@ folder, runs each command several times and prints a table of median wall
 time and peak RSS. Standard library only.
 
     python3 bench/bench.py            # everything, then the Dagster comparison
-    python3 bench/bench.py load plan  # some groups: load plan cron tick run state io dagster
+    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool state io dagster
     DG_BIN=/path/to/dg python3 bench/bench.py plan   # another binary, no build (before/after)
 
 Figures go to docs/performance.md by hand, with the machine they came from.
@@ -119,6 +119,15 @@ def gen_steps(root: Path, n=1000, output=False):
     shell = 'true' if not output else ': > \\"$DG_OUTPUT\\"'
     write(root / "defs" / "steps.toml", f'[partitions.p]\ntype = "static"\nkeys = [{keys}]\n'
           f'[assets.t]\npartitions = "p"\nshell = "{shell}"\n' + ("" if output else "output = false\n"))
+
+
+def gen_pool_steps(root: Path, n=1000, pool=True):
+    """`gen_steps` (output = false), with every step in a pool big enough never to wait."""
+    gen_steps(root, n=n)
+    if pool:
+        write(root / "dg.toml", "[pools]\nbig = 10000\n")
+        steps = root / "defs" / "steps.toml"
+        steps.write_text(steps.read_text() + 'pool = "big"\n')
 
 
 def spawn_baseline(n=1000):
@@ -276,6 +285,17 @@ def main():
             rows.append(("seed example, 1 day (26 steps)", s, r, "< 150 ms"))
             s, r = run([DG, "materialize", "--partition-range", "2022-01-01...2022-01-07"], p, repeat=3, setup=fresh(p))
             rows.append(("seed example, 7 days (182 steps)", s, r, ""))
+        if "pool" in groups:
+            per = {}
+            for pool in (False, True):
+                p = tmp / f"pool-{pool}"
+                gen_pool_steps(p, pool=pool)
+                s, r = run([DG, "materialize", "--all-partitions", "--jobs", "1"], p, repeat=3, setup=fresh(p))
+                per[pool] = s / 1000
+                label = "in a pool" if pool else "no pool"
+                rows.append((f"1,000 trivial steps --jobs 1, {label}: per step", per[pool], r, ""))
+            rows.append(("pool accounting (slot taken and given back in state.db): per step",
+                         per[True] - per[False], 0, "< 1 ms"))
         if "state" in groups:
             p = tmp / "history"
             n = gen_history(p)

@@ -85,6 +85,112 @@ pub struct Input {
     pub load: bool,
 }
 
+/// How the wait before a retry grows (Dagster's `Backoff`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backoff {
+    /// `delay` before every retry.
+    Constant,
+    /// `delay × n` before retry n.
+    Linear,
+    /// `delay × (2ⁿ − 1)` before retry n.
+    Exponential,
+}
+
+/// Random spread of the wait before a retry (Dagster's `Jitter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    None,
+    /// `jitter = true` or `"full"`: anywhere between 0 and the computed wait.
+    Full,
+    /// `"plus_minus"`: the computed wait ± `delay`, never below 0.
+    PlusMinus,
+}
+
+/// An asset's retry policy: `retry = { max, delay, backoff, jitter }`, or
+/// `retries = N` (N retries, exponential from 200 ms, capped at 10 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (so `max + 1` attempts at most).
+    pub max: u32,
+    pub delay: Duration,
+    pub backoff: Backoff,
+    pub jitter: Jitter,
+    /// The longest wait between two attempts.
+    pub cap: Duration,
+    /// Whether the asset declares a policy at all (`retry` or `retries`).
+    pub declared: bool,
+}
+
+impl RetryPolicy {
+    /// The longest wait between two attempts of a `retry` table.
+    pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+    /// No policy: a failed attempt is final, except that a step exiting 75
+    /// (EX_TEMPFAIL) gets one more attempt, like Dagster's `RetryRequested`
+    /// (whose default is `max_retries=1`).
+    pub const NONE: RetryPolicy = RetryPolicy {
+        max: 0,
+        delay: Duration::from_millis(200),
+        backoff: Backoff::Constant,
+        jitter: Jitter::None,
+        cap: Duration::from_secs(10),
+        declared: false,
+    };
+
+    /// `retries = N`.
+    pub fn retries(n: u32) -> RetryPolicy {
+        RetryPolicy {
+            max: n,
+            delay: Duration::from_millis(200),
+            backoff: Backoff::Exponential,
+            jitter: Jitter::None,
+            cap: Duration::from_secs(10),
+            declared: true,
+        }
+    }
+
+    /// How many retries a failed attempt may have: the policy's, and at
+    /// least one for exit code 75 (EX_TEMPFAIL).
+    pub fn max_for(&self, exit_code: Option<i32>) -> u32 {
+        if exit_code == Some(EX_TEMPFAIL) {
+            self.max.max(1)
+        } else {
+            self.max
+        }
+    }
+
+    /// The wait before retry `n` (1-based) without jitter, as Dagster
+    /// computes it, capped at [`RetryPolicy::cap`].
+    pub fn base_wait(&self, n: u32) -> Duration {
+        let factor: u64 = match self.backoff {
+            Backoff::Constant => 1,
+            Backoff::Linear => u64::from(n),
+            Backoff::Exponential => 1u64.checked_shl(n.min(63)).map_or(u64::MAX, |p| p - 1),
+        };
+        let nanos = self.delay.as_nanos().saturating_mul(u128::from(factor));
+        let capped = nanos.min(self.cap.as_nanos());
+        Duration::from_nanos(capped as u64)
+    }
+
+    /// The wait before retry `n`, with jitter from `unit` (uniform in [0, 1)).
+    pub fn wait(&self, n: u32, unit: f64) -> Duration {
+        let base = self.base_wait(n);
+        let w = match self.jitter {
+            Jitter::None => base,
+            Jitter::Full => base.mul_f64(unit.clamp(0.0, 1.0)),
+            Jitter::PlusMinus => {
+                let d = self.delay.as_secs_f64();
+                let s = base.as_secs_f64() + (2.0 * unit.clamp(0.0, 1.0) - 1.0) * d;
+                Duration::from_secs_f64(s.max(0.0))
+            }
+        };
+        w.min(self.cap)
+    }
+}
+
+/// The exit code that asks for another attempt (sysexits' EX_TEMPFAIL).
+pub const EX_TEMPFAIL: i32 = 75;
+
 /// A validated asset.
 #[derive(Debug, Clone)]
 pub struct Asset {
@@ -104,7 +210,11 @@ pub struct Asset {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub env: Vec<(String, Template)>,
     pub code_version: Option<String>,
-    pub retries: u32,
+    /// When a failed attempt is tried again (`retry`, or `retries = N`).
+    pub retry: RetryPolicy,
+    /// `pool = "NAME"`: the pool (`[pools]` in dg.toml) that bounds how many
+    /// of its steps run at once, and where it is written.
+    pub pool: Option<(String, Span)>,
     pub timeout: Option<Duration>,
     pub output: bool,
     /// `output_required = false`: the step may leave `$DG_OUTPUT` unwritten.
@@ -210,4 +320,71 @@ pub struct Job {
     pub missing: bool,
     pub stale: bool,
     pub schedule: Option<JobSchedule>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(delay_ms: u64, backoff: Backoff, jitter: Jitter) -> RetryPolicy {
+        RetryPolicy {
+            max: 5,
+            delay: Duration::from_millis(delay_ms),
+            backoff,
+            jitter,
+            cap: RetryPolicy::MAX_WAIT,
+            declared: true,
+        }
+    }
+
+    #[test]
+    fn waits_follow_dagsters_calculate_delay() {
+        // dagster._core.definitions.policy.calculate_delay, attempt_num = n.
+        let ms = |p: RetryPolicy, n| p.base_wait(n).as_millis();
+        let c = policy(100, Backoff::Constant, Jitter::None);
+        assert_eq!([ms(c, 1), ms(c, 2), ms(c, 5)], [100, 100, 100]);
+        let l = policy(100, Backoff::Linear, Jitter::None);
+        assert_eq!([ms(l, 1), ms(l, 2), ms(l, 5)], [100, 200, 500]);
+        let e = policy(100, Backoff::Exponential, Jitter::None);
+        assert_eq!(
+            [ms(e, 1), ms(e, 2), ms(e, 3), ms(e, 4)],
+            [100, 300, 700, 1500]
+        );
+        // Huge exponents saturate at the cap instead of overflowing.
+        assert_eq!(e.base_wait(100), RetryPolicy::MAX_WAIT);
+        assert_eq!(e.wait(u32::MAX, 0.5), RetryPolicy::MAX_WAIT);
+    }
+
+    #[test]
+    fn jitter_stays_in_its_range() {
+        let f = policy(100, Backoff::Linear, Jitter::Full);
+        assert_eq!(f.wait(3, 0.0), Duration::ZERO);
+        assert_eq!(f.wait(3, 0.5), Duration::from_millis(150));
+        let pm = policy(100, Backoff::Linear, Jitter::PlusMinus);
+        // 300 ms ± 100 ms.
+        assert_eq!(pm.wait(3, 0.0), Duration::from_millis(200));
+        assert_eq!(pm.wait(3, 1.0), Duration::from_millis(400));
+        // Never below zero.
+        assert_eq!(
+            policy(100, Backoff::Constant, Jitter::PlusMinus).wait(1, 0.0),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn retries_n_and_exit_75() {
+        let r = RetryPolicy::retries(3);
+        assert_eq!(r.max_for(Some(1)), 3);
+        assert_eq!(r.max_for(Some(EX_TEMPFAIL)), 3);
+        // 200 ms, 600 ms, 1.4 s, … capped at 10 s.
+        assert_eq!(r.base_wait(1), Duration::from_millis(200));
+        assert_eq!(r.base_wait(3), Duration::from_millis(1400));
+        assert_eq!(r.base_wait(10), Duration::from_secs(10));
+        // No policy: only exit 75 gets (one) retry.
+        assert_eq!(RetryPolicy::NONE.max_for(Some(1)), 0);
+        assert_eq!(RetryPolicy::NONE.max_for(None), 0);
+        assert_eq!(RetryPolicy::NONE.max_for(Some(EX_TEMPFAIL)), 1);
+        // A policy of 0 retries still lets exit 75 retry once.
+        assert_eq!(RetryPolicy::retries(0).max_for(Some(EX_TEMPFAIL)), 1);
+    }
 }

@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::diag::{Diagnostic, Diagnostics, Kind, Sources};
+use crate::diag::{Diagnostic, Diagnostics, Kind, Sources, Span};
 use crate::interp::Template;
 use crate::load::{self, Reader};
+use toml::de::DeValue;
 
 /// A project: where its definitions and state live.
 #[derive(Debug, Clone)]
@@ -18,7 +19,13 @@ pub struct Project {
     pub state_url: Option<Template>,
     /// `[run] jobs`.
     pub jobs: Option<usize>,
+    /// `[pools]`: at most N steps of a pool at once, across every run that
+    /// shares the state store.
+    pub pools: std::collections::BTreeMap<String, u32>,
 }
+
+/// The largest pool limit accepted.
+pub const MAX_POOL_LIMIT: i64 = 10_000;
 
 pub const CONFIG_FILE: &str = "dg.toml";
 
@@ -58,6 +65,7 @@ impl Project {
             config_file: None,
             state_url: None,
             jobs: None,
+            pools: Default::default(),
             root,
         };
         let config = project.root.join(CONFIG_FILE);
@@ -86,7 +94,7 @@ impl Project {
             &raw.root,
             0..0,
             "`dg.toml`",
-            &["project", "state", "run"],
+            &["project", "state", "run", "pools"],
             diags,
         );
         if let Some(v) = top.get("project")
@@ -138,6 +146,37 @@ impl Project {
                 );
             } else {
                 self.jobs = Some(n as usize);
+            }
+        }
+        if let Some((t, _)) = top.table("pools", diags) {
+            for (k, v) in t.iter() {
+                let name: &str = k.get_ref();
+                let span = Span::new(id, v.span());
+                match v.get_ref() {
+                    DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                        Ok(n) if (1..=MAX_POOL_LIMIT).contains(&n) => {
+                            self.pools.insert(name.to_string(), n as u32);
+                        }
+                        _ => diags.push(
+                            Diagnostic::error(
+                                Kind::InvalidValue,
+                                format!(
+                                    "pool `{name}` must allow between 1 and {MAX_POOL_LIMIT} steps at once"
+                                ),
+                            )
+                            .at(&span, "out of range")
+                            .help("a pool's value is how many of its steps may run at once, across every run"),
+                        ),
+                    },
+                    _ => diags.push(
+                        Diagnostic::error(
+                            Kind::WrongType,
+                            format!("pool `{name}` in `[pools]` must be an integer"),
+                        )
+                        .at(&span, "expected an integer")
+                        .help(format!("for example `{name} = 2`: at most 2 of its steps at once")),
+                    ),
+                }
             }
         }
     }

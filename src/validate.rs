@@ -67,7 +67,15 @@ pub fn load_defs(
         .filter_map(|p| load::read_file(p, display_path(p, cwd), sources, diags))
         .collect();
     let all_read = ids.len() == paths.len();
-    validate_files(sources, &ids, all_read, registry, env, diags)
+    validate_files_with(
+        sources,
+        &ids,
+        all_read,
+        registry,
+        env,
+        Some(&project.pools),
+        diags,
+    )
 }
 
 /// Validates files already read into `sources`. Errors and warnings go to
@@ -79,6 +87,20 @@ pub fn validate_files(
     all_read: bool,
     registry: &Registry,
     env: EnvLookup<'_>,
+    diags: &mut Diagnostics,
+) -> Option<Defs> {
+    validate_files_with(sources, ids, all_read, registry, env, None, diags)
+}
+
+/// [`validate_files`], also checking `pool = …` against the project's
+/// `[pools]` when they are given.
+pub fn validate_files_with(
+    sources: &Sources,
+    ids: &[FileId],
+    all_read: bool,
+    registry: &Registry,
+    env: EnvLookup<'_>,
+    pools: Option<&std::collections::BTreeMap<String, u32>>,
     diags: &mut Diagnostics,
 ) -> Option<Defs> {
     let files: Vec<RawFile<'_>> = ids
@@ -94,6 +116,7 @@ pub fn validate_files(
         declared_partitions: Vec::new(),
         failed_partitions: Default::default(),
         edges: Vec::new(),
+        pools,
     };
     let defs = v.run(&files);
     if !all_read || files.len() < ids.len() {
@@ -128,6 +151,8 @@ struct Validator<'a> {
     /// For each asset entry, the assets it reads and where, even when the
     /// asset itself failed to validate, so cycles are still found.
     edges: Vec<Vec<(usize, Span)>>,
+    /// `[pools]` of dg.toml, when known: `pool = …` must name one of them.
+    pools: Option<&'a std::collections::BTreeMap<String, u32>>,
 }
 
 /// The longest step `timeout` accepted: 365 days. Longer is no limit at
@@ -169,6 +194,131 @@ fn window_offset(
     }
 }
 
+/// `retry = { max, delay, backoff, jitter }` of an asset, or its
+/// `retries = N` (`retries`, already read); both at once is an error.
+fn retry_policy(
+    r: &Reader<'_, '_>,
+    retries: u32,
+    what: &str,
+    d: &mut Diagnostics,
+) -> crate::model::RetryPolicy {
+    use crate::model::{Backoff, Jitter, RetryPolicy};
+    let Some(v) = r.get("retry") else {
+        return if r.get("retries").is_some() {
+            RetryPolicy::retries(retries)
+        } else {
+            RetryPolicy::NONE
+        };
+    };
+    if let (Some(a), Some(b)) = (r.key_span("retries"), r.key_span("retry")) {
+        d.push(
+            Diagnostic::error(
+                Kind::InvalidValue,
+                format!("{what} has both `retries` and `retry`"),
+            )
+            .at(&b, "a retry policy")
+            .also(&a, "and a retry count")
+            .help("keep one: `retry = { max = N, … }` says everything `retries = N` does"),
+        );
+    }
+    let what = format!("`retry` of {what}");
+    let Some(t) = Reader::of_value(
+        r.file,
+        v,
+        what.clone(),
+        &["max", "delay", "backoff", "jitter"],
+        d,
+    ) else {
+        return RetryPolicy::retries(retries);
+    };
+    let mut p = RetryPolicy {
+        max: 1,
+        delay: std::time::Duration::ZERO,
+        backoff: Backoff::Constant,
+        jitter: Jitter::None,
+        cap: RetryPolicy::MAX_WAIT,
+        declared: true,
+    };
+    match t.int("max", d) {
+        Some((n, s)) if !(0..=100).contains(&n) => d.push(
+            Diagnostic::error(
+                Kind::InvalidValue,
+                format!("`max` of {what} must be between 0 and 100, found {n}"),
+            )
+            .at(&s, "out of range")
+            .help("`max` is how many times a failed attempt is tried again"),
+        ),
+        Some((n, _)) => p.max = n as u32,
+        None => {}
+    }
+    if let Some(s) = t.str("delay", d) {
+        match humantime::parse_duration(&s.value) {
+            Ok(x) if x <= RetryPolicy::MAX_WAIT => p.delay = x,
+            Ok(_) => d.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!(
+                        "`delay` of {what} must be at most 24 hours, found `{}`",
+                        s.value
+                    ),
+                )
+                .at(&s.span, "out of range"),
+            ),
+            Err(err) => d.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("invalid `delay` `{}` in {what}: {err}", s.value),
+                )
+                .at(&s.span, "not a duration")
+                .help("write a duration such as `500ms`, `10s` or `2m`"),
+            ),
+        }
+    }
+    if let Some(s) = t.str("backoff", d) {
+        const BACKOFFS: &[&str] = &["constant", "linear", "exponential"];
+        match s.value.as_str() {
+            "constant" => p.backoff = Backoff::Constant,
+            "linear" => p.backoff = Backoff::Linear,
+            "exponential" => p.backoff = Backoff::Exponential,
+            other => d.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("unknown `backoff` `{other}` in {what}"),
+                )
+                .at(&s.span, "unknown backoff")
+                .help(suggest(other, BACKOFFS, "backoffs")),
+            ),
+        }
+    }
+    if let Some(v) = t.get("jitter") {
+        const JITTERS: &[&str] = &["full", "plus_minus"];
+        match v.get_ref() {
+            DeValue::Boolean(b) => p.jitter = if *b { Jitter::Full } else { Jitter::None },
+            DeValue::String(j) if j == "full" => p.jitter = Jitter::Full,
+            DeValue::String(j) if j == "plus_minus" => p.jitter = Jitter::PlusMinus,
+            DeValue::String(j) => d.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("unknown `jitter` `{j}` in {what}"),
+                )
+                .at(&t.span_of(v), "unknown jitter")
+                .help(suggest(j, JITTERS, "jitters (or true / false)")),
+            ),
+            other => d.push(
+                Diagnostic::error(
+                    Kind::WrongType,
+                    format!(
+                        "`jitter` in {what} must be true, false, \"full\" or \"plus_minus\", found {}",
+                        load::type_name(other)
+                    ),
+                )
+                .at(&t.span_of(v), "expected a boolean or a string"),
+            ),
+        }
+    }
+    p
+}
+
 const TOP: &[&str] = &["partitions", "resources", "assets", "jobs"];
 const JOB_FIELDS: &[&str] = &[
     "select",
@@ -201,6 +351,8 @@ const ASSET_FIELDS: &[&str] = &[
     "env",
     "code_version",
     "retries",
+    "retry",
+    "pool",
     "timeout",
     "output",
     "output_required",
@@ -1454,6 +1606,34 @@ impl<'a> Validator<'a> {
             Some((n, _)) => n as u32,
             None => 0,
         };
+        let retry = retry_policy(&r, retries, &what, d);
+        let pool = r.str("pool", d).map(|p| {
+            if let Some(known) = self.pools
+                && !known.contains_key(&p.value)
+            {
+                let names: Vec<&str> = known.keys().map(String::as_str).collect();
+                d.push(
+                    Diagnostic::error(
+                        Kind::UnknownReference,
+                        format!("{what} names pool `{}`, which `[pools]` in dg.toml does not declare", p.value),
+                    )
+                    .at(&p.span, "unknown pool")
+                    .help(if names.is_empty() {
+                        format!(
+                            "declare it in dg.toml with how many of its steps may run at once:\n[pools]\n{} = 2",
+                            if p.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                                p.value.clone()
+                            } else {
+                                format!("{:?}", p.value)
+                            }
+                        )
+                    } else {
+                        suggest(&p.value, &names, "declared pools")
+                    }),
+                );
+            }
+            (p.value, p.span)
+        });
         let timeout = match r.str("timeout", d) {
             Some(s) => match humantime::parse_duration(&s.value) {
                 Ok(t) if !t.is_zero() && t <= MAX_TIMEOUT => Some(t),
@@ -1742,7 +1922,8 @@ impl<'a> Validator<'a> {
             metadata,
             env,
             code_version,
-            retries,
+            retry,
+            pool,
             timeout,
             output,
             output_required,
@@ -2300,6 +2481,7 @@ mod tests {
             state_dir: dir.path().join(".dg"),
             state_url: None,
             jobs: None,
+            pools: Default::default(),
         };
         let lookup = |n: &str| {
             env.iter()

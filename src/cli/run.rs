@@ -375,6 +375,7 @@ pub fn run_resolved(
         &RunOptions {
             jobs,
             fail_fast: args.fail_fast,
+            pools: project.pools.clone(),
         },
         &reporter,
     );
@@ -701,6 +702,8 @@ struct Display<'a> {
     bar: Option<ProgressBar>,
     running: Mutex<BTreeSet<usize>>,
     failures: Mutex<usize>,
+    /// Steps waiting for a slot of their pool, and the pool.
+    pool_waits: Mutex<std::collections::HashMap<usize, String>>,
     /// Plain lines go to stderr when stdout is reserved for JSON.
     to_stderr: bool,
 }
@@ -724,6 +727,7 @@ impl<'a> Display<'a> {
             bar,
             running: Mutex::new(BTreeSet::new()),
             failures: Mutex::new(0),
+            pool_waits: Mutex::new(Default::default()),
             to_stderr: json,
         }
     }
@@ -755,7 +759,17 @@ impl<'a> Display<'a> {
         } else {
             String::new()
         };
-        b.set_message(format!("running: {}{f}", names.join(", ")));
+        let waits = self
+            .pool_waits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        let w = if waits > 0 {
+            format!("  {waits} waiting for a pool")
+        } else {
+            String::new()
+        };
+        b.set_message(format!("running: {}{f}{w}", names.join(", ")));
     }
 }
 
@@ -770,6 +784,10 @@ impl Reporter for Display<'_> {
                 ));
             }
             Event::StepStarted { step, .. } => {
+                self.pool_waits
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(step);
                 self.running
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -780,11 +798,33 @@ impl Reporter for Display<'_> {
                 step,
                 attempt,
                 error,
+                wait,
             } => {
+                let when = if wait.is_zero() {
+                    String::new()
+                } else {
+                    // Whole milliseconds: `1s 234ms`, not nanoseconds.
+                    let ms = Duration::from_millis(wait.as_millis() as u64);
+                    format!(" in {}", humantime::format_duration(ms))
+                };
                 self.print(&format!(
-                    "↻ {} attempt {attempt} failed ({error}); retrying",
+                    "↻ {} attempt {attempt} failed ({error}); retrying{when}",
                     rc.step_id(*step)
                 ));
+            }
+            Event::PoolWaiting { step, pool, limit } => {
+                // One line per pool while its steps wait, not one per step.
+                let mut w = self.pool_waits.lock().unwrap_or_else(|e| e.into_inner());
+                let first = !w.values().any(|p| p == pool);
+                w.insert(*step, pool.to_string());
+                drop(w);
+                if first {
+                    self.print(&format!(
+                        "… {} waits: pool `{pool}` has all {limit} of its slots in use",
+                        rc.step_id(*step)
+                    ));
+                }
+                self.refresh(rc);
             }
             Event::StepFinished(r) => {
                 self.running

@@ -344,10 +344,18 @@ pub enum Event<'a> {
         step: usize,
         attempt: u32,
     },
+    /// Attempt `attempt` failed; the next one starts after `wait`.
     StepRetrying {
         step: usize,
         attempt: u32,
         error: &'a str,
+        wait: Duration,
+    },
+    /// The step waits for a free slot of its pool.
+    PoolWaiting {
+        step: usize,
+        pool: &'a str,
+        limit: u32,
     },
     /// The step waits for another run that holds its partition.
     Waiting {
@@ -380,6 +388,79 @@ impl RunSummary {
 pub struct RunOptions {
     pub jobs: usize,
     pub fail_fast: bool,
+    /// `[pools]`: at most N steps of a pool at once, across every run that
+    /// shares the state store (within this run when there is none).
+    pub pools: std::collections::BTreeMap<String, u32>,
+}
+
+/// A pool slot held by a running step: the pool, and the slot number in the
+/// state store (`None` when the run records nothing).
+type Held = Option<(String, Option<u32>)>;
+
+/// The outcome of asking for a step's pool slot.
+enum Slot {
+    /// The step is in no pool, or got a slot.
+    Go(Held),
+    /// Every slot is taken; the step waits.
+    Busy {
+        pool: String,
+        limit: u32,
+    },
+    Error(String),
+}
+
+/// Takes a slot of step `s`'s pool, if it has one: first within this run
+/// (`in_use`), then in the state store, which counts every run's holders.
+fn take_slot(
+    rc: &RunCtx,
+    opts: &RunOptions,
+    s: usize,
+    in_use: &mut HashMap<String, u32>,
+    busy: &HashSet<String>,
+) -> Slot {
+    let asset = &rc.defs.assets[rc.plan.steps[s].asset];
+    let Some((pool, _)) = &asset.pool else {
+        return Slot::Go(None);
+    };
+    let Some(&limit) = opts.pools.get(pool) else {
+        // Validation makes every `pool` name a declared one.
+        return Slot::Error(format!("pool `{pool}` is not declared in `[pools]`"));
+    };
+    let used = in_use.get(pool).copied().unwrap_or(0);
+    if used >= limit || busy.contains(pool) {
+        return Slot::Busy {
+            pool: pool.clone(),
+            limit,
+        };
+    }
+    let slot = match &rc.store {
+        Some(store) => match store.try_pool_slot(pool, limit, &rc.lease, &rc.step_id(s)) {
+            Ok(Some(slot)) => Some(slot),
+            Ok(None) => {
+                return Slot::Busy {
+                    pool: pool.clone(),
+                    limit,
+                };
+            }
+            Err(e) => return Slot::Error(format!("cannot take a slot of pool `{pool}`: {e:#}")),
+        },
+        None => None,
+    };
+    *in_use.entry(pool.clone()).or_default() += 1;
+    Slot::Go(Some((pool.clone(), slot)))
+}
+
+/// Gives back the pool slot a finished step held.
+fn give_slot(rc: &RunCtx, held: Held, in_use: &mut HashMap<String, u32>) {
+    let Some((pool, slot)) = held else { return };
+    if let Some(n) = in_use.get_mut(&pool) {
+        *n = n.saturating_sub(1);
+    }
+    if let (Some(store), Some(slot)) = (&rc.store, slot)
+        && let Err(e) = store.release_pool_slot(&pool, slot, &rc.run_id)
+    {
+        tracing::warn!("releasing slot {slot} of pool `{pool}`: {e:#}");
+    }
 }
 
 /// Upstream partitions that the plan does not produce and that are not
@@ -467,6 +548,12 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
     let mut done = 0usize;
     let mut running = 0usize;
     let mut stop = false;
+    // Pools: slots held per step, slots in use per pool, steps told to wait.
+    let mut held: Vec<Held> = vec![None; n];
+    let mut in_use: HashMap<String, u32> = HashMap::new();
+    let mut waiting: HashSet<usize> = HashSet::new();
+    // Steps that ended before a worker took them (a pool error).
+    let mut local: Vec<StepReport> = Vec::new();
 
     let finished = Arc::new(AtomicBool::new(false));
     let dog = process::Watchdog::start(rc.cancel.clone(), finished.clone());
@@ -514,19 +601,75 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
                     break;
                 }
             }
+            // Steps whose pool is full wait in `blocked`, in order, and go
+            // back to the front of the queue after this pass; a pool found
+            // full is not asked again in the same pass.
+            let mut blocked: Vec<usize> = Vec::new();
+            let mut busy: HashSet<String> = HashSet::new();
             while running < jobs && !stop && !rc.cancelled() {
                 let Some(s) = ready.pop_front() else { break };
+                match take_slot(rc, opts, s, &mut in_use, &busy) {
+                    Slot::Go(h) => {
+                        held[s] = h;
+                        waiting.remove(&s);
+                    }
+                    Slot::Busy { pool, limit } => {
+                        if waiting.insert(s) {
+                            reporter.event(
+                                rc,
+                                &Event::PoolWaiting {
+                                    step: s,
+                                    pool: &pool,
+                                    limit,
+                                },
+                            );
+                        }
+                        busy.insert(pool);
+                        blocked.push(s);
+                        continue;
+                    }
+                    Slot::Error(e) => {
+                        let mut r = skipped(s, &e);
+                        r.status = StepStatus::Failed;
+                        local.push(r);
+                        continue;
+                    }
+                }
                 if job_tx.send(s).is_err() {
+                    give_slot(rc, held[s].take(), &mut in_use);
                     break;
                 }
                 running += 1;
             }
-            if running == 0 {
-                break;
+            for s in blocked.into_iter().rev() {
+                ready.push_front(s);
             }
-            let Ok(r) = res_rx.recv() else { break };
+            let r = if let Some(r) = local.pop() {
+                r
+            } else if running == 0 {
+                if ready.is_empty() {
+                    break;
+                }
+                // Everything ready waits for a pool held by other runs.
+                std::thread::sleep(POOL_POLL);
+                continue;
+            } else if !ready.is_empty() && !waiting.is_empty() {
+                // Some step waits for a pool: look again now and then.
+                match res_rx.recv_timeout(POOL_POLL) {
+                    Ok(r) => {
+                        running -= 1;
+                        r
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                let Ok(r) = res_rx.recv() else { break };
+                running -= 1;
+                r
+            };
+            give_slot(rc, held[r.step].take(), &mut in_use);
             reporter.event(rc, &Event::StepFinished(&r));
-            running -= 1;
             done += 1;
             let s = r.step;
             let ok = r.status == StepStatus::Success;
@@ -571,6 +714,16 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
         drop(job_tx);
         finished.store(true, Ordering::Relaxed);
     });
+    // Slots left by a break above are given back with the run.
+    if let Some(store) = &rc.store
+        && rc
+            .plan
+            .steps
+            .iter()
+            .any(|st| rc.defs.assets[st.asset].pool.is_some())
+    {
+        let _ = store.release_pool_slots(&rc.run_id);
+    }
 
     let _ = std::fs::remove_dir_all(rc.state_dir.join("runs").join(&rc.run_id));
     // Whatever never ran (cancellation, or a break above) is skipped.
@@ -596,6 +749,9 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
         elapsed: started.elapsed(),
     }
 }
+
+/// How often a step waiting for a pool slot held by another run looks again.
+const POOL_POLL: Duration = Duration::from_millis(50);
 
 fn skipped(step: usize, why: &str) -> StepReport {
     StepReport {
@@ -802,7 +958,7 @@ fn run_step_inner(
     report.log = Some(log_path.clone());
     let step_id = rc.step_id(si);
     let partition = (!key.is_empty()).then(|| key.clone());
-    let max = asset.retries + 1;
+    let policy = asset.retry;
     let mut attempt = 1;
     loop {
         reporter.event(rc, &Event::StepStarted { step: si, attempt });
@@ -823,8 +979,14 @@ fn run_step_inner(
             log_path: Some(log_path.to_string_lossy().into_owned()),
         }));
         report.attempts = attempt;
-        if a.ok || attempt >= max || rc.cancelled() {
+        let retry = !a.ok && !a.no_retry && attempt <= policy.max_for(a.exit_code);
+        if !retry || rc.cancelled() {
             report.error = a.error;
+            if a.no_retry
+                && let Some(e) = &mut report.error
+            {
+                e.push_str(" (not retried: the step wrote {\"retry\": false})");
+            }
             if a.ok {
                 report.status = StepStatus::Success;
                 let data_version = a.data_version.clone().unwrap_or_else(|| {
@@ -874,16 +1036,17 @@ fn run_step_inner(
             return report;
         }
         let err = a.error.unwrap_or_default();
+        let wait = policy.wait(attempt, fastrand::f64());
         reporter.event(
             rc,
             &Event::StepRetrying {
                 step: si,
                 attempt,
                 error: &err,
+                wait,
             },
         );
         attempt += 1;
-        let wait = step::backoff(attempt);
         let until = Instant::now() + wait;
         while Instant::now() < until && !rc.cancelled() {
             std::thread::sleep(Duration::from_millis(10).min(until - Instant::now()));

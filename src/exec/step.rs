@@ -36,6 +36,8 @@ pub struct Attempt {
     pub data_version: Option<String>,
     /// Metadata the step appended to `DG_MESSAGES`.
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The step wrote `{"retry": false}` to `DG_MESSAGES`: a failure is final.
+    pub no_retry: bool,
 }
 
 impl Attempt {
@@ -111,11 +113,30 @@ pub fn run_attempt(
         let out = prepare_and_run(rc, si, step, asset, attempt, &work, dog, log, true)?;
         Ok(out)
     })();
-    clear_work(&work);
-    match result {
+    let mut a = match result {
         Ok(a) => a,
         Err(e) => Attempt::fail(e),
+    };
+    if !a.ok {
+        a.no_retry = asks_no_retry(&work.join("messages.jsonl"));
     }
+    clear_work(&work);
+    a
+}
+
+/// Whether the step wrote `{"retry": false}` to `DG_MESSAGES`.
+fn asks_no_retry(path: &Path) -> bool {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .any(|v| v.get("retry") == Some(&serde_json::Value::Bool(false)))
 }
 
 /// Removes what an attempt left in a worker's scratch folder: its inputs
@@ -878,6 +899,8 @@ fn read_messages(path: &Path, log: &mut File) -> serde_json::Map<String, serde_j
         match serde_json::from_str::<serde_json::Value>(&line) {
             Ok(serde_json::Value::Object(mut m)) => match m.remove("metadata") {
                 Some(serde_json::Value::Object(md)) => out.extend(md),
+                // `{"retry": false}` (read when an attempt fails).
+                None if m.contains_key("retry") => {}
                 _ => {
                     let _ = writeln!(
                         log,
@@ -896,12 +919,6 @@ fn read_messages(path: &Path, log: &mut File) -> serde_json::Map<String, serde_j
         }
     }
     out
-}
-
-/// Backoff before retry `attempt` (2-based): 200 ms, 400 ms, … capped at 10 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let ms = 200u64.saturating_mul(1 << (attempt.saturating_sub(2)).min(6));
-    Duration::from_millis(ms.min(10_000))
 }
 
 /// Keeps manager instances for one run.

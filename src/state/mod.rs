@@ -226,6 +226,19 @@ pub trait StateStore: Send + Sync {
         asset: &str,
         partition: &str,
     ) -> anyhow::Result<Option<(String, String)>>;
+    /// Takes a free slot (`0..limit`) of `pool` for one step, or `None` when
+    /// `limit` live holders, from any run, have one. Slots held by a process
+    /// of this host that no longer exists are reclaimed.
+    fn try_pool_slot(
+        &self,
+        pool: &str,
+        limit: u32,
+        me: &Lease,
+        step_id: &str,
+    ) -> anyhow::Result<Option<u32>>;
+    fn release_pool_slot(&self, pool: &str, slot: u32, run_id: &str) -> anyhow::Result<()>;
+    /// Gives back every pool slot a run holds.
+    fn release_pool_slots(&self, run_id: &str) -> anyhow::Result<()>;
     /// Marks runs whose process died as interrupted and drops their leases.
     fn reap_dead_runs(&self) -> anyhow::Result<Vec<String>>;
     /// The newest recorded tick (Unix seconds) of every job that has one.
@@ -254,6 +267,16 @@ pub struct TickClaim {
     pub tick_time: String,
     pub pid: u32,
     pub host: String,
+}
+
+/// The slot a new holder of a pool takes, given the live holders' slots:
+/// the lowest free one below `limit`, or `None` when `limit` are held (slots
+/// at or above `limit`, from a time the limit was higher, count too).
+pub fn free_slot(held: &[u32], limit: u32) -> Option<u32> {
+    if held.len() >= limit as usize {
+        return None;
+    }
+    (0..limit).find(|s| !held.contains(s))
 }
 
 /// Whether process `pid` on this host is alive.

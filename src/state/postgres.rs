@@ -109,6 +109,17 @@ pub const MIGRATIONS: &[&str] = &[
         ended_at TEXT,
         PRIMARY KEY (job, tick)
      );",
+    // 3: pool slots, one row per step holding one (`[pools]`).
+    "CREATE TABLE pool_slots (
+        pool TEXT NOT NULL,
+        slot BIGINT NOT NULL,
+        run_id TEXT NOT NULL,
+        pid BIGINT NOT NULL,
+        host TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        acquired_at TEXT NOT NULL,
+        PRIMARY KEY (pool, slot)
+     );",
 ];
 
 /// First key of dg's advisory locks (`pg_advisory_xact_lock(int, int)`);
@@ -678,6 +689,71 @@ impl StateStore for PostgresStore {
         }
     }
 
+    fn try_pool_slot(
+        &self,
+        pool: &str,
+        limit: u32,
+        me: &Lease,
+        step_id: &str,
+    ) -> anyhow::Result<Option<u32>> {
+        self.in_tx(|tx| {
+            // One taker per pool at a time, across every dg process.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&LOCK_CLASS, &lock_key(&["pool", &self.schema, pool])],
+            )?;
+            let rows = tx.query(
+                "SELECT slot, pid, host FROM pool_slots WHERE pool = $1",
+                &[&pool],
+            )?;
+            let mut held = Vec::with_capacity(rows.len());
+            for r in rows {
+                let slot = r.get::<_, i64>(0) as u32;
+                let pid = r.get::<_, i64>(1) as u32;
+                let host: String = r.get(2);
+                if host == me.host && pid != me.pid && !super::pid_alive(pid) {
+                    tx.execute(
+                        "DELETE FROM pool_slots WHERE pool = $1 AND slot = $2",
+                        &[&pool, &(slot as i64)],
+                    )?;
+                } else {
+                    held.push(slot);
+                }
+            }
+            let Some(slot) = super::free_slot(&held, limit) else {
+                return Ok(None);
+            };
+            tx.execute(
+                "INSERT INTO pool_slots (pool, slot, run_id, pid, host, step_id, acquired_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &pool,
+                    &(slot as i64),
+                    &me.run_id,
+                    &(me.pid as i64),
+                    &me.host,
+                    &step_id,
+                    &now(),
+                ],
+            )?;
+            Ok(Some(slot))
+        })
+    }
+
+    fn release_pool_slot(&self, pool: &str, slot: u32, run_id: &str) -> anyhow::Result<()> {
+        self.client().execute(
+            "DELETE FROM pool_slots WHERE pool = $1 AND slot = $2 AND run_id = $3",
+            &[&pool, &(slot as i64), &run_id],
+        )?;
+        Ok(())
+    }
+
+    fn release_pool_slots(&self, run_id: &str) -> anyhow::Result<()> {
+        self.client()
+            .execute("DELETE FROM pool_slots WHERE run_id = $1", &[&run_id])?;
+        Ok(())
+    }
+
     fn release(&self, asset: &str, partition: &str, run_id: &str) -> anyhow::Result<()> {
         self.client().execute(
             "DELETE FROM leases WHERE asset = $1 AND partition = $2 AND run_id = $3",
@@ -761,6 +837,7 @@ impl StateStore for PostgresStore {
                         &[&id, &now()],
                     )?;
                     tx.execute("DELETE FROM leases WHERE run_id = $1", &[&id])?;
+                    tx.execute("DELETE FROM pool_slots WHERE run_id = $1", &[&id])?;
                     reaped.push(id);
                 }
             }

@@ -97,6 +97,17 @@ const MIGRATIONS: &[&str] = &[
         ended_at TEXT,
         PRIMARY KEY (job, tick)
      );",
+    // 3: pool slots, one row per step holding one (`[pools]`).
+    "CREATE TABLE pool_slots (
+        pool TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        run_id TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        acquired_at TEXT NOT NULL,
+        PRIMARY KEY (pool, slot)
+     );",
 ];
 
 /// How long a dg process waits for another one holding the database.
@@ -524,6 +535,59 @@ impl StateStore for SqliteStore {
         Ok(None)
     }
 
+    fn try_pool_slot(
+        &self,
+        pool: &str,
+        limit: u32,
+        me: &Lease,
+        step_id: &str,
+    ) -> anyhow::Result<Option<u32>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let holders: Vec<(u32, u32, String)> = {
+            let mut st =
+                tx.prepare_cached("SELECT slot, pid, host FROM pool_slots WHERE pool = ?1")?;
+            let rows = st.query_map(params![pool], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut held = Vec::with_capacity(holders.len());
+        for (slot, pid, host) in holders {
+            if host == me.host && pid != me.pid && !super::pid_alive(pid) {
+                tx.execute(
+                    "DELETE FROM pool_slots WHERE pool = ?1 AND slot = ?2",
+                    params![pool, slot],
+                )?;
+            } else {
+                held.push(slot);
+            }
+        }
+        let Some(slot) = super::free_slot(&held, limit) else {
+            tx.commit()?;
+            return Ok(None);
+        };
+        tx.execute(
+            "INSERT INTO pool_slots (pool, slot, run_id, pid, host, step_id, acquired_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![pool, slot, me.run_id, me.pid, me.host, step_id, now()],
+        )?;
+        tx.commit()?;
+        Ok(Some(slot))
+    }
+
+    fn release_pool_slot(&self, pool: &str, slot: u32, run_id: &str) -> anyhow::Result<()> {
+        self.conn().execute(
+            "DELETE FROM pool_slots WHERE pool = ?1 AND slot = ?2 AND run_id = ?3",
+            params![pool, slot, run_id],
+        )?;
+        Ok(())
+    }
+
+    fn release_pool_slots(&self, run_id: &str) -> anyhow::Result<()> {
+        self.conn()
+            .execute("DELETE FROM pool_slots WHERE run_id = ?1", params![run_id])?;
+        Ok(())
+    }
+
     fn latest_materialization(
         &self,
         asset: &str,
@@ -599,6 +663,7 @@ impl StateStore for SqliteStore {
                     params![id, now()],
                 )?;
                 tx.execute("DELETE FROM leases WHERE run_id = ?1", params![id])?;
+                tx.execute("DELETE FROM pool_slots WHERE run_id = ?1", params![id])?;
                 reaped.push(id);
             }
         }
@@ -629,6 +694,36 @@ mod tests {
             input_fp: "0".into(),
             metadata: serde_json::json!({"rows": 3}),
         })
+    }
+
+    #[test]
+    fn pool_slots_are_bounded_and_reclaimed_from_dead_holders() {
+        let (_d, s) = store();
+        let me = Lease {
+            run_id: "r1".into(),
+            pid: std::process::id(),
+            host: crate::state::hostname(),
+        };
+        let other = Lease {
+            run_id: "r2".into(),
+            ..me.clone()
+        };
+        assert_eq!(s.try_pool_slot("api", 2, &me, "a").unwrap(), Some(0));
+        assert_eq!(s.try_pool_slot("api", 2, &other, "b").unwrap(), Some(1));
+        assert_eq!(s.try_pool_slot("api", 2, &other, "c").unwrap(), None);
+        // Another pool is counted on its own.
+        assert_eq!(s.try_pool_slot("db", 1, &other, "c").unwrap(), Some(0));
+        s.release_pool_slot("api", 0, "r1").unwrap();
+        assert_eq!(s.try_pool_slot("api", 2, &other, "c").unwrap(), Some(0));
+        // A lower limit counts the holders above it.
+        assert_eq!(s.try_pool_slot("api", 1, &me, "d").unwrap(), None);
+        s.release_pool_slots("r2").unwrap();
+        assert_eq!(s.try_pool_slot("api", 1, &me, "d").unwrap(), Some(0));
+        // A holder whose process is gone is reclaimed.
+        s.conn()
+            .execute("UPDATE pool_slots SET pid = 999999999, run_id = 'dead'", [])
+            .unwrap();
+        assert_eq!(s.try_pool_slot("api", 1, &other, "e").unwrap(), Some(0));
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //!
 //! - `# dg.toml`: a `dg.toml`. It goes into an empty project, with the
 //!   definitions folder it names, and `dg check defs` must pass.
+//! - `# dg.toml: ` followed by a note (say, "the project of this page"): the
+//!   same, and it is also the `dg.toml` of the project that the page's
+//!   `# defs/PATH.toml` blocks make (below).
 //! - `# defs/PATH.toml`: one file of a project that spans several blocks. All
 //!   such blocks of one Markdown file go into one project, at their paths,
 //!   and `dg check defs` must pass on them together.
@@ -38,7 +41,10 @@ struct Block {
 #[derive(Debug, PartialEq)]
 enum Kind {
     Defs,
-    DgToml,
+    /// `joins_page`: also the `dg.toml` of the page's multi-block project.
+    DgToml {
+        joins_page: bool,
+    },
     ProjectFile(String),
     Fragment,
     Invalid,
@@ -56,7 +62,9 @@ fn kind(text: &str) -> Kind {
                 .is_some_and(|rest| rest.starts_with(':') || rest.starts_with(' '))
     };
     if comment == "dg.toml" {
-        Kind::DgToml
+        Kind::DgToml { joins_page: false }
+    } else if marker("dg.toml") {
+        Kind::DgToml { joins_page: true }
     } else if marker("fragment") {
         Kind::Fragment
     } else if marker("invalid") {
@@ -184,7 +192,14 @@ fn every_toml_example_in_the_docs_is_valid() {
                     ));
                 }
             }
-            Kind::DgToml => {
+            Kind::DgToml { joins_page } => {
+                if joins_page {
+                    projects.entry(b.doc.clone()).or_default().push((
+                        b.place.clone(),
+                        "dg.toml".to_string(),
+                        b.text.clone(),
+                    ));
+                }
                 let dir = project(&[]);
                 write_files(dir.path(), &[("dg.toml", &b.text)]);
                 let table: toml::Table = b.text.parse().expect("parsed above");
@@ -246,7 +261,14 @@ fn every_toml_example_in_the_docs_is_valid() {
 fn block_kinds_follow_the_first_line() {
     assert_eq!(kind("[assets.a]\nshell = \"true\"\n"), Kind::Defs);
     assert_eq!(kind("# a comment\n[assets.a]\n"), Kind::Defs);
-    assert_eq!(kind("# dg.toml\n[run]\njobs = 2\n"), Kind::DgToml);
+    assert_eq!(
+        kind("# dg.toml\n[run]\njobs = 2\n"),
+        Kind::DgToml { joins_page: false }
+    );
+    assert_eq!(
+        kind("# dg.toml: the project of this page\n[pools]\napi = 2\n"),
+        Kind::DgToml { joins_page: true }
+    );
     assert_eq!(kind("# fragment\n[resources.x]\n"), Kind::Fragment);
     assert_eq!(kind("# fragment: one table\n"), Kind::Fragment);
     assert_eq!(kind("# fragments are\n"), Kind::Defs);

@@ -24,6 +24,7 @@ mod materialize;
 mod onboarding;
 mod plan;
 mod plugins;
+mod pools;
 pub mod postgres_manager;
 mod roundtrip;
 mod sql_compute;
