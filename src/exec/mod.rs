@@ -51,6 +51,12 @@ pub struct RunCtx {
     /// Latest materialization (run id, data version) per upstream (asset, partition):
     /// from history, updated as this run materializes.
     versions: Mutex<HashMap<AssetId, HashMap<String, crate::state::Version>>>,
+    /// When each entry of `versions` that this process set was materialized
+    /// (RFC 3339, UTC), to tell it from what the store holds.
+    stamps: Mutex<HashMap<(AssetId, String), String>>,
+    /// Another run was seen working on this run's partitions: the upstream
+    /// versions are read from the store again before each step.
+    concurrent: AtomicBool,
 }
 
 impl RunCtx {
@@ -173,6 +179,8 @@ impl RunCtx {
             store,
             step_ids,
             versions: Mutex::new(HashMap::new()),
+            stamps: Mutex::new(HashMap::new()),
+            concurrent: AtomicBool::new(false),
         })
     }
 
@@ -207,12 +215,57 @@ impl RunCtx {
         partition: &str,
         run_id: &str,
         data_version: Option<String>,
+        at: String,
     ) {
         let _ = self.latest(asset, partition);
         let mut v = self.versions.lock().unwrap_or_else(|e| e.into_inner());
         v.entry(asset)
             .or_default()
             .insert(partition.to_string(), (run_id.to_string(), data_version));
+        drop(v);
+        self.stamps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((asset, partition.to_string()), at);
+    }
+
+    /// Reads the latest materializations of the upstream partitions step
+    /// `si` loads from the store again, keeping what this process set
+    /// unless the store's is newer (the recorder may not have written this
+    /// run's yet; another run may have materialized one since).
+    fn refresh_inputs(&self, si: usize) -> Result<(), String> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let step = &self.plan.steps[si];
+        for inp in &step.inputs {
+            let up = &self.defs.assets[inp.upstream];
+            let keys: Vec<String> = match (&inp.partitions, &up.partitions) {
+                (Some(ix), Some(d)) => ix
+                    .iter()
+                    .map(|i| d.def.key(i, &self.cx).unwrap_or_default())
+                    .collect(),
+                _ => vec![String::new()],
+            };
+            let found = store
+                .latest_of(&up.key, &keys)
+                .map_err(|e| format!("cannot read the history of `{}`: {e:#}", up.key))?;
+            let _ = self.latest(inp.upstream, "");
+            let stamps = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
+            let mut v = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+            let cached = v.entry(inp.upstream).or_default();
+            for (k, f) in keys.into_iter().zip(found) {
+                let Some((run, dv, at)) = f else { continue };
+                let newer = match stamps.get(&(inp.upstream, k.clone())) {
+                    Some(mine) => at > *mine,
+                    None => true,
+                };
+                if newer {
+                    cached.insert(k, (run, dv));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The partition key of a step (`""` when unpartitioned).
@@ -799,6 +852,7 @@ fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<Strin
         match store.try_lease(&asset.key, &key, &rc.lease) {
             Ok(None) => break,
             Ok(Some(holder)) => {
+                rc.concurrent.store(true, Ordering::Relaxed);
                 if waited_for.as_deref() != Some(&holder.run_id) {
                     reporter.event(
                         rc,
@@ -819,13 +873,34 @@ fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<Strin
     }
     match store.latest_materialization(&asset.key, &key) {
         Ok(Some((other, at))) if other != rc.run_id && at >= rc.started_at => {
-            let _ = store.release(&asset.key, &key, &rc.run_id);
-            let dv = store
+            rc.concurrent.store(true, Ordering::Relaxed);
+            if let Err(e) = rc.refresh_inputs(si) {
+                let _ = store.release(&asset.key, &key, &rc.run_id);
+                return Err(e);
+            }
+            // The other run's result is this run's answer only if it read
+            // the upstream materializations this step would read now: this
+            // run may have computed an upstream partition again after the
+            // other run read it.
+            let state = store
                 .partitions(&asset.key)
                 .ok()
-                .and_then(|m| m.get(&key).and_then(|s| s.data_version))
+                .and_then(|mut m| m.remove(&key));
+            let step = &rc.plan.steps[si];
+            let mut latest = |u: AssetId, k: &str| rc.latest(u, k);
+            let inputs =
+                crate::state::incremental::inputs_read(&rc.defs, step, &rc.cx, &mut latest);
+            let expected = crate::state::parse_hash(&crate::state::input_fingerprint(&inputs));
+            let same_inputs = state.as_ref().and_then(|s| s.input_fp).is_some()
+                && state.as_ref().and_then(|s| s.input_fp) == expected;
+            if !same_inputs {
+                return Ok(None);
+            }
+            let _ = store.release(&asset.key, &key, &rc.run_id);
+            let dv = state
+                .and_then(|s| s.data_version)
                 .map(crate::state::show_hash);
-            rc.set_latest(rc.plan.steps[si].asset, &key, &other, dv);
+            rc.set_latest(step.asset, &key, &other, dv, at);
             Ok(Some(other))
         }
         Ok(_) => Ok(None),
@@ -934,6 +1009,12 @@ fn run_step_inner(
             return report;
         }
     }
+    if rc.concurrent.load(Ordering::Relaxed)
+        && let Err(e) = rc.refresh_inputs(si)
+    {
+        report.error = Some(e);
+        return report;
+    }
     if let Some(why) = reads_no_output(rc, si) {
         report.status = StepStatus::Skipped;
         report.error = Some(why);
@@ -1010,20 +1091,21 @@ fn run_step_inner(
                         }
                     }
                 }
+                let created_at = timestamp();
                 report
                     .records
                     .push(Record::Materialization(Materialization {
                         asset: asset.key.clone(),
                         partition: partition.clone(),
                         run_id: rc.run_id.clone(),
-                        created_at: timestamp(),
+                        created_at: created_at.clone(),
                         code_version: asset.code_version.clone(),
                         data_version: data_version.clone(),
                         input_fp: crate::state::input_fingerprint(&inputs),
                         inputs,
                         metadata: serde_json::Value::Object(metadata),
                     }));
-                rc.set_latest(step.asset, &key, &rc.run_id, Some(data_version));
+                rc.set_latest(step.asset, &key, &rc.run_id, Some(data_version), created_at);
             } else {
                 report.records.push(Record::Failed {
                     asset: asset.key.clone(),

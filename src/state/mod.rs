@@ -94,6 +94,9 @@ pub struct AttemptRecord {
 /// The latest materialization of a partition: (run id, data version).
 pub type Version = (String, Option<String>);
 
+/// A [`Version`] and when it was materialized (RFC 3339, UTC).
+pub type Stamped = (String, Option<String>, String);
+
 /// One upstream materialization read by a step.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq, Hash)]
 pub struct InputRead {
@@ -204,6 +207,9 @@ pub trait StateStore: Send + Sync {
     fn record(&self, batch: &[Record]) -> anyhow::Result<()>;
     /// Latest state of every recorded partition of `asset` (key `""` when unpartitioned).
     fn partitions(&self, asset: &str) -> anyhow::Result<PartitionStates>;
+    /// The latest successful materialization of each of `keys` of `asset`:
+    /// (run id, data version, when it was materialized, RFC 3339 UTC).
+    fn latest_of(&self, asset: &str, keys: &[String]) -> anyhow::Result<Vec<Option<Stamped>>>;
     /// Partitions of `asset` with a successful materialization.
     fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>>;
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRecord>>;

@@ -517,6 +517,23 @@ impl StateStore for PostgresStore {
         Ok(out)
     }
 
+    fn latest_of(
+        &self,
+        asset: &str,
+        keys: &[String],
+    ) -> anyhow::Result<Vec<Option<super::Stamped>>> {
+        let rows = self.client().query(
+            "SELECT partition, run_id, data_version, updated_at FROM partition_state
+             WHERE asset = $1 AND partition = ANY($2) AND run_id IS NOT NULL",
+            &[&asset, &keys],
+        )?;
+        let mut found: std::collections::HashMap<String, super::Stamped> = rows
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+            .collect();
+        Ok(keys.iter().map(|k| found.remove(k)).collect())
+    }
+
     fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>> {
         let rows = self.client().query(
             "SELECT partition FROM partition_state WHERE asset = $1 AND run_id IS NOT NULL",

@@ -381,6 +381,26 @@ impl StateStore for SqliteStore {
         Ok(out)
     }
 
+    fn latest_of(
+        &self,
+        asset: &str,
+        keys: &[String],
+    ) -> anyhow::Result<Vec<Option<super::Stamped>>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT run_id, data_version, updated_at FROM partition_state
+             WHERE asset = ?1 AND partition = ?2 AND run_id IS NOT NULL",
+        )?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(
+                st.query_row(params![asset, k], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?,
+            );
+        }
+        Ok(out)
+    }
+
     fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(
