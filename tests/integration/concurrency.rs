@@ -123,8 +123,7 @@ fn overlapping_runs_leave_nothing_stale(env: &[(&str, &str)], dg_toml: &str) {
     for k in ["k1", "k2", "k3"] {
         let last_down = log
             .lines()
-            .filter(|l| l.starts_with(&format!("down {k} ")))
-            .last()
+            .rfind(|l| l.starts_with(&format!("down {k} ")))
             .unwrap();
         assert!(last_down.ends_with(&format!("v,{run_b}")), "{log}");
     }
