@@ -187,6 +187,7 @@ pub fn run_resolved(
         s.out.error(&format!("cannot read the run history: {e:#}"));
         return (EXIT_USAGE, None);
     }
+    exec::remove_stale_scratch(&project.state_dir, &*store);
     let mut plan = r.plan;
     if args.missing || args.stale {
         let mode = if args.stale {

@@ -312,6 +312,32 @@ impl RunCtx {
     }
 }
 
+/// Removes the scratch folders (`<state>/runs/<run id>/`) of runs that are
+/// no longer running: a run killed with `kill -9`, or one whose process
+/// died, leaves its folder behind. Runs still running (here or on another
+/// machine sharing the store) keep theirs. Returns how many were removed.
+pub fn remove_stale_scratch(state_dir: &std::path::Path, store: &dyn StateStore) -> usize {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("runs")) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        let running = matches!(
+            store.run(&id),
+            Ok(Some(r)) if r.status == crate::state::RunStatus::Running
+        );
+        // An unreadable history keeps everything.
+        if running || store.run(&id).is_err() {
+            continue;
+        }
+        if std::fs::remove_dir_all(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// The longest [`slug`] kept whole, in bytes: with a suffix such as
 /// `.partitions.json` it stays well under the 255 bytes file systems allow.
 const SLUG_MAX: usize = 120;

@@ -412,8 +412,14 @@ impl Recorder {
                     while let Ok(more) = rx.try_recv() {
                         batch.extend(more);
                     }
+                    // Once more after a failure: a dropped database
+                    // connection is replaced by the next call. A batch is
+                    // one transaction, so a failed one wrote nothing.
                     if let Err(e) = store.record(&batch) {
-                        errors.push(format!("{e:#}"));
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        if store.record(&batch).is_err() {
+                            errors.push(format!("{e:#}"));
+                        }
                     }
                 }
                 errors

@@ -163,6 +163,20 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Connects and selects the schema.
+fn connect(config: &postgres::Config, schema: &str, shown: &str) -> anyhow::Result<Client> {
+    let mut client = config
+        .connect(NoTls)
+        .map_err(|e| anyhow::anyhow!("cannot connect to the state database {shown}: {e}"))?;
+    client
+        .batch_execute(&format!(
+            "SET search_path TO {}; SET client_min_messages TO warning",
+            quote_ident(schema)
+        ))
+        .map_err(|e| anyhow::anyhow!("cannot use schema `{schema}` in {shown}: {e}"))?;
+    Ok(client)
+}
+
 /// A stable 32-bit hash (FNV-1a) for advisory lock keys.
 fn lock_key(parts: &[&str]) -> i32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -184,6 +198,8 @@ pub struct PostgresStore {
     schema: String,
     /// The URL for messages (password masked).
     shown: String,
+    /// How to connect again when the connection drops.
+    config: postgres::Config,
 }
 
 fn now() -> String {
@@ -205,19 +221,12 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("dg");
         }
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| anyhow::anyhow!("cannot connect to the state database {shown}: {e}"))?;
-        client
-            .batch_execute(&format!(
-                "SET search_path TO {}; SET client_min_messages TO warning",
-                quote_ident(&schema)
-            ))
-            .map_err(|e| anyhow::anyhow!("cannot use schema `{schema}` in {shown}: {e}"))?;
+        let client = connect(&config, &schema, &shown)?;
         let store = PostgresStore {
             client: Mutex::new(client),
             schema,
             shown,
+            config,
         };
         store.migrate().with_context(|| {
             format!(
@@ -233,8 +242,17 @@ impl PostgresStore {
         &self.schema
     }
 
+    /// The connection; a dropped one (a database restart, a network cut)
+    /// is replaced first. What failed on the old one stays failed.
     fn client(&self) -> std::sync::MutexGuard<'_, Client> {
-        self.client.lock().unwrap_or_else(|e| e.into_inner())
+        let mut c = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if c.is_closed() {
+            match connect(&self.config, &self.schema, &self.shown) {
+                Ok(new) => *c = new,
+                Err(e) => tracing::warn!("{e:#}"),
+            }
+        }
+        c
     }
 
     /// The schema version, after migrating.
@@ -291,15 +309,31 @@ impl PostgresStore {
     }
 
     /// Runs `f` in a transaction, with the store's message on errors.
+    /// Runs `f` in a transaction; once more on a new connection when the
+    /// connection dropped (the failed transaction wrote nothing).
     fn in_tx<T>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> anyhow::Result<T>,
+        mut f: impl FnMut(&mut Transaction<'_>) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let mut client = self.client();
-        let mut tx = client.transaction()?;
-        let out = f(&mut tx)?;
-        tx.commit()?;
-        Ok(out)
+        let mut once = || -> anyhow::Result<T> {
+            let mut client = self.client();
+            let mut tx = client.transaction()?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        match once() {
+            Err(_)
+                if self
+                    .client
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_closed() =>
+            {
+                once()
+            }
+            r => r,
+        }
     }
 }
 

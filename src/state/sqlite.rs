@@ -137,6 +137,55 @@ fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    path: std::path::PathBuf,
+    /// Opened read-only (the file or its folder cannot be written): the
+    /// history can be read; recording a run is refused with a clear error.
+    read_only: bool,
+}
+
+/// What went wrong opening `path`, in words that say what to do.
+fn explain(e: anyhow::Error, path: &Path) -> anyhow::Error {
+    let code = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<rusqlite::Error>() {
+            Some(rusqlite::Error::SqliteFailure(f, _)) => Some(f.code),
+            _ => None,
+        });
+    let shown = path.display();
+    let damaged = |why: &str| {
+        anyhow::anyhow!(
+            "the state database {shown} is damaged ({why}); dg will not start a new history over it. \
+             Restore it from a backup, or move it away to start a new one: `mv {shown} {shown}.broken`"
+        )
+    };
+    match code {
+        Some(rusqlite::ErrorCode::NotADatabase) => damaged("it is not an SQLite database"),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => damaged("its pages are malformed"),
+        Some(rusqlite::ErrorCode::DiskFull) => anyhow::anyhow!(
+            "the disk holding the state database {shown} is full: free some space and run again"
+        ),
+        Some(rusqlite::ErrorCode::SystemIoFailure) if disk_full(path) => anyhow::anyhow!(
+            "the disk holding the state database {shown} is full (disk I/O error): free some space and run again"
+        ),
+        _ => e,
+    }
+}
+
+/// Whether the file system holding `path` has no space left for dg.
+fn disk_full(path: &Path) -> bool {
+    let dir = path.parent().unwrap_or(path);
+    nix::sys::statvfs::statvfs(dir).is_ok_and(|v| v.blocks_available() == 0)
+}
+
+/// Whether `e` says the database or its folder cannot be written.
+fn is_read_only(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+        )
+    })
 }
 
 fn now() -> String {
@@ -144,7 +193,94 @@ fn now() -> String {
 }
 
 impl SqliteStore {
+    /// Opens (creating and migrating) the store at `path`. A file that
+    /// exists but cannot be written is opened read-only; a damaged one is an
+    /// error that says how to recover, and is never replaced.
     pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
+        let store = match Self::open_rw(path) {
+            Ok(s) => s,
+            Err(e) if path.is_file() && is_read_only(&e) => {
+                Self::open_ro(path).map_err(|e2| explain(e2, path))?
+            }
+            Err(e) => return Err(explain(e, path)),
+        };
+        store.check_size().map_err(|e| explain(e, path))?;
+        Ok(store)
+    }
+
+    fn open_ro(path: &Path) -> anyhow::Result<SqliteStore> {
+        use rusqlite::OpenFlags;
+        // `immutable`: nothing can write a file that no one may write, so
+        // SQLite needs no lock and no `-shm` file (which a read-only folder
+        // could not hold).
+        const PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+            .add(b'%')
+            .add(b'?')
+            .add(b'#')
+            .add(b' ');
+        let uri = format!(
+            "file:{}?immutable=1",
+            percent_encoding::utf8_percent_encode(&path.to_string_lossy(), PATH)
+        );
+        let conn = Connection::open_with_flags(
+            uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .with_context(|| format!("cannot open the state database {}", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version as usize != MIGRATIONS.len() {
+            anyhow::bail!(
+                "the state database {} is read-only and has schema version {version}, not {}: run dg once where it can be written",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            read_only: true,
+        })
+    }
+
+    /// A file shorter than the pages its header counts was truncated (only
+    /// checked when no write-ahead log holds pages beyond the file).
+    fn check_size(&self) -> anyhow::Result<()> {
+        let wal = self.path.with_extension("db-wal");
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+            return Ok(());
+        }
+        let conn = self.conn();
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let (pages, size) = (pages.max(0) as u64, size.max(0) as u64);
+        let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        if len < pages * size {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(format!(
+                    "{len} bytes, but its header counts {pages} pages of {size} bytes"
+                )),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Fails when the store was opened read-only.
+    fn writable(&self) -> anyhow::Result<()> {
+        if self.read_only {
+            anyhow::bail!(
+                "the state database {} is read-only (the file or its folder cannot be written): dg can show the history but cannot record a run",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn open_rw(path: &Path) -> anyhow::Result<SqliteStore> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -162,6 +298,8 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let store = SqliteStore {
             conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+            read_only: false,
         };
         store
             .migrate()
@@ -212,6 +350,7 @@ const RUN_COLUMNS: &str =
 
 impl StateStore for SqliteStore {
     fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
+        self.writable()?;
         self.conn().execute(
             &format!(
                 "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
@@ -666,6 +805,10 @@ impl StateStore for SqliteStore {
     }
 
     fn reap_dead_runs(&self) -> anyhow::Result<Vec<String>> {
+        if self.read_only {
+            // Dead runs stay `running` until a writable dg reaps them.
+            return Ok(Vec::new());
+        }
         let host = super::hostname();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

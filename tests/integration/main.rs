@@ -15,6 +15,7 @@ mod dagster_repros;
 mod docs;
 mod example;
 mod examples;
+mod faults;
 mod fixes;
 mod hardening;
 mod history;
