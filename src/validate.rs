@@ -1253,7 +1253,17 @@ impl<'a> Validator<'a> {
                     format!("unknown resource type `{ty_name}` in {what}"),
                 )
                 .at(&ty_span, "unknown type")
-                .help(suggest(ty_name, &names, "valid types")),
+                .help(
+                    match ty_name.to_ascii_lowercase().as_str() {
+                        "s3" | "gcs" | "gs" | "azure" | "adls" | "adls2" | "minio" | "r2" => {
+                            "object storage is `type = \"object_store\"` with \
+                             `url = \"s3://bucket/prefix\"` (or gs://, az://); "
+                        }
+                        _ => "",
+                    }
+                    .to_string()
+                        + &suggest(ty_name, &names, "valid types"),
+                ),
             );
             return None;
         };
