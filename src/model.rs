@@ -36,6 +36,8 @@ pub struct Resource {
     pub config: toml::Table,
     /// The format it stores data in, when its type has one.
     pub format: Option<Format>,
+    /// Its `path` template (`fs`, `object_store`), checked against each asset it stores.
+    pub path: Option<Arc<crate::io::path_template::PathTemplate>>,
     /// `None` for the implicit default `io_manager`.
     pub span: Option<Span>,
 }

@@ -99,6 +99,15 @@ impl Secrets {
         }
     }
 
+    /// Also hides `word` (a secret option's value, such as an access key).
+    pub fn with_word(mut self, word: &str) -> Self {
+        if !word.is_empty() && word != "***" && !self.words.iter().any(|w| w == word) {
+            self.words.push(word.to_string());
+            self.words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+        }
+        self
+    }
+
     /// The URL as written (never to be shown: compare with it only).
     pub fn url(&self) -> &str {
         &self.url

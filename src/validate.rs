@@ -488,6 +488,7 @@ impl<'a> Validator<'a> {
                     type_name: "fs".into(),
                     config: toml::Table::new(),
                     format: Some(Format::Csv),
+                    path: None,
                     span: None,
                 },
             );
@@ -572,6 +573,8 @@ impl<'a> Validator<'a> {
                 }
             }
         }
+
+        self.check_storage_paths(&built, &res, &resources);
 
         // Pass 7: jobs (their selections are resolved by the caller, which
         // may use the later stages).
@@ -1297,6 +1300,70 @@ impl<'a> Validator<'a> {
         })
     }
 
+    /// Each asset stored with a `path` template: the template suits its
+    /// partitions, and no two partitions (or assets) share a path.
+    fn check_storage_paths(
+        &mut self,
+        built: &[Option<Asset>],
+        res: &indexmap::IndexMap<String, Resource>,
+        entries: &[Entry<'_, '_>],
+    ) {
+        let path_span = |key: &str| -> Option<Span> {
+            let e = entries.iter().find(|e| e.name == key)?;
+            let DeValue::Table(t) = e.value.get_ref() else {
+                return None;
+            };
+            Some(Span::new(e.file, t.get("path")?.span()))
+        };
+        let mut keyless: HashMap<&str, &Asset> = HashMap::new();
+        for a in built.iter().flatten() {
+            let Some(r) = res.get(&a.io_manager) else {
+                continue;
+            };
+            let Some(t) = &r.path else { continue };
+            let Some(span) = path_span(&r.key) else {
+                continue;
+            };
+            let def = a.partitions.as_ref().map(|p| &*p.def);
+            if let Err(msg) = t.check_asset(def) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!(
+                            "the `path` of resource `{}` cannot store asset `{}`: {msg}",
+                            r.key, a.key
+                        ),
+                    )
+                    .at(&span, "this template")
+                    .also(&a.span, format!("`{}` is stored with `{}`", a.key, r.key))
+                    .help(
+                        "name the partition in the template (`{partition}`, `{dim.NAME}`, or a \
+                         `{start:…}` format as fine as the partitions), or give the asset \
+                         another `io_manager`",
+                    ),
+                );
+            }
+            if !t.uses_key()
+                && let Some(first) = keyless.insert(r.key.as_str(), a)
+            {
+                self.diags.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!(
+                            "the `path` of resource `{}` has no `{{key}}`, but assets `{}` and `{}` \
+                             are both stored with it: they would share paths",
+                            r.key, first.key, a.key
+                        ),
+                    )
+                    .at(&span, "this template")
+                    .also(&first.span, format!("`{}` is stored with `{}`", first.key, r.key))
+                    .also(&a.span, format!("so is `{}`", a.key))
+                    .help("add `{key}` to the template, or give each asset its own resource"),
+                );
+            }
+        }
+    }
+
     fn resource(&mut self, e: &Entry<'_, '_>) -> Option<Resource> {
         let what = format!("resource `{}`", e.name);
         let DeValue::Table(t) = e.value.get_ref() else {
@@ -1338,7 +1405,17 @@ impl<'a> Validator<'a> {
                     format!("unknown resource type `{ty_name}` in {what}"),
                 )
                 .at(&ty_span, "unknown type")
-                .help(suggest(ty_name, &names, "valid types")),
+                .help(
+                    match ty_name.to_ascii_lowercase().as_str() {
+                        "s3" | "gcs" | "gs" | "azure" | "adls" | "adls2" | "minio" | "r2" => {
+                            "object storage is `type = \"object_store\"` with \
+                             `url = \"s3://bucket/prefix\"` (or gs://, az://); "
+                        }
+                        _ => "",
+                    }
+                    .to_string()
+                        + &suggest(ty_name, &names, "valid types"),
+                ),
             );
             return None;
         };
@@ -1361,6 +1438,7 @@ impl<'a> Validator<'a> {
                     type_name: ty_name.to_string(),
                     config: owned,
                     format: info.format,
+                    path: info.path,
                     span: Some(e.span.clone()),
                 })
             }
@@ -2173,6 +2251,10 @@ pub fn check_asset_key(key: &str) -> Option<String> {
 /// message and a "did you mean" hint.
 fn describe_serde_error(msg: &str) -> (String, Option<String>) {
     let first = msg.lines().next().unwrap_or(msg).to_string();
+    // A resource type's own check may add `help: …` on a second line.
+    if let Some((_, help)) = msg.split_once("\nhelp: ") {
+        return (first, Some(help.to_string()));
+    }
     if let Some(rest) = first.strip_prefix("unknown field `")
         && let Some((field, expected)) = rest.split_once("`, expected ")
     {

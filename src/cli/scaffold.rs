@@ -72,7 +72,7 @@ pub struct DefsArgs {
     #[arg(long, value_name = "GROUP", help_heading = "Asset options")]
     pub group: Option<String>,
 
-    /// For resources: fs, memory, sqlite, postgres or command (default: fs). For
+    /// For resources: fs, object_store, memory, sqlite, postgres or command (default: fs). For
     /// partitions: hourly, daily, weekly, monthly, cron, static or dynamic (default: daily,
     /// or cron with `--cron`, static with `--keys`)
     #[arg(
@@ -133,7 +133,14 @@ const TYPES: &[(&str, DefType)] = &[
     ("resource", DefType::Resources),
 ];
 
-const RESOURCE_TYPES: &[&str] = &["fs", "memory", "sqlite", "postgres", "command"];
+const RESOURCE_TYPES: &[&str] = &[
+    "fs",
+    "object_store",
+    "memory",
+    "sqlite",
+    "postgres",
+    "command",
+];
 const PARTITIONS_TYPES: &[&str] = &[
     "hourly", "daily", "weekly", "monthly", "cron", "static", "dynamic",
 ];
@@ -727,6 +734,11 @@ fn render_asset(name: &str, a: &DefsArgs) -> Result<String, Usage> {
     Ok(t)
 }
 
+/// The `path` template lines of `fs` and `object_store`.
+const PATH_LINES: &str = "# Where below the base an output goes: {key}, {partition}, {dim.NAME},\n\
+     # {start:%Y}, {end:%m} (strftime of the time window) and {ext}.\n\
+     # path = \"{key}/{partition}.{ext}\"\n";
+
 fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Usage> {
     let ty = a.type_.as_deref().unwrap_or("fs");
     if !RESOURCE_TYPES.contains(&ty) {
@@ -744,6 +756,7 @@ fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Usage> {
     let mut t = String::new();
     let what = match ty {
         "fs" => "an I/O manager that stores outputs as files",
+        "object_store" => "an I/O manager that stores outputs as objects in S3, GCS or Azure",
         "memory" => "an I/O manager that keeps values in memory for one run",
         "sqlite" => "an I/O manager that stores outputs as tables of a SQLite database",
         "postgres" => "an I/O manager that stores outputs as tables of a Postgres schema",
@@ -754,7 +767,7 @@ fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Usage> {
         toml_basic(name)
     ));
     t.push_str(&format!("[resources.{key}]\n"));
-    t.push_str("# The resource type: fs, memory, sqlite, postgres or command.\n");
+    t.push_str("# The resource type: fs, object_store, memory, sqlite, postgres or command.\n");
     t.push_str(&format!("type = \"{ty}\"\n"));
     let format_line =
         "# How outputs are stored: \"csv\", \"jsonl\", \"parquet\" or \"file\" (raw bytes).\n";
@@ -766,6 +779,25 @@ fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Usage> {
             t.push_str(&format!("# base_dir = \"data/{file_stem}\"\n"));
             t.push_str(format_line);
             t.push_str("format = \"csv\"\n");
+            t.push_str(PATH_LINES);
+        }
+        "object_store" => {
+            t.push_str(
+                "# The bucket and prefix: s3://, gs://, az:// or file:///absolute/folder.\n",
+            );
+            t.push_str(&format!("url = \"s3://my-bucket/{file_stem}\"\n"));
+            t.push_str(format_line);
+            t.push_str("format = \"parquet\"\n");
+            t.push_str(PATH_LINES);
+            t.push_str(
+                "# The store's options, named as the object_store crate names them. Credentials\n\
+                 # also come from the usual variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, …);\n\
+                 # secret values are never shown.\n\
+                 # region = \"eu-west-1\"\n\
+                 # endpoint = \"http://localhost:9000\"\n\
+                 # allow_http = true\n\
+                 # secret_access_key = \"${env:S3_SECRET}\"\n",
+            );
         }
         "memory" => t.push_str("# No other fields: values live in the dg process for one run.\n"),
         "sqlite" => {

@@ -21,6 +21,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use indexmap::IndexMap;
 
+use super::path_template::PathTemplate;
 use super::{
     Data, Format, FsConfig, InputContext, IoManager, Loaded, OutputContext, PartitionRef,
     ResourceCx, Stored, table,
@@ -29,6 +30,8 @@ use super::{
 pub struct FsManager {
     pub base_dir: PathBuf,
     pub format: super::Format,
+    /// `path`: where below `base_dir` an output goes; `None` is the default layout.
+    pub path: Option<PathTemplate>,
 }
 
 impl FsManager {
@@ -37,14 +40,23 @@ impl FsManager {
             Some(d) => cx.project_root.join(d),
             None => cx.state_dir.join("storage"),
         };
+        let path = match &config.path {
+            Some(p) => Some(PathTemplate::parse(p).map_err(|e| anyhow!("{}", e.message))?),
+            None => None,
+        };
         Ok(FsManager {
             base_dir,
             format: config.format,
+            path,
         })
     }
 
     /// Where an output (partition) is stored.
     pub fn path_for(&self, ctx: &OutputContext) -> anyhow::Result<PathBuf> {
+        if let Some(t) = &self.path {
+            let rel = t.render(&ctx.asset_key, ctx.partition.as_ref(), self.format)?;
+            return Ok(self.base_dir.join(rel));
+        }
         Ok(self.base_dir.join(relative_path(
             &ctx.asset_key,
             ctx.partition.as_ref(),
@@ -387,6 +399,7 @@ mod tests {
         FsManager {
             base_dir: dir.join("storage"),
             format,
+            path: None,
         }
     }
 
@@ -819,6 +832,7 @@ mod tests {
         let cm = FsManager {
             base_dir: dir.path().join("csv-storage"),
             format: Format::Csv,
+            path: None,
         };
         let Loaded::Single(loaded) = pq.load_input(&ictx("bench", false, vec![])).unwrap() else {
             panic!()

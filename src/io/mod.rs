@@ -141,6 +141,8 @@
 pub mod db;
 pub mod fs;
 pub mod memory;
+pub mod objstore;
+pub mod path_template;
 pub mod plugin;
 pub mod postgres;
 pub mod sqlite;
@@ -253,6 +255,9 @@ pub trait ResourceType: Send + Sync {
 pub struct ResourceInfo {
     /// The format its data is stored in, when the type has one.
     pub format: Option<Format>,
+    /// Its `path` template, when it has one: `dg check defs` checks it
+    /// against each asset stored with the resource.
+    pub path: Option<Arc<path_template::PathTemplate>>,
 }
 
 /// Creates a manager from its deserialised config (a factory: it may build
@@ -296,6 +301,53 @@ impl<C: DeserializeOwned + Send + Sync> ResourceType for Configured<C> {
     }
 }
 
+/// A resource type with a `path` template field: validation also parses
+/// the template, and an error points into it.
+struct WithPath<T>(T);
+
+impl<T: ResourceType> ResourceType for WithPath<T> {
+    fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError> {
+        let path = path_template_of(&config)?;
+        let mut info = self.0.validate(config)?;
+        info.path = path.map(Arc::new);
+        Ok(info)
+    }
+
+    fn create(&self, config: &toml::Table, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
+        self.0.create(config, cx)
+    }
+}
+
+/// The `path` template of a resource's config table, parsed; an error
+/// points into the string when it is written without escapes.
+pub(crate) fn path_template_of(
+    config: &Value<'_>,
+) -> Result<Option<path_template::PathTemplate>, ConfigError> {
+    let toml::de::DeValue::Table(t) = config.get_ref() else {
+        return Ok(None);
+    };
+    let Some(v) = t.get("path") else {
+        return Ok(None);
+    };
+    let Some(s) = v.get_ref().as_str() else {
+        return Ok(None); // the config struct reports the wrong type
+    };
+    let span = v.span();
+    path_template::PathTemplate::parse(s)
+        .map(Some)
+        .map_err(|e| {
+            let inner = (span.len() == s.len() + 2)
+                .then(|| span.start + 1 + e.range.start..span.start + 1 + e.range.end);
+            ConfigError {
+                message: match &e.help {
+                    Some(h) => format!("{}\nhelp: {h}", e.message),
+                    None => e.message.clone(),
+                },
+                span: inner.or(Some(span.clone())),
+            }
+        })
+}
+
 /// Resource types by name: what `type = "…"` may say. Build one with
 /// [`Registry::builtin`], add types, and pass it to
 /// [`crate::cli::run_with`].
@@ -312,18 +364,20 @@ impl Registry {
         }
     }
 
-    /// The built-in types: `fs`, `memory`, `sqlite`, `postgres`, `command`.
+    /// The built-in types: `fs`, `object_store`, `memory`, `sqlite`, `postgres`, `command`.
     pub fn builtin() -> Self {
         let mut r = Registry::empty();
         r.register(
             "fs",
-            Configured::<FsConfig>::new(
+            WithPath(Configured::<FsConfig>::new(
                 |c| ResourceInfo {
                     format: Some(c.format),
+                    ..ResourceInfo::default()
                 },
                 |c, cx| Ok(Arc::new(fs::FsManager::new(c, cx)?)),
-            ),
+            )),
         );
+        r.register("object_store", objstore::ObjectStoreType);
         r.register(
             "memory",
             Configured::<MemoryConfig>::new(
@@ -348,7 +402,10 @@ impl Registry {
         r.register(
             "command",
             Configured::<CommandConfig>::new(
-                |c| ResourceInfo { format: c.format },
+                |c| ResourceInfo {
+                    format: c.format,
+                    ..ResourceInfo::default()
+                },
                 |c, cx| Ok(Arc::new(plugin::PluginManager::new(c, cx)?)),
             ),
         );
@@ -736,6 +793,9 @@ pub struct FsConfig {
     /// The format files are stored in; default `csv`.
     #[serde(default = "default_format")]
     pub format: Format,
+    /// Where below `base_dir` an output goes ([`path_template`]); default
+    /// `{key}/{partition}.{ext}` (with one folder per dimension of a multi partition).
+    pub path: Option<String>,
 }
 
 /// `type = "memory"`: values that live for one run.

@@ -431,7 +431,8 @@ fn unknown_resource_type() {
         &[
             "defs/resources.toml:2:8",
             "unknown resource type `s3` in resource `io_manager`",
-            "`command`, `fs`, `memory`, `postgres`, `sqlite`",
+            "object storage is `type = \"object_store\"` with `url = \"s3://bucket/prefix\"`",
+            "`command`, `fs`, `memory`, `object_store`, `postgres`, `sqlite`",
         ],
     );
 }

@@ -23,6 +23,7 @@ mod history_postgres;
 mod integrity;
 mod jobs;
 mod materialize;
+mod object_store;
 mod onboarding;
 mod plan;
 mod plugins;
@@ -33,6 +34,7 @@ mod sql_compute;
 mod sql_in_db;
 mod sql_in_pg;
 mod sqlite_manager;
+mod storage;
 pub mod support;
 mod table_scenarios;
 

@@ -234,6 +234,7 @@ fn scaffold_every_type_then_check_passes() {
         &["resources", "pg", "--type", "postgres"],
         &["resources", "plugin", "--type", "command"],
         &["resources", "files", "--type", "fs"],
+        &["resources", "lake", "--type", "object_store"],
         &[
             "asset",
             "reports/summary",
