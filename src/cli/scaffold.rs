@@ -457,7 +457,7 @@ fn validate_with(
         .collect();
     let all_read = ids.len() == paths.len();
     let new_id = sources.add(target, shown.to_string(), text);
-    let env = |n: &str| std::env::var(n).ok();
+    let env = crate::interp::env_var;
 
     let mut before = Diagnostics::default();
     crate::validate::validate_files(&sources, &ids, all_read, &s.registry, &env, &mut before);
