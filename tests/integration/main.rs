@@ -25,6 +25,7 @@ mod onboarding;
 mod plan;
 mod plugins;
 pub mod postgres_manager;
+mod resources;
 mod roundtrip;
 mod sql_compute;
 mod sql_in_db;
