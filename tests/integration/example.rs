@@ -14,7 +14,7 @@ fn check_defs_passes_with_one_line() {
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
     assert_eq!(
         run.stdout,
-        "✓ 3 assets, 2 resources, 2 partitions definitions: all valid\n"
+        "✓ 3 assets, 3 resources, 2 partitions definitions: all valid\n"
     );
 }
 
