@@ -228,24 +228,58 @@ impl Masker {
 
     /// Masks a file in place from byte `from` on (what one step attempt
     /// appended to its log). Lines are masked whole, so a secret is found
-    /// wherever the step's writes were split.
+    /// wherever the step's writes were split within a line. Streams: the
+    /// masked lines go to a sibling file that is copied back only when
+    /// something was masked, so a large log costs no more memory than its
+    /// longest line.
     pub fn mask_file_from(&self, path: &std::path::Path, from: u64) -> std::io::Result<()> {
-        use std::io::{Read, Seek, SeekFrom, Write};
+        use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
         if self.is_empty() {
             return Ok(());
         }
         let mut f = std::fs::File::options().read(true).write(true).open(path)?;
         f.seek(SeekFrom::Start(from))?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
-        let text = String::from_utf8_lossy(&buf);
-        let masked = self.mask(&text);
-        if let Cow::Owned(m) = masked {
-            f.set_len(from)?;
-            f.seek(SeekFrom::Start(from))?;
-            f.write_all(m.as_bytes())?;
-        }
-        Ok(())
+        let mut r = BufReader::with_capacity(1 << 16, f.try_clone()?);
+        let side = path.with_extension("log.masking");
+        let mut w = BufWriter::new(std::fs::File::create(&side)?);
+        let mut line = Vec::new();
+        let mut changed = false;
+        let result = (|| -> std::io::Result<()> {
+            loop {
+                line.clear();
+                if r.read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+                match std::str::from_utf8(&line) {
+                    Ok(text) => match self.mask(text) {
+                        Cow::Owned(m) => {
+                            changed = true;
+                            w.write_all(m.as_bytes())?;
+                        }
+                        Cow::Borrowed(_) => w.write_all(&line)?,
+                    },
+                    Err(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        match self.mask(&text) {
+                            Cow::Owned(m) => {
+                                changed = true;
+                                w.write_all(m.as_bytes())?;
+                            }
+                            Cow::Borrowed(_) => w.write_all(&line)?,
+                        }
+                    }
+                }
+            }
+            w.flush()?;
+            if changed {
+                f.set_len(from)?;
+                f.seek(SeekFrom::Start(from))?;
+                std::io::copy(&mut std::fs::File::open(&side)?, &mut f)?;
+            }
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(&side);
+        result
     }
 }
 
@@ -374,6 +408,28 @@ mod tests {
         assert!(matches!(m.mask("nothing here"), Cow::Borrowed(_)));
         let j = m.mask_json(&serde_json::json!({"k": ["x tok-123"], "tok-123": 1}));
         assert_eq!(j, serde_json::json!({"k": ["x ***"], "***": 1}));
+    }
+
+    #[test]
+    fn a_log_is_masked_from_where_the_attempt_began() {
+        let dir = std::env::temp_dir().join(format!("dg-mask-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("step.log");
+        std::fs::write(
+            &log,
+            b"before tok-123\nthe tok-123 here\nand \xff tok-123 no newline",
+        )
+        .unwrap();
+        let mut m = Masker::default();
+        m.add_secret("tok-123");
+        m.mask_file_from(&log, 15).unwrap();
+        let got = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+        assert_eq!(
+            got,
+            "before tok-123\nthe *** here\nand \u{fffd} *** no newline"
+        );
+        assert!(!dir.join("step.log.masking").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -2673,6 +2673,9 @@ mod tests {
             state_dir: dir.path().join(".dg"),
             state_url: None,
             jobs: None,
+            config_id: None,
+            profiles: Vec::new(),
+            selected_profile: None,
         };
         let lookup = |n: &str| {
             env.iter()

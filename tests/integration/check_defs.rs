@@ -431,7 +431,7 @@ fn unknown_resource_type() {
         &[
             "defs/resources.toml:2:8",
             "unknown resource type `s3` in resource `io_manager`",
-            "`command`, `fs`, `memory`, `postgres`, `sqlite`",
+            "`command`, `fs`, `memory`, `postgres`, `settings`, `sqlite`",
         ],
     );
 }
