@@ -2028,6 +2028,20 @@ impl<'a> Validator<'a> {
                         );
                         None
                     }
+                    Some(s) if resources.get(&s.value).is_some_and(|x| x.is_settings()) => {
+                        d.push(
+                            Diagnostic::error(
+                                Kind::InvalidValue,
+                                format!(
+                                    "{in_what} uses settings resource `{}` as its input manager",
+                                    s.value
+                                ),
+                            )
+                            .at(&s.span, "a settings resource loads nothing")
+                            .help("name an I/O manager here; give the step settings with `resources = [...]` on the asset"),
+                        );
+                        None
+                    }
                     Some(s) => Some(s.value),
                     None => None,
                 };

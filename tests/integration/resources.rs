@@ -588,14 +588,18 @@ shell = "true"
     }
     let p = project(&[(
         "defs/a.toml",
-        "[resources.api]\ntype = \"settings\"\n\n[assets.a]\nio_manager = \"api\"\nshell = \"true\"\n",
+        "[resources.api]\ntype = \"settings\"\n\n[assets.a]\nio_manager = \"api\"\nshell = \"true\"\n\n\
+         [assets.b]\nshell = \"true\"\n[assets.b.ins.a]\ninput_manager = \"api\"\n",
     )]);
     let r = dg(p.path(), &["check", "defs"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
         r.stderr
             .contains("uses settings resource `api` as its I/O manager")
-            && r.stderr.contains("defs/a.toml:5:14"),
+            && r.stderr.contains("defs/a.toml:5:14")
+            && r.stderr.contains(
+                "input `a` of asset `b` uses settings resource `api` as its input manager"
+            ),
         "{}",
         r.stderr
     );
