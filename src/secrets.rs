@@ -240,9 +240,25 @@ impl Masker {
         let mut f = std::fs::File::options().read(true).write(true).open(path)?;
         f.seek(SeekFrom::Start(from))?;
         let mut r = BufReader::with_capacity(1 << 16, f.try_clone()?);
+        // Most logs hold no secret: one read to find out, and nothing written.
+        let mut line = Vec::new();
+        let mut found = false;
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            if matches!(self.mask(&String::from_utf8_lossy(&line)), Cow::Owned(_)) {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Ok(());
+        }
+        r.seek(SeekFrom::Start(from))?;
         let side = path.with_extension("log.masking");
         let mut w = BufWriter::new(std::fs::File::create(&side)?);
-        let mut line = Vec::new();
         let mut changed = false;
         let result = (|| -> std::io::Result<()> {
             loop {
