@@ -135,10 +135,35 @@ impl Template {
         Ok(out)
     }
 
-    /// Resolves against the process environment.
+    /// Resolves against the environment of the command ([`env_var`]).
     pub fn resolve_env(&self) -> Result<String, UnsetVar> {
-        self.resolve(|n| std::env::var(n).ok())
+        self.resolve(env_var)
     }
+}
+
+static OVERLAY: std::sync::RwLock<Vec<(String, String)>> = std::sync::RwLock::new(Vec::new());
+
+/// Sets variables that win over the process environment for `${env:…}`
+/// and for steps (a profile's `[profiles.NAME.env]`). Steps get them with
+/// [`overlay`].
+pub fn set_overlay(vars: Vec<(String, String)>) {
+    *OVERLAY.write().unwrap_or_else(|e| e.into_inner()) = vars;
+}
+
+/// The variables set with [`set_overlay`].
+pub fn overlay() -> Vec<(String, String)> {
+    OVERLAY.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A variable of the command's environment: the profile's, else the
+/// process's.
+pub fn env_var(name: &str) -> Option<String> {
+    let o = OVERLAY.read().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, v)) = o.iter().find(|(k, _)| k == name) {
+        return Some(v.clone());
+    }
+    drop(o);
+    std::env::var(name).ok()
 }
 
 /// Resolves `${env:…}` in every string of a JSON value (asset `metadata`).

@@ -27,7 +27,11 @@ pub struct NamedPartitions {
     pub span: Span,
 }
 
-/// A resource (I/O manager) as defined.
+/// The `type` of a resource that holds values for steps, not an I/O manager.
+pub const SETTINGS: &str = "settings";
+
+/// A resource as defined: an I/O manager, or (`type = "settings"`) values
+/// for the steps that declare it.
 #[derive(Debug, Clone)]
 pub struct Resource {
     pub key: String,
@@ -40,6 +44,15 @@ pub struct Resource {
     pub path: Option<Arc<crate::io::path_template::PathTemplate>>,
     /// `None` for the implicit default `io_manager`.
     pub span: Option<Span>,
+    /// `secrets = [...]`: fields whose values are masked everywhere.
+    pub secrets: Vec<String>,
+}
+
+impl Resource {
+    /// A `type = "settings"` resource.
+    pub fn is_settings(&self) -> bool {
+        self.type_name == SETTINGS
+    }
 }
 
 /// How an asset is computed.
@@ -224,6 +237,12 @@ pub struct Asset {
     /// Declared column types (`columns`), applied before the output is stored.
     pub columns: Vec<(String, ColumnType)>,
     pub inputs: Vec<Input>,
+    /// `resources = [...]`: settings resources the step gets as `DG_RESOURCE_*`.
+    pub resources: Vec<String>,
+    /// `config = {…}`: run config defaults (`DG_CONFIG`), overridable with `--config`.
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// `config_affects_staleness = true`: a changed config makes `--stale` rerun it.
+    pub config_affects_staleness: bool,
 }
 
 impl Asset {
@@ -262,6 +281,130 @@ impl Defs {
             v.dedup(); // pushed in ascending order, so duplicates are adjacent
         }
         out
+    }
+}
+
+/// One `--config` override: `ASSET.FIELD=VALUE`, or `FIELD=VALUE` for every
+/// selected asset that has the field.
+#[derive(Debug, Clone)]
+pub struct ConfigOverride {
+    /// As given, for messages.
+    pub given: String,
+    pub asset: Option<String>,
+    pub field: String,
+    pub value: serde_json::Value,
+}
+
+impl Defs {
+    /// Applies `--config` overrides to the run config of the `selected`
+    /// assets. Every problem is returned: an unknown asset or field, an
+    /// asset that is not selected, a value of another type than the default.
+    pub fn apply_config(
+        &mut self,
+        selected: &[AssetId],
+        overrides: &[ConfigOverride],
+    ) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        for o in overrides {
+            let targets: Vec<AssetId> = match &o.asset {
+                Some(key) => match self.by_key.get(key) {
+                    Some(&id) if selected.contains(&id) => vec![id],
+                    Some(_) => {
+                        errors.push(format!(
+                            "`--config {}`: asset `{key}` is not selected",
+                            o.given
+                        ));
+                        continue;
+                    }
+                    None => {
+                        errors.push(format!("`--config {}`: unknown asset `{key}`", o.given));
+                        continue;
+                    }
+                },
+                None => selected
+                    .iter()
+                    .copied()
+                    .filter(|&i| self.assets[i].config.contains_key(&o.field))
+                    .collect(),
+            };
+            if targets.is_empty() {
+                let mut with: Vec<String> = selected
+                    .iter()
+                    .flat_map(|&i| {
+                        let a = &self.assets[i];
+                        a.config.keys().map(move |f| format!("`{}.{f}`", a.key))
+                    })
+                    .collect();
+                with.truncate(12);
+                errors.push(format!(
+                    "`--config {}`: no selected asset has a config field `{}` ({})",
+                    o.given,
+                    o.field,
+                    if with.is_empty() {
+                        "no selected asset has a `config` table".to_string()
+                    } else {
+                        format!("fields: {}", with.join(", "))
+                    }
+                ));
+                continue;
+            }
+            for id in targets {
+                let a = &mut self.assets[id];
+                let Some(default) = a.config.get(&o.field) else {
+                    let fields: Vec<String> = a.config.keys().map(|f| format!("`{f}`")).collect();
+                    errors.push(format!(
+                        "`--config {}`: asset `{}` has no config field `{}` ({})",
+                        o.given,
+                        a.key,
+                        o.field,
+                        if fields.is_empty() {
+                            "it has no `config` table".to_string()
+                        } else {
+                            format!("its fields: {}", fields.join(", "))
+                        }
+                    ));
+                    continue;
+                };
+                let value = match (default, &o.value) {
+                    (serde_json::Value::Number(d), serde_json::Value::Number(v))
+                        if d.is_f64() && !v.is_f64() =>
+                    {
+                        serde_json::json!(v.as_f64().unwrap_or_default())
+                    }
+                    (d, v) if json_kind(d) == json_kind(v) => v.clone(),
+                    (d, v) => {
+                        errors.push(format!(
+                            "`--config {}`: config field `{}` of asset `{}` is {}, not {}",
+                            o.given,
+                            o.field,
+                            a.key,
+                            json_kind(d),
+                            json_kind(v)
+                        ));
+                        continue;
+                    }
+                };
+                a.config.insert(o.field.clone(), value);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// What kind of value a config field holds, for messages.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "empty",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(n) if n.is_f64() => "a float",
+        serde_json::Value::Number(_) => "an integer",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "a table",
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::diag::{Diagnostic, Diagnostics, Kind, Sources, Span};
+use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Sources, Span};
 use crate::interp::Template;
 use crate::load::{self, Reader};
 use toml::de::DeValue;
@@ -22,6 +22,69 @@ pub struct Project {
     /// `[pools]`: at most N steps of a pool at once, across every run that
     /// shares the state store.
     pub pools: std::collections::BTreeMap<String, u32>,
+    /// `dg.toml` as read into the sources (its `[profiles.*.resources]` are
+    /// validated with the definitions).
+    pub config_id: Option<FileId>,
+    /// `[profiles.NAME]`, in definition order.
+    pub profiles: Vec<Profile>,
+    /// The profile in force (`--profile` / `DG_PROFILE`), once selected.
+    pub selected_profile: Option<String>,
+}
+
+/// A `[profiles.NAME]` of `dg.toml`: resources that replace the
+/// definitions' own (validated with them) and environment variables.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub span: Span,
+    /// `[profiles.NAME.env]`: values may use `${env:…}` of the process.
+    pub env: Vec<(String, Template, Span)>,
+}
+
+impl Project {
+    /// The profile called `name`.
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.name == name)
+    }
+
+    /// Selects profile `name` (`--profile` / `DG_PROFILE`): its variables
+    /// win over the process environment from now on. An unknown name is an
+    /// error listing the known ones.
+    pub fn select_profile(&mut self, name: &str, diags: &mut Diagnostics) -> bool {
+        let Some(p) = self.profile(name) else {
+            let names: Vec<&str> = self.profiles.iter().map(|p| p.name.as_str()).collect();
+            let help = if names.is_empty() {
+                "`dg.toml` defines no profile; add a `[profiles.NAME]` table (e.g. `[profiles.prod.env]`)".to_string()
+            } else {
+                let known = format!("known profiles: {}", crate::diag::list_names(&names));
+                match crate::diag::did_you_mean(name, names.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`? {known}"),
+                    None => known,
+                }
+            };
+            diags.push(
+                Diagnostic::error(Kind::UnknownReference, format!("unknown profile `{name}`"))
+                    .help(help),
+            );
+            return false;
+        };
+        let mut vars = Vec::new();
+        for (k, t, span) in &p.env {
+            match t.resolve(|n| std::env::var(n).ok()) {
+                Ok(v) => vars.push((k.clone(), v)),
+                Err(e) => diags.push(
+                    Diagnostic::warning(
+                        Kind::EnvVar,
+                        format!("`{k}` of profile `{name}` is left unset: {e}"),
+                    )
+                    .at(span, "needs an unset variable"),
+                ),
+            }
+        }
+        crate::interp::set_overlay(vars);
+        self.selected_profile = Some(name.to_string());
+        true
+    }
 }
 
 /// The largest pool limit accepted.
@@ -66,6 +129,9 @@ impl Project {
             state_url: None,
             jobs: None,
             pools: Default::default(),
+            config_id: None,
+            profiles: Vec::new(),
+            selected_profile: None,
             root,
         };
         let config = project.root.join(CONFIG_FILE);
@@ -86,6 +152,7 @@ impl Project {
         let Some(id) = load::read_file(path, display_path(path, cwd), sources, diags) else {
             return;
         };
+        self.config_id = Some(id);
         let Some(raw) = load::parse(sources, id, diags) else {
             return;
         };
@@ -94,9 +161,35 @@ impl Project {
             &raw.root,
             0..0,
             "`dg.toml`",
-            &["project", "state", "run", "pools"],
+            &["project", "state", "run", "pools", "profiles"],
             diags,
         );
+        if let Some((profiles, _)) = top.table("profiles", diags) {
+            for (k, v) in profiles.iter() {
+                let name = k.get_ref().to_string();
+                let what = format!("profile `{name}`");
+                let Some(p) = Reader::of_value(id, v, &what, &["resources", "env"], diags) else {
+                    continue;
+                };
+                // Its resources are checked with the definitions.
+                let _ = p.table("resources", diags);
+                let mut env = Vec::new();
+                for (var, val) in p.str_map("env", diags).unwrap_or_default() {
+                    match Template::parse(&val.value) {
+                        Ok(t) => env.push((var.value, t, val.span)),
+                        Err(e) => diags.push(
+                            Diagnostic::error(Kind::EnvVar, e.message)
+                                .at(&val.span, "in this string"),
+                        ),
+                    }
+                }
+                self.profiles.push(Profile {
+                    name,
+                    span: Span::new(id, k.span()),
+                    env,
+                });
+            }
+        }
         if let Some(v) = top.get("project")
             && let Some(p) = Reader::of_value(id, v, "`[project]`", &["defs", "state"], diags)
         {
@@ -115,7 +208,7 @@ impl Project {
                 Ok(t) => {
                     // Without it every command that opens the history fails:
                     // say so where the definitions are checked.
-                    for name in t.unset_vars(|n| std::env::var(n).ok()) {
+                    for name in t.unset_vars(crate::interp::env_var) {
                         diags.push(
                             Diagnostic::warning(
                                 Kind::EnvVar,

@@ -1,6 +1,16 @@
-//! Secrets in connection URLs: one masker for every place a URL may be
-//! shown (the postgres manager, the Postgres state store, errors, `dg list
-//! defs`), so they cannot disagree about what a password is.
+//! Secrets: one masker for every place dg shows or records a value.
+//!
+//! Passwords in connection URLs ([`mask_url`], used by the postgres
+//! manager, the Postgres state store, errors and `dg list defs`, so they
+//! cannot disagree about what a password is) and the values of declared
+//! secrets (`secrets = [...]` of a settings resource). A [`Masker`] holds
+//! both; the one of the running command is registered with [`register`], and
+//! every line dg prints goes through [`mask`]. A run masks its step logs,
+//! errors and recorded metadata with it too, so a secret a step prints is
+//! `***` wherever it is read back.
+
+use std::borrow::Cow;
+use std::sync::RwLock;
 
 /// `url` with its password replaced by `***`: in the user info of a
 /// `postgres://user:pass@host/db` URL, in a `password=` query parameter,
@@ -134,6 +144,236 @@ impl Secrets {
     }
 }
 
+/// Everything to hide: URLs (shown with their password masked) and secret
+/// values (shown as `***`).
+#[derive(Clone, Debug, Default)]
+pub struct Masker {
+    /// (URL as written, URL masked)
+    urls: Vec<(String, String)>,
+    /// Longest first, so a secret holding another is masked whole.
+    words: Vec<String>,
+}
+
+impl Masker {
+    /// Nothing to hide yet.
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty() && self.words.is_empty()
+    }
+
+    /// A secret value: every occurrence is shown as `***`. Empty values
+    /// are ignored (they would mask nothing, or everything).
+    pub fn add_secret(&mut self, value: &str) {
+        let v = value.trim_end_matches(['\n', '\r']);
+        if v.is_empty() || v == "***" || self.words.iter().any(|w| w == v) {
+            return;
+        }
+        self.words.push(v.to_string());
+        self.words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    }
+
+    /// A string that may be a URL or connection string: when it holds a
+    /// password, the password is a secret and the string is shown masked.
+    pub fn add_url(&mut self, url: &str) {
+        let masked = mask_url(url);
+        if masked == url {
+            return;
+        }
+        let s = Secrets::new(url, None);
+        for w in &s.words {
+            self.add_secret(w);
+        }
+        if !self.urls.iter().any(|(u, _)| u == url) {
+            self.urls.push((url.to_string(), masked));
+        }
+    }
+
+    /// Adds everything `other` hides.
+    pub fn extend(&mut self, other: &Masker) {
+        for (u, _) in &other.urls {
+            self.add_url(u);
+        }
+        for w in &other.words {
+            self.add_secret(w);
+        }
+    }
+
+    /// `s` with every URL password and every secret value masked.
+    pub fn mask<'s>(&self, s: &'s str) -> Cow<'s, str> {
+        if self.is_empty() {
+            return Cow::Borrowed(s);
+        }
+        let needs = self.urls.iter().any(|(u, _)| s.contains(u.as_str()))
+            || self.words.iter().any(|w| s.contains(w.as_str()));
+        if !needs {
+            return Cow::Borrowed(s);
+        }
+        let mut out = s.to_string();
+        for (u, m) in &self.urls {
+            out = out.replace(u.as_str(), m);
+        }
+        for w in &self.words {
+            out = out.replace(w.as_str(), "***");
+        }
+        Cow::Owned(out)
+    }
+
+    /// Every string in a JSON value masked (keys too).
+    pub fn mask_json(&self, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        if self.is_empty() {
+            return v.clone();
+        }
+        match v {
+            Value::String(s) => Value::String(self.mask(s).into_owned()),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.mask_json(x)).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, x)| (self.mask(k).into_owned(), self.mask_json(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// Masks a file in place from byte `from` on (what one step attempt
+    /// appended to its log). Lines are masked whole, so a secret is found
+    /// wherever the step's writes were split within a line. Streams: the
+    /// masked lines go to a sibling file that is copied back only when
+    /// something was masked, so a large log costs no more memory than its
+    /// longest line.
+    pub fn mask_file_from(&self, path: &std::path::Path, from: u64) -> std::io::Result<()> {
+        use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+        if self.is_empty() {
+            return Ok(());
+        }
+        let mut f = std::fs::File::options().read(true).write(true).open(path)?;
+        f.seek(SeekFrom::Start(from))?;
+        let mut r = BufReader::with_capacity(1 << 16, f.try_clone()?);
+        // Most logs hold no secret: one read to find out, and nothing written.
+        let mut line = Vec::new();
+        let mut found = false;
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            if matches!(self.mask(&String::from_utf8_lossy(&line)), Cow::Owned(_)) {
+                found = true;
+                break;
+            }
+        }
+        if !found {
+            return Ok(());
+        }
+        r.seek(SeekFrom::Start(from))?;
+        let side = path.with_extension("log.masking");
+        let mut w = BufWriter::new(std::fs::File::create(&side)?);
+        let mut changed = false;
+        let result = (|| -> std::io::Result<()> {
+            loop {
+                line.clear();
+                if r.read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+                match std::str::from_utf8(&line) {
+                    Ok(text) => match self.mask(text) {
+                        Cow::Owned(m) => {
+                            changed = true;
+                            w.write_all(m.as_bytes())?;
+                        }
+                        Cow::Borrowed(_) => w.write_all(&line)?,
+                    },
+                    Err(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        match self.mask(&text) {
+                            Cow::Owned(m) => {
+                                changed = true;
+                                w.write_all(m.as_bytes())?;
+                            }
+                            Cow::Borrowed(_) => w.write_all(&line)?,
+                        }
+                    }
+                }
+            }
+            w.flush()?;
+            if changed {
+                f.set_len(from)?;
+                f.seek(SeekFrom::Start(from))?;
+                std::io::copy(&mut std::fs::File::open(&side)?, &mut f)?;
+            }
+            Ok(())
+        })();
+        let _ = std::fs::remove_file(&side);
+        result
+    }
+}
+
+static PROCESS: RwLock<Option<Masker>> = RwLock::new(None);
+
+/// Adds `m` to what this process hides in everything it prints.
+pub fn register(m: &Masker) {
+    if m.is_empty() {
+        return;
+    }
+    let mut g = PROCESS.write().unwrap_or_else(|e| e.into_inner());
+    g.get_or_insert_with(Masker::default).extend(m);
+}
+
+/// Whether this process hides anything ([`register`]).
+pub fn active() -> bool {
+    PROCESS.read().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
+/// `s` masked with what this process hides ([`register`]).
+pub fn mask(s: &str) -> Cow<'_, str> {
+    let g = PROCESS.read().unwrap_or_else(|e| e.into_inner());
+    match &*g {
+        Some(m) => Cow::Owned(m.mask(s).into_owned()),
+        None => Cow::Borrowed(s),
+    }
+}
+
+/// What a project's definitions hide, with `${env:…}` resolved by
+/// `lookup`: the values of every declared secret, and every URL with a
+/// password in any resource's fields. Values that do not resolve (unset
+/// variables) are left out: they cannot appear anywhere.
+pub fn masker_for(defs: &crate::model::Defs, lookup: &dyn Fn(&str) -> Option<String>) -> Masker {
+    let mut m = Masker::default();
+    fn walk(v: &toml::Value, m: &mut Masker, lookup: &dyn Fn(&str) -> Option<String>) {
+        match v {
+            toml::Value::String(s) => {
+                if let Ok(t) = crate::interp::Template::parse(s)
+                    && let Ok(r) = t.resolve(lookup)
+                {
+                    m.add_url(&r);
+                }
+            }
+            toml::Value::Array(a) => a.iter().for_each(|x| walk(x, m, lookup)),
+            toml::Value::Table(t) => t.values().for_each(|x| walk(x, m, lookup)),
+            _ => {}
+        }
+    }
+    for r in defs.resources.values() {
+        for (k, v) in &r.config {
+            if r.secrets.iter().any(|s| s == k) {
+                let raw = match v {
+                    toml::Value::String(s) => crate::interp::Template::parse(s)
+                        .ok()
+                        .and_then(|t| t.resolve(lookup).ok()),
+                    other => Some(other.to_string()),
+                };
+                if let Some(val) = raw {
+                    m.add_secret(&val);
+                    m.add_url(&val);
+                }
+            } else {
+                walk(v, &mut m, lookup);
+            }
+        }
+    }
+    m
+}
+
 fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
@@ -179,6 +419,42 @@ mod tests {
         ] {
             assert_eq!(mask_url(url), shown, "{url}");
         }
+    }
+
+    #[test]
+    fn a_masker_hides_secrets_and_url_passwords() {
+        let mut m = Masker::default();
+        m.add_secret("tok-123");
+        m.add_secret("tok-123-long");
+        m.add_secret("");
+        m.add_url("postgres://dg:pa/ss@db/x");
+        let out = m.mask("a tok-123-long b tok-123 c postgres://dg:pa/ss@db/x d pa/ss");
+        assert_eq!(out, "a *** b *** c postgres://dg:***@db/x d ***");
+        assert!(matches!(m.mask("nothing here"), Cow::Borrowed(_)));
+        let j = m.mask_json(&serde_json::json!({"k": ["x tok-123"], "tok-123": 1}));
+        assert_eq!(j, serde_json::json!({"k": ["x ***"], "***": 1}));
+    }
+
+    #[test]
+    fn a_log_is_masked_from_where_the_attempt_began() {
+        let dir = std::env::temp_dir().join(format!("dg-mask-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("step.log");
+        std::fs::write(
+            &log,
+            b"before tok-123\nthe tok-123 here\nand \xff tok-123 no newline",
+        )
+        .unwrap();
+        let mut m = Masker::default();
+        m.add_secret("tok-123");
+        m.mask_file_from(&log, 15).unwrap();
+        let got = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+        assert_eq!(
+            got,
+            "before tok-123\nthe *** here\nand \u{fffd} *** no newline"
+        );
+        assert!(!dir.join("step.log.masking").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

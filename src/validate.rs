@@ -67,15 +67,13 @@ pub fn load_defs(
         .filter_map(|p| load::read_file(p, display_path(p, cwd), sources, diags))
         .collect();
     let all_read = ids.len() == paths.len();
-    validate_files_with(
-        sources,
-        &ids,
-        all_read,
-        registry,
-        env,
-        Some(&project.pools),
-        diags,
-    )
+    let from_config = FromConfig {
+        pools: Some(&project.pools),
+        profile: project
+            .config_id
+            .map(|id| (id, project.selected_profile.clone())),
+    };
+    validate_files_with(sources, &ids, all_read, registry, env, from_config, diags)
 }
 
 /// Validates files already read into `sources`. Errors and warnings go to
@@ -89,24 +87,43 @@ pub fn validate_files(
     env: EnvLookup<'_>,
     diags: &mut Diagnostics,
 ) -> Option<Defs> {
-    validate_files_with(sources, ids, all_read, registry, env, None, diags)
+    let none = FromConfig {
+        pools: None,
+        profile: None,
+    };
+    validate_files_with(sources, ids, all_read, registry, env, none, diags)
 }
 
-/// [`validate_files`], also checking `pool = …` against the project's
-/// `[pools]` when they are given.
+/// What `dg.toml` adds to the validation of the definitions.
+pub struct FromConfig<'a> {
+    /// `[pools]`: `pool = …` must name one of them (not checked when `None`).
+    pub pools: Option<&'a std::collections::BTreeMap<String, u32>>,
+    /// `dg.toml` (already read into the sources) and the selected profile:
+    /// the resources of every `[profiles.NAME]` are validated, and those of
+    /// the selected profile replace the definitions' own.
+    pub profile: Option<(FileId, Option<String>)>,
+}
+
+/// [`validate_files`] with what the project's `dg.toml` adds ([`FromConfig`]).
 pub fn validate_files_with(
     sources: &Sources,
     ids: &[FileId],
     all_read: bool,
     registry: &Registry,
     env: EnvLookup<'_>,
-    pools: Option<&std::collections::BTreeMap<String, u32>>,
+    from_config: FromConfig<'_>,
     diags: &mut Diagnostics,
 ) -> Option<Defs> {
+    let FromConfig { pools, profile } = from_config;
     let files: Vec<RawFile<'_>> = ids
         .iter()
         .filter_map(|&id| load::parse(sources, id, diags))
         .collect();
+    // dg.toml's own errors were reported when the project was read.
+    let config = profile
+        .as_ref()
+        .and_then(|(id, _)| load::parse(sources, *id, &mut Diagnostics::default()));
+    let selected = profile.and_then(|(_, p)| p);
     let mut v = Validator {
         sources,
         registry,
@@ -118,7 +135,7 @@ pub fn validate_files_with(
         edges: Vec::new(),
         pools,
     };
-    let defs = v.run(&files);
+    let defs = v.run(&files, config.as_ref(), selected.as_deref());
     if !all_read || files.len() < ids.len() {
         // A file that could not be read or parsed may define the names that
         // other files refer to: reporting those references as unknown would
@@ -127,6 +144,84 @@ pub fn validate_files_with(
     }
     diags.sort();
     if diags.has_errors() { None } else { Some(defs) }
+}
+
+/// `[defaults]` of one definitions file: applied to that file's assets; an
+/// asset's own field wins (tags are merged, the asset's own winning).
+struct FileDefaults<'f, 'i> {
+    key_prefix: Option<String>,
+    group: Option<Str>,
+    io_manager: Option<Str>,
+    partitions: Option<&'f Value<'i>>,
+    tags: Vec<(Str, Str)>,
+}
+
+const DEFAULTS_FIELDS: &[&str] = &["key_prefix", "group", "io_manager", "partitions", "tags"];
+
+impl Validator<'_> {
+    fn file_defaults<'f, 'i>(&mut self, f: &'f RawFile<'i>) -> FileDefaults<'f, 'i> {
+        let mut fd = FileDefaults {
+            key_prefix: None,
+            group: None,
+            io_manager: None,
+            partitions: None,
+            tags: Vec::new(),
+        };
+        let Some(v) = f.root.get("defaults") else {
+            return fd;
+        };
+        let d = &mut *self.diags;
+        let Some(r) = Reader::of_value(f.file, v, "`[defaults]`", DEFAULTS_FIELDS, d) else {
+            return fd;
+        };
+        if let Some(p) = r.str("key_prefix", d) {
+            let prefix = p.value.trim_matches('/').to_string();
+            match check_asset_key(&prefix) {
+                Some(problem) => d.push(
+                    Diagnostic::error(
+                        Kind::InvalidKey,
+                        format!("invalid `key_prefix` `{}` in `[defaults]`", p.value),
+                    )
+                    .at(&p.span, problem)
+                    .help("a key prefix is `/`-separated segments of letters, digits, `_`, `-` and `.`, e.g. `raw` or `warehouse/raw`"),
+                ),
+                None => fd.key_prefix = Some(prefix),
+            }
+        }
+        fd.group = r.str("group", d);
+        fd.io_manager = r.str("io_manager", d);
+        fd.partitions = r.get("partitions");
+        fd.tags = r.str_map("tags", d).unwrap_or_default();
+        fd
+    }
+}
+
+/// `[profiles.NAME.resources.KEY]` of `dg.toml`, per profile.
+fn profile_entries<'f, 'i>(config: Option<&'f RawFile<'i>>) -> Vec<(String, Vec<Entry<'f, 'i>>)> {
+    let mut out = Vec::new();
+    let Some(f) = config else { return out };
+    let Some(DeValue::Table(profiles)) = f.root.get("profiles").map(|v| v.get_ref()) else {
+        return out;
+    };
+    for (pk, pv) in profiles.iter() {
+        let DeValue::Table(p) = pv.get_ref() else {
+            continue;
+        };
+        let Some(DeValue::Table(rs)) = p.get("resources").map(|v| v.get_ref()) else {
+            continue;
+        };
+        let entries = rs
+            .iter()
+            .map(|(k, v)| Entry {
+                name: k.get_ref().to_string(),
+                span: Span::new(f.file, k.span()),
+                file: f.file,
+                value: v,
+            })
+            .collect();
+        out.push((pk.get_ref().to_string(), entries));
+    }
+    out
 }
 
 /// One `[group.name]` entry found in some file.
@@ -357,6 +452,9 @@ const ASSET_FIELDS: &[&str] = &[
     "output",
     "output_required",
     "columns",
+    "resources",
+    "config",
+    "config_affects_staleness",
 ];
 const INPUT_FIELDS: &[&str] = &[
     "asset",
@@ -370,13 +468,22 @@ const PARTITION_TYPES: &[&str] = &[
 ];
 
 impl<'a> Validator<'a> {
-    fn run(&mut self, files: &[RawFile<'_>]) -> Defs {
+    fn run(
+        &mut self,
+        files: &[RawFile<'_>],
+        config: Option<&RawFile<'_>>,
+        selected: Option<&str>,
+    ) -> Defs {
         // Pass 1: names in each group, duplicates across files.
         let mut groups: [Vec<Entry<'_, '_>>; 4] = Default::default();
+        let mut defaults: HashMap<FileId, FileDefaults<'_, '_>> = HashMap::new();
         for f in files {
+            let fd = self.file_defaults(f);
+            let prefix = fd.key_prefix.clone();
+            defaults.insert(f.file, fd);
             for (k, _) in f.root.iter() {
                 let key: &str = k.get_ref();
-                if !TOP.contains(&key) {
+                if !TOP.contains(&key) && key != "defaults" {
                     self.diags.push(
                         Diagnostic::error(
                             Kind::UnknownField,
@@ -404,8 +511,12 @@ impl<'a> Validator<'a> {
                     continue;
                 };
                 for (k, v) in table.iter() {
+                    let name: &str = k.get_ref();
                     groups[gi].push(Entry {
-                        name: k.get_ref().to_string(),
+                        name: match &prefix {
+                            Some(p) if *group == "assets" => format!("{p}/{name}"),
+                            _ => name.to_string(),
+                        },
                         span: Span::new(f.file, k.span()),
                         file: f.file,
                         value: v,
@@ -490,13 +601,43 @@ impl<'a> Validator<'a> {
                     format: Some(Format::Csv),
                     path: None,
                     span: None,
+                    secrets: Vec::new(),
                 },
             );
+        }
+        // Profiles in dg.toml: every one is checked, the selected one replaces
+        // resources whole (or adds them).
+        let mut profile_names: Vec<String> = Vec::new();
+        for (pname, entries) in profile_entries(config) {
+            let this = Some(pname.as_str()) == selected;
+            for e in &entries {
+                // Another profile's variables are not set: only its errors count.
+                let saved = (!this).then(|| std::mem::take(&mut *self.diags));
+                let r = self.resource(e);
+                if let Some(saved) = saved {
+                    let mine = std::mem::replace(&mut *self.diags, saved);
+                    for d in mine.items.into_iter().filter(|d| d.is_error()) {
+                        self.diags.push(d);
+                    }
+                }
+                if this {
+                    profile_names.push(e.name.clone());
+                    match r {
+                        Some(r) => {
+                            res.insert(e.name.clone(), r);
+                        }
+                        None => {
+                            res.shift_remove(&e.name);
+                        }
+                    }
+                }
+            }
         }
         let resource_names: Vec<&str> = resources
             .iter()
             .map(|e| e.name.as_str())
             .chain((!resources.iter().any(|e| e.name == "io_manager")).then_some("io_manager"))
+            .chain(profile_names.iter().map(String::as_str))
             .collect();
 
         // Pass 4: assets.
@@ -515,7 +656,10 @@ impl<'a> Validator<'a> {
         self.edges = vec![Vec::new(); assets.len()];
         let mut built: Vec<Option<Asset>> = assets
             .iter()
-            .map(|e| self.asset(e, &keys, &key_list, &res, &resource_names))
+            .map(|e| {
+                let fd = defaults.get(&e.file);
+                self.asset(e, &keys, &key_list, &res, &resource_names, fd)
+            })
             .collect();
 
         // Pass 5: graph.
@@ -1375,7 +1519,9 @@ impl<'a> Validator<'a> {
             );
             return None;
         };
-        let names = self.registry.names();
+        let mut names = self.registry.names();
+        names.push(crate::model::SETTINGS);
+        names.sort_unstable();
         let Some(ty) = t.get("type") else {
             self.diags.push(
                 Diagnostic::error(Kind::MissingField, format!("{what} has no `type`"))
@@ -1398,6 +1544,9 @@ impl<'a> Validator<'a> {
             );
             return None;
         };
+        if ty_name == crate::model::SETTINGS && self.registry.get(ty_name).is_none() {
+            return self.settings(e, t, &what);
+        }
         let Some(kind) = self.registry.get(ty_name) else {
             self.diags.push(
                 Diagnostic::error(
@@ -1440,6 +1589,7 @@ impl<'a> Validator<'a> {
                     format: info.format,
                     path: info.path,
                     span: Some(e.span.clone()),
+                    secrets: Vec::new(),
                 })
             }
             Err(err) => {
@@ -1483,6 +1633,128 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// A `type = "settings"` resource: scalar fields (strings may use
+    /// `${env:…}`) and `secrets`, the fields to mask.
+    fn settings(&mut self, e: &Entry<'_, '_>, t: &load::Table<'_>, what: &str) -> Option<Resource> {
+        let mut config = toml::Table::new();
+        let mut ok = true;
+        let mut vars: Vec<(String, String, Span)> = Vec::new();
+        for (k, v) in t.iter() {
+            let field = k.get_ref().to_string();
+            if field == "type" || field == "secrets" {
+                continue;
+            }
+            let span = Span::new(e.file, v.span());
+            let value = match v.get_ref() {
+                DeValue::String(x) => {
+                    self.template(
+                        &Str {
+                            value: x.to_string(),
+                            span: span.clone(),
+                        },
+                        what,
+                    );
+                    toml::Value::String(x.to_string())
+                }
+                DeValue::Integer(_)
+                | DeValue::Float(_)
+                | DeValue::Boolean(_)
+                | DeValue::Datetime(_) => match load::to_json(v.get_ref()) {
+                    serde_json::Value::Bool(b) => toml::Value::Boolean(b),
+                    serde_json::Value::Number(n) if n.is_i64() => {
+                        toml::Value::Integer(n.as_i64().unwrap_or_default())
+                    }
+                    serde_json::Value::Number(n) => {
+                        toml::Value::Float(n.as_f64().unwrap_or_default())
+                    }
+                    other => toml::Value::String(
+                        other
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| other.to_string()),
+                    ),
+                },
+                other => {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Kind::WrongType,
+                            format!(
+                                "field `{field}` of {what} must be a string, number or boolean, found {}",
+                                load::type_name(other)
+                            ),
+                        )
+                        .at(&span, "not a scalar")
+                        .help("a step gets each field as one environment variable, `DG_RESOURCE_<NAME>_<FIELD>`; write structured values as a JSON string"),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            let var = format!(
+                "DG_RESOURCE_{}_{}",
+                crate::exec::step::env_name(&e.name),
+                crate::exec::step::env_name(&field)
+            );
+            let key_span = Span::new(e.file, k.span());
+            if let Some((first, _, first_span)) = vars.iter().find(|(_, x, _)| *x == var) {
+                self.diags.push(
+                    Diagnostic::error(
+                        Kind::Duplicate,
+                        format!("fields `{first}` and `{field}` of {what} both become `{var}`"),
+                    )
+                    .at(&key_span, format!("`{field}` → `{var}`"))
+                    .also(first_span, format!("`{first}` → `{var}`"))
+                    .help("a step sees each field upper-cased with other characters written `_`; rename one of them"),
+                );
+                ok = false;
+            }
+            vars.push((field.clone(), var, key_span));
+            config.insert(field, value);
+        }
+        let mut secrets = Vec::new();
+        if let Some(v) = t.get("secrets") {
+            let r = Reader::new(
+                e.file,
+                t,
+                e.value.span(),
+                what.to_string(),
+                &[],
+                &mut Diagnostics::default(),
+            );
+            let fields: Vec<&str> = config.keys().map(String::as_str).collect();
+            for sname in r.str_array("secrets", self.diags).unwrap_or_default() {
+                if config.contains_key(&sname.value) {
+                    secrets.push(sname.value);
+                } else {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Kind::UnknownReference,
+                            format!(
+                                "`secrets` of {what} names `{}`, which is not one of its fields",
+                                sname.value
+                            ),
+                        )
+                        .at(&sname.span, "no such field")
+                        .help(suggest(&sname.value, &fields, "its fields")),
+                    );
+                    ok = false;
+                }
+            }
+            if !matches!(v.get_ref(), DeValue::Array(_)) {
+                ok = false;
+            }
+        }
+        ok.then(|| Resource {
+            key: e.name.clone(),
+            type_name: crate::model::SETTINGS.to_string(),
+            config,
+            format: None,
+            span: Some(e.span.clone()),
+            secrets,
+            path: None,
+        })
+    }
+
     /// Parses every string under `table` as a template, and warns about unset variables.
     fn check_templates(&mut self, file: FileId, table: &load::Table<'_>, what: &str) {
         for (_, v) in table.iter() {
@@ -1520,6 +1792,7 @@ impl<'a> Validator<'a> {
         key_list: &[&str],
         resources: &indexmap::IndexMap<String, Resource>,
         resource_names: &[&str],
+        defaults: Option<&FileDefaults<'_, '_>>,
     ) -> Option<Asset> {
         let what = format!("asset `{}`", e.name);
         let r = Reader::of_value(e.file, e.value, &what, ASSET_FIELDS, self.diags)?;
@@ -1577,7 +1850,10 @@ impl<'a> Validator<'a> {
         }
 
         // Partitions.
-        let partitions = match r.get("partitions") {
+        let partitions_value = r
+            .get("partitions")
+            .or_else(|| defaults.and_then(|fd| fd.partitions));
+        let partitions = match partitions_value {
             None => None,
             Some(v) => match v.get_ref() {
                 DeValue::String(name) => {
@@ -1593,11 +1869,14 @@ impl<'a> Validator<'a> {
                     .map(|def| AssetPartitions { def, name: None }),
             },
         };
-        let partitions_failed = r.get("partitions").is_some() && partitions.is_none();
+        let partitions_failed = partitions_value.is_some() && partitions.is_none();
         let d = &mut *self.diags;
 
         // Manager and format.
-        let io_manager = match r.str("io_manager", d) {
+        let io_manager = match r
+            .str("io_manager", d)
+            .or_else(|| defaults.and_then(|fd| fd.io_manager.clone()))
+        {
             Some(s) if !resources.contains_key(&s.value) => {
                 if !resource_names.contains(&s.value.as_str()) {
                     d.push(
@@ -1615,9 +1894,89 @@ impl<'a> Validator<'a> {
                 }
                 s.value
             }
-            Some(s) => s.value,
+            Some(s) => {
+                if resources.get(&s.value).is_some_and(|x| x.is_settings()) {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!(
+                                "{what} uses settings resource `{}` as its I/O manager",
+                                s.value
+                            ),
+                        )
+                        .at(&s.span, "a settings resource stores nothing")
+                        .help(format!(
+                            "give the step its values with `resources = [\"{}\"]`, and name an I/O manager (`fs`, `sqlite`, …) in `io_manager`",
+                            s.value
+                        )),
+                    );
+                }
+                s.value
+            }
             None => "io_manager".to_string(),
         };
+        // `resources = [...]`: settings resources only, each once.
+        let mut step_resources: Vec<String> = Vec::new();
+        for name in r.str_array("resources", d).unwrap_or_default() {
+            match resources.get(&name.value) {
+                Some(x) if x.is_settings() => {
+                    if !step_resources.contains(&name.value) {
+                        step_resources.push(name.value);
+                    }
+                }
+                Some(x) => d.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!(
+                            "{what} lists `{}` in `resources`, but it is an I/O manager (type `{}`)",
+                            name.value, x.type_name
+                        ),
+                    )
+                    .at(&name.span, "not a settings resource")
+                    .help("`resources` gives a step the fields of `type = \"settings\"` resources; an I/O manager is named by `io_manager` or an input's `input_manager`"),
+                ),
+                None if resource_names.contains(&name.value.as_str()) => {}
+                None => {
+                    let settings: Vec<&str> = resources
+                        .values()
+                        .filter(|x| x.is_settings())
+                        .map(|x| x.key.as_str())
+                        .collect();
+                    d.push(
+                        Diagnostic::error(
+                            Kind::UnknownReference,
+                            format!("{what} uses unknown resource `{}`", name.value),
+                        )
+                        .at(&name.span, "no such resource")
+                        .help(suggest(&name.value, &settings, "settings resources")),
+                    );
+                }
+            }
+        }
+        // Run config defaults: `DG_CONFIG`, overridden with `--config`.
+        let config = match r.table("config", d) {
+            Some((t, v)) => {
+                for (k, _) in t.iter() {
+                    let name: &str = k.get_ref();
+                    if name.is_empty() || name.contains(['.', '=']) {
+                        d.push(
+                            Diagnostic::error(
+                                Kind::InvalidKey,
+                                format!("invalid config field `{name}` in {what}"),
+                            )
+                            .at(&Span::new(e.file, k.span()), "no `.` or `=` in a field name")
+                            .help("`--config ASSET.FIELD=VALUE` names a field after the last `.`; use letters, digits, `_` and `-`"),
+                        );
+                    }
+                }
+                match load::to_json(v.get_ref()) {
+                    serde_json::Value::Object(m) => m,
+                    _ => Default::default(),
+                }
+            }
+            None => Default::default(),
+        };
+        let config_affects_staleness = r.bool("config_affects_staleness", d).unwrap_or(false);
         let format = match r.str("format", d) {
             Some(s) => match Format::parse(&s.value) {
                 Some(f) => Some(f),
@@ -1645,12 +2004,18 @@ impl<'a> Validator<'a> {
 
         let group = r
             .str("group", d)
+            .or_else(|| defaults.and_then(|fd| fd.group.clone()))
             .map(|s| s.value)
             .unwrap_or_else(|| "default".into());
-        let tags: BTreeMap<String, String> = r
-            .str_map("tags", d)
+        let own_tags = r.str_map("tags", d).unwrap_or_default();
+        let tags: BTreeMap<String, String> = defaults
+            .map(|fd| fd.tags.clone())
             .unwrap_or_default()
             .into_iter()
+            .filter(|(k, _)| !own_tags.iter().any(|(o, _)| o.value == k.value))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .chain(own_tags)
             .map(|(k, v)| {
                 // `${env:…}` works in tag values too (resolved when a run starts).
                 check_template(&v, &format!("tag `{}` of {what}", k.value), self.env, d);
@@ -1916,6 +2281,20 @@ impl<'a> Validator<'a> {
                         );
                         None
                     }
+                    Some(s) if resources.get(&s.value).is_some_and(|x| x.is_settings()) => {
+                        d.push(
+                            Diagnostic::error(
+                                Kind::InvalidValue,
+                                format!(
+                                    "{in_what} uses settings resource `{}` as its input manager",
+                                    s.value
+                                ),
+                            )
+                            .at(&s.span, "a settings resource loads nothing")
+                            .help("name an I/O manager here; give the step settings with `resources = [...]` on the asset"),
+                        );
+                        None
+                    }
                     Some(s) => Some(s.value),
                     None => None,
                 };
@@ -2000,6 +2379,9 @@ impl<'a> Validator<'a> {
             metadata,
             env,
             code_version,
+            resources: step_resources,
+            config,
+            config_affects_staleness,
             retry,
             pool,
             timeout,
@@ -2564,6 +2946,9 @@ mod tests {
             state_url: None,
             jobs: None,
             pools: Default::default(),
+            config_id: None,
+            profiles: Vec::new(),
+            selected_profile: None,
         };
         let lookup = |n: &str| {
             env.iter()

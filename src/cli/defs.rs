@@ -162,9 +162,19 @@ pub fn list(s: &Session, json: bool) -> i32 {
     s.out.line(&format!("Resources ({})", defs.resources.len()));
     let w = defs.resources.keys().map(String::len).max().unwrap_or(0);
     for (k, r) in &defs.resources {
-        let note = if r.span.is_none() { "  (default)" } else { "" };
+        let note = if r.span.is_none() {
+            "  (default)".to_string()
+        } else if r.is_settings() {
+            let fields: Vec<String> = settings_fields(r)
+                .iter()
+                .map(|(f, v)| format!("{f}={v}"))
+                .collect();
+            format!("  {}", fields.join(" "))
+        } else {
+            String::new()
+        };
         s.out
-            .line(&format!("  {k:w$}  {}{}", r.type_name, s.out.dim(note)));
+            .line(&format!("  {k:w$}  {}{}", r.type_name, s.out.dim(&note)));
     }
     s.out
         .line(&format!("Partitions ({})", defs.partitions.len()));
@@ -174,6 +184,24 @@ pub fn list(s: &Session, json: bool) -> i32 {
             .line(&format!("  {k:w$}  {}", describe_partitions(&p.def)));
     }
     EXIT_OK
+}
+
+/// A settings resource's fields as written (`${env:…}` kept), secrets as `***`.
+fn settings_fields(r: &crate::model::Resource) -> Vec<(String, String)> {
+    r.config
+        .iter()
+        .map(|(f, v)| {
+            let shown = if r.secrets.contains(f) {
+                "***".to_string()
+            } else {
+                match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }
+            };
+            (f.clone(), shown)
+        })
+        .collect()
 }
 
 /// The upstream keys an asset reads, each once, in input order (two inputs
@@ -216,12 +244,25 @@ fn defs_json(defs: &Defs) -> serde_json::Value {
             "tags": a.tags,
             "description": a.description,
             "code_version": a.code_version,
+            "resources": a.resources,
+            "config": a.config,
         })).collect::<Vec<_>>(),
-        "resources": defs.resources.iter().map(|(k, r)| json!({
-            "key": k,
-            "type": r.type_name,
-            "default": r.span.is_none(),
-        })).collect::<Vec<_>>(),
+        "resources": defs.resources.iter().map(|(k, r)| {
+            let mut v = json!({
+                "key": k,
+                "type": r.type_name,
+                "default": r.span.is_none(),
+            });
+            if r.is_settings() {
+                v["fields"] = settings_fields(r)
+                    .into_iter()
+                    .map(|(f, x)| (f, json!(x)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+                v["secrets"] = json!(r.secrets);
+            }
+            v
+        }).collect::<Vec<_>>(),
         "partitions": defs.partitions.iter().map(|(k, p)| {
             let mut v = partitions_json(&p.def);
             v["name"] = json!(k);

@@ -257,13 +257,17 @@ pub fn runs(s: &Session, json: bool, limit: usize) -> i32 {
     }
     for r in runs {
         s.out.line(&format!(
-            "{}  {:11}  {}  steps={}  --select {} {}",
+            "{}  {:11}  {}  steps={}  --select {} {}{}",
             r.id,
             r.status.as_str(),
             r.started_at,
             r.steps.unwrap_or(0),
             r.selection,
-            r.partitions
+            r.partitions,
+            r.profile
+                .as_deref()
+                .map(|p| format!("  profile={p}"))
+                .unwrap_or_default()
         ));
     }
     EXIT_OK
@@ -302,6 +306,12 @@ pub fn run_show(s: &Session, id: &str, json: bool) -> i32 {
     ));
     s.out
         .line(&format!("  --select {} {}", run.selection, run.partitions));
+    if let Some(p) = &run.profile {
+        s.out.line(&format!("  profile {p}"));
+    }
+    if let Some(c) = &run.config {
+        s.out.line(&format!("  config {c}"));
+    }
     for a in &attempts {
         let err = a
             .error
@@ -388,6 +398,25 @@ fn print_file(path: &std::path::Path) -> std::io::Result<()> {
     let mut r = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path)?);
     let mut out = std::io::stdout().lock();
     let mut last = b'\n';
+    if crate::secrets::active() {
+        // Line by line through the masker (a log written before the
+        // secret was declared, or while its step still runs).
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if r.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            last = line[line.len() - 1];
+            let text = String::from_utf8_lossy(&line);
+            if out
+                .write_all(crate::secrets::mask(&text).as_bytes())
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
     loop {
         let buf = r.fill_buf()?;
         if buf.is_empty() {

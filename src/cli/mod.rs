@@ -66,6 +66,9 @@ pub struct GlobalArgs {
     /// When to use colour
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// The `[profiles.NAME]` of dg.toml in force: its resources and environment
+    #[arg(long, global = true, env = "DG_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,13 +257,18 @@ impl Session {
     pub fn load(&self) -> Loaded {
         let mut sources = Sources::default();
         let mut diags = Diagnostics::default();
-        let project = Project::discover(
+        let mut project = Project::discover(
             &self.cwd,
             self.global.project.as_deref(),
             &mut sources,
             &mut diags,
         );
-        let env = |n: &str| std::env::var(n).ok();
+        if let (Some(p), Some(name)) = (&mut project, self.global.profile.as_deref())
+            && !name.is_empty()
+        {
+            p.select_profile(name, &mut diags);
+        }
+        let env = crate::interp::env_var;
         let defs = match &project {
             Some(p) if !diags.has_errors() => crate::validate::load_defs(
                 p,
@@ -282,6 +290,19 @@ impl Session {
             diags.sort();
             ok.then_some(d)
         });
+        // Everything printed from now on hides the project's secrets.
+        if let Some(d) = &defs {
+            crate::secrets::register(&crate::secrets::masker_for(d, &crate::interp::env_var));
+        }
+        if let Some(u) = project
+            .as_ref()
+            .and_then(|p| p.state_url.as_ref())
+            .and_then(|t| t.resolve_env().ok())
+        {
+            let mut m = crate::secrets::Masker::default();
+            m.add_url(&u);
+            crate::secrets::register(&m);
+        }
         Loaded {
             project,
             sources,

@@ -14,7 +14,9 @@ pub struct Out {
 
 impl Out {
     /// A line on stdout. A closed pipe (`dg … | head`) is not an error.
+    /// Every line goes through the secrets masker ([`crate::secrets::mask`]).
     pub fn line(&self, s: &str) {
+        let s = crate::secrets::mask(s);
         let mut o = std::io::stdout().lock();
         let _ = writeln!(o, "{s}");
     }
@@ -28,6 +30,7 @@ impl Out {
 
     /// A line on stderr.
     pub fn err(&self, s: &str) {
+        let s = crate::secrets::mask(s);
         let mut e = std::io::stderr().lock();
         let _ = writeln!(e, "{s}");
     }

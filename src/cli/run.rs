@@ -89,6 +89,43 @@ pub struct RunArgs {
     /// materialized again since), and everything downstream of them
     #[arg(long)]
     pub stale: bool,
+    /// Run config: `ASSET.FIELD=VALUE`, or `FIELD=VALUE` for every selected
+    /// asset with that field (VALUE is a TOML scalar; other text is a string)
+    #[arg(long, value_name = "[ASSET.]FIELD=VALUE")]
+    pub config: Vec<String>,
+}
+
+/// Parses `--config [ASSET.]FIELD=VALUE`. The asset is what comes before
+/// the last `.` (asset keys may hold dots; field names may not).
+fn parse_config(given: &str) -> Result<crate::model::ConfigOverride, String> {
+    let Some((lhs, raw)) = given.split_once('=') else {
+        return Err(format!(
+            "`--config {given}` has no `=`: write `ASSET.FIELD=VALUE` or `FIELD=VALUE`"
+        ));
+    };
+    let (asset, field) = match lhs.rsplit_once('.') {
+        Some((a, f)) => (Some(a.to_string()), f.to_string()),
+        None => (None, lhs.to_string()),
+    };
+    if field.is_empty() || asset.as_deref() == Some("") {
+        return Err(format!(
+            "`--config {given}`: write `ASSET.FIELD=VALUE` or `FIELD=VALUE`"
+        ));
+    }
+    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => match t.remove("v") {
+            Some(toml::Value::Datetime(d)) => serde_json::Value::String(d.to_string()),
+            Some(v) => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            None => serde_json::Value::String(raw.to_string()),
+        },
+        Err(_) => serde_json::Value::String(raw.to_string()),
+    };
+    Ok(crate::model::ConfigOverride {
+        given: given.to_string(),
+        asset,
+        field,
+        value,
+    })
 }
 
 /// A run id: UTC time plus a few random hex digits.
@@ -169,7 +206,7 @@ pub fn job_args(j: &Job, t: &TargetArgs, args: &RunArgs) -> (TargetArgs, RunArgs
 /// when a run was recorded.
 pub fn run_resolved(
     s: &Session,
-    r: super::plan::Resolved,
+    mut r: super::plan::Resolved,
     t: &TargetArgs,
     args: &RunArgs,
     job: Option<&str>,
@@ -188,6 +225,25 @@ pub fn run_resolved(
         return (EXIT_USAGE, None);
     }
     exec::remove_stale_scratch(&project.state_dir, &*store);
+    if !args.config.is_empty() {
+        let mut planned: Vec<crate::model::AssetId> =
+            r.plan.steps.iter().map(|st| st.asset).collect();
+        planned.extend(r.selected.iter().copied());
+        planned.sort_unstable();
+        planned.dedup();
+        let parsed: Vec<_> = args.config.iter().map(|c| parse_config(c)).collect();
+        let mut errors: Vec<String> = parsed.iter().filter_map(|p| p.clone().err()).collect();
+        let overrides: Vec<_> = parsed.into_iter().filter_map(Result::ok).collect();
+        if let Err(e) = r.defs.apply_config(&planned, &overrides) {
+            errors.extend(e);
+        }
+        if !errors.is_empty() {
+            for e in &errors {
+                s.out.error(e);
+            }
+            return (EXIT_USAGE, None);
+        }
+    }
     let mut plan = r.plan;
     if args.missing || args.stale {
         let mode = if args.stale {
@@ -361,6 +417,17 @@ pub fn run_resolved(
         pid: std::process::id(),
         host: crate::state::hostname(),
         steps: Some(rc.plan.steps.len() as i64),
+        profile: project.selected_profile.clone(),
+        config: {
+            let mut c = serde_json::Map::new();
+            for b in &rc.plan.blocks {
+                let a = &rc.defs.assets[b.asset];
+                if !a.config.is_empty() {
+                    c.insert(a.key.clone(), json!(a.config));
+                }
+            }
+            (!c.is_empty()).then_some(serde_json::Value::Object(c))
+        },
     };
     if let Err(e) = store.begin_run(&record) {
         s.out.error(&format!("cannot record the run: {e:#}"));

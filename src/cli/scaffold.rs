@@ -72,7 +72,7 @@ pub struct DefsArgs {
     #[arg(long, value_name = "GROUP", help_heading = "Asset options")]
     pub group: Option<String>,
 
-    /// For resources: fs, object_store, memory, sqlite, postgres or command (default: fs). For
+    /// For resources: fs, object_store, memory, sqlite, postgres, command or settings (default: fs). For
     /// partitions: hourly, daily, weekly, monthly, cron, static or dynamic (default: daily,
     /// or cron with `--cron`, static with `--keys`)
     #[arg(
@@ -140,6 +140,7 @@ const RESOURCE_TYPES: &[&str] = &[
     "sqlite",
     "postgres",
     "command",
+    "settings",
 ];
 const PARTITIONS_TYPES: &[&str] = &[
     "hourly", "daily", "weekly", "monthly", "cron", "static", "dynamic",
@@ -464,7 +465,7 @@ fn validate_with(
         .collect();
     let all_read = ids.len() == paths.len();
     let new_id = sources.add(target, shown.to_string(), text);
-    let env = |n: &str| std::env::var(n).ok();
+    let env = crate::interp::env_var;
 
     let mut before = Diagnostics::default();
     crate::validate::validate_files(&sources, &ids, all_read, &s.registry, &env, &mut before);
@@ -754,6 +755,35 @@ fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Usage> {
         "data".into()
     };
     let mut t = String::new();
+    if ty == "settings" {
+        let var = format!("{}_TOKEN", crate::exec::step::env_name(name));
+        let prefix = format!("DG_RESOURCE_{}", crate::exec::step::env_name(name));
+        t.push_str(&format!(
+            "# Resource `{name}`: settings for the steps that declare it, not an I/O manager.\n\
+             # Assets use it with `resources = [{}]`; each field reaches the step as\n\
+             # ${prefix}_<FIELD> (here ${prefix}_BASE_URL and ${prefix}_TOKEN), and the\n\
+             # fields not listed in `secrets` are in $DG_CONTEXT under \"resources\".\n\
+             # A `[profiles.NAME.resources.{key}]` table in dg.toml replaces it for that profile.\n\n",
+            toml_basic(name)
+        ));
+        t.push_str(&format!("[resources.{key}]\n"));
+        t.push_str("type = \"settings\"\n");
+        t.push_str(
+            "# Fields are strings, numbers or booleans; strings may read the environment.\n",
+        );
+        t.push_str("base_url = \"https://api.example.org\"\n");
+        t.push_str(&format!(
+            "# Read when a run starts: set {var} first (`dg check defs` warns while it is unset).\n"
+        ));
+        t.push_str(&format!("token = \"${{env:{var}}}\"\n"));
+        t.push_str("timeout_seconds = 30\n");
+        t.push_str(
+            "# Fields whose values dg masks as *** wherever it prints or records them,\n\
+             # step logs included.\n",
+        );
+        t.push_str("secrets = [\"token\"]\n");
+        return Ok(t);
+    }
     let what = match ty {
         "fs" => "an I/O manager that stores outputs as files",
         "object_store" => "an I/O manager that stores outputs as objects in S3, GCS or Azure",
@@ -1062,6 +1092,11 @@ fn next_step(ty: DefType, name: &str, a: &DefsArgs) -> String {
                 format!("  next: `dg materialize --select {sel}`")
             }
         }
+        DefType::Resources if a.type_.as_deref() == Some("settings") => format!(
+            "  next: give an asset `resources = [{}]`; it reads the fields as $DG_RESOURCE_{}_<FIELD>",
+            toml_basic(name),
+            crate::exec::step::env_name(name)
+        ),
         DefType::Resources => format!(
             "  next: give an asset `io_manager = {}`, or `dg scaffold defs asset NAME --io-manager {}`",
             toml_basic(name),

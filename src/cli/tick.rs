@@ -399,6 +399,7 @@ fn run_job_at(
         json: false,
         missing: false,
         stale: false,
+        config: Vec::new(),
     };
     let (t, args) = job_args(j, &none, &no_flags);
     let at: DateTime<FixedOffset> = match Utc.timestamp_opt(tick, 0).single() {

@@ -48,6 +48,12 @@ pub struct RunCtx {
     /// When the run started (RFC 3339, UTC).
     pub started_at: String,
     step_ids: Vec<String>,
+    /// Resolved fields of the settings resources the plan's steps declare:
+    /// (field, value, secret).
+    pub settings: HashMap<String, Vec<(String, toml::Value, bool)>>,
+    /// What this run hides: declared secrets and URL passwords. Step logs,
+    /// errors and recorded metadata are masked with it.
+    pub masker: crate::secrets::Masker,
     /// Latest materialization (run id, data version) per upstream (asset, partition):
     /// from history, updated as this run materializes.
     versions: Mutex<HashMap<AssetId, HashMap<String, crate::state::Version>>>,
@@ -90,7 +96,34 @@ impl RunCtx {
         used.sort_unstable();
         used.dedup();
         let mut managers = step::Managers::new();
-        let mut errors = Vec::new();
+        let mut errors: Vec<String> = Vec::new();
+        let mut settings = HashMap::new();
+        for st in &plan.steps {
+            for key in &defs.assets[st.asset].resources {
+                if settings.contains_key(key) {
+                    continue;
+                }
+                let Some(res) = defs.resources.get(key) else {
+                    errors.push(format!("resource `{key}` is not defined"));
+                    continue;
+                };
+                match resolve_config(&res.config) {
+                    Ok(c) => {
+                        let fields = c
+                            .into_iter()
+                            .map(|(k, v)| {
+                                let secret = res.secrets.contains(&k);
+                                (k, v, secret)
+                            })
+                            .collect();
+                        settings.insert(key.clone(), fields);
+                    }
+                    Err(e) => errors.push(format!("resource `{key}`: {e}")),
+                }
+            }
+        }
+        let masker = crate::secrets::masker_for(&defs, &crate::interp::env_var);
+        crate::secrets::register(&masker);
         for key in used {
             let Some(res) = defs.resources.get(key) else {
                 errors.push(format!("resource `{key}` is not defined"));
@@ -141,7 +174,7 @@ impl RunCtx {
                     }
                 }
             }
-            let env = |n: &str| std::env::var(n).ok();
+            let env = crate::interp::env_var;
             if let Err(e) =
                 crate::interp::resolve_json(&serde_json::Value::Object(a.metadata.clone()), &env)
             {
@@ -178,6 +211,8 @@ impl RunCtx {
             cancel,
             store,
             step_ids,
+            settings,
+            masker,
             versions: Mutex::new(HashMap::new()),
             stamps: Mutex::new(HashMap::new()),
             concurrent: AtomicBool::new(false),
@@ -1071,7 +1106,27 @@ fn run_step_inner(
         reporter.event(rc, &Event::StepStarted { step: si, attempt });
         let t0 = Instant::now();
         let started_at = timestamp();
-        let a = step::run_attempt(rc, si, attempt, dog, &mut log);
+        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut a = step::run_attempt(rc, si, attempt, dog, &mut log);
+        // A secret the step printed is `***` in its log, its error and
+        // what is recorded.
+        if !rc.masker.is_empty() {
+            if let Err(e) = rc.masker.mask_file_from(&log_path, log_start) {
+                a.ok = false;
+                a.error = Some(format!(
+                    "cannot mask secrets in the log {}: {e}",
+                    log_path.display()
+                ));
+            }
+            a.error = a.error.map(|e| rc.masker.mask(&e).into_owned());
+            if let serde_json::Value::Object(m) =
+                rc.masker.mask_json(&serde_json::Value::Object(a.metadata))
+            {
+                a.metadata = m;
+            } else {
+                a.metadata = Default::default();
+            }
+        }
         report.records.push(Record::Attempt(AttemptRecord {
             run_id: rc.run_id.clone(),
             step_id: step_id.clone(),
@@ -1127,7 +1182,13 @@ fn run_step_inner(
                         created_at: created_at.clone(),
                         code_version: asset.code_version.clone(),
                         data_version: data_version.clone(),
-                        input_fp: crate::state::input_fingerprint(&inputs),
+                        input_fp: crate::state::input_fingerprint_with(
+                            &inputs,
+                            asset
+                                .config_affects_staleness
+                                .then(|| crate::state::config_text(&asset.config))
+                                .as_deref(),
+                        ),
                         inputs,
                         metadata: serde_json::Value::Object(metadata),
                     }));

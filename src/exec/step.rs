@@ -192,7 +192,7 @@ fn prepare_and_run(
             messages.to_string_lossy().into_owned(),
         ),
     ];
-    let lookup = |n: &str| std::env::var(n).ok();
+    let lookup = crate::interp::env_var;
     let metadata = crate::interp::resolve_json(&json!(asset.metadata), &lookup)
         .map_err(|e| format!("`metadata`: {e}"))?;
     let tags = crate::interp::resolve_json(&json!(asset.tags), &lookup)
@@ -356,6 +356,32 @@ fn prepare_and_run(
         }
         ctx_json["inputs"][&spec.name] = ij;
     }
+    // Settings resources the asset declares: every field in the
+    // environment, the non-secret ones in DG_CONTEXT.
+    let mut resources = serde_json::Map::new();
+    for name in &asset.resources {
+        let mut fields = serde_json::Map::new();
+        for (field, value, secret) in rc.settings.get(name).into_iter().flatten() {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            env.push((
+                format!("DG_RESOURCE_{}_{}", env_name(name), env_name(field)),
+                text,
+            ));
+            if !secret {
+                fields.insert(field.clone(), json!(value));
+            }
+        }
+        resources.insert(name.clone(), serde_json::Value::Object(fields));
+    }
+    ctx_json["resources"] = serde_json::Value::Object(resources);
+    // Run config: the asset's defaults with `--config` applied.
+    if !asset.config.is_empty() {
+        env.push(("DG_CONFIG".into(), crate::state::config_text(&asset.config)));
+        ctx_json["config"] = json!(asset.config);
+    }
     for (k, t) in &asset.env {
         let v = t.resolve_env().map_err(|e| format!("`env.{k}`: {e}"))?;
         env.push((k.clone(), v));
@@ -470,6 +496,7 @@ fn prepare_and_run(
     let stdout = log.try_clone().map_err(|e| e.to_string())?;
     let stderr = log.try_clone().map_err(|e| e.to_string())?;
     cmd.current_dir(&rc.project_root)
+        .envs(crate::interp::overlay())
         .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))

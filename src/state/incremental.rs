@@ -135,6 +135,14 @@ impl<'a> History<'a> {
                 }
             }
         }
+        if asset.config_affects_staleness {
+            fp.add(
+                super::CONFIG_INPUT,
+                &super::config_text(&asset.config),
+                "",
+                "",
+            );
+        }
         if recorded_fp != Some(fp.finish_u64()) {
             return Ok(Staleness::Inputs);
         }

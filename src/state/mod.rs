@@ -72,6 +72,11 @@ pub struct RunRecord {
     pub pid: u32,
     pub host: String,
     pub steps: Option<i64>,
+    /// `--profile` / `DG_PROFILE`, when one was in force.
+    pub profile: Option<String>,
+    /// The run config of the planned assets that have one
+    /// (`{"asset": {"field": value}}`), when any has.
+    pub config: Option<serde_json::Value>,
 }
 
 /// One attempt of one step.
@@ -339,6 +344,13 @@ impl Fingerprint {
 
 /// Fingerprint of the upstream materializations a step read.
 pub fn input_fingerprint(inputs: &[InputRead]) -> String {
+    input_fingerprint_with(inputs, None)
+}
+
+/// [`input_fingerprint`], with the run config of an asset whose config
+/// affects staleness (`config_affects_staleness = true`): a changed config
+/// then changes the fingerprint, so `--stale` runs the partition again.
+pub fn input_fingerprint_with(inputs: &[InputRead], config: Option<&str>) -> String {
     let mut f = Fingerprint::default();
     for i in inputs {
         f.add(
@@ -348,7 +360,18 @@ pub fn input_fingerprint(inputs: &[InputRead]) -> String {
             i.run_id.as_deref().unwrap_or(""),
         );
     }
+    if let Some(c) = config {
+        f.add(CONFIG_INPUT, c, "", "");
+    }
     f.finish()
+}
+
+/// The pseudo-input a run config is fingerprinted as (no input name holds `/`).
+pub const CONFIG_INPUT: &str = "dg/config";
+
+/// A run config as `DG_CONFIG` holds it and as it is fingerprinted.
+pub fn config_text(config: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::to_string(config).unwrap_or_else(|_| "{}".into())
 }
 
 /// Content hash of a file, as the data version of an output.

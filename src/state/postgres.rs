@@ -120,6 +120,8 @@ pub const MIGRATIONS: &[&str] = &[
         acquired_at TEXT NOT NULL,
         PRIMARY KEY (pool, slot)
      );",
+    // 4: the profile and run config a run was made with.
+    "ALTER TABLE runs ADD COLUMN profile TEXT; ALTER TABLE runs ADD COLUMN config TEXT;",
 ];
 
 /// First key of dg's advisory locks (`pg_advisory_xact_lock(int, int)`);
@@ -349,17 +351,20 @@ fn run_from_row(r: &Row) -> RunRecord {
         pid: r.get::<_, i64>(7) as u32,
         host: r.get(8),
         steps: r.get(9),
+        profile: r.get(10),
+        config: r
+            .get::<_, Option<String>>(11)
+            .and_then(|c| serde_json::from_str(&c).ok()),
     }
 }
 
-const RUN_COLUMNS: &str =
-    "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps";
+const RUN_COLUMNS: &str = "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps, profile, config";
 
 impl StateStore for PostgresStore {
     fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         self.client().execute(
             &format!(
-                "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             ),
             &[
                 &run.id,
@@ -372,6 +377,8 @@ impl StateStore for PostgresStore {
                 &(run.pid as i64),
                 &run.host,
                 &run.steps,
+                &run.profile,
+                &run.config.as_ref().map(|c| c.to_string()),
             ],
         )?;
         Ok(())

@@ -108,6 +108,8 @@ const MIGRATIONS: &[&str] = &[
         acquired_at TEXT NOT NULL,
         PRIMARY KEY (pool, slot)
      );",
+    // 4: the profile and run config a run was made with.
+    "ALTER TABLE runs ADD COLUMN profile TEXT; ALTER TABLE runs ADD COLUMN config TEXT;",
 ];
 
 /// How long a dg process waits for another one holding the database.
@@ -342,18 +344,21 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         pid: r.get(7)?,
         host: r.get(8)?,
         steps: r.get(9)?,
+        profile: r.get(10)?,
+        config: r
+            .get::<_, Option<String>>(11)?
+            .and_then(|c| serde_json::from_str(&c).ok()),
     })
 }
 
-const RUN_COLUMNS: &str =
-    "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps";
+const RUN_COLUMNS: &str = "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps, profile, config";
 
 impl StateStore for SqliteStore {
     fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         self.writable()?;
         self.conn().execute(
             &format!(
-                "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ),
             params![
                 run.id,
@@ -365,7 +370,9 @@ impl StateStore for SqliteStore {
                 run.dg_version,
                 run.pid,
                 run.host,
-                run.steps
+                run.steps,
+                run.profile,
+                run.config.as_ref().map(|c| c.to_string())
             ],
         )?;
         Ok(())

@@ -432,7 +432,7 @@ fn unknown_resource_type() {
             "defs/resources.toml:2:8",
             "unknown resource type `s3` in resource `io_manager`",
             "object storage is `type = \"object_store\"` with `url = \"s3://bucket/prefix\"`",
-            "`command`, `fs`, `memory`, `object_store`, `postgres`, `sqlite`",
+            "`command`, `fs`, `memory`, `object_store`, `postgres`, `settings`, `sqlite`",
         ],
     );
 }

@@ -14,7 +14,7 @@ fn check_defs_passes_with_one_line() {
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
     assert_eq!(
         run.stdout,
-        "✓ 3 assets, 2 resources, 2 partitions definitions: all valid\n"
+        "✓ 3 assets, 3 resources, 2 partitions definitions: all valid\n"
     );
 }
 
@@ -27,7 +27,7 @@ fn check_defs_json_is_ok() {
     assert_eq!(v["ok"], true);
     assert_eq!(
         v["counts"],
-        json!({"assets": 3, "resources": 2, "partitions": 2})
+        json!({"assets": 3, "resources": 3, "partitions": 2})
     );
     assert_eq!(v["errors"], json!([]));
     assert_eq!(v["warnings"], json!([]));

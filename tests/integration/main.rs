@@ -29,6 +29,7 @@ mod plan;
 mod plugins;
 mod pools;
 pub mod postgres_manager;
+mod resources;
 mod roundtrip;
 mod sql_compute;
 mod sql_in_db;
