@@ -27,3 +27,6 @@ pub mod secrets;
 pub mod select;
 pub mod state;
 pub mod validate;
+
+#[cfg(test)]
+mod fuzz;

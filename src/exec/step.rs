@@ -899,7 +899,10 @@ fn hand_over(d: &Data, format: Format, dest: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Reads `{"metadata": {…}}` lines the step appended to `DG_MESSAGES`.
-fn read_messages(path: &Path, log: &mut File) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn read_messages(
+    path: &Path,
+    log: &mut File,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => {}

@@ -30,9 +30,55 @@ pub const PROTOCOL: u64 = 1;
 
 /// Why an exchange failed: the plug-in said no (it stays up), or the
 /// exchange itself broke (the plug-in is stopped).
-enum Failure {
+pub(crate) enum Failure {
     Refused(String),
     Broken(String),
+}
+
+/// A plug-in's reply line, checked: a JSON object answering request `id`
+/// with `"ok": true` (else why not). Whatever the line holds, this returns.
+pub(crate) fn check_reply(text: &str, id: Option<&Json>) -> Result<Json, Failure> {
+    use Failure::Broken;
+    // Replies are shown cut to 120 characters: a plug-in may print anything.
+    let cut = |s: &str| -> String {
+        let mut out: String = s.chars().take(120).collect();
+        if out.len() < s.len() {
+            out.push('…');
+        }
+        out
+    };
+    let reply: Json = serde_json::from_str(text)
+        .map_err(|e| Broken(format!("malformed reply (not JSON: {e}): `{}`", cut(text))))?;
+    if !reply.is_object() {
+        return Err(Broken(format!(
+            "malformed reply: expected a JSON object, got `{}`",
+            cut(&reply.to_string())
+        )));
+    }
+    if let (Some(want), Some(got)) = (id, reply.get("id"))
+        && want != got
+    {
+        return Err(Broken(format!(
+            "malformed reply: answers request {}, expected {want}",
+            cut(&got.to_string())
+        )));
+    }
+    match reply.get("ok").and_then(Json::as_bool) {
+        Some(true) => Ok(reply),
+        Some(false) => Err(Failure::Refused(
+            reply
+                .get("error")
+                .and_then(Json::as_str)
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .unwrap_or("failed without saying why")
+                .to_string(),
+        )),
+        None => Err(Broken(format!(
+            "malformed reply: no boolean `ok` in `{}`",
+            cut(&reply.to_string())
+        ))),
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -263,35 +309,7 @@ impl PluginManager {
                 }));
             }
         };
-        let reply: Json = serde_json::from_str(&text).map_err(|e| {
-            let shown: String = text.chars().take(120).collect();
-            Broken(format!("malformed reply (not JSON: {e}): `{shown}`"))
-        })?;
-        if !reply.is_object() {
-            return Err(Broken(format!(
-                "malformed reply: expected a JSON object, got `{reply}`"
-            )));
-        }
-        if let (Some(want), Some(got)) = (msg.get("id"), reply.get("id"))
-            && want != got
-        {
-            return Err(Broken(format!(
-                "malformed reply: answers request {got}, expected {want}"
-            )));
-        }
-        match reply.get("ok").and_then(Json::as_bool) {
-            Some(true) => Ok(reply),
-            Some(false) => Err(Failure::Refused(
-                reply
-                    .get("error")
-                    .and_then(Json::as_str)
-                    .unwrap_or("failed without saying why")
-                    .to_string(),
-            )),
-            None => Err(Broken(format!(
-                "malformed reply: no boolean `ok` in `{reply}`"
-            ))),
-        }
+        check_reply(&text, msg.get("id"))
     }
 
     /// Sends a request, starting the plug-in when needed. A broken exchange
@@ -531,5 +549,35 @@ impl IoManager for PluginManager {
                 self.who()
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_checked_whatever_they_hold() {
+        let id = serde_json::json!(3);
+        let err = |l: &str| match check_reply(l, Some(&id)) {
+            Ok(v) => panic!("accepted {v}"),
+            Err(f) => f.to_string(),
+        };
+        assert!(check_reply(r#"{"id": 3, "ok": true}"#, Some(&id)).is_ok());
+        // Found by the fuzzer: an empty error still says something.
+        assert_eq!(
+            err(r#"{"ok": false, "error": ""}"#),
+            "failed without saying why"
+        );
+        assert_eq!(
+            err(r#"{"ok": false, "error": "  "}"#),
+            "failed without saying why"
+        );
+        assert!(err(r#"{"id": 4, "ok": true}"#).contains("answers request 4, expected 3"));
+        assert!(err("[1]").contains("expected a JSON object"));
+        assert!(err(r#"{"ok": 1}"#).contains("no boolean `ok`"));
+        // A huge reply is shown cut.
+        let long = format!("{{\"x\": \"{}\"}}", "y".repeat(10_000));
+        assert!(err(&long).len() < 300);
     }
 }
