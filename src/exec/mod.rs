@@ -523,57 +523,81 @@ enum Slot {
     Error(String),
 }
 
-/// Takes a slot of step `s`'s pool, if it has one: first within this run
-/// (`in_use`), then in the state store, which counts every run's holders.
-fn take_slot(
-    rc: &RunCtx,
-    opts: &RunOptions,
-    s: usize,
-    in_use: &mut HashMap<String, u32>,
-    busy: &HashSet<String>,
-) -> Slot {
-    let asset = &rc.defs.assets[rc.plan.steps[s].asset];
-    let Some((pool, _)) = &asset.pool else {
-        return Slot::Go(None);
-    };
-    let Some(&limit) = opts.pools.get(pool) else {
-        // Validation makes every `pool` name a declared one.
-        return Slot::Error(format!("pool `{pool}` is not declared in `[pools]`"));
-    };
-    let used = in_use.get(pool).copied().unwrap_or(0);
-    if used >= limit || busy.contains(pool) {
-        return Slot::Busy {
-            pool: pool.clone(),
-            limit,
-        };
-    }
-    let slot = match &rc.store {
-        Some(store) => match store.try_pool_slot(pool, limit, &rc.lease, &rc.step_id(s)) {
-            Ok(Some(slot)) => Some(slot),
-            Ok(None) => {
-                return Slot::Busy {
-                    pool: pool.clone(),
-                    limit,
-                };
-            }
-            Err(e) => return Slot::Error(format!("cannot take a slot of pool `{pool}`: {e:#}")),
-        },
-        None => None,
-    };
-    *in_use.entry(pool.clone()).or_default() += 1;
-    Slot::Go(Some((pool.clone(), slot)))
+/// The pool slots this run holds: counted per pool, and the ones a
+/// finished step left *idle*, which the next ready step of the same pool
+/// takes over without asking the state store again. A slot nobody takes
+/// by the end of a scheduling pass is given back, so other runs get it.
+#[derive(Default)]
+struct Slots {
+    /// Slots held per pool, idle ones included.
+    in_use: HashMap<String, u32>,
+    /// Idle slots per pool (their number in the state store, if any).
+    idle: HashMap<String, Vec<Option<u32>>>,
 }
 
-/// Gives back the pool slot a finished step held.
-fn give_slot(rc: &RunCtx, held: Held, in_use: &mut HashMap<String, u32>) {
-    let Some((pool, slot)) = held else { return };
-    if let Some(n) = in_use.get_mut(&pool) {
-        *n = n.saturating_sub(1);
+impl Slots {
+    /// Takes a slot of step `s`'s pool, if it has one: an idle one, else a
+    /// new one within this run's count and then in the state store, which
+    /// counts every run's holders.
+    fn take(&mut self, rc: &RunCtx, opts: &RunOptions, s: usize, busy: &HashSet<String>) -> Slot {
+        let asset = &rc.defs.assets[rc.plan.steps[s].asset];
+        let Some((pool, _)) = &asset.pool else {
+            return Slot::Go(None);
+        };
+        let Some(&limit) = opts.pools.get(pool) else {
+            // Validation makes every `pool` name a declared one.
+            return Slot::Error(format!("pool `{pool}` is not declared in `[pools]`"));
+        };
+        if let Some(slot) = self.idle.get_mut(pool).and_then(Vec::pop) {
+            return Slot::Go(Some((pool.clone(), slot)));
+        }
+        let used = self.in_use.get(pool).copied().unwrap_or(0);
+        if used >= limit || busy.contains(pool) {
+            return Slot::Busy {
+                pool: pool.clone(),
+                limit,
+            };
+        }
+        let slot = match &rc.store {
+            Some(store) => match store.try_pool_slot(pool, limit, &rc.lease, &rc.step_id(s)) {
+                Ok(Some(slot)) => Some(slot),
+                Ok(None) => {
+                    return Slot::Busy {
+                        pool: pool.clone(),
+                        limit,
+                    };
+                }
+                Err(e) => {
+                    return Slot::Error(format!("cannot take a slot of pool `{pool}`: {e:#}"));
+                }
+            },
+            None => None,
+        };
+        *self.in_use.entry(pool.clone()).or_default() += 1;
+        Slot::Go(Some((pool.clone(), slot)))
     }
-    if let (Some(store), Some(slot)) = (&rc.store, slot)
-        && let Err(e) = store.release_pool_slot(&pool, slot, &rc.run_id)
-    {
-        tracing::warn!("releasing slot {slot} of pool `{pool}`: {e:#}");
+
+    /// A finished step's slot becomes idle (see [`Slots::release_idle`]).
+    fn finish(&mut self, held: Held) {
+        if let Some((pool, slot)) = held {
+            self.idle.entry(pool).or_default().push(slot);
+        }
+    }
+
+    /// Gives back every idle slot.
+    fn release_idle(&mut self, rc: &RunCtx) {
+        for (pool, slots) in &mut self.idle {
+            for slot in slots.drain(..) {
+                if let Some(n) = self.in_use.get_mut(pool) {
+                    *n = n.saturating_sub(1);
+                }
+                if let (Some(store), Some(slot)) = (&rc.store, slot)
+                    && let Err(e) = store.release_pool_slot(pool, slot, &rc.run_id)
+                {
+                    tracing::warn!("releasing slot {slot} of pool `{pool}`: {e:#}");
+                }
+            }
+        }
     }
 }
 
@@ -664,7 +688,7 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
     let mut stop = false;
     // Pools: slots held per step, slots in use per pool, steps told to wait.
     let mut held: Vec<Held> = vec![None; n];
-    let mut in_use: HashMap<String, u32> = HashMap::new();
+    let mut slots = Slots::default();
     let mut waiting: HashSet<usize> = HashSet::new();
     // Steps that ended before a worker took them (a pool error).
     let mut local: Vec<StepReport> = Vec::new();
@@ -722,7 +746,7 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
             let mut busy: HashSet<String> = HashSet::new();
             while running < jobs && !stop && !rc.cancelled() {
                 let Some(s) = ready.pop_front() else { break };
-                match take_slot(rc, opts, s, &mut in_use, &busy) {
+                match slots.take(rc, opts, s, &busy) {
                     Slot::Go(h) => {
                         held[s] = h;
                         waiting.remove(&s);
@@ -750,7 +774,7 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
                     }
                 }
                 if job_tx.send(s).is_err() {
-                    give_slot(rc, held[s].take(), &mut in_use);
+                    slots.finish(held[s].take());
                     break;
                 }
                 running += 1;
@@ -758,6 +782,8 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
             for s in blocked.into_iter().rev() {
                 ready.push_front(s);
             }
+            // A slot no ready step took over goes back to the pool.
+            slots.release_idle(rc);
             let r = if let Some(r) = local.pop() {
                 r
             } else if running == 0 {
@@ -782,7 +808,7 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
                 running -= 1;
                 r
             };
-            give_slot(rc, held[r.step].take(), &mut in_use);
+            slots.finish(held[r.step].take());
             reporter.event(rc, &Event::StepFinished(&r));
             done += 1;
             let s = r.step;

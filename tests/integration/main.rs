@@ -8,6 +8,7 @@
 //!
 //! All integration tests live in this one binary so the build stays fast.
 
+mod adversarial;
 pub mod backend;
 mod check_defs;
 mod concurrency;
@@ -23,7 +24,7 @@ mod history_postgres;
 mod integrity;
 mod jobs;
 mod materialize;
-mod object_store;
+pub mod object_store;
 mod onboarding;
 mod plan;
 mod plugins;
