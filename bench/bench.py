@@ -4,7 +4,7 @@ folder, runs each command several times and prints a table of median wall
 time and peak RSS. Standard library only.
 
     python3 bench/bench.py            # everything, then the Dagster comparison
-    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool state io dagster
+    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool state io dagster stress (10,000 partitions, a 10,000-partition input, a 100 MB-stdout step; not in the default set)
     DG_BIN=/path/to/dg python3 bench/bench.py plan   # another binary, no build (before/after)
 
 Figures go to docs/performance.md by hand, with the machine they came from.
@@ -128,6 +128,26 @@ def gen_pool_steps(root: Path, n=1000, pool=True):
         write(root / "dg.toml", "[pools]\nbig = 10000\n")
         steps = root / "defs" / "steps.toml"
         steps.write_text(steps.read_text() + 'pool = "big"\n')
+
+
+def gen_stress_many(root: Path, n=10_000):
+    """n trivial partitions (each writes one row), and `all_of_them`, which reads every one."""
+    keys = ", ".join('"k%d"' % i for i in range(n))
+    write(root / "defs" / "stress.toml", "\n".join([
+        "[partitions.p]", 'type = "static"', "keys = [%s]" % keys, "",
+        "[assets.many]", 'partitions = "p"',
+        """shell = 'printf "k\\n%s\\n" "$DG_PARTITION_KEY" > "$DG_OUTPUT"'""", "",
+        "[assets.all_of_them]", 'deps = ["many"]', "output = false",
+        """shell = 'wc -l < "$DG_INPUT_MANY"'""", ""]))
+
+
+def gen_loud(root: Path, mb=100):
+    """Steps that print `mb` MB to stdout, in lines and as one line."""
+    write(root / "defs" / "loud.toml", "\n".join([
+        "[assets.lines]", "output = false",
+        "shell = 'yes 0123456789abcdefghij | head -c %d000000'" % mb, "",
+        "[assets.one_line]", "output = false",
+        "shell = \"head -c %d000000 /dev/zero | tr '\\\\0' x\"" % mb, ""]))
 
 
 def spawn_baseline(n=1000):
@@ -296,6 +316,18 @@ def main():
                 rows.append((f"1,000 trivial steps --jobs 1, {label}: per step", per[pool], r, ""))
             rows.append(("pool accounting (slot taken and given back in state.db): per step",
                          per[True] - per[False], 0, "< 1 ms"))
+        if "stress" in groups:
+            p = tmp / "stress-many"
+            gen_stress_many(p)
+            s, r = run([DG, "materialize", "--select", "many", "--all-partitions", "--jobs", "2"], p, repeat=1)
+            rows.append(("10,000 partitions of a trivial asset, --jobs 2", s, r, f"{s / 10:.2f} ms per step"))
+            s, r = run([DG, "materialize", "--select", "all_of_them"], p, repeat=3)
+            rows.append(("a step reading 10,000 upstream partitions (prepare + run)", s, r, "< 2 s, < 200 MiB"))
+            p = tmp / "loud"
+            gen_loud(p)
+            for a in ("lines", "one_line"):
+                s, r = run([DG, "materialize", "--select", a], p, repeat=3, setup=fresh(p))
+                rows.append((f"a step printing 100 MB to stdout ({a.replace('_', ' ')})", s, r, "dg < 64 MiB"))
         if "state" in groups:
             p = tmp / "history"
             n = gen_history(p)
