@@ -4,7 +4,7 @@ folder, runs each command several times and prints a table of median wall
 time and peak RSS. Standard library only.
 
     python3 bench/bench.py            # everything, then the Dagster comparison
-    python3 bench/bench.py load plan  # some groups: load plan cron tick run state io dagster
+    python3 bench/bench.py load plan  # some groups: load plan cron tick run checks state io dagster
     DG_BIN=/path/to/dg python3 bench/bench.py plan   # another binary, no build (before/after)
 
 Figures go to docs/performance.md by hand, with the machine they came from.
@@ -121,6 +121,16 @@ def gen_steps(root: Path, n=1000, output=False):
           f'[assets.t]\npartitions = "p"\nshell = "{shell}"\n' + ("" if output else "output = false\n"))
 
 
+def gen_checked_steps(root: Path, check: str, n=1000):
+    """n steps writing a one-row CSV, each partition checked by `check` (a TOML table body), or not."""
+    keys = ", ".join(f'"k{i}"' for i in range(n))
+    text = (f'[partitions.p]\ntype = "static"\nkeys = [{keys}]\n'
+            '[assets.t]\npartitions = "p"\nshell = "echo x > \\"$DG_OUTPUT\\""\n')
+    if check:
+        text += f"[assets.t.checks.c]\n{check}\n"
+    write(root / "defs" / "steps.toml", text)
+
+
 def spawn_baseline(n=1000):
     """Seconds per `sh -c true` spawned from a shell loop: the process cost dg cannot avoid."""
     t0 = time.perf_counter()
@@ -216,7 +226,7 @@ def table(rows):
 
 
 def main():
-    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "state", "io", "dagster"}
+    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "checks", "state", "io", "dagster"}
     build()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -276,6 +286,20 @@ def main():
             rows.append(("seed example, 1 day (26 steps)", s, r, "< 150 ms"))
             s, r = run([DG, "materialize", "--partition-range", "2022-01-01...2022-01-07"], p, repeat=3, setup=fresh(p))
             rows.append(("seed example, 7 days (182 steps)", s, r, ""))
+        if "checks" in groups:
+            base = spawn_baseline()
+            per = {}
+            for name, check in [("none", ""), ("sql", 'sql = "SELECT * FROM t WHERE x IS NULL"'),
+                                ("shell", 'shell = "true"')]:
+                p = tmp / f"checks-{name}"
+                gen_checked_steps(p, check)
+                s, r = run([DG, "materialize", "--all-partitions", "--jobs", "1"], p, repeat=3, setup=fresh(p))
+                per[name] = s / 1000
+                rows.append((f"1,000 steps --jobs 1, check: {name}: per step", per[name], r, ""))
+            rows.append(("sql check (embedded engine): added per partition", per["sql"] - per["none"], 0,
+                         "target < 5 ms"))
+            rows.append(("shell check `true`: added per partition beyond spawn",
+                         per["shell"] - per["none"] - base, 0, "target < 5 ms"))
         if "state" in groups:
             p = tmp / "history"
             n = gen_history(p)

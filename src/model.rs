@@ -112,6 +112,49 @@ pub struct Asset {
     /// Declared column types (`columns`), applied before the output is stored.
     pub columns: Vec<(String, ColumnType)>,
     pub inputs: Vec<Input>,
+    /// `[assets.KEY.checks.NAME]`, in definition order.
+    pub checks: Vec<Check>,
+    /// `freshness`: the newest materialization must be younger than this.
+    pub freshness: Option<Duration>,
+}
+
+/// How bad a failed check is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckSeverity {
+    Error,
+    Warn,
+}
+
+impl CheckSeverity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckSeverity::Error => "error",
+            CheckSeverity::Warn => "warn",
+        }
+    }
+}
+
+/// What a check runs.
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    /// Passes when the query returns no rows.
+    Sql(String),
+    /// `sh -c`; exit 0 passes.
+    Shell(String),
+    /// argv; exit 0 passes.
+    Command(Vec<Template>),
+}
+
+/// An asset check (`[assets.KEY.checks.NAME]`), run after each partition is stored.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub span: Span,
+    pub kind: CheckKind,
+    pub severity: CheckSeverity,
+    /// A failed error-check skips the steps downstream.
+    pub blocking: bool,
+    pub description: Option<String>,
 }
 
 impl Asset {

@@ -18,6 +18,16 @@ pub struct Project {
     pub state_url: Option<Template>,
     /// `[run] jobs`.
     pub jobs: Option<usize>,
+    /// `[hooks]`: shell commands run after a run.
+    pub hooks: Hooks,
+}
+
+/// `[hooks]` in `dg.toml`: `sh -c` scripts run from the project root after
+/// a run, with `DG_RUN_SUMMARY` naming the run's JSON summary.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
 }
 
 pub const CONFIG_FILE: &str = "dg.toml";
@@ -58,6 +68,7 @@ impl Project {
             config_file: None,
             state_url: None,
             jobs: None,
+            hooks: Hooks::default(),
             root,
         };
         let config = project.root.join(CONFIG_FILE);
@@ -86,7 +97,7 @@ impl Project {
             &raw.root,
             0..0,
             "`dg.toml`",
-            &["project", "state", "run"],
+            &["project", "state", "run", "hooks"],
             diags,
         );
         if let Some(v) = top.get("project")
@@ -126,6 +137,13 @@ impl Project {
                 Err(e) => diags
                     .push(Diagnostic::error(Kind::EnvVar, e.message).at(&u.span, "in this string")),
             }
+        }
+        if let Some(v) = top.get("hooks")
+            && let Some(h) =
+                Reader::of_value(id, v, "`[hooks]`", &["on_success", "on_failure"], diags)
+        {
+            self.hooks.on_success = h.str("on_success", diags).map(|s| s.value);
+            self.hooks.on_failure = h.str("on_failure", diags).map(|s| s.value);
         }
         if let Some(v) = top.get("run")
             && let Some(r) = Reader::of_value(id, v, "`[run]`", &["jobs"], diags)

@@ -26,6 +26,8 @@ use crate::partitions::time::{self, Schedule, TimeDefError, TimePartitions};
 use crate::partitions::{MultiPartitions, PartitionsDef, StaticPartitions, check_key};
 use crate::project::{Project, display_path};
 
+mod checks;
+
 /// Looks up environment variables (the process environment, or a test's map).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -205,6 +207,8 @@ const ASSET_FIELDS: &[&str] = &[
     "output",
     "output_required",
     "columns",
+    "checks",
+    "freshness",
 ];
 const INPUT_FIELDS: &[&str] = &[
     "asset",
@@ -1497,6 +1501,8 @@ impl<'a> Validator<'a> {
         };
         let output = r.bool("output", d).unwrap_or(true);
         let output_required = r.bool("output_required", d).unwrap_or(true);
+        let asset_checks = checks::read_checks(&r, &what, self.env, d);
+        let freshness = checks::read_freshness(&r, &what, d);
         let mut columns = Vec::new();
         for (name, ty) in r.str_map("columns", d).unwrap_or_default() {
             match ColumnType::parse(&ty.value) {
@@ -1748,6 +1754,8 @@ impl<'a> Validator<'a> {
             output_required,
             columns,
             inputs,
+            checks: asset_checks,
+            freshness,
         })
     }
 
@@ -2300,6 +2308,7 @@ mod tests {
             state_dir: dir.path().join(".dg"),
             state_url: None,
             jobs: None,
+            hooks: Default::default(),
         };
         let lookup = |n: &str| {
             env.iter()

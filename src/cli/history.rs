@@ -12,7 +12,9 @@ use crate::state::StateStore;
 use crate::state::incremental::{History, Staleness};
 
 /// Opens the project's store, printing why not.
-fn store(s: &Session) -> Result<(Defs, crate::project::Project, Box<dyn StateStore>), i32> {
+pub(super) fn store(
+    s: &Session,
+) -> Result<(Defs, crate::project::Project, Box<dyn StateStore>), i32> {
     let (loaded, defs) = s.load_or_report()?;
     let project = loaded.project.ok_or(EXIT_USAGE)?;
     let store = crate::state::open(&project).map_err(|e| {
@@ -55,7 +57,7 @@ pub fn dynamic_keys(defs: &Defs, store: &dyn StateStore, cx: &mut KeyCtx) -> any
     Ok(())
 }
 
-pub fn status(s: &Session, select: &str, json: bool) -> i32 {
+pub fn status(s: &Session, select: &str, json: bool, fail_on_stale: bool) -> i32 {
     let (defs, _project, store) = match store(s) {
         Ok(x) => x,
         Err(c) => return c,
@@ -77,6 +79,8 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
     let mut stale_flags: Vec<Vec<bool>> = vec![Vec::new(); defs.assets.len()];
     let mut out_json = Vec::new();
     let mut lines = Vec::new();
+    // `--fail-on-stale`: each asset that is not up to date, and why.
+    let mut not_ok: Vec<String> = Vec::new();
     for &a in &selected {
         let asset = &defs.assets[a];
         if matches!(asset.compute, Compute::Source) {
@@ -176,9 +180,47 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
             }
             out
         };
+        let health = match super::checks::health(&*store, asset, s.now) {
+            Ok(h) => h,
+            Err(e) => {
+                s.out.error(&format!(
+                    "cannot read the history of `{}`: {e:#}",
+                    asset.key
+                ));
+                return EXIT_USAGE;
+            }
+        };
+        let mut why: Vec<String> = Vec::new();
+        for (n, what) in [
+            (missing.len(), "missing"),
+            (failed.len(), "failed"),
+            (stale.len(), "stale"),
+            (health.checks_failed, "failed check"),
+        ] {
+            if n > 0 {
+                let s = if n > 1 && what == "failed check" {
+                    "s"
+                } else {
+                    ""
+                };
+                why.push(format!("{n} {what}{s}"));
+            }
+        }
+        if health.overdue {
+            why.push("overdue (freshness)".into());
+        }
+        if !why.is_empty() {
+            not_ok.push(format!("{} ({})", asset.key, why.join(", ")));
+        }
         if json {
             out_json.push(json!({
                 "asset": asset.key,
+                "checks": {
+                    "passed": health.checks_passed,
+                    "failed": health.checks_failed,
+                    "warned": health.checks_warned,
+                },
+                "freshness": health.freshness_json(),
                 "partitioned": asset.partitions.is_some(),
                 "partitions": mat.len() + failed.len() + missing.len(),
                 "materialized": mat.len(),
@@ -207,6 +249,7 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
             if !no_output.is_empty() {
                 line.push_str(&format!(" ({} with no output)", no_output.len()));
             }
+            line.push_str(&health.note());
             if asset.partitions.is_some() {
                 line.push_str(&format!("  (of {total})"));
             }
@@ -232,6 +275,15 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
         for l in lines {
             s.out.line(&l);
         }
+    }
+    if fail_on_stale && !not_ok.is_empty() {
+        s.out.error(&format!(
+            "{} selected asset{} not up to date: {}",
+            not_ok.len(),
+            if not_ok.len() == 1 { " is" } else { "s are" },
+            not_ok.join("; ")
+        ));
+        return EXIT_FAILED;
     }
     EXIT_OK
 }

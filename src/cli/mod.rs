@@ -5,6 +5,7 @@
 //! exit code: 0 success, 1 a run with failed or skipped steps, 2 a usage,
 //! definitions or plan error.
 
+mod checks;
 mod defs;
 mod history;
 mod init;
@@ -120,6 +121,19 @@ pub enum Command {
     },
     /// Per asset: materialized, failed, missing and stale partitions
     Status {
+        /// Assets to include (selection syntax)
+        #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
+        select: String,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 when a selected asset has missing, failed or stale partitions,
+        /// failed error-checks, or is older than its `freshness`
+        #[arg(long)]
+        fail_on_stale: bool,
+    },
+    /// The latest result of every asset check, per partition
+    Checks {
         /// Assets to include (selection syntax)
         #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
         select: String,
@@ -414,7 +428,12 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
         Command::List {
             what: ListWhat::Jobs { json },
         } => tick::list_jobs(&session, json),
-        Command::Status { select, json } => history::status(&session, &select, json),
+        Command::Status {
+            select,
+            json,
+            fail_on_stale,
+        } => history::status(&session, &select, json, fail_on_stale),
+        Command::Checks { select, json } => checks::checks(&session, &select, json),
         Command::Runs {
             show: Some(RunsCmd::Show { run_id, json }),
             ..

@@ -768,13 +768,13 @@ fn file_kind(m: &std::fs::Metadata) -> &'static str {
 }
 
 /// Files handed to the step for one input.
-struct InputFiles {
-    path: PathBuf,
+pub(super) struct InputFiles {
+    pub(super) path: PathBuf,
     partitions_file: Option<PathBuf>,
     partitions: Vec<(String, PathBuf)>,
 }
 
-fn materialize_input(
+pub(super) fn materialize_input(
     loaded: &Loaded,
     format: Format,
     dir: &Path,
@@ -851,7 +851,10 @@ fn hand_over(d: &Data, format: Format, dest: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Reads `{"metadata": {…}}` lines the step appended to `DG_MESSAGES`.
-fn read_messages(path: &Path, log: &mut File) -> serde_json::Map<String, serde_json::Value> {
+pub(super) fn read_messages(
+    path: &Path,
+    log: &mut File,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => {}

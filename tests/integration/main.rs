@@ -10,6 +10,7 @@
 
 pub mod backend;
 mod check_defs;
+mod checks;
 mod dagster_repros;
 mod docs;
 mod example;
