@@ -1502,6 +1502,7 @@ impl<'a> Validator<'a> {
         let output = r.bool("output", d).unwrap_or(true);
         let output_required = r.bool("output_required", d).unwrap_or(true);
         let asset_checks = checks::read_checks(&r, &what, self.env, d);
+        checks::check_fits(&asset_checks, &what, compute.as_ref(), output, d);
         let freshness = checks::read_freshness(&r, &what, d);
         let mut columns = Vec::new();
         for (name, ty) in r.str_map("columns", d).unwrap_or_default() {

@@ -4,7 +4,7 @@
 use crate::diag::{Diagnostic, Diagnostics, Kind};
 use crate::interp::Template;
 use crate::load::{Reader, Str};
-use crate::model::{Check, CheckKind, CheckSeverity};
+use crate::model::{Check, CheckKind, CheckSeverity, Compute};
 
 use super::EnvLookup;
 
@@ -165,6 +165,38 @@ pub fn read_freshness(
                 .help("write e.g. \"26h\", \"30m\" or \"7days\""),
             );
             None
+        }
+    }
+}
+
+/// Checks that can never run or never see data: on a source asset (never
+/// materialized by dg), and `sql` checks of an asset that stores nothing.
+pub fn check_fits(
+    checks: &[Check],
+    what: &str,
+    compute: Option<&Compute>,
+    output: bool,
+    d: &mut Diagnostics,
+) {
+    for c in checks {
+        if matches!(compute, Some(Compute::Source)) {
+            d.push(
+                Diagnostic::error(
+                    Kind::Compute,
+                    format!("check `{}` of {what} would never run: dg never materializes a source asset", c.name),
+                )
+                .at(&c.span, "never runs")
+                .help("checks run after dg stores a partition; check the data in the asset that reads it instead"),
+            );
+        } else if !output && matches!(c.kind, CheckKind::Sql(_)) {
+            d.push(
+                Diagnostic::error(
+                    Kind::Compute,
+                    format!("`sql` check `{}` of {what} has no data to query: the asset stores nothing (`output = false`)", c.name),
+                )
+                .at(&c.span, "no table to query")
+                .help("use a `shell` or `command` check, or let the asset store its output"),
+            );
         }
     }
 }

@@ -258,6 +258,19 @@ blockin = true
 
 [assets.orders.checks."bad name"]
 sql = "SELECT 1"
+
+[assets.outside]
+source = true
+
+[assets.outside.checks.never]
+shell = "true"
+
+[assets.notify]
+shell = "true"
+output = false
+
+[assets.notify.checks.q]
+sql = "SELECT 1"
 "#,
     )]);
     let run = dg_now(p.path(), NOW, &["check", "defs"]);
@@ -281,6 +294,14 @@ sql = "SELECT 1"
         ),
         ("unknown field `blockin` in check `sev`", "defs/a.toml:15:1"),
         ("invalid check name `bad name`", "defs/a.toml:17:23"),
+        (
+            "check `never` of asset `outside` would never run: dg never materializes a source asset",
+            "defs/a.toml:23:24",
+        ),
+        (
+            "`sql` check `q` of asset `notify` has no data to query",
+            "defs/a.toml:29:23",
+        ),
     ] {
         let i = run
             .stderr
@@ -297,7 +318,7 @@ sql = "SELECT 1"
         "{}",
         run.stderr
     );
-    assert!(run.stderr.contains("6 errors"), "{}", run.stderr);
+    assert!(run.stderr.contains("8 errors"), "{}", run.stderr);
 }
 
 /// The wall clock plus `secs`, RFC 3339: materializations are stamped
