@@ -5,6 +5,7 @@ time and peak RSS. Standard library only.
 
     python3 bench/bench.py            # everything, then the Dagster comparison
     python3 bench/bench.py load plan  # some groups: load plan cron tick run checks state io dagster
+                                      # (state includes `dg report`)
     DG_BIN=/path/to/dg python3 bench/bench.py plan   # another binary, no build (before/after)
 
 Figures go to docs/performance.md by hand, with the machine they came from.
@@ -308,6 +309,9 @@ def main():
             rows.append((f"status over {n:,} materialization records", s, r, "< 1 s"))
             s, r = run([DG, "status", "--select", "h0", "--json"], p, repeat=3, env=now)
             rows.append(("status of one asset (87,648 partitions)", s, r, ""))
+            s, r = run([DG, "report", "--out", str(tmp / "report.html")], p, repeat=3, env=now)
+            size = (tmp / "report.html").stat().st_size / 1e6
+            rows.append((f"report over {n:,} materialization records ({size:.2f} MB)", s, r, "< 1 s, < 5 MB"))
             p2 = tmp / "chain-missing"
             gen_chain(p2)
             s, r = run([DG, "materialize", "--all-partitions", "--missing", "--dry-run", "--json"], p2, repeat=3, env=now)

@@ -86,79 +86,19 @@ pub fn status(s: &Session, select: &str, json: bool, fail_on_stale: bool) -> i32
         if matches!(asset.compute, Compute::Source) {
             continue;
         }
-        let parts: Vec<Option<i64>> = match &asset.partitions {
-            Some(p) => (0..p.def.len(&cx)).map(Some).collect(),
-            None => vec![None],
+        let AssetParts {
+            mat,
+            failed,
+            missing,
+            stale,
+            no_output,
+        } = match asset_parts(&defs, a, &cx, &mut history, &mut keys, &mut stale_flags) {
+            Ok(p) => p,
+            Err(e) => {
+                s.out.error(&format!("cannot read the history: {e:#}"));
+                return EXIT_USAGE;
+            }
         };
-        let (mut mat, mut failed, mut missing, mut stale) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        // Materialized with no output (`output_required = false`).
-        let mut no_output = Vec::new();
-        let mut candidates = Vec::new();
-        {
-            let states = match history.states(&defs, a) {
-                Ok(st) => st,
-                Err(e) => {
-                    s.out.error(&format!(
-                        "cannot read the history of `{}`: {e:#}",
-                        asset.key
-                    ));
-                    return EXIT_USAGE;
-                }
-            };
-            for &p in &parts {
-                let key: &str = match (&asset.partitions, p) {
-                    (Some(d), Some(i)) => keys.key(&d.def, i),
-                    _ => "",
-                };
-                let idx = p.unwrap_or(0);
-                match states.get(key) {
-                    None => missing.push(idx),
-                    Some(st) if st.failed => failed.push(idx),
-                    Some(st) if !st.materialized() => missing.push(idx),
-                    Some(st) => {
-                        if st.data_version == Some(crate::state::NO_OUTPUT) {
-                            no_output.push(idx);
-                        }
-                        mat.push(idx);
-                        candidates.push(p);
-                    }
-                }
-            }
-        }
-        for p in candidates {
-            let idx = p.unwrap_or(0);
-            let step = crate::plan::step_for(&defs, a, p, &cx);
-            let upstream_stale = step.inputs.iter().any(|inp| match &inp.partitions {
-                None => stale_flags[inp.upstream].first().copied().unwrap_or(false),
-                Some(ix) => ix.iter().any(|i| {
-                    stale_flags[inp.upstream]
-                        .get(i as usize)
-                        .copied()
-                        .unwrap_or(false)
-                }),
-            });
-            let st = if upstream_stale {
-                Ok(Staleness::Inputs)
-            } else {
-                history.staleness(&defs, &step, &mut keys)
-            };
-            match st {
-                Ok(Staleness::Fresh) => {}
-                Ok(_) => {
-                    stale.push(idx);
-                    let f = &mut stale_flags[a];
-                    if f.len() <= idx as usize {
-                        f.resize(idx as usize + 1, false);
-                    }
-                    f[idx as usize] = true;
-                }
-                Err(e) => {
-                    s.out.error(&format!("cannot read the history: {e:#}"));
-                    return EXIT_USAGE;
-                }
-            }
-        }
         let ranges = |v: &[i64], keys: &mut Keys<'_>| -> Vec<String> {
             let Some(p) = &asset.partitions else {
                 return Vec::new();
@@ -286,6 +226,100 @@ pub fn status(s: &Session, select: &str, json: bool, fail_on_stale: bool) -> i32
         return EXIT_FAILED;
     }
     EXIT_OK
+}
+
+/// Partition indexes of one asset by status (0 when unpartitioned).
+/// `stale` holds materialized partitions that are stale.
+pub(super) struct AssetParts {
+    pub mat: Vec<i64>,
+    pub failed: Vec<i64>,
+    pub missing: Vec<i64>,
+    pub stale: Vec<i64>,
+    /// Materialized with no output (`output_required = false`).
+    pub no_output: Vec<i64>,
+}
+
+/// The status of every partition of asset `a` at *now*. `stale_flags`
+/// carries staleness downstream: assets must come in dependency order.
+pub(super) fn asset_parts(
+    defs: &Defs,
+    a: crate::model::AssetId,
+    cx: &KeyCtx,
+    history: &mut History<'_>,
+    keys: &mut Keys<'_>,
+    stale_flags: &mut [Vec<bool>],
+) -> anyhow::Result<AssetParts> {
+    let asset = &defs.assets[a];
+    let parts: Vec<Option<i64>> = match &asset.partitions {
+        Some(p) => (0..p.def.len(cx)).map(Some).collect(),
+        None => vec![None],
+    };
+    let (mut mat, mut failed, mut missing, mut stale) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Materialized with no output (`output_required = false`).
+    let mut no_output = Vec::new();
+    let mut candidates = Vec::new();
+    {
+        let states = history
+            .states(defs, a)
+            .map_err(|e| e.context(format!("the history of `{}`", asset.key)))?;
+        for &p in &parts {
+            let key: &str = match (&asset.partitions, p) {
+                (Some(d), Some(i)) => keys.key(&d.def, i),
+                _ => "",
+            };
+            let idx = p.unwrap_or(0);
+            match states.get(key) {
+                None => missing.push(idx),
+                Some(st) if st.failed => failed.push(idx),
+                Some(st) if !st.materialized() => missing.push(idx),
+                Some(st) => {
+                    if st.data_version == Some(crate::state::NO_OUTPUT) {
+                        no_output.push(idx);
+                    }
+                    mat.push(idx);
+                    candidates.push(p);
+                }
+            }
+        }
+    }
+    for p in candidates {
+        let idx = p.unwrap_or(0);
+        let step = crate::plan::step_for(defs, a, p, cx);
+        let upstream_stale = step.inputs.iter().any(|inp| match &inp.partitions {
+            None => stale_flags[inp.upstream].first().copied().unwrap_or(false),
+            Some(ix) => ix.iter().any(|i| {
+                stale_flags[inp.upstream]
+                    .get(i as usize)
+                    .copied()
+                    .unwrap_or(false)
+            }),
+        });
+        let st = if upstream_stale {
+            Ok(Staleness::Inputs)
+        } else {
+            history.staleness(defs, &step, keys)
+        };
+        match st {
+            Ok(Staleness::Fresh) => {}
+            Ok(_) => {
+                stale.push(idx);
+                let f = &mut stale_flags[a];
+                if f.len() <= idx as usize {
+                    f.resize(idx as usize + 1, false);
+                }
+                f[idx as usize] = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(AssetParts {
+        mat,
+        failed,
+        missing,
+        stale,
+        no_output,
+    })
 }
 
 pub fn runs(s: &Session, json: bool, limit: usize) -> i32 {

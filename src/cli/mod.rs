@@ -11,6 +11,7 @@ mod history;
 mod init;
 mod output;
 pub mod plan;
+mod report;
 mod run;
 mod scaffold;
 mod tick;
@@ -140,6 +141,19 @@ pub enum Command {
         /// Print as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Write one self-contained HTML file: the asset graph, partitions by status, a run's
+    /// timeline, failures and check results
+    Report {
+        /// Assets to include (selection syntax)
+        #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
+        select: String,
+        /// The run to show (default: the newest)
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        /// Where to write it
+        #[arg(long, short = 'o', default_value = "report.html", value_name = "FILE")]
+        out: PathBuf,
     },
     /// Recorded runs, newest first; `dg runs show RUN_ID` for one
     Runs {
@@ -434,6 +448,9 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
             fail_on_stale,
         } => history::status(&session, &select, json, fail_on_stale),
         Command::Checks { select, json } => checks::checks(&session, &select, json),
+        Command::Report { select, run, out } => {
+            report::report(&session, &select, run.as_deref(), &out)
+        }
         Command::Runs {
             show: Some(RunsCmd::Show { run_id, json }),
             ..

@@ -571,14 +571,14 @@ fn run_summary_json(
 }
 
 /// How much of a failed step's log is shown: lines, bytes per line, bytes in all.
-const TAIL_LINES: usize = 20;
-const TAIL_LINE_BYTES: usize = 4096;
-const TAIL_BYTES: usize = 16384;
+pub(super) const TAIL_LINES: usize = 20;
+pub(super) const TAIL_LINE_BYTES: usize = 4096;
+pub(super) const TAIL_BYTES: usize = 16384;
 
 /// The end of a log, bounded in lines and bytes.
 #[derive(Debug, Default, PartialEq)]
-struct Tail {
-    lines: Vec<String>,
+pub(super) struct Tail {
+    pub(super) lines: Vec<String>,
     /// Whether a line or the whole was cut to fit the bounds.
     cut: bool,
 }
@@ -587,7 +587,12 @@ struct Tail {
 /// file: at most `max_total` bytes, each line at most `max_line` bytes (its
 /// end is kept). A `\r` starts the line again, as on a terminal, so a
 /// progress bar shows as its last state.
-fn log_tail(path: &std::path::Path, max_lines: usize, max_line: usize, max_total: usize) -> Tail {
+pub(super) fn log_tail(
+    path: &std::path::Path,
+    max_lines: usize,
+    max_line: usize,
+    max_total: usize,
+) -> Tail {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = std::fs::File::open(path) else {
         return Tail::default();

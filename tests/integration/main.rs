@@ -26,6 +26,7 @@ mod onboarding;
 mod plan;
 mod plugins;
 pub mod postgres_manager;
+mod report;
 mod roundtrip;
 mod sql_compute;
 mod sql_in_db;
