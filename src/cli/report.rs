@@ -173,6 +173,7 @@ fn build(
                 Some(p) => p.def.len(cx).max(0) as usize,
                 None => 1,
             };
+            let per = n.div_ceil(MAX_CELLS).max(1);
             let mut status = vec![MISSING; n];
             for &i in &mat {
                 status[i as usize] = MATERIALIZED;
@@ -204,13 +205,14 @@ fn build(
                     check_failures.push(json!({
                         "partition": r.partition, "check": r.check, "severity": r.severity,
                         "message": r.message, "run_id": r.run_id,
+                        // The grid cell that holds the partition.
+                        "cell": idx.map(|i| i as usize / per),
                     }));
                 }
             }
             for &st in &status {
                 counts[st as usize] += 1;
             }
-            let per = n.div_ceil(MAX_CELLS).max(1);
             let mut i = 0;
             while i < n {
                 let end = (i + per).min(n);

@@ -300,7 +300,7 @@ sql = "SELECT 1"
         ),
         (
             "`sql` check `q` of asset `notify` has no data to query",
-            "defs/a.toml:29:23",
+            "defs/a.toml:30:23",
         ),
     ] {
         let i = run
