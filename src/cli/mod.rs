@@ -155,6 +155,15 @@ pub enum Command {
         #[arg(long, short = 'o', default_value = "report.html", value_name = "FILE")]
         out: PathBuf,
     },
+    /// Serve the report on 127.0.0.1, built again from the run history for every request
+    Ui {
+        /// Assets to include (selection syntax)
+        #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
+        select: String,
+        /// The port (0: any free one; the address is printed)
+        #[arg(long, default_value_t = 8421, value_name = "N")]
+        port: u16,
+    },
     /// Recorded runs, newest first; `dg runs show RUN_ID` for one
     Runs {
         #[command(subcommand)]
@@ -451,6 +460,7 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
         Command::Report { select, run, out } => {
             report::report(&session, &select, run.as_deref(), &out)
         }
+        Command::Ui { select, port } => report::ui(&session, &select, port),
         Command::Runs {
             show: Some(RunsCmd::Show { run_id, json }),
             ..

@@ -64,7 +64,7 @@ pub fn report(s: &Session, select: &str, run: Option<&str>, out: &Path) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let html = render(&data);
+    let html = render(&data, false);
     let path = if out.is_absolute() {
         out.to_path_buf()
     } else {
@@ -90,10 +90,110 @@ pub fn report(s: &Session, select: &str, run: Option<&str>, out: &Path) -> i32 {
 }
 
 /// The page: the template with the data in it. `<` is escaped in the
-/// JSON so that no string can end the script element.
-pub fn render(data: &Value) -> String {
+/// JSON so that no string can end the script element. `live` (for
+/// `dg ui`) makes the browser reload it every few seconds.
+pub fn render(data: &Value, live: bool) -> String {
     let json = data.to_string().replace('<', "\\u003c");
-    TEMPLATE.replace("\"__DG_DATA__\"", &json)
+    let page = TEMPLATE.replace("\"__DG_DATA__\"", &json);
+    if live {
+        page.replacen(
+            "<meta charset=\"utf-8\">",
+            &format!(
+                "<meta charset=\"utf-8\">\n<meta http-equiv=\"refresh\" content=\"{UI_REFRESH_S}\">"
+            ),
+            1,
+        )
+    } else {
+        page
+    }
+}
+
+/// How often the `dg ui` page reloads itself, in seconds.
+const UI_REFRESH_S: u32 = 10;
+
+/// `dg ui [--select SEL] [--port N]`: serves the report on 127.0.0.1,
+/// built again from the state store for every request (`/` the page,
+/// `/data.json` its data). Definitions are read once, at start.
+pub fn ui(s: &Session, select: &str, port: u16) -> i32 {
+    use std::io::{BufRead, BufReader, Write};
+    let (defs, project, store) = match super::history::store(s) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let selected = match select_assets(s, &defs, select) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let listener = match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(l) => l,
+        Err(e) => {
+            s.out
+                .error(&format!("cannot listen on 127.0.0.1:{port}: {e}"));
+            return EXIT_USAGE;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    s.out
+        .line(&format!("serving http://{addr}/ (Ctrl-C to stop)"));
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let mut reader = BufReader::new(match conn.try_clone() {
+            Ok(c) => c,
+            Err(_) => continue,
+        });
+        let mut request = String::new();
+        if reader.read_line(&mut request).is_err() {
+            continue;
+        }
+        // The headers are read and ignored (at most 100 lines).
+        for _ in 0..100 {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(n) if n > 2 => {}
+                _ => break,
+            }
+        }
+        let mut parts = request.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let path = path.split('?').next().unwrap_or("");
+        let (status, kind, body) = if method != "GET" {
+            (
+                "405 Method Not Allowed",
+                "text/plain",
+                "only GET\n".to_string(),
+            )
+        } else if path == "/" || path == "/index.html" || path == "/data.json" {
+            // *now* moves on while the page is served, unless `--now` pins it.
+            let now = match s.global.now {
+                Some(_) => s.now.timestamp(),
+                None => chrono::Utc::now().timestamp(),
+            };
+            let mut cx = KeyCtx::new(now);
+            let built = dynamic_keys(&defs, &*store, &mut cx)
+                .and_then(|_| build(s, &defs, &project, &*store, &cx, &selected, None));
+            match built {
+                Ok(d) if path == "/data.json" => ("200 OK", "application/json", d.to_string()),
+                Ok(d) => ("200 OK", "text/html; charset=utf-8", render(&d, true)),
+                Err(e) => (
+                    "500 Internal Server Error",
+                    "text/plain",
+                    format!("cannot read the run history: {e:#}\n"),
+                ),
+            }
+        } else {
+            ("404 Not Found", "text/plain", "not found\n".to_string())
+        };
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    EXIT_OK
 }
 
 /// A mapping as the graph labels it: `identity`, `time_window -1`, …
@@ -384,7 +484,7 @@ mod tests {
 
     #[test]
     fn rendered_data_cannot_end_the_script() {
-        let html = render(&json!({"assets": [{"key": "</script><b>x"}]}));
+        let html = render(&json!({"assets": [{"key": "</script><b>x"}]}), false);
         assert!(!html.contains("</script><b>"));
         let start = html.find("id=\"dg-data\"").unwrap();
         let body = &html[start..];

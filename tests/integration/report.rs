@@ -347,3 +347,96 @@ sql = "SELECT * FROM big WHERE n = 1 AND :partition_key = '2021-12-31-23:00'"
         );
     }
 }
+
+/// One HTTP GET against `dg ui`: (status line, body).
+fn get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("dg ui listens");
+    write!(c, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+#[test]
+fn dg_ui_serves_the_report_live_from_the_history() {
+    use std::io::BufRead;
+    let p = project(&[("defs/a.toml", DEFS)]);
+    let first = dg_now(
+        p.path(),
+        NOW,
+        &[
+            "materialize",
+            "--select",
+            "events",
+            "--partition",
+            "2022-01-01-00:00",
+            "--json",
+        ],
+    );
+    assert_ok(&first);
+    let first_id = crate::support::json(&first)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("dg"))
+        .args([
+            "--project",
+            p.path().to_str().unwrap(),
+            "--now",
+            NOW,
+            "ui",
+            "--port",
+            "0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let result = std::panic::catch_unwind(|| {
+        let port: u16 = line
+            .trim()
+            .strip_prefix("serving http://127.0.0.1:")
+            .and_then(|r| r.strip_suffix("/ (Ctrl-C to stop)"))
+            .unwrap_or_else(|| panic!("{line}"))
+            .parse()
+            .unwrap();
+        let (status, body) = get(port, "/");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(body.contains(r#"<meta http-equiv="refresh""#));
+        assert_eq!(data(&body)["run"]["id"], first_id.as_str());
+        // A new run shows on the next request.
+        let run = dg_now(
+            p.path(),
+            NOW,
+            &[
+                "materialize",
+                "--select",
+                "events",
+                "--partition",
+                "2022-01-01-01:00",
+                "--json",
+            ],
+        );
+        assert_ok(&run);
+        let id = crate::support::json(&run)["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (_, body) = get(port, "/data.json");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["run"]["id"], id.as_str());
+        assert_eq!(v["assets"][0]["counts"]["materialized"], 2);
+        assert_eq!(get(port, "/nope").0, "HTTP/1.1 404 Not Found");
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
