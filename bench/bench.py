@@ -4,7 +4,9 @@ folder, runs each command several times and prints a table of median wall
 time and peak RSS. Standard library only.
 
     python3 bench/bench.py            # everything, then the Dagster comparison
-    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool state io dagster stress (10,000 partitions, a 10,000-partition input, a 100 MB-stdout step; not in the default set)
+    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool checks state io dagster
+                                      # (state includes `dg report`); `stress` (10,000 partitions, a 10,000-partition
+                                      # input, a 100 MB-stdout step) is not in the default set
     DG_BIN=/path/to/dg python3 bench/bench.py plan   # another binary, no build (before/after)
 
 Figures go to docs/performance.md by hand, with the machine they came from.
@@ -148,6 +150,14 @@ def gen_loud(root: Path, mb=100):
         "shell = 'yes 0123456789abcdefghij | head -c %d000000'" % mb, "",
         "[assets.one_line]", "output = false",
         "shell = \"head -c %d000000 /dev/zero | tr '\\\\0' x\"" % mb, ""]))
+def gen_checked_steps(root: Path, check: str, n=1000):
+    """n steps writing a one-row CSV, each partition checked by `check` (a TOML table body), or not."""
+    keys = ", ".join(f'"k{i}"' for i in range(n))
+    text = (f'[partitions.p]\ntype = "static"\nkeys = [{keys}]\n'
+            '[assets.t]\npartitions = "p"\nshell = "echo x > \\"$DG_OUTPUT\\""\n')
+    if check:
+        text += f"[assets.t.checks.c]\n{check}\n"
+    write(root / "defs" / "steps.toml", text)
 
 
 def spawn_baseline(n=1000):
@@ -245,7 +255,7 @@ def table(rows):
 
 
 def main():
-    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "state", "io", "dagster"}
+    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "checks", "state", "io", "dagster"}
     build()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -328,6 +338,20 @@ def main():
             for a in ("lines", "one_line"):
                 s, r = run([DG, "materialize", "--select", a], p, repeat=3, setup=fresh(p))
                 rows.append((f"a step printing 100 MB to stdout ({a.replace('_', ' ')})", s, r, "dg < 64 MiB"))
+        if "checks" in groups:
+            base = spawn_baseline()
+            per = {}
+            for name, check in [("none", ""), ("sql", 'sql = "SELECT * FROM t WHERE x IS NULL"'),
+                                ("shell", 'shell = "true"')]:
+                p = tmp / f"checks-{name}"
+                gen_checked_steps(p, check)
+                s, r = run([DG, "materialize", "--all-partitions", "--jobs", "1"], p, repeat=3, setup=fresh(p))
+                per[name] = s / 1000
+                rows.append((f"1,000 steps --jobs 1, check: {name}: per step", per[name], r, ""))
+            rows.append(("sql check (embedded engine): added per partition", per["sql"] - per["none"], 0,
+                         "target < 5 ms"))
+            rows.append(("shell check `true`: added per partition beyond spawn",
+                         per["shell"] - per["none"] - base, 0, "target < 5 ms"))
         if "state" in groups:
             p = tmp / "history"
             n = gen_history(p)
@@ -336,6 +360,9 @@ def main():
             rows.append((f"status over {n:,} materialization records", s, r, "< 1 s"))
             s, r = run([DG, "status", "--select", "h0", "--json"], p, repeat=3, env=now)
             rows.append(("status of one asset (87,648 partitions)", s, r, ""))
+            s, r = run([DG, "report", "--out", str(tmp / "report.html")], p, repeat=3, env=now)
+            size = (tmp / "report.html").stat().st_size / 1e6
+            rows.append((f"report over {n:,} materialization records ({size:.2f} MB)", s, r, "< 1 s, < 5 MB"))
             p2 = tmp / "chain-missing"
             gen_chain(p2)
             s, r = run([DG, "materialize", "--all-partitions", "--missing", "--dry-run", "--json"], p2, repeat=3, env=now)

@@ -243,6 +243,49 @@ pub struct Asset {
     pub config: serde_json::Map<String, serde_json::Value>,
     /// `config_affects_staleness = true`: a changed config makes `--stale` rerun it.
     pub config_affects_staleness: bool,
+    /// `[assets.KEY.checks.NAME]`, in definition order.
+    pub checks: Vec<Check>,
+    /// `freshness`: the newest materialization must be younger than this.
+    pub freshness: Option<Duration>,
+}
+
+/// How bad a failed check is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckSeverity {
+    Error,
+    Warn,
+}
+
+impl CheckSeverity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckSeverity::Error => "error",
+            CheckSeverity::Warn => "warn",
+        }
+    }
+}
+
+/// What a check runs.
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    /// Passes when the query returns no rows.
+    Sql(String),
+    /// `sh -c`; exit 0 passes.
+    Shell(String),
+    /// argv; exit 0 passes.
+    Command(Vec<Template>),
+}
+
+/// An asset check (`[assets.KEY.checks.NAME]`), run after each partition is stored.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub span: Span,
+    pub kind: CheckKind,
+    pub severity: CheckSeverity,
+    /// A failed error-check skips the steps downstream.
+    pub blocking: bool,
+    pub description: Option<String>,
 }
 
 impl Asset {

@@ -29,6 +29,16 @@ pub struct Project {
     pub profiles: Vec<Profile>,
     /// The profile in force (`--profile` / `DG_PROFILE`), once selected.
     pub selected_profile: Option<String>,
+    /// `[hooks]`: shell commands run after a run.
+    pub hooks: Hooks,
+}
+
+/// `[hooks]` in `dg.toml`: `sh -c` scripts run from the project root after
+/// a run, with `DG_RUN_SUMMARY` naming the run's JSON summary.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    pub on_success: Option<String>,
+    pub on_failure: Option<String>,
 }
 
 /// A `[profiles.NAME]` of `dg.toml`: resources that replace the
@@ -132,6 +142,7 @@ impl Project {
             config_id: None,
             profiles: Vec::new(),
             selected_profile: None,
+            hooks: Hooks::default(),
             root,
         };
         let config = project.root.join(CONFIG_FILE);
@@ -161,7 +172,7 @@ impl Project {
             &raw.root,
             0..0,
             "`dg.toml`",
-            &["project", "state", "run", "pools", "profiles"],
+            &["project", "state", "run", "pools", "profiles", "hooks"],
             diags,
         );
         if let Some((profiles, _)) = top.table("profiles", diags) {
@@ -227,6 +238,13 @@ impl Project {
                 Err(e) => diags
                     .push(Diagnostic::error(Kind::EnvVar, e.message).at(&u.span, "in this string")),
             }
+        }
+        if let Some(v) = top.get("hooks")
+            && let Some(h) =
+                Reader::of_value(id, v, "`[hooks]`", &["on_success", "on_failure"], diags)
+        {
+            self.hooks.on_success = h.str("on_success", diags).map(|s| s.value);
+            self.hooks.on_failure = h.str("on_failure", diags).map(|s| s.value);
         }
         if let Some(v) = top.get("run")
             && let Some(r) = Reader::of_value(id, v, "`[run]`", &["jobs"], diags)

@@ -26,6 +26,8 @@ use crate::partitions::time::{self, Schedule, TimeDefError, TimePartitions};
 use crate::partitions::{MultiPartitions, PartitionsDef, StaticPartitions, check_key};
 use crate::project::{Project, display_path};
 
+mod checks;
+
 /// Looks up environment variables (the process environment, or a test's map).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -455,6 +457,8 @@ const ASSET_FIELDS: &[&str] = &[
     "resources",
     "config",
     "config_affects_staleness",
+    "checks",
+    "freshness",
 ];
 const INPUT_FIELDS: &[&str] = &[
     "asset",
@@ -2120,6 +2124,9 @@ impl<'a> Validator<'a> {
         };
         let output = r.bool("output", d).unwrap_or(true);
         let output_required = r.bool("output_required", d).unwrap_or(true);
+        let asset_checks = checks::read_checks(&r, &what, self.env, d);
+        checks::check_fits(&asset_checks, &what, compute.as_ref(), output, d);
+        let freshness = checks::read_freshness(&r, &what, d);
         let mut columns = Vec::new();
         for (name, ty) in r.str_map("columns", d).unwrap_or_default() {
             match ColumnType::parse(&ty.value) {
@@ -2389,6 +2396,8 @@ impl<'a> Validator<'a> {
             output_required,
             columns,
             inputs,
+            checks: asset_checks,
+            freshness,
         })
     }
 
@@ -2949,6 +2958,7 @@ mod tests {
             config_id: None,
             profiles: Vec::new(),
             selected_profile: None,
+            hooks: Default::default(),
         };
         let lookup = |n: &str| {
             env.iter()

@@ -12,7 +12,9 @@ use crate::state::StateStore;
 use crate::state::incremental::{History, Staleness};
 
 /// Opens the project's store, printing why not.
-fn store(s: &Session) -> Result<(Defs, crate::project::Project, Box<dyn StateStore>), i32> {
+pub(super) fn store(
+    s: &Session,
+) -> Result<(Defs, crate::project::Project, Box<dyn StateStore>), i32> {
     let (loaded, defs) = s.load_or_report()?;
     let project = loaded.project.ok_or(EXIT_USAGE)?;
     let store = crate::state::open(&project).map_err(|e| {
@@ -55,7 +57,7 @@ pub fn dynamic_keys(defs: &Defs, store: &dyn StateStore, cx: &mut KeyCtx) -> any
     Ok(())
 }
 
-pub fn status(s: &Session, select: &str, json: bool) -> i32 {
+pub fn status(s: &Session, select: &str, json: bool, fail_on_stale: bool) -> i32 {
     let (defs, _project, store) = match store(s) {
         Ok(x) => x,
         Err(c) => return c,
@@ -77,84 +79,26 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
     let mut stale_flags: Vec<Vec<bool>> = vec![Vec::new(); defs.assets.len()];
     let mut out_json = Vec::new();
     let mut lines = Vec::new();
+    // `--fail-on-stale`: each asset that is not up to date, and why.
+    let mut not_ok: Vec<String> = Vec::new();
     for &a in &selected {
         let asset = &defs.assets[a];
         if matches!(asset.compute, Compute::Source) {
             continue;
         }
-        let parts: Vec<Option<i64>> = match &asset.partitions {
-            Some(p) => (0..p.def.len(&cx)).map(Some).collect(),
-            None => vec![None],
+        let AssetParts {
+            mat,
+            failed,
+            missing,
+            stale,
+            no_output,
+        } = match asset_parts(&defs, a, &cx, &mut history, &mut keys, &mut stale_flags) {
+            Ok(p) => p,
+            Err(e) => {
+                s.out.error(&format!("cannot read the history: {e:#}"));
+                return EXIT_USAGE;
+            }
         };
-        let (mut mat, mut failed, mut missing, mut stale) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        // Materialized with no output (`output_required = false`).
-        let mut no_output = Vec::new();
-        let mut candidates = Vec::new();
-        {
-            let states = match history.states(&defs, a) {
-                Ok(st) => st,
-                Err(e) => {
-                    s.out.error(&format!(
-                        "cannot read the history of `{}`: {e:#}",
-                        asset.key
-                    ));
-                    return EXIT_USAGE;
-                }
-            };
-            for &p in &parts {
-                let key: &str = match (&asset.partitions, p) {
-                    (Some(d), Some(i)) => keys.key(&d.def, i),
-                    _ => "",
-                };
-                let idx = p.unwrap_or(0);
-                match states.get(key) {
-                    None => missing.push(idx),
-                    Some(st) if st.failed => failed.push(idx),
-                    Some(st) if !st.materialized() => missing.push(idx),
-                    Some(st) => {
-                        if st.data_version == Some(crate::state::NO_OUTPUT) {
-                            no_output.push(idx);
-                        }
-                        mat.push(idx);
-                        candidates.push(p);
-                    }
-                }
-            }
-        }
-        for p in candidates {
-            let idx = p.unwrap_or(0);
-            let step = crate::plan::step_for(&defs, a, p, &cx);
-            let upstream_stale = step.inputs.iter().any(|inp| match &inp.partitions {
-                None => stale_flags[inp.upstream].first().copied().unwrap_or(false),
-                Some(ix) => ix.iter().any(|i| {
-                    stale_flags[inp.upstream]
-                        .get(i as usize)
-                        .copied()
-                        .unwrap_or(false)
-                }),
-            });
-            let st = if upstream_stale {
-                Ok(Staleness::Inputs)
-            } else {
-                history.staleness(&defs, &step, &mut keys)
-            };
-            match st {
-                Ok(Staleness::Fresh) => {}
-                Ok(_) => {
-                    stale.push(idx);
-                    let f = &mut stale_flags[a];
-                    if f.len() <= idx as usize {
-                        f.resize(idx as usize + 1, false);
-                    }
-                    f[idx as usize] = true;
-                }
-                Err(e) => {
-                    s.out.error(&format!("cannot read the history: {e:#}"));
-                    return EXIT_USAGE;
-                }
-            }
-        }
         let ranges = |v: &[i64], keys: &mut Keys<'_>| -> Vec<String> {
             let Some(p) = &asset.partitions else {
                 return Vec::new();
@@ -176,9 +120,47 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
             }
             out
         };
+        let health = match super::checks::health(&*store, asset, s.now) {
+            Ok(h) => h,
+            Err(e) => {
+                s.out.error(&format!(
+                    "cannot read the history of `{}`: {e:#}",
+                    asset.key
+                ));
+                return EXIT_USAGE;
+            }
+        };
+        let mut why: Vec<String> = Vec::new();
+        for (n, what) in [
+            (missing.len(), "missing"),
+            (failed.len(), "failed"),
+            (stale.len(), "stale"),
+            (health.checks_failed, "failed check"),
+        ] {
+            if n > 0 {
+                let s = if n > 1 && what == "failed check" {
+                    "s"
+                } else {
+                    ""
+                };
+                why.push(format!("{n} {what}{s}"));
+            }
+        }
+        if health.overdue {
+            why.push("overdue (freshness)".into());
+        }
+        if !why.is_empty() {
+            not_ok.push(format!("{} ({})", asset.key, why.join(", ")));
+        }
         if json {
             out_json.push(json!({
                 "asset": asset.key,
+                "checks": {
+                    "passed": health.checks_passed,
+                    "failed": health.checks_failed,
+                    "warned": health.checks_warned,
+                },
+                "freshness": health.freshness_json(),
                 "partitioned": asset.partitions.is_some(),
                 "partitions": mat.len() + failed.len() + missing.len(),
                 "materialized": mat.len(),
@@ -207,6 +189,7 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
             if !no_output.is_empty() {
                 line.push_str(&format!(" ({} with no output)", no_output.len()));
             }
+            line.push_str(&health.note());
             if asset.partitions.is_some() {
                 line.push_str(&format!("  (of {total})"));
             }
@@ -233,7 +216,110 @@ pub fn status(s: &Session, select: &str, json: bool) -> i32 {
             s.out.line(&l);
         }
     }
+    if fail_on_stale && !not_ok.is_empty() {
+        s.out.error(&format!(
+            "{} selected asset{} not up to date: {}",
+            not_ok.len(),
+            if not_ok.len() == 1 { " is" } else { "s are" },
+            not_ok.join("; ")
+        ));
+        return EXIT_FAILED;
+    }
     EXIT_OK
+}
+
+/// Partition indexes of one asset by status (0 when unpartitioned).
+/// `stale` holds materialized partitions that are stale.
+pub(super) struct AssetParts {
+    pub mat: Vec<i64>,
+    pub failed: Vec<i64>,
+    pub missing: Vec<i64>,
+    pub stale: Vec<i64>,
+    /// Materialized with no output (`output_required = false`).
+    pub no_output: Vec<i64>,
+}
+
+/// The status of every partition of asset `a` at *now*. `stale_flags`
+/// carries staleness downstream: assets must come in dependency order.
+pub(super) fn asset_parts(
+    defs: &Defs,
+    a: crate::model::AssetId,
+    cx: &KeyCtx,
+    history: &mut History<'_>,
+    keys: &mut Keys<'_>,
+    stale_flags: &mut [Vec<bool>],
+) -> anyhow::Result<AssetParts> {
+    let asset = &defs.assets[a];
+    let parts: Vec<Option<i64>> = match &asset.partitions {
+        Some(p) => (0..p.def.len(cx)).map(Some).collect(),
+        None => vec![None],
+    };
+    let (mut mat, mut failed, mut missing, mut stale) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Materialized with no output (`output_required = false`).
+    let mut no_output = Vec::new();
+    let mut candidates = Vec::new();
+    {
+        let states = history
+            .states(defs, a)
+            .map_err(|e| e.context(format!("the history of `{}`", asset.key)))?;
+        for &p in &parts {
+            let key: &str = match (&asset.partitions, p) {
+                (Some(d), Some(i)) => keys.key(&d.def, i),
+                _ => "",
+            };
+            let idx = p.unwrap_or(0);
+            match states.get(key) {
+                None => missing.push(idx),
+                Some(st) if st.failed => failed.push(idx),
+                Some(st) if !st.materialized() => missing.push(idx),
+                Some(st) => {
+                    if st.data_version == Some(crate::state::NO_OUTPUT) {
+                        no_output.push(idx);
+                    }
+                    mat.push(idx);
+                    candidates.push(p);
+                }
+            }
+        }
+    }
+    for p in candidates {
+        let idx = p.unwrap_or(0);
+        let step = crate::plan::step_for(defs, a, p, cx);
+        let upstream_stale = step.inputs.iter().any(|inp| match &inp.partitions {
+            None => stale_flags[inp.upstream].first().copied().unwrap_or(false),
+            Some(ix) => ix.iter().any(|i| {
+                stale_flags[inp.upstream]
+                    .get(i as usize)
+                    .copied()
+                    .unwrap_or(false)
+            }),
+        });
+        let st = if upstream_stale {
+            Ok(Staleness::Inputs)
+        } else {
+            history.staleness(defs, &step, keys)
+        };
+        match st {
+            Ok(Staleness::Fresh) => {}
+            Ok(_) => {
+                stale.push(idx);
+                let f = &mut stale_flags[a];
+                if f.len() <= idx as usize {
+                    f.resize(idx as usize + 1, false);
+                }
+                f[idx as usize] = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(AssetParts {
+        mat,
+        failed,
+        missing,
+        stale,
+        no_output,
+    })
 }
 
 pub fn runs(s: &Session, json: bool, limit: usize) -> i32 {

@@ -5,11 +5,13 @@
 //! exit code: 0 success, 1 a run with failed or skipped steps, 2 a usage,
 //! definitions or plan error.
 
+mod checks;
 mod defs;
 mod history;
 mod init;
 mod output;
 pub mod plan;
+mod report;
 mod run;
 mod scaffold;
 mod tick;
@@ -129,6 +131,41 @@ pub enum Command {
         /// Print as JSON
         #[arg(long)]
         json: bool,
+        /// Exit 1 when a selected asset has missing, failed or stale partitions,
+        /// failed error-checks, or is older than its `freshness`
+        #[arg(long)]
+        fail_on_stale: bool,
+    },
+    /// The latest result of every asset check, per partition
+    Checks {
+        /// Assets to include (selection syntax)
+        #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
+        select: String,
+        /// Print as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one self-contained HTML file: the asset graph, partitions by status, a run's
+    /// timeline, failures and check results
+    Report {
+        /// Assets to include (selection syntax)
+        #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
+        select: String,
+        /// The run to show (default: the newest)
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        /// Where to write it
+        #[arg(long, short = 'o', default_value = "report.html", value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Serve the report on 127.0.0.1, built again from the run history for every request
+    Ui {
+        /// Assets to include (selection syntax)
+        #[arg(long, short = 's', default_value = "*", value_name = "SEL")]
+        select: String,
+        /// The port (0: any free one; the address is printed)
+        #[arg(long, default_value_t = 8421, value_name = "N")]
+        port: u16,
     },
     /// Recorded runs, newest first; `dg runs show RUN_ID` for one
     Runs {
@@ -435,7 +472,16 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
         Command::List {
             what: ListWhat::Jobs { json },
         } => tick::list_jobs(&session, json),
-        Command::Status { select, json } => history::status(&session, &select, json),
+        Command::Status {
+            select,
+            json,
+            fail_on_stale,
+        } => history::status(&session, &select, json, fail_on_stale),
+        Command::Checks { select, json } => checks::checks(&session, &select, json),
+        Command::Report { select, run, out } => {
+            report::report(&session, &select, run.as_deref(), &out)
+        }
+        Command::Ui { select, port } => report::ui(&session, &select, port),
         Command::Runs {
             show: Some(RunsCmd::Show { run_id, json }),
             ..

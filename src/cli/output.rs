@@ -44,6 +44,15 @@ impl Out {
         }
     }
 
+    /// `warning: …` on stderr.
+    pub fn warn(&self, msg: &str) {
+        if self.color_err {
+            self.err(&format!("\x1b[1;93mwarning\x1b[0m\x1b[1m: {msg}\x1b[0m"));
+        } else {
+            self.err(&format!("warning: {msg}"));
+        }
+    }
+
     /// A diagnostic that points at no file.
     pub fn diagnostic_plain(&self, d: &Diagnostic) {
         let sources = Sources::default();

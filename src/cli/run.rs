@@ -272,7 +272,7 @@ pub fn run_resolved(
     if plan.steps.is_empty() {
         if args.json {
             s.out
-                .json(&json!({"run_id": null, "status": "success", "steps": []}));
+                .json(&json!({"run_id": null, "status": "success", "steps": [], "checks": []}));
         } else {
             s.out.info("nothing to do");
         }
@@ -509,8 +509,19 @@ pub fn run_resolved(
         count(StepStatus::Failed),
         count(StepStatus::Skipped),
     );
+    let checks: Vec<&crate::state::CheckRecord> =
+        summary.reports.iter().flat_map(|r| &r.checks).collect();
+    let checks_note = if checks.is_empty() {
+        String::new()
+    } else {
+        let failed = checks.iter().filter(|c| !c.passed).count();
+        format!(
+            "; checks: {} passed, {failed} failed",
+            checks.len() - failed
+        )
+    };
     let line = format!(
-        "{} {ok} succeeded, {bad} failed, {skip} skipped in {:.2}s (run {run_id}){}",
+        "{} {ok} succeeded, {bad} failed, {skip} skipped{checks_note} in {:.2}s (run {run_id}){}",
         if success { "✓" } else { "✗" },
         summary.elapsed.as_secs_f64(),
         if summary.interrupted {
@@ -521,38 +532,16 @@ pub fn run_resolved(
             ""
         }
     );
+    let summary_json = run_summary_json(&rc, &summary, &run_id, success);
     if args.json {
         s.out.err(&line);
-        let steps: Vec<serde_json::Value> = summary
-            .reports
-            .iter()
-            .map(|r| {
-                let st = &rc.plan.steps[r.step];
-                let a = &rc.defs.assets[st.asset];
-                json!({
-                    "id": rc.step_id(r.step),
-                    "asset": a.key,
-                    "partition": match (&a.partitions, st.partition) {
-                        (Some(p), Some(i)) => json!(p.def.key(i, &rc.cx)),
-                        _ => json!(null),
-                    },
-                    "status": r.status,
-                    "attempts": r.attempts,
-                    "duration_ms": r.duration.as_millis() as u64,
-                    "error": r.error,
-                })
-            })
-            .collect();
-        s.out.json(&json!({
-            "run_id": run_id,
-            "status": if success { "success" } else { "failure" },
-            "steps": steps,
-        }));
+        s.out.json(&summary_json);
     } else if success {
         s.out.info(&line);
     } else {
         s.out.err(&line);
     }
+    run_hooks(s, &project, &run_id, success, &summary_json);
     let code = match forced_exit() {
         Some(code) => code,
         None if success => EXIT_OK,
@@ -561,15 +550,104 @@ pub fn run_resolved(
     (code, Some(run_id))
 }
 
+/// Runs `[hooks] on_success` or `on_failure` with `DG_RUN_SUMMARY` (written
+/// to `<state>/logs/RUN_ID/summary.json`). A hook's failure is reported and
+/// changes nothing else.
+fn run_hooks(
+    s: &Session,
+    project: &crate::project::Project,
+    run_id: &str,
+    success: bool,
+    summary: &serde_json::Value,
+) {
+    let (name, script) = if success {
+        ("on_success", &project.hooks.on_success)
+    } else {
+        ("on_failure", &project.hooks.on_failure)
+    };
+    let Some(script) = script else { return };
+    let dir = project.state_dir.join("logs").join(run_id);
+    let path = dir.join("summary.json");
+    let written = std::fs::create_dir_all(&dir).and_then(|_| {
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(summary).unwrap_or_default(),
+        )
+    });
+    if let Err(e) = written {
+        s.out.warn(&format!(
+            "hook `{name}` not run: cannot write {}: {e}",
+            path.display()
+        ));
+        return;
+    }
+    let status = if success { "success" } else { "failure" };
+    if let Err(e) = exec::hooks::run_hook(&project.root, script, &path, run_id, status) {
+        s.out.warn(&format!(
+            "hook `{name}` failed ({e}); the run's status is unchanged"
+        ));
+    }
+}
+
+/// The run's JSON summary (`--json`, and `DG_RUN_SUMMARY` for hooks).
+fn run_summary_json(
+    rc: &RunCtx,
+    summary: &exec::RunSummary,
+    run_id: &str,
+    success: bool,
+) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = summary
+        .reports
+        .iter()
+        .map(|r| {
+            let st = &rc.plan.steps[r.step];
+            let a = &rc.defs.assets[st.asset];
+            json!({
+                "id": rc.step_id(r.step),
+                "asset": a.key,
+                "partition": match (&a.partitions, st.partition) {
+                    (Some(p), Some(i)) => json!(p.def.key(i, &rc.cx)),
+                    _ => json!(null),
+                },
+                "status": r.status,
+                "attempts": r.attempts,
+                "duration_ms": r.duration.as_millis() as u64,
+                "error": r.error,
+            })
+        })
+        .collect();
+    let checks: Vec<serde_json::Value> = summary
+        .reports
+        .iter()
+        .flat_map(|r| &r.checks)
+        .map(|c| {
+            json!({
+                "asset": c.asset,
+                "partition": c.partition,
+                "check": c.check,
+                "passed": c.passed,
+                "severity": c.severity,
+                "message": c.message,
+            })
+        })
+        .collect();
+    json!({
+        "run_id": run_id,
+        "status": if success { "success" } else { "failure" },
+        "steps": steps,
+        "checks": checks,
+    })
+}
+
 /// How much of a failed step's log is shown: lines, bytes per line, bytes in all.
-const TAIL_LINES: usize = 20;
-const TAIL_LINE_BYTES: usize = 4096;
-const TAIL_BYTES: usize = 16384;
+pub(super) const TAIL_LINES: usize = 20;
+pub(super) const TAIL_LINE_BYTES: usize = 4096;
+pub(super) const TAIL_BYTES: usize = 16384;
 
 /// The end of a log, bounded in lines and bytes.
 #[derive(Debug, Default, PartialEq)]
-struct Tail {
-    lines: Vec<String>,
+pub(super) struct Tail {
+    pub(super) lines: Vec<String>,
     /// Whether a line or the whole was cut to fit the bounds.
     cut: bool,
 }
@@ -578,7 +656,12 @@ struct Tail {
 /// file: at most `max_total` bytes, each line at most `max_line` bytes (its
 /// end is kept). A `\r` starts the line again, as on a terminal, so a
 /// progress bar shows as its last state.
-fn log_tail(path: &std::path::Path, max_lines: usize, max_line: usize, max_total: usize) -> Tail {
+pub(super) fn log_tail(
+    path: &std::path::Path,
+    max_lines: usize,
+    max_line: usize,
+    max_total: usize,
+) -> Tail {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = std::fs::File::open(path) else {
         return Tail::default();
@@ -927,6 +1010,20 @@ impl Reporter for Display<'_> {
                             r.error.as_deref().unwrap_or("skipped")
                         ));
                     }
+                }
+                for c in r.checks.iter().filter(|c| !c.passed) {
+                    let blocking = if r.blocked_by.as_deref() == Some(c.check.as_str()) {
+                        ", blocking"
+                    } else {
+                        ""
+                    };
+                    self.print(&format!(
+                        "{} check {id} `{}` failed ({}{blocking}): {}",
+                        if c.severity == "warn" { "!" } else { "✗" },
+                        c.check,
+                        c.severity,
+                        c.message.as_deref().unwrap_or("")
+                    ));
                 }
                 if let Some(b) = &self.bar {
                     b.inc(1);

@@ -20,14 +20,15 @@ use crate::project::{Project, display_path};
 
 #[derive(Subcommand, Debug)]
 pub enum ScaffoldWhat {
-    /// Write a new definitions file: an asset, a resource, a partitions definition or a job
+    /// Write a new definitions file: an asset, a resource, a partitions definition, a job, or an
+    /// asset with checks
     Defs(Box<DefsArgs>),
 }
 
 #[derive(Args, Debug)]
 pub struct DefsArgs {
-    /// What to define: `asset`, `resources`, `partitions` or `job` (aliases: `dagster.asset`,
-    /// `dagster.resources`, `resource`)
+    /// What to define: `asset`, `resources`, `partitions`, `job` or `check` (an asset with
+    /// checks; aliases: `dagster.asset`, `dagster.resources`, `resource`, `dagster.asset_check`)
     #[arg(value_name = "TYPE")]
     pub kind: String,
     /// The new file, relative to the definitions folder; `.toml` is added when missing
@@ -110,6 +111,8 @@ enum DefType {
     Resources,
     Partitions,
     Job,
+    /// An asset with checks (`[assets.KEY.checks.NAME]`) and `freshness`.
+    Check,
 }
 
 impl DefType {
@@ -119,6 +122,7 @@ impl DefType {
             DefType::Resources => "resources",
             DefType::Partitions => "partitions",
             DefType::Job => "job",
+            DefType::Check => "check",
         }
     }
 }
@@ -128,6 +132,8 @@ const TYPES: &[(&str, DefType)] = &[
     ("resources", DefType::Resources),
     ("partitions", DefType::Partitions),
     ("job", DefType::Job),
+    ("check", DefType::Check),
+    ("dagster.asset_check", DefType::Check),
     ("dagster.asset", DefType::Asset),
     ("dagster.resources", DefType::Resources),
     ("resource", DefType::Resources),
@@ -271,6 +277,7 @@ fn defs(s: &Session, args: &DefsArgs) -> i32 {
             DefType::Resources => "resource",
             DefType::Partitions => "partitions",
             DefType::Job => "job",
+            DefType::Check => "asset with checks",
         }
     ));
     s.out.info(&s.out.dim(&next_step(ty, &name, args)));
@@ -282,8 +289,8 @@ fn parse_type(given: &str) -> Result<DefType, Usage> {
         return Ok(*t);
     }
     let names: Vec<&str> = TYPES.iter().map(|(n, _)| *n).collect();
-    let known = "known types: `asset`, `resources`, `partitions`, `job` (aliases: \
-                 `dagster.asset`, `dagster.resources`, `resource`)";
+    let known = "known types: `asset`, `resources`, `partitions`, `job`, `check` (aliases: \
+                 `dagster.asset`, `dagster.resources`, `resource`, `dagster.asset_check`)";
     let help = match did_you_mean(given, names.iter().copied()) {
         Some(c) => format!("did you mean `{c}`? {known}"),
         None => known.to_string(),
@@ -294,13 +301,37 @@ fn parse_type(given: &str) -> Result<DefType, Usage> {
 /// Options that do not apply to the type are errors, not silently ignored.
 fn check_options(ty: DefType, a: &DefsArgs) -> Result<(), Usage> {
     let given: &[(&str, bool, &[DefType])] = &[
-        ("--partitions", a.partitions.is_some(), &[DefType::Asset]),
-        ("--deps", a.deps.is_some(), &[DefType::Asset]),
-        ("--io-manager", a.io_manager.is_some(), &[DefType::Asset]),
-        ("--command", a.command.is_some(), &[DefType::Asset]),
-        ("--shell", a.shell.is_some(), &[DefType::Asset]),
-        ("--sql", a.sql.is_some(), &[DefType::Asset]),
-        ("--group", a.group.is_some(), &[DefType::Asset]),
+        (
+            "--partitions",
+            a.partitions.is_some(),
+            &[DefType::Asset, DefType::Check],
+        ),
+        (
+            "--deps",
+            a.deps.is_some(),
+            &[DefType::Asset, DefType::Check],
+        ),
+        (
+            "--io-manager",
+            a.io_manager.is_some(),
+            &[DefType::Asset, DefType::Check],
+        ),
+        (
+            "--command",
+            a.command.is_some(),
+            &[DefType::Asset, DefType::Check],
+        ),
+        (
+            "--shell",
+            a.shell.is_some(),
+            &[DefType::Asset, DefType::Check],
+        ),
+        ("--sql", a.sql.is_some(), &[DefType::Asset, DefType::Check]),
+        (
+            "--group",
+            a.group.is_some(),
+            &[DefType::Asset, DefType::Check],
+        ),
         (
             "--type",
             a.type_.is_some(),
@@ -625,7 +656,52 @@ fn render(ty: DefType, name: &str, a: &DefsArgs, s: &Session) -> Result<String, 
         DefType::Resources => render_resource(name, a),
         DefType::Partitions => render_partitions(name, a, s),
         DefType::Job => Ok(render_job(name, a)),
+        DefType::Check => render_checked_asset(name, a),
     }
+}
+
+/// An asset (as `dg scaffold defs asset` writes it) with `freshness` and
+/// two example checks. Checks live in their asset's table, so they come
+/// with it: an existing asset gets checks by adding these tables to its file.
+fn render_checked_asset(name: &str, a: &DefsArgs) -> Result<String, Usage> {
+    let mut t = render_asset(name, a)?;
+    let key = toml_key(name);
+    let table = name.rsplit('/').next().unwrap_or(name);
+    let var = crate::exec::step::env_name(table);
+    let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+    t.push_str(
+        "# `dg status --fail-on-stale` fails when the newest materialization is older than this.\n\
+         freshness = \"26h\"\n\n",
+    );
+    t.push_str(
+        "# Checks run after each partition is stored, against the stored data; see them with\n\
+         # `dg checks`. A failed check with `blocking = true` and severity \"error\" skips the\n\
+         # steps downstream and fails the run.\n",
+    );
+    t.push_str(&format!("[assets.{key}.checks.not_empty]\n"));
+    t.push_str(&format!(
+        "# Passes when the query returns no rows. The stored partition is the table `{table}`\n\
+         # (inside the database when the asset is stored by a sqlite or postgres resource).\n"
+    ));
+    t.push_str(&format!(
+        "sql = {}\n",
+        toml_basic(&format!(
+            "SELECT 'no rows' AS problem WHERE NOT EXISTS (SELECT 1 FROM {quoted})"
+        ))
+    ));
+    t.push_str("blocking = true\n\n");
+    t.push_str(&format!("[assets.{key}.checks.has_data]\n"));
+    t.push_str(&format!(
+        "# Passes on exit 0. The stored partition is the file $DG_INPUT_{var}; lines such as\n\
+         # {{\"metadata\": {{\"rows\": 3}}}} appended to $DG_MESSAGES are recorded with the result.\n"
+    ));
+    t.push_str(&format!(
+        "shell = {}\n",
+        toml_basic(&format!("test -s \"$DG_INPUT_{var}\""))
+    ));
+    t.push_str("# \"error\" (the default) or \"warn\" (reported, never blocks).\n");
+    t.push_str("severity = \"warn\"\n");
+    Ok(t)
 }
 
 fn render_job(name: &str, a: &DefsArgs) -> String {
@@ -1114,6 +1190,15 @@ fn next_step(ty: DefType, name: &str, a: &DefsArgs) -> String {
         DefType::Partitions => format!(
             "  next: `dg list partitions {w}`, then `dg scaffold defs asset NAME --partitions {w}`",
             w = shell_word(name)
+        ),
+        DefType::Check => format!(
+            "  next: `dg materialize --select {w}{all}`, then `dg checks --select {w}`",
+            w = shell_word(name),
+            all = if a.partitions.is_some() {
+                " --all-partitions"
+            } else {
+                ""
+            }
         ),
     }
 }

@@ -7,6 +7,8 @@
 //! is reported as [`Event`]s to a [`Reporter`], so the terminal display, the
 //! JSON summary and (later) the history writer are separate subscribers.
 
+pub mod check;
+pub mod hooks;
 pub mod process;
 pub mod sql;
 pub mod step;
@@ -447,6 +449,10 @@ pub struct StepReport {
     pub log: Option<PathBuf>,
     /// What to record in the history for this step.
     pub records: Vec<Record>,
+    /// Results of the asset's checks on the stored partition.
+    pub checks: Vec<crate::state::CheckRecord>,
+    /// A blocking error-check that failed: the steps downstream are skipped.
+    pub blocked_by: Option<String>,
 }
 
 /// What happens during a run, in order.
@@ -493,7 +499,11 @@ pub struct RunSummary {
 
 impl RunSummary {
     pub fn success(&self) -> bool {
-        !self.interrupted && self.reports.iter().all(|r| r.status == StepStatus::Success)
+        !self.interrupted
+            && self
+                .reports
+                .iter()
+                .all(|r| r.status == StepStatus::Success && r.blocked_by.is_none())
     }
 }
 
@@ -812,7 +822,7 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
             reporter.event(rc, &Event::StepFinished(&r));
             done += 1;
             let s = r.step;
-            let ok = r.status == StepStatus::Success;
+            let ok = r.status == StepStatus::Success && r.blocked_by.is_none();
             reports[s] = Some(r);
             if ok {
                 for &d in &dependents[s] {
@@ -834,14 +844,23 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
                             continue;
                         }
                         pending[d] -= 1;
-                        if tolerates(rc, d, f) {
+                        let blocked = reports[f].as_ref().and_then(|r| r.blocked_by.clone());
+                        if blocked.is_none() && tolerates(rc, d, f) {
                             if pending[d] == 0 {
                                 ready.push_back(d);
                             }
                             continue;
                         }
-                        let why =
-                            format!("skipped: upstream step `{}` did not succeed", rc.step_id(f));
+                        let why = match blocked {
+                            Some(c) => format!(
+                                "skipped: blocking check `{c}` of upstream step `{}` failed",
+                                rc.step_id(f)
+                            ),
+                            None => format!(
+                                "skipped: upstream step `{}` did not succeed",
+                                rc.step_id(f)
+                            ),
+                        };
                         let r = skipped(d, &why);
                         reporter.event(rc, &Event::StepFinished(&r));
                         reports[d] = Some(r);
@@ -904,6 +923,8 @@ fn skipped(step: usize, why: &str) -> StepReport {
         metadata: Default::default(),
         log: None,
         records: Vec::new(),
+        checks: Vec::new(),
+        blocked_by: None,
     }
 }
 
@@ -1082,6 +1103,8 @@ fn run_step_inner(
         metadata: Default::default(),
         log: None,
         records: Vec::new(),
+        checks: Vec::new(),
+        blocked_by: None,
     };
     match lease(rc, si, reporter) {
         Ok(None) => {}
@@ -1219,6 +1242,14 @@ fn run_step_inner(
                         metadata: serde_json::Value::Object(metadata),
                     }));
                 rc.set_latest(step.asset, &key, &rc.run_id, Some(data_version), created_at);
+                if !asset.checks.is_empty() && !a.metadata.contains_key("dg/no_output") {
+                    let out = check::run_checks(rc, si, dog, &mut log);
+                    report
+                        .records
+                        .extend(out.records.iter().cloned().map(Record::Check));
+                    report.checks = out.records;
+                    report.blocked_by = out.blocked_by;
+                }
             } else {
                 report.records.push(Record::Failed {
                     asset: asset.key.clone(),

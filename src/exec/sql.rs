@@ -806,6 +806,136 @@ pub fn run_in_db(
     })
 }
 
+// ---------------------------------------------------------------------------
+// Asset checks: a query that passes when it returns no rows.
+
+/// What a check's query returned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckRows {
+    pub rows: u64,
+    /// The first row, as `col=value, …` (cut to a few hundred bytes).
+    pub first: Option<String>,
+}
+
+impl CheckRows {
+    /// The one-line message of a failed check.
+    pub fn message(&self) -> String {
+        let n = self.rows;
+        let mut m = format!(
+            "the query returned {n} row{}",
+            if n == 1 { "" } else { "s" }
+        );
+        if let Some(f) = &self.first {
+            m.push_str(&format!("; first: {f}"));
+        }
+        m
+    }
+}
+
+/// The longest first row shown in a check's message, in bytes.
+const FIRST_ROW_MAX: usize = 300;
+
+/// Cuts `s` to at most `max` bytes, at a character boundary, with a mark.
+pub fn cut_text(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// Counts the rows of a prepared, bound statement, keeping the first.
+fn count_rows(stmt: &mut rusqlite::Statement<'_>) -> rusqlite::Result<CheckRows> {
+    let names: Vec<String> = stmt.column_names().map(String::from).collect();
+    let mut out = CheckRows::default();
+    let mut rows = stmt.raw_query();
+    while let Some(row) = rows.next()? {
+        if out.rows == 0 {
+            let mut parts = Vec::with_capacity(names.len());
+            for (i, n) in names.iter().enumerate() {
+                let v = match row.get_ref(i)? {
+                    ValueRef::Null => "NULL".to_string(),
+                    v => value_text(v),
+                };
+                parts.push(format!("{n}={v}"));
+            }
+            out.first = Some(cut_text(parts.join(", "), FIRST_ROW_MAX));
+        }
+        out.rows += 1;
+    }
+    Ok(out)
+}
+
+/// Runs a check's query in the embedded engine, over the stored partition
+/// loaded as table `table`.
+pub fn check_embedded(
+    table: &str,
+    loaded: &Loaded,
+    query: &str,
+    params: &Params,
+) -> Result<CheckRows, String> {
+    let conn = Connection::open_in_memory()
+        .map_err(|e| format!("cannot open the embedded SQLite engine: {e}"))?;
+    let t = input_table(loaded).map_err(|e| format!("cannot read the stored data: {e:#}"))?;
+    if !t.schema.fields().is_empty() {
+        load_table(&conn, table, &t)
+            .map_err(|e| format!("cannot load the stored data into SQLite: {e}"))?;
+    }
+    let mut stmt = prepare(&conn, query).map_err(|e| format!("SQL error: {e}"))?;
+    bind_params(&mut stmt, params).map_err(|e| format!("SQL error: {}", describe(&e, query)))?;
+    count_rows(&mut stmt).map_err(|e| format!("SQL error: {}", describe(&e, query)))
+}
+
+/// Runs a check's query inside the asset's `sqlite` database: `view` is a
+/// TEMP view over the asset's table, filtered to `partition`. Nothing is
+/// written to the database.
+pub fn check_in_sqlite(
+    db: &crate::io::sqlite::SqliteManager,
+    asset_key: &str,
+    view: &str,
+    partition: Option<&str>,
+    query: &str,
+    params: &Params,
+) -> Result<CheckRows, String> {
+    use crate::io::sqlite::{PARTITION_COLUMN, table_name};
+    let table = table_name(asset_key);
+    let conn = db.open(false).map_err(|e| format!("{e:#}"))?;
+    let _ = conn.execute_batch("PRAGMA temp_store = MEMORY;");
+    let columns = columns_in(&conn, "main", &table).map_err(|e| e.to_string())?;
+    if columns.is_empty() {
+        return Err(format!("{} does not exist", db.place(&table)));
+    }
+    let cols: Vec<String> = columns
+        .iter()
+        .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    let filter = match partition {
+        // A literal: a view cannot hold a bound parameter. SQLite strings
+        // escape only `'`.
+        Some(k) => format!(
+            " WHERE {} = '{}'",
+            quote_ident(PARTITION_COLUMN),
+            k.replace('\'', "''")
+        ),
+        None => String::new(),
+    };
+    conn.execute_batch(&format!(
+        "CREATE TEMP VIEW {} AS SELECT {} FROM main.{}{filter}",
+        quote_ident(view),
+        cols.join(", "),
+        quote_ident(&table)
+    ))
+    .map_err(|e| format!("cannot create the view `{view}`: {e}"))?;
+    let mut stmt = prepare(&conn, query).map_err(|e| format!("SQL error: {e}"))?;
+    bind_params(&mut stmt, params).map_err(|e| format!("SQL error: {}", describe(&e, query)))?;
+    count_rows(&mut stmt).map_err(|e| format!("SQL error: {}", describe(&e, query)))
+}
+
 /// The columns of table `table` in `schema` (`main` or `temp`); empty when
 /// there is no such table.
 fn columns_in(

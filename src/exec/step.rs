@@ -816,13 +816,13 @@ fn file_kind(m: &std::fs::Metadata) -> &'static str {
 }
 
 /// Files handed to the step for one input.
-struct InputFiles {
-    path: PathBuf,
+pub(super) struct InputFiles {
+    pub(super) path: PathBuf,
     partitions_file: Option<PathBuf>,
     partitions: Vec<(String, PathBuf)>,
 }
 
-fn materialize_input(
+pub(super) fn materialize_input(
     loaded: &Loaded,
     format: Format,
     dir: &Path,

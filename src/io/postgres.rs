@@ -1377,6 +1377,115 @@ fn clear_partition(
     }
 }
 
+impl PostgresManager {
+    /// Runs an asset check's query inside this manager's database: `view`
+    /// is a TEMP view over the asset's table filtered to `partition` (the
+    /// key bound, never spliced). One transaction, rolled back: nothing is
+    /// written. Passes when the query returns no rows.
+    pub fn check_in_db(
+        &self,
+        asset_key: &str,
+        view: &str,
+        partition: Option<&str>,
+        query: &str,
+        params: &Params,
+    ) -> Result<crate::exec::sql::CheckRows, String> {
+        let redact = |m: String| self.secrets.redact(&m);
+        let pgerr = |e: postgres::Error| redact(error_text(&e));
+        let (text, names) =
+            to_positional(statement_text(query)).map_err(|e| format!("SQL error: {e}"))?;
+        let values: Vec<TextParam> = names
+            .iter()
+            .map(|n| TextParam(param_value(params, n)))
+            .collect();
+        let table = table_name(asset_key);
+        let mut conn = self.conn().map_err(|e| redact(format!("{e:#}")))?;
+        let mut tx = conn.transaction().map_err(pgerr)?;
+        tx.execute(
+            "SELECT set_config('search_path', quote_ident($1) || ', ' || current_setting('search_path'), true)",
+            &[&self.schema],
+        )
+        .map_err(pgerr)?;
+        let columns = table_columns(&mut tx, &self.schema, &table)
+            .map_err(|e| redact(format!("{e:#}")))?
+            .ok_or_else(|| format!("{} does not exist", self.place(&table)))?;
+        let cols: Vec<String> = columns
+            .iter()
+            .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
+            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .collect();
+        let source = self.qualified(&table);
+        let filter = match partition {
+            Some(key) => {
+                tx.batch_execute("CREATE TEMP TABLE dg_check_key (k text)")
+                    .map_err(pgerr)?;
+                tx.execute("INSERT INTO pg_temp.dg_check_key (k) VALUES ($1)", &[&key])
+                    .map_err(pgerr)?;
+                format!(
+                    " WHERE t.{} = (SELECT k FROM pg_temp.dg_check_key)",
+                    quote_ident(PARTITION_COLUMN)
+                )
+            }
+            None => String::new(),
+        };
+        tx.batch_execute(&format!(
+            "CREATE TEMP VIEW {} AS SELECT {} FROM {source} AS t{filter}",
+            quote_ident(view),
+            cols.join(", ")
+        ))
+        .map_err(|e| format!("cannot create the view `{view}`: {}", pgerr(e)))?;
+        // Parameter types: what Postgres infers, else text.
+        let mut types = vec![Type::UNKNOWN; names.len()];
+        loop {
+            tx.batch_execute("SAVEPOINT dg_prepare").map_err(pgerr)?;
+            match tx.prepare_typed(&text, &types) {
+                Ok(s) => {
+                    types = s.params().to_vec();
+                    tx.batch_execute("RELEASE SAVEPOINT dg_prepare")
+                        .map_err(pgerr)?;
+                    break;
+                }
+                Err(e) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT dg_prepare")
+                        .map_err(pgerr)?;
+                    let n = e
+                        .as_db_error()
+                        .filter(|d| *d.code() == postgres::error::SqlState::INDETERMINATE_DATATYPE)
+                        .and_then(|d| d.message().rsplit('$').next()?.trim().parse::<usize>().ok())
+                        .filter(|&n| n >= 1 && n <= types.len() && types[n - 1] == Type::UNKNOWN);
+                    match n {
+                        Some(n) => types[n - 1] = Type::TEXT,
+                        None => {
+                            return Err(redact(format!("SQL error: {}", describe_pg(&e, &text))));
+                        }
+                    }
+                }
+            }
+        }
+        let wrapped = format!(
+            "SELECT count(*) OVER (), row_to_json(dg_q)::text FROM (\n{text}\n) AS dg_q LIMIT 1"
+        );
+        let bound: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let stmt = tx
+            .prepare_typed(&wrapped, &types)
+            .map_err(|e| redact(format!("SQL error: {}", describe_pg(&e, &text))))?;
+        let row = tx
+            .query_opt(&stmt, &bound)
+            .map_err(|e| redact(format!("SQL error: {}", describe_pg(&e, &text))))?;
+        let _ = tx.rollback();
+        Ok(match row {
+            None => crate::exec::sql::CheckRows::default(),
+            Some(r) => crate::exec::sql::CheckRows {
+                rows: r.get::<_, i64>(0) as u64,
+                first: r
+                    .get::<_, Option<String>>(1)
+                    .map(|s| crate::exec::sql::cut_text(s, 300)),
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

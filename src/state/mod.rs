@@ -128,6 +128,25 @@ pub struct Materialization {
     pub metadata: serde_json::Value,
 }
 
+/// The result of one asset check on one partition in one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckRecord {
+    pub run_id: String,
+    pub asset: String,
+    /// `None` when the asset is unpartitioned.
+    pub partition: Option<String>,
+    pub check: String,
+    pub passed: bool,
+    /// `error` or `warn`.
+    pub severity: String,
+    pub message: Option<String>,
+    /// What the check appended to `DG_MESSAGES`.
+    pub metadata: serde_json::Value,
+    /// When it ended (RFC 3339, UTC).
+    pub created_at: String,
+    pub duration_ms: i64,
+}
+
 /// What is recorded from a run, in order.
 #[derive(Clone, Debug)]
 pub enum Record {
@@ -139,6 +158,8 @@ pub enum Record {
         partition: Option<String>,
         run_id: String,
     },
+    /// The result of an asset check.
+    Check(CheckRecord),
     /// The run gives up its lease on a partition. Written in the same
     /// transaction as the step's outcome, so a waiting run never sees the
     /// lease free before the outcome is recorded.
@@ -250,6 +271,13 @@ pub trait StateStore: Send + Sync {
     fn release_pool_slot(&self, pool: &str, slot: u32, run_id: &str) -> anyhow::Result<()>;
     /// Gives back every pool slot a run holds.
     fn release_pool_slots(&self, run_id: &str) -> anyhow::Result<()>;
+    /// The latest result of every check of `asset`, per partition and
+    /// check (partition key order is not kept).
+    fn latest_checks(&self, asset: &str) -> anyhow::Result<Vec<CheckRecord>>;
+    /// The check results of one run, in the order they were recorded.
+    fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>>;
+    /// When `asset` was last materialized (RFC 3339, UTC), any partition.
+    fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>>;
     /// Marks runs whose process died as interrupted and drops their leases.
     fn reap_dead_runs(&self) -> anyhow::Result<Vec<String>>;
     /// The newest recorded tick (Unix seconds) of every job that has one.

@@ -21,8 +21,8 @@ use anyhow::Context;
 use postgres::{Client, NoTls, Row, Transaction};
 
 use super::{
-    AttemptRecord, InputRead, Lease, Materialization, PartitionState, PartitionStates, Record,
-    RunRecord, RunStatus, StateStore, TickClaim,
+    AttemptRecord, CheckRecord, InputRead, Lease, Materialization, PartitionState, PartitionStates,
+    Record, RunRecord, RunStatus, StateStore, TickClaim,
 };
 
 /// Each entry upgrades the schema by one version (the SQLite store's tables,
@@ -122,6 +122,22 @@ pub const MIGRATIONS: &[&str] = &[
      );",
     // 4: the profile and run config a run was made with.
     "ALTER TABLE runs ADD COLUMN profile TEXT; ALTER TABLE runs ADD COLUMN config TEXT;",
+    // 5: asset checks: one row per check, partition and run.
+    "CREATE TABLE check_results (
+        id BIGSERIAL PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        check_name TEXT NOT NULL,
+        passed BOOLEAN NOT NULL,
+        severity TEXT NOT NULL,
+        message TEXT,
+        metadata TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        duration_ms BIGINT NOT NULL
+     );
+     CREATE INDEX check_results_latest ON check_results (asset, partition, check_name, id);
+     CREATE INDEX check_results_by_run ON check_results (run_id);",
 ];
 
 /// First key of dg's advisory locks (`pg_advisory_xact_lock(int, int)`);
@@ -339,6 +355,25 @@ impl PostgresStore {
     }
 }
 
+const CHECK_COLUMNS: &str = "run_id, asset, partition, check_name, passed, severity, message, metadata, created_at, duration_ms";
+
+fn check_from_row(r: &Row) -> CheckRecord {
+    let partition: String = r.get(2);
+    let metadata: String = r.get(7);
+    CheckRecord {
+        run_id: r.get(0),
+        asset: r.get(1),
+        partition: (!partition.is_empty()).then_some(partition),
+        check: r.get(3),
+        passed: r.get(4),
+        severity: r.get(5),
+        message: r.get(6),
+        metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
+        created_at: r.get(8),
+        duration_ms: r.get(9),
+    }
+}
+
 fn run_from_row(r: &Row) -> RunRecord {
     RunRecord {
         id: r.get(0),
@@ -503,6 +538,25 @@ impl StateStore for PostgresStore {
                         tx.execute(
                             state_failed.as_ref().unwrap(),
                             &[asset, &partition.as_deref().unwrap_or(""), &now()],
+                        )?;
+                    }
+                    Record::Check(c) => {
+                        tx.execute(
+                            "INSERT INTO check_results
+                             (run_id, asset, partition, check_name, passed, severity, message, metadata, created_at, duration_ms)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                            &[
+                                &c.run_id,
+                                &c.asset,
+                                &c.partition.as_deref().unwrap_or(""),
+                                &c.check,
+                                &c.passed,
+                                &c.severity,
+                                &c.message,
+                                &serde_json::to_string(&c.metadata)?,
+                                &c.created_at,
+                                &c.duration_ms,
+                            ],
                         )?;
                     }
                     Record::Release {
@@ -810,6 +864,33 @@ impl StateStore for PostgresStore {
         self.client()
             .execute("DELETE FROM pool_slots WHERE run_id = $1", &[&run_id])?;
         Ok(())
+    }
+
+    fn latest_checks(&self, asset: &str) -> anyhow::Result<Vec<CheckRecord>> {
+        let rows = self.client().query(
+            &format!(
+                "SELECT DISTINCT ON (partition, check_name) {CHECK_COLUMNS} FROM check_results
+                 WHERE asset = $1 ORDER BY partition, check_name, id DESC"
+            ),
+            &[&asset],
+        )?;
+        Ok(rows.iter().map(check_from_row).collect())
+    }
+
+    fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>> {
+        let rows = self.client().query(
+            &format!("SELECT {CHECK_COLUMNS} FROM check_results WHERE run_id = $1 ORDER BY id"),
+            &[&run_id],
+        )?;
+        Ok(rows.iter().map(check_from_row).collect())
+    }
+
+    fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>> {
+        let row = self.client().query_one(
+            "SELECT max(created_at) FROM materializations WHERE asset = $1",
+            &[&asset],
+        )?;
+        Ok(row.get(0))
     }
 
     fn release(&self, asset: &str, partition: &str, run_id: &str) -> anyhow::Result<()> {

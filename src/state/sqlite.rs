@@ -11,8 +11,8 @@ use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AttemptRecord, InputRead, Lease, Materialization, PartitionState, PartitionStates, Record,
-    RunRecord, RunStatus, StateStore, TickClaim,
+    AttemptRecord, CheckRecord, InputRead, Lease, Materialization, PartitionState, PartitionStates,
+    Record, RunRecord, RunStatus, StateStore, TickClaim,
 };
 
 /// Each entry upgrades the schema by one version.
@@ -110,6 +110,22 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 4: the profile and run config a run was made with.
     "ALTER TABLE runs ADD COLUMN profile TEXT; ALTER TABLE runs ADD COLUMN config TEXT;",
+    // 5: asset checks: one row per check, partition and run.
+    "CREATE TABLE check_results (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        check_name TEXT NOT NULL,
+        passed INTEGER NOT NULL,
+        severity TEXT NOT NULL,
+        message TEXT,
+        metadata TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL
+     );
+     CREATE INDEX check_results_latest ON check_results (asset, partition, check_name, id);
+     CREATE INDEX check_results_by_run ON check_results (run_id);",
 ];
 
 /// How long a dg process waits for another one holding the database.
@@ -351,6 +367,25 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
+const CHECK_COLUMNS: &str = "run_id, asset, partition, check_name, passed, severity, message, metadata, created_at, duration_ms";
+
+fn check_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckRecord> {
+    let partition: String = r.get(2)?;
+    let metadata: String = r.get(7)?;
+    Ok(CheckRecord {
+        run_id: r.get(0)?,
+        asset: r.get(1)?,
+        partition: (!partition.is_empty()).then_some(partition),
+        check: r.get(3)?,
+        passed: r.get(4)?,
+        severity: r.get(5)?,
+        message: r.get(6)?,
+        metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
+        created_at: r.get(8)?,
+        duration_ms: r.get(9)?,
+    })
+}
+
 const RUN_COLUMNS: &str = "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps, profile, config";
 
 impl StateStore for SqliteStore {
@@ -465,6 +500,25 @@ impl StateStore for SqliteStore {
                             asset,
                             partition.as_deref().unwrap_or(""),
                             now()
+                        ])?;
+                    }
+                    Record::Check(c) => {
+                        tx.prepare_cached(
+                            "INSERT INTO check_results
+                             (run_id, asset, partition, check_name, passed, severity, message, metadata, created_at, duration_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        )?
+                        .execute(params![
+                            c.run_id,
+                            c.asset,
+                            c.partition.as_deref().unwrap_or(""),
+                            c.check,
+                            c.passed,
+                            c.severity,
+                            c.message,
+                            serde_json::to_string(&c.metadata)?,
+                            c.created_at,
+                            c.duration_ms
                         ])?;
                     }
                     Record::Release {
@@ -768,6 +822,35 @@ impl StateStore for SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
+    }
+
+    fn latest_checks(&self, asset: &str) -> anyhow::Result<Vec<CheckRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {CHECK_COLUMNS} FROM check_results WHERE id IN
+               (SELECT max(id) FROM check_results WHERE asset = ?1 GROUP BY partition, check_name)
+             ORDER BY id"
+        ))?;
+        let rows = st.query_map(params![asset], check_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {CHECK_COLUMNS} FROM check_results WHERE run_id = ?1 ORDER BY id"
+        ))?;
+        let rows = st.query_map(params![run_id], check_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>> {
+        let conn = self.conn();
+        Ok(conn.query_row(
+            "SELECT max(created_at) FROM materializations WHERE asset = ?1",
+            params![asset],
+            |r| r.get(0),
+        )?)
     }
 
     fn release(&self, asset: &str, partition: &str, run_id: &str) -> anyhow::Result<()> {

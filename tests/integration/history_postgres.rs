@@ -878,3 +878,55 @@ echo '{"metadata": {"source": "unit"}}' >> "$DG_MESSAGES"
     let logs = ok(&s, d, &["logs", &acme_run]);
     assert!(logs.stdout.contains("hello from acme"), "{logs:?}");
 }
+
+#[test]
+fn check_results_are_recorded_in_the_postgres_store() {
+    let Some(s) = Schema::new() else { return };
+    let dir = s.project(
+        r#"
+[assets.numbers]
+shell = "printf 'n\n1\n2\n' > \"$DG_OUTPUT\""
+
+[assets.numbers.checks.no_twos]
+sql = "SELECT n FROM numbers WHERE n = 2"
+blocking = true
+
+[assets.numbers.checks.small]
+shell = 'echo "{\"metadata\": {\"ok\": true}}" >> "$DG_MESSAGES"'
+
+[assets.doubled]
+deps = ["numbers"]
+sql = "SELECT n * 2 AS n FROM numbers"
+"#,
+    );
+    let run = dg_at(&s, dir.path(), &["materialize", "--json"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["checks"].as_array().unwrap().len(), 2, "{v:#}");
+    assert_eq!(
+        s.count("SELECT count(*) FROM check_results WHERE NOT passed"),
+        1
+    );
+    let c = ok_json(&s, dir.path(), &["checks", "--json"]);
+    let checks = c["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2, "{c:#}");
+    assert_eq!(checks[0]["check"], "no_twos");
+    assert_eq!(checks[0]["passed"], false);
+    assert_eq!(checks[0]["message"], "the query returned 1 row; first: n=2");
+    assert_eq!(checks[1]["check"], "small");
+    assert_eq!(checks[1]["metadata"]["ok"], true);
+    let st = ok_json(&s, dir.path(), &["status", "--json", "--select", "numbers"]);
+    assert_eq!(st["assets"][0]["checks"]["failed"], 1, "{st:#}");
+    // The newest result is the one shown.
+    let run = dg_at(
+        &s,
+        dir.path(),
+        &["materialize", "--json", "--select", "numbers"],
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!(s.count("SELECT count(*) FROM check_results"), 4);
+    let c = ok_json(&s, dir.path(), &["checks", "--json"]);
+    assert_eq!(c["checks"].as_array().unwrap().len(), 2, "{c:#}");
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(c["checks"][0]["run_id"], v["run_id"]);
+}

@@ -11,6 +11,7 @@
 mod adversarial;
 pub mod backend;
 mod check_defs;
+mod checks;
 mod concurrency;
 mod dagster_repros;
 mod docs;
@@ -30,6 +31,7 @@ mod plan;
 mod plugins;
 mod pools;
 pub mod postgres_manager;
+mod report;
 mod resources;
 mod roundtrip;
 mod sql_compute;

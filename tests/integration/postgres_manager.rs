@@ -29,6 +29,11 @@ fn text_is_not_retyped_through_postgres() {
 }
 
 #[test]
+fn checks_run_inside_the_database_through_postgres() {
+    table_scenarios::checks_run_inside_the_database(Backend::Postgres);
+}
+
+#[test]
 fn rematerializing_one_partition_replaces_only_its_rows() {
     table_scenarios::rematerializing_one_partition_replaces_only_its_rows(Backend::Postgres);
 }

@@ -41,6 +41,11 @@ fn text_is_not_retyped_through_sqlite() {
 }
 
 #[test]
+fn checks_run_inside_the_database_through_sqlite() {
+    table_scenarios::checks_run_inside_the_database(Backend::Sqlite);
+}
+
+#[test]
 fn rematerializing_one_partition_replaces_only_its_rows() {
     table_scenarios::rematerializing_one_partition_replaces_only_its_rows(Backend::Sqlite);
 }

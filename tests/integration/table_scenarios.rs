@@ -290,3 +290,66 @@ shell = "if [ -f v2 ]; then printf 'a,c\\nx,3\\n'; else printf 'a,b\\nx,1\\n'; f
         vec![vec!["x", "3"]]
     );
 }
+
+/// Asset checks on a table backend run inside the database: the query may
+/// join other tables of the same database (here a referential check), and
+/// sees only the checked partition.
+pub fn checks_run_inside_the_database(backend: Backend) {
+    let Some(db) = Db::open(backend) else { return };
+    let defs = format!(
+        r#"{}
+[partitions.batches]
+type = "static"
+keys = ["a", "b"]
+
+[assets.customers]
+shell = "printf 'id,name\n1,ann\n2,bob\n' > \"$DG_OUTPUT\""
+
+[assets.orders]
+partitions = "batches"
+deps = ["customers"]
+shell = '''
+if [ "$DG_PARTITION_KEY" = a ]; then
+  printf 'id,customer_id\n10,1\n11,3\n' > "$DG_OUTPUT"
+else
+  printf 'id,customer_id\n20,2\n' > "$DG_OUTPUT"
+fi
+'''
+
+[assets.orders.checks.known_customers]
+sql = "SELECT o.id, o.customer_id FROM orders AS o WHERE o.customer_id NOT IN (SELECT id FROM customers)"
+
+[assets.orders.checks.one_partition]
+sql = "SELECT count(*) AS n FROM orders HAVING count(*) > 2 OR :partition_key NOT IN ('a', 'b')"
+"#,
+        db.resources("")
+    );
+    let p = crate::support::project(&[("defs/a.toml", &defs)]);
+    let run = db.materialize(
+        p.path(),
+        &["--json", "--select", "+orders", "--all-partitions"],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let v = crate::support::json(&run);
+    let find = |part: &str, name: &str| {
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["partition"] == part && c["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} on {part}: {v:#}"))
+            .clone()
+    };
+    let bad = find("a", "known_customers");
+    assert_eq!(bad["passed"], false, "{bad}");
+    let msg = bad["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("the query returned 1 row; first: "),
+        "{msg}"
+    );
+    assert!(msg.contains("11") && msg.contains('3'), "{msg}");
+    assert_eq!(find("b", "known_customers")["passed"], true);
+    // Each partition's view holds only its own rows (2 and 1, never 3).
+    assert_eq!(find("a", "one_partition")["passed"], true, "{v:#}");
+    assert_eq!(find("b", "one_partition")["passed"], true);
+}

@@ -1,0 +1,336 @@
+//! Asset checks: run after a step's partition is stored, against what was
+//! stored (not the step's output file).
+//!
+//! A `sql` check sees the partition as a table named after the asset (its
+//! last key segment, as a `deps` input would be named); when the asset
+//! lives in a `sqlite` or `postgres` database the query runs there, over a
+//! TEMP view, and no row passes through dg. Otherwise the partition is
+//! loaded by the asset's manager into the embedded engine. A `shell` or
+//! `command` check gets the partition as the file `$DG_INPUT_<ASSET>` and
+//! passes on exit 0; `{"metadata": {…}}` lines it appends to `$DG_MESSAGES`
+//! are recorded with the result. Output goes to the step's log.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::RunCtx;
+use super::process::Watchdog;
+use super::sql::{self, Params};
+use super::step::{env_name, materialize_input, partition_ref, read_messages};
+use crate::io::{self, InputContext, Loaded, OutputContext, PartitionRef};
+use crate::model::{Asset, Check, CheckKind, CheckSeverity};
+use crate::state::CheckRecord;
+
+/// The checks of one step.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub records: Vec<CheckRecord>,
+    /// The first failed blocking error-check, when one failed: the steps
+    /// downstream are skipped.
+    pub blocked_by: Option<String>,
+}
+
+/// What the table (and `DG_INPUT_…`) of the checked asset is called: its
+/// last key segment, as an input reading it through `deps` would be.
+pub fn table_name(asset: &Asset) -> &str {
+    asset.segments().last().unwrap_or(&asset.key)
+}
+
+/// Runs every check of step `si`'s asset on the partition it just stored.
+pub fn run_checks(rc: &RunCtx, si: usize, dog: &Watchdog, log: &mut File) -> Outcome {
+    let step = &rc.plan.steps[si];
+    let asset = &rc.defs.assets[step.asset];
+    let partition = match (&asset.partitions, step.partition) {
+        (Some(p), Some(i)) => Some(partition_ref(&p.def, i, &rc.cx)),
+        _ => None,
+    };
+    let mut cx = CheckCx {
+        rc,
+        si,
+        asset,
+        partition,
+        loaded: None,
+        work: rc.work_dir().join("check"),
+    };
+    let mut out = Outcome::default();
+    for check in &asset.checks {
+        if rc.cancelled() {
+            break;
+        }
+        let t0 = Instant::now();
+        let _ = writeln!(log, "[dg] check `{}`", check.name);
+        let r = cx.run(check, dog, log);
+        let (passed, message, metadata) = match r {
+            Ok(x) => x,
+            Err(e) => (false, Some(e), serde_json::Map::new()),
+        };
+        let _ = writeln!(
+            log,
+            "[dg] check `{}`: {}{}",
+            check.name,
+            if passed { "passed" } else { "FAILED" },
+            message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+        if !passed
+            && check.blocking
+            && check.severity == CheckSeverity::Error
+            && out.blocked_by.is_none()
+        {
+            out.blocked_by = Some(check.name.clone());
+        }
+        let key = cx.partition.as_ref().map(|p| p.key.clone());
+        out.records.push(CheckRecord {
+            run_id: rc.run_id.clone(),
+            asset: asset.key.clone(),
+            partition: key,
+            check: check.name.clone(),
+            passed,
+            severity: check.severity.as_str().to_string(),
+            message,
+            metadata: serde_json::Value::Object(metadata),
+            created_at: super::timestamp(),
+            duration_ms: t0.elapsed().as_millis() as i64,
+        });
+    }
+    let _ = std::fs::remove_dir_all(&cx.work);
+    out
+}
+
+type Result3 = (
+    bool,
+    Option<String>,
+    serde_json::Map<String, serde_json::Value>,
+);
+
+struct CheckCx<'a> {
+    rc: &'a RunCtx,
+    si: usize,
+    asset: &'a Asset,
+    partition: Option<PartitionRef>,
+    /// The stored partition, loaded once for every check that needs it.
+    loaded: Option<Result<Loaded, String>>,
+    work: std::path::PathBuf,
+}
+
+impl CheckCx<'_> {
+    fn run(&mut self, check: &Check, dog: &Watchdog, log: &mut File) -> Result<Result3, String> {
+        match &check.kind {
+            CheckKind::Sql(q) => self.sql(q).map(|rows| {
+                let passed = rows.rows == 0;
+                let mut md = serde_json::Map::new();
+                md.insert("rows".into(), serde_json::json!(rows.rows));
+                (passed, (!passed).then(|| rows.message()), md)
+            }),
+            CheckKind::Shell(script) => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(script);
+                self.process(check, c, dog, log)
+            }
+            CheckKind::Command(argv) => {
+                let mut args = Vec::with_capacity(argv.len());
+                for a in argv {
+                    args.push(a.resolve_env().map_err(|e| format!("`command`: {e}"))?);
+                }
+                let mut c = Command::new(&args[0]);
+                c.args(&args[1..]);
+                self.process(check, c, dog, log)
+            }
+        }
+    }
+
+    fn params(&self) -> Params {
+        let window = self.partition.as_ref().and_then(|p| p.window);
+        Params {
+            partition_key: self.partition.as_ref().map(|p| p.key.clone()),
+            partition_start: window.map(|w| w.0.to_rfc3339()),
+            partition_end: window.map(|w| w.1.to_rfc3339()),
+            run_id: self.rc.run_id.clone(),
+        }
+    }
+
+    fn sql(&mut self, query: &str) -> Result<sql::CheckRows, String> {
+        let asset = self.asset;
+        let manager = self.rc.manager(&asset.io_manager)?;
+        let key = self.partition.as_ref().map(|p| p.key.as_str());
+        let params = self.params();
+        if let Some(db) = manager.as_sqlite() {
+            return sql::check_in_sqlite(db, &asset.key, table_name(asset), key, query, &params);
+        }
+        if let Some(pg) = manager.as_postgres() {
+            return pg.check_in_db(&asset.key, table_name(asset), key, query, &params);
+        }
+        let loaded = self.load()?;
+        sql::check_embedded(table_name(asset), loaded, query, &params)
+    }
+
+    /// The stored partition, through the asset's manager.
+    fn load(&mut self) -> Result<&Loaded, String> {
+        if self.loaded.is_none() {
+            let rc = self.rc;
+            let asset = self.asset;
+            let step_id = rc.step_id(self.si);
+            let mlog = io::Log::default();
+            let name = table_name(asset).to_string();
+            let r = (|| {
+                if !asset.output {
+                    return Err(
+                        "the asset stores nothing (`output = false`): there is no data to check"
+                            .to_string(),
+                    );
+                }
+                let manager = rc.manager(&asset.io_manager)?;
+                let ictx = InputContext {
+                    input_name: name,
+                    asset_key: asset.key.clone(),
+                    upstream_output: OutputContext {
+                        asset_key: asset.key.clone(),
+                        partition: None,
+                        format: asset.format,
+                        resource_key: asset.io_manager.clone(),
+                        metadata: asset.metadata.clone(),
+                        run_id: rc.run_id.clone(),
+                        step_id: step_id.clone(),
+                        log: mlog.clone(),
+                    },
+                    upstream_partitioned: asset.partitions.is_some(),
+                    partitions: self.partition.iter().cloned().collect(),
+                    format: asset.format,
+                    resource_key: asset.io_manager.clone(),
+                    run_id: rc.run_id.clone(),
+                    step_id,
+                    log: mlog,
+                };
+                manager.load_input(&ictx).map_err(|e| {
+                    format!(
+                        "cannot load the stored data through `{}`: {e:#}",
+                        asset.io_manager
+                    )
+                })
+            })();
+            self.loaded = Some(r);
+        }
+        match self.loaded.as_ref() {
+            Some(Ok(l)) => Ok(l),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("not loaded".into()),
+        }
+    }
+
+    fn process(
+        &mut self,
+        check: &Check,
+        mut cmd: Command,
+        dog: &Watchdog,
+        log: &mut File,
+    ) -> Result<Result3, String> {
+        let rc = self.rc;
+        let asset = self.asset;
+        let work = self.work.clone();
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)
+            .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+        let messages = work.join("messages.jsonl");
+        File::create(&messages)
+            .map_err(|e| format!("cannot create {}: {e}", messages.display()))?;
+        let mut env: Vec<(String, String)> = vec![
+            ("DG_RUN_ID".into(), rc.run_id.clone()),
+            ("DG_ASSET_KEY".into(), asset.key.clone()),
+            ("DG_CHECK_NAME".into(), check.name.clone()),
+            ("DG_NOW".into(), rc.now.to_rfc3339()),
+            (
+                "DG_MESSAGES".into(),
+                messages.to_string_lossy().into_owned(),
+            ),
+        ];
+        if let Some(p) = &self.partition {
+            env.push(("DG_PARTITION_KEY".into(), p.key.clone()));
+            if let Some((s, e)) = p.window {
+                env.push(("DG_PARTITION_START".into(), s.to_rfc3339()));
+                env.push(("DG_PARTITION_END".into(), e.to_rfc3339()));
+            }
+            for (dim, k) in &p.dims {
+                env.push((format!("DG_PARTITION_{}", env_name(dim)), k.clone()));
+            }
+        }
+        if asset.output {
+            let name = table_name(asset).to_string();
+            let format = asset.format;
+            let loaded = self.load()?;
+            let files = materialize_input(loaded, format, &work.join("inputs"), 0, &name)
+                .map_err(|e| format!("cannot hand over the stored data: {e:#}"))?;
+            env.push((
+                format!("DG_INPUT_{}", env_name(&name)),
+                files.path.to_string_lossy().into_owned(),
+            ));
+        }
+        for (k, t) in &asset.env {
+            env.push((
+                k.clone(),
+                t.resolve_env().map_err(|e| format!("`env.{k}`: {e}"))?,
+            ));
+        }
+        let start = log.seek(SeekFrom::End(0)).unwrap_or(0);
+        let stdout = log.try_clone().map_err(|e| e.to_string())?;
+        let stderr = log.try_clone().map_err(|e| e.to_string())?;
+        cmd.current_dir(&rc.project_root)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .process_group(0);
+        // SAFETY: the hook only makes one system call (prctl).
+        unsafe {
+            cmd.pre_exec(super::process::die_with_parent);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run the check: {e}"))?;
+        let guard = dog.watch(child.id() as i32, asset.timeout);
+        let status = child
+            .wait()
+            .map_err(|e| format!("waiting for the check failed: {e}"))?;
+        let timed_out = guard.timed_out.load(Ordering::Relaxed);
+        drop(guard);
+        let metadata = read_messages(&messages, log);
+        if timed_out {
+            return Ok((false, Some("timed out".into()), metadata));
+        }
+        if status.success() {
+            return Ok((true, None, metadata));
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let mut why = match (status.code(), status.signal()) {
+            (Some(c), _) => format!("exited with code {c}"),
+            (None, Some(s)) => format!("killed by signal {s}"),
+            _ => "failed".to_string(),
+        };
+        if let Some(line) = last_line(&rc.log_path(self.si), log, start) {
+            why.push_str(&format!(": {line}"));
+        }
+        Ok((false, Some(why), metadata))
+    }
+}
+
+/// The last non-empty line written to the log (`path`, open for appending
+/// as `log`) after `start` (at most 4 KiB are read), cut to 300 bytes.
+fn last_line(path: &std::path::Path, log: &mut File, start: u64) -> Option<String> {
+    let end = log.seek(SeekFrom::End(0)).ok()?;
+    let from = start.max(end.saturating_sub(4096));
+    let mut f = File::open(path).ok()?;
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut buf = Vec::new();
+    f.take(end - from).read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| sql::cut_text(l.to_string(), 300))
+}
