@@ -285,6 +285,9 @@ impl Render<'_> {
             Severity::Error => Level::ERROR,
             Severity::Warning => Level::WARNING,
         };
+        if d.primary.is_none() && d.secondary.is_empty() {
+            return self.unlocated(d, level);
+        }
         let mut group = Group::with_title(level.primary_title(d.message.as_str()));
         // Group the labels by file: one snippet per file, primary file first.
         let mut files: Vec<FileId> = Vec::new();
@@ -293,9 +296,14 @@ impl Render<'_> {
                 files.push(l.span.file);
             }
         }
-        for file in files {
+        // A password written in a URL is not shown, whatever the error.
+        let texts: Vec<std::borrow::Cow<'_, str>> = files
+            .iter()
+            .map(|&f| crate::secrets::mask_url_passwords_in_place(&self.sources.get(f).text))
+            .collect();
+        for (file, text) in files.into_iter().zip(&texts) {
             let src = self.sources.get(file);
-            let mut snippet = Snippet::source(src.text.as_str())
+            let mut snippet = Snippet::source(text.as_ref())
                 .path(src.display.as_str())
                 .fold(true);
             if let Some(p) = d.primary.as_ref().filter(|p| p.span.file == file) {
@@ -324,6 +332,31 @@ impl Render<'_> {
             Renderer::plain()
         };
         renderer.render(&report)
+    }
+
+    /// A diagnostic that points at no file: its title and help, without
+    /// the empty source gutter (` |`) a snippet renderer would draw.
+    fn unlocated(&self, d: &Diagnostic, level: Level<'_>) -> String {
+        let renderer = if self.color {
+            Renderer::styled()
+        } else {
+            Renderer::plain()
+        };
+        let mut out =
+            renderer.render(&[Group::with_title(level.primary_title(d.message.as_str()))]);
+        if let Some(h) = &d.help {
+            let mut lines = h.lines();
+            let first = lines.next().unwrap_or("");
+            if self.color {
+                out.push_str(&format!("\n\x1b[1;96mhelp\x1b[0m: {first}"));
+            } else {
+                out.push_str(&format!("\nhelp: {first}"));
+            }
+            for l in lines {
+                out.push_str(&format!("\n      {l}"));
+            }
+        }
+        out
     }
 
     pub fn all(&self, ds: &Diagnostics) -> String {

@@ -111,27 +111,42 @@ impl Project {
         sources: &mut Sources,
         diags: &mut Diagnostics,
     ) -> Option<Project> {
-        let root = match explicit {
-            Some(p) => {
-                let p = cwd.join(p);
-                if !p.is_dir() {
-                    diags.push(
+        let root =
+            match explicit {
+                Some(p) => {
+                    let p = cwd.join(p);
+                    if p.is_file() {
+                        let parent = p.parent().unwrap_or(cwd);
+                        diags.push(
                         Diagnostic::error(
                             Kind::Io,
-                            format!("project folder `{}` does not exist", p.display()),
+                            format!("`--project` takes a folder, and `{}` is a file", p.display()),
                         )
-                        .help("`--project` takes the folder that holds `dg.toml` or `defs/`"),
+                        .help(format!(
+                            "pass the folder that holds `dg.toml` or `defs/`, e.g. `--project {}`",
+                            parent.display()
+                        )),
                     );
-                    return None;
+                        return None;
+                    }
+                    if !p.is_dir() {
+                        diags.push(
+                            Diagnostic::error(
+                                Kind::Io,
+                                format!("project folder `{}` does not exist", p.display()),
+                            )
+                            .help("`--project` takes the folder that holds `dg.toml` or `defs/`"),
+                        );
+                        return None;
+                    }
+                    p
                 }
-                p
-            }
-            None => cwd
-                .ancestors()
-                .find(|d| d.join(CONFIG_FILE).is_file())
-                .unwrap_or(cwd)
-                .to_path_buf(),
-        };
+                None => cwd
+                    .ancestors()
+                    .find(|d| d.join(CONFIG_FILE).is_file())
+                    .unwrap_or(cwd)
+                    .to_path_buf(),
+            };
         let mut project = Project {
             defs_dir: root.join("defs"),
             state_dir: root.join(".dg"),

@@ -380,8 +380,70 @@ fn percent_decode(s: &str) -> String {
         .into_owned()
 }
 
+/// `text` with the password of every `scheme://user:password@host` in it
+/// replaced by as many `*` as it has bytes, so that byte offsets into the
+/// text (diagnostic spans) stay right. For source excerpts, which are shown
+/// before any definitions are known.
+pub fn mask_url_passwords_in_place(text: &str) -> Cow<'_, str> {
+    if !text.contains("://") || !text.contains('@') {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out: Option<Vec<u8>> = None;
+    let mut from = 0;
+    while let Some(i) = text[from..].find("://") {
+        let start = from + i + 3;
+        let end = text[start..]
+            .find(|c: char| matches!(c, '?' | '#' | '"' | '\'' | '`') || c.is_whitespace())
+            .map_or(text.len(), |j| start + j);
+        // The user info runs to the last `@` (a password may hold `/`,
+        // written unencoded as people do); the user name holds no `/`.
+        let authority = &text[start..end];
+        if let Some(at) = authority.rfind('@')
+            && let Some(colon) = authority[..at].find(':')
+            && !authority[..colon].contains('/')
+        {
+            let (a, b) = (start + colon + 1, start + at);
+            let o = out.get_or_insert_with(|| bytes.to_vec());
+            for x in &mut o[a..b] {
+                *x = b'*';
+            }
+        }
+        from = end.max(start);
+    }
+    match out {
+        // Only ASCII `*` replaced whole UTF-8 sequences of the password.
+        Some(o) => Cow::Owned(String::from_utf8(o).unwrap_or_else(|_| text.to_string())),
+        None => Cow::Borrowed(text),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn url_passwords_in_source_text_keep_their_length() {
+        let t = "url = \"postgres://dg:pa/ss@db/x\"\nb = \"s3://k:sécret@h\" # x://nobody@h\n";
+        let m = super::mask_url_passwords_in_place(t);
+        assert_eq!(m.len(), t.len());
+        assert!(!m.contains("sécret") && !m.contains("hunter"), "{m}");
+        assert!(m.contains("s3://k:*******@h"), "{m}");
+        // A password may hold `/`: it runs to the last `@`.
+        assert!(m.contains("postgres://dg:*****@db/x"), "{m}");
+        assert!(m.contains("x://nobody@h"));
+        let t2 = "postgres://u:p%40ss@h/d";
+        assert_eq!(
+            super::mask_url_passwords_in_place(t2),
+            "postgres://u:******@h/d"
+        );
+        // A path with `@` and no user info is left alone; an ambiguous
+        // `host:port/path@x` is masked (hiding too much is the safe side).
+        let t3 = "s3://bucket/path@v2 http://h:80/x@y";
+        assert_eq!(
+            super::mask_url_passwords_in_place(t3),
+            "s3://bucket/path@v2 http://h:****@y"
+        );
+    }
+
     use super::*;
 
     #[test]

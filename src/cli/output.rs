@@ -4,6 +4,62 @@ use std::io::Write;
 
 use crate::diag::{Diagnostic, Render, Sources};
 
+/// Whether `c` reorders or hides text on a terminal: bidirectional
+/// controls (which can make `a[x]` read as something else) and zero-width
+/// characters. The zero-width joiner of emoji sequences is kept.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}' | '\u{200C}' | '\u{200E}' | '\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}'
+        | '\u{FEFF}')
+}
+
+/// `s` with every [`invisible`] character written as `\uXXXX`: visible on a
+/// terminal, and inside a JSON string the same escape means the same
+/// character, so `--json` output decodes to the original text.
+pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(invisible) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if invisible(c) {
+            out.push_str(&format!("\\u{:04X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// serde_json's compact format, writing [`invisible`] characters as
+/// `\uXXXX` escapes (the same string, visible on a terminal).
+struct VisibleJson;
+
+impl serde_json::ser::Formatter for VisibleJson {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        while let Some((i, c)) = rest.char_indices().find(|&(_, c)| invisible(c)) {
+            w.write_all(&rest.as_bytes()[..i])?;
+            write!(w, "\\u{:04X}", c as u32)?;
+            rest = &rest[i + c.len_utf8()..];
+        }
+        w.write_all(rest.as_bytes())
+    }
+}
+
+/// Writes `s` as a JSON string for a stream of JSON (`--json` outputs
+/// written piece by piece), invisible characters escaped.
+pub fn write_json_str(w: &mut dyn Write, s: &str) -> std::io::Result<()> {
+    use serde::Serialize;
+    let mut ser = serde_json::Serializer::with_formatter(w, VisibleJson);
+    s.serialize(&mut ser).map_err(std::io::Error::other)
+}
+
 /// Where output goes and how it looks.
 #[derive(Clone, Copy, Debug)]
 pub struct Out {
@@ -17,6 +73,7 @@ impl Out {
     /// Every line goes through the secrets masker ([`crate::secrets::mask`]).
     pub fn line(&self, s: &str) {
         let s = crate::secrets::mask(s);
+        let s = visible(&s);
         let mut o = std::io::stdout().lock();
         let _ = writeln!(o, "{s}");
     }
@@ -31,6 +88,7 @@ impl Out {
     /// A line on stderr.
     pub fn err(&self, s: &str) {
         let s = crate::secrets::mask(s);
+        let s = visible(&s);
         let mut e = std::io::stderr().lock();
         let _ = writeln!(e, "{s}");
     }
@@ -84,5 +142,31 @@ impl Out {
     /// Pretty JSON on stdout.
     pub fn json(&self, v: &serde_json::Value) {
         self.line(&serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible;
+
+    #[test]
+    fn invisible_characters_are_shown_and_json_keeps_its_meaning() {
+        assert_eq!(visible("a[x]"), "a[x]");
+        assert_eq!(visible("a[\u{202E}x]"), "a[\\u202Ex]");
+        assert_eq!(visible("\u{200B}k"), "\\u200Bk");
+        // Emoji sequences keep their joiner.
+        assert_eq!(visible("👨\u{200D}👩"), "👨\u{200D}👩");
+        let json = serde_json::json!({"partition": "x\u{202E}y"}).to_string();
+        let shown = visible(&json);
+        let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back["partition"], "x\u{202E}y");
+        let mut buf = Vec::new();
+        super::write_json_str(&mut buf, "k\u{202E}\"q\u{FEFF}").unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(text, "\"k\\u202E\\\"q\\uFEFF\"");
+        assert_eq!(
+            serde_json::from_str::<String>(&text).unwrap(),
+            "k\u{202E}\"q\u{FEFF}"
+        );
     }
 }

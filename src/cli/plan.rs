@@ -229,8 +229,7 @@ pub use crate::plan::step_id;
 fn write_plan_json(w: &mut impl Write, r: &Resolved, now: &str) -> std::io::Result<()> {
     let defs = &r.defs;
     let mut keys = Keys::new(&r.cx);
-    let js =
-        |w: &mut dyn Write, s: &str| serde_json::to_writer(w, s).map_err(std::io::Error::other);
+    let js = |w: &mut dyn Write, s: &str| super::output::write_json_str(w, s);
     write!(w, "{{\"now\": ")?;
     js(w, now)?;
     write!(w, ", \"steps\": [")?;
@@ -651,8 +650,7 @@ pub fn list_partitions(s: &Session, name: &str, json: bool) -> i32 {
     }
     let stdout = std::io::stdout();
     let mut w = BufWriter::new(stdout.lock());
-    let js =
-        |w: &mut dyn Write, v: &str| serde_json::to_writer(w, v).map_err(std::io::Error::other);
+    let js = |w: &mut dyn Write, v: &str| super::output::write_json_str(w, v);
     let res: std::io::Result<()> = (|| {
         if json {
             write!(w, "{{\"name\": ")?;
@@ -667,7 +665,8 @@ pub fn list_partitions(s: &Session, name: &str, json: bool) -> i32 {
             writeln!(w, "]}}")?;
         } else {
             for i in 0..n {
-                writeln!(w, "{}", def.key(i, &cx).unwrap_or_default())?;
+                let k = def.key(i, &cx).unwrap_or_default();
+                writeln!(w, "{}", super::output::visible(&k))?;
             }
         }
         w.flush()

@@ -333,6 +333,26 @@ impl SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == 0 {
+            // A new database has no tables; one with tables but no dg
+            // schema version belongs to another program.
+            let tables: Vec<String> = {
+                let mut st = tx.prepare(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+                )?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            if !tables.is_empty() {
+                let shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+                anyhow::bail!(
+                    "it is not a dg state database: it holds tables of another program ({}{}) and no dg schema version. \
+                     Point `[state] url` at another file, or move this one away",
+                    shown.join(", "),
+                    if tables.len() > 5 { ", …" } else { "" }
+                );
+            }
+        }
         if version as usize > MIGRATIONS.len() {
             anyhow::bail!(
                 "the state database has schema version {version}, newer than this dg understands ({}); upgrade dg",
@@ -340,7 +360,13 @@ impl SqliteStore {
             );
         }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(m)?;
+            // The error, without the migration's SQL text.
+            tx.execute_batch(m).map_err(|e| match e {
+                rusqlite::Error::SqlInputError { error, msg, .. } => {
+                    anyhow::anyhow!("schema version {}: {msg} ({error})", i + 1)
+                }
+                e => anyhow::Error::from(e),
+            })?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
         tx.commit()?;

@@ -398,3 +398,77 @@ fn a_postgres_store_that_drops_mid_run() {
         assert_eq!(json(&r)["assets"][0]["materialized"], 4);
     }
 }
+
+#[test]
+fn small_mistakes_get_short_clear_messages() {
+    let dir = four_partitions("");
+    let d = dir.path();
+    // Another program's SQLite file where the history should be.
+    std::fs::create_dir_all(d.join(".dg")).unwrap();
+    let c = rusqlite::Connection::open(d.join(".dg/state.db")).unwrap();
+    c.execute_batch("CREATE TABLE runs (x INTEGER); CREATE TABLE notes (y TEXT);")
+        .unwrap();
+    drop(c);
+    let r = dg(d, &["status"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("not a dg state database")
+            && r.stderr.contains("(notes, runs)")
+            && !r.stderr.contains("CREATE TABLE"),
+        "{}",
+        r.stderr
+    );
+    std::fs::remove_file(d.join(".dg/state.db")).unwrap();
+    // An unlocated error has no empty source gutter.
+    let r = dg(d, &["--now", "garbage", "status"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(!r.stderr.lines().any(|l| l.trim() == "|"), "{}", r.stderr);
+    assert!(r.stderr.contains("help: use RFC 3339"), "{}", r.stderr);
+    // `--project` given a file says so.
+    let o = Command::new(assert_cmd::cargo::cargo_bin("dg"))
+        .current_dir(d)
+        .args(["--project", "defs/a.toml", "status"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("takes a folder"), "{stderr}");
+}
+
+#[test]
+fn keys_with_invisible_characters_are_shown_escaped() {
+    let dir = project(&[(
+        "defs/a.toml",
+        "[partitions.p]\ntype = \"static\"\nkeys = [\"ab\\u202Ecd\", \"zero\\u200Bwidth\"]\n\n[assets.a]\npartitions = \"p\"\nshell = \"true\"\noutput = false\n",
+    )]);
+    let d = dir.path();
+    let r = dg(d, &["materialize", "--all-partitions"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("a[ab\\u202Ecd]"), "{}", r.stdout);
+    assert!(!r.stdout.contains('\u{202E}'), "{}", r.stdout);
+    // JSON keeps the key: the escape decodes to the character.
+    let r = dg(d, &["list", "partitions", "p", "--json"]);
+    assert!(!r.stdout.contains('\u{202E}'));
+    assert_eq!(json(&r)["keys"][0], "ab\u{202E}cd");
+}
+
+#[test]
+fn a_password_on_a_line_with_an_error_is_not_shown() {
+    let dir = project(&[(
+        "defs/a.toml",
+        "[resources.db]\ntype = \"postgres\"\nurl = \"postgres://dg:hunter2@db.example/x\" oops\n",
+    )]);
+    for args in [&["check", "defs"][..], &["check", "defs", "--json"][..]] {
+        let r = dg(dir.path(), args);
+        assert_eq!(r.code, 2, "{r:?}");
+        let out = format!("{}{}", r.stdout, r.stderr);
+        assert!(!out.contains("hunter2"), "{out}");
+    }
+    let r = dg(dir.path(), &["check", "defs"]);
+    assert!(
+        r.stderr.contains("postgres://dg:*******@db.example/x"),
+        "{}",
+        r.stderr
+    );
+}
