@@ -191,10 +191,11 @@ impl PluginManager {
         let name = self.name.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match name {
             Some(n) => format!("plug-in `{n}` (resource `{}`)", self.cx.resource_key),
+            // The program only: its arguments may hold `${env:…}` values,
+            // such as a token, which messages and the history must not show.
             None => format!(
                 "plug-in `{}` (resource `{}`)",
-                self.argv.join(" "),
-                self.cx.resource_key
+                self.argv[0], self.cx.resource_key
             ),
         }
     }

@@ -293,3 +293,37 @@ fn fences_are_found_with_their_lines() {
     assert_eq!(texts, ["a = 1\n", "b = 2\n", "d = \"```\"\n"]);
     assert!(blocks[0].place.ends_with("x.md:3"), "{}", blocks[0].place);
 }
+
+/// Every test that docs/reliability.md cites as the proof of a promise
+/// exists, so the page cannot point at a test that was renamed or removed.
+#[test]
+fn reliability_cites_tests_that_exist() {
+    let doc = std::fs::read_to_string(repo().join("docs/reliability.md")).unwrap();
+    let mut sources = String::new();
+    for dir in ["src", "tests/integration"] {
+        for e in walkdir::WalkDir::new(repo().join(dir))
+            .into_iter()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "rs") {
+                sources.push_str(&std::fs::read_to_string(e.path()).unwrap());
+            }
+        }
+    }
+    let mut cited = 0;
+    for (i, part) in doc.split('`').enumerate() {
+        let looks_like_a_test = i % 2 == 1
+            && part.matches('_').count() >= 2
+            && part
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if looks_like_a_test {
+            cited += 1;
+            assert!(
+                sources.contains(&format!("fn {part}(")),
+                "docs/reliability.md cites `{part}`, which is not a test"
+            );
+        }
+    }
+    assert!(cited >= 40, "only {cited} tests cited");
+}

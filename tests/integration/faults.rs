@@ -472,3 +472,67 @@ fn a_password_on_a_line_with_an_error_is_not_shown() {
         r.stderr
     );
 }
+
+/// `${env:…}` in a plug-in's argv (a token) never reaches a message, a
+/// log written by dg, or the history.
+#[test]
+fn an_env_value_in_a_plugin_argv_is_not_shown() {
+    let dir = project(&[(
+        "defs/a.toml",
+        r#"[resources.io_manager]
+type = "command"
+command = ["sh", "-c", "exit 3", "x", "${env:PLUGIN_TOKEN}"]
+
+[assets.a]
+shell = "printf 'a\n1\n' > $DG_OUTPUT"
+"#,
+    )]);
+    let d = dir.path();
+    let env = [("PLUGIN_TOKEN", "tok-5ecret-value")];
+    for args in [&["materialize"][..], &["materialize", "--json"][..]] {
+        let r = crate::support::dg_with_env(d, args, &env);
+        assert_eq!(r.code, 1, "{r:?}");
+        let out = format!("{}{}", r.stdout, r.stderr);
+        assert!(out.contains("plug-in `sh`"), "{out}");
+        assert!(!out.contains("tok-5ecret"), "{out}");
+    }
+    for f in files_under(&d.join(".dg")) {
+        let bytes = std::fs::read(d.join(".dg").join(&f)).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("tok-5ecret"), "in {f:?}");
+    }
+}
+
+#[test]
+fn a_read_only_storage_folder_fails_the_step_clearly() {
+    let dir = four_partitions("");
+    let d = dir.path();
+    let Some(fs) = Tmpfs::mount(&d.join("warehouse"), "5m") else {
+        return;
+    };
+    let r = dg(d, &["materialize", "--partition", "k0"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let before = read(d.join("warehouse/events/k0.csv"));
+    fs.read_only();
+    let r = dg(
+        d,
+        &["materialize", "--partition-range", "k0...k1", "--json"],
+    );
+    assert_no_panic(&r);
+    assert_eq!(r.code, 1, "{r:?}");
+    let v = json(&r);
+    for s in v["steps"].as_array().unwrap() {
+        assert_eq!(s["status"], "failed", "{s}");
+        assert!(
+            s["error"]
+                .as_str()
+                .unwrap()
+                .contains("Read-only file system"),
+            "{s}"
+        );
+    }
+    // k0's stored data is intact; its latest attempt failed, so status
+    // shows it failed (not materialized) until a run succeeds again.
+    assert_eq!(read(d.join("warehouse/events/k0.csv")), before);
+    assert_eq!(status_counts(d, "events"), (0, 2));
+}
