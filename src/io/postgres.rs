@@ -1119,7 +1119,7 @@ impl PostgresManager {
 }
 
 /// The driver's error with its cause (the server's message, the OS error).
-fn error_text(e: &postgres::Error) -> String {
+pub(crate) fn error_text(e: &postgres::Error) -> String {
     let mut s = e.to_string();
     if let Some(db) = e.as_db_error() {
         let msg = db.message();

@@ -183,15 +183,23 @@ fn quote_ident(name: &str) -> String {
 
 /// Connects and selects the schema.
 fn connect(config: &postgres::Config, schema: &str, shown: &str) -> anyhow::Result<Client> {
-    let mut client = config
-        .connect(NoTls)
-        .map_err(|e| anyhow::anyhow!("cannot connect to the state database {shown}: {e}"))?;
+    let mut client = config.connect(NoTls).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to the state database {shown}: {}",
+            crate::io::postgres::error_text(&e)
+        )
+    })?;
     client
         .batch_execute(&format!(
             "SET search_path TO {}; SET client_min_messages TO warning",
             quote_ident(schema)
         ))
-        .map_err(|e| anyhow::anyhow!("cannot use schema `{schema}` in {shown}: {e}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot use schema `{schema}` in {shown}: {}",
+                crate::io::postgres::error_text(&e)
+            )
+        })?;
     Ok(client)
 }
 

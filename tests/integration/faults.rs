@@ -536,3 +536,25 @@ fn a_read_only_storage_folder_fails_the_step_clearly() {
     assert_eq!(read(d.join("warehouse/events/k0.csv")), before);
     assert_eq!(status_counts(d, "events"), (0, 2));
 }
+
+/// A Postgres state store that cannot be reached says why, not "db error".
+#[test]
+fn postgres_state_connection_errors_say_why() {
+    let dir = four_partitions("[state]\nurl = \"postgres://dg:pw@127.0.0.1:1/nope\"\n");
+    let r = dg(dir.path(), &["status"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("Connection refused"), "{}", r.stderr);
+    assert!(!r.stderr.contains(":pw@"), "{}", r.stderr);
+    let Some(url) = crate::backend::pg_url() else {
+        return;
+    };
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let dir = four_partitions(&format!("[state]\nurl = \"{base}/no_such_db\"\n"));
+    let r = dg(dir.path(), &["status"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("database \"no_such_db\" does not exist"),
+        "{}",
+        r.stderr
+    );
+}
