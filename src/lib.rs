@@ -20,6 +20,7 @@ pub mod interp;
 pub mod io;
 pub mod load;
 pub mod model;
+pub mod names;
 pub mod partitions;
 pub mod plan;
 pub mod project;

@@ -983,8 +983,8 @@ impl<'a> Validator<'a> {
             .collect();
         keys.sort_by_key(|(_, s)| s.range.start);
         if let [(a, a_span), (b, b_span)] = keys.as_slice() {
-            let var = crate::exec::step::env_name(a);
-            if var == crate::exec::step::env_name(b) {
+            let var = crate::names::env_name(a);
+            if var == crate::names::env_name(b) {
                 self.diags.push(
                     Diagnostic::error(
                         Kind::Duplicate,
@@ -1696,8 +1696,8 @@ impl<'a> Validator<'a> {
             };
             let var = format!(
                 "DG_RESOURCE_{}_{}",
-                crate::exec::step::env_name(&e.name),
-                crate::exec::step::env_name(&field)
+                crate::names::env_name(&e.name),
+                crate::names::env_name(&field)
             );
             let key_span = Span::new(e.file, k.span());
             if let Some((first, _, first_span)) = vars.iter().find(|(_, x, _)| *x == var) {
@@ -2323,10 +2323,10 @@ impl<'a> Validator<'a> {
         let mut by_place: Vec<&Input> = inputs.iter().collect();
         by_place.sort_by_key(|i| i.span.range.start);
         for (j, later) in by_place.iter().enumerate() {
-            let var = crate::exec::step::env_name(&later.name);
+            let var = crate::names::env_name(&later.name);
             if let Some(first) = by_place[..j]
                 .iter()
-                .find(|x| crate::exec::step::env_name(&x.name) == var)
+                .find(|x| crate::names::env_name(&x.name) == var)
             {
                 d.push(
                     Diagnostic::error(

@@ -50,18 +50,7 @@ impl Attempt {
     }
 }
 
-/// `FOO_BAR` from `foo-bar`: upper case, non-alphanumerics as `_`.
-pub fn env_name(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+pub use crate::names::env_name;
 
 /// The partition of a step as managers and the environment see it.
 pub fn partition_ref(def: &PartitionsDef, i: i64, cx: &crate::partitions::KeyCtx) -> PartitionRef {

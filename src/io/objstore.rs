@@ -368,7 +368,7 @@ impl ObjectStoreManager {
             secrets,
             scratch: cx.state_dir.join("runs").join(&cx.run_id).join(format!(
                 "object_store-{}",
-                crate::exec::slug(&cx.resource_key)
+                crate::names::slug(&cx.resource_key)
             )),
             counter: AtomicU64::new(0),
         })

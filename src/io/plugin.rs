@@ -426,7 +426,7 @@ impl IoManager for PluginManager {
         std::fs::create_dir_all(&self.scratch)?;
         let dest = self.scratch.join(format!(
             "out-{}{}",
-            crate::exec::slug(&ctx.step_id),
+            crate::names::slug(&ctx.step_id),
             self.format.extension()
         ));
         let path = table::to_file(&data, self.format, &dest)?;
@@ -456,8 +456,8 @@ impl IoManager for PluginManager {
     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
         let dir = self.scratch.join(format!(
             "in-{}-{}",
-            crate::exec::slug(&ctx.step_id),
-            crate::exec::slug(&ctx.input_name)
+            crate::names::slug(&ctx.step_id),
+            crate::names::slug(&ctx.input_name)
         ));
         std::fs::create_dir_all(&dir)?;
         let partitions = if ctx.upstream_partitioned {
