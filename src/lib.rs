@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod diag;
 pub mod exec;
+pub mod formats;
 pub mod interp;
 pub mod io;
 pub mod load;

@@ -12,9 +12,8 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use crate::diag::Span;
+use crate::formats::{ColumnType, Format};
 use crate::interp::Template;
-use crate::io::Format;
-use crate::io::table::ColumnType;
 use crate::partitions::{MappingSpec, PartitionsDef};
 
 /// Index of an asset in [`Defs::assets`].

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use toml::de::DeValue;
 
 use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Sources, Span, suggest};
+use crate::formats::{ColumnType, Format};
 use crate::interp::Template;
-use crate::io::table::ColumnType;
-use crate::io::{Format, Registry};
+use crate::io::Registry;
 use crate::load::{self, RawFile, Reader, Str, Value};
 use crate::model::{
     Asset, AssetPartitions, Catchup, Compute, Defs, Input, Job, JobSchedule, JobTargeting,

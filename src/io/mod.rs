@@ -160,55 +160,7 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 
 use crate::load::Value;
 
-/// Storage formats for tabular and opaque data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// A table as CSV with a header row (`.csv`).
-    Csv,
-    /// A table as one JSON object per line (`.jsonl`).
-    Jsonl,
-    /// A table as Parquet (`.parquet`).
-    Parquet,
-    /// Opaque bytes, never converted (no extension).
-    File,
-}
-
-impl Format {
-    /// Every format's name, as written in TOML.
-    pub const NAMES: &'static [&'static str] = &["csv", "jsonl", "parquet", "file"];
-
-    /// The format named `s` (`"csv"`, …), if any.
-    pub fn parse(s: &str) -> Option<Format> {
-        match s {
-            "csv" => Some(Format::Csv),
-            "jsonl" => Some(Format::Jsonl),
-            "parquet" => Some(Format::Parquet),
-            "file" => Some(Format::File),
-            _ => None,
-        }
-    }
-
-    /// The name as written in TOML: `csv`, `jsonl`, `parquet` or `file`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Csv => "csv",
-            Format::Jsonl => "jsonl",
-            Format::Parquet => "parquet",
-            Format::File => "file",
-        }
-    }
-
-    /// File extension including the dot; empty for `file`.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Csv => ".csv",
-            Format::Jsonl => ".jsonl",
-            Format::Parquet => ".parquet",
-            Format::File => "",
-        }
-    }
-}
+pub use crate::formats::Format;
 
 /// A config error: message and byte span in the definitions file.
 #[derive(Debug)]

@@ -27,55 +27,9 @@ use arrow::record_batch::RecordBatch;
 
 use super::{Data, Format, Table};
 
-/// A column type declared on an asset (`columns = { zip = "string" }`):
-/// applied to the step's output before it is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ColumnType {
-    /// Text, exactly as written (Utf8).
-    String,
-    /// A 64-bit integer.
-    Int64,
-    /// A 64-bit float.
-    Float64,
-    /// A boolean: `true`/`false`, `t`/`f`, `yes`/`no`, `1`/`0`, any case.
-    Bool,
-    /// A calendar date, `2024-01-31` (Date32).
-    Date,
-    /// An instant: RFC 3339 with an offset (`2024-01-31T13:00:00+02:00`),
-    /// or without one, read as UTC; stored in UTC (µs).
-    Timestamp,
-}
+pub use crate::formats::ColumnType;
 
 impl ColumnType {
-    /// Every type's name, as written in TOML.
-    pub const NAMES: &'static [&'static str] =
-        &["string", "int64", "float64", "bool", "date", "timestamp"];
-
-    /// The type named `s`, if any.
-    pub fn parse(s: &str) -> Option<ColumnType> {
-        Some(match s {
-            "string" => ColumnType::String,
-            "int64" => ColumnType::Int64,
-            "float64" => ColumnType::Float64,
-            "bool" => ColumnType::Bool,
-            "date" => ColumnType::Date,
-            "timestamp" => ColumnType::Timestamp,
-            _ => return None,
-        })
-    }
-
-    /// The name as written in TOML.
-    pub fn name(self) -> &'static str {
-        match self {
-            ColumnType::String => "string",
-            ColumnType::Int64 => "int64",
-            ColumnType::Float64 => "float64",
-            ColumnType::Bool => "bool",
-            ColumnType::Date => "date",
-            ColumnType::Timestamp => "timestamp",
-        }
-    }
-
     /// The Arrow type a column of this type has.
     pub fn arrow(self) -> DataType {
         match self {
