@@ -4,7 +4,7 @@ folder, runs each command several times and prints a table of median wall
 time and peak RSS. Standard library only.
 
     python3 bench/bench.py            # everything, then the Dagster comparison
-    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool state io dagster
+    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool range state io dagster
     DG_BIN=/path/to/dg python3 bench/bench.py plan   # another binary, no build (before/after)
 
 Figures go to docs/performance.md by hand, with the machine they came from.
@@ -130,6 +130,20 @@ def gen_pool_steps(root: Path, n=1000, pool=True):
         steps.write_text(steps.read_text() + 'pool = "big"\n')
 
 
+def gen_range(root: Path, backfill=True):
+    """1,896 daily partitions of a trivial asset, as range steps of 100 (or one step each)."""
+    if backfill:
+        shell = """{ echo dg_partition,n; echo "$DG_PARTITION_KEYS" | tr -d '[]"' | tr ',' '\\n' | sed 's/$/,1/'; } > "$DG_OUTPUT\""""
+        extra = "backfill = { max_partitions_per_step = 100 }\n"
+    else:
+        shell = """printf 'n\\n1\\n' > "$DG_OUTPUT\""""
+        extra = ""
+    q = "'''"
+    write(root / "defs" / "range.toml",
+          '[partitions.days]\ntype = "daily"\nstart = "2019-01-01"\n\n'
+          f'[assets.t]\npartitions = "days"\nshell = {q}{shell}{q}\n{extra}')
+
+
 def spawn_baseline(n=1000):
     """Seconds per `sh -c true` spawned from a shell loop: the process cost dg cannot avoid."""
     t0 = time.perf_counter()
@@ -225,7 +239,7 @@ def table(rows):
 
 
 def main():
-    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "state", "io", "dagster"}
+    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "range", "state", "io", "dagster"}
     build()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -296,6 +310,16 @@ def main():
                 rows.append((f"1,000 trivial steps --jobs 1, {label}: per step", per[pool], r, ""))
             rows.append(("pool accounting (slot taken and given back in state.db): per step",
                          per[True] - per[False], 0, "< 1 ms"))
+        if "range" in groups:
+            now = {"DG_NOW": "2024-03-11T00:00:00Z"}
+            p = tmp / "range"
+            gen_range(p)
+            s, r = run([DG, "materialize", "--all-partitions"], p, repeat=5, env=now, setup=fresh(p))
+            rows.append(("1,896 daily partitions as 19 range steps of 100 (fs csv)", s, r, "< 1 s"))
+            p = tmp / "range-one"
+            gen_range(p, backfill=False)
+            s, r = run([DG, "materialize", "--all-partitions"], p, repeat=1, env=now, setup=fresh(p))
+            rows.append(("the same, one step per partition (1,896 steps)", s, r, ""))
         if "state" in groups:
             p = tmp / "history"
             n = gen_history(p)

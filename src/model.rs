@@ -243,6 +243,16 @@ pub struct Asset {
     pub config: serde_json::Map<String, serde_json::Value>,
     /// `config_affects_staleness = true`: a changed config makes `--stale` rerun it.
     pub config_affects_staleness: bool,
+    /// `backfill`: a run over several partitions groups consecutive ones
+    /// into range steps.
+    pub backfill: Option<Backfill>,
+}
+
+/// `backfill = { max_partitions_per_step = N }` or `backfill = "single_step"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backfill {
+    /// At most this many partitions per step; `None` for `"single_step"`.
+    pub max_per_step: Option<u32>,
 }
 
 impl Asset {

@@ -259,6 +259,9 @@ pub fn run_resolved(
             }
         };
     }
+    // Consecutive partitions of assets with `backfill` become range steps,
+    // after `--missing`/`--stale` kept what needs to run.
+    let plan = plan.group_ranges(&r.defs);
     if args.dry_run {
         let resolved = super::plan::Resolved {
             project,
@@ -529,7 +532,7 @@ pub fn run_resolved(
             .map(|r| {
                 let st = &rc.plan.steps[r.step];
                 let a = &rc.defs.assets[st.asset];
-                json!({
+                let mut step = json!({
                     "id": rc.step_id(r.step),
                     "asset": a.key,
                     "partition": match (&a.partitions, st.partition) {
@@ -540,7 +543,11 @@ pub fn run_resolved(
                     "attempts": r.attempts,
                     "duration_ms": r.duration.as_millis() as u64,
                     "error": r.error,
-                })
+                });
+                if !st.range.is_empty() {
+                    step["partitions"] = json!(rc.partition_keys(r.step));
+                }
+                step
             })
             .collect();
         s.out.json(&json!({

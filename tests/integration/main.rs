@@ -29,6 +29,7 @@ mod plan;
 mod plugins;
 mod pools;
 pub mod postgres_manager;
+mod range_steps;
 mod resources;
 mod roundtrip;
 mod sql_compute;
