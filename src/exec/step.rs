@@ -940,42 +940,45 @@ fn store_range(
     let spawned = std::thread::Builder::new()
         .name("dg-store".into())
         .spawn(move || {
-            let mut out = Vec::with_capacity(parts.len());
+            // Each partition as a file in the asset's format (its data
+            // version is the file's hash), then all handed to the manager.
+            let mut items = Vec::with_capacity(parts.len());
+            let mut versions = Vec::with_capacity(parts.len());
             for (n, (p, t)) in parts.into_iter().zip(split).enumerate() {
-                let key = p.key.clone();
                 let path = dir.join(format!("{n}{}", format.extension()));
-                let stored = io::table::write(&t, &path, format)
-                    .and_then(|_| Ok(crate::state::file_version(&path)?))
-                    .and_then(|dv| {
-                        let data = if typed {
-                            Data::Table(Arc::new(t))
-                        } else {
-                            Data::File {
-                                path: path.clone(),
-                                format,
-                            }
-                        };
-                        let octx = OutputContext {
-                            partition: Some(p),
-                            ..base.clone()
-                        };
-                        let stored = manager.handle_output(&octx, data)?;
-                        Ok(PartOutcome {
-                            key: key.clone(),
-                            stored: Some(stored),
-                            data_version: Some(dv),
-                        })
-                    });
-                let _ = std::fs::remove_file(&path);
-                match stored {
-                    Ok(o) => out.push(o),
+                let written = io::table::write(&t, &path, format)
+                    .and_then(|_| Ok(crate::state::file_version(&path)?));
+                match written {
+                    Ok(dv) => versions.push((p.key.clone(), dv)),
                     Err(e) => {
-                        let _ = tx.send(Err((key, e, out)));
+                        let _ = tx.send(Err(format!("partition `{}`: {e:#}", p.key)));
                         return;
                     }
                 }
+                let data = if typed {
+                    Data::Table(Arc::new(t))
+                } else {
+                    Data::File { path, format }
+                };
+                let octx = OutputContext {
+                    partition: Some(p),
+                    ..base.clone()
+                };
+                items.push((octx, data));
             }
-            let _ = tx.send(Ok(out));
+            let result = manager.handle_outputs(items).map(|stored| {
+                versions
+                    .into_iter()
+                    .zip(stored)
+                    .map(|((key, dv), stored)| PartOutcome {
+                        key,
+                        stored: Some(stored),
+                        data_version: Some(dv),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = tx.send(result.map_err(|e| format!("{e:#}")));
         });
     if let Err(e) = spawned {
         return Err(format!("cannot start storing the output: {e}"));
@@ -1012,20 +1015,12 @@ fn store_range(
             parts,
             ..Attempt::default()
         }),
-        Err((key, e, done)) => {
-            let stored = if done.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; {} earlier partitions of the step were stored but are not recorded",
-                    done.len()
-                )
-            };
-            fail(
-                format!("storing partition `{key}` through `{resource}` failed: {e:#}{stored}"),
-                metadata,
-            )
-        }
+        Err(e) => fail(
+            format!(
+                "storing the output through `{resource}` failed: {e} (partitions stored before it stay stored but are not recorded)"
+            ),
+            metadata,
+        ),
     }
 }
 
