@@ -1043,7 +1043,10 @@ pub fn split_by_partition(t: &Table, keys: &[String]) -> Result<Vec<Table>, Stri
             what.push(format!("and {} more values", bad.len() - 5));
         }
         if nulls > 0 {
-            what.push(format!("NULL ({nulls} rows)"));
+            what.push(match nulls {
+                1 => "NULL (1 row)".to_string(),
+                n => format!("NULL ({n} rows)"),
+            });
         }
         return Err(format!(
             "rows of the output name partitions that are not this step's in `{COLUMN}`: {}; the step's partitions are {}",
@@ -1097,6 +1100,28 @@ mod tests {
 
     fn names(t: &Table) -> Vec<String> {
         t.schema.fields().iter().map(|f| f.name().clone()).collect()
+    }
+
+    #[test]
+    fn split_by_partition_keeps_row_order_and_reads_numeric_keys_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        // Static keys `1`, `2`, `3` are read as integers from CSV.
+        let p = write_text(dir.path(), "o.csv", "v,dg_partition\na,2\nb,1\nc,2\n");
+        let t = read(&p, Format::Csv).unwrap();
+        let keys: Vec<String> = ["1", "2", "3"].iter().map(|k| k.to_string()).collect();
+        let parts = split_by_partition(&t, &keys).unwrap();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(names(&parts[1]), ["v"]);
+        assert_eq!(rows(&parts[0]), [[Some("b".to_string())]]);
+        assert_eq!(
+            rows(&parts[1]),
+            [[Some("a".to_string())], [Some("c".to_string())]]
+        );
+        assert_eq!(parts[2].num_rows(), 0);
+        assert_eq!(names(&parts[2]), ["v"]);
+        let bad = write_text(dir.path(), "b.csv", "v,dg_partition\na,1\nb,\nc,7\n");
+        let err = split_by_partition(&read(&bad, Format::Csv).unwrap(), &keys).unwrap_err();
+        assert!(err.contains("`7`") && err.contains("NULL (1 row)"), "{err}");
     }
 
     fn types(t: &Table) -> Vec<DataType> {
