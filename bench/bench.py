@@ -4,7 +4,7 @@ folder, runs each command several times and prints a table of median wall
 time and peak RSS. Standard library only.
 
     python3 bench/bench.py            # everything, then the Dagster comparison
-    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool checks state io dagster
+    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool range checks state io dagster
                                       # (state includes `dg report`); `stress` (10,000 partitions, a 10,000-partition
                                       # input, a 100 MB-stdout step) is not in the default set
     DG_BIN=/path/to/dg python3 bench/bench.py plan   # another binary, no build (before/after)
@@ -150,6 +150,8 @@ def gen_loud(root: Path, mb=100):
         "shell = 'yes 0123456789abcdefghij | head -c %d000000'" % mb, "",
         "[assets.one_line]", "output = false",
         "shell = \"head -c %d000000 /dev/zero | tr '\\\\0' x\"" % mb, ""]))
+
+
 def gen_checked_steps(root: Path, check: str, n=1000):
     """n steps writing a one-row CSV, each partition checked by `check` (a TOML table body), or not."""
     keys = ", ".join(f'"k{i}"' for i in range(n))
@@ -158,6 +160,20 @@ def gen_checked_steps(root: Path, check: str, n=1000):
     if check:
         text += f"[assets.t.checks.c]\n{check}\n"
     write(root / "defs" / "steps.toml", text)
+
+
+def gen_range(root: Path, backfill=True):
+    """1,896 daily partitions of a trivial asset, as range steps of 100 (or one step each)."""
+    if backfill:
+        shell = """{ echo dg_partition,n; echo "$DG_PARTITION_KEYS" | tr -d '[]"' | tr ',' '\\n' | sed 's/$/,1/'; } > "$DG_OUTPUT\""""
+        extra = "backfill = { max_partitions_per_step = 100 }\n"
+    else:
+        shell = """printf 'n\\n1\\n' > "$DG_OUTPUT\""""
+        extra = ""
+    q = "'''"
+    write(root / "defs" / "range.toml",
+          '[partitions.days]\ntype = "daily"\nstart = "2019-01-01"\n\n'
+          f'[assets.t]\npartitions = "days"\nshell = {q}{shell}{q}\n{extra}')
 
 
 def spawn_baseline(n=1000):
@@ -255,7 +271,7 @@ def table(rows):
 
 
 def main():
-    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "checks", "state", "io", "dagster"}
+    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "range", "checks", "state", "io", "dagster"}
     build()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -352,6 +368,16 @@ def main():
                          "target < 5 ms"))
             rows.append(("shell check `true`: added per partition beyond spawn",
                          per["shell"] - per["none"] - base, 0, "target < 5 ms"))
+        if "range" in groups:
+            now = {"DG_NOW": "2024-03-11T00:00:00Z"}
+            p = tmp / "range"
+            gen_range(p)
+            s, r = run([DG, "materialize", "--all-partitions"], p, repeat=5, env=now, setup=fresh(p))
+            rows.append(("1,896 daily partitions as 19 range steps of 100 (fs csv)", s, r, "< 1 s"))
+            p = tmp / "range-one"
+            gen_range(p, backfill=False)
+            s, r = run([DG, "materialize", "--all-partitions"], p, repeat=1, env=now, setup=fresh(p))
+            rows.append(("the same, one step per partition (1,896 steps)", s, r, ""))
         if "state" in groups:
             p = tmp / "history"
             n = gen_history(p)

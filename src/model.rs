@@ -246,6 +246,9 @@ pub struct Asset {
     pub checks: Vec<Check>,
     /// `freshness`: the newest materialization must be younger than this.
     pub freshness: Option<Duration>,
+    /// `backfill`: a run over several partitions groups consecutive ones
+    /// into range steps.
+    pub backfill: Option<Backfill>,
 }
 
 /// How bad a failed check is.
@@ -285,6 +288,13 @@ pub struct Check {
     /// A failed error-check skips the steps downstream.
     pub blocking: bool,
     pub description: Option<String>,
+}
+
+/// `backfill = { max_partitions_per_step = N }` or `backfill = "single_step"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backfill {
+    /// At most this many partitions per step; `None` for `"single_step"`.
+    pub max_per_step: Option<u32>,
 }
 
 impl Asset {

@@ -88,13 +88,30 @@ pub struct StepInput {
 }
 
 /// One step: materialize one partition of one asset (or the whole of an
-/// unpartitioned asset).
+/// unpartitioned asset), or a range of consecutive partitions of an asset
+/// with a `backfill` policy.
 #[derive(Debug, Clone)]
 pub struct Step {
     pub asset: AssetId,
-    /// Index into the asset's partitions; `None` when unpartitioned.
+    /// Index into the asset's partitions; `None` when unpartitioned. The
+    /// first partition of a range step.
     pub partition: Option<i64>,
+    /// A range step's partitions, consecutive and in order (one or more);
+    /// empty for a step of one partition without `backfill`.
+    pub range: Vec<i64>,
     pub inputs: Vec<StepInput>,
+}
+
+impl Step {
+    /// The partitions this step materializes: the range, or its one
+    /// partition (none when unpartitioned).
+    pub fn partitions(&self) -> Vec<i64> {
+        if self.range.is_empty() {
+            self.partition.into_iter().collect()
+        } else {
+            self.range.clone()
+        }
+    }
 }
 
 /// The steps of one asset: a contiguous block of the plan.
@@ -105,6 +122,23 @@ pub struct AssetSteps {
     pub base: usize,
     /// The planned partitions, sorted (empty for an unpartitioned asset).
     pub partitions: Vec<i64>,
+    /// With range steps: for each of `partitions`, its step's offset from
+    /// `base`. Empty when each partition is its own step.
+    pub offsets: Vec<usize>,
+}
+
+impl AssetSteps {
+    /// How many steps the block holds.
+    pub fn len(&self) -> usize {
+        match self.offsets.last() {
+            Some(&o) => o + 1,
+            None => self.partitions.len().max(1),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// A resolved plan.
@@ -128,8 +162,67 @@ impl Plan {
         match partition {
             None if b.partitions.is_empty() => Some(b.base),
             None => None,
-            Some(p) => b.partitions.binary_search(&p).ok().map(|i| b.base + i),
+            Some(p) => b.partitions.binary_search(&p).ok().map(|i| {
+                b.base
+                    + match b.offsets.get(i) {
+                        Some(&o) => o,
+                        None => i,
+                    }
+            }),
         }
+    }
+
+    /// Groups the planned partitions of every asset with a `backfill`
+    /// policy into range steps: runs of consecutive partitions, at most
+    /// `max_partitions_per_step` each. A gap (a partition not planned, as
+    /// `--missing` leaves) starts a new step. Call it last, on the plan
+    /// that runs: each range step reads the union of its partitions' inputs.
+    pub fn group_ranges(self, defs: &Defs) -> Plan {
+        if !self
+            .blocks
+            .iter()
+            .any(|b| defs.assets[b.asset].backfill.is_some() && b.offsets.is_empty())
+        {
+            return self;
+        }
+        let mut out = Plan {
+            steps: Vec::with_capacity(self.steps.len()),
+            blocks: Vec::with_capacity(self.blocks.len()),
+            block_of: self.block_of.clone(),
+            notes: self.notes.clone(),
+        };
+        for b in &self.blocks {
+            let base = out.steps.len();
+            let policy = defs.assets[b.asset].backfill;
+            let (Some(policy), true) = (policy, b.offsets.is_empty() && !b.partitions.is_empty())
+            else {
+                out.steps
+                    .extend_from_slice(&self.steps[b.base..b.base + b.len()]);
+                out.blocks.push(AssetSteps { base, ..b.clone() });
+                continue;
+            };
+            let max = policy.max_per_step.map_or(usize::MAX, |n| n as usize);
+            let n = b.partitions.len();
+            let mut offsets = Vec::with_capacity(n);
+            let mut i = 0;
+            while i < n {
+                let mut j = i + 1;
+                while j < n && j - i < max && b.partitions[j] == b.partitions[j - 1] + 1 {
+                    j += 1;
+                }
+                let group = &self.steps[b.base + i..b.base + j];
+                offsets.extend(std::iter::repeat_n(out.steps.len() - base, j - i));
+                out.steps.push(merge_steps(group));
+                i = j;
+            }
+            out.blocks.push(AssetSteps {
+                asset: b.asset,
+                base,
+                partitions: b.partitions.clone(),
+                offsets,
+            });
+        }
+        out
     }
 
     /// Keeps the steps where `keep` is true. Inputs whose producers are
@@ -142,19 +235,25 @@ impl Plan {
             notes: self.notes.clone(),
         };
         for b in &self.blocks {
-            let size = b.partitions.len().max(1);
-            let kept: Vec<usize> = (b.base..b.base + size).filter(|&s| keep[s]).collect();
+            let kept: Vec<usize> = (b.base..b.base + b.len()).filter(|&s| keep[s]).collect();
             if kept.is_empty() {
                 continue;
             }
             out.block_of[b.asset] = Some(out.blocks.len());
+            let mut offsets = Vec::new();
+            if !b.offsets.is_empty() {
+                for (o, &s) in kept.iter().enumerate() {
+                    offsets.extend(std::iter::repeat_n(o, self.steps[s].range.len()));
+                }
+            }
             out.blocks.push(AssetSteps {
                 asset: b.asset,
                 base: out.steps.len(),
                 partitions: kept
                     .iter()
-                    .filter_map(|&s| self.steps[s].partition)
+                    .flat_map(|&s| self.steps[s].partitions())
                     .collect(),
+                offsets,
             });
             out.steps
                 .extend(kept.iter().map(|&s| self.steps[s].clone()));
@@ -426,6 +525,7 @@ pub fn build(
             asset: a,
             base,
             partitions,
+            offsets: Vec::new(),
         });
         base += size;
     }
@@ -495,6 +595,7 @@ pub fn build(
             plan.steps.push(Step {
                 asset: a,
                 partition: p,
+                range: Vec::new(),
                 inputs,
             });
         }
@@ -511,8 +612,19 @@ pub fn build(
     Ok(plan)
 }
 
-/// A few keys of `def` at *now*: all of them when there are at most four,
-/// else the first three, `…`, the last one and the count.
+/// The id of a step: `asset[partition]`, `asset[first...last]` for a range
+/// step of several partitions, or `asset` when unpartitioned.
+pub fn step_id_of(defs: &Defs, keys: &mut crate::partitions::KeyCache<'_>, step: &Step) -> String {
+    let a = &defs.assets[step.asset];
+    match (&a.partitions, &step.range[..]) {
+        (Some(p), [first, .., last]) => {
+            let first = keys.key(&p.def, *first).to_string();
+            format!("{}[{first}...{}]", a.key, keys.key(&p.def, *last))
+        }
+        _ => step_id(defs, keys, step.asset, step.partition),
+    }
+}
+
 /// The id of a step: `asset[partition]`, or `asset` when unpartitioned.
 pub fn step_id(
     defs: &Defs,
@@ -555,6 +667,48 @@ pub fn step_for(defs: &Defs, asset: AssetId, partition: Option<i64>, cx: &KeyCtx
     Step {
         asset,
         partition,
+        range: Vec::new(),
+        inputs,
+    }
+}
+
+/// One range step from the steps of consecutive partitions of one asset:
+/// each input reads the union of what they read.
+fn merge_steps(group: &[Step]) -> Step {
+    let first = &group[0];
+    let inputs = first
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(k, inp)| {
+            let partitions = inp.partitions.as_ref().map(|_| {
+                let mut all: Vec<i64> = group
+                    .iter()
+                    .filter_map(|st| st.inputs[k].partitions.as_ref())
+                    .flat_map(|ix| ix.iter())
+                    .collect();
+                all.sort_unstable();
+                all.dedup();
+                Indices::from_sorted(all)
+            });
+            let mut dropped: Vec<String> = group
+                .iter()
+                .flat_map(|st| st.inputs[k].dropped.iter().cloned())
+                .collect();
+            dropped.dedup();
+            StepInput {
+                input: inp.input,
+                upstream: inp.upstream,
+                partitions,
+                in_plan: group.iter().all(|st| st.inputs[k].in_plan),
+                dropped,
+            }
+        })
+        .collect();
+    Step {
+        asset: first.asset,
+        partition: first.partition,
+        range: group.iter().filter_map(|st| st.partition).collect(),
         inputs,
     }
 }

@@ -293,6 +293,123 @@ fn window_offset(
 
 /// `retry = { max, delay, backoff, jitter }` of an asset, or its
 /// `retries = N` (`retries`, already read); both at once is an error.
+/// `backfill = { max_partitions_per_step = N }` or `backfill = "single_step"`:
+/// range steps, for time, static and dynamic partitions of a table format.
+fn backfill_policy(
+    r: &Reader<'_, '_>,
+    partitions: Option<&crate::model::AssetPartitions>,
+    format: Format,
+    what: &str,
+    d: &mut Diagnostics,
+) -> Option<crate::model::Backfill> {
+    use crate::model::Backfill;
+    let v = r.get("backfill")?;
+    let span = r.span_of(v);
+    let shape_help = "write `backfill = { max_partitions_per_step = 100 }`, or `backfill = \"single_step\"` for one step per run of consecutive partitions";
+    let policy = match v.get_ref() {
+        DeValue::String(s) if s.as_ref() == "single_step" => Backfill { max_per_step: None },
+        DeValue::String(s) => {
+            d.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("unknown `backfill` `{s}` in {what}"),
+                )
+                .at(&span, "not a backfill policy")
+                .help(shape_help),
+            );
+            return None;
+        }
+        _ => {
+            let t = Reader::of_value(
+                r.file,
+                v,
+                format!("`backfill` of {what}"),
+                &["max_partitions_per_step"],
+                d,
+            )?;
+            match t.int("max_partitions_per_step", d) {
+                Some((n, _)) if (1..=1_000_000).contains(&n) => Backfill {
+                    max_per_step: Some(n as u32),
+                },
+                Some((n, s)) => {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!(
+                                "`max_partitions_per_step` of {what} must be between 1 and 1000000, found {n}"
+                            ),
+                        )
+                        .at(&s, "out of range")
+                        .help("it is how many consecutive partitions one step materializes"),
+                    );
+                    return None;
+                }
+                None => {
+                    if t.get("max_partitions_per_step").is_none() {
+                        d.push(
+                            Diagnostic::error(
+                                Kind::InvalidValue,
+                                format!("`backfill` of {what} has no `max_partitions_per_step`"),
+                            )
+                            .at(&span, "missing `max_partitions_per_step`")
+                            .help(shape_help),
+                        );
+                    }
+                    return None;
+                }
+            }
+        }
+    };
+    let unsupported = |why: String, help: &str, d: &mut Diagnostics| {
+        d.push(
+            Diagnostic::error(
+                Kind::InvalidValue,
+                format!("{what} has `backfill` but {why}"),
+            )
+            .at(&span, "range steps")
+            .help(help.to_string()),
+        );
+    };
+    match partitions.map(|p| &*p.def) {
+        // Already reported.
+        None if r.get("partitions").is_some() => return None,
+        None => {
+            unsupported(
+                "is not partitioned".into(),
+                "`backfill` groups partitions into steps; remove it, or give the asset `partitions`",
+                d,
+            );
+            return None;
+        }
+        Some(crate::partitions::PartitionsDef::Multi(_)) => {
+            unsupported(
+                "its partitions are multi-dimensional, which range steps do not support yet".into(),
+                "remove `backfill` (one step per partition), or partition the asset by time, a static or a dynamic definition",
+                d,
+            );
+            return None;
+        }
+        Some(_) => {}
+    }
+    if format == Format::File {
+        unsupported(
+            "its format is `file` (opaque bytes), which dg cannot split by `dg_partition`".into(),
+            "range steps write one table with a `dg_partition` column: use csv, jsonl or parquet",
+            d,
+        );
+        return None;
+    }
+    if r.get("source").is_some() {
+        unsupported(
+            "it is a source asset, which dg never materializes".into(),
+            "remove `backfill`",
+            d,
+        );
+        return None;
+    }
+    Some(policy)
+}
+
 fn retry_policy(
     r: &Reader<'_, '_>,
     retries: u32,
@@ -459,6 +576,7 @@ const ASSET_FIELDS: &[&str] = &[
     "config_affects_staleness",
     "checks",
     "freshness",
+    "backfill",
 ];
 const INPUT_FIELDS: &[&str] = &[
     "asset",
@@ -2171,6 +2289,22 @@ impl<'a> Validator<'a> {
                 .help("remove `columns`, or give the asset a csv, jsonl or parquet format"),
             );
         }
+        let backfill = backfill_policy(&r, partitions.as_ref(), format, &what, d);
+        // Checks run per stored partition of a one-partition step; a range
+        // step stores many at once and would silently skip them.
+        if backfill.is_some()
+            && let (Some(first), Some(span)) = (asset_checks.first(), r.key_span("backfill"))
+        {
+            d.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("{what} has checks and `backfill`: checks do not run on range steps yet"),
+                )
+                .at(&span, "range steps")
+                .also(&first.span, "a check")
+                .help("remove `backfill` to check every partition, or move the checks to an asset that reads this one"),
+            );
+        }
         let env_pairs = r.str_map("env", d).unwrap_or_default();
         let mut env = Vec::new();
         for (k, v) in env_pairs {
@@ -2389,6 +2523,7 @@ impl<'a> Validator<'a> {
             resources: step_resources,
             config,
             config_affects_staleness,
+            backfill,
             retry,
             pool,
             timeout,

@@ -207,7 +207,8 @@ pub fn plan(s: &Session, t: &TargetArgs, json: bool, graph: Option<GraphFormat>)
         Ok(r) => r,
         Err(code) => return code,
     };
-    print(s, &r, json)
+    let plan = r.plan.group_ranges(&r.defs);
+    print(s, &Resolved { plan, ..r }, json)
 }
 
 /// Prints a resolved plan for humans or as JSON.
@@ -239,13 +240,24 @@ fn write_plan_json(w: &mut impl Write, r: &Resolved, now: &str) -> std::io::Resu
             write!(w, ",")?;
         }
         write!(w, "\n  {{\"id\": ")?;
-        js(w, &step_id(defs, &mut keys, step.asset, step.partition))?;
+        js(w, &crate::plan::step_id_of(defs, &mut keys, step))?;
         write!(w, ", \"asset\": ")?;
         js(w, &asset.key)?;
         write!(w, ", \"partition\": ")?;
         match (&asset.partitions, step.partition) {
             (Some(p), Some(i)) => js(w, keys.key(&p.def, i))?,
             _ => write!(w, "null")?,
+        }
+        if let (Some(p), false) = (&asset.partitions, step.range.is_empty()) {
+            // A range step: every partition it materializes.
+            write!(w, ", \"partitions\": [")?;
+            for (k, &i) in step.range.iter().enumerate() {
+                if k > 0 {
+                    write!(w, ", ")?;
+                }
+                js(w, keys.key(&p.def, i))?;
+            }
+            write!(w, "]")?;
         }
         write!(w, ", \"io_manager\": ")?;
         js(w, &asset.io_manager)?;
@@ -292,8 +304,10 @@ fn write_plan_json(w: &mut impl Write, r: &Resolved, now: &str) -> std::io::Resu
             if k > 0 {
                 write!(w, ", ")?;
             }
-            let st = &r.plan.steps[a];
-            js(w, &step_id(defs, &mut keys, st.asset, st.partition))?;
+            js(
+                w,
+                &crate::plan::step_id_of(defs, &mut keys, &r.plan.steps[a]),
+            )?;
         }
         write!(w, "]}}")?;
     }
@@ -391,11 +405,29 @@ fn print_plan(s: &Session, r: &Resolved) {
             s.out.dim(&format!("  ← {}", dedup(ins).join(", ")))
         };
         s.out.line(&format!("  {:w$}  {parts}{ins}", a.key));
+        if !b.offsets.is_empty() {
+            // Range steps (`backfill`): how the partitions are grouped.
+            let steps = &r.plan.steps[b.base..b.base + b.len()];
+            let mut shown: Vec<String> = steps
+                .iter()
+                .take(3)
+                .map(|st| crate::plan::step_id_of(defs, &mut keys, st))
+                .collect();
+            if steps.len() > 3 {
+                shown.push(format!("… {} more", steps.len() - 3));
+            }
+            s.out.line(&s.out.dim(&format!(
+                "    {} range step{} (backfill): {}",
+                steps.len(),
+                if steps.len() == 1 { "" } else { "s" },
+                shown.join(", ")
+            )));
+        }
         // Nonexistent upstream partitions a mapping left out are shown, never
         // dropped silently.
         for (ii, spec) in a.inputs.iter().enumerate() {
             let mut dropped: Vec<String> = Vec::new();
-            for st in &r.plan.steps[b.base..b.base + b.partitions.len().max(1)] {
+            for st in &r.plan.steps[b.base..b.base + b.len()] {
                 for k in &st.inputs[ii].dropped {
                     if !dropped.contains(k) {
                         dropped.push(k.clone());
@@ -427,7 +459,7 @@ fn print_plan(s: &Session, r: &Resolved) {
             let u = spec.upstream;
             let mut need: Vec<i64> = Vec::new();
             let mut whole = false;
-            for st in &r.plan.steps[b.base..b.base + b.partitions.len().max(1)] {
+            for st in &r.plan.steps[b.base..b.base + b.len()] {
                 let inp = &st.inputs[ii];
                 if inp.in_plan {
                     continue;

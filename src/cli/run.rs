@@ -259,6 +259,9 @@ pub fn run_resolved(
             }
         };
     }
+    // Consecutive partitions of assets with `backfill` become range steps,
+    // after `--missing`/`--stale` kept what needs to run.
+    let plan = plan.group_ranges(&r.defs);
     if args.dry_run {
         let resolved = super::plan::Resolved {
             project,
@@ -602,7 +605,7 @@ fn run_summary_json(
         .map(|r| {
             let st = &rc.plan.steps[r.step];
             let a = &rc.defs.assets[st.asset];
-            json!({
+            let mut step = json!({
                 "id": rc.step_id(r.step),
                 "asset": a.key,
                 "partition": match (&a.partitions, st.partition) {
@@ -613,7 +616,11 @@ fn run_summary_json(
                 "attempts": r.attempts,
                 "duration_ms": r.duration.as_millis() as u64,
                 "error": r.error,
-            })
+            });
+            if !st.range.is_empty() {
+                step["partitions"] = json!(rc.partition_keys(r.step));
+            }
+            step
         })
         .collect();
     let checks: Vec<serde_json::Value> = summary

@@ -149,6 +149,7 @@ impl CheckCx<'_> {
         let window = self.partition.as_ref().and_then(|p| p.window);
         Params {
             partition_key: self.partition.as_ref().map(|p| p.key.clone()),
+            partition_keys: None,
             partition_start: window.map(|w| w.0.to_rfc3339()),
             partition_end: window.map(|w| w.1.to_rfc3339()),
             run_id: self.rc.run_id.clone(),

@@ -193,7 +193,7 @@ impl RunCtx {
         let step_ids = plan
             .steps
             .iter()
-            .map(|s| crate::plan::step_id(&defs, &mut keys, s.asset, s.partition))
+            .map(|s| crate::plan::step_id_of(&defs, &mut keys, s))
             .collect();
         Ok(RunCtx {
             started_at: timestamp(),
@@ -311,6 +311,20 @@ impl RunCtx {
         match (&self.defs.assets[st.asset].partitions, st.partition) {
             (Some(p), Some(i)) => p.def.key(i, &self.cx).unwrap_or_default(),
             _ => String::new(),
+        }
+    }
+
+    /// The partition keys a step materializes: a range step's, else its
+    /// one key (`""` when unpartitioned).
+    pub fn partition_keys(&self, step: usize) -> Vec<String> {
+        let st = &self.plan.steps[step];
+        match &self.defs.assets[st.asset].partitions {
+            Some(p) if !st.range.is_empty() => st
+                .range
+                .iter()
+                .map(|&i| p.def.key(i, &self.cx).unwrap_or_default())
+                .collect(),
+            _ => vec![self.partition_key(step)],
         }
     }
 
@@ -923,6 +937,9 @@ fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<Strin
     let Some(store) = &rc.store else {
         return Ok(None);
     };
+    if !rc.plan.steps[si].range.is_empty() {
+        return lease_range(rc, si, reporter).map(|()| None);
+    }
     let asset = &rc.defs.assets[rc.plan.steps[si].asset];
     let key = rc.partition_key(si);
     let mut waited_for: Option<String> = None;
@@ -989,6 +1006,54 @@ fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<Strin
     }
 }
 
+/// Takes the leases on every partition of range step `si`, in partition
+/// order, waiting while another live run holds one. Unlike a step of one
+/// partition, a range step runs even when another run materialized some of
+/// its partitions meanwhile: it writes them all at once.
+fn lease_range(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<(), String> {
+    let Some(store) = &rc.store else {
+        return Ok(());
+    };
+    let asset = &rc.defs.assets[rc.plan.steps[si].asset];
+    let keys = rc.partition_keys(si);
+    let give_back = |taken: &[String]| {
+        for k in taken {
+            let _ = store.release(&asset.key, k, &rc.run_id);
+        }
+    };
+    let mut waited_for: Option<String> = None;
+    for (n, key) in keys.iter().enumerate() {
+        loop {
+            match store.try_lease(&asset.key, key, &rc.lease) {
+                Ok(None) => break,
+                Ok(Some(holder)) => {
+                    rc.concurrent.store(true, Ordering::Relaxed);
+                    if waited_for.as_deref() != Some(&holder.run_id) {
+                        reporter.event(
+                            rc,
+                            &Event::Waiting {
+                                step: si,
+                                run_id: &holder.run_id,
+                            },
+                        );
+                        waited_for = Some(holder.run_id.clone());
+                    }
+                    if rc.cancelled() {
+                        give_back(&keys[..n]);
+                        return Err("interrupted while waiting for another run".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    give_back(&keys[..n]);
+                    return Err(format!("cannot take the lease on partition `{key}`: {e:#}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Why step `si` is skipped when an upstream partition it loads was
 /// materialized with no output (`output_required = false`), else `None`.
 fn reads_no_output(rc: &RunCtx, si: usize) -> Option<String> {
@@ -1039,16 +1104,17 @@ fn run_step(
     report.duration = started.elapsed();
     if let Some(store) = &rc.store {
         let asset = &rc.defs.assets[rc.plan.steps[si].asset];
-        let key = rc.partition_key(si);
-        if report.records.is_empty() {
-            let _ = store.release(&asset.key, &key, &rc.run_id);
-        } else {
-            // Released together with the outcome, by the recorder.
-            report.records.push(Record::Release {
-                asset: asset.key.clone(),
-                partition: key,
-                run_id: rc.run_id.clone(),
-            });
+        for key in rc.partition_keys(si) {
+            if report.records.is_empty() {
+                let _ = store.release(&asset.key, &key, &rc.run_id);
+            } else {
+                // Released together with the outcome, by the recorder.
+                report.records.push(Record::Release {
+                    asset: asset.key.clone(),
+                    partition: key,
+                    run_id: rc.run_id.clone(),
+                });
+            }
         }
     }
     report
@@ -1119,6 +1185,12 @@ fn run_step_inner(
     report.log = Some(log_path.clone());
     let step_id = rc.step_id(si);
     let partition = (!key.is_empty()).then(|| key.clone());
+    let range_keys = (!step.range.is_empty()).then(|| rc.partition_keys(si));
+    // A range step's attempts are recorded under `FIRST...LAST`.
+    let attempt_partition = match &range_keys {
+        Some(keys) if keys.len() > 1 => Some(format!("{}...{}", keys[0], keys[keys.len() - 1])),
+        _ => partition.clone(),
+    };
     let policy = asset.retry;
     let mut attempt = 1;
     loop {
@@ -1150,7 +1222,7 @@ fn run_step_inner(
             run_id: rc.run_id.clone(),
             step_id: step_id.clone(),
             asset: asset.key.clone(),
-            partition: partition.clone(),
+            partition: attempt_partition.clone(),
             attempt,
             status: if a.ok { "success" } else { "failed" }.into(),
             started_at,
@@ -1168,7 +1240,10 @@ fn run_step_inner(
             {
                 e.push_str(" (not retried: the step wrote {\"retry\": false})");
             }
-            if a.ok {
+            if a.ok && range_keys.is_some() {
+                report.status = StepStatus::Success;
+                record_range(rc, si, &a.parts, &a.metadata, &mut report.records);
+            } else if a.ok {
                 report.status = StepStatus::Success;
                 let data_version = a.data_version.clone().unwrap_or_else(|| {
                     format!(
@@ -1220,6 +1295,14 @@ fn run_step_inner(
                     report.checks = out.records;
                     report.blocked_by = out.blocked_by;
                 }
+            } else if let Some(keys) = &range_keys {
+                for k in keys {
+                    report.records.push(Record::Failed {
+                        asset: asset.key.clone(),
+                        partition: Some(k.clone()),
+                        run_id: rc.run_id.clone(),
+                    });
+                }
             } else {
                 report.records.push(Record::Failed {
                     asset: asset.key.clone(),
@@ -1247,5 +1330,66 @@ fn run_step_inner(
         while Instant::now() < until && !rc.cancelled() {
             std::thread::sleep(Duration::from_millis(10).min(until - Instant::now()));
         }
+    }
+}
+
+/// Records each partition of a successful range step as materialized, with
+/// the inputs that partition reads (its own, not the step's union), so that
+/// `--stale` and `dg status` work per partition.
+fn record_range(
+    rc: &RunCtx,
+    si: usize,
+    parts: &[step::PartOutcome],
+    step_metadata: &serde_json::Map<String, serde_json::Value>,
+    records: &mut Vec<Record>,
+) {
+    let step = &rc.plan.steps[si];
+    let asset = &rc.defs.assets[step.asset];
+    let step_id = rc.step_id(si);
+    let config = asset
+        .config_affects_staleness
+        .then(|| crate::state::config_text(&asset.config));
+    for (&i, part) in step.range.iter().zip(parts) {
+        let one = crate::plan::step_for(&rc.defs, step.asset, Some(i), &rc.cx);
+        let mut latest = |u: AssetId, k: &str| rc.latest(u, k);
+        let inputs = crate::state::incremental::inputs_read(&rc.defs, &one, &rc.cx, &mut latest);
+        let data_version = part.data_version.clone().unwrap_or_else(|| {
+            format!(
+                "{:016x}",
+                twox_hash::XxHash3_64::oneshot(
+                    format!("{}/{step_id}/{}", rc.run_id, part.key).as_bytes()
+                )
+            )
+        });
+        let mut metadata = step_metadata.clone();
+        metadata.insert("dg/range_step".into(), serde_json::json!(step_id));
+        if let Some(s) = &part.stored
+            && let Ok(serde_json::Value::Object(m)) = serde_json::to_value(s)
+        {
+            for (k, v) in m {
+                if !v.is_null() {
+                    metadata.insert(format!("dg/{k}"), v);
+                }
+            }
+        }
+        let created_at = timestamp();
+        records.push(Record::Materialization(Materialization {
+            asset: asset.key.clone(),
+            partition: Some(part.key.clone()),
+            run_id: rc.run_id.clone(),
+            created_at: created_at.clone(),
+            code_version: asset.code_version.clone(),
+            data_version: data_version.clone(),
+            input_fp: crate::state::input_fingerprint_with(&inputs, config.as_deref()),
+            inputs,
+            metadata: serde_json::Value::Object(metadata),
+        }));
+        rc.set_latest(
+            step.asset,
+            &part.key,
+            &rc.run_id,
+            Some(data_version),
+            created_at,
+        );
     }
 }

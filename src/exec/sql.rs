@@ -2,8 +2,10 @@
 //!
 //! Each loaded input becomes a table named after the input, holding the
 //! rows of every loaded partition in partition order. The parameters
-//! `:partition_key`, `:partition_start`, `:partition_end` and `:run_id` are
-//! bound (NULL when the asset is unpartitioned, or has no time window),
+//! `:partition_key`, `:partition_keys`, `:partition_start`, `:partition_end`
+//! and `:run_id` are bound (NULL when the asset is unpartitioned, or has no
+//! time window; a range step binds `:partition_keys`, a JSON list, and the
+//! range's start and end, and `:partition_key` is NULL),
 //! never spliced into the text. The result rows are the output table, which
 //! the caller writes in the asset's format and hands to the asset's manager
 //! like any step's output.
@@ -28,6 +30,8 @@ use crate::io::{Data, Format, Loaded, Table, table};
 #[derive(Debug, Default, Clone)]
 pub struct Params {
     pub partition_key: Option<String>,
+    /// A range step's keys as a JSON list (`["2024-01-01", …]`).
+    pub partition_keys: Option<String>,
     pub partition_start: Option<String>,
     pub partition_end: Option<String>,
     pub run_id: String,
@@ -36,6 +40,7 @@ pub struct Params {
 /// The parameters dg binds, by name (without the `:` prefix).
 pub const PARAMS: &[&str] = &[
     "partition_key",
+    "partition_keys",
     "partition_start",
     "partition_end",
     "run_id",
@@ -329,11 +334,11 @@ fn check_params(stmt: &rusqlite::Statement) -> Result<(), String> {
     for i in 1..=stmt.parameter_count() {
         match stmt.parameter_name(i) {
             None => {
-                return Err("positional parameters (`?`) are not supported: use :partition_key, :partition_start, :partition_end or :run_id".into());
+                return Err("positional parameters (`?`) are not supported: use :partition_key, :partition_keys, :partition_start, :partition_end or :run_id".into());
             }
             Some(n) if !PARAMS.contains(&&n[1..]) => {
                 return Err(format!(
-                    "unknown parameter `{n}`: dg binds :partition_key, :partition_start, :partition_end and :run_id"
+                    "unknown parameter `{n}`: dg binds :partition_key, :partition_keys, :partition_start, :partition_end and :run_id"
                 ));
             }
             _ => {}
@@ -348,6 +353,7 @@ fn bind_params(stmt: &mut rusqlite::Statement<'_>, params: &Params) -> rusqlite:
         let name = stmt.parameter_name(i).unwrap_or(":")[1..].to_string();
         let v: &dyn ToSql = match name.as_str() {
             "partition_key" => &params.partition_key,
+            "partition_keys" => &params.partition_keys,
             "partition_start" => &params.partition_start,
             "partition_end" => &params.partition_end,
             _ => &params.run_id,
@@ -1057,7 +1063,7 @@ pub fn to_positional(query: &str) -> Result<(String, Vec<&'static str>), String>
                 let mut j = i + 1;
                 if b.get(j).is_some_and(|c| c.is_ascii_digit()) {
                     return Err(
-                        "positional parameters (`$1`) are not supported: use :partition_key, :partition_start, :partition_end or :run_id".into(),
+                        "positional parameters (`$1`) are not supported: use :partition_key, :partition_keys, :partition_start, :partition_end or :run_id".into(),
                     );
                 }
                 while j < b.len() && ident(b[j]) {
@@ -1110,6 +1116,7 @@ pub fn to_positional(query: &str) -> Result<(String, Vec<&'static str>), String>
 pub fn param_value<'p>(params: &'p Params, name: &str) -> Option<&'p str> {
     match name {
         "partition_key" => params.partition_key.as_deref(),
+        "partition_keys" => params.partition_keys.as_deref(),
         "partition_start" => params.partition_start.as_deref(),
         "partition_end" => params.partition_end.as_deref(),
         _ => Some(params.run_id.as_str()),

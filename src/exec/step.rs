@@ -38,6 +38,17 @@ pub struct Attempt {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// The step wrote `{"retry": false}` to `DG_MESSAGES`: a failure is final.
     pub no_retry: bool,
+    /// A range step: what was stored for each of its partitions, in order.
+    pub parts: Vec<PartOutcome>,
+}
+
+/// One partition of a range step, once stored.
+#[derive(Debug, Default)]
+pub struct PartOutcome {
+    pub key: String,
+    pub stored: Option<Stored>,
+    /// Content hash of the partition's rows, as dg wrote them.
+    pub data_version: Option<String>,
 }
 
 impl Attempt {
@@ -161,10 +172,38 @@ fn prepare_and_run(
 ) -> Result<Attempt, String> {
     let step_id = rc.step_id(si);
     let mlog = io::Log::to_file(log.try_clone().map_err(|e| e.to_string())?);
-    let partition = match (&asset.partitions, step.partition) {
-        (Some(p), Some(i)) => Some(partition_ref(&p.def, i, &rc.cx)),
+    // A range step: its partitions; it has no single partition.
+    let range: Option<Vec<PartitionRef>> = match &asset.partitions {
+        Some(p) if !step.range.is_empty() => Some(
+            step.range
+                .iter()
+                .map(|&i| partition_ref(&p.def, i, &rc.cx))
+                .collect(),
+        ),
         _ => None,
     };
+    let partition = match (&asset.partitions, step.partition) {
+        (Some(p), Some(i)) if range.is_none() => Some(partition_ref(&p.def, i, &rc.cx)),
+        _ => None,
+    };
+    // The time span of the step: its partition's window, or from the first
+    // window's start to the last window's end.
+    let span: Option<(String, String)> = match &range {
+        Some(parts) => match (
+            parts.first().and_then(|p| p.window),
+            parts.last().and_then(|p| p.window),
+        ) {
+            (Some(a), Some(b)) => Some((a.0.to_rfc3339(), b.1.to_rfc3339())),
+            _ => None,
+        },
+        None => partition
+            .as_ref()
+            .and_then(|p| p.window)
+            .map(|w| (w.0.to_rfc3339(), w.1.to_rfc3339())),
+    };
+    let range_keys: Option<Vec<String>> = range
+        .as_ref()
+        .map(|parts| parts.iter().map(|p| p.key.clone()).collect());
     let ext = asset.format.extension();
     let output = work.join(format!("output{ext}"));
     let messages = work.join("messages.jsonl");
@@ -193,8 +232,9 @@ fn prepare_and_run(
         "attempt": attempt,
         "now": rc.now.to_rfc3339(),
         "partition_key": partition.as_ref().map(|p| &p.key),
-        "partition_start": partition.as_ref().and_then(|p| p.window).map(|w| w.0.to_rfc3339()),
-        "partition_end": partition.as_ref().and_then(|p| p.window).map(|w| w.1.to_rfc3339()),
+        "partition_keys": range_keys,
+        "partition_start": span.as_ref().map(|w| &w.0),
+        "partition_end": span.as_ref().map(|w| &w.1),
         "partition_dimensions": null,
         "output": if asset.output { json!(output.to_string_lossy()) } else { json!(null) },
         "format": asset.format.name(),
@@ -204,12 +244,18 @@ fn prepare_and_run(
         "code_version": asset.code_version,
         "inputs": {},
     });
+    if let Some(keys) = &range_keys {
+        env.push((
+            "DG_PARTITION_KEYS".into(),
+            serde_json::to_string(keys).unwrap_or_default(),
+        ));
+    }
+    if let Some((s, e)) = &span {
+        env.push(("DG_PARTITION_START".into(), s.clone()));
+        env.push(("DG_PARTITION_END".into(), e.clone()));
+    }
     if let Some(p) = &partition {
         env.push(("DG_PARTITION_KEY".into(), p.key.clone()));
-        if let Some((s, e)) = p.window {
-            env.push(("DG_PARTITION_START".into(), s.to_rfc3339()));
-            env.push(("DG_PARTITION_END".into(), e.to_rfc3339()));
-        }
         for (dim, k) in &p.dims {
             env.push((format!("DG_PARTITION_{}", env_name(dim)), k.clone()));
         }
@@ -228,6 +274,13 @@ fn prepare_and_run(
     // A `sql` asset whose inputs all live in its own database (sqlite or
     // postgres) runs there.
     let in_db = match &asset.compute {
+        Compute::Sql(_) if allow_in_db && range.is_some() => {
+            let _ = writeln!(
+                log,
+                "[dg] sql: runs in the embedded engine: a range step's rows are split by `dg_partition` in dg"
+            );
+            None
+        }
         Compute::Sql(_) if allow_in_db => match in_db_target(rc, step, asset) {
             Ok(db) => Some(db),
             Err(why) => {
@@ -406,14 +459,11 @@ fn prepare_and_run(
             let _ = writeln!(log, "[dg] {step_id} attempt {attempt}");
             let params = super::sql::Params {
                 partition_key: partition.as_ref().map(|p| p.key.clone()),
-                partition_start: partition
+                partition_keys: range_keys
                     .as_ref()
-                    .and_then(|p| p.window)
-                    .map(|w| w.0.to_rfc3339()),
-                partition_end: partition
-                    .as_ref()
-                    .and_then(|p| p.window)
-                    .map(|w| w.1.to_rfc3339()),
+                    .map(|k| serde_json::to_string(k).unwrap_or_default()),
+                partition_start: span.as_ref().map(|w| w.0.clone()),
+                partition_end: span.as_ref().map(|w| w.1.clone()),
                 run_id: rc.run_id.clone(),
             };
             if let Some(db) = in_db {
@@ -472,7 +522,7 @@ fn prepare_and_run(
                 Err(e) => return Ok(Attempt::fail(at_definition(e, asset))),
             };
             let mut a = store_output(
-                rc, asset, partition, step_id, mlog, output, &messages, log, None,
+                rc, asset, partition, range, step_id, mlog, output, &messages, log, None,
             )?;
             a.metadata.insert("dg/in_database".into(), json!(false));
             a.metadata
@@ -538,7 +588,7 @@ fn prepare_and_run(
         });
     }
     store_output(
-        rc, asset, partition, step_id, mlog, output, &messages, log, deadline,
+        rc, asset, partition, range, step_id, mlog, output, &messages, log, deadline,
     )
 }
 
@@ -646,6 +696,7 @@ fn store_output(
     rc: &RunCtx,
     asset: &Asset,
     partition: Option<PartitionRef>,
+    range: Option<Vec<PartitionRef>>,
     step_id: String,
     mlog: io::Log,
     output: PathBuf,
@@ -654,11 +705,23 @@ fn store_output(
     deadline: Option<std::time::Instant>,
 ) -> Result<Attempt, String> {
     let metadata = read_messages(messages, log);
+    let no_parts = |dv: Option<String>| -> Vec<PartOutcome> {
+        range
+            .iter()
+            .flatten()
+            .map(|p| PartOutcome {
+                key: p.key.clone(),
+                stored: None,
+                data_version: dv.clone(),
+            })
+            .collect()
+    };
     if !asset.output {
         return Ok(Attempt {
             ok: true,
             exit_code: Some(0),
             metadata,
+            parts: no_parts(None),
             ..Attempt::default()
         });
     }
@@ -680,11 +743,13 @@ fn store_output(
         );
         let mut metadata = metadata;
         metadata.insert("dg/no_output".into(), json!(true));
+        let dv = Some(crate::state::show_hash(crate::state::NO_OUTPUT));
         return Ok(Attempt {
             ok: true,
             exit_code: Some(0),
-            data_version: Some(crate::state::show_hash(crate::state::NO_OUTPUT)),
+            data_version: dv.clone(),
             metadata,
+            parts: no_parts(dv),
             ..Attempt::default()
         });
     }
@@ -704,6 +769,11 @@ fn store_output(
         Ok(_) => {}
     }
     let manager = rc.manager(&asset.io_manager)?.clone();
+    if let Some(parts) = range {
+        return store_range(
+            rc, asset, parts, step_id, mlog, output, metadata, log, deadline, manager,
+        );
+    }
     let octx = OutputContext {
         asset_key: asset.key.clone(),
         partition,
@@ -783,6 +853,160 @@ fn store_output(
             format!(
                 "storing the output through `{}` failed: {e:#}",
                 asset.io_manager
+            ),
+            metadata,
+        ),
+    }
+}
+
+/// Stores the output of a range step: its rows are split by their
+/// `dg_partition` column, and each partition (without that column) is
+/// stored separately, atomically, in the order of the step's keys. Nothing
+/// is stored unless every row belongs to one of the step's partitions; a
+/// partition with no rows is stored empty.
+#[allow(clippy::too_many_arguments)]
+fn store_range(
+    rc: &RunCtx,
+    asset: &Asset,
+    parts: Vec<PartitionRef>,
+    step_id: String,
+    mlog: io::Log,
+    output: PathBuf,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    log: &mut File,
+    deadline: Option<std::time::Instant>,
+    manager: Arc<dyn io::IoManager>,
+) -> Result<Attempt, String> {
+    let fail = |error: String, metadata| {
+        Ok(Attempt {
+            ok: false,
+            error: Some(error),
+            exit_code: Some(0),
+            metadata,
+            ..Attempt::default()
+        })
+    };
+    let keys: Vec<String> = parts.iter().map(|p| p.key.clone()).collect();
+    let dir = output.with_file_name("output-parts");
+    let split = match io::table::read(&output, asset.format)
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|t| {
+            if asset.columns.is_empty() {
+                Ok(t)
+            } else {
+                io::table::apply_columns(t, &asset.columns)
+                    .map_err(|e| format!("the output does not fit its `columns`: {e:#}"))
+            }
+        })
+        .and_then(|t| io::table::split_by_partition(&t, &keys))
+    {
+        Ok(s) => s,
+        Err(e) => return fail(format!("{e} (nothing was stored)"), metadata),
+    };
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return fail(format!("cannot create {}: {e}", dir.display()), metadata);
+    }
+    let _ = writeln!(
+        log,
+        "[dg] range step: {} rows split into {} partitions",
+        split.iter().map(|t| t.num_rows()).sum::<usize>(),
+        keys.len()
+    );
+    let format = asset.format;
+    let typed = !asset.columns.is_empty();
+    let resource = asset.io_manager.clone();
+    let base = OutputContext {
+        asset_key: asset.key.clone(),
+        partition: None,
+        format,
+        resource_key: asset.io_manager.clone(),
+        metadata: asset.metadata.clone(),
+        run_id: rc.run_id.clone(),
+        step_id,
+        log: mlog,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("dg-store".into())
+        .spawn(move || {
+            // Each partition as a file in the asset's format (its data
+            // version is the file's hash), then all handed to the manager.
+            let mut items = Vec::with_capacity(parts.len());
+            let mut versions = Vec::with_capacity(parts.len());
+            for (n, (p, t)) in parts.into_iter().zip(split).enumerate() {
+                let path = dir.join(format!("{n}{}", format.extension()));
+                let written = io::table::write(&t, &path, format)
+                    .and_then(|_| Ok(crate::state::file_version(&path)?));
+                match written {
+                    Ok(dv) => versions.push((p.key.clone(), dv)),
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("partition `{}`: {e:#}", p.key)));
+                        return;
+                    }
+                }
+                let data = if typed {
+                    Data::Table(Arc::new(t))
+                } else {
+                    Data::File { path, format }
+                };
+                let octx = OutputContext {
+                    partition: Some(p),
+                    ..base.clone()
+                };
+                items.push((octx, data));
+            }
+            let result = manager.handle_outputs(items).map(|stored| {
+                versions
+                    .into_iter()
+                    .zip(stored)
+                    .map(|((key, dv), stored)| PartOutcome {
+                        key,
+                        stored: Some(stored),
+                        data_version: Some(dv),
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let _ = std::fs::remove_dir_all(&dir);
+            let _ = tx.send(result.map_err(|e| format!("{e:#}")));
+        });
+    if let Err(e) = spawned {
+        return Err(format!("cannot start storing the output: {e}"));
+    }
+    let stored = loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(r) => break r,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return fail("storing the output stopped unexpectedly".into(), metadata);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return fail(
+                format!(
+                    "timed out after {} while `{resource}` stored the output",
+                    humantime::format_duration(asset.timeout.unwrap_or_default()),
+                ),
+                metadata,
+            );
+        }
+        if rc.cancelled() {
+            return fail(
+                format!("interrupted while `{resource}` stored the output"),
+                metadata,
+            );
+        }
+    };
+    match stored {
+        Ok(parts) => Ok(Attempt {
+            ok: true,
+            exit_code: Some(0),
+            metadata,
+            parts,
+            ..Attempt::default()
+        }),
+        Err(e) => fail(
+            format!(
+                "storing the output through `{resource}` failed: {e} (partitions stored before it stay stored but are not recorded)"
             ),
             metadata,
         ),

@@ -137,6 +137,38 @@ impl FsManager {
         }
     }
 
+    /// Puts `data` at `tmp`, not flushed, for [`IoManager::handle_outputs`];
+    /// the rows when known.
+    fn stage(&self, ctx: &OutputContext, data: &Data, tmp: &Path) -> anyhow::Result<Option<u64>> {
+        let tabular = |f: Format| f != Format::File;
+        match data {
+            Data::File { path: src, format } if *format == self.format && src.is_file() => {
+                let rows = match self.format {
+                    Format::Parquet => Some(table::parquet_rows(src)?),
+                    _ => None,
+                };
+                if std::fs::rename(src, tmp).is_err() {
+                    std::fs::copy(src, tmp).with_context(|| {
+                        format!("cannot copy `{}` to `{}`", src.display(), tmp.display())
+                    })?;
+                }
+                Ok(rows)
+            }
+            Data::File { path: src, format } if tabular(*format) && tabular(self.format) => {
+                let t = table::read(src, *format)?;
+                table::write(&t, tmp, self.format)?;
+                Ok(Some(t.num_rows() as u64))
+            }
+            Data::Table(t) if tabular(self.format) => {
+                table::write(t, tmp, self.format)?;
+                Ok(Some(t.num_rows() as u64))
+            }
+            Data::File { format, .. } => Err(self.mismatch(ctx, format.name())),
+            Data::Table(_) => Err(self.mismatch(ctx, "a table")),
+            Data::Bytes(_) => Err(self.mismatch(ctx, "opaque bytes")),
+        }
+    }
+
     fn mismatch(&self, ctx: &OutputContext, what: &str) -> anyhow::Error {
         if self.format == Format::File {
             anyhow!(
@@ -188,6 +220,113 @@ impl IoManager for FsManager {
             rows,
             bytes: Some(bytes),
         })
+    }
+
+    /// Every partition goes to a temporary file next to its place first;
+    /// those are flushed in parallel, renamed into place in order, and each
+    /// folder is flushed once: far fewer waits on the disk than one
+    /// [`handle_output`](IoManager::handle_output) per partition, with the
+    /// same atomicity per partition.
+    fn handle_outputs(&self, items: Vec<(OutputContext, Data)>) -> anyhow::Result<Vec<Stored>> {
+        let key = |ctx: &OutputContext| {
+            ctx.partition
+                .as_ref()
+                .map(|p| p.key.clone())
+                .unwrap_or_default()
+        };
+        let mut staged: Vec<(OutputContext, PathBuf, PathBuf, Option<u64>)> =
+            Vec::with_capacity(items.len());
+        let clean = |staged: &[(OutputContext, PathBuf, PathBuf, Option<u64>)]| {
+            for (_, _, tmp, _) in staged {
+                let _ = std::fs::remove_file(tmp);
+            }
+        };
+        for (ctx, data) in items {
+            let stage = || -> anyhow::Result<(PathBuf, PathBuf, Option<u64>)> {
+                let path = self.path_for(&ctx)?;
+                let dir = path.parent().expect("a stored path has a parent");
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create the folder `{}`", dir.display()))?;
+                let tmp = temp_path(&path, &ctx.run_id);
+                match self.stage(&ctx, &data, &tmp) {
+                    Ok(rows) => Ok((path, tmp, rows)),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        Err(e)
+                    }
+                }
+            };
+            match stage() {
+                Ok((path, tmp, rows)) => staged.push((ctx, path, tmp, rows)),
+                Err(e) => {
+                    clean(&staged);
+                    return Err(e.context(format!("partition `{}`", key(&ctx))));
+                }
+            }
+        }
+        // Flushed in parallel: the file system commits them together.
+        let threads = staged.len().clamp(1, 16);
+        let chunk = staged.len().div_ceil(threads).max(1);
+        let flushed: anyhow::Result<()> = std::thread::scope(|s| {
+            let handles: Vec<_> = staged
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || -> anyhow::Result<()> {
+                        for (_, _, tmp, _) in part {
+                            sync_file(tmp)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow!("flushing the partitions stopped unexpectedly"))??;
+            }
+            Ok(())
+        });
+        if let Err(e) = flushed {
+            clean(&staged);
+            return Err(e);
+        }
+        let mut out = Vec::with_capacity(staged.len());
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for (n, (ctx, path, tmp, rows)) in staged.iter().enumerate() {
+            seal(tmp);
+            if let Err(e) = std::fs::rename(tmp, path) {
+                clean(&staged[n..]);
+                for d in &dirs {
+                    let _ = File::open(d).and_then(|d| d.sync_all());
+                }
+                return Err(anyhow::Error::from(e).context(format!(
+                    "partition `{}`: cannot rename `{}` to `{}`",
+                    key(ctx),
+                    tmp.display(),
+                    path.display()
+                )));
+            }
+            let dir = path.parent().expect("a stored path has a parent");
+            if !dirs.iter().any(|d| d == dir) {
+                dirs.push(dir.to_path_buf());
+            }
+            let bytes = std::fs::metadata(path).map(|m| m.len()).ok();
+            ctx.log.info(format_args!(
+                "stored `{}` partition `{}` at {} ({} bytes)",
+                ctx.asset_key,
+                key(ctx),
+                path.display(),
+                bytes.unwrap_or(0)
+            ));
+            out.push(Stored {
+                path: Some(path.to_string_lossy().into_owned()),
+                rows: *rows,
+                bytes,
+            });
+        }
+        for d in &dirs {
+            let _ = File::open(d).and_then(|d| d.sync_all());
+        }
+        Ok(out)
     }
 
     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {

@@ -15,9 +15,12 @@
 //!
 //! - [`handle_output`](IoManager::handle_output) stores one output. dg calls
 //!   it after a step exits 0, with the file the step wrote as [`Data::File`]
-//!   in the asset's [`Format`]. A step materializes one partition, so a call
-//!   stores one partition. It replaces what was there, atomically, and
-//!   returns what it knows in [`Stored`] (recorded with the materialization).
+//!   in the asset's [`Format`]. A call stores one partition. It replaces
+//!   what was there, atomically, and returns what it knows in [`Stored`]
+//!   (recorded with the materialization). A range step (`backfill`) hands
+//!   its partitions over together to
+//!   [`handle_outputs`](IoManager::handle_outputs), which by default calls
+//!   `handle_output` for each.
 //! - [`load_input`](IoManager::load_input) loads one input before a step
 //!   starts: [`Loaded::Single`] for an unpartitioned upstream, else
 //!   [`Loaded::Partitions`], one entry per partition of
@@ -699,6 +702,28 @@ pub trait IoManager: Send + Sync {
     /// [`Data::File`] in the asset's format (`ctx.format`). An error fails
     /// the step (and it may be retried).
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored>;
+    /// Stores the partitions of one range step (`backfill`), in order, each
+    /// atomically as [`handle_output`](IoManager::handle_output) stores one.
+    /// An error names the partition; partitions stored before it stay
+    /// stored. The default stores them one by one; a manager may make them
+    /// durable together (the `fs` manager flushes them in parallel and each
+    /// folder once).
+    fn handle_outputs(&self, items: Vec<(OutputContext, Data)>) -> anyhow::Result<Vec<Stored>> {
+        use anyhow::Context as _;
+        let mut out = Vec::with_capacity(items.len());
+        for (ctx, data) in items {
+            let key = ctx
+                .partition
+                .as_ref()
+                .map(|p| p.key.clone())
+                .unwrap_or_default();
+            out.push(
+                self.handle_output(&ctx, data)
+                    .with_context(|| format!("partition `{key}`"))?,
+            );
+        }
+        Ok(out)
+    }
     /// Loads an input before the reading step starts: [`Loaded::Single`]
     /// for an unpartitioned upstream, else every partition in
     /// `ctx.partitions`, in order, as [`Loaded::Partitions`]

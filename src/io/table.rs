@@ -921,6 +921,102 @@ fn write_parquet(table: &Table, file: File) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The rows of `t` split by its `dg_partition` column (what a range step
+/// writes): one table per key of `keys`, in that order, each without the
+/// column and with its rows in their order. A key with no rows gets an
+/// empty table. An error, and no tables, when the column is missing, or
+/// when a row's value is NULL or not one of `keys`.
+pub fn split_by_partition(t: &Table, keys: &[String]) -> Result<Vec<Table>, String> {
+    use arrow::array::{Array, AsArray, UInt32Array};
+    use std::collections::{BTreeMap, HashMap};
+    const COLUMN: &str = super::db::PARTITION_COLUMN;
+    let shown = |keys: &[String]| match keys {
+        [] => String::new(),
+        [one] => format!("`{one}`"),
+        [a, b] => format!("`{a}`, `{b}`"),
+        [a, .., b] => format!("`{a}` … `{b}` ({})", keys.len()),
+    };
+    let Ok(col) = t.schema.index_of(COLUMN) else {
+        return Err(format!(
+            "the output has no `{COLUMN}` column: a range step writes the rows of all its partitions ({}) in one table, each row naming its partition in `{COLUMN}`",
+            shown(keys)
+        ));
+    };
+    let index: HashMap<&str, usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_str(), i))
+        .collect();
+    let fields: Vec<usize> = (0..t.schema.fields().len()).filter(|&i| i != col).collect();
+    let schema = Arc::new(t.schema.project(&fields).map_err(|e| e.to_string())?);
+    let mut per: Vec<Vec<RecordBatch>> = vec![Vec::new(); keys.len()];
+    let mut bad: BTreeMap<String, usize> = BTreeMap::new();
+    let mut nulls = 0usize;
+    for batch in &t.batches {
+        let c = arrow::compute::cast(batch.column(col), &DataType::Utf8)
+            .map_err(|e| format!("cannot read `{COLUMN}` as text: {e}"))?;
+        let c = c.as_string::<i32>();
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); keys.len()];
+        for r in 0..c.len() {
+            if c.is_null(r) {
+                nulls += 1;
+                continue;
+            }
+            match index.get(c.value(r)) {
+                Some(&k) => rows[k].push(r as u32),
+                None => *bad.entry(c.value(r).to_string()).or_default() += 1,
+            }
+        }
+        if nulls > 0 || !bad.is_empty() {
+            continue;
+        }
+        let projected = batch.project(&fields).map_err(|e| e.to_string())?;
+        for (k, rows) in rows.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            if rows.len() == projected.num_rows() {
+                per[k].push(projected.clone());
+                continue;
+            }
+            let taken = arrow::compute::take_record_batch(&projected, &UInt32Array::from(rows))
+                .map_err(|e| e.to_string())?;
+            per[k].push(taken);
+        }
+    }
+    if nulls > 0 || !bad.is_empty() {
+        let mut what: Vec<String> = bad
+            .iter()
+            .take(5)
+            .map(|(v, n)| match n {
+                1 => format!("`{v}`"),
+                _ => format!("`{v}` ({n} rows)"),
+            })
+            .collect();
+        if bad.len() > 5 {
+            what.push(format!("and {} more values", bad.len() - 5));
+        }
+        if nulls > 0 {
+            what.push(match nulls {
+                1 => "NULL (1 row)".to_string(),
+                n => format!("NULL ({n} rows)"),
+            });
+        }
+        return Err(format!(
+            "rows of the output name partitions that are not this step's in `{COLUMN}`: {}; the step's partitions are {}",
+            what.join(", "),
+            shown(keys)
+        ));
+    }
+    Ok(per
+        .into_iter()
+        .map(|batches| Table {
+            schema: schema.clone(),
+            batches,
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -958,6 +1054,28 @@ mod tests {
 
     fn names(t: &Table) -> Vec<String> {
         t.schema.fields().iter().map(|f| f.name().clone()).collect()
+    }
+
+    #[test]
+    fn split_by_partition_keeps_row_order_and_reads_numeric_keys_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        // Static keys `1`, `2`, `3` are read as integers from CSV.
+        let p = write_text(dir.path(), "o.csv", "v,dg_partition\na,2\nb,1\nc,2\n");
+        let t = read(&p, Format::Csv).unwrap();
+        let keys: Vec<String> = ["1", "2", "3"].iter().map(|k| k.to_string()).collect();
+        let parts = split_by_partition(&t, &keys).unwrap();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(names(&parts[1]), ["v"]);
+        assert_eq!(rows(&parts[0]), [[Some("b".to_string())]]);
+        assert_eq!(
+            rows(&parts[1]),
+            [[Some("a".to_string())], [Some("c".to_string())]]
+        );
+        assert_eq!(parts[2].num_rows(), 0);
+        assert_eq!(names(&parts[2]), ["v"]);
+        let bad = write_text(dir.path(), "b.csv", "v,dg_partition\na,1\nb,\nc,7\n");
+        let err = split_by_partition(&read(&bad, Format::Csv).unwrap(), &keys).unwrap_err();
+        assert!(err.contains("`7`") && err.contains("NULL (1 row)"), "{err}");
     }
 
     fn types(t: &Table) -> Vec<DataType> {

@@ -425,7 +425,7 @@ impl Indices {
         }
     }
 
-    fn from_sorted(mut v: Vec<i64>) -> Indices {
+    pub fn from_sorted(mut v: Vec<i64>) -> Indices {
         v.sort_unstable();
         v.dedup();
         match (v.first(), v.last()) {

@@ -31,6 +31,7 @@ mod plan;
 mod plugins;
 mod pools;
 pub mod postgres_manager;
+mod range_steps;
 mod report;
 mod resources;
 mod roundtrip;

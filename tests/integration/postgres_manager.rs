@@ -388,3 +388,8 @@ shell = "printf 'lines\\n%s\\n' \"$(wc -l < \"$DG_INPUT_EVENTS\")\" > \"$DG_OUTP
         vec![vec!["1".to_string()]]
     );
 }
+
+#[test]
+fn range_steps_store_each_partition_as_its_rows() {
+    table_scenarios::range_steps_store_each_partition_as_its_rows(Backend::Postgres);
+}

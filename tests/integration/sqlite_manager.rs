@@ -319,3 +319,8 @@ fn sqlite_bulk_store_rate() {
         1e6 / store
     );
 }
+
+#[test]
+fn range_steps_store_each_partition_as_its_rows() {
+    table_scenarios::range_steps_store_each_partition_as_its_rows(Backend::Sqlite);
+}

@@ -353,3 +353,76 @@ sql = "SELECT count(*) AS n FROM orders HAVING count(*) > 2 OR :partition_key NO
     assert_eq!(find("a", "one_partition")["passed"], true, "{v:#}");
     assert_eq!(find("b", "one_partition")["passed"], true);
 }
+
+/// Range steps (`backfill`): each partition of a step's output becomes its
+/// own row range; a step over one partition again replaces only its rows;
+/// a row naming another partition stores nothing.
+pub fn range_steps_store_each_partition_as_its_rows(backend: Backend) {
+    let Some(mut db) = Db::open(backend) else {
+        return;
+    };
+    let asset = |extra: &str| {
+        format!(
+            r#"
+[partitions.days]
+type = "daily"
+start = "2021-12-28"
+
+[assets.events]
+partitions = "days"
+backfill = {{ max_partitions_per_step = 2 }}
+shell = '''
+{{ echo 'dg_partition,n,tag'; for k in $(echo "$DG_PARTITION_KEYS" | tr -d '[]"' | tr ',' ' '); do echo "$k,1,{extra}"; echo "$k,2,{extra}"; done; }} > "$DG_OUTPUT"
+'''
+"#
+        )
+    };
+    let dir = project(&[
+        ("defs/resources.toml", &db.resources("")),
+        ("defs/assets.toml", &asset("a")),
+    ]);
+    let d = dir.path();
+    let run = db.materialize(
+        d,
+        &["--json", "--partition-range", "2021-12-29...2021-12-31"],
+    );
+    assert_ok(&run);
+    assert!(
+        run.stdout.contains("events[2021-12-29...2021-12-30]"),
+        "{}",
+        run.stdout
+    );
+    let rows = |db: &mut Db| {
+        db.rows(
+            d,
+            "SELECT dg_partition, n, tag FROM {s}.events ORDER BY dg_partition, n",
+        )
+    };
+    let all = |tags: [&str; 3]| -> Vec<Vec<String>> {
+        ["2021-12-29", "2021-12-30", "2021-12-31"]
+            .iter()
+            .zip(tags)
+            .flat_map(|(k, t)| {
+                (1..=2).map(move |n| vec![k.to_string(), n.to_string(), t.to_string()])
+            })
+            .collect()
+    };
+    assert_eq!(rows(&mut db), all(["a", "a", "a"]));
+    // One partition again, as a range step of one: only its rows change.
+    std::fs::write(d.join("defs/assets.toml"), asset("b")).unwrap();
+    assert_ok(&db.materialize(d, &["--partition", "2021-12-30"]));
+    assert_eq!(rows(&mut db), all(["a", "b", "a"]));
+    // A row of a partition outside the step: the step fails, nothing changes.
+    std::fs::write(
+        d.join("defs/assets.toml"),
+        asset("c").replace(
+            "> \"$DG_OUTPUT\"",
+            "> \"$DG_OUTPUT\"; echo '2022-01-01,9,c' >> \"$DG_OUTPUT\"",
+        ),
+    )
+    .unwrap();
+    let run = db.materialize(d, &["--partition-range", "2021-12-29...2021-12-31"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("`2022-01-01`"), "{}", run.stderr);
+    assert_eq!(rows(&mut db), all(["a", "b", "a"]));
+}
