@@ -6,9 +6,11 @@
 //! definitions or plan error.
 
 mod checks;
+pub mod ci;
 mod defs;
 mod history;
 mod init;
+mod junit;
 mod output;
 pub mod plan;
 mod report;
@@ -239,12 +241,16 @@ pub enum PartitionsCmd {
 pub enum CheckWhat {
     /// Validate every definition and report every error at once
     Defs {
-        /// Print the result as JSON
-        #[arg(long)]
+        /// Print the result as JSON (the same as `--format json`)
+        #[arg(long, conflicts_with = "format")]
         json: bool,
         /// Treat warnings (unset environment variables) as errors
         #[arg(long)]
         strict: bool,
+        /// How to print: `github` (workflow commands) is the default under
+        /// GitHub Actions when stderr is not a terminal, else `human`
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<ci::Format>,
     },
 }
 
@@ -452,8 +458,13 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
     };
     match cli.command {
         Command::Check {
-            what: CheckWhat::Defs { json, strict },
-        } => defs::check(&session, json, strict),
+            what:
+                CheckWhat::Defs {
+                    json,
+                    strict,
+                    format,
+                },
+        } => defs::check(&session, ci::Format::resolve(format, json), strict),
         Command::List {
             what: ListWhat::Defs { json },
         } => defs::list(&session, json),

@@ -12,6 +12,7 @@ mod adversarial;
 pub mod backend;
 mod check_defs;
 mod checks;
+mod ci;
 mod concurrency;
 mod dagster_repros;
 mod docs;
