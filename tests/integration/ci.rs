@@ -377,3 +377,87 @@ fn python_parses(path: &Path) {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
 }
+
+/// The workflow files of docs/ci.md: each YAML block parses (with Python's
+/// PyYAML, when installed), and every `dg` command they run exists with
+/// the flags they give it.
+#[test]
+fn ci_docs_workflows_parse_and_run_real_commands() {
+    let text = read(crate::support::repo().join("docs/ci.md"));
+    let blocks: Vec<&str> = text
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("\n```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 2, "a GitHub workflow and a GitLab job");
+    let empty = project(&[]);
+    let mut seen = 0;
+    for b in &blocks {
+        yaml_parses(b);
+        for line in b.lines() {
+            let Some(at) = line
+                .find("dg ")
+                .filter(|&i| i == 0 || line[..i].ends_with(' ') || line[..i].ends_with("- "))
+            else {
+                continue;
+            };
+            let cmd = &line[at + 3..];
+            let cmd = cmd.split(['>', '#']).next().unwrap();
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            let sub: Vec<&str> = words
+                .iter()
+                .take_while(|w| !w.starts_with('-'))
+                .copied()
+                .collect();
+            if sub.is_empty() || sub[0] == "dg" {
+                continue; // `cargo install … dg dg`
+            }
+            let mut args = sub.clone();
+            args.push("--help");
+            let help = dg(empty.path(), &args);
+            assert_eq!(
+                help.code,
+                0,
+                "`dg {}` is not a command: {help:?}",
+                sub.join(" ")
+            );
+            for flag in words.iter().filter(|w| w.starts_with("--")) {
+                assert!(
+                    help.stdout.contains(flag),
+                    "`dg {}` has no {flag}",
+                    sub.join(" ")
+                );
+            }
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 4,
+        "the workflows run dg check defs, materialize and tick"
+    );
+}
+
+fn yaml_parses(text: &str) {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys, yaml; yaml.safe_load(sys.stdin.read())"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(text.as_bytes())?;
+            c.wait_with_output()
+        });
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named") => {
+            eprintln!("skipped: PyYAML is not installed")
+        }
+        Ok(o) => panic!(
+            "invalid YAML: {}\n{text}",
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(_) => eprintln!("skipped: python3 is not installed"),
+    }
+}
