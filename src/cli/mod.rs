@@ -202,12 +202,26 @@ pub enum Command {
         #[command(subcommand)]
         what: scaffold::ScaffoldWhat,
     },
+    /// Print a JSON Schema (draft 2020-12) of a definitions file or of dg.toml, for editors
+    Schema {
+        /// Which file
+        #[arg(value_enum, default_value_t = SchemaOf::Defs)]
+        of: SchemaOf,
+    },
     /// Print a shell completion script
     Completions {
         /// The shell to complete for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaOf {
+    /// A definitions file (`defs/*.toml`)
+    Defs,
+    /// `dg.toml`
+    Config,
 }
 
 #[derive(Subcommand, Debug)]
@@ -512,6 +526,13 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
         Command::Init { dir } => init::init(&session, dir.as_deref()),
         Command::Scaffold { what } => scaffold::scaffold(&session, &what),
         Command::Completions { shell } => init::completions(shell),
+        Command::Schema { of } => {
+            session.out.json(&match of {
+                SchemaOf::Defs => crate::validate::schema::defs(&session.registry),
+                SchemaOf::Config => crate::validate::schema::config(&session.registry),
+            });
+            EXIT_OK
+        }
     }
 }
 

@@ -216,7 +216,11 @@ fn parse_junit(xml: &str) -> Vec<Case> {
     let attr = |e: &quick_xml::events::BytesStart, k: &str| -> String {
         e.try_get_attribute(k)
             .expect("well-formed attribute")
-            .map(|a| a.unescape_value().expect("valid attribute").into_owned())
+            .map(|a| {
+                a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                    .expect("valid attribute")
+                    .into_owned()
+            })
             .unwrap_or_default()
     };
     loop {

@@ -35,6 +35,7 @@ pub mod postgres_manager;
 mod report;
 mod resources;
 mod roundtrip;
+mod schema;
 mod sql_compute;
 mod sql_in_db;
 mod sql_in_pg;
