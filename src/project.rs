@@ -7,6 +7,14 @@ use crate::interp::Template;
 use crate::load::{self, Reader};
 use toml::de::DeValue;
 
+/// The tables of `dg.toml` and their fields (also `dg schema config`).
+pub(crate) const CONFIG_TOP: &[&str] = &["project", "state", "run", "pools", "profiles", "hooks"];
+pub(crate) const PROFILE_FIELDS: &[&str] = &["resources", "env"];
+pub(crate) const PROJECT_FIELDS: &[&str] = &["defs", "state"];
+pub(crate) const STATE_FIELDS: &[&str] = &["url"];
+pub(crate) const HOOKS_FIELDS: &[&str] = &["on_success", "on_failure"];
+pub(crate) const RUN_FIELDS: &[&str] = &["jobs"];
+
 /// A project: where its definitions and state live.
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -182,19 +190,12 @@ impl Project {
         let Some(raw) = load::parse(sources, id, diags) else {
             return;
         };
-        let top = Reader::new(
-            id,
-            &raw.root,
-            0..0,
-            "`dg.toml`",
-            &["project", "state", "run", "pools", "profiles", "hooks"],
-            diags,
-        );
+        let top = Reader::new(id, &raw.root, 0..0, "`dg.toml`", CONFIG_TOP, diags);
         if let Some((profiles, _)) = top.table("profiles", diags) {
             for (k, v) in profiles.iter() {
                 let name = k.get_ref().to_string();
                 let what = format!("profile `{name}`");
-                let Some(p) = Reader::of_value(id, v, &what, &["resources", "env"], diags) else {
+                let Some(p) = Reader::of_value(id, v, &what, PROFILE_FIELDS, diags) else {
                     continue;
                 };
                 // Its resources are checked with the definitions.
@@ -217,7 +218,7 @@ impl Project {
             }
         }
         if let Some(v) = top.get("project")
-            && let Some(p) = Reader::of_value(id, v, "`[project]`", &["defs", "state"], diags)
+            && let Some(p) = Reader::of_value(id, v, "`[project]`", PROJECT_FIELDS, diags)
         {
             if let Some(d) = p.str("defs", diags) {
                 self.defs_dir = self.root.join(d.value);
@@ -227,7 +228,7 @@ impl Project {
             }
         }
         if let Some(v) = top.get("state")
-            && let Some(s) = Reader::of_value(id, v, "`[state]`", &["url"], diags)
+            && let Some(s) = Reader::of_value(id, v, "`[state]`", STATE_FIELDS, diags)
             && let Some(u) = s.str("url", diags)
         {
             match Template::parse(&u.value) {
@@ -255,14 +256,13 @@ impl Project {
             }
         }
         if let Some(v) = top.get("hooks")
-            && let Some(h) =
-                Reader::of_value(id, v, "`[hooks]`", &["on_success", "on_failure"], diags)
+            && let Some(h) = Reader::of_value(id, v, "`[hooks]`", HOOKS_FIELDS, diags)
         {
             self.hooks.on_success = h.str("on_success", diags).map(|s| s.value);
             self.hooks.on_failure = h.str("on_failure", diags).map(|s| s.value);
         }
         if let Some(v) = top.get("run")
-            && let Some(r) = Reader::of_value(id, v, "`[run]`", &["jobs"], diags)
+            && let Some(r) = Reader::of_value(id, v, "`[run]`", RUN_FIELDS, diags)
             && let Some((n, span)) = r.int("jobs", diags)
         {
             if n < 1 {

@@ -27,6 +27,7 @@ use crate::partitions::{MultiPartitions, PartitionsDef, StaticPartitions, check_
 use crate::project::{Project, display_path};
 
 mod checks;
+pub mod schema;
 
 /// Looks up environment variables (the process environment, or a test's map).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -158,7 +159,9 @@ struct FileDefaults<'f, 'i> {
     tags: Vec<(Str, Str)>,
 }
 
-const DEFAULTS_FIELDS: &[&str] = &["key_prefix", "group", "io_manager", "partitions", "tags"];
+pub(crate) const RETRY_FIELDS: &[&str] = &["max", "delay", "backoff", "jitter"];
+pub(crate) const DEFAULTS_FIELDS: &[&str] =
+    &["key_prefix", "group", "io_manager", "partitions", "tags"];
 
 impl Validator<'_> {
     fn file_defaults<'f, 'i>(&mut self, f: &'f RawFile<'i>) -> FileDefaults<'f, 'i> {
@@ -436,13 +439,7 @@ fn retry_policy(
         );
     }
     let what = format!("`retry` of {what}");
-    let Some(t) = Reader::of_value(
-        r.file,
-        v,
-        what.clone(),
-        &["max", "delay", "backoff", "jitter"],
-        d,
-    ) else {
+    let Some(t) = Reader::of_value(r.file, v, what.clone(), RETRY_FIELDS, d) else {
         return RetryPolicy::retries(retries);
     };
     let mut p = RetryPolicy {
@@ -533,8 +530,57 @@ fn retry_policy(
     p
 }
 
-const TOP: &[&str] = &["partitions", "resources", "assets", "jobs"];
-const JOB_FIELDS: &[&str] = &[
+/// The fields a partitions definition of type `ty` accepts (`None`: no such type).
+pub(crate) fn partition_fields(ty: &str) -> Option<&'static [&'static str]> {
+    Some(match ty {
+        "hourly" => &[
+            "type",
+            "start",
+            "end",
+            "timezone",
+            "fmt",
+            "end_offset",
+            "minute_offset",
+        ],
+        "daily" => &[
+            "type",
+            "start",
+            "end",
+            "timezone",
+            "fmt",
+            "end_offset",
+            "minute_offset",
+            "hour_offset",
+        ],
+        "weekly" | "monthly" => &[
+            "type",
+            "start",
+            "end",
+            "timezone",
+            "fmt",
+            "end_offset",
+            "minute_offset",
+            "hour_offset",
+            "day_offset",
+        ],
+        "cron" => &[
+            "type",
+            "cron",
+            "start",
+            "end",
+            "timezone",
+            "fmt",
+            "end_offset",
+        ],
+        "static" => &["type", "keys"],
+        "dynamic" => &["type"],
+        "multi" => &["type", "dimensions"],
+        _ => return None,
+    })
+}
+
+pub(crate) const TOP: &[&str] = &["partitions", "resources", "assets", "jobs"];
+pub(crate) const JOB_FIELDS: &[&str] = &[
     "select",
     "partition",
     "partition_range",
@@ -548,7 +594,7 @@ const JOB_FIELDS: &[&str] = &[
     "description",
 ];
 const JOB_TARGETING: &[&str] = &["partition", "partition_range", "last", "all_partitions"];
-const ASSET_FIELDS: &[&str] = &[
+pub(crate) const ASSET_FIELDS: &[&str] = &[
     "partitions",
     "deps",
     "ins",
@@ -578,14 +624,14 @@ const ASSET_FIELDS: &[&str] = &[
     "freshness",
     "backfill",
 ];
-const INPUT_FIELDS: &[&str] = &[
+pub(crate) const INPUT_FIELDS: &[&str] = &[
     "asset",
     "mapping",
     "input_manager",
     "allow_missing_partitions",
     "load",
 ];
-const PARTITION_TYPES: &[&str] = &[
+pub(crate) const PARTITION_TYPES: &[&str] = &[
     "hourly", "daily", "weekly", "monthly", "cron", "static", "dynamic", "multi",
 ];
 
@@ -928,50 +974,9 @@ impl<'a> Validator<'a> {
             );
             return None;
         };
-        let fields: &[&str] = match ty.as_str() {
-            "hourly" => &[
-                "type",
-                "start",
-                "end",
-                "timezone",
-                "fmt",
-                "end_offset",
-                "minute_offset",
-            ],
-            "daily" => &[
-                "type",
-                "start",
-                "end",
-                "timezone",
-                "fmt",
-                "end_offset",
-                "minute_offset",
-                "hour_offset",
-            ],
-            "weekly" | "monthly" => &[
-                "type",
-                "start",
-                "end",
-                "timezone",
-                "fmt",
-                "end_offset",
-                "minute_offset",
-                "hour_offset",
-                "day_offset",
-            ],
-            "cron" => &[
-                "type",
-                "cron",
-                "start",
-                "end",
-                "timezone",
-                "fmt",
-                "end_offset",
-            ],
-            "static" => &["type", "keys"],
-            "dynamic" => &["type"],
-            "multi" => &["type", "dimensions"],
-            _ => {
+        let fields: &[&str] = match partition_fields(&ty) {
+            Some(f) => f,
+            None => {
                 self.diags.push(
                     Diagnostic::error(
                         Kind::InvalidValue,

@@ -2,12 +2,13 @@
 
 use serde_json::json;
 
+use super::ci::{self, Finding, Format};
 use super::{EXIT_OK, EXIT_USAGE, Session};
 use crate::diag::{JsonDiagnostic, Kind, Severity};
 use crate::model::Defs;
 use crate::partitions::PartitionsDef;
 
-pub fn check(s: &Session, json: bool, strict: bool) -> i32 {
+pub fn check(s: &Session, format: Format, strict: bool) -> i32 {
     let mut loaded = s.load();
     if strict {
         for d in &mut loaded.diags.items {
@@ -20,7 +21,18 @@ pub fn check(s: &Session, json: bool, strict: bool) -> i32 {
         }
     }
     let ok = loaded.defs.is_some() && !loaded.diags.has_errors();
-    if json {
+    match format {
+        Format::Github => {
+            let findings = Finding::from_diagnostics(&loaded.diags, &loaded.sources);
+            s.out.raw(&ci::github(&findings));
+        }
+        Format::Gitlab => {
+            let findings = Finding::from_diagnostics(&loaded.diags, &loaded.sources);
+            s.out.json(&ci::gitlab(&findings, &config_path(s, &loaded)));
+        }
+        Format::Human | Format::Json => {}
+    }
+    if format == Format::Json {
         let (errors, warnings): (Vec<_>, Vec<_>) =
             loaded.diags.items.iter().partition(|d| d.is_error());
         let conv = |v: Vec<&crate::diag::Diagnostic>| -> Vec<JsonDiagnostic> {
@@ -40,6 +52,14 @@ pub fn check(s: &Session, json: bool, strict: bool) -> i32 {
         return if ok { EXIT_OK } else { EXIT_USAGE };
     }
     s.report(&loaded.sources, &loaded.diags);
+    // With a report on stdout, stdout holds nothing else.
+    if format == Format::Gitlab {
+        if !ok {
+            s.out
+                .error(&format!("definitions are invalid: {}", loaded.diags));
+        }
+        return if ok { EXIT_OK } else { EXIT_USAGE };
+    }
     match &loaded.defs {
         Some(d) if ok => {
             let w = loaded.diags.warning_count();
@@ -65,6 +85,15 @@ pub fn check(s: &Session, json: bool, strict: bool) -> i32 {
                 .error(&format!("definitions are invalid: {}", loaded.diags));
             EXIT_USAGE
         }
+    }
+}
+
+/// Where a finding without a file points: the project's `dg.toml`, as shown
+/// to the user.
+pub(super) fn config_path(s: &Session, loaded: &super::Loaded) -> String {
+    match &loaded.project {
+        Some(p) => crate::project::display_path(&p.root.join("dg.toml"), &s.cwd),
+        None => "dg.toml".into(),
     }
 }
 

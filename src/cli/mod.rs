@@ -6,9 +6,11 @@
 //! definitions or plan error.
 
 mod checks;
+pub mod ci;
 mod defs;
 mod history;
 mod init;
+mod junit;
 mod output;
 pub mod plan;
 mod report;
@@ -200,12 +202,26 @@ pub enum Command {
         #[command(subcommand)]
         what: scaffold::ScaffoldWhat,
     },
+    /// Print a JSON Schema (draft 2020-12) of a definitions file or of dg.toml, for editors
+    Schema {
+        /// Which file
+        #[arg(value_enum, default_value_t = SchemaOf::Defs)]
+        of: SchemaOf,
+    },
     /// Print a shell completion script
     Completions {
         /// The shell to complete for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaOf {
+    /// A definitions file (`defs/*.toml`)
+    Defs,
+    /// `dg.toml`
+    Config,
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,12 +255,16 @@ pub enum PartitionsCmd {
 pub enum CheckWhat {
     /// Validate every definition and report every error at once
     Defs {
-        /// Print the result as JSON
-        #[arg(long)]
+        /// Print the result as JSON (the same as `--format json`)
+        #[arg(long, conflicts_with = "format")]
         json: bool,
         /// Treat warnings (unset environment variables) as errors
         #[arg(long)]
         strict: bool,
+        /// How to print: `github` (workflow commands) is the default under
+        /// GitHub Actions when stderr is not a terminal, else `human`
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<ci::Format>,
     },
 }
 
@@ -452,8 +472,13 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
     };
     match cli.command {
         Command::Check {
-            what: CheckWhat::Defs { json, strict },
-        } => defs::check(&session, json, strict),
+            what:
+                CheckWhat::Defs {
+                    json,
+                    strict,
+                    format,
+                },
+        } => defs::check(&session, ci::Format::resolve(format, json), strict),
         Command::List {
             what: ListWhat::Defs { json },
         } => defs::list(&session, json),
@@ -501,6 +526,13 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
         Command::Init { dir } => init::init(&session, dir.as_deref()),
         Command::Scaffold { what } => scaffold::scaffold(&session, &what),
         Command::Completions { shell } => init::completions(shell),
+        Command::Schema { of } => {
+            session.out.json(&match of {
+                SchemaOf::Defs => crate::validate::schema::defs(&session.registry),
+                SchemaOf::Config => crate::validate::schema::config(&session.registry),
+            });
+            EXIT_OK
+        }
     }
 }
 

@@ -78,6 +78,17 @@ impl Out {
         let _ = writeln!(o, "{s}");
     }
 
+    /// Text on stdout as it is (it holds its own newlines), masked.
+    pub fn raw(&self, s: &str) {
+        if s.is_empty() {
+            return;
+        }
+        let s = crate::secrets::mask(s);
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(s.as_bytes());
+        let _ = o.flush();
+    }
+
     /// A line on stdout that `-q` silences.
     pub fn info(&self, s: &str) {
         if !self.quiet {

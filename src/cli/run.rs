@@ -93,6 +93,15 @@ pub struct RunArgs {
     /// asset with that field (VALUE is a TOML scalar; other text is a string)
     #[arg(long, value_name = "[ASSET.]FIELD=VALUE")]
     pub config: Vec<String>,
+    /// How failed steps and checks are reported besides the summary: `github`
+    /// (workflow commands at each asset's definition; the default under
+    /// GitHub Actions when stderr is not a terminal), `gitlab` (a Code Quality
+    /// report on stdout), `json` (as `--json`) or `human`
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<super::ci::Format>,
+    /// Write a JUnit XML report to FILE: one test case per step and per check
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<std::path::PathBuf>,
 }
 
 /// Parses `--config [ASSET.]FIELD=VALUE`. The asset is what comes before
@@ -273,7 +282,19 @@ pub fn run_resolved(
         return (super::plan::print(s, &resolved, args.json), None);
     }
     if plan.steps.is_empty() {
-        if args.json {
+        // CI uploads the report: an empty one says that nothing was to do.
+        if let Some(path) = &args.junit
+            && let Err(e) = super::junit::write(path, "dg materialize", &exec::timestamp(), &[])
+        {
+            s.out.error(&format!(
+                "cannot write the JUnit report {}: {e:#}",
+                path.display()
+            ));
+            return (EXIT_FAILED, None);
+        }
+        if args.format == Some(super::ci::Format::Gitlab) {
+            s.out.json(&json!([]));
+        } else if args.json || args.format == Some(super::ci::Format::Json) {
             s.out
                 .json(&json!({"run_id": null, "status": "success", "steps": [], "checks": []}));
         } else {
@@ -387,7 +408,10 @@ pub fn run_resolved(
         .or(project.jobs)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let tty = std::io::stderr().is_terminal() && !s.out.quiet;
-    let display = Display::new(s, rc.plan.steps.len(), tty, args.json);
+    let format = super::ci::Format::resolve(args.format, args.json);
+    // With a document on stdout, progress goes to stderr.
+    let to_stderr = matches!(format, super::ci::Format::Json | super::ci::Format::Gitlab);
+    let display = Display::new(s, rc.plan.steps.len(), tty, to_stderr);
     let record = RunRecord {
         id: run_id.clone(),
         started_at: exec::timestamp(),
@@ -536,10 +560,32 @@ pub fn run_resolved(
         }
     );
     let summary_json = run_summary_json(&rc, &summary, &run_id, success);
-    if args.json {
+    match format {
+        super::ci::Format::Github => s.out.raw(&super::ci::github(&run_findings(&rc, &summary))),
+        super::ci::Format::Gitlab => s.out.json(&super::ci::gitlab(
+            &run_findings(&rc, &summary),
+            &crate::project::display_path(&project.root.join("dg.toml"), &s.cwd),
+        )),
+        _ => {}
+    }
+    if let Some(path) = &args.junit
+        && let Err(e) = super::junit::write(
+            path,
+            &format!("dg materialize (run {run_id})"),
+            &record.started_at,
+            &junit_cases(&rc, &summary),
+        )
+    {
+        s.out.error(&format!(
+            "cannot write the JUnit report {}: {e:#}",
+            path.display()
+        ));
+        success = false;
+    }
+    if format == super::ci::Format::Json {
         s.out.err(&line);
         s.out.json(&summary_json);
-    } else if success {
+    } else if success && format != super::ci::Format::Gitlab {
         s.out.info(&line);
     } else {
         s.out.err(&line);
@@ -551,6 +597,141 @@ pub fn run_resolved(
         None => EXIT_FAILED,
     };
     (code, Some(run_id))
+}
+
+/// One JUnit test case per step and per check.
+fn junit_cases(rc: &RunCtx, summary: &exec::RunSummary) -> Vec<super::junit::Case> {
+    use super::junit::{Case, Outcome};
+    let mut out = Vec::new();
+    for r in &summary.reports {
+        let a = &rc.defs.assets[rc.plan.steps[r.step].asset];
+        let key = rc.partition_key(r.step);
+        let name = if key.is_empty() { a.key.clone() } else { key };
+        let outcome = match r.status {
+            StepStatus::Success => Outcome::Passed,
+            StepStatus::Skipped => Outcome::Skipped {
+                message: r.error.clone().unwrap_or_else(|| "skipped".into()),
+            },
+            _ => {
+                let error = r.error.clone().unwrap_or_else(|| "failed".into());
+                let mut details = format!("{error}\ndefined at {}", a.defined_at);
+                if let Some(log) = &r.log {
+                    let tail = log_tail(log, TAIL_LINES, TAIL_LINE_BYTES, TAIL_BYTES);
+                    details.push_str(&format!(
+                        "\n--- last {} lines of {}:\n",
+                        tail.lines.len(),
+                        log.display()
+                    ));
+                    details.push_str(&tail.lines.join("\n"));
+                }
+                Outcome::Failed {
+                    message: error,
+                    details,
+                }
+            }
+        };
+        out.push(Case {
+            classname: a.key.clone(),
+            name,
+            seconds: r.duration.as_secs_f64(),
+            outcome,
+            output: None,
+        });
+        for c in &r.checks {
+            let name = match &c.partition {
+                Some(p) => format!("check {} [{p}]", c.check),
+                None => format!("check {}", c.check),
+            };
+            let message = c
+                .message
+                .clone()
+                .unwrap_or_else(|| "the check failed".into());
+            let (outcome, output) = match (c.passed, c.severity.as_str()) {
+                (true, _) => (Outcome::Passed, c.message.clone()),
+                (false, "warn") => (Outcome::Passed, Some(format!("warning: {message}"))),
+                (false, _) => (
+                    Outcome::Failed {
+                        details: format!("{message}\ndefined at {}", a.defined_at),
+                        message,
+                    },
+                    None,
+                ),
+            };
+            out.push(Case {
+                classname: c.asset.clone(),
+                name,
+                seconds: c.duration_ms as f64 / 1000.0,
+                outcome,
+                output,
+            });
+        }
+    }
+    out
+}
+
+/// Failed steps and failed checks, located at their asset's definition.
+fn run_findings(rc: &RunCtx, summary: &exec::RunSummary) -> Vec<super::ci::Finding> {
+    use super::ci::Finding;
+    use crate::diag::Severity;
+    let mut out = Vec::new();
+    for r in &summary.reports {
+        let a = &rc.defs.assets[rc.plan.steps[r.step].asset];
+        if r.status == StepStatus::Failed {
+            let mut message = r.error.clone().unwrap_or_else(|| "failed".into());
+            if let Some(log) = &r.log {
+                let tail = log_tail(log, TAIL_LINES, TAIL_LINE_BYTES, TAIL_BYTES);
+                if !tail.lines.is_empty() {
+                    message.push_str(&format!(
+                        "\n--- last {} lines of {}:",
+                        tail.lines.len(),
+                        log.display()
+                    ));
+                    for l in &tail.lines {
+                        message.push('\n');
+                        message.push_str(l);
+                    }
+                }
+            }
+            out.push(
+                Finding {
+                    severity: Severity::Error,
+                    check: "step_failed".into(),
+                    title: format!("dg: step {} failed", rc.step_id(r.step)),
+                    message,
+                    file: None,
+                    line: None,
+                    col: None,
+                }
+                .locate(&a.defined_at),
+            );
+        }
+        for c in r.checks.iter().filter(|c| !c.passed) {
+            let on = match &c.partition {
+                Some(p) => format!("{}[{p}]", c.asset),
+                None => c.asset.clone(),
+            };
+            out.push(
+                Finding {
+                    severity: if c.severity == "warn" {
+                        Severity::Warning
+                    } else {
+                        Severity::Error
+                    },
+                    check: "check_failed".into(),
+                    title: format!("dg: check {} on {on} failed", c.check),
+                    message: c
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "the check failed".into()),
+                    file: None,
+                    line: None,
+                    col: None,
+                }
+                .locate(&a.defined_at),
+            );
+        }
+    }
+    out
 }
 
 /// Runs `[hooks] on_success` or `on_failure` with `DG_RUN_SUMMARY` (written

@@ -8,7 +8,7 @@ use crate::model::{Check, CheckKind, CheckSeverity, Compute};
 
 use super::EnvLookup;
 
-const CHECK_FIELDS: &[&str] = &[
+pub(crate) const CHECK_FIELDS: &[&str] = &[
     "sql",
     "shell",
     "command",

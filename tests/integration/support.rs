@@ -68,7 +68,8 @@ pub fn dg_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .env_remove("DG_NOW")
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
-        .env_remove("CLICOLOR_FORCE");
+        .env_remove("CLICOLOR_FORCE")
+        .env_remove("GITHUB_ACTIONS");
     for (k, v) in env {
         cmd.env(k, v);
     }
