@@ -11,7 +11,8 @@ use super::{EXIT_FAILED, EXIT_OK, Session};
 use crate::project::CONFIG_FILE;
 
 /// `dg.toml` as `dg init` writes it.
-pub const DG_TOML: &str = r#"# dg.toml
+pub const DG_TOML: &str = r#"#:schema .dg/schema/config.json
+# dg.toml
 # The project's settings. Every field is optional: these are the defaults.
 
 [project]
@@ -23,7 +24,8 @@ state = ".dg"   # the state folder: logs, stored outputs, run history (git-ignor
 "#;
 
 /// `defs/example.toml` as `dg init` writes it.
-pub const EXAMPLE_TOML: &str = r#"# The example written by `dg init`: two assets, partitioned by day.
+pub const EXAMPLE_TOML: &str = r#"#:schema ../.dg/schema/defs.json
+# The example written by `dg init`: two assets, partitioned by day.
 # Every *.toml file under defs/ is read, and names are shared across files.
 # Add more with `dg scaffold defs asset|resources|partitions PATH`.
 
@@ -78,6 +80,12 @@ pub fn init(s: &Session, dir: Option<&Path>) -> i32 {
     let mut done = Undo::default();
     match create(&root, &mut done) {
         Ok(files) => {
+            // For editors: the `#:schema` lines above point here.
+            if let Err(e) = super::schema::write_schemas(&root.join(".dg"), &s.registry) {
+                s.out.warn(&format!(
+                    "cannot write the JSON Schemas into .dg/schema: {e} (run `dg schema --write` later)"
+                ));
+            }
             next_steps(s, &shown, &files);
             EXIT_OK
         }

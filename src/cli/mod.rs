@@ -16,6 +16,7 @@ pub mod plan;
 mod report;
 mod run;
 mod scaffold;
+mod schema;
 mod tick;
 
 use std::io::IsTerminal;
@@ -207,6 +208,10 @@ pub enum Command {
         /// Which file
         #[arg(value_enum, default_value_t = SchemaOf::Defs)]
         of: SchemaOf,
+        /// Write both schemas into the state folder (`<state>/schema/`), where the
+        /// `#:schema` lines of the files `dg init` and `dg scaffold defs` write point
+        #[arg(long)]
+        write: bool,
     },
     /// Print a shell completion script
     Completions {
@@ -526,12 +531,43 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
         Command::Init { dir } => init::init(&session, dir.as_deref()),
         Command::Scaffold { what } => scaffold::scaffold(&session, &what),
         Command::Completions { shell } => init::completions(shell),
-        Command::Schema { of } => {
+        Command::Schema { of, write: false } => {
             session.out.json(&match of {
                 SchemaOf::Defs => crate::validate::schema::defs(&session.registry),
                 SchemaOf::Config => crate::validate::schema::config(&session.registry),
             });
             EXIT_OK
+        }
+        Command::Schema { write: true, .. } => schema_write(&session),
+    }
+}
+
+/// `dg schema --write`: both schemas into the project's state folder.
+fn schema_write(s: &Session) -> i32 {
+    let mut sources = crate::diag::Sources::default();
+    let mut diags = crate::diag::Diagnostics::default();
+    let Some(project) = crate::project::Project::discover(
+        &s.cwd,
+        s.global.project.as_deref(),
+        &mut sources,
+        &mut diags,
+    ) else {
+        s.report(&sources, &diags);
+        return EXIT_USAGE;
+    };
+    match schema::write_schemas(&project.state_dir, &s.registry) {
+        Ok((defs, config)) => {
+            for p in [defs, config] {
+                s.out.line(&crate::project::display_path(&p, &s.cwd));
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            s.out.error(&format!(
+                "cannot write the schemas into {}: {e}",
+                project.state_dir.join("schema").display()
+            ));
+            EXIT_FAILED
         }
     }
 }

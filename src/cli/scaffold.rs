@@ -257,6 +257,11 @@ fn defs(s: &Session, args: &DefsArgs) -> i32 {
         return EXIT_FAILED;
     }
 
+    // For editors: a `#:schema` line pointing at the schema in the state
+    // folder, written (or refreshed) there.
+    let schema = project.state_dir.join(super::schema::DEFS_SCHEMA);
+    let text = super::schema::directive(&target, &schema) + &text;
+
     // 3. The whole project, with the new file, must pass `dg check defs`.
     if let Err(code) = validate_with(s, &project, &target, &shown, text.clone()) {
         return code;
@@ -268,6 +273,12 @@ fn defs(s: &Session, args: &DefsArgs) -> i32 {
             "cannot create `{shown}`: {e}; nothing was written"
         ));
         return EXIT_FAILED;
+    }
+    if let Err(e) = super::schema::write_schemas(&project.state_dir, &s.registry) {
+        s.out.warn(&format!(
+            "cannot write the JSON Schemas into {}: {e} (editors will not find the schema)",
+            project.state_dir.join("schema").display()
+        ));
     }
     s.out.info(&format!(
         "{} created {shown}: {} `{name}`",

@@ -51,7 +51,13 @@ enum Kind {
 }
 
 fn kind(text: &str) -> Kind {
-    let first = text.lines().next().unwrap_or("").trim();
+    // An editor's `#:schema` directive may come first; the kind is on the
+    // first line after it.
+    let first = text
+        .lines()
+        .find(|l| !l.trim_start().starts_with("#:schema"))
+        .unwrap_or("")
+        .trim();
     let Some(comment) = first.strip_prefix('#').map(str::trim) else {
         return Kind::Defs;
     };
@@ -270,6 +276,10 @@ fn block_kinds_follow_the_first_line() {
         Kind::DgToml { joins_page: true }
     );
     assert_eq!(kind("# fragment\n[resources.x]\n"), Kind::Fragment);
+    assert_eq!(
+        kind("#:schema .dg/schema/config.json\n# dg.toml\n[run]\n"),
+        Kind::DgToml { joins_page: false }
+    );
     assert_eq!(kind("# fragment: one table\n"), Kind::Fragment);
     assert_eq!(kind("# fragments are\n"), Kind::Defs);
     assert_eq!(kind("# invalid: a typo\n"), Kind::Invalid);

@@ -89,8 +89,31 @@ fn init_then_check_then_materialize_every_partition() {
     let proj = tmp.path().join("proj");
     assert_eq!(
         names(&tree(&proj)),
-        [".gitignore", "defs/", "defs/example.toml", "dg.toml"]
+        [
+            ".dg/",
+            ".dg/schema/",
+            ".dg/schema/config.json",
+            ".dg/schema/defs.json",
+            ".gitignore",
+            "defs/",
+            "defs/example.toml",
+            "dg.toml"
+        ]
     );
+    // Editors find the schemas through the first lines of the files.
+    for (file, schema) in [
+        ("dg.toml", ".dg/schema/config.json"),
+        ("defs/example.toml", ".dg/schema/defs.json"),
+    ] {
+        let text = std::fs::read_to_string(proj.join(file)).unwrap();
+        let first = text.lines().next().unwrap();
+        let rel = first.strip_prefix("#:schema ").expect("a #:schema line");
+        let target = proj.join(file).parent().unwrap().join(rel);
+        assert_eq!(
+            std::fs::canonicalize(&target).unwrap(),
+            std::fs::canonicalize(proj.join(schema)).unwrap()
+        );
+    }
     let gitignore = std::fs::read_to_string(proj.join(".gitignore")).unwrap();
     assert!(gitignore.lines().any(|l| l == ".dg/"), "{gitignore}");
 

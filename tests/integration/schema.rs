@@ -145,7 +145,10 @@ fn bundled_defs_and_docs_examples_validate_and_a_typo_does_not() {
         let text = std::fs::read_to_string(md).unwrap_or_default();
         for (j, block) in text.split("```toml\n").skip(1).enumerate() {
             let block = block.split("\n```").next().unwrap();
-            let first = block.lines().next().unwrap_or("");
+            let first = block
+                .lines()
+                .find(|l| !l.starts_with("#:schema"))
+                .unwrap_or("");
             if ["# fragment", "# invalid", "# dg.toml"]
                 .iter()
                 .any(|p| first.starts_with(p))
@@ -166,4 +169,60 @@ fn bundled_defs_and_docs_examples_validate_and_a_typo_does_not() {
     std::fs::write(&typo, "[assets.a]\nshell = \"true\"\npartitons = \"p\"\n").unwrap();
     let out = python_invalid(&s, &[typo]).unwrap();
     assert!(out.contains("partitons"), "{out}");
+}
+
+/// Every file `dg scaffold defs` writes starts with a `#:schema` line that
+/// points at the schema it wrote, and validates against that schema.
+#[test]
+fn scaffolded_files_point_at_the_schema_and_validate() {
+    let dir = project(&[("defs/.keep", "")]);
+    let d = dir.path();
+    let cases: &[&[&str]] = &[
+        &["asset", "a.toml"],
+        &["partitions", "parts/daily.toml", "--name", "days"],
+        &["asset", "raw/deep/b.toml", "--partitions", "days"],
+        &["job", "jobs.toml"],
+        &["check", "checked.toml"],
+        &["resources", "r_fs.toml", "--type", "fs"],
+        &["resources", "r_sqlite.toml", "--type", "sqlite"],
+        &["resources", "r_pg.toml", "--type", "postgres"],
+        &["resources", "r_cmd.toml", "--type", "command"],
+        &["resources", "r_settings.toml", "--type", "settings"],
+        &["resources", "r_obj.toml", "--type", "object_store"],
+        &["resources", "r_mem.toml", "--type", "memory"],
+    ];
+    let mut files = Vec::new();
+    for args in cases {
+        let mut a = vec!["scaffold", "defs"];
+        a.extend_from_slice(args);
+        let r = dg(d, &a);
+        assert_eq!(r.code, 0, "dg {a:?}: {r:?}");
+        let path = d.join("defs").join(args[1]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rel = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("#:schema "))
+            .unwrap_or_else(|| panic!("no #:schema line in {path:?}:\n{text}"));
+        let schema = path.parent().unwrap().join(rel);
+        assert_eq!(
+            std::fs::canonicalize(&schema).unwrap(),
+            std::fs::canonicalize(d.join(".dg/schema/defs.json")).unwrap(),
+            "{path:?}"
+        );
+        files.push(path);
+    }
+    let s: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join(".dg/schema/defs.json")).unwrap())
+            .unwrap();
+    assert_eq!(s, schema("defs"), "the written schema is the printed one");
+    if let Some(invalid) = python_invalid(&s, &files) {
+        assert!(invalid.is_empty(), "{invalid}");
+    }
+    // `dg schema --write` writes both, where they are expected.
+    let r = dg(d, &["schema", "--write"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains(".dg/schema/defs.json") && r.stdout.contains(".dg/schema/config.json")
+    );
 }
