@@ -334,6 +334,45 @@ fn junit_report_has_a_case_per_step_and_check() {
     assert!(never.out.starts_with("warning:"), "{never:?}");
     assert_eq!(cases.len(), 5);
     python_parses(&dir.path().join("out/report.xml"));
+    junitparser_reads(&dir.path().join("out/report.xml"));
+}
+
+/// A real consumer of JUnit reports (`junitparser`, from PyPI; `.ci/run`
+/// installs it) reads the totals as dg wrote them.
+fn junitparser_reads(path: &Path) {
+    let script = r#"
+import sys
+try:
+    from junitparser import JUnitXml, Failure, Skipped
+except ImportError:
+    print("SKIP"); sys.exit(0)
+xml = JUnitXml.fromfile(sys.argv[1])
+cases = [c for suite in xml for c in suite]
+failed = sum(1 for c in cases if any(isinstance(r, Failure) for r in c.result))
+skipped = sum(1 for c in cases if any(isinstance(r, Skipped) for r in c.result))
+print(len(cases), failed, skipped)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if stdout == "SKIP" {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but junitparser is missing (.ci/run installs it)"
+        );
+        eprintln!("skipped: junitparser is not installed");
+        return;
+    }
+    // 5 cases: `bad` failed, `after` skipped.
+    assert_eq!(stdout, "5 1 1");
 }
 
 #[test]
