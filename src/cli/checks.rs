@@ -133,7 +133,7 @@ pub fn checks(s: &Session, select: &str, json: bool) -> i32 {
         Err(c) => return c,
     };
     let mut cx = KeyCtx::new(s.now.timestamp());
-    if let Err(e) = super::history::dynamic_keys(&defs, &*store, &mut cx) {
+    if let Err(e) = crate::state::dynamic_keys(&defs, &*store, &mut cx) {
         s.out
             .error(&format!("cannot read dynamic partitions: {e:#}"));
         return EXIT_USAGE;

@@ -1,7 +1,5 @@
 //! `dg status`, `dg runs`, `dg logs` and `dg partitions add/remove`.
 
-use std::collections::HashSet;
-
 use serde_json::json;
 
 use super::plan::{Keys, collapse, select_assets};
@@ -25,37 +23,7 @@ pub(super) fn store(
     Ok((defs, project, store))
 }
 
-/// Dynamic partition keys from the store, for every dynamic definition.
-pub fn dynamic_keys(defs: &Defs, store: &dyn StateStore, cx: &mut KeyCtx) -> anyhow::Result<()> {
-    let mut names: HashSet<String> = HashSet::new();
-    let mut visit = |d: &PartitionsDef| match d {
-        PartitionsDef::Dynamic { name } => {
-            names.insert(name.clone());
-        }
-        PartitionsDef::Multi(m) => {
-            for (_, dd) in &m.dims {
-                if let PartitionsDef::Dynamic { name } = &**dd {
-                    names.insert(name.clone());
-                }
-            }
-        }
-        _ => {}
-    };
-    for p in defs.partitions.values() {
-        visit(&p.def);
-    }
-    for a in &defs.assets {
-        if let Some(p) = &a.partitions {
-            visit(&p.def);
-        }
-    }
-    for n in names {
-        let keys = store.dynamic_keys(&n)?;
-        cx.dynamic
-            .insert(n, crate::partitions::StaticPartitions::new(keys));
-    }
-    Ok(())
-}
+pub use crate::state::dynamic_keys;
 
 pub fn status(s: &Session, select: &str, json: bool, fail_on_stale: bool) -> i32 {
     let (defs, _project, store) = match store(s) {

@@ -157,7 +157,7 @@ fn key_ctx_at(
             .any(|a| a.partitions.as_ref().is_some_and(|p| dynamic(&p.def)));
     if has_dynamic {
         let loaded = crate::state::open(project)
-            .and_then(|store| super::history::dynamic_keys(defs, &*store, &mut cx));
+            .and_then(|store| crate::state::dynamic_keys(defs, &*store, &mut cx));
         if let Err(e) = loaded {
             s.out
                 .error(&format!("cannot read dynamic partitions: {e:#}"));

@@ -445,6 +445,42 @@ pub fn open(project: &crate::project::Project) -> anyhow::Result<Box<dyn StateSt
     Ok(Box::new(sqlite::SqliteStore::open(&path)?))
 }
 
+/// Dynamic partition keys from the store, for every dynamic definition.
+pub fn dynamic_keys(
+    defs: &crate::model::Defs,
+    store: &dyn StateStore,
+    cx: &mut crate::partitions::KeyCtx,
+) -> anyhow::Result<()> {
+    let mut names: HashSet<String> = HashSet::new();
+    let mut visit = |d: &crate::partitions::PartitionsDef| match d {
+        crate::partitions::PartitionsDef::Dynamic { name } => {
+            names.insert(name.clone());
+        }
+        crate::partitions::PartitionsDef::Multi(m) => {
+            for (_, dd) in &m.dims {
+                if let crate::partitions::PartitionsDef::Dynamic { name } = &**dd {
+                    names.insert(name.clone());
+                }
+            }
+        }
+        _ => {}
+    };
+    for p in defs.partitions.values() {
+        visit(&p.def);
+    }
+    for a in &defs.assets {
+        if let Some(p) = &a.partitions {
+            visit(&p.def);
+        }
+    }
+    for n in names {
+        let keys = store.dynamic_keys(&n)?;
+        cx.dynamic
+            .insert(n, crate::partitions::StaticPartitions::new(keys));
+    }
+    Ok(())
+}
+
 /// Writes records on a background thread, a transaction per batch.
 pub struct Recorder {
     tx: Option<mpsc::Sender<Vec<Record>>>,
