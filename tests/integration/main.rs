@@ -34,6 +34,7 @@ mod pools;
 pub mod postgres_manager;
 mod range_steps;
 mod report;
+mod report_browser;
 mod resources;
 mod roundtrip;
 mod schema;

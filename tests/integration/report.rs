@@ -2,7 +2,8 @@
 //! page embeds, and (when `node` is installed) run the page's own script
 //! against a minimal DOM (`tests/fixtures/report/harness.js`) to check what
 //! it draws: the graph's nodes and mapping labels, a failed partition's
-//! colour and hover text, the run's steps, failures and checks.
+//! colour and hover text, the run's steps, failures and checks. The same
+//! page in headless Chromium: `report_browser.rs`.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,9 +12,9 @@ use serde_json::Value;
 
 use crate::support::{assert_ok, dg_now, project, read, repo};
 
-const NOW: &str = "2022-01-03T00:00:00Z";
+pub(crate) const NOW: &str = "2022-01-03T00:00:00Z";
 
-const DEFS: &str = r#"
+pub(crate) const DEFS: &str = r#"
 [partitions.hourly]
 type = "hourly"
 start = "2022-01-01-00:00"
