@@ -942,30 +942,15 @@ fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<Strin
     }
     let asset = &rc.defs.assets[rc.plan.steps[si].asset];
     let key = rc.partition_key(si);
-    let mut waited_for: Option<String> = None;
-    loop {
-        match store.try_lease(&asset.key, &key, &rc.lease) {
-            Ok(None) => break,
-            Ok(Some(holder)) => {
-                rc.concurrent.store(true, Ordering::Relaxed);
-                if waited_for.as_deref() != Some(&holder.run_id) {
-                    reporter.event(
-                        rc,
-                        &Event::Waiting {
-                            step: si,
-                            run_id: &holder.run_id,
-                        },
-                    );
-                    waited_for = Some(holder.run_id.clone());
-                }
-                if rc.cancelled() {
-                    return Err("interrupted while waiting for another run".into());
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(format!("cannot take the lease on this partition: {e:#}")),
-        }
-    }
+    wait_lease(
+        rc,
+        si,
+        &**store,
+        &key,
+        "this partition",
+        &mut None,
+        reporter,
+    )?;
     match store.latest_materialization(&asset.key, &key) {
         Ok(Some((other, at))) if other != rc.run_id && at >= rc.started_at => {
             rc.concurrent.store(true, Ordering::Relaxed);
@@ -1023,35 +1008,51 @@ fn lease_range(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<(), St
     };
     let mut waited_for: Option<String> = None;
     for (n, key) in keys.iter().enumerate() {
-        loop {
-            match store.try_lease(&asset.key, key, &rc.lease) {
-                Ok(None) => break,
-                Ok(Some(holder)) => {
-                    rc.concurrent.store(true, Ordering::Relaxed);
-                    if waited_for.as_deref() != Some(&holder.run_id) {
-                        reporter.event(
-                            rc,
-                            &Event::Waiting {
-                                step: si,
-                                run_id: &holder.run_id,
-                            },
-                        );
-                        waited_for = Some(holder.run_id.clone());
-                    }
-                    if rc.cancelled() {
-                        give_back(&keys[..n]);
-                        return Err("interrupted while waiting for another run".into());
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => {
-                    give_back(&keys[..n]);
-                    return Err(format!("cannot take the lease on partition `{key}`: {e:#}"));
-                }
-            }
+        let what = format!("partition `{key}`");
+        if let Err(e) = wait_lease(rc, si, &**store, key, &what, &mut waited_for, reporter) {
+            give_back(&keys[..n]);
+            return Err(e);
         }
     }
     Ok(())
+}
+
+/// Waits until this run holds the lease on partition `key` of step `si`'s
+/// asset, saying once per holder that the step waits (`waited_for`).
+/// `Err` when interrupted or the store fails (`what` names the partition).
+fn wait_lease(
+    rc: &RunCtx,
+    si: usize,
+    store: &dyn StateStore,
+    key: &str,
+    what: &str,
+    waited_for: &mut Option<String>,
+    reporter: &dyn Reporter,
+) -> Result<(), String> {
+    let asset = &rc.defs.assets[rc.plan.steps[si].asset];
+    loop {
+        match store.try_lease(&asset.key, key, &rc.lease) {
+            Ok(None) => return Ok(()),
+            Ok(Some(holder)) => {
+                rc.concurrent.store(true, Ordering::Relaxed);
+                if waited_for.as_deref() != Some(&holder.run_id) {
+                    reporter.event(
+                        rc,
+                        &Event::Waiting {
+                            step: si,
+                            run_id: &holder.run_id,
+                        },
+                    );
+                    *waited_for = Some(holder.run_id.clone());
+                }
+                if rc.cancelled() {
+                    return Err("interrupted while waiting for another run".into());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(format!("cannot take the lease on {what}: {e:#}")),
+        }
+    }
 }
 
 /// Why step `si` is skipped when an upstream partition it loads was
