@@ -593,7 +593,7 @@ impl StateStore for PostgresStore {
             &[&asset],
         )?;
         drop(client);
-        let mut out = PartitionStates::default();
+        let mut out = PartitionStates::with_capacity_and_hasher(rows.len(), Default::default());
         let mut interned: rustc_hash::FxHashMap<String, std::sync::Arc<str>> = Default::default();
         let mut intern = |v: Option<&str>| -> Option<std::sync::Arc<str>> {
             let s = v?;
