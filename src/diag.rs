@@ -27,6 +27,16 @@ pub struct SourceFile {
     pub text: String,
     /// Byte offsets where lines start, for line/column lookup by binary search.
     line_starts: Vec<usize>,
+    /// `text` with URL passwords starred out (same length, so spans still
+    /// fit), when it has any: what source excerpts show. Made once per file.
+    shown: Option<String>,
+}
+
+impl SourceFile {
+    /// The text as excerpts show it: URL passwords starred out.
+    pub fn shown_text(&self) -> &str {
+        self.shown.as_deref().unwrap_or(&self.text)
+    }
 }
 
 /// All files read by a load, so diagnostics can show source lines.
@@ -40,11 +50,16 @@ impl Sources {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
+        let shown = match crate::secrets::mask_url_passwords_in_place(&text) {
+            std::borrow::Cow::Owned(m) => Some(m),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
         self.files.push(SourceFile {
             display,
             path: path.to_path_buf(),
             text,
             line_starts,
+            shown,
         });
         FileId((self.files.len() - 1) as u32)
     }
@@ -296,14 +311,10 @@ impl Render<'_> {
                 files.push(l.span.file);
             }
         }
-        // A password written in a URL is not shown, whatever the error.
-        let texts: Vec<std::borrow::Cow<'_, str>> = files
-            .iter()
-            .map(|&f| crate::secrets::mask_url_passwords_in_place(&self.sources.get(f).text))
-            .collect();
-        for (file, text) in files.into_iter().zip(&texts) {
+        for file in files {
             let src = self.sources.get(file);
-            let mut snippet = Snippet::source(text.as_ref())
+            // A password written in a URL is not shown, whatever the error.
+            let mut snippet = Snippet::source(src.shown_text())
                 .path(src.display.as_str())
                 .fold(true);
             if let Some(p) = d.primary.as_ref().filter(|p| p.span.file == file) {
