@@ -579,6 +579,30 @@ pub(crate) fn partition_fields(ty: &str) -> Option<&'static [&'static str]> {
     })
 }
 
+/// An IANA time zone name of `what`, or a located error with a suggestion.
+fn time_zone(s: &Str, what: &str, d: &mut Diagnostics) -> Option<chrono_tz::Tz> {
+    if let Ok(tz) = s.value.parse::<chrono_tz::Tz>() {
+        return Some(tz);
+    }
+    let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
+    d.push(
+        Diagnostic::error(
+            Kind::BadTimezone,
+            format!("unknown time zone `{}` in {what}", s.value),
+        )
+        .at(&s.span, "not an IANA time zone")
+        .help(
+            match crate::diag::did_you_mean(&s.value, names.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => {
+                    "use an IANA name such as `UTC`, `Europe/Berlin` or `America/New_York`".into()
+                }
+            },
+        ),
+    );
+    None
+}
+
 pub(crate) const TOP: &[&str] = &["partitions", "resources", "assets", "jobs"];
 pub(crate) const JOB_FIELDS: &[&str] = &[
     "select",
@@ -1273,23 +1297,10 @@ impl<'a> Validator<'a> {
             }
         };
         let tz = match r.str("timezone", d) {
-            Some(s) => match s.value.parse::<chrono_tz::Tz>() {
-                Ok(tz) => tz,
-                Err(_) => {
-                    let names: Vec<&str> =
-                        chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
-                    d.push(
-                        Diagnostic::error(Kind::BadTimezone, format!("unknown time zone `{}` in {what}", s.value))
-                            .at(&s.span, "not an IANA time zone")
-                            .help(match crate::diag::did_you_mean(&s.value, names.iter().copied()) {
-                                Some(c) => format!("did you mean `{c}`?"),
-                                None => "use an IANA name such as `UTC`, `Europe/Berlin` or `America/New_York`".into(),
-                            }),
-                    );
-                    ok = false;
-                    chrono_tz::UTC
-                }
-            },
+            Some(s) => time_zone(&s, what, d).unwrap_or_else(|| {
+                ok = false;
+                chrono_tz::UTC
+            }),
             None => chrono_tz::UTC,
         };
         let fmt = r.str("fmt", d);
@@ -1474,22 +1485,7 @@ impl<'a> Validator<'a> {
         let stale = r.bool("stale", d).unwrap_or(false);
         let _ = r.str("description", d);
         let tz = match r.str("timezone", d) {
-            Some(s) => match s.value.parse::<chrono_tz::Tz>() {
-                Ok(tz) => Some(tz),
-                Err(_) => {
-                    let names: Vec<&str> =
-                        chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
-                    d.push(
-                        Diagnostic::error(Kind::BadTimezone, format!("unknown time zone `{}` in {what}", s.value))
-                            .at(&s.span, "not an IANA time zone")
-                            .help(match crate::diag::did_you_mean(&s.value, names.iter().copied()) {
-                                Some(c) => format!("did you mean `{c}`?"),
-                                None => "use an IANA name such as `UTC`, `Europe/Berlin` or `America/New_York`".into(),
-                            }),
-                    );
-                    None
-                }
-            },
+            Some(s) => time_zone(&s, &what, d),
             None => Some(chrono_tz::UTC),
         };
         let catchup = match r.str("catchup", d) {
