@@ -1272,19 +1272,7 @@ shell = "true"
 "#;
 
     fn defs_from(text: &str) -> Defs {
-        let mut sources = Sources::default();
-        let id = sources.add(Path::new("a.toml"), "a.toml".into(), text.to_string());
-        let mut diags = Diagnostics::default();
-        let env = |_: &str| None;
-        crate::validate::validate_files(
-            &sources,
-            &[id],
-            true,
-            &Registry::builtin(),
-            &env,
-            &mut diags,
-        )
-        .unwrap_or_else(|| panic!("test definitions are valid: {diags:?}"))
+        crate::validate::defs_for_test(text)
     }
 
     fn defs() -> Defs {

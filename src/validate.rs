@@ -3034,6 +3034,28 @@ fn check_template_values(
     }
 }
 
+/// Definitions from one TOML text (`a.toml`), for tests elsewhere in the
+/// crate; panics with the diagnostics when they are not valid.
+#[cfg(test)]
+pub(crate) fn defs_for_test(text: &str) -> Defs {
+    let mut sources = Sources::default();
+    let id = sources.add(
+        std::path::Path::new("a.toml"),
+        "a.toml".into(),
+        text.to_string(),
+    );
+    let mut diags = Diagnostics::default();
+    validate_files(
+        &sources,
+        &[id],
+        true,
+        &crate::io::Registry::builtin(),
+        &|_: &str| None,
+        &mut diags,
+    )
+    .unwrap_or_else(|| panic!("test definitions are valid: {diags:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,7 @@
 //! `dg status`, `dg runs`, `dg logs` and `dg partitions add/remove`.
 
+use std::sync::Arc;
+
 use serde_json::json;
 
 use super::plan::{Keys, collapse, select_assets};
@@ -12,7 +14,7 @@ use crate::state::incremental::{History, Staleness};
 /// Opens the project's store, printing why not.
 pub(super) fn store(
     s: &Session,
-) -> Result<(Defs, crate::project::Project, Box<dyn StateStore>), i32> {
+) -> Result<(Defs, crate::project::Project, Arc<dyn StateStore>), i32> {
     let (loaded, defs) = s.load_or_report()?;
     let project = loaded.project.ok_or(EXIT_USAGE)?;
     let store = crate::state::open(&project).map_err(|e| {
@@ -20,7 +22,7 @@ pub(super) fn store(
         EXIT_USAGE
     })?;
     let _ = store.reap_dead_runs();
-    Ok((defs, project, store))
+    Ok((defs, project, store.into()))
 }
 
 pub use crate::state::dynamic_keys;
@@ -40,7 +42,8 @@ pub fn status(s: &Session, select: &str, json: bool, fail_on_stale: bool) -> i32
         Ok(x) => x,
         Err(c) => return c,
     };
-    let mut history = History::new(&*store);
+    let mut history = History::new(&*store, &cx);
+    history.read_ahead(store.clone(), &defs, &read_order(&defs, &selected));
     let mut keys = Keys::new(&cx);
     // Stale (asset, partition) pairs, to carry staleness downstream.
     // Stale partitions by asset, indexed by partition (0 when unpartitioned).
@@ -209,6 +212,24 @@ pub(super) struct AssetParts {
 
 /// The status of every partition of asset `a` at *now*. `stale_flags`
 /// carries staleness downstream: assets must come in dependency order.
+/// The assets whose states [`asset_parts`] reads, in the order it reads
+/// them over `selected`: each asset, then what it reads.
+pub(super) fn read_order(
+    defs: &Defs,
+    selected: &[crate::model::AssetId],
+) -> Vec<crate::model::AssetId> {
+    let mut out = Vec::new();
+    for &a in selected {
+        let asset = &defs.assets[a];
+        if matches!(asset.compute, Compute::Source) {
+            continue;
+        }
+        out.push(a);
+        out.extend(asset.inputs.iter().map(|i| i.upstream));
+    }
+    out
+}
+
 pub(super) fn asset_parts(
     defs: &Defs,
     a: crate::model::AssetId,
@@ -281,6 +302,7 @@ pub(super) fn asset_parts(
             Err(e) => return Err(e),
         }
     }
+    history.done_with(defs, a);
     Ok(AssetParts {
         mat,
         failed,

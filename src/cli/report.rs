@@ -17,7 +17,7 @@ use std::path::Path;
 use chrono::DateTime;
 use serde_json::{Value, json};
 
-use super::history::{AssetParts, asset_parts, dynamic_keys};
+use super::history::{AssetParts, asset_parts, dynamic_keys, read_order};
 use super::plan::{Keys, select_assets};
 use super::{EXIT_OK, EXIT_USAGE, Session};
 use crate::model::{Compute, Defs};
@@ -57,7 +57,7 @@ pub fn report(s: &Session, select: &str, run: Option<&str>, out: &Path) -> i32 {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let data = match build(s, &defs, &project, &*store, &cx, &selected, run) {
+    let data = match build(s, &defs, &project, &store, &cx, &selected, run) {
         Ok(d) => d,
         Err(e) => {
             s.out.error(&format!("{e:#}"));
@@ -174,7 +174,7 @@ pub fn ui(s: &Session, select: &str, port: u16) -> i32 {
             };
             let mut cx = KeyCtx::new(now);
             let built = dynamic_keys(&defs, &*store, &mut cx)
-                .and_then(|_| build(s, &defs, &project, &*store, &cx, &selected, None));
+                .and_then(|_| build(s, &defs, &project, &store, &cx, &selected, None));
             match built {
                 Ok(d) if path == "/data.json" => ("200 OK", "application/json", d.to_string()),
                 Ok(d) => ("200 OK", "text/html; charset=utf-8", render(&d, true)),
@@ -218,12 +218,13 @@ fn build(
     s: &Session,
     defs: &Defs,
     project: &crate::project::Project,
-    store: &dyn StateStore,
+    store: &std::sync::Arc<dyn StateStore>,
     cx: &KeyCtx,
     selected: &[usize],
     run: Option<&str>,
 ) -> anyhow::Result<Value> {
-    let mut history = History::new(store);
+    let mut history = History::new(&**store, cx);
+    history.read_ahead(store.clone(), defs, &read_order(defs, selected));
     let mut keys = Keys::new(cx);
     let mut stale_flags: Vec<Vec<bool>> = vec![Vec::new(); defs.assets.len()];
     let is_selected: Vec<bool> = {

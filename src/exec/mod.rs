@@ -227,13 +227,13 @@ impl RunCtx {
         if let std::collections::hash_map::Entry::Vacant(e) = v.entry(asset) {
             let loaded = match &self.store {
                 Some(store) => store
-                    .partitions(&self.defs.assets[asset].key)
+                    .partitions(&self.defs.assets[asset].key, 0)
                     .unwrap_or_default()
                     .into_iter()
                     .filter_map(|(k, s)| {
                         s.run_id.map(|r| {
                             (
-                                k,
+                                k.into_string(),
                                 (r.to_string(), s.data_version.map(crate::state::show_hash)),
                             )
                         })
@@ -963,9 +963,9 @@ fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<Strin
             // run may have computed an upstream partition again after the
             // other run read it.
             let state = store
-                .partitions(&asset.key)
+                .partitions(&asset.key, 0)
                 .ok()
-                .and_then(|mut m| m.remove(&key));
+                .and_then(|mut m| m.remove(key.as_str()));
             let step = &rc.plan.steps[si];
             let mut latest = |u: AssetId, k: &str| rc.latest(u, k);
             let inputs =

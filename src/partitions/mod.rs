@@ -108,16 +108,16 @@ impl PartitionsDef {
 pub struct KeyCache<'a> {
     cx: &'a KeyCtx,
     /// Keys by definition, indexed by partition (dense: indices are small and contiguous).
-    dense: HashMap<*const PartitionsDef, Vec<Option<Box<str>>>>,
-    sparse: HashMap<(*const PartitionsDef, i64), String>,
+    dense: rustc_hash::FxHashMap<*const PartitionsDef, Vec<Option<Box<str>>>>,
+    sparse: rustc_hash::FxHashMap<(*const PartitionsDef, i64), String>,
 }
 
 impl<'a> KeyCache<'a> {
     pub fn new(cx: &'a KeyCtx) -> Self {
         KeyCache {
             cx,
-            dense: HashMap::new(),
-            sparse: HashMap::new(),
+            dense: Default::default(),
+            sparse: Default::default(),
         }
     }
 

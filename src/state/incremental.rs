@@ -60,23 +60,125 @@ pub enum Staleness {
     Inputs,
 }
 
+/// Partition states read ahead on another thread, in the order they will be asked for.
+type Ahead = std::sync::mpsc::Receiver<(AssetId, anyhow::Result<super::PartitionStates>)>;
+
+/// How many partitions asset `a` has (what its states map may hold).
+fn expected(defs: &Defs, a: AssetId, cx: &KeyCtx) -> usize {
+    match &defs.assets[a].partitions {
+        Some(p) => p.def.len(cx).max(0) as usize,
+        None => 1,
+    }
+}
+
 /// Latest partition states, loaded once per asset.
 pub struct History<'a> {
     store: &'a dyn StateStore,
+    cx: &'a KeyCtx,
     states: HashMap<AssetId, super::PartitionStates>,
+    /// Assets the read-ahead thread has yet to hand over, and its channel.
+    pending: std::collections::HashSet<AssetId>,
+    ahead: Option<Ahead>,
+    /// How many more of the caller's assets read each asset's states
+    /// (see [`History::done_with`]).
+    readers: HashMap<AssetId, usize>,
 }
 
 impl<'a> History<'a> {
-    pub fn new(store: &'a dyn StateStore) -> Self {
+    pub fn new(store: &'a dyn StateStore, cx: &'a KeyCtx) -> Self {
         History {
             store,
+            cx,
             states: HashMap::new(),
+            pending: Default::default(),
+            ahead: None,
+            readers: HashMap::new(),
+        }
+    }
+
+    /// Reads the states of `order` on a second thread, one asset ahead of
+    /// the caller, so that reading the store (a third to a half of `dg status`
+    /// over a large history) overlaps the work on what was read already.
+    /// An asset asked for out of order waits for the ones before it; the
+    /// thread stops when this history is dropped.
+    pub fn read_ahead(
+        &mut self,
+        store: std::sync::Arc<dyn StateStore>,
+        defs: &Defs,
+        order: &[AssetId],
+    ) {
+        let cx = self.cx;
+        for &a in order {
+            *self.readers.entry(a).or_default() += 1;
+        }
+        let mut seen = std::collections::HashSet::new();
+        let order: Vec<(AssetId, String, usize)> = order
+            .iter()
+            .filter(|a| !self.states.contains_key(a) && seen.insert(**a))
+            .map(|&a| (a, defs.assets[a].key.clone(), expected(defs, a, cx)))
+            .collect();
+        if order.len() < 2 {
+            return;
+        }
+        self.pending = seen;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("dg-history".into())
+            .spawn(move || {
+                for (a, key, n) in order {
+                    if tx.send((a, store.partitions(&key, n))).is_err() {
+                        break;
+                    }
+                }
+            });
+        if spawned.is_ok() {
+            self.ahead = Some(rx);
+        } else {
+            self.pending.clear();
+        }
+    }
+
+    /// The caller is done with asset `a` and what it reads, as listed in
+    /// [`History::read_ahead`]'s order: states no later asset reads are
+    /// dropped, so their memory serves the next ones (a million partitions'
+    /// states are some 100 MB).
+    pub fn done_with(&mut self, defs: &Defs, a: AssetId) {
+        let reads = std::iter::once(a).chain(defs.assets[a].inputs.iter().map(|i| i.upstream));
+        for b in reads {
+            if let Some(n) = self.readers.get_mut(&b) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.readers.remove(&b);
+                    self.states.remove(&b);
+                }
+            }
         }
     }
 
     pub fn states(&mut self, defs: &Defs, a: AssetId) -> anyhow::Result<&super::PartitionStates> {
         if !self.states.contains_key(&a) {
-            let s = self.store.partitions(&defs.assets[a].key)?;
+            let mut got = None;
+            if self.pending.contains(&a)
+                && let Some(rx) = &self.ahead
+            {
+                while let Ok((b, r)) = rx.recv() {
+                    self.pending.remove(&b);
+                    if b == a {
+                        got = Some(r);
+                        break;
+                    }
+                    // An error for another asset is read again when asked for.
+                    if let Ok(s) = r {
+                        self.states.insert(b, s);
+                    }
+                }
+            }
+            let s = match got {
+                Some(r) => r?,
+                None => self
+                    .store
+                    .partitions(&defs.assets[a].key, expected(defs, a, self.cx))?,
+            };
             self.states.insert(a, s);
         }
         Ok(&self.states[&a])
@@ -90,12 +192,12 @@ impl<'a> History<'a> {
         keys: &mut KeyCache<'_>,
     ) -> anyhow::Result<Staleness> {
         let asset = &defs.assets[step.asset];
-        let key = match (&asset.partitions, step.partition) {
-            (Some(p), Some(i)) => keys.key(&p.def, i).to_string(),
-            _ => String::new(),
-        };
         let recorded_fp = {
-            let Some(state) = self.states(defs, step.asset)?.get(&key) else {
+            let key = match (&asset.partitions, step.partition) {
+                (Some(p), Some(i)) => keys.key(&p.def, i),
+                _ => "",
+            };
+            let Some(state) = self.states(defs, step.asset)?.get(key) else {
                 return Ok(Staleness::Missing);
             };
             if !state.materialized() {
@@ -176,7 +278,7 @@ pub fn filter(
             }
         }
         Mode::Stale => {
-            let mut h = History::new(store);
+            let mut h = History::new(store, cx);
             let mut keys = KeyCache::new(cx);
             // Steps come in topological order, so upstream decisions are known.
             for s in 0..n {
@@ -186,4 +288,126 @@ pub fn filter(
         }
     }
     Ok(plan.retain(&keep))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::sqlite::SqliteStore;
+    use crate::state::{Materialization, Record};
+
+    fn mat(asset: &str, p: &str, run: &str) -> Record {
+        Record::Materialization(Materialization {
+            asset: asset.into(),
+            partition: Some(p.into()),
+            run_id: run.into(),
+            created_at: "2024-01-01T00:00:00Z".into(),
+            code_version: None,
+            data_version: "abc".into(),
+            inputs: vec![],
+            input_fp: "0".into(),
+            metadata: serde_json::json!({}),
+        })
+    }
+
+    #[test]
+    fn read_ahead_gives_what_the_store_gives_in_any_order() {
+        let defs = crate::validate::defs_for_test(
+            r#"
+[partitions.d]
+type = "static"
+keys = ["x", "y", "z"]
+
+[assets.a]
+partitions = "d"
+shell = "true"
+
+[assets.b]
+partitions = "d"
+deps = ["a"]
+shell = "true"
+
+[assets.c]
+partitions = "d"
+deps = ["b"]
+shell = "true"
+"#,
+        );
+        let d = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn StateStore> =
+            std::sync::Arc::new(SqliteStore::open(&d.path().join("state.db")).unwrap());
+        store
+            .record(&[
+                mat("a", "x", "r1"),
+                mat("b", "y", "r2"),
+                mat("c", "z", "r3"),
+            ])
+            .unwrap();
+        let cx = KeyCtx::default();
+        let id = |k: &str| defs.assets.iter().position(|a| a.key == k).unwrap();
+        let (a, b, c) = (id("a"), id("b"), id("c"));
+        let mut h = History::new(&*store, &cx);
+        h.read_ahead(store.clone(), &defs, &[a, b, a, c, b]);
+        // Out of the read-ahead order: c waits for a and b, which are kept.
+        let got = h.states(&defs, c).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["z"].run_id.as_deref(), Some("r3"));
+        assert_eq!(
+            h.states(&defs, a).unwrap()["x"].run_id.as_deref(),
+            Some("r1")
+        );
+        assert_eq!(
+            h.states(&defs, b).unwrap()["y"].run_id.as_deref(),
+            Some("r2")
+        );
+        // Not in the order at all: read straight from the store.
+        let mut h2 = History::new(&*store, &cx);
+        h2.read_ahead(store.clone(), &defs, &[a, b]);
+        assert_eq!(
+            h2.states(&defs, c).unwrap()["z"].run_id.as_deref(),
+            Some("r3")
+        );
+        assert_eq!(
+            h2.states(&defs, b).unwrap()["y"].run_id.as_deref(),
+            Some("r2")
+        );
+    }
+
+    #[test]
+    fn done_with_drops_states_no_later_asset_reads() {
+        let defs = crate::validate::defs_for_test(
+            r#"
+[assets.a]
+shell = "true"
+
+[assets.b]
+deps = ["a"]
+shell = "true"
+
+[assets.c]
+deps = ["b"]
+shell = "true"
+"#,
+        );
+        let d = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn StateStore> =
+            std::sync::Arc::new(SqliteStore::open(&d.path().join("state.db")).unwrap());
+        let cx = KeyCtx::default();
+        let id = |k: &str| defs.assets.iter().position(|a| a.key == k).unwrap();
+        let (a, b, c) = (id("a"), id("b"), id("c"));
+        let mut h = History::new(&*store, &cx);
+        // The order `dg status` reads them in: each asset, then its inputs.
+        h.read_ahead(store.clone(), &defs, &[a, b, a, c, b]);
+        for x in [a, b] {
+            h.states(&defs, x).unwrap();
+        }
+        h.done_with(&defs, a);
+        assert!(h.states.contains_key(&a), "b still reads a");
+        h.done_with(&defs, b);
+        assert!(!h.states.contains_key(&a), "nothing left reads a");
+        assert!(h.states.contains_key(&b), "c still reads b");
+        h.states(&defs, c).unwrap();
+        h.done_with(&defs, c);
+        assert!(h.states.is_empty());
+    }
 }

@@ -202,7 +202,9 @@ pub fn show_hash(h: u64) -> String {
 }
 
 /// Partition states by partition key (`""` when unpartitioned).
-pub type PartitionStates = rustc_hash::FxHashMap<String, PartitionState>;
+/// Keyed by partition key; keys up to 24 bytes (every time key) live inline,
+/// so reading a million partitions allocates no million strings.
+pub type PartitionStates = rustc_hash::FxHashMap<compact_str::CompactString, PartitionState>;
 
 impl PartitionState {
     /// Whether there is a successful materialization (even if a later attempt failed).
@@ -231,8 +233,11 @@ pub trait StateStore: Send + Sync {
     ) -> anyhow::Result<()>;
     /// Writes a batch in one transaction.
     fn record(&self, batch: &[Record]) -> anyhow::Result<()>;
-    /// Latest state of every recorded partition of `asset` (key `""` when unpartitioned).
-    fn partitions(&self, asset: &str) -> anyhow::Result<PartitionStates>;
+    /// Latest state of every recorded partition of `asset` (key `""` when
+    /// unpartitioned). `expected`, how many there may be (0 when unknown),
+    /// sizes the map up front: growing a map of 100,000 partitions rehashes
+    /// it many times over.
+    fn partitions(&self, asset: &str, expected: usize) -> anyhow::Result<PartitionStates>;
     /// The latest successful materialization of each of `keys` of `asset`:
     /// (run id, data version, when it was materialized, RFC 3339 UTC).
     fn latest_of(&self, asset: &str, keys: &[String]) -> anyhow::Result<Vec<Option<Stamped>>>;

@@ -585,7 +585,7 @@ impl StateStore for PostgresStore {
         })
     }
 
-    fn partitions(&self, asset: &str) -> anyhow::Result<PartitionStates> {
+    fn partitions(&self, asset: &str, _expected: usize) -> anyhow::Result<PartitionStates> {
         let mut client = self.client();
         let rows = client.query(
             "SELECT partition, status, run_id, code_version, data_version, input_fp
@@ -607,7 +607,7 @@ impl StateStore for PostgresStore {
         for r in &rows {
             let failed = r.get::<_, &str>(1) == "failed";
             out.insert(
-                r.get::<_, String>(0),
+                compact_str::CompactString::from(r.get::<_, &str>(0)),
                 PartitionState {
                     failed,
                     run_id: intern(r.get(2)),

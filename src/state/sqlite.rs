@@ -564,19 +564,13 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    fn partitions(&self, asset: &str) -> anyhow::Result<PartitionStates> {
+    fn partitions(&self, asset: &str, expected: usize) -> anyhow::Result<PartitionStates> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(
             "SELECT partition, status, run_id, code_version, data_version, input_fp
              FROM partition_state WHERE asset = ?1",
         )?;
-        // Sized up front: growing a map of 100,000 partitions rehashes it
-        // many times over (a tenth of `dg status` on a large history).
-        let n: i64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM partition_state WHERE asset = ?1")?
-            .query_row(params![asset], |r| r.get(0))?;
-        let mut out =
-            PartitionStates::with_capacity_and_hasher(n.max(0) as usize, Default::default());
+        let mut out = PartitionStates::with_capacity_and_hasher(expected, Default::default());
         let mut interned: rustc_hash::FxHashMap<String, std::sync::Arc<str>> = Default::default();
         let mut intern = |v: rusqlite::types::ValueRef<'_>| -> Option<std::sync::Arc<str>> {
             let rusqlite::types::ValueRef::Text(b) = v else {
@@ -600,7 +594,10 @@ impl StateStore for SqliteStore {
         while let Some(r) = rows.next()? {
             let failed = matches!(r.get_ref(1)?, rusqlite::types::ValueRef::Text(b"failed"));
             out.insert(
-                r.get::<_, String>(0)?,
+                match r.get_ref(0)? {
+                    rusqlite::types::ValueRef::Text(b) => compact_str::CompactString::from_utf8(b)?,
+                    _ => Default::default(),
+                },
                 PartitionState {
                     failed,
                     run_id: intern(r.get_ref(2)?),
@@ -1058,7 +1055,7 @@ mod tests {
             run_id: "r2".into(),
         }])
         .unwrap();
-        let p = s.partitions("a").unwrap();
+        let p = s.partitions("a", 0).unwrap();
         assert!(p["1"].failed);
         assert!(
             p["1"].materialized(),
@@ -1067,7 +1064,7 @@ mod tests {
         assert_eq!(s.materialized("a").unwrap().len(), 1);
         s.record(&[mat("a", "1", "r3")]).unwrap();
         assert_eq!(
-            s.partitions("a").unwrap()["1"].run_id.as_deref(),
+            s.partitions("a", 0).unwrap()["1"].run_id.as_deref(),
             Some("r3")
         );
         assert_eq!(s.materializations("r3").unwrap()[0].metadata["rows"], 3);
