@@ -1227,8 +1227,6 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::diag::Diagnostics;
-    use crate::io::Registry;
 
     /// raw/events ─► staging/events ─┐
     ///                               ├─► report ─► my-asset
