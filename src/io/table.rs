@@ -460,9 +460,78 @@ fn read_csv(file: File) -> Result<Table, String> {
             .collect::<Vec<_>>(),
     ));
     reader.rewind().map_err(|e| e.to_string())?;
-    let t = decode_csv(&mut reader, schema).map_err(|e| csv_detail(&e))?;
+    let len = reader.get_ref().metadata().map_or(0, |m| m.len());
+    let threads = rayon::current_num_threads();
+    let t = if threads > 1 && len >= PARALLEL_CSV_BYTES {
+        let mut bytes = Vec::with_capacity(len as usize);
+        reader.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        match decode_csv_pieces(&bytes, schema.clone(), threads) {
+            Ok(t) => t,
+            // Parsed again in one piece, for the error's line number.
+            Err(_) => decode_csv(&bytes[..], schema).map_err(|e| csv_detail(&e))?,
+        }
+    } else {
+        decode_csv(&mut reader, schema).map_err(|e| csv_detail(&e))?
+    };
     let all = vec![true; t.schema.fields().len()];
     narrow(t, &all).map_err(|e| e.to_string())
+}
+
+/// CSV files from this size on are parsed in pieces on several threads.
+const PARALLEL_CSV_BYTES: u64 = 4 << 20;
+
+/// Parses CSV `bytes` (with its header) as `pieces` pieces in parallel,
+/// cut at line ends outside quoted fields, in order.
+fn decode_csv_pieces(bytes: &[u8], schema: SchemaRef, pieces: usize) -> Result<Table, ArrowError> {
+    use rayon::prelude::*;
+    let cuts = csv_cuts(bytes, pieces);
+    let parts = cuts
+        .par_windows(2)
+        .enumerate()
+        .map(|(i, w)| {
+            let csv = arrow::csv::ReaderBuilder::new(schema.clone())
+                .with_header(i == 0)
+                .with_batch_size(BATCH_ROWS)
+                .build_buffered(&bytes[w[0]..w[1]])?;
+            csv.collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Table {
+        schema,
+        batches: parts.into_iter().flatten().collect(),
+    })
+}
+
+/// Where CSV text may be cut into about `pieces` pieces that parse on
+/// their own: just after a line feed with an even number of `"` before it.
+/// Quotes inside a quoted field are doubled (RFC 4180), so an even count
+/// means the line feed ends a record rather than sitting inside a field.
+/// The first cut is 0 and the last is the length.
+fn csv_cuts(bytes: &[u8], pieces: usize) -> Vec<usize> {
+    let mut cuts = vec![0];
+    let (mut pos, mut quotes) = (0usize, 0usize);
+    for k in 1..pieces {
+        let target = bytes.len() / pieces * k;
+        if target > pos {
+            quotes += bytes[pos..target].iter().filter(|&&b| b == b'"').count();
+            pos = target;
+        }
+        while let Some(j) = bytes[pos..].iter().position(|&b| b == b'\n' || b == b'"') {
+            let b = bytes[pos + j];
+            pos += j + 1;
+            if b == b'"' {
+                quotes += 1;
+            } else if quotes % 2 == 0 {
+                if pos < bytes.len() {
+                    cuts.push(pos);
+                }
+                break;
+            }
+        }
+    }
+    cuts.push(bytes.len());
+    cuts.dedup();
+    cuts
 }
 
 /// The types text may be narrowed to, in the order they are tried.
@@ -475,22 +544,35 @@ const NARROW_TO: [DataType; 3] = [DataType::Int64, DataType::Float64, DataType::
 /// that no value changes on its way through another format or a database.
 /// Columns with no values stay text.
 pub fn narrow(t: Table, which: &[bool]) -> Result<Table, ArrowError> {
-    let mut fields: Vec<Field> = Vec::with_capacity(t.schema.fields().len());
-    let mut changed = false;
-    for (i, f) in t.schema.fields().iter().enumerate() {
-        let mut field = f.as_ref().clone();
-        if which.get(i).copied().unwrap_or(false) && f.data_type() == &DataType::Utf8 {
-            let columns: Vec<&ArrayRef> = t.batches.iter().map(|b| b.column(i)).collect();
-            if let Some(ty) = NARROW_TO.iter().find(|ty| prints_back(&columns, ty)) {
-                field = Field::new(f.name(), ty.clone(), true);
-                changed = true;
+    use rayon::prelude::*;
+    // Parsing every value and printing it again is most of reading a text
+    // file: the columns are narrowed in parallel, and the parsed arrays kept.
+    let narrowed: Vec<Option<(DataType, Vec<ArrayRef>)>> = (0..t.schema.fields().len())
+        .into_par_iter()
+        .map(|i| {
+            let f = t.schema.field(i);
+            if !which.get(i).copied().unwrap_or(false) || f.data_type() != &DataType::Utf8 {
+                return None;
             }
-        }
-        fields.push(field);
-    }
-    if !changed {
+            let columns: Vec<&ArrayRef> = t.batches.iter().map(|b| b.column(i)).collect();
+            NARROW_TO
+                .iter()
+                .find_map(|ty| prints_back(&columns, ty).map(|parsed| (ty.clone(), parsed)))
+        })
+        .collect();
+    if narrowed.iter().all(Option::is_none) {
         return Ok(t);
     }
+    let fields: Vec<Field> = t
+        .schema
+        .fields()
+        .iter()
+        .zip(&narrowed)
+        .map(|(f, n)| match n {
+            Some((ty, _)) => Field::new(f.name(), ty.clone(), true),
+            None => f.as_ref().clone(),
+        })
+        .collect();
     let schema = Arc::new(Schema::new_with_metadata(
         fields,
         t.schema.metadata().clone(),
@@ -498,53 +580,49 @@ pub fn narrow(t: Table, which: &[bool]) -> Result<Table, ArrowError> {
     let batches = t
         .batches
         .iter()
-        .map(|b| {
+        .enumerate()
+        .map(|(bi, b)| {
             let columns = b
                 .columns()
                 .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(c.clone())
-                    } else {
-                        arrow::compute::cast(c, f.data_type())
-                    }
+                .zip(&narrowed)
+                .map(|(c, n)| match n {
+                    Some((_, parsed)) => parsed[bi].clone(),
+                    None => c.clone(),
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Vec<_>>();
             RecordBatch::try_new(schema.clone(), columns)
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Table { schema, batches })
 }
 
-/// Whether every value of the text `columns` parses as `ty` and prints
-/// back as the same text; false when there are no values at all.
-fn prints_back(columns: &[&ArrayRef], ty: &DataType) -> bool {
+/// The text `columns` parsed as `ty`, one array per column, when every
+/// value parses and prints back as the same text; `None` when one does not,
+/// or when there are no values at all.
+fn prints_back(columns: &[&ArrayRef], ty: &DataType) -> Option<Vec<ArrayRef>> {
     let mut values = 0;
+    let mut out = Vec::with_capacity(columns.len());
     for c in columns {
+        let parsed = arrow::compute::cast(c, ty).ok()?;
         let valid = c.len() - c.null_count();
-        if valid == 0 {
-            continue;
+        if valid > 0 {
+            values += valid;
+            if parsed.null_count() != c.null_count() {
+                return None;
+            }
+            let printed = arrow::compute::cast(&parsed, &DataType::Utf8).ok()?;
+            match arrow::compute::kernels::cmp::eq(c, &printed) {
+                Ok(same) if same.true_count() == valid => {}
+                _ => return None,
+            }
         }
-        values += valid;
-        let Ok(parsed) = arrow::compute::cast(c, ty) else {
-            return false;
-        };
-        if parsed.null_count() != c.null_count() {
-            return false;
-        }
-        let Ok(printed) = arrow::compute::cast(&parsed, &DataType::Utf8) else {
-            return false;
-        };
-        match arrow::compute::kernels::cmp::eq(c, &printed) {
-            Ok(same) if same.true_count() == valid => {}
-            _ => return false,
-        }
+        out.push(parsed);
     }
-    values > 0
+    (values > 0).then_some(out)
 }
 
-fn decode_csv(reader: &mut BufReader<File>, schema: SchemaRef) -> Result<Table, ArrowError> {
+fn decode_csv(reader: impl BufRead, schema: SchemaRef) -> Result<Table, ArrowError> {
     let csv = arrow::csv::ReaderBuilder::new(schema.clone())
         .with_header(true)
         .with_batch_size(BATCH_ROWS)
@@ -871,20 +949,47 @@ fn write_jsonl(table: &Table, file: File) -> Result<(), ArrowError> {
 
 // ---------------------------------------------------------------- Parquet
 
-fn read_parquet(file: File) -> Result<Table, String> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+fn read_parquet(mut file: File) -> Result<Table, String> {
+    use parquet::arrow::arrow_reader::{
+        ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    };
+    use rayon::prelude::*;
     let msg = |e: parquet::errors::ParquetError| {
         let m = e.to_string();
         m.strip_prefix("Parquet error: ")
             .map(str::to_string)
             .unwrap_or(m)
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(msg)?;
-    let schema = builder.schema().clone();
-    let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(msg)?;
-    let batches = reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+    // In memory, so that row groups decode in parallel from one buffer
+    // (a parquet file is a fraction of the table it holds).
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    let bytes = bytes::Bytes::from(bytes);
+    let meta = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::default()).map_err(msg)?;
+    let schema = meta.schema().clone();
+    let groups = meta.metadata().num_row_groups();
+    let read = |which: Option<usize>| -> Result<Vec<RecordBatch>, String> {
+        let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), meta.clone())
+            .with_batch_size(BATCH_ROWS);
+        if let Some(g) = which {
+            b = b.with_row_groups(vec![g]);
+        }
+        b.build()
+            .map_err(msg)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
+    };
+    let batches = if groups > 1 {
+        (0..groups)
+            .into_par_iter()
+            .map(|g| read(Some(g)))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect()
+    } else {
+        read(None)?
+    };
     Ok(Table { schema, batches })
 }
 
@@ -902,22 +1007,92 @@ pub fn parquet_rows(path: &Path) -> anyhow::Result<u64> {
     Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
+/// Rows per Parquet row group: small enough that a million-row table is
+/// encoded (and read back) on every core, large enough to compress well.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Writes Parquet with Snappy compression, encoding the columns of every
+/// row group in parallel (encoding is what costs), then writing the row
+/// groups in order.
 fn write_parquet(table: &Table, file: File) -> anyhow::Result<()> {
     use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_writer::{ArrowColumnChunk, compute_leaves};
     use parquet::basic::Compression;
     use parquet::file::properties::WriterProperties;
+    use rayon::prelude::*;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .build();
-    let mut w = ArrowWriter::try_new(
+    let w = ArrowWriter::try_new(
         BufWriter::with_capacity(BUF_SIZE, file),
         table.schema.clone(),
         Some(props),
     )?;
-    for b in &table.batches {
-        w.write(b)?;
+    // Row groups: runs of whole batches of about ROW_GROUP_ROWS rows.
+    let mut groups: Vec<&[RecordBatch]> = Vec::new();
+    let (mut start, mut rows) = (0, 0);
+    for (i, b) in table.batches.iter().enumerate() {
+        rows += b.num_rows();
+        if rows >= ROW_GROUP_ROWS || i + 1 == table.batches.len() {
+            groups.push(&table.batches[start..=i]);
+            (start, rows) = (i + 1, 0);
+        }
     }
-    w.into_inner()?.flush()?;
+    let (mut file_writer, factory) = w.into_serialized_writer()?;
+    // How many leaf columns (writers) each field has: one unless nested.
+    let fields = table.schema.fields();
+    let leaves_per_field: Vec<usize> = match table.batches.first() {
+        Some(b) => fields
+            .iter()
+            .zip(b.columns())
+            .map(|(f, c)| compute_leaves(f, c).map(|l| l.len()))
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    // One task per row group and field, encoded in parallel.
+    let tasks: Vec<(usize, usize)> = (0..groups.len())
+        .flat_map(|g| (0..fields.len()).map(move |f| (g, f)))
+        .collect();
+    let writers = groups
+        .iter()
+        .enumerate()
+        .map(|(g, _)| factory.create_column_writers(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The writers of each (row group, field), in task order.
+    let mut slots: Vec<Vec<_>> = Vec::with_capacity(tasks.len());
+    for ws in writers {
+        let mut ws = ws.into_iter();
+        for &n in &leaves_per_field {
+            slots.push(ws.by_ref().take(n).collect::<Vec<_>>());
+        }
+    }
+    let chunks: Vec<Vec<ArrowColumnChunk>> = tasks
+        .par_iter()
+        .zip(slots.into_par_iter())
+        .map(
+            |(&(g, f), mut ws)| -> parquet::errors::Result<Vec<ArrowColumnChunk>> {
+                for b in groups[g] {
+                    let leaves = compute_leaves(&fields[f], b.column(f))?;
+                    for (w, leaf) in ws.iter_mut().zip(&leaves) {
+                        w.write(leaf)?;
+                    }
+                }
+                ws.into_iter().map(|w| w.close()).collect()
+            },
+        )
+        .collect::<Result<_, _>>()?;
+    let mut chunks = chunks.into_iter();
+    for _ in &groups {
+        let mut rg = file_writer.next_row_group()?;
+        for field_chunks in chunks.by_ref().take(fields.len()) {
+            for c in field_chunks {
+                c.append_to_row_group(&mut rg)?;
+            }
+        }
+        rg.close()?;
+    }
+    file_writer.into_inner()?.flush()?;
     Ok(())
 }
 
@@ -1022,6 +1197,120 @@ mod tests {
     use super::*;
     use arrow::array::{Array, AsArray, Float64Array, Int64Array, StringArray};
     use arrow::datatypes::{Float64Type, Int64Type};
+
+    #[test]
+    fn csv_cuts_fall_on_record_ends_outside_quotes() {
+        let text = b"h1,h2\n\"a\nb\",1\n\"x\"\"\ny\",2\nplain,3\n";
+        for pieces in 1..8 {
+            let cuts = csv_cuts(text, pieces);
+            assert_eq!(cuts.first(), Some(&0));
+            assert_eq!(cuts.last(), Some(&text.len()));
+            for &c in &cuts[1..cuts.len() - 1] {
+                let before = &text[..c];
+                assert_eq!(before.last(), Some(&b'\n'));
+                assert_eq!(
+                    before.iter().filter(|&&b| b == b'"').count() % 2,
+                    0,
+                    "cut {c}"
+                );
+            }
+        }
+        // A quoted field running past every midpoint leaves one piece.
+        let text = b"h\n\"1\n2\n3\n4\n5\n6\"\n";
+        assert_eq!(csv_cuts(text, 4), vec![0, text.len()]);
+    }
+
+    #[test]
+    fn a_large_csv_reads_the_same_in_pieces_as_in_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("id,note,flag,amount\n");
+        let mut i = 0;
+        while text.len() < PARALLEL_CSV_BYTES as usize + 100_000 {
+            // Quoted newlines and doubled quotes across every would-be cut.
+            text.push_str(&format!(
+                "{i},\"line {i}\nnext \"\"q\"\", end\",{},{}.5\n",
+                i % 2 == 0,
+                i % 1000
+            ));
+            i += 1;
+        }
+        let path = write_text(dir.path(), "big.csv", &text);
+        let t = read(&path, Format::Csv).unwrap();
+        let one = {
+            let schema = Arc::new(Schema::new(
+                ["id", "note", "flag", "amount"]
+                    .map(|n| Field::new(n, DataType::Utf8, true))
+                    .to_vec(),
+            ));
+            let t = decode_csv(text.as_bytes(), schema).unwrap();
+            narrow(t, &[true; 4]).unwrap()
+        };
+        assert_eq!(t.schema, one.schema);
+        assert_eq!(t.schema.field(0).data_type(), &DataType::Int64);
+        assert_eq!(t.schema.field(2).data_type(), &DataType::Boolean);
+        let all = |t: &Table| arrow::compute::concat_batches(&t.schema, &t.batches).unwrap();
+        assert_eq!(all(&t), all(&one));
+        assert_eq!(all(&t).num_rows(), i);
+        let notes = all(&t);
+        assert_eq!(
+            notes.column(1).as_string::<i32>().value(7),
+            "line 7\nnext \"q\", end"
+        );
+    }
+
+    #[test]
+    fn a_bad_record_late_in_a_large_csv_is_reported_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("a,b\n");
+        let mut line = 1;
+        while text.len() < PARALLEL_CSV_BYTES as usize * 2 {
+            text.push_str("1,x\n");
+            line += 1;
+        }
+        text.push_str("2,y,extra\n");
+        line += 1;
+        let path = write_text(dir.path(), "bad.csv", &text);
+        let err = format!("{:#}", read(&path, Format::Csv).unwrap_err());
+        assert!(err.contains(&format!("line {line}")), "{err}");
+    }
+
+    #[test]
+    fn parquet_of_many_row_groups_reads_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = ROW_GROUP_ROWS * 2 + 1234;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let batches: Vec<RecordBatch> = (0..n)
+            .step_by(BATCH_ROWS)
+            .map(|start| {
+                let end = (start + BATCH_ROWS).min(n);
+                let ids: Int64Array = (start as i64..end as i64).map(Some).collect();
+                let texts: StringArray = (start..end).map(|i| Some(format!("v{i}"))).collect();
+                RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(texts)]).unwrap()
+            })
+            .collect();
+        let t = Table {
+            schema: schema.clone(),
+            batches,
+        };
+        let path = dir.path().join("t.parquet");
+        write(&t, &path, Format::Parquet).unwrap();
+        let file = File::open(&path).unwrap();
+        let meta = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        use parquet::file::reader::FileReader;
+        assert_eq!(meta.metadata().num_row_groups(), 3);
+        let back = read(&path, Format::Parquet).unwrap();
+        let all = arrow::compute::concat_batches(&back.schema, &back.batches).unwrap();
+        assert_eq!(all.num_rows(), n);
+        let ids = all.column(0).as_primitive::<Int64Type>();
+        assert!((0..n).all(|i| ids.value(i) == i as i64));
+        assert_eq!(
+            all.column(1).as_string::<i32>().value(n - 1),
+            format!("v{}", n - 1)
+        );
+    }
 
     fn write_text(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
