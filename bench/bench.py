@@ -4,7 +4,7 @@ folder, runs each command several times and prints a table of median wall
 time and peak RSS. Standard library only.
 
     python3 bench/bench.py            # everything, then the Dagster comparison
-    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool range checks state io dagster
+    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool range checks state io objstore dagster
                                       # (state includes `dg report`); `stress` (10,000 partitions, a 10,000-partition
                                       # input, a 100 MB-stdout step) is not in the default set
     DG_BIN=/path/to/dg python3 bench/bench.py plan   # another binary, no build (before/after)
@@ -249,6 +249,26 @@ def gen_rows_csv(path: Path, rows=1_000_000):
             f.write(f'{i},{i * 0.25:.2f},"item {i % 97}, ""x""",2024-01-{i % 28 + 1:02d},{"true" if i % 3 else "false"}\n')
 
 
+def gen_random_parquet(tmp: Path) -> Path:
+    """A Parquet file of about 50 MB that hardly compresses (random hex),
+    written by dg itself through an fs parquet manager."""
+    import random
+    rnd = random.Random(1)
+    csv = tmp / "random.csv"
+    with open(csv, "w") as f:
+        f.write("a,b,c\n")
+        for _ in range(1_000_000):
+            f.write("%016x,%016x,%016x\n" % (rnd.getrandbits(64), rnd.getrandbits(64), rnd.getrandbits(64)))
+    p = tmp / "make-parquet"
+    write(p / "defs" / "make.toml",
+          f'[resources.io_manager]\ntype = "fs"\nformat = "parquet"\n\n'
+          f'[assets.random]\nformat = "csv"\nshell = "cp {csv} \\"$DG_OUTPUT\\""\n')
+    subprocess.run([DG, "materialize", "--select", "random"], cwd=p, capture_output=True, check=True)
+    out = tmp / "random.parquet"
+    shutil.copy(p / ".dg" / "storage" / "random.parquet", out)
+    return out
+
+
 def gen_store(root: Path, data: Path, manager: str):
     """One unpartitioned asset that copies `data` to $DG_OUTPUT, stored by `manager`."""
     resources = {
@@ -271,7 +291,7 @@ def table(rows):
 
 
 def main():
-    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "range", "checks", "state", "io", "dagster"}
+    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "range", "checks", "state", "io", "objstore", "dagster"}
     build()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -393,6 +413,32 @@ def main():
             gen_chain(p2)
             s, r = run([DG, "materialize", "--all-partitions", "--missing", "--dry-run", "--json"], p2, repeat=3, env=now)
             rows.append(("--missing planning over 880,132 candidate steps", s, r, "< 3 s"))
+        if "objstore" in groups:
+            # A 50 MB Parquet output stored in and loaded from a local S3
+            # server (moto, started like CI does by .ci/s3.sh).
+            holder = subprocess.Popen(
+                ["bash", "-c", ". .ci/s3.sh >&2 && echo \"$DG_TEST_S3_ENDPOINT\" && read _"],
+                cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            endpoint = holder.stdout.readline().strip()
+            if endpoint:
+                pq = gen_random_parquet(tmp)
+                size_mb = pq.stat().st_size / 1e6
+                p = tmp / "objstore"
+                write(p / "defs" / "store.toml",
+                      f'[resources.io_manager]\ntype = "object_store"\nurl = "s3://dg-test/bench"\nformat = "parquet"\n'
+                      f'endpoint = "{endpoint}"\nallow_http = true\nregion = "us-east-1"\n'
+                      f'access_key_id = "bench"\nsecret_access_key = "bench"\n\n'
+                      f'[assets.big]\nformat = "parquet"\nshell = "cp {pq} \\"$DG_OUTPUT\\""\n\n'
+                      f'[assets.reread]\ndeps = ["big"]\nformat = "parquet"\nshell = "test -s \\"$DG_INPUT_BIG\\""\noutput = false\n')
+                s, r = run([DG, "materialize", "--select", "big"], p, repeat=3, setup=fresh(p))
+                rows.append((f"store a {size_mb:.0f} MB Parquet output in object_store (moto S3)", s, r,
+                             f"{size_mb / s:,.0f} MB/s; target >= 100 MB/s"))
+                s, r = run([DG, "materialize", "--select", "reread"], p, repeat=3)
+                rows.append(("load it back from object_store", s, r, f"{size_mb / s:,.0f} MB/s; target >= 100 MB/s"))
+            else:
+                rows.append(("object_store: .ci/s3.sh could not start moto", 0, 0, "skipped"))
+            holder.stdin.close()
+            holder.wait()
         if "io" in groups:
             data = tmp / "rows.csv"
             gen_rows_csv(data)
