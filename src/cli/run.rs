@@ -67,6 +67,17 @@ pub struct RunArgs {
     /// Write a JUnit XML report to FILE: one test case per step and per check
     #[arg(long, value_name = "FILE")]
     pub junit: Option<std::path::PathBuf>,
+    /// Where steps run: `local` (this machine) or `slurm` (`sbatch` jobs running
+    /// `dg step`) [default: `[executor] type` in dg.toml, else local]
+    #[arg(long, value_enum, value_name = "EXECUTOR")]
+    pub executor: Option<ExecutorArg>,
+}
+
+/// `--executor`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorArg {
+    Local,
+    Slurm,
 }
 
 /// Parses `--config [ASSET.]FIELD=VALUE`. The asset is what comes before
@@ -368,6 +379,26 @@ pub fn run_resolved(
             return (EXIT_USAGE, None);
         }
     }
+    let executor = match args.executor {
+        Some(ExecutorArg::Local) => crate::model::ExecutorKind::Local,
+        Some(ExecutorArg::Slurm) => crate::model::ExecutorKind::Slurm,
+        None => project.executor,
+    };
+    if executor == crate::model::ExecutorKind::Slurm {
+        let pre = exec::slurm::preflight(&rc, &project);
+        for w in &pre.warnings {
+            s.out.warn(w);
+        }
+        if !pre.errors.is_empty() {
+            for e in &pre.errors {
+                s.out.error(e);
+            }
+            s.out.err(
+                "help: nothing was submitted; `--executor local` runs the plan on this machine",
+            );
+            return (EXIT_USAGE, None);
+        }
+    }
     let jobs = args
         .jobs
         .map(|j| j as usize)
@@ -431,7 +462,8 @@ pub fn run_resolved(
         .map(|si| (rc.step_id(si), rc.spec(si, 1).to_json()))
         .collect();
     if let Err(e) = store.save_step_specs(&run_id, &specs) {
-        s.out.error(&format!("cannot record the run's steps: {e:#}"));
+        s.out
+            .error(&format!("cannot record the run's steps: {e:#}"));
         let _ = store.end_run(&run_id, RunStatus::Failure, &exec::timestamp(), 0);
         return (EXIT_USAGE, None);
     }
@@ -443,7 +475,20 @@ pub fn run_resolved(
         fail_fast: args.fail_fast,
         pools: project.pools.clone(),
     };
-    let summary = exec::execute(&rc, &opts, &reporter);
+    let summary = match executor {
+        crate::model::ExecutorKind::Local => exec::execute(&rc, &opts, &reporter),
+        crate::model::ExecutorKind::Slurm => {
+            match exec::slurm::Slurm::new(&reporter, project.slurm.clone()) {
+                Ok(mut ex) => exec::schedule(&rc, &opts, &reporter, &mut ex),
+                Err(e) => {
+                    s.out.error(&e);
+                    let _ = history.finish();
+                    let _ = store.end_run(&run_id, RunStatus::Failure, &exec::timestamp(), 0);
+                    return (EXIT_USAGE, None);
+                }
+            }
+        }
+    };
     display.finish();
     // A run whose history could not be written is not a success: what it
     // materialized is not known to `status`, `--missing` or `--stale`.
@@ -857,7 +902,12 @@ pub(super) fn log_tail(
 }
 
 /// The tail of a failed step's log, on stderr.
-pub(super) fn show_log_tail(s: &Session, step_id: &str, error: Option<&str>, log: &std::path::Path) {
+pub(super) fn show_log_tail(
+    s: &Session,
+    step_id: &str,
+    error: Option<&str>,
+    log: &std::path::Path,
+) {
     let tail = log_tail(log, TAIL_LINES, TAIL_LINE_BYTES, TAIL_BYTES);
     s.out.err(&format!(
         "--- {step_id} failed: {} (last {} lines of {})",

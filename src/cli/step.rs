@@ -77,7 +77,8 @@ pub fn step(
         (_, Some(f)) if f == Path::new("-") => {
             let mut t = String::new();
             if let Err(e) = std::io::stdin().read_to_string(&mut t) {
-                s.out.error(&format!("cannot read the step spec from stdin: {e}"));
+                s.out
+                    .error(&format!("cannot read the step spec from stdin: {e}"));
                 return EXIT_USAGE;
             }
             t
@@ -85,10 +86,8 @@ pub fn step(
         (_, Some(f)) => match std::fs::read_to_string(f) {
             Ok(t) => t,
             Err(e) => {
-                s.out.error(&format!(
-                    "cannot read the step spec {}: {e}",
-                    f.display()
-                ));
+                s.out
+                    .error(&format!("cannot read the step spec {}: {e}", f.display()));
                 return EXIT_USAGE;
             }
         },
@@ -97,8 +96,7 @@ pub fn step(
             Ok(None) => {
                 let known = store.run(run).ok().flatten().is_some();
                 if known {
-                    s.out
-                        .error(&format!("run {run} has no step `{step}`"));
+                    s.out.error(&format!("run {run} has no step `{step}`"));
                     s.out.err(&format!(
                         "help: `dg runs show {run}` lists its steps (runs recorded before dg recorded step specs cannot be run this way)"
                     ));
@@ -134,17 +132,17 @@ fn run_spec(s: &Session, store: Arc<dyn StateStore>, spec: &StepSpec, attempt: u
     let mut loaded = s.load_profile(profile);
     s.report(&loaded.sources, &loaded.diags);
     let (Some(project), Some(mut defs)) = (loaded.project.take(), loaded.defs.take()) else {
-        s.out.error(&format!(
-            "could not load definitions: {}",
-            loaded.diags
-        ));
+        s.out
+            .error(&format!("could not load definitions: {}", loaded.diags));
         return EXIT_USAGE;
     };
     let now = match chrono::DateTime::parse_from_rfc3339(&spec.now) {
         Ok(t) => t,
         Err(e) => {
-            s.out
-                .error(&format!("the step spec's `now` `{}` is invalid: {e}", spec.now));
+            s.out.error(&format!(
+                "the step spec's `now` `{}` is invalid: {e}",
+                spec.now
+            ));
             return EXIT_USAGE;
         }
     };
@@ -249,7 +247,7 @@ fn run_spec(s: &Session, store: Arc<dyn StateStore>, spec: &StepSpec, attempt: u
                 "✓ {id} succeeded in {:.2}s (run {}, attempt {})",
                 report.duration.as_secs_f64(),
                 rc.run_id,
-                rc.first_attempt + report.attempts.saturating_sub(1)
+                report.attempts
             ));
             EXIT_OK
         }

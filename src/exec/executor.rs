@@ -4,6 +4,7 @@
 //!
 //! - [`Local`]: worker threads of this process, each running
 //!   [`super::run_step`] (one step at a time per worker).
+//! - [`super::slurm::Slurm`]: `sbatch` jobs running `dg step` on a cluster.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, mpsc};

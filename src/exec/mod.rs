@@ -4,8 +4,8 @@
 //! every step in its `after` list has succeeded; a failure marks its
 //! dependents skipped while independent steps carry on. *Where* a ready
 //! step runs is an [`executor::Executor`]'s business: the local one runs it
-//! on a worker thread of this process; another executor can run it
-//! elsewhere as `dg step`. Running a step is [`run_step`]: lease, attempts
+//! on a worker thread of this process, the Slurm one as a `dg step` job on
+//! a cluster. Running a step is [`run_step`]: lease, attempts
 //! ([`step::run_attempt`], a function of (plan step, run context)), checks,
 //! and the records of its outcome. A step can also be written down as a
 //! [`spec::StepSpec`] and run from it in another process (`dg step`).
@@ -18,6 +18,7 @@ pub mod executor;
 pub mod history;
 pub mod hooks;
 pub mod process;
+pub mod slurm;
 pub mod spec;
 pub mod sql;
 pub mod step;

@@ -183,7 +183,7 @@ pub struct StepResult {
     pub attempt: u32,
     /// `success`, `failed` or `skipped`.
     pub status: String,
-    /// How many attempts it ran.
+    /// The number of the last attempt it ran.
     pub attempts: u32,
     pub error: Option<String>,
     /// A blocking error-check that failed.

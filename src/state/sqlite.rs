@@ -1286,8 +1286,11 @@ mod tests {
     #[test]
     fn step_specs_are_kept_per_run_and_step() {
         let (_d, s) = store();
-        s.save_step_specs("r1", &[("a[1]".into(), "{1}".into()), ("a[2]".into(), "{2}".into())])
-            .unwrap();
+        s.save_step_specs(
+            "r1",
+            &[("a[1]".into(), "{1}".into()), ("a[2]".into(), "{2}".into())],
+        )
+        .unwrap();
         assert_eq!(s.step_spec("r1", "a[2]").unwrap().as_deref(), Some("{2}"));
         assert_eq!(s.step_spec("r2", "a[2]").unwrap(), None);
     }

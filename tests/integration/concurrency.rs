@@ -265,12 +265,23 @@ fn a_dead_nodes_lease_is_reclaimed_after_it_expires(env: &[(&str, &str)], dg_tom
         "--json",
     ];
     let mut env_a: Vec<(&str, &str)> = env.to_vec();
-    env_a.extend([("DG_HOST", "node-a"), ("DG_LEASE_TTL", "3s"), ("UP_SLEEP", "60")]);
+    env_a.extend([
+        ("DG_HOST", "node-a"),
+        ("DG_LEASE_TTL", "3s"),
+        ("UP_SLEEP", "60"),
+    ]);
     let mut a = spawn(d, &args, &env_a);
     // A holds the lease once its step runs (its scratch folder exists).
     let t0 = Instant::now();
-    while !d.join(".dg/runs").read_dir().is_ok_and(|mut r| r.next().is_some()) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "run A never started its step");
+    while !d
+        .join(".dg/runs")
+        .read_dir()
+        .is_ok_and(|mut r| r.next().is_some())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "run A never started its step"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -321,11 +332,22 @@ fn a_live_holders_heartbeat_keeps_its_lease(env: &[(&str, &str)], dg_toml: &str)
         "--json",
     ];
     let mut env_a: Vec<(&str, &str)> = env.to_vec();
-    env_a.extend([("DG_HOST", "node-a"), ("DG_LEASE_TTL", "1s"), ("UP_SLEEP", "4")]);
+    env_a.extend([
+        ("DG_HOST", "node-a"),
+        ("DG_LEASE_TTL", "1s"),
+        ("UP_SLEEP", "4"),
+    ]);
     let a = spawn(d, &args, &env_a);
     let t0 = Instant::now();
-    while !d.join(".dg/runs").read_dir().is_ok_and(|mut r| r.next().is_some()) {
-        assert!(t0.elapsed() < Duration::from_secs(30), "run A never started its step");
+    while !d
+        .join(".dg/runs")
+        .read_dir()
+        .is_ok_and(|mut r| r.next().is_some())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "run A never started its step"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut env_b: Vec<(&str, &str)> = env.to_vec();
