@@ -118,9 +118,12 @@ pub enum Command {
         #[command(flatten)]
         run: run::RunArgs,
     },
-    /// Run one planned step of a run here (as an executor's job does), and
-    /// record it in the run's state store: `dg step RUN_ID STEP_ID`, or
-    /// `dg step --spec FILE` (`-`: stdin) with a spec such as `dg materialize` records
+    /// Run one planned step of a run here and record it in the run's state store
+    ///
+    /// What an executor's job runs: `dg step RUN_ID STEP_ID` reads the step's
+    /// spec, which `dg materialize` recorded when the run started, from the
+    /// state store; `dg step --spec FILE` (`-`: stdin) takes it as JSON.
+    /// Exit 0 the step succeeded, 1 it failed or was skipped, 2 nothing ran.
     Step {
         /// The run id (see `dg runs`)
         #[arg(required_unless_present = "spec", conflicts_with = "spec")]

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use super::{Reporter, RunCtx, StepReport, process};
 
-/// The result of waiting for a step.
+/// The result of waiting for a step. (A report is moved once per step, so
+/// its size does not matter.)
+#[allow(clippy::large_enum_variant)]
 pub enum Wait {
     /// A step finished.
     Done(StepReport),

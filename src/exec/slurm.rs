@@ -199,6 +199,7 @@ impl<'a> Slurm<'a> {
             script = script.replacen(" step ", &format!(" --profile {} step ", sh_quote(p)), 1);
         }
         cmd.arg("--wrap").arg(script);
+        let t0 = Instant::now();
         let out = cmd
             .output()
             .map_err(|e| format!("cannot run `sbatch`: {e}"))?;
@@ -217,6 +218,11 @@ impl<'a> Slurm<'a> {
         if id.is_empty() {
             return Err("`sbatch` printed no job id".into());
         }
+        tracing::debug!(
+            "sbatch: {n} steps of `{}` (attempt {attempt}) as job array {id} in {:.1} ms",
+            a.key,
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
         let now = Instant::now();
         for (i, &si) in steps.iter().enumerate() {
             self.attempt.insert(si, attempt);
@@ -662,6 +668,8 @@ fn existing(path: &Path) -> Option<&Path> {
 }
 
 /// `Some(name)` when `path` is on a memory-backed file system (tmpfs, ramfs).
+// `FsType`'s number is a `c_long`: `i64` here, not everywhere.
+#[allow(clippy::unnecessary_cast)]
 fn private_fs(path: &Path) -> Option<&'static str> {
     use nix::sys::statfs::{TMPFS_MAGIC, statfs};
     let st = statfs(existing(path)?).ok()?;
@@ -676,6 +684,7 @@ fn private_fs(path: &Path) -> Option<&'static str> {
 }
 
 /// Whether `path` is on a network or cluster file system.
+#[allow(clippy::unnecessary_cast)]
 fn shared_fs(path: &Path) -> bool {
     use nix::sys::statfs::{NFS_SUPER_MAGIC, SMB_SUPER_MAGIC, statfs};
     let Some(st) = existing(path).and_then(|p| statfs(p).ok()) else {
