@@ -84,12 +84,11 @@ fn attempts(dir: &Path, run: &str, step_id: &str) -> Vec<(u64, String, String)> 
 }
 
 /// What a run leaves that must be the same whichever executor ran it: the
-/// stored files with their contents, and per step its status and attempts.
-fn outcome(
-    dir: &Path,
-    r: &Run,
-    env: &[(&str, &str)],
-) -> (Vec<(String, String)>, Vec<(String, String, u64)>, Value) {
+/// stored files with their contents, per step its status and attempts, and
+/// `dg status`.
+type Outcome = (Vec<(String, String)>, Vec<(String, String, u64)>, Value);
+
+fn outcome(dir: &Path, r: &Run, env: &[(&str, &str)]) -> Outcome {
     let files = [".dg/storage", ".dg/archive"]
         .iter()
         .flat_map(|base| {
