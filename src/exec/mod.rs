@@ -80,6 +80,9 @@ pub struct RunCtx {
     pub first_attempt: u32,
     /// The profile in force (`--profile`), written into step specs.
     pub profile: Option<String>,
+    /// Emptied scratch folders, for the next attempts to take over.
+    spares: Mutex<Vec<PathBuf>>,
+    spare_count: std::sync::atomic::AtomicUsize,
 }
 
 impl RunCtx {
@@ -235,6 +238,8 @@ impl RunCtx {
             concurrent: AtomicBool::new(false),
             first_attempt: 1,
             profile: None,
+            spares: Mutex::new(Vec::new()),
+            spare_count: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -368,21 +373,63 @@ impl RunCtx {
     }
 
     /// The scratch folder of one attempt of step `si`:
-    /// `<state>/runs/<run id>/<step>/<attempt>`. Keyed by what it belongs
+    /// `<state>/runs/<run id>/<step>.<attempt>`. Keyed by what it belongs
     /// to, not by who runs it, so that the same step run by `dg step` on
     /// another machine, or again after its job died, never shares a folder
-    /// with another attempt. The step's folder is removed when the step
-    /// ends, the run's when the run ends.
+    /// with another attempt. See [`RunCtx::take_scratch`].
     pub fn work_dir(&self, si: usize, attempt: u32) -> PathBuf {
-        self.step_dir(si).join(attempt.to_string())
-    }
-
-    /// `<state>/runs/<run id>/<step>`: the attempts' scratch folders.
-    pub fn step_dir(&self, si: usize) -> PathBuf {
         self.state_dir
             .join("runs")
             .join(&self.run_id)
-            .join(slug(&self.step_ids[si]))
+            .join(format!("{}.{attempt}", slug(&self.step_ids[si])))
+    }
+
+    /// Makes `work` (a [`RunCtx::work_dir`]) exist, by renaming a folder an
+    /// earlier attempt of this run left (see [`RunCtx::park_scratch`]) when
+    /// there is one: file systems such as ext4 pay dearly for creating
+    /// inodes right after deleting others, so a run recycles its scratch
+    /// folders and their files (truncated) rather than creating and
+    /// deleting them by the thousand. Returns whether it was recycled.
+    pub fn take_scratch(&self, work: &std::path::Path) -> std::io::Result<bool> {
+        let spare = self.spares.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(spare) = spare {
+            if std::fs::rename(&spare, work).is_ok() {
+                return Ok(true);
+            }
+            let _ = std::fs::remove_dir_all(&spare);
+        }
+        match std::fs::create_dir(work) {
+            Ok(()) => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
+            Err(_) => std::fs::create_dir_all(work).map(|()| false),
+        }
+    }
+
+    /// Keeps an attempt's emptied scratch folder for the next attempt to
+    /// take over (`<state>/runs/<run id>/.spare-N`).
+    pub fn park_scratch(&self, work: &std::path::Path) {
+        let n = self.spare_count.fetch_add(1, Ordering::Relaxed);
+        let spare = work.with_file_name(format!(".spare-{n}"));
+        if std::fs::rename(work, &spare).is_ok() {
+            self.spares
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(spare);
+        } else {
+            let _ = std::fs::remove_dir_all(work);
+        }
+    }
+
+    /// Removes the parked scratch folders.
+    pub fn drop_scratch(&self) {
+        for spare in self
+            .spares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = std::fs::remove_dir_all(spare);
+        }
     }
 
     /// The spec of step `si`, to run it elsewhere from attempt `attempt`.
@@ -1191,7 +1238,6 @@ pub fn run_step(
     let started = Instant::now();
     let mut report = run_step_inner(rc, si, dog, reporter);
     report.duration = started.elapsed();
-    let _ = std::fs::remove_dir_all(rc.step_dir(si));
     if let Some(store) = &rc.store {
         let asset = &rc.defs.assets[rc.plan.steps[si].asset];
         for key in rc.partition_keys(si) {
@@ -1379,6 +1425,7 @@ fn run_step_inner(
                 rc.set_latest(step.asset, &key, &rc.run_id, Some(data_version), created_at);
                 if !asset.checks.is_empty() && !a.metadata.contains_key("dg/no_output") {
                     let out = check::run_checks(rc, si, attempt, dog, &mut log);
+                    let _ = std::fs::remove_dir_all(rc.work_dir(si, attempt));
                     report
                         .records
                         .extend(out.records.iter().cloned().map(Record::Check));

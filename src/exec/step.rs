@@ -103,13 +103,15 @@ pub fn run_attempt(
     let asset = &rc.defs.assets[step.asset];
     let work = rc.work_dir(si, attempt);
     let result = (|| -> Result<Attempt, String> {
-        std::fs::create_dir_all(&work).map_err(|e| {
+        let recycled = rc.take_scratch(&work).map_err(|e| {
             format!(
                 "cannot create the step's work folder {}: {e}",
                 work.display()
             )
         })?;
-        clear_work(&work);
+        if recycled {
+            clear_work(&work);
+        }
         let out = prepare_and_run(rc, si, step, asset, attempt, &work, dog, log, true)?;
         Ok(out)
     })();
@@ -120,7 +122,8 @@ pub fn run_attempt(
     if !a.ok {
         a.no_retry = asks_no_retry(&work.join("messages.jsonl"));
     }
-    let _ = std::fs::remove_dir_all(&work);
+    clear_work(&work);
+    rc.park_scratch(&work);
     a
 }
 
@@ -139,9 +142,9 @@ fn asks_no_retry(path: &Path) -> bool {
         .any(|v| v.get("retry") == Some(&serde_json::Value::Bool(false)))
 }
 
-/// Removes what an earlier process left in an attempt's scratch folder
-/// (the same attempt of the same step, run again after its process died):
-/// its inputs and an output that was not stored.
+/// Removes what an attempt left in its scratch folder: its inputs and an
+/// output that was not stored. `context.json` and `messages.jsonl` are
+/// truncated and rewritten by the next attempt that takes the folder over.
 fn clear_work(work: &Path) {
     let _ = std::fs::remove_dir_all(work.join("inputs"));
     if let Ok(entries) = std::fs::read_dir(work) {
