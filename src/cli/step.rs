@@ -234,9 +234,9 @@ fn run_spec(s: &Session, store: Arc<dyn StateStore>, spec: &StepSpec, attempt: u
         }));
     reporter.event(&rc, &Event::StepFinished(&report));
     let errors = history.finish();
-    // The run's scratch folder, unless other steps still use it.
+    // The run's own folder stays: other steps of the run may be using it
+    // (the run removes it when it ends).
     rc.drop_scratch();
-    let _ = std::fs::remove_dir(rc.state_dir.join("runs").join(&rc.run_id));
     if !errors.is_empty() {
         super::run::report_record_errors(s, &errors);
         return EXIT_FAILED;

@@ -403,6 +403,11 @@ impl RunCtx {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
             Err(_) => std::fs::create_dir_all(work).map(|()| false),
         }
+        .or_else(|e| match e.kind() {
+            // The run's folder was removed meanwhile (a stale-scratch sweep).
+            std::io::ErrorKind::NotFound => std::fs::create_dir_all(work).map(|()| false),
+            _ => Err(e),
+        })
     }
 
     /// Keeps an attempt's emptied scratch folder for the next attempt to
