@@ -398,6 +398,34 @@ def main():
             gen_range(p, backfill=False)
             s, r = run([DG, "materialize", "--all-partitions"], p, repeat=1, env=now, setup=fresh(p))
             rows.append(("the same, one step per partition (1,896 steps)", s, r, ""))
+        if "slurm" in groups:
+            # Needs a cluster (`. .ci/slurm.sh`): 1,000 ready partitions of one
+            # asset go as one job array. Submission is timed by dg itself (its
+            # debug line per `sbatch` call); the whole run gives the
+            # scheduling cost per step, next to the local executor's.
+            p = tmp / "slurm-steps"
+            gen_steps(p)
+            env = dict(os.environ, NO_COLOR="1", DG_SLURM_POLL="250ms")
+            part = os.environ.get("DG_TEST_SLURM_PARTITION", "debug")
+            write(p / "dg.toml", f'[executor]\ntype = "slurm"\npartition = "{part}"\n')
+            for _ in range(2):
+                fresh(p)()
+                t0 = time.perf_counter()
+                out = subprocess.run([DG, "-v", "materialize", "--all-partitions"], cwd=p, env=env,
+                                     capture_output=True, text=True)
+                total = time.perf_counter() - t0
+                if out.returncode != 0:
+                    sys.exit(f"slurm run exited {out.returncode}:\n{out.stderr[-2000:]}")
+                calls = [float(l.rsplit(" in ", 1)[1].split()[0]) / 1000
+                         for l in out.stderr.splitlines() if "sbatch: " in l and " as job array " in l]
+                rows.append((f"slurm: submit 1,000 ready partitions ({len(calls)} sbatch call(s))",
+                             sum(calls), 0, "< 2 s, <= 3 sbatch calls"))
+                rows.append(("slurm: 1,000 trivial steps, whole run: per step", total / 1000, 0,
+                             "cluster's start rate dominates"))
+            fresh(p)()
+            s, r = run([DG, "materialize", "--all-partitions", "--executor", "local", "--jobs", "2"], p,
+                       repeat=1, setup=fresh(p))
+            rows.append(("local: the same 1,000 steps --jobs 2: per step", s / 1000, r, ""))
         if "state" in groups:
             p = tmp / "history"
             n = gen_history(p)

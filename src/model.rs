@@ -249,6 +249,8 @@ pub struct Asset {
     /// `backfill`: a run over several partitions groups consecutive ones
     /// into range steps.
     pub backfill: Option<Backfill>,
+    /// `[assets.KEY.executor]`: Slurm options for this asset's steps.
+    pub executor: Option<SlurmOptions>,
 }
 
 /// How bad a failed check is.
@@ -583,5 +585,63 @@ mod tests {
         assert_eq!(RetryPolicy::NONE.max_for(Some(EX_TEMPFAIL)), 1);
         // A policy of 0 retries still lets exit 75 retry once.
         assert_eq!(RetryPolicy::retries(0).max_for(Some(EX_TEMPFAIL)), 1);
+    }
+}
+
+/// Which executor runs a run's steps (`[executor] type`, `--executor`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// Worker threads of the `dg` process.
+    #[default]
+    Local,
+    /// `sbatch` jobs running `dg step`.
+    Slurm,
+}
+
+impl ExecutorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorKind::Local => "local",
+            ExecutorKind::Slurm => "slurm",
+        }
+    }
+}
+
+/// Options of the Slurm executor (`[executor]` in dg.toml, overridden per
+/// asset by `[assets.KEY.executor]`). Each is passed to `sbatch` only when
+/// set, so the cluster's defaults apply otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlurmOptions {
+    /// `--partition`
+    pub partition: Option<String>,
+    /// `--account`
+    pub account: Option<String>,
+    /// `--qos`
+    pub qos: Option<String>,
+    /// `--time` (Slurm's syntax: `MM`, `HH:MM:SS`, `D-HH:MM`, …)
+    pub time: Option<String>,
+    /// `--mem` (`4G`, `500M`, …)
+    pub mem: Option<String>,
+    /// `--cpus-per-task`
+    pub cpus_per_task: Option<u32>,
+    /// At most this many tasks of one job array run at once (`--array=0-N%M`).
+    pub max_array: Option<u32>,
+    /// More `sbatch` arguments, as given.
+    pub extra_args: Option<Vec<String>>,
+}
+
+impl SlurmOptions {
+    /// These options, with every field that `over` sets taken from it.
+    pub fn merged(&self, over: &SlurmOptions) -> SlurmOptions {
+        SlurmOptions {
+            partition: over.partition.clone().or_else(|| self.partition.clone()),
+            account: over.account.clone().or_else(|| self.account.clone()),
+            qos: over.qos.clone().or_else(|| self.qos.clone()),
+            time: over.time.clone().or_else(|| self.time.clone()),
+            mem: over.mem.clone().or_else(|| self.mem.clone()),
+            cpus_per_task: over.cpus_per_task.or(self.cpus_per_task),
+            max_array: over.max_array.or(self.max_array),
+            extra_args: over.extra_args.clone().or_else(|| self.extra_args.clone()),
+        }
     }
 }

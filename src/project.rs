@@ -8,7 +8,37 @@ use crate::load::{self, Reader};
 use toml::de::DeValue;
 
 /// The tables of `dg.toml` and their fields (also `dg schema config`).
-pub(crate) const CONFIG_TOP: &[&str] = &["project", "state", "run", "pools", "profiles", "hooks"];
+pub(crate) const CONFIG_TOP: &[&str] = &[
+    "project", "state", "run", "pools", "profiles", "hooks", "executor",
+];
+
+/// Fields of `[executor]` in dg.toml.
+pub(crate) const EXECUTOR_FIELDS: &[&str] = &[
+    "type",
+    "partition",
+    "account",
+    "qos",
+    "time",
+    "mem",
+    "cpus_per_task",
+    "max_array",
+    "extra_args",
+];
+
+/// Fields of `[assets.KEY.executor]`: the Slurm options, without `type`.
+pub(crate) const ASSET_EXECUTOR_FIELDS: &[&str] = &[
+    "partition",
+    "account",
+    "qos",
+    "time",
+    "mem",
+    "cpus_per_task",
+    "max_array",
+    "extra_args",
+];
+
+/// The executor types `[executor] type` accepts.
+pub(crate) const EXECUTOR_TYPES: &[&str] = &["local", "slurm"];
 pub(crate) const PROFILE_FIELDS: &[&str] = &["resources", "env"];
 pub(crate) const PROJECT_FIELDS: &[&str] = &["defs", "state"];
 pub(crate) const STATE_FIELDS: &[&str] = &["url"];
@@ -27,6 +57,10 @@ pub struct Project {
     pub state_url: Option<Template>,
     /// `[run] jobs`.
     pub jobs: Option<usize>,
+    /// `[executor] type`.
+    pub executor: crate::model::ExecutorKind,
+    /// `[executor]`: the Slurm options of every step.
+    pub slurm: crate::model::SlurmOptions,
     /// `[pools]`: at most N steps of a pool at once, across every run that
     /// shares the state store.
     pub pools: std::collections::BTreeMap<String, u32>,
@@ -161,6 +195,8 @@ impl Project {
             config_file: None,
             state_url: None,
             jobs: None,
+            executor: Default::default(),
+            slurm: Default::default(),
             pools: Default::default(),
             config_id: None,
             profiles: Vec::new(),
@@ -274,6 +310,29 @@ impl Project {
                 self.jobs = Some(n as usize);
             }
         }
+        if let Some(v) = top.get("executor")
+            && let Some(r) = Reader::of_value(id, v, "`[executor]`", EXECUTOR_FIELDS, diags)
+        {
+            if let Some(t) = r.str("type", diags) {
+                match t.value.as_str() {
+                    "local" => self.executor = crate::model::ExecutorKind::Local,
+                    "slurm" => self.executor = crate::model::ExecutorKind::Slurm,
+                    other => diags.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!("unknown executor type `{other}` in `[executor]`"),
+                        )
+                        .at(&t.span, "unknown executor type")
+                        .help(crate::diag::suggest(
+                            other,
+                            EXECUTOR_TYPES,
+                            "executor types",
+                        )),
+                    ),
+                }
+            }
+            self.slurm = read_slurm_options(&r, diags);
+        }
         if let Some((t, _)) = top.table("pools", diags) {
             for (k, v) in t.iter() {
                 let name: &str = k.get_ref();
@@ -306,6 +365,107 @@ impl Project {
             }
         }
     }
+}
+
+/// The Slurm options of an `[executor]` table (dg.toml's, or an asset's),
+/// each checked where it is written.
+pub(crate) fn read_slurm_options(
+    r: &Reader<'_, '_>,
+    diags: &mut Diagnostics,
+) -> crate::model::SlurmOptions {
+    let mut o = crate::model::SlurmOptions::default();
+    let text = |key: &str, diags: &mut Diagnostics| {
+        let s = r.str(key, diags)?;
+        if s.value.trim().is_empty() {
+            diags.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("`{key}` in {} is empty", r.what()),
+                )
+                .at(&s.span, "empty")
+                .help(format!("leave `{key}` out to use the cluster's default")),
+            );
+            return None;
+        }
+        Some(s)
+    };
+    o.partition = text("partition", diags).map(|s| s.value);
+    o.account = text("account", diags).map(|s| s.value);
+    o.qos = text("qos", diags).map(|s| s.value);
+    if let Some(t) = text("time", diags) {
+        if slurm_time_ok(&t.value) {
+            o.time = Some(t.value);
+        } else {
+            diags.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("`time = \"{}\"` in {} is not a Slurm time limit", t.value, r.what()),
+                )
+                .at(&t.span, "not a time limit")
+                .help("write minutes (`90`), `HH:MM:SS` (`01:30:00`), `D-HH:MM` (`1-12:00`) or `UNLIMITED`, as `sbatch --time` takes them"),
+            );
+        }
+    }
+    if let Some(m) = text("mem", diags) {
+        let v = m.value.trim();
+        let digits = v.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+        if !digits.is_empty()
+            && digits.len() + 1 >= v.len()
+            && digits.chars().all(|c| c.is_ascii_digit())
+        {
+            o.mem = Some(v.to_string());
+        } else {
+            diags.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("`mem = \"{}\"` in {} is not an amount of memory", m.value, r.what()),
+                )
+                .at(&m.span, "not an amount of memory")
+                .help("write a number with an optional unit K, M, G or T, as `sbatch --mem` takes it: `500M`, `4G`"),
+            );
+        }
+    }
+    for (key, slot, max) in [
+        ("cpus_per_task", &mut o.cpus_per_task, 100_000),
+        ("max_array", &mut o.max_array, 1_000_000),
+    ] {
+        if let Some((n, span)) = r.int(key, diags) {
+            if (1..=max).contains(&n) {
+                *slot = Some(n as u32);
+            } else {
+                diags.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!("`{key}` in {} must be between 1 and {max}", r.what()),
+                    )
+                    .at(&span, "out of range"),
+                );
+            }
+        }
+    }
+    if let Some(args) = r.str_array("extra_args", diags) {
+        o.extra_args = Some(args.into_iter().map(|a| a.value).collect());
+    }
+    o
+}
+
+/// Whether `t` is a time limit `sbatch --time` accepts: `M`, `M:S`,
+/// `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`, `UNLIMITED` or `INFINITE`.
+fn slurm_time_ok(t: &str) -> bool {
+    let t = t.trim();
+    if t.eq_ignore_ascii_case("unlimited") || t.eq_ignore_ascii_case("infinite") {
+        return true;
+    }
+    let num = |s: &str| !s.is_empty() && s.len() <= 6 && s.chars().all(|c| c.is_ascii_digit());
+    let (days, rest) = match t.split_once('-') {
+        Some((d, r)) => (Some(d), r),
+        None => (None, t),
+    };
+    if days.is_some_and(|d| !num(d)) {
+        return false;
+    }
+    let parts: Vec<&str> = rest.split(':').collect();
+    parts.iter().all(|p| num(p)) && (1..=3).contains(&parts.len())
 }
 
 /// A path shown relative to `cwd` when it is below it.

@@ -647,6 +647,7 @@ pub(crate) const ASSET_FIELDS: &[&str] = &[
     "checks",
     "freshness",
     "backfill",
+    "executor",
 ];
 pub(crate) const INPUT_FIELDS: &[&str] = &[
     "asset",
@@ -2173,6 +2174,16 @@ impl<'a> Validator<'a> {
             None => 0,
         };
         let retry = retry_policy(&r, retries, &what, d);
+        let executor = r.get("executor").and_then(|v| {
+            let x = Reader::of_value(
+                e.file,
+                v,
+                format!("`executor` of {what}"),
+                crate::project::ASSET_EXECUTOR_FIELDS,
+                d,
+            )?;
+            Some(crate::project::read_slurm_options(&x, d))
+        });
         let pool = r.str("pool", d).map(|p| {
             if let Some(known) = self.pools
                 && !known.contains_key(&p.value)
@@ -2534,6 +2545,7 @@ impl<'a> Validator<'a> {
             inputs,
             checks: asset_checks,
             freshness,
+            executor,
         })
     }
 
@@ -3112,6 +3124,8 @@ mod tests {
             state_dir: dir.path().join(".dg"),
             state_url: None,
             jobs: None,
+            executor: Default::default(),
+            slurm: Default::default(),
             pools: Default::default(),
             config_id: None,
             profiles: Vec::new(),

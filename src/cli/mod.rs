@@ -17,6 +17,7 @@ mod report;
 mod run;
 mod scaffold;
 mod schema;
+mod step;
 mod tick;
 
 use std::io::IsTerminal;
@@ -116,6 +117,26 @@ pub enum Command {
         target: plan::TargetArgs,
         #[command(flatten)]
         run: run::RunArgs,
+    },
+    /// Run one planned step of a run here and record it in the run's state store
+    ///
+    /// What an executor's job runs: `dg step RUN_ID STEP_ID` reads the step's
+    /// spec, which `dg materialize` recorded when the run started, from the
+    /// state store; `dg step --spec FILE` (`-`: stdin) takes it as JSON.
+    /// Exit 0 the step succeeded, 1 it failed or was skipped, 2 nothing ran.
+    Step {
+        /// The run id (see `dg runs`)
+        #[arg(required_unless_present = "spec", conflicts_with = "spec")]
+        run_id: Option<String>,
+        /// The step id, such as `daily[2024-01-01]`
+        #[arg(required_unless_present = "spec", conflicts_with = "spec")]
+        step_id: Option<String>,
+        /// Read the step spec (JSON) from FILE, or from stdin with `-`
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
+        /// The first attempt number (default: the spec's, 1)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        attempt: Option<u32>,
     },
     /// Run the jobs whose cron ticked since their last recorded tick
     Tick {
@@ -317,6 +338,11 @@ pub struct Loaded {
 impl Session {
     /// Finds the project and validates its definitions.
     pub fn load(&self) -> Loaded {
+        self.load_profile(self.global.profile.as_deref())
+    }
+
+    /// [`Session::load`] with profile `profile` in force.
+    pub fn load_profile(&self, profile: Option<&str>) -> Loaded {
         let mut sources = Sources::default();
         let mut diags = Diagnostics::default();
         let mut project = Project::discover(
@@ -325,7 +351,7 @@ impl Session {
             &mut sources,
             &mut diags,
         );
-        if let (Some(p), Some(name)) = (&mut project, self.global.profile.as_deref())
+        if let (Some(p), Some(name)) = (&mut project, profile)
             && !name.is_empty()
         {
             p.select_profile(name, &mut diags);
@@ -498,6 +524,17 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
         Command::Materialize { job, target, run } => {
             run::materialize(&session, &target, &run, job.as_deref())
         }
+        Command::Step {
+            run_id,
+            step_id,
+            spec,
+            attempt,
+        } => step::step(
+            &session,
+            run_id.as_deref().zip(step_id.as_deref()),
+            spec.as_deref(),
+            attempt,
+        ),
         Command::Tick { dry_run, json } => tick::tick(&session, dry_run, json),
         Command::List {
             what: ListWhat::Jobs { json },

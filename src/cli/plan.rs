@@ -135,7 +135,7 @@ pub fn key_ctx(s: &Session, defs: &Defs, project: &crate::project::Project) -> R
 }
 
 /// [`key_ctx`] as of `now` (Unix seconds).
-fn key_ctx_at(
+pub(super) fn key_ctx_at(
     s: &Session,
     defs: &Defs,
     project: &crate::project::Project,

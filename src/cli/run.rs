@@ -15,7 +15,7 @@ use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
 use crate::exec::{self, Event, Reporter, RunCtx, RunOptions, StepStatus};
 use crate::model::{Job, JobTargeting};
 use crate::state::incremental::Mode;
-use crate::state::{Record, Recorder, RunRecord, RunStatus, StateStore};
+use crate::state::{RunRecord, RunStatus, StateStore};
 
 /// The partition flags as given, for the run record.
 fn partition_args(t: &TargetArgs) -> String {
@@ -29,41 +29,6 @@ fn partition_args(t: &TargetArgs) -> String {
         format!("--partition-range {r}")
     } else {
         String::new()
-    }
-}
-
-/// Sends events to the display and finished steps to the history.
-struct Both<'a, 'b> {
-    display: &'a Display<'b>,
-    recorder: &'a Recorder,
-}
-
-impl Reporter for Both<'_, '_> {
-    fn event(&self, rc: &RunCtx, e: &Event<'_>) {
-        if let Event::StepFinished(r) = e {
-            if r.records.is_empty() && r.status == StepStatus::Skipped {
-                let st = &rc.plan.steps[r.step];
-                let key = rc.partition_key(r.step);
-                self.recorder
-                    .send(vec![Record::Attempt(crate::state::AttemptRecord {
-                        run_id: rc.run_id.clone(),
-                        step_id: rc.step_id(r.step),
-                        asset: rc.defs.assets[st.asset].key.clone(),
-                        partition: (!key.is_empty()).then_some(key),
-                        attempt: 0,
-                        status: "skipped".into(),
-                        started_at: exec::timestamp(),
-                        duration_ms: 0,
-                        exit_code: None,
-                        error: r.error.clone(),
-                        log_path: None,
-                    })]);
-            }
-            if !r.records.is_empty() {
-                self.recorder.send(r.records.clone());
-            }
-        }
-        self.display.event(rc, e);
     }
 }
 
@@ -102,6 +67,17 @@ pub struct RunArgs {
     /// Write a JUnit XML report to FILE: one test case per step and per check
     #[arg(long, value_name = "FILE")]
     pub junit: Option<std::path::PathBuf>,
+    /// Where steps run: `local` (this machine) or `slurm` (`sbatch` jobs running
+    /// `dg step`) [default: `[executor] type` in dg.toml, else local]
+    #[arg(long, value_enum, value_name = "EXECUTOR")]
+    pub executor: Option<ExecutorArg>,
+}
+
+/// `--executor`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorArg {
+    Local,
+    Slurm,
 }
 
 /// Parses `--config [ASSET.]FIELD=VALUE`. The asset is what comes before
@@ -305,7 +281,7 @@ pub fn run_resolved(
     let cancel = Arc::new(AtomicBool::new(false));
     watch_signals(cancel.clone(), s.out.quiet);
     let run_id = new_run_id();
-    let rc = match RunCtx::new(
+    let mut rc = match RunCtx::new(
         run_id.clone(),
         now,
         project.root.clone(),
@@ -325,6 +301,7 @@ pub fn run_resolved(
             return (EXIT_USAGE, None);
         }
     };
+    rc.profile = project.selected_profile.clone();
     match exec::missing_inputs(&rc) {
         Ok(mut missing) if !missing.is_empty() => {
             // Keys come in the order the steps found them: show them in partition order.
@@ -402,6 +379,26 @@ pub fn run_resolved(
             return (EXIT_USAGE, None);
         }
     }
+    let executor = match args.executor {
+        Some(ExecutorArg::Local) => crate::model::ExecutorKind::Local,
+        Some(ExecutorArg::Slurm) => crate::model::ExecutorKind::Slurm,
+        None => project.executor,
+    };
+    if executor == crate::model::ExecutorKind::Slurm {
+        let pre = exec::slurm::preflight(&rc, &project);
+        for w in &pre.warnings {
+            s.out.warn(w);
+        }
+        if !pre.errors.is_empty() {
+            for e in &pre.errors {
+                s.out.error(e);
+            }
+            s.out.err(
+                "help: nothing was submitted; `--executor local` runs the plan on this machine",
+            );
+            return (EXIT_USAGE, None);
+        }
+    }
     let jobs = args
         .jobs
         .map(|j| j as usize)
@@ -460,24 +457,42 @@ pub fn run_resolved(
         s.out.error(&format!("cannot record the run: {e:#}"));
         return (EXIT_USAGE, None);
     }
-    let recorder = Recorder::start(store.clone());
-    let reporter = Both {
-        display: &display,
-        recorder: &recorder,
+    // Every step as a spec, so `dg step RUN_ID STEP_ID` can run it anywhere.
+    let specs: Vec<(String, String)> = (0..rc.plan.steps.len())
+        .map(|si| (rc.step_id(si), rc.spec(si, 1).to_json()))
+        .collect();
+    if let Err(e) = store.save_step_specs(&run_id, &specs) {
+        s.out
+            .error(&format!("cannot record the run's steps: {e:#}"));
+        let _ = store.end_run(&run_id, RunStatus::Failure, &exec::timestamp(), 0);
+        return (EXIT_USAGE, None);
+    }
+    drop(specs);
+    let history = exec::history::History::start(store.clone());
+    let reporter = exec::history::Fanout(vec![&history, &display]);
+    let opts = RunOptions {
+        jobs,
+        fail_fast: args.fail_fast,
+        pools: project.pools.clone(),
     };
-    let summary = exec::execute(
-        &rc,
-        &RunOptions {
-            jobs,
-            fail_fast: args.fail_fast,
-            pools: project.pools.clone(),
-        },
-        &reporter,
-    );
+    let summary = match executor {
+        crate::model::ExecutorKind::Local => exec::execute(&rc, &opts, &reporter),
+        crate::model::ExecutorKind::Slurm => {
+            match exec::slurm::Slurm::new(&reporter, project.slurm.clone()) {
+                Ok(mut ex) => exec::schedule(&rc, &opts, &reporter, &mut ex),
+                Err(e) => {
+                    s.out.error(&e);
+                    let _ = history.finish();
+                    let _ = store.end_run(&run_id, RunStatus::Failure, &exec::timestamp(), 0);
+                    return (EXIT_USAGE, None);
+                }
+            }
+        }
+    };
     display.finish();
     // A run whose history could not be written is not a success: what it
     // materialized is not known to `status`, `--missing` or `--stale`.
-    let record_errors = recorder.finish();
+    let record_errors = history.finish();
     let history_lost = !record_errors.is_empty();
     if history_lost {
         report_record_errors(s, &record_errors);
@@ -510,24 +525,7 @@ pub fn run_resolved(
     // Tails of the failed steps' logs.
     for f in failed.iter().take(10) {
         if let Some(log) = &f.log {
-            let tail = log_tail(log, TAIL_LINES, TAIL_LINE_BYTES, TAIL_BYTES);
-            s.out.err(&format!(
-                "--- {} failed: {} (last {} lines of {})",
-                rc.step_id(f.step),
-                f.error.as_deref().unwrap_or("failed"),
-                tail.lines.len(),
-                log.display()
-            ));
-            for l in &tail.lines {
-                s.out.err(&format!("  | {l}"));
-            }
-            if tail.cut {
-                s.out.err(&format!(
-                    "  (cut: at most {} KiB per line and {} KiB in all are shown; the whole log is in the file)",
-                    TAIL_LINE_BYTES / 1024,
-                    TAIL_BYTES / 1024
-                ));
-            }
+            show_log_tail(s, &rc.step_id(f.step), f.error.as_deref(), log);
         }
     }
     let count = |st: StepStatus| summary.reports.iter().filter(|r| r.status == st).count();
@@ -903,8 +901,34 @@ pub(super) fn log_tail(
     Tail { lines, cut }
 }
 
+/// The tail of a failed step's log, on stderr.
+pub(super) fn show_log_tail(
+    s: &Session,
+    step_id: &str,
+    error: Option<&str>,
+    log: &std::path::Path,
+) {
+    let tail = log_tail(log, TAIL_LINES, TAIL_LINE_BYTES, TAIL_BYTES);
+    s.out.err(&format!(
+        "--- {step_id} failed: {} (last {} lines of {})",
+        error.unwrap_or("failed"),
+        tail.lines.len(),
+        log.display()
+    ));
+    for l in &tail.lines {
+        s.out.err(&format!("  | {l}"));
+    }
+    if tail.cut {
+        s.out.err(&format!(
+            "  (cut: at most {} KiB per line and {} KiB in all are shown; the whole log is in the file)",
+            TAIL_LINE_BYTES / 1024,
+            TAIL_BYTES / 1024
+        ));
+    }
+}
+
 /// Write errors of the history, once each with how often they happened.
-fn report_record_errors(s: &Session, errors: &[String]) {
+pub(super) fn report_record_errors(s: &Session, errors: &[String]) {
     let mut seen: Vec<(&str, usize)> = Vec::new();
     for e in errors {
         match seen.iter_mut().find(|(x, _)| *x == e.as_str()) {
@@ -935,7 +959,7 @@ fn report_record_errors(s: &Session, errors: &[String]) {
 /// The handlers only count deliveries; a thread acts on the counts. (A
 /// signal iterator merges two signals that arrive before it wakes, which
 /// lost the second Ctrl-C.)
-fn watch_signals(cancel: Arc<AtomicBool>, quiet: bool) {
+pub(super) fn watch_signals(cancel: Arc<AtomicBool>, quiet: bool) {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use std::sync::atomic::{AtomicUsize, Ordering};
     static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);

@@ -403,6 +403,7 @@ fn run_job_at(
         // `dg tick --json` keeps stdout for its own document.
         format: Some(super::ci::Format::Human),
         junit: None,
+        executor: None,
     };
     let (t, args) = job_args(j, &none, &no_flags);
     let at: DateTime<FixedOffset> = match Utc.timestamp_opt(tick, 0).single() {

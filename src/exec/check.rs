@@ -41,7 +41,7 @@ pub fn table_name(asset: &Asset) -> &str {
 }
 
 /// Runs every check of step `si`'s asset on the partition it just stored.
-pub fn run_checks(rc: &RunCtx, si: usize, dog: &Watchdog, log: &mut File) -> Outcome {
+pub fn run_checks(rc: &RunCtx, si: usize, attempt: u32, dog: &Watchdog, log: &mut File) -> Outcome {
     let step = &rc.plan.steps[si];
     let asset = &rc.defs.assets[step.asset];
     let partition = match (&asset.partitions, step.partition) {
@@ -54,7 +54,7 @@ pub fn run_checks(rc: &RunCtx, si: usize, dog: &Watchdog, log: &mut File) -> Out
         asset,
         partition,
         loaded: None,
-        work: rc.work_dir().join("check"),
+        work: rc.work_dir(si, attempt).join("check"),
     };
     let mut out = Outcome::default();
     for check in &asset.checks {

@@ -1,15 +1,25 @@
-//! Stage 5: execution — the scheduler and the step runner.
+//! Stage 5: execution — the scheduler, the executors and the step runner.
 //!
 //! The scheduler only decides *when* steps run: a step becomes ready once
 //! every step in its `after` list has succeeded; a failure marks its
-//! dependents skipped while independent steps carry on. Running a step is
-//! [`step::run_attempt`], a function of (plan step, run context). Progress
-//! is reported as [`Event`]s to a [`Reporter`], so the terminal display, the
-//! JSON summary and (later) the history writer are separate subscribers.
+//! dependents skipped while independent steps carry on. *Where* a ready
+//! step runs is an [`executor::Executor`]'s business: the local one runs it
+//! on a worker thread of this process, the Slurm one as a `dg step` job on
+//! a cluster. Running a step is [`run_step`]: lease, attempts
+//! ([`step::run_attempt`], a function of (plan step, run context)), checks,
+//! and the records of its outcome. A step can also be written down as a
+//! [`spec::StepSpec`] and run from it in another process (`dg step`).
+//! Progress is reported as [`Event`]s to [`Reporter`]s: the terminal
+//! display, the JSON summary and the history writer ([`history::History`])
+//! are separate subscribers.
 
 pub mod check;
+pub mod executor;
+pub mod history;
 pub mod hooks;
 pub mod process;
+pub mod slurm;
+pub mod spec;
 pub mod sql;
 pub mod step;
 
@@ -65,6 +75,14 @@ pub struct RunCtx {
     /// Another run was seen working on this run's partitions: the upstream
     /// versions are read from the store again before each step.
     concurrent: AtomicBool,
+    /// The first attempt number of every step (1; more when `dg step` runs
+    /// a step again after its job died).
+    pub first_attempt: u32,
+    /// The profile in force (`--profile`), written into step specs.
+    pub profile: Option<String>,
+    /// Emptied scratch folders, for the next attempts to take over.
+    spares: Mutex<Vec<PathBuf>>,
+    spare_count: std::sync::atomic::AtomicUsize,
 }
 
 impl RunCtx {
@@ -218,6 +236,10 @@ impl RunCtx {
             versions: Mutex::new(HashMap::new()),
             stamps: Mutex::new(HashMap::new()),
             concurrent: AtomicBool::new(false),
+            first_attempt: 1,
+            profile: None,
+            spares: Mutex::new(Vec::new()),
+            spare_count: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -350,16 +372,86 @@ impl RunCtx {
             .join(format!("{}.log", crate::exec::slug(&self.step_ids[step])))
     }
 
-    /// The scratch folder of the calling worker thread. A worker runs one
-    /// attempt at a time and reuses its folder, so steps do not create and
-    /// delete folders and files by the thousand (which file systems pay
-    /// for); the run's scratch tree is removed when the run ends.
-    pub fn work_dir(&self) -> PathBuf {
-        let name = std::thread::current()
-            .name()
-            .map(slug)
-            .unwrap_or_else(|| "main".into());
-        self.state_dir.join("runs").join(&self.run_id).join(name)
+    /// The scratch folder of one attempt of step `si`:
+    /// `<state>/runs/<run id>/<step>.<attempt>`. Keyed by what it belongs
+    /// to, not by who runs it, so that the same step run by `dg step` on
+    /// another machine, or again after its job died, never shares a folder
+    /// with another attempt. See [`RunCtx::take_scratch`].
+    pub fn work_dir(&self, si: usize, attempt: u32) -> PathBuf {
+        self.state_dir
+            .join("runs")
+            .join(&self.run_id)
+            .join(format!("{}.{attempt}", slug(&self.step_ids[si])))
+    }
+
+    /// Makes `work` (a [`RunCtx::work_dir`]) exist, by renaming a folder an
+    /// earlier attempt of this run left (see [`RunCtx::park_scratch`]) when
+    /// there is one: file systems such as ext4 pay dearly for creating
+    /// inodes right after deleting others, so a run recycles its scratch
+    /// folders and their files (truncated) rather than creating and
+    /// deleting them by the thousand. Returns whether it was recycled.
+    pub fn take_scratch(&self, work: &std::path::Path) -> std::io::Result<bool> {
+        let spare = self.spares.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(spare) = spare {
+            if std::fs::rename(&spare, work).is_ok() {
+                return Ok(true);
+            }
+            let _ = std::fs::remove_dir_all(&spare);
+        }
+        match std::fs::create_dir(work) {
+            Ok(()) => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
+            Err(_) => std::fs::create_dir_all(work).map(|()| false),
+        }
+        .or_else(|e| match e.kind() {
+            // The run's folder was removed meanwhile (a stale-scratch sweep).
+            std::io::ErrorKind::NotFound => std::fs::create_dir_all(work).map(|()| false),
+            _ => Err(e),
+        })
+    }
+
+    /// Keeps an attempt's emptied scratch folder for the next attempt to
+    /// take over (`<state>/runs/<run id>/.spare-N`).
+    pub fn park_scratch(&self, work: &std::path::Path) {
+        let n = self.spare_count.fetch_add(1, Ordering::Relaxed);
+        let spare = work.with_file_name(format!(".spare-{n}"));
+        if std::fs::rename(work, &spare).is_ok() {
+            self.spares
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(spare);
+        } else {
+            let _ = std::fs::remove_dir_all(work);
+        }
+    }
+
+    /// Removes the parked scratch folders.
+    pub fn drop_scratch(&self) {
+        for spare in self
+            .spares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = std::fs::remove_dir_all(spare);
+        }
+    }
+
+    /// The spec of step `si`, to run it elsewhere from attempt `attempt`.
+    pub fn spec(&self, si: usize, attempt: u32) -> spec::StepSpec {
+        spec::StepSpec::of(
+            &self.defs,
+            &self.cx,
+            &self.plan.steps[si],
+            &self.step_ids[si],
+            &spec::RunInfo {
+                run_id: &self.run_id,
+                now: &self.now.to_rfc3339(),
+                started_at: &self.started_at,
+                profile: self.profile.as_deref(),
+            },
+            attempt,
+        )
     }
 }
 
@@ -660,9 +752,25 @@ pub fn missing_inputs(rc: &RunCtx) -> Result<Vec<(String, Vec<String>)>, String>
     Ok(missing)
 }
 
-/// Runs the plan. Returns when every step has finished, been skipped, or
-/// (after cancellation) been stopped.
+/// Runs the plan on this machine ([`executor::Local`], `opts.jobs` steps
+/// at once). Returns when every step has finished, been skipped, or (after
+/// cancellation) been stopped.
 pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSummary {
+    std::thread::scope(|scope| {
+        let n = rc.plan.steps.len();
+        let mut local = executor::Local::start(scope, rc, opts.jobs.max(1).min(n.max(1)), reporter);
+        schedule(rc, opts, reporter, &mut local)
+    })
+}
+
+/// Runs the plan through an executor: hands it the ready steps, at most
+/// [`executor::Executor::capacity`] at once, and takes their reports back.
+pub fn schedule(
+    rc: &RunCtx,
+    opts: &RunOptions,
+    reporter: &dyn Reporter,
+    ex: &mut dyn executor::Executor,
+) -> RunSummary {
     let started = Instant::now();
     let n = rc.plan.steps.len();
     reporter.event(rc, &Event::Started { total: n });
@@ -687,35 +795,19 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
     // Steps that ended before a worker took them (a pool error).
     let mut local: Vec<StepReport> = Vec::new();
 
-    let finished = Arc::new(AtomicBool::new(false));
-    let dog = process::Watchdog::start(rc.cancel.clone(), finished.clone());
-    let jobs = opts.jobs.max(1);
-    let (job_tx, job_rx) = mpsc::channel::<usize>();
-    let job_rx = Arc::new(std::sync::Mutex::new(job_rx));
-    let (res_tx, res_rx) = mpsc::channel::<StepReport>();
-
-    std::thread::scope(|scope| {
-        for w in 0..jobs.min(n.max(1)) {
-            let job_rx = job_rx.clone();
-            let res_tx = res_tx.clone();
-            let dog = dog.clone();
-            std::thread::Builder::new()
-                .name(format!("dg-worker-{w}"))
-                .spawn_scoped(scope, move || {
-                    loop {
-                        let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(si) = next else { break };
-                        let report = run_step(rc, si, &dog, reporter);
-                        if res_tx.send(report).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .expect("spawn worker thread");
-        }
-        drop(res_tx);
-
+    let jobs = ex.capacity().max(1);
+    // This run's leases stay valid while it lives.
+    let _heartbeat = rc
+        .store
+        .as_ref()
+        .map(|store| Heartbeat::start(store.clone(), rc.lease.clone()));
+    let mut cancelled = false;
+    {
         while done < n {
+            if rc.cancelled() && !cancelled {
+                cancelled = true;
+                ex.cancel(rc);
+            }
             if rc.cancelled() || stop {
                 // Nothing new starts; what is queued is skipped below.
                 while let Some(s) = ready.pop_front() {
@@ -767,9 +859,12 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
                         continue;
                     }
                 }
-                if job_tx.send(s).is_err() {
+                if let Err(e) = ex.submit(rc, s) {
                     slots.finish(held[s].take());
-                    break;
+                    let mut r = skipped(s, &e);
+                    r.status = StepStatus::Failed;
+                    local.push(r);
+                    continue;
                 }
                 running += 1;
             }
@@ -789,16 +884,20 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
                 continue;
             } else if !ready.is_empty() && !waiting.is_empty() {
                 // Some step waits for a pool: look again now and then.
-                match res_rx.recv_timeout(POOL_POLL) {
-                    Ok(r) => {
+                match ex.wait(rc, Some(POOL_POLL)) {
+                    Wait::Done(r) => {
                         running -= 1;
                         r
                     }
-                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    Wait::Timeout => continue,
+                    Wait::Gone => break,
                 }
             } else {
-                let Ok(r) = res_rx.recv() else { break };
+                let r = match ex.wait(rc, None) {
+                    Wait::Done(r) => r,
+                    Wait::Timeout => continue,
+                    Wait::Gone => break,
+                };
                 running -= 1;
                 r
             };
@@ -854,9 +953,8 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
                 }
             }
         }
-        drop(job_tx);
-        finished.store(true, Ordering::Relaxed);
-    });
+    }
+    ex.finish(rc);
     // Slots left by a break above are given back with the run.
     if let Some(store) = &rc.store
         && rc
@@ -890,6 +988,45 @@ pub fn execute(rc: &RunCtx, opts: &RunOptions, reporter: &dyn Reporter) -> RunSu
         reports,
         interrupted: rc.cancelled(),
         elapsed: started.elapsed(),
+    }
+}
+
+pub use executor::Wait;
+
+/// Extends the leases of one holder every third of their lifetime, on its
+/// own thread, until dropped.
+pub struct Heartbeat {
+    stop: Option<mpsc::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    pub fn start(store: Arc<dyn StateStore>, me: Lease) -> Heartbeat {
+        let (stop, rx) = mpsc::channel::<()>();
+        let every = Duration::from_millis((crate::state::lease_ttl_ms() / 3).max(30) as u64);
+        let handle = std::thread::Builder::new()
+            .name("dg-heartbeat".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    if let Err(e) = store.heartbeat(&me) {
+                        tracing::warn!("extending this run's leases: {e:#}");
+                    }
+                }
+            })
+            .ok();
+        Heartbeat {
+            stop: Some(stop),
+            handle,
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -1093,8 +1230,11 @@ fn reads_no_output(rc: &RunCtx, si: usize) -> Option<String> {
     None
 }
 
-/// Runs a step with its retries, and prepares what to record.
-fn run_step(
+/// Runs a step with its retries, and prepares what to record: the lease on
+/// its partitions, its attempts, its checks, and the records of its
+/// outcome (written by the history writer, which releases the lease with
+/// them). What every executor runs, in this process or in `dg step`.
+pub fn run_step(
     rc: &RunCtx,
     si: usize,
     dog: &process::Watchdog,
@@ -1193,7 +1333,7 @@ fn run_step_inner(
         _ => partition.clone(),
     };
     let policy = asset.retry;
-    let mut attempt = 1;
+    let mut attempt = rc.first_attempt.max(1);
     loop {
         reporter.event(rc, &Event::StepStarted { step: si, attempt });
         let t0 = Instant::now();
@@ -1289,7 +1429,8 @@ fn run_step_inner(
                     }));
                 rc.set_latest(step.asset, &key, &rc.run_id, Some(data_version), created_at);
                 if !asset.checks.is_empty() && !a.metadata.contains_key("dg/no_output") {
-                    let out = check::run_checks(rc, si, dog, &mut log);
+                    let out = check::run_checks(rc, si, attempt, dog, &mut log);
+                    let _ = std::fs::remove_dir_all(rc.work_dir(si, attempt));
                     report
                         .records
                         .extend(out.records.iter().cloned().map(Record::Check));

@@ -3,8 +3,8 @@
 //! It loads the step's inputs through their managers into files in the
 //! step's format, runs the compute as a child process with the environment
 //! of the step contract (docs/step-environment.md), and hands the output file to the asset's manager, which
-//! stores it atomically. Nothing here depends on the scheduler, so a remote
-//! executor can call [`run_attempt`] for a single step.
+//! stores it atomically. Nothing here depends on the scheduler: `dg step`
+//! runs the same code for a single step (see `exec::spec`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -101,15 +101,17 @@ pub fn run_attempt(
 ) -> Attempt {
     let step = &rc.plan.steps[si];
     let asset = &rc.defs.assets[step.asset];
-    let work = rc.work_dir();
+    let work = rc.work_dir(si, attempt);
     let result = (|| -> Result<Attempt, String> {
-        std::fs::create_dir_all(&work).map_err(|e| {
+        let recycled = rc.take_scratch(&work).map_err(|e| {
             format!(
                 "cannot create the step's work folder {}: {e}",
                 work.display()
             )
         })?;
-        clear_work(&work);
+        if recycled {
+            clear_work(&work);
+        }
         let out = prepare_and_run(rc, si, step, asset, attempt, &work, dog, log, true)?;
         Ok(out)
     })();
@@ -121,6 +123,7 @@ pub fn run_attempt(
         a.no_retry = asks_no_retry(&work.join("messages.jsonl"));
     }
     clear_work(&work);
+    rc.park_scratch(&work);
     a
 }
 
@@ -139,9 +142,9 @@ fn asks_no_retry(path: &Path) -> bool {
         .any(|v| v.get("retry") == Some(&serde_json::Value::Bool(false)))
 }
 
-/// Removes what an attempt left in a worker's scratch folder: its inputs
-/// and an output that was not stored. `context.json` and `messages.jsonl`
-/// are truncated and rewritten by the next attempt.
+/// Removes what an attempt left in its scratch folder: its inputs and an
+/// output that was not stored. `context.json` and `messages.jsonl` are
+/// truncated and rewritten by the next attempt that takes the folder over.
 fn clear_work(work: &Path) {
     let _ = std::fs::remove_dir_all(work.join("inputs"));
     if let Ok(entries) = std::fs::read_dir(work) {

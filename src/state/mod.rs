@@ -160,6 +160,9 @@ pub enum Record {
     },
     /// The result of an asset check.
     Check(CheckRecord),
+    /// How a step run by `dg step` ended, so that the executor that
+    /// submitted it learns its outcome from the store.
+    StepResult(StepResult),
     /// The run gives up its lease on a partition. Written in the same
     /// transaction as the step's outcome, so a waiting run never sees the
     /// lease free before the outcome is recorded.
@@ -168,6 +171,27 @@ pub enum Record {
         partition: String,
         run_id: String,
     },
+}
+
+/// How a step run by `dg step` ended (one row per run and step; a later
+/// attempt replaces it).
+#[derive(Clone, Debug, Serialize)]
+pub struct StepResult {
+    pub run_id: String,
+    pub step_id: String,
+    /// The first attempt this `dg step` ran.
+    pub attempt: u32,
+    /// `success`, `failed` or `skipped`.
+    pub status: String,
+    /// The number of the last attempt it ran.
+    pub attempts: u32,
+    pub error: Option<String>,
+    /// A blocking error-check that failed.
+    pub blocked_by: Option<String>,
+    pub log_path: Option<String>,
+    /// Where it ran.
+    pub host: String,
+    pub finished_at: String,
 }
 
 /// The latest state of one partition. Strings repeated across partitions
@@ -253,8 +277,19 @@ pub trait StateStore: Send + Sync {
     /// Removes keys; returns how many were there.
     fn remove_dynamic_keys(&self, name: &str, keys: &[String]) -> anyhow::Result<usize>;
     /// Takes the lease on a partition, or says who holds it. A lease whose
-    /// owner process is gone is reclaimed.
+    /// owner process is gone (on this host) or whose expiry passed without a
+    /// heartbeat (any host) is reclaimed. A lease taken expires after
+    /// [`lease_ttl_ms`] unless [`StateStore::heartbeat`] extends it.
     fn try_lease(&self, asset: &str, partition: &str, me: &Lease) -> anyhow::Result<Option<Lease>>;
+    /// Extends the expiry of every lease `me` holds; returns how many.
+    fn heartbeat(&self, me: &Lease) -> anyhow::Result<usize>;
+    /// Records the specs of a run's steps (`(step id, spec JSON)`), so that
+    /// `dg step RUN_ID STEP_ID` can run one on any machine sharing the store.
+    fn save_step_specs(&self, run_id: &str, specs: &[(String, String)]) -> anyhow::Result<()>;
+    /// The spec JSON of one step of a run.
+    fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>>;
+    /// What `dg step` recorded for the steps of a run.
+    fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<StepResult>>;
     fn release(&self, asset: &str, partition: &str, run_id: &str) -> anyhow::Result<()>;
     /// The run and time (RFC 3339, UTC) of a partition's latest successful
     /// materialization.
@@ -323,6 +358,39 @@ pub fn free_slot(held: &[u32], limit: u32) -> Option<u32> {
     (0..limit).find(|s| !held.contains(s))
 }
 
+/// Whether `holder`'s lease (expiring at `expires_at`, Unix ms; `None`:
+/// never) still keeps `me` out at `now_ms`. A run never waits for itself;
+/// a holder on this host whose process is gone loses it at once; any other
+/// holder keeps it until it expires.
+pub fn lease_holds(holder: &Lease, expires_at: Option<i64>, me: &Lease, now_ms: i64) -> bool {
+    if holder.run_id == me.run_id {
+        return false;
+    }
+    if holder.host == me.host && !pid_alive(holder.pid) {
+        return false;
+    }
+    expires_at.is_none_or(|e| e > now_ms)
+}
+
+/// How long a lease lasts without a heartbeat, in milliseconds:
+/// `DG_LEASE_TTL` (a duration such as `30s`), else 60 s. A run beats every
+/// third of it, so a holder that stops (a dead node) is reclaimed after at
+/// most this long.
+pub fn lease_ttl_ms() -> i64 {
+    static TTL: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *TTL.get_or_init(|| {
+        std::env::var("DG_LEASE_TTL")
+            .ok()
+            .and_then(|v| humantime::parse_duration(v.trim()).ok())
+            .map_or(60_000, |d| (d.as_millis() as i64).max(100))
+    })
+}
+
+/// The wall clock in Unix milliseconds.
+pub fn unix_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 /// Whether process `pid` on this host is alive.
 pub fn pid_alive(pid: u32) -> bool {
     use nix::errno::Errno;
@@ -333,8 +401,14 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// This machine's name, for leases.
+/// This machine's name, for leases: `DG_HOST` when set (machines whose
+/// host names are not unique, such as containers), else the host name.
 pub fn hostname() -> String {
+    if let Ok(h) = std::env::var("DG_HOST")
+        && !h.trim().is_empty()
+    {
+        return h.trim().to_string();
+    }
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()

@@ -138,6 +138,28 @@ pub const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX check_results_latest ON check_results (asset, partition, check_name, id);
      CREATE INDEX check_results_by_run ON check_results (run_id);",
+    // 6: lease expiry (Unix milliseconds; NULL never expires) and the step
+    // specs of each run, for `dg step RUN_ID STEP_ID`.
+    "ALTER TABLE leases ADD COLUMN expires_at BIGINT;
+     CREATE TABLE step_specs (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        PRIMARY KEY (run_id, step_id)
+     );
+     CREATE TABLE step_results (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        attempt BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        error TEXT,
+        blocked_by TEXT,
+        log_path TEXT,
+        host TEXT NOT NULL,
+        finished_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, step_id)
+     );",
 ];
 
 /// First key of dg's advisory locks (`pg_advisory_xact_lock(int, int)`);
@@ -567,6 +589,29 @@ impl StateStore for PostgresStore {
                             ],
                         )?;
                     }
+                    Record::StepResult(r) => {
+                        tx.execute(
+                            "INSERT INTO step_results
+                             (run_id, step_id, attempt, status, attempts, error, blocked_by, log_path, host, finished_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                             ON CONFLICT (run_id, step_id) DO UPDATE SET attempt = EXCLUDED.attempt,
+                               status = EXCLUDED.status, attempts = EXCLUDED.attempts, error = EXCLUDED.error,
+                               blocked_by = EXCLUDED.blocked_by, log_path = EXCLUDED.log_path,
+                               host = EXCLUDED.host, finished_at = EXCLUDED.finished_at",
+                            &[
+                                &r.run_id,
+                                &r.step_id,
+                                &(r.attempt as i64),
+                                &r.status,
+                                &(r.attempts as i64),
+                                &r.error,
+                                &r.blocked_by,
+                                &r.log_path,
+                                &r.host,
+                                &r.finished_at,
+                            ],
+                        )?;
+                    }
                     Record::Release {
                         asset,
                         partition,
@@ -769,17 +814,19 @@ impl StateStore for PostgresStore {
         // here until commit; when it vanished in between, try again.
         loop {
             let outcome = self.in_tx(|tx| {
+                let now_ms = super::unix_ms();
+                let expires = now_ms + super::lease_ttl_ms();
                 let inserted = tx.execute(
-                    "INSERT INTO leases (asset, partition, run_id, pid, host, acquired_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)
+                    "INSERT INTO leases (asset, partition, run_id, pid, host, acquired_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
                      ON CONFLICT (asset, partition) DO NOTHING",
-                    &[&asset, &partition, &me.run_id, &pid, &me.host, &now()],
+                    &[&asset, &partition, &me.run_id, &pid, &me.host, &now(), &expires],
                 )?;
                 if inserted > 0 {
                     return Ok(Some(None));
                 }
                 let Some(row) = tx.query_opt(
-                    "SELECT run_id, pid, host FROM leases
+                    "SELECT run_id, pid, host, expires_at FROM leases
                      WHERE asset = $1 AND partition = $2 FOR UPDATE",
                     &[&asset, &partition],
                 )?
@@ -791,15 +838,13 @@ impl StateStore for PostgresStore {
                     pid: row.get::<_, i64>(1) as u32,
                     host: row.get(2),
                 };
-                if holder.run_id != me.run_id
-                    && (holder.host != me.host || super::pid_alive(holder.pid))
-                {
+                if super::lease_holds(&holder, row.get(3), me, now_ms) {
                     return Ok(Some(Some(holder)));
                 }
                 tx.execute(
-                    "UPDATE leases SET run_id = $3, pid = $4, host = $5, acquired_at = $6
+                    "UPDATE leases SET run_id = $3, pid = $4, host = $5, acquired_at = $6, expires_at = $7
                      WHERE asset = $1 AND partition = $2",
-                    &[&asset, &partition, &me.run_id, &pid, &me.host, &now()],
+                    &[&asset, &partition, &me.run_id, &pid, &me.host, &now(), &expires],
                 )?;
                 Ok(Some(None))
             })?;
@@ -807,6 +852,70 @@ impl StateStore for PostgresStore {
                 return Ok(result);
             }
         }
+    }
+
+    fn heartbeat(&self, me: &Lease) -> anyhow::Result<usize> {
+        let n = self.client().execute(
+            "UPDATE leases SET expires_at = $4 WHERE run_id = $1 AND pid = $2 AND host = $3",
+            &[
+                &me.run_id,
+                &(me.pid as i64),
+                &me.host,
+                &(super::unix_ms() + super::lease_ttl_ms()),
+            ],
+        )?;
+        Ok(n as usize)
+    }
+
+    fn save_step_specs(&self, run_id: &str, specs: &[(String, String)]) -> anyhow::Result<()> {
+        self.in_tx(|tx| {
+            // One statement per 500 specs, not one round trip each.
+            for chunk in specs.chunks(500) {
+                let steps: Vec<&str> = chunk.iter().map(|(s, _)| s.as_str()).collect();
+                let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
+                tx.execute(
+                    "INSERT INTO step_specs (run_id, step_id, spec)
+                     SELECT $1, s, t FROM unnest($2::text[], $3::text[]) AS u(s, t)
+                     ON CONFLICT (run_id, step_id) DO UPDATE SET spec = EXCLUDED.spec",
+                    &[&run_id, &steps, &texts],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<super::StepResult>> {
+        Ok(self
+            .client()
+            .query(
+                "SELECT run_id, step_id, attempt, status, attempts, error, blocked_by, log_path, host, finished_at
+                 FROM step_results WHERE run_id = $1",
+                &[&run_id],
+            )?
+            .into_iter()
+            .map(|r| super::StepResult {
+                run_id: r.get(0),
+                step_id: r.get(1),
+                attempt: r.get::<_, i64>(2) as u32,
+                status: r.get(3),
+                attempts: r.get::<_, i64>(4) as u32,
+                error: r.get(5),
+                blocked_by: r.get(6),
+                log_path: r.get(7),
+                host: r.get(8),
+                finished_at: r.get(9),
+            })
+            .collect())
+    }
+
+    fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .client()
+            .query_opt(
+                "SELECT spec FROM step_specs WHERE run_id = $1 AND step_id = $2",
+                &[&run_id, &step_id],
+            )?
+            .map(|r| r.get(0)))
     }
 
     fn try_pool_slot(

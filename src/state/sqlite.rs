@@ -126,6 +126,29 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX check_results_latest ON check_results (asset, partition, check_name, id);
      CREATE INDEX check_results_by_run ON check_results (run_id);",
+    // 6: leases expire unless their holder's heartbeat extends them (Unix
+    // milliseconds; NULL, from before, never expires); the step specs of
+    // each run, so `dg step RUN_ID STEP_ID` can run one anywhere.
+    "ALTER TABLE leases ADD COLUMN expires_at INTEGER;
+     CREATE TABLE step_specs (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        PRIMARY KEY (run_id, step_id)
+     ) WITHOUT ROWID;
+     CREATE TABLE step_results (
+        run_id TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        error TEXT,
+        blocked_by TEXT,
+        log_path TEXT,
+        host TEXT NOT NULL,
+        finished_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, step_id)
+     );",
 ];
 
 /// How long a dg process waits for another one holding the database.
@@ -547,6 +570,25 @@ impl StateStore for SqliteStore {
                             c.duration_ms
                         ])?;
                     }
+                    Record::StepResult(r) => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO step_results
+                             (run_id, step_id, attempt, status, attempts, error, blocked_by, log_path, host, finished_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        )?
+                        .execute(params![
+                            r.run_id,
+                            r.step_id,
+                            r.attempt,
+                            r.status,
+                            r.attempts,
+                            r.error,
+                            r.blocked_by,
+                            r.log_path,
+                            r.host,
+                            r.finished_at
+                        ])?;
+                    }
                     Record::Release {
                         asset,
                         partition,
@@ -757,31 +799,107 @@ impl StateStore for SqliteStore {
     fn try_lease(&self, asset: &str, partition: &str, me: &Lease) -> anyhow::Result<Option<Lease>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let holder: Option<Lease> = tx
+        let holder: Option<(Lease, Option<i64>)> = tx
             .query_row(
-                "SELECT run_id, pid, host FROM leases WHERE asset = ?1 AND partition = ?2",
+                "SELECT run_id, pid, host, expires_at FROM leases WHERE asset = ?1 AND partition = ?2",
                 params![asset, partition],
                 |r| {
-                    Ok(Lease {
-                        run_id: r.get(0)?,
-                        pid: r.get(1)?,
-                        host: r.get(2)?,
-                    })
+                    Ok((
+                        Lease {
+                            run_id: r.get(0)?,
+                            pid: r.get(1)?,
+                            host: r.get(2)?,
+                        },
+                        r.get(3)?,
+                    ))
                 },
             )
             .optional()?;
-        if let Some(h) = &holder
-            && h.run_id != me.run_id
-            && (h.host != me.host || super::pid_alive(h.pid))
+        let now_ms = super::unix_ms();
+        if let Some((h, expires)) = &holder
+            && super::lease_holds(h, *expires, me, now_ms)
         {
-            return Ok(holder);
+            return Ok(Some(h.clone()));
         }
         tx.execute(
-            "INSERT OR REPLACE INTO leases (asset, partition, run_id, pid, host, acquired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![asset, partition, me.run_id, me.pid, me.host, now()],
+            "INSERT OR REPLACE INTO leases (asset, partition, run_id, pid, host, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                asset,
+                partition,
+                me.run_id,
+                me.pid,
+                me.host,
+                now(),
+                now_ms + super::lease_ttl_ms()
+            ],
         )?;
         tx.commit()?;
         Ok(None)
+    }
+
+    fn heartbeat(&self, me: &Lease) -> anyhow::Result<usize> {
+        if self.read_only {
+            return Ok(0);
+        }
+        let n = self.conn().execute(
+            "UPDATE leases SET expires_at = ?4 WHERE run_id = ?1 AND pid = ?2 AND host = ?3",
+            params![
+                me.run_id,
+                me.pid,
+                me.host,
+                super::unix_ms() + super::lease_ttl_ms()
+            ],
+        )?;
+        Ok(n)
+    }
+
+    fn save_step_specs(&self, run_id: &str, specs: &[(String, String)]) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT OR REPLACE INTO step_specs (run_id, step_id, spec) VALUES (?1, ?2, ?3)",
+            )?;
+            for (step, spec) in specs {
+                st.execute(params![run_id, step, spec])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<super::StepResult>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT run_id, step_id, attempt, status, attempts, error, blocked_by, log_path, host, finished_at
+             FROM step_results WHERE run_id = ?1",
+        )?;
+        let rows = st.query_map(params![run_id], |r| {
+            Ok(super::StepResult {
+                run_id: r.get(0)?,
+                step_id: r.get(1)?,
+                attempt: r.get(2)?,
+                status: r.get(3)?,
+                attempts: r.get(4)?,
+                error: r.get(5)?,
+                blocked_by: r.get(6)?,
+                log_path: r.get(7)?,
+                host: r.get(8)?,
+                finished_at: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT spec FROM step_specs WHERE run_id = ?1 AND step_id = ?2",
+                params![run_id, step_id],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     fn try_pool_slot(
@@ -1119,5 +1237,58 @@ mod tests {
             )
             .unwrap();
         assert_eq!(s.try_lease("a", "1", &me).unwrap(), None);
+    }
+
+    #[test]
+    fn a_lease_of_another_host_holds_until_it_expires_and_heartbeats_extend_it() {
+        let (_d, s) = store();
+        // A live-looking pid on a host this process cannot check.
+        let far = Lease {
+            run_id: "far".into(),
+            pid: std::process::id(),
+            host: "node-17.cluster".into(),
+        };
+        let me = Lease {
+            run_id: "near".into(),
+            pid: std::process::id(),
+            host: super::super::hostname(),
+        };
+        assert_eq!(s.try_lease("a", "1", &far).unwrap(), None);
+        assert_eq!(s.try_lease("a", "1", &me).unwrap(), Some(far.clone()));
+        let expires = |s: &SqliteStore| -> i64 {
+            s.conn()
+                .query_row("SELECT expires_at FROM leases", [], |r| r.get(0))
+                .unwrap()
+        };
+        // The holder's heartbeat moves its expiry on; nobody else's does.
+        s.conn()
+            .execute("UPDATE leases SET expires_at = 5", [])
+            .unwrap();
+        assert_eq!(s.heartbeat(&me).unwrap(), 0);
+        assert_eq!(expires(&s), 5);
+        assert_eq!(s.heartbeat(&far).unwrap(), 1);
+        assert!(expires(&s) > super::super::unix_ms());
+        assert_eq!(s.try_lease("a", "1", &me).unwrap(), Some(far.clone()));
+        // The node died: no heartbeat, the lease expires and is reclaimed.
+        s.conn()
+            .execute(
+                "UPDATE leases SET expires_at = ?1",
+                params![super::super::unix_ms() - 1],
+            )
+            .unwrap();
+        assert_eq!(s.try_lease("a", "1", &me).unwrap(), None);
+        assert_eq!(s.try_lease("a", "1", &far).unwrap(), Some(me.clone()));
+    }
+
+    #[test]
+    fn step_specs_are_kept_per_run_and_step() {
+        let (_d, s) = store();
+        s.save_step_specs(
+            "r1",
+            &[("a[1]".into(), "{1}".into()), ("a[2]".into(), "{2}".into())],
+        )
+        .unwrap();
+        assert_eq!(s.step_spec("r1", "a[2]").unwrap().as_deref(), Some("{2}"));
+        assert_eq!(s.step_spec("r2", "a[2]").unwrap(), None);
     }
 }

@@ -77,6 +77,24 @@ fn field(ctx: &str, name: &str) -> Value {
             ]
         }),
         ("asset", "pool") => s("A `[pools]` name of dg.toml: limits how many steps run at once"),
+        ("asset", "executor") => json!({"$ref": "#/$defs/slurm"}),
+        ("executor", "type") => json!({
+            "enum": crate::project::EXECUTOR_TYPES,
+            "description": "Where steps run: `local` (this machine) or `slurm` (`sbatch` jobs running `dg step`)"
+        }),
+        ("executor", "partition") => s("Slurm partition (`sbatch --partition`)"),
+        ("executor", "account") => s("Slurm account (`sbatch --account`)"),
+        ("executor", "qos") => s("Slurm quality of service (`sbatch --qos`)"),
+        ("executor", "time") => {
+            s("Time limit of each job (`sbatch --time`: `90`, `01:30:00`, `1-12:00`)")
+        }
+        ("executor", "mem") => s("Memory of each job (`sbatch --mem`: `500M`, `4G`)"),
+        ("executor", "cpus_per_task") => int("CPUs of each job (`sbatch --cpus-per-task`)", 1),
+        ("executor", "max_array") => int(
+            "At most this many tasks of one job array at once (`--array=0-N%M`)",
+            1,
+        ),
+        ("executor", "extra_args") => strs("More `sbatch` arguments, as given"),
         ("asset", "timeout") => s("How long a step may run (`30s`, `5m`)"),
         ("asset", "output_required") => b("Whether the step must write `DG_OUTPUT`"),
         ("asset", "config") => any_map("Run config: defaults, overridden by `--config`"),
@@ -343,6 +361,7 @@ pub fn defs(registry: &Registry) -> Value {
             "job": object("job", super::JOB_FIELDS, "A job: a selection and targeting, maybe a cron"),
             "check": object("check", super::checks::CHECK_FIELDS, "An asset check"),
             "retry": object("retry", super::RETRY_FIELDS, "A retry policy"),
+            "slurm": object("executor", crate::project::ASSET_EXECUTOR_FIELDS, "Slurm options of this asset's steps (override `[executor]` of dg.toml)"),
             "partitions": partitions_def(),
             "mapping": mapping_def(),
             "resource": resource_def(registry),
@@ -360,6 +379,11 @@ pub fn config(registry: &Registry) -> Value {
             "state" => object("config", p::STATE_FIELDS, "The run history"),
             "run" => object("config", p::RUN_FIELDS, "Defaults of `dg materialize`"),
             "hooks" => object("config", p::HOOKS_FIELDS, "Scripts run after each run"),
+            "executor" => object(
+                "executor",
+                p::EXECUTOR_FIELDS,
+                "Where steps run, and the Slurm executor's `sbatch` options",
+            ),
             "pools" => json!({
                 "type": "object",
                 "description": "Concurrency pools: `NAME = LIMIT`",
@@ -415,6 +439,7 @@ mod tests {
             ("check", super::super::checks::CHECK_FIELDS),
             ("retry", super::super::RETRY_FIELDS),
             ("defaults", super::super::DEFAULTS_FIELDS),
+            ("executor", crate::project::EXECUTOR_FIELDS),
         ];
         let mut bare = Vec::new();
         for (ctx, fields) in lists {

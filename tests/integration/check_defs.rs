@@ -8,9 +8,11 @@ use crate::support::{Run, assert_no_panic, dg, dg_with_env, malformed};
 
 /// Every case under `tests/fixtures/malformed/`; each must have a test below.
 const CASES: &[&str] = &[
+    "bad_asset_executor",
     "bad_cron",
     "bad_date",
     "bad_env_syntax",
+    "bad_executor",
     "bad_timezone",
     "cycle",
     "dg_toml",
@@ -83,6 +85,46 @@ fn every_fixture_has_a_test() {
         .collect();
     found.sort();
     assert_eq!(found, CASES);
+}
+
+/// `[executor]` of dg.toml and an asset's `executor`: every bad field is
+/// located, an unknown type and field get a suggestion, and the asset's
+/// table takes no `type`.
+#[test]
+fn bad_executor() {
+    let run = fails(
+        "bad_executor",
+        &[
+            "dg.toml:2:8",
+            "unknown executor type `slurmm` in `[executor]`",
+            "did you mean `slurm`?",
+            "dg.toml:3:8",
+            "is not a Slurm time limit",
+            "dg.toml:4:7",
+            "is not an amount of memory",
+            "dg.toml:5:13",
+            "`max_array` in `[executor]` must be between 1 and",
+            "dg.toml:6:1",
+            "unknown field `partiton` in `[executor]`",
+            "did you mean `partition`?",
+        ],
+    );
+    assert_eq!(error_count(&run), 5, "{}", run.stderr);
+}
+
+/// An asset's `executor` table: the Slurm options without `type`.
+#[test]
+fn bad_asset_executor() {
+    let run = fails(
+        "bad_asset_executor",
+        &[
+            "defs/a.toml:4:",
+            "`cpus_per_task` in `executor` of asset `train` must be between 1 and",
+            "unknown field `type` in `executor` of asset `train`",
+            "`account` in `executor` of asset `train` is empty",
+        ],
+    );
+    assert_eq!(error_count(&run), 3, "{}", run.stderr);
 }
 
 #[test]

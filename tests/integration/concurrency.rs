@@ -248,3 +248,129 @@ shell = 'sleep 0.2; echo "$DG_PARTITION_KEY" > "$DG_OUTPUT"'
     let r = dg_with_env(d, &["status", "--json"], &[]);
     assert_eq!(r.code, 0, "{r:?}");
 }
+
+/// Run A, on "node-a", takes the lease on `up[k1]` and is killed with
+/// `kill -9` while its step runs. Run B, on "node-b", cannot tell whether
+/// A's process lives (another host), so the lease keeps B waiting until
+/// it expires (`DG_LEASE_TTL`), then B reclaims it and computes `up[k1]`.
+fn a_dead_nodes_lease_is_reclaimed_after_it_expires(env: &[(&str, &str)], dg_toml: &str) {
+    let dir = two_stage(dg_toml);
+    let d = dir.path();
+    let args = [
+        "materialize",
+        "--select",
+        "up",
+        "--partition",
+        "k1",
+        "--json",
+    ];
+    let mut env_a: Vec<(&str, &str)> = env.to_vec();
+    env_a.extend([
+        ("DG_HOST", "node-a"),
+        ("DG_LEASE_TTL", "3s"),
+        ("UP_SLEEP", "60"),
+    ]);
+    let mut a = spawn(d, &args, &env_a);
+    // A holds the lease once its step runs (its scratch folder exists).
+    let t0 = Instant::now();
+    while !d
+        .join(".dg/runs")
+        .read_dir()
+        .is_ok_and(|mut r| r.next().is_some())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "run A never started its step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    a.kill().unwrap();
+    let _ = a.wait();
+    let killed_at = Instant::now();
+    let mut env_b: Vec<(&str, &str)> = env.to_vec();
+    env_b.extend([("DG_HOST", "node-b"), ("DG_LEASE_TTL", "3s")]);
+    let (code, v, err) = finish(spawn(d, &args, &env_b));
+    let waited = killed_at.elapsed();
+    assert_eq!(code, 0, "{v}\n{err}");
+    assert!(err.contains("waits: run"), "B never waited for A:\n{err}");
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "B took the lease after {waited:?}, before it expired"
+    );
+    let log = read(d.join("computed.log"));
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(log.starts_with("up k1 "), "{log}");
+}
+
+#[test]
+fn a_dead_nodes_lease_is_reclaimed_after_it_expires_sqlite() {
+    a_dead_nodes_lease_is_reclaimed_after_it_expires(&[], "");
+}
+
+#[test]
+fn a_dead_nodes_lease_is_reclaimed_after_it_expires_postgres() {
+    let Some((env, dg_toml)) = postgres_state() else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    a_dead_nodes_lease_is_reclaimed_after_it_expires(&env, &dg_toml);
+}
+
+/// A live holder on another host outlasts its lease's lifetime: its
+/// heartbeat keeps the lease, so run B waits for run A and takes its result
+/// instead of computing the partition a second time.
+fn a_live_holders_heartbeat_keeps_its_lease(env: &[(&str, &str)], dg_toml: &str) {
+    let dir = two_stage(dg_toml);
+    let d = dir.path();
+    let args = [
+        "materialize",
+        "--select",
+        "up",
+        "--partition",
+        "k1",
+        "--json",
+    ];
+    let mut env_a: Vec<(&str, &str)> = env.to_vec();
+    env_a.extend([
+        ("DG_HOST", "node-a"),
+        ("DG_LEASE_TTL", "1s"),
+        ("UP_SLEEP", "4"),
+    ]);
+    let a = spawn(d, &args, &env_a);
+    let t0 = Instant::now();
+    while !d
+        .join(".dg/runs")
+        .read_dir()
+        .is_ok_and(|mut r| r.next().is_some())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "run A never started its step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut env_b: Vec<(&str, &str)> = env.to_vec();
+    env_b.extend([("DG_HOST", "node-b"), ("DG_LEASE_TTL", "1s")]);
+    let b = spawn(d, &args, &env_b);
+    let (code_a, va, ea) = finish(a);
+    let (code_b, vb, eb) = finish(b);
+    assert_eq!(code_a, 0, "{va}\n{ea}");
+    assert_eq!(code_b, 0, "{vb}\n{eb}");
+    let log = read(d.join("computed.log"));
+    assert_eq!(log.lines().count(), 1, "computed twice:\n{log}\n{eb}");
+}
+
+#[test]
+fn a_live_holders_heartbeat_keeps_its_lease_sqlite() {
+    a_live_holders_heartbeat_keeps_its_lease(&[], "");
+}
+
+#[test]
+fn a_live_holders_heartbeat_keeps_its_lease_postgres() {
+    let Some((env, dg_toml)) = postgres_state() else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    a_live_holders_heartbeat_keeps_its_lease(&env, &dg_toml);
+}

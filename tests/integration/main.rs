@@ -38,6 +38,7 @@ mod report_browser;
 mod resources;
 mod roundtrip;
 mod schema;
+mod slurm;
 mod sql_compute;
 mod sql_in_db;
 mod sql_in_pg;
