@@ -249,6 +249,23 @@ shell = 'sleep 0.2; echo "$DG_PARTITION_KEY" > "$DG_OUTPUT"'
     assert_eq!(r.code, 0, "{r:?}");
 }
 
+/// Waits until a run in project `d` has started a step (its run folder
+/// exists under `.dg/runs`): from then on it holds the step's lease.
+fn wait_for_a_step(d: &std::path::Path) {
+    let t0 = Instant::now();
+    while !d
+        .join(".dg/runs")
+        .read_dir()
+        .is_ok_and(|mut r| r.next().is_some())
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "run A never started its step"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Run A, on "node-a", takes the lease on `up[k1]` and is killed with
 /// `kill -9` while its step runs. Run B, on "node-b", cannot tell whether
 /// A's process lives (another host), so the lease keeps B waiting until
@@ -271,19 +288,7 @@ fn a_dead_nodes_lease_is_reclaimed_after_it_expires(env: &[(&str, &str)], dg_tom
         ("UP_SLEEP", "60"),
     ]);
     let mut a = spawn(d, &args, &env_a);
-    // A holds the lease once its step runs (its scratch folder exists).
-    let t0 = Instant::now();
-    while !d
-        .join(".dg/runs")
-        .read_dir()
-        .is_ok_and(|mut r| r.next().is_some())
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "run A never started its step"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_a_step(d);
     std::thread::sleep(Duration::from_millis(200));
     a.kill().unwrap();
     let _ = a.wait();
@@ -338,18 +343,7 @@ fn a_live_holders_heartbeat_keeps_its_lease(env: &[(&str, &str)], dg_toml: &str)
         ("UP_SLEEP", "4"),
     ]);
     let a = spawn(d, &args, &env_a);
-    let t0 = Instant::now();
-    while !d
-        .join(".dg/runs")
-        .read_dir()
-        .is_ok_and(|mut r| r.next().is_some())
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "run A never started its step"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_a_step(d);
     let mut env_b: Vec<(&str, &str)> = env.to_vec();
     env_b.extend([("DG_HOST", "node-b"), ("DG_LEASE_TTL", "1s")]);
     let b = spawn(d, &args, &env_b);
