@@ -310,6 +310,17 @@ mod tests {
         })
     }
 
+    /// A SQLite state store in a fresh folder (kept while the `TempDir` lives).
+    fn sqlite_store() -> (tempfile::TempDir, std::sync::Arc<dyn StateStore>) {
+        let d = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&d.path().join("state.db")).unwrap();
+        (d, std::sync::Arc::new(store))
+    }
+
+    fn id(defs: &Defs, key: &str) -> AssetId {
+        defs.assets.iter().position(|a| a.key == key).unwrap()
+    }
+
     #[test]
     fn read_ahead_gives_what_the_store_gives_in_any_order() {
         let defs = crate::validate::defs_for_test(
@@ -333,9 +344,7 @@ deps = ["b"]
 shell = "true"
 "#,
         );
-        let d = tempfile::tempdir().unwrap();
-        let store: std::sync::Arc<dyn StateStore> =
-            std::sync::Arc::new(SqliteStore::open(&d.path().join("state.db")).unwrap());
+        let (_d, store) = sqlite_store();
         store
             .record(&[
                 mat("a", "x", "r1"),
@@ -344,8 +353,7 @@ shell = "true"
             ])
             .unwrap();
         let cx = KeyCtx::default();
-        let id = |k: &str| defs.assets.iter().position(|a| a.key == k).unwrap();
-        let (a, b, c) = (id("a"), id("b"), id("c"));
+        let (a, b, c) = (id(&defs, "a"), id(&defs, "b"), id(&defs, "c"));
         let mut h = History::new(&*store, &cx);
         h.read_ahead(store.clone(), &defs, &[a, b, a, c, b]);
         // Out of the read-ahead order: c waits for a and b, which are kept.
@@ -389,12 +397,9 @@ deps = ["b"]
 shell = "true"
 "#,
         );
-        let d = tempfile::tempdir().unwrap();
-        let store: std::sync::Arc<dyn StateStore> =
-            std::sync::Arc::new(SqliteStore::open(&d.path().join("state.db")).unwrap());
+        let (_d, store) = sqlite_store();
         let cx = KeyCtx::default();
-        let id = |k: &str| defs.assets.iter().position(|a| a.key == k).unwrap();
-        let (a, b, c) = (id("a"), id("b"), id("c"));
+        let (a, b, c) = (id(&defs, "a"), id(&defs, "b"), id(&defs, "c"));
         let mut h = History::new(&*store, &cx);
         // The order `dg status` reads them in: each asset, then its inputs.
         h.read_ahead(store.clone(), &defs, &[a, b, a, c, b]);
