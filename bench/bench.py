@@ -4,7 +4,7 @@ folder, runs each command several times and prints a table of median wall
 time and peak RSS. Standard library only.
 
     python3 bench/bench.py            # everything, then the Dagster comparison
-    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool range checks state io objstore dagster
+    python3 bench/bench.py load plan  # some groups: load plan cron tick run pool range checks state io objstore sql dagster
                                       # (state includes `dg report`); `stress` (10,000 partitions, a 10,000-partition
                                       # input, a 100 MB-stdout step) is not in the default set
     DG_BIN=/path/to/dg python3 bench/bench.py plan   # another binary, no build (before/after)
@@ -30,8 +30,9 @@ def build():
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
 
 
-def run(argv, cwd, repeat=5, env=None, setup=None):
-    """Runs argv `repeat` times; returns (median seconds, max RSS MiB)."""
+def run(argv, cwd, repeat=5, env=None, setup=None, after=None):
+    """Runs argv `repeat` times (calling `after()` after each); returns
+    (median seconds, max RSS MiB)."""
     times, rss = [], 0
     e = dict(os.environ, NO_COLOR="1")
     if env:
@@ -49,6 +50,8 @@ def run(argv, cwd, repeat=5, env=None, setup=None):
         if code != 0:
             sys.exit(f"{' '.join(map(str, argv))} exited {code}:\n{err}")
         rss = max(rss, usage.ru_maxrss / 1024)
+        if after:
+            after()
     return statistics.median(times), rss
 
 
@@ -283,6 +286,36 @@ def gen_store(root: Path, data: Path, manager: str):
           f'[assets.reread]\ndeps = ["big"]\nformat = "csv"\nshell = "wc -l < \\"$DG_INPUT_BIG\\" > /dev/null; : > \\"$DG_OUTPUT\\""\noutput = false\n')
 
 
+def gen_sql(root: Path, data: Path, engine: str):
+    """The 1,000,000-row CSV as an asset, and a `sql` asset grouping it.
+
+    `engine` is "sqlite" or "duckdb" (embedded engines: the rows are stored
+    by `fs` parquet and loaded into the engine), or "duckdb-in-db" (both
+    assets stored in one DuckDB file: the query runs inside it)."""
+    if engine == "duckdb-in-db":
+        resources = '[resources.io_manager]\ntype = "duckdb"\npath = "warehouse.duckdb"\n\n'
+        engine_line = ""
+    else:
+        resources = '[resources.io_manager]\ntype = "fs"\nformat = "parquet"\n\n'
+        engine_line = f'engine = "{engine}"\n'
+    write(root / "defs" / "sql.toml",
+          resources +
+          f'[assets.big]\nformat = "csv"\nshell = "cp {data} \\"$DG_OUTPUT\\""\n\n'
+          f'[assets.agg]\ndeps = ["big"]\n{engine_line}'
+          'sql = "SELECT day, flag, count(*) AS n, sum(amount) AS total, avg(id) AS mean_id FROM big GROUP BY day, flag"\n')
+
+
+def sql_engine_ms(root: Path):
+    """Engine time of the last `agg` step, from its log: loading the input
+    into the engine plus running the query (0 load inside the database)."""
+    import re
+    logs = sorted((root / ".dg" / "logs").rglob("agg*"), key=lambda p: p.stat().st_mtime)
+    text = logs[-1].read_text()
+    load = sum(int(m) for m in re.findall(r"sql: loaded input .* in (\d+) ms", text))
+    query = sum(int(m) for m in re.findall(r"sql: \d+ rows, \d+ columns in (\d+) ms", text))
+    return load, query
+
+
 def table(rows):
     w = max(len(r[0]) for r in rows)
     print(f"{'benchmark':{w}}  {'median':>10}  {'peak RSS':>10}  target")
@@ -291,7 +324,7 @@ def table(rows):
 
 
 def main():
-    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "range", "checks", "state", "io", "objstore", "dagster"}
+    groups = set(sys.argv[1:]) or {"load", "plan", "cron", "tick", "run", "range", "checks", "state", "io", "objstore", "sql", "dagster"}
     build()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -497,6 +530,26 @@ def main():
                 pg_holder.wait()
             if "postgres" not in managers:
                 rows.append(("postgres store: set DG_BENCH_POSTGRES_URL (e.g. after `. .ci/postgres.sh`)", 0, 0, "skipped"))
+        if "sql" in groups:
+            data = tmp / "rows.csv"
+            if not data.exists():
+                gen_rows_csv(data)
+            for engine in ("sqlite", "duckdb", "duckdb-in-db"):
+                p = tmp / f"sql-{engine}"
+                gen_sql(p, data, engine)
+                run([DG, "materialize", "--select", "big"], p, repeat=1)
+                loads, queries = [], []
+
+                def after():
+                    load, query = sql_engine_ms(p)
+                    loads.append(load)
+                    queries.append(query)
+                s, r = run([DG, "materialize", "--select", "agg"], p, repeat=5, after=after)
+                load, query = statistics.median(loads), statistics.median(queries)
+                target = "engine < 300 ms" if engine.startswith("duckdb") else "(SQLite: 1.1 s)"
+                rows.append((f"sql GROUP BY over 1,000,000 rows, {engine}: whole command", s, r, ""))
+                rows.append((f"  engine time (load {load:.0f} ms + query {query:.0f} ms)",
+                             (load + query) / 1000, 0, target))
     table(rows)
     if "dagster" in groups:
         # The side-by-side comparison with Dagster 1.13.27 (installs it into a

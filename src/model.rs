@@ -251,6 +251,37 @@ pub struct Asset {
     pub backfill: Option<Backfill>,
     /// `[assets.KEY.executor]`: Slurm options for this asset's steps.
     pub executor: Option<SlurmOptions>,
+    /// `engine = "duckdb" | "sqlite"` of a `sql` asset, when it says one.
+    pub sql_engine: Option<SqlEngine>,
+}
+
+/// The engine a `sql` asset's query runs in (its dialect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlEngine {
+    /// The embedded SQLite engine, or a `sqlite` database.
+    Sqlite,
+    /// The embedded DuckDB engine, or a `duckdb` database.
+    Duckdb,
+}
+
+impl SqlEngine {
+    /// What `engine = "…"` may say.
+    pub const NAMES: &'static [&'static str] = &["duckdb", "sqlite"];
+
+    pub fn parse(s: &str) -> Option<SqlEngine> {
+        match s {
+            "sqlite" => Some(SqlEngine::Sqlite),
+            "duckdb" => Some(SqlEngine::Duckdb),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SqlEngine::Sqlite => "sqlite",
+            SqlEngine::Duckdb => "duckdb",
+        }
+    }
 }
 
 /// How bad a failed check is.

@@ -294,6 +294,51 @@ fn window_offset(
     }
 }
 
+/// `engine = "duckdb" | "sqlite"`: the engine of a `sql` asset's query.
+fn sql_engine(
+    r: &Reader<'_, '_>,
+    what: &str,
+    is_sql: bool,
+    d: &mut Diagnostics,
+) -> Option<crate::model::SqlEngine> {
+    use crate::model::SqlEngine;
+    let s = r.str("engine", d)?;
+    let Some(engine) = SqlEngine::parse(&s.value) else {
+        d.push(
+            Diagnostic::error(
+                Kind::InvalidValue,
+                format!("unknown SQL engine `{}` in {what}", s.value),
+            )
+            .at(&s.span, "not an engine")
+            .help(suggest(&s.value, SqlEngine::NAMES, "SQL engines")),
+        );
+        return None;
+    };
+    if !is_sql {
+        d.push(
+            Diagnostic::error(
+                Kind::InvalidValue,
+                format!("{what} has `engine` but no `sql` query"),
+            )
+            .at(&s.span, "only a `sql` asset runs in an engine")
+            .help("remove `engine`, or compute the asset with `sql = \"SELECT …\"`"),
+        );
+        return None;
+    }
+    if engine == SqlEngine::Duckdb && !cfg!(feature = "duckdb") {
+        d.push(
+            Diagnostic::error(
+                Kind::InvalidValue,
+                format!("{what} runs in DuckDB, but this dg was built without it"),
+            )
+            .at(&s.span, "needs the `duckdb` cargo feature")
+            .help("rebuild dg with its default features, or use `engine = \"sqlite\"`"),
+        );
+        return None;
+    }
+    Some(engine)
+}
+
 /// `retry = { max, delay, backoff, jitter }` of an asset, or its
 /// `retries = N` (`retries`, already read); both at once is an error.
 /// `backfill = { max_partitions_per_step = N }` or `backfill = "single_step"`:
@@ -648,6 +693,7 @@ pub(crate) const ASSET_FIELDS: &[&str] = &[
     "freshness",
     "backfill",
     "executor",
+    "engine",
 ];
 pub(crate) const INPUT_FIELDS: &[&str] = &[
     "asset",
@@ -2101,6 +2147,7 @@ impl<'a> Validator<'a> {
             None => Default::default(),
         };
         let config_affects_staleness = r.bool("config_affects_staleness", d).unwrap_or(false);
+        let sql_engine = sql_engine(&r, &what, matches!(compute, Some(Compute::Sql(_))), d);
         let format = match r.str("format", d) {
             Some(s) => match Format::parse(&s.value) {
                 Some(f) => Some(f),
@@ -2536,6 +2583,7 @@ impl<'a> Validator<'a> {
             config,
             config_affects_staleness,
             backfill,
+            sql_engine,
             retry,
             pool,
             timeout,

@@ -73,7 +73,7 @@ pub struct DefsArgs {
     #[arg(long, value_name = "GROUP", help_heading = "Asset options")]
     pub group: Option<String>,
 
-    /// For resources: fs, object_store, memory, sqlite, postgres, command or settings (default: fs). For
+    /// For resources: fs, object_store, memory, sqlite, postgres, duckdb, command or settings (default: fs). For
     /// partitions: hourly, daily, weekly, monthly, cron, static or dynamic (default: daily,
     /// or cron with `--cron`, static with `--keys`)
     #[arg(
@@ -145,6 +145,7 @@ const RESOURCE_TYPES: &[&str] = &[
     "memory",
     "sqlite",
     "postgres",
+    "duckdb",
     "command",
     "settings",
 ];
@@ -692,7 +693,7 @@ fn render_checked_asset(name: &str, a: &DefsArgs) -> Result<String, Usage> {
     t.push_str(&format!("[assets.{key}.checks.not_empty]\n"));
     t.push_str(&format!(
         "# Passes when the query returns no rows. The stored partition is the table `{table}`\n\
-         # (inside the database when the asset is stored by a sqlite or postgres resource).\n"
+         # (inside the database when the asset is stored by a sqlite, postgres or duckdb resource).\n"
     ));
     t.push_str(&format!(
         "sql = {}\n",
@@ -877,6 +878,7 @@ fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Usage> {
         "memory" => "an I/O manager that keeps values in memory for one run",
         "sqlite" => "an I/O manager that stores outputs as tables of a SQLite database",
         "postgres" => "an I/O manager that stores outputs as tables of a Postgres schema",
+        "duckdb" => "an I/O manager that stores outputs as tables of a DuckDB database",
         _ => "an I/O manager implemented by a plug-in program",
     };
     t.push_str(&format!(
@@ -884,7 +886,9 @@ fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Usage> {
         toml_basic(name)
     ));
     t.push_str(&format!("[resources.{key}]\n"));
-    t.push_str("# The resource type: fs, object_store, memory, sqlite, postgres or command.\n");
+    t.push_str(
+        "# The resource type: fs, object_store, memory, sqlite, postgres, duckdb or command.\n",
+    );
     t.push_str(&format!("type = \"{ty}\"\n"));
     let format_line =
         "# How outputs are stored: \"csv\", \"jsonl\", \"parquet\" or \"file\" (raw bytes).\n";
@@ -922,6 +926,18 @@ fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Usage> {
             t.push_str(&format!("path = \".dg/{file_stem}.db\"\n"));
             t.push_str("# Replace a table whose columns changed, instead of failing.\n");
             t.push_str("replace_on_schema_change = false\n");
+        }
+        "duckdb" => {
+            t.push_str("# The database file, relative to the project root.\n");
+            t.push_str(&format!("path = \"data/{file_stem}.duckdb\"\n"));
+            t.push_str("# The schema that holds the tables (created when missing).\n");
+            t.push_str("schema = \"main\"\n");
+            t.push_str("# Replace a table whose columns changed, instead of failing.\n");
+            t.push_str("replace_on_schema_change = false\n");
+            t.push_str(
+                "# `sql` assets stored here run in DuckDB's dialect, inside the database when\n\
+                 # their inputs are stored here too.\n",
+            );
         }
         "postgres" => {
             t.push_str(

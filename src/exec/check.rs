@@ -167,6 +167,10 @@ impl CheckCx<'_> {
         if let Some(pg) = manager.as_postgres() {
             return pg.check_in_db(&asset.key, table_name(asset), key, query, &params);
         }
+        #[cfg(feature = "duckdb")]
+        if let Some(duck) = manager.as_duckdb() {
+            return duck.check_in_db(&asset.key, table_name(asset), key, query, &params);
+        }
         let loaded = self.load()?;
         sql::check_embedded(table_name(asset), loaded, query, &params)
     }

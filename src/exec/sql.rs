@@ -1,4 +1,5 @@
-//! The `sql` compute: a query run in an embedded, in-memory SQLite engine.
+//! The `sql` compute: a query run in an embedded, in-memory SQLite (or,
+//! with `engine = "duckdb"`, DuckDB) engine.
 //!
 //! Each loaded input becomes a table named after the input, holding the
 //! rows of every loaded partition in partition order. The parameters
@@ -25,6 +26,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 
 use crate::io::{Data, Format, Loaded, Table, table};
+pub use crate::model::SqlEngine;
 
 /// What the query's parameters are bound to.
 #[derive(Debug, Default, Clone)]
@@ -54,11 +56,13 @@ pub struct SqlInput {
 
 pub use crate::io::db::quote_ident;
 
-/// Runs `query` for asset `asset_key` and writes its result at `output` in
-/// `format`. Returns the number of rows written and of input rows dg loaded
-/// into the engine. Errors are one line, naming the asset; the query and the
-/// error also go to the step's log.
+/// Runs `query` for asset `asset_key` in the embedded `engine` and writes
+/// its result at `output` in `format`. Returns the number of rows written
+/// and of input rows dg loaded into the engine. Errors are one line, naming
+/// the asset; the query and the error also go to the step's log.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
+    engine: SqlEngine,
     asset_key: &str,
     query: &str,
     inputs: &[SqlInput],
@@ -72,6 +76,104 @@ pub fn run(
             "asset `{asset_key}`: a `sql` asset produces a table; its format cannot be `file` (use csv, jsonl or parquet)"
         ));
     }
+    match engine {
+        SqlEngine::Sqlite => run_sqlite(asset_key, query, inputs, params, format, output, log),
+        #[cfg(feature = "duckdb")]
+        SqlEngine::Duckdb => run_duckdb(asset_key, query, inputs, params, format, output, log),
+        #[cfg(not(feature = "duckdb"))]
+        SqlEngine::Duckdb => Err(format!(
+            "asset `{asset_key}`: this dg was built without DuckDB (the `duckdb` cargo feature)"
+        )),
+    }
+}
+
+/// [`run`] in an in-memory DuckDB database.
+#[cfg(feature = "duckdb")]
+fn run_duckdb(
+    asset_key: &str,
+    query: &str,
+    inputs: &[SqlInput],
+    params: &Params,
+    format: Format,
+    output: &Path,
+    log: &mut File,
+) -> Result<Ran, String> {
+    let engine = crate::io::duckdb::Embedded::open()?;
+    let mut empty: Vec<&str> = Vec::new();
+    let mut rows_loaded = 0u64;
+    for input in inputs {
+        let t0 = Instant::now();
+        let table =
+            input_table(&input.loaded).map_err(|e| format!("input `{}`: {e:#}", input.name))?;
+        if table.schema.fields().is_empty() {
+            empty.push(&input.name);
+            let _ = writeln!(
+                log,
+                "[dg] sql: input `{}` is empty (no columns): no table is created",
+                input.name
+            );
+            continue;
+        }
+        let rows = engine
+            .load(&input.name, &table)
+            .map_err(|e| format!("input `{}`: cannot load it into DuckDB: {e:#}", input.name))?;
+        rows_loaded += rows;
+        let _ = writeln!(
+            log,
+            "[dg] sql: loaded input `{}` as table {} (DuckDB): {rows} rows in {} ms",
+            input.name,
+            quote_ident(&input.name),
+            t0.elapsed().as_millis()
+        );
+    }
+    let _ = writeln!(
+        log,
+        "[dg] sql: running in the embedded DuckDB engine\n{query}"
+    );
+    let t0 = Instant::now();
+    let table = match engine.query(query, params) {
+        Ok(t) => t,
+        Err(msg) => {
+            let mut out = format!("SQL error in asset `{asset_key}`: {msg}");
+            for name in &empty {
+                if msg.contains(&format!("Table with name {name} does not exist")) {
+                    out.push_str(&format!(
+                        " (input `{name}` is empty: it has no rows and no columns, so no table was created)"
+                    ));
+                }
+            }
+            let _ = writeln!(log, "[dg] {out}");
+            return Err(out);
+        }
+    };
+    let rows = table.num_rows();
+    let _ = writeln!(
+        log,
+        "[dg] sql: {rows} rows, {} columns in {} ms (DuckDB)",
+        table.schema.fields().len(),
+        t0.elapsed().as_millis()
+    );
+    let t0 = Instant::now();
+    table::write(&table, output, format).map_err(|e| format!("cannot write the result: {e:#}"))?;
+    let _ = writeln!(
+        log,
+        "[dg] sql: wrote the result as {} in {} ms",
+        format.name(),
+        t0.elapsed().as_millis()
+    );
+    Ok(Ran { rows, rows_loaded })
+}
+
+/// [`run`] in an in-memory SQLite database.
+fn run_sqlite(
+    asset_key: &str,
+    query: &str,
+    inputs: &[SqlInput],
+    params: &Params,
+    format: Format,
+    output: &Path,
+    log: &mut File,
+) -> Result<Ran, String> {
     let conn = Connection::open_in_memory()
         .map_err(|e| format!("cannot open the embedded SQLite engine: {e}"))?;
     let _ = conn.execute_batch(

@@ -21,7 +21,7 @@ use serde_json::json;
 use super::RunCtx;
 use super::process::Watchdog;
 use crate::io::{self, Data, Format, InputContext, Loaded, OutputContext, PartitionRef, Stored};
-use crate::model::{Asset, Compute};
+use crate::model::{Asset, Compute, SqlEngine};
 use crate::partitions::PartitionsDef;
 use crate::plan::Step;
 
@@ -485,6 +485,8 @@ fn prepare_and_run(
                         super::sql::run_in_db(query, &db_inputs, &params, db, &octx, log)
                     }
                     InDb::Postgres(pg) => pg.run_in_db(query, &db_inputs, &params, &octx, log),
+                    #[cfg(feature = "duckdb")]
+                    InDb::Duckdb(duck) => duck.run_in_db(query, &db_inputs, &params, &octx, log),
                 };
                 match ran {
                     Ok(stored) => {
@@ -513,6 +515,7 @@ fn prepare_and_run(
                 }
             }
             let ran = match super::sql::run(
+                sql_engine(rc, asset)?,
                 &asset.key,
                 query,
                 &sql_inputs,
@@ -601,6 +604,22 @@ fn prepare_and_run(
 enum InDb<'a> {
     Sqlite(&'a io::sqlite::SqliteManager),
     Postgres(&'a io::postgres::PostgresManager),
+    #[cfg(feature = "duckdb")]
+    Duckdb(&'a io::duckdb::DuckdbManager),
+}
+
+/// The engine a `sql` asset's query is written for: its `engine`, else
+/// DuckDB when the asset is stored by a `duckdb` resource, else SQLite.
+fn sql_engine(rc: &RunCtx, asset: &Asset) -> Result<SqlEngine, String> {
+    if let Some(e) = asset.sql_engine {
+        return Ok(e);
+    }
+    #[cfg(feature = "duckdb")]
+    if rc.manager(&asset.io_manager)?.as_duckdb().is_some() {
+        return Ok(SqlEngine::Duckdb);
+    }
+    let _ = rc;
+    Ok(SqlEngine::Sqlite)
 }
 
 /// The database a `sql` asset runs inside, when it can: the asset stores
@@ -618,12 +637,28 @@ fn in_db_target<'a>(rc: &'a RunCtx, step: &Step, asset: &Asset) -> Result<InDb<'
         return Err("the asset declares `columns`, which dg applies to the rows it stores".into());
     }
     let manager = rc.manager(&asset.io_manager)?;
-    let target = match (manager.as_sqlite(), manager.as_postgres()) {
-        (Some(db), _) => InDb::Sqlite(db),
-        (None, Some(pg)) => InDb::Postgres(pg),
-        (None, None) => {
+    let engine = sql_engine(rc, asset)?;
+    #[cfg(feature = "duckdb")]
+    let duck = manager.as_duckdb();
+    #[cfg(not(feature = "duckdb"))]
+    let duck: Option<()> = None;
+    let target = match (manager.as_sqlite(), manager.as_postgres(), duck) {
+        (Some(db), _, _) if engine == SqlEngine::Sqlite => InDb::Sqlite(db),
+        // The query is in Postgres's dialect unless it names an engine.
+        (_, Some(pg), _) if asset.sql_engine.is_none() => InDb::Postgres(pg),
+        #[cfg(feature = "duckdb")]
+        (_, _, Some(duck)) if engine == SqlEngine::Duckdb => InDb::Duckdb(duck),
+        (None, None, None) => {
             return Err(format!(
-                "its I/O manager `{}` is not a sqlite database (nor a postgres one)",
+                "its I/O manager `{}` is not a sqlite database (nor a postgres or duckdb one)",
+                asset.io_manager
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "the query is written for the {} engine (`engine = \"{}\"`), not for the database of its I/O manager `{}`",
+                engine.name(),
+                engine.name(),
                 asset.io_manager
             ));
         }
@@ -664,6 +699,23 @@ fn in_db_target<'a>(rc: &'a RunCtx, step: &Step, asset: &Asset) -> Result<InDb<'
                         spec.name,
                         db.path().display(),
                         target.path().display()
+                    ));
+                }
+            }
+            #[cfg(feature = "duckdb")]
+            InDb::Duckdb(target) => {
+                let db = manager.as_duckdb().ok_or_else(|| {
+                    format!(
+                        "input `{}` is stored by `{}`, which is not a duckdb database",
+                        spec.name, up.io_manager
+                    )
+                })?;
+                if db.resource_key() != target.resource_key() && !db.same_place(target) {
+                    return Err(format!(
+                        "input `{}` is stored in another database or schema ({}, not {})",
+                        spec.name,
+                        db.where_(),
+                        target.where_()
                     ));
                 }
             }

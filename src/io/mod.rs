@@ -142,6 +142,8 @@
 //! ```
 
 pub mod db;
+#[cfg(feature = "duckdb")]
+pub mod duckdb;
 pub mod fs;
 pub mod memory;
 pub mod objstore;
@@ -319,7 +321,7 @@ impl Registry {
         }
     }
 
-    /// The built-in types: `fs`, `object_store`, `memory`, `sqlite`, `postgres`, `command`.
+    /// The built-in types: `fs`, `object_store`, `memory`, `sqlite`, `postgres`, `duckdb`, `command`.
     pub fn builtin() -> Self {
         let mut r = Registry::empty();
         r.register(
@@ -354,6 +356,16 @@ impl Registry {
                 |c, cx| c.create_io_manager(cx),
             ),
         );
+        #[cfg(feature = "duckdb")]
+        r.register(
+            "duckdb",
+            Configured::<DuckdbConfig>::new(
+                |_| ResourceInfo::default(),
+                |c, cx| c.create_io_manager(cx),
+            ),
+        );
+        #[cfg(not(feature = "duckdb"))]
+        r.register("duckdb", WithoutDuckdb);
         r.register(
             "command",
             Configured::<CommandConfig>::new(
@@ -742,6 +754,11 @@ pub trait IoManager: Send + Sync {
     fn as_postgres(&self) -> Option<&postgres::PostgresManager> {
         None
     }
+    /// This manager as the built-in `duckdb` one, which can run a `sql` asset inside its database.
+    #[cfg(feature = "duckdb")]
+    fn as_duckdb(&self) -> Option<&duckdb::DuckdbManager> {
+        None
+    }
 
     /// Called once per run on a manager registered with
     /// [`Registry::register_manager`], after its config is deserialised and
@@ -807,6 +824,51 @@ pub struct PostgresConfig {
 
 fn default_schema() -> String {
     "public".into()
+}
+
+/// `type = "duckdb"`: one table per asset in a DuckDB database file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DuckdbConfig {
+    /// The database file, relative to the project root.
+    pub path: String,
+    /// The schema the tables are in; default `main`.
+    #[serde(default = "default_duckdb_schema")]
+    pub schema: String,
+    /// Whether a table whose columns changed is replaced (else an error).
+    #[serde(default)]
+    pub replace_on_schema_change: bool,
+}
+
+fn default_duckdb_schema() -> String {
+    "main".into()
+}
+
+/// `type = "duckdb"` in a dg built without the `duckdb` feature: every
+/// such resource is a located error at `dg check defs`.
+#[cfg(not(feature = "duckdb"))]
+struct WithoutDuckdb;
+
+#[cfg(not(feature = "duckdb"))]
+impl ResourceType for WithoutDuckdb {
+    fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError> {
+        // Unknown fields first, as with the feature.
+        let outer = config.span();
+        DuckdbConfig::deserialize(config.into_deserializer()).map_err(|e| ConfigError {
+            message: e.message().trim().to_string(),
+            span: e.span().or(Some(outer.clone())),
+        })?;
+        Err(ConfigError {
+            message: "this dg was built without DuckDB (the `duckdb` cargo feature): \
+                      rebuild it with default features to use `type = \"duckdb\"`"
+                .into(),
+            span: Some(outer),
+        })
+    }
+
+    fn create(&self, _: &toml::Table, _: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
+        anyhow::bail!("this dg was built without DuckDB (the `duckdb` cargo feature)")
+    }
 }
 
 /// `type = "command"`: an external plug-in program.

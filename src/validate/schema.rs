@@ -47,6 +47,10 @@ fn field(ctx: &str, name: &str) -> Value {
         ("asset" | "check", "sql") => {
             s("A SQL query run by the built-in engine (or in the database)")
         }
+        ("asset", "engine") => json!({
+            "enum": crate::model::SqlEngine::NAMES,
+            "description": "The engine of a `sql` asset's query (default: duckdb when stored by a duckdb resource, else sqlite)"
+        }),
         ("asset", "source") => b("An asset dg never materializes: its data is already stored"),
         ("asset" | "defaults", "io_manager") => {
             s("The resource that stores the asset (default `io_manager`)")
@@ -425,6 +429,11 @@ mod tests {
         assert_eq!(
             resource_fields(&r, "sqlite").unwrap(),
             ["path", "replace_on_schema_change"]
+        );
+        // Known with or without the `duckdb` feature.
+        assert_eq!(
+            resource_fields(&r, "duckdb").unwrap(),
+            ["path", "schema", "replace_on_schema_change"]
         );
     }
 

@@ -1,5 +1,5 @@
-//! Tests that run one scenario on each table backend: the `sqlite` and the
-//! `postgres` I/O managers. A scenario is a function taking a [`Backend`];
+//! Tests that run one scenario on each table backend: the `sqlite`, the
+//! `postgres` and the `duckdb` I/O managers. A scenario is a function taking a [`Backend`];
 //! each backend's test file has a `#[test]` that calls it with its backend,
 //! so the tests keep their names (`sqlite_manager::…`, `postgres_manager::…`)
 //! and can be selected per backend.
@@ -23,6 +23,8 @@ pub const NOW: &str = "2022-01-02T00:00:00Z";
 pub enum Backend {
     Sqlite,
     Postgres,
+    #[cfg(feature = "duckdb")]
+    Duckdb,
 }
 
 /// The URL of the test server, or `None` (the test is skipped) when
@@ -152,11 +154,58 @@ pub fn sqlite_rows(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<String>> {
     .unwrap()
 }
 
-/// One test's table store: a SQLite file in the project, or a fresh
-/// Postgres schema (dropped at the end).
+/// The `duckdb` manager's resource, storing in `data/warehouse.duckdb`.
+#[cfg(feature = "duckdb")]
+pub const DUCKDB: &str = r#"
+[resources.io_manager]
+type = "duckdb"
+path = "data/warehouse.duckdb"
+"#;
+
+/// The DuckDB database of a project using [`DUCKDB`] (open it only while
+/// no `dg` runs on the project: DuckDB lets one process hold the file).
+#[cfg(feature = "duckdb")]
+pub fn duckdb_db(dir: &Path) -> duckdb::Connection {
+    duckdb::Connection::open(dir.join("data/warehouse.duckdb")).expect("the database exists")
+}
+
+/// Rows of `sql` as strings (NULL as `NULL`, booleans as `1`/`0` as on SQLite).
+#[cfg(feature = "duckdb")]
+pub fn duckdb_rows(conn: &duckdb::Connection, sql: &str) -> Vec<Vec<String>> {
+    use duckdb::types::Value;
+    let mut stmt = conn.prepare(sql).unwrap();
+    let mut rows = stmt.query([]).unwrap();
+    let n = rows.as_ref().unwrap().column_count();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().unwrap() {
+        out.push(
+            (0..n)
+                .map(|i| match r.get::<_, Value>(i).unwrap() {
+                    Value::Null => "NULL".to_string(),
+                    Value::Boolean(b) => (b as i32).to_string(),
+                    Value::TinyInt(v) => v.to_string(),
+                    Value::SmallInt(v) => v.to_string(),
+                    Value::Int(v) => v.to_string(),
+                    Value::BigInt(v) => v.to_string(),
+                    Value::HugeInt(v) => v.to_string(),
+                    Value::UBigInt(v) => v.to_string(),
+                    Value::Double(v) => v.to_string(),
+                    Value::Text(t) => t,
+                    other => format!("{other:?}"),
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// One test's table store: a SQLite or DuckDB file in the project, or a
+/// fresh Postgres schema (dropped at the end).
 pub enum Db {
     Sqlite,
     Postgres(Box<Pg>),
+    #[cfg(feature = "duckdb")]
+    Duckdb,
 }
 
 impl Db {
@@ -166,6 +215,8 @@ impl Db {
         match backend {
             Backend::Sqlite => Some(Db::Sqlite),
             Backend::Postgres => Some(Db::Postgres(Box::new(Pg::new(pg_url()?)))),
+            #[cfg(feature = "duckdb")]
+            Backend::Duckdb => Some(Db::Duckdb),
         }
     }
 
@@ -174,12 +225,20 @@ impl Db {
         match self {
             Db::Sqlite => format!("{SQLITE}{extra}"),
             Db::Postgres(pg) => pg.resources(extra),
+            #[cfg(feature = "duckdb")]
+            Db::Duckdb => format!("{DUCKDB}{extra}"),
         }
     }
 
     /// `dg --now NOW materialize ARGS…` in `dir`.
     pub fn materialize(&self, dir: &Path, args: &[&str]) -> Run {
         match self {
+            #[cfg(feature = "duckdb")]
+            Db::Duckdb => {
+                let mut all = vec!["materialize"];
+                all.extend(args);
+                dg_now_with_env(dir, NOW, &all, &[])
+            }
             Db::Sqlite => {
                 let mut all = vec!["materialize"];
                 all.extend(args);
@@ -190,7 +249,7 @@ impl Db {
     }
 
     /// Rows of `sql` as text (NULL as `NULL`). In `sql`, `{s}.` stands
-    /// before a table name (the schema on Postgres, nothing on SQLite) and
+    /// before a table name (the schema on Postgres, nothing on SQLite and DuckDB) and
     /// `{rowid}` for the column that orders rows as they were inserted.
     pub fn rows(&mut self, dir: &Path, sql: &str) -> Vec<Vec<String>> {
         match self {
@@ -199,6 +258,11 @@ impl Db {
                 &sql.replace("{s}.", "").replace("{rowid}", "rowid"),
             ),
             Db::Postgres(pg) => pg.rows(&sql.replace("{rowid}", "ctid")),
+            #[cfg(feature = "duckdb")]
+            Db::Duckdb => duckdb_rows(
+                &duckdb_db(dir),
+                &sql.replace("{s}.", "").replace("{rowid}", "rowid"),
+            ),
         }
     }
 }

@@ -16,6 +16,7 @@ const CASES: &[&str] = &[
     "bad_timezone",
     "cycle",
     "dg_toml",
+    "duckdb_fields",
     "duplicate_asset",
     "fmt_too_coarse",
     "invalid_partitions_type",
@@ -474,7 +475,7 @@ fn unknown_resource_type() {
             "defs/resources.toml:2:8",
             "unknown resource type `s3` in resource `io_manager`",
             "object storage is `type = \"object_store\"` with `url = \"s3://bucket/prefix\"`",
-            "`command`, `fs`, `memory`, `object_store`, `postgres`, `settings`, `sqlite`",
+            "`command`, `duckdb`, `fs`, `memory`, `object_store`, `postgres`, `settings`, `sqlite`",
         ],
     );
 }
@@ -489,6 +490,29 @@ fn unknown_resource_field() {
             "did you mean `base_dir`?",
         ],
     );
+}
+
+/// Issue 18: a misspelt or mistyped field of a `duckdb` resource, an
+/// unknown `engine` and an `engine` on an asset that has no query, each
+/// located.
+#[cfg(feature = "duckdb")]
+#[test]
+fn duckdb_fields() {
+    let run = fails(
+        "duckdb_fields",
+        &[
+            "defs/warehouse.toml:4:1",
+            "unknown field `shema` in resource `warehouse` (type `duckdb`)",
+            "did you mean `schema`?",
+            "defs/warehouse.toml:8:8",
+            "defs/warehouse.toml:13:10",
+            "unknown SQL engine `duckbd` in asset `daily`",
+            "did you mean `duckdb`?",
+            "defs/warehouse.toml:17:10",
+            "asset `script` has `engine` but no `sql` query",
+        ],
+    );
+    assert_eq!(error_count(&run), 4);
 }
 
 #[test]

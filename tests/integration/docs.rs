@@ -170,6 +170,10 @@ fn every_toml_example_in_the_docs_is_valid() {
             failures.push(format!("{}: not valid TOML: {e}", b.place));
             continue;
         }
+        // A dg built without DuckDB rejects its examples: they only parse.
+        if !cfg!(feature = "duckdb") && b.text.contains("duckdb") {
+            continue;
+        }
         match kind(&b.text) {
             Kind::Fragment => {}
             Kind::Defs => {

@@ -16,6 +16,8 @@ mod ci;
 mod concurrency;
 mod dagster_repros;
 mod docs;
+#[cfg(feature = "duckdb")]
+mod duckdb_manager;
 mod example;
 mod examples;
 mod faults;

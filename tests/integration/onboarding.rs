@@ -255,6 +255,8 @@ fn scaffold_every_type_then_check_passes() {
         &["dagster.resources", "mem", "--type", "memory"],
         &["resource", "lite", "--type", "sqlite"],
         &["resources", "pg", "--type", "postgres"],
+        #[cfg(feature = "duckdb")]
+        &["resources", "duck", "--type", "duckdb"],
         &["resources", "plugin", "--type", "command"],
         &["resources", "files", "--type", "fs"],
         &["resources", "lake", "--type", "object_store"],
@@ -354,6 +356,14 @@ fn scaffold_every_type_then_check_passes() {
     );
     let pg = std::fs::read_to_string(proj.join("defs/pg.toml")).unwrap();
     assert!(pg.contains("url = \"${env:DATABASE_URL}\""), "{pg}");
+    #[cfg(feature = "duckdb")]
+    {
+        let duck = std::fs::read_to_string(proj.join("defs/duck.toml")).unwrap();
+        assert!(
+            duck.contains("type = \"duckdb\"") && duck.contains("path = \"data/duck.duckdb\""),
+            "{duck}"
+        );
+    }
     let hourly = std::fs::read_to_string(proj.join("defs/p_hourly.toml")).unwrap();
     assert!(hourly.contains("start = \"2025-01-01-00:00\""), "{hourly}");
     // Every field a template writes has a comment just above it.

@@ -354,39 +354,9 @@ shell = "if [ \"$DG_PARTITION_KEY\" = 2021-12-30 ]; then printf 'id,amount\\n'; 
     );
 }
 
-/// Issue 13: a partition stored with 0 rows is stored: a later `--missing`
-/// run that reads it runs.
 #[test]
 fn a_zero_row_partition_is_stored_in_postgres() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
-    let dir = project(&[
-        ("defs/resources.toml", &pg.resources("")),
-        (
-            "defs/assets.toml",
-            &format!(
-                r#"{DAYS}
-[assets.events]
-partitions = "daily"
-shell = "printf 'id\\n' > \"$DG_OUTPUT\""
-
-[assets.total]
-partitions = "daily"
-deps = ["events"]
-shell = "printf 'lines\\n%s\\n' \"$(wc -l < \"$DG_INPUT_EVENTS\")\" > \"$DG_OUTPUT\""
-"#
-            ),
-        ),
-    ]);
-    assert_ok(&pg.materialize(
-        dir.path(),
-        &["--select", "events", "--partition", "2022-01-01"],
-    ));
-    assert_ok(&pg.materialize(dir.path(), &["--partition", "2022-01-01", "--missing"]));
-    assert_eq!(
-        pg.rows("SELECT lines FROM {s}.total"),
-        vec![vec!["1".to_string()]]
-    );
+    table_scenarios::a_zero_row_partition_is_stored(Backend::Postgres);
 }
 
 #[test]

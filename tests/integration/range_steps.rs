@@ -316,6 +316,55 @@ FROM events GROUP BY day ORDER BY day
     );
 }
 
+/// The same in the embedded DuckDB engine: the range's keys, start and end
+/// are bound alike (the keys as a JSON list, which DuckDB casts to a list).
+#[cfg(feature = "duckdb")]
+#[test]
+fn a_duckdb_sql_asset_gets_the_range_as_parameters() {
+    let dir = one_file(
+        r#"
+[partitions.days]
+type = "daily"
+start = "2024-01-01"
+
+[assets.events]
+partitions = "days"
+shell = "printf 'day,amount\n%s,1\n%s,2\n' \"$DG_PARTITION_KEY\" \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+
+[assets.totals]
+partitions = "days"
+backfill = { max_partitions_per_step = 10 }
+deps = ["events"]
+engine = "duckdb"
+sql = """
+SELECT CAST(day AS VARCHAR) AS dg_partition, SUM(amount) AS total,
+       :partition_start AS range_start, :partition_end AS range_end,
+       len(CAST(:partition_keys AS VARCHAR[])) AS keys,
+       :partition_key IS NULL AS no_single_key
+FROM events GROUP BY ALL ORDER BY ALL
+"""
+"#,
+    );
+    let d = dir.path();
+    let run = dg_now(
+        d,
+        NOW,
+        &[
+            "materialize",
+            "--json",
+            "--partition-range",
+            "2024-01-02...2024-01-04",
+        ],
+    );
+    assert_ok(&run);
+    let summary = json(&run);
+    step(&summary, "totals[2024-01-02...2024-01-04]");
+    assert_eq!(
+        read(d.join(".dg/storage/totals/2024-01-03.csv")),
+        "total,range_start,range_end,keys,no_single_key\n3,2024-01-02T00:00:00+00:00,2024-01-05T00:00:00+00:00,3,true\n"
+    );
+}
+
 #[test]
 fn backfill_where_range_steps_do_not_apply_is_a_located_error() {
     let dir = one_file(

@@ -2,7 +2,7 @@
 //! through every manager and in every format. Random CSV tables (empty,
 //! nulls, unicode, leading zeros, big integers, floats, booleans in several
 //! spellings, dates, timestamps with zones) are stored through each
-//! manager (`fs` in csv, jsonl and parquet, `memory`, `sqlite`, `postgres`
+//! manager (`fs` in csv, jsonl and parquet, `memory`, `sqlite`, `duckdb`, `postgres`
 //! when `DG_TEST_POSTGRES_URL` is set, and the example `command` plug-in),
 //! loaded back, handed over as csv, jsonl and parquet like a step's input,
 //! and read as text again: every value must be the text that was written.
@@ -226,6 +226,8 @@ fn managers(dir: &Path, pg_schema: Option<(&str, &str)>) -> Vec<(String, Arc<dyn
         ),
         ("memory".into(), "memory", String::new()),
         ("sqlite".into(), "sqlite", "path = \"w.db\"".into()),
+        #[cfg(feature = "duckdb")]
+        ("duckdb".into(), "duckdb", "path = \"w.duckdb\"".into()),
         (
             "command".into(),
             "command",

@@ -189,59 +189,9 @@ shell = "if [ \"$DG_PARTITION_KEY\" = 2024-01-01 ]; then printf 'id,amount\\n'; 
     );
 }
 
-/// Issue 13: a partition stored with 0 rows is stored: a later `--missing`
-/// run that reads it runs instead of failing "not materialized" forever.
 #[test]
 fn a_zero_row_partition_is_stored() {
-    let dir = project(&[
-        ("defs/resources.toml", SQLITE),
-        (
-            "defs/assets.toml",
-            &format!(
-                r#"{DAYS}
-[assets.events]
-partitions = "daily"
-shell = "printf 'id\\n' > \"$DG_OUTPUT\""
-
-[assets.total]
-partitions = "daily"
-deps = ["events"]
-shell = "wc -l < \"$DG_INPUT_EVENTS\" > \"$DG_OUTPUT.n\" && printf 'lines\\n%s\\n' \"$(cat \"$DG_OUTPUT.n\")\" > \"$DG_OUTPUT\""
-"#
-            ),
-        ),
-    ]);
-    let now = ["--now", "2024-01-02T00:00:00Z"];
-    let run = dg(
-        dir.path(),
-        &[
-            now[0],
-            now[1],
-            "materialize",
-            "--select",
-            "events",
-            "--partition",
-            "2024-01-01",
-        ],
-    );
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    let run = dg(
-        dir.path(),
-        &[
-            now[0],
-            now[1],
-            "materialize",
-            "--partition",
-            "2024-01-01",
-            "--missing",
-        ],
-    );
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    let conn = db(dir.path());
-    assert_eq!(
-        sqlite_rows(&conn, "SELECT lines FROM total"),
-        vec![vec!["1".to_string()]]
-    );
+    table_scenarios::a_zero_row_partition_is_stored(Backend::Sqlite);
 }
 
 /// Storing 1,000,000 CSV rows of 5 columns, in-process (run with

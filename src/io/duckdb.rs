@@ -1,0 +1,1542 @@
+//! `type = "duckdb"`: one table per asset in a DuckDB database file, with
+//! the semantics of the `sqlite` manager ([`super::sqlite`]).
+//!
+//! - The table is `"<schema>"."<asset key segments joined by __>"`, always
+//!   quoted; the schema (default `main`) is created when it is missing.
+//! - A partitioned asset's table has a `dg_partition VARCHAR NOT NULL`
+//!   column. [`handle_output`](IoManager::handle_output) replaces that
+//!   partition's rows in one transaction (`DELETE … WHERE dg_partition = $1`,
+//!   then the new rows); an unpartitioned asset replaces its whole table.
+//!   The partition key is always a bound parameter, never SQL text.
+//! - Columns get DuckDB's own types ([`duck_type`]): `BIGINT`, `DOUBLE`,
+//!   `VARCHAR`, `BOOLEAN`, `DATE`, `TIMESTAMP WITH TIME ZONE`, … Text is
+//!   stored as `VARCHAR` as it is (`02134` and `True` stay text). A changed
+//!   output schema is an error naming the differences, unless
+//!   `replace_on_schema_change = true`.
+//! - Rows go in through DuckDB's appender (Arrow batches, no SQL text per
+//!   row) into a temporary table, then `INSERT … SELECT` into the asset's
+//!   table, inside the transaction.
+//! - [`load_input`](IoManager::load_input) reads the mapped partitions in
+//!   partition order from one snapshot, each in `rowid` (write) order, as
+//!   Arrow straight from DuckDB.
+//!
+//! DuckDB lets one process at a time open a database file for writing. A
+//! run opens each file once (one DuckDB instance per file, shared by every
+//! resource that names it) while a step uses it and closes it when no step
+//! does; another process that holds the file is waited for, up to
+//! [`BUSY_TIMEOUT`]. Writes of one process are serialised by a lock.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use arrow::array::Array;
+use arrow::compute::CastOptions;
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use duckdb::Connection;
+
+use crate::exec::sql::{
+    CheckRows, DbInput, InDbError, Params, cut_text, param_value, statement_text, to_positional,
+};
+
+use super::db::{Column, PARTITION_COLUMN, STORED_TABLE, quote_ident, schema_diff, table_name};
+use super::{
+    Data, DuckdbConfig, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext,
+    ResourceCx, Stored, Table, table,
+};
+
+/// How long opening a database waits for another process that holds it.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The temporary table rows are appended to before they go into the
+/// asset's table.
+const STAGE: &str = "dg_stage";
+
+/// The temporary table of an in-database query's result.
+const RESULT_TABLE: &str = "dg_result";
+
+impl IoManagerFactory for DuckdbConfig {
+    fn create_io_manager(self, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
+        Ok(Arc::new(DuckdbManager::new(self, cx)?))
+    }
+}
+
+/// The DuckDB column type an Arrow type is stored as (as DuckDB spells it
+/// in `duckdb_columns()`), if it can be.
+pub fn duck_type(t: &DataType) -> Option<String> {
+    use DataType::*;
+    Some(
+        match t {
+            Boolean => "BOOLEAN",
+            Int8 | Int16 | Int32 | UInt8 | UInt16 => "INTEGER",
+            Int64 | UInt32 => "BIGINT",
+            UInt64 => "UBIGINT",
+            Float16 | Float32 | Float64 | Decimal256(..) => "DOUBLE",
+            Decimal128(p, s) if *p <= 38 && *s >= 0 => return Some(format!("DECIMAL({p},{s})")),
+            Decimal128(..) => "DOUBLE",
+            Utf8 | LargeUtf8 | Utf8View | Null => "VARCHAR",
+            Date32 | Date64 => "DATE",
+            Timestamp(_, Some(_)) => "TIMESTAMP WITH TIME ZONE",
+            Timestamp(_, None) => "TIMESTAMP",
+            Time32(_) | Time64(_) => "TIME",
+            Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => "BLOB",
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+/// The Arrow type that DuckDB's appender takes for a column declared
+/// `duck` (one of [`duck_type`]'s answers).
+fn append_type(duck: &str) -> DataType {
+    match duck {
+        "BOOLEAN" => DataType::Boolean,
+        "INTEGER" => DataType::Int32,
+        "BIGINT" => DataType::Int64,
+        "UBIGINT" => DataType::UInt64,
+        "DOUBLE" => DataType::Float64,
+        "DATE" => DataType::Date32,
+        "TIMESTAMP WITH TIME ZONE" => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+        }
+        "TIMESTAMP" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "TIME" => DataType::Time64(TimeUnit::Microsecond),
+        "BLOB" => DataType::Binary,
+        d if d.starts_with("DECIMAL(") => {
+            let inner = &d["DECIMAL(".len()..d.len() - 1];
+            let (p, s) = inner.split_once(',').unwrap_or(("38", "0"));
+            DataType::Decimal128(
+                p.trim().parse().unwrap_or(38),
+                s.trim().parse().unwrap_or(0),
+            )
+        }
+        _ => DataType::Utf8,
+    }
+}
+
+/// `t`'s columns as the types DuckDB reads them back in everywhere else in
+/// dg: a time zone's instant as `+00:00`, a `HUGEINT` (a `DECIMAL(38,0)` in
+/// Arrow, what `sum` of integers gives) as Int64 when every value fits.
+pub(crate) fn normalize(batch: RecordBatch) -> anyhow::Result<RecordBatch> {
+    let mut changed = false;
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut cols = Vec::with_capacity(batch.num_columns());
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        let want = match c.data_type() {
+            DataType::Timestamp(u, Some(tz)) if tz.as_ref() != "+00:00" => {
+                Some(DataType::Timestamp(*u, Some("+00:00".into())))
+            }
+            DataType::Decimal128(_, 0) => {
+                let strict = CastOptions {
+                    safe: false,
+                    ..Default::default()
+                };
+                match arrow::compute::cast_with_options(c, &DataType::Int64, &strict) {
+                    Ok(a) => {
+                        changed = true;
+                        fields.push(Field::new(f.name(), DataType::Int64, true));
+                        cols.push(a);
+                        continue;
+                    }
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        match want {
+            Some(t) => {
+                changed = true;
+                cols.push(arrow::compute::cast(c, &t)?);
+                fields.push(Field::new(f.name(), t, true));
+            }
+            None => {
+                cols.push(c.clone());
+                fields.push(Field::new(f.name(), c.data_type().clone(), true));
+            }
+        }
+    }
+    if !changed {
+        return Ok(batch);
+    }
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        cols,
+        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// A database file open in this process: one DuckDB instance (opening the
+/// same file twice in one process would make two), shared by every manager
+/// that names the file, and the lock its writers take.
+struct OpenDb {
+    root: Mutex<Connection>,
+    write: Mutex<()>,
+}
+
+/// The files open in this process, by canonical path.
+fn open_files() -> &'static Mutex<HashMap<PathBuf, Weak<OpenDb>>> {
+    static OPEN: std::sync::OnceLock<Mutex<HashMap<PathBuf, Weak<OpenDb>>>> =
+        std::sync::OnceLock::new();
+    OPEN.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether DuckDB refused the file because another process holds it.
+fn is_lock_conflict(e: &duckdb::Error) -> bool {
+    let s = e.to_string();
+    s.contains("Could not set lock") || s.contains("Conflicting lock")
+}
+
+/// A connection of its own to an open database; the database stays open
+/// while one exists.
+struct Conn {
+    // Declared first, dropped first: the connection before the database.
+    conn: Connection,
+    db: Arc<OpenDb>,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+/// The `duckdb` I/O manager of one run.
+pub struct DuckdbManager {
+    path: PathBuf,
+    schema: String,
+    replace_on_schema_change: bool,
+    resource_key: String,
+}
+
+impl DuckdbManager {
+    /// The manager for `config`, its `path` resolved against the project
+    /// root. Nothing is opened yet.
+    pub fn new(config: DuckdbConfig, cx: &ResourceCx) -> anyhow::Result<Self> {
+        let key = &cx.resource_key;
+        if config.path.trim().is_empty() {
+            bail!("resource `{key}`: `path` is empty");
+        }
+        if config.schema.is_empty() {
+            bail!("resource `{key}`: `schema` is empty");
+        }
+        Ok(DuckdbManager {
+            path: cx.project_root.join(&config.path),
+            schema: config.schema,
+            replace_on_schema_change: config.replace_on_schema_change,
+            resource_key: key.clone(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema the tables are in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The resource key the manager was created for.
+    pub fn resource_key(&self) -> &str {
+        &self.resource_key
+    }
+
+    /// Whether `other` stores its tables in the same place: the same file
+    /// and schema.
+    pub fn same_place(&self, other: &DuckdbManager) -> bool {
+        self.schema == other.schema
+            && (self.path == other.path
+                || matches!(
+                    (std::fs::canonicalize(&self.path), std::fs::canonicalize(&other.path)),
+                    (Ok(a), Ok(b)) if a == b
+                ))
+    }
+
+    /// Where the tables are, as it may be shown.
+    pub fn where_(&self) -> String {
+        if self.schema == "main" {
+            format!("duckdb:{}", self.path.display())
+        } else {
+            format!("duckdb:{} (schema `{}`)", self.path.display(), self.schema)
+        }
+    }
+
+    fn place(&self, table: &str) -> String {
+        if self.schema == "main" {
+            format!("table `{table}` in `{}`", self.path.display())
+        } else {
+            format!(
+                "table `{}.{table}` in `{}`",
+                self.schema,
+                self.path.display()
+            )
+        }
+    }
+
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
+    }
+
+    /// A connection to the database; `None` when the file does not exist
+    /// and `create` is false.
+    fn conn(&self, create: bool) -> anyhow::Result<Option<Conn>> {
+        if !create && !self.path.is_file() {
+            return Ok(None);
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        }
+        let key = match (self.path.parent(), self.path.file_name()) {
+            (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+                .map(|d| d.join(name))
+                .unwrap_or_else(|_| self.path.clone()),
+            _ => self.path.clone(),
+        };
+        let mut open = lock(open_files());
+        open.retain(|_, w| w.strong_count() > 0);
+        let db = match open.get(&key).and_then(Weak::upgrade) {
+            Some(db) => db,
+            None => {
+                let conn = open_file(&self.path)?;
+                let db = Arc::new(OpenDb {
+                    root: Mutex::new(conn),
+                    write: Mutex::new(()),
+                });
+                open.insert(key, Arc::downgrade(&db));
+                db
+            }
+        };
+        drop(open);
+        let conn = lock(&db.root)
+            .try_clone()
+            .with_context(|| format!("cannot connect to `{}`", self.path.display()))?;
+        Ok(Some(Conn { db, conn }))
+    }
+
+    fn ensure_schema(&self, conn: &Connection) -> anyhow::Result<()> {
+        conn.execute_batch(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} (\"table\" VARCHAR NOT NULL, \
+             \"partition\" VARCHAR NOT NULL, \"rows\" BIGINT NOT NULL, PRIMARY KEY (\"table\", \"partition\"))",
+            quote_ident(&self.schema),
+            self.qualified(STORED_TABLE)
+        ))
+        .with_context(|| format!("cannot create the schema `{}`", self.schema))
+    }
+
+    /// The declared columns of a table (or view) of the manager's schema,
+    /// or `None` when there is none.
+    fn table_columns(&self, conn: &Connection, table: &str) -> anyhow::Result<Option<Vec<Column>>> {
+        columns_of(conn, None, &self.schema, table)
+    }
+
+    /// Records that a partition (or, as the key `''`, an unpartitioned
+    /// table) is stored with `rows` rows.
+    fn record_stored(
+        &self,
+        conn: &Connection,
+        table: &str,
+        partition: Option<&str>,
+        rows: u64,
+    ) -> anyhow::Result<()> {
+        conn.execute(
+            &format!(
+                "INSERT OR REPLACE INTO {} (\"table\", \"partition\", \"rows\") VALUES ($1, $2, $3)",
+                self.qualified(STORED_TABLE)
+            ),
+            duckdb::params![table, partition.unwrap_or(""), rows as i64],
+        )?;
+        Ok(())
+    }
+
+    /// The rows recorded for a stored partition (key `''`: the whole
+    /// table), or `None` when nothing is recorded.
+    fn stored_rows(
+        &self,
+        conn: &Connection,
+        table: &str,
+        partition: Option<&str>,
+    ) -> anyhow::Result<Option<i64>> {
+        if self.table_columns(conn, STORED_TABLE)?.is_none() {
+            return Ok(None);
+        }
+        let mut stmt = conn.prepare(&format!(
+            "SELECT \"rows\" FROM {} WHERE \"table\" = $1 AND \"partition\" = $2",
+            self.qualified(STORED_TABLE)
+        ))?;
+        let mut rows = stmt.query(duckdb::params![table, partition.unwrap_or("")])?;
+        Ok(match rows.next()? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        })
+    }
+
+    /// Makes the asset's table ready to receive rows of `wanted` columns
+    /// for `partition`, inside the open transaction: creates it on the
+    /// first write, applies the schema-change rule, gives columns that hold
+    /// no value yet the type `wanted` has for them, and deletes the rows
+    /// being replaced. Returns the table's columns (in table order).
+    fn prepare_target(
+        &self,
+        conn: &Connection,
+        ctx: &OutputContext,
+        wanted: &[Column],
+        all_null: &[bool],
+    ) -> anyhow::Result<Vec<Column>> {
+        let name = table_name(&ctx.asset_key);
+        let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
+        let qualified = self.qualified(&name);
+        let mut existing = self.table_columns(conn, &name)?;
+        if let Some(cols) = &existing
+            && retype_empty_columns(conn, &qualified, cols, wanted, all_null)?
+        {
+            existing = self.table_columns(conn, &name)?;
+        }
+        if let Some(existing) = existing {
+            let diff = schema_diff(&existing, wanted, partition.is_some(), all_null);
+            if diff.is_empty() {
+                match partition {
+                    Some(key) => conn.execute(
+                        &format!(
+                            "DELETE FROM {qualified} WHERE {} = $1",
+                            quote_ident(PARTITION_COLUMN)
+                        ),
+                        [key],
+                    )?,
+                    None => conn.execute(&format!("DELETE FROM {qualified}"), [])?,
+                };
+                return Ok(existing);
+            }
+            super::schema_changed(
+                ctx,
+                &self.place(&name),
+                &diff,
+                &self.resource_key,
+                self.replace_on_schema_change,
+                partition.is_some(),
+            )?;
+            conn.execute_batch(&format!("DROP TABLE {qualified}"))?;
+        }
+        let mut defs = Vec::with_capacity(wanted.len() + 1);
+        let mut columns = Vec::with_capacity(wanted.len() + 1);
+        if partition.is_some() {
+            defs.push(format!(
+                "{} VARCHAR NOT NULL",
+                quote_ident(PARTITION_COLUMN)
+            ));
+            columns.push(Column {
+                name: PARTITION_COLUMN.into(),
+                ty: "VARCHAR".into(),
+            });
+        }
+        for c in wanted {
+            defs.push(format!("{} {}", quote_ident(&c.name), c.ty));
+            columns.push(c.clone());
+        }
+        conn.execute_batch(&format!("CREATE TABLE {qualified} ({})", defs.join(", ")))
+            .with_context(|| format!("cannot create {}", self.place(&name)))?;
+        Ok(columns)
+    }
+
+    /// Stores `t` as the asset's table or partition in one transaction: on
+    /// any error nothing changes.
+    fn store(&self, ctx: &OutputContext, t: &Table) -> anyhow::Result<u64> {
+        let name = table_name(&ctx.asset_key);
+        let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
+        let fields = t.schema.fields();
+        if fields.is_empty() {
+            return self.store_nothing(ctx);
+        }
+        let mut wanted = Vec::with_capacity(fields.len());
+        for f in fields {
+            if partition.is_some() && f.name() == PARTITION_COLUMN {
+                bail!(
+                    "the output has a column named `{PARTITION_COLUMN}`, which the duckdb manager \
+                     uses for the partition key of a partitioned asset: rename it"
+                );
+            }
+            let ty = duck_type(f.data_type()).ok_or_else(|| {
+                anyhow!(
+                    "column `{}` has type {}, which the duckdb manager cannot store \
+                     (integers, floats, decimals, text, booleans, dates, times, timestamps and binary can be)",
+                    f.name(),
+                    f.data_type()
+                )
+            })?;
+            wanted.push(Column {
+                name: f.name().clone(),
+                ty,
+            });
+        }
+        // Convert every column before touching the database.
+        let stage_schema = Arc::new(Schema::new(
+            wanted
+                .iter()
+                .map(|c| Field::new(&c.name, append_type(&c.ty), true))
+                .collect::<Vec<_>>(),
+        ));
+        let mut batches = Vec::with_capacity(t.batches.len());
+        for b in &t.batches {
+            batches.push(cast_batch(b, &stage_schema)?);
+        }
+        let all_null = super::db::all_null(t);
+
+        let mut conn = self.conn(true)?.expect("created");
+        let db = conn.db.clone();
+        let _guard = lock(&db.write);
+        let tx = conn
+            .transaction()
+            .with_context(|| format!("cannot start a transaction on `{}`", self.path.display()))?;
+        self.ensure_schema(&tx)?;
+        self.prepare_target(&tx, ctx, &wanted, &all_null)?;
+        let rows = append_rows(&tx, &stage_schema, &batches)
+            .with_context(|| format!("cannot append rows for {}", self.place(&name)))?;
+        let cols: Vec<String> = wanted.iter().map(|c| quote_ident(&c.name)).collect();
+        let stage = format!("temp.main.{}", quote_ident(STAGE));
+        let qualified = self.qualified(&name);
+        let inserted = match partition {
+            Some(key) => tx.execute(
+                &format!(
+                    "INSERT INTO {qualified} ({}, {}) SELECT $1, {} FROM {stage} ORDER BY rowid",
+                    quote_ident(PARTITION_COLUMN),
+                    cols.join(", "),
+                    cols.join(", ")
+                ),
+                [key],
+            ),
+            None => tx.execute(
+                &format!(
+                    "INSERT INTO {qualified} ({}) SELECT {} FROM {stage} ORDER BY rowid",
+                    cols.join(", "),
+                    cols.join(", ")
+                ),
+                [],
+            ),
+        }
+        .with_context(|| format!("cannot insert into {}", self.place(&name)))?;
+        debug_assert_eq!(inserted as u64, rows);
+        tx.execute_batch(&format!("DROP TABLE {stage}"))?;
+        self.record_stored(&tx, &name, partition, rows)?;
+        tx.commit()
+            .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
+        Ok(rows)
+    }
+
+    /// Stores an output with no columns (an empty file): the partition (or
+    /// the whole table) is emptied, and recorded as stored with 0 rows. A
+    /// table that does not exist yet is not created: no columns, no types.
+    fn store_nothing(&self, ctx: &OutputContext) -> anyhow::Result<u64> {
+        let name = table_name(&ctx.asset_key);
+        let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
+        let mut conn = self.conn(true)?.expect("created");
+        let db = conn.db.clone();
+        let _guard = lock(&db.write);
+        let tx = conn.transaction()?;
+        self.ensure_schema(&tx)?;
+        if self.table_columns(&tx, &name)?.is_some() {
+            let qualified = self.qualified(&name);
+            match partition {
+                Some(key) => tx.execute(
+                    &format!(
+                        "DELETE FROM {qualified} WHERE {} = $1",
+                        quote_ident(PARTITION_COLUMN)
+                    ),
+                    [key],
+                )?,
+                None => tx.execute(&format!("DELETE FROM {qualified}"), [])?,
+            };
+        }
+        self.record_stored(&tx, &name, partition, 0)?;
+        tx.commit()
+            .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
+        Ok(0)
+    }
+
+    /// The rows of one partition (or of the whole table), without `dg_partition`.
+    fn read(
+        &self,
+        conn: &Connection,
+        asset_key: &str,
+        partition: Option<&str>,
+    ) -> anyhow::Result<Table> {
+        let name = table_name(asset_key);
+        let Some(columns) = self.table_columns(conn, &name)? else {
+            if self.stored_rows(conn, &name, partition)? == Some(0) {
+                // Stored empty before the table had any columns.
+                return Ok(table::empty_table());
+            }
+            bail!(
+                "{} does not exist: materialize `{asset_key}` first",
+                self.place(&name)
+            );
+        };
+        let has_partition = columns.iter().any(|c| c.name == PARTITION_COLUMN);
+        if partition.is_some() && !has_partition {
+            bail!(
+                "{} has no `{PARTITION_COLUMN}` column: it was not written for a partitioned asset",
+                self.place(&name)
+            );
+        }
+        let select = columns
+            .iter()
+            .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let qualified = self.qualified(&name);
+        let sql = match partition {
+            Some(_) => format!(
+                "SELECT {select} FROM {qualified} WHERE {} = $1 ORDER BY rowid",
+                quote_ident(PARTITION_COLUMN)
+            ),
+            None => format!("SELECT {select} FROM {qualified} ORDER BY rowid"),
+        };
+        let mut stmt = conn.prepare(&sql)?;
+        let values: Vec<Option<String>> =
+            partition.map(|k| Some(k.to_string())).into_iter().collect();
+        query_table(&mut stmt, &values)
+            .map_err(|e| anyhow!("{}: {}", self.place(&name), describe(&e, &sql)))
+    }
+
+    fn exists_inner(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
+        let Some(conn) = self.conn(false)? else {
+            return Ok(false);
+        };
+        let name = table_name(&ctx.asset_key);
+        let key = ctx.partition.as_ref().map(|p| p.key.as_str());
+        // An empty partition is stored: its existence is recorded, since no
+        // row says so. One with rows must still have them.
+        if self.stored_rows(&conn, &name, key)? == Some(0) {
+            return Ok(true);
+        }
+        let Some(columns) = self.table_columns(&conn, &name)? else {
+            return Ok(false);
+        };
+        let Some(p) = &ctx.partition else {
+            return Ok(true);
+        };
+        if !columns.iter().any(|c| c.name == PARTITION_COLUMN) {
+            return Ok(false);
+        }
+        let mut stmt = conn.prepare(&format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = $1)",
+            self.qualified(&name),
+            quote_ident(PARTITION_COLUMN)
+        ))?;
+        Ok(stmt.query_row([&p.key], |r| r.get(0))?)
+    }
+}
+
+/// Opens a database file, waiting while another process holds it.
+fn open_file(path: &Path) -> anyhow::Result<Connection> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut wait = Duration::from_millis(5);
+    loop {
+        match Connection::open(path) {
+            Ok(c) => return Ok(c),
+            Err(e) if is_lock_conflict(&e) && Instant::now() < deadline => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => {
+                return Err(anyhow!(
+                    "cannot open the database `{}`: {}",
+                    path.display(),
+                    first_line(&e.to_string())
+                ));
+            }
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s).trim()
+}
+
+/// The columns of `schema.table` (in catalog `catalog`, or the current
+/// database), or `None` when there is no such table or view.
+fn columns_of(
+    conn: &Connection,
+    catalog: Option<&str>,
+    schema: &str,
+    table: &str,
+) -> anyhow::Result<Option<Vec<Column>>> {
+    let mut stmt = conn.prepare(
+        "SELECT column_name, data_type FROM duckdb_columns() \
+         WHERE database_name = coalesce(CAST($1 AS VARCHAR), current_database()) AND schema_name = $2 AND table_name = $3 \
+         ORDER BY column_index",
+    )?;
+    let cols = stmt
+        .query_map(duckdb::params![catalog, schema, table], |r| {
+            Ok(Column {
+                name: r.get(0)?,
+                ty: r.get(1)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((!cols.is_empty()).then_some(cols))
+}
+
+/// Gives the table's columns that hold no value yet (created from a
+/// header-only or all-empty output, which carries no types) the type
+/// `wanted` has for them, when it has one. Returns whether it did.
+fn retype_empty_columns(
+    conn: &Connection,
+    qualified: &str,
+    existing: &[Column],
+    wanted: &[Column],
+    all_null: &[bool],
+) -> anyhow::Result<bool> {
+    let mut changed = false;
+    for (i, w) in wanted.iter().enumerate() {
+        let Some(c) = existing.iter().find(|c| c.name == w.name) else {
+            continue;
+        };
+        if c.ty.eq_ignore_ascii_case(&w.ty) || all_null[i] {
+            continue;
+        }
+        let col = quote_ident(&c.name);
+        let has_value: bool = conn.query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM {qualified} WHERE {col} IS NOT NULL)"),
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_value {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {ty} USING CAST(NULL AS {ty})",
+                ty = w.ty
+            ))?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// `b`'s columns cast (strictly: a value that does not fit is an error) to
+/// `schema`'s types.
+fn cast_batch(b: &RecordBatch, schema: &Arc<Schema>) -> anyhow::Result<RecordBatch> {
+    let strict = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let mut cols = Vec::with_capacity(b.num_columns());
+    for (a, f) in b.columns().iter().zip(schema.fields()) {
+        let to = f.data_type();
+        cols.push(if a.data_type() == to {
+            a.clone()
+        } else {
+            let a = match a.data_type() {
+                // Arrow casts Date64 and Time32 to the other units, not straight across.
+                DataType::Date64 => arrow::compute::cast(a, &DataType::Date32)?,
+                _ => a.clone(),
+            };
+            arrow::compute::cast_with_options(&a, to, &strict).map_err(|e| {
+                anyhow!(
+                    "column `{}` ({}) cannot be stored as {to}: {e}",
+                    f.name(),
+                    a.data_type()
+                )
+            })?
+        });
+    }
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        cols,
+        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(b.num_rows())),
+    )?)
+}
+
+/// Creates the temporary table [`STAGE`] with `schema`'s columns and appends
+/// `batches` to it (inside the connection's transaction). Returns the rows.
+fn append_rows(
+    conn: &Connection,
+    schema: &Arc<Schema>,
+    batches: &[RecordBatch],
+) -> anyhow::Result<u64> {
+    create_table_for(conn, &format!("TEMP TABLE {}", quote_ident(STAGE)), schema)?;
+    append_to(conn, "temp", STAGE, batches)
+}
+
+/// `CREATE what (…)` (`TABLE "t"`, `TEMP TABLE "t"`) with the DuckDB types
+/// of `schema`'s columns.
+fn create_table_for(conn: &Connection, what: &str, schema: &Schema) -> anyhow::Result<()> {
+    let defs = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let ty = duck_type(f.data_type()).ok_or_else(|| {
+                anyhow!(
+                    "column `{}` has type {}, which DuckDB cannot hold here",
+                    f.name(),
+                    f.data_type()
+                )
+            })?;
+            Ok(format!("{} {ty}", quote_ident(f.name())))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    conn.execute_batch(&format!("CREATE {what} ({})", defs.join(", ")))?;
+    Ok(())
+}
+
+/// Appends `batches` (whose types are [`append_type`]s of the table's) to
+/// `catalog.main.table`.
+fn append_to(
+    conn: &Connection,
+    catalog: &str,
+    table: &str,
+    batches: &[RecordBatch],
+) -> anyhow::Result<u64> {
+    let mut app = conn.appender_to_catalog_and_db(table, catalog, "main")?;
+    let mut rows = 0u64;
+    for b in batches {
+        if b.num_rows() == 0 {
+            continue;
+        }
+        rows += b.num_rows() as u64;
+        app.append_record_batch(b.clone())?;
+    }
+    app.flush()?;
+    Ok(rows)
+}
+
+/// Runs a prepared statement with text parameters (`None`: NULL) and
+/// collects its rows as a table.
+fn query_table(
+    stmt: &mut duckdb::Statement<'_>,
+    values: &[Option<String>],
+) -> Result<Table, duckdb::Error> {
+    stmt.execute(duckdb::params_from_iter(values.iter()))?;
+    let mut batches = Vec::new();
+    while let Some(s) = stmt.step()? {
+        let b = RecordBatch::from(&s);
+        batches.push(
+            normalize(b).map_err(|e| {
+                duckdb::Error::ArrowTypeToDuckdbType(format!("{e:#}"), DataType::Null)
+            })?,
+        );
+    }
+    let schema = match batches.first() {
+        Some(b) => b.schema(),
+        None => {
+            let raw = stmt.schema();
+            let empty = RecordBatch::new_empty(raw);
+            normalize(empty)
+                .map_err(|e| {
+                    duckdb::Error::ArrowTypeToDuckdbType(format!("{e:#}"), DataType::Null)
+                })?
+                .schema()
+        }
+    };
+    Ok(Table { schema, batches })
+}
+
+/// One line for a DuckDB error: its message, and the line of the query it
+/// points at (DuckDB's `LINE n:`), when the query has several.
+pub(crate) fn describe(e: &duckdb::Error, query: &str) -> String {
+    let s = match e {
+        duckdb::Error::DuckDBFailure(_, Some(msg)) => msg.clone(),
+        other => other.to_string(),
+    };
+    let mut out = first_line(&s).to_string();
+    if query.contains('\n')
+        && let Some(rest) = s.split("LINE ").nth(1)
+        && let Some((n, _)) = rest.split_once(':')
+        && n.trim().parse::<usize>().is_ok()
+    {
+        out.push_str(&format!(" (line {} of the query)", n.trim()));
+    }
+    out
+}
+
+impl IoManager for DuckdbManager {
+    fn as_duckdb(&self) -> Option<&DuckdbManager> {
+        Some(self)
+    }
+
+    fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
+        let t = match data {
+            Data::Table(t) => t,
+            Data::File { path, format } => Arc::new(table::read(&path, format)?),
+            Data::Bytes(_) => bail!(
+                "the duckdb manager stores tables: opaque bytes (`file` format) cannot be stored"
+            ),
+        };
+        let name = table_name(&ctx.asset_key);
+        let started = Instant::now();
+        let rows = self.store(ctx, &t).with_context(|| {
+            format!("cannot store `{}` in {}", ctx.asset_key, self.place(&name))
+        })?;
+        ctx.log.info(format!(
+            "stored {rows} rows in {} ({:.3}s)",
+            self.place(&name),
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Stored {
+            path: Some(format!(
+                "duckdb:{}#{}.{name}",
+                self.path.display(),
+                self.schema
+            )),
+            rows: Some(rows),
+            bytes: None,
+        })
+    }
+
+    fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
+        let Some(mut conn) = self.conn(false)? else {
+            bail!(
+                "the database `{}` does not exist: materialize `{}` first",
+                self.path.display(),
+                ctx.upstream_output.asset_key
+            );
+        };
+        // One transaction: every partition from the same snapshot.
+        let tx = conn.transaction()?;
+        let loaded = ctx.load_each(|out| {
+            let key = out.partition.as_ref().map(|p| p.key.as_str());
+            Ok(Data::Table(Arc::new(self.read(
+                &tx,
+                &out.asset_key,
+                key,
+            )?)))
+        });
+        let _ = tx.commit();
+        loaded
+    }
+
+    fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
+        self.exists_inner(ctx)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The embedded engine: an in-memory DuckDB.
+
+/// An in-memory DuckDB database for one query.
+///
+/// Inputs go in through DuckDB's own Arrow scan (the Arrow C stream
+/// interface): DuckDB reads the batches in parallel, with no conversion in
+/// dg. That scan is registered on a connection of the C API, which the
+/// `duckdb` crate does not expose, so the database is opened through the C
+/// API and shared with the crate's [`Connection`] for the query.
+pub struct Embedded {
+    /// Dropped first (see `Drop`).
+    conn: Option<Connection>,
+    raw_con: duckdb::ffi::duckdb_connection,
+    raw_db: duckdb::ffi::duckdb_database,
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.conn.take();
+        // SAFETY: both handles were opened in `open` and are closed once,
+        // here, after every other connection to the database is gone.
+        unsafe {
+            duckdb::ffi::duckdb_disconnect(&mut self.raw_con);
+            duckdb::ffi::duckdb_close(&mut self.raw_db);
+        }
+    }
+}
+
+impl Embedded {
+    /// A new, empty in-memory database.
+    pub fn open() -> Result<Embedded, String> {
+        use duckdb::ffi;
+        let fail = || "cannot open the embedded DuckDB engine".to_string();
+        let mut e = Embedded {
+            conn: None,
+            raw_con: std::ptr::null_mut(),
+            raw_db: std::ptr::null_mut(),
+        };
+        // SAFETY: out-pointers to fields of `e`; a null path is an in-memory
+        // database. On failure `Drop` closes what was opened (null handles
+        // are ignored by DuckDB).
+        unsafe {
+            if ffi::duckdb_open(std::ptr::null(), &mut e.raw_db) != ffi::DuckDBSuccess {
+                return Err(fail());
+            }
+            if ffi::duckdb_connect(e.raw_db, &mut e.raw_con) != ffi::DuckDBSuccess {
+                return Err(fail());
+            }
+            e.conn = Some(
+                Connection::open_from_raw(e.raw_db).map_err(|err| format!("{}: {err}", fail()))?,
+            );
+        }
+        Ok(e)
+    }
+
+    fn conn(&self) -> &Connection {
+        self.conn.as_ref().expect("open")
+    }
+
+    /// Runs `sql` on the C API connection.
+    fn raw_query(&self, sql: &str) -> anyhow::Result<()> {
+        use duckdb::ffi;
+        let c = std::ffi::CString::new(sql)?;
+        // SAFETY: a live connection, a NUL-terminated query, and a result
+        // that is destroyed on every path.
+        unsafe {
+            let mut res: ffi::duckdb_result = std::mem::zeroed();
+            let rc = ffi::duckdb_query(self.raw_con, c.as_ptr(), &mut res);
+            let out = if rc == ffi::DuckDBSuccess {
+                Ok(())
+            } else {
+                let msg = ffi::duckdb_result_error(&mut res);
+                let msg = if msg.is_null() {
+                    "unknown error".to_string()
+                } else {
+                    std::ffi::CStr::from_ptr(msg).to_string_lossy().into_owned()
+                };
+                Err(anyhow!("{}", first_line(&msg).to_string()))
+            };
+            ffi::duckdb_destroy_result(&mut res);
+            out
+        }
+    }
+
+    /// Creates table `name` with `t`'s columns and rows. Returns the rows.
+    pub fn load(&self, name: &str, t: &Table) -> anyhow::Result<u64> {
+        use arrow::ffi_stream::FFI_ArrowArrayStream;
+        use arrow::record_batch::RecordBatchIterator;
+        use duckdb::ffi;
+        let mut fields = Vec::with_capacity(t.schema.fields().len());
+        for f in t.schema.fields() {
+            let ty = duck_type(f.data_type()).ok_or_else(|| {
+                anyhow!(
+                    "column `{}` has type {}, which DuckDB cannot hold",
+                    f.name(),
+                    f.data_type()
+                )
+            })?;
+            fields.push(Field::new(f.name(), append_type(&ty), true));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batches = t
+            .batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| cast_batch(b, &schema))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema.clone());
+        let mut stream = FFI_ArrowArrayStream::new(Box::new(reader));
+        let view = format!("dg_arrow/{name}");
+        let cview = std::ffi::CString::new(view.clone())?;
+        // SAFETY: `stream` is a valid Arrow C stream that outlives the view:
+        // the view is dropped below, before `stream` is.
+        let rc = unsafe {
+            ffi::duckdb_arrow_scan(
+                self.raw_con,
+                cview.as_ptr(),
+                &mut stream as *mut FFI_ArrowArrayStream as ffi::duckdb_arrow_stream,
+            )
+        };
+        if rc != ffi::DuckDBSuccess {
+            bail!("DuckDB cannot scan the Arrow data");
+        }
+        let made = self.raw_query(&format!(
+            "CREATE TABLE {} AS SELECT * FROM {}",
+            quote_ident(name),
+            quote_ident(&view)
+        ));
+        self.raw_query(&format!("DROP VIEW {}", quote_ident(&view)))?;
+        drop(stream);
+        made?;
+        Ok(rows)
+    }
+
+    /// Runs `query` with dg's parameters and returns its rows.
+    pub fn query(&self, query: &str, params: &Params) -> Result<Table, String> {
+        let (text, names) = to_positional(statement_text(query))?;
+        let values: Vec<Option<String>> = names
+            .iter()
+            .map(|n| param_value(params, n).map(str::to_string))
+            .collect();
+        let mut stmt = self
+            .conn()
+            .prepare(&text)
+            .map_err(|e| describe(&e, &text))?;
+        let t = query_table(&mut stmt, &values).map_err(|e| describe(&e, &text))?;
+        check_result_columns(&t.schema)?;
+        Ok(t)
+    }
+}
+
+/// A result's column names must be unique (they become a file's header).
+fn check_result_columns(schema: &Schema) -> Result<(), String> {
+    let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+    if names.is_empty() {
+        return Err("the query returns no columns: a `sql` asset's query must be a SELECT (or another statement that returns rows)".into());
+    }
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(format!(
+                "the query returns two columns named `{n}`: give them different names"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a check's query on `conn` and counts its rows, keeping the first.
+fn check_query(conn: &Connection, query: &str, params: &Params) -> Result<CheckRows, String> {
+    let (text, names) =
+        to_positional(statement_text(query)).map_err(|e| format!("SQL error: {e}"))?;
+    let values: Vec<Option<String>> = names
+        .iter()
+        .map(|n| param_value(params, n).map(str::to_string))
+        .collect();
+    let mut stmt = conn
+        .prepare(&text)
+        .map_err(|e| format!("SQL error: {}", describe(&e, &text)))?;
+    let t = query_table(&mut stmt, &values)
+        .map_err(|e| format!("SQL error: {}", describe(&e, &text)))?;
+    let mut out = CheckRows {
+        rows: t.num_rows() as u64,
+        first: None,
+    };
+    if let Some(b) = t.batches.iter().find(|b| b.num_rows() > 0) {
+        let mut parts = Vec::with_capacity(b.num_columns());
+        for (f, c) in t.schema.fields().iter().zip(b.columns()) {
+            let v = if c.is_null(0) {
+                "NULL".to_string()
+            } else {
+                arrow::util::display::array_value_to_string(c, 0).unwrap_or_default()
+            };
+            parts.push(format!("{}={v}", f.name()));
+        }
+        out.first = Some(cut_text(parts.join(", "), 300));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// In-database execution of `sql` assets and checks.
+
+impl DuckdbManager {
+    /// Runs `query` for asset `octx.asset_key` inside this manager's
+    /// database and replaces the asset's partition (or table) with its
+    /// rows, in one transaction: on any error the database is as it was.
+    /// Each input is a TEMP view over the upstream's table filtered to the
+    /// mapped partitions (keys bound into a temporary table, never SQL
+    /// text); no row passes through dg.
+    pub fn run_in_db(
+        &self,
+        query: &str,
+        inputs: &[DbInput],
+        params: &Params,
+        octx: &OutputContext,
+        log: &mut std::fs::File,
+    ) -> Result<Stored, InDbError> {
+        use InDbError::Failed;
+        let asset_key = octx.asset_key.as_str();
+        let fail = |what: String| Failed(format!("asset `{asset_key}`: {what}"));
+        let where_ = self.where_();
+        let dberr = |e: duckdb::Error| fail(format!("{where_}: {}", first_line(&e.to_string())));
+        let sql_error = |msg: String| Failed(format!("SQL error in asset `{asset_key}`: {msg}"));
+        let started = Instant::now();
+
+        // Nothing is touched before the query's text is checked.
+        let (text, names) = to_positional(statement_text(query)).map_err(sql_error)?;
+        let values: Vec<Option<String>> = names
+            .iter()
+            .map(|n| param_value(params, n).map(str::to_string))
+            .collect();
+
+        let mut conn = self
+            .conn(true)
+            .map_err(|e| fail(format!("{e:#}")))?
+            .expect("created");
+        let db = conn.db.clone();
+        let _guard = lock(&db.write);
+        let tx = conn.transaction().map_err(dberr)?;
+        self.ensure_schema(&tx)
+            .map_err(|e| fail(format!("{where_}: {e:#}")))?;
+        // Sources are named with their catalog: a view named like its
+        // source (`upstream` over `main.upstream`) must not find itself.
+        let catalog = quote_ident(&current_database(&tx).map_err(dberr)?);
+
+        for (i, input) in inputs.iter().enumerate() {
+            let table = table_name(&input.asset_key);
+            let place = self.place(&table);
+            let columns = self
+                .table_columns(&tx, &table)
+                .map_err(|e| fail(format!("{where_}: {e:#}")))?
+                .ok_or_else(|| {
+                    fail(format!(
+                        "input `{}`: {place} does not exist: materialize `{}` first",
+                        input.name, input.asset_key
+                    ))
+                })?;
+            let has_partition = columns.iter().any(|c| c.name == PARTITION_COLUMN);
+            if input.partitions.is_some() && !has_partition {
+                return Err(fail(format!(
+                    "input `{}`: {place} has no `{PARTITION_COLUMN}` column: it was not written for a partitioned asset",
+                    input.name
+                )));
+            }
+            let cols: Vec<String> = columns
+                .iter()
+                .filter(|c| !(input.partitions.is_some() && c.name == PARTITION_COLUMN))
+                .map(|c| format!("t.{}", quote_ident(&c.name)))
+                .collect();
+            let source = format!("{catalog}.{}", self.qualified(&table));
+            let select = match &input.partitions {
+                Some(keys) => {
+                    let name = quote_ident(&format!("dg_keys_{i}"));
+                    tx.execute_batch(&format!("CREATE TEMP TABLE {name} (i BIGINT, k VARCHAR)"))
+                        .map_err(dberr)?;
+                    let kt = format!("temp.main.{name}");
+                    let mut ins = tx
+                        .prepare(&format!("INSERT INTO {kt} VALUES ($1, $2)"))
+                        .map_err(dberr)?;
+                    for (n, k) in keys.iter().enumerate() {
+                        ins.execute(duckdb::params![n as i64, k]).map_err(dberr)?;
+                    }
+                    format!(
+                        "SELECT {} FROM {source} AS t JOIN {kt} AS k ON t.{} = k.k ORDER BY k.i, t.rowid",
+                        cols.join(", "),
+                        quote_ident(PARTITION_COLUMN)
+                    )
+                }
+                None => format!(
+                    "SELECT {} FROM {source} AS t ORDER BY t.rowid",
+                    cols.join(", ")
+                ),
+            };
+            tx.execute_batch(&format!(
+                "CREATE TEMP VIEW {} AS {select}",
+                quote_ident(&input.name)
+            ))
+            .map_err(|e| {
+                fail(format!(
+                    "input `{}`: cannot create its view: {}",
+                    input.name,
+                    first_line(&e.to_string())
+                ))
+            })?;
+            let _ = writeln!(
+                log,
+                "[dg] sql: input `{}` is a view over {source}{} (no rows loaded)",
+                input.name,
+                match &input.partitions {
+                    Some(k) => format!(", filtered to {} partition(s)", k.len()),
+                    None => String::new(),
+                }
+            );
+        }
+
+        // The query, checked on its own first so that errors point into it,
+        // then run into a temporary table. Unqualified names: the TEMP views
+        // first, then the resource's schema.
+        let _ = writeln!(log, "[dg] sql: running inside {where_}\n{query}");
+        tx.execute_batch(&format!(
+            "SET search_path = {}",
+            sql_string(&format!(
+                "temp.main,{catalog}.{}",
+                quote_ident(&self.schema)
+            ))
+        ))
+        .map_err(dberr)?;
+        let t0 = Instant::now();
+        let result = format!("temp.main.{}", quote_ident(RESULT_TABLE));
+        tx.prepare(&text)
+            .map_err(|e| sql_error(describe(&e, &text)))?;
+        {
+            let wrapped = format!(
+                "CREATE TEMP TABLE {} AS SELECT * FROM (\n{text}\n)",
+                quote_ident(RESULT_TABLE)
+            );
+            let mut stmt = tx
+                .prepare(&wrapped)
+                .map_err(|e| sql_error(describe(&e, &text)))?;
+            stmt.execute(duckdb::params_from_iter(values.iter()))
+                .map_err(|e| sql_error(describe(&e, &text)))?;
+        }
+        for input in inputs {
+            tx.execute_batch(&format!("DROP VIEW temp.main.{}", quote_ident(&input.name)))
+                .map_err(dberr)?;
+        }
+        tx.execute_batch("RESET search_path").map_err(dberr)?;
+        let made = columns_of(&tx, Some("temp"), "main", RESULT_TABLE)
+            .map_err(|e| fail(format!("{e:#}")))?
+            .unwrap_or_default();
+        if made.is_empty() {
+            return Err(sql_error("the query returns no columns: a `sql` asset's query must be a SELECT (or another statement that returns rows)".into()));
+        }
+        let partition = octx.partition.as_ref().map(|p| p.key.as_str());
+        if partition.is_some() && made.iter().any(|c| c.name == PARTITION_COLUMN) {
+            return Err(fail(format!(
+                "the result has a column named `{PARTITION_COLUMN}`, which the duckdb manager uses for the partition key: rename it"
+            )));
+        }
+        let count: i64 = tx
+            .query_row(&format!("SELECT count(*) FROM {result}"), [], |r| r.get(0))
+            .map_err(dberr)?;
+        let _ = writeln!(
+            log,
+            "[dg] sql: {count} rows, {} columns in {} ms (inside the database)",
+            made.len(),
+            t0.elapsed().as_millis()
+        );
+
+        // Replace the partition (or table) with the result.
+        let target = table_name(asset_key);
+        let store_err = |e: anyhow::Error| {
+            Failed(format!(
+                "cannot store `{asset_key}` in {}: {e:#}",
+                self.place(&target)
+            ))
+        };
+        let all_null = vec![false; made.len()];
+        self.prepare_target(&tx, octx, &made, &all_null)
+            .map_err(store_err)?;
+        let cols: Vec<String> = made.iter().map(|c| quote_ident(&c.name)).collect();
+        let qualified = self.qualified(&target);
+        let inserted = match partition {
+            Some(key) => tx.execute(
+                &format!(
+                    "INSERT INTO {qualified} ({}, {}) SELECT $1, {} FROM {result} ORDER BY rowid",
+                    quote_ident(PARTITION_COLUMN),
+                    cols.join(", "),
+                    cols.join(", ")
+                ),
+                [key],
+            ),
+            None => tx.execute(
+                &format!(
+                    "INSERT INTO {qualified} ({}) SELECT {} FROM {result} ORDER BY rowid",
+                    cols.join(", "),
+                    cols.join(", ")
+                ),
+                [],
+            ),
+        }
+        .map_err(|e| store_err(anyhow!("{}", first_line(&e.to_string()))))?;
+        self.record_stored(&tx, &target, partition, inserted as u64)
+            .map_err(store_err)?;
+        tx.commit()
+            .map_err(|e| store_err(anyhow!("cannot commit: {}", first_line(&e.to_string()))))?;
+        let _ = writeln!(
+            log,
+            "[dg] sql: ran inside {where_}; stored {inserted} rows in {qualified}; 0 rows moved through dg ({} ms)",
+            started.elapsed().as_millis()
+        );
+        Ok(Stored {
+            path: Some(format!(
+                "duckdb:{}#{}.{target}",
+                self.path.display(),
+                self.schema
+            )),
+            rows: Some(inserted as u64),
+            bytes: None,
+        })
+    }
+
+    /// Runs a check's query inside the database: `view` is a TEMP view over
+    /// the asset's table, filtered to `partition` (bound through a
+    /// temporary table, never SQL text). Nothing is written to the
+    /// database.
+    pub fn check_in_db(
+        &self,
+        asset_key: &str,
+        view: &str,
+        partition: Option<&str>,
+        query: &str,
+        params: &Params,
+    ) -> Result<CheckRows, String> {
+        let table = table_name(asset_key);
+        let Some(mut conn) = self.conn(false).map_err(|e| format!("{e:#}"))? else {
+            return Err(format!("{} does not exist", self.place(&table)));
+        };
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let columns = self
+            .table_columns(&tx, &table)
+            .map_err(|e| format!("{e:#}"))?
+            .ok_or_else(|| format!("{} does not exist", self.place(&table)))?;
+        let cols: Vec<String> = columns
+            .iter()
+            .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
+            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .collect();
+        let catalog = current_database(&tx).map_err(|e| e.to_string())?;
+        // With its catalog: the view may be named like the table.
+        let source = format!("{}.{}", quote_ident(&catalog), self.qualified(&table));
+        let filter = match partition {
+            Some(k) => {
+                tx.execute_batch("CREATE TEMP TABLE dg_check_key (k VARCHAR)")
+                    .map_err(|e| e.to_string())?;
+                tx.execute("INSERT INTO temp.main.dg_check_key VALUES ($1)", [k])
+                    .map_err(|e| e.to_string())?;
+                format!(
+                    " WHERE t.{} IN (SELECT k FROM temp.main.dg_check_key)",
+                    quote_ident(PARTITION_COLUMN)
+                )
+            }
+            None => String::new(),
+        };
+        tx.execute_batch(&format!(
+            "CREATE TEMP VIEW {} AS SELECT {} FROM {source} AS t{filter} ORDER BY t.rowid; SET search_path = {}",
+            quote_ident(view),
+            cols.join(", "),
+            sql_string(&format!(
+                "temp.main,{}.{}",
+                quote_ident(&catalog),
+                quote_ident(&self.schema)
+            ))
+        ))
+        .map_err(|e| format!("cannot create the view `{view}`: {}", first_line(&e.to_string())))?;
+        let out = check_query(&tx, query, params);
+        let _ = tx.rollback();
+        out
+    }
+}
+
+fn current_database(conn: &Connection) -> Result<String, duckdb::Error> {
+    conn.query_row("SELECT current_database()", [], |r| r.get(0))
+}
+
+/// `s` as a SQL string literal.
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Int64Array};
+
+    fn manager(dir: &Path) -> DuckdbManager {
+        let cx = ResourceCx {
+            resource_key: "io_manager".into(),
+            project_root: dir.to_path_buf(),
+            state_dir: dir.join(".dg"),
+            run_id: "r".into(),
+        };
+        let config = DuckdbConfig {
+            path: "w.duckdb".into(),
+            schema: "main".into(),
+            replace_on_schema_change: false,
+        };
+        DuckdbManager::new(config, &cx).unwrap()
+    }
+
+    fn output(key: &str) -> OutputContext {
+        OutputContext {
+            asset_key: "t".into(),
+            partition: Some(crate::io::PartitionRef {
+                key: key.into(),
+                dims: Vec::new(),
+                window: None,
+            }),
+            format: crate::io::Format::Csv,
+            resource_key: "io_manager".into(),
+            metadata: Default::default(),
+            run_id: "r".into(),
+            step_id: "s".into(),
+            log: Default::default(),
+        }
+    }
+
+    fn ints(values: &[i64]) -> Data {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let col: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));
+        let batch = RecordBatch::try_new(schema.clone(), vec![col]).unwrap();
+        Data::Table(Arc::new(Table {
+            schema,
+            batches: vec![batch],
+        }))
+    }
+
+    fn values(m: &DuckdbManager) -> Vec<i64> {
+        let conn = m.conn(false).unwrap().unwrap();
+        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// A failure inside the transaction, after the partition's rows were
+    /// deleted and the new ones appended, rolls both back.
+    #[test]
+    fn a_failure_inside_the_transaction_changes_nothing() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let m = manager(dir.path());
+        {
+            let conn = m.conn(true).unwrap().unwrap();
+            conn.execute_batch(
+                "CREATE TABLE t (dg_partition VARCHAR NOT NULL, v BIGINT CHECK (v < 100))",
+            )
+            .unwrap();
+        }
+        m.handle_output(&output("a"), ints(&[1, 2])).unwrap();
+        let err = m.handle_output(&output("a"), ints(&[3, 500])).unwrap_err();
+        assert!(format!("{err:#}").contains("CHECK"), "{err:#}");
+        assert_eq!(values(&m), vec![1, 2]);
+        assert!(m.exists(&output("a")).unwrap());
+        assert!(!m.exists(&output("b")).unwrap());
+    }
+
+    /// Two managers of the same file share one DuckDB instance, and it is
+    /// closed (the file free for another process) when neither uses it.
+    #[test]
+    fn one_instance_per_file_while_in_use() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let a = manager(dir.path());
+        let b = manager(dir.path());
+        let ca = a.conn(true).unwrap().unwrap();
+        let cb = b.conn(true).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&ca.db, &cb.db));
+        let weak = Arc::downgrade(&ca.db);
+        drop((ca, cb));
+        assert!(weak.upgrade().is_none());
+    }
+
+    #[test]
+    fn types_round_trip_through_the_appender() {
+        for t in [
+            DataType::Int32,
+            DataType::Int64,
+            DataType::UInt64,
+            DataType::Float64,
+            DataType::Utf8,
+            DataType::Boolean,
+            DataType::Date32,
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+            DataType::Time64(TimeUnit::Microsecond),
+            DataType::Binary,
+            DataType::Decimal128(10, 2),
+        ] {
+            let duck = duck_type(&t).unwrap();
+            assert_eq!(append_type(&duck), t, "{duck}");
+        }
+    }
+
+    #[test]
+    fn errors_are_one_line_with_the_query_line() {
+        let e = Embedded::open().unwrap();
+        let err = e
+            .query("SELECT 1 AS a,\n  FROMM x", &Params::default())
+            .unwrap_err();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(err.contains("line 2 of the query"), "{err}");
+    }
+}

@@ -1,0 +1,505 @@
+//! Issue 18: the `duckdb` I/O manager and `engine = "duckdb"` end to end:
+//! the real binary on small projects, the database checked with the
+//! `duckdb` crate once dg has exited (DuckDB lets one process hold a file).
+//! The scenarios every table backend shares are in `table_scenarios.rs`.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::backend::{Backend, DUCKDB, NOW, duckdb_db, duckdb_rows};
+use crate::support::{Run, assert_no_panic, dg, json, project, read};
+use crate::table_scenarios;
+
+fn materialize(dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["--now", NOW, "materialize", "--json"];
+    all.extend(args);
+    let run = dg(dir, &all);
+    assert_no_panic(&run);
+    run
+}
+
+fn rows(dir: &Path, sql: &str) -> Vec<Vec<String>> {
+    duckdb_rows(&duckdb_db(dir), sql)
+}
+
+/// The declared columns of `table`: name and DuckDB type.
+fn columns(dir: &Path, table: &str) -> Vec<Vec<String>> {
+    rows(
+        dir,
+        &format!(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = '{table}' ORDER BY column_index"
+        ),
+    )
+}
+
+/// The materialization metadata of `asset` in the run `run` printed.
+fn metadata(dir: &Path, run: &Run, asset: &str) -> Value {
+    let run_id = json(run)["run_id"].as_str().unwrap().to_string();
+    let show = dg(dir, &["--now", NOW, "runs", "show", &run_id, "--json"]);
+    assert_eq!(show.code, 0, "{}\n{}", show.stdout, show.stderr);
+    let show = json(&show);
+    show["materializations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["asset"] == asset)
+        .unwrap_or_else(|| panic!("no materialization of `{asset}` in {show:#}"))["metadata"]
+        .clone()
+}
+
+/// Every step log of `asset`, concatenated.
+fn step_logs(dir: &Path, asset: &str) -> String {
+    let mut out = String::new();
+    for e in walkdir::WalkDir::new(dir.join(".dg/logs")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() && e.file_name().to_string_lossy().starts_with(asset) {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap());
+        }
+    }
+    out
+}
+
+// Scenarios shared with the other table backends (`table_scenarios.rs`).
+
+#[test]
+fn seed_example_through_duckdb_gives_24_ordered_rows() {
+    table_scenarios::seed_example_gives_24_ordered_rows(Backend::Duckdb);
+}
+
+#[test]
+fn text_is_not_retyped_through_duckdb() {
+    table_scenarios::text_is_not_retyped(Backend::Duckdb);
+}
+
+#[test]
+fn checks_run_inside_the_database_through_duckdb() {
+    table_scenarios::checks_run_inside_the_database(Backend::Duckdb);
+}
+
+#[test]
+fn rematerializing_one_partition_replaces_only_its_rows_in_duckdb() {
+    table_scenarios::rematerializing_one_partition_replaces_only_its_rows(Backend::Duckdb);
+}
+
+#[test]
+fn a_failing_step_leaves_the_duckdb_table_unchanged() {
+    table_scenarios::a_failing_step_leaves_the_table_unchanged(Backend::Duckdb);
+}
+
+#[test]
+fn sql_text_in_a_partition_key_does_no_harm_in_duckdb() {
+    table_scenarios::sql_text_in_a_partition_key_does_no_harm(Backend::Duckdb);
+}
+
+#[test]
+fn a_changed_duckdb_schema_is_an_error_unless_replacing_is_allowed() {
+    table_scenarios::a_changed_schema_is_an_error_unless_replacing_is_allowed(Backend::Duckdb);
+}
+
+#[test]
+fn range_steps_store_each_partition_as_its_rows_in_duckdb() {
+    table_scenarios::range_steps_store_each_partition_as_its_rows(Backend::Duckdb);
+}
+
+#[test]
+fn a_zero_row_partition_is_stored_in_duckdb() {
+    table_scenarios::a_zero_row_partition_is_stored(Backend::Duckdb);
+}
+
+// What only DuckDB does.
+
+/// Every kind of column gets DuckDB's own type, NULLs stay NULL, declared
+/// `columns` give their types, and the next step reads back exactly what
+/// was written.
+#[test]
+fn column_types_and_nulls_round_trip_through_duckdb() {
+    let dir = project(&[
+        ("defs/resources.toml", DUCKDB),
+        (
+            "defs/assets.toml",
+            r#"
+[assets."raw/src"]
+columns = { zip = "string", amount = "float64", day = "date" }
+shell = "printf 'n,x,s,b,zip,amount,day\\n1,1.5,hello,true,02134,3,2024-02-29\\n2,,\"a,b\",false,10001,,\\n' > \"$DG_OUTPUT\""
+
+[assets.copy]
+deps = ["raw/src"]
+shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
+"#,
+        ),
+    ]);
+    let d = dir.path();
+    let run = materialize(d, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        read(d.join("seen.csv")),
+        "n,x,s,b,zip,amount,day\n1,1.5,hello,true,02134,3.0,2024-02-29\n2,,\"a,b\",false,10001,,\n"
+    );
+    assert_eq!(
+        columns(d, "raw__src"),
+        vec![
+            vec!["n", "BIGINT"],
+            vec!["x", "DOUBLE"],
+            vec!["s", "VARCHAR"],
+            vec!["b", "BOOLEAN"],
+            vec!["zip", "VARCHAR"],
+            vec!["amount", "DOUBLE"],
+            vec!["day", "DATE"],
+        ]
+    );
+    assert_eq!(
+        rows(
+            d,
+            "SELECT n, x, s, b, zip, CAST(day AS VARCHAR) FROM raw__src ORDER BY rowid"
+        ),
+        vec![
+            vec!["1", "1.5", "hello", "1", "02134", "2024-02-29"],
+            vec!["2", "NULL", "a,b", "0", "10001", "NULL"],
+        ]
+    );
+    // The copy (a CSV file read back without `columns`) has the same types,
+    // but for the date, which a CSV file gives as text.
+    let mut want = columns(d, "raw__src");
+    want[6][1] = "VARCHAR".into();
+    assert_eq!(columns(d, "copy"), want);
+    // Materializing again replaces the whole table.
+    assert_eq!(materialize(d, &["--select", "raw/src"]).code, 0);
+    assert_eq!(
+        rows(d, "SELECT count(*) FROM raw__src"),
+        vec![vec!["2".to_string()]]
+    );
+}
+
+/// A header-only first partition does not fix the table's column types: a
+/// later partition with values gives them.
+#[test]
+fn an_empty_first_partition_does_not_fix_the_duckdb_schema() {
+    let dir = project(&[
+        ("defs/resources.toml", DUCKDB),
+        (
+            "defs/assets.toml",
+            r#"
+[partitions.daily]
+type = "daily"
+start = "2021-12-30"
+
+[assets.events]
+partitions = "daily"
+shell = "if [ \"$DG_PARTITION_KEY\" = 2021-12-30 ]; then printf 'id,amount\\n'; else printf 'id,amount\\n1,2.5\\n'; fi > \"$DG_OUTPUT\""
+"#,
+        ),
+    ]);
+    let d = dir.path();
+    assert_eq!(materialize(d, &["--partition", "2021-12-30"]).code, 0);
+    assert_eq!(
+        columns(d, "events"),
+        vec![
+            vec!["dg_partition", "VARCHAR"],
+            vec!["id", "VARCHAR"],
+            vec!["amount", "VARCHAR"],
+        ]
+    );
+    let run = materialize(d, &["--partition-range", "2021-12-31...2022-01-01"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        columns(d, "events"),
+        vec![
+            vec!["dg_partition", "VARCHAR"],
+            vec!["id", "BIGINT"],
+            vec!["amount", "DOUBLE"],
+        ]
+    );
+    assert_eq!(
+        rows(d, "SELECT dg_partition, id, amount FROM events ORDER BY 1"),
+        vec![
+            vec!["2021-12-31", "1", "2.5"],
+            vec!["2022-01-01", "1", "2.5"]
+        ]
+    );
+}
+
+/// Another schema than `main`: created on the first write, and the
+/// tables are in it.
+#[test]
+fn tables_go_in_the_resource_schema() {
+    let dir = project(&[
+        (
+            "defs/resources.toml",
+            &format!("{DUCKDB}schema = \"analytics\"\n"),
+        ),
+        (
+            "defs/assets.toml",
+            r#"
+[assets.src]
+shell = "printf 'a\\n1\\n' > \"$DG_OUTPUT\""
+
+[assets.total]
+deps = ["src"]
+sql = "SELECT sum(a) AS total FROM src"
+"#,
+        ),
+    ]);
+    let d = dir.path();
+    let run = materialize(d, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(rows(d, "SELECT a FROM analytics.src"), vec![vec!["1"]]);
+    assert_eq!(
+        rows(d, "SELECT total FROM analytics.total"),
+        vec![vec!["1"]]
+    );
+    assert_eq!(metadata(d, &run, "total")["dg/in_database"], true);
+}
+
+const HOURLY_DAILY: &str = r#"
+[partitions.hourly]
+type = "hourly"
+start = "2022-01-01-00:00"
+
+[partitions.daily]
+type = "daily"
+start = "2022-01-01"
+
+[assets.upstream]
+partitions = "hourly"
+shell = "printf 'date,n\\n%s,1\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+"#;
+
+/// A `sql` asset whose input is in the same DuckDB database runs inside
+/// it: `GROUP BY ALL` and `list(…)` are DuckDB's (SQLite rejects both), no
+/// row passes through dg, and the result keeps DuckDB's types.
+#[test]
+fn a_sql_asset_over_the_same_duckdb_database_runs_inside_it() {
+    let dir = project(&[
+        ("defs/resources.toml", DUCKDB),
+        (
+            "defs/assets.toml",
+            &format!(
+                r#"{HOURLY_DAILY}
+[assets.daily]
+partitions = "daily"
+deps = ["upstream"]
+sql = """
+SELECT :partition_key AS day, count(*) AS hours, sum(n) AS total,
+       list(date ORDER BY date)[1] AS first
+FROM upstream
+GROUP BY ALL
+"""
+"#
+            ),
+        ),
+    ]);
+    let d = dir.path();
+    let run = materialize(d, &["--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let md = metadata(d, &run, "daily");
+    assert_eq!(md["dg/in_database"], true, "{md:#}");
+    assert_eq!(md["dg/rows_moved"], 0, "{md:#}");
+    assert_eq!(md["dg/rows"], 1, "{md:#}");
+    let log = step_logs(d, "daily");
+    assert!(log.contains("ran inside duckdb:"), "{log}");
+    assert!(log.contains("0 rows moved through dg"), "{log}");
+    assert_eq!(
+        rows(
+            d,
+            "SELECT dg_partition, day, hours, total, first FROM daily"
+        ),
+        vec![vec![
+            "2022-01-01",
+            "2022-01-01",
+            "24",
+            "24",
+            "2022-01-01-00:00"
+        ]]
+    );
+    assert_eq!(
+        columns(d, "daily"),
+        vec![
+            vec!["dg_partition", "VARCHAR"],
+            vec!["day", "VARCHAR"],
+            vec!["hours", "BIGINT"],
+            vec!["total", "HUGEINT"],
+            vec!["first", "VARCHAR"],
+        ]
+    );
+    // Again: the partition is replaced, not appended to.
+    let run = materialize(d, &["--select", "daily", "--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(rows(d, "SELECT count(*) FROM daily"), vec![vec!["1"]]);
+    // A failing query changes nothing and says where.
+    std::fs::write(
+        d.join("defs/assets.toml"),
+        std::fs::read_to_string(d.join("defs/assets.toml"))
+            .unwrap()
+            .replace("FROM upstream", "FROM upstream WHERE nope > 1"),
+    )
+    .unwrap();
+    let run = materialize(d, &["--select", "daily", "--partition", "2022-01-01"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("SQL error in asset `daily`") && run.stderr.contains("nope"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(rows(d, "SELECT count(*) FROM daily"), vec![vec!["1"]]);
+}
+
+/// `engine = "duckdb"` on an asset stored elsewhere: the inputs are loaded
+/// into an in-memory DuckDB, the query (DuckDB's dialect) runs there, and
+/// the result goes through the asset's manager. The same query fails in
+/// the default SQLite engine.
+#[test]
+fn engine_duckdb_runs_the_query_in_an_embedded_duckdb() {
+    let assets = |engine: &str| {
+        format!(
+            r#"{HOURLY_DAILY}
+[assets.daily]
+partitions = "daily"
+deps = ["upstream"]
+{engine}
+sql = "SELECT count(*) AS hours, max(date) AS last FROM upstream GROUP BY ALL"
+"#
+        )
+    };
+    let dir = project(&[("defs/assets.toml", &assets("engine = \"duckdb\""))]);
+    let d = dir.path();
+    let run = materialize(d, &["--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let md = metadata(d, &run, "daily");
+    assert_eq!(md["dg/in_database"], false, "{md:#}");
+    assert_eq!(md["dg/rows_moved"], 24, "{md:#}");
+    assert_eq!(
+        read(d.join(".dg/storage/daily/2022-01-01.csv")),
+        "hours,last\n24,2022-01-01-23:00\n"
+    );
+    assert!(
+        step_logs(d, "daily").contains("running in the embedded DuckDB engine"),
+        "{}",
+        step_logs(d, "daily")
+    );
+    // Without `engine`, the same query is SQLite's to run, which rejects it.
+    std::fs::write(d.join("defs/assets.toml"), assets("")).unwrap();
+    let run = materialize(d, &["--select", "daily", "--partition", "2022-01-01"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("SQL error in asset `daily`"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// A query written for DuckDB on an asset stored in SQLite runs in the
+/// embedded DuckDB, not inside the SQLite file, and the log says why.
+#[test]
+fn a_duckdb_query_on_a_sqlite_asset_runs_embedded() {
+    let dir = project(&[
+        ("defs/resources.toml", crate::backend::SQLITE),
+        (
+            "defs/assets.toml",
+            &format!(
+                r#"{HOURLY_DAILY}
+[assets.daily]
+partitions = "daily"
+deps = ["upstream"]
+engine = "duckdb"
+sql = "SELECT * EXCLUDE (n) FROM upstream"
+"#
+            ),
+        ),
+    ]);
+    let d = dir.path();
+    let run = materialize(d, &["--partition", "2022-01-01"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(metadata(d, &run, "daily")["dg/in_database"], false);
+    let log = step_logs(d, "daily");
+    assert!(
+        log.contains("the query is written for the duckdb engine"),
+        "{log}"
+    );
+    let conn = crate::backend::sqlite_db(d);
+    assert_eq!(
+        crate::backend::sqlite_rows(&conn, "SELECT count(*), min(date) FROM daily"),
+        vec![vec!["24", "2022-01-01-00:00"]]
+    );
+}
+
+/// A `sql` asset with range steps (`backfill`) gets the range as
+/// parameters in DuckDB too, and each partition of its result is stored
+/// as its own rows.
+#[test]
+fn a_duckdb_sql_range_step_stores_each_partition() {
+    let dir = project(&[
+        ("defs/resources.toml", DUCKDB),
+        (
+            "defs/assets.toml",
+            r#"
+[partitions.days]
+type = "daily"
+start = "2021-12-28"
+
+[assets.days]
+partitions = "days"
+backfill = { max_partitions_per_step = 10 }
+sql = """
+SELECT k AS dg_partition, CAST(:partition_start AS VARCHAR) AS range_start, :run_id IS NOT NULL AS has_run
+FROM (SELECT unnest(CAST(:partition_keys AS VARCHAR[])) AS k)
+"""
+"#,
+        ),
+    ]);
+    let d = dir.path();
+    let run = materialize(d, &["--partition-range", "2021-12-29...2021-12-31"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("days[2021-12-29...2021-12-31]"),
+        "{}",
+        run.stdout
+    );
+    let got = rows(
+        d,
+        "SELECT dg_partition, range_start, has_run FROM days ORDER BY 1",
+    );
+    assert_eq!(got.len(), 3, "{got:?}");
+    for (row, k) in got.iter().zip(["2021-12-29", "2021-12-30", "2021-12-31"]) {
+        assert_eq!(row[0], k);
+        assert!(row[1].starts_with("2021-12-29T00:00:00"), "{row:?}");
+        assert_eq!(row[2], "1");
+    }
+    // History records each partition of the range step.
+    let status = json(&dg(d, &["--now", NOW, "status", "--json"]));
+    let days = &status["assets"][0];
+    assert_eq!(days["materialized"], 3, "{status:#}");
+    assert_eq!(
+        days["ranges"]["materialized"][0], "2021-12-29...2021-12-31",
+        "{status:#}"
+    );
+}
+
+/// A `sql` check on an asset stored in DuckDB runs inside the database, in
+/// DuckDB's dialect (`list` and `len` are DuckDB's).
+#[test]
+fn a_sql_check_on_a_duckdb_asset_runs_in_duckdb() {
+    let dir = project(&[
+        ("defs/resources.toml", DUCKDB),
+        (
+            "defs/assets.toml",
+            r#"
+[assets.orders]
+shell = "printf 'id\n1\n2\n2\n' > \"$DG_OUTPUT\""
+
+[assets.orders.checks.unique_ids]
+sql = "SELECT id, len(list(id)) AS n FROM orders GROUP BY ALL HAVING count(*) > 1"
+"#,
+        ),
+    ]);
+    let d = dir.path();
+    let run = materialize(d, &[]);
+    let v = json(&run);
+    let check = &v["checks"][0];
+    assert_eq!(check["check"], "unique_ids", "{v:#}");
+    assert_eq!(check["passed"], false, "{v:#}");
+    assert_eq!(
+        check["message"], "the query returned 1 row; first: id=2, n=2",
+        "{v:#}"
+    );
+}
