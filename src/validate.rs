@@ -2349,21 +2349,6 @@ impl<'a> Validator<'a> {
             );
         }
         let backfill = backfill_policy(&r, partitions.as_ref(), format, &what, d);
-        // Checks run per stored partition of a one-partition step; a range
-        // step stores many at once and would silently skip them.
-        if backfill.is_some()
-            && let (Some(first), Some(span)) = (asset_checks.first(), r.key_span("backfill"))
-        {
-            d.push(
-                Diagnostic::error(
-                    Kind::InvalidValue,
-                    format!("{what} has checks and `backfill`: checks do not run on range steps yet"),
-                )
-                .at(&span, "range steps")
-                .also(&first.span, "a check")
-                .help("remove `backfill` to check every partition, or move the checks to an asset that reads this one"),
-            );
-        }
         let env_pairs = r.str_map("env", d).unwrap_or_default();
         let mut env = Vec::new();
         for (k, v) in env_pairs {

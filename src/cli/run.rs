@@ -1224,6 +1224,13 @@ impl Reporter for Display<'_> {
                     }
                 }
                 for c in r.checks.iter().filter(|c| !c.passed) {
+                    // A range step checks each of its partitions: name the one.
+                    let id = match &c.partition {
+                        Some(p) if !rc.plan.steps[r.step].range.is_empty() => {
+                            format!("{}[{p}]", c.asset)
+                        }
+                        _ => id.clone(),
+                    };
                     let blocking = if r.blocked_by.as_deref() == Some(c.check.as_str()) {
                         ", blocking"
                     } else {

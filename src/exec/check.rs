@@ -40,66 +40,37 @@ pub fn table_name(asset: &Asset) -> &str {
     asset.segments().last().unwrap_or(&asset.key)
 }
 
-/// Runs every check of step `si`'s asset on the partition it just stored.
+/// Runs every check of step `si`'s asset on each partition it just stored:
+/// the one partition of a step, or every partition of a range step, each
+/// checked on its own (its own `DG_PARTITION_KEY`, its own rows).
 pub fn run_checks(rc: &RunCtx, si: usize, attempt: u32, dog: &Watchdog, log: &mut File) -> Outcome {
     let step = &rc.plan.steps[si];
     let asset = &rc.defs.assets[step.asset];
-    let partition = match (&asset.partitions, step.partition) {
-        (Some(p), Some(i)) => Some(partition_ref(&p.def, i, &rc.cx)),
-        _ => None,
+    let partitions: Vec<Option<PartitionRef>> = match (&asset.partitions, step.partition) {
+        (Some(p), Some(_)) => step
+            .partitions()
+            .into_iter()
+            .map(|i| Some(partition_ref(&p.def, i, &rc.cx)))
+            .collect(),
+        _ => vec![None],
     };
-    let mut cx = CheckCx {
-        rc,
-        si,
-        asset,
-        partition,
-        loaded: None,
-        work: rc.work_dir(si, attempt).join("check"),
-    };
+    let work = rc.work_dir(si, attempt).join("check");
     let mut out = Outcome::default();
-    for check in &asset.checks {
+    for partition in partitions {
         if rc.cancelled() {
             break;
         }
-        let t0 = Instant::now();
-        let _ = writeln!(log, "[dg] check `{}`", check.name);
-        let r = cx.run(check, dog, log);
-        let (passed, message, metadata) = match r {
-            Ok(x) => x,
-            Err(e) => (false, Some(e), serde_json::Map::new()),
+        let mut cx = CheckCx {
+            rc,
+            si,
+            asset,
+            partition,
+            loaded: None,
+            work: work.clone(),
         };
-        let _ = writeln!(
-            log,
-            "[dg] check `{}`: {}{}",
-            check.name,
-            if passed { "passed" } else { "FAILED" },
-            message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        );
-        if !passed
-            && check.blocking
-            && check.severity == CheckSeverity::Error
-            && out.blocked_by.is_none()
-        {
-            out.blocked_by = Some(check.name.clone());
-        }
-        let key = cx.partition.as_ref().map(|p| p.key.clone());
-        out.records.push(CheckRecord {
-            run_id: rc.run_id.clone(),
-            asset: asset.key.clone(),
-            partition: key,
-            check: check.name.clone(),
-            passed,
-            severity: check.severity.as_str().to_string(),
-            message,
-            metadata: serde_json::Value::Object(metadata),
-            created_at: super::timestamp(),
-            duration_ms: t0.elapsed().as_millis() as i64,
-        });
+        cx.run_all(dog, log, &mut out);
     }
-    let _ = std::fs::remove_dir_all(&cx.work);
+    let _ = std::fs::remove_dir_all(&work);
     out
 }
 
@@ -120,6 +91,57 @@ struct CheckCx<'a> {
 }
 
 impl CheckCx<'_> {
+    /// Runs every check of the asset on this partition, adding to `out`.
+    fn run_all(&mut self, dog: &Watchdog, log: &mut File, out: &mut Outcome) {
+        let asset = self.asset;
+        // A range step's log names the partition each check ran on.
+        let on = match &self.partition {
+            Some(p) if !self.rc.plan.steps[self.si].range.is_empty() => format!(" on `{}`", p.key),
+            _ => String::new(),
+        };
+        for check in &asset.checks {
+            if self.rc.cancelled() {
+                break;
+            }
+            let t0 = Instant::now();
+            let _ = writeln!(log, "[dg] check `{}`{on}", check.name);
+            let r = self.run(check, dog, log);
+            let (passed, message, metadata) = match r {
+                Ok(x) => x,
+                Err(e) => (false, Some(e), serde_json::Map::new()),
+            };
+            let _ = writeln!(
+                log,
+                "[dg] check `{}`{on}: {}{}",
+                check.name,
+                if passed { "passed" } else { "FAILED" },
+                message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
+            if !passed
+                && check.blocking
+                && check.severity == CheckSeverity::Error
+                && out.blocked_by.is_none()
+            {
+                out.blocked_by = Some(check.name.clone());
+            }
+            out.records.push(CheckRecord {
+                run_id: self.rc.run_id.clone(),
+                asset: asset.key.clone(),
+                partition: self.partition.as_ref().map(|p| p.key.clone()),
+                check: check.name.clone(),
+                passed,
+                severity: check.severity.as_str().to_string(),
+                message,
+                metadata: serde_json::Value::Object(metadata),
+                created_at: super::timestamp(),
+                duration_ms: t0.elapsed().as_millis() as i64,
+            });
+        }
+    }
+
     fn run(&mut self, check: &Check, dog: &Watchdog, log: &mut File) -> Result<Result3, String> {
         match &check.kind {
             CheckKind::Sql(q) => self.sql(q).map(|rows| {

@@ -1381,6 +1381,8 @@ fn run_step_inner(
             {
                 e.push_str(" (not retried: the step wrote {\"retry\": false})");
             }
+            let checks_run =
+                a.ok && !asset.checks.is_empty() && !a.metadata.contains_key("dg/no_output");
             if a.ok && range_keys.is_some() {
                 report.status = StepStatus::Success;
                 record_range(rc, si, &a.parts, &a.metadata, &mut report.records);
@@ -1428,15 +1430,6 @@ fn run_step_inner(
                         metadata: serde_json::Value::Object(metadata),
                     }));
                 rc.set_latest(step.asset, &key, &rc.run_id, Some(data_version), created_at);
-                if !asset.checks.is_empty() && !a.metadata.contains_key("dg/no_output") {
-                    let out = check::run_checks(rc, si, attempt, dog, &mut log);
-                    let _ = std::fs::remove_dir_all(rc.work_dir(si, attempt));
-                    report
-                        .records
-                        .extend(out.records.iter().cloned().map(Record::Check));
-                    report.checks = out.records;
-                    report.blocked_by = out.blocked_by;
-                }
             } else if let Some(keys) = &range_keys {
                 for k in keys {
                     report.records.push(Record::Failed {
@@ -1451,6 +1444,17 @@ fn run_step_inner(
                     partition: partition.clone(),
                     run_id: rc.run_id.clone(),
                 });
+            }
+            // After what was stored is recorded: checks see the partitions
+            // (each of a range step's) through the asset's manager.
+            if checks_run {
+                let out = check::run_checks(rc, si, attempt, dog, &mut log);
+                let _ = std::fs::remove_dir_all(rc.work_dir(si, attempt));
+                report
+                    .records
+                    .extend(out.records.iter().cloned().map(Record::Check));
+                report.checks = out.records;
+                report.blocked_by = out.blocked_by;
             }
             report.stored = a.stored;
             report.metadata = a.metadata;

@@ -494,31 +494,92 @@ shell = 'cp "$DG_INPUT_EVENTS" "seen-$DG_PARTITION_KEY.jsonl" && cp "$DG_INPUT_E
     assert_eq!(status["assets"][0]["materialized"], 3);
 }
 
-/// Checks run per stored partition; a range step would skip them silently,
-/// so the two together are a located error until checks run on ranges.
+/// A range step's checks run on each of its partitions, with that
+/// partition's key and rows, whichever manager stores it (files are loaded
+/// back one partition at a time; a SQLite table is queried where
+/// `dg_partition` is the partition). A failed blocking check on one of them
+/// fails the run.
 #[test]
-fn checks_with_backfill_are_a_located_error() {
-    let dir = one_file(
-        r#"[partitions.days]
+fn checks_run_on_each_partition_of_a_range_step() {
+    for manager in ["", "[resources.db]\ntype = \"sqlite\"\npath = \"w.db\"\n"] {
+        let io = if manager.is_empty() {
+            ""
+        } else {
+            "io_manager = \"db\"\n"
+        };
+        let dir = one_file(&format!(
+            r#"{manager}
+[partitions.days]
 type = "daily"
 start = "2024-01-01"
 
 [assets.t]
 partitions = "days"
-shell = "true"
-backfill = { max_partitions_per_step = 10 }
+{io}backfill = "single_step"
+shell = "printf 'dg_partition,n\n2024-01-01,1\n2024-01-02,2\n2024-01-03,3\n' > \"$DG_OUTPUT\""
 
-[assets.t.checks.not_empty]
-shell = "test -s \"$DG_INPUT_T\""
-"#,
-    );
-    let r = crate::support::dg(dir.path(), &["check", "defs"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        r.stderr
-            .contains("asset `t` has checks and `backfill`: checks do not run on range steps yet"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("defs/a.toml:8:1"), "{}", r.stderr);
+[assets.t.checks.no_two]
+sql = "SELECT * FROM t WHERE n = 2"
+blocking = true
+
+[assets.t.checks.key]
+shell = 'test "$DG_PARTITION_KEY" != 2024-01-03'
+"#
+        ));
+        let d = dir.path();
+        let run = dg_now(
+            d,
+            NOW,
+            &[
+                "materialize",
+                "--json",
+                "--partition-range",
+                "2024-01-01...2024-01-03",
+            ],
+        );
+        assert_eq!(run.code, 1, "{manager}\n{}\n{}", run.stdout, run.stderr);
+        let v = json(&run);
+        let mut got: Vec<(String, String, bool)> = v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["partition"].as_str().unwrap().to_string(),
+                    c["check"].as_str().unwrap().to_string(),
+                    c["passed"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        got.sort();
+        let want: Vec<(String, String, bool)> = [
+            ("2024-01-01", "key", true),
+            ("2024-01-01", "no_two", true),
+            ("2024-01-02", "key", true),
+            ("2024-01-02", "no_two", false),
+            ("2024-01-03", "key", false),
+            ("2024-01-03", "no_two", true),
+        ]
+        .iter()
+        .map(|(p, c, ok)| (p.to_string(), c.to_string(), *ok))
+        .collect();
+        assert_eq!(got, want, "{manager}\n{v:#}");
+        // The human output names the partition, not the whole range.
+        let again = dg_now(
+            d,
+            NOW,
+            &[
+                "materialize",
+                "--partition-range",
+                "2024-01-01...2024-01-03",
+            ],
+        );
+        assert!(
+            again.stdout.contains("check t[2024-01-02] `no_two` failed")
+                || again.stderr.contains("check t[2024-01-02] `no_two` failed"),
+            "{}\n{}",
+            again.stdout,
+            again.stderr
+        );
+    }
 }
