@@ -39,7 +39,7 @@ struct Block {
 
 /// What a block is, from its first line.
 #[derive(Debug, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     Defs,
     /// `joins_page`: also the `dg.toml` of the page's multi-block project.
     DgToml {
@@ -50,7 +50,7 @@ enum Kind {
     Invalid,
 }
 
-fn kind(text: &str) -> Kind {
+pub(crate) fn kind(text: &str) -> Kind {
     // An editor's `#:schema` directive may come first; the kind is on the
     // first line after it.
     let first = text
@@ -86,7 +86,7 @@ fn kind(text: &str) -> Kind {
 }
 
 /// The Markdown files whose examples are checked.
-fn documents() -> Vec<PathBuf> {
+pub(crate) fn documents() -> Vec<PathBuf> {
     let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
         .expect("docs/ exists")
         .map(|e| e.expect("dir entry").path())

@@ -16,6 +16,7 @@ mod ci;
 mod concurrency;
 mod dagster_repros;
 mod docs;
+mod docs_console;
 #[cfg(feature = "duckdb")]
 mod duckdb_manager;
 mod example;
