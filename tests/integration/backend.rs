@@ -86,8 +86,14 @@ impl Pg {
     }
 
     pub fn resources(&self, extra: &str) -> String {
+        self.resource("io_manager", extra)
+    }
+
+    /// A `postgres` resource called `name` on this schema (its URL from
+    /// `DG_PG_URL`), with `extra` lines added to it.
+    pub fn resource(&self, name: &str, extra: &str) -> String {
         format!(
-            "[resources.io_manager]\ntype = \"postgres\"\nurl = \"${{env:DG_PG_URL}}\"\nschema = \"{}\"\n{extra}",
+            "[resources.{name}]\ntype = \"postgres\"\nurl = \"${{env:DG_PG_URL}}\"\nschema = \"{}\"\n{extra}",
             self.schema
         )
     }
