@@ -321,19 +321,7 @@ shell = "true"
 "#;
 
 fn target_defs() -> crate::model::Defs {
-    let mut sources = Sources::default();
-    let id = sources.add(Path::new("a.toml"), "a.toml".into(), TARGET_DEFS.into());
-    let mut diags = Diagnostics::default();
-    let env = |_: &str| None;
-    crate::validate::validate_files(
-        &sources,
-        &[id],
-        true,
-        &Registry::builtin(),
-        &env,
-        &mut diags,
-    )
-    .unwrap_or_else(|| panic!("{diags:?}"))
+    crate::validate::defs_for_test(TARGET_DEFS)
 }
 
 #[test]

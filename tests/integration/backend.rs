@@ -82,22 +82,18 @@ impl Pg {
     /// Rows of `sql` (with `{s}` the quoted schema) as text, NULL as `NULL`.
     pub fn rows(&mut self, sql: &str) -> Vec<Vec<String>> {
         let sql = sql.replace("{s}", &format!("\"{}\"", self.schema));
-        let msgs = self.client.simple_query(&sql).unwrap();
-        msgs.iter()
-            .filter_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(r) => Some(
-                    (0..r.len())
-                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect()
+        pg_rows(&mut self.client, &sql).unwrap()
     }
 
     pub fn resources(&self, extra: &str) -> String {
+        self.resource("io_manager", extra)
+    }
+
+    /// A `postgres` resource called `name` on this schema (its URL from
+    /// `DG_PG_URL`), with `extra` lines added to it.
+    pub fn resource(&self, name: &str, extra: &str) -> String {
         format!(
-            "[resources.io_manager]\ntype = \"postgres\"\nurl = \"${{env:DG_PG_URL}}\"\nschema = \"{}\"\n{extra}",
+            "[resources.{name}]\ntype = \"postgres\"\nurl = \"${{env:DG_PG_URL}}\"\nschema = \"{}\"\n{extra}",
             self.schema
         )
     }
@@ -108,6 +104,22 @@ impl Pg {
         all.extend(args);
         dg_now_with_env(dir, NOW, &all, &[("DG_PG_URL", &self.url)])
     }
+}
+
+/// Rows of `sql` (simple query protocol) as text, NULL as `NULL`.
+pub fn pg_rows(client: &mut Client, sql: &str) -> Result<Vec<Vec<String>>, postgres::Error> {
+    Ok(client
+        .simple_query(sql)?
+        .iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
 }
 
 impl Drop for Pg {
@@ -133,8 +145,16 @@ pub fn sqlite_db(dir: &Path) -> rusqlite::Connection {
 
 /// Rows of `sql` as strings (NULL as `NULL`).
 pub fn sqlite_rows(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<String>> {
+    try_sqlite_rows(conn, sql).unwrap()
+}
+
+/// [`sqlite_rows`], or the error when the query fails.
+pub fn try_sqlite_rows(
+    conn: &rusqlite::Connection,
+    sql: &str,
+) -> rusqlite::Result<Vec<Vec<String>>> {
     use rusqlite::types::ValueRef;
-    let mut stmt = conn.prepare(sql).unwrap();
+    let mut stmt = conn.prepare(sql)?;
     let n = stmt.column_count();
     stmt.query_map([], |r| {
         (0..n)
@@ -148,10 +168,8 @@ pub fn sqlite_rows(conn: &rusqlite::Connection, sql: &str) -> Vec<Vec<String>> {
                 })
             })
             .collect()
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
+    })?
+    .collect()
 }
 
 /// The `duckdb` manager's resource, storing in `data/warehouse.duckdb`.

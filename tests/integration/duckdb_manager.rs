@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::backend::{Backend, DUCKDB, NOW, duckdb_db, duckdb_rows};
-use crate::support::{Run, assert_no_panic, dg, json, project, read};
+use crate::support::{Run, assert_no_panic, dg, json, metadata_in, project, read, step_logs};
 use crate::table_scenarios;
 
 fn materialize(dir: &Path, args: &[&str]) -> Run {
@@ -36,28 +36,10 @@ fn columns(dir: &Path, table: &str) -> Vec<Vec<String>> {
 /// The materialization metadata of `asset` in the run `run` printed.
 fn metadata(dir: &Path, run: &Run, asset: &str) -> Value {
     let run_id = json(run)["run_id"].as_str().unwrap().to_string();
-    let show = dg(dir, &["--now", NOW, "runs", "show", &run_id, "--json"]);
-    assert_eq!(show.code, 0, "{}\n{}", show.stdout, show.stderr);
-    let show = json(&show);
-    show["materializations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["asset"] == asset)
-        .unwrap_or_else(|| panic!("no materialization of `{asset}` in {show:#}"))["metadata"]
-        .clone()
-}
-
-/// Every step log of `asset`, concatenated.
-fn step_logs(dir: &Path, asset: &str) -> String {
-    let mut out = String::new();
-    for e in walkdir::WalkDir::new(dir.join(".dg/logs")) {
-        let e = e.unwrap();
-        if e.file_type().is_file() && e.file_name().to_string_lossy().starts_with(asset) {
-            out.push_str(&std::fs::read_to_string(e.path()).unwrap());
-        }
-    }
-    out
+    metadata_in(
+        &dg(dir, &["--now", NOW, "runs", "show", &run_id, "--json"]),
+        asset,
+    )
 }
 
 // Scenarios shared with the other table backends (`table_scenarios.rs`).

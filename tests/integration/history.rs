@@ -14,10 +14,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Run, assert_no_panic, dg, files_under, json, process_gone, project};
+use tempfile::TempDir;
+
+use crate::backend::{pg_rows, try_sqlite_rows};
+use crate::history_postgres::{Schema, password};
+use crate::support::{Run, assert_no_panic, dg_with_env, files_under, json, process_gone, project};
 
 /// Two days of hours are over: 48 hourly and 2 daily partitions.
-const NOW: &str = "2022-01-03T00:00:00Z";
+pub(crate) const NOW: &str = "2022-01-03T00:00:00Z";
 /// Only the first day is over.
 const DAY1: &str = "2022-01-02T00:00:00Z";
 
@@ -90,36 +94,152 @@ fn chain(down_cv: &str) -> String {
     CHAIN.replace("@DOWN_CV@", down_cv)
 }
 
-// Helpers ---------------------------------------------------------------------
+// The store --------------------------------------------------------------------
 
-/// `dg --now NOW ARGS…`, checked for panics.
-fn dg_at(dir: &Path, now: &str, args: &[&str]) -> Run {
-    let mut all = vec!["--now", now];
-    all.extend(args);
-    let run = dg(dir, &all);
-    assert_no_panic(&run);
-    run
+/// Where the run history is kept: the project's SQLite file
+/// (`.dg/state.db`), or a schema of its own on the Postgres test server
+/// (`history_postgres.rs`, whose `dg.toml` says `[state] url = …`). The
+/// scenarios below take a `Store` and run on both.
+pub(crate) enum Store {
+    Sqlite,
+    Postgres(Schema),
 }
 
-/// `dg --now NOW ARGS…` that must exit 0.
-fn ok(dir: &Path, now: &str, args: &[&str]) -> Run {
-    let run = dg_at(dir, now, args);
-    assert_eq!(
-        run.code, 0,
-        "dg {args:?} failed\nstdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
-    run
+impl Store {
+    /// A fresh Postgres schema, or `None` when there is no test server (the
+    /// test is skipped; under `CI=true` it fails instead).
+    pub(crate) fn postgres() -> Option<Store> {
+        Schema::new().map(Store::Postgres)
+    }
+
+    /// A project holding `files`; on Postgres its `dg.toml` takes the state
+    /// URL from `${env:DG_STATE_URL}` (set by [`Store::dg_at`] to the schema).
+    pub(crate) fn project(&self, files: &[(&str, &str)]) -> TempDir {
+        let mut all = files.to_vec();
+        if let Store::Postgres(_) = self {
+            all.push(("dg.toml", "[state]\nurl = \"${env:DG_STATE_URL}\"\n"));
+        }
+        project(&all)
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Store::Sqlite => vec![],
+            Store::Postgres(s) => vec![("DG_STATE_URL", s.url())],
+        }
+    }
+
+    /// `dg --now NOW ARGS…`, checked for panics (and, on Postgres, for the
+    /// server's password in the output).
+    pub(crate) fn dg_at(&self, dir: &Path, now: &str, args: &[&str]) -> Run {
+        let mut all = vec!["--now", now];
+        all.extend(args);
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let run = dg_with_env(dir, &all, &env);
+        assert_no_panic(&run);
+        if let Store::Postgres(s) = self
+            && let Some(p) = password(&s.server)
+        {
+            assert!(
+                !run.stdout.contains(&p) && !run.stderr.contains(&p),
+                "the password is shown: {run:?}"
+            );
+        }
+        run
+    }
+
+    /// `dg --now NOW ARGS…` that must exit 0.
+    pub(crate) fn ok(&self, dir: &Path, now: &str, args: &[&str]) -> Run {
+        let run = self.dg_at(dir, now, args);
+        assert_eq!(
+            run.code, 0,
+            "dg {args:?} failed\nstdout:\n{}\nstderr:\n{}",
+            run.stdout, run.stderr
+        );
+        run
+    }
+
+    /// `dg --now NOW ARGS…` that must exit 0 and print one JSON object.
+    pub(crate) fn ok_json(&self, dir: &Path, now: &str, args: &[&str]) -> Value {
+        json(&self.ok(dir, now, args))
+    }
+
+    /// `dg … ARGS` as a background process.
+    pub(crate) fn spawn(&self, dir: &Path, args: &[&str]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_dg"))
+            .current_dir(dir)
+            .arg("--project")
+            .arg(dir)
+            .args(args)
+            .envs(self.env())
+            .env("NO_COLOR", "1")
+            .env_remove("DG_NOW")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dg starts")
+    }
+
+    /// The rows of `sql` as text (NULL as `NULL`); `None` when the query
+    /// fails (no database or no table yet).
+    pub(crate) fn try_rows(&self, dir: &Path, sql: &str) -> Option<Vec<Vec<String>>> {
+        match self {
+            Store::Sqlite => {
+                if !dir.join(".dg/state.db").exists() {
+                    return None;
+                }
+                try_sqlite_rows(&db(dir), sql).ok()
+            }
+            Store::Postgres(s) => pg_rows(&mut s.client(), sql).ok(),
+        }
+    }
+
+    /// The first column of `sql`'s rows, as text.
+    pub(crate) fn texts(&self, dir: &Path, sql: &str) -> Vec<String> {
+        self.try_rows(dir, sql)
+            .unwrap_or_else(|| panic!("the query fails: {sql}"))
+            .into_iter()
+            .map(|mut r| r.swap_remove(0))
+            .collect()
+    }
+
+    /// The one number `sql` returns.
+    pub(crate) fn count(&self, dir: &Path, sql: &str) -> i64 {
+        let t = self.texts(dir, sql);
+        assert_eq!(t.len(), 1, "{sql}: {t:?}");
+        t[0].parse().unwrap()
+    }
+
+    /// Rows of `materializations` per (asset, partition).
+    pub(crate) fn materialization_counts(&self, dir: &Path) -> Vec<(String, String, i64)> {
+        self.try_rows(
+            dir,
+            "SELECT asset, partition, COUNT(*) FROM materializations
+             GROUP BY asset, partition ORDER BY asset, partition",
+        )
+        .expect("the materializations")
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].parse().unwrap()))
+        .collect()
+    }
 }
 
-/// `dg --now NOW ARGS…` that must exit 0 and print one JSON object.
-fn ok_json(dir: &Path, now: &str, args: &[&str]) -> Value {
-    let run = ok(dir, now, args);
-    json(&run)
+/// The state database, read-only.
+fn db(dir: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open_with_flags(
+        dir.join(".dg/state.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("the state database exists");
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c
 }
 
 /// The step ids of a plan or run summary.
-fn ids(v: &Value) -> BTreeSet<String> {
+pub(crate) fn ids(v: &Value) -> BTreeSet<String> {
     let steps = v["steps"]
         .as_array()
         .unwrap_or_else(|| panic!("no steps array: {v:#}"));
@@ -131,7 +251,7 @@ fn ids(v: &Value) -> BTreeSet<String> {
     set
 }
 
-fn set(items: &[&str]) -> BTreeSet<String> {
+pub(crate) fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
@@ -177,7 +297,7 @@ fn status_of<'a>(v: &'a Value, asset: &str) -> &'a Value {
 }
 
 /// (materialized, failed, missing, stale) of one asset in `dg status --json`.
-fn counts(v: &Value, asset: &str) -> (u64, u64, u64, u64) {
+pub(crate) fn counts(v: &Value, asset: &str) -> (u64, u64, u64, u64) {
     let a = status_of(v, asset);
     let n = |k: &str| {
         a[k].as_u64()
@@ -186,56 +306,13 @@ fn counts(v: &Value, asset: &str) -> (u64, u64, u64, u64) {
     (n("materialized"), n("failed"), n("missing"), n("stale"))
 }
 
-fn ranges(v: &Value, asset: &str, which: &str) -> Vec<String> {
+pub(crate) fn ranges(v: &Value, asset: &str, which: &str) -> Vec<String> {
     status_of(v, asset)["ranges"][which]
         .as_array()
         .unwrap_or_else(|| panic!("no ranges.{which} for `{asset}` in {v:#}"))
         .iter()
         .map(|r| r.as_str().unwrap().to_string())
         .collect()
-}
-
-/// The state database, read-only.
-fn db(dir: &Path) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open_with_flags(
-        dir.join(".dg/state.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("the state database exists");
-    c.busy_timeout(Duration::from_secs(10)).unwrap();
-    c
-}
-
-/// Rows of `materializations` per (asset, partition).
-fn materialization_counts(dir: &Path) -> Vec<(String, String, i64)> {
-    let c = db(dir);
-    let mut st = c
-        .prepare(
-            "SELECT asset, partition, COUNT(*) FROM materializations
-             GROUP BY asset, partition ORDER BY asset, partition",
-        )
-        .unwrap();
-    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-/// `dg … ARGS` as a background process.
-fn spawn_dg(dir: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dg"))
-        .current_dir(dir)
-        .arg("--project")
-        .arg(dir)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("DG_NOW")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dg starts")
 }
 
 /// Waits for a background dg, killing it after `within`.
@@ -265,10 +342,15 @@ fn finish(mut child: Child, within: Duration) -> (Option<i32>, String, String) {
 
 #[test]
 fn missing_runs_nothing_after_a_success_and_only_a_new_day_later() {
-    let dir = project(&[("defs/defs.toml", &chain("1"))]);
+    missing_after_a_success(&Store::Sqlite);
+}
+
+/// Also run on Postgres by `history_postgres.rs`.
+pub(crate) fn missing_after_a_success(s: &Store) {
+    let dir = s.project(&[("defs/defs.toml", &chain("1"))]);
     let d = dir.path();
 
-    let v = ok_json(
+    let v = s.ok_json(
         d,
         NOW,
         &["materialize", "--partition", "2022-01-01", "--json"],
@@ -279,7 +361,7 @@ fn missing_runs_nothing_after_a_success_and_only_a_new_day_later() {
     assert_eq!(take_ran(d), sorted(&first));
 
     // The same partition again with --missing: nothing runs.
-    let run = ok(
+    let run = s.ok(
         d,
         NOW,
         &["materialize", "--partition", "2022-01-01", "--missing"],
@@ -290,7 +372,7 @@ fn missing_runs_nothing_after_a_success_and_only_a_new_day_later() {
         run.stdout,
         run.stderr
     );
-    let v = ok_json(
+    let v = s.ok_json(
         d,
         NOW,
         &[
@@ -303,7 +385,7 @@ fn missing_runs_nothing_after_a_success_and_only_a_new_day_later() {
     );
     assert_eq!(v["status"], "success", "{v:#}");
     assert_eq!(v["steps"], Value::Array(vec![]), "{v:#}");
-    let v = ok_json(
+    let v = s.ok_json(
         d,
         NOW,
         &[
@@ -318,24 +400,27 @@ fn missing_runs_nothing_after_a_success_and_only_a_new_day_later() {
     assert_eq!(v["steps"], Value::Array(vec![]), "{v:#}");
     assert_eq!(take_ran(d), Vec::<String>::new(), "--missing ran steps");
     // Still one materialization per partition.
-    let counts = materialization_counts(d);
+    let counts = s.materialization_counts(d);
     assert_eq!(counts.len(), first.len(), "{counts:?}");
     assert!(counts.iter().all(|(_, _, n)| *n == 1), "{counts:?}");
+    // The history is in the store chosen: no local SQLite database on Postgres.
+    assert_eq!(d.join(".dg/state.db").exists(), matches!(s, Store::Sqlite));
 }
 
 #[test]
 fn missing_over_all_partitions_runs_only_a_new_day() {
-    let dir = project(&[("defs/defs.toml", &chain("1"))]);
+    let s = &Store::Sqlite;
+    let dir = s.project(&[("defs/defs.toml", &chain("1"))]);
     let d = dir.path();
     // Only the first day exists yet.
-    ok(d, DAY1, &["materialize", "--all-partitions"]);
+    s.ok(d, DAY1, &["materialize", "--all-partitions"]);
     let mut first = day_steps("2022-01-01");
     first.insert("other".into());
     assert_eq!(take_ran(d), sorted(&first));
 
     // A day later, a second day exists: --missing plans and runs only it.
     let second = day_steps("2022-01-02");
-    let plan = ok_json(
+    let plan = s.ok_json(
         d,
         NOW,
         &[
@@ -348,7 +433,7 @@ fn missing_over_all_partitions_runs_only_a_new_day() {
     );
     assert_eq!(ids(&plan), second);
     assert_eq!(take_ran(d), Vec::<String>::new(), "--dry-run ran steps");
-    let v = ok_json(
+    let v = s.ok_json(
         d,
         NOW,
         &["materialize", "--all-partitions", "--missing", "--json"],
@@ -362,7 +447,7 @@ fn missing_over_all_partitions_runs_only_a_new_day() {
         "day,rows,rows_yesterday\n2022-01-02,25,25\n"
     );
 
-    let run = ok(d, NOW, &["materialize", "--all-partitions", "--missing"]);
+    let run = s.ok(d, NOW, &["materialize", "--all-partitions", "--missing"]);
     assert!(
         format!("{}{}", run.stdout, run.stderr).contains("nothing to do"),
         "{run:?}"
@@ -374,11 +459,16 @@ fn missing_over_all_partitions_runs_only_a_new_day() {
 
 #[test]
 fn a_code_version_change_makes_that_asset_and_its_readers_stale() {
-    let dir = project(&[("defs/defs.toml", &chain("1"))]);
+    code_version_change(&Store::Sqlite);
+}
+
+/// Also run on Postgres by `history_postgres.rs`.
+pub(crate) fn code_version_change(s: &Store) {
+    let dir = s.project(&[("defs/defs.toml", &chain("1"))]);
     let d = dir.path();
-    ok(d, NOW, &["materialize", "--all-partitions"]);
+    s.ok(d, NOW, &["materialize", "--all-partitions"]);
     assert_eq!(take_ran(d).len(), 48 + 3 * 2 + 1);
-    let fresh = ok_json(
+    let fresh = s.ok_json(
         d,
         NOW,
         &[
@@ -398,7 +488,7 @@ fn a_code_version_change_makes_that_asset_and_its_readers_stale() {
         "daily_report[2022-01-01]",
         "daily_report[2022-01-02]",
     ]);
-    let plan = ok_json(
+    let plan = s.ok_json(
         d,
         NOW,
         &[
@@ -411,7 +501,7 @@ fn a_code_version_change_makes_that_asset_and_its_readers_stale() {
     );
     assert_eq!(ids(&plan), expected, "{plan:#}");
     // `--missing` does not care about code versions.
-    let missing = ok_json(
+    let missing = s.ok_json(
         d,
         NOW,
         &[
@@ -424,7 +514,7 @@ fn a_code_version_change_makes_that_asset_and_its_readers_stale() {
     );
     assert_eq!(ids(&missing), BTreeSet::new());
 
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(counts(&st, "upstream_asset"), (48, 0, 0, 0));
     assert_eq!(counts(&st, "downstream_asset"), (2, 0, 0, 2));
     assert_eq!(counts(&st, "daily_report"), (2, 0, 0, 2));
@@ -432,7 +522,7 @@ fn a_code_version_change_makes_that_asset_and_its_readers_stale() {
     assert_eq!(counts(&st, "other"), (1, 0, 0, 0));
 
     assert_eq!(take_ran(d), Vec::<String>::new(), "--dry-run ran steps");
-    let v = ok_json(
+    let v = s.ok_json(
         d,
         NOW,
         &["materialize", "--all-partitions", "--stale", "--json"],
@@ -442,7 +532,7 @@ fn a_code_version_change_makes_that_asset_and_its_readers_stale() {
     assert_eq!(take_ran(d), sorted(&expected));
 
     // The new code_version is recorded: nothing is stale any more.
-    let again = ok_json(
+    let again = s.ok_json(
         d,
         NOW,
         &[
@@ -454,7 +544,7 @@ fn a_code_version_change_makes_that_asset_and_its_readers_stale() {
         ],
     );
     assert_eq!(ids(&again), BTreeSet::new(), "{again:#}");
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     for a in [
         "upstream_asset",
         "downstream_asset",
@@ -464,16 +554,10 @@ fn a_code_version_change_makes_that_asset_and_its_readers_stale() {
     ] {
         assert_eq!(counts(&st, a).3, 0, "`{a}` is still stale: {st:#}");
     }
-    let c = db(d);
-    let cv: Vec<String> = c
-        .prepare(
-            "SELECT code_version FROM materializations WHERE asset = 'downstream_asset' ORDER BY id",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let cv = s.texts(
+        d,
+        "SELECT code_version FROM materializations WHERE asset = 'downstream_asset' ORDER BY id",
+    );
     assert_eq!(cv, ["1", "1", "2", "2"]);
 }
 
@@ -481,12 +565,17 @@ fn a_code_version_change_makes_that_asset_and_its_readers_stale() {
 
 #[test]
 fn rematerializing_one_hour_makes_exactly_its_readers_stale() {
-    let dir = project(&[("defs/defs.toml", &chain("1"))]);
+    rematerialized_hour(&Store::Sqlite);
+}
+
+/// Also run on Postgres by `history_postgres.rs`.
+pub(crate) fn rematerialized_hour(s: &Store) {
+    let dir = s.project(&[("defs/defs.toml", &chain("1"))]);
     let d = dir.path();
-    ok(d, NOW, &["materialize", "--all-partitions"]);
+    s.ok(d, NOW, &["materialize", "--all-partitions"]);
     take_ran(d);
 
-    ok(
+    s.ok(
         d,
         NOW,
         &[
@@ -499,7 +588,7 @@ fn rematerializing_one_hour_makes_exactly_its_readers_stale() {
     );
     assert_eq!(take_ran(d), ["upstream_asset[2022-01-01-05:00]"]);
 
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(counts(&st, "upstream_asset"), (48, 0, 0, 0));
     assert_eq!(counts(&st, "downstream_asset"), (2, 0, 0, 1));
     assert_eq!(
@@ -517,7 +606,7 @@ fn rematerializing_one_hour_makes_exactly_its_readers_stale() {
     );
     assert_eq!(counts(&st, "other"), (1, 0, 0, 0));
     // `--select` narrows the status.
-    let only = ok_json(d, NOW, &["status", "--select", "sibling", "--json"]);
+    let only = s.ok_json(d, NOW, &["status", "--select", "sibling", "--json"]);
     assert_eq!(only["assets"].as_array().unwrap().len(), 1, "{only:#}");
     assert_eq!(counts(&only, "sibling"), (2, 0, 0, 1));
 
@@ -527,7 +616,7 @@ fn rematerializing_one_hour_makes_exactly_its_readers_stale() {
         "daily_report[2022-01-01]",
         "daily_report[2022-01-02]",
     ]);
-    let plan = ok_json(
+    let plan = s.ok_json(
         d,
         NOW,
         &[
@@ -540,7 +629,7 @@ fn rematerializing_one_hour_makes_exactly_its_readers_stale() {
     );
     assert_eq!(ids(&plan), expected, "{plan:#}");
     // One asset only: its stale partition, nothing downstream.
-    let plan = ok_json(
+    let plan = s.ok_json(
         d,
         NOW,
         &[
@@ -555,14 +644,14 @@ fn rematerializing_one_hour_makes_exactly_its_readers_stale() {
     );
     assert_eq!(ids(&plan), set(&["downstream_asset[2022-01-01]"]));
 
-    let v = ok_json(
+    let v = s.ok_json(
         d,
         NOW,
         &["materialize", "--all-partitions", "--stale", "--json"],
     );
     assert_eq!(ids(&v), expected);
     assert_eq!(take_ran(d), sorted(&expected));
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     for a in ["downstream_asset", "daily_report", "sibling"] {
         assert_eq!(counts(&st, a), (2, 0, 0, 0), "`{a}`: {st:#}");
     }
@@ -572,6 +661,11 @@ fn rematerializing_one_hour_makes_exactly_its_readers_stale() {
 
 #[test]
 fn a_killed_run_is_interrupted_and_a_rerun_completes_it() {
+    killed_run(&Store::Sqlite);
+}
+
+/// Also run on Postgres by `history_postgres.rs`.
+pub(crate) fn killed_run(s: &Store) {
     let defs = r#"
 [partitions.four]
 type = "static"
@@ -587,13 +681,13 @@ printf '%s\n' "$DG_PARTITION_KEY" >> "$DG_OUTPUT"
 echo "sleepy[$DG_PARTITION_KEY]" >> ran.log
 '''
 "#;
-    let dir = project(&[
+    let dir = s.project(&[
         ("defs/defs.toml", defs),
         ("pids/.keep", ""),
         ("slow.flag", ""),
     ]);
     let d = dir.path();
-    let mut child = spawn_dg(
+    let mut child = s.spawn(
         d,
         &[
             "--now",
@@ -608,32 +702,24 @@ echo "sleepy[$DG_PARTITION_KEY]" >> ran.log
     // Wait until p1 is recorded and p2, p3 are running.
     let pids = d.join("pids");
     let until = Instant::now() + Duration::from_secs(15);
-    let mut run_id = String::new();
-    loop {
+    let run_id = loop {
         let running = pids.join("p2").exists() && pids.join("p3").exists();
-        let recorded: i64 = if d.join(".dg/state.db").exists() {
-            db(d)
-                .query_row(
-                    "SELECT COUNT(*) FROM materializations WHERE partition = 'p1'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        if running && recorded == 1 {
-            run_id = db(d)
-                .query_row("SELECT id FROM runs", [], |r| r.get(0))
-                .unwrap();
-            break;
+        // Nothing to read before the store is created.
+        let recorded = s
+            .try_rows(
+                d,
+                "SELECT COUNT(*) FROM materializations WHERE partition = 'p1'",
+            )
+            .is_some_and(|r| r == [["1"]]);
+        if running && recorded {
+            break s.texts(d, "SELECT id FROM runs").remove(0);
         }
         if Instant::now() > until || child.try_wait().unwrap().is_some() {
             let _ = child.kill();
-            panic!("the steps did not start (run {run_id:?})");
+            panic!("the steps did not start");
         }
         std::thread::sleep(Duration::from_millis(25));
-    }
+    };
     // Let the pidfiles be written out entirely.
     std::thread::sleep(Duration::from_millis(100));
 
@@ -661,20 +747,20 @@ echo "sleepy[$DG_PARTITION_KEY]" >> ran.log
     }
 
     // Nobody has looked yet: the database still says running.
-    let status: String = db(d)
-        .query_row("SELECT status FROM runs WHERE id = ?1", [&run_id], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(status, "running");
+    let status = s.texts(d, &format!("SELECT status FROM runs WHERE id = '{run_id}'"));
+    assert_eq!(status, ["running"]);
+    assert!(
+        s.count(d, "SELECT COUNT(*) FROM leases") > 0,
+        "the dead run holds leases"
+    );
 
     // The next command finds the dead process and marks the run.
-    let runs = ok_json(d, NOW, &["runs", "--json"]);
+    let runs = s.ok_json(d, NOW, &["runs", "--json"]);
     let list = runs["runs"].as_array().expect("runs array");
     assert_eq!(list.len(), 1, "{runs:#}");
     assert_eq!(list[0]["id"], run_id.as_str());
     assert_eq!(list[0]["status"], "interrupted", "{runs:#}");
-    let show = ok_json(d, NOW, &["runs", "show", &run_id, "--json"]);
+    let show = s.ok_json(d, NOW, &["runs", "show", &run_id, "--json"]);
     assert_eq!(show["run"]["status"], "interrupted");
     assert!(show["run"]["ended_at"].is_string(), "{show:#}");
     let mats: Vec<&str> = show["materializations"]
@@ -684,20 +770,22 @@ echo "sleepy[$DG_PARTITION_KEY]" >> ran.log
         .map(|m| m["partition"].as_str().unwrap())
         .collect();
     assert_eq!(mats, ["p1"]);
-    let human = ok(d, NOW, &["runs"]);
+    let human = s.ok(d, NOW, &["runs"]);
     assert!(
         human.stdout.contains(&run_id) && human.stdout.contains("interrupted"),
         "{}",
         human.stdout
     );
+    let human = s.ok(d, NOW, &["runs", "show", &run_id]);
+    assert!(human.stdout.contains("interrupted"), "{}", human.stdout);
 
     // Only p1 is materialized; the unfinished ones are missing.
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(counts(&st, "sleepy"), (1, 0, 3, 0), "{st:#}");
     assert_eq!(ranges(&st, "sleepy", "materialized"), ["p1"]);
     assert_eq!(ranges(&st, "sleepy", "missing"), ["p2...p4"]);
     // The human status collapses the range too.
-    let human = ok(d, NOW, &["status"]);
+    let human = s.ok(d, NOW, &["status"]);
     assert!(
         human.stdout.lines().any(|l| l.starts_with("sleepy")
             && l.contains("1 materialized")
@@ -723,16 +811,17 @@ echo "sleepy[$DG_PARTITION_KEY]" >> ran.log
         "k\np1\np1\n"
     );
     // No lease outlives the reaping.
-    let leases: i64 = db(d)
-        .query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(leases, 0, "the dead run's leases are dropped");
+    assert_eq!(
+        s.count(d, "SELECT COUNT(*) FROM leases"),
+        0,
+        "the dead run's leases are dropped"
+    );
 
     // The rerun completes what is missing, without waiting for the dead run.
     std::fs::remove_file(d.join("slow.flag")).unwrap();
     take_ran(d);
     let started = Instant::now();
-    let v = ok_json(
+    let v = s.ok_json(
         d,
         NOW,
         &["materialize", "--all-partitions", "--missing", "--json"],
@@ -744,7 +833,7 @@ echo "sleepy[$DG_PARTITION_KEY]" >> ran.log
     assert_eq!(v["status"], "success");
     assert_eq!(ids(&v), set(&["sleepy[p2]", "sleepy[p3]", "sleepy[p4]"]));
     assert_eq!(take_ran(d), ["sleepy[p2]", "sleepy[p3]", "sleepy[p4]"]);
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(counts(&st, "sleepy"), (4, 0, 0, 0), "{st:#}");
     let mut expected: Vec<PathBuf> = ["p1", "p2", "p3", "p4"]
         .iter()
@@ -764,6 +853,11 @@ echo "sleepy[$DG_PARTITION_KEY]" >> ran.log
 
 #[test]
 fn concurrent_runs_over_overlapping_partitions_materialize_each_once() {
+    concurrent_runs(&Store::Sqlite);
+}
+
+/// Also run on Postgres by `history_postgres.rs`.
+pub(crate) fn concurrent_runs(s: &Store) {
     let defs = r#"
 [partitions.letters]
 type = "static"
@@ -777,7 +871,7 @@ sleep 1
 printf 'k\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
 '''
 "#;
-    let dir = project(&[("defs/defs.toml", defs)]);
+    let dir = s.project(&[("defs/defs.toml", defs)]);
     let d = dir.path();
     let args = |range: &'static str| {
         [
@@ -792,8 +886,8 @@ printf 'k\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
         ]
     };
     // Started together, on a project with no state database yet.
-    let p1 = spawn_dg(d, &args("a...d"));
-    let p2 = spawn_dg(d, &args("c...f"));
+    let p1 = s.spawn(d, &args("a...d"));
+    let p2 = s.spawn(d, &args("c...f"));
     let (c1, out1, err1) = finish(p1, Duration::from_secs(30));
     let (c2, out2, err2) = finish(p2, Duration::from_secs(30));
     let ctx = format!(
@@ -820,15 +914,16 @@ printf 'k\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
         .map(|l| l.split(' ').next().unwrap().to_string())
         .collect();
     assert_eq!(ran, ["a", "b", "c", "d", "e", "f"], "{ctx}");
-    let counts = materialization_counts(d);
+    let counts = s.materialization_counts(d);
     let expected: Vec<(String, String, i64)> = ["a", "b", "c", "d", "e", "f"]
         .iter()
         .map(|k| ("slow".to_string(), k.to_string(), 1))
         .collect();
     assert_eq!(counts, expected, "{ctx}");
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    assert_eq!(s.count(d, "SELECT COUNT(*) FROM leases"), 0, "{ctx}");
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(counts_of(&st), (6, 0, 0, 0));
-    let runs = ok_json(d, NOW, &["runs", "--json"]);
+    let runs = s.ok_json(d, NOW, &["runs", "--json"]);
     let list = runs["runs"].as_array().unwrap();
     assert_eq!(list.len(), 2, "{runs:#}");
     assert!(list.iter().all(|r| r["status"] == "success"), "{runs:#}");
@@ -865,17 +960,18 @@ echo '{"metadata": {"rows_seen": 3, "source": "unit"}}' >> "$DG_MESSAGES"
 
 #[test]
 fn status_runs_show_and_logs_report_the_history() {
-    let dir = project(&[("defs/defs.toml", SHOWN)]);
+    let s = &Store::Sqlite;
+    let dir = s.project(&[("defs/defs.toml", SHOWN)]);
     let d = dir.path();
     // No history yet.
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(counts(&st, "lettered"), (0, 0, 6, 0));
     assert_eq!(ranges(&st, "lettered", "missing"), ["a...f"]);
     assert_eq!(counts(&st, "flaky"), (0, 0, 1, 0));
-    let runs = ok_json(d, NOW, &["runs", "--json"]);
+    let runs = s.ok_json(d, NOW, &["runs", "--json"]);
     assert_eq!(runs["runs"], Value::Array(vec![]));
 
-    ok(
+    s.ok(
         d,
         NOW,
         &[
@@ -886,12 +982,12 @@ fn status_runs_show_and_logs_report_the_history() {
             "a...c",
         ],
     );
-    ok(
+    s.ok(
         d,
         NOW,
         &["materialize", "--select", "lettered", "--partition", "e"],
     );
-    let failed = dg_at(
+    let failed = s.dg_at(
         d,
         NOW,
         &[
@@ -905,12 +1001,12 @@ fn status_runs_show_and_logs_report_the_history() {
     );
     assert_eq!(failed.code, 1, "{failed:?}");
     let failed_run = json(&failed)["run_id"].as_str().unwrap().to_string();
-    let v = ok_json(d, NOW, &["materialize", "--select", "flaky", "--json"]);
+    let v = s.ok_json(d, NOW, &["materialize", "--select", "flaky", "--json"]);
     let flaky_run = v["run_id"].as_str().unwrap().to_string();
     assert_eq!(v["steps"][0]["attempts"], 2, "{v:#}");
 
     // Status: counts and collapsed ranges, JSON and human.
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(st["now"], "2022-01-03T00:00:00+00:00");
     let l = status_of(&st, "lettered");
     assert_eq!(l["partitioned"], true);
@@ -922,7 +1018,7 @@ fn status_runs_show_and_logs_report_the_history() {
     assert_eq!(ranges(&st, "lettered", "stale"), Vec::<String>::new());
     assert_eq!(status_of(&st, "flaky")["partitioned"], false);
     assert_eq!(counts(&st, "flaky"), (1, 0, 0, 0));
-    let human = ok(d, NOW, &["status"]);
+    let human = s.ok(d, NOW, &["status"]);
     let line = human
         .stdout
         .lines()
@@ -956,7 +1052,7 @@ fn status_runs_show_and_logs_report_the_history() {
     assert!(flaky_line.contains("1 materialized"), "{flaky_line}");
 
     // Runs: newest first, with their status.
-    let runs = ok_json(d, NOW, &["runs", "--json"]);
+    let runs = s.ok_json(d, NOW, &["runs", "--json"]);
     let list = runs["runs"].as_array().unwrap();
     assert_eq!(list.len(), 4, "{runs:#}");
     assert_eq!(list[0]["id"], flaky_run.as_str());
@@ -965,7 +1061,7 @@ fn status_runs_show_and_logs_report_the_history() {
     assert_eq!(list[1]["status"], "failure");
     assert_eq!(list[3]["partitions"], "--partition-range a...c");
     assert_eq!(list[3]["selection"], "lettered");
-    let human = ok(d, NOW, &["runs"]);
+    let human = s.ok(d, NOW, &["runs"]);
     let lines: Vec<&str> = human.stdout.lines().collect();
     assert_eq!(lines.len(), 4, "{}", human.stdout);
     assert!(lines[0].contains(&flaky_run), "{}", human.stdout);
@@ -976,7 +1072,7 @@ fn status_runs_show_and_logs_report_the_history() {
     );
 
     // One run: every attempt, and the materialization with its metadata.
-    let show = ok_json(d, NOW, &["runs", "show", &flaky_run, "--json"]);
+    let show = s.ok_json(d, NOW, &["runs", "show", &flaky_run, "--json"]);
     assert_eq!(show["run"]["id"], flaky_run.as_str());
     assert_eq!(show["run"]["status"], "success");
     let attempts: Vec<(String, u64, String)> = show["attempts"]
@@ -1019,13 +1115,13 @@ fn status_runs_show_and_logs_report_the_history() {
     assert_eq!(m["metadata"]["dg/bytes"], size, "{m:#}");
     assert!(m["data_version"].is_string(), "{m:#}");
 
-    let show = ok_json(d, NOW, &["runs", "show", &failed_run, "--json"]);
+    let show = s.ok_json(d, NOW, &["runs", "show", &failed_run, "--json"]);
     assert_eq!(show["run"]["status"], "failure");
     assert_eq!(show["attempts"][0]["step_id"], "lettered[f]");
     assert_eq!(show["attempts"][0]["status"], "failed");
     assert_eq!(show["attempts"][0]["exit_code"], 7);
     assert_eq!(show["materializations"], Value::Array(vec![]));
-    let human = ok(d, NOW, &["runs", "show", &failed_run]);
+    let human = s.ok(d, NOW, &["runs", "show", &failed_run]);
     assert!(
         human.stdout.contains("lettered[f]") && human.stdout.contains("failed"),
         "{}",
@@ -1033,7 +1129,7 @@ fn status_runs_show_and_logs_report_the_history() {
     );
 
     // Logs of one step: both attempts, nothing of other runs.
-    let logs = ok(d, NOW, &["logs", &flaky_run, "flaky"]);
+    let logs = s.ok(d, NOW, &["logs", &flaky_run, "flaky"]);
     assert!(
         logs.stdout.contains("flaky attempt 1")
             && logs.stdout.contains("first attempt fails")
@@ -1042,14 +1138,14 @@ fn status_runs_show_and_logs_report_the_history() {
         logs.stdout
     );
     assert!(!logs.stdout.contains("lettered"), "{}", logs.stdout);
-    let logs = ok(d, NOW, &["logs", &failed_run, "lettered[f]"]);
+    let logs = s.ok(d, NOW, &["logs", &failed_run, "lettered[f]"]);
     assert!(
         logs.stdout.contains("lettered f says hi") && logs.stdout.contains("f is broken"),
         "{}",
         logs.stdout
     );
     // All of a run's logs.
-    let logs = ok(d, NOW, &["logs", &failed_run]);
+    let logs = s.ok(d, NOW, &["logs", &failed_run]);
     assert!(logs.stdout.contains("f is broken"), "{}", logs.stdout);
 
     // Unknown run or step: exit 2 with a hint.
@@ -1059,7 +1155,7 @@ fn status_runs_show_and_logs_report_the_history() {
         vec!["logs", "19990101T000000-abcdef"],
         vec!["logs", "19990101T000000-abcdef", "flaky"],
     ] {
-        let run = dg_at(d, NOW, &args);
+        let run = s.dg_at(d, NOW, &args);
         assert_eq!(run.code, 2, "{args:?}: {run:?}");
         assert!(
             run.stderr.contains("19990101T000000-abcdef"),
@@ -1069,7 +1165,7 @@ fn status_runs_show_and_logs_report_the_history() {
         assert!(run.stderr.contains("dg runs"), "{args:?}: {}", run.stderr);
         assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
     }
-    let run = dg_at(d, NOW, &["logs", &flaky_run, "flakey"]);
+    let run = s.dg_at(d, NOW, &["logs", &flaky_run, "flakey"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("flakey"), "{}", run.stderr);
     assert!(run.stderr.contains("flaky"), "a suggestion: {}", run.stderr);
@@ -1079,6 +1175,7 @@ fn status_runs_show_and_logs_report_the_history() {
 
 #[test]
 fn dynamic_partitions_are_added_listed_planned_and_removed() {
+    let s = &Store::Sqlite;
     let defs = r#"
 [partitions.customers]
 type = "dynamic"
@@ -1094,10 +1191,10 @@ echo "per_customer[$DG_PARTITION_KEY]" >> ran.log
 printf 'customer\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
 '''
 "#;
-    let dir = project(&[("defs/defs.toml", defs)]);
+    let dir = s.project(&[("defs/defs.toml", defs)]);
     let d = dir.path();
     let keys = |name: &str| -> Vec<String> {
-        let v = ok_json(d, NOW, &["list", "partitions", name, "--json"]);
+        let v = s.ok_json(d, NOW, &["list", "partitions", name, "--json"]);
         assert_eq!(v["name"], name);
         v["keys"]
             .as_array()
@@ -1109,12 +1206,12 @@ printf 'customer\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
     assert_eq!(keys("customers"), Vec::<String>::new());
 
     // Insertion order, not sorted; an existing key is not added twice.
-    ok(
+    s.ok(
         d,
         NOW,
         &["partitions", "add", "customers", "globex", "acme"],
     );
-    ok(
+    s.ok(
         d,
         NOW,
         &["partitions", "add", "customers", "initech", "acme"],
@@ -1122,7 +1219,7 @@ printf 'customer\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
     assert_eq!(keys("customers"), ["globex", "acme", "initech"]);
     assert_eq!(keys("per_customer"), ["globex", "acme", "initech"]);
 
-    let plan = ok_json(d, NOW, &["plan", "--all-partitions", "--json"]);
+    let plan = s.ok_json(d, NOW, &["plan", "--all-partitions", "--json"]);
     let planned: Vec<&str> = plan["steps"]
         .as_array()
         .unwrap()
@@ -1130,20 +1227,20 @@ printf 'customer\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
         .map(|s| s["partition"].as_str().unwrap())
         .collect();
     assert_eq!(planned, ["globex", "acme", "initech"], "{plan:#}");
-    let v = ok_json(d, NOW, &["materialize", "--partition", "acme", "--json"]);
+    let v = s.ok_json(d, NOW, &["materialize", "--partition", "acme", "--json"]);
     assert_eq!(ids(&v), set(&["per_customer[acme]"]));
     assert_eq!(take_ran(d), ["per_customer[acme]"]);
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(counts(&st, "per_customer"), (1, 0, 2, 0));
 
-    ok(d, NOW, &["partitions", "remove", "customers", "globex"]);
+    s.ok(d, NOW, &["partitions", "remove", "customers", "globex"]);
     assert_eq!(keys("customers"), ["acme", "initech"]);
-    let plan = ok_json(d, NOW, &["plan", "--all-partitions", "--json"]);
+    let plan = s.ok_json(d, NOW, &["plan", "--all-partitions", "--json"]);
     assert_eq!(
         ids(&plan),
         set(&["per_customer[acme]", "per_customer[initech]"])
     );
-    let plan = ok_json(
+    let plan = s.ok_json(
         d,
         NOW,
         &[
@@ -1156,20 +1253,20 @@ printf 'customer\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
     );
     assert_eq!(ids(&plan), set(&["per_customer[initech]"]));
     // A removed key is no longer a partition.
-    let run = dg_at(d, NOW, &["plan", "--partition", "globex"]);
+    let run = s.dg_at(d, NOW, &["plan", "--partition", "globex"]);
     assert_eq!(run.code, 2, "{run:?}");
 
     // Keys that would be ambiguous on the command line are rejected, and
     // nothing of the command is added.
     for bad in ["a|b", "a...b", ""] {
-        let run = dg_at(d, NOW, &["partitions", "add", "customers", "ok_key", bad]);
+        let run = s.dg_at(d, NOW, &["partitions", "add", "customers", "ok_key", bad]);
         assert_eq!(run.code, 2, "{bad:?}: {run:?}");
         assert!(run.stderr.contains("error"), "{}", run.stderr);
     }
     assert_eq!(keys("customers"), ["acme", "initech"]);
 
     // Only dynamic definitions take keys.
-    let run = dg_at(d, NOW, &["partitions", "add", "regions", "ap"]);
+    let run = s.dg_at(d, NOW, &["partitions", "add", "regions", "ap"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr.contains("regions") && run.stderr.contains("dynamic"),
@@ -1177,10 +1274,10 @@ printf 'customer\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
         run.stderr
     );
     assert_eq!(keys("regions"), ["us", "eu"]);
-    let run = dg_at(d, NOW, &["partitions", "remove", "regions", "us"]);
+    let run = s.dg_at(d, NOW, &["partitions", "remove", "regions", "us"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert_eq!(keys("regions"), ["us", "eu"]);
-    let run = dg_at(d, NOW, &["partitions", "add", "customer", "x"]);
+    let run = s.dg_at(d, NOW, &["partitions", "add", "customer", "x"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
         run.stderr.contains("customers"),
@@ -1193,6 +1290,7 @@ printf 'customer\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
 
 #[test]
 fn a_failed_partition_shows_as_failed_until_a_success() {
+    let s = &Store::Sqlite;
     let defs = r#"
 [partitions.xy]
 type = "static"
@@ -1206,18 +1304,18 @@ if [ "$DG_PARTITION_KEY" = y ] && [ -e fail.flag ]; then exit 1; fi
 printf 'k\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
 '''
 "#;
-    let dir = project(&[("defs/defs.toml", defs), ("fail.flag", "")]);
+    let dir = s.project(&[("defs/defs.toml", defs), ("fail.flag", "")]);
     let d = dir.path();
-    let run = dg_at(d, NOW, &["materialize", "--all-partitions"]);
+    let run = s.dg_at(d, NOW, &["materialize", "--all-partitions"]);
     assert_eq!(run.code, 1, "{run:?}");
     take_ran(d);
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(counts(&st, "fragile"), (1, 1, 0, 0), "{st:#}");
     assert_eq!(ranges(&st, "fragile", "failed"), ["y"]);
-    let human = ok(d, NOW, &["status"]);
+    let human = s.ok(d, NOW, &["status"]);
     assert!(human.stdout.contains("1 failed"), "{}", human.stdout);
     // Never materialized: --missing retries it.
-    let plan = ok_json(
+    let plan = s.ok_json(
         d,
         NOW,
         &[
@@ -1231,30 +1329,30 @@ printf 'k\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
     assert_eq!(ids(&plan), set(&["fragile[y]"]));
 
     std::fs::remove_file(d.join("fail.flag")).unwrap();
-    let v = ok_json(
+    let v = s.ok_json(
         d,
         NOW,
         &["materialize", "--all-partitions", "--missing", "--json"],
     );
     assert_eq!(ids(&v), set(&["fragile[y]"]));
     assert_eq!(take_ran(d), ["fragile[y]"]);
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(counts(&st, "fragile"), (2, 0, 0, 0), "{st:#}");
     assert_eq!(ranges(&st, "fragile", "failed"), Vec::<String>::new());
 
     // A failure after a success is shown as failed again, though the
     // earlier materialization is kept (so --missing leaves it alone)…
     std::fs::write(d.join("fail.flag"), "").unwrap();
-    let run = dg_at(d, NOW, &["materialize", "--partition", "y"]);
+    let run = s.dg_at(d, NOW, &["materialize", "--partition", "y"]);
     assert_eq!(run.code, 1, "{run:?}");
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(counts(&st, "fragile"), (1, 1, 0, 0), "{st:#}");
     assert_eq!(
         std::fs::read_to_string(d.join(".dg/storage/fragile/y.csv")).unwrap(),
         "k\ny\n",
         "the failed attempt did not touch the stored partition"
     );
-    let plan = ok_json(
+    let plan = s.ok_json(
         d,
         NOW,
         &[
@@ -1268,21 +1366,14 @@ printf 'k\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
     assert_eq!(ids(&plan), BTreeSet::new());
     // …and the next success clears it.
     std::fs::remove_file(d.join("fail.flag")).unwrap();
-    ok(d, NOW, &["materialize", "--partition", "y"]);
-    let st = ok_json(d, NOW, &["status", "--json"]);
+    s.ok(d, NOW, &["materialize", "--partition", "y"]);
+    let st = s.ok_json(d, NOW, &["status", "--json"]);
     assert_eq!(counts(&st, "fragile"), (2, 0, 0, 0), "{st:#}");
-    let states: Vec<(String, String)> = db(d)
-        .prepare("SELECT partition, status FROM partition_state ORDER BY partition")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
+    let states = s
+        .try_rows(
+            d,
+            "SELECT partition, status FROM partition_state ORDER BY partition",
+        )
         .unwrap();
-    assert_eq!(
-        states,
-        [
-            ("x".to_string(), "materialized".to_string()),
-            ("y".to_string(), "materialized".to_string())
-        ]
-    );
+    assert_eq!(states, [["x", "materialized"], ["y", "materialized"]]);
 }

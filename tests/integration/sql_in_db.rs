@@ -5,13 +5,10 @@
 
 use std::path::Path;
 
-use rusqlite::Connection;
 use serde_json::Value;
 
-use crate::support::{Run, assert_no_panic, dg, json, project};
-
-/// Every hour of 2022-01-01 is over, and the day too.
-const NOW: &str = "2022-01-02T00:00:00Z";
+use crate::backend::{NOW, sqlite_db, sqlite_rows};
+use crate::support::{Run, assert_no_panic, dg, json, metadata_in, project, step_logs};
 
 const RESOURCES: &str = r#"
 [resources.warehouse]
@@ -21,7 +18,7 @@ path = "data/warehouse.db"
 
 /// Hourly upstream (a shell step writing CSV) and a daily `sql` downstream
 /// stored by `daily_manager`, running `query`.
-fn assets(daily_manager: &str, query: &str) -> String {
+pub(crate) fn assets(daily_manager: &str, query: &str) -> String {
     format!(
         r#"
 [partitions.hourly]
@@ -56,63 +53,20 @@ fn materialize(dir: &Path, args: &[&str]) -> Run {
 
 /// The materialization metadata of `asset` in run `run_id`.
 fn metadata(dir: &Path, run_id: &str, asset: &str) -> Value {
-    let show = dg(dir, &["--now", NOW, "runs", "show", run_id, "--json"]);
-    assert_eq!(show.code, 0, "{}\n{}", show.stdout, show.stderr);
-    let show = json(&show);
-    show["materializations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["asset"] == asset)
-        .unwrap_or_else(|| panic!("no materialization of `{asset}` in {show:#}"))["metadata"]
-        .clone()
+    metadata_in(
+        &dg(dir, &["--now", NOW, "runs", "show", run_id, "--json"]),
+        asset,
+    )
 }
 
-fn db(dir: &Path) -> Connection {
-    Connection::open(dir.join("data/warehouse.db")).expect("the database exists")
-}
-
-/// Rows of `sql` as strings (NULL as `NULL`).
-fn rows(conn: &Connection, sql: &str) -> Vec<Vec<String>> {
-    let mut stmt = conn.prepare(sql).unwrap();
-    let n = stmt.column_count();
-    stmt.query_map([], |r| {
-        (0..n)
-            .map(|i| {
-                Ok(match r.get_ref(i)? {
-                    rusqlite::types::ValueRef::Null => "NULL".to_string(),
-                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
-                    rusqlite::types::ValueRef::Real(v) => v.to_string(),
-                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                    rusqlite::types::ValueRef::Blob(b) => format!("{b:?}"),
-                })
-            })
-            .collect()
-    })
-    .unwrap()
-    .collect::<Result<_, _>>()
-    .unwrap()
-}
-
-/// Every step log of `asset`, concatenated.
-fn step_logs(dir: &Path, asset: &str) -> String {
-    let mut out = String::new();
-    for e in walkdir::WalkDir::new(dir.join(".dg/logs")) {
-        let e = e.unwrap();
-        if e.file_type().is_file() && e.file_name().to_string_lossy().starts_with(asset) {
-            out.push_str(&std::fs::read_to_string(e.path()).unwrap());
-        }
-    }
-    out
-}
-
-fn hours() -> Vec<Vec<String>> {
+/// The 24 rows of `daily` for 2022-01-01, with `n` as given.
+pub(crate) fn hours(n: &str) -> Vec<Vec<String>> {
     (0..24)
         .map(|h| {
             vec![
                 "2022-01-01".to_string(),
                 format!("2022-01-01-{h:02}:00"),
-                "1".to_string(),
+                n.to_string(),
             ]
         })
         .collect()
@@ -131,16 +85,16 @@ fn a_query_over_the_same_database_runs_there_and_moves_no_rows() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
 
-    let conn = db(dir.path());
+    let conn = sqlite_db(dir.path());
     assert_eq!(
-        rows(
+        sqlite_rows(
             &conn,
             "SELECT dg_partition, date, n FROM daily ORDER BY rowid"
         ),
-        hours()
+        hours("1")
     );
     assert_eq!(
-        rows(
+        sqlite_rows(
             &conn,
             "SELECT type FROM pragma_table_info('daily') ORDER BY cid"
         ),
@@ -174,7 +128,7 @@ fn a_query_over_the_same_database_runs_there_and_moves_no_rows() {
     let run = materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(
-        rows(
+        sqlite_rows(
             &conn,
             "SELECT dg_partition, date, n FROM daily ORDER BY rowid"
         ),
@@ -228,12 +182,12 @@ fn a_failing_query_or_store_leaves_the_table_as_it_was() {
     ]);
     let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let conn = db(dir.path());
-    let before = rows(
+    let conn = sqlite_db(dir.path());
+    let before = sqlite_rows(
         &conn,
         "SELECT dg_partition, date, n FROM daily ORDER BY rowid",
     );
-    assert_eq!(before, hours());
+    assert_eq!(before, hours("1"));
 
     // An error while the query runs (not when it is prepared).
     std::fs::write(
@@ -253,7 +207,7 @@ fn a_failing_query_or_store_leaves_the_table_as_it_was() {
         run.stdout
     );
     assert_eq!(
-        rows(
+        sqlite_rows(
             &conn,
             "SELECT dg_partition, date, n FROM daily ORDER BY rowid"
         ),
@@ -276,7 +230,7 @@ fn a_failing_query_or_store_leaves_the_table_as_it_was() {
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("boom"), "{}", run.stdout);
     assert_eq!(
-        rows(
+        sqlite_rows(
             &conn,
             "SELECT dg_partition, date, n FROM daily ORDER BY rowid"
         ),
@@ -299,7 +253,7 @@ fn a_failing_query_or_store_leaves_the_table_as_it_was() {
         run.stdout
     );
     assert_eq!(
-        rows(
+        sqlite_rows(
             &conn,
             "SELECT dg_partition, date, n FROM daily ORDER BY rowid"
         ),
@@ -308,7 +262,7 @@ fn a_failing_query_or_store_leaves_the_table_as_it_was() {
     // No temporary objects are left behind in the database (`dg/stored`
     // records which partitions are stored).
     assert_eq!(
-        rows(
+        sqlite_rows(
             &conn,
             "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name"
         ),
@@ -342,7 +296,7 @@ sql = "SELECT k, v, :partition_key AS bound, (SELECT count(*) FROM t) AS n FROM 
         ),
     ]);
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    db(dir.path())
+    sqlite_db(dir.path())
         .execute_batch("CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1);")
         .unwrap();
     let run = materialize(dir.path(), &["--partition", key]);
@@ -355,10 +309,10 @@ sql = "SELECT k, v, :partition_key AS bound, (SELECT count(*) FROM t) AS n FROM 
         true
     );
 
-    let conn = db(dir.path());
-    assert_eq!(rows(&conn, "SELECT a FROM t"), vec![vec!["1"]]);
+    let conn = sqlite_db(dir.path());
+    assert_eq!(sqlite_rows(&conn, "SELECT a FROM t"), vec![vec!["1"]]);
     assert_eq!(
-        rows(
+        sqlite_rows(
             &conn,
             "SELECT dg_partition, k, v, bound, n FROM down ORDER BY rowid"
         ),
@@ -388,7 +342,7 @@ fn declared_columns_keep_the_query_out_of_the_database() {
     assert_eq!(md["dg/in_database"], false, "{md:#}");
     let log = step_logs(dir.path(), "daily");
     assert!(log.contains("the asset declares `columns`"), "{log}");
-    let conn = Connection::open(dir.path().join("data/warehouse.db")).unwrap();
+    let conn = sqlite_db(dir.path());
     let ty: String = conn
         .query_row(
             "SELECT type FROM pragma_table_info('daily') WHERE name = 'n'",

@@ -6,151 +6,42 @@
 
 use std::path::Path;
 
-use postgres::{Client, NoTls};
 use serde_json::Value;
 
-use crate::postgres_manager::{pg_url, random_schema};
-use crate::support::{Run, assert_no_panic, dg_with_env, json, project};
+use crate::backend::{NOW, Pg, pg_url};
+use crate::sql_in_db::{assets, hours};
+use crate::support::{Run, assert_no_panic, dg_with_env, json, metadata_in, project, step_logs};
 
-/// Every hour of 2022-01-01 is over, and the day too.
-const NOW: &str = "2022-01-02T00:00:00Z";
-
-/// A test's schema, dropped (with its tables) when the test ends.
-struct Pg {
-    url: String,
-    schema: String,
-    client: Client,
+/// Resource `warehouse` on the test's schema.
+fn resources(pg: &Pg) -> String {
+    pg.resource("warehouse", "")
 }
 
-impl Pg {
-    fn new(url: String) -> Pg {
-        let client = Client::connect(&url, NoTls).expect("connect to DG_TEST_POSTGRES_URL");
-        Pg {
-            url,
-            schema: random_schema(),
-            client,
-        }
-    }
-
-    /// Rows of `sql` (with `{s}` the quoted schema) as text, NULL as `NULL`.
-    fn rows(&mut self, sql: &str) -> Vec<Vec<String>> {
-        let sql = sql.replace("{s}", &format!("\"{}\"", self.schema));
-        let msgs = self.client.simple_query(&sql).unwrap();
-        msgs.iter()
-            .filter_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(r) => Some(
-                    (0..r.len())
-                        .map(|i| r.get(i).unwrap_or("NULL").to_string())
-                        .collect(),
-                ),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Resource `warehouse` on the test's schema.
-    fn resources(&self) -> String {
-        format!(
-            "[resources.warehouse]\ntype = \"postgres\"\nurl = \"${{env:DG_PG_URL}}\"\nschema = \"{}\"\n",
-            self.schema
-        )
-    }
-
-    fn dg(&self, dir: &Path, args: &[&str]) -> Run {
-        let mut all = vec!["--now", NOW];
-        all.extend(args);
-        let run = dg_with_env(dir, &all, &[("DG_PG_URL", &self.url)]);
-        assert_no_panic(&run);
-        let shown =
-            |s: &str| dg::io::postgres::mask_url(&self.url) != self.url && s.contains(&self.url);
-        assert!(
-            !shown(&run.stdout) && !shown(&run.stderr),
-            "the URL is shown unmasked:\n{}\n{}",
-            run.stdout,
-            run.stderr
-        );
-        run
-    }
-
-    fn materialize(&self, dir: &Path, args: &[&str]) -> Run {
-        let mut all = vec!["materialize", "--json"];
-        all.extend(args);
-        self.dg(dir, &all)
-    }
-
-    /// The materialization metadata of `asset` in run `run_id`.
-    fn metadata(&self, dir: &Path, run_id: &str, asset: &str) -> Value {
-        let show = self.dg(dir, &["runs", "show", run_id, "--json"]);
-        assert_eq!(show.code, 0, "{}\n{}", show.stdout, show.stderr);
-        let show = json(&show);
-        show["materializations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["asset"] == asset)
-            .unwrap_or_else(|| panic!("no materialization of `{asset}` in {show:#}"))["metadata"]
-            .clone()
-    }
+/// `dg --now NOW ARGS…` with `DG_PG_URL` set; the URL is never shown unmasked.
+fn dg(pg: &Pg, dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["--now", NOW];
+    all.extend(args);
+    let run = dg_with_env(dir, &all, &[("DG_PG_URL", &pg.url)]);
+    assert_no_panic(&run);
+    let shown = |s: &str| dg::io::postgres::mask_url(&pg.url) != pg.url && s.contains(&pg.url);
+    assert!(
+        !shown(&run.stdout) && !shown(&run.stderr),
+        "the URL is shown unmasked:\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    run
 }
 
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = self.client.batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-            self.schema
-        ));
-    }
+fn materialize(pg: &Pg, dir: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["materialize", "--json"];
+    all.extend(args);
+    dg(pg, dir, &all)
 }
 
-/// Hourly upstream (a shell step writing CSV) and a daily `sql` downstream
-/// stored by `daily_manager`, running `query`.
-fn assets(daily_manager: &str, query: &str) -> String {
-    format!(
-        r#"
-[partitions.hourly]
-type = "hourly"
-start = "2022-01-01-00:00"
-
-[partitions.daily]
-type = "daily"
-start = "2022-01-01"
-
-[assets.upstream]
-partitions = "hourly"
-io_manager = "warehouse"
-shell = "printf 'date,n\\n%s,1\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
-
-[assets.daily]
-partitions = "daily"
-io_manager = "{daily_manager}"
-deps = ["upstream"]
-sql = """{query}"""
-"#
-    )
-}
-
-/// Every step log of `asset`, concatenated.
-fn step_logs(dir: &Path, asset: &str) -> String {
-    let mut out = String::new();
-    for e in walkdir::WalkDir::new(dir.join(".dg/logs")) {
-        let e = e.unwrap();
-        if e.file_type().is_file() && e.file_name().to_string_lossy().starts_with(asset) {
-            out.push_str(&std::fs::read_to_string(e.path()).unwrap());
-        }
-    }
-    out
-}
-
-fn hours(n: &str) -> Vec<Vec<String>> {
-    (0..24)
-        .map(|h| {
-            vec![
-                "2022-01-01".to_string(),
-                format!("2022-01-01-{h:02}:00"),
-                n.to_string(),
-            ]
-        })
-        .collect()
+/// The materialization metadata of `asset` in run `run_id`.
+fn metadata(pg: &Pg, dir: &Path, run_id: &str, asset: &str) -> Value {
+    metadata_in(&dg(pg, dir, &["runs", "show", run_id, "--json"]), asset)
 }
 
 const DAILY: &str = "SELECT dg_partition, date, n FROM {s}.daily ORDER BY ctid";
@@ -163,10 +54,10 @@ fn a_query_over_the_same_schema_runs_inside_postgres_and_moves_no_rows() {
     let query = "SELECT date, n::bigint AS n, ':run_id' AS lit, :partition_key AS day \
                  FROM upstream WHERE :partition_start::timestamptz < :partition_end::timestamptz";
     let dir = project(&[
-        ("defs/resources.toml", &pg.resources()),
+        ("defs/resources.toml", &resources(&pg)),
         ("defs/assets.toml", &assets("warehouse", query)),
     ]);
-    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01"]);
+    let run = materialize(&pg, dir.path(), &["--partition", "2022-01-01"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
 
@@ -175,7 +66,7 @@ fn a_query_over_the_same_schema_runs_inside_postgres_and_moves_no_rows() {
         pg.rows("SELECT DISTINCT lit, day FROM {s}.daily"),
         vec![vec![":run_id", "2022-01-01"]]
     );
-    let md = pg.metadata(dir.path(), &run_id, "daily");
+    let md = metadata(&pg, dir.path(), &run_id, "daily");
     assert_eq!(md["dg/in_database"], true, "{md:#}");
     assert_eq!(md["dg/rows_moved"], 0, "{md:#}");
     assert_eq!(md["dg/rows"], 24, "{md:#}");
@@ -198,7 +89,11 @@ fn a_query_over_the_same_schema_runs_inside_postgres_and_moves_no_rows() {
         ),
     )
     .unwrap();
-    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    let run = materialize(
+        &pg,
+        dir.path(),
+        &["--partition", "2022-01-01", "-s", "daily"],
+    );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(
         pg.rows(DAILY),
@@ -223,16 +118,16 @@ fn on_another_manager_the_query_runs_in_the_embedded_engine() {
     let Some(url) = pg_url() else { return };
     let pg = Pg::new(url);
     let dir = project(&[
-        ("defs/resources.toml", &pg.resources()),
+        ("defs/resources.toml", &resources(&pg)),
         (
             "defs/assets.toml",
             &assets("io_manager", "SELECT * FROM upstream"),
         ),
     ]);
-    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01"]);
+    let run = materialize(&pg, dir.path(), &["--partition", "2022-01-01"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
-    let md = pg.metadata(dir.path(), &run_id, "daily");
+    let md = metadata(&pg, dir.path(), &run_id, "daily");
     assert_eq!(md["dg/in_database"], false, "{md:#}");
     assert_eq!(md["dg/rows_moved"], 24, "{md:#}");
     let log = step_logs(dir.path(), "daily");
@@ -247,13 +142,13 @@ fn a_failing_query_leaves_the_table_as_it_was() {
     let Some(url) = pg_url() else { return };
     let mut pg = Pg::new(url);
     let dir = project(&[
-        ("defs/resources.toml", &pg.resources()),
+        ("defs/resources.toml", &resources(&pg)),
         (
             "defs/assets.toml",
             &assets("warehouse", "SELECT * FROM upstream"),
         ),
     ]);
-    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01"]);
+    let run = materialize(&pg, dir.path(), &["--partition", "2022-01-01"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let before = pg.rows(DAILY);
     assert_eq!(before, hours("1"));
@@ -264,7 +159,11 @@ fn a_failing_query_leaves_the_table_as_it_was() {
         assets("warehouse", "SELECT date, n / (n - 1) AS n FROM upstream"),
     )
     .unwrap();
-    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    let run = materialize(
+        &pg,
+        dir.path(),
+        &["--partition", "2022-01-01", "-s", "daily"],
+    );
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout
@@ -280,7 +179,11 @@ fn a_failing_query_leaves_the_table_as_it_was() {
         assets("warehouse", "SELECT date,\n n FROM upstream WHERE"),
     )
     .unwrap();
-    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    let run = materialize(
+        &pg,
+        dir.path(),
+        &["--partition", "2022-01-01", "-s", "daily"],
+    );
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains("SQL error in asset `daily`"),
@@ -295,7 +198,11 @@ fn a_failing_query_leaves_the_table_as_it_was() {
         assets("warehouse", "SELECT date, 'x' AS extra FROM upstream"),
     )
     .unwrap();
-    let run = pg.materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    let run = materialize(
+        &pg,
+        dir.path(),
+        &["--partition", "2022-01-01", "-s", "daily"],
+    );
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stdout.contains("new column `extra`"), "{}", run.stdout);
     assert!(
@@ -312,7 +219,7 @@ fn partition_keys_made_of_sql_text_are_harmless() {
     let mut pg = Pg::new(url);
     let key = "x'); DROP TABLE t; --";
     let dir = project(&[
-        ("defs/resources.toml", &pg.resources()),
+        ("defs/resources.toml", &resources(&pg)),
         (
             "defs/assets.toml",
             r#"
@@ -338,11 +245,11 @@ sql = "SELECT k, v, :partition_key AS bound, (SELECT count(*) FROM t) AS n FROM 
         pg.schema
     ));
     for k in [key, "ok"] {
-        let run = pg.materialize(dir.path(), &["--partition", k]);
+        let run = materialize(&pg, dir.path(), &["--partition", k]);
         assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
         let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
         assert_eq!(
-            pg.metadata(dir.path(), &run_id, "down")["dg/in_database"],
+            metadata(&pg, dir.path(), &run_id, "down")["dg/in_database"],
             true
         );
     }

@@ -188,6 +188,32 @@ pub fn step<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no step `{id}` in {v:#}"))
 }
 
+/// The materialization metadata of `asset` in `show`, the output of
+/// `dg runs show ID --json` (which must have succeeded).
+pub fn metadata_in(show: &Run, asset: &str) -> serde_json::Value {
+    assert_ok(show);
+    let show = json(show);
+    show["materializations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["asset"] == asset)
+        .unwrap_or_else(|| panic!("no materialization of `{asset}` in {show:#}"))["metadata"]
+        .clone()
+}
+
+/// Every step log of `asset` in the project `dir`, concatenated.
+pub fn step_logs(dir: &Path, asset: &str) -> String {
+    let mut out = String::new();
+    for e in walkdir::WalkDir::new(dir.join(".dg/logs")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() && e.file_name().to_string_lossy().starts_with(asset) {
+            out.push_str(&std::fs::read_to_string(e.path()).unwrap());
+        }
+    }
+    out
+}
+
 /// A file's text; panics naming the file when it cannot be read.
 pub fn read(path: impl AsRef<Path>) -> String {
     let p = path.as_ref();
