@@ -27,6 +27,7 @@ pub mod plan;
 pub mod project;
 pub mod secrets;
 pub mod select;
+pub mod sql;
 pub mod state;
 pub mod validate;
 

@@ -20,7 +20,7 @@ pub mod hooks;
 pub mod process;
 pub mod slurm;
 pub mod spec;
-pub mod sql;
+pub(crate) use crate::sql;
 pub mod step;
 
 use std::collections::{HashSet, VecDeque};

@@ -141,17 +141,13 @@
 //! }
 //! ```
 
-pub mod db;
-#[cfg(feature = "duckdb")]
-pub mod duckdb;
-pub mod fs;
-pub mod memory;
-pub mod objstore;
+pub mod builtin;
 pub mod path_template;
-pub mod plugin;
-pub mod postgres;
-pub mod sqlite;
 pub mod table;
+
+#[cfg(feature = "duckdb")]
+pub use builtin::duckdb;
+pub use builtin::{db, fs, memory, objstore, plugin, postgres, sqlite};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

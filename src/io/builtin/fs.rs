@@ -21,15 +21,15 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use indexmap::IndexMap;
 
-use super::path_template::PathTemplate;
-use super::{
+use crate::io::path_template::PathTemplate;
+use crate::io::{
     Data, Format, FsConfig, InputContext, IoManager, Loaded, OutputContext, PartitionRef,
     ResourceCx, Stored, table,
 };
 
 pub struct FsManager {
     pub base_dir: PathBuf,
-    pub format: super::Format,
+    pub format: crate::io::Format,
     /// `path`: where below `base_dir` an output goes; `None` is the default layout.
     pub path: Option<PathTemplate>,
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::{Value as Json, json};
 
-use super::{
+use crate::io::{
     CommandConfig, Data, Format, InputContext, IoManager, Loaded, Log, OutputContext, PartitionRef,
     ResourceCx, Stored, table,
 };

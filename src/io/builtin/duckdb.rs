@@ -1,5 +1,5 @@
 //! `type = "duckdb"`: one table per asset in a DuckDB database file, with
-//! the semantics of the `sqlite` manager ([`super::sqlite`]).
+//! the semantics of the `sqlite` manager ([`crate::io::sqlite`]).
 //!
 //! - The table is `"<schema>"."<asset key segments joined by __>"`, always
 //!   quoted; the schema (default `main`) is created when it is missing.
@@ -39,12 +39,12 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use duckdb::Connection;
 
-use crate::exec::sql::{
+use crate::sql::{
     CheckRows, DbInput, InDbError, Params, cut_text, param_value, statement_text, to_positional,
 };
 
 use super::db::{Column, PARTITION_COLUMN, STORED_TABLE, quote_ident, schema_diff, table_name};
-use super::{
+use crate::io::{
     Data, DuckdbConfig, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext,
     ResourceCx, Stored, Table, table,
 };
@@ -423,7 +423,7 @@ impl DuckdbManager {
                 };
                 return Ok(existing);
             }
-            super::schema_changed(
+            crate::io::schema_changed(
                 ctx,
                 &self.place(&name),
                 &diff,

@@ -1,5 +1,5 @@
 //! `type = "postgres"`: one table per asset in a Postgres schema, with the
-//! semantics of the `sqlite` manager ([`super::sqlite`]).
+//! semantics of the `sqlite` manager ([`crate::io::sqlite`]).
 //!
 //! - The table is `"<schema>"."<asset key segments joined by __>"`, always
 //!   quoted. The schema (default `public`) is created when it is missing.
@@ -40,10 +40,10 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{Format as PgFormat, IsNull, ToSql, Type};
 use postgres::{Client, GenericClient, IsolationLevel, NoTls};
 
-use crate::exec::sql::{DbInput, InDbError, Params, param_value, statement_text, to_positional};
+use crate::sql::{DbInput, InDbError, Params, param_value, statement_text, to_positional};
 
 use super::db::{Column, PARTITION_COLUMN, STORED_TABLE, quote_ident, schema_diff, table_name};
-use super::{
+use crate::io::{
     Data, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext, PostgresConfig,
     ResourceCx, Stored, Table, table,
 };
@@ -455,7 +455,7 @@ impl PostgresManager {
         if let Some(existing) = existing {
             let diff = schema_diff(&existing, &wanted, partition.is_some(), &all_null);
             if !diff.is_empty() {
-                super::schema_changed(
+                crate::io::schema_changed(
                     ctx,
                     &self.place(&name),
                     &diff,
@@ -1389,7 +1389,7 @@ impl PostgresManager {
         partition: Option<&str>,
         query: &str,
         params: &Params,
-    ) -> Result<crate::exec::sql::CheckRows, String> {
+    ) -> Result<crate::sql::CheckRows, String> {
         let redact = |m: String| self.secrets.redact(&m);
         let pgerr = |e: postgres::Error| redact(error_text(&e));
         let (text, names) =
@@ -1475,12 +1475,12 @@ impl PostgresManager {
             .map_err(|e| redact(format!("SQL error: {}", describe_pg(&e, &text))))?;
         let _ = tx.rollback();
         Ok(match row {
-            None => crate::exec::sql::CheckRows::default(),
-            Some(r) => crate::exec::sql::CheckRows {
+            None => crate::sql::CheckRows::default(),
+            Some(r) => crate::sql::CheckRows {
                 rows: r.get::<_, i64>(0) as u64,
                 first: r
                     .get::<_, Option<String>>(1)
-                    .map(|s| crate::exec::sql::cut_text(s, 300)),
+                    .map(|s| crate::sql::cut_text(s, 300)),
             },
         })
     }
