@@ -3617,7 +3617,10 @@ mod tests {
     fn the_bundled_example_is_valid() {
         let c = check(&[
             ("assets.toml", include_str!("../../defs/assets.toml")),
-            ("partitions.toml", include_str!("../../defs/partitions.toml")),
+            (
+                "partitions.toml",
+                include_str!("../../defs/partitions.toml"),
+            ),
             ("resources.toml", include_str!("../../defs/resources.toml")),
         ]);
         assert!(c.diags.items.is_empty(), "{:#?}", c.diags.items);

@@ -763,10 +763,6 @@ fn insert_rows(
 }
 
 impl IoManager for SqliteManager {
-    fn as_sqlite(&self) -> Option<&SqliteManager> {
-        Some(self)
-    }
-
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
         let t = match data {
             Data::Table(t) => t,
