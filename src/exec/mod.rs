@@ -142,7 +142,7 @@ impl RunCtx {
                 }
             }
         }
-        let masker = crate::secrets::masker_for(&defs, &crate::interp::env_var);
+        let masker = crate::model::masker_for(&defs, &crate::interp::env_var);
         crate::secrets::register(&masker);
         for key in used {
             let Some(res) = defs.resources.get(key) else {

@@ -11,6 +11,7 @@ use super::{param_value, statement_text, to_positional};
 use crate::io::db::{Column, PARTITION_COLUMN, quote_ident, schema_diff, table_name};
 use crate::io::postgres::*;
 use crate::io::{OutputContext, Stored};
+use crate::pg::error_text;
 
 impl InDatabase for PostgresManager {
     fn engine(&self) -> Option<SqlEngine> {

@@ -255,9 +255,7 @@ struct Validator<'a> {
     pools: Option<&'a std::collections::BTreeMap<String, u32>>,
 }
 
-/// The longest step `timeout` accepted: 365 days. Longer is no limit at
-/// all in practice, and far longer ones overflow the clock arithmetic.
-pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+pub use crate::load::MAX_TIMEOUT;
 
 /// How far `end_offset` (of a time partitions definition) and a
 /// `time_window` mapping's offsets may move, in windows, either way.

@@ -64,6 +64,7 @@ impl IoManagerFactory for PostgresConfig {
     }
 }
 
+use crate::pg::error_text;
 pub use crate::secrets::{Secrets, mask_url};
 
 /// The Postgres column type an Arrow type is stored as (as
@@ -262,12 +263,7 @@ impl PostgresManager {
             )
         })?;
         let secrets = Secrets::new(&config.url, pg.get_password());
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name("dg");
-        }
+        crate::pg::set_defaults(&mut pg, CONNECT_TIMEOUT);
         Ok(PostgresManager {
             config: pg,
             secrets,
@@ -699,23 +695,6 @@ impl PostgresManager {
         tx.commit()?;
         Ok(loaded)
     }
-}
-
-/// The driver's error with its cause (the server's message, the OS error).
-pub(crate) fn error_text(e: &postgres::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(db) = e.as_db_error() {
-        let msg = db.message();
-        if !s.contains(msg) {
-            s = format!("{s}: {msg}");
-        }
-    } else if let Some(src) = std::error::Error::source(e) {
-        let src = src.to_string();
-        if !s.contains(&src) {
-            s = format!("{s}: {src}");
-        }
-    }
-    s
 }
 
 fn finish(schema: &Arc<Schema>, builders: &mut [Builder]) -> anyhow::Result<RecordBatch> {
