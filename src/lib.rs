@@ -17,23 +17,23 @@
 //! [`io::Registry`] and call [`cli::run_with`] to keep the whole CLI.
 
 pub mod cli;
-pub mod diag;
+pub(crate) mod diag;
 pub mod exec;
-pub mod formats;
-pub mod interp;
+pub(crate) mod formats;
+pub(crate) mod interp;
 pub mod io;
 pub mod load;
-pub mod model;
-pub mod names;
-pub mod partitions;
-pub mod pg;
-pub mod plan;
-pub mod project;
-pub mod secrets;
-pub mod select;
-pub mod sql;
+pub(crate) mod model;
+pub(crate) mod names;
+pub(crate) mod partitions;
+pub(crate) mod pg;
+pub(crate) mod plan;
+pub(crate) mod project;
+pub(crate) mod secrets;
+pub(crate) mod select;
+pub(crate) mod sql;
 pub mod state;
-pub mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod fuzz;

@@ -1,12 +1,12 @@
 //! Postgres connections, shared by the `postgres` I/O manager (and its
 //! in-database SQL) and the Postgres state store: dg's defaults for a
 //! connection and one line for a driver error. Passwords in URLs are masked
-//! by [`crate::secrets`] ([`mask_url`], [`Secrets`]), which every place
+//! by [`crate::secrets`] ([`mask_url`], `Secrets`), which every place
 //! that shows a URL uses.
 
 use std::time::Duration;
 
-pub use crate::secrets::{Secrets, mask_url};
+pub use crate::secrets::mask_url;
 
 /// dg's defaults on a connection `config` parsed from a URL, where the URL
 /// does not set them: `connect_timeout` (so that an unreachable server is

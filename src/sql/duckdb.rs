@@ -145,7 +145,7 @@ impl Embedded {
                 } else {
                     std::ffi::CStr::from_ptr(msg).to_string_lossy().into_owned()
                 };
-                Err(anyhow!("{}", first_line(&msg).to_string()))
+                Err(anyhow!("{}", first_line(&msg)))
             };
             ffi::duckdb_destroy_result(&mut res);
             out

@@ -125,7 +125,7 @@ fn run_duckdb(
         format.name(),
         t0.elapsed().as_millis()
     );
-    Ok(Ran { rows, rows_loaded })
+    Ok(Ran { rows_loaded })
 }
 
 /// [`run`] in an in-memory SQLite database.
@@ -209,14 +209,12 @@ fn run_sqlite(
         format.name(),
         t0.elapsed().as_millis()
     );
-    Ok(Ran { rows, rows_loaded })
+    Ok(Ran { rows_loaded })
 }
 
 /// What [`run`] did.
 #[derive(Debug, Clone, Copy)]
 pub struct Ran {
-    /// Rows of the result.
-    pub rows: usize,
     /// Input rows dg read from the inputs' managers into the engine.
     pub rows_loaded: u64,
 }

@@ -36,7 +36,7 @@ use std::fs::File;
 pub use crate::io::db::quote_ident;
 use crate::io::{IoManager, Loaded, OutputContext, Stored};
 pub use crate::model::SqlEngine;
-pub use embedded::{Ran, check_embedded, run};
+pub use embedded::{check_embedded, run};
 pub use text::{cut_text, param_value, statement_text, to_positional};
 
 /// What the query's parameters are bound to.
