@@ -370,6 +370,7 @@ impl Render<'_> {
         out
     }
 
+    #[cfg(test)]
     pub fn all(&self, ds: &Diagnostics) -> String {
         let mut out = String::new();
         for d in &ds.items {

@@ -14,6 +14,11 @@ use toml::de::{DeTable, DeValue};
 
 use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Sources, Span, suggest};
 
+/// The longest `timeout` definitions may give (a step's, a plug-in
+/// manager's): 365 days. Longer is no limit at all in practice, and far
+/// longer ones overflow the clock arithmetic.
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 /// A parsed TOML value, borrowing from its source text.
 pub type Value<'i> = Spanned<DeValue<'i>>;
 /// A parsed TOML table, borrowing from its source text.

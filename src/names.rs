@@ -1,7 +1,9 @@
-//! Names dg derives from keys: file names for step ids and inputs, and
-//! environment variable names. Every stage uses them (validation checks
-//! that two names do not collide, managers and the executor name files),
-//! so they live below all of them.
+//! Names dg derives from keys: file names for step ids, inputs and
+//! partition keys ([`encode_key`]), and environment variable names. Every
+//! stage uses them (validation checks that two names do not collide,
+//! managers and the executor name files), so they live below all of them.
+
+use std::fmt::Write as _;
 
 /// `FOO_BAR` from `foo-bar`: upper case, non-alphanumerics as `_`.
 pub fn env_name(s: &str) -> String {
@@ -46,4 +48,32 @@ pub fn slug(s: &str) -> String {
         &out[..end],
         twox_hash::XxHash3_64::oneshot(s.as_bytes())
     )
+}
+
+/// A partition key as a file name, reversibly: `%`, `/`, `\` and control
+/// characters (NUL included) are percent-encoded, and so is a leading `.`,
+/// so that `.`, `..` and hidden names cannot occur. Everything else,
+/// unicode included, stays readable.
+pub fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for (i, c) in key.char_indices() {
+        if matches!(c, '%' | '/' | '\\') || c.is_control() || (i == 0 && c == '.') {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "%{b:02X}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The key a file name stands for ([`encode_key`] reversed); `None` if it
+/// does not decode to UTF-8.
+pub fn decode_key(name: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(name)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }

@@ -333,47 +333,6 @@ pub fn mask(s: &str) -> Cow<'_, str> {
     }
 }
 
-/// What a project's definitions hide, with `${env:…}` resolved by
-/// `lookup`: the values of every declared secret, and every URL with a
-/// password in any resource's fields. Values that do not resolve (unset
-/// variables) are left out: they cannot appear anywhere.
-pub fn masker_for(defs: &crate::model::Defs, lookup: &dyn Fn(&str) -> Option<String>) -> Masker {
-    let mut m = Masker::default();
-    fn walk(v: &toml::Value, m: &mut Masker, lookup: &dyn Fn(&str) -> Option<String>) {
-        match v {
-            toml::Value::String(s) => {
-                if let Ok(t) = crate::interp::Template::parse(s)
-                    && let Ok(r) = t.resolve(lookup)
-                {
-                    m.add_url(&r);
-                }
-            }
-            toml::Value::Array(a) => a.iter().for_each(|x| walk(x, m, lookup)),
-            toml::Value::Table(t) => t.values().for_each(|x| walk(x, m, lookup)),
-            _ => {}
-        }
-    }
-    for r in defs.resources.values() {
-        for (k, v) in &r.config {
-            if r.secrets.iter().any(|s| s == k) {
-                let raw = match v {
-                    toml::Value::String(s) => crate::interp::Template::parse(s)
-                        .ok()
-                        .and_then(|t| t.resolve(lookup).ok()),
-                    other => Some(other.to_string()),
-                };
-                if let Some(val) = raw {
-                    m.add_secret(&val);
-                    m.add_url(&val);
-                }
-            } else {
-                walk(v, &mut m, lookup);
-            }
-        }
-    }
-    m
-}
-
 fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()

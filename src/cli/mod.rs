@@ -380,7 +380,7 @@ impl Session {
         });
         // Everything printed from now on hides the project's secrets.
         if let Some(d) = &defs {
-            crate::secrets::register(&crate::secrets::masker_for(d, &crate::interp::env_var));
+            crate::secrets::register(&crate::model::masker_for(d, &crate::interp::env_var));
         }
         if let Some(u) = project
             .as_ref()

@@ -183,15 +183,8 @@ impl CheckCx<'_> {
         let manager = self.rc.manager(&asset.io_manager)?;
         let key = self.partition.as_ref().map(|p| p.key.as_str());
         let params = self.params();
-        if let Some(db) = manager.as_sqlite() {
-            return sql::check_in_sqlite(db, &asset.key, table_name(asset), key, query, &params);
-        }
-        if let Some(pg) = manager.as_postgres() {
-            return pg.check_in_db(&asset.key, table_name(asset), key, query, &params);
-        }
-        #[cfg(feature = "duckdb")]
-        if let Some(duck) = manager.as_duckdb() {
-            return duck.check_in_db(&asset.key, table_name(asset), key, query, &params);
+        if let Some(db) = sql::in_database(manager.as_ref()) {
+            return db.check(&asset.key, table_name(asset), key, query, &params);
         }
         let loaded = self.load()?;
         sql::check_embedded(table_name(asset), loaded, query, &params)

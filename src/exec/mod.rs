@@ -20,7 +20,7 @@ pub mod hooks;
 pub mod process;
 pub mod slurm;
 pub mod spec;
-pub mod sql;
+pub(crate) use crate::sql;
 pub mod step;
 
 use std::collections::{HashSet, VecDeque};
@@ -142,7 +142,7 @@ impl RunCtx {
                 }
             }
         }
-        let masker = crate::secrets::masker_for(&defs, &crate::interp::env_var);
+        let masker = crate::model::masker_for(&defs, &crate::interp::env_var);
         crate::secrets::register(&masker);
         for key in used {
             let Some(res) = defs.resources.get(key) else {

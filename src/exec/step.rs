@@ -24,6 +24,7 @@ use crate::io::{self, Data, Format, InputContext, Loaded, OutputContext, Partiti
 use crate::model::{Asset, Compute, SqlEngine};
 use crate::partitions::PartitionsDef;
 use crate::plan::Step;
+use crate::sql;
 
 /// The result of one attempt of one step.
 #[derive(Debug, Default)]
@@ -480,14 +481,7 @@ fn prepare_and_run(
                     step_id: step_id.clone(),
                     log: mlog.clone(),
                 };
-                let ran = match db {
-                    InDb::Sqlite(db) => {
-                        super::sql::run_in_db(query, &db_inputs, &params, db, &octx, log)
-                    }
-                    InDb::Postgres(pg) => pg.run_in_db(query, &db_inputs, &params, &octx, log),
-                    #[cfg(feature = "duckdb")]
-                    InDb::Duckdb(duck) => duck.run_in_db(query, &db_inputs, &params, &octx, log),
-                };
+                let ran = db.run(query, &db_inputs, &params, &octx, log);
                 match ran {
                     Ok(stored) => {
                         let mut metadata = serde_json::Map::new();
@@ -598,16 +592,6 @@ fn prepare_and_run(
     )
 }
 
-/// Where a `sql` asset runs in the database: a `sqlite` file or a
-/// `postgres` schema.
-#[derive(Clone, Copy)]
-enum InDb<'a> {
-    Sqlite(&'a io::sqlite::SqliteManager),
-    Postgres(&'a io::postgres::PostgresManager),
-    #[cfg(feature = "duckdb")]
-    Duckdb(&'a io::duckdb::DuckdbManager),
-}
-
 /// The engine a `sql` asset's query is written for: its `engine`, else
 /// DuckDB when the asset is stored by a `duckdb` resource, else SQLite.
 fn sql_engine(rc: &RunCtx, asset: &Asset) -> Result<SqlEngine, String> {
@@ -615,7 +599,9 @@ fn sql_engine(rc: &RunCtx, asset: &Asset) -> Result<SqlEngine, String> {
         return Ok(e);
     }
     #[cfg(feature = "duckdb")]
-    if rc.manager(&asset.io_manager)?.as_duckdb().is_some() {
+    if sql::in_database(rc.manager(&asset.io_manager)?.as_ref()).and_then(|d| d.engine())
+        == Some(SqlEngine::Duckdb)
+    {
         return Ok(SqlEngine::Duckdb);
     }
     let _ = rc;
@@ -628,7 +614,11 @@ fn sql_engine(rc: &RunCtx, asset: &Asset) -> Result<SqlEngine, String> {
 /// (the same resource, or the same file; for Postgres the same URL and
 /// schema), read by its own manager (no `input_manager`), and the asset
 /// declares no `columns`. Otherwise, why not.
-fn in_db_target<'a>(rc: &'a RunCtx, step: &Step, asset: &Asset) -> Result<InDb<'a>, String> {
+fn in_db_target<'a>(
+    rc: &'a RunCtx,
+    step: &Step,
+    asset: &Asset,
+) -> Result<&'a dyn sql::InDatabase, String> {
     if !asset.output {
         return Err("the asset stores no output (`output = false`)".into());
     }
@@ -638,23 +628,16 @@ fn in_db_target<'a>(rc: &'a RunCtx, step: &Step, asset: &Asset) -> Result<InDb<'
     }
     let manager = rc.manager(&asset.io_manager)?;
     let engine = sql_engine(rc, asset)?;
-    #[cfg(feature = "duckdb")]
-    let duck = manager.as_duckdb();
-    #[cfg(not(feature = "duckdb"))]
-    let duck: Option<()> = None;
-    let target = match (manager.as_sqlite(), manager.as_postgres(), duck) {
-        (Some(db), _, _) if engine == SqlEngine::Sqlite => InDb::Sqlite(db),
-        // The query is in Postgres's dialect unless it names an engine.
-        (_, Some(pg), _) if asset.sql_engine.is_none() => InDb::Postgres(pg),
-        #[cfg(feature = "duckdb")]
-        (_, _, Some(duck)) if engine == SqlEngine::Duckdb => InDb::Duckdb(duck),
-        (None, None, None) => {
+    let target = match sql::in_database(manager.as_ref()) {
+        // A query that names no engine runs in the database's own dialect.
+        Some(db) if asset.sql_engine.is_none() || asset.sql_engine == db.engine() => db,
+        None => {
             return Err(format!(
                 "its I/O manager `{}` is not a sqlite database (nor a postgres or duckdb one)",
                 asset.io_manager
             ));
         }
-        _ => {
+        Some(_) => {
             return Err(format!(
                 "the query is written for the {} engine (`engine = \"{}\"`), not for the database of its I/O manager `{}`",
                 engine.name(),
@@ -662,13 +645,6 @@ fn in_db_target<'a>(rc: &'a RunCtx, step: &Step, asset: &Asset) -> Result<InDb<'
                 asset.io_manager
             ));
         }
-    };
-    let same_file = |a: &Path, b: &Path| {
-        a == b
-            || matches!(
-                (std::fs::canonicalize(a), std::fs::canonicalize(b)),
-                (Ok(x), Ok(y)) if x == y
-            )
     };
     for inp in &step.inputs {
         let spec = &asset.inputs[inp.input];
@@ -683,58 +659,28 @@ fn in_db_target<'a>(rc: &'a RunCtx, step: &Step, asset: &Asset) -> Result<InDb<'
             ));
         }
         let manager = rc.manager(&up.io_manager)?;
-        match target {
-            InDb::Sqlite(target) => {
-                let db = manager.as_sqlite().ok_or_else(|| {
-                    format!(
-                        "input `{}` is stored by `{}`, which is not a sqlite database",
-                        spec.name, up.io_manager
-                    )
-                })?;
-                if db.resource_key() != target.resource_key()
-                    && !same_file(db.path(), target.path())
-                {
-                    return Err(format!(
-                        "input `{}` is stored in another database ({}, not {})",
-                        spec.name,
-                        db.path().display(),
-                        target.path().display()
-                    ));
-                }
-            }
-            #[cfg(feature = "duckdb")]
-            InDb::Duckdb(target) => {
-                let db = manager.as_duckdb().ok_or_else(|| {
-                    format!(
-                        "input `{}` is stored by `{}`, which is not a duckdb database",
-                        spec.name, up.io_manager
-                    )
-                })?;
-                if db.resource_key() != target.resource_key() && !db.same_place(target) {
-                    return Err(format!(
-                        "input `{}` is stored in another database or schema ({}, not {})",
-                        spec.name,
-                        db.where_(),
-                        target.where_()
-                    ));
-                }
-            }
-            InDb::Postgres(target) => {
-                let db = manager.as_postgres().ok_or_else(|| {
-                    format!(
-                        "input `{}` is stored by `{}`, which is not a postgres database",
-                        spec.name, up.io_manager
-                    )
-                })?;
-                if db.resource_key() != target.resource_key() && !db.same_place(target) {
-                    return Err(format!(
-                        "input `{}` is stored in another database or schema ({}, not {})",
-                        spec.name,
-                        db.where_(),
-                        target.where_()
-                    ));
-                }
-            }
+        let db = sql::in_database(manager.as_ref())
+            .filter(|db| db.kind() == target.kind())
+            .ok_or_else(|| {
+                format!(
+                    "input `{}` is stored by `{}`, which is not a {} database",
+                    spec.name,
+                    up.io_manager,
+                    target.kind()
+                )
+            })?;
+        if db.resource_key() != target.resource_key() && !db.same_place(target) {
+            return Err(format!(
+                "input `{}` is stored in another {} ({}, not {})",
+                spec.name,
+                if target.has_schemas() {
+                    "database or schema"
+                } else {
+                    "database"
+                },
+                db.where_(),
+                target.where_()
+            ));
         }
     }
     Ok(target)

@@ -141,17 +141,13 @@
 //! }
 //! ```
 
-pub mod db;
-#[cfg(feature = "duckdb")]
-pub mod duckdb;
-pub mod fs;
-pub mod memory;
-pub mod objstore;
+pub mod builtin;
 pub mod path_template;
-pub mod plugin;
-pub mod postgres;
-pub mod sqlite;
 pub mod table;
+
+#[cfg(feature = "duckdb")]
+pub use builtin::duckdb;
+pub use builtin::{db, fs, memory, objstore, plugin, postgres, sqlite};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -705,7 +701,7 @@ pub trait IoManagerFactory {
 ///
 /// One instance serves every step of a run, and steps run in parallel:
 /// methods take `&self`, and mutable state (a cache) sits behind a lock.
-pub trait IoManager: Send + Sync {
+pub trait IoManager: std::any::Any + Send + Sync {
     /// Stores one output (one partition, or the whole of an unpartitioned
     /// asset), replacing what was there, atomically: write beside the final
     /// place, then rename, so that readers never see a partial output.
@@ -746,20 +742,6 @@ pub trait IoManager: Send + Sync {
     /// for every upstream partition the run reads and does not produce,
     /// so keep it cheap.
     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool>;
-    /// This manager as the built-in `sqlite` one, which can run a `sql` asset inside its database.
-    fn as_sqlite(&self) -> Option<&sqlite::SqliteManager> {
-        None
-    }
-    /// This manager as the built-in `postgres` one, which can run a `sql` asset inside its database.
-    fn as_postgres(&self) -> Option<&postgres::PostgresManager> {
-        None
-    }
-    /// This manager as the built-in `duckdb` one, which can run a `sql` asset inside its database.
-    #[cfg(feature = "duckdb")]
-    fn as_duckdb(&self) -> Option<&duckdb::DuckdbManager> {
-        None
-    }
-
     /// Called once per run on a manager registered with
     /// [`Registry::register_manager`], after its config is deserialised and
     /// before any step uses it (Dagster's `setup_for_execution`). Use it to

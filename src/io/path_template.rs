@@ -22,8 +22,8 @@ use std::ops::Range;
 use chrono::format::{Fixed, Item, Numeric, StrftimeItems};
 use chrono::{Datelike, Offset, TimeZone};
 
-use super::fs::encode_key;
 use super::{Format, PartitionRef};
+use crate::names::encode_key;
 use crate::partitions::time::Schedule;
 use crate::partitions::{PartitionsDef, TimePartitions};
 

@@ -237,7 +237,7 @@ pub fn check_key(key: &str, in_multi: bool) -> Option<String> {
             "partition key `{key}` contains `|`, which joins the dimensions of multi-partition keys"
         ));
     }
-    let n = crate::io::fs::encode_key(key).len();
+    let n = crate::names::encode_key(key).len();
     if n > MAX_KEY_BYTES {
         return Some(format!(
             "partition key `{key}` is too long: {n} bytes as a file name, at most {MAX_KEY_BYTES} (a key names the file that stores it, with its extension, and file names have at most 255 bytes)"
@@ -247,7 +247,7 @@ pub fn check_key(key: &str, in_multi: bool) -> Option<String> {
 }
 
 /// The longest partition key, in bytes of its file name
-/// ([`crate::io::fs::encode_key`]): with an extension (`.parquet`) it fits
+/// ([`crate::names::encode_key`]): with an extension (`.parquet`) it fits
 /// in the 255 bytes of a file name. Each key of a multi key is its own name.
 pub const MAX_KEY_BYTES: usize = 240;
 

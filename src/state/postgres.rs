@@ -167,7 +167,7 @@ pub const MIGRATIONS: &[&str] = &[
 /// dynamic partitions name.
 const LOCK_CLASS: i32 = 0x6467_0001; // "dg" 1
 
-pub use crate::secrets::mask_url;
+pub use crate::pg::mask_url;
 
 /// Splits `?schema=NAME` off a URL: (URL for the driver, schema).
 pub fn split_schema(url: &str) -> anyhow::Result<(String, String)> {
@@ -208,7 +208,7 @@ fn connect(config: &postgres::Config, schema: &str, shown: &str) -> anyhow::Resu
     let mut client = config.connect(NoTls).map_err(|e| {
         anyhow::anyhow!(
             "cannot connect to the state database {shown}: {}",
-            crate::io::postgres::error_text(&e)
+            crate::pg::error_text(&e)
         )
     })?;
     client
@@ -219,7 +219,7 @@ fn connect(config: &postgres::Config, schema: &str, shown: &str) -> anyhow::Resu
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot use schema `{schema}` in {shown}: {}",
-                crate::io::postgres::error_text(&e)
+                crate::pg::error_text(&e)
             )
         })?;
     Ok(client)
@@ -263,12 +263,7 @@ impl PostgresStore {
         let mut config: postgres::Config = driver_url.parse().map_err(|e: postgres::Error| {
             anyhow::anyhow!("invalid Postgres state URL {shown}: {e}")
         })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(15));
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("dg");
-        }
+        crate::pg::set_defaults(&mut config, Duration::from_secs(15));
         let client = connect(&config, &schema, &shown)?;
         let store = PostgresStore {
             client: Mutex::new(client),

@@ -32,8 +32,8 @@ use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload, WriteMultipart};
 use serde::Deserialize;
 
-use super::path_template::PathTemplate;
-use super::{
+use crate::io::path_template::PathTemplate;
+use crate::io::{
     ConfigError, Data, Format, InputContext, IoManager, Loaded, OutputContext, ResourceCx,
     ResourceInfo, ResourceType, Stored, table,
 };
@@ -53,9 +53,9 @@ pub struct ObjectStoreConfig {
     /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`, `file:///folder`.
     pub url: String,
     /// The format objects are stored in; default `csv`.
-    #[serde(default = "super::default_format")]
+    #[serde(default = "crate::io::default_format")]
     pub format: Format,
-    /// Where below the prefix an output goes ([`super::path_template`]).
+    /// Where below the prefix an output goes ([`crate::io::path_template`]).
     pub path: Option<String>,
     /// The store's options, under the `object_store` crate's names.
     #[serde(flatten)]
@@ -207,7 +207,7 @@ impl ResourceType for ObjectStoreType {
             toml::de::DeValue::Table(t) => Some(t.clone()),
             _ => None,
         };
-        let path = super::path_template_of(&config)?;
+        let path = crate::io::path_template_of(&config)?;
         let c =
             ObjectStoreConfig::deserialize(serde::de::IntoDeserializer::into_deserializer(config))
                 .map_err(|e| ConfigError {

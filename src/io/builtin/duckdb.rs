@@ -1,5 +1,5 @@
 //! `type = "duckdb"`: one table per asset in a DuckDB database file, with
-//! the semantics of the `sqlite` manager ([`super::sqlite`]).
+//! the semantics of the `sqlite` manager ([`crate::io::sqlite`]).
 //!
 //! - The table is `"<schema>"."<asset key segments joined by __>"`, always
 //!   quoted; the schema (default `main`) is created when it is missing.
@@ -27,7 +27,6 @@
 //! [`BUSY_TIMEOUT`]. Writes of one process are serialised by a lock.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -39,12 +38,8 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use duckdb::Connection;
 
-use crate::exec::sql::{
-    CheckRows, DbInput, InDbError, Params, cut_text, param_value, statement_text, to_positional,
-};
-
 use super::db::{Column, PARTITION_COLUMN, STORED_TABLE, quote_ident, schema_diff, table_name};
-use super::{
+use crate::io::{
     Data, DuckdbConfig, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext,
     ResourceCx, Stored, Table, table,
 };
@@ -57,7 +52,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(300);
 const STAGE: &str = "dg_stage";
 
 /// The temporary table of an in-database query's result.
-const RESULT_TABLE: &str = "dg_result";
+pub(crate) const RESULT_TABLE: &str = "dg_result";
 
 impl IoManagerFactory for DuckdbConfig {
     fn create_io_manager(self, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
@@ -92,7 +87,7 @@ pub fn duck_type(t: &DataType) -> Option<String> {
 
 /// The Arrow type that DuckDB's appender takes for a column declared
 /// `duck` (one of [`duck_type`]'s answers).
-fn append_type(duck: &str) -> DataType {
+pub(crate) fn append_type(duck: &str) -> DataType {
     match duck {
         "BOOLEAN" => DataType::Boolean,
         "INTEGER" => DataType::Int32,
@@ -172,9 +167,9 @@ pub(crate) fn normalize(batch: RecordBatch) -> anyhow::Result<RecordBatch> {
 /// A database file open in this process: one DuckDB instance (opening the
 /// same file twice in one process would make two), shared by every manager
 /// that names the file, and the lock its writers take.
-struct OpenDb {
+pub(crate) struct OpenDb {
     root: Mutex<Connection>,
-    write: Mutex<()>,
+    pub(crate) write: Mutex<()>,
 }
 
 /// The files open in this process, by canonical path.
@@ -184,7 +179,7 @@ fn open_files() -> &'static Mutex<HashMap<PathBuf, Weak<OpenDb>>> {
     OPEN.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -196,10 +191,10 @@ fn is_lock_conflict(e: &duckdb::Error) -> bool {
 
 /// A connection of its own to an open database; the database stays open
 /// while one exists.
-struct Conn {
+pub(crate) struct Conn {
     // Declared first, dropped first: the connection before the database.
-    conn: Connection,
-    db: Arc<OpenDb>,
+    pub(crate) conn: Connection,
+    pub(crate) db: Arc<OpenDb>,
 }
 
 impl std::ops::Deref for Conn {
@@ -217,10 +212,10 @@ impl std::ops::DerefMut for Conn {
 
 /// The `duckdb` I/O manager of one run.
 pub struct DuckdbManager {
-    path: PathBuf,
-    schema: String,
-    replace_on_schema_change: bool,
-    resource_key: String,
+    pub(crate) path: PathBuf,
+    pub(crate) schema: String,
+    pub(crate) replace_on_schema_change: bool,
+    pub(crate) resource_key: String,
 }
 
 impl DuckdbManager {
@@ -277,7 +272,7 @@ impl DuckdbManager {
         }
     }
 
-    fn place(&self, table: &str) -> String {
+    pub(crate) fn place(&self, table: &str) -> String {
         if self.schema == "main" {
             format!("table `{table}` in `{}`", self.path.display())
         } else {
@@ -289,13 +284,13 @@ impl DuckdbManager {
         }
     }
 
-    fn qualified(&self, table: &str) -> String {
+    pub(crate) fn qualified(&self, table: &str) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
     }
 
     /// A connection to the database; `None` when the file does not exist
     /// and `create` is false.
-    fn conn(&self, create: bool) -> anyhow::Result<Option<Conn>> {
+    pub(crate) fn conn(&self, create: bool) -> anyhow::Result<Option<Conn>> {
         if !create && !self.path.is_file() {
             return Ok(None);
         }
@@ -330,7 +325,7 @@ impl DuckdbManager {
         Ok(Some(Conn { db, conn }))
     }
 
-    fn ensure_schema(&self, conn: &Connection) -> anyhow::Result<()> {
+    pub(crate) fn ensure_schema(&self, conn: &Connection) -> anyhow::Result<()> {
         conn.execute_batch(&format!(
             "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {} (\"table\" VARCHAR NOT NULL, \
              \"partition\" VARCHAR NOT NULL, \"rows\" BIGINT NOT NULL, PRIMARY KEY (\"table\", \"partition\"))",
@@ -342,13 +337,17 @@ impl DuckdbManager {
 
     /// The declared columns of a table (or view) of the manager's schema,
     /// or `None` when there is none.
-    fn table_columns(&self, conn: &Connection, table: &str) -> anyhow::Result<Option<Vec<Column>>> {
+    pub(crate) fn table_columns(
+        &self,
+        conn: &Connection,
+        table: &str,
+    ) -> anyhow::Result<Option<Vec<Column>>> {
         columns_of(conn, None, &self.schema, table)
     }
 
     /// Records that a partition (or, as the key `''`, an unpartitioned
     /// table) is stored with `rows` rows.
-    fn record_stored(
+    pub(crate) fn record_stored(
         &self,
         conn: &Connection,
         table: &str,
@@ -392,7 +391,7 @@ impl DuckdbManager {
     /// first write, applies the schema-change rule, gives columns that hold
     /// no value yet the type `wanted` has for them, and deletes the rows
     /// being replaced. Returns the table's columns (in table order).
-    fn prepare_target(
+    pub(crate) fn prepare_target(
         &self,
         conn: &Connection,
         ctx: &OutputContext,
@@ -423,7 +422,7 @@ impl DuckdbManager {
                 };
                 return Ok(existing);
             }
-            super::schema_changed(
+            crate::io::schema_changed(
                 ctx,
                 &self.place(&name),
                 &diff,
@@ -665,13 +664,13 @@ fn open_file(path: &Path) -> anyhow::Result<Connection> {
     }
 }
 
-fn first_line(s: &str) -> &str {
+pub(crate) fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s).trim()
 }
 
 /// The columns of `schema.table` (in catalog `catalog`, or the current
 /// database), or `None` when there is no such table or view.
-fn columns_of(
+pub(crate) fn columns_of(
     conn: &Connection,
     catalog: Option<&str>,
     schema: &str,
@@ -730,7 +729,7 @@ fn retype_empty_columns(
 
 /// `b`'s columns cast (strictly: a value that does not fit is an error) to
 /// `schema`'s types.
-fn cast_batch(b: &RecordBatch, schema: &Arc<Schema>) -> anyhow::Result<RecordBatch> {
+pub(crate) fn cast_batch(b: &RecordBatch, schema: &Arc<Schema>) -> anyhow::Result<RecordBatch> {
     let strict = CastOptions {
         safe: false,
         ..Default::default()
@@ -817,7 +816,7 @@ fn append_to(
 
 /// Runs a prepared statement with text parameters (`None`: NULL) and
 /// collects its rows as a table.
-fn query_table(
+pub(crate) fn query_table(
     stmt: &mut duckdb::Statement<'_>,
     values: &[Option<String>],
 ) -> Result<Table, duckdb::Error> {
@@ -865,10 +864,6 @@ pub(crate) fn describe(e: &duckdb::Error, query: &str) -> String {
 }
 
 impl IoManager for DuckdbManager {
-    fn as_duckdb(&self) -> Option<&DuckdbManager> {
-        Some(self)
-    }
-
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
         let t = match data {
             Data::Table(t) => t,
@@ -923,498 +918,6 @@ impl IoManager for DuckdbManager {
     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
         self.exists_inner(ctx)
     }
-}
-
-// ---------------------------------------------------------------------------
-// The embedded engine: an in-memory DuckDB.
-
-/// An in-memory DuckDB database for one query.
-///
-/// Inputs go in through DuckDB's own Arrow scan (the Arrow C stream
-/// interface): DuckDB reads the batches in parallel, with no conversion in
-/// dg. That scan is registered on a connection of the C API, which the
-/// `duckdb` crate does not expose, so the database is opened through the C
-/// API and shared with the crate's [`Connection`] for the query.
-pub struct Embedded {
-    /// Dropped first (see `Drop`).
-    conn: Option<Connection>,
-    raw_con: duckdb::ffi::duckdb_connection,
-    raw_db: duckdb::ffi::duckdb_database,
-}
-
-impl Drop for Embedded {
-    fn drop(&mut self) {
-        self.conn.take();
-        // SAFETY: both handles were opened in `open` and are closed once,
-        // here, after every other connection to the database is gone.
-        unsafe {
-            duckdb::ffi::duckdb_disconnect(&mut self.raw_con);
-            duckdb::ffi::duckdb_close(&mut self.raw_db);
-        }
-    }
-}
-
-impl Embedded {
-    /// A new, empty in-memory database.
-    pub fn open() -> Result<Embedded, String> {
-        use duckdb::ffi;
-        let fail = || "cannot open the embedded DuckDB engine".to_string();
-        let mut e = Embedded {
-            conn: None,
-            raw_con: std::ptr::null_mut(),
-            raw_db: std::ptr::null_mut(),
-        };
-        // SAFETY: out-pointers to fields of `e`; a null path is an in-memory
-        // database. On failure `Drop` closes what was opened (null handles
-        // are ignored by DuckDB).
-        unsafe {
-            if ffi::duckdb_open(std::ptr::null(), &mut e.raw_db) != ffi::DuckDBSuccess {
-                return Err(fail());
-            }
-            if ffi::duckdb_connect(e.raw_db, &mut e.raw_con) != ffi::DuckDBSuccess {
-                return Err(fail());
-            }
-            e.conn = Some(
-                Connection::open_from_raw(e.raw_db).map_err(|err| format!("{}: {err}", fail()))?,
-            );
-        }
-        Ok(e)
-    }
-
-    fn conn(&self) -> &Connection {
-        self.conn.as_ref().expect("open")
-    }
-
-    /// Runs `sql` on the C API connection.
-    fn raw_query(&self, sql: &str) -> anyhow::Result<()> {
-        use duckdb::ffi;
-        let c = std::ffi::CString::new(sql)?;
-        // SAFETY: a live connection, a NUL-terminated query, and a result
-        // that is destroyed on every path.
-        unsafe {
-            let mut res: ffi::duckdb_result = std::mem::zeroed();
-            let rc = ffi::duckdb_query(self.raw_con, c.as_ptr(), &mut res);
-            let out = if rc == ffi::DuckDBSuccess {
-                Ok(())
-            } else {
-                let msg = ffi::duckdb_result_error(&mut res);
-                let msg = if msg.is_null() {
-                    "unknown error".to_string()
-                } else {
-                    std::ffi::CStr::from_ptr(msg).to_string_lossy().into_owned()
-                };
-                Err(anyhow!("{}", first_line(&msg)))
-            };
-            ffi::duckdb_destroy_result(&mut res);
-            out
-        }
-    }
-
-    /// Creates table `name` with `t`'s columns and rows. Returns the rows.
-    pub fn load(&self, name: &str, t: &Table) -> anyhow::Result<u64> {
-        use arrow::ffi_stream::FFI_ArrowArrayStream;
-        use arrow::record_batch::RecordBatchIterator;
-        use duckdb::ffi;
-        let mut fields = Vec::with_capacity(t.schema.fields().len());
-        for f in t.schema.fields() {
-            let ty = duck_type(f.data_type()).ok_or_else(|| {
-                anyhow!(
-                    "column `{}` has type {}, which DuckDB cannot hold",
-                    f.name(),
-                    f.data_type()
-                )
-            })?;
-            fields.push(Field::new(f.name(), append_type(&ty), true));
-        }
-        let schema = Arc::new(Schema::new(fields));
-        let batches = t
-            .batches
-            .iter()
-            .filter(|b| b.num_rows() > 0)
-            .map(|b| cast_batch(b, &schema))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema.clone());
-        let mut stream = FFI_ArrowArrayStream::new(Box::new(reader));
-        let view = format!("dg_arrow/{name}");
-        let cview = std::ffi::CString::new(view.clone())?;
-        // SAFETY: `stream` is a valid Arrow C stream that outlives the view:
-        // the view is dropped below, before `stream` is.
-        let rc = unsafe {
-            ffi::duckdb_arrow_scan(
-                self.raw_con,
-                cview.as_ptr(),
-                &mut stream as *mut FFI_ArrowArrayStream as ffi::duckdb_arrow_stream,
-            )
-        };
-        if rc != ffi::DuckDBSuccess {
-            bail!("DuckDB cannot scan the Arrow data");
-        }
-        let made = self.raw_query(&format!(
-            "CREATE TABLE {} AS SELECT * FROM {}",
-            quote_ident(name),
-            quote_ident(&view)
-        ));
-        self.raw_query(&format!("DROP VIEW {}", quote_ident(&view)))?;
-        drop(stream);
-        made?;
-        Ok(rows)
-    }
-
-    /// Runs `query` with dg's parameters and returns its rows.
-    pub fn query(&self, query: &str, params: &Params) -> Result<Table, String> {
-        let (text, names) = to_positional(statement_text(query))?;
-        let values: Vec<Option<String>> = names
-            .iter()
-            .map(|n| param_value(params, n).map(str::to_string))
-            .collect();
-        let mut stmt = self
-            .conn()
-            .prepare(&text)
-            .map_err(|e| describe(&e, &text))?;
-        let t = query_table(&mut stmt, &values).map_err(|e| describe(&e, &text))?;
-        check_result_columns(&t.schema)?;
-        Ok(t)
-    }
-}
-
-/// A result's column names must be unique (they become a file's header).
-fn check_result_columns(schema: &Schema) -> Result<(), String> {
-    let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
-    if names.is_empty() {
-        return Err("the query returns no columns: a `sql` asset's query must be a SELECT (or another statement that returns rows)".into());
-    }
-    for (i, n) in names.iter().enumerate() {
-        if names[..i].contains(n) {
-            return Err(format!(
-                "the query returns two columns named `{n}`: give them different names"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Runs a check's query on `conn` and counts its rows, keeping the first.
-fn check_query(conn: &Connection, query: &str, params: &Params) -> Result<CheckRows, String> {
-    let (text, names) =
-        to_positional(statement_text(query)).map_err(|e| format!("SQL error: {e}"))?;
-    let values: Vec<Option<String>> = names
-        .iter()
-        .map(|n| param_value(params, n).map(str::to_string))
-        .collect();
-    let mut stmt = conn
-        .prepare(&text)
-        .map_err(|e| format!("SQL error: {}", describe(&e, &text)))?;
-    let t = query_table(&mut stmt, &values)
-        .map_err(|e| format!("SQL error: {}", describe(&e, &text)))?;
-    let mut out = CheckRows {
-        rows: t.num_rows() as u64,
-        first: None,
-    };
-    if let Some(b) = t.batches.iter().find(|b| b.num_rows() > 0) {
-        let mut parts = Vec::with_capacity(b.num_columns());
-        for (f, c) in t.schema.fields().iter().zip(b.columns()) {
-            let v = if c.is_null(0) {
-                "NULL".to_string()
-            } else {
-                arrow::util::display::array_value_to_string(c, 0).unwrap_or_default()
-            };
-            parts.push(format!("{}={v}", f.name()));
-        }
-        out.first = Some(cut_text(parts.join(", "), 300));
-    }
-    Ok(out)
-}
-
-// ---------------------------------------------------------------------------
-// In-database execution of `sql` assets and checks.
-
-impl DuckdbManager {
-    /// Runs `query` for asset `octx.asset_key` inside this manager's
-    /// database and replaces the asset's partition (or table) with its
-    /// rows, in one transaction: on any error the database is as it was.
-    /// Each input is a TEMP view over the upstream's table filtered to the
-    /// mapped partitions (keys bound into a temporary table, never SQL
-    /// text); no row passes through dg.
-    pub fn run_in_db(
-        &self,
-        query: &str,
-        inputs: &[DbInput],
-        params: &Params,
-        octx: &OutputContext,
-        log: &mut std::fs::File,
-    ) -> Result<Stored, InDbError> {
-        use InDbError::Failed;
-        let asset_key = octx.asset_key.as_str();
-        let fail = |what: String| Failed(format!("asset `{asset_key}`: {what}"));
-        let where_ = self.where_();
-        let dberr = |e: duckdb::Error| fail(format!("{where_}: {}", first_line(&e.to_string())));
-        let sql_error = |msg: String| Failed(format!("SQL error in asset `{asset_key}`: {msg}"));
-        let started = Instant::now();
-
-        // Nothing is touched before the query's text is checked.
-        let (text, names) = to_positional(statement_text(query)).map_err(sql_error)?;
-        let values: Vec<Option<String>> = names
-            .iter()
-            .map(|n| param_value(params, n).map(str::to_string))
-            .collect();
-
-        let mut conn = self
-            .conn(true)
-            .map_err(|e| fail(format!("{e:#}")))?
-            .expect("created");
-        let db = conn.db.clone();
-        let _guard = lock(&db.write);
-        let tx = conn.transaction().map_err(dberr)?;
-        self.ensure_schema(&tx)
-            .map_err(|e| fail(format!("{where_}: {e:#}")))?;
-        // Sources are named with their catalog: a view named like its
-        // source (`upstream` over `main.upstream`) must not find itself.
-        let catalog = quote_ident(&current_database(&tx).map_err(dberr)?);
-
-        for (i, input) in inputs.iter().enumerate() {
-            let table = table_name(&input.asset_key);
-            let place = self.place(&table);
-            let columns = self
-                .table_columns(&tx, &table)
-                .map_err(|e| fail(format!("{where_}: {e:#}")))?
-                .ok_or_else(|| {
-                    fail(format!(
-                        "input `{}`: {place} does not exist: materialize `{}` first",
-                        input.name, input.asset_key
-                    ))
-                })?;
-            let has_partition = columns.iter().any(|c| c.name == PARTITION_COLUMN);
-            if input.partitions.is_some() && !has_partition {
-                return Err(fail(format!(
-                    "input `{}`: {place} has no `{PARTITION_COLUMN}` column: it was not written for a partitioned asset",
-                    input.name
-                )));
-            }
-            let cols: Vec<String> = columns
-                .iter()
-                .filter(|c| !(input.partitions.is_some() && c.name == PARTITION_COLUMN))
-                .map(|c| format!("t.{}", quote_ident(&c.name)))
-                .collect();
-            let source = format!("{catalog}.{}", self.qualified(&table));
-            let select = match &input.partitions {
-                Some(keys) => {
-                    let name = quote_ident(&format!("dg_keys_{i}"));
-                    tx.execute_batch(&format!("CREATE TEMP TABLE {name} (i BIGINT, k VARCHAR)"))
-                        .map_err(dberr)?;
-                    let kt = format!("temp.main.{name}");
-                    let mut ins = tx
-                        .prepare(&format!("INSERT INTO {kt} VALUES ($1, $2)"))
-                        .map_err(dberr)?;
-                    for (n, k) in keys.iter().enumerate() {
-                        ins.execute(duckdb::params![n as i64, k]).map_err(dberr)?;
-                    }
-                    format!(
-                        "SELECT {} FROM {source} AS t JOIN {kt} AS k ON t.{} = k.k ORDER BY k.i, t.rowid",
-                        cols.join(", "),
-                        quote_ident(PARTITION_COLUMN)
-                    )
-                }
-                None => format!(
-                    "SELECT {} FROM {source} AS t ORDER BY t.rowid",
-                    cols.join(", ")
-                ),
-            };
-            tx.execute_batch(&format!(
-                "CREATE TEMP VIEW {} AS {select}",
-                quote_ident(&input.name)
-            ))
-            .map_err(|e| {
-                fail(format!(
-                    "input `{}`: cannot create its view: {}",
-                    input.name,
-                    first_line(&e.to_string())
-                ))
-            })?;
-            let _ = writeln!(
-                log,
-                "[dg] sql: input `{}` is a view over {source}{} (no rows loaded)",
-                input.name,
-                match &input.partitions {
-                    Some(k) => format!(", filtered to {} partition(s)", k.len()),
-                    None => String::new(),
-                }
-            );
-        }
-
-        // The query, checked on its own first so that errors point into it,
-        // then run into a temporary table. Unqualified names: the TEMP views
-        // first, then the resource's schema.
-        let _ = writeln!(log, "[dg] sql: running inside {where_}\n{query}");
-        tx.execute_batch(&format!(
-            "SET search_path = {}",
-            sql_string(&format!(
-                "temp.main,{catalog}.{}",
-                quote_ident(&self.schema)
-            ))
-        ))
-        .map_err(dberr)?;
-        let t0 = Instant::now();
-        let result = format!("temp.main.{}", quote_ident(RESULT_TABLE));
-        tx.prepare(&text)
-            .map_err(|e| sql_error(describe(&e, &text)))?;
-        {
-            let wrapped = format!(
-                "CREATE TEMP TABLE {} AS SELECT * FROM (\n{text}\n)",
-                quote_ident(RESULT_TABLE)
-            );
-            let mut stmt = tx
-                .prepare(&wrapped)
-                .map_err(|e| sql_error(describe(&e, &text)))?;
-            stmt.execute(duckdb::params_from_iter(values.iter()))
-                .map_err(|e| sql_error(describe(&e, &text)))?;
-        }
-        for input in inputs {
-            tx.execute_batch(&format!("DROP VIEW temp.main.{}", quote_ident(&input.name)))
-                .map_err(dberr)?;
-        }
-        tx.execute_batch("RESET search_path").map_err(dberr)?;
-        let made = columns_of(&tx, Some("temp"), "main", RESULT_TABLE)
-            .map_err(|e| fail(format!("{e:#}")))?
-            .unwrap_or_default();
-        if made.is_empty() {
-            return Err(sql_error("the query returns no columns: a `sql` asset's query must be a SELECT (or another statement that returns rows)".into()));
-        }
-        let partition = octx.partition.as_ref().map(|p| p.key.as_str());
-        if partition.is_some() && made.iter().any(|c| c.name == PARTITION_COLUMN) {
-            return Err(fail(format!(
-                "the result has a column named `{PARTITION_COLUMN}`, which the duckdb manager uses for the partition key: rename it"
-            )));
-        }
-        let count: i64 = tx
-            .query_row(&format!("SELECT count(*) FROM {result}"), [], |r| r.get(0))
-            .map_err(dberr)?;
-        let _ = writeln!(
-            log,
-            "[dg] sql: {count} rows, {} columns in {} ms (inside the database)",
-            made.len(),
-            t0.elapsed().as_millis()
-        );
-
-        // Replace the partition (or table) with the result.
-        let target = table_name(asset_key);
-        let store_err = |e: anyhow::Error| {
-            Failed(format!(
-                "cannot store `{asset_key}` in {}: {e:#}",
-                self.place(&target)
-            ))
-        };
-        let all_null = vec![false; made.len()];
-        self.prepare_target(&tx, octx, &made, &all_null)
-            .map_err(store_err)?;
-        let cols: Vec<String> = made.iter().map(|c| quote_ident(&c.name)).collect();
-        let qualified = self.qualified(&target);
-        let inserted = match partition {
-            Some(key) => tx.execute(
-                &format!(
-                    "INSERT INTO {qualified} ({}, {}) SELECT $1, {} FROM {result} ORDER BY rowid",
-                    quote_ident(PARTITION_COLUMN),
-                    cols.join(", "),
-                    cols.join(", ")
-                ),
-                [key],
-            ),
-            None => tx.execute(
-                &format!(
-                    "INSERT INTO {qualified} ({}) SELECT {} FROM {result} ORDER BY rowid",
-                    cols.join(", "),
-                    cols.join(", ")
-                ),
-                [],
-            ),
-        }
-        .map_err(|e| store_err(anyhow!("{}", first_line(&e.to_string()))))?;
-        self.record_stored(&tx, &target, partition, inserted as u64)
-            .map_err(store_err)?;
-        tx.commit()
-            .map_err(|e| store_err(anyhow!("cannot commit: {}", first_line(&e.to_string()))))?;
-        let _ = writeln!(
-            log,
-            "[dg] sql: ran inside {where_}; stored {inserted} rows in {qualified}; 0 rows moved through dg ({} ms)",
-            started.elapsed().as_millis()
-        );
-        Ok(Stored {
-            path: Some(format!(
-                "duckdb:{}#{}.{target}",
-                self.path.display(),
-                self.schema
-            )),
-            rows: Some(inserted as u64),
-            bytes: None,
-        })
-    }
-
-    /// Runs a check's query inside the database: `view` is a TEMP view over
-    /// the asset's table, filtered to `partition` (bound through a
-    /// temporary table, never SQL text). Nothing is written to the
-    /// database.
-    pub fn check_in_db(
-        &self,
-        asset_key: &str,
-        view: &str,
-        partition: Option<&str>,
-        query: &str,
-        params: &Params,
-    ) -> Result<CheckRows, String> {
-        let table = table_name(asset_key);
-        let Some(mut conn) = self.conn(false).map_err(|e| format!("{e:#}"))? else {
-            return Err(format!("{} does not exist", self.place(&table)));
-        };
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
-        let columns = self
-            .table_columns(&tx, &table)
-            .map_err(|e| format!("{e:#}"))?
-            .ok_or_else(|| format!("{} does not exist", self.place(&table)))?;
-        let cols: Vec<String> = columns
-            .iter()
-            .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
-            .map(|c| format!("t.{}", quote_ident(&c.name)))
-            .collect();
-        let catalog = current_database(&tx).map_err(|e| e.to_string())?;
-        // With its catalog: the view may be named like the table.
-        let source = format!("{}.{}", quote_ident(&catalog), self.qualified(&table));
-        let filter = match partition {
-            Some(k) => {
-                tx.execute_batch("CREATE TEMP TABLE dg_check_key (k VARCHAR)")
-                    .map_err(|e| e.to_string())?;
-                tx.execute("INSERT INTO temp.main.dg_check_key VALUES ($1)", [k])
-                    .map_err(|e| e.to_string())?;
-                format!(
-                    " WHERE t.{} IN (SELECT k FROM temp.main.dg_check_key)",
-                    quote_ident(PARTITION_COLUMN)
-                )
-            }
-            None => String::new(),
-        };
-        tx.execute_batch(&format!(
-            "CREATE TEMP VIEW {} AS SELECT {} FROM {source} AS t{filter} ORDER BY t.rowid; SET search_path = {}",
-            quote_ident(view),
-            cols.join(", "),
-            sql_string(&format!(
-                "temp.main,{}.{}",
-                quote_ident(&catalog),
-                quote_ident(&self.schema)
-            ))
-        ))
-        .map_err(|e| format!("cannot create the view `{view}`: {}", first_line(&e.to_string())))?;
-        let out = check_query(&tx, query, params);
-        let _ = tx.rollback();
-        out
-    }
-}
-
-fn current_database(conn: &Connection) -> Result<String, duckdb::Error> {
-    conn.query_row("SELECT current_database()", [], |r| r.get(0))
-}
-
-/// `s` as a SQL string literal.
-fn sql_string(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 #[cfg(test)]
@@ -1528,15 +1031,5 @@ mod tests {
             let duck = duck_type(&t).unwrap();
             assert_eq!(append_type(&duck), t, "{duck}");
         }
-    }
-
-    #[test]
-    fn errors_are_one_line_with_the_query_line() {
-        let e = Embedded::open().unwrap();
-        let err = e
-            .query("SELECT 1 AS a,\n  FROMM x", &Params::default())
-            .unwrap_err();
-        assert!(!err.contains('\n'), "{err}");
-        assert!(err.contains("line 2 of the query"), "{err}");
     }
 }

@@ -13,7 +13,6 @@
 //! path under a temporary name, flushed to disk, then renamed over it. A
 //! step's output file already in the stored format is moved, never read.
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{ErrorKind, Write as _};
 use std::path::{Component, Path, PathBuf};
@@ -21,15 +20,16 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use indexmap::IndexMap;
 
-use super::path_template::PathTemplate;
-use super::{
+use crate::io::path_template::PathTemplate;
+use crate::io::{
     Data, Format, FsConfig, InputContext, IoManager, Loaded, OutputContext, PartitionRef,
     ResourceCx, Stored, table,
 };
+pub use crate::names::{decode_key, encode_key};
 
 pub struct FsManager {
     pub base_dir: PathBuf,
-    pub format: super::Format,
+    pub format: crate::io::Format,
     /// `path`: where below `base_dir` an output goes; `None` is the default layout.
     pub path: Option<PathTemplate>,
 }
@@ -436,34 +436,6 @@ pub fn relative_path(
         }
     }
     Ok(path)
-}
-
-/// A partition key as a file name, reversibly: `%`, `/`, `\` and control
-/// characters (NUL included) are percent-encoded, and so is a leading `.`,
-/// so that `.`, `..` and hidden names cannot occur. Everything else,
-/// unicode included, stays readable.
-pub fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for (i, c) in key.char_indices() {
-        if matches!(c, '%' | '/' | '\\') || c.is_control() || (i == 0 && c == '.') {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                let _ = write!(out, "%{b:02X}");
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The key a file name stands for ([`encode_key`] reversed); `None` if it
-/// does not decode to UTF-8.
-pub fn decode_key(name: &str) -> Option<String> {
-    percent_encoding::percent_decode_str(name)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
 }
 
 /// `.<final name>.tmp-<run id>-<random>` beside `path`.

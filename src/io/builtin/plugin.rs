@@ -20,7 +20,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::{Value as Json, json};
 
-use super::{
+use crate::io::{
     CommandConfig, Data, Format, InputContext, IoManager, Loaded, Log, OutputContext, PartitionRef,
     ResourceCx, Stored, table,
 };
@@ -154,7 +154,7 @@ impl PluginManager {
             Some(t) => {
                 let d = humantime::parse_duration(t)
                     .map_err(|e| anyhow::anyhow!("invalid `timeout` `{t}`: {e}"))?;
-                if d.is_zero() || d > crate::validate::MAX_TIMEOUT {
+                if d.is_zero() || d > crate::load::MAX_TIMEOUT {
                     anyhow::bail!(
                         "`timeout` must be more than zero and at most 365 days, found `{t}`"
                     );

@@ -255,9 +255,7 @@ struct Validator<'a> {
     pools: Option<&'a std::collections::BTreeMap<String, u32>>,
 }
 
-/// The longest step `timeout` accepted: 365 days. Longer is no limit at
-/// all in practice, and far longer ones overflow the clock arithmetic.
-pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+pub use crate::load::MAX_TIMEOUT;
 
 /// How far `end_offset` (of a time partitions definition) and a
 /// `time_window` mapping's offsets may move, in windows, either way.
@@ -3601,9 +3599,12 @@ mod tests {
     #[test]
     fn the_bundled_example_is_valid() {
         let c = check(&[
-            ("assets.toml", include_str!("../defs/assets.toml")),
-            ("partitions.toml", include_str!("../defs/partitions.toml")),
-            ("resources.toml", include_str!("../defs/resources.toml")),
+            ("assets.toml", include_str!("../../defs/assets.toml")),
+            (
+                "partitions.toml",
+                include_str!("../../defs/partitions.toml"),
+            ),
+            ("resources.toml", include_str!("../../defs/resources.toml")),
         ]);
         assert!(c.diags.items.is_empty(), "{:#?}", c.diags.items);
         let defs = c.defs.expect("valid");

@@ -35,7 +35,7 @@ use arrow::record_batch::RecordBatch;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use super::{
+use crate::io::{
     Data, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext, ResourceCx,
     SqliteConfig, Stored, Table, table,
 };
@@ -414,7 +414,7 @@ impl SqliteManager {
         if let Some(existing) = existing {
             let diff = schema_diff(&existing, wanted, partition.is_some(), all_null);
             if !diff.is_empty() {
-                super::schema_changed(
+                crate::io::schema_changed(
                     ctx,
                     &self.place(&name),
                     &diff,
@@ -763,10 +763,6 @@ fn insert_rows(
 }
 
 impl IoManager for SqliteManager {
-    fn as_sqlite(&self) -> Option<&SqliteManager> {
-        Some(self)
-    }
-
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
         let t = match data {
             Data::Table(t) => t,

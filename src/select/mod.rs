@@ -62,7 +62,6 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
 
 use globset::{GlobBuilder, GlobMatcher};
 use unicode_width::UnicodeWidthChar;
@@ -206,8 +205,13 @@ impl SelectError {
 
     /// The error as a [`Diagnostic`] pointing into a pseudo-file `--select`
     /// added to `sources`, for the shared renderer and `--json` output.
+    #[cfg(test)]
     pub fn to_diagnostic(&self, sources: &mut Sources, text: &str) -> Diagnostic {
-        let file = sources.add(Path::new("--select"), "--select".into(), text.to_string());
+        let file = sources.add(
+            std::path::Path::new("--select"),
+            "--select".into(),
+            text.to_string(),
+        );
         let kind = match self.kind {
             SelectErrorKind::Syntax => diag::Kind::Syntax,
             SelectErrorKind::UnknownAsset => diag::Kind::UnknownReference,
@@ -305,11 +309,13 @@ fn clamp(text: &str, r: &Range<usize>) -> Range<usize> {
 }
 
 /// Every asset, in topological order.
+#[cfg(test)]
 pub fn all(defs: &Defs) -> Vec<AssetId> {
     (0..defs.assets.len()).collect()
 }
 
 /// Resolves an optional `--select`: `None` selects every asset.
+#[cfg(test)]
 pub fn select(defs: &Defs, text: Option<&str>) -> Result<Vec<AssetId>, SelectError> {
     match text {
         None => Ok(all(defs)),
@@ -343,12 +349,8 @@ pub fn parse(text: &str) -> Result<Selection, SelectError> {
 }
 
 impl Selection {
-    /// The text this selection was parsed from.
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
     /// Whether this selection is `*`, which selects every asset.
+    #[cfg(test)]
     pub fn is_all(&self) -> bool {
         matches!(self.root, Node::All)
     }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use indexmap::IndexMap;
 
-use super::{Data, InputContext, IoManager, Loaded, OutputContext, Stored, table};
+use crate::io::{Data, InputContext, IoManager, Loaded, OutputContext, Stored, table};
 
 /// Values by (asset key, partition key).
 #[derive(Default)]
@@ -45,7 +45,7 @@ impl IoManager for MemoryManager {
 
     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
         let values = self.values.lock().unwrap_or_else(|e| e.into_inner());
-        let get = |p: Option<&super::PartitionRef>| -> anyhow::Result<Data> {
+        let get = |p: Option<&crate::io::PartitionRef>| -> anyhow::Result<Data> {
             let key = id(&ctx.upstream_partition(p));
             values.get(&key).cloned().ok_or_else(|| {
                 anyhow::anyhow!(

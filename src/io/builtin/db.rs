@@ -2,7 +2,7 @@
 //! table and column naming, and the rule for comparing an output's columns
 //! with its table's.
 
-use super::Table;
+use crate::io::Table;
 
 /// The column that holds the partition key in a partitioned asset's table.
 pub const PARTITION_COLUMN: &str = "dg_partition";

@@ -1,0 +1,588 @@
+//! In-database SQL on a `postgres` resource: a `sql` asset's query (and an
+//! asset check's) runs inside the manager's database and schema, over TEMP
+//! views of its inputs' tables; no row passes through dg.
+
+use std::io::Write;
+
+use postgres::types::{Format as PgFormat, IsNull, ToSql, Type};
+
+use super::{CheckRows, DbInput, InDatabase, InDbError, Params, SqlEngine};
+use super::{param_value, statement_text, to_positional};
+use crate::io::db::{Column, PARTITION_COLUMN, quote_ident, schema_diff, table_name};
+use crate::io::postgres::*;
+use crate::io::{OutputContext, Stored};
+use crate::pg::error_text;
+
+impl InDatabase for PostgresManager {
+    fn engine(&self) -> Option<SqlEngine> {
+        None
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn has_schemas(&self) -> bool {
+        true
+    }
+
+    fn resource_key(&self) -> &str {
+        PostgresManager::resource_key(self)
+    }
+
+    fn same_place(&self, other: &dyn InDatabase) -> bool {
+        (other as &dyn std::any::Any)
+            .downcast_ref::<PostgresManager>()
+            .is_some_and(|other| PostgresManager::same_place(self, other))
+    }
+
+    fn where_(&self) -> String {
+        PostgresManager::where_(self)
+    }
+
+    fn run(
+        &self,
+        query: &str,
+        inputs: &[DbInput],
+        params: &Params,
+        octx: &OutputContext,
+        log: &mut std::fs::File,
+    ) -> Result<Stored, InDbError> {
+        self.run_in_db(query, inputs, params, octx, log)
+    }
+
+    fn check(
+        &self,
+        asset_key: &str,
+        view: &str,
+        partition: Option<&str>,
+        query: &str,
+        params: &Params,
+    ) -> Result<CheckRows, String> {
+        self.check_in_db(asset_key, view, partition, query, params)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// In-database execution of a `sql` asset.
+
+/// A parameter sent in text format, so that Postgres parses it as whatever
+/// type the query gives it, as it would a literal; `None` is NULL.
+#[derive(Debug)]
+struct TextParam<'a>(Option<&'a str>);
+
+impl ToSql for TextParam<'_> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            Some(s) => {
+                out.extend_from_slice(s.as_bytes());
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.to_sql(ty, out)
+    }
+
+    fn encode_format(&self, _ty: &Type) -> PgFormat {
+        PgFormat::Text
+    }
+}
+
+/// One line for an error of the user's query: the server's message, and the
+/// line of the query it points at (`text` keeps the query's lines).
+fn describe_pg(e: &postgres::Error, text: &str) -> String {
+    let Some(db) = e.as_db_error() else {
+        return error_text(e);
+    };
+    let mut msg = db.message().to_string();
+    if let Some(postgres::error::ErrorPosition::Original(pos)) = db.position() {
+        let before: String = text
+            .chars()
+            .take((*pos as usize).saturating_sub(1))
+            .collect();
+        if text.contains('\n') {
+            let line = before.matches('\n').count() + 1;
+            msg.push_str(&format!(" (line {line} of the query)"));
+        }
+    }
+    msg
+}
+
+impl PostgresManager {
+    /// Runs `query` for asset `octx.asset_key` inside this manager's
+    /// database and replaces the asset's partition (or table) with its
+    /// rows, in one transaction on one pooled connection: on any error the
+    /// database is as it was. Each input is a TEMP view over the upstream's
+    /// table filtered to the mapped partitions (keys bound into a temporary
+    /// table, never SQL text); no row passes through dg. Unqualified names
+    /// in the query resolve to the manager's schema first.
+    pub fn run_in_db(
+        &self,
+        query: &str,
+        inputs: &[DbInput],
+        params: &Params,
+        octx: &OutputContext,
+        log: &mut std::fs::File,
+    ) -> Result<Stored, InDbError> {
+        use InDbError::{Failed, Fallback};
+        let asset_key = octx.asset_key.as_str();
+        let fail =
+            |what: String| Failed(self.secrets.redact(&format!("asset `{asset_key}`: {what}")));
+        let where_ = self.where_();
+        let pgerr = |e: postgres::Error| fail(format!("{where_}: {}", error_text(&e)));
+        let sql_error = |msg: String| {
+            Failed(
+                self.secrets
+                    .redact(&format!("SQL error in asset `{asset_key}`: {msg}")),
+            )
+        };
+        let started = std::time::Instant::now();
+
+        // Nothing is touched before the query's text is checked.
+        let (text, names) = to_positional(statement_text(query)).map_err(sql_error)?;
+        let target = table_name(asset_key);
+        if target.len() > MAX_IDENT {
+            return Err(fail(format!(
+                "the table name `{target}` is longer than Postgres allows ({MAX_IDENT} bytes): \
+                 shorten the asset key"
+            )));
+        }
+        let values: Vec<TextParam> = names
+            .iter()
+            .map(|n| TextParam(param_value(params, n)))
+            .collect();
+
+        let mut conn = self.conn().map_err(|e| fail(format!("{e:#}")))?;
+        self.ensure_schema(&mut conn)
+            .map_err(|e| fail(format!("{where_}: {e:#}")))?;
+        let mut tx = conn.transaction().map_err(pgerr)?;
+        let qualified = self.qualified(&target);
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("dg table {qualified}")],
+        )
+        .map_err(pgerr)?;
+        // Unqualified names: TEMP views first (always), then the schema.
+        tx.execute(
+            "SELECT set_config('search_path', quote_ident($1) || ', ' || current_setting('search_path'), true)",
+            &[&self.schema],
+        )
+        .map_err(pgerr)?;
+
+        // Inputs: TEMP views.
+        let mut temps: Vec<String> = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            let table = table_name(&input.asset_key);
+            let place = self.place(&table);
+            let columns = table_columns(&mut tx, &self.schema, &table)
+                .map_err(|e| fail(format!("{where_}: {e:#}")))?
+                .ok_or_else(|| {
+                    fail(format!(
+                        "input `{}`: {place} does not exist: materialize `{}` first",
+                        input.name, input.asset_key
+                    ))
+                })?;
+            let has_partition = columns.iter().any(|c| c.name == PARTITION_COLUMN);
+            if input.partitions.is_some() && !has_partition {
+                return Err(fail(format!(
+                    "input `{}`: {place} has no `{PARTITION_COLUMN}` column: it was not written for a partitioned asset",
+                    input.name
+                )));
+            }
+            let cols: Vec<String> = columns
+                .iter()
+                .filter(|c| !(input.partitions.is_some() && c.name == PARTITION_COLUMN))
+                .map(|c| format!("t.{}", quote_ident(&c.name)))
+                .collect();
+            let source = self.qualified(&table);
+            let select = match &input.partitions {
+                Some(keys) => {
+                    let kt = quote_ident(&format!("dg_keys_{i}"));
+                    tx.batch_execute(&format!("CREATE TEMP TABLE {kt} (i bigint, k text)"))
+                        .map_err(pgerr)?;
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO pg_temp.{kt} (i, k) \
+                             SELECT i, k FROM unnest($1::text[]) WITH ORDINALITY AS u(k, i)"
+                        ),
+                        &[keys],
+                    )
+                    .map_err(pgerr)?;
+                    temps.push(format!("TABLE pg_temp.{kt}"));
+                    format!(
+                        "SELECT {} FROM {source} AS t JOIN pg_temp.{kt} AS k ON t.{} = k.k ORDER BY k.i, t.ctid",
+                        cols.join(", "),
+                        quote_ident(PARTITION_COLUMN)
+                    )
+                }
+                None => format!(
+                    "SELECT {} FROM {source} AS t ORDER BY t.ctid",
+                    cols.join(", ")
+                ),
+            };
+            let view = quote_ident(&input.name);
+            tx.batch_execute(&format!("CREATE TEMP VIEW {view} AS {select}"))
+                .map_err(|e| {
+                    fail(format!(
+                        "input `{}`: cannot create its view: {}",
+                        input.name,
+                        error_text(&e)
+                    ))
+                })?;
+            // Views first: they depend on the key tables.
+            temps.insert(0, format!("VIEW pg_temp.{view}"));
+            let _ = writeln!(
+                log,
+                "[dg] sql: input `{}` is a view over {source}{} (no rows loaded)",
+                input.name,
+                match &input.partitions {
+                    Some(k) => format!(", filtered to {} partition(s)", k.len()),
+                    None => String::new(),
+                }
+            );
+        }
+
+        // The query, prepared on its own first so that errors point into it.
+        // A parameter whose type Postgres cannot infer is text.
+        let _ = writeln!(
+            log,
+            "[dg] sql: running inside {}\n{query}",
+            self.secrets.redact(&where_)
+        );
+        let mut types = vec![Type::UNKNOWN; names.len()];
+        let prepare = |tx: &mut postgres::Transaction<'_>,
+                       sql: &str,
+                       types: &mut Vec<Type>|
+         -> Result<Result<postgres::Statement, postgres::Error>, InDbError> {
+            loop {
+                tx.batch_execute("SAVEPOINT dg_prepare").map_err(pgerr)?;
+                match tx.prepare_typed(sql, types) {
+                    Ok(s) => {
+                        tx.batch_execute("RELEASE SAVEPOINT dg_prepare")
+                            .map_err(pgerr)?;
+                        return Ok(Ok(s));
+                    }
+                    Err(e) => {
+                        tx.batch_execute("ROLLBACK TO SAVEPOINT dg_prepare")
+                            .map_err(pgerr)?;
+                        let n = e
+                            .as_db_error()
+                            .filter(|d| {
+                                *d.code() == postgres::error::SqlState::INDETERMINATE_DATATYPE
+                            })
+                            .and_then(|d| {
+                                d.message().rsplit('$').next()?.trim().parse::<usize>().ok()
+                            })
+                            .filter(|&n| {
+                                n >= 1 && n <= types.len() && types[n - 1] == Type::UNKNOWN
+                            });
+                        match n {
+                            Some(n) => types[n - 1] = Type::TEXT,
+                            None => return Ok(Err(e)),
+                        }
+                    }
+                }
+            }
+        };
+        let stmt = match prepare(&mut tx, &text, &mut types)? {
+            Ok(s) => s,
+            Err(e) => return Err(sql_error(describe_pg(&e, &text))),
+        };
+        let columns: Vec<(String, Type)> = stmt
+            .columns()
+            .iter()
+            .map(|c| (c.name().to_string(), c.type_().clone()))
+            .collect();
+        if columns.is_empty() {
+            return Err(sql_error("the query returns no columns: a `sql` asset's query must be a SELECT (or another statement that returns rows)".into()));
+        }
+        let partition = octx.partition.as_ref().map(|p| p.key.as_str());
+        let mut wanted: Vec<Column> = Vec::with_capacity(columns.len());
+        for (i, c) in columns.iter().enumerate() {
+            let n = c.0.as_str();
+            if columns[..i].iter().any(|d| d.0 == n) {
+                return Err(sql_error(format!(
+                    "the query returns two columns named `{n}`: give them different names"
+                )));
+            }
+            if partition.is_some() && n == PARTITION_COLUMN {
+                return Err(fail(format!(
+                    "the result has a column named `{PARTITION_COLUMN}`, which the postgres manager uses for the partition key: rename it"
+                )));
+            }
+            if n.len() > MAX_IDENT {
+                return Err(fail(format!(
+                    "column `{n}` has a name longer than Postgres allows ({MAX_IDENT} bytes)"
+                )));
+            }
+            let ty: String = tx
+                .query_one("SELECT format_type($1, NULL)", &[&c.1.oid()])
+                .map_err(pgerr)?
+                .get(0);
+            wanted.push(Column {
+                name: n.to_string(),
+                ty: if ty == "unknown" { "text".into() } else { ty },
+            });
+        }
+        let wrapped = format!("SELECT * FROM (\n{text}\n) AS dg_query");
+        if let Err(e) = prepare(&mut tx, &wrapped, &mut types.clone())? {
+            return Err(Fallback(format!(
+                "the query cannot be used as a subquery in Postgres ({})",
+                self.secrets.redact(&describe_pg(&e, &wrapped))
+            )));
+        }
+
+        // The target table: created, checked, or replaced.
+        let store_err = |what: String| {
+            Failed(self.secrets.redact(&format!(
+                "cannot store `{asset_key}` in {}: {what}",
+                self.place(&target)
+            )))
+        };
+        let mut existing = table_columns(&mut tx, &self.schema, &target)
+            .map_err(|e| store_err(format!("{e:#}")))?;
+        let all_null = vec![false; wanted.len()];
+        if let Some(cols) = &existing
+            && retype_empty_columns(&mut tx, &qualified, cols, &wanted, &all_null)
+                .map_err(|e| store_err(format!("{e:#}")))?
+        {
+            existing = table_columns(&mut tx, &self.schema, &target)
+                .map_err(|e| store_err(format!("{e:#}")))?;
+        }
+        let mut create = existing.is_none();
+        if let Some(existing) = existing {
+            let diff = schema_diff(&existing, &wanted, partition.is_some(), &all_null);
+            if !diff.is_empty() {
+                if !self.replace_on_schema_change {
+                    let extra = if partition.is_some() {
+                        " (this deletes the table's other partitions)"
+                    } else {
+                        ""
+                    };
+                    return Err(store_err(format!(
+                        "the query's columns differ from the table's: {}. Change the query back, \
+                         drop the table, or set `replace_on_schema_change = true` on resource `{}` \
+                         to replace the table{extra}",
+                        diff.join("; "),
+                        self.resource_key
+                    )));
+                }
+                let _ = writeln!(
+                    log,
+                    "[dg] sql: {}: the columns changed ({}); replacing the table",
+                    self.place(&target),
+                    diff.join("; ")
+                );
+                tx.batch_execute(&format!("DROP TABLE {qualified}"))
+                    .map_err(|e| store_err(error_text(&e)))?;
+                create = true;
+            }
+        }
+        if create {
+            let mut defs = Vec::with_capacity(wanted.len() + 1);
+            if partition.is_some() {
+                defs.push(format!("{} TEXT NOT NULL", quote_ident(PARTITION_COLUMN)));
+            }
+            for c in &wanted {
+                defs.push(format!("{} {}", quote_ident(&c.name), c.ty));
+            }
+            tx.batch_execute(&format!("CREATE TABLE {qualified} ({})", defs.join(", ")))
+                .map_err(|e| store_err(format!("cannot create the table: {}", error_text(&e))))?;
+        } else {
+            match partition {
+                Some(key) => tx.execute(
+                    &format!(
+                        "DELETE FROM {qualified} WHERE {} = $1",
+                        quote_ident(PARTITION_COLUMN)
+                    ),
+                    &[&key],
+                ),
+                None => tx.execute(&format!("DELETE FROM {qualified}"), &[]),
+            }
+            .map_err(|e| store_err(error_text(&e)))?;
+        }
+
+        // The rows: INSERT … SELECT, inside the server.
+        let t0 = std::time::Instant::now();
+        let cols: Vec<String> = wanted.iter().map(|c| quote_ident(&c.name)).collect();
+        let mut bound: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let insert = match &partition {
+            Some(key) => {
+                types.push(Type::TEXT);
+                bound.push(key);
+                format!(
+                    "INSERT INTO {qualified} ({}, {}) SELECT ${}, * FROM (\n{text}\n) AS dg_query",
+                    quote_ident(PARTITION_COLUMN),
+                    cols.join(", "),
+                    types.len()
+                )
+            }
+            None => format!(
+                "INSERT INTO {qualified} ({}) SELECT * FROM (\n{text}\n) AS dg_query",
+                cols.join(", ")
+            ),
+        };
+        let stmt = tx
+            .prepare_typed(&insert, &types)
+            .map_err(|e| store_err(describe_pg(&e, &insert)))?;
+        let inserted = tx
+            .execute(&stmt, &bound)
+            .map_err(|e| sql_error(describe_pg(&e, &insert)))?;
+        let _ = writeln!(
+            log,
+            "[dg] sql: {inserted} rows, {} columns in {} ms (inside the database)",
+            wanted.len(),
+            t0.elapsed().as_millis()
+        );
+        if create && partition.is_some() {
+            tx.batch_execute(&format!(
+                "CREATE INDEX ON {qualified} ({})",
+                quote_ident(PARTITION_COLUMN)
+            ))
+            .map_err(|e| store_err(error_text(&e)))?;
+        }
+        for t in &temps {
+            tx.batch_execute(&format!("DROP {t}")).map_err(pgerr)?;
+        }
+        self.record_stored(&mut tx, &target, partition, inserted)
+            .map_err(|e| store_err(format!("{e:#}")))?;
+        tx.commit()
+            .map_err(|e| store_err(format!("cannot commit: {}", error_text(&e))))?;
+        let _ = writeln!(
+            log,
+            "[dg] sql: ran inside {}; stored {inserted} rows in {qualified}; 0 rows moved through dg ({} ms)",
+            self.secrets.redact(&where_),
+            started.elapsed().as_millis()
+        );
+        Ok(Stored {
+            path: Some(format!("{}#{}.{}", self.masked_url(), self.schema, target)),
+            rows: Some(inserted),
+            bytes: None,
+        })
+    }
+}
+
+impl PostgresManager {
+    /// Runs an asset check's query inside this manager's database: `view`
+    /// is a TEMP view over the asset's table filtered to `partition` (the
+    /// key bound, never spliced). One transaction, rolled back: nothing is
+    /// written. Passes when the query returns no rows.
+    pub fn check_in_db(
+        &self,
+        asset_key: &str,
+        view: &str,
+        partition: Option<&str>,
+        query: &str,
+        params: &Params,
+    ) -> Result<crate::sql::CheckRows, String> {
+        let redact = |m: String| self.secrets.redact(&m);
+        let pgerr = |e: postgres::Error| redact(error_text(&e));
+        let (text, names) =
+            to_positional(statement_text(query)).map_err(|e| format!("SQL error: {e}"))?;
+        let values: Vec<TextParam> = names
+            .iter()
+            .map(|n| TextParam(param_value(params, n)))
+            .collect();
+        let table = table_name(asset_key);
+        let mut conn = self.conn().map_err(|e| redact(format!("{e:#}")))?;
+        let mut tx = conn.transaction().map_err(pgerr)?;
+        tx.execute(
+            "SELECT set_config('search_path', quote_ident($1) || ', ' || current_setting('search_path'), true)",
+            &[&self.schema],
+        )
+        .map_err(pgerr)?;
+        let columns = table_columns(&mut tx, &self.schema, &table)
+            .map_err(|e| redact(format!("{e:#}")))?
+            .ok_or_else(|| format!("{} does not exist", self.place(&table)))?;
+        let cols: Vec<String> = columns
+            .iter()
+            .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
+            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .collect();
+        let source = self.qualified(&table);
+        let filter = match partition {
+            Some(key) => {
+                tx.batch_execute("CREATE TEMP TABLE dg_check_key (k text)")
+                    .map_err(pgerr)?;
+                tx.execute("INSERT INTO pg_temp.dg_check_key (k) VALUES ($1)", &[&key])
+                    .map_err(pgerr)?;
+                format!(
+                    " WHERE t.{} = (SELECT k FROM pg_temp.dg_check_key)",
+                    quote_ident(PARTITION_COLUMN)
+                )
+            }
+            None => String::new(),
+        };
+        tx.batch_execute(&format!(
+            "CREATE TEMP VIEW {} AS SELECT {} FROM {source} AS t{filter}",
+            quote_ident(view),
+            cols.join(", ")
+        ))
+        .map_err(|e| format!("cannot create the view `{view}`: {}", pgerr(e)))?;
+        // Parameter types: what Postgres infers, else text.
+        let mut types = vec![Type::UNKNOWN; names.len()];
+        loop {
+            tx.batch_execute("SAVEPOINT dg_prepare").map_err(pgerr)?;
+            match tx.prepare_typed(&text, &types) {
+                Ok(s) => {
+                    types = s.params().to_vec();
+                    tx.batch_execute("RELEASE SAVEPOINT dg_prepare")
+                        .map_err(pgerr)?;
+                    break;
+                }
+                Err(e) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT dg_prepare")
+                        .map_err(pgerr)?;
+                    let n = e
+                        .as_db_error()
+                        .filter(|d| *d.code() == postgres::error::SqlState::INDETERMINATE_DATATYPE)
+                        .and_then(|d| d.message().rsplit('$').next()?.trim().parse::<usize>().ok())
+                        .filter(|&n| n >= 1 && n <= types.len() && types[n - 1] == Type::UNKNOWN);
+                    match n {
+                        Some(n) => types[n - 1] = Type::TEXT,
+                        None => {
+                            return Err(redact(format!("SQL error: {}", describe_pg(&e, &text))));
+                        }
+                    }
+                }
+            }
+        }
+        let wrapped = format!(
+            "SELECT count(*) OVER (), row_to_json(dg_q)::text FROM (\n{text}\n) AS dg_q LIMIT 1"
+        );
+        let bound: Vec<&(dyn ToSql + Sync)> =
+            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+        let stmt = tx
+            .prepare_typed(&wrapped, &types)
+            .map_err(|e| redact(format!("SQL error: {}", describe_pg(&e, &text))))?;
+        let row = tx
+            .query_opt(&stmt, &bound)
+            .map_err(|e| redact(format!("SQL error: {}", describe_pg(&e, &text))))?;
+        let _ = tx.rollback();
+        Ok(match row {
+            None => crate::sql::CheckRows::default(),
+            Some(r) => crate::sql::CheckRows {
+                rows: r.get::<_, i64>(0) as u64,
+                first: r
+                    .get::<_, Option<String>>(1)
+                    .map(|s| crate::sql::cut_text(s, 300)),
+            },
+        })
+    }
+}
