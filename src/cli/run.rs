@@ -10,8 +10,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use super::Session;
 use super::plan::{TargetArgs, resolve};
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
+use crate::error::{EXIT_HANGUP, EXIT_INTERRUPTED, Error, Message, Outcome};
 use crate::exec::{self, Event, Reporter, RunCtx, RunOptions, StepStatus};
 use crate::model::{Job, JobTargeting};
 use crate::state::incremental::Mode;
@@ -123,43 +124,33 @@ fn new_run_id() -> String {
 }
 
 /// `dg materialize [--job NAME]`.
-pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs, job: Option<&str>) -> i32 {
+pub fn materialize(
+    s: &Session,
+    t: &TargetArgs,
+    args: &RunArgs,
+    job: Option<&str>,
+) -> Result<Outcome, Error> {
     let Some(name) = job else {
-        return match resolve(s, t) {
-            Ok(r) => run_resolved(s, r, t, args, None, s.now).0,
-            Err(code) => code,
-        };
+        let r = resolve(s, t)?;
+        return Ok(run_resolved(s, r, t, args, None, s.now)?.0);
     };
-    let (loaded, defs) = match s.load_or_report() {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let Some(project) = loaded.project else {
-        return EXIT_USAGE;
-    };
+    let (project, defs) = s.load_defs()?;
     let Some(j) = defs.jobs.get(name) else {
-        s.out.error(&format!("unknown job `{name}`"));
         let names: Vec<&str> = defs.jobs.keys().map(String::as_str).collect();
-        if names.is_empty() {
-            s.out.err(
-                "help: no job is defined; add a `[jobs.NAME]` table (`dg scaffold defs job NAME`)",
-            );
+        let help = if names.is_empty() {
+            "no job is defined; add a `[jobs.NAME]` table (`dg scaffold defs job NAME`)".into()
         } else {
             let known = crate::diag::list_names(&names);
             match crate::diag::did_you_mean(name, names.iter().copied()) {
-                Some(c) => s
-                    .out
-                    .err(&format!("help: did you mean `{c}`? defined jobs: {known}")),
-                None => s.out.err(&format!("help: defined jobs: {known}")),
+                Some(c) => format!("did you mean `{c}`? defined jobs: {known}"),
+                None => format!("defined jobs: {known}"),
             }
-        }
-        return EXIT_USAGE;
+        };
+        return Err(Error::usage(format!("unknown job `{name}`")).help(help));
     };
     let (t, args) = job_args(j, t, args);
-    match super::plan::resolve_with(s, project, defs, &t, s.now.timestamp()) {
-        Ok(r) => run_resolved(s, r, &t, &args, Some(name), s.now).0,
-        Err(code) => code,
-    }
+    let r = super::plan::resolve_with(s, project, defs, &t, s.now.timestamp())?;
+    Ok(run_resolved(s, r, &t, &args, Some(name), s.now)?.0)
 }
 
 /// A job's selection, targeting and `missing`/`stale`, with what the
@@ -187,8 +178,8 @@ pub fn job_args(j: &Job, t: &TargetArgs, args: &RunArgs) -> (TargetArgs, RunArgs
     (t, args)
 }
 
-/// Runs a resolved plan as of `now`. Returns the exit code and the run id
-/// when a run was recorded.
+/// Runs a resolved plan as of `now`. Returns what the run found and its
+/// id when a run was recorded.
 pub fn run_resolved(
     s: &Session,
     mut r: super::plan::Resolved,
@@ -196,19 +187,14 @@ pub fn run_resolved(
     args: &RunArgs,
     job: Option<&str>,
     now: chrono::DateTime<chrono::FixedOffset>,
-) -> (i32, Option<String>) {
+) -> Result<(Outcome, Option<String>), Error> {
     let project = r.project;
-    let store: Arc<dyn StateStore> = match crate::state::open(&project) {
-        Ok(st) => Arc::from(st),
-        Err(e) => {
-            s.out.error(&format!("{e:#}"));
-            return (EXIT_USAGE, None);
-        }
-    };
-    if let Err(e) = store.reap_dead_runs() {
-        s.out.error(&format!("cannot read the run history: {e:#}"));
-        return (EXIT_USAGE, None);
-    }
+    let store: Arc<dyn StateStore> = crate::state::open(&project)
+        .map(Arc::from)
+        .map_err(|e| Error::store(format!("{e:#}")))?;
+    store
+        .reap_dead_runs()
+        .map_err(|e| Error::store(format!("cannot read the run history: {e:#}")))?;
     exec::remove_stale_scratch(&project.state_dir, &*store);
     if !args.config.is_empty() {
         let mut planned: Vec<crate::model::AssetId> =
@@ -223,10 +209,7 @@ pub fn run_resolved(
             errors.extend(e);
         }
         if !errors.is_empty() {
-            for e in &errors {
-                s.out.error(e);
-            }
-            return (EXIT_USAGE, None);
+            return Err(Error::Usage(Message::errors(errors)));
         }
     }
     let mut plan = r.plan;
@@ -236,13 +219,8 @@ pub fn run_resolved(
         } else {
             Mode::Missing
         };
-        plan = match crate::state::incremental::filter(plan, &r.defs, &r.cx, &*store, mode) {
-            Ok(p) => p,
-            Err(e) => {
-                s.out.error(&format!("cannot read the run history: {e:#}"));
-                return (EXIT_USAGE, None);
-            }
-        };
+        plan = crate::state::incremental::filter(plan, &r.defs, &r.cx, &*store, mode)
+            .map_err(|e| Error::store(format!("cannot read the run history: {e:#}")))?;
     }
     // Consecutive partitions of assets with `backfill` become range steps,
     // after `--missing`/`--stale` kept what needs to run.
@@ -255,18 +233,18 @@ pub fn run_resolved(
             cx: r.cx,
             selected: r.selected,
         };
-        return (super::plan::print(s, &resolved, args.json), None);
+        super::plan::print(s, &resolved, args.json);
+        return Ok((Outcome::Ok, None));
     }
     if plan.steps.is_empty() {
         // CI uploads the report: an empty one says that nothing was to do.
-        if let Some(path) = &args.junit
-            && let Err(e) = super::junit::write(path, "dg materialize", &exec::timestamp(), &[])
-        {
-            s.out.error(&format!(
-                "cannot write the JUnit report {}: {e:#}",
-                path.display()
-            ));
-            return (EXIT_FAILED, None);
+        if let Some(path) = &args.junit {
+            super::junit::write(path, "dg materialize", &exec::timestamp(), &[]).map_err(|e| {
+                Error::io(format!(
+                    "cannot write the JUnit report {}: {e:#}",
+                    path.display()
+                ))
+            })?;
         }
         if args.format == Some(super::ci::Format::Gitlab) {
             s.out.json(&json!([]));
@@ -276,7 +254,7 @@ pub fn run_resolved(
         } else {
             s.out.info("nothing to do");
         }
-        return (EXIT_OK, None);
+        return Ok((Outcome::Ok, None));
     }
     let cancel = Arc::new(AtomicBool::new(false));
     watch_signals(cancel.clone(), s.out.quiet);
@@ -294,12 +272,7 @@ pub fn run_resolved(
         Some(store.clone()),
     ) {
         Ok(rc) => rc,
-        Err(errors) => {
-            for e in errors {
-                s.out.error(&e);
-            }
-            return (EXIT_USAGE, None);
-        }
+        Err(errors) => return Err(Error::Plan(Message::errors(errors))),
     };
     rc.profile = project.selected_profile.clone();
     match exec::missing_inputs(&rc) {
@@ -318,7 +291,7 @@ pub fn run_resolved(
                     });
                 }
             }
-            s.out.error(
+            let mut msg = Message::new(
                 "upstream partitions that this run reads are not materialized, so nothing ran",
             );
             for (asset, keys) in &missing {
@@ -331,7 +304,7 @@ pub fn run_resolved(
                     }
                     format!(" [{}] ({})", v.join(", "), keys.len())
                 };
-                s.out.err(&format!("  missing: `{asset}`{shown}"));
+                msg = msg.text(format!("  missing: `{asset}`{shown}"));
             }
             // Source assets are never materialized by dg: `+` cannot help.
             let is_source = |key: &str| {
@@ -362,21 +335,22 @@ pub fn run_resolved(
                     .map(|k| format!("+{k}"))
                     .collect::<Vec<_>>()
                     .join(" or ");
-                s.out.err(&format!(
-                    "help: materialize them first, or include them in this run with `--select '{sel}'` (`+X` selects X and everything upstream of it)",
+                msg = msg.help(format!(
+                    "materialize them first, or include them in this run with `--select '{sel}'` (`+X` selects X and everything upstream of it)",
                 ));
             }
             for (asset, _) in missing.iter().filter(|(k, _)| is_source(k)) {
-                s.out.err(&format!(
-                    "help: `{asset}` is a source asset (`source = true`): dg never materializes it, so its data must already be where its I/O manager reads it"
+                msg = msg.help(format!(
+                    "`{asset}` is a source asset (`source = true`): dg never materializes it, so its data must already be where its I/O manager reads it"
                 ));
             }
-            return (EXIT_USAGE, None);
+            return Err(Error::Plan(msg));
         }
         Ok(_) => {}
         Err(e) => {
-            s.out.error(&format!("pre-run check failed: {e}"));
-            return (EXIT_USAGE, None);
+            return Err(Error::plan(crate::plan::PlanError::new(format!(
+                "pre-run check failed: {e}"
+            ))));
         }
     }
     let executor = match args.executor {
@@ -390,13 +364,9 @@ pub fn run_resolved(
             s.out.warn(w);
         }
         if !pre.errors.is_empty() {
-            for e in &pre.errors {
-                s.out.error(e);
-            }
-            s.out.err(
-                "help: nothing was submitted; `--executor local` runs the plan on this machine",
-            );
-            return (EXIT_USAGE, None);
+            return Err(Error::Usage(Message::errors(pre.errors).help(
+                "nothing was submitted; `--executor local` runs the plan on this machine",
+            )));
         }
     }
     let jobs = args
@@ -453,19 +423,18 @@ pub fn run_resolved(
             (!c.is_empty()).then_some(serde_json::Value::Object(c))
         },
     };
-    if let Err(e) = store.begin_run(&record) {
-        s.out.error(&format!("cannot record the run: {e:#}"));
-        return (EXIT_USAGE, None);
-    }
+    store
+        .begin_run(&record)
+        .map_err(|e| Error::store(format!("cannot record the run: {e:#}")))?;
     // Every step as a spec, so `dg step RUN_ID STEP_ID` can run it anywhere.
     let specs: Vec<(String, String)> = (0..rc.plan.steps.len())
         .map(|si| (rc.step_id(si), rc.spec(si, 1).to_json()))
         .collect();
     if let Err(e) = store.save_step_specs(&run_id, &specs) {
-        s.out
-            .error(&format!("cannot record the run's steps: {e:#}"));
         let _ = store.end_run(&run_id, RunStatus::Failure, &exec::timestamp(), 0);
-        return (EXIT_USAGE, None);
+        return Err(Error::store(format!(
+            "cannot record the run's steps: {e:#}"
+        )));
     }
     drop(specs);
     let history = exec::history::History::start(store.clone());
@@ -481,10 +450,9 @@ pub fn run_resolved(
             match exec::slurm::Slurm::new(&reporter, project.slurm.clone()) {
                 Ok(mut ex) => exec::schedule(&rc, &opts, &reporter, &mut ex),
                 Err(e) => {
-                    s.out.error(&e);
                     let _ = history.finish();
                     let _ = store.end_run(&run_id, RunStatus::Failure, &exec::timestamp(), 0);
-                    return (EXIT_USAGE, None);
+                    return Err(Error::usage(e));
                 }
             }
         }
@@ -492,10 +460,11 @@ pub fn run_resolved(
     display.finish();
     // A run whose history could not be written is not a success: what it
     // materialized is not known to `status`, `--missing` or `--stale`.
-    let record_errors = history.finish();
-    let history_lost = !record_errors.is_empty();
+    let history_errors = history.finish();
+    let history_lost = !history_errors.is_empty();
     if history_lost {
-        report_record_errors(s, &record_errors);
+        // The run goes on to its summary: the error is shown here, before it.
+        s.print_error(&record_errors(&history_errors));
     }
     let success = summary.success() && !history_lost;
     let status = if summary.interrupted {
@@ -589,12 +558,11 @@ pub fn run_resolved(
         s.out.err(&line);
     }
     run_hooks(s, &project, &run_id, success, &summary_json);
-    let code = match forced_exit() {
-        Some(code) => code,
-        None if success => EXIT_OK,
-        None => EXIT_FAILED,
+    let outcome = match forced_exit() {
+        Some(code) => Outcome::Interrupted(code),
+        None => Outcome::ok_if(success),
     };
-    (code, Some(run_id))
+    Ok((outcome, Some(run_id)))
 }
 
 /// One JUnit test case per step and per check.
@@ -927,8 +895,9 @@ pub(super) fn show_log_tail(
     }
 }
 
-/// Write errors of the history, once each with how often they happened.
-pub(super) fn report_record_errors(s: &Session, errors: &[String]) {
+/// Write errors of the history, once each with how often they happened: a
+/// run error (exit 1).
+pub(super) fn record_errors(errors: &[String]) -> Error {
     let mut seen: Vec<(&str, usize)> = Vec::new();
     for e in errors {
         match seen.iter_mut().find(|(x, _)| *x == e.as_str()) {
@@ -936,18 +905,17 @@ pub(super) fn report_record_errors(s: &Session, errors: &[String]) {
             None => seen.push((e, 1)),
         }
     }
-    for (e, n) in seen {
+    let lines = seen.into_iter().map(|(e, n)| {
         let times = if n > 1 {
             format!(" ({n} batches of records)")
         } else {
             String::new()
         };
-        s.out
-            .error(&format!("recording the run history failed{times}: {e}"));
-    }
-    s.out.err(
-        "help: the steps' outputs may be stored, but the run history does not know them, so the run is a failure; check the state database (for SQLite, `PRAGMA integrity_check`) and restore it from a backup",
-    );
+        format!("recording the run history failed{times}: {e}")
+    });
+    Error::Run(Message::errors(lines).help(
+        "the steps' outputs may be stored, but the run history does not know them, so the run is a failure; check the state database (for SQLite, `PRAGMA integrity_check`) and restore it from a backup",
+    ))
 }
 
 /// SIGINT / SIGTERM: the first one cancels the run (running steps get
@@ -1010,7 +978,7 @@ pub(super) fn watch_signals(cancel: Arc<AtomicBool>, quiet: bool) {
                 }
                 force_exit(
                     &cancel,
-                    EXIT_INTERRUPTED_TWICE,
+                    EXIT_INTERRUPTED,
                     "dg: interrupted twice: running steps killed",
                 );
             }
@@ -1044,11 +1012,6 @@ fn force_exit(cancel: &AtomicBool, code: i32, msg: &str) -> ! {
     std::thread::sleep(Duration::from_secs(5));
     std::process::exit(code);
 }
-
-/// Exit code after a second interrupt (128 + SIGINT).
-const EXIT_INTERRUPTED_TWICE: i32 = 130;
-/// Exit code after a hangup (128 + SIGHUP).
-const EXIT_HANGUP: i32 = 129;
 
 /// SIGKILL to every running step's process group, and to any that
 /// registers in the next moment.
