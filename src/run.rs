@@ -1,15 +1,27 @@
-//! A run as a library: from a [`Target`] (selection and partition
-//! targeting) to a resolved plan, without printing.
+//! A run as a library, without printing: a [`Target`] (selection and
+//! partition targeting) is [`resolve`]d into a plan; [`plan`] opens the
+//! state store and keeps the steps that will run ([`Planned`]);
+//! [`Planned::prepare`] makes the [`Run`] (resources, inputs checked);
+//! [`Run::execute`] records and runs it.
 //!
 //! `dg plan`, `dg materialize`, `dg tick`, `dg step` and tests call these;
 //! the command line only parses arguments and renders what comes back
-//! (notes, errors, the plan). Errors are [`crate::error::Error`]s.
+//! (notes, errors, progress, the summary). Errors are [`crate::error::Error`]s.
 
-use crate::error::Error;
-use crate::model::{AssetId, Defs};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::error::{Error, Message};
+use crate::exec::{self, Reporter, RunCtx, RunOptions, RunSummary};
+use crate::io::Registry;
+use crate::model::{AssetId, ConfigOverride, Defs, ExecutorKind};
 use crate::partitions::{KeyCtx, PartitionsDef};
 use crate::plan::{Plan, Targeting};
 use crate::project::Project;
+use crate::state::incremental::Mode;
+use crate::state::{RunRecord, RunStatus, StateStore};
 
 /// Which assets and partitions a plan covers: `--select` and the partition
 /// flags, as given.
@@ -113,4 +125,379 @@ pub fn select(defs: &Defs, text: &str) -> Result<Vec<AssetId>, Error> {
             text: text.to_string(),
             error,
         })
+}
+
+/// How a run goes besides its target: what `dg materialize` and `dg tick`
+/// pass to [`plan`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--config [ASSET.]FIELD=VALUE`, as given.
+    pub config: Vec<String>,
+    /// Only steps with no successful materialization.
+    pub missing: bool,
+    /// Only steps that are missing or stale, and what is downstream of them.
+    pub stale: bool,
+}
+
+/// A plan as it will run: the state store open, run config applied,
+/// `--missing`/`--stale` applied, consecutive partitions of `backfill`
+/// assets grouped into range steps. Nothing ran yet.
+pub struct Planned {
+    pub project: Project,
+    pub defs: Defs,
+    pub plan: Plan,
+    pub cx: KeyCtx,
+    pub selected: Vec<AssetId>,
+    pub store: Arc<dyn StateStore>,
+}
+
+/// Opens the state store and turns a resolved plan into the steps that will
+/// run.
+pub fn plan(mut r: Resolved, opts: &Options) -> Result<Planned, Error> {
+    let project = r.project;
+    let store: Arc<dyn StateStore> = crate::state::open(&project)
+        .map(Arc::from)
+        .map_err(|e| Error::store(format!("{e:#}")))?;
+    store
+        .reap_dead_runs()
+        .map_err(|e| Error::store(format!("cannot read the run history: {e:#}")))?;
+    exec::remove_stale_scratch(&project.state_dir, &*store);
+    if !opts.config.is_empty() {
+        let mut planned: Vec<AssetId> = r.plan.steps.iter().map(|st| st.asset).collect();
+        planned.extend(r.selected.iter().copied());
+        planned.sort_unstable();
+        planned.dedup();
+        let parsed: Vec<_> = opts.config.iter().map(|c| parse_config(c)).collect();
+        let mut errors: Vec<String> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().err().map(ToString::to_string))
+            .collect();
+        let overrides: Vec<_> = parsed.into_iter().filter_map(Result::ok).collect();
+        if let Err(e) = r.defs.apply_config(&planned, &overrides) {
+            errors.extend(e);
+        }
+        if !errors.is_empty() {
+            return Err(Error::Usage(Message::errors(errors)));
+        }
+    }
+    let mut plan = r.plan;
+    if opts.missing || opts.stale {
+        let mode = if opts.stale {
+            Mode::Stale
+        } else {
+            Mode::Missing
+        };
+        plan = crate::state::incremental::filter(plan, &r.defs, &r.cx, &*store, mode)
+            .map_err(|e| Error::store(format!("cannot read the run history: {e:#}")))?;
+    }
+    // Consecutive partitions of assets with `backfill` become range steps,
+    // after `--missing`/`--stale` kept what needs to run.
+    let plan = plan.group_ranges(&r.defs);
+    Ok(Planned {
+        project,
+        defs: r.defs,
+        plan,
+        cx: r.cx,
+        selected: r.selected,
+        store,
+    })
+}
+
+impl Planned {
+    /// The plan to show (`--dry-run`), the store closed.
+    pub fn into_resolved(self) -> Resolved {
+        Resolved {
+            project: self.project,
+            defs: self.defs,
+            plan: self.plan,
+            cx: self.cx,
+            selected: self.selected,
+        }
+    }
+
+    /// Makes the run: its resources opened, its inputs checked (every
+    /// upstream partition it reads and does not make must exist), and for
+    /// Slurm the cluster's preflight. `cancel` stops it once it runs.
+    pub fn prepare(
+        self,
+        run_id: String,
+        now: DateTime<FixedOffset>,
+        registry: &Registry,
+        cancel: Arc<AtomicBool>,
+        executor: ExecutorKind,
+    ) -> Result<Run, Error> {
+        let project = self.project;
+        let store = self.store;
+        let mut rc = RunCtx::new(
+            run_id,
+            now,
+            project.root.clone(),
+            project.state_dir.clone(),
+            self.defs,
+            self.plan,
+            self.cx,
+            registry,
+            cancel,
+            Some(store.clone()),
+        )
+        .map_err(|errors| Error::Plan(Message::errors(errors)))?;
+        rc.profile = project.selected_profile.clone();
+        check_inputs(&rc)?;
+        let mut warnings = Vec::new();
+        if executor == ExecutorKind::Slurm {
+            let pre = exec::slurm::preflight(&rc, &project);
+            warnings = pre.warnings;
+            if !pre.errors.is_empty() {
+                return Err(Error::Usage(Message::errors(pre.errors).help(
+                    "nothing was submitted; `--executor local` runs the plan on this machine",
+                )));
+            }
+        }
+        Ok(Run {
+            rc,
+            project,
+            store,
+            executor,
+            warnings,
+        })
+    }
+}
+
+/// A prepared run: [`Run::execute`] runs it.
+pub struct Run {
+    pub rc: RunCtx,
+    pub project: Project,
+    pub store: Arc<dyn StateStore>,
+    pub executor: ExecutorKind,
+    /// What the Slurm preflight warns about, to show before the run.
+    pub warnings: Vec<String>,
+}
+
+/// What [`Run::execute`] did.
+pub struct Executed {
+    pub summary: RunSummary,
+    /// Why the run history could not be written ([`Error::Run`]): the run
+    /// is then a failure whatever its steps did.
+    pub history: Option<Error>,
+    /// Why the end of the run could not be recorded.
+    pub end: Option<Error>,
+}
+
+impl Executed {
+    /// Whether every step succeeded and the history knows it.
+    pub fn success(&self) -> bool {
+        self.summary.success() && self.history.is_none() && self.end.is_none()
+    }
+}
+
+impl Run {
+    /// The steps as specs, so `dg step RUN_ID STEP_ID` can run any of them.
+    fn step_specs(&self) -> Vec<(String, String)> {
+        (0..self.rc.plan.steps.len())
+            .map(|si| (self.rc.step_id(si), self.rc.spec(si, 1).to_json()))
+            .collect()
+    }
+
+    /// Records the run as `record`, runs it with `reporter` seeing every
+    /// event (the history writer sees them too), and records its end.
+    pub fn execute(
+        &self,
+        record: &RunRecord,
+        opts: &RunOptions,
+        reporter: &dyn Reporter,
+    ) -> Result<Executed, Error> {
+        let (rc, store, run_id) = (&self.rc, &self.store, &record.id);
+        store
+            .begin_run(record)
+            .map_err(|e| Error::store(format!("cannot record the run: {e:#}")))?;
+        if let Err(e) = store.save_step_specs(run_id, &self.step_specs()) {
+            let _ = store.end_run(run_id, RunStatus::Failure, &exec::timestamp(), 0);
+            return Err(Error::store(format!(
+                "cannot record the run's steps: {e:#}"
+            )));
+        }
+        let history = exec::history::History::start(store.clone());
+        let fanout = exec::history::Fanout(vec![&history, reporter]);
+        let summary = match self.executor {
+            ExecutorKind::Local => exec::execute(rc, opts, &fanout),
+            ExecutorKind::Slurm => {
+                match exec::slurm::Slurm::new(&fanout, self.project.slurm.clone()) {
+                    Ok(mut ex) => exec::schedule(rc, opts, &fanout, &mut ex),
+                    Err(e) => {
+                        let _ = history.finish();
+                        let _ = store.end_run(run_id, RunStatus::Failure, &exec::timestamp(), 0);
+                        return Err(Error::usage(e));
+                    }
+                }
+            }
+        };
+        // A run whose history could not be written is not a success: what it
+        // materialized is not known to `status`, `--missing` or `--stale`.
+        let errors = history.finish();
+        let history = (!errors.is_empty()).then(|| record_errors(&errors));
+        let status = if summary.interrupted {
+            RunStatus::Canceled
+        } else if summary.success() && history.is_none() {
+            RunStatus::Success
+        } else {
+            RunStatus::Failure
+        };
+        let end = store
+            .end_run(
+                run_id,
+                status,
+                &exec::timestamp(),
+                rc.plan.steps.len() as i64,
+            )
+            .err()
+            .map(|e| Error::run(format!("recording the end of the run failed: {e:#}")));
+        Ok(Executed {
+            summary,
+            history,
+            end,
+        })
+    }
+}
+
+/// Write errors of the history, once each with how often they happened: a
+/// run error (exit 1).
+pub fn record_errors(errors: &[String]) -> Error {
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for e in errors {
+        match seen.iter_mut().find(|(x, _)| *x == e.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((e, 1)),
+        }
+    }
+    let lines = seen.into_iter().map(|(e, n)| {
+        let times = if n > 1 {
+            format!(" ({n} batches of records)")
+        } else {
+            String::new()
+        };
+        format!("recording the run history failed{times}: {e}")
+    });
+    Error::Run(Message::errors(lines).help(
+        "the steps' outputs may be stored, but the run history does not know them, so the run is a failure; check the state database (for SQLite, `PRAGMA integrity_check`) and restore it from a backup",
+    ))
+}
+
+/// Every upstream partition a step reads and the plan does not make must
+/// exist; otherwise nothing runs, and the error says what is missing and
+/// how to include it.
+fn check_inputs(rc: &RunCtx) -> Result<(), Error> {
+    match exec::missing_inputs(rc) {
+        Ok(mut missing) if !missing.is_empty() => {
+            // Keys come in the order the steps found them: show them in partition order.
+            for (asset, keys) in &mut missing {
+                let def = rc
+                    .defs
+                    .assets
+                    .iter()
+                    .find(|a| a.key == *asset)
+                    .and_then(|a| a.partitions.as_ref());
+                if let Some(p) = def {
+                    keys.sort_by_cached_key(|k| {
+                        (p.def.index_of(k, &rc.cx).unwrap_or(i64::MAX), k.clone())
+                    });
+                }
+            }
+            let mut msg = Message::new(
+                "upstream partitions that this run reads are not materialized, so nothing ran",
+            );
+            for (asset, keys) in &missing {
+                let shown = if keys.len() == 1 && keys[0].is_empty() {
+                    String::new()
+                } else {
+                    let mut v: Vec<&str> = keys.iter().map(String::as_str).take(8).collect();
+                    if keys.len() > 8 {
+                        v.push("…");
+                    }
+                    format!(" [{}] ({})", v.join(", "), keys.len())
+                };
+                msg = msg.text(format!("  missing: `{asset}`{shown}"));
+            }
+            // Source assets are never materialized by dg: `+` cannot help.
+            let is_source = |key: &str| {
+                rc.defs
+                    .assets
+                    .iter()
+                    .any(|a| a.key == key && matches!(a.compute, crate::model::Compute::Source))
+            };
+            // The planned assets that read what is missing: `+` on them
+            // brings the missing partitions into the run.
+            let mut readers: Vec<&str> = Vec::new();
+            for st in &rc.plan.steps {
+                let a = &rc.defs.assets[st.asset];
+                let reads_missing = st.inputs.iter().any(|inp| {
+                    let up = &rc.defs.assets[inp.upstream].key;
+                    !inp.in_plan
+                        && !a.inputs[inp.input].allow_missing_partitions
+                        && !is_source(up)
+                        && missing.iter().any(|(k, _)| k == up)
+                });
+                if reads_missing && !readers.contains(&a.key.as_str()) {
+                    readers.push(&a.key);
+                }
+            }
+            if !readers.is_empty() {
+                let sel = readers
+                    .iter()
+                    .map(|k| format!("+{k}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                msg = msg.help(format!(
+                    "materialize them first, or include them in this run with `--select '{sel}'` (`+X` selects X and everything upstream of it)",
+                ));
+            }
+            for (asset, _) in missing.iter().filter(|(k, _)| is_source(k)) {
+                msg = msg.help(format!(
+                    "`{asset}` is a source asset (`source = true`): dg never materializes it, so its data must already be where its I/O manager reads it"
+                ));
+            }
+            Err(Error::Plan(msg))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::plan(crate::plan::PlanError::new(format!(
+            "pre-run check failed: {e}"
+        )))),
+    }
+}
+
+/// A malformed `--config`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigArgError {
+    #[error("`--config {0}` has no `=`: write `ASSET.FIELD=VALUE` or `FIELD=VALUE`")]
+    NoEquals(String),
+    #[error("`--config {0}`: write `ASSET.FIELD=VALUE` or `FIELD=VALUE`")]
+    Malformed(String),
+}
+
+/// Parses `--config [ASSET.]FIELD=VALUE`. The asset is what comes before
+/// the last `.` (asset keys may hold dots; field names may not).
+pub fn parse_config(given: &str) -> Result<ConfigOverride, ConfigArgError> {
+    let Some((lhs, raw)) = given.split_once('=') else {
+        return Err(ConfigArgError::NoEquals(given.to_string()));
+    };
+    let (asset, field) = match lhs.rsplit_once('.') {
+        Some((a, f)) => (Some(a.to_string()), f.to_string()),
+        None => (None, lhs.to_string()),
+    };
+    if field.is_empty() || asset.as_deref() == Some("") {
+        return Err(ConfigArgError::Malformed(given.to_string()));
+    }
+    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => match t.remove("v") {
+            Some(toml::Value::Datetime(d)) => serde_json::Value::String(d.to_string()),
+            Some(v) => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            None => serde_json::Value::String(raw.to_string()),
+        },
+        Err(_) => serde_json::Value::String(raw.to_string()),
+    };
+    Ok(ConfigOverride {
+        given: given.to_string(),
+        asset,
+        field,
+        value,
+    })
 }

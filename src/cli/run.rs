@@ -12,11 +12,10 @@ use serde_json::json;
 
 use super::Session;
 use super::plan::{TargetArgs, resolve};
-use crate::error::{EXIT_HANGUP, EXIT_INTERRUPTED, Error, Message, Outcome};
+use crate::error::{EXIT_HANGUP, EXIT_INTERRUPTED, Error, Outcome};
 use crate::exec::{self, Event, Reporter, RunCtx, RunOptions, StepStatus};
 use crate::model::{Job, JobTargeting};
-use crate::state::incremental::Mode;
-use crate::state::{RunRecord, RunStatus, StateStore};
+use crate::state::{RunRecord, RunStatus};
 
 /// The partition flags as given, for the run record.
 fn partition_args(t: &TargetArgs) -> String {
@@ -79,39 +78,6 @@ pub struct RunArgs {
 pub enum ExecutorArg {
     Local,
     Slurm,
-}
-
-/// Parses `--config [ASSET.]FIELD=VALUE`. The asset is what comes before
-/// the last `.` (asset keys may hold dots; field names may not).
-fn parse_config(given: &str) -> Result<crate::model::ConfigOverride, String> {
-    let Some((lhs, raw)) = given.split_once('=') else {
-        return Err(format!(
-            "`--config {given}` has no `=`: write `ASSET.FIELD=VALUE` or `FIELD=VALUE`"
-        ));
-    };
-    let (asset, field) = match lhs.rsplit_once('.') {
-        Some((a, f)) => (Some(a.to_string()), f.to_string()),
-        None => (None, lhs.to_string()),
-    };
-    if field.is_empty() || asset.as_deref() == Some("") {
-        return Err(format!(
-            "`--config {given}`: write `ASSET.FIELD=VALUE` or `FIELD=VALUE`"
-        ));
-    }
-    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => match t.remove("v") {
-            Some(toml::Value::Datetime(d)) => serde_json::Value::String(d.to_string()),
-            Some(v) => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
-            None => serde_json::Value::String(raw.to_string()),
-        },
-        Err(_) => serde_json::Value::String(raw.to_string()),
-    };
-    Ok(crate::model::ConfigOverride {
-        given: given.to_string(),
-        asset,
-        field,
-        value,
-    })
 }
 
 /// A run id: UTC time plus a few random hex digits.
@@ -182,61 +148,23 @@ pub fn job_args(j: &Job, t: &TargetArgs, args: &RunArgs) -> (TargetArgs, RunArgs
 /// id when a run was recorded.
 pub fn run_resolved(
     s: &Session,
-    mut r: super::plan::Resolved,
+    r: super::plan::Resolved,
     t: &TargetArgs,
     args: &RunArgs,
     job: Option<&str>,
     now: chrono::DateTime<chrono::FixedOffset>,
 ) -> Result<(Outcome, Option<String>), Error> {
-    let project = r.project;
-    let store: Arc<dyn StateStore> = crate::state::open(&project)
-        .map(Arc::from)
-        .map_err(|e| Error::store(format!("{e:#}")))?;
-    store
-        .reap_dead_runs()
-        .map_err(|e| Error::store(format!("cannot read the run history: {e:#}")))?;
-    exec::remove_stale_scratch(&project.state_dir, &*store);
-    if !args.config.is_empty() {
-        let mut planned: Vec<crate::model::AssetId> =
-            r.plan.steps.iter().map(|st| st.asset).collect();
-        planned.extend(r.selected.iter().copied());
-        planned.sort_unstable();
-        planned.dedup();
-        let parsed: Vec<_> = args.config.iter().map(|c| parse_config(c)).collect();
-        let mut errors: Vec<String> = parsed.iter().filter_map(|p| p.clone().err()).collect();
-        let overrides: Vec<_> = parsed.into_iter().filter_map(Result::ok).collect();
-        if let Err(e) = r.defs.apply_config(&planned, &overrides) {
-            errors.extend(e);
-        }
-        if !errors.is_empty() {
-            return Err(Error::Usage(Message::errors(errors)));
-        }
-    }
-    let mut plan = r.plan;
-    if args.missing || args.stale {
-        let mode = if args.stale {
-            Mode::Stale
-        } else {
-            Mode::Missing
-        };
-        plan = crate::state::incremental::filter(plan, &r.defs, &r.cx, &*store, mode)
-            .map_err(|e| Error::store(format!("cannot read the run history: {e:#}")))?;
-    }
-    // Consecutive partitions of assets with `backfill` become range steps,
-    // after `--missing`/`--stale` kept what needs to run.
-    let plan = plan.group_ranges(&r.defs);
+    let opts = crate::run::Options {
+        config: args.config.clone(),
+        missing: args.missing,
+        stale: args.stale,
+    };
+    let planned = crate::run::plan(r, &opts)?;
     if args.dry_run {
-        let resolved = super::plan::Resolved {
-            project,
-            defs: r.defs,
-            plan,
-            cx: r.cx,
-            selected: r.selected,
-        };
-        super::plan::print(s, &resolved, args.json);
+        super::plan::print(s, &planned.into_resolved(), args.json);
         return Ok((Outcome::Ok, None));
     }
-    if plan.steps.is_empty() {
+    if planned.plan.steps.is_empty() {
         // CI uploads the report: an empty one says that nothing was to do.
         if let Some(path) = &args.junit {
             super::junit::write(path, "dg materialize", &exec::timestamp(), &[]).map_err(|e| {
@@ -259,116 +187,16 @@ pub fn run_resolved(
     let cancel = Arc::new(AtomicBool::new(false));
     watch_signals(cancel.clone(), s.out.quiet);
     let run_id = new_run_id();
-    let mut rc = match RunCtx::new(
-        run_id.clone(),
-        now,
-        project.root.clone(),
-        project.state_dir.clone(),
-        r.defs,
-        plan,
-        r.cx,
-        &s.registry,
-        cancel.clone(),
-        Some(store.clone()),
-    ) {
-        Ok(rc) => rc,
-        Err(errors) => return Err(Error::Plan(Message::errors(errors))),
-    };
-    rc.profile = project.selected_profile.clone();
-    match exec::missing_inputs(&rc) {
-        Ok(mut missing) if !missing.is_empty() => {
-            // Keys come in the order the steps found them: show them in partition order.
-            for (asset, keys) in &mut missing {
-                let def = rc
-                    .defs
-                    .assets
-                    .iter()
-                    .find(|a| a.key == *asset)
-                    .and_then(|a| a.partitions.as_ref());
-                if let Some(p) = def {
-                    keys.sort_by_cached_key(|k| {
-                        (p.def.index_of(k, &rc.cx).unwrap_or(i64::MAX), k.clone())
-                    });
-                }
-            }
-            let mut msg = Message::new(
-                "upstream partitions that this run reads are not materialized, so nothing ran",
-            );
-            for (asset, keys) in &missing {
-                let shown = if keys.len() == 1 && keys[0].is_empty() {
-                    String::new()
-                } else {
-                    let mut v: Vec<&str> = keys.iter().map(String::as_str).take(8).collect();
-                    if keys.len() > 8 {
-                        v.push("…");
-                    }
-                    format!(" [{}] ({})", v.join(", "), keys.len())
-                };
-                msg = msg.text(format!("  missing: `{asset}`{shown}"));
-            }
-            // Source assets are never materialized by dg: `+` cannot help.
-            let is_source = |key: &str| {
-                rc.defs
-                    .assets
-                    .iter()
-                    .any(|a| a.key == key && matches!(a.compute, crate::model::Compute::Source))
-            };
-            // The planned assets that read what is missing: `+` on them
-            // brings the missing partitions into the run.
-            let mut readers: Vec<&str> = Vec::new();
-            for st in &rc.plan.steps {
-                let a = &rc.defs.assets[st.asset];
-                let reads_missing = st.inputs.iter().any(|inp| {
-                    let up = &rc.defs.assets[inp.upstream].key;
-                    !inp.in_plan
-                        && !a.inputs[inp.input].allow_missing_partitions
-                        && !is_source(up)
-                        && missing.iter().any(|(k, _)| k == up)
-                });
-                if reads_missing && !readers.contains(&a.key.as_str()) {
-                    readers.push(&a.key);
-                }
-            }
-            if !readers.is_empty() {
-                let sel = readers
-                    .iter()
-                    .map(|k| format!("+{k}"))
-                    .collect::<Vec<_>>()
-                    .join(" or ");
-                msg = msg.help(format!(
-                    "materialize them first, or include them in this run with `--select '{sel}'` (`+X` selects X and everything upstream of it)",
-                ));
-            }
-            for (asset, _) in missing.iter().filter(|(k, _)| is_source(k)) {
-                msg = msg.help(format!(
-                    "`{asset}` is a source asset (`source = true`): dg never materializes it, so its data must already be where its I/O manager reads it"
-                ));
-            }
-            return Err(Error::Plan(msg));
-        }
-        Ok(_) => {}
-        Err(e) => {
-            return Err(Error::plan(crate::plan::PlanError::new(format!(
-                "pre-run check failed: {e}"
-            ))));
-        }
-    }
     let executor = match args.executor {
         Some(ExecutorArg::Local) => crate::model::ExecutorKind::Local,
         Some(ExecutorArg::Slurm) => crate::model::ExecutorKind::Slurm,
-        None => project.executor,
+        None => planned.project.executor,
     };
-    if executor == crate::model::ExecutorKind::Slurm {
-        let pre = exec::slurm::preflight(&rc, &project);
-        for w in &pre.warnings {
-            s.out.warn(w);
-        }
-        if !pre.errors.is_empty() {
-            return Err(Error::Usage(Message::errors(pre.errors).help(
-                "nothing was submitted; `--executor local` runs the plan on this machine",
-            )));
-        }
+    let run = planned.prepare(run_id.clone(), now, &s.registry, cancel, executor)?;
+    for w in &run.warnings {
+        s.out.warn(w);
     }
+    let (rc, project) = (&run.rc, &run.project);
     let jobs = args
         .jobs
         .map(|j| j as usize)
@@ -423,68 +251,20 @@ pub fn run_resolved(
             (!c.is_empty()).then_some(serde_json::Value::Object(c))
         },
     };
-    store
-        .begin_run(&record)
-        .map_err(|e| Error::store(format!("cannot record the run: {e:#}")))?;
-    // Every step as a spec, so `dg step RUN_ID STEP_ID` can run it anywhere.
-    let specs: Vec<(String, String)> = (0..rc.plan.steps.len())
-        .map(|si| (rc.step_id(si), rc.spec(si, 1).to_json()))
-        .collect();
-    if let Err(e) = store.save_step_specs(&run_id, &specs) {
-        let _ = store.end_run(&run_id, RunStatus::Failure, &exec::timestamp(), 0);
-        return Err(Error::store(format!(
-            "cannot record the run's steps: {e:#}"
-        )));
-    }
-    drop(specs);
-    let history = exec::history::History::start(store.clone());
-    let reporter = exec::history::Fanout(vec![&history, &display]);
     let opts = RunOptions {
         jobs,
         fail_fast: args.fail_fast,
         pools: project.pools.clone(),
     };
-    let summary = match executor {
-        crate::model::ExecutorKind::Local => exec::execute(&rc, &opts, &reporter),
-        crate::model::ExecutorKind::Slurm => {
-            match exec::slurm::Slurm::new(&reporter, project.slurm.clone()) {
-                Ok(mut ex) => exec::schedule(&rc, &opts, &reporter, &mut ex),
-                Err(e) => {
-                    let _ = history.finish();
-                    let _ = store.end_run(&run_id, RunStatus::Failure, &exec::timestamp(), 0);
-                    return Err(Error::usage(e));
-                }
-            }
-        }
-    };
+    let executed = run.execute(&record, &opts, &display)?;
     display.finish();
-    // A run whose history could not be written is not a success: what it
-    // materialized is not known to `status`, `--missing` or `--stale`.
-    let history_errors = history.finish();
-    let history_lost = !history_errors.is_empty();
-    if history_lost {
-        // The run goes on to its summary: the error is shown here, before it.
-        s.print_error(&record_errors(&history_errors));
+    // The run goes on to its summary: these errors are shown before it.
+    for e in [&executed.history, &executed.end].into_iter().flatten() {
+        s.print_error(e);
     }
-    let success = summary.success() && !history_lost;
-    let status = if summary.interrupted {
-        RunStatus::Canceled
-    } else if success {
-        RunStatus::Success
-    } else {
-        RunStatus::Failure
-    };
-    let mut success = success;
-    if let Err(e) = store.end_run(
-        &run_id,
-        status,
-        &exec::timestamp(),
-        rc.plan.steps.len() as i64,
-    ) {
-        s.out
-            .error(&format!("recording the end of the run failed: {e:#}"));
-        success = false;
-    }
+    let history_lost = executed.history.is_some();
+    let mut success = executed.success();
+    let summary = &executed.summary;
 
     let failed: Vec<&exec::StepReport> = summary
         .reports
@@ -526,11 +306,11 @@ pub fn run_resolved(
             ""
         }
     );
-    let summary_json = run_summary_json(&rc, &summary, &run_id, success);
+    let summary_json = run_summary_json(rc, summary, &run_id, success);
     match format {
-        super::ci::Format::Github => s.out.raw(&super::ci::github(&run_findings(&rc, &summary))),
+        super::ci::Format::Github => s.out.raw(&super::ci::github(&run_findings(rc, summary))),
         super::ci::Format::Gitlab => s.out.json(&super::ci::gitlab(
-            &run_findings(&rc, &summary),
+            &run_findings(rc, summary),
             &crate::project::display_path(&project.root.join("dg.toml"), &s.cwd),
         )),
         _ => {}
@@ -540,13 +320,13 @@ pub fn run_resolved(
             path,
             &format!("dg materialize (run {run_id})"),
             &record.started_at,
-            &junit_cases(&rc, &summary),
+            &junit_cases(rc, summary),
         )
     {
-        s.out.error(&format!(
+        s.print_error(&Error::io(format!(
             "cannot write the JUnit report {}: {e:#}",
             path.display()
-        ));
+        )));
         success = false;
     }
     if format == super::ci::Format::Json {
@@ -557,7 +337,7 @@ pub fn run_resolved(
     } else {
         s.out.err(&line);
     }
-    run_hooks(s, &project, &run_id, success, &summary_json);
+    run_hooks(s, project, &run_id, success, &summary_json);
     let outcome = match forced_exit() {
         Some(code) => Outcome::Interrupted(code),
         None => Outcome::ok_if(success),
@@ -893,29 +673,6 @@ pub(super) fn show_log_tail(
             TAIL_BYTES / 1024
         ));
     }
-}
-
-/// Write errors of the history, once each with how often they happened: a
-/// run error (exit 1).
-pub(super) fn record_errors(errors: &[String]) -> Error {
-    let mut seen: Vec<(&str, usize)> = Vec::new();
-    for e in errors {
-        match seen.iter_mut().find(|(x, _)| *x == e.as_str()) {
-            Some((_, n)) => *n += 1,
-            None => seen.push((e, 1)),
-        }
-    }
-    let lines = seen.into_iter().map(|(e, n)| {
-        let times = if n > 1 {
-            format!(" ({n} batches of records)")
-        } else {
-            String::new()
-        };
-        format!("recording the run history failed{times}: {e}")
-    });
-    Error::Run(Message::errors(lines).help(
-        "the steps' outputs may be stored, but the run history does not know them, so the run is a failure; check the state database (for SQLite, `PRAGMA integrity_check`) and restore it from a backup",
-    ))
 }
 
 /// SIGINT / SIGTERM: the first one cancels the run (running steps get

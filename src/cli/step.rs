@@ -189,7 +189,7 @@ fn run_spec(
     // (the run removes it when it ends).
     rc.drop_scratch();
     if !errors.is_empty() {
-        return Err(super::run::record_errors(&errors));
+        return Err(crate::run::record_errors(&errors));
     }
     let id = rc.step_id(0);
     match report.status {
