@@ -14,7 +14,8 @@ use std::sync::atomic::AtomicBool;
 use chrono::{DateTime, FixedOffset};
 
 use crate::error::{Error, Message};
-use crate::exec::{self, Reporter, RunCtx, RunOptions, RunSummary};
+use crate::exec::spec::StepSpec;
+use crate::exec::{self, Event, Reporter, RunCtx, RunOptions, RunSummary, StepReport, StepStatus};
 use crate::io::Registry;
 use crate::model::{AssetId, ConfigOverride, Defs, ExecutorKind};
 use crate::partitions::{KeyCtx, PartitionsDef};
@@ -357,6 +358,107 @@ impl Run {
             end,
         })
     }
+}
+
+/// The run context of one step of a recorded run, from its spec (what
+/// `dg step` runs): the spec's run, *now*, config and attempt, over the
+/// definitions here.
+pub fn step_ctx(
+    spec: &StepSpec,
+    project: &Project,
+    mut defs: Defs,
+    registry: &Registry,
+    store: &Arc<dyn StateStore>,
+    cancel: Arc<AtomicBool>,
+    attempt: u32,
+) -> Result<RunCtx, Error> {
+    let now = DateTime::parse_from_rfc3339(&spec.now).map_err(|e| {
+        Error::usage(format!(
+            "the step spec's `now` `{}` is invalid: {e}",
+            spec.now
+        ))
+    })?;
+    let cx = key_ctx(&defs, project, now.timestamp())?;
+    let in_step = |e: exec::spec::SpecError| Error::usage(format!("step `{}`: {e}", spec.step_id));
+    let id = spec.apply_to(&mut defs).map_err(in_step)?;
+    let plan = spec.one_step_plan(&defs, id, &cx).map_err(in_step)?;
+    let mut rc = RunCtx::new(
+        spec.run_id.clone(),
+        now,
+        project.root.clone(),
+        project.state_dir.clone(),
+        defs,
+        plan,
+        cx,
+        registry,
+        cancel,
+        Some(store.clone()),
+    )
+    .map_err(|errors| Error::Plan(Message::errors(errors)))?;
+    if rc.step_id(0) != spec.step_id {
+        return Err(Error::usage(format!(
+            "the step spec names step `{}`, but the definitions here make it `{}`",
+            spec.step_id,
+            rc.step_id(0)
+        )));
+    }
+    rc.started_at = spec.started_at.clone();
+    rc.first_attempt = attempt;
+    rc.profile = spec.profile.clone();
+    Ok(rc)
+}
+
+/// Runs the one step of `rc` (from [`step_ctx`]) and records it in the
+/// run's store, as the run's own scheduler would: its lease kept alive,
+/// `cancel` watched, its result written. `reporter` sees every event.
+/// `Err` ([`Error::Run`]) when the history could not be written.
+pub fn execute_step(
+    rc: &RunCtx,
+    store: Arc<dyn StateStore>,
+    cancel: Arc<AtomicBool>,
+    reporter: &dyn Reporter,
+) -> Result<StepReport, Error> {
+    let history = exec::history::History::start(store.clone());
+    let reporter = exec::history::Fanout(vec![&history, reporter]);
+    let mut report = {
+        let _beat = exec::Heartbeat::start(store, rc.lease.clone());
+        let finished = Arc::new(AtomicBool::new(false));
+        let dog = exec::process::Watchdog::start(cancel, finished.clone());
+        let r = exec::run_step(rc, 0, &dog, &reporter);
+        finished.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    report
+        .records
+        .push(crate::state::Record::StepResult(crate::state::StepResult {
+            run_id: rc.run_id.clone(),
+            step_id: rc.step_id(0),
+            attempt: rc.first_attempt,
+            status: match report.status {
+                StepStatus::Success => "success",
+                StepStatus::Failed => "failed",
+                StepStatus::Skipped => "skipped",
+            }
+            .into(),
+            attempts: report.attempts,
+            error: report.error.clone(),
+            blocked_by: report.blocked_by.clone(),
+            log_path: report
+                .log
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+            host: crate::state::hostname(),
+            finished_at: exec::timestamp(),
+        }));
+    reporter.event(rc, &Event::StepFinished(&report));
+    let errors = history.finish();
+    // The run's own folder stays: other steps of the run may be using it
+    // (the run removes it when it ends).
+    rc.drop_scratch();
+    if !errors.is_empty() {
+        return Err(record_errors(&errors));
+    }
+    Ok(report)
 }
 
 /// Write errors of the history, once each with how often they happened: a

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use super::Session;
 use crate::error::{Error, Outcome};
 use crate::exec::spec::StepSpec;
-use crate::exec::{self, Event, Reporter, RunCtx, StepStatus};
+use crate::exec::{Event, Reporter, RunCtx, StepStatus};
 use crate::state::StateStore;
 
 /// Says on stderr when an attempt fails and is retried.
@@ -98,7 +98,7 @@ pub fn step(
         },
         (None, None) => return Err(Error::usage("give RUN_ID and STEP_ID, or `--spec FILE`")),
     };
-    let spec = StepSpec::parse(&text).map_err(Error::usage)?;
+    let spec = StepSpec::parse(&text).map_err(|e| Error::usage(e.to_string()))?;
     run_spec(s, store, &spec, attempt.unwrap_or(spec.attempt))
 }
 
@@ -110,87 +110,19 @@ fn run_spec(
     attempt: u32,
 ) -> Result<Outcome, Error> {
     let profile = spec.profile.as_deref().or(s.global.profile.as_deref());
-    let (project, mut defs) = s.load_defs_profile(profile)?;
-    let now = chrono::DateTime::parse_from_rfc3339(&spec.now).map_err(|e| {
-        Error::usage(format!(
-            "the step spec's `now` `{}` is invalid: {e}",
-            spec.now
-        ))
-    })?;
-    let cx = crate::run::key_ctx(&defs, &project, now.timestamp())?;
-    let in_step = |e: String| Error::usage(format!("step `{}`: {e}", spec.step_id));
-    let id = spec.apply_to(&mut defs).map_err(in_step)?;
-    let plan = spec.one_step_plan(&defs, id, &cx).map_err(in_step)?;
+    let (project, defs) = s.load_defs_profile(profile)?;
     let cancel = Arc::new(AtomicBool::new(false));
     super::run::watch_signals(cancel.clone(), s.out.quiet);
-    let mut rc = match RunCtx::new(
-        spec.run_id.clone(),
-        now,
-        project.root.clone(),
-        project.state_dir.clone(),
+    let rc = crate::run::step_ctx(
+        spec,
+        &project,
         defs,
-        plan,
-        cx,
         &s.registry,
+        &store,
         cancel.clone(),
-        Some(store.clone()),
-    ) {
-        Ok(rc) => rc,
-        Err(errors) => return Err(Error::Plan(crate::error::Message::errors(errors))),
-    };
-    if rc.step_id(0) != spec.step_id {
-        return Err(Error::usage(format!(
-            "the step spec names step `{}`, but the definitions here make it `{}`",
-            spec.step_id,
-            rc.step_id(0)
-        )));
-    }
-    rc.started_at = spec.started_at.clone();
-    rc.first_attempt = attempt;
-    rc.profile = spec.profile.clone();
-
-    let history = exec::history::History::start(store.clone());
-    let lines = Lines(s);
-    let reporter = exec::history::Fanout(vec![&history, &lines]);
-    let report = {
-        let _beat = exec::Heartbeat::start(store, rc.lease.clone());
-        let finished = Arc::new(AtomicBool::new(false));
-        let dog = exec::process::Watchdog::start(cancel, finished.clone());
-        let r = exec::run_step(&rc, 0, &dog, &reporter);
-        finished.store(true, std::sync::atomic::Ordering::Relaxed);
-        r
-    };
-    let mut report = report;
-    report
-        .records
-        .push(crate::state::Record::StepResult(crate::state::StepResult {
-            run_id: rc.run_id.clone(),
-            step_id: rc.step_id(0),
-            attempt: rc.first_attempt,
-            status: match report.status {
-                StepStatus::Success => "success",
-                StepStatus::Failed => "failed",
-                StepStatus::Skipped => "skipped",
-            }
-            .into(),
-            attempts: report.attempts,
-            error: report.error.clone(),
-            blocked_by: report.blocked_by.clone(),
-            log_path: report
-                .log
-                .as_ref()
-                .map(|p| p.to_string_lossy().into_owned()),
-            host: crate::state::hostname(),
-            finished_at: exec::timestamp(),
-        }));
-    reporter.event(&rc, &Event::StepFinished(&report));
-    let errors = history.finish();
-    // The run's own folder stays: other steps of the run may be using it
-    // (the run removes it when it ends).
-    rc.drop_scratch();
-    if !errors.is_empty() {
-        return Err(crate::run::record_errors(&errors));
-    }
+        attempt,
+    )?;
+    let report = crate::run::execute_step(&rc, store, cancel, &Lines(s))?;
     let id = rc.step_id(0);
     match report.status {
         StepStatus::Success if report.blocked_by.is_none() => {
