@@ -35,10 +35,12 @@ const LAYERS: &[&str] = &[
     // What a command targets, and how.
     "select", // selection syntax
     "plan",   // steps and their dependencies
+    "error",  // every stage's errors and their exit codes
     // Running.
     "sql",   // the `sql` compute and checks, in-database SQL
     "state", // run history
     "exec",  // scheduler, executors, one step
+    "run",   // a run as a library: target, plan, prepare, execute
     "cli",   // the command line
 ];
 

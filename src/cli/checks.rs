@@ -4,8 +4,8 @@
 use chrono::{DateTime, FixedOffset};
 use serde_json::json;
 
-use super::plan::select_assets;
-use super::{EXIT_OK, EXIT_USAGE, Session};
+use super::Session;
+use crate::error::{Error, Outcome};
 use crate::model::Asset;
 use crate::partitions::KeyCtx;
 use crate::state::{CheckRecord, StateStore};
@@ -127,36 +127,23 @@ pub fn health(
 }
 
 /// `dg checks [--select SEL] [--json]`.
-pub fn checks(s: &Session, select: &str, json: bool) -> i32 {
-    let (defs, _project, store) = match super::history::store(s) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
+pub fn checks(s: &Session, select: &str, json: bool) -> Result<Outcome, Error> {
+    let (defs, _project, store) = super::history::store(s)?;
     let mut cx = KeyCtx::new(s.now.timestamp());
-    if let Err(e) = crate::state::dynamic_keys(&defs, &*store, &mut cx) {
-        s.out
-            .error(&format!("cannot read dynamic partitions: {e:#}"));
-        return EXIT_USAGE;
-    }
-    let selected = match select_assets(s, &defs, select) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
+    crate::state::dynamic_keys(&defs, &*store, &mut cx)
+        .map_err(|e| Error::store(format!("cannot read dynamic partitions: {e:#}")))?;
+    let selected = crate::run::select(&defs, select)?;
     let mut all = Vec::new();
     let mut lines = Vec::new();
     let (mut passed, mut failed) = (0usize, 0usize);
     for &a in &selected {
         let asset = &defs.assets[a];
-        let rows = match latest(&*store, asset, &cx) {
-            Ok(r) => r,
-            Err(e) => {
-                s.out.error(&format!(
-                    "cannot read the check results of `{}`: {e:#}",
-                    asset.key
-                ));
-                return EXIT_USAGE;
-            }
-        };
+        let rows = latest(&*store, asset, &cx).map_err(|e| {
+            Error::store(format!(
+                "cannot read the check results of `{}`: {e:#}",
+                asset.key
+            ))
+        })?;
         for c in &asset.checks {
             if !rows.iter().any(|r| r.check == c.name) {
                 lines.push(format!(
@@ -219,5 +206,5 @@ pub fn checks(s: &Session, select: &str, json: bool) -> i32 {
             "{passed} passed, {failed} failed (latest result of each check and partition)"
         ));
     }
-    EXIT_OK
+    Ok(Outcome::Ok)
 }

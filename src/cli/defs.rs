@@ -2,13 +2,14 @@
 
 use serde_json::json;
 
+use super::Session;
 use super::ci::{self, Finding, Format};
-use super::{EXIT_OK, EXIT_USAGE, Session};
 use crate::diag::{JsonDiagnostic, Kind, Severity};
+use crate::error::{Error, Outcome};
 use crate::model::Defs;
 use crate::partitions::PartitionsDef;
 
-pub fn check(s: &Session, format: Format, strict: bool) -> i32 {
+pub fn check(s: &Session, format: Format, strict: bool) -> Result<Outcome, Error> {
     let mut loaded = s.load();
     if strict {
         for d in &mut loaded.diags.items {
@@ -49,43 +50,37 @@ pub fn check(s: &Session, format: Format, strict: bool) -> i32 {
             "errors": conv(errors),
             "warnings": conv(warnings),
         }));
-        return if ok { EXIT_OK } else { EXIT_USAGE };
+        return Ok(if ok { Outcome::Ok } else { Outcome::Invalid });
     }
+    let d = match loaded.defs.take() {
+        Some(d) if ok => d,
+        _ => {
+            let then = format!("definitions are invalid: {}", loaded.diags);
+            return Err(Error::invalid(loaded.sources, loaded.diags, Some(then)));
+        }
+    };
     s.report(&loaded.sources, &loaded.diags);
     // With a report on stdout, stdout holds nothing else.
     if format == Format::Gitlab {
-        if !ok {
-            s.out
-                .error(&format!("definitions are invalid: {}", loaded.diags));
-        }
-        return if ok { EXIT_OK } else { EXIT_USAGE };
+        return Ok(Outcome::Ok);
     }
-    match &loaded.defs {
-        Some(d) if ok => {
-            let w = loaded.diags.warning_count();
-            let warn = if w > 0 {
-                format!(", {w} warning{}", plural(w))
-            } else {
-                String::new()
-            };
-            s.out.info(&format!(
-                "{} {} asset{}, {} resource{}, {} partitions definition{}: all valid{warn}",
-                s.out.green("✓"),
-                d.assets.len(),
-                plural(d.assets.len()),
-                d.resources.len(),
-                plural(d.resources.len()),
-                d.partitions.len(),
-                plural(d.partitions.len()),
-            ));
-            EXIT_OK
-        }
-        _ => {
-            s.out
-                .error(&format!("definitions are invalid: {}", loaded.diags));
-            EXIT_USAGE
-        }
-    }
+    let w = loaded.diags.warning_count();
+    let warn = if w > 0 {
+        format!(", {w} warning{}", plural(w))
+    } else {
+        String::new()
+    };
+    s.out.info(&format!(
+        "{} {} asset{}, {} resource{}, {} partitions definition{}: all valid{warn}",
+        s.out.green("✓"),
+        d.assets.len(),
+        plural(d.assets.len()),
+        d.resources.len(),
+        plural(d.resources.len()),
+        d.partitions.len(),
+        plural(d.partitions.len()),
+    ));
+    Ok(Outcome::Ok)
 }
 
 /// Where a finding without a file points: the project's `dg.toml`, as shown
@@ -151,14 +146,11 @@ fn partitions_json(p: &PartitionsDef) -> serde_json::Value {
     }
 }
 
-pub fn list(s: &Session, json: bool) -> i32 {
-    let (_loaded, defs) = match s.load_or_report() {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+pub fn list(s: &Session, json: bool) -> Result<Outcome, Error> {
+    let (_project, defs) = s.load_defs()?;
     if json {
         s.out.json(&defs_json(&defs));
-        return EXIT_OK;
+        return Ok(Outcome::Ok);
     }
     let mut assets: Vec<_> = defs.assets.iter().collect();
     assets.sort_by(|a, b| a.key.cmp(&b.key));
@@ -212,7 +204,7 @@ pub fn list(s: &Session, json: bool) -> i32 {
         s.out
             .line(&format!("  {k:w$}  {}", describe_partitions(&p.def)));
     }
-    EXIT_OK
+    Ok(Outcome::Ok)
 }
 
 /// A settings resource's fields as written (`${env:…}` kept), secrets as `***`.

@@ -4,44 +4,37 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::plan::{Keys, collapse, select_assets};
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
+use super::Session;
+use super::plan::{Keys, collapse};
+use crate::error::{Error, Outcome};
 use crate::model::{Compute, Defs};
 use crate::partitions::{KeyCtx, PartitionsDef, check_key};
 use crate::state::StateStore;
 use crate::state::incremental::{History, Staleness};
 
-/// Opens the project's store, printing why not.
+/// Loads the definitions and opens the project's store.
 pub(super) fn store(
     s: &Session,
-) -> Result<(Defs, crate::project::Project, Arc<dyn StateStore>), i32> {
-    let (loaded, defs) = s.load_or_report()?;
-    let project = loaded.project.ok_or(EXIT_USAGE)?;
-    let store = crate::state::open(&project).map_err(|e| {
-        s.out.error(&format!("{e:#}"));
-        EXIT_USAGE
-    })?;
+) -> Result<(Defs, crate::project::Project, Arc<dyn StateStore>), Error> {
+    let (project, defs) = s.load_defs()?;
+    let store = crate::state::open(&project).map_err(|e| Error::store(format!("{e:#}")))?;
     let _ = store.reap_dead_runs();
     Ok((defs, project, store.into()))
 }
 
 pub use crate::state::dynamic_keys;
 
-pub fn status(s: &Session, select: &str, json: bool, fail_on_stale: bool) -> i32 {
-    let (defs, _project, store) = match store(s) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
+pub fn status(
+    s: &Session,
+    select: &str,
+    json: bool,
+    fail_on_stale: bool,
+) -> Result<Outcome, Error> {
+    let (defs, _project, store) = store(s)?;
     let mut cx = KeyCtx::new(s.now.timestamp());
-    if let Err(e) = dynamic_keys(&defs, &*store, &mut cx) {
-        s.out
-            .error(&format!("cannot read dynamic partitions: {e:#}"));
-        return EXIT_USAGE;
-    }
-    let selected = match select_assets(s, &defs, select) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
+    dynamic_keys(&defs, &*store, &mut cx)
+        .map_err(|e| Error::store(format!("cannot read dynamic partitions: {e:#}")))?;
+    let selected = crate::run::select(&defs, select)?;
     let mut history = History::new(&*store, &cx);
     history.read_ahead(store.clone(), &defs, &read_order(&defs, &selected));
     let mut keys = Keys::new(&cx);
@@ -63,13 +56,8 @@ pub fn status(s: &Session, select: &str, json: bool, fail_on_stale: bool) -> i32
             missing,
             stale,
             no_output,
-        } = match asset_parts(&defs, a, &cx, &mut history, &mut keys, &mut stale_flags) {
-            Ok(p) => p,
-            Err(e) => {
-                s.out.error(&format!("cannot read the history: {e:#}"));
-                return EXIT_USAGE;
-            }
-        };
+        } = asset_parts(&defs, a, &cx, &mut history, &mut keys, &mut stale_flags)
+            .map_err(|e| Error::store(format!("cannot read the history: {e:#}")))?;
         let ranges = |v: &[i64], keys: &mut Keys<'_>| -> Vec<String> {
             let Some(p) = &asset.partitions else {
                 return Vec::new();
@@ -91,16 +79,9 @@ pub fn status(s: &Session, select: &str, json: bool, fail_on_stale: bool) -> i32
             }
             out
         };
-        let health = match super::checks::health(&*store, asset, s.now) {
-            Ok(h) => h,
-            Err(e) => {
-                s.out.error(&format!(
-                    "cannot read the history of `{}`: {e:#}",
-                    asset.key
-                ));
-                return EXIT_USAGE;
-            }
-        };
+        let health = super::checks::health(&*store, asset, s.now).map_err(|e| {
+            Error::store(format!("cannot read the history of `{}`: {e:#}", asset.key))
+        })?;
         let mut why: Vec<String> = Vec::new();
         for (n, what) in [
             (missing.len(), "missing"),
@@ -188,15 +169,16 @@ pub fn status(s: &Session, select: &str, json: bool, fail_on_stale: bool) -> i32
         }
     }
     if fail_on_stale && !not_ok.is_empty() {
+        // What `--fail-on-stale` found, not an error of the command: exit 1.
         s.out.error(&format!(
             "{} selected asset{} not up to date: {}",
             not_ok.len(),
             if not_ok.len() == 1 { " is" } else { "s are" },
             not_ok.join("; ")
         ));
-        return EXIT_FAILED;
+        return Ok(Outcome::Failed);
     }
-    EXIT_OK
+    Ok(Outcome::Ok)
 }
 
 /// Partition indexes of one asset by status (0 when unpartitioned).
@@ -312,21 +294,14 @@ pub(super) fn asset_parts(
     })
 }
 
-pub fn runs(s: &Session, json: bool, limit: usize) -> i32 {
-    let (_defs, _p, store) = match store(s) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let runs = match store.runs(limit) {
-        Ok(r) => r,
-        Err(e) => {
-            s.out.error(&format!("cannot read runs: {e:#}"));
-            return EXIT_USAGE;
-        }
-    };
+pub fn runs(s: &Session, json: bool, limit: usize) -> Result<Outcome, Error> {
+    let (_defs, _p, store) = store(s)?;
+    let runs = store
+        .runs(limit)
+        .map_err(|e| Error::store(format!("cannot read runs: {e:#}")))?;
     if json {
         s.out.json(&json!({"runs": runs}));
-        return EXIT_OK;
+        return Ok(Outcome::Ok);
     }
     if runs.is_empty() {
         s.out.info("no runs yet");
@@ -346,32 +321,22 @@ pub fn runs(s: &Session, json: bool, limit: usize) -> i32 {
                 .unwrap_or_default()
         ));
     }
-    EXIT_OK
+    Ok(Outcome::Ok)
 }
 
-pub fn run_show(s: &Session, id: &str, json: bool) -> i32 {
-    let (_defs, _p, store) = match store(s) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
+pub fn run_show(s: &Session, id: &str, json: bool) -> Result<Outcome, Error> {
+    let (_defs, _p, store) = store(s)?;
     let run = match store.run(id) {
         Ok(Some(r)) => r,
-        Ok(None) => {
-            s.out.error(&format!("no run `{id}`"));
-            s.out.err("help: `dg runs` lists the recorded runs");
-            return EXIT_USAGE;
-        }
-        Err(e) => {
-            s.out.error(&format!("cannot read runs: {e:#}"));
-            return EXIT_USAGE;
-        }
+        Ok(None) => return Err(no_run(id)),
+        Err(e) => return Err(Error::store(format!("cannot read runs: {e:#}"))),
     };
     let attempts = store.attempts(id).unwrap_or_default();
     let mats = store.materializations(id).unwrap_or_default();
     if json {
         s.out
             .json(&json!({"run": run, "attempts": attempts, "materializations": mats}));
-        return EXIT_OK;
+        return Ok(Outcome::Ok);
     }
     s.out.line(&format!(
         "run {}  {}  started {}  ended {}",
@@ -400,25 +365,21 @@ pub fn run_show(s: &Session, id: &str, json: bool) -> i32 {
         ));
     }
     s.out.line(&format!("  {} materializations", mats.len()));
-    EXIT_OK
+    Ok(Outcome::Ok)
 }
 
-pub fn logs(s: &Session, id: &str, step: Option<&str>) -> i32 {
-    let (_defs, _p, store) = match store(s) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let attempts = match store.attempts(id) {
-        Ok(a) => a,
-        Err(e) => {
-            s.out.error(&format!("cannot read runs: {e:#}"));
-            return EXIT_USAGE;
-        }
-    };
+/// `no run ID`, with where to find the recorded ones.
+fn no_run(id: &str) -> Error {
+    Error::usage(format!("no run `{id}`")).help("`dg runs` lists the recorded runs")
+}
+
+pub fn logs(s: &Session, id: &str, step: Option<&str>) -> Result<Outcome, Error> {
+    let (_defs, _p, store) = store(s)?;
+    let attempts = store
+        .attempts(id)
+        .map_err(|e| Error::store(format!("cannot read runs: {e:#}")))?;
     if attempts.is_empty() && store.run(id).ok().flatten().is_none() {
-        s.out.error(&format!("no run `{id}`"));
-        s.out.err("help: `dg runs` lists the recorded runs");
-        return EXIT_USAGE;
+        return Err(no_run(id));
     }
     let mut paths: Vec<(String, String)> = Vec::new();
     for a in &attempts {
@@ -433,38 +394,38 @@ pub fn logs(s: &Session, id: &str, step: Option<&str>) -> i32 {
         match step {
             Some(st) => {
                 let ids: Vec<&str> = attempts.iter().map(|a| a.step_id.as_str()).collect();
-                s.out
-                    .error(&format!("run `{id}` has no log for step `{st}`"));
-                s.out.err(&format!(
-                    "help: {}",
-                    crate::diag::suggest(st, &ids, "steps of this run")
-                ));
-                return EXIT_USAGE;
+                return Err(
+                    Error::usage(format!("run `{id}` has no log for step `{st}`"))
+                        .help(crate::diag::suggest(st, &ids, "steps of this run")),
+                );
             }
             None => {
                 s.out.info("this run has no logs");
-                return EXIT_OK;
+                return Ok(Outcome::Ok);
             }
         }
     }
-    let mut missing = 0;
+    // The logs that can be read are printed; those that cannot, after them.
+    let mut unreadable = Vec::new();
     for (st, p) in &paths {
         if step.is_none() {
             s.out.line(&format!("=== {st}"));
         }
         if let Err(e) = print_file(std::path::Path::new(p)) {
-            s.out.error(&format!("cannot read {p}: {e}"));
-            missing += 1;
+            unreadable.push(format!("cannot read {p}: {e}"));
         }
     }
-    if missing > 0 {
-        s.out.err(&format!(
-            "help: {missing} of {} logs could not be read (deleted with the state folder's `logs/`?)",
+    if !unreadable.is_empty() {
+        let help = format!(
+            "{} of {} logs could not be read (deleted with the state folder's `logs/`?)",
+            unreadable.len(),
             paths.len()
+        );
+        return Err(Error::Io(
+            crate::error::Message::errors(unreadable).help(help),
         ));
-        return EXIT_FAILED;
     }
-    EXIT_OK
+    Ok(Outcome::Ok)
 }
 
 /// Copies a log to stdout as it is read, never the whole file in memory,
@@ -512,19 +473,20 @@ fn print_file(path: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn partitions_edit(s: &Session, name: &str, keys: &[String], add: bool) -> i32 {
-    let (defs, _p, store) = match store(s) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
+pub fn partitions_edit(
+    s: &Session,
+    name: &str,
+    keys: &[String],
+    add: bool,
+) -> Result<Outcome, Error> {
+    let (defs, _p, store) = store(s)?;
     match defs.partitions.get(name).map(|p| &*p.def) {
         Some(PartitionsDef::Dynamic { .. }) => {}
         Some(other) => {
-            s.out.error(&format!(
+            return Err(Error::usage(format!(
                 "partitions `{name}` are {}, not dynamic: only dynamic partitions take keys from `dg partitions add`",
                 other.type_name()
-            ));
-            return EXIT_USAGE;
+            )));
         }
         None => {
             let dynamic: Vec<&str> = defs
@@ -533,44 +495,28 @@ pub fn partitions_edit(s: &Session, name: &str, keys: &[String], add: bool) -> i
                 .filter(|(_, p)| matches!(*p.def, PartitionsDef::Dynamic { .. }))
                 .map(|(k, _)| k.as_str())
                 .collect();
-            s.out
-                .error(&format!("no partitions definition named `{name}`"));
-            s.out.err(&format!(
-                "help: {}",
-                crate::diag::suggest(name, &dynamic, "dynamic partitions")
-            ));
-            return EXIT_USAGE;
+            return Err(
+                Error::usage(format!("no partitions definition named `{name}`"))
+                    .help(crate::diag::suggest(name, &dynamic, "dynamic partitions")),
+            );
         }
     }
-    let mut bad = false;
-    for k in keys {
-        if let Some(problem) = check_key(k, true) {
-            s.out.error(&problem);
-            bad = true;
-        }
-    }
-    if bad {
-        return EXIT_USAGE;
+    let problems: Vec<String> = keys.iter().filter_map(|k| check_key(k, true)).collect();
+    if !problems.is_empty() {
+        return Err(Error::Usage(crate::error::Message::errors(problems)));
     }
     let r = if add {
         store.add_dynamic_keys(name, keys)
     } else {
         store.remove_dynamic_keys(name, keys)
     };
-    match r {
-        Ok(n) => {
-            let total = store.dynamic_keys(name).map(|k| k.len()).unwrap_or(0);
-            s.out.info(&format!(
-                "{} {n} key{} {} `{name}` ({total} in all)",
-                if add { "added" } else { "removed" },
-                if n == 1 { "" } else { "s" },
-                if add { "to" } else { "from" },
-            ));
-            EXIT_OK
-        }
-        Err(e) => {
-            s.out.error(&format!("{e:#}"));
-            EXIT_USAGE
-        }
-    }
+    let n = r.map_err(|e| Error::store(format!("{e:#}")))?;
+    let total = store.dynamic_keys(name).map(|k| k.len()).unwrap_or(0);
+    s.out.info(&format!(
+        "{} {n} key{} {} `{name}` ({total} in all)",
+        if add { "added" } else { "removed" },
+        if n == 1 { "" } else { "s" },
+        if add { "to" } else { "from" },
+    ));
+    Ok(Outcome::Ok)
 }

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 
+use super::Session;
 use super::scaffold::{shell_word, write_new};
-use super::{EXIT_FAILED, EXIT_OK, Session};
+use crate::error::{Error, Outcome};
 use crate::project::CONFIG_FILE;
 
 /// `dg.toml` as `dg init` writes it.
@@ -63,40 +64,34 @@ pub const EXAMPLE_FILE: &str = "example.toml";
 /// What `.gitignore` gets.
 const GITIGNORE_LINE: &str = ".dg/";
 
-pub fn init(s: &Session, dir: Option<&Path>) -> i32 {
+pub fn init(s: &Session, dir: Option<&Path>) -> Result<Outcome, Error> {
     let root = match (dir, &s.global.project) {
         (Some(d), _) => s.cwd.join(d),
         (None, Some(p)) => s.cwd.join(p),
         (None, None) => s.cwd.clone(),
     };
     let shown = shown_dir(&root, &s.cwd);
-    if let Err(msg) = check_empty(&root, &shown) {
-        s.out.error(&msg);
-        s.out.err(
-            "help: run `dg check defs` there to use that project, or pick another folder: `dg init NEW_DIR`",
-        );
-        return EXIT_FAILED;
-    }
+    // A folder that holds a project already is refused (exit 1, nothing changed).
+    check_empty(&root, &shown).map_err(|e| {
+        Error::io(e).help(
+            "run `dg check defs` there to use that project, or pick another folder: `dg init NEW_DIR`",
+        )
+    })?;
     let mut done = Undo::default();
-    match create(&root, &mut done) {
-        Ok(files) => {
-            // For editors: the `#:schema` lines above point here.
-            if let Err(e) = super::schema::write_schemas(&root.join(".dg"), &s.registry) {
-                s.out.warn(&format!(
-                    "cannot write the JSON Schemas into .dg/schema: {e} (run `dg schema --write` later)"
-                ));
-            }
-            next_steps(s, &shown, &files);
-            EXIT_OK
-        }
-        Err(e) => {
-            done.rollback();
-            s.out.error(&format!(
-                "cannot create the project in `{shown}`: {e}; nothing was left behind"
-            ));
-            EXIT_FAILED
-        }
+    let files = create(&root, &mut done).map_err(|e| {
+        done.rollback();
+        Error::io(format!(
+            "cannot create the project in `{shown}`: {e}; nothing was left behind"
+        ))
+    })?;
+    // For editors: the `#:schema` lines above point here.
+    if let Err(e) = super::schema::write_schemas(&root.join(".dg"), &s.registry) {
+        s.out.warn(&format!(
+            "cannot write the JSON Schemas into .dg/schema: {e} (run `dg schema --write` later)"
+        ));
     }
+    next_steps(s, &shown, &files);
+    Ok(Outcome::Ok)
 }
 
 /// The folder as the user would type it.
@@ -264,11 +259,10 @@ fn next_steps(s: &Session, shown: &str, files: &[String]) {
 }
 
 /// `dg completions SHELL`: the completion script on stdout.
-pub fn completions(shell: clap_complete::Shell) -> i32 {
+pub fn completions(shell: clap_complete::Shell) {
     let mut cmd = super::Cli::command();
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut cmd, "dg", &mut buf);
     // A closed pipe is not an error.
     let _ = std::io::stdout().lock().write_all(&buf);
-    EXIT_OK
 }

@@ -1,8 +1,10 @@
 //! Stage 8: the command line.
 //!
 //! Parsing (clap) is kept apart from the commands. Each command loads what it
-//! needs through [`Session`], prints for humans or as JSON, and returns an
-//! exit code: 0 success, 1 a run with failed or skipped steps, 2 a usage,
+//! needs through [`Session`], prints its output for humans or as JSON, and
+//! returns `Result<Outcome, Error>` ([`crate::error`]). Errors are printed
+//! here, in one place ([`Session::print_error`]), and both become the exit
+//! code here: 0 success, 1 a run with failed or skipped steps, 2 a usage,
 //! definitions or plan error.
 
 mod checks;
@@ -27,18 +29,14 @@ use chrono::{DateTime, FixedOffset};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::diag::{Diagnostic, Diagnostics, Kind, Render, Sources};
+use crate::error::{Error, Line, Message, Outcome};
 use crate::io::Registry;
 use crate::model::Defs;
 use crate::project::Project;
 
 pub use output::Out;
 
-/// Exit code: success.
-pub const EXIT_OK: i32 = 0;
-/// Exit code: the run had failed or skipped steps.
-pub const EXIT_FAILED: i32 = 1;
-/// Exit code: usage, definitions or plan error; nothing ran.
-pub const EXIT_USAGE: i32 = 2;
+pub use crate::error::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -414,16 +412,65 @@ impl Session {
         }
     }
 
-    /// Loads the definitions, or reports why not. Warnings are shown; errors end the command.
-    pub fn load_or_report(&self) -> Result<(Loaded, Defs), i32> {
-        let mut loaded = self.load();
-        self.report(&loaded.sources, &loaded.diags);
-        match loaded.defs.take() {
-            Some(d) => Ok((loaded, d)),
-            None => {
-                self.out
-                    .error(&format!("could not load definitions: {}", loaded.diags));
-                Err(EXIT_USAGE)
+    /// Loads the project and its definitions. Warnings are shown; errors
+    /// (with the warnings among them) are the `Err`.
+    pub fn load_defs(&self) -> Result<(crate::project::Project, Defs), Error> {
+        self.load_defs_profile(self.global.profile.as_deref())
+    }
+
+    /// [`Session::load_defs`] with profile `profile` in force.
+    pub fn load_defs_profile(
+        &self,
+        profile: Option<&str>,
+    ) -> Result<(crate::project::Project, Defs), Error> {
+        let loaded = self.load_profile(profile);
+        match loaded {
+            Loaded {
+                project: Some(p),
+                defs: Some(d),
+                sources,
+                diags,
+            } => {
+                self.report(&sources, &diags);
+                Ok((p, d))
+            }
+            Loaded { sources, diags, .. } => Err(Error::definitions(sources, diags)),
+        }
+    }
+
+    /// Prints an error on stderr: the one place errors are shown.
+    pub fn print_error(&self, e: &Error) {
+        match e {
+            Error::Usage(m) | Error::Plan(m) | Error::Store(m) | Error::Run(m) | Error::Io(m) => {
+                self.print_message(m)
+            }
+            Error::Definitions(inv) => {
+                self.report(&inv.sources, &inv.diags);
+                if let Some(then) = &inv.then {
+                    self.out.error(then);
+                }
+            }
+            Error::Select { text, error } => self.out.err(&error.render(text)),
+        }
+    }
+
+    fn print_message(&self, m: &Message) {
+        for line in &m.lines {
+            match line {
+                Line::Error(s) => self.out.error(s),
+                Line::Help(s) => self.out.err(&format!("help: {s}")),
+                Line::Text(s) => self.out.err(s),
+            }
+        }
+    }
+
+    /// The exit code of a command's result, its error printed.
+    pub fn finish(&self, r: Result<Outcome, Error>) -> i32 {
+        match r {
+            Ok(o) => o.exit_code(),
+            Err(e) => {
+                self.print_error(&e);
+                e.exit_code()
             }
         }
     }
@@ -501,7 +548,13 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
         out,
         global: cli.global.clone(),
     };
-    match cli.command {
+    let result = dispatch(&session, cli.command);
+    session.finish(result)
+}
+
+/// Runs one command.
+fn dispatch(session: &Session, command: Command) -> Result<Outcome, Error> {
+    match command {
         Command::Check {
             what:
                 CheckWhat::Defs {
@@ -509,20 +562,20 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
                     strict,
                     format,
                 },
-        } => defs::check(&session, ci::Format::resolve(format, json), strict),
+        } => defs::check(session, ci::Format::resolve(format, json), strict),
         Command::List {
             what: ListWhat::Defs { json },
-        } => defs::list(&session, json),
+        } => defs::list(session, json),
         Command::List {
             what: ListWhat::Partitions { name, json },
-        } => plan::list_partitions(&session, &name, json),
+        } => plan::list_partitions(session, &name, json),
         Command::Plan {
             target,
             json,
             graph,
-        } => plan::plan(&session, &target, json, graph),
+        } => plan::plan(session, &target, json, graph),
         Command::Materialize { job, target, run } => {
-            run::materialize(&session, &target, &run, job.as_deref())
+            run::materialize(session, &target, &run, job.as_deref())
         }
         Command::Step {
             run_id,
@@ -530,57 +583,60 @@ pub fn run_cli(cli: Cli, registry: Registry) -> i32 {
             spec,
             attempt,
         } => step::step(
-            &session,
+            session,
             run_id.as_deref().zip(step_id.as_deref()),
             spec.as_deref(),
             attempt,
         ),
-        Command::Tick { dry_run, json } => tick::tick(&session, dry_run, json),
+        Command::Tick { dry_run, json } => tick::tick(session, dry_run, json),
         Command::List {
             what: ListWhat::Jobs { json },
-        } => tick::list_jobs(&session, json),
+        } => tick::list_jobs(session, json),
         Command::Status {
             select,
             json,
             fail_on_stale,
-        } => history::status(&session, &select, json, fail_on_stale),
-        Command::Checks { select, json } => checks::checks(&session, &select, json),
+        } => history::status(session, &select, json, fail_on_stale),
+        Command::Checks { select, json } => checks::checks(session, &select, json),
         Command::Report { select, run, out } => {
-            report::report(&session, &select, run.as_deref(), &out)
+            report::report(session, &select, run.as_deref(), &out)
         }
-        Command::Ui { select, port } => report::ui(&session, &select, port),
+        Command::Ui { select, port } => report::ui(session, &select, port),
         Command::Runs {
             show: Some(RunsCmd::Show { run_id, json }),
             ..
-        } => history::run_show(&session, &run_id, json),
+        } => history::run_show(session, &run_id, json),
         Command::Runs {
             show: None,
             json,
             limit,
-        } => history::runs(&session, json, limit as usize),
-        Command::Logs { run_id, step } => history::logs(&session, &run_id, step.as_deref()),
+        } => history::runs(session, json, limit as usize),
+        Command::Logs { run_id, step } => history::logs(session, &run_id, step.as_deref()),
         Command::Partitions {
             cmd: PartitionsCmd::Add { name, keys },
-        } => history::partitions_edit(&session, &name, &keys, true),
+        } => history::partitions_edit(session, &name, &keys, true),
         Command::Partitions {
             cmd: PartitionsCmd::Remove { name, keys },
-        } => history::partitions_edit(&session, &name, &keys, false),
-        Command::Init { dir } => init::init(&session, dir.as_deref()),
-        Command::Scaffold { what } => scaffold::scaffold(&session, &what),
-        Command::Completions { shell } => init::completions(shell),
+        } => history::partitions_edit(session, &name, &keys, false),
+        Command::Init { dir } => init::init(session, dir.as_deref()),
+        Command::Scaffold { what } => scaffold::scaffold(session, &what),
+        Command::Completions { shell } => {
+            init::completions(shell);
+            Ok(Outcome::Ok)
+        }
         Command::Schema { of, write: false } => {
             session.out.json(&match of {
                 SchemaOf::Defs => crate::validate::schema::defs(&session.registry),
                 SchemaOf::Config => crate::validate::schema::config(&session.registry),
             });
-            EXIT_OK
+            Ok(Outcome::Ok)
         }
-        Command::Schema { write: true, .. } => schema_write(&session),
+        Command::Schema { write: true, .. } => schema_write(session),
     }
 }
 
 /// `dg schema --write`: both schemas into the project's state folder.
-fn schema_write(s: &Session) -> i32 {
+fn schema_write(s: &Session) -> Result<Outcome, Error> {
     let mut sources = crate::diag::Sources::default();
     let mut diags = crate::diag::Diagnostics::default();
     let Some(project) = crate::project::Project::discover(
@@ -589,24 +645,18 @@ fn schema_write(s: &Session) -> i32 {
         &mut sources,
         &mut diags,
     ) else {
-        s.report(&sources, &diags);
-        return EXIT_USAGE;
+        return Err(Error::project(sources, diags));
     };
-    match schema::write_schemas(&project.state_dir, &s.registry) {
-        Ok((defs, config)) => {
-            for p in [defs, config] {
-                s.out.line(&crate::project::display_path(&p, &s.cwd));
-            }
-            EXIT_OK
-        }
-        Err(e) => {
-            s.out.error(&format!(
-                "cannot write the schemas into {}: {e}",
-                project.state_dir.join("schema").display()
-            ));
-            EXIT_FAILED
-        }
+    let (defs, config) = schema::write_schemas(&project.state_dir, &s.registry).map_err(|e| {
+        Error::io(format!(
+            "cannot write the schemas into {}: {e}",
+            project.state_dir.join("schema").display()
+        ))
+    })?;
+    for p in [defs, config] {
+        s.out.line(&crate::project::display_path(&p, &s.cwd));
     }
+    Ok(Outcome::Ok)
 }
 
 fn init_tracing(verbose: u8) {

@@ -4,11 +4,10 @@ use std::io::{BufWriter, Write};
 
 use clap::{Args, ValueEnum};
 
-use super::{EXIT_OK, EXIT_USAGE, Session};
+use super::Session;
+use crate::error::{Error, Outcome};
 use crate::model::{AssetId, Defs};
-use crate::partitions::{KeyCtx, PartitionsDef};
-use crate::plan::{Plan, PlanError, Targeting};
-use crate::select;
+use crate::partitions::PartitionsDef;
 
 impl TargetArgs {
     /// `--select`, `*` when not given.
@@ -54,173 +53,68 @@ pub enum GraphFormat {
     Mermaid,
 }
 
-/// A resolved plan with everything needed to print it.
-pub struct Resolved {
-    pub project: crate::project::Project,
-    pub defs: Defs,
-    pub plan: Plan,
-    pub cx: KeyCtx,
-    pub selected: Vec<AssetId>,
+pub use crate::run::Resolved;
+
+impl TargetArgs {
+    /// The library's [`crate::run::Target`] for these flags.
+    pub fn target(&self) -> crate::run::Target {
+        crate::run::Target {
+            select: self.select().to_string(),
+            partition: self.partition.clone(),
+            partition_range: self.partition_range.clone(),
+            all_partitions: self.all_partitions,
+            last: self.last,
+        }
+    }
 }
 
 /// Loads the definitions and resolves the selection and the plan, printing
-/// errors. `Err` carries the exit code.
-pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, i32> {
-    let (loaded, defs) = s.load_or_report()?;
-    let project = loaded.project.ok_or(EXIT_USAGE)?;
+/// its notes.
+pub fn resolve(s: &Session, t: &TargetArgs) -> Result<Resolved, Error> {
+    let (project, defs) = s.load_defs()?;
     resolve_with(s, project, defs, t, s.now.timestamp())
 }
 
 /// Resolves the selection and the plan of loaded definitions as of `now`
-/// (Unix seconds), printing errors. `Err` carries the exit code.
+/// (Unix seconds), printing its notes.
 pub fn resolve_with(
     s: &Session,
     project: crate::project::Project,
     defs: Defs,
     t: &TargetArgs,
     now: i64,
-) -> Result<Resolved, i32> {
-    let cx = key_ctx_at(s, &defs, &project, now)?;
-    let selected = select_assets(s, &defs, t.select())?;
-    let targeting = if t.all_partitions {
-        Targeting::All
-    } else if let Some(n) = t.last {
-        Targeting::Last(i64::from(n), None)
-    } else if t.partition.as_deref() == Some("latest") {
-        Targeting::Last(1, None)
-    } else if let Some(def) = t
-        .partition
-        .as_deref()
-        .and_then(|k| k.strip_suffix(":latest"))
-        .filter(|d| defs.partitions.contains_key(*d))
-    {
-        Targeting::Last(1, Some(def.to_string()))
-    } else if let Some(k) = &t.partition {
-        Targeting::Partition(k.clone())
-    } else if let Some(r) = &t.partition_range {
-        match Targeting::range(r) {
-            Ok(t) => t,
-            Err(e) => {
-                report_plan_errors(s, &[e]);
-                return Err(EXIT_USAGE);
-            }
-        }
-    } else {
-        Targeting::None
-    };
-    match crate::plan::build(&defs, &selected, &targeting, &cx) {
-        Ok(plan) => {
-            for n in &plan.notes {
-                s.out.err(&format!("note: {n}"));
-            }
-            Ok(Resolved {
-                project,
-                defs,
-                plan,
-                cx,
-                selected,
-            })
-        }
-        Err(errors) => {
-            report_plan_errors(s, &errors);
-            Err(EXIT_USAGE)
-        }
+) -> Result<Resolved, Error> {
+    let r = crate::run::resolve(project, defs, &t.target(), now)?;
+    for n in &r.plan.notes {
+        s.out.err(&format!("note: {n}"));
     }
+    Ok(r)
 }
 
-/// *Now* and the keys of dynamic partitions (read from the state store only
-/// when some definition is dynamic).
-pub fn key_ctx(s: &Session, defs: &Defs, project: &crate::project::Project) -> Result<KeyCtx, i32> {
-    key_ctx_at(s, defs, project, s.now.timestamp())
-}
-
-/// [`key_ctx`] as of `now` (Unix seconds).
-pub(super) fn key_ctx_at(
+pub fn plan(
     s: &Session,
-    defs: &Defs,
-    project: &crate::project::Project,
-    now: i64,
-) -> Result<KeyCtx, i32> {
-    let mut cx = KeyCtx::new(now);
-    let dynamic = |d: &PartitionsDef| match d {
-        PartitionsDef::Dynamic { .. } => true,
-        PartitionsDef::Multi(m) => m
-            .dims
-            .iter()
-            .any(|(_, x)| matches!(**x, PartitionsDef::Dynamic { .. })),
-        _ => false,
-    };
-    let has_dynamic = defs.partitions.values().any(|p| dynamic(&p.def))
-        || defs
-            .assets
-            .iter()
-            .any(|a| a.partitions.as_ref().is_some_and(|p| dynamic(&p.def)));
-    if has_dynamic {
-        let loaded = crate::state::open(project)
-            .and_then(|store| crate::state::dynamic_keys(defs, &*store, &mut cx));
-        if let Err(e) = loaded {
-            s.out
-                .error(&format!("cannot read dynamic partitions: {e:#}"));
-            return Err(EXIT_USAGE);
-        }
-    }
-    Ok(cx)
-}
-
-/// Resolves `--select`, printing a located error on failure.
-pub fn select_assets(s: &Session, defs: &Defs, text: &str) -> Result<Vec<AssetId>, i32> {
-    let result = select::parse(text).and_then(|sel| sel.resolve(defs));
-    result.map_err(|e| {
-        s.out.err(&e.render(text));
-        EXIT_USAGE
-    })
-}
-
-/// Prints plan errors. Errors in a row that share their help (the same
-/// fix for several assets) show it once, after the last of them. A help of
-/// several lines prints each as `help: …`, indented lines as a list under it.
-fn report_plan_errors(s: &Session, errors: &[PlanError]) {
-    for (i, e) in errors.iter().enumerate() {
-        s.out.error(&e.message);
-        let Some(h) = &e.help else { continue };
-        if errors
-            .get(i + 1)
-            .is_some_and(|next| next.help.as_ref() == Some(h))
-        {
-            continue;
-        }
-        for line in h.lines() {
-            if line.starts_with(' ') {
-                s.out.err(&format!("    {line}"));
-            } else {
-                s.out.err(&format!("help: {line}"));
-            }
-        }
-    }
-}
-
-pub fn plan(s: &Session, t: &TargetArgs, json: bool, graph: Option<GraphFormat>) -> i32 {
+    t: &TargetArgs,
+    json: bool,
+    graph: Option<GraphFormat>,
+) -> Result<Outcome, Error> {
     if let Some(g) = graph {
         return graph_of_selection(s, t, g);
     }
-    let r = match resolve(s, t) {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+    let r = resolve(s, t)?;
     let plan = r.plan.group_ranges(&r.defs);
-    print(s, &Resolved { plan, ..r }, json)
+    print(s, &Resolved { plan, ..r }, json);
+    Ok(Outcome::Ok)
 }
 
 /// Prints a resolved plan for humans or as JSON.
-pub fn print(s: &Session, r: &Resolved, json: bool) -> i32 {
+pub fn print(s: &Session, r: &Resolved, json: bool) {
     if json {
         let stdout = std::io::stdout();
         let mut w = BufWriter::with_capacity(1 << 20, stdout.lock());
         let _ = write_plan_json(&mut w, r, &s.now.to_rfc3339()).and_then(|_| w.flush());
-        return EXIT_OK;
+        return;
     }
     print_plan(s, r);
-    EXIT_OK
 }
 
 pub use crate::partitions::KeyCache as Keys;
@@ -542,27 +436,16 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
 /// `dg plan --graph`: the selected assets and the edges between them. The
 /// graph needs no partitions; partition flags, when given, are still
 /// resolved so that a mistake in them is reported.
-fn graph_of_selection(s: &Session, t: &TargetArgs, g: GraphFormat) -> i32 {
+fn graph_of_selection(s: &Session, t: &TargetArgs, g: GraphFormat) -> Result<Outcome, Error> {
     if t.partition.is_some() || t.partition_range.is_some() || t.all_partitions {
-        return match resolve(s, t) {
-            Ok(r) => {
-                print_graph(s, &r.defs, &r.selected, g);
-                EXIT_OK
-            }
-            Err(code) => code,
-        };
+        let r = resolve(s, t)?;
+        print_graph(s, &r.defs, &r.selected, g);
+        return Ok(Outcome::Ok);
     }
-    let (_loaded, defs) = match s.load_or_report() {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    match select_assets(s, &defs, t.select()) {
-        Ok(selected) => {
-            print_graph(s, &defs, &selected, g);
-            EXIT_OK
-        }
-        Err(code) => code,
-    }
+    let (_project, defs) = s.load_defs()?;
+    let selected = crate::run::select(&defs, t.select())?;
+    print_graph(s, &defs, &selected, g);
+    Ok(Outcome::Ok)
 }
 
 /// An edge's label: the mapping, after the input's name when that is not
@@ -622,46 +505,34 @@ fn print_graph(s: &Session, defs: &Defs, selected: &[AssetId], g: GraphFormat) {
 }
 
 /// `dg list partitions NAME`: keys of a partitions definition or an asset's.
-pub fn list_partitions(s: &Session, name: &str, json: bool) -> i32 {
-    let (loaded, defs) = match s.load_or_report() {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let Some(project) = loaded.project else {
-        return EXIT_USAGE;
-    };
-    let cx = match key_ctx(s, &defs, &project) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+pub fn list_partitions(s: &Session, name: &str, json: bool) -> Result<Outcome, Error> {
+    let (project, defs) = s.load_defs()?;
+    let cx = crate::run::key_ctx(&defs, &project, s.now.timestamp())?;
     let def = match (defs.partitions.get(name), defs.asset(name)) {
         (Some(p), _) => p.def.clone(),
         (None, Some(a)) => match &a.partitions {
             Some(p) => p.def.clone(),
             None => {
-                s.out.error(&format!("asset `{name}` is not partitioned"));
                 let names: Vec<&str> = defs.partitions.keys().map(String::as_str).collect();
-                s.out.err(&format!(
-                    "help: name a partitions definition or a partitioned asset; definitions: {}",
-                    if names.is_empty() {
-                        "none".to_string()
-                    } else {
-                        crate::diag::list_names(&names)
-                    }
-                ));
-                return EXIT_USAGE;
+                return Err(
+                    Error::usage(format!("asset `{name}` is not partitioned")).help(format!(
+                        "name a partitions definition or a partitioned asset; definitions: {}",
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            crate::diag::list_names(&names)
+                        }
+                    )),
+                );
             }
         },
         (None, None) => {
             let mut names: Vec<&str> = defs.partitions.keys().map(String::as_str).collect();
             names.extend(defs.assets.iter().map(|a| a.key.as_str()));
-            s.out
-                .error(&format!("no partitions definition or asset named `{name}`"));
-            s.out.err(&format!(
-                "help: {}",
-                crate::diag::suggest(name, &names, "names")
-            ));
-            return EXIT_USAGE;
+            return Err(
+                Error::usage(format!("no partitions definition or asset named `{name}`"))
+                    .help(crate::diag::suggest(name, &names, "names")),
+            );
         }
     };
     let n = def.len(&cx);
@@ -704,5 +575,5 @@ pub fn list_partitions(s: &Session, name: &str, json: bool) -> i32 {
         w.flush()
     })();
     let _ = res; // a closed pipe is not an error
-    EXIT_OK
+    Ok(Outcome::Ok)
 }

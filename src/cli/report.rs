@@ -17,9 +17,10 @@ use std::path::Path;
 use chrono::DateTime;
 use serde_json::{Value, json};
 
+use super::Session;
 use super::history::{AssetParts, asset_parts, dynamic_keys, read_order};
-use super::plan::{Keys, select_assets};
-use super::{EXIT_OK, EXIT_USAGE, Session};
+use super::plan::Keys;
+use crate::error::{Error, Outcome};
 use crate::model::{Compute, Defs};
 use crate::partitions::{KeyCtx, MappingSpec};
 use crate::state::incremental::History;
@@ -42,39 +43,23 @@ const TAIL: usize = 30;
 const TEMPLATE: &str = include_str!("report.html");
 
 /// `dg report [--select SEL] [--run RUN_ID] [--out FILE]`.
-pub fn report(s: &Session, select: &str, run: Option<&str>, out: &Path) -> i32 {
-    let (defs, project, store) = match super::history::store(s) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
+pub fn report(s: &Session, select: &str, run: Option<&str>, out: &Path) -> Result<Outcome, Error> {
+    let (defs, project, store) = super::history::store(s)?;
     let mut cx = KeyCtx::new(s.now.timestamp());
-    if let Err(e) = dynamic_keys(&defs, &*store, &mut cx) {
-        s.out
-            .error(&format!("cannot read dynamic partitions: {e:#}"));
-        return EXIT_USAGE;
-    }
-    let selected = match select_assets(s, &defs, select) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let data = match build(s, &defs, &project, &store, &cx, &selected, run) {
-        Ok(d) => d,
-        Err(e) => {
-            s.out.error(&format!("{e:#}"));
-            return EXIT_USAGE;
-        }
-    };
+    dynamic_keys(&defs, &*store, &mut cx)
+        .map_err(|e| Error::store(format!("cannot read dynamic partitions: {e:#}")))?;
+    let selected = crate::run::select(&defs, select)?;
+    let data = build(s, &defs, &project, &store, &cx, &selected, run)
+        .map_err(|e| Error::store(format!("{e:#}")))?;
     let html = render(&data, false);
     let path = if out.is_absolute() {
         out.to_path_buf()
     } else {
         s.cwd.join(out)
     };
-    if let Err(e) = std::fs::write(&path, html.as_bytes()) {
-        s.out
-            .error(&format!("cannot write `{}`: {e}", path.display()));
-        return EXIT_USAGE;
-    }
+    // A `--out` that cannot be written is a usage error (exit 2): nothing was made.
+    std::fs::write(&path, html.as_bytes())
+        .map_err(|e| Error::usage(format!("cannot write `{}`: {e}", path.display())))?;
     let run_note = match data["run"]["id"].as_str() {
         Some(id) => format!(", run {id}"),
         None => ", no run recorded yet".to_string(),
@@ -86,7 +71,7 @@ pub fn report(s: &Session, select: &str, run: Option<&str>, out: &Path) -> i32 {
         data["assets"].as_array().map_or(0, Vec::len),
         html.len().div_ceil(1024)
     ));
-    EXIT_OK
+    Ok(Outcome::Ok)
 }
 
 /// The page: the template with the data in it. `<` is escaped in the
@@ -114,24 +99,12 @@ const UI_REFRESH_S: u32 = 10;
 /// `dg ui [--select SEL] [--port N]`: serves the report on 127.0.0.1,
 /// built again from the state store for every request (`/` the page,
 /// `/data.json` its data). Definitions are read once, at start.
-pub fn ui(s: &Session, select: &str, port: u16) -> i32 {
+pub fn ui(s: &Session, select: &str, port: u16) -> Result<Outcome, Error> {
     use std::io::{BufRead, BufReader, Write};
-    let (defs, project, store) = match super::history::store(s) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let selected = match select_assets(s, &defs, select) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    let listener = match std::net::TcpListener::bind(("127.0.0.1", port)) {
-        Ok(l) => l,
-        Err(e) => {
-            s.out
-                .error(&format!("cannot listen on 127.0.0.1:{port}: {e}"));
-            return EXIT_USAGE;
-        }
-    };
+    let (defs, project, store) = super::history::store(s)?;
+    let selected = crate::run::select(&defs, select)?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+        .map_err(|e| Error::usage(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -193,7 +166,7 @@ pub fn ui(s: &Session, select: &str, port: u16) -> i32 {
             body.len()
         );
     }
-    EXIT_OK
+    Ok(Outcome::Ok)
 }
 
 /// A mapping as the graph labels it: `identity`, `time_window -1`, …

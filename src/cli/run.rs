@@ -10,12 +10,12 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+use super::Session;
 use super::plan::{TargetArgs, resolve};
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
+use crate::error::{EXIT_HANGUP, EXIT_INTERRUPTED, Error, Outcome};
 use crate::exec::{self, Event, Reporter, RunCtx, RunOptions, StepStatus};
 use crate::model::{Job, JobTargeting};
-use crate::state::incremental::Mode;
-use crate::state::{RunRecord, RunStatus, StateStore};
+use crate::state::{RunRecord, RunStatus};
 
 /// The partition flags as given, for the run record.
 fn partition_args(t: &TargetArgs) -> String {
@@ -80,39 +80,6 @@ pub enum ExecutorArg {
     Slurm,
 }
 
-/// Parses `--config [ASSET.]FIELD=VALUE`. The asset is what comes before
-/// the last `.` (asset keys may hold dots; field names may not).
-fn parse_config(given: &str) -> Result<crate::model::ConfigOverride, String> {
-    let Some((lhs, raw)) = given.split_once('=') else {
-        return Err(format!(
-            "`--config {given}` has no `=`: write `ASSET.FIELD=VALUE` or `FIELD=VALUE`"
-        ));
-    };
-    let (asset, field) = match lhs.rsplit_once('.') {
-        Some((a, f)) => (Some(a.to_string()), f.to_string()),
-        None => (None, lhs.to_string()),
-    };
-    if field.is_empty() || asset.as_deref() == Some("") {
-        return Err(format!(
-            "`--config {given}`: write `ASSET.FIELD=VALUE` or `FIELD=VALUE`"
-        ));
-    }
-    let value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => match t.remove("v") {
-            Some(toml::Value::Datetime(d)) => serde_json::Value::String(d.to_string()),
-            Some(v) => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
-            None => serde_json::Value::String(raw.to_string()),
-        },
-        Err(_) => serde_json::Value::String(raw.to_string()),
-    };
-    Ok(crate::model::ConfigOverride {
-        given: given.to_string(),
-        asset,
-        field,
-        value,
-    })
-}
-
 /// A run id: UTC time plus a few random hex digits.
 fn new_run_id() -> String {
     let now = chrono::Utc::now();
@@ -123,43 +90,33 @@ fn new_run_id() -> String {
 }
 
 /// `dg materialize [--job NAME]`.
-pub fn materialize(s: &Session, t: &TargetArgs, args: &RunArgs, job: Option<&str>) -> i32 {
+pub fn materialize(
+    s: &Session,
+    t: &TargetArgs,
+    args: &RunArgs,
+    job: Option<&str>,
+) -> Result<Outcome, Error> {
     let Some(name) = job else {
-        return match resolve(s, t) {
-            Ok(r) => run_resolved(s, r, t, args, None, s.now).0,
-            Err(code) => code,
-        };
+        let r = resolve(s, t)?;
+        return Ok(run_resolved(s, r, t, args, None, s.now)?.0);
     };
-    let (loaded, defs) = match s.load_or_report() {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let Some(project) = loaded.project else {
-        return EXIT_USAGE;
-    };
+    let (project, defs) = s.load_defs()?;
     let Some(j) = defs.jobs.get(name) else {
-        s.out.error(&format!("unknown job `{name}`"));
         let names: Vec<&str> = defs.jobs.keys().map(String::as_str).collect();
-        if names.is_empty() {
-            s.out.err(
-                "help: no job is defined; add a `[jobs.NAME]` table (`dg scaffold defs job NAME`)",
-            );
+        let help = if names.is_empty() {
+            "no job is defined; add a `[jobs.NAME]` table (`dg scaffold defs job NAME`)".into()
         } else {
             let known = crate::diag::list_names(&names);
             match crate::diag::did_you_mean(name, names.iter().copied()) {
-                Some(c) => s
-                    .out
-                    .err(&format!("help: did you mean `{c}`? defined jobs: {known}")),
-                None => s.out.err(&format!("help: defined jobs: {known}")),
+                Some(c) => format!("did you mean `{c}`? defined jobs: {known}"),
+                None => format!("defined jobs: {known}"),
             }
-        }
-        return EXIT_USAGE;
+        };
+        return Err(Error::usage(format!("unknown job `{name}`")).help(help));
     };
     let (t, args) = job_args(j, t, args);
-    match super::plan::resolve_with(s, project, defs, &t, s.now.timestamp()) {
-        Ok(r) => run_resolved(s, r, &t, &args, Some(name), s.now).0,
-        Err(code) => code,
-    }
+    let r = super::plan::resolve_with(s, project, defs, &t, s.now.timestamp())?;
+    Ok(run_resolved(s, r, &t, &args, Some(name), s.now)?.0)
 }
 
 /// A job's selection, targeting and `missing`/`stale`, with what the
@@ -187,86 +144,35 @@ pub fn job_args(j: &Job, t: &TargetArgs, args: &RunArgs) -> (TargetArgs, RunArgs
     (t, args)
 }
 
-/// Runs a resolved plan as of `now`. Returns the exit code and the run id
-/// when a run was recorded.
+/// Runs a resolved plan as of `now`. Returns what the run found and its
+/// id when a run was recorded.
 pub fn run_resolved(
     s: &Session,
-    mut r: super::plan::Resolved,
+    r: super::plan::Resolved,
     t: &TargetArgs,
     args: &RunArgs,
     job: Option<&str>,
     now: chrono::DateTime<chrono::FixedOffset>,
-) -> (i32, Option<String>) {
-    let project = r.project;
-    let store: Arc<dyn StateStore> = match crate::state::open(&project) {
-        Ok(st) => Arc::from(st),
-        Err(e) => {
-            s.out.error(&format!("{e:#}"));
-            return (EXIT_USAGE, None);
-        }
+) -> Result<(Outcome, Option<String>), Error> {
+    let opts = crate::run::Options {
+        config: args.config.clone(),
+        missing: args.missing,
+        stale: args.stale,
     };
-    if let Err(e) = store.reap_dead_runs() {
-        s.out.error(&format!("cannot read the run history: {e:#}"));
-        return (EXIT_USAGE, None);
-    }
-    exec::remove_stale_scratch(&project.state_dir, &*store);
-    if !args.config.is_empty() {
-        let mut planned: Vec<crate::model::AssetId> =
-            r.plan.steps.iter().map(|st| st.asset).collect();
-        planned.extend(r.selected.iter().copied());
-        planned.sort_unstable();
-        planned.dedup();
-        let parsed: Vec<_> = args.config.iter().map(|c| parse_config(c)).collect();
-        let mut errors: Vec<String> = parsed.iter().filter_map(|p| p.clone().err()).collect();
-        let overrides: Vec<_> = parsed.into_iter().filter_map(Result::ok).collect();
-        if let Err(e) = r.defs.apply_config(&planned, &overrides) {
-            errors.extend(e);
-        }
-        if !errors.is_empty() {
-            for e in &errors {
-                s.out.error(e);
-            }
-            return (EXIT_USAGE, None);
-        }
-    }
-    let mut plan = r.plan;
-    if args.missing || args.stale {
-        let mode = if args.stale {
-            Mode::Stale
-        } else {
-            Mode::Missing
-        };
-        plan = match crate::state::incremental::filter(plan, &r.defs, &r.cx, &*store, mode) {
-            Ok(p) => p,
-            Err(e) => {
-                s.out.error(&format!("cannot read the run history: {e:#}"));
-                return (EXIT_USAGE, None);
-            }
-        };
-    }
-    // Consecutive partitions of assets with `backfill` become range steps,
-    // after `--missing`/`--stale` kept what needs to run.
-    let plan = plan.group_ranges(&r.defs);
+    let planned = crate::run::plan(r, &opts)?;
     if args.dry_run {
-        let resolved = super::plan::Resolved {
-            project,
-            defs: r.defs,
-            plan,
-            cx: r.cx,
-            selected: r.selected,
-        };
-        return (super::plan::print(s, &resolved, args.json), None);
+        super::plan::print(s, &planned.into_resolved(), args.json);
+        return Ok((Outcome::Ok, None));
     }
-    if plan.steps.is_empty() {
+    if planned.plan.steps.is_empty() {
         // CI uploads the report: an empty one says that nothing was to do.
-        if let Some(path) = &args.junit
-            && let Err(e) = super::junit::write(path, "dg materialize", &exec::timestamp(), &[])
-        {
-            s.out.error(&format!(
-                "cannot write the JUnit report {}: {e:#}",
-                path.display()
-            ));
-            return (EXIT_FAILED, None);
+        if let Some(path) = &args.junit {
+            super::junit::write(path, "dg materialize", &exec::timestamp(), &[]).map_err(|e| {
+                Error::io(format!(
+                    "cannot write the JUnit report {}: {e:#}",
+                    path.display()
+                ))
+            })?;
         }
         if args.format == Some(super::ci::Format::Gitlab) {
             s.out.json(&json!([]));
@@ -276,129 +182,21 @@ pub fn run_resolved(
         } else {
             s.out.info("nothing to do");
         }
-        return (EXIT_OK, None);
+        return Ok((Outcome::Ok, None));
     }
     let cancel = Arc::new(AtomicBool::new(false));
     watch_signals(cancel.clone(), s.out.quiet);
     let run_id = new_run_id();
-    let mut rc = match RunCtx::new(
-        run_id.clone(),
-        now,
-        project.root.clone(),
-        project.state_dir.clone(),
-        r.defs,
-        plan,
-        r.cx,
-        &s.registry,
-        cancel.clone(),
-        Some(store.clone()),
-    ) {
-        Ok(rc) => rc,
-        Err(errors) => {
-            for e in errors {
-                s.out.error(&e);
-            }
-            return (EXIT_USAGE, None);
-        }
-    };
-    rc.profile = project.selected_profile.clone();
-    match exec::missing_inputs(&rc) {
-        Ok(mut missing) if !missing.is_empty() => {
-            // Keys come in the order the steps found them: show them in partition order.
-            for (asset, keys) in &mut missing {
-                let def = rc
-                    .defs
-                    .assets
-                    .iter()
-                    .find(|a| a.key == *asset)
-                    .and_then(|a| a.partitions.as_ref());
-                if let Some(p) = def {
-                    keys.sort_by_cached_key(|k| {
-                        (p.def.index_of(k, &rc.cx).unwrap_or(i64::MAX), k.clone())
-                    });
-                }
-            }
-            s.out.error(
-                "upstream partitions that this run reads are not materialized, so nothing ran",
-            );
-            for (asset, keys) in &missing {
-                let shown = if keys.len() == 1 && keys[0].is_empty() {
-                    String::new()
-                } else {
-                    let mut v: Vec<&str> = keys.iter().map(String::as_str).take(8).collect();
-                    if keys.len() > 8 {
-                        v.push("…");
-                    }
-                    format!(" [{}] ({})", v.join(", "), keys.len())
-                };
-                s.out.err(&format!("  missing: `{asset}`{shown}"));
-            }
-            // Source assets are never materialized by dg: `+` cannot help.
-            let is_source = |key: &str| {
-                rc.defs
-                    .assets
-                    .iter()
-                    .any(|a| a.key == key && matches!(a.compute, crate::model::Compute::Source))
-            };
-            // The planned assets that read what is missing: `+` on them
-            // brings the missing partitions into the run.
-            let mut readers: Vec<&str> = Vec::new();
-            for st in &rc.plan.steps {
-                let a = &rc.defs.assets[st.asset];
-                let reads_missing = st.inputs.iter().any(|inp| {
-                    let up = &rc.defs.assets[inp.upstream].key;
-                    !inp.in_plan
-                        && !a.inputs[inp.input].allow_missing_partitions
-                        && !is_source(up)
-                        && missing.iter().any(|(k, _)| k == up)
-                });
-                if reads_missing && !readers.contains(&a.key.as_str()) {
-                    readers.push(&a.key);
-                }
-            }
-            if !readers.is_empty() {
-                let sel = readers
-                    .iter()
-                    .map(|k| format!("+{k}"))
-                    .collect::<Vec<_>>()
-                    .join(" or ");
-                s.out.err(&format!(
-                    "help: materialize them first, or include them in this run with `--select '{sel}'` (`+X` selects X and everything upstream of it)",
-                ));
-            }
-            for (asset, _) in missing.iter().filter(|(k, _)| is_source(k)) {
-                s.out.err(&format!(
-                    "help: `{asset}` is a source asset (`source = true`): dg never materializes it, so its data must already be where its I/O manager reads it"
-                ));
-            }
-            return (EXIT_USAGE, None);
-        }
-        Ok(_) => {}
-        Err(e) => {
-            s.out.error(&format!("pre-run check failed: {e}"));
-            return (EXIT_USAGE, None);
-        }
-    }
     let executor = match args.executor {
         Some(ExecutorArg::Local) => crate::model::ExecutorKind::Local,
         Some(ExecutorArg::Slurm) => crate::model::ExecutorKind::Slurm,
-        None => project.executor,
+        None => planned.project.executor,
     };
-    if executor == crate::model::ExecutorKind::Slurm {
-        let pre = exec::slurm::preflight(&rc, &project);
-        for w in &pre.warnings {
-            s.out.warn(w);
-        }
-        if !pre.errors.is_empty() {
-            for e in &pre.errors {
-                s.out.error(e);
-            }
-            s.out.err(
-                "help: nothing was submitted; `--executor local` runs the plan on this machine",
-            );
-            return (EXIT_USAGE, None);
-        }
+    let run = planned.prepare(run_id.clone(), now, &s.registry, cancel, executor)?;
+    for w in &run.warnings {
+        s.out.warn(w);
     }
+    let (rc, project) = (&run.rc, &run.project);
     let jobs = args
         .jobs
         .map(|j| j as usize)
@@ -453,69 +251,20 @@ pub fn run_resolved(
             (!c.is_empty()).then_some(serde_json::Value::Object(c))
         },
     };
-    if let Err(e) = store.begin_run(&record) {
-        s.out.error(&format!("cannot record the run: {e:#}"));
-        return (EXIT_USAGE, None);
-    }
-    // Every step as a spec, so `dg step RUN_ID STEP_ID` can run it anywhere.
-    let specs: Vec<(String, String)> = (0..rc.plan.steps.len())
-        .map(|si| (rc.step_id(si), rc.spec(si, 1).to_json()))
-        .collect();
-    if let Err(e) = store.save_step_specs(&run_id, &specs) {
-        s.out
-            .error(&format!("cannot record the run's steps: {e:#}"));
-        let _ = store.end_run(&run_id, RunStatus::Failure, &exec::timestamp(), 0);
-        return (EXIT_USAGE, None);
-    }
-    drop(specs);
-    let history = exec::history::History::start(store.clone());
-    let reporter = exec::history::Fanout(vec![&history, &display]);
     let opts = RunOptions {
         jobs,
         fail_fast: args.fail_fast,
         pools: project.pools.clone(),
     };
-    let summary = match executor {
-        crate::model::ExecutorKind::Local => exec::execute(&rc, &opts, &reporter),
-        crate::model::ExecutorKind::Slurm => {
-            match exec::slurm::Slurm::new(&reporter, project.slurm.clone()) {
-                Ok(mut ex) => exec::schedule(&rc, &opts, &reporter, &mut ex),
-                Err(e) => {
-                    s.out.error(&e);
-                    let _ = history.finish();
-                    let _ = store.end_run(&run_id, RunStatus::Failure, &exec::timestamp(), 0);
-                    return (EXIT_USAGE, None);
-                }
-            }
-        }
-    };
+    let executed = run.execute(&record, &opts, &display)?;
     display.finish();
-    // A run whose history could not be written is not a success: what it
-    // materialized is not known to `status`, `--missing` or `--stale`.
-    let record_errors = history.finish();
-    let history_lost = !record_errors.is_empty();
-    if history_lost {
-        report_record_errors(s, &record_errors);
+    // The run goes on to its summary: these errors are shown before it.
+    for e in [&executed.history, &executed.end].into_iter().flatten() {
+        s.print_error(e);
     }
-    let success = summary.success() && !history_lost;
-    let status = if summary.interrupted {
-        RunStatus::Canceled
-    } else if success {
-        RunStatus::Success
-    } else {
-        RunStatus::Failure
-    };
-    let mut success = success;
-    if let Err(e) = store.end_run(
-        &run_id,
-        status,
-        &exec::timestamp(),
-        rc.plan.steps.len() as i64,
-    ) {
-        s.out
-            .error(&format!("recording the end of the run failed: {e:#}"));
-        success = false;
-    }
+    let history_lost = executed.history.is_some();
+    let mut success = executed.success();
+    let summary = &executed.summary;
 
     let failed: Vec<&exec::StepReport> = summary
         .reports
@@ -557,11 +306,11 @@ pub fn run_resolved(
             ""
         }
     );
-    let summary_json = run_summary_json(&rc, &summary, &run_id, success);
+    let summary_json = run_summary_json(rc, summary, &run_id, success);
     match format {
-        super::ci::Format::Github => s.out.raw(&super::ci::github(&run_findings(&rc, &summary))),
+        super::ci::Format::Github => s.out.raw(&super::ci::github(&run_findings(rc, summary))),
         super::ci::Format::Gitlab => s.out.json(&super::ci::gitlab(
-            &run_findings(&rc, &summary),
+            &run_findings(rc, summary),
             &crate::project::display_path(&project.root.join("dg.toml"), &s.cwd),
         )),
         _ => {}
@@ -571,13 +320,13 @@ pub fn run_resolved(
             path,
             &format!("dg materialize (run {run_id})"),
             &record.started_at,
-            &junit_cases(&rc, &summary),
+            &junit_cases(rc, summary),
         )
     {
-        s.out.error(&format!(
+        s.print_error(&Error::io(format!(
             "cannot write the JUnit report {}: {e:#}",
             path.display()
-        ));
+        )));
         success = false;
     }
     if format == super::ci::Format::Json {
@@ -588,13 +337,12 @@ pub fn run_resolved(
     } else {
         s.out.err(&line);
     }
-    run_hooks(s, &project, &run_id, success, &summary_json);
-    let code = match forced_exit() {
-        Some(code) => code,
-        None if success => EXIT_OK,
-        None => EXIT_FAILED,
+    run_hooks(s, project, &run_id, success, &summary_json);
+    let outcome = match forced_exit() {
+        Some(code) => Outcome::Interrupted(code),
+        None => Outcome::ok_if(success),
     };
-    (code, Some(run_id))
+    Ok((outcome, Some(run_id)))
 }
 
 /// One JUnit test case per step and per check.
@@ -927,29 +675,6 @@ pub(super) fn show_log_tail(
     }
 }
 
-/// Write errors of the history, once each with how often they happened.
-pub(super) fn report_record_errors(s: &Session, errors: &[String]) {
-    let mut seen: Vec<(&str, usize)> = Vec::new();
-    for e in errors {
-        match seen.iter_mut().find(|(x, _)| *x == e.as_str()) {
-            Some((_, n)) => *n += 1,
-            None => seen.push((e, 1)),
-        }
-    }
-    for (e, n) in seen {
-        let times = if n > 1 {
-            format!(" ({n} batches of records)")
-        } else {
-            String::new()
-        };
-        s.out
-            .error(&format!("recording the run history failed{times}: {e}"));
-    }
-    s.out.err(
-        "help: the steps' outputs may be stored, but the run history does not know them, so the run is a failure; check the state database (for SQLite, `PRAGMA integrity_check`) and restore it from a backup",
-    );
-}
-
 /// SIGINT / SIGTERM: the first one cancels the run (running steps get
 /// SIGTERM, then SIGKILL after a grace period; nothing new starts); a second
 /// one kills every running step's process group at once and exits with 130.
@@ -1010,7 +735,7 @@ pub(super) fn watch_signals(cancel: Arc<AtomicBool>, quiet: bool) {
                 }
                 force_exit(
                     &cancel,
-                    EXIT_INTERRUPTED_TWICE,
+                    EXIT_INTERRUPTED,
                     "dg: interrupted twice: running steps killed",
                 );
             }
@@ -1044,11 +769,6 @@ fn force_exit(cancel: &AtomicBool, code: i32, msg: &str) -> ! {
     std::thread::sleep(Duration::from_secs(5));
     std::process::exit(code);
 }
-
-/// Exit code after a second interrupt (128 + SIGINT).
-const EXIT_INTERRUPTED_TWICE: i32 = 130;
-/// Exit code after a hangup (128 + SIGHUP).
-const EXIT_HANGUP: i32 = 129;
 
 /// SIGKILL to every running step's process group, and to any that
 /// registers in the next moment.

@@ -13,8 +13,9 @@ use std::path::{Component, Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
+use super::Session;
 use crate::diag::{Diagnostic, Diagnostics, FileId, Sources, did_you_mean, list_names};
+use crate::error::{Error, Outcome};
 use crate::load;
 use crate::project::{Project, display_path};
 
@@ -154,68 +155,31 @@ const PARTITIONS_TYPES: &[&str] = &[
 ];
 const TIME_TYPES: &[&str] = &["hourly", "daily", "weekly", "monthly", "cron"];
 
-/// A usage error: a message and a hint.
-struct Usage {
-    message: String,
-    help: Option<String>,
+/// A usage error (exit 2): a message, then a hint with `.help(…)`.
+fn usage(message: impl Into<String>) -> Error {
+    Error::usage(message)
 }
 
-fn usage(message: impl Into<String>) -> Usage {
-    Usage {
-        message: message.into(),
-        help: None,
-    }
-}
-
-impl Usage {
-    fn help(mut self, h: impl Into<String>) -> Self {
-        self.help = Some(h.into());
-        self
-    }
-}
-
-fn print_usage(s: &Session, u: Usage) -> i32 {
-    s.out.error(&u.message);
-    if let Some(h) = u.help {
-        s.out.err(&format!("help: {h}"));
-    }
-    EXIT_USAGE
-}
-
-pub fn scaffold(s: &Session, what: &ScaffoldWhat) -> i32 {
+pub fn scaffold(s: &Session, what: &ScaffoldWhat) -> Result<Outcome, Error> {
     match what {
         ScaffoldWhat::Defs(args) => defs(s, args),
     }
 }
 
-fn defs(s: &Session, args: &DefsArgs) -> i32 {
+fn defs(s: &Session, args: &DefsArgs) -> Result<Outcome, Error> {
     // 1. Everything that needs only the command line.
-    let ty = match parse_type(&args.kind) {
-        Ok(t) => t,
-        Err(u) => return print_usage(s, u),
-    };
-    if let Err(u) = check_options(ty, args) {
-        return print_usage(s, u);
-    }
-    let rel = match relative_path(&args.path) {
-        Ok(r) => r,
-        Err(u) => return print_usage(s, u),
-    };
+    let ty = parse_type(&args.kind)?;
+    check_options(ty, args)?;
+    let rel = relative_path(&args.path)?;
     let name = match &args.name {
         Some(n) => n.clone(),
         None => default_name(&rel),
     };
     if name.is_empty() || name.chars().any(char::is_control) {
-        return print_usage(
-            s,
-            usage(format!("invalid name `{}`", name.escape_debug()))
-                .help("a name is not empty and has no control characters; pass `--name NAME`"),
-        );
+        return Err(usage(format!("invalid name `{}`", name.escape_debug()))
+            .help("a name is not empty and has no control characters; pass `--name NAME`"));
     }
-    let text = match render(ty, &name, args, s) {
-        Ok(t) => t,
-        Err(u) => return print_usage(s, u),
-    };
+    let text = render(ty, &name, args, s)?;
 
     // 2. The project, and where the file goes.
     let mut sources = Sources::default();
@@ -226,36 +190,27 @@ fn defs(s: &Session, args: &DefsArgs) -> i32 {
         &mut sources,
         &mut diags,
     ) else {
-        s.report(&sources, &diags);
-        return EXIT_USAGE;
+        return Err(Error::project(sources, diags));
     };
     if diags.has_errors() {
-        s.report(&sources, &diags);
-        s.out
-            .error("`dg.toml` is invalid: fix it first, so that dg knows where the definitions go");
-        return EXIT_USAGE;
+        let then = "`dg.toml` is invalid: fix it first, so that dg knows where the definitions go";
+        return Err(Error::invalid(sources, diags, Some(then.into())));
     }
     if project.config_file.is_none() && !project.defs_dir.is_dir() {
-        return print_usage(
-            s,
-            usage(format!(
-                "no dg project in `{}`: there is no `dg.toml` and no definitions folder",
-                project.root.display()
-            ))
-            .help("run `dg init` to create a project, or pass `--project DIR`"),
-        );
+        return Err(usage(format!(
+            "no dg project in `{}`: there is no `dg.toml` and no definitions folder",
+            project.root.display()
+        ))
+        .help("run `dg init` to create a project, or pass `--project DIR`"));
     }
     let defs_dir = &project.defs_dir;
     let target = defs_dir.join(&rel);
     let shown = display_path(&target, &s.cwd);
-    if let Err(u) = check_inside(defs_dir, &rel, &args.path) {
-        return print_usage(s, u);
-    }
+    check_inside(defs_dir, &rel, &args.path)?;
     if target.symlink_metadata().is_ok() {
-        s.out.error(&format!(
+        return Err(Error::io(format!(
             "`{shown}` already exists: nothing was changed (dg scaffold never overwrites a file)"
-        ));
-        return EXIT_FAILED;
+        )));
     }
 
     // For editors: a `#:schema` line pointing at the schema in the state
@@ -264,17 +219,11 @@ fn defs(s: &Session, args: &DefsArgs) -> i32 {
     let text = super::schema::directive(&target, &schema) + &text;
 
     // 3. The whole project, with the new file, must pass `dg check defs`.
-    if let Err(code) = validate_with(s, &project, &target, &shown, text.clone()) {
-        return code;
-    }
+    validate_with(s, &project, &target, &shown, text.clone())?;
 
     // 4. Write it.
-    if let Err(e) = create_file(defs_dir, &target, &text) {
-        s.out.error(&format!(
-            "cannot create `{shown}`: {e}; nothing was written"
-        ));
-        return EXIT_FAILED;
-    }
+    create_file(defs_dir, &target, &text)
+        .map_err(|e| Error::io(format!("cannot create `{shown}`: {e}; nothing was written")))?;
     if let Err(e) = super::schema::write_schemas(&project.state_dir, &s.registry) {
         s.out.warn(&format!(
             "cannot write the JSON Schemas into {}: {e} (editors will not find the schema)",
@@ -293,10 +242,10 @@ fn defs(s: &Session, args: &DefsArgs) -> i32 {
         }
     ));
     s.out.info(&s.out.dim(&next_step(ty, &name, args)));
-    EXIT_OK
+    Ok(Outcome::Ok)
 }
 
-fn parse_type(given: &str) -> Result<DefType, Usage> {
+fn parse_type(given: &str) -> Result<DefType, Error> {
     if let Some((_, t)) = TYPES.iter().find(|(n, _)| *n == given) {
         return Ok(*t);
     }
@@ -311,7 +260,7 @@ fn parse_type(given: &str) -> Result<DefType, Usage> {
 }
 
 /// Options that do not apply to the type are errors, not silently ignored.
-fn check_options(ty: DefType, a: &DefsArgs) -> Result<(), Usage> {
+fn check_options(ty: DefType, a: &DefsArgs) -> Result<(), Error> {
     let given: &[(&str, bool, &[DefType])] = &[
         (
             "--partitions",
@@ -381,7 +330,7 @@ fn check_options(ty: DefType, a: &DefsArgs) -> Result<(), Usage> {
 
 /// PATH, checked and normalised: relative, inside the definitions folder,
 /// with `.toml` at the end.
-fn relative_path(p: &Path) -> Result<PathBuf, Usage> {
+fn relative_path(p: &Path) -> Result<PathBuf, Error> {
     let raw = p.to_string_lossy();
     let help = "PATH is relative to the definitions folder, e.g. `events` or `raw/events` \
                 (→ `defs/raw/events.toml`)";
@@ -436,7 +385,7 @@ fn default_name(rel: &Path) -> String {
 
 /// The target must stay inside the definitions folder, symbolic links
 /// included, and PATH should not repeat the folder's own name by mistake.
-fn check_inside(defs_dir: &Path, rel: &Path, given: &Path) -> Result<(), Usage> {
+fn check_inside(defs_dir: &Path, rel: &Path, given: &Path) -> Result<(), Error> {
     if let (Some(Component::Normal(first)), Some(dir_name)) =
         (rel.components().next(), defs_dir.file_name())
         && first == dir_name
@@ -485,18 +434,17 @@ fn validate_with(
     target: &Path,
     shown: &str,
     text: String,
-) -> Result<(), i32> {
+) -> Result<(), Error> {
     let mut sources = Sources::default();
     let mut read_diags = Diagnostics::default();
     let paths = if project.defs_dir.is_dir() {
         match load::definition_files(&project.defs_dir) {
             Ok(p) => p,
             Err(e) => {
-                s.out.error(&format!(
+                return Err(Error::usage(format!(
                     "cannot list `{}`: {e}",
                     display_path(&project.defs_dir, &s.cwd)
-                ));
-                return Err(EXIT_USAGE);
+                )));
             }
         }
     } else {
@@ -534,12 +482,12 @@ fn validate_with(
         .partition(|d| in_new(d) || !before.items.iter().any(|b| same(b, d)));
     if !new_errors.is_empty() {
         let n = new_errors.len();
-        s.report(&sources, &Diagnostics { items: new_errors });
-        s.out.error(&format!(
+        let then = format!(
             "nothing was written: with `{shown}`, the definitions would not pass `dg check defs` ({n} error{})",
             if n == 1 { "" } else { "s" }
-        ));
-        return Err(EXIT_USAGE);
+        );
+        let diags = Diagnostics { items: new_errors };
+        return Err(Error::invalid(sources, diags, Some(then)));
     }
     // Warnings about the new file (an unset `${env:…}`) are worth showing.
     let warnings: Vec<Diagnostic> = after
@@ -662,7 +610,7 @@ fn toml_array(items: &[String]) -> String {
 }
 
 /// The file's text.
-fn render(ty: DefType, name: &str, a: &DefsArgs, s: &Session) -> Result<String, Usage> {
+fn render(ty: DefType, name: &str, a: &DefsArgs, s: &Session) -> Result<String, Error> {
     match ty {
         DefType::Asset => render_asset(name, a),
         DefType::Resources => render_resource(name, a),
@@ -675,7 +623,7 @@ fn render(ty: DefType, name: &str, a: &DefsArgs, s: &Session) -> Result<String, 
 /// An asset (as `dg scaffold defs asset` writes it) with `freshness` and
 /// two example checks. Checks live in their asset's table, so they come
 /// with it: an existing asset gets checks by adding these tables to its file.
-fn render_checked_asset(name: &str, a: &DefsArgs) -> Result<String, Usage> {
+fn render_checked_asset(name: &str, a: &DefsArgs) -> Result<String, Error> {
     let mut t = render_asset(name, a)?;
     let key = toml_key(name);
     let table = name.rsplit('/').next().unwrap_or(name);
@@ -756,7 +704,7 @@ fn render_job(name: &str, a: &DefsArgs) -> String {
     t
 }
 
-fn render_asset(name: &str, a: &DefsArgs) -> Result<String, Usage> {
+fn render_asset(name: &str, a: &DefsArgs) -> Result<String, Error> {
     let mut t = String::new();
     let key = toml_key(name);
     t.push_str(&format!(
@@ -828,7 +776,7 @@ const PATH_LINES: &str = "# Where below the base an output goes: {key}, {partiti
      # {start:%Y}, {end:%m} (strftime of the time window) and {ext}.\n\
      # path = \"{key}/{partition}.{ext}\"\n";
 
-fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Usage> {
+fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Error> {
     let ty = a.type_.as_deref().unwrap_or("fs");
     if !RESOURCE_TYPES.contains(&ty) {
         return Err(unknown_subtype("resource", ty, RESOURCE_TYPES));
@@ -964,7 +912,7 @@ fn render_resource(name: &str, a: &DefsArgs) -> Result<String, Usage> {
     Ok(t)
 }
 
-fn render_partitions(name: &str, a: &DefsArgs, s: &Session) -> Result<String, Usage> {
+fn render_partitions(name: &str, a: &DefsArgs, s: &Session) -> Result<String, Error> {
     let ty: &str = match (&a.type_, &a.cron, &a.keys) {
         (Some(t), _, _) => t,
         (None, Some(_), _) => "cron",
@@ -980,7 +928,7 @@ fn render_partitions(name: &str, a: &DefsArgs, s: &Session) -> Result<String, Us
         return Err(u);
     }
     let time = TIME_TYPES.contains(&ty);
-    let only = |flag: &str, given: bool, ok: bool, which: &str| -> Result<(), Usage> {
+    let only = |flag: &str, given: bool, ok: bool, which: &str| -> Result<(), Error> {
         if given && !ok {
             Err(usage(format!(
                 "`{flag}` does not apply to `--type {ty}` partitions"
@@ -1096,7 +1044,7 @@ fn bump_year(start: &str, year: &str) -> String {
     }
 }
 
-fn unknown_subtype(what: &str, given: &str, known: &[&str]) -> Usage {
+fn unknown_subtype(what: &str, given: &str, known: &[&str]) -> Error {
     let list = list_names(known);
     let help = match did_you_mean(given, known.iter().copied()) {
         Some(c) => format!("did you mean `{c}`? {what} types: {list}"),
@@ -1119,7 +1067,7 @@ pub(super) fn shell_word(w: &str) -> String {
 
 /// Splits a command line into words like `sh` would, without expanding
 /// anything: whitespace separates, `'…'` and `"…"` quote, `\` escapes.
-fn split_words(s: &str) -> Result<Vec<String>, Usage> {
+fn split_words(s: &str) -> Result<Vec<String>, Error> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -1178,7 +1126,7 @@ fn split_words(s: &str) -> Result<Vec<String>, Usage> {
     Ok(words)
 }
 
-fn unterminated() -> Usage {
+fn unterminated() -> Error {
     usage("`--command` has an unterminated quote")
         .help("quote the whole value for your shell, and quote words inside it in pairs")
 }

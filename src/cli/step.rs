@@ -10,9 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
+use super::Session;
+use crate::error::{Error, Outcome};
 use crate::exec::spec::StepSpec;
-use crate::exec::{self, Event, Reporter, RunCtx, StepStatus};
+use crate::exec::{Event, Reporter, RunCtx, StepStatus};
 use crate::state::StateStore;
 
 /// Says on stderr when an attempt fails and is retried.
@@ -46,7 +47,7 @@ pub fn step(
     ids: Option<(&str, &str)>,
     spec_file: Option<&Path>,
     attempt: Option<u32>,
-) -> i32 {
+) -> Result<Outcome, Error> {
     // The project, with the command line's profile, finds the store.
     let mut sources = crate::diag::Sources::default();
     let mut diags = crate::diag::Diagnostics::default();
@@ -56,191 +57,72 @@ pub fn step(
         &mut sources,
         &mut diags,
     ) else {
-        s.report(&sources, &diags);
-        return EXIT_USAGE;
+        return Err(Error::project(sources, diags));
     };
     if let Some(p) = s.global.profile.as_deref().filter(|p| !p.is_empty()) {
         project.select_profile(p, &mut diags);
     }
     if diags.has_errors() {
-        s.report(&sources, &diags);
-        return EXIT_USAGE;
+        return Err(Error::project(sources, diags));
     }
-    let store: Arc<dyn StateStore> = match crate::state::open(&project) {
-        Ok(st) => Arc::from(st),
-        Err(e) => {
-            s.out.error(&format!("{e:#}"));
-            return EXIT_USAGE;
-        }
-    };
+    let store: Arc<dyn StateStore> = crate::state::open(&project)
+        .map(Arc::from)
+        .map_err(|e| Error::store(format!("{e:#}")))?;
     let text = match (ids, spec_file) {
         (_, Some(f)) if f == Path::new("-") => {
             let mut t = String::new();
-            if let Err(e) = std::io::stdin().read_to_string(&mut t) {
-                s.out
-                    .error(&format!("cannot read the step spec from stdin: {e}"));
-                return EXIT_USAGE;
-            }
+            std::io::stdin()
+                .read_to_string(&mut t)
+                .map_err(|e| Error::usage(format!("cannot read the step spec from stdin: {e}")))?;
             t
         }
-        (_, Some(f)) => match std::fs::read_to_string(f) {
-            Ok(t) => t,
-            Err(e) => {
-                s.out
-                    .error(&format!("cannot read the step spec {}: {e}", f.display()));
-                return EXIT_USAGE;
-            }
-        },
+        (_, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| Error::usage(format!("cannot read the step spec {}: {e}", f.display())))?,
         (Some((run, step)), None) => match store.step_spec(run, step) {
             Ok(Some(t)) => t,
             Ok(None) => {
                 let known = store.run(run).ok().flatten().is_some();
-                if known {
-                    s.out.error(&format!("run {run} has no step `{step}`"));
-                    s.out.err(&format!(
-                        "help: `dg runs show {run}` lists its steps (runs recorded before dg recorded step specs cannot be run this way)"
-                    ));
+                return Err(if known {
+                    Error::usage(format!("run {run} has no step `{step}`")).help(format!(
+                        "`dg runs show {run}` lists its steps (runs recorded before dg recorded step specs cannot be run this way)"
+                    ))
                 } else {
-                    s.out.error(&format!("no run {run} in the state store"));
-                    s.out.err("help: `dg runs` lists the recorded runs; the state store must be the one the run used (`[state] url`)");
-                }
-                return EXIT_USAGE;
+                    Error::usage(format!("no run {run} in the state store")).help(
+                        "`dg runs` lists the recorded runs; the state store must be the one the run used (`[state] url`)",
+                    )
+                });
             }
             Err(e) => {
-                s.out.error(&format!("cannot read the run history: {e:#}"));
-                return EXIT_USAGE;
+                return Err(Error::store(format!("cannot read the run history: {e:#}")));
             }
         },
-        (None, None) => {
-            s.out.error("give RUN_ID and STEP_ID, or `--spec FILE`");
-            return EXIT_USAGE;
-        }
+        (None, None) => return Err(Error::usage("give RUN_ID and STEP_ID, or `--spec FILE`")),
     };
-    let spec = match StepSpec::parse(&text) {
-        Ok(x) => x,
-        Err(e) => {
-            s.out.error(&e);
-            return EXIT_USAGE;
-        }
-    };
+    let spec = StepSpec::parse(&text).map_err(|e| Error::usage(e.to_string()))?;
     run_spec(s, store, &spec, attempt.unwrap_or(spec.attempt))
 }
 
 /// Loads the definitions with the spec's profile and runs the step.
-fn run_spec(s: &Session, store: Arc<dyn StateStore>, spec: &StepSpec, attempt: u32) -> i32 {
+fn run_spec(
+    s: &Session,
+    store: Arc<dyn StateStore>,
+    spec: &StepSpec,
+    attempt: u32,
+) -> Result<Outcome, Error> {
     let profile = spec.profile.as_deref().or(s.global.profile.as_deref());
-    let mut loaded = s.load_profile(profile);
-    s.report(&loaded.sources, &loaded.diags);
-    let (Some(project), Some(mut defs)) = (loaded.project.take(), loaded.defs.take()) else {
-        s.out
-            .error(&format!("could not load definitions: {}", loaded.diags));
-        return EXIT_USAGE;
-    };
-    let now = match chrono::DateTime::parse_from_rfc3339(&spec.now) {
-        Ok(t) => t,
-        Err(e) => {
-            s.out.error(&format!(
-                "the step spec's `now` `{}` is invalid: {e}",
-                spec.now
-            ));
-            return EXIT_USAGE;
-        }
-    };
-    let cx = match super::plan::key_ctx_at(s, &defs, &project, now.timestamp()) {
-        Ok(cx) => cx,
-        Err(code) => return code,
-    };
-    let id = match spec.apply_to(&mut defs) {
-        Ok(id) => id,
-        Err(e) => {
-            s.out.error(&format!("step `{}`: {e}", spec.step_id));
-            return EXIT_USAGE;
-        }
-    };
-    let plan = match spec.one_step_plan(&defs, id, &cx) {
-        Ok(p) => p,
-        Err(e) => {
-            s.out.error(&format!("step `{}`: {e}", spec.step_id));
-            return EXIT_USAGE;
-        }
-    };
+    let (project, defs) = s.load_defs_profile(profile)?;
     let cancel = Arc::new(AtomicBool::new(false));
     super::run::watch_signals(cancel.clone(), s.out.quiet);
-    let mut rc = match RunCtx::new(
-        spec.run_id.clone(),
-        now,
-        project.root.clone(),
-        project.state_dir.clone(),
+    let rc = crate::run::step_ctx(
+        spec,
+        &project,
         defs,
-        plan,
-        cx,
         &s.registry,
+        &store,
         cancel.clone(),
-        Some(store.clone()),
-    ) {
-        Ok(rc) => rc,
-        Err(errors) => {
-            for e in errors {
-                s.out.error(&e);
-            }
-            return EXIT_USAGE;
-        }
-    };
-    if rc.step_id(0) != spec.step_id {
-        s.out.error(&format!(
-            "the step spec names step `{}`, but the definitions here make it `{}`",
-            spec.step_id,
-            rc.step_id(0)
-        ));
-        return EXIT_USAGE;
-    }
-    rc.started_at = spec.started_at.clone();
-    rc.first_attempt = attempt;
-    rc.profile = spec.profile.clone();
-
-    let history = exec::history::History::start(store.clone());
-    let lines = Lines(s);
-    let reporter = exec::history::Fanout(vec![&history, &lines]);
-    let report = {
-        let _beat = exec::Heartbeat::start(store, rc.lease.clone());
-        let finished = Arc::new(AtomicBool::new(false));
-        let dog = exec::process::Watchdog::start(cancel, finished.clone());
-        let r = exec::run_step(&rc, 0, &dog, &reporter);
-        finished.store(true, std::sync::atomic::Ordering::Relaxed);
-        r
-    };
-    let mut report = report;
-    report
-        .records
-        .push(crate::state::Record::StepResult(crate::state::StepResult {
-            run_id: rc.run_id.clone(),
-            step_id: rc.step_id(0),
-            attempt: rc.first_attempt,
-            status: match report.status {
-                StepStatus::Success => "success",
-                StepStatus::Failed => "failed",
-                StepStatus::Skipped => "skipped",
-            }
-            .into(),
-            attempts: report.attempts,
-            error: report.error.clone(),
-            blocked_by: report.blocked_by.clone(),
-            log_path: report
-                .log
-                .as_ref()
-                .map(|p| p.to_string_lossy().into_owned()),
-            host: crate::state::hostname(),
-            finished_at: exec::timestamp(),
-        }));
-    reporter.event(&rc, &Event::StepFinished(&report));
-    let errors = history.finish();
-    // The run's own folder stays: other steps of the run may be using it
-    // (the run removes it when it ends).
-    rc.drop_scratch();
-    if !errors.is_empty() {
-        super::run::report_record_errors(s, &errors);
-        return EXIT_FAILED;
-    }
+        attempt,
+    )?;
+    let report = crate::run::execute_step(&rc, store, cancel, &Lines(s))?;
     let id = rc.step_id(0);
     match report.status {
         StepStatus::Success if report.blocked_by.is_none() => {
@@ -250,7 +132,7 @@ fn run_spec(s: &Session, store: Arc<dyn StateStore>, spec: &StepSpec, attempt: u
                 rc.run_id,
                 report.attempts
             ));
-            EXIT_OK
+            Ok(Outcome::Ok)
         }
         StepStatus::Success => {
             s.out.err(&format!(
@@ -258,7 +140,7 @@ fn run_spec(s: &Session, store: Arc<dyn StateStore>, spec: &StepSpec, attempt: u
                 report.blocked_by.as_deref().unwrap_or_default(),
                 rc.run_id
             ));
-            EXIT_FAILED
+            Ok(Outcome::Failed)
         }
         StepStatus::Skipped => {
             s.out.err(&format!(
@@ -266,7 +148,7 @@ fn run_spec(s: &Session, store: Arc<dyn StateStore>, spec: &StepSpec, attempt: u
                 report.error.as_deref().unwrap_or("skipped"),
                 rc.run_id
             ));
-            EXIT_FAILED
+            Ok(Outcome::Failed)
         }
         StepStatus::Failed => {
             match &report.log {
@@ -277,7 +159,7 @@ fn run_spec(s: &Session, store: Arc<dyn StateStore>, spec: &StepSpec, attempt: u
                 )),
             }
             s.out.err(&format!("✗ {id} failed (run {})", rc.run_id));
-            EXIT_FAILED
+            Ok(Outcome::Failed)
         }
     }
 }

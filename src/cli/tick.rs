@@ -15,9 +15,10 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset, SecondsFormat, TimeZone, Utc};
 use serde_json::json;
 
+use super::Session;
 use super::plan::TargetArgs;
 use super::run::{RunArgs, job_args, run_resolved};
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Session};
+use crate::error::{Error, Outcome};
 use crate::model::{Catchup, Job, JobSchedule, JobTargeting};
 use crate::state::{StateStore, TickClaim};
 
@@ -154,11 +155,8 @@ fn targeting_text(t: &JobTargeting) -> Option<String> {
 }
 
 /// `dg list jobs [--json]`.
-pub fn list_jobs(s: &Session, json: bool) -> i32 {
-    let (_loaded, defs) = match s.load_or_report() {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+pub fn list_jobs(s: &Session, json: bool) -> Result<Outcome, Error> {
+    let (_project, defs) = s.load_defs()?;
     let now = s.now.timestamp();
     if json {
         let jobs: Vec<serde_json::Value> = defs
@@ -180,12 +178,12 @@ pub fn list_jobs(s: &Session, json: bool) -> i32 {
             .collect();
         s.out
             .json(&json!({"now": s.now.to_rfc3339(), "jobs": jobs}));
-        return EXIT_OK;
+        return Ok(Outcome::Ok);
     }
     if defs.jobs.is_empty() {
         s.out
             .info("no jobs defined (add a `[jobs.NAME]` table: `dg scaffold defs job NAME`)");
-        return EXIT_OK;
+        return Ok(Outcome::Ok);
     }
     for j in defs.jobs.values() {
         let mut parts = vec![format!("select {}", j.select)];
@@ -210,18 +208,12 @@ pub fn list_jobs(s: &Session, json: bool) -> i32 {
                 .line(&s.out.dim("    no cron: run it with `dg materialize --job`")),
         }
     }
-    EXIT_OK
+    Ok(Outcome::Ok)
 }
 
 /// `dg tick [--dry-run] [--json]`.
-pub fn tick(s: &Session, dry_run: bool, json: bool) -> i32 {
-    let (loaded, defs) = match s.load_or_report() {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
-    let Some(project) = loaded.project else {
-        return EXIT_USAGE;
-    };
+pub fn tick(s: &Session, dry_run: bool, json: bool) -> Result<Outcome, Error> {
+    let (project, defs) = s.load_defs()?;
     let now = s.now.timestamp();
     let scheduled: Vec<(&Job, &JobSchedule)> = defs
         .jobs
@@ -235,23 +227,14 @@ pub fn tick(s: &Session, dry_run: bool, json: bool) -> i32 {
         } else {
             s.out.info("no job has a `cron`: nothing to tick");
         }
-        return EXIT_OK;
+        return Ok(Outcome::Ok);
     }
-    let store: Arc<dyn StateStore> = match crate::state::open(&project) {
-        Ok(st) => Arc::from(st),
-        Err(e) => {
-            s.out.error(&format!("{e:#}"));
-            return EXIT_USAGE;
-        }
-    };
-    let last: HashMap<String, i64> = match store.last_ticks() {
-        Ok(l) => l,
-        Err(e) => {
-            s.out
-                .error(&format!("cannot read the recorded ticks: {e:#}"));
-            return EXIT_USAGE;
-        }
-    };
+    let store: Arc<dyn StateStore> = crate::state::open(&project)
+        .map(Arc::from)
+        .map_err(|e| Error::store(format!("{e:#}")))?;
+    let last: HashMap<String, i64> = store
+        .last_ticks()
+        .map_err(|e| Error::store(format!("cannot read the recorded ticks: {e:#}")))?;
     let due: Vec<Due> = scheduled
         .iter()
         .flat_map(|(j, c)| due_ticks(j, c, last.get(&j.name).copied(), now))
@@ -270,7 +253,9 @@ pub fn tick(s: &Session, dry_run: bool, json: bool) -> i32 {
     };
     let host = crate::state::hostname();
     let mut results = Vec::new();
-    let mut code = EXIT_OK;
+    // Each due job is a run of its own: what goes wrong with one is
+    // printed as it happens, and the others still run.
+    let mut all_ok = true;
     for d in &due {
         let tick_time = rfc3339(d.tick);
         let mut entry = json!({"job": d.job, "tick": tick_time, "reason": d.reason});
@@ -304,13 +289,13 @@ pub fn tick(s: &Session, dry_run: bool, json: bool) -> i32 {
                 continue;
             }
             Err(e) => {
-                s.out.error(&format!(
+                s.print_error(&Error::store(format!(
                     "cannot claim tick {tick_time} of job `{}`: {e:#}",
                     d.job
-                ));
+                )));
                 entry["status"] = json!("error");
                 results.push(entry);
-                code = EXIT_FAILED;
+                all_ok = false;
                 continue;
             }
         }
@@ -318,21 +303,29 @@ pub fn tick(s: &Session, dry_run: bool, json: bool) -> i32 {
             s.out
                 .info(&format!("run: {} at {tick_time}: {}", d.job, d.reason));
         }
-        let (run_code, run_id) = run_job_at(&run_session, &defs, &project, &d.job, d.tick);
-        let status = match run_code {
-            EXIT_OK => "success",
-            EXIT_FAILED => "failure",
-            _ => "error",
+        let (status, run_id) = match run_job_at(&run_session, &defs, &project, &d.job, d.tick) {
+            Ok((Outcome::Ok, id)) => ("success", id),
+            Ok((Outcome::Failed, id)) => ("failure", id),
+            Ok((_, id)) => ("error", id),
+            Err(e) => {
+                run_session.print_error(&e);
+                let status = if e.exit_code() == crate::error::EXIT_FAILED {
+                    "failure"
+                } else {
+                    "error"
+                };
+                (status, None)
+            }
         };
-        if run_code != EXIT_OK {
-            code = EXIT_FAILED;
+        if status != "success" {
+            all_ok = false;
         }
         if let Err(e) = store.finish_tick(&d.job, d.tick, status, run_id.as_deref()) {
-            s.out.error(&format!(
+            s.print_error(&Error::store(format!(
                 "cannot record tick {tick_time} of job `{}`: {e:#}",
                 d.job
-            ));
-            code = EXIT_FAILED;
+            )));
+            all_ok = false;
         }
         entry["status"] = json!(status);
         entry["run_id"] = json!(run_id);
@@ -371,7 +364,7 @@ pub fn tick(s: &Session, dry_run: bool, json: bool) -> i32 {
             None => format!("nothing due at {}", s.now.to_rfc3339()),
         });
     }
-    code
+    Ok(Outcome::ok_if(all_ok))
 }
 
 /// Runs a job as of its tick, as `dg materialize --job NAME` would.
@@ -381,9 +374,9 @@ fn run_job_at(
     project: &crate::project::Project,
     name: &str,
     tick: i64,
-) -> (i32, Option<String>) {
+) -> Result<(Outcome, Option<String>), Error> {
     let Some(j) = defs.jobs.get(name) else {
-        return (EXIT_USAGE, None);
+        return Err(Error::usage(format!("unknown job `{name}`")));
     };
     let none = TargetArgs {
         select: None,
@@ -406,14 +399,13 @@ fn run_job_at(
         executor: None,
     };
     let (t, args) = job_args(j, &none, &no_flags);
-    let at: DateTime<FixedOffset> = match Utc.timestamp_opt(tick, 0).single() {
-        Some(t) => t.fixed_offset(),
-        None => return (EXIT_USAGE, None),
-    };
-    match super::plan::resolve_with(s, project.clone(), defs.clone(), &t, tick) {
-        Ok(r) => run_resolved(s, r, &t, &args, Some(name), at),
-        Err(code) => (code, None),
-    }
+    let at: DateTime<FixedOffset> = Utc
+        .timestamp_opt(tick, 0)
+        .single()
+        .ok_or_else(|| Error::usage(format!("tick {tick} of job `{name}` is out of range")))?
+        .fixed_offset();
+    let r = super::plan::resolve_with(s, project.clone(), defs.clone(), &t, tick)?;
+    run_resolved(s, r, &t, &args, Some(name), at)
 }
 
 #[cfg(test)]

@@ -22,6 +22,45 @@ use crate::partitions::KeyCtx;
 use crate::partitions::mapping::Indices;
 use crate::plan::{AssetSteps, Plan, Step, StepInput};
 
+/// Why a spec cannot be read, or does not fit the definitions where the
+/// step is to run.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("not a valid step spec: {0}")]
+    Invalid(serde_json::Error),
+    #[error(
+        "step spec version {0} is not supported by this dg (it reads version {SPEC_VERSION}): run the same dg version everywhere"
+    )]
+    Version(u32),
+    #[error("asset `{0}` is not defined here")]
+    UnknownAsset(String),
+    #[error(
+        "resource `{resource}` is configured differently here than when run {run_id} started: the step would read or write another place"
+    )]
+    ResourceChanged { resource: String, run_id: String },
+    #[error("resource `{0}` is not defined here")]
+    UnknownResource(String),
+    #[error("asset `{0}` is not partitioned here")]
+    NotPartitioned(String),
+    #[error("asset `{0}` is partitioned here")]
+    Partitioned(String),
+    #[error("partition `{key}` of `{asset}` does not exist at {now}")]
+    NoPartition {
+        key: String,
+        asset: String,
+        now: String,
+    },
+    #[error("asset `{asset}` has no input `{input}` here")]
+    NoInput { asset: String, input: String },
+    #[error("input `{input}` of `{asset}` reads `{here}` here, not `{spec}`")]
+    InputMoved {
+        input: String,
+        asset: String,
+        here: String,
+        spec: String,
+    },
+}
+
 /// The current layout of [`StepSpec`]; a spec of another version is refused.
 pub const SPEC_VERSION: u32 = 1;
 
@@ -162,14 +201,10 @@ impl StepSpec {
     }
 
     /// Reads a spec from JSON.
-    pub fn parse(text: &str) -> Result<StepSpec, String> {
-        let spec: StepSpec =
-            serde_json::from_str(text).map_err(|e| format!("not a valid step spec: {e}"))?;
+    pub fn parse(text: &str) -> Result<StepSpec, SpecError> {
+        let spec: StepSpec = serde_json::from_str(text).map_err(SpecError::Invalid)?;
         if spec.version != SPEC_VERSION {
-            return Err(format!(
-                "step spec version {} is not supported by this dg (it reads version {SPEC_VERSION}): run the same dg version everywhere",
-                spec.version
-            ));
+            return Err(SpecError::Version(spec.version));
         }
         Ok(spec)
     }
@@ -181,22 +216,22 @@ impl StepSpec {
     /// Makes the definitions loaded where the step runs agree with the
     /// spec: the asset's run config is the spec's, and every manager the
     /// step uses must be configured as it was when the run started.
-    pub fn apply_to(&self, defs: &mut Defs) -> Result<AssetId, String> {
+    pub fn apply_to(&self, defs: &mut Defs) -> Result<AssetId, SpecError> {
         let id = defs
             .assets
             .iter()
             .position(|a| a.key == self.asset)
-            .ok_or_else(|| format!("asset `{}` is not defined here", self.asset))?;
+            .ok_or_else(|| SpecError::UnknownAsset(self.asset.clone()))?;
         for (key, m) in &self.managers {
             match manager_spec(defs, key) {
                 Some(here) if here == *m => {}
                 Some(_) => {
-                    return Err(format!(
-                        "resource `{key}` is configured differently here than when run {} started: the step would read or write another place",
-                        self.run_id
-                    ));
+                    return Err(SpecError::ResourceChanged {
+                        resource: key.clone(),
+                        run_id: self.run_id.clone(),
+                    });
                 }
-                None => return Err(format!("resource `{key}` is not defined here")),
+                None => return Err(SpecError::UnknownResource(key.clone())),
             }
         }
         defs.assets[id].config = self.config.clone();
@@ -207,25 +242,24 @@ impl StepSpec {
     /// accepted and partition keys as of the spec's *now* (`cx`).
     ///
     /// [`apply_to`]: StepSpec::apply_to
-    pub fn one_step_plan(&self, defs: &Defs, id: AssetId, cx: &KeyCtx) -> Result<Plan, String> {
+    pub fn one_step_plan(&self, defs: &Defs, id: AssetId, cx: &KeyCtx) -> Result<Plan, SpecError> {
         let asset = &defs.assets[id];
-        let index = |a: AssetId, key: &str| -> Result<i64, String> {
+        let index = |a: AssetId, key: &str| -> Result<i64, SpecError> {
             let def = &defs.assets[a]
                 .partitions
                 .as_ref()
-                .ok_or_else(|| format!("asset `{}` is not partitioned here", defs.assets[a].key))?
+                .ok_or_else(|| SpecError::NotPartitioned(defs.assets[a].key.clone()))?
                 .def;
-            def.index_of(key, cx).ok_or_else(|| {
-                format!(
-                    "partition `{key}` of `{}` does not exist at {}",
-                    defs.assets[a].key, self.now
-                )
+            def.index_of(key, cx).ok_or_else(|| SpecError::NoPartition {
+                key: key.to_string(),
+                asset: defs.assets[a].key.clone(),
+                now: self.now.clone(),
             })
         };
         let partition = match &self.partition {
             Some(k) => Some(index(id, k)?),
             None if asset.partitions.is_some() => {
-                return Err(format!("asset `{}` is partitioned here", asset.key));
+                return Err(SpecError::Partitioned(asset.key.clone()));
             }
             None => None,
         };
@@ -240,13 +274,18 @@ impl StepSpec {
                 .inputs
                 .iter()
                 .position(|i| i.name == inp.name)
-                .ok_or_else(|| format!("asset `{}` has no input `{}` here", asset.key, inp.name))?;
+                .ok_or_else(|| SpecError::NoInput {
+                    asset: asset.key.clone(),
+                    input: inp.name.clone(),
+                })?;
             let upstream = asset.inputs[ii].upstream;
             if defs.assets[upstream].key != inp.asset {
-                return Err(format!(
-                    "input `{}` of `{}` reads `{}` here, not `{}`",
-                    inp.name, asset.key, defs.assets[upstream].key, inp.asset
-                ));
+                return Err(SpecError::InputMoved {
+                    input: inp.name.clone(),
+                    asset: asset.key.clone(),
+                    here: defs.assets[upstream].key.clone(),
+                    spec: inp.asset.clone(),
+                });
             }
             let partitions = match &inp.partitions {
                 Some(keys) => Some(Indices::List(

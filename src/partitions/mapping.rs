@@ -95,12 +95,22 @@ pub fn same_def(a: &PartitionsDef, b: &PartitionsDef) -> bool {
     }
 }
 
+/// Why a mapping cannot apply between two partitions definitions (or which
+/// dimension of a multi definition is meant cannot be told).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MappingError(pub String);
+
+fn refuse<T>(msg: impl Into<String>) -> Result<T, MappingError> {
+    Err(MappingError(msg.into()))
+}
+
 /// The dimension of `multi` that `single` maps to by default: the one that
 /// is the same definition, else the only time dimension when `single` is time.
 pub fn matching_dimension<'m>(
     multi: &'m super::MultiPartitions,
     single: &PartitionsDef,
-) -> Result<&'m str, String> {
+) -> Result<&'m str, MappingError> {
     let same: Vec<&str> = multi
         .dims
         .iter()
@@ -110,7 +120,7 @@ pub fn matching_dimension<'m>(
     match same.len() {
         1 => return Ok(same[0]),
         2 => {
-            return Err("both dimensions match; name one with `dimension = \"…\"`".to_string());
+            return refuse("both dimensions match; name one with `dimension = \"…\"`".to_string());
         }
         _ => {}
     }
@@ -125,12 +135,12 @@ pub fn matching_dimension<'m>(
             return Ok(times[0]);
         }
         if times.len() == 2 {
-            return Err(
+            return refuse(
                 "both dimensions are time-based; name one with `dimension = \"…\"`".to_string(),
             );
         }
     }
-    Err(format!(
+    refuse(format!(
         "neither dimension ({}) matches the {} definition on the other side",
         multi
             .dims
@@ -210,18 +220,18 @@ pub fn check_applicable(
     spec: &MappingSpec,
     up: Option<&PartitionsDef>,
     down: Option<&PartitionsDef>,
-) -> Result<(), String> {
+) -> Result<(), MappingError> {
     let (ku, kd) = (kind(up), kind(down));
     match spec {
         MappingSpec::All => Ok(()),
         MappingSpec::Last => match up {
             Some(_) => Ok(()),
-            None => Err("`last` needs a partitioned upstream".into()),
+            None => refuse("`last` needs a partitioned upstream"),
         },
         MappingSpec::Specific { keys } => match up {
-            None => Err("`specific` needs a partitioned upstream".into()),
+            None => refuse("`specific` needs a partitioned upstream"),
             Some(PartitionsDef::Static(s)) => match keys.iter().find(|k| s.index_of(k).is_none()) {
-                Some(k) => Err(format!(
+                Some(k) => refuse(format!(
                     "upstream has no partition `{k}` ({})",
                     static_keys(s)
                 )),
@@ -229,7 +239,7 @@ pub fn check_applicable(
             },
             Some(PartitionsDef::Time(t)) => match keys.iter().find(|k| t.index_of_key(k).is_none())
             {
-                Some(k) => Err(format!(
+                Some(k) => refuse(format!(
                     "`{k}` is not a key of the upstream {} partitions ({})",
                     t.schedule.type_name(),
                     time_keys(t)
@@ -242,7 +252,7 @@ pub fn check_applicable(
             (Some(PartitionsDef::Time(a)), Some(PartitionsDef::Time(b)))
                 if a.schedule.type_name() != b.schedule.type_name() =>
             {
-                Err(format!(
+                refuse(format!(
                     "identity maps each key to the same key, so both sides need the same type of partitions (upstream is {ku}, downstream is {kd}); to read the upstream windows that overlap each downstream window, use `mapping = {{ type = \"time_window\" }}`"
                 ))
             }
@@ -250,7 +260,7 @@ pub fn check_applicable(
             | (Some(PartitionsDef::Static(_)), Some(PartitionsDef::Static(_)))
             | (Some(PartitionsDef::Dynamic { .. }), Some(PartitionsDef::Dynamic { .. }))
             | (Some(PartitionsDef::Multi(_)), Some(PartitionsDef::Multi(_))) => Ok(()),
-            _ => Err(format!(
+            _ => refuse(format!(
                 "identity maps each key to the same key, so both sides need the same kind of partitions (upstream is {ku}, downstream is {kd})"
             )),
         },
@@ -262,14 +272,14 @@ pub fn check_applicable(
             (Some(PartitionsDef::Time(_)), Some(PartitionsDef::Time(_)))
                 if *start_offset > end_offset.saturating_add(1) =>
             {
-                Err(format!(
+                refuse(format!(
                     "the window is empty: it starts {start_offset} and ends {} downstream windows from each partition, so no partition would read anything; make `start_offset` at most `end_offset` + 1",
                     end_offset.saturating_add(1)
                 ))
             }
             (Some(PartitionsDef::Time(a)), Some(PartitionsDef::Time(b))) => {
                 if a.tz != b.tz {
-                    Err(format!(
+                    refuse(format!(
                         "time windows in different time zones (upstream {}, downstream {})",
                         a.tz.name(),
                         b.tz.name()
@@ -278,7 +288,7 @@ pub fn check_applicable(
                     Ok(())
                 }
             }
-            _ => Err(format!(
+            _ => refuse(format!(
                 "`time_window` needs time partitions on both sides (upstream is {ku}, downstream is {kd})"
             )),
         },
@@ -286,13 +296,13 @@ pub fn check_applicable(
             (Some(PartitionsDef::Static(a)), Some(PartitionsDef::Static(b))) => {
                 for (from, to) in map {
                     if a.index_of(from).is_none() {
-                        return Err(format!(
+                        return refuse(format!(
                             "upstream has no partition `{from}` ({})",
                             static_keys(a)
                         ));
                     }
                     if let Some(t) = to.iter().find(|t| b.index_of(t).is_none()) {
-                        return Err(format!(
+                        return refuse(format!(
                             "downstream has no partition `{t}` ({})",
                             static_keys(b)
                         ));
@@ -300,7 +310,7 @@ pub fn check_applicable(
                 }
                 Ok(())
             }
-            _ => Err(format!(
+            _ => refuse(format!(
                 "`static` needs static partitions on both sides (upstream is {ku}, downstream is {kd})"
             )),
         },
@@ -317,7 +327,7 @@ pub fn check_applicable(
                     (m, o)
                 }
                 _ => {
-                    return Err(format!(
+                    return refuse(format!(
                         "`multi_to_single` needs a multi definition on exactly one side and a partitioned other side (upstream is {ku}, downstream is {kd})"
                     ));
                 }
@@ -330,7 +340,7 @@ pub fn check_applicable(
                 && let PartitionsDef::Time(a) = &**dd
                 && a.tz != b.tz
             {
-                return Err(format!(
+                return refuse(format!(
                     "time windows in different time zones (the dimension is in {}, the other side in {})",
                     a.tz.name(),
                     b.tz.name()
@@ -342,7 +352,7 @@ pub fn check_applicable(
                     // the name says; dg refuses a name that disagrees.
                     Some((_, dd)) => match matching_dimension(m, other) {
                         Ok(inferred) if inferred == d => Ok(()),
-                        Ok(inferred) => Err(format!(
+                        Ok(inferred) => refuse(format!(
                             "dimension `{d}` ({}) does not match the {} definition on the other side; dimension `{inferred}` does, so name it or leave `dimension` out",
                             dd.type_name(),
                             other.type_name()
@@ -357,13 +367,13 @@ pub fn check_applicable(
                         {
                             Ok(())
                         }
-                        Err(_) => Err(format!(
+                        Err(_) => refuse(format!(
                             "dimension `{d}` is {} but the other side is {}: a dimension maps only onto the same definition, or a time dimension onto time partitions",
                             dd.type_name(),
                             other.type_name()
                         )),
                     },
-                    None => Err(format!(
+                    None => refuse(format!(
                         "the multi definition has no dimension `{d}` (it has `{}` and `{}`)",
                         m.dims[0].0, m.dims[1].0
                     )),
@@ -375,17 +385,18 @@ pub fn check_applicable(
             (Some(PartitionsDef::Multi(a)), Some(PartitionsDef::Multi(b))) => {
                 for (up_dim, (down_dim, inner)) in dimensions {
                     let Some((_, ud)) = a.dim(up_dim) else {
-                        return Err(format!("upstream has no dimension `{up_dim}`"));
+                        return refuse(format!("upstream has no dimension `{up_dim}`"));
                     };
                     let Some((_, dd)) = b.dim(down_dim) else {
-                        return Err(format!("downstream has no dimension `{down_dim}`"));
+                        return refuse(format!("downstream has no dimension `{down_dim}`"));
                     };
-                    check_applicable(inner, Some(ud), Some(dd))
-                        .map_err(|e| format!("dimension `{up_dim}` → `{down_dim}`: {e}"))?;
+                    check_applicable(inner, Some(ud), Some(dd)).map_err(|e| {
+                        MappingError(format!("dimension `{up_dim}` → `{down_dim}`: {e}"))
+                    })?;
                 }
                 Ok(())
             }
-            _ => Err(format!(
+            _ => refuse(format!(
                 "`multi` needs multi definitions on both sides (upstream is {ku}, downstream is {kd})"
             )),
         },

@@ -109,16 +109,30 @@ fn croner_parse(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
     croner::parser::CronParser::new().parse(expr)
 }
 
+/// Why a cron expression is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    #[error("expected 5 fields (minute hour day-of-month month day-of-week), found {0}")]
+    FieldCount(usize),
+    /// The field croner rejected, and its valid values.
+    #[error("{0}")]
+    Field(String),
+}
+
+/// A diagnostic's label is a string.
+impl From<CronError> for String {
+    fn from(e: CronError) -> String {
+        e.to_string()
+    }
+}
+
 /// Parses a five-field cron expression.
-pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, CronError> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
     if fields.len() != 5 {
-        return Err(format!(
-            "expected 5 fields (minute hour day-of-month month day-of-week), found {}",
-            fields.len()
-        ));
+        return Err(CronError::FieldCount(fields.len()));
     }
-    croner_parse(expr).map_err(|e| explain_cron_error(&fields, &e))
+    croner_parse(expr).map_err(|e| CronError::Field(explain_cron_error(&fields, &e)))
 }
 
 /// Names the field croner rejected and its valid values. croner reports
@@ -587,7 +601,7 @@ impl TimePartitions {
         end_offset: i64,
     ) -> Result<Self, TimeDefError> {
         let fmt = fmt.unwrap_or_else(|| schedule.default_fmt().to_string());
-        check_fmt(&fmt).map_err(TimeDefError::Fmt)?;
+        check_fmt(&fmt).map_err(|e| TimeDefError::Fmt(e.to_string()))?;
         let items = StrftimeItems::new(&fmt)
             .parse_to_owned()
             .map_err(|e| TimeDefError::Fmt(e.to_string()))?;
@@ -1036,30 +1050,51 @@ pub fn localize(tz: &Tz, t: NaiveDateTime) -> DateTime<Tz> {
     }
 }
 
+/// Why a strftime format is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FmtError {
+    #[error("the format is empty")]
+    Empty,
+    #[error("`{0}` is not a valid strftime format")]
+    Invalid(String),
+}
+
 /// Checks that a strftime format is well formed and has no offset or zone
 /// name that keys could not carry.
-pub fn check_fmt(fmt: &str) -> Result<(), String> {
+pub fn check_fmt(fmt: &str) -> Result<(), FmtError> {
     if fmt.trim().is_empty() {
-        return Err("the format is empty".into());
+        return Err(FmtError::Empty);
     }
     for item in StrftimeItems::new(fmt) {
         if let Item::Error = item {
-            return Err(format!("`{fmt}` is not a valid strftime format"));
+            return Err(FmtError::Invalid(fmt.to_string()));
         }
     }
     Ok(())
 }
 
+/// Why a time does not read in a format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeParseError {
+    #[error("{0}")]
+    Parse(#[from] chrono::format::ParseError),
+    #[error("time out of range")]
+    OutOfRange,
+}
+
 /// Parses a time written in `fmt`. Missing parts default to the start of
 /// the period (day 1, midnight), so `%Y-%m` reads as the first of the month.
-pub fn parse_time(s: &str, fmt: &str) -> Result<NaiveDateTime, String> {
+pub fn parse_time(s: &str, fmt: &str) -> Result<NaiveDateTime, TimeParseError> {
     parse_time_offset(s, fmt).map(|(t, _)| t)
 }
 
 /// Like [`parse_time`], also returning the UTC offset (seconds) when `fmt` has one.
-pub fn parse_time_offset(s: &str, fmt: &str) -> Result<(NaiveDateTime, Option<i32>), String> {
+pub fn parse_time_offset(
+    s: &str,
+    fmt: &str,
+) -> Result<(NaiveDateTime, Option<i32>), TimeParseError> {
     let mut p = Parsed::new();
-    chrono::format::parse(&mut p, s, StrftimeItems::new(fmt)).map_err(|e| e.to_string())?;
+    chrono::format::parse(&mut p, s, StrftimeItems::new(fmt))?;
     // Like Python's `strptime`, which Dagster uses: a missing year is 1900,
     // a missing month January, a missing day the first.
     let by_week = p.isoweek().is_some()
@@ -1080,14 +1115,14 @@ pub fn parse_time_offset(s: &str, fmt: &str) -> Result<(NaiveDateTime, Option<i3
     {
         let _ = p.set_day(1);
     }
-    let date: NaiveDate = p.to_naive_date().map_err(|e| e.to_string())?;
+    let date: NaiveDate = p.to_naive_date()?;
     let hour = match (p.hour_div_12(), p.hour_mod_12()) {
         (Some(d), Some(m)) => d * 12 + m,
         (None, Some(m)) => m,
         _ => 0,
     };
     let time = NaiveTime::from_hms_opt(hour, p.minute().unwrap_or(0), p.second().unwrap_or(0))
-        .ok_or_else(|| "time out of range".to_string())?;
+        .ok_or(TimeParseError::OutOfRange)?;
     Ok((date.and_time(time), p.offset()))
 }
 
@@ -1150,7 +1185,7 @@ mod tests {
 
     #[test]
     fn cron_errors_name_the_field_and_its_range() {
-        let e = |expr: &str| parse_cron(expr).unwrap_err();
+        let e = |expr: &str| parse_cron(expr).unwrap_err().to_string();
         assert_eq!(
             e("61 * * * *"),
             "minute `61` is out of range: the minute field takes 0-59"
