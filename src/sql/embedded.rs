@@ -64,6 +64,8 @@ fn run_duckdb(
 ) -> Result<Ran, String> {
     let engine = super::duckdb::Embedded::open()?;
     let mut empty: Vec<&str> = Vec::new();
+    // `input.column` of every text column, for the hint below.
+    let mut text_columns: Vec<String> = Vec::new();
     let mut rows_loaded = 0u64;
     for input in inputs {
         let t0 = Instant::now();
@@ -78,6 +80,19 @@ fn run_duckdb(
             );
             continue;
         }
+        text_columns.extend(
+            table
+                .schema
+                .fields()
+                .iter()
+                .filter(|f| {
+                    matches!(
+                        f.data_type(),
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                    )
+                })
+                .map(|f| format!("{}.{}", input.name, f.name())),
+        );
         let rows = engine
             .load(&input.name, &table)
             .map_err(|e| format!("input `{}`: cannot load it into DuckDB: {e:#}", input.name))?;
@@ -106,6 +121,9 @@ fn run_duckdb(
                     ));
                 }
             }
+            if msg.contains("VARCHAR") && !text_columns.is_empty() {
+                out.push_str(&text_hint(&text_columns));
+            }
             let _ = writeln!(log, "[dg] {out}");
             return Err(out);
         }
@@ -126,6 +144,31 @@ fn run_duckdb(
         t0.elapsed().as_millis()
     );
     Ok(Ran { rows_loaded })
+}
+
+/// Why a DuckDB type error may name text: dg keeps a column as text unless
+/// every value prints back as itself (`0.50` does not as a number), and
+/// DuckDB, unlike SQLite, does not turn text into numbers by itself.
+#[cfg(feature = "duckdb")]
+fn text_hint(text_columns: &[String]) -> String {
+    let shown: Vec<String> = text_columns
+        .iter()
+        .take(6)
+        .map(|c| format!("`{c}`"))
+        .collect();
+    let more = text_columns.len().saturating_sub(shown.len());
+    let example = text_columns[0]
+        .split_once('.')
+        .map_or(text_columns[0].as_str(), |(_, c)| c);
+    format!(
+        " (help: these input columns are text (VARCHAR): {}{}; dg keeps a column as text unless every value prints back as itself, as `0.50` would not as a number, and DuckDB does not convert text to numbers by itself: declare the type on the upstream asset, e.g. `columns = {{ {example} = \"float64\" }}`, or CAST in the query)",
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// [`run`] in an in-memory SQLite database.

@@ -485,3 +485,53 @@ sql = "SELECT id, len(list(id)) AS n FROM orders GROUP BY ALL HAVING count(*) > 
         "{v:#}"
     );
 }
+
+/// dg keeps `0.50` as text (it would not print back as a number), and
+/// DuckDB, unlike SQLite, does not sum text: the error names the input's
+/// text columns and the fix, and the fix works.
+#[test]
+fn a_duckdb_type_error_over_text_names_the_columns_and_the_fix() {
+    let assets = |columns: &str| {
+        format!(
+            r#"
+[assets.big]
+{columns}shell = "printf 'id,amount\n1,0.50\n2,0.25\n' > \"$DG_OUTPUT\""
+
+[assets.total]
+deps = ["big"]
+engine = "duckdb"
+sql = "SELECT sum(amount) AS s FROM big"
+"#
+        )
+    };
+    let dir = project(&[("defs/assets.toml", &assets(""))]);
+    let d = dir.path();
+    let run = materialize(d, &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let v = json(&run);
+    let error = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "total")
+        .and_then(|s| s["error"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("sum(VARCHAR)"), "{error}");
+    assert!(
+        error.contains("these input columns are text (VARCHAR): `big.amount`;"),
+        "{error}"
+    );
+    assert!(
+        error.contains("`columns = { amount = \"float64\" }`"),
+        "{error}"
+    );
+    std::fs::write(
+        d.join("defs/assets.toml"),
+        assets("columns = { amount = \"float64\" }\n"),
+    )
+    .unwrap();
+    let run = materialize(d, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(read(d.join(".dg/storage/total.csv")), "s\n0.75\n");
+}
