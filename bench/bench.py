@@ -282,10 +282,7 @@ def gen_store(root: Path, data: Path, manager: str):
     }[manager]
     write(root / "defs" / "store.toml",
           f"[resources.io_manager]\n{resources}\n\n"
-          # `amount` (0.25, 0.50, …) would stay text (0.50 does not print
-          # back as itself); SQLite sums text, DuckDB rightly refuses to.
-          f'[assets.big]\nformat = "csv"\ncolumns = {{ amount = "float64" }}\n'
-          f'shell = "cp {data} \\"$DG_OUTPUT\\""\n\n'
+          f'[assets.big]\nformat = "csv"\nshell = "cp {data} \\"$DG_OUTPUT\\""\n\n'
           f'[assets.reread]\ndeps = ["big"]\nformat = "csv"\nshell = "wc -l < \\"$DG_INPUT_BIG\\" > /dev/null; : > \\"$DG_OUTPUT\\""\noutput = false\n')
 
 
