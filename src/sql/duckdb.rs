@@ -17,56 +17,6 @@ use crate::io::db::{PARTITION_COLUMN, quote_ident, table_name};
 use crate::io::duckdb::*;
 use crate::io::{OutputContext, Stored, Table};
 
-impl InDatabase for DuckdbManager {
-    fn engine(&self) -> Option<SqlEngine> {
-        Some(SqlEngine::Duckdb)
-    }
-
-    fn kind(&self) -> &'static str {
-        "duckdb"
-    }
-
-    fn has_schemas(&self) -> bool {
-        true
-    }
-
-    fn resource_key(&self) -> &str {
-        DuckdbManager::resource_key(self)
-    }
-
-    fn same_place(&self, other: &dyn InDatabase) -> bool {
-        (other as &dyn std::any::Any)
-            .downcast_ref::<DuckdbManager>()
-            .is_some_and(|other| DuckdbManager::same_place(self, other))
-    }
-
-    fn where_(&self) -> String {
-        DuckdbManager::where_(self)
-    }
-
-    fn run(
-        &self,
-        query: &str,
-        inputs: &[DbInput],
-        params: &Params,
-        octx: &OutputContext,
-        log: &mut std::fs::File,
-    ) -> Result<Stored, InDbError> {
-        self.run_in_db(query, inputs, params, octx, log)
-    }
-
-    fn check(
-        &self,
-        asset_key: &str,
-        view: &str,
-        partition: Option<&str>,
-        query: &str,
-        params: &Params,
-    ) -> Result<CheckRows, String> {
-        self.check_in_db(asset_key, view, partition, query, params)
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The embedded engine: an in-memory DuckDB.
 
@@ -271,14 +221,40 @@ fn check_query(conn: &Connection, query: &str, params: &Params) -> Result<CheckR
 // ---------------------------------------------------------------------------
 // In-database execution of `sql` assets and checks.
 
-impl DuckdbManager {
+impl InDatabase for DuckdbManager {
+    fn engine(&self) -> Option<SqlEngine> {
+        Some(SqlEngine::Duckdb)
+    }
+
+    fn kind(&self) -> &'static str {
+        "duckdb"
+    }
+
+    fn has_schemas(&self) -> bool {
+        true
+    }
+
+    fn resource_key(&self) -> &str {
+        DuckdbManager::resource_key(self)
+    }
+
+    fn same_place(&self, other: &dyn InDatabase) -> bool {
+        (other as &dyn std::any::Any)
+            .downcast_ref::<DuckdbManager>()
+            .is_some_and(|other| DuckdbManager::same_place(self, other))
+    }
+
+    fn where_(&self) -> String {
+        DuckdbManager::where_(self)
+    }
+
     /// Runs `query` for asset `octx.asset_key` inside this manager's
     /// database and replaces the asset's partition (or table) with its
     /// rows, in one transaction: on any error the database is as it was.
     /// Each input is a TEMP view over the upstream's table filtered to the
     /// mapped partitions (keys bound into a temporary table, never SQL
     /// text); no row passes through dg.
-    pub fn run_in_db(
+    fn run(
         &self,
         query: &str,
         inputs: &[DbInput],
@@ -495,7 +471,7 @@ impl DuckdbManager {
     /// the asset's table, filtered to `partition` (bound through a
     /// temporary table, never SQL text). Nothing is written to the
     /// database.
-    pub fn check_in_db(
+    fn check(
         &self,
         asset_key: &str,
         view: &str,

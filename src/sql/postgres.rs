@@ -6,62 +6,12 @@ use std::io::Write;
 
 use postgres::types::{Format as PgFormat, IsNull, ToSql, Type};
 
-use super::{CheckRows, DbInput, InDatabase, InDbError, Params, SqlEngine};
+use super::{DbInput, InDatabase, InDbError, Params, SqlEngine};
 use super::{param_value, statement_text, to_positional};
 use crate::io::db::{Column, PARTITION_COLUMN, quote_ident, schema_diff, table_name};
 use crate::io::postgres::*;
 use crate::io::{OutputContext, Stored};
 use crate::pg::error_text;
-
-impl InDatabase for PostgresManager {
-    fn engine(&self) -> Option<SqlEngine> {
-        None
-    }
-
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
-
-    fn has_schemas(&self) -> bool {
-        true
-    }
-
-    fn resource_key(&self) -> &str {
-        PostgresManager::resource_key(self)
-    }
-
-    fn same_place(&self, other: &dyn InDatabase) -> bool {
-        (other as &dyn std::any::Any)
-            .downcast_ref::<PostgresManager>()
-            .is_some_and(|other| PostgresManager::same_place(self, other))
-    }
-
-    fn where_(&self) -> String {
-        PostgresManager::where_(self)
-    }
-
-    fn run(
-        &self,
-        query: &str,
-        inputs: &[DbInput],
-        params: &Params,
-        octx: &OutputContext,
-        log: &mut std::fs::File,
-    ) -> Result<Stored, InDbError> {
-        self.run_in_db(query, inputs, params, octx, log)
-    }
-
-    fn check(
-        &self,
-        asset_key: &str,
-        view: &str,
-        partition: Option<&str>,
-        query: &str,
-        params: &Params,
-    ) -> Result<CheckRows, String> {
-        self.check_in_db(asset_key, view, partition, query, params)
-    }
-}
 
 // ---------------------------------------------------------------------------
 // In-database execution of a `sql` asset.
@@ -123,7 +73,33 @@ fn describe_pg(e: &postgres::Error, text: &str) -> String {
     msg
 }
 
-impl PostgresManager {
+impl InDatabase for PostgresManager {
+    fn engine(&self) -> Option<SqlEngine> {
+        None
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn has_schemas(&self) -> bool {
+        true
+    }
+
+    fn resource_key(&self) -> &str {
+        PostgresManager::resource_key(self)
+    }
+
+    fn same_place(&self, other: &dyn InDatabase) -> bool {
+        (other as &dyn std::any::Any)
+            .downcast_ref::<PostgresManager>()
+            .is_some_and(|other| PostgresManager::same_place(self, other))
+    }
+
+    fn where_(&self) -> String {
+        PostgresManager::where_(self)
+    }
+
     /// Runs `query` for asset `octx.asset_key` inside this manager's
     /// database and replaces the asset's partition (or table) with its
     /// rows, in one transaction on one pooled connection: on any error the
@@ -131,7 +107,7 @@ impl PostgresManager {
     /// table filtered to the mapped partitions (keys bound into a temporary
     /// table, never SQL text); no row passes through dg. Unqualified names
     /// in the query resolve to the manager's schema first.
-    pub fn run_in_db(
+    fn run(
         &self,
         query: &str,
         inputs: &[DbInput],
@@ -476,14 +452,12 @@ impl PostgresManager {
             bytes: None,
         })
     }
-}
 
-impl PostgresManager {
     /// Runs an asset check's query inside this manager's database: `view`
     /// is a TEMP view over the asset's table filtered to `partition` (the
     /// key bound, never spliced). One transaction, rolled back: nothing is
     /// written. Passes when the query returns no rows.
-    pub fn check_in_db(
+    fn check(
         &self,
         asset_key: &str,
         view: &str,
