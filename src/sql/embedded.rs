@@ -128,21 +128,7 @@ fn run_duckdb(
             return Err(out);
         }
     };
-    let rows = table.num_rows();
-    let _ = writeln!(
-        log,
-        "[dg] sql: {rows} rows, {} columns in {} ms (DuckDB)",
-        table.schema.fields().len(),
-        t0.elapsed().as_millis()
-    );
-    let t0 = Instant::now();
-    table::write(&table, output, format).map_err(|e| format!("cannot write the result: {e:#}"))?;
-    let _ = writeln!(
-        log,
-        "[dg] sql: wrote the result as {} in {} ms",
-        format.name(),
-        t0.elapsed().as_millis()
-    );
+    write_result(&table, t0, " (DuckDB)", format, output, log)?;
     Ok(Ran { rows_loaded })
 }
 
@@ -237,22 +223,36 @@ fn run_sqlite(
             return Err(out);
         }
     };
-    let rows = table.num_rows();
+    write_result(&table, t0, "", format, output, log)?;
+    Ok(Ran { rows_loaded })
+}
+
+/// Logs the query's result (`t0`: when the query started; `engine`: a note
+/// after the timing) and writes it to the step's output.
+fn write_result(
+    table: &Table,
+    t0: Instant,
+    engine: &str,
+    format: Format,
+    output: &Path,
+    log: &mut File,
+) -> Result<(), String> {
     let _ = writeln!(
         log,
-        "[dg] sql: {rows} rows, {} columns in {} ms",
+        "[dg] sql: {} rows, {} columns in {} ms{engine}",
+        table.num_rows(),
         table.schema.fields().len(),
         t0.elapsed().as_millis()
     );
     let t0 = Instant::now();
-    table::write(&table, output, format).map_err(|e| format!("cannot write the result: {e:#}"))?;
+    table::write(table, output, format).map_err(|e| format!("cannot write the result: {e:#}"))?;
     let _ = writeln!(
         log,
         "[dg] sql: wrote the result as {} in {} ms",
         format.name(),
         t0.elapsed().as_millis()
     );
-    Ok(Ran { rows_loaded })
+    Ok(())
 }
 
 /// What [`run`] did.
