@@ -30,21 +30,7 @@ pub(super) fn check_env(files: &[(&str, &str)], env: &[(&str, &str)]) -> Checked
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
-    let project = Project {
-        root: dir.path().to_path_buf(),
-        config_file: None,
-        defs_dir,
-        state_dir: dir.path().join(".dg"),
-        state_url: None,
-        jobs: None,
-        executor: Default::default(),
-        slurm: Default::default(),
-        pools: Default::default(),
-        config_id: None,
-        profiles: Vec::new(),
-        selected_profile: None,
-        hooks: Default::default(),
-    };
+    let project = Project::at(dir.path().to_path_buf());
     let lookup = |n: &str| {
         env.iter()
             .find(|(k, _)| *k == n)
