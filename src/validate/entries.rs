@@ -4,9 +4,11 @@
 //! An [`Entry`] is a name, where it is written and its raw value; the later
 //! passes turn entries into model values.
 
+use std::collections::HashMap;
+
 use toml::de::DeValue;
 
-use crate::diag::{Diagnostic, FileId, Kind, Span};
+use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Span};
 use crate::load::{RawFile, Reader, Str, Value};
 
 use super::Validator;
@@ -103,6 +105,92 @@ pub(super) struct Entry<'f, 'i> {
     pub(super) value: &'f Value<'i>,
 }
 
+impl Validator<'_> {
+    /// Pass 1: the entries of each group of [`TOP`] in every file (asset
+    /// names with their file's `key_prefix`), and each file's defaults. A
+    /// name defined twice (in any files) is reported; the first one stays.
+    pub(super) fn entries<'f, 'i>(
+        &mut self,
+        files: &'f [RawFile<'i>],
+    ) -> (
+        [Vec<Entry<'f, 'i>>; 4],
+        HashMap<FileId, FileDefaults<'f, 'i>>,
+    ) {
+        let mut groups: [Vec<Entry<'_, '_>>; 4] = Default::default();
+        let mut defaults: HashMap<FileId, FileDefaults<'_, '_>> = HashMap::new();
+        for f in files {
+            let fd = self.file_defaults(f);
+            let prefix = fd.key_prefix.clone();
+            defaults.insert(f.file, fd);
+            for (k, _) in f.root.iter() {
+                let key: &str = k.get_ref();
+                if !TOP.contains(&key) && key != "defaults" {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Kind::UnknownField,
+                            format!("unknown top-level table `{key}`"),
+                        )
+                        .at(&Span::new(f.file, k.span()), "unknown table")
+                        .help(match crate::diag::did_you_mean(key, TOP.iter().copied()) {
+                            Some(c) => format!("did you mean `{c}`?"),
+                            None => "a definitions file holds only `[partitions.NAME]`, `[resources.NAME]`, `[assets.NAME]` and `[jobs.NAME]` tables".into(),
+                        }),
+                    );
+                }
+            }
+            // Unknown tables were reported just above.
+            let top = Reader::new(
+                f.file,
+                &f.root,
+                0..0,
+                "a definitions file",
+                TOP,
+                &mut Diagnostics::default(),
+            );
+            for (gi, group) in TOP.iter().enumerate() {
+                let Some((table, _)) = top.table(group, self.diags) else {
+                    continue;
+                };
+                for (k, v) in table.iter() {
+                    let name: &str = k.get_ref();
+                    groups[gi].push(Entry {
+                        name: match &prefix {
+                            Some(p) if *group == "assets" => format!("{p}/{name}"),
+                            _ => name.to_string(),
+                        },
+                        span: Span::new(f.file, k.span()),
+                        file: f.file,
+                        value: v,
+                    });
+                }
+            }
+        }
+        for (gi, group) in groups.iter_mut().enumerate() {
+            let mut seen: HashMap<String, Span> = HashMap::new();
+            let singular = ["partitions definition", "resource", "asset", "job"][gi];
+            group.retain(|e| match seen.get(&e.name) {
+                Some(first) => {
+                    self.diags.push(
+                        Diagnostic::error(
+                            Kind::Duplicate,
+                            format!("{singular} `{}` is defined twice", e.name),
+                        )
+                        .at(&e.span, "defined again here")
+                        .also(first, "first defined here")
+                        .help(format!("rename one of them; {singular} names are shared by every file in the definitions folder")),
+                    );
+                    false
+                }
+                None => {
+                    seen.insert(e.name.clone(), e.span.clone());
+                    true
+                }
+            });
+        }
+        (groups, defaults)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
@@ -113,19 +201,20 @@ mod tests {
         let a = "[assets.orders]\nshell = \"true\"\n";
         let b = "[assets.other]\nshell = \"true\"\n\n[assets.orders]\nsql = \"SELECT 1\"\n";
         let c = check(&[("a.toml", a), ("b.toml", b)]);
-        let d = c.only(Kind::Duplicate);
-        assert_eq!(c.primary(d), c.at("b.toml", "orders", 0));
+        let message = "asset `orders` is defined twice";
+        let d = c.expect(Kind::Duplicate, message, ("b.toml", "orders", 0));
         assert_eq!(c.secondary(d, 0), c.at("a.toml", "orders", 0));
-        assert_eq!(d.message, "asset `orders` is defined twice");
     }
 
     #[test]
     fn unknown_top_level_table() {
         let src = "[asset.a]\nshell = \"true\"\n";
         let c = check(&[("a.toml", src)]);
-        let d = c.only(Kind::UnknownField);
-        assert_eq!(d.message, "unknown top-level table `asset`");
-        assert_eq!(c.primary(d), c.at("a.toml", "asset", 0));
+        let d = c.expect(
+            Kind::UnknownField,
+            "unknown top-level table `asset`",
+            ("a.toml", "asset", 0),
+        );
         assert_eq!(d.help.as_deref(), Some("did you mean `assets`?"));
     }
 }

@@ -2,6 +2,7 @@
 //! every edge is written) and a topological order.
 
 use crate::diag::{Diagnostic, Kind, Span};
+use crate::model::{Asset, Defs};
 
 use super::Validator;
 
@@ -92,6 +93,25 @@ impl Validator<'_> {
     }
 }
 
+/// Moves the built assets into `defs` in topological `order`, their
+/// inputs renumbered to match.
+pub(super) fn renumber(mut built: Vec<Option<Asset>>, order: &[usize], defs: &mut Defs) {
+    let mut new_id = vec![0usize; built.len()];
+    for (new, &old) in order.iter().enumerate() {
+        new_id[old] = new;
+    }
+    for &old in order {
+        let mut a = built[old]
+            .take()
+            .expect("no errors, so every asset was built");
+        for inp in &mut a.inputs {
+            inp.upstream = new_id[inp.upstream];
+        }
+        defs.by_key.insert(a.key.clone(), defs.assets.len());
+        defs.assets.push(a);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
@@ -103,12 +123,8 @@ mod tests {
                    [assets.transform]\ndeps = [\"extract\"]\nshell = \"true\"\n\n\
                    [assets.load]\ndeps = [\"transform\"]\nshell = \"true\"\n";
         let c = check(&[("a.toml", src)]);
-        let d = c.only(Kind::Cycle);
-        assert_eq!(
-            d.message,
-            "dependency cycle: extract → transform → load → extract"
-        );
-        assert_eq!(c.primary(d), c.at("a.toml", "\"load\"", 0));
+        let message = "dependency cycle: extract → transform → load → extract";
+        let d = c.expect(Kind::Cycle, message, ("a.toml", "\"load\"", 0));
         assert_eq!(d.secondary.len(), 2);
         assert_eq!(c.secondary(d, 0), c.at("a.toml", "\"extract\"", 0));
         assert_eq!(c.secondary(d, 1), c.at("a.toml", "\"transform\"", 0));
@@ -118,8 +134,7 @@ mod tests {
     fn self_dependency_is_a_cycle() {
         let src = "[assets.a]\ndeps = [\"a\"]\nshell = \"true\"\n";
         let c = check(&[("a.toml", src)]);
-        let d = c.only(Kind::Cycle);
-        assert_eq!(d.message, "asset `a` depends on itself");
-        assert_eq!(c.primary(d), c.at("a.toml", "\"a\"", 0));
+        let message = "asset `a` depends on itself";
+        c.expect(Kind::Cycle, message, ("a.toml", "\"a\"", 0));
     }
 }

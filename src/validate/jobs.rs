@@ -5,9 +5,9 @@
 use crate::diag::{Diagnostic, Kind, Span};
 use crate::load::Reader;
 use crate::model::{Catchup, Job, JobSchedule, JobTargeting};
-use crate::partitions::time;
 
-use super::partitions::time_zone;
+use super::fields::required;
+use super::partitions::{cron_schedule, time_zone};
 use super::{Entry, Validator};
 
 pub(crate) const JOB_FIELDS: &[&str] = &[
@@ -27,12 +27,16 @@ const JOB_TARGETING: &[&str] = &["partition", "partition_range", "last", "all_pa
 
 impl Validator<'_> {
     /// A `[jobs.NAME]` table.
-    pub(super) fn job(&mut self, e: &Entry<'_, '_>) -> Option<Job> {
+    fn job(&mut self, e: &Entry<'_, '_>) -> Option<Job> {
         let what = format!("job `{}`", e.name);
         let d = &mut *self.diags;
         let before = d.error_count();
         let r = Reader::of_value(e.file, e.value, what.clone(), JOB_FIELDS, d)?;
-        let select = match r.str("select", d) {
+        let select = r.str("select", d);
+        let help = Some(
+            "add `select = \"*\"` (every asset) or a selection such as `select = \"+daily_report\"`",
+        );
+        let select = match required(select, &r, "select", &what, &e.span, help, d) {
             Some(s) if s.value.trim().is_empty() => {
                 d.push(
                     Diagnostic::error(Kind::InvalidValue, format!("`select` in {what} is empty"))
@@ -41,17 +45,7 @@ impl Validator<'_> {
                 );
                 None
             }
-            Some(s) => Some(s),
-            None => {
-                if r.get("select").is_none() {
-                    d.push(
-                        Diagnostic::error(Kind::MissingField, format!("{what} has no `select`"))
-                            .at(&e.span, "missing `select`")
-                            .help("add `select = \"*\"` (every asset) or a selection such as `select = \"+daily_report\"`"),
-                    );
-                }
-                None
-            }
+            s => s,
         };
         // At most one targeting field.
         let mut given: Vec<(&str, Span)> = JOB_TARGETING
@@ -153,27 +147,10 @@ impl Validator<'_> {
                 }
             },
         };
-        let cron = match r.str("cron", d) {
-            None => None,
-            Some(c) => match time::parse_cron(&c.value) {
-                Ok(cron) => Some((c.value.clone(), cron)),
-                Err(msg) => {
-                    d.push(
-                        Diagnostic::error(
-                            Kind::BadCron,
-                            format!("invalid cron schedule `{}` in {what}", c.value),
-                        )
-                        .at(&c.span, msg)
-                        .help(if c.value.split_whitespace().count() == 5 {
-                            "field ranges: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-6 or SUN-SAT"
-                        } else {
-                            "use five fields: minute hour day-of-month month day-of-week, e.g. `0 * * * *` (hourly)"
-                        }),
-                    );
-                    None
-                }
-            },
-        };
+        let cron = r.str("cron", d).and_then(|c| {
+            let cron = cron_schedule(&c, &what, "`0 * * * *` (hourly)", d)?;
+            Some((c.value, cron))
+        });
         if cron.is_none() && r.get("cron").is_none() {
             for f in ["timezone", "catchup"] {
                 if let Some(span) = r.key_span(f) {
@@ -209,5 +186,19 @@ impl Validator<'_> {
                 catchup,
             }),
         })
+    }
+}
+
+impl Validator<'_> {
+    /// Pass 7: the jobs. Their selections are resolved by the caller,
+    /// which may use the later stages.
+    pub(super) fn jobs(&mut self, entries: &[Entry<'_, '_>]) -> indexmap::IndexMap<String, Job> {
+        let mut jobs = indexmap::IndexMap::new();
+        for e in entries {
+            if let Some(j) = self.job(e) {
+                jobs.insert(e.name.clone(), j);
+            }
+        }
+        jobs
     }
 }

@@ -3,19 +3,22 @@
 //! inferred) cannot apply to its two partitions definitions.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use toml::de::DeValue;
 
 use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Span, suggest};
 use crate::load::{self, Reader, Value};
+use crate::model::Asset;
 use crate::partitions::PartitionsDef;
 use crate::partitions::mapping::{self, MappingSpec};
 
-use super::Entry;
+use super::fields::required;
 use super::partitions::window_offset;
+use super::{Entry, Validator};
 
 /// Where `[assets.KEY.ins.INPUT] mapping = …` is written, if it is.
-pub(super) fn raw_mapping_span(e: &Entry<'_, '_>, input: &str) -> Option<Span> {
+fn raw_mapping_span(e: &Entry<'_, '_>, input: &str) -> Option<Span> {
     let DeValue::Table(asset) = e.value.get_ref() else {
         return None;
     };
@@ -29,7 +32,7 @@ pub(super) fn raw_mapping_span(e: &Entry<'_, '_>, input: &str) -> Option<Span> {
 }
 
 /// What to do about a mapping that cannot apply to its two definitions.
-pub(super) fn mapping_help(
+fn mapping_help(
     spec: &MappingSpec,
     inferred: bool,
     up: Option<&PartitionsDef>,
@@ -163,16 +166,9 @@ pub(super) fn mapping_spec(
             allow_nonexistent: r.bool("allow_nonexistent", d).unwrap_or(false),
         },
         "static" => {
-            let Some((m, _)) = r.table("map", d) else {
-                if r.get("map").is_none() {
-                    d.push(
-                        Diagnostic::error(Kind::MissingField, format!("{what} has no `map`"))
-                            .at(&span, "missing `map`")
-                            .help("add `map = { upstream_key = \"downstream_key\" }`"),
-                    );
-                }
-                return None;
-            };
+            let m = r.table("map", d);
+            let help = Some("add `map = { upstream_key = \"downstream_key\" }`");
+            let (m, _) = required(m, &r, "map", what, &span, help, d)?;
             let mut map = BTreeMap::new();
             for (k, val) in m.iter() {
                 let targets = match val.get_ref() {
@@ -203,34 +199,22 @@ pub(super) fn mapping_spec(
             }
             MappingSpec::Static { map }
         }
-        "specific" => match r.str_array("keys", d) {
-            Some(keys) => MappingSpec::Specific {
+        "specific" => {
+            let keys = r.str_array("keys", d);
+            let keys = required(keys, &r, "keys", what, &span, None, d)?;
+            MappingSpec::Specific {
                 keys: keys.into_iter().map(|k| k.value).collect(),
-            },
-            None => {
-                if r.get("keys").is_none() {
-                    d.push(
-                        Diagnostic::error(Kind::MissingField, format!("{what} has no `keys`"))
-                            .at(&span, "missing `keys`"),
-                    );
-                }
-                return None;
             }
-        },
+        }
         "multi_to_single" => MappingSpec::MultiToSingle {
             dimension: r.str("dimension", d).map(|s| s.value),
         },
         _ => {
-            let Some((dims, _)) = r.table("dimensions", d) else {
-                if r.get("dimensions").is_none() {
-                    d.push(
-                        Diagnostic::error(Kind::MissingField, format!("{what} has no `dimensions`"))
-                            .at(&span, "missing `dimensions`")
-                            .help("add `dimensions = { up_dim = { dimension = \"down_dim\", mapping = { type = \"identity\" } } }`"),
-                    );
-                }
-                return None;
-            };
+            let dims = r.table("dimensions", d);
+            let help = Some(
+                "add `dimensions = { up_dim = { dimension = \"down_dim\", mapping = { type = \"identity\" } } }`",
+            );
+            let (dims, _) = required(dims, &r, "dimensions", what, &span, help, d)?;
             let mut out = BTreeMap::new();
             for (k, val) in dims.iter() {
                 let dim_what = format!("dimension `{}` of {what}", k.get_ref());
@@ -238,16 +222,9 @@ pub(super) fn mapping_spec(
                 else {
                     continue;
                 };
-                let Some(down) = dr.str("dimension", d) else {
-                    if dr.get("dimension").is_none() {
-                        d.push(
-                            Diagnostic::error(
-                                Kind::MissingField,
-                                format!("{dim_what} has no `dimension`"),
-                            )
-                            .at(&Span::new(file, val.span()), "missing `dimension`"),
-                        );
-                    }
+                let down = dr.str("dimension", d);
+                let at = Span::new(file, val.span());
+                let Some(down) = required(down, &dr, "dimension", &dim_what, &at, None, d) else {
                     continue;
                 };
                 let inner = match dr.get("mapping") {
@@ -262,6 +239,64 @@ pub(super) fn mapping_spec(
             MappingSpec::Multi { dimensions: out }
         }
     })
+}
+
+impl Validator<'_> {
+    /// Pass 6: each input's mapping, inferred where not written, then
+    /// checked against its two partitions definitions.
+    pub(super) fn check_mappings(&mut self, built: &mut [Option<Asset>], assets: &[Entry<'_, '_>]) {
+        let ups: Vec<Option<Arc<PartitionsDef>>> = built
+            .iter()
+            .map(|a| {
+                a.as_ref()
+                    .and_then(|a| a.partitions.as_ref().map(|p| p.def.clone()))
+            })
+            .collect();
+        for (ai, a) in built.iter_mut().enumerate() {
+            let Some(a) = a else { continue };
+            let down = a.partitions.as_ref().map(|p| p.def.clone());
+            for inp in &mut a.inputs {
+                let up = ups[inp.upstream].clone();
+                if inp.mapping_inferred {
+                    inp.mapping = mapping::infer(up.as_deref(), down.as_deref());
+                }
+                if let Err(msg) =
+                    mapping::check_applicable(&inp.mapping, up.as_deref(), down.as_deref())
+                {
+                    let upstream_key = &assets[inp.upstream].name;
+                    let written = (!inp.mapping_inferred)
+                        .then(|| raw_mapping_span(&assets[ai], &inp.name))
+                        .flatten();
+                    let mut diag = Diagnostic::error(
+                        Kind::Mapping,
+                        format!(
+                            "the {}`{}` mapping cannot apply to input `{}` of asset `{}`: {msg}",
+                            if inp.mapping_inferred {
+                                "inferred "
+                            } else {
+                                ""
+                            },
+                            inp.mapping.type_name(),
+                            inp.name,
+                            a.key
+                        ),
+                    );
+                    diag = match &written {
+                        Some(m) => diag
+                            .at(m, "this mapping")
+                            .also(&inp.span, format!("input reading `{upstream_key}`")),
+                        None => diag.at(&inp.span, format!("reads `{upstream_key}`")),
+                    };
+                    self.diags.push(diag.help(mapping_help(
+                        &inp.mapping,
+                        inp.mapping_inferred,
+                        up.as_deref(),
+                        down.as_deref(),
+                    )));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,31 +6,28 @@
 //! resources, assets (references resolved by name), then the graph (cycles,
 //! topological order) and partition mappings (inferred, then checked).
 //!
-//! One file per concern: `entries` (pass 1: names, `[defaults]`, profiles),
+//! One file per concern, each pass a method there, in the order `run`
+//! calls them: `entries` (pass 1: names, `[defaults]`, profiles),
 //! `partitions`, `resources`, `assets` (with `compute`, `policies`,
-//! `checks`), `mappings`, `graph` (cycles, order), `jobs`, `templates`
-//! (`${env:…}`); `schema` derives `dg schema` from the same field lists.
+//! `checks` and `inputs`), `graph` (cycles, order), `mappings`, `jobs`;
+//! `templates` checks `${env:…}` and `fields` holds what several passes
+//! report alike. `schema` derives `dg schema` from the same field lists.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-
-use toml::de::DeValue;
 
 use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Sources, Span};
-use crate::formats::Format;
 use crate::io::Registry;
-use crate::load::{self, RawFile, Reader};
-use crate::model::{Asset, Defs, NamedPartitions, Resource};
-use crate::partitions::PartitionsDef;
-use crate::partitions::mapping;
+use crate::load::{self, RawFile};
+use crate::model::{Defs, NamedPartitions};
 use crate::project::{Project, display_path};
 
 mod assets;
 mod checks;
 mod compute;
 mod entries;
+mod fields;
 mod graph;
+mod inputs;
 mod jobs;
 mod mappings;
 mod partitions;
@@ -41,9 +38,7 @@ mod templates;
 #[cfg(test)]
 mod testing;
 
-use assets::check_asset_key;
-use entries::{Entry, FileDefaults, TOP, profile_entries};
-use mappings::{mapping_help, raw_mapping_span};
+use entries::Entry;
 
 /// Looks up environment variables (the process environment, or a test's map).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -184,267 +179,25 @@ struct Validator<'a> {
 }
 
 impl<'a> Validator<'a> {
+    /// Every pass in order, each in its file; the model is complete only
+    /// when no pass reported an error.
     fn run(
         &mut self,
         files: &[RawFile<'_>],
         config: Option<&RawFile<'_>>,
         selected: Option<&str>,
     ) -> Defs {
-        // Pass 1: names in each group, duplicates across files.
-        let mut groups: [Vec<Entry<'_, '_>>; 4] = Default::default();
-        let mut defaults: HashMap<FileId, FileDefaults<'_, '_>> = HashMap::new();
-        for f in files {
-            let fd = self.file_defaults(f);
-            let prefix = fd.key_prefix.clone();
-            defaults.insert(f.file, fd);
-            for (k, _) in f.root.iter() {
-                let key: &str = k.get_ref();
-                if !TOP.contains(&key) && key != "defaults" {
-                    self.diags.push(
-                        Diagnostic::error(
-                            Kind::UnknownField,
-                            format!("unknown top-level table `{key}`"),
-                        )
-                        .at(&Span::new(f.file, k.span()), "unknown table")
-                        .help(match crate::diag::did_you_mean(key, TOP.iter().copied()) {
-                            Some(c) => format!("did you mean `{c}`?"),
-                            None => "a definitions file holds only `[partitions.NAME]`, `[resources.NAME]`, `[assets.NAME]` and `[jobs.NAME]` tables".into(),
-                        }),
-                    );
-                }
-            }
-            // Unknown tables were reported just above.
-            let top = Reader::new(
-                f.file,
-                &f.root,
-                0..0,
-                "a definitions file",
-                TOP,
-                &mut Diagnostics::default(),
-            );
-            for (gi, group) in TOP.iter().enumerate() {
-                let Some((table, _)) = top.table(group, self.diags) else {
-                    continue;
-                };
-                for (k, v) in table.iter() {
-                    let name: &str = k.get_ref();
-                    groups[gi].push(Entry {
-                        name: match &prefix {
-                            Some(p) if *group == "assets" => format!("{p}/{name}"),
-                            _ => name.to_string(),
-                        },
-                        span: Span::new(f.file, k.span()),
-                        file: f.file,
-                        value: v,
-                    });
-                }
-            }
-        }
-        for (gi, group) in groups.iter_mut().enumerate() {
-            let mut seen: HashMap<String, Span> = HashMap::new();
-            let singular = ["partitions definition", "resource", "asset", "job"][gi];
-            group.retain(|e| match seen.get(&e.name) {
-                Some(first) => {
-                    self.diags.push(
-                        Diagnostic::error(
-                            Kind::Duplicate,
-                            format!("{singular} `{}` is defined twice", e.name),
-                        )
-                        .at(&e.span, "defined again here")
-                        .also(first, "first defined here")
-                        .help(format!("rename one of them; {singular} names are shared by every file in the definitions folder")),
-                    );
-                    false
-                }
-                None => {
-                    seen.insert(e.name.clone(), e.span.clone());
-                    true
-                }
-            });
-        }
-        let [parts, resources, assets, job_entries] = groups;
-        self.declared_partitions = parts.iter().map(|e| e.name.clone()).collect();
-
-        // Pass 2: partitions. Plain definitions first, so multi dimensions can name them.
-        let is_multi = |e: &Entry<'_, '_>| {
-            matches!(e.value.get_ref(), DeValue::Table(t)
-                if t.get("type").and_then(|v| v.get_ref().as_str()) == Some("multi"))
-        };
-        for e in parts
-            .iter()
-            .filter(|e| !is_multi(e))
-            .chain(parts.iter().filter(|e| is_multi(e)))
-        {
-            let what = format!("partitions `{}`", e.name);
-            match self.partitions_def(e.file, e.value, Some(&e.name), &what, true) {
-                Some(def) => {
-                    self.named_partitions.insert(
-                        e.name.clone(),
-                        NamedPartitions {
-                            def,
-                            span: e.span.clone(),
-                        },
-                    );
-                }
-                None => {
-                    self.failed_partitions.insert(e.name.clone());
-                }
-            }
-        }
-        // Keep definition order as written.
-        let order: HashMap<&str, usize> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.name.as_str(), i))
-            .collect();
-        self.named_partitions
-            .sort_by(|a, _, b, _| order.get(a.as_str()).cmp(&order.get(b.as_str())));
-
-        // Pass 3: resources.
-        let mut res = indexmap::IndexMap::new();
-        for e in &resources {
-            if let Some(r) = self.resource(e) {
-                res.insert(e.name.clone(), r);
-            }
-        }
-        if !res.contains_key("io_manager") && !resources.iter().any(|e| e.name == "io_manager") {
-            res.insert(
-                "io_manager".to_string(),
-                Resource {
-                    key: "io_manager".into(),
-                    type_name: "fs".into(),
-                    config: toml::Table::new(),
-                    format: Some(Format::Csv),
-                    path: None,
-                    span: None,
-                    secrets: Vec::new(),
-                },
-            );
-        }
-        // Profiles in dg.toml: every one is checked, the selected one replaces
-        // resources whole (or adds them).
-        let mut profile_names: Vec<String> = Vec::new();
-        for (pname, entries) in profile_entries(config) {
-            let this = Some(pname.as_str()) == selected;
-            for e in &entries {
-                // Another profile's variables are not set: only its errors count.
-                let saved = (!this).then(|| std::mem::take(&mut *self.diags));
-                let r = self.resource(e);
-                if let Some(saved) = saved {
-                    let mine = std::mem::replace(&mut *self.diags, saved);
-                    for d in mine.items.into_iter().filter(|d| d.is_error()) {
-                        self.diags.push(d);
-                    }
-                }
-                if this {
-                    profile_names.push(e.name.clone());
-                    match r {
-                        Some(r) => {
-                            res.insert(e.name.clone(), r);
-                        }
-                        None => {
-                            res.shift_remove(&e.name);
-                        }
-                    }
-                }
-            }
-        }
-        let resource_names: Vec<&str> = resources
-            .iter()
-            .map(|e| e.name.as_str())
-            .chain((!resources.iter().any(|e| e.name == "io_manager")).then_some("io_manager"))
-            .chain(profile_names.iter().map(String::as_str))
-            .collect();
-
-        // Pass 4: assets.
-        let mut keys: HashMap<String, usize> = HashMap::new();
-        for (i, e) in assets.iter().enumerate() {
-            if let Some(problem) = check_asset_key(&e.name) {
-                self.diags.push(
-                    Diagnostic::error(Kind::InvalidKey, format!("invalid asset key `{}`", e.name))
-                        .at(&e.span, problem)
-                        .help("asset keys are `/`-separated segments of letters, digits, `_`, `-` and `.`"),
-                );
-            }
-            keys.insert(e.name.clone(), i);
-        }
-        let key_list: Vec<&str> = assets.iter().map(|e| e.name.as_str()).collect();
-        self.edges = vec![Vec::new(); assets.len()];
-        let mut built: Vec<Option<Asset>> = assets
-            .iter()
-            .map(|e| {
-                let fd = defaults.get(&e.file);
-                self.asset(e, &keys, &key_list, &res, &resource_names, fd)
-            })
-            .collect();
-
-        // Pass 5: graph.
+        let ([parts, resources, assets, job_entries], defaults) = self.entries(files);
+        self.partitions(&parts);
+        let (res, resource_names) = self.resources(&resources, config, selected);
+        let resource_names: Vec<&str> = resource_names.iter().map(String::as_str).collect();
+        let mut built = self.assets(&assets, &res, &resource_names, &defaults);
+        // Pass 5: the graph (cycles, order).
         let names: Vec<&str> = assets.iter().map(|e| e.name.as_str()).collect();
         let order = self.topo_order(&names);
-        // Pass 6: mappings, inferred where not written, then checked.
-        let ups: Vec<Option<Arc<PartitionsDef>>> = built
-            .iter()
-            .map(|a| {
-                a.as_ref()
-                    .and_then(|a| a.partitions.as_ref().map(|p| p.def.clone()))
-            })
-            .collect();
-        for (ai, a) in built.iter_mut().enumerate() {
-            let Some(a) = a else { continue };
-            let down = a.partitions.as_ref().map(|p| p.def.clone());
-            for inp in &mut a.inputs {
-                let up = ups[inp.upstream].clone();
-                if inp.mapping_inferred {
-                    inp.mapping = mapping::infer(up.as_deref(), down.as_deref());
-                }
-                if let Err(msg) =
-                    mapping::check_applicable(&inp.mapping, up.as_deref(), down.as_deref())
-                {
-                    let upstream_key = &assets[inp.upstream].name;
-                    let written = (!inp.mapping_inferred)
-                        .then(|| raw_mapping_span(&assets[ai], &inp.name))
-                        .flatten();
-                    let mut diag = Diagnostic::error(
-                        Kind::Mapping,
-                        format!(
-                            "the {}`{}` mapping cannot apply to input `{}` of asset `{}`: {msg}",
-                            if inp.mapping_inferred {
-                                "inferred "
-                            } else {
-                                ""
-                            },
-                            inp.mapping.type_name(),
-                            inp.name,
-                            a.key
-                        ),
-                    );
-                    diag = match &written {
-                        Some(m) => diag
-                            .at(m, "this mapping")
-                            .also(&inp.span, format!("input reading `{upstream_key}`")),
-                        None => diag.at(&inp.span, format!("reads `{upstream_key}`")),
-                    };
-                    self.diags.push(diag.help(mapping_help(
-                        &inp.mapping,
-                        inp.mapping_inferred,
-                        up.as_deref(),
-                        down.as_deref(),
-                    )));
-                }
-            }
-        }
-
+        self.check_mappings(&mut built, &assets);
         self.check_storage_paths(&built, &res, &resources);
-
-        // Pass 7: jobs (their selections are resolved by the caller, which
-        // may use the later stages).
-        let mut jobs = indexmap::IndexMap::new();
-        for e in &job_entries {
-            if let Some(j) = self.job(e) {
-                jobs.insert(e.name.clone(), j);
-            }
-        }
-
+        let jobs = self.jobs(&job_entries);
         let mut defs = Defs {
             partitions: std::mem::take(&mut self.named_partitions),
             resources: res,
@@ -454,21 +207,7 @@ impl<'a> Validator<'a> {
         if self.diags.has_errors() {
             return defs;
         }
-        // Renumber assets into topological order.
-        let mut new_id = vec![0usize; built.len()];
-        for (new, &old) in order.iter().enumerate() {
-            new_id[old] = new;
-        }
-        for &old in &order {
-            let mut a = built[old]
-                .take()
-                .expect("no errors, so every asset was built");
-            for inp in &mut a.inputs {
-                inp.upstream = new_id[inp.upstream];
-            }
-            defs.by_key.insert(a.key.clone(), defs.assets.len());
-            defs.assets.push(a);
-        }
+        graph::renumber(built, &order, &mut defs);
         defs
     }
 }

@@ -9,10 +9,13 @@ use toml::de::DeValue;
 
 use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Span, suggest};
 use crate::load::{self, Reader, Str, Value};
+use crate::model::{AssetPartitions, NamedPartitions};
 use crate::partitions::time::{self, Schedule, TimeDefError, TimePartitions};
 use crate::partitions::{MultiPartitions, PartitionsDef, StaticPartitions, check_key};
 
-use super::Validator;
+use super::entries::FileDefaults;
+use super::fields::{required, same_variable};
+use super::{Entry, Validator};
 
 pub(crate) const PARTITION_TYPES: &[&str] = &[
     "hourly", "daily", "weekly", "monthly", "cron", "static", "dynamic", "multi",
@@ -55,37 +58,23 @@ pub(super) fn window_offset(
 
 /// The fields a partitions definition of type `ty` accepts (`None`: no such type).
 pub(crate) fn partition_fields(ty: &str) -> Option<&'static [&'static str]> {
+    // Each schedule adds an offset to the one before: hourly's fields are
+    // the first seven, daily's the first eight.
+    const TIME: &[&str] = &[
+        "type",
+        "start",
+        "end",
+        "timezone",
+        "fmt",
+        "end_offset",
+        "minute_offset",
+        "hour_offset",
+        "day_offset",
+    ];
     Some(match ty {
-        "hourly" => &[
-            "type",
-            "start",
-            "end",
-            "timezone",
-            "fmt",
-            "end_offset",
-            "minute_offset",
-        ],
-        "daily" => &[
-            "type",
-            "start",
-            "end",
-            "timezone",
-            "fmt",
-            "end_offset",
-            "minute_offset",
-            "hour_offset",
-        ],
-        "weekly" | "monthly" => &[
-            "type",
-            "start",
-            "end",
-            "timezone",
-            "fmt",
-            "end_offset",
-            "minute_offset",
-            "hour_offset",
-            "day_offset",
-        ],
+        "hourly" => &TIME[..7],
+        "daily" => &TIME[..8],
+        "weekly" | "monthly" => TIME,
         "cron" => &[
             "type",
             "cron",
@@ -100,6 +89,34 @@ pub(crate) fn partition_fields(ty: &str) -> Option<&'static [&'static str]> {
         "multi" => &["type", "dimensions"],
         _ => return None,
     })
+}
+
+/// Cron schedule `c` of `what`, or a located error; the help shows
+/// `example` when the number of fields is wrong.
+pub(super) fn cron_schedule(
+    c: &Str,
+    what: &str,
+    example: &str,
+    d: &mut Diagnostics,
+) -> Option<croner::Cron> {
+    match time::parse_cron(&c.value) {
+        Ok(cron) => Some(cron),
+        Err(e) => {
+            d.push(
+                Diagnostic::error(
+                    Kind::BadCron,
+                    format!("invalid cron schedule `{}` in {what}", c.value),
+                )
+                .at(&c.span, e)
+                .help(if c.value.split_whitespace().count() == 5 {
+                    "field ranges: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-6 or SUN-SAT".to_string()
+                } else {
+                    format!("use five fields: minute hour day-of-month month day-of-week, e.g. {example}")
+                }),
+            );
+            None
+        }
+    }
 }
 
 /// An IANA time zone name of `what`, or a located error with a suggestion.
@@ -194,16 +211,9 @@ impl Validator<'_> {
         let r = Reader::new(file, t, value.span(), what, fields, self.diags);
         match ty.as_str() {
             "static" => {
-                let Some(keys) = r.str_array("keys", self.diags) else {
-                    if r.get("keys").is_none() {
-                        self.diags.push(
-                            Diagnostic::error(Kind::MissingField, format!("{what} has no `keys`"))
-                                .at(&span, "missing `keys`")
-                                .help("add `keys = [\"a\", \"b\"]`"),
-                        );
-                    }
-                    return None;
-                };
+                let keys = r.str_array("keys", self.diags);
+                let help = Some("add `keys = [\"a\", \"b\"]`");
+                let keys = required(keys, &r, "keys", what, &span, help, self.diags)?;
                 let mut seen: HashMap<&str, &Span> = HashMap::new();
                 let mut ok = true;
                 for k in &keys {
@@ -275,16 +285,9 @@ impl Validator<'_> {
             );
             return None;
         }
-        let Some((dims, dims_value)) = r.table("dimensions", self.diags) else {
-            if r.get("dimensions").is_none() {
-                self.diags.push(
-                    Diagnostic::error(Kind::MissingField, format!("{what} has no `dimensions`"))
-                        .at(span, "missing `dimensions`")
-                        .help("add `dimensions = { date = \"daily\", region = \"region\" }`"),
-                );
-            }
-            return None;
-        };
+        let dims = r.table("dimensions", self.diags);
+        let help = Some("add `dimensions = { date = \"daily\", region = \"region\" }`");
+        let (dims, dims_value) = required(dims, r, "dimensions", what, span, help, self.diags)?;
         if dims.len() != 2 {
             self.diags.push(
                 Diagnostic::error(
@@ -311,17 +314,14 @@ impl Validator<'_> {
         if let [(a, a_span), (b, b_span)] = keys.as_slice() {
             let var = crate::names::env_name(a);
             if var == crate::names::env_name(b) {
-                self.diags.push(
-                    Diagnostic::error(
-                        Kind::Duplicate,
-                        format!(
-                            "dimensions `{a}` and `{b}` of {what} both become `DG_PARTITION_{var}`"
-                        ),
-                    )
-                    .at(b_span, format!("`{b}` → `DG_PARTITION_{var}`"))
-                    .also(a_span, format!("`{a}` → `DG_PARTITION_{var}`"))
-                    .help("a step sees each dimension as `DG_PARTITION_<DIM>`, upper-cased with other characters written `_`; rename one of them"),
-                );
+                self.diags.push(same_variable(
+                    "dimensions",
+                    what,
+                    (a, a_span),
+                    (b, b_span),
+                    &format!("DG_PARTITION_{var}"),
+                    "a step sees each dimension as `DG_PARTITION_<DIM>`, upper-cased with other characters written `_`; rename one of them".into(),
+                ));
             }
         }
         let mut out: Vec<(String, Arc<PartitionsDef>)> = Vec::new();
@@ -365,6 +365,38 @@ impl Validator<'_> {
         Some(Arc::new(PartitionsDef::Multi(MultiPartitions {
             dims: [a, b],
         })))
+    }
+
+    /// The asset's `partitions` (or its file's default): a name or a
+    /// definition inline. The flag says one was given but is invalid.
+    pub(super) fn asset_partitions(
+        &mut self,
+        e: &Entry<'_, '_>,
+        r: &Reader<'_, '_>,
+        what: &str,
+        defaults: Option<&FileDefaults<'_, '_>>,
+    ) -> (Option<AssetPartitions>, bool) {
+        let partitions_value = r
+            .get("partitions")
+            .or_else(|| defaults.and_then(|fd| fd.partitions));
+        let partitions = match partitions_value {
+            None => None,
+            Some(v) => match v.get_ref() {
+                DeValue::String(name) => {
+                    let name = name.to_string();
+                    self.named_ref(&name, &r.span_of(v), what)
+                        .map(|def| AssetPartitions {
+                            def,
+                            name: Some(name),
+                        })
+                }
+                _ => self
+                    .partitions_def(e.file, v, None, &format!("partitions of {what}"), true)
+                    .map(|def| AssetPartitions { def, name: None }),
+            },
+        };
+        let partitions_failed = partitions_value.is_some() && partitions.is_none();
+        (partitions, partitions_failed)
     }
 
     pub(super) fn named_ref(
@@ -450,33 +482,12 @@ impl Validator<'_> {
                 minute,
             },
             _ => {
-                let Some(c) = r.str("cron", d) else {
-                    if r.get("cron").is_none() {
-                        d.push(
-                            Diagnostic::error(Kind::MissingField, format!("{what} has no `cron`"))
-                                .at(span, "missing `cron`")
-                                .help("add a five-field schedule, e.g. `cron = \"0 */6 * * *\"`"),
-                        );
-                    }
-                    return None;
-                };
-                match time::parse_cron(&c.value) {
-                    Ok(cron) => Schedule::Cron {
-                        expr: c.value.clone(),
-                        cron: Box::new(cron),
-                    },
-                    Err(e) => {
-                        d.push(
-                            Diagnostic::error(Kind::BadCron, format!("invalid cron schedule `{}` in {what}", c.value))
-                                .at(&c.span, e)
-                                .help(if c.value.split_whitespace().count() == 5 {
-                                    "field ranges: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-6 or SUN-SAT"
-                                } else {
-                                    "use five fields: minute hour day-of-month month day-of-week, e.g. `0 */6 * * *`"
-                                }),
-                        );
-                        return None;
-                    }
+                let c = r.str("cron", d);
+                let help = Some("add a five-field schedule, e.g. `cron = \"0 */6 * * *\"`");
+                let c = required(c, r, "cron", what, span, help, d)?;
+                Schedule::Cron {
+                    cron: Box::new(cron_schedule(&c, what, "`0 */6 * * *`", d)?),
+                    expr: c.value,
                 }
             }
         };
@@ -492,16 +503,9 @@ impl Validator<'_> {
             ok = false;
             0
         });
-        let Some(start) = r.str("start", d) else {
-            if r.get("start").is_none() {
-                d.push(
-                    Diagnostic::error(Kind::MissingField, format!("{what} has no `start`"))
-                        .at(span, "missing `start`")
-                        .help(format!("add `start = \"{}\"`", example_start(&schedule))),
-                );
-            }
-            return None;
-        };
+        let start = r.str("start", d);
+        let help = format!("add `start = \"{}\"`", example_start(&schedule));
+        let start = required(start, r, "start", what, span, Some(&help), d)?;
         let end = r.str("end", d);
         let fmt_used = fmt
             .as_ref()
@@ -583,6 +587,48 @@ fn example_in(fmt: &str) -> Option<String> {
     Some(out)
 }
 
+impl Validator<'_> {
+    /// Pass 2: the named definitions, plain ones first so that multi
+    /// dimensions can name them, then kept in the order written.
+    pub(super) fn partitions(&mut self, parts: &[Entry<'_, '_>]) {
+        self.declared_partitions = parts.iter().map(|e| e.name.clone()).collect();
+
+        let is_multi = |e: &Entry<'_, '_>| {
+            matches!(e.value.get_ref(), DeValue::Table(t)
+                if t.get("type").and_then(|v| v.get_ref().as_str()) == Some("multi"))
+        };
+        for e in parts
+            .iter()
+            .filter(|e| !is_multi(e))
+            .chain(parts.iter().filter(|e| is_multi(e)))
+        {
+            let what = format!("partitions `{}`", e.name);
+            match self.partitions_def(e.file, e.value, Some(&e.name), &what, true) {
+                Some(def) => {
+                    self.named_partitions.insert(
+                        e.name.clone(),
+                        NamedPartitions {
+                            def,
+                            span: e.span.clone(),
+                        },
+                    );
+                }
+                None => {
+                    self.failed_partitions.insert(e.name.clone());
+                }
+            }
+        }
+        // Keep definition order as written.
+        let order: HashMap<&str, usize> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.as_str(), i))
+            .collect();
+        self.named_partitions
+            .sort_by(|a, _, b, _| order.get(a.as_str()).cmp(&order.get(b.as_str())));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
@@ -650,12 +696,8 @@ mod tests {
                    dimensions = { x = \"region\", y = { type = \"static\", keys = [\"y\"] } }\n\n\
                    [partitions.region]\ntype = \"static\"\nkeys = [\"us\"]\n";
         let c = check(&[("a.toml", src)]);
-        let d = c.only(Kind::InvalidValue);
-        assert_eq!(
-            d.message,
-            "dimension `a` of partitions `outer` cannot be multi-partitioned"
-        );
-        assert_eq!(c.primary(d), c.at("a.toml", "\"inner\"", 0));
+        let message = "dimension `a` of partitions `outer` cannot be multi-partitioned";
+        c.expect(Kind::InvalidValue, message, ("a.toml", "\"inner\"", 0));
     }
 
     #[test]
@@ -708,12 +750,8 @@ mod tests {
         let src = "[partitions.m]\ntype = \"multi\"\n\
                    dimensions = { \"a-b\" = { type = \"static\", keys = [\"x\"] }, a_b = { type = \"static\", keys = [\"y\"] } }\n";
         let c = check(&[("a.toml", src)]);
-        let d = c.only(Kind::Duplicate);
-        assert_eq!(
-            d.message,
-            "dimensions `a-b` and `a_b` of partitions `m` both become `DG_PARTITION_A_B`"
-        );
-        assert_eq!(c.primary(d), c.at("a.toml", "a_b", 0));
+        let message = "dimensions `a-b` and `a_b` of partitions `m` both become `DG_PARTITION_A_B`";
+        let d = c.expect(Kind::Duplicate, message, ("a.toml", "a_b", 0));
         assert_eq!(c.secondary(d, 0), c.at("a.toml", "\"a-b\"", 0));
         assert!(c.defs.is_none());
         // Inline on an asset too.

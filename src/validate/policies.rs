@@ -1,11 +1,138 @@
-//! How an asset's steps run, beside what they compute: `retry`/`retries`
-//! and `backfill` (range steps).
+//! How an asset's steps run, beside what they compute: `retry`/`retries`,
+//! `backfill` (range steps), `executor`, `pool` and `timeout`.
 
 use toml::de::DeValue;
 
 use crate::diag::{Diagnostic, Diagnostics, Kind, suggest};
 use crate::formats::Format;
-use crate::load::{self, Reader};
+use crate::load::{self, MAX_TIMEOUT, Reader};
+use crate::model::{RetryPolicy, SlurmOptions};
+
+use super::Validator;
+
+impl Validator<'_> {
+    /// `pool = "NAME"`: one of dg.toml's `[pools]`, when they are known.
+    pub(super) fn pool(
+        &mut self,
+        r: &Reader<'_, '_>,
+        what: &str,
+    ) -> Option<(String, crate::diag::Span)> {
+        let d = &mut *self.diags;
+        r.str("pool", d).map(|p| {
+            if let Some(known) = self.pools
+                && !known.contains_key(&p.value)
+            {
+                let names: Vec<&str> = known.keys().map(String::as_str).collect();
+                d.push(
+                    Diagnostic::error(
+                        Kind::UnknownReference,
+                        format!("{what} names pool `{}`, which `[pools]` in dg.toml does not declare", p.value),
+                    )
+                    .at(&p.span, "unknown pool")
+                    .help(if names.is_empty() {
+                        format!(
+                            "declare it in dg.toml with how many of its steps may run at once:\n[pools]\n{} = 2",
+                            if p.value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                                p.value.clone()
+                            } else {
+                                format!("{:?}", p.value)
+                            }
+                        )
+                    } else {
+                        suggest(&p.value, &names, "declared pools")
+                    }),
+                );
+            }
+            (p.value, p.span)
+        })
+    }
+}
+
+/// `retries = N` and `retry = { … }` of an asset.
+pub(super) fn retry(r: &Reader<'_, '_>, what: &str, d: &mut Diagnostics) -> RetryPolicy {
+    let retries = match r.int("retries", d) {
+        Some((n, s)) if !(0..=100).contains(&n) => {
+            d.push(
+                Diagnostic::error(
+                    Kind::InvalidValue,
+                    format!("`retries` of {what} must be between 0 and 100, found {n}"),
+                )
+                .at(&s, "out of range"),
+            );
+            0
+        }
+        Some((n, _)) => n as u32,
+        None => 0,
+    };
+    retry_policy(r, retries, what, d)
+}
+
+/// `executor = { … }` of an asset: Slurm options for its steps.
+pub(super) fn executor(
+    r: &Reader<'_, '_>,
+    what: &str,
+    d: &mut Diagnostics,
+) -> Option<SlurmOptions> {
+    r.get("executor").and_then(|v| {
+        let x = Reader::of_value(
+            r.file,
+            v,
+            format!("`executor` of {what}"),
+            crate::project::ASSET_EXECUTOR_FIELDS,
+            d,
+        )?;
+        Some(crate::project::read_slurm_options(&x, d))
+    })
+}
+
+/// `timeout = "DURATION"` of an asset: more than zero, at most a year.
+pub(super) fn timeout(
+    r: &Reader<'_, '_>,
+    what: &str,
+    d: &mut Diagnostics,
+) -> Option<std::time::Duration> {
+    match r.str("timeout", d) {
+        Some(s) => match humantime::parse_duration(&s.value) {
+            Ok(t) if !t.is_zero() && t <= MAX_TIMEOUT => Some(t),
+            Ok(t) if t.is_zero() => {
+                d.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!("`timeout` of {what} must be more than zero"),
+                    )
+                    .at(&s.span, "zero"),
+                );
+                None
+            }
+            Ok(_) => {
+                d.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!(
+                            "`timeout` of {what} must be more than zero and at most 365 days, found `{}`",
+                            s.value
+                        ),
+                    )
+                    .at(&s.span, "out of range")
+                    .help("a step that may run longer than that needs no `timeout`"),
+                );
+                None
+            }
+            Err(err) => {
+                d.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!("invalid `timeout` `{}` in {what}: {err}", s.value),
+                    )
+                    .at(&s.span, "not a duration")
+                    .help("write a duration such as `90s`, `15m` or `2h 30m`"),
+                );
+                None
+            }
+        },
+        None => None,
+    }
+}
 
 pub(crate) const RETRY_FIELDS: &[&str] = &["max", "delay", "backoff", "jitter"];
 
@@ -128,7 +255,7 @@ pub(super) fn backfill_policy(
 
 /// `retry = { max, delay, backoff, jitter }` of an asset, or its
 /// `retries = N` (`retries`, already read); both at once is an error.
-pub(super) fn retry_policy(
+fn retry_policy(
     r: &Reader<'_, '_>,
     retries: u32,
     what: &str,

@@ -7,9 +7,12 @@ use std::collections::HashMap;
 use toml::de::DeValue;
 
 use crate::diag::{Diagnostic, Diagnostics, Kind, Span, suggest};
-use crate::load::{self, Reader, Str};
+use crate::formats::Format;
+use crate::load::{self, RawFile, Reader, Str};
 use crate::model::{Asset, Resource};
 
+use super::entries::profile_entries;
+use super::fields::same_variable;
 use super::{Entry, Validator};
 
 impl Validator<'_> {
@@ -266,15 +269,14 @@ impl Validator<'_> {
             );
             let key_span = Span::new(e.file, k.span());
             if let Some((first, _, first_span)) = vars.iter().find(|(_, x, _)| *x == var) {
-                self.diags.push(
-                    Diagnostic::error(
-                        Kind::Duplicate,
-                        format!("fields `{first}` and `{field}` of {what} both become `{var}`"),
-                    )
-                    .at(&key_span, format!("`{field}` → `{var}`"))
-                    .also(first_span, format!("`{first}` → `{var}`"))
-                    .help("a step sees each field upper-cased with other characters written `_`; rename one of them"),
-                );
+                self.diags.push(same_variable(
+                    "fields",
+                    what,
+                    (first, first_span),
+                    (&field, &key_span),
+                    &var,
+                    "a step sees each field upper-cased with other characters written `_`; rename one of them".into(),
+                ));
                 ok = false;
             }
             vars.push((field.clone(), var, key_span));
@@ -362,6 +364,76 @@ fn expected_names(s: &str) -> Vec<&str> {
         .map(|p| p.trim().trim_matches('`'))
         .filter(|p| !p.is_empty())
         .collect()
+}
+
+impl Validator<'_> {
+    /// Pass 3: the resources (with the default `io_manager` when none is
+    /// defined), every profile of dg.toml checked and the selected one's
+    /// replacing or adding resources; and the name of every resource
+    /// defined, valid or not.
+    pub(super) fn resources(
+        &mut self,
+        resources: &[Entry<'_, '_>],
+        config: Option<&RawFile<'_>>,
+        selected: Option<&str>,
+    ) -> (indexmap::IndexMap<String, Resource>, Vec<String>) {
+        let mut res = indexmap::IndexMap::new();
+        for e in resources {
+            if let Some(r) = self.resource(e) {
+                res.insert(e.name.clone(), r);
+            }
+        }
+        if !res.contains_key("io_manager") && !resources.iter().any(|e| e.name == "io_manager") {
+            res.insert(
+                "io_manager".to_string(),
+                Resource {
+                    key: "io_manager".into(),
+                    type_name: "fs".into(),
+                    config: toml::Table::new(),
+                    format: Some(Format::Csv),
+                    path: None,
+                    span: None,
+                    secrets: Vec::new(),
+                },
+            );
+        }
+        // Profiles in dg.toml: every one is checked, the selected one replaces
+        // resources whole (or adds them).
+        let mut profile_names: Vec<String> = Vec::new();
+        for (pname, entries) in profile_entries(config) {
+            let this = Some(pname.as_str()) == selected;
+            for e in &entries {
+                // Another profile's variables are not set: only its errors count.
+                let saved = (!this).then(|| std::mem::take(&mut *self.diags));
+                let r = self.resource(e);
+                if let Some(saved) = saved {
+                    let mine = std::mem::replace(&mut *self.diags, saved);
+                    for d in mine.items.into_iter().filter(|d| d.is_error()) {
+                        self.diags.push(d);
+                    }
+                }
+                if this {
+                    profile_names.push(e.name.clone());
+                    match r {
+                        Some(r) => {
+                            res.insert(e.name.clone(), r);
+                        }
+                        None => {
+                            res.shift_remove(&e.name);
+                        }
+                    }
+                }
+            }
+        }
+        let resource_names: Vec<String> = resources
+            .iter()
+            .map(|e| e.name.as_str())
+            .chain((!resources.iter().any(|e| e.name == "io_manager")).then_some("io_manager"))
+            .chain(profile_names.iter().map(String::as_str))
+            .map(String::from)
+            .collect();
+        (res, resource_names)
+    }
 }
 
 #[cfg(test)]

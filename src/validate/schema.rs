@@ -361,7 +361,7 @@ pub fn defs(registry: &Registry) -> Value {
         "additionalProperties": false,
         "$defs": {
             "asset": object("asset", super::assets::ASSET_FIELDS, "An asset"),
-            "input": object("input", super::assets::INPUT_FIELDS, "A named input"),
+            "input": object("input", super::inputs::INPUT_FIELDS, "A named input"),
             "job": object("job", super::jobs::JOB_FIELDS, "A job: a selection and targeting, maybe a cron"),
             "check": object("check", super::checks::CHECK_FIELDS, "An asset check"),
             "retry": object("retry", super::policies::RETRY_FIELDS, "A retry policy"),
@@ -443,7 +443,7 @@ mod tests {
     fn every_field_is_described() {
         let lists: &[(&str, &[&str])] = &[
             ("asset", super::super::assets::ASSET_FIELDS),
-            ("input", super::super::assets::INPUT_FIELDS),
+            ("input", super::super::inputs::INPUT_FIELDS),
             ("job", super::super::jobs::JOB_FIELDS),
             ("check", super::super::checks::CHECK_FIELDS),
             ("retry", super::super::policies::RETRY_FIELDS),

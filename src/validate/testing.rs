@@ -65,6 +65,20 @@ impl Checked {
         found[0]
     }
 
+    /// The one diagnostic of `kind`, which must say `message` and point at
+    /// `at`: (file, needle, nth) as [`Checked::at`] takes them.
+    pub(super) fn expect(
+        &self,
+        kind: Kind,
+        message: &str,
+        (file, needle, nth): (&str, &str, usize),
+    ) -> &Diagnostic {
+        let d = self.only(kind);
+        assert_eq!(d.message, message);
+        assert_eq!(self.primary(d), self.at(file, needle, nth));
+        d
+    }
+
     pub(super) fn kinds(&self) -> Vec<Kind> {
         self.diags.items.iter().map(|d| d.kind).collect()
     }
