@@ -2,10 +2,8 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::path::Path;
 
-use unicode_width::UnicodeWidthChar;
-
-#[cfg(test)]
 use crate::diag::{self, Diagnostic, Sources, Span};
 
 /// What went wrong, for callers that branch on it.
@@ -67,73 +65,38 @@ impl SelectError {
         self
     }
 
-    /// Renders the error for a terminal, `text` being the selection it is about:
-    ///
-    /// ```text
-    /// error: unexpected `)` in selection
-    ///   --select 'a and )'
-    ///                   ^ expected an asset key, `key:`, `group:`, `tag:`, `kind:`, `*` or `(`
-    /// ```
-    ///
-    /// The selection is shown shell-quoted, with control characters escaped;
-    /// carets are placed by display width, so they line up under wide
-    /// (e.g. CJK) and multi-byte characters.
-    pub fn render(&self, text: &str) -> String {
-        const PREFIX: &str = "  --select '";
-        let span = clamp(text, &self.span);
-        let mut line = String::from(PREFIX);
-        let mut col = PREFIX.len();
-        let (mut start_col, mut end_col) = (None, None);
-        for (i, c) in text.char_indices() {
-            if i == span.start {
-                start_col = Some(col);
-            }
-            if i == span.end {
-                end_col = Some(col);
-            }
-            let (shown, width) = display_char(c);
-            line.push_str(&shown);
-            col += width;
-        }
-        let start_col = start_col.unwrap_or(col);
-        let end_col = end_col.unwrap_or(col);
-        line.push('\'');
-        let carets = end_col.saturating_sub(start_col).max(1);
-        let mut out = format!("error: {}\n{line}\n", self.message);
-        out.push_str(&" ".repeat(start_col));
-        out.push_str(&"^".repeat(carets));
-        if !self.label.is_empty() {
-            out.push(' ');
-            out.push_str(&self.label);
-        }
-        out.push('\n');
-        if let Some(h) = &self.help {
-            out.push_str("  help: ");
-            out.push_str(h);
-            out.push('\n');
-        }
-        out
+    /// The error as a [`Diagnostic`] pointing into a pseudo-file
+    /// `--select` (holding `text`) added to `sources`, so it renders like
+    /// any located error: file, line and column, the text with a caret
+    /// under the culprit, and the help.
+    pub fn to_diagnostic(&self, sources: &mut Sources, text: &str) -> Diagnostic {
+        let file = sources.add(Path::new("--select"), "--select".into(), text.to_string());
+        let span = Span::new(file, diag::clamp(text, &self.span));
+        self.diagnostic_at(&span, self.message.clone())
     }
 
-    /// The error as a [`Diagnostic`] pointing into a pseudo-file `--select`
-    /// added to `sources`, for the shared renderer and `--json` output.
-    #[cfg(test)]
-    pub fn to_diagnostic(&self, sources: &mut Sources, text: &str) -> Diagnostic {
-        let file = sources.add(
-            std::path::Path::new("--select"),
-            "--select".into(),
-            text.to_string(),
-        );
+    /// The error rendered for a terminal (in colour or not), `text` being
+    /// the selection it is about: as [`diag::Render`] renders every located
+    /// error, the selection standing as a file named `--select`.
+    pub fn render(&self, text: &str, color: bool) -> String {
+        let mut sources = Sources::default();
+        let d = self.to_diagnostic(&mut sources, text);
+        diag::Render {
+            sources: &sources,
+            color,
+        }
+        .diagnostic(&d)
+    }
+
+    /// The error as a [`Diagnostic`] at `span`, with `message`.
+    pub(super) fn diagnostic_at(&self, span: &Span, message: String) -> Diagnostic {
         let kind = match self.kind {
             SelectErrorKind::Syntax => diag::Kind::Syntax,
             SelectErrorKind::UnknownAsset => diag::Kind::UnknownReference,
             SelectErrorKind::InvalidValue | SelectErrorKind::Empty => diag::Kind::InvalidValue,
         };
-        Diagnostic::error(kind, self.message.clone())
-            .at(
-                &Span::new(file, clamp(text, &self.span)),
-                self.label.clone(),
-            )
+        Diagnostic::error(kind, message)
+            .at(span, self.label.clone())
             .help_opt(self.help.clone())
     }
 }
@@ -146,36 +109,19 @@ impl fmt::Display for SelectError {
 
 impl std::error::Error for SelectError {}
 
-/// How a character is shown in [`SelectError::render`], and its width in columns.
-fn display_char(c: char) -> (String, usize) {
-    if c == '\'' {
-        // Closes the shell quote, an escaped quote, reopens it.
-        return ("'\\''".into(), 4);
-    }
-    if c.is_control() {
-        let s: String = c.escape_default().collect();
-        let w = s.len();
-        return (s, w);
-    }
-    (c.to_string(), c.width().unwrap_or(0))
-}
-
-pub(super) fn clamp(text: &str, r: &Range<usize>) -> Range<usize> {
-    let floor = |mut i: usize| {
-        i = i.min(text.len());
-        while i > 0 && !text.is_char_boundary(i) {
-            i -= 1;
-        }
-        i
-    };
-    let start = floor(r.start);
-    start..floor(r.end).max(start)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
     use super::*;
+
+    #[test]
+    fn renders_like_every_located_error() {
+        let text = "downstream and (group:reports";
+        assert_eq!(
+            parse_err(text).render(text, false),
+            "error: unclosed `(` in selection\n --> --select:1:16\n  |\n1 | downstream and (group:reports\n  |                ^ this `(` is never closed\n  |\nhelp: add a `)` to close it"
+        );
+    }
 
     #[test]
     fn render_places_carets_by_display_width() {
@@ -183,32 +129,28 @@ mod tests {
         let text = "é 漢 or zz)";
         let e = parse_err(text);
         assert_eq!(spanned(&e, text), "漢");
-        let r = e.render(text);
+        let r = e.render(text, false);
         let lines: Vec<&str> = r.lines().collect();
-        assert_eq!(lines[1], "  --select 'é 漢 or zz)'");
+        assert_eq!(lines[1], " --> --select:1:3");
+        assert_eq!(lines[3], "1 | é 漢 or zz)");
         assert_eq!(
-            lines[2],
-            "              ^^ expected `and`, `or`, `,` or the end of the selection"
+            lines[4],
+            "  |   ^^ expected `and`, `or`, `,` or the end of the selection"
         );
-        // A single quote is shown shell-escaped, and the caret follows it.
-        let text = "it's )";
-        let r = parse_err(text).render(text);
-        let lines: Vec<&str> = r.lines().collect();
-        assert_eq!(lines[1], r"  --select 'it'\''s )'");
-        assert_eq!(lines[2].find('^'), Some(lines[1].find(')').unwrap()));
-        // Control characters are escaped.
-        let text = "a\tb";
-        let r = parse_err(text).render(text);
-        assert!(r.contains("  --select 'a\\tb'\n               ^ "), "{r}");
+        // Control characters are shown as symbols, never sent to the terminal.
+        let text = "a\u{7} )";
+        let r = parse_err(text).render(text, false);
+        assert!(!r.contains('\u{7}'), "{r:?}");
+        assert!(r.contains("1 | a␇ )\n  |    ^ "), "{r}");
         // An error at the end gets one caret past the text.
         let text = "a and";
-        let r = parse_err(text).render(text);
-        assert!(r.contains("  --select 'a and'\n                 ^ "), "{r}");
+        let r = parse_err(text).render(text, false);
+        assert!(r.contains("1 | a and\n  |      ^ "), "{r}");
         // Whole-text spans are underlined in full; help follows.
         let d = defs();
         let text = "group:nope";
-        let r = resolve_err(&d, text).render(text);
-        assert!(r.ends_with("^^^^^^^^^^ matches no assets\n  help: no asset is in group `nope`; groups: `default`, `marts`, `raw`, `staging`\n"), "{r}");
+        let r = resolve_err(&d, text).render(text, false);
+        assert!(r.ends_with("  | ^^^^^^^^^^ matches no assets\n  |\nhelp: no asset is in group `nope`; groups: `default`, `marts`, `raw`, `staging`"), "{r}");
     }
 
     #[test]

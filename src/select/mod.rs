@@ -52,7 +52,8 @@
 //! # Errors
 //!
 //! Every error carries the byte range of the offending part of the selection
-//! text and renders with a caret under it ([`SelectError::render`]). A
+//! text and renders like every located error, with a caret under it
+//! ([`SelectError::render`], through `diag`). A
 //! selection that resolves to no asset at all (`group:nope`, `a and not a`) is
 //! an error; an empty selection text is too (it is more likely an unset
 //! variable in a script than a wish to select nothing or everything).
@@ -75,8 +76,7 @@ mod resolve;
 #[cfg(test)]
 mod testing;
 
-use error::clamp;
-pub use error::{SelectError, SelectErrorKind};
+pub use error::SelectError;
 use parse::Node;
 pub use parse::parse;
 
@@ -105,7 +105,7 @@ pub fn check_jobs(defs: &Defs, sources: &Sources) -> Vec<Diagnostic> {
         let plain = raw.len() == job.select.len() + 2
             && (raw.starts_with('"') && !raw.contains('\\') || raw.starts_with('\''));
         let span = if plain {
-            let r = clamp(&job.select, &e.span);
+            let r = diag::clamp(&job.select, &e.span);
             let r = if r.start == r.end {
                 r.start..r.start + 1
             } else {
@@ -118,19 +118,10 @@ pub fn check_jobs(defs: &Defs, sources: &Sources) -> Vec<Diagnostic> {
         } else {
             at.clone()
         };
-        let kind = match e.kind {
-            SelectErrorKind::Syntax => diag::Kind::Syntax,
-            SelectErrorKind::UnknownAsset => diag::Kind::UnknownReference,
-            SelectErrorKind::InvalidValue | SelectErrorKind::Empty => diag::Kind::InvalidValue,
-        };
-        out.push(
-            Diagnostic::error(
-                kind,
-                format!("in `select` of job `{}`: {}", job.name, e.message),
-            )
-            .at(&span, e.label.clone())
-            .help_opt(e.help.clone()),
-        );
+        out.push(e.diagnostic_at(
+            &span,
+            format!("in `select` of job `{}`: {}", job.name, e.message),
+        ));
     }
     out
 }
@@ -167,7 +158,7 @@ mod tests {
                     "{text:?}: {e:?}"
                 );
                 assert!(text.is_char_boundary(e.span.start) && text.is_char_boundary(e.span.end));
-                let _ = e.render(text);
+                let _ = e.render(text, false);
             };
             match parse(text) {
                 Err(e) => check_span(&e),

@@ -622,8 +622,8 @@ mod tests {
         assert_eq!(e.span, 6..7);
         assert_eq!(e.label, EXPECTED_PRIMARY);
         assert_eq!(
-            e.render(text),
-            "error: unexpected `)` in selection\n  --select 'a and )'\n                  ^ expected an asset key, `key:`, `group:`, `tag:`, `kind:`, `*` or `(`\n"
+            e.render(text, false),
+            "error: unexpected `)` in selection\n --> --select:1:7\n  |\n1 | a and )\n  |       ^ expected an asset key, `key:`, `group:`, `tag:`, `kind:`, `*` or `(`"
         );
     }
 

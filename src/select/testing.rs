@@ -59,9 +59,9 @@ pub(super) fn defs() -> Defs {
 /// The keys a selection resolves to.
 pub(super) fn sel(d: &Defs, text: &str) -> BTreeSet<String> {
     let ids = parse(text)
-        .unwrap_or_else(|e| panic!("{}", e.render(text)))
+        .unwrap_or_else(|e| panic!("{}", e.render(text, false)))
         .resolve(d)
-        .unwrap_or_else(|e| panic!("{}", e.render(text)));
+        .unwrap_or_else(|e| panic!("{}", e.render(text, false)));
     ids.iter().map(|&i| d.assets[i].key.clone()).collect()
 }
 
