@@ -381,7 +381,8 @@ impl Render<'_> {
     }
 }
 
-fn clamp(text: &str, r: &Range<usize>) -> Range<usize> {
+/// `r` within `text`, its ends moved back to character boundaries.
+pub fn clamp(text: &str, r: &Range<usize>) -> Range<usize> {
     let start = floor_char_boundary(text, r.start.min(text.len()));
     let end = floor_char_boundary(text, r.end.min(text.len())).max(start);
     start..end

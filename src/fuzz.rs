@@ -374,7 +374,7 @@ fn fuzz_selection() {
                         e.span
                     );
                     prop_assert!(!e.message.is_empty());
-                    let _ = e.render(&text);
+                    let _ = e.render(&text, false);
                 }
             }
             Ok(())

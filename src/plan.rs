@@ -916,6 +916,44 @@ fn no_such_key(defs: &Defs, selected: &[AssetId], keys: &[&str], cx: &KeyCtx) ->
     e.help(help.join("\n"))
 }
 
+/// Input `input` of the step of asset `a` for partition `p`, as the
+/// errors about it describe it.
+struct InputOfStep<'d> {
+    asset: &'d crate::model::Asset,
+    inp: &'d crate::model::Input,
+    /// The asset it reads.
+    up: &'d crate::model::Asset,
+    /// The step as messages name it: `KEY[PARTITION]`.
+    me: String,
+    /// "`UP` has … at --now", or nothing when `up` is unpartitioned.
+    has: String,
+}
+
+impl<'d> InputOfStep<'d> {
+    fn new(defs: &'d Defs, a: AssetId, p: Option<i64>, input: usize, cx: &KeyCtx) -> Self {
+        let asset = &defs.assets[a];
+        let inp = &asset.inputs[input];
+        let up = &defs.assets[inp.upstream];
+        let me = match (p, &asset.partitions) {
+            (Some(i), Some(d)) => {
+                format!("{}[{}]", asset.key, d.def.key(i, cx).unwrap_or_default())
+            }
+            _ => asset.key.clone(),
+        };
+        let has = match &up.partitions {
+            Some(d) => format!("`{}` has {} at --now", up.key, sample(&d.def, cx)),
+            None => String::new(),
+        };
+        InputOfStep {
+            asset,
+            inp,
+            up,
+            me,
+            has,
+        }
+    }
+}
+
 fn nonexistent_error(
     defs: &Defs,
     a: AssetId,
@@ -924,20 +962,21 @@ fn nonexistent_error(
     keys: &[String],
     cx: &KeyCtx,
 ) -> PlanError {
-    let asset = &defs.assets[a];
-    let inp = &asset.inputs[input];
-    let up = &defs.assets[inp.upstream];
-    let me = match (p, &asset.partitions) {
-        (Some(i), Some(d)) => format!("{}[{}]", asset.key, d.def.key(i, cx).unwrap_or_default()),
-        _ => asset.key.clone(),
-    };
+    let InputOfStep {
+        asset,
+        inp,
+        up,
+        me,
+        has,
+    } = InputOfStep::new(defs, a, p, input, cx);
     let listed = match &up.partitions {
         Some(d) => describe_keys(&d.def, keys, cx),
         None => describe_keys_plain(keys),
     };
-    let has = match &up.partitions {
-        Some(d) => format!("`{}` has {} at --now; ", up.key, sample(&d.def, cx)),
-        None => String::new(),
+    let has = if has.is_empty() {
+        has
+    } else {
+        format!("{has}; ")
     };
     let fix = match &inp.mapping {
         crate::partitions::MappingSpec::TimeWindow { .. } => format!(
@@ -969,17 +1008,9 @@ fn empty_input_error(
     input: usize,
     cx: &KeyCtx,
 ) -> PlanError {
-    let asset = &defs.assets[a];
-    let inp = &asset.inputs[input];
-    let up = &defs.assets[inp.upstream];
-    let me = match (p, &asset.partitions) {
-        (Some(i), Some(d)) => format!("{}[{}]", asset.key, d.def.key(i, cx).unwrap_or_default()),
-        _ => asset.key.clone(),
-    };
-    let has = match &up.partitions {
-        Some(d) => format!("`{}` has {} at --now", up.key, sample(&d.def, cx)),
-        None => String::new(),
-    };
+    let InputOfStep {
+        inp, up, me, has, ..
+    } = InputOfStep::new(defs, a, p, input, cx);
     PlanError::new(format!(
         "input `{}` of step `{me}` resolves to no partitions of `{}`: the step would read nothing",
         inp.name, up.key

@@ -25,17 +25,12 @@ pub(crate) const EXECUTOR_FIELDS: &[&str] = &[
     "extra_args",
 ];
 
-/// Fields of `[assets.KEY.executor]`: the Slurm options, without `type`.
-pub(crate) const ASSET_EXECUTOR_FIELDS: &[&str] = &[
-    "partition",
-    "account",
-    "qos",
-    "time",
-    "mem",
-    "cpus_per_task",
-    "max_array",
-    "extra_args",
-];
+/// Fields of `[assets.KEY.executor]`: the Slurm options, those of
+/// `[executor]` after its first, `type`.
+pub(crate) const ASSET_EXECUTOR_FIELDS: &[&str] = match EXECUTOR_FIELDS {
+    [_type, slurm_options @ ..] => slurm_options,
+    [] => &[],
+};
 
 /// The executor types `[executor] type` accepts.
 pub(crate) const EXECUTOR_TYPES: &[&str] = &["local", "slurm"];
@@ -94,6 +89,26 @@ pub struct Profile {
 }
 
 impl Project {
+    /// A project in folder `root` before its `dg.toml` is read: `defs/` and
+    /// `.dg/` in it, every setting at its default.
+    pub fn at(root: PathBuf) -> Project {
+        Project {
+            defs_dir: root.join("defs"),
+            state_dir: root.join(".dg"),
+            config_file: None,
+            state_url: None,
+            jobs: None,
+            executor: Default::default(),
+            slurm: Default::default(),
+            pools: Default::default(),
+            config_id: None,
+            profiles: Vec::new(),
+            selected_profile: None,
+            hooks: Hooks::default(),
+            root,
+        }
+    }
+
     /// The profile called `name`.
     pub fn profile(&self, name: &str) -> Option<&Profile> {
         self.profiles.iter().find(|p| p.name == name)
@@ -189,21 +204,7 @@ impl Project {
                     .unwrap_or(cwd)
                     .to_path_buf(),
             };
-        let mut project = Project {
-            defs_dir: root.join("defs"),
-            state_dir: root.join(".dg"),
-            config_file: None,
-            state_url: None,
-            jobs: None,
-            executor: Default::default(),
-            slurm: Default::default(),
-            pools: Default::default(),
-            config_id: None,
-            profiles: Vec::new(),
-            selected_profile: None,
-            hooks: Hooks::default(),
-            root,
-        };
+        let mut project = Project::at(root);
         let config = project.root.join(CONFIG_FILE);
         if config.is_file() {
             project.config_file = Some(config.clone());

@@ -450,7 +450,7 @@ impl Session {
                     self.out.error(then);
                 }
             }
-            Error::Select { text, error } => self.out.err(&error.render(text)),
+            Error::Select { text, error } => self.out.err(&error.render(text, self.out.color_err)),
         }
     }
 

@@ -80,7 +80,7 @@ pub fn read_checks(
                     let argv: Vec<Template> = argv
                         .iter()
                         .map(|a: &Str| {
-                            super::check_template(a, &cwhat, env, d).unwrap_or_else(|| {
+                            super::templates::check_template(a, &cwhat, env, d).unwrap_or_else(|| {
                                 ok = false;
                                 Template::literal(a.value.clone())
                             })

@@ -296,10 +296,10 @@ fn resource_def(registry: &Registry) -> Value {
 }
 
 fn partitions_def() -> Value {
-    let branches = super::PARTITION_TYPES
+    let branches = super::partitions::PARTITION_TYPES
         .iter()
         .filter_map(|t| {
-            let fields = super::partition_fields(t)?;
+            let fields = super::partitions::partition_fields(t)?;
             Some((
                 t.to_string(),
                 object("partitions", fields, &format!("`type = \"{t}\"`")),
@@ -332,7 +332,7 @@ fn named(of: &str) -> Value {
 
 /// The schema of a definitions file.
 pub fn defs(registry: &Registry) -> Value {
-    let mut top: Map<String, Value> = super::TOP
+    let mut top: Map<String, Value> = super::entries::TOP
         .iter()
         .map(|t| {
             let of = match *t {
@@ -348,7 +348,7 @@ pub fn defs(registry: &Registry) -> Value {
         "defaults".into(),
         object(
             "defaults",
-            super::DEFAULTS_FIELDS,
+            super::entries::DEFAULTS_FIELDS,
             "Defaults for the assets of this file",
         ),
     );
@@ -360,11 +360,11 @@ pub fn defs(registry: &Registry) -> Value {
         "properties": top,
         "additionalProperties": false,
         "$defs": {
-            "asset": object("asset", super::ASSET_FIELDS, "An asset"),
-            "input": object("input", super::INPUT_FIELDS, "A named input"),
-            "job": object("job", super::JOB_FIELDS, "A job: a selection and targeting, maybe a cron"),
+            "asset": object("asset", super::assets::ASSET_FIELDS, "An asset"),
+            "input": object("input", super::inputs::INPUT_FIELDS, "A named input"),
+            "job": object("job", super::jobs::JOB_FIELDS, "A job: a selection and targeting, maybe a cron"),
             "check": object("check", super::checks::CHECK_FIELDS, "An asset check"),
-            "retry": object("retry", super::RETRY_FIELDS, "A retry policy"),
+            "retry": object("retry", super::policies::RETRY_FIELDS, "A retry policy"),
             "slurm": object("executor", crate::project::ASSET_EXECUTOR_FIELDS, "Slurm options of this asset's steps (override `[executor]` of dg.toml)"),
             "partitions": partitions_def(),
             "mapping": mapping_def(),
@@ -442,12 +442,12 @@ mod tests {
     #[test]
     fn every_field_is_described() {
         let lists: &[(&str, &[&str])] = &[
-            ("asset", super::super::ASSET_FIELDS),
-            ("input", super::super::INPUT_FIELDS),
-            ("job", super::super::JOB_FIELDS),
+            ("asset", super::super::assets::ASSET_FIELDS),
+            ("input", super::super::inputs::INPUT_FIELDS),
+            ("job", super::super::jobs::JOB_FIELDS),
             ("check", super::super::checks::CHECK_FIELDS),
-            ("retry", super::super::RETRY_FIELDS),
-            ("defaults", super::super::DEFAULTS_FIELDS),
+            ("retry", super::super::policies::RETRY_FIELDS),
+            ("defaults", super::super::entries::DEFAULTS_FIELDS),
             ("executor", crate::project::EXECUTOR_FIELDS),
         ];
         let mut bare = Vec::new();

@@ -467,12 +467,16 @@ fn selection_syntax_error_points_at_the_column() {
         &dir,
         &["plan", "--select", sel, "--partition", "2022-01-01"],
         NOW,
-        &["unclosed `(` in selection", &format!("--select '{sel}'")],
+        &[
+            "unclosed `(` in selection",
+            "--> --select:1:22",
+            &format!("1 | {sel}"),
+        ],
     );
     let lines: Vec<&str> = run.stderr.lines().collect();
     let at = lines
         .iter()
-        .position(|l| l.contains(&format!("--select '{sel}'")))
+        .position(|l| l.ends_with(&format!("| {sel}")))
         .expect("the selection is shown");
     let paren = lines[at].find('(').expect("the `(`");
     let caret = lines[at + 1].find('^').expect("a caret under it");
