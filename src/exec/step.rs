@@ -899,7 +899,7 @@ fn store_range(
                     .map_err(|e| format!("the output does not fit its `columns`: {e:#}"))
             }
         })
-        .and_then(|t| io::table::split_by_partition(&t, &keys))
+        .and_then(|t| io::table::split_by_partition(&t, &keys).map_err(|e| e.to_string()))
     {
         Ok(s) => s,
         Err(e) => return fail(format!("{e} (nothing was stored)"), metadata),
