@@ -384,11 +384,7 @@ impl InDatabase for DuckdbManager {
         let qualified = self.qualified(&target);
         let inserted = insert_from(&tx, &qualified, &made, &result, partition)
             .map_err(|e| store_err(anyhow!("{}", first_line(&e.to_string()))))?;
-        let mut stored = DuckTx {
-            conn: &tx,
-            manager: self,
-        };
-        stored
+        self.tx(&tx)
             .record_stored(&target, partition, inserted as u64)
             .map_err(store_err)?;
         tx.commit()

@@ -323,12 +323,8 @@ impl InDatabase for PostgresManager {
             );
             Ok(())
         };
-        let mut target_tx = PgTx {
-            client: &mut tx,
-            manager: self,
-        };
         let create = db::prepare_target(
-            &mut target_tx,
+            &mut self.tx(&mut tx),
             &target,
             partition,
             &wanted,
@@ -380,12 +376,9 @@ impl InDatabase for PostgresManager {
         for t in &temps {
             tx.batch_execute(&format!("DROP {t}")).map_err(pgerr)?;
         }
-        PgTx {
-            client: &mut tx,
-            manager: self,
-        }
-        .record_stored(&target, partition, inserted)
-        .map_err(|e| store_err(format!("{e:#}")))?;
+        self.tx(&mut tx)
+            .record_stored(&target, partition, inserted)
+            .map_err(|e| store_err(format!("{e:#}")))?;
         tx.commit()
             .map_err(|e| store_err(format!("cannot commit: {}", error_text(&e))))?;
         let _ = writeln!(

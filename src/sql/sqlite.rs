@@ -18,7 +18,7 @@ use super::{
 };
 use crate::io::Stored;
 use crate::io::db::{Column, TableTx, partition_key};
-use crate::io::sqlite::{SqliteManager, SqliteTx};
+use crate::io::sqlite::SqliteManager;
 
 impl InDatabase for SqliteManager {
     fn dialect(&self) -> Dialect {
@@ -273,11 +273,7 @@ fn run_in_db(db: &SqliteManager, q: &RunQuery<'_>, log: &mut File) -> Result<Sto
     })?;
     tx.execute_batch(&format!("DROP TABLE {result}"))
         .map_err(sqlerr)?;
-    let mut stored = SqliteTx {
-        conn: &tx,
-        manager: db,
-    };
-    stored
+    db.tx(&tx)
         .record_stored(&target, partition_key(octx), inserted as u64)
         .map_err(|e| {
             Failed(format!(

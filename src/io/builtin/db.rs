@@ -8,7 +8,7 @@
 //!   rows (columns that hold no value yet re-typed, the schema-change rule,
 //!   the table created, or the rows being replaced deleted);
 //! - [`store_nothing`]: an output with no columns stored as an empty
-//!   partition; [`read_columns`] and [`exists`]: what is stored;
+//!   partition; [`read`] and [`exists`]: what is stored;
 //! - [`handle_output`]: a [`TableManager`]'s `handle_output`, and
 //!   [`Batcher`], rows read back into record batches.
 //!
@@ -147,16 +147,31 @@ pub(crate) trait TableTx {
         rows: u64,
     ) -> anyhow::Result<()>;
     /// Gives the named columns of `table` (whose columns are `existing`)
-    /// new types; they hold no value.
+    /// new types; they hold no value. By default one `ALTER TABLE … ALTER
+    /// COLUMN … TYPE` each, with [`TableTx::emptied_as`]'s clause.
     fn retype(
         &mut self,
         table: &str,
-        existing: &[Column],
+        _existing: &[Column],
         new_types: &[(String, String)],
-    ) -> anyhow::Result<()>;
+    ) -> anyhow::Result<()> {
+        let qualified = self.qualified(table);
+        for (name, ty) in new_types {
+            self.batch(&format!(
+                "ALTER TABLE {qualified} ALTER COLUMN {} TYPE {}",
+                quote_ident(name),
+                Self::emptied_as(ty)
+            ))?;
+        }
+        Ok(())
+    }
+    /// What follows `TYPE` to give an empty column type `ty`.
+    fn emptied_as(ty: &str) -> String {
+        format!("{ty} USING CAST(NULL AS {ty})")
+    }
 }
 
-/// A table manager as [`handle_output`] drives it.
+/// A table manager as [`handle_output`] drives it: what it stores and how.
 pub(crate) trait TableManager {
     /// The resource type, as messages name it: `sqlite`, `postgres`, `duckdb`.
     const KIND: &'static str;
@@ -164,14 +179,36 @@ pub(crate) trait TableManager {
     fn place(&self, table: &str) -> String;
     /// The `path` of what was stored in `table`, as history records it.
     fn stored_path(&self, table: &str) -> String;
-    /// Stores `t` as the asset's table or partition, in one transaction.
-    /// Returns the rows stored.
-    fn store(&self, ctx: &OutputContext, t: &Table) -> anyhow::Result<u64>;
+    /// Checks an asset's table name (Postgres limits its length).
+    fn check_name(&self, _table: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// The column type an output's field is stored as, or why it cannot be.
+    fn column_type(&self, f: &Field) -> anyhow::Result<String>;
+    /// Stores an output with no columns ([`store_nothing`]), in one
+    /// transaction.
+    fn store_nothing(&self, table: &str, partition: Option<&str>) -> anyhow::Result<u64>;
+    /// Stores the rows of `t`, whose columns are `wanted`, as the asset's
+    /// table or partition, in one transaction. Returns the rows stored.
+    fn store_rows(&self, ctx: &OutputContext, t: &Table, wanted: &[Column]) -> anyhow::Result<u64>;
     /// An error as it may leave the manager (Postgres redacts the URL's
     /// password).
     fn clean(&self, e: anyhow::Error) -> anyhow::Error {
         e
     }
+}
+
+/// Stores `t` as the asset's table or partition: its columns checked, an
+/// output without columns stored as an empty partition.
+fn store<M: TableManager>(m: &M, ctx: &OutputContext, t: &Table) -> anyhow::Result<u64> {
+    let name = table_name(&ctx.asset_key);
+    m.check_name(&name)?;
+    let partition = partition_key(ctx);
+    if t.schema.fields().is_empty() {
+        return m.store_nothing(&name, partition);
+    }
+    let wanted = wanted_columns(M::KIND, t, partition.is_some(), |f| m.column_type(f))?;
+    m.store_rows(ctx, t, &wanted)
 }
 
 /// [`crate::io::IoManager::handle_output`] of a table manager: the output
@@ -192,8 +229,7 @@ pub(crate) fn handle_output<M: TableManager>(
     };
     let name = table_name(&ctx.asset_key);
     let started = Instant::now();
-    let rows = m
-        .store(ctx, &t)
+    let rows = store(m, ctx, &t)
         .with_context(|| format!("cannot store `{}` in {}", ctx.asset_key, m.place(&name)))
         .map_err(|e| m.clean(e))?;
     ctx.log.info(format!(
@@ -206,6 +242,28 @@ pub(crate) fn handle_output<M: TableManager>(
         rows: Some(rows),
         bytes: None,
     })
+}
+
+/// Every batch of `t` converted, column by column, with `convert` (given
+/// the array and the column's name) before the database is touched: each
+/// batch's rows and columns.
+pub(crate) fn convert_batches<C>(
+    t: &Table,
+    convert: impl Fn(&ArrayRef, &str) -> anyhow::Result<C>,
+) -> anyhow::Result<Vec<(usize, Vec<C>)>> {
+    let fields = t.schema.fields();
+    t.batches
+        .iter()
+        .map(|b| {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(fields)
+                .map(|(a, f)| convert(a, f.name()))
+                .collect::<anyhow::Result<Vec<C>>>()?;
+            Ok((b.num_rows(), cols))
+        })
+        .collect()
 }
 
 /// The error for column `name` of type `ty`, which a manager cannot
@@ -466,18 +524,20 @@ pub(crate) fn exists<T: TableTx>(
     )
 }
 
-/// The columns to read of a stored asset's table: without
-/// [`PARTITION_COLUMN`] when reading a partition. `None` when the output
-/// was stored empty before the table had any columns.
-pub(crate) fn read_columns<T: TableTx>(
+/// Reads a stored asset's table (or one partition of it) with `rows`,
+/// given the columns to read (without [`PARTITION_COLUMN`] when reading a
+/// partition) and the table's name. An output stored empty before the
+/// table had any columns reads as an empty table.
+pub(crate) fn read<T: TableTx>(
     tx: &mut T,
     asset_key: &str,
     partition: Option<&str>,
-) -> anyhow::Result<Option<Vec<Column>>> {
+    rows: impl FnOnce(&mut T, Vec<Column>, &str) -> anyhow::Result<Table>,
+) -> anyhow::Result<Table> {
     let table = table_name(asset_key);
     let Some(columns) = tx.columns(&table)? else {
         if stored_rows(tx, &table, partition)? == Some(0) {
-            return Ok(None);
+            return Ok(table::empty_table());
         }
         bail!(
             "{} does not exist: materialize `{asset_key}` first",
@@ -490,12 +550,11 @@ pub(crate) fn read_columns<T: TableTx>(
             tx.place(&table)
         );
     }
-    Ok(Some(
-        columns
-            .into_iter()
-            .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
-            .collect(),
-    ))
+    let columns = columns
+        .into_iter()
+        .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
+        .collect();
+    rows(tx, columns, &table)
 }
 
 /// The `SELECT` of one partition's rows (or all rows) of `qualified`, in
@@ -588,5 +647,71 @@ impl<B: ColumnBuilder> Batcher<B> {
             schema: self.schema,
             batches: self.batches,
         })
+    }
+}
+
+/// What the managers' tests share: a resource context, an output of a
+/// partitioned asset `t`, a table of integers, and the atomicity test.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+
+    use crate::io::{Data, IoManager, OutputContext, PartitionRef, ResourceCx, Table};
+
+    /// The context of resource `io_manager` of a project in `dir`.
+    pub(crate) fn cx(dir: &Path) -> ResourceCx {
+        ResourceCx {
+            resource_key: "io_manager".into(),
+            project_root: dir.to_path_buf(),
+            state_dir: dir.join(".dg"),
+            run_id: "r".into(),
+        }
+    }
+
+    /// The output of partition `key` of asset `t`.
+    pub(crate) fn output(key: &str) -> OutputContext {
+        OutputContext {
+            asset_key: "t".into(),
+            partition: Some(PartitionRef {
+                key: key.into(),
+                dims: Vec::new(),
+                window: None,
+            }),
+            format: crate::io::Format::Csv,
+            resource_key: "io_manager".into(),
+            metadata: Default::default(),
+            run_id: "r".into(),
+            step_id: "s".into(),
+            log: Default::default(),
+        }
+    }
+
+    /// A table of one Int64 column `v`.
+    pub(crate) fn ints(values: &[i64]) -> Data {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let col: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));
+        let batch = RecordBatch::try_new(schema.clone(), vec![col]).unwrap();
+        Data::Table(Arc::new(Table {
+            schema,
+            batches: vec![batch],
+        }))
+    }
+
+    /// A store that fails inside the transaction (table `t` has
+    /// `CHECK (v < 100)`), after the partition's rows were deleted and the
+    /// new ones written, rolls both back: `values` (`t`'s `v`, in order)
+    /// are the first store's.
+    pub(crate) fn a_failure_changes_nothing(m: &dyn IoManager, values: impl Fn() -> Vec<i64>) {
+        m.handle_output(&output("a"), ints(&[1, 2])).unwrap();
+        let err = m.handle_output(&output("a"), ints(&[3, 500])).unwrap_err();
+        assert!(format!("{err:#}").contains("CHECK"), "{err:#}");
+        assert_eq!(values(), vec![1, 2]);
+        assert!(m.exists(&output("a")).unwrap());
+        assert!(!m.exists(&output("b")).unwrap());
     }
 }

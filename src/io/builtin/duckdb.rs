@@ -43,7 +43,7 @@ use super::db::{
 };
 use crate::io::{
     Data, DuckdbConfig, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext,
-    ResourceCx, Stored, Table, table,
+    ResourceCx, Stored, Table,
 };
 
 /// How long opening a database waits for another process that holds it.
@@ -347,6 +347,14 @@ impl DuckdbManager {
         columns_of(conn, None, &self.schema, table)
     }
 
+    /// The manager's database on `conn`, as the shared core drives it.
+    pub(crate) fn tx<'a>(&'a self, conn: &'a Connection) -> DuckTx<'a> {
+        DuckTx {
+            conn,
+            manager: self,
+        }
+    }
+
     /// Runs `f` in one transaction (the schema created first when
     /// missing), this process's writers queued first; committed when `f`
     /// succeeds: on any error nothing changes.
@@ -362,10 +370,7 @@ impl DuckdbManager {
             .transaction()
             .with_context(|| format!("cannot start a transaction on `{}`", self.path.display()))?;
         self.ensure_schema(&tx)?;
-        let out = f(&mut DuckTx {
-            conn: &tx,
-            manager: self,
-        })?;
+        let out = f(&mut self.tx(&tx))?;
         tx.commit()
             .with_context(|| format!("cannot commit to {}", self.place(table)))?;
         Ok(out)
@@ -382,15 +387,12 @@ impl DuckdbManager {
         all_null: &[bool],
     ) -> anyhow::Result<()> {
         let on_change = db::on_change(ctx, &self.resource_key, self.replace_on_schema_change);
-        let mut tx = DuckTx {
-            conn,
-            manager: self,
-        };
         let name = table_name(&ctx.asset_key);
+        let partition = db::partition_key(ctx);
         db::prepare_target(
-            &mut tx,
+            &mut self.tx(conn),
             &name,
-            db::partition_key(ctx),
+            partition,
             wanted,
             all_null,
             on_change,
@@ -398,33 +400,32 @@ impl DuckdbManager {
         Ok(())
     }
 
-    /// The rows of one partition (or of the whole table), without `dg_partition`.
+    /// The rows of one partition (or of the whole table), without
+    /// `dg_partition`, as DuckDB gives them, in `rowid` (write) order.
     fn read(
         &self,
         conn: &Connection,
         asset_key: &str,
         partition: Option<&str>,
     ) -> anyhow::Result<Table> {
-        let mut tx = DuckTx {
-            conn,
-            manager: self,
-        };
-        let Some(columns) = db::read_columns(&mut tx, asset_key, partition)? else {
-            // Stored empty before the table had any columns.
-            return Ok(table::empty_table());
-        };
-        let name = table_name(asset_key);
-        let select = columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = db::select_rows(&select, &self.qualified(&name), partition, "$1", "rowid");
-        let mut stmt = conn.prepare(&sql)?;
-        let values: Vec<Option<String>> =
-            partition.map(|k| Some(k.to_string())).into_iter().collect();
-        query_table(&mut stmt, &values)
-            .map_err(|e| anyhow!("{}: {}", self.place(&name), describe(&e, &sql)))
+        db::read(
+            &mut self.tx(conn),
+            asset_key,
+            partition,
+            |_, columns, name| {
+                let select = columns
+                    .iter()
+                    .map(|c| quote_ident(&c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = db::select_rows(&select, &self.qualified(name), partition, "$1", "rowid");
+                let mut stmt = conn.prepare(&sql)?;
+                let values: Vec<Option<String>> =
+                    partition.map(|k| Some(k.to_string())).into_iter().collect();
+                query_table(&mut stmt, &values)
+                    .map_err(|e| anyhow!("{}: {}", self.place(name), describe(&e, &sql)))
+            },
+        )
     }
 }
 
@@ -439,22 +440,24 @@ impl TableManager for DuckdbManager {
         format!("duckdb:{}#{}.{table}", self.path.display(), self.schema)
     }
 
-    fn store(&self, ctx: &OutputContext, t: &Table) -> anyhow::Result<u64> {
+    fn column_type(&self, f: &Field) -> anyhow::Result<String> {
+        duck_type(f.data_type()).ok_or_else(|| {
+            db::cannot_store(
+                Self::KIND,
+                f.name(),
+                f.data_type(),
+                Some("integers, floats, decimals, text, booleans, dates, times, timestamps and binary"),
+            )
+        })
+    }
+
+    fn store_nothing(&self, table: &str, partition: Option<&str>) -> anyhow::Result<u64> {
+        self.write(table, |tx| db::store_nothing(tx, table, partition))
+    }
+
+    fn store_rows(&self, ctx: &OutputContext, t: &Table, wanted: &[Column]) -> anyhow::Result<u64> {
         let name = table_name(&ctx.asset_key);
         let partition = db::partition_key(ctx);
-        if t.schema.fields().is_empty() {
-            return self.write(&name, |tx| db::store_nothing(tx, &name, partition));
-        }
-        let wanted = db::wanted_columns(Self::KIND, t, partition.is_some(), |f| {
-            duck_type(f.data_type()).ok_or_else(|| {
-                db::cannot_store(
-                    Self::KIND,
-                    f.name(),
-                    f.data_type(),
-                    Some("integers, floats, decimals, text, booleans, dates, times, timestamps and binary"),
-                )
-            })
-        })?;
         // Convert every column before touching the database.
         let stage_schema = Arc::new(Schema::new(
             wanted
@@ -468,11 +471,11 @@ impl TableManager for DuckdbManager {
         }
         let all_null = db::all_null(t);
         self.write(&name, |tx| {
-            self.prepare_target(tx.conn, ctx, &wanted, &all_null)?;
+            self.prepare_target(tx.conn, ctx, wanted, &all_null)?;
             let rows = append_rows(tx.conn, &stage_schema, &batches)
                 .with_context(|| format!("cannot append rows for {}", self.place(&name)))?;
             let stage = format!("temp.main.{}", quote_ident(STAGE));
-            let inserted = insert_from(tx.conn, &self.qualified(&name), &wanted, &stage, partition)
+            let inserted = insert_from(tx.conn, &self.qualified(&name), wanted, &stage, partition)
                 .with_context(|| format!("cannot insert into {}", self.place(&name)))?;
             debug_assert_eq!(inserted as u64, rows);
             tx.batch(&format!("DROP TABLE {stage}"))?;
@@ -570,22 +573,6 @@ impl TableTx for DuckTx<'_> {
             ),
             duckdb::params![table, partition.unwrap_or(""), rows as i64],
         )?;
-        Ok(())
-    }
-
-    fn retype(
-        &mut self,
-        table: &str,
-        _existing: &[Column],
-        new_types: &[(String, String)],
-    ) -> anyhow::Result<()> {
-        let qualified = self.manager.qualified(table);
-        for (name, ty) in new_types {
-            self.batch(&format!(
-                "ALTER TABLE {qualified} ALTER COLUMN {} TYPE {ty} USING CAST(NULL AS {ty})",
-                quote_ident(name)
-            ))?;
-        }
         Ok(())
     }
 }
@@ -797,68 +784,22 @@ impl IoManager for DuckdbManager {
         let Some(conn) = self.conn(false)? else {
             return Ok(false);
         };
-        let mut tx = DuckTx {
-            conn: &conn,
-            manager: self,
-        };
-        db::exists(&mut tx, &ctx.asset_key, db::partition_key(ctx))
+        db::exists(&mut self.tx(&conn), &ctx.asset_key, db::partition_key(ctx))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::db::testing;
     use super::*;
-    use arrow::array::{ArrayRef, Int64Array};
 
     fn manager(dir: &Path) -> DuckdbManager {
-        let cx = ResourceCx {
-            resource_key: "io_manager".into(),
-            project_root: dir.to_path_buf(),
-            state_dir: dir.join(".dg"),
-            run_id: "r".into(),
-        };
         let config = DuckdbConfig {
             path: "w.duckdb".into(),
             schema: "main".into(),
             replace_on_schema_change: false,
         };
-        DuckdbManager::new(config, &cx).unwrap()
-    }
-
-    fn output(key: &str) -> OutputContext {
-        OutputContext {
-            asset_key: "t".into(),
-            partition: Some(crate::io::PartitionRef {
-                key: key.into(),
-                dims: Vec::new(),
-                window: None,
-            }),
-            format: crate::io::Format::Csv,
-            resource_key: "io_manager".into(),
-            metadata: Default::default(),
-            run_id: "r".into(),
-            step_id: "s".into(),
-            log: Default::default(),
-        }
-    }
-
-    fn ints(values: &[i64]) -> Data {
-        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
-        let col: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));
-        let batch = RecordBatch::try_new(schema.clone(), vec![col]).unwrap();
-        Data::Table(Arc::new(Table {
-            schema,
-            batches: vec![batch],
-        }))
-    }
-
-    fn values(m: &DuckdbManager) -> Vec<i64> {
-        let conn = m.conn(false).unwrap().unwrap();
-        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        DuckdbManager::new(config, &testing::cx(dir)).unwrap()
     }
 
     /// A failure inside the transaction, after the partition's rows were
@@ -874,12 +815,14 @@ mod tests {
             )
             .unwrap();
         }
-        m.handle_output(&output("a"), ints(&[1, 2])).unwrap();
-        let err = m.handle_output(&output("a"), ints(&[3, 500])).unwrap_err();
-        assert!(format!("{err:#}").contains("CHECK"), "{err:#}");
-        assert_eq!(values(&m), vec![1, 2]);
-        assert!(m.exists(&output("a")).unwrap());
-        assert!(!m.exists(&output("b")).unwrap());
+        testing::a_failure_changes_nothing(&m, || {
+            let conn = m.conn(false).unwrap().unwrap();
+            let mut stmt = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        });
     }
 
     /// Two managers of the same file share one DuckDB instance, and it is

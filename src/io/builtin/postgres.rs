@@ -44,7 +44,7 @@ use super::db::{
 };
 use crate::io::{
     Data, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext, PostgresConfig,
-    ResourceCx, Stored, Table, table,
+    ResourceCx, Stored, Table,
 };
 
 /// Postgres truncates longer identifiers (NAMEDATALEN - 1).
@@ -356,6 +356,14 @@ impl PostgresManager {
         Ok(())
     }
 
+    /// The manager's database on `client`, as the shared core drives it.
+    pub(crate) fn tx<'a, C>(&'a self, client: &'a mut C) -> PgTx<'a, C> {
+        PgTx {
+            client,
+            manager: self,
+        }
+    }
+
     /// Runs `f` in one transaction on a pooled connection (the schema
     /// created first when missing), holding the table's advisory lock, so
     /// that writers of one table queue; committed when `f` succeeds.
@@ -368,62 +376,58 @@ impl PostgresManager {
         self.ensure_schema(&mut conn)?;
         let mut tx = conn.transaction()?;
         lock_table(&mut tx, &self.qualified(table))?;
-        let out = f(&mut PgTx {
-            client: &mut tx,
-            manager: self,
-        })?;
+        let out = f(&mut self.tx(&mut tx))?;
         tx.commit()
             .with_context(|| format!("cannot commit to {}", self.place(table)))?;
         Ok(out)
     }
 
-    /// The rows of one partition (or of the whole table), without `dg_partition`.
+    /// The rows of one partition (or of the whole table), without
+    /// `dg_partition`, typed by [`arrow_type`], in physical (`ctid`) order.
     fn read(
         &self,
         client: &mut impl GenericClient,
         asset_key: &str,
         partition: Option<&str>,
     ) -> anyhow::Result<Table> {
-        let mut tx = PgTx {
-            client: &mut *client,
-            manager: self,
-        };
-        let Some(columns) = db::read_columns(&mut tx, asset_key, partition)? else {
-            // Stored empty before the table had any columns.
-            return Ok(table::empty_table());
-        };
-        let name = table_name(asset_key);
-        let mut fields = Vec::with_capacity(columns.len());
-        let mut exprs = Vec::with_capacity(columns.len());
-        for c in &columns {
-            let (t, expr) = arrow_type(&c.ty);
-            fields.push(Field::new(&c.name, t, true));
-            exprs.push(expr.replace("{}", &quote_ident(&c.name)));
-        }
-        let select = if exprs.is_empty() {
-            "NULL".to_string()
-        } else {
-            exprs.join(", ")
-        };
-        let sql = db::select_rows(&select, &self.qualified(&name), partition, "$1", "ctid");
-        let params: Vec<&(dyn ToSql + Sync)> =
-            partition.iter().map(|k| k as &(dyn ToSql + Sync)).collect();
-        let mut rows = client.query_raw(sql.as_str(), params)?;
-        let schema = Arc::new(Schema::new(fields));
-        let mut out = Batcher::<Builder>::new(schema, self.place(&name));
-        while let Some(row) = rows.next()? {
-            out.push_row(|i, b| Ok(b.push(&row, i)?))?;
-        }
-        out.finish()
+        db::read(
+            &mut self.tx(client),
+            asset_key,
+            partition,
+            |tx, columns, name| {
+                let mut fields = Vec::with_capacity(columns.len());
+                let mut exprs = Vec::with_capacity(columns.len());
+                for c in &columns {
+                    let (t, expr) = arrow_type(&c.ty);
+                    fields.push(Field::new(&c.name, t, true));
+                    exprs.push(expr.replace("{}", &quote_ident(&c.name)));
+                }
+                let select = if exprs.is_empty() {
+                    "NULL".to_string()
+                } else {
+                    exprs.join(", ")
+                };
+                let sql = db::select_rows(&select, &self.qualified(name), partition, "$1", "ctid");
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    partition.iter().map(|k| k as &(dyn ToSql + Sync)).collect();
+                let mut rows = tx.client.query_raw(sql.as_str(), params)?;
+                let schema = Arc::new(Schema::new(fields));
+                let mut out = Batcher::<Builder>::new(schema, self.place(name));
+                while let Some(row) = rows.next()? {
+                    out.push_row(|i, b| Ok(b.push(&row, i)?))?;
+                }
+                out.finish()
+            },
+        )
     }
 
     fn exists_inner(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
         let mut conn = self.conn()?;
-        let mut tx = PgTx {
-            client: &mut *conn,
-            manager: self,
-        };
-        db::exists(&mut tx, &ctx.asset_key, db::partition_key(ctx))
+        db::exists(
+            &mut self.tx(&mut *conn),
+            &ctx.asset_key,
+            db::partition_key(ctx),
+        )
     }
 
     fn load_inner(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
@@ -458,47 +462,42 @@ impl TableManager for PostgresManager {
         format!("{}#{}.{table}", self.masked_url(), self.schema)
     }
 
-    fn store(&self, ctx: &OutputContext, t: &Table) -> anyhow::Result<u64> {
-        let name = table_name(&ctx.asset_key);
-        if name.len() > MAX_IDENT {
+    fn check_name(&self, table: &str) -> anyhow::Result<()> {
+        if table.len() > MAX_IDENT {
             bail!(
-                "the table name `{name}` is longer than Postgres allows ({MAX_IDENT} bytes): \
+                "the table name `{table}` is longer than Postgres allows ({MAX_IDENT} bytes): \
                  shorten the asset key"
             );
         }
+        Ok(())
+    }
+
+    fn column_type(&self, f: &Field) -> anyhow::Result<String> {
+        if f.name().len() > MAX_IDENT {
+            bail!(
+                "column `{}` has a name longer than Postgres allows ({MAX_IDENT} bytes)",
+                f.name()
+            );
+        }
+        pg_type(f.data_type())
+            .map(str::to_string)
+            .ok_or_else(|| db::cannot_store(Self::KIND, f.name(), f.data_type(), None))
+    }
+
+    fn store_nothing(&self, table: &str, partition: Option<&str>) -> anyhow::Result<u64> {
+        self.write(table, |tx| db::store_nothing(tx, table, partition))
+    }
+
+    fn store_rows(&self, ctx: &OutputContext, t: &Table, wanted: &[Column]) -> anyhow::Result<u64> {
+        let name = table_name(&ctx.asset_key);
         let partition = db::partition_key(ctx);
-        if t.schema.fields().is_empty() {
-            return self.write(&name, |tx| db::store_nothing(tx, &name, partition));
-        }
-        let wanted = db::wanted_columns(Self::KIND, t, partition.is_some(), |f| {
-            if f.name().len() > MAX_IDENT {
-                bail!(
-                    "column `{}` has a name longer than Postgres allows ({MAX_IDENT} bytes)",
-                    f.name()
-                );
-            }
-            pg_type(f.data_type())
-                .map(str::to_string)
-                .ok_or_else(|| db::cannot_store(Self::KIND, f.name(), f.data_type(), None))
-        })?;
-        // Convert every column before touching the database.
-        let fields = t.schema.fields();
-        let mut batches = Vec::with_capacity(t.batches.len());
-        for b in &t.batches {
-            let cols = b
-                .columns()
-                .iter()
-                .zip(fields)
-                .map(|(a, f)| Col::from_array(a, f.name()))
-                .collect::<anyhow::Result<Vec<Col>>>()?;
-            batches.push((b.num_rows(), cols));
-        }
+        let batches = db::convert_batches(t, Col::from_array)?;
         let all_null = db::all_null(t);
         let on_change = db::on_change(ctx, &self.resource_key, self.replace_on_schema_change);
         self.write(&name, |tx| {
-            let created = db::prepare_target(tx, &name, partition, &wanted, &all_null, on_change)?;
+            let created = db::prepare_target(tx, &name, partition, wanted, &all_null, on_change)?;
             let qualified = self.qualified(&name);
-            let rows = copy_rows(tx.client, &qualified, &wanted, partition, &batches)
+            let rows = copy_rows(tx.client, &qualified, wanted, partition, &batches)
                 .with_context(|| format!("cannot copy rows into {}", self.place(&name)))?;
             // Indexing a filled table is cheaper than maintaining the index row by row.
             if created && partition.is_some() {
@@ -606,21 +605,8 @@ impl<C: GenericClient> TableTx for PgTx<'_, C> {
         Ok(())
     }
 
-    fn retype(
-        &mut self,
-        table: &str,
-        _existing: &[Column],
-        new_types: &[(String, String)],
-    ) -> anyhow::Result<()> {
-        let qualified = self.manager.qualified(table);
-        for (name, ty) in new_types {
-            self.batch(&format!(
-                "ALTER TABLE {qualified} ALTER COLUMN {} TYPE {} USING NULL",
-                quote_ident(name),
-                ty.to_ascii_uppercase()
-            ))?;
-        }
-        Ok(())
+    fn emptied_as(ty: &str) -> String {
+        format!("{} USING NULL", ty.to_ascii_uppercase())
     }
 }
 

@@ -35,7 +35,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use crate::io::{
     Data, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext, ResourceCx,
-    SqliteConfig, Stored, Table, table,
+    SqliteConfig, Stored, Table,
 };
 
 pub(crate) use super::db::Column;
@@ -204,6 +204,14 @@ impl SqliteManager {
         format!("table `{table}` in `{}`", self.path.display())
     }
 
+    /// The manager's database on `conn`, as the shared core drives it.
+    pub(crate) fn tx<'a>(&'a self, conn: &'a Connection) -> SqliteTx<'a> {
+        SqliteTx {
+            conn,
+            manager: self,
+        }
+    }
+
     /// Runs `f` in one write transaction (this run's writers queued first),
     /// committed when `f` succeeds: on any error nothing changes.
     fn write<T>(
@@ -216,10 +224,7 @@ impl SqliteManager {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .with_context(|| format!("cannot start a transaction on `{}`", self.path.display()))?;
-        let out = f(&mut SqliteTx {
-            conn: &tx,
-            manager: self,
-        })?;
+        let out = f(&mut self.tx(&tx))?;
         tx.commit()
             .with_context(|| format!("cannot commit to {}", self.place(table)))?;
         Ok(out)
@@ -239,51 +244,53 @@ impl SqliteManager {
         let name = table_name(&ctx.asset_key);
         let partition = db::partition_key(ctx);
         let on_change = db::on_change(ctx, &self.resource_key, self.replace_on_schema_change);
-        let mut tx = SqliteTx {
-            conn,
-            manager: self,
-        };
-        if db::prepare_target(&mut tx, &name, partition, wanted, all_null, on_change)?
-            && partition.is_some()
-        {
+        let created = db::prepare_target(
+            &mut self.tx(conn),
+            &name,
+            partition,
+            wanted,
+            all_null,
+            on_change,
+        )?;
+        if created && partition.is_some() {
             index_partition(conn, &name)?;
         }
         Ok(())
     }
 
-    /// The rows of one partition (or of the whole table), without `dg_partition`.
+    /// The rows of one partition (or of the whole table), without
+    /// `dg_partition`, typed by [`arrow_type`], in rowid (write) order.
     fn read(
         &self,
         conn: &Connection,
         asset_key: &str,
         partition: Option<&str>,
     ) -> anyhow::Result<Table> {
-        let mut tx = SqliteTx {
-            conn,
-            manager: self,
-        };
-        let Some(columns) = db::read_columns(&mut tx, asset_key, partition)? else {
-            // Stored empty before the table had any columns.
-            return Ok(table::empty_table());
-        };
-        let name = table_name(asset_key);
-        let fields: Vec<Field> = columns
-            .iter()
-            .map(|c| Field::new(&c.name, arrow_type(&c.ty), true))
-            .collect();
-        let select = columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = db::select_rows(&select, &quote_ident(&name), partition, "?1", "rowid");
-        let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(partition))?;
-        let mut out = Batcher::<Builder>::new(Arc::new(Schema::new(fields)), self.place(&name));
-        while let Some(row) = rows.next()? {
-            out.push_row(|i, b| Ok(b.push(row.get_ref(i)?)?))?;
-        }
-        out.finish()
+        db::read(
+            &mut self.tx(conn),
+            asset_key,
+            partition,
+            |_, columns, name| {
+                let fields: Vec<Field> = columns
+                    .iter()
+                    .map(|c| Field::new(&c.name, arrow_type(&c.ty), true))
+                    .collect();
+                let select = columns
+                    .iter()
+                    .map(|c| quote_ident(&c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = db::select_rows(&select, &quote_ident(name), partition, "?1", "rowid");
+                let mut stmt = conn.prepare(&sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(partition))?;
+                let schema = Arc::new(Schema::new(fields));
+                let mut out = Batcher::<Builder>::new(schema, self.place(name));
+                while let Some(row) = rows.next()? {
+                    out.push_row(|i, b| Ok(b.push(row.get_ref(i)?)?))?;
+                }
+                out.finish()
+            },
+        )
     }
 }
 
@@ -298,33 +305,24 @@ impl TableManager for SqliteManager {
         format!("sqlite:{}#{table}", self.path.display())
     }
 
-    fn store(&self, ctx: &OutputContext, t: &Table) -> anyhow::Result<u64> {
+    fn column_type(&self, f: &Field) -> anyhow::Result<String> {
+        sqlite_type(f.data_type())
+            .map(str::to_string)
+            .ok_or_else(|| db::cannot_store(Self::KIND, f.name(), f.data_type(), None))
+    }
+
+    fn store_nothing(&self, table: &str, partition: Option<&str>) -> anyhow::Result<u64> {
+        self.write(table, |tx| db::store_nothing(tx, table, partition))
+    }
+
+    fn store_rows(&self, ctx: &OutputContext, t: &Table, wanted: &[Column]) -> anyhow::Result<u64> {
         let name = table_name(&ctx.asset_key);
         let partition = db::partition_key(ctx);
-        if t.schema.fields().is_empty() {
-            return self.write(&name, |tx| db::store_nothing(tx, &name, partition));
-        }
-        let wanted = db::wanted_columns(Self::KIND, t, partition.is_some(), |f| {
-            sqlite_type(f.data_type())
-                .map(str::to_string)
-                .ok_or_else(|| db::cannot_store(Self::KIND, f.name(), f.data_type(), None))
-        })?;
-        // Convert every column before touching the database.
-        let fields = t.schema.fields();
-        let mut batches = Vec::with_capacity(t.batches.len());
-        for b in &t.batches {
-            let cols = b
-                .columns()
-                .iter()
-                .zip(fields)
-                .map(|(a, f)| Col::from_array(a, f.name()))
-                .collect::<anyhow::Result<Vec<Col>>>()?;
-            batches.push((b.num_rows(), cols));
-        }
+        let batches = db::convert_batches(t, Col::from_array)?;
         let all_null = db::all_null(t);
         self.write(&name, |tx| {
-            self.prepare_target(tx.conn, ctx, &wanted, &all_null)?;
-            let rows = insert_rows(tx.conn, &quote_ident(&name), &wanted, partition, &batches)
+            self.prepare_target(tx.conn, ctx, wanted, &all_null)?;
+            let rows = insert_rows(tx.conn, &quote_ident(&name), wanted, partition, &batches)
                 .with_context(|| format!("cannot insert into {}", self.place(&name)))?;
             tx.record_stored(&name, partition, rows)?;
             Ok(rows)
@@ -669,18 +667,14 @@ impl IoManager for SqliteManager {
             return Ok(false);
         }
         let conn = self.open(false)?;
-        let mut tx = SqliteTx {
-            conn: &conn,
-            manager: self,
-        };
-        db::exists(&mut tx, &ctx.asset_key, db::partition_key(ctx))
+        db::exists(&mut self.tx(&conn), &ctx.asset_key, db::partition_key(ctx))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::db::testing;
     use super::*;
-    use arrow::record_batch::RecordBatch;
 
     #[test]
     fn names_and_quoting() {
@@ -689,44 +683,11 @@ mod tests {
     }
 
     fn manager(dir: &Path) -> SqliteManager {
-        let cx = ResourceCx {
-            resource_key: "io_manager".into(),
-            project_root: dir.to_path_buf(),
-            state_dir: dir.join(".dg"),
-            run_id: "r".into(),
-        };
         let config = SqliteConfig {
             path: "w.db".into(),
             replace_on_schema_change: false,
         };
-        SqliteManager::new(config, &cx).unwrap()
-    }
-
-    fn output(key: &str) -> OutputContext {
-        OutputContext {
-            asset_key: "t".into(),
-            partition: Some(crate::io::PartitionRef {
-                key: key.into(),
-                dims: Vec::new(),
-                window: None,
-            }),
-            format: crate::io::Format::Csv,
-            resource_key: "io_manager".into(),
-            metadata: Default::default(),
-            run_id: "r".into(),
-            step_id: "s".into(),
-            log: Default::default(),
-        }
-    }
-
-    fn ints(values: &[i64]) -> Data {
-        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
-        let col: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));
-        let batch = RecordBatch::try_new(schema.clone(), vec![col]).unwrap();
-        Data::Table(Arc::new(Table {
-            schema,
-            batches: vec![batch],
-        }))
+        SqliteManager::new(config, &testing::cx(dir)).unwrap()
     }
 
     /// An insert that fails after the partition's rows were deleted rolls
@@ -740,19 +701,14 @@ mod tests {
             "CREATE TABLE t (dg_partition TEXT NOT NULL, v INTEGER CHECK (v < 100))",
         )
         .unwrap();
-        m.handle_output(&output("a"), ints(&[1, 2])).unwrap();
-        let err = m.handle_output(&output("a"), ints(&[3, 500])).unwrap_err();
-        assert!(format!("{err:#}").contains("CHECK"), "{err:#}");
-        let v: Vec<i64> = conn
-            .prepare("SELECT v FROM t ORDER BY rowid")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(v, vec![1, 2]);
-        assert!(m.exists(&output("a")).unwrap());
-        assert!(!m.exists(&output("b")).unwrap());
+        testing::a_failure_changes_nothing(&m, || {
+            conn.prepare("SELECT v FROM t ORDER BY rowid")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        });
     }
 
     #[test]
