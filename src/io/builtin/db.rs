@@ -140,12 +140,7 @@ pub(crate) trait TableTx {
     fn query_flag(&mut self, sql: &str, params: &[&str]) -> anyhow::Result<bool>;
     /// Records in [`STORED_TABLE`] that a partition (or, as the key `''`,
     /// an unpartitioned table) is stored with `rows` rows.
-    fn record_stored(
-        &mut self,
-        table: &str,
-        partition: Option<&str>,
-        rows: u64,
-    ) -> anyhow::Result<()>;
+    fn record_stored(&mut self, table: &str, key: Option<&str>, rows: u64) -> anyhow::Result<()>;
     /// Gives the named columns of `table` (whose columns are `existing`)
     /// new types; they hold no value. By default one `ALTER TABLE … ALTER
     /// COLUMN … TYPE` each, with [`TableTx::emptied_as`]'s clause.
@@ -188,9 +183,9 @@ pub(crate) trait TableManager {
     /// Stores an output with no columns ([`store_nothing`]), in one
     /// transaction.
     fn store_nothing(&self, table: &str, partition: Option<&str>) -> anyhow::Result<u64>;
-    /// Stores the rows of `t`, whose columns are `wanted`, as the asset's
+    /// Stores the rows of `t`, whose columns are `cols`, as the asset's
     /// table or partition, in one transaction. Returns the rows stored.
-    fn store_rows(&self, ctx: &OutputContext, t: &Table, wanted: &[Column]) -> anyhow::Result<u64>;
+    fn store_rows(&self, ctx: &OutputContext, t: &Table, cols: &[Column]) -> anyhow::Result<u64>;
     /// An error as it may leave the manager (Postgres redacts the URL's
     /// password).
     fn clean(&self, e: anyhow::Error) -> anyhow::Error {

@@ -455,13 +455,12 @@ impl TableManager for DuckdbManager {
         self.write(table, |tx| db::store_nothing(tx, table, partition))
     }
 
-    fn store_rows(&self, ctx: &OutputContext, t: &Table, wanted: &[Column]) -> anyhow::Result<u64> {
+    fn store_rows(&self, ctx: &OutputContext, t: &Table, cols: &[Column]) -> anyhow::Result<u64> {
         let name = table_name(&ctx.asset_key);
         let partition = db::partition_key(ctx);
         // Convert every column before touching the database.
         let stage_schema = Arc::new(Schema::new(
-            wanted
-                .iter()
+            cols.iter()
                 .map(|c| Field::new(&c.name, append_type(&c.ty), true))
                 .collect::<Vec<_>>(),
         ));
@@ -471,11 +470,11 @@ impl TableManager for DuckdbManager {
         }
         let all_null = db::all_null(t);
         self.write(&name, |tx| {
-            self.prepare_target(tx.conn, ctx, wanted, &all_null)?;
+            self.prepare_target(tx.conn, ctx, cols, &all_null)?;
             let rows = append_rows(tx.conn, &stage_schema, &batches)
                 .with_context(|| format!("cannot append rows for {}", self.place(&name)))?;
             let stage = format!("temp.main.{}", quote_ident(STAGE));
-            let inserted = insert_from(tx.conn, &self.qualified(&name), wanted, &stage, partition)
+            let inserted = insert_from(tx.conn, &self.qualified(&name), cols, &stage, partition)
                 .with_context(|| format!("cannot insert into {}", self.place(&name)))?;
             debug_assert_eq!(inserted as u64, rows);
             tx.batch(&format!("DROP TABLE {stage}"))?;
@@ -560,18 +559,13 @@ impl TableTx for DuckTx<'_> {
         Ok(stmt.query_row(duckdb::params_from_iter(params), |r| r.get(0))?)
     }
 
-    fn record_stored(
-        &mut self,
-        table: &str,
-        partition: Option<&str>,
-        rows: u64,
-    ) -> anyhow::Result<()> {
+    fn record_stored(&mut self, table: &str, key: Option<&str>, rows: u64) -> anyhow::Result<()> {
         self.conn.execute(
             &format!(
                 "INSERT OR REPLACE INTO {} (\"table\", \"partition\", \"rows\") VALUES ($1, $2, $3)",
                 self.manager.qualified(STORED_TABLE)
             ),
-            duckdb::params![table, partition.unwrap_or(""), rows as i64],
+            duckdb::params![table, key.unwrap_or(""), rows as i64],
         )?;
         Ok(())
     }

@@ -488,16 +488,16 @@ impl TableManager for PostgresManager {
         self.write(table, |tx| db::store_nothing(tx, table, partition))
     }
 
-    fn store_rows(&self, ctx: &OutputContext, t: &Table, wanted: &[Column]) -> anyhow::Result<u64> {
+    fn store_rows(&self, ctx: &OutputContext, t: &Table, cols: &[Column]) -> anyhow::Result<u64> {
         let name = table_name(&ctx.asset_key);
         let partition = db::partition_key(ctx);
         let batches = db::convert_batches(t, Col::from_array)?;
         let all_null = db::all_null(t);
         let on_change = db::on_change(ctx, &self.resource_key, self.replace_on_schema_change);
         self.write(&name, |tx| {
-            let created = db::prepare_target(tx, &name, partition, wanted, &all_null, on_change)?;
+            let created = db::prepare_target(tx, &name, partition, cols, &all_null, on_change)?;
             let qualified = self.qualified(&name);
-            let rows = copy_rows(tx.client, &qualified, wanted, partition, &batches)
+            let rows = copy_rows(tx.client, &qualified, cols, partition, &batches)
                 .with_context(|| format!("cannot copy rows into {}", self.place(&name)))?;
             // Indexing a filled table is cheaper than maintaining the index row by row.
             if created && partition.is_some() {
@@ -586,12 +586,7 @@ impl<C: GenericClient> TableTx for PgTx<'_, C> {
         Ok(row.get(0))
     }
 
-    fn record_stored(
-        &mut self,
-        table: &str,
-        partition: Option<&str>,
-        rows: u64,
-    ) -> anyhow::Result<()> {
+    fn record_stored(&mut self, table: &str, key: Option<&str>, rows: u64) -> anyhow::Result<()> {
         self.client
             .execute(
                 &format!(
@@ -599,7 +594,7 @@ impl<C: GenericClient> TableTx for PgTx<'_, C> {
                      ON CONFLICT (\"table\", \"partition\") DO UPDATE SET \"rows\" = EXCLUDED.\"rows\"",
                     self.manager.qualified(STORED_TABLE)
                 ),
-                &[&table, &partition.unwrap_or(""), &(rows as i64)],
+                &[&table, &key.unwrap_or(""), &(rows as i64)],
             )
             .map_err(pg)?;
         Ok(())

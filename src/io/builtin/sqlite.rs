@@ -315,14 +315,14 @@ impl TableManager for SqliteManager {
         self.write(table, |tx| db::store_nothing(tx, table, partition))
     }
 
-    fn store_rows(&self, ctx: &OutputContext, t: &Table, wanted: &[Column]) -> anyhow::Result<u64> {
+    fn store_rows(&self, ctx: &OutputContext, t: &Table, cols: &[Column]) -> anyhow::Result<u64> {
         let name = table_name(&ctx.asset_key);
         let partition = db::partition_key(ctx);
         let batches = db::convert_batches(t, Col::from_array)?;
         let all_null = db::all_null(t);
         self.write(&name, |tx| {
-            self.prepare_target(tx.conn, ctx, wanted, &all_null)?;
-            let rows = insert_rows(tx.conn, &quote_ident(&name), wanted, partition, &batches)
+            self.prepare_target(tx.conn, ctx, cols, &all_null)?;
+            let rows = insert_rows(tx.conn, &quote_ident(&name), cols, partition, &batches)
                 .with_context(|| format!("cannot insert into {}", self.place(&name)))?;
             tx.record_stored(&name, partition, rows)?;
             Ok(rows)
@@ -375,12 +375,7 @@ impl TableTx for SqliteTx<'_> {
     }
 
     /// Creates [`STORED_TABLE`] on the first record.
-    fn record_stored(
-        &mut self,
-        table: &str,
-        partition: Option<&str>,
-        rows: u64,
-    ) -> anyhow::Result<()> {
+    fn record_stored(&mut self, table: &str, key: Option<&str>, rows: u64) -> anyhow::Result<()> {
         let stored = quote_ident(STORED_TABLE);
         self.conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {stored} (\
@@ -389,7 +384,7 @@ impl TableTx for SqliteTx<'_> {
         ))?;
         self.conn.execute(
             &format!("INSERT OR REPLACE INTO {stored} (\"table\", \"partition\", \"rows\") VALUES (?1, ?2, ?3)"),
-            params![table, partition.unwrap_or(""), rows as i64],
+            params![table, key.unwrap_or(""), rows as i64],
         )?;
         Ok(())
     }
