@@ -12,9 +12,8 @@ use arrow::datatypes::{Field, Schema};
 use duckdb::Connection;
 
 use super::{
-    CheckError, CheckQuery, CheckRows, Dialect, InDatabase, InDbError, Params, QueryError,
-    RunError, RunQuery, SqlEngine, check_result_columns, input_columns, log_view, same_kind,
-    view_columns,
+    CheckError, CheckQuery, CheckRows, Dialect, InDbError, Params, QueryError, RunError, RunQuery,
+    SqlEngine, check_result_columns, impl_in_database, input_columns, log_view, view_columns,
 };
 use super::{cut_text, param_value, statement_text, to_positional};
 use crate::io::db::{PARTITION_COLUMN, TableTx, quote_ident, table_name};
@@ -206,34 +205,23 @@ fn check_query(conn: &Connection, query: &str, params: &Params) -> Result<CheckR
 // ---------------------------------------------------------------------------
 // In-database execution of `sql` assets and checks.
 
-impl InDatabase for DuckdbManager {
-    fn dialect(&self) -> Dialect {
-        Dialect {
-            engine: Some(SqlEngine::Duckdb),
-            kind: "duckdb",
-            has_schemas: true,
-        }
+impl_in_database!(
+    DuckdbManager,
+    Dialect {
+        engine: Some(SqlEngine::Duckdb),
+        kind: "duckdb",
+        has_schemas: true,
     }
+);
 
-    fn resource_key(&self) -> &str {
-        DuckdbManager::resource_key(self)
-    }
-
-    fn same_place(&self, other: &dyn InDatabase) -> bool {
-        same_kind::<DuckdbManager>(other).is_some_and(|o| DuckdbManager::same_place(self, o))
-    }
-
-    fn where_(&self) -> String {
-        DuckdbManager::where_(self)
-    }
-
+impl DuckdbManager {
     /// Runs the query for asset `q.octx.asset_key` inside this manager's
     /// database and replaces the asset's partition (or table) with its
     /// rows, in one transaction: on any error the database is as it was.
     /// Each input is a TEMP view over the upstream's table filtered to the
     /// mapped partitions (keys bound into a temporary table, never SQL
     /// text); no row passes through dg.
-    fn run(&self, q: &RunQuery<'_>, log: &mut std::fs::File) -> Result<Stored, InDbError> {
+    fn run_inside(&self, q: &RunQuery<'_>, log: &mut std::fs::File) -> Result<Stored, InDbError> {
         let RunQuery {
             query,
             inputs,
@@ -409,7 +397,7 @@ impl InDatabase for DuckdbManager {
     /// the asset's table, filtered to `partition` (bound through a
     /// temporary table, never SQL text). Nothing is written to the
     /// database.
-    fn check(&self, q: &CheckQuery<'_>) -> Result<CheckRows, CheckError> {
+    fn check_inside(&self, q: &CheckQuery<'_>) -> Result<CheckRows, CheckError> {
         let table = table_name(q.asset_key);
         let database = |e: duckdb::Error| CheckError::Database(e.to_string());
         let Some(mut conn) = self

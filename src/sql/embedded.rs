@@ -47,10 +47,18 @@ pub fn run(
             "a `sql` asset produces a table; its format cannot be `file` (use csv, jsonl or parquet)",
         ));
     }
+    let job = Job {
+        asset_key,
+        query,
+        inputs,
+        params,
+        format,
+        output,
+    };
     match engine {
-        SqlEngine::Sqlite => run_sqlite(asset_key, query, inputs, params, format, output, log),
+        SqlEngine::Sqlite => run_sqlite(&job, log),
         #[cfg(feature = "duckdb")]
-        SqlEngine::Duckdb => run_duckdb(asset_key, query, inputs, params, format, output, log),
+        SqlEngine::Duckdb => run_duckdb(&job, log),
         #[cfg(not(feature = "duckdb"))]
         SqlEngine::Duckdb => Err(refuse(
             "this dg was built without DuckDB (the `duckdb` cargo feature)",
@@ -58,21 +66,24 @@ pub fn run(
     }
 }
 
+/// What [`run`] was asked.
+struct Job<'a> {
+    asset_key: &'a str,
+    query: &'a str,
+    inputs: &'a [SqlInput],
+    params: &'a Params,
+    format: Format,
+    output: &'a Path,
+}
+
 /// [`run`] in an in-memory DuckDB database.
 #[cfg(feature = "duckdb")]
-fn run_duckdb(
-    asset_key: &str,
-    query: &str,
-    inputs: &[SqlInput],
-    params: &Params,
-    format: Format,
-    output: &Path,
-    log: &mut File,
-) -> Result<Ran, RunError> {
+fn run_duckdb(job: &Job<'_>, log: &mut File) -> Result<Ran, RunError> {
+    let (asset_key, query) = (job.asset_key, job.query);
     let engine = super::duckdb::Embedded::open()?;
     // `input.column` of every text column, for the hint below.
     let mut text_columns: Vec<String> = Vec::new();
-    let (rows_loaded, empty) = load_inputs(inputs, log, "DuckDB", |input, table| {
+    let (rows_loaded, empty) = load_inputs(job.inputs, log, "DuckDB", |input, table| {
         text_columns.extend(
             table
                 .schema
@@ -93,7 +104,7 @@ fn run_duckdb(
         "[dg] sql: running in the embedded DuckDB engine\n{query}"
     );
     let t0 = Instant::now();
-    let table = engine.query(query, params).map_err(|error| {
+    let table = engine.query(query, job.params).map_err(|error| {
         let msg = error.to_string();
         let mut note = String::new();
         for name in &empty {
@@ -106,7 +117,7 @@ fn run_duckdb(
         }
         query_failed(asset_key, error, note, log)
     })?;
-    write_result(&table, t0, " (DuckDB)", format, output, log)?;
+    write_result(&table, t0, " (DuckDB)", job, log)?;
     Ok(Ran { rows_loaded })
 }
 
@@ -136,29 +147,22 @@ fn text_hint(text_columns: &[String]) -> String {
 }
 
 /// [`run`] in an in-memory SQLite database.
-fn run_sqlite(
-    asset_key: &str,
-    query: &str,
-    inputs: &[SqlInput],
-    params: &Params,
-    format: Format,
-    output: &Path,
-    log: &mut File,
-) -> Result<Ran, RunError> {
+fn run_sqlite(job: &Job<'_>, log: &mut File) -> Result<Ran, RunError> {
+    let (asset_key, query) = (job.asset_key, job.query);
     let conn = Connection::open_in_memory()
         .map_err(|e| RunError::Engine(format!("cannot open the embedded SQLite engine: {e}")))?;
     let _ = conn.execute_batch(
         "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;",
     );
 
-    let (rows_loaded, empty) = load_inputs(inputs, log, "SQLite", |input, table| {
+    let (rows_loaded, empty) = load_inputs(job.inputs, log, "SQLite", |input, table| {
         load_table(&conn, &input.name, table).map(|rows| rows as u64)
     })?;
 
     // The query.
     let _ = writeln!(log, "[dg] sql: running\n{query}");
     let t0 = Instant::now();
-    let table = query_table(&conn, query, params).map_err(|error| {
+    let table = query_table(&conn, query, job.params).map_err(|error| {
         let mut note = String::new();
         for name in &empty {
             if error.to_string() == format!("no such table: {name}") {
@@ -167,7 +171,7 @@ fn run_sqlite(
         }
         query_failed(asset_key, error, note, log)
     })?;
-    write_result(&table, t0, "", format, output, log)?;
+    write_result(&table, t0, "", job, log)?;
     Ok(Ran { rows_loaded })
 }
 
@@ -177,8 +181,7 @@ fn write_result(
     table: &Table,
     t0: Instant,
     engine: &str,
-    format: Format,
-    output: &Path,
+    job: &Job<'_>,
     log: &mut File,
 ) -> Result<(), RunError> {
     let _ = writeln!(
@@ -189,11 +192,11 @@ fn write_result(
         t0.elapsed().as_millis()
     );
     let t0 = Instant::now();
-    table::write(table, output, format).map_err(|e| RunError::Write(format!("{e:#}")))?;
+    table::write(table, job.output, job.format).map_err(|e| RunError::Write(format!("{e:#}")))?;
     let _ = writeln!(
         log,
         "[dg] sql: wrote the result as {} in {} ms",
-        format.name(),
+        job.format.name(),
         t0.elapsed().as_millis()
     );
     Ok(())

@@ -245,6 +245,47 @@ pub trait InDatabase: Any {
     fn check(&self, q: &CheckQuery<'_>) -> Result<CheckRows, CheckError>;
 }
 
+/// Implements [`InDatabase`] for the built-in manager `$ty`, whose
+/// dialect is `$dialect`, with its inherent `resource_key`, `where_`,
+/// `same_place`, `run_inside` and `check_inside`.
+macro_rules! impl_in_database {
+    ($ty:ty, $dialect:expr) => {
+        impl $crate::sql::InDatabase for $ty {
+            fn dialect(&self) -> $crate::sql::Dialect {
+                $dialect
+            }
+
+            fn resource_key(&self) -> &str {
+                <$ty>::resource_key(self)
+            }
+
+            fn same_place(&self, other: &dyn $crate::sql::InDatabase) -> bool {
+                $crate::sql::same_kind::<$ty>(other).is_some_and(|o| <$ty>::same_place(self, o))
+            }
+
+            fn where_(&self) -> String {
+                <$ty>::where_(self)
+            }
+
+            fn run(
+                &self,
+                q: &$crate::sql::RunQuery<'_>,
+                log: &mut std::fs::File,
+            ) -> Result<$crate::io::Stored, $crate::sql::InDbError> {
+                self.run_inside(q, log)
+            }
+
+            fn check(
+                &self,
+                q: &$crate::sql::CheckQuery<'_>,
+            ) -> Result<$crate::sql::CheckRows, $crate::sql::CheckError> {
+                self.check_inside(q)
+            }
+        }
+    };
+}
+pub(crate) use impl_in_database;
+
 /// `other` as the engine type `M`, when it is one.
 pub(crate) fn same_kind<M: InDatabase>(other: &dyn InDatabase) -> Option<&M> {
     (other as &dyn Any).downcast_ref::<M>()

@@ -7,8 +7,8 @@ use std::io::Write;
 use postgres::types::{Format as PgFormat, IsNull, ToSql, Type};
 
 use super::{
-    CheckError, CheckQuery, CheckRows, Dialect, InDatabase, InDbError, QueryError, RunQuery,
-    input_columns, log_view, same_kind, view_columns,
+    CheckError, CheckQuery, CheckRows, Dialect, InDbError, QueryError, RunQuery, impl_in_database,
+    input_columns, log_view, view_columns,
 };
 use super::{param_value, statement_text, to_positional};
 use crate::io::Stored;
@@ -76,27 +76,16 @@ fn describe_pg(e: &postgres::Error, text: &str) -> String {
     msg
 }
 
-impl InDatabase for PostgresManager {
-    fn dialect(&self) -> Dialect {
-        Dialect {
-            engine: None,
-            kind: "postgres",
-            has_schemas: true,
-        }
+impl_in_database!(
+    PostgresManager,
+    Dialect {
+        engine: None,
+        kind: "postgres",
+        has_schemas: true,
     }
+);
 
-    fn resource_key(&self) -> &str {
-        PostgresManager::resource_key(self)
-    }
-
-    fn same_place(&self, other: &dyn InDatabase) -> bool {
-        same_kind::<PostgresManager>(other).is_some_and(|o| PostgresManager::same_place(self, o))
-    }
-
-    fn where_(&self) -> String {
-        PostgresManager::where_(self)
-    }
-
+impl PostgresManager {
     /// Runs the query for asset `q.octx.asset_key` inside this manager's
     /// database and replaces the asset's partition (or table) with its
     /// rows, in one transaction on one pooled connection: on any error the
@@ -104,7 +93,7 @@ impl InDatabase for PostgresManager {
     /// table filtered to the mapped partitions (keys bound into a temporary
     /// table, never SQL text); no row passes through dg. Unqualified names
     /// in the query resolve to the manager's schema first.
-    fn run(&self, q: &RunQuery<'_>, log: &mut std::fs::File) -> Result<Stored, InDbError> {
+    fn run_inside(&self, q: &RunQuery<'_>, log: &mut std::fs::File) -> Result<Stored, InDbError> {
         let RunQuery {
             query,
             inputs,
@@ -399,7 +388,7 @@ impl InDatabase for PostgresManager {
     /// `q.partition` (the key bound, never spliced). One transaction,
     /// rolled back: nothing is written. Passes when the query returns no
     /// rows.
-    fn check(&self, q: &CheckQuery<'_>) -> Result<CheckRows, CheckError> {
+    fn check_inside(&self, q: &CheckQuery<'_>) -> Result<CheckRows, CheckError> {
         let CheckQuery {
             asset_key,
             view,

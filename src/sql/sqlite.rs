@@ -12,41 +12,40 @@ use rusqlite::Connection;
 use super::embedded::{affinity, bind_params, count_rows, describe, prepare};
 use super::text::statement_text;
 use super::{
-    CheckError, CheckQuery, CheckRows, Dialect, InDatabase, InDbError, QueryError, RunQuery,
-    SqlEngine, check_result_columns, input_columns, log_view, quote_ident, same_file, same_kind,
+    CheckError, CheckQuery, CheckRows, Dialect, InDbError, QueryError, RunQuery, SqlEngine,
+    check_result_columns, impl_in_database, input_columns, log_view, quote_ident, same_file,
     view_columns,
 };
 use crate::io::Stored;
 use crate::io::db::{Column, TableTx, partition_key};
 use crate::io::sqlite::SqliteManager;
 
-impl InDatabase for SqliteManager {
-    fn dialect(&self) -> Dialect {
-        Dialect {
-            engine: Some(SqlEngine::Sqlite),
-            kind: "sqlite",
-            has_schemas: false,
-        }
+impl_in_database!(
+    SqliteManager,
+    Dialect {
+        engine: Some(SqlEngine::Sqlite),
+        kind: "sqlite",
+        has_schemas: false,
     }
+);
 
-    fn resource_key(&self) -> &str {
-        SqliteManager::resource_key(self)
-    }
-
-    /// The same file (by its canonical path when the paths differ).
-    fn same_place(&self, other: &dyn InDatabase) -> bool {
-        same_kind::<SqliteManager>(other).is_some_and(|o| same_file(self.path(), o.path()))
-    }
-
-    fn where_(&self) -> String {
+impl SqliteManager {
+    /// Where the database is, as messages name it: its path.
+    pub(crate) fn where_(&self) -> String {
         self.path().display().to_string()
     }
 
-    fn run(&self, q: &RunQuery<'_>, log: &mut File) -> Result<Stored, InDbError> {
+    /// Whether `other` stores in the same file (by its canonical path when
+    /// the paths differ).
+    pub(crate) fn same_place(&self, other: &SqliteManager) -> bool {
+        same_file(self.path(), other.path())
+    }
+
+    fn run_inside(&self, q: &RunQuery<'_>, log: &mut File) -> Result<Stored, InDbError> {
         run_in_db(self, q, log)
     }
 
-    fn check(&self, q: &CheckQuery<'_>) -> Result<CheckRows, CheckError> {
+    fn check_inside(&self, q: &CheckQuery<'_>) -> Result<CheckRows, CheckError> {
         check_in_sqlite(self, q)
     }
 }

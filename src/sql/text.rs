@@ -17,6 +17,15 @@ pub fn cut_text(mut s: String, max: usize) -> String {
     s
 }
 
+/// Where the line of `b` at `i` ends (a `--` comment's end): its `\n`, or
+/// the end of `b`.
+fn line_end(b: &[u8], i: usize) -> usize {
+    b[i..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(b.len(), |n| i + n)
+}
+
 /// The query without what follows its last token: trailing `;`, comments
 /// and whitespace, so that it can be wrapped in a subquery.
 pub fn statement_text(query: &str) -> &str {
@@ -25,11 +34,7 @@ pub fn statement_text(query: &str) -> &str {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
+            b'-' if b.get(i + 1) == Some(&b'-') => i = line_end(b, i),
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 i += 2;
                 while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
@@ -72,11 +77,7 @@ pub fn to_positional(query: &str) -> Result<(String, Vec<&'static str>), ParamEr
     let mut copied = 0;
     while i < b.len() {
         match b[i] {
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
+            b'-' if b.get(i + 1) == Some(&b'-') => i = line_end(b, i),
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 // Postgres block comments nest.
                 let mut depth = 0usize;
