@@ -184,10 +184,17 @@ impl CheckCx<'_> {
         let key = self.partition.as_ref().map(|p| p.key.as_str());
         let params = self.params();
         if let Some(db) = sql::in_database(manager.as_ref()) {
-            return db.check(&asset.key, table_name(asset), key, query, &params);
+            let q = sql::CheckQuery {
+                asset_key: &asset.key,
+                view: table_name(asset),
+                partition: key,
+                query,
+                params: &params,
+            };
+            return db.check(&q).map_err(|e| e.to_string());
         }
         let loaded = self.load()?;
-        sql::check_embedded(table_name(asset), loaded, query, &params)
+        sql::check_embedded(table_name(asset), loaded, query, &params).map_err(|e| e.to_string())
     }
 
     /// The stored partition, through the asset's manager.

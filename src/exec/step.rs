@@ -481,7 +481,13 @@ fn prepare_and_run(
                     step_id: step_id.clone(),
                     log: mlog.clone(),
                 };
-                let ran = db.run(query, &db_inputs, &params, &octx, log);
+                let q = super::sql::RunQuery {
+                    query,
+                    inputs: &db_inputs,
+                    params: &params,
+                    octx: &octx,
+                };
+                let ran = db.run(&q, log);
                 match ran {
                     Ok(stored) => {
                         let mut metadata = serde_json::Map::new();
@@ -519,7 +525,7 @@ fn prepare_and_run(
                 log,
             ) {
                 Ok(r) => r,
-                Err(e) => return Ok(Attempt::fail(at_definition(e, asset))),
+                Err(e) => return Ok(Attempt::fail(at_definition(e.to_string(), asset))),
             };
             let mut a = store_output(
                 rc, asset, partition, range, step_id, mlog, output, &messages, log, None,
@@ -899,7 +905,7 @@ fn store_range(
                     .map_err(|e| format!("the output does not fit its `columns`: {e:#}"))
             }
         })
-        .and_then(|t| io::table::split_by_partition(&t, &keys))
+        .and_then(|t| io::table::split_by_partition(&t, &keys).map_err(|e| e.to_string()))
     {
         Ok(s) => s,
         Err(e) => return fail(format!("{e} (nothing was stored)"), metadata),

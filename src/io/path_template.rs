@@ -325,12 +325,10 @@ impl PathTemplate {
     /// (`None`: unpartitioned): every placeholder it uses exists, and no two
     /// partitions share a path. The error is one sentence; the caller adds
     /// where.
-    pub fn check_asset(&self, def: Option<&PartitionsDef>) -> Result<(), String> {
+    pub fn check_asset(&self, def: Option<&PartitionsDef>) -> Result<(), Mismatch> {
         let Some(def) = def else {
             if let Some(p) = self.partition_placeholder() {
-                return Err(format!(
-                    "the asset is not partitioned, but the path template uses `{p}`"
-                ));
+                return Err(Mismatch::NotPartitioned(p));
             }
             return Ok(());
         };
@@ -340,29 +338,28 @@ impl PathTemplate {
             match p {
                 Part::Dim(name) => {
                     let PartitionsDef::Multi(m) = def else {
-                        return Err(format!(
-                            "the path template uses `{{dim.{name}}}`, but the asset's partitions \
-                             are {}, not multi",
-                            def.type_name()
-                        ));
+                        return Err(Mismatch::NotMulti {
+                            dim: name.clone(),
+                            partitions: def.type_name(),
+                        });
                     };
                     if m.dim(name).is_none() {
-                        return Err(format!(
-                            "the path template uses `{{dim.{name}}}`, but the asset's dimensions are {}",
-                            m.dims
+                        return Err(Mismatch::UnknownDim {
+                            dim: name.clone(),
+                            dims: m
+                                .dims
                                 .iter()
                                 .map(|(n, _)| format!("`{n}`"))
                                 .collect::<Vec<_>>()
-                                .join(" and ")
-                        ));
+                                .join(" and "),
+                        });
                     }
                 }
                 Part::Time { end, .. } if time.is_none() => {
-                    return Err(format!(
-                        "the path template uses `{{{}:…}}`, but the asset's {} partitions have no time window",
-                        if *end { "end" } else { "start" },
-                        def.type_name()
-                    ));
+                    return Err(Mismatch::NoWindow {
+                        placeholder: if *end { "end" } else { "start" },
+                        partitions: def.type_name(),
+                    });
                 }
                 _ => {}
             }
@@ -392,21 +389,17 @@ impl PathTemplate {
             match d {
                 PartitionsDef::Time(t) => self
                     .time_names_window(t)
-                    .map_err(|e| format!("two partitions{what} would share a path: {e}"))?,
-                _ => {
-                    return Err(format!(
-                        "the path template does not name the partition{what}: every partition would share a path"
-                    ));
-                }
+                    .map_err(|why| Mismatch::WindowsShare { what, why })?,
+                _ => return Err(Mismatch::Unnamed { what }),
             }
         }
         self.check_ambiguity(def)
     }
 
     /// Whether the time placeholders tell the windows of `t` apart.
-    fn time_names_window(&self, t: &TimePartitions) -> Result<(), String> {
+    fn time_names_window(&self, t: &TimePartitions) -> Result<(), WindowsUnnamed> {
         let need = required_level(&t.schedule);
-        let mut best: Option<String> = None;
+        let mut best: Option<WindowsUnnamed> = None;
         for end in [false, true] {
             let items: Vec<&Item<'static>> = self
                 .parts
@@ -429,36 +422,26 @@ impl PathTemplate {
                     // A repeated wall-clock hour (daylight saving ends) gives
                     // two windows the same local time.
                     if need >= Level::Hour && has_dst(t) {
-                        best = Some(format!(
-                            "time zone `{}` repeats an hour when daylight saving time ends; \
-                             add the UTC offset (`%z`) or use `{{partition}}`",
-                            t.tz
-                        ));
+                        best = Some(WindowsUnnamed::RepeatedHour(t.tz.to_string()));
                         continue;
                     }
                     return Ok(());
                 }
                 _ => {
-                    let missing = missing_fields(level, need);
-                    best.get_or_insert(format!(
-                        "the partitions are {}, and `{}` does not name the {missing}",
-                        t.schedule.type_name(),
-                        self.source
-                    ));
+                    best.get_or_insert(WindowsUnnamed::Missing {
+                        partitions: t.schedule.type_name(),
+                        template: self.source.clone(),
+                        missing: missing_fields(level, need),
+                    });
                 }
             }
         }
-        Err(best.unwrap_or_else(|| {
-            format!(
-                "the path template names no part of the {} time window",
-                t.schedule.type_name()
-            )
-        }))
+        Err(best.unwrap_or(WindowsUnnamed::Nothing(t.schedule.type_name())))
     }
 
     /// Two placeholders in one path component (`{dim.a}_{dim.b}`) can run
     /// together; renders the known keys and reports a shared path.
-    fn check_ambiguity(&self, def: &PartitionsDef) -> Result<(), String> {
+    fn check_ambiguity(&self, def: &PartitionsDef) -> Result<(), Mismatch> {
         let mut comp_placeholders = 0;
         let mut ambiguous = false;
         for p in &self.parts {
@@ -481,14 +464,74 @@ impl PathTemplate {
                 continue;
             };
             if let Some(other) = seen.insert(path.clone(), &r.key) {
-                return Err(format!(
-                    "partitions `{other}` and `{}` would share the path `{path}`",
-                    r.key
-                ));
+                return Err(Mismatch::SharedPath {
+                    a: other.to_string(),
+                    b: r.key.to_string(),
+                    path,
+                });
             }
         }
         Ok(())
     }
+}
+
+/// Why a path template cannot store an asset's partitions
+/// ([`PathTemplate::check_asset`]): one sentence; the caller says where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Mismatch {
+    /// The asset is unpartitioned; the template names a partition.
+    #[error("the asset is not partitioned, but the path template uses `{0}`")]
+    NotPartitioned(String),
+    /// `{dim.…}` for partitions that are not multi-dimensional.
+    #[error(
+        "the path template uses `{{dim.{dim}}}`, but the asset's partitions are {partitions}, not multi"
+    )]
+    NotMulti {
+        dim: String,
+        partitions: &'static str,
+    },
+    /// `{dim.…}` names no dimension of the asset.
+    #[error("the path template uses `{{dim.{dim}}}`, but the asset's dimensions are {dims}")]
+    UnknownDim { dim: String, dims: String },
+    /// `{start:…}`/`{end:…}` for partitions without time windows.
+    #[error(
+        "the path template uses `{{{placeholder}:…}}`, but the asset's {partitions} partitions have no time window"
+    )]
+    NoWindow {
+        placeholder: &'static str,
+        partitions: &'static str,
+    },
+    /// The time placeholders do not tell the windows (of a dimension) apart.
+    #[error("two partitions{what} would share a path: {why}")]
+    WindowsShare { what: String, why: WindowsUnnamed },
+    /// Nothing names the partition (of a dimension).
+    #[error(
+        "the path template does not name the partition{what}: every partition would share a path"
+    )]
+    Unnamed { what: String },
+    /// Two sample partitions render to one path.
+    #[error("partitions `{a}` and `{b}` would share the path `{path}`")]
+    SharedPath { a: String, b: String, path: String },
+}
+
+/// Why a template's time placeholders do not tell time windows apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowsUnnamed {
+    /// The local hour repeats when daylight saving time ends.
+    #[error(
+        "time zone `{0}` repeats an hour when daylight saving time ends; add the UTC offset (`%z`) or use `{{partition}}`"
+    )]
+    RepeatedHour(String),
+    /// The placeholders are too coarse for the schedule.
+    #[error("the partitions are {partitions}, and `{template}` does not name the {missing}")]
+    Missing {
+        partitions: &'static str,
+        template: String,
+        missing: String,
+    },
+    /// No time placeholder at all.
+    #[error("the path template names no part of the {0} time window")]
+    Nothing(&'static str),
 }
 
 fn time_of(def: &PartitionsDef) -> Option<&TimePartitions> {
@@ -728,7 +771,7 @@ mod tests {
         );
         assert_eq!(tpl.check_asset(Some(&monthly())), Ok(()));
         // Monthly names are not enough for daily partitions.
-        let e = tpl.check_asset(Some(&daily())).unwrap_err();
+        let e = tpl.check_asset(Some(&daily())).unwrap_err().to_string();
         assert!(e.contains("does not name the day (`%d`)"), "{e}");
     }
 
@@ -756,9 +799,13 @@ mod tests {
         );
         let e = t("{key}/{dim.station}.{ext}")
             .check_asset(Some(&def))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("dimension `date`"), "{e}");
-        let e = t("{dim.region}.{ext}").check_asset(Some(&def)).unwrap_err();
+        let e = t("{dim.region}.{ext}")
+            .check_asset(Some(&def))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`date` and `station`"), "{e}");
     }
 
@@ -767,7 +814,8 @@ mod tests {
         let def = multi(statics(&["a", "a_b"]), statics(&["b_c", "c"]));
         let e = t("{dim.date}_{dim.station}")
             .check_asset(Some(&def))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`a|b_c` and `a_b|c`"), "{e}");
         assert_eq!(
             t("{dim.date}/{dim.station}").check_asset(Some(&def)),
@@ -777,18 +825,26 @@ mod tests {
 
     #[test]
     fn placeholders_that_cannot_apply() {
-        let e = t("{key}/{partition}.{ext}").check_asset(None).unwrap_err();
+        let e = t("{key}/{partition}.{ext}")
+            .check_asset(None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not partitioned"), "{e}");
         assert_eq!(t("{key}.{ext}").check_asset(None), Ok(()));
-        let e = t("{key}.{ext}").check_asset(Some(&daily())).unwrap_err();
+        let e = t("{key}.{ext}")
+            .check_asset(Some(&daily()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("names no part of the daily time window"), "{e}");
         let e = t("{key}/{start:%Y}.{ext}")
             .check_asset(Some(&statics(&["a"])))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no time window"), "{e}");
         let e = t("{key}.{ext}")
             .check_asset(Some(&statics(&["a"])))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("every partition would share"), "{e}");
     }
 
@@ -800,7 +856,8 @@ mod tests {
         assert_eq!(t("{start:%s}").check_asset(Some(&hourly)), Ok(()));
         let e = t("{start:%m/%d/%H}")
             .check_asset(Some(&hourly))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("year (`%Y`)"), "{e}");
         assert_eq!(t("{end:%Y%m%d}").check_asset(Some(&daily())), Ok(()));
         // A repeated hour at the end of daylight saving time.
@@ -815,7 +872,10 @@ mod tests {
             )
             .unwrap(),
         );
-        let e = t("{start:%Y%m%d%H}").check_asset(Some(&ams)).unwrap_err();
+        let e = t("{start:%Y%m%d%H}")
+            .check_asset(Some(&ams))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("daylight saving"), "{e}");
         assert_eq!(t("{start:%Y%m%d%H%M%z}").check_asset(Some(&ams)), Ok(()));
         assert_eq!(t("{partition}").check_asset(Some(&ams)), Ok(()));

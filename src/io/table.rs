@@ -430,6 +430,43 @@ fn unify_types(a: DataType, b: &DataType) -> DataType {
     }
 }
 
+/// Why a file could not be read as a table, as `cannot read `…` as csv: …`
+/// goes on to say.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    /// The file could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Its values do not convert.
+    #[error("{0}")]
+    Arrow(#[from] ArrowError),
+    /// It is not well-formed, and where (`line 3: expected 2 fields, found 3`).
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// Why a range step's output could not be split into its partitions
+/// ([`split_by_partition`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    /// The output has no `dg_partition` column; `keys` are the step's partitions, as shown.
+    #[error(
+        "the output has no `dg_partition` column: a range step writes the rows of all its partitions ({keys}) in one table, each row naming its partition in `dg_partition`"
+    )]
+    NoColumn { keys: String },
+    /// The column's values are not text.
+    #[error("cannot read `dg_partition` as text: {0}")]
+    NotText(ArrowError),
+    /// Rows name partitions (`found`) that are not the step's (`keys`).
+    #[error(
+        "rows of the output name partitions that are not this step's in `dg_partition`: {found}; the step's partitions are {keys}"
+    )]
+    OtherKeys { found: String, keys: String },
+    /// The rows could not be taken apart.
+    #[error("{0}")]
+    Arrow(#[from] ArrowError),
+}
+
 fn quoted_list(names: &[&str]) -> String {
     names
         .iter()
@@ -440,14 +477,14 @@ fn quoted_list(names: &[&str]) -> String {
 
 // ---------------------------------------------------------------- CSV
 
-fn read_csv(file: File) -> Result<Table, String> {
+fn read_csv(file: File) -> Result<Table, Unreadable> {
     use arrow::csv::reader::Format as CsvFormat;
     let mut reader = BufReader::with_capacity(BUF_SIZE, file);
     // The header only: every column is read as text, then narrowed.
     let (header, _) = CsvFormat::default()
         .with_header(true)
         .infer_schema(&mut reader, Some(0))
-        .map_err(|e| csv_detail(&e))?;
+        .map_err(|e| Unreadable::Malformed(csv_detail(&e)))?;
     if header.fields().is_empty() {
         // Only blank lines.
         return Ok(empty_table());
@@ -459,22 +496,24 @@ fn read_csv(file: File) -> Result<Table, String> {
             .map(|f| Field::new(f.name(), DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ));
-    reader.rewind().map_err(|e| e.to_string())?;
+    reader.rewind()?;
     let len = reader.get_ref().metadata().map_or(0, |m| m.len());
     let threads = rayon::current_num_threads();
     let t = if threads > 1 && len >= PARALLEL_CSV_BYTES {
         let mut bytes = Vec::with_capacity(len as usize);
-        reader.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+        reader.read_to_end(&mut bytes)?;
         match decode_csv_pieces(&bytes, schema.clone(), threads) {
             Ok(t) => t,
             // Parsed again in one piece, for the error's line number.
-            Err(_) => decode_csv(&bytes[..], schema).map_err(|e| csv_detail(&e))?,
+            Err(_) => {
+                decode_csv(&bytes[..], schema).map_err(|e| Unreadable::Malformed(csv_detail(&e)))?
+            }
         }
     } else {
-        decode_csv(&mut reader, schema).map_err(|e| csv_detail(&e))?
+        decode_csv(&mut reader, schema).map_err(|e| Unreadable::Malformed(csv_detail(&e)))?
     };
     let all = vec![true; t.schema.fields().len()];
-    narrow(t, &all).map_err(|e| e.to_string())
+    Ok(narrow(t, &all)?)
 }
 
 /// CSV files from this size on are parsed in pieces on several threads.
@@ -852,26 +891,27 @@ fn append_from(path: &Path, start: u64, out: &mut File) -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------- JSON lines
 
-fn read_jsonl(file: File) -> Result<Table, String> {
+fn read_jsonl(file: File) -> Result<Table, Unreadable> {
     let mut reader = BufReader::with_capacity(BUF_SIZE, file);
-    let infer = |reader: &mut BufReader<File>, max: Option<usize>| -> Result<SchemaRef, String> {
-        reader.rewind().map_err(|e| e.to_string())?;
+    let infer = |reader: &mut BufReader<File>, max: Option<usize>| {
+        reader.rewind()?;
         let (schema, _) = arrow::json::reader::infer_json_schema(&mut *reader, max)
             .map_err(|e| json_message(&e))?;
-        Ok(Arc::new(text_types(schema, false)))
+        Ok::<_, Unreadable>(Arc::new(text_types(schema, false)))
     };
-    let detail = |reader: &mut BufReader<File>, e: String| -> String {
+    // The first bad line, when there is one, says more than the decoder.
+    let detail = |reader: &mut BufReader<File>, e: Unreadable| {
         reader
             .rewind()
             .ok()
             .and_then(|_| first_bad_json_line(reader))
-            .unwrap_or(e)
+            .map_or(e, Unreadable::Malformed)
     };
     let schema = match infer(&mut reader, Some(INFER_RECORDS)) {
         Ok(s) => s,
         Err(e) => return Err(detail(&mut reader, e)),
     };
-    reader.rewind().map_err(|e| e.to_string())?;
+    reader.rewind()?;
     if let Ok(t) = decode_jsonl(&mut reader, schema) {
         return Ok(t);
     }
@@ -880,7 +920,7 @@ fn read_jsonl(file: File) -> Result<Table, String> {
         Ok(s) => s,
         Err(e) => return Err(detail(&mut reader, e)),
     };
-    reader.rewind().map_err(|e| e.to_string())?;
+    reader.rewind()?;
     match decode_jsonl(&mut reader, schema) {
         Ok(t) => Ok(t),
         Err(e) => Err(detail(&mut reader, json_message(&e))),
@@ -897,11 +937,11 @@ fn decode_jsonl(reader: &mut BufReader<File>, schema: SchemaRef) -> Result<Table
     Ok(Table { schema, batches })
 }
 
-fn json_message(e: &ArrowError) -> String {
-    match e {
+fn json_message(e: &ArrowError) -> Unreadable {
+    Unreadable::Malformed(match e {
         ArrowError::JsonError(m) | ArrowError::ParseError(m) => m.clone(),
         other => other.to_string(),
-    }
+    })
 }
 
 /// The first line that is not a JSON object, said with its line number.
@@ -949,35 +989,34 @@ fn write_jsonl(table: &Table, file: File) -> Result<(), ArrowError> {
 
 // ---------------------------------------------------------------- Parquet
 
-fn read_parquet(mut file: File) -> Result<Table, String> {
+fn read_parquet(mut file: File) -> Result<Table, Unreadable> {
     use parquet::arrow::arrow_reader::{
         ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
     };
     use rayon::prelude::*;
     let msg = |e: parquet::errors::ParquetError| {
         let m = e.to_string();
-        m.strip_prefix("Parquet error: ")
-            .map(str::to_string)
-            .unwrap_or(m)
+        Unreadable::Malformed(
+            m.strip_prefix("Parquet error: ")
+                .map(str::to_string)
+                .unwrap_or(m),
+        )
     };
     // In memory, so that row groups decode in parallel from one buffer
     // (a parquet file is a fraction of the table it holds).
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    file.read_to_end(&mut bytes)?;
     let bytes = bytes::Bytes::from(bytes);
     let meta = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::default()).map_err(msg)?;
     let schema = meta.schema().clone();
     let groups = meta.metadata().num_row_groups();
-    let read = |which: Option<usize>| -> Result<Vec<RecordBatch>, String> {
+    let read = |which: Option<usize>| -> Result<Vec<RecordBatch>, Unreadable> {
         let mut b = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes.clone(), meta.clone())
             .with_batch_size(BATCH_ROWS);
         if let Some(g) = which {
             b = b.with_row_groups(vec![g]);
         }
-        b.build()
-            .map_err(msg)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())
+        Ok(b.build().map_err(msg)?.collect::<Result<Vec<_>, _>>()?)
     };
     let batches = if groups > 1 {
         (0..groups)
@@ -1101,7 +1140,7 @@ fn write_parquet(table: &Table, file: File) -> anyhow::Result<()> {
 /// column and with its rows in their order. A key with no rows gets an
 /// empty table. An error, and no tables, when the column is missing, or
 /// when a row's value is NULL or not one of `keys`.
-pub fn split_by_partition(t: &Table, keys: &[String]) -> Result<Vec<Table>, String> {
+pub fn split_by_partition(t: &Table, keys: &[String]) -> Result<Vec<Table>, SplitError> {
     use arrow::array::{Array, AsArray, UInt32Array};
     use std::collections::{BTreeMap, HashMap};
     const COLUMN: &str = super::db::PARTITION_COLUMN;
@@ -1112,10 +1151,7 @@ pub fn split_by_partition(t: &Table, keys: &[String]) -> Result<Vec<Table>, Stri
         [a, .., b] => format!("`{a}` … `{b}` ({})", keys.len()),
     };
     let Ok(col) = t.schema.index_of(COLUMN) else {
-        return Err(format!(
-            "the output has no `{COLUMN}` column: a range step writes the rows of all its partitions ({}) in one table, each row naming its partition in `{COLUMN}`",
-            shown(keys)
-        ));
+        return Err(SplitError::NoColumn { keys: shown(keys) });
     };
     let index: HashMap<&str, usize> = keys
         .iter()
@@ -1123,13 +1159,13 @@ pub fn split_by_partition(t: &Table, keys: &[String]) -> Result<Vec<Table>, Stri
         .map(|(i, k)| (k.as_str(), i))
         .collect();
     let fields: Vec<usize> = (0..t.schema.fields().len()).filter(|&i| i != col).collect();
-    let schema = Arc::new(t.schema.project(&fields).map_err(|e| e.to_string())?);
+    let schema = Arc::new(t.schema.project(&fields)?);
     let mut per: Vec<Vec<RecordBatch>> = vec![Vec::new(); keys.len()];
     let mut bad: BTreeMap<String, usize> = BTreeMap::new();
     let mut nulls = 0usize;
     for batch in &t.batches {
         let c = arrow::compute::cast(batch.column(col), &DataType::Utf8)
-            .map_err(|e| format!("cannot read `{COLUMN}` as text: {e}"))?;
+            .map_err(SplitError::NotText)?;
         let c = c.as_string::<i32>();
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); keys.len()];
         for r in 0..c.len() {
@@ -1145,7 +1181,7 @@ pub fn split_by_partition(t: &Table, keys: &[String]) -> Result<Vec<Table>, Stri
         if nulls > 0 || !bad.is_empty() {
             continue;
         }
-        let projected = batch.project(&fields).map_err(|e| e.to_string())?;
+        let projected = batch.project(&fields)?;
         for (k, rows) in rows.into_iter().enumerate() {
             if rows.is_empty() {
                 continue;
@@ -1154,8 +1190,7 @@ pub fn split_by_partition(t: &Table, keys: &[String]) -> Result<Vec<Table>, Stri
                 per[k].push(projected.clone());
                 continue;
             }
-            let taken = arrow::compute::take_record_batch(&projected, &UInt32Array::from(rows))
-                .map_err(|e| e.to_string())?;
+            let taken = arrow::compute::take_record_batch(&projected, &UInt32Array::from(rows))?;
             per[k].push(taken);
         }
     }
@@ -1177,11 +1212,10 @@ pub fn split_by_partition(t: &Table, keys: &[String]) -> Result<Vec<Table>, Stri
                 n => format!("NULL ({n} rows)"),
             });
         }
-        return Err(format!(
-            "rows of the output name partitions that are not this step's in `{COLUMN}`: {}; the step's partitions are {}",
-            what.join(", "),
-            shown(keys)
-        ));
+        return Err(SplitError::OtherKeys {
+            found: what.join(", "),
+            keys: shown(keys),
+        });
     }
     Ok(per
         .into_iter()
@@ -1363,7 +1397,9 @@ mod tests {
         assert_eq!(parts[2].num_rows(), 0);
         assert_eq!(names(&parts[2]), ["v"]);
         let bad = write_text(dir.path(), "b.csv", "v,dg_partition\na,1\nb,\nc,7\n");
-        let err = split_by_partition(&read(&bad, Format::Csv).unwrap(), &keys).unwrap_err();
+        let err = split_by_partition(&read(&bad, Format::Csv).unwrap(), &keys)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`7`") && err.contains("NULL (1 row)"), "{err}");
     }
 
@@ -1839,11 +1875,37 @@ mod tests {
         ));
     }
 
-    fn csv_item(dir: &Path, name: &str, text: &str) -> Data {
+    fn item(dir: &Path, name: &str, text: &str, format: Format) -> Data {
         Data::File {
             path: write_text(dir, name, text),
-            format: Format::Csv,
+            format,
         }
+    }
+
+    fn csv_item(dir: &Path, name: &str, text: &str) -> Data {
+        item(dir, name, text, Format::Csv)
+    }
+
+    /// Each CSV text, written as a Parquet file.
+    fn parquet_items(dir: &Path, texts: &[&str]) -> Vec<Data> {
+        let mut parts = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let csv = write_text(dir, &format!("{i}.csv"), text);
+            let pq = dir.join(format!("{i}.parquet"));
+            write(&read(&csv, Format::Csv).unwrap(), &pq, Format::Parquet).unwrap();
+            parts.push(Data::File {
+                path: pq,
+                format: Format::Parquet,
+            });
+        }
+        parts
+    }
+
+    /// `items` combined into `dir/name` in `format`, and the file's text.
+    fn combined(dir: &Path, name: &str, items: &[Data], format: Format) -> String {
+        let dest = dir.join(name);
+        combine_to_file(items, format, &dest).unwrap();
+        std::fs::read_to_string(&dest).unwrap()
     }
 
     #[test]
@@ -1856,10 +1918,8 @@ mod tests {
             csv_item(dir.path(), "4.csv", "a,\"b\nc\"\n"),
             csv_item(dir.path(), "5.csv", "a,\"b\nc\"\n3,\"z\nz\"\n"),
         ];
-        let dest = dir.path().join("all.csv");
-        combine_to_file(&items, Format::Csv, &dest).unwrap();
         assert_eq!(
-            std::fs::read_to_string(&dest).unwrap(),
+            combined(dir.path(), "all.csv", &items, Format::Csv),
             "a,\"b\nc\"\n1,x\n2,y\n3,\"z\nz\"\n"
         );
     }
@@ -1873,12 +1933,11 @@ mod tests {
             csv_item(dir.path(), "2.csv", "b,a\ny,2.5\n"),
             csv_item(dir.path(), "3.csv", "a,b\nn/a,z\n"),
         ];
-        let dest = dir.path().join("all.csv");
-        combine_to_file(&items, Format::Csv, &dest).unwrap();
         assert_eq!(
-            std::fs::read_to_string(&dest).unwrap(),
+            combined(dir.path(), "all.csv", &items, Format::Csv),
             "a,b\n1,x\n2.5,y\nn/a,z\n"
         );
+        let dest = dir.path().join("all.csv");
         let t = read(&dest, Format::Csv).unwrap();
         assert_eq!(t.num_rows(), 3);
 
@@ -1899,32 +1958,15 @@ mod tests {
     fn combine_jsonl_and_parquet() {
         let dir = tempfile::tempdir().unwrap();
         let items = vec![
-            Data::File {
-                path: write_text(dir.path(), "1.jsonl", "{\"a\":1}\n{\"a\":2}"),
-                format: Format::Jsonl,
-            },
-            Data::File {
-                path: write_text(dir.path(), "2.jsonl", "{\"a\":3}\n"),
-                format: Format::Jsonl,
-            },
+            item(dir.path(), "1.jsonl", "{\"a\":1}\n{\"a\":2}", Format::Jsonl),
+            item(dir.path(), "2.jsonl", "{\"a\":3}\n", Format::Jsonl),
         ];
-        let dest = dir.path().join("all.jsonl");
-        combine_to_file(&items, Format::Jsonl, &dest).unwrap();
         assert_eq!(
-            std::fs::read_to_string(&dest).unwrap(),
+            combined(dir.path(), "all.jsonl", &items, Format::Jsonl),
             "{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n"
         );
 
-        let mut parts = Vec::new();
-        for (i, text) in ["a,b\n1,x\n2,y\n", "a,b\n3,\n"].iter().enumerate() {
-            let csv = write_text(dir.path(), &format!("{i}.csv"), text);
-            let pq = dir.path().join(format!("{i}.parquet"));
-            write(&read(&csv, Format::Csv).unwrap(), &pq, Format::Parquet).unwrap();
-            parts.push(Data::File {
-                path: pq,
-                format: Format::Parquet,
-            });
-        }
+        let mut parts = parquet_items(dir.path(), &["a,b\n1,x\n2,y\n", "a,b\n3,\n"]);
         // The second part's `b` is all null: its type is unified with Utf8.
         parts.push(Data::Table(Arc::new(
             read(&write_text(dir.path(), "t.csv", "b,a\nz,4\n"), Format::Csv).unwrap(),
@@ -1950,19 +1992,11 @@ mod tests {
     #[test]
     fn combining_integers_and_floats_keeps_their_text() {
         let dir = tempfile::tempdir().unwrap();
-        let mut parts = Vec::new();
-        for (i, text) in ["a\n1\n2\n", "a\n1.5\n"].iter().enumerate() {
-            let csv = write_text(dir.path(), &format!("{i}.csv"), text);
-            let pq = dir.path().join(format!("{i}.parquet"));
-            write(&read(&csv, Format::Csv).unwrap(), &pq, Format::Parquet).unwrap();
-            parts.push(Data::File {
-                path: pq,
-                format: Format::Parquet,
-            });
-        }
-        let dest = dir.path().join("all.csv");
-        combine_to_file(&parts, Format::Csv, &dest).unwrap();
-        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "a\n1\n2\n1.5\n");
+        let parts = parquet_items(dir.path(), &["a\n1\n2\n", "a\n1.5\n"]);
+        assert_eq!(
+            combined(dir.path(), "all.csv", &parts, Format::Csv),
+            "a\n1\n2\n1.5\n"
+        );
     }
 
     #[test]
@@ -1972,11 +2006,7 @@ mod tests {
             let dest = dir.path().join(format!("none{}", f.extension()));
             combine_to_file(&[], f, &dest).unwrap();
             assert_eq!(std::fs::metadata(&dest).unwrap().len(), 0);
-            let empty = write_text(dir.path(), &format!("e{}", f.extension()), "");
-            let items = vec![Data::File {
-                path: empty,
-                format: f,
-            }];
+            let items = vec![item(dir.path(), &format!("e{}", f.extension()), "", f)];
             let dest = dir.path().join(format!("empties{}", f.extension()));
             combine_to_file(&items, f, &dest).unwrap();
             assert_eq!(std::fs::metadata(&dest).unwrap().len(), 0);

@@ -11,11 +11,14 @@ use anyhow::{anyhow, bail};
 use arrow::datatypes::{Field, Schema};
 use duckdb::Connection;
 
-use super::{CheckRows, DbInput, InDatabase, InDbError, Params, SqlEngine};
+use super::{
+    CheckError, CheckQuery, CheckRows, Dialect, InDbError, Params, QueryError, RunError, RunQuery,
+    SqlEngine, check_result_columns, impl_in_database, input_columns, log_view, view_columns,
+};
 use super::{cut_text, param_value, statement_text, to_positional};
-use crate::io::db::{PARTITION_COLUMN, quote_ident, table_name};
+use crate::io::db::{PARTITION_COLUMN, TableTx, quote_ident, table_name};
 use crate::io::duckdb::*;
-use crate::io::{OutputContext, Stored, Table};
+use crate::io::{Stored, Table};
 
 // ---------------------------------------------------------------------------
 // The embedded engine: an in-memory DuckDB.
@@ -48,7 +51,7 @@ impl Drop for Embedded {
 
 impl Embedded {
     /// A new, empty in-memory database.
-    pub fn open() -> Result<Embedded, String> {
+    pub fn open() -> Result<Embedded, RunError> {
         use duckdb::ffi;
         let fail = || "cannot open the embedded DuckDB engine".to_string();
         let mut e = Embedded {
@@ -61,13 +64,14 @@ impl Embedded {
         // are ignored by DuckDB).
         unsafe {
             if ffi::duckdb_open(std::ptr::null(), &mut e.raw_db) != ffi::DuckDBSuccess {
-                return Err(fail());
+                return Err(RunError::Engine(fail()));
             }
             if ffi::duckdb_connect(e.raw_db, &mut e.raw_con) != ffi::DuckDBSuccess {
-                return Err(fail());
+                return Err(RunError::Engine(fail()));
             }
             e.conn = Some(
-                Connection::open_from_raw(e.raw_db).map_err(|err| format!("{}: {err}", fail()))?,
+                Connection::open_from_raw(e.raw_db)
+                    .map_err(|err| RunError::Engine(format!("{}: {err}", fail())))?,
             );
         }
         Ok(e)
@@ -154,51 +158,31 @@ impl Embedded {
     }
 
     /// Runs `query` with dg's parameters and returns its rows.
-    pub fn query(&self, query: &str, params: &Params) -> Result<Table, String> {
+    pub fn query(&self, query: &str, params: &Params) -> Result<Table, QueryError> {
         let (text, names) = to_positional(statement_text(query))?;
         let values: Vec<Option<String>> = names
             .iter()
             .map(|n| param_value(params, n).map(str::to_string))
             .collect();
-        let mut stmt = self
-            .conn()
-            .prepare(&text)
-            .map_err(|e| describe(&e, &text))?;
-        let t = query_table(&mut stmt, &values).map_err(|e| describe(&e, &text))?;
-        check_result_columns(&t.schema)?;
+        let engine = |e: duckdb::Error| QueryError::Engine(describe(&e, &text));
+        let mut stmt = self.conn().prepare(&text).map_err(engine)?;
+        let t = query_table(&mut stmt, &values).map_err(engine)?;
+        let names: Vec<&String> = t.schema.fields().iter().map(|f| f.name()).collect();
+        check_result_columns(&names)?;
         Ok(t)
     }
 }
 
-/// A result's column names must be unique (they become a file's header).
-fn check_result_columns(schema: &Schema) -> Result<(), String> {
-    let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
-    if names.is_empty() {
-        return Err("the query returns no columns: a `sql` asset's query must be a SELECT (or another statement that returns rows)".into());
-    }
-    for (i, n) in names.iter().enumerate() {
-        if names[..i].contains(n) {
-            return Err(format!(
-                "the query returns two columns named `{n}`: give them different names"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Runs a check's query on `conn` and counts its rows, keeping the first.
-fn check_query(conn: &Connection, query: &str, params: &Params) -> Result<CheckRows, String> {
-    let (text, names) =
-        to_positional(statement_text(query)).map_err(|e| format!("SQL error: {e}"))?;
+fn check_query(conn: &Connection, query: &str, params: &Params) -> Result<CheckRows, CheckError> {
+    let (text, names) = to_positional(statement_text(query)).map_err(QueryError::from)?;
     let values: Vec<Option<String>> = names
         .iter()
         .map(|n| param_value(params, n).map(str::to_string))
         .collect();
-    let mut stmt = conn
-        .prepare(&text)
-        .map_err(|e| format!("SQL error: {}", describe(&e, &text)))?;
-    let t = query_table(&mut stmt, &values)
-        .map_err(|e| format!("SQL error: {}", describe(&e, &text)))?;
+    let engine = |e: duckdb::Error| QueryError::Engine(describe(&e, &text));
+    let mut stmt = conn.prepare(&text).map_err(engine)?;
+    let t = query_table(&mut stmt, &values).map_err(engine)?;
     let mut out = CheckRows {
         rows: t.num_rows() as u64,
         first: None,
@@ -221,57 +205,40 @@ fn check_query(conn: &Connection, query: &str, params: &Params) -> Result<CheckR
 // ---------------------------------------------------------------------------
 // In-database execution of `sql` assets and checks.
 
-impl InDatabase for DuckdbManager {
-    fn engine(&self) -> Option<SqlEngine> {
-        Some(SqlEngine::Duckdb)
+impl_in_database!(
+    DuckdbManager,
+    Dialect {
+        engine: Some(SqlEngine::Duckdb),
+        kind: "duckdb",
+        has_schemas: true,
     }
+);
 
-    fn kind(&self) -> &'static str {
-        "duckdb"
-    }
-
-    fn has_schemas(&self) -> bool {
-        true
-    }
-
-    fn resource_key(&self) -> &str {
-        DuckdbManager::resource_key(self)
-    }
-
-    fn same_place(&self, other: &dyn InDatabase) -> bool {
-        (other as &dyn std::any::Any)
-            .downcast_ref::<DuckdbManager>()
-            .is_some_and(|other| DuckdbManager::same_place(self, other))
-    }
-
-    fn where_(&self) -> String {
-        DuckdbManager::where_(self)
-    }
-
-    /// Runs `query` for asset `octx.asset_key` inside this manager's
+impl DuckdbManager {
+    /// Runs the query for asset `q.octx.asset_key` inside this manager's
     /// database and replaces the asset's partition (or table) with its
     /// rows, in one transaction: on any error the database is as it was.
     /// Each input is a TEMP view over the upstream's table filtered to the
     /// mapped partitions (keys bound into a temporary table, never SQL
     /// text); no row passes through dg.
-    fn run(
-        &self,
-        query: &str,
-        inputs: &[DbInput],
-        params: &Params,
-        octx: &OutputContext,
-        log: &mut std::fs::File,
-    ) -> Result<Stored, InDbError> {
+    fn run_inside(&self, q: &RunQuery<'_>, log: &mut std::fs::File) -> Result<Stored, InDbError> {
+        let RunQuery {
+            query,
+            inputs,
+            params,
+            octx,
+        } = *q;
         use InDbError::Failed;
         let asset_key = octx.asset_key.as_str();
         let fail = |what: String| Failed(format!("asset `{asset_key}`: {what}"));
         let where_ = self.where_();
         let dberr = |e: duckdb::Error| fail(format!("{where_}: {}", first_line(&e.to_string())));
-        let sql_error = |msg: String| Failed(format!("SQL error in asset `{asset_key}`: {msg}"));
+        let sql_error = |e: QueryError| Failed(format!("SQL error in asset `{asset_key}`: {e}"));
         let started = Instant::now();
 
         // Nothing is touched before the query's text is checked.
-        let (text, names) = to_positional(statement_text(query)).map_err(sql_error)?;
+        let (text, names) =
+            to_positional(statement_text(query)).map_err(|e| sql_error(e.into()))?;
         let values: Vec<Option<String>> = names
             .iter()
             .map(|n| param_value(params, n).map(str::to_string))
@@ -295,23 +262,10 @@ impl InDatabase for DuckdbManager {
             let place = self.place(&table);
             let columns = self
                 .table_columns(&tx, &table)
-                .map_err(|e| fail(format!("{where_}: {e:#}")))?
-                .ok_or_else(|| {
-                    fail(format!(
-                        "input `{}`: {place} does not exist: materialize `{}` first",
-                        input.name, input.asset_key
-                    ))
-                })?;
-            let has_partition = columns.iter().any(|c| c.name == PARTITION_COLUMN);
-            if input.partitions.is_some() && !has_partition {
-                return Err(fail(format!(
-                    "input `{}`: {place} has no `{PARTITION_COLUMN}` column: it was not written for a partitioned asset",
-                    input.name
-                )));
-            }
-            let cols: Vec<String> = columns
+                .map_err(|e| fail(format!("{where_}: {e:#}")))?;
+            let cols: Vec<String> = input_columns(input, &place, columns)
+                .map_err(|e| fail(e.to_string()))?
                 .iter()
-                .filter(|c| !(input.partitions.is_some() && c.name == PARTITION_COLUMN))
                 .map(|c| format!("t.{}", quote_ident(&c.name)))
                 .collect();
             let source = format!("{catalog}.{}", self.qualified(&table));
@@ -349,15 +303,7 @@ impl InDatabase for DuckdbManager {
                     first_line(&e.to_string())
                 ))
             })?;
-            let _ = writeln!(
-                log,
-                "[dg] sql: input `{}` is a view over {source}{} (no rows loaded)",
-                input.name,
-                match &input.partitions {
-                    Some(k) => format!(", filtered to {} partition(s)", k.len()),
-                    None => String::new(),
-                }
-            );
+            log_view(log, input, &source);
         }
 
         // The query, checked on its own first so that errors point into it,
@@ -374,18 +320,16 @@ impl InDatabase for DuckdbManager {
         .map_err(dberr)?;
         let t0 = Instant::now();
         let result = format!("temp.main.{}", quote_ident(RESULT_TABLE));
-        tx.prepare(&text)
-            .map_err(|e| sql_error(describe(&e, &text)))?;
+        let engine = |e: duckdb::Error| sql_error(QueryError::Engine(describe(&e, &text)));
+        tx.prepare(&text).map_err(engine)?;
         {
             let wrapped = format!(
                 "CREATE TEMP TABLE {} AS SELECT * FROM (\n{text}\n)",
                 quote_ident(RESULT_TABLE)
             );
-            let mut stmt = tx
-                .prepare(&wrapped)
-                .map_err(|e| sql_error(describe(&e, &text)))?;
+            let mut stmt = tx.prepare(&wrapped).map_err(engine)?;
             stmt.execute(duckdb::params_from_iter(values.iter()))
-                .map_err(|e| sql_error(describe(&e, &text)))?;
+                .map_err(engine)?;
         }
         for input in inputs {
             tx.execute_batch(&format!("DROP VIEW temp.main.{}", quote_ident(&input.name)))
@@ -396,7 +340,7 @@ impl InDatabase for DuckdbManager {
             .map_err(|e| fail(format!("{e:#}")))?
             .unwrap_or_default();
         if made.is_empty() {
-            return Err(sql_error("the query returns no columns: a `sql` asset's query must be a SELECT (or another statement that returns rows)".into()));
+            return Err(sql_error(QueryError::NoColumns));
         }
         let partition = octx.partition.as_ref().map(|p| p.key.as_str());
         if partition.is_some() && made.iter().any(|c| c.name == PARTITION_COLUMN) {
@@ -425,29 +369,11 @@ impl InDatabase for DuckdbManager {
         let all_null = vec![false; made.len()];
         self.prepare_target(&tx, octx, &made, &all_null)
             .map_err(store_err)?;
-        let cols: Vec<String> = made.iter().map(|c| quote_ident(&c.name)).collect();
         let qualified = self.qualified(&target);
-        let inserted = match partition {
-            Some(key) => tx.execute(
-                &format!(
-                    "INSERT INTO {qualified} ({}, {}) SELECT $1, {} FROM {result} ORDER BY rowid",
-                    quote_ident(PARTITION_COLUMN),
-                    cols.join(", "),
-                    cols.join(", ")
-                ),
-                [key],
-            ),
-            None => tx.execute(
-                &format!(
-                    "INSERT INTO {qualified} ({}) SELECT {} FROM {result} ORDER BY rowid",
-                    cols.join(", "),
-                    cols.join(", ")
-                ),
-                [],
-            ),
-        }
-        .map_err(|e| store_err(anyhow!("{}", first_line(&e.to_string()))))?;
-        self.record_stored(&tx, &target, partition, inserted as u64)
+        let inserted = insert_from(&tx, &qualified, &made, &result, partition)
+            .map_err(|e| store_err(anyhow!("{}", first_line(&e.to_string()))))?;
+        self.tx(&tx)
+            .record_stored(&target, partition, inserted as u64)
             .map_err(store_err)?;
         tx.commit()
             .map_err(|e| store_err(anyhow!("cannot commit: {}", first_line(&e.to_string()))))?;
@@ -471,37 +397,33 @@ impl InDatabase for DuckdbManager {
     /// the asset's table, filtered to `partition` (bound through a
     /// temporary table, never SQL text). Nothing is written to the
     /// database.
-    fn check(
-        &self,
-        asset_key: &str,
-        view: &str,
-        partition: Option<&str>,
-        query: &str,
-        params: &Params,
-    ) -> Result<CheckRows, String> {
-        let table = table_name(asset_key);
-        let Some(mut conn) = self.conn(false).map_err(|e| format!("{e:#}"))? else {
-            return Err(format!("{} does not exist", self.place(&table)));
+    fn check_inside(&self, q: &CheckQuery<'_>) -> Result<CheckRows, CheckError> {
+        let table = table_name(q.asset_key);
+        let database = |e: duckdb::Error| CheckError::Database(e.to_string());
+        let Some(mut conn) = self
+            .conn(false)
+            .map_err(|e| CheckError::Database(format!("{e:#}")))?
+        else {
+            return Err(CheckError::Missing(self.place(&table)));
         };
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let tx = conn.transaction().map_err(database)?;
         let columns = self
             .table_columns(&tx, &table)
-            .map_err(|e| format!("{e:#}"))?
-            .ok_or_else(|| format!("{} does not exist", self.place(&table)))?;
-        let cols: Vec<String> = columns
+            .map_err(|e| CheckError::Database(format!("{e:#}")))?
+            .ok_or_else(|| CheckError::Missing(self.place(&table)))?;
+        let cols: Vec<String> = view_columns(columns, q.partition.is_some())
             .iter()
-            .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
             .map(|c| format!("t.{}", quote_ident(&c.name)))
             .collect();
-        let catalog = current_database(&tx).map_err(|e| e.to_string())?;
+        let catalog = current_database(&tx).map_err(database)?;
         // With its catalog: the view may be named like the table.
         let source = format!("{}.{}", quote_ident(&catalog), self.qualified(&table));
-        let filter = match partition {
+        let filter = match q.partition {
             Some(k) => {
                 tx.execute_batch("CREATE TEMP TABLE dg_check_key (k VARCHAR)")
-                    .map_err(|e| e.to_string())?;
+                    .map_err(database)?;
                 tx.execute("INSERT INTO temp.main.dg_check_key VALUES ($1)", [k])
-                    .map_err(|e| e.to_string())?;
+                    .map_err(database)?;
                 format!(
                     " WHERE t.{} IN (SELECT k FROM temp.main.dg_check_key)",
                     quote_ident(PARTITION_COLUMN)
@@ -511,7 +433,7 @@ impl InDatabase for DuckdbManager {
         };
         tx.execute_batch(&format!(
             "CREATE TEMP VIEW {} AS SELECT {} FROM {source} AS t{filter} ORDER BY t.rowid; SET search_path = {}",
-            quote_ident(view),
+            quote_ident(q.view),
             cols.join(", "),
             sql_string(&format!(
                 "temp.main,{}.{}",
@@ -519,8 +441,11 @@ impl InDatabase for DuckdbManager {
                 quote_ident(&self.schema)
             ))
         ))
-        .map_err(|e| format!("cannot create the view `{view}`: {}", first_line(&e.to_string())))?;
-        let out = check_query(&tx, query, params);
+        .map_err(|e| CheckError::View {
+            view: q.view.to_string(),
+            message: first_line(&e.to_string()).to_string(),
+        })?;
+        let out = check_query(&tx, q.query, q.params);
         let _ = tx.rollback();
         out
     }
@@ -545,6 +470,7 @@ mod tests {
         let err = e
             .query("SELECT 1 AS a,\n  FROMM x", &Params::default())
             .unwrap_err();
+        let err = err.to_string();
         assert!(!err.contains('\n'), "{err}");
         assert!(err.contains("line 2 of the query"), "{err}");
     }

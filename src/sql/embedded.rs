@@ -17,7 +17,10 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 
 use super::text::cut_text;
-use super::{CheckRows, PARAMS, Params, SqlEngine, SqlInput, quote_ident};
+use super::{
+    CheckError, CheckRows, PARAMS, ParamError, Params, QueryError, RunError, SqlEngine, SqlInput,
+    quote_ident,
+};
 use crate::io::{Data, Format, Loaded, Table, table};
 
 /// Runs `query` for asset `asset_key` in the embedded `engine` and writes
@@ -34,52 +37,53 @@ pub fn run(
     format: Format,
     output: &Path,
     log: &mut File,
-) -> Result<Ran, String> {
+) -> Result<Ran, RunError> {
+    let refuse = |message: &str| RunError::Asset {
+        asset: asset_key.to_string(),
+        message: message.to_string(),
+    };
     if format == Format::File {
-        return Err(format!(
-            "asset `{asset_key}`: a `sql` asset produces a table; its format cannot be `file` (use csv, jsonl or parquet)"
+        return Err(refuse(
+            "a `sql` asset produces a table; its format cannot be `file` (use csv, jsonl or parquet)",
         ));
     }
+    let job = Job {
+        asset_key,
+        query,
+        inputs,
+        params,
+        format,
+        output,
+    };
     match engine {
-        SqlEngine::Sqlite => run_sqlite(asset_key, query, inputs, params, format, output, log),
+        SqlEngine::Sqlite => run_sqlite(&job, log),
         #[cfg(feature = "duckdb")]
-        SqlEngine::Duckdb => run_duckdb(asset_key, query, inputs, params, format, output, log),
+        SqlEngine::Duckdb => run_duckdb(&job, log),
         #[cfg(not(feature = "duckdb"))]
-        SqlEngine::Duckdb => Err(format!(
-            "asset `{asset_key}`: this dg was built without DuckDB (the `duckdb` cargo feature)"
+        SqlEngine::Duckdb => Err(refuse(
+            "this dg was built without DuckDB (the `duckdb` cargo feature)",
         )),
     }
 }
 
+/// What [`run`] was asked.
+struct Job<'a> {
+    asset_key: &'a str,
+    query: &'a str,
+    inputs: &'a [SqlInput],
+    params: &'a Params,
+    format: Format,
+    output: &'a Path,
+}
+
 /// [`run`] in an in-memory DuckDB database.
 #[cfg(feature = "duckdb")]
-fn run_duckdb(
-    asset_key: &str,
-    query: &str,
-    inputs: &[SqlInput],
-    params: &Params,
-    format: Format,
-    output: &Path,
-    log: &mut File,
-) -> Result<Ran, String> {
+fn run_duckdb(job: &Job<'_>, log: &mut File) -> Result<Ran, RunError> {
+    let (asset_key, query) = (job.asset_key, job.query);
     let engine = super::duckdb::Embedded::open()?;
-    let mut empty: Vec<&str> = Vec::new();
     // `input.column` of every text column, for the hint below.
     let mut text_columns: Vec<String> = Vec::new();
-    let mut rows_loaded = 0u64;
-    for input in inputs {
-        let t0 = Instant::now();
-        let table =
-            input_table(&input.loaded).map_err(|e| format!("input `{}`: {e:#}", input.name))?;
-        if table.schema.fields().is_empty() {
-            empty.push(&input.name);
-            let _ = writeln!(
-                log,
-                "[dg] sql: input `{}` is empty (no columns): no table is created",
-                input.name
-            );
-            continue;
-        }
+    let (rows_loaded, empty) = load_inputs(job.inputs, log, "DuckDB", |input, table| {
         text_columns.extend(
             table
                 .schema
@@ -93,42 +97,27 @@ fn run_duckdb(
                 })
                 .map(|f| format!("{}.{}", input.name, f.name())),
         );
-        let rows = engine
-            .load(&input.name, &table)
-            .map_err(|e| format!("input `{}`: cannot load it into DuckDB: {e:#}", input.name))?;
-        rows_loaded += rows;
-        let _ = writeln!(
-            log,
-            "[dg] sql: loaded input `{}` as table {} (DuckDB): {rows} rows in {} ms",
-            input.name,
-            quote_ident(&input.name),
-            t0.elapsed().as_millis()
-        );
-    }
+        engine.load(&input.name, table)
+    })?;
     let _ = writeln!(
         log,
         "[dg] sql: running in the embedded DuckDB engine\n{query}"
     );
     let t0 = Instant::now();
-    let table = match engine.query(query, params) {
-        Ok(t) => t,
-        Err(msg) => {
-            let mut out = format!("SQL error in asset `{asset_key}`: {msg}");
-            for name in &empty {
-                if msg.contains(&format!("Table with name {name} does not exist")) {
-                    out.push_str(&format!(
-                        " (input `{name}` is empty: it has no rows and no columns, so no table was created)"
-                    ));
-                }
+    let table = engine.query(query, job.params).map_err(|error| {
+        let msg = error.to_string();
+        let mut note = String::new();
+        for name in &empty {
+            if msg.contains(&format!("Table with name {name} does not exist")) {
+                note.push_str(&empty_note(name));
             }
-            if msg.contains("VARCHAR") && !text_columns.is_empty() {
-                out.push_str(&text_hint(&text_columns));
-            }
-            let _ = writeln!(log, "[dg] {out}");
-            return Err(out);
         }
-    };
-    write_result(&table, t0, " (DuckDB)", format, output, log)?;
+        if msg.contains("VARCHAR") && !text_columns.is_empty() {
+            note.push_str(&text_hint(&text_columns));
+        }
+        query_failed(asset_key, error, note, log)
+    })?;
+    write_result(&table, t0, " (DuckDB)", job, log)?;
     Ok(Ran { rows_loaded })
 }
 
@@ -158,72 +147,31 @@ fn text_hint(text_columns: &[String]) -> String {
 }
 
 /// [`run`] in an in-memory SQLite database.
-fn run_sqlite(
-    asset_key: &str,
-    query: &str,
-    inputs: &[SqlInput],
-    params: &Params,
-    format: Format,
-    output: &Path,
-    log: &mut File,
-) -> Result<Ran, String> {
+fn run_sqlite(job: &Job<'_>, log: &mut File) -> Result<Ran, RunError> {
+    let (asset_key, query) = (job.asset_key, job.query);
     let conn = Connection::open_in_memory()
-        .map_err(|e| format!("cannot open the embedded SQLite engine: {e}"))?;
+        .map_err(|e| RunError::Engine(format!("cannot open the embedded SQLite engine: {e}")))?;
     let _ = conn.execute_batch(
         "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;",
     );
 
-    // Inputs.
-    let mut empty: Vec<&str> = Vec::new();
-    let mut rows_loaded = 0u64;
-    for input in inputs {
-        let t0 = Instant::now();
-        let table =
-            input_table(&input.loaded).map_err(|e| format!("input `{}`: {e:#}", input.name))?;
-        if table.schema.fields().is_empty() {
-            empty.push(&input.name);
-            let _ = writeln!(
-                log,
-                "[dg] sql: input `{}` is empty (no columns): no table is created",
-                input.name
-            );
-            continue;
-        }
-        let rows = load_table(&conn, &input.name, &table)
-            .map_err(|e| format!("input `{}`: cannot load it into SQLite: {e}", input.name))?;
-        rows_loaded += rows as u64;
-        let _ = writeln!(
-            log,
-            "[dg] sql: loaded input `{}` as table {}: {rows} rows in {} ms",
-            input.name,
-            quote_ident(&input.name),
-            t0.elapsed().as_millis()
-        );
-    }
+    let (rows_loaded, empty) = load_inputs(job.inputs, log, "SQLite", |input, table| {
+        load_table(&conn, &input.name, table).map(|rows| rows as u64)
+    })?;
 
     // The query.
     let _ = writeln!(log, "[dg] sql: running\n{query}");
     let t0 = Instant::now();
-    let table = match query_table(&conn, query, params) {
-        Ok(t) => t,
-        Err(e) => {
-            let msg = match e {
-                QueryError::Sql(e) => describe(&e, query),
-                QueryError::Other(msg) => msg,
-            };
-            let mut out = format!("SQL error in asset `{asset_key}`: {msg}");
-            for name in &empty {
-                if msg == format!("no such table: {name}") {
-                    out.push_str(&format!(
-                        " (input `{name}` is empty: it has no rows and no columns, so no table was created)"
-                    ));
-                }
+    let table = query_table(&conn, query, job.params).map_err(|error| {
+        let mut note = String::new();
+        for name in &empty {
+            if error.to_string() == format!("no such table: {name}") {
+                note.push_str(&empty_note(name));
             }
-            let _ = writeln!(log, "[dg] {out}");
-            return Err(out);
         }
-    };
-    write_result(&table, t0, "", format, output, log)?;
+        query_failed(asset_key, error, note, log)
+    })?;
+    write_result(&table, t0, "", job, log)?;
     Ok(Ran { rows_loaded })
 }
 
@@ -233,10 +181,9 @@ fn write_result(
     table: &Table,
     t0: Instant,
     engine: &str,
-    format: Format,
-    output: &Path,
+    job: &Job<'_>,
     log: &mut File,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let _ = writeln!(
         log,
         "[dg] sql: {} rows, {} columns in {} ms{engine}",
@@ -245,14 +192,78 @@ fn write_result(
         t0.elapsed().as_millis()
     );
     let t0 = Instant::now();
-    table::write(table, output, format).map_err(|e| format!("cannot write the result: {e:#}"))?;
+    table::write(table, job.output, job.format).map_err(|e| RunError::Write(format!("{e:#}")))?;
     let _ = writeln!(
         log,
         "[dg] sql: wrote the result as {} in {} ms",
-        format.name(),
+        job.format.name(),
         t0.elapsed().as_millis()
     );
     Ok(())
+}
+
+/// Loads every input into `engine` (`SQLite`, `DuckDB`) with `load`
+/// (which returns the rows loaded), logging each. An input with no columns
+/// gets no table. Returns the rows loaded and the names of the inputs
+/// without a table.
+fn load_inputs<'i>(
+    inputs: &'i [SqlInput],
+    log: &mut File,
+    engine: &str,
+    mut load: impl FnMut(&SqlInput, &Table) -> anyhow::Result<u64>,
+) -> Result<(u64, Vec<&'i str>), RunError> {
+    // The embedded SQLite engine is the default: its log lines name no engine.
+    let note = if engine == "SQLite" {
+        String::new()
+    } else {
+        format!(" ({engine})")
+    };
+    let mut empty = Vec::new();
+    let mut rows_loaded = 0u64;
+    for input in inputs {
+        let t0 = Instant::now();
+        let failed = |message: String| RunError::Input {
+            input: input.name.clone(),
+            message,
+        };
+        let table = input_table(&input.loaded).map_err(|e| failed(format!("{e:#}")))?;
+        if table.schema.fields().is_empty() {
+            empty.push(input.name.as_str());
+            let _ = writeln!(
+                log,
+                "[dg] sql: input `{}` is empty (no columns): no table is created",
+                input.name
+            );
+            continue;
+        }
+        let rows = load(input, &table)
+            .map_err(|e| failed(format!("cannot load it into {engine}: {e:#}")))?;
+        rows_loaded += rows;
+        let _ = writeln!(
+            log,
+            "[dg] sql: loaded input `{}` as table {}{note}: {rows} rows in {} ms",
+            input.name,
+            quote_ident(&input.name),
+            t0.elapsed().as_millis()
+        );
+    }
+    Ok((rows_loaded, empty))
+}
+
+/// Why a query may not find input `name`'s table.
+fn empty_note(name: &str) -> String {
+    format!(" (input `{name}` is empty: it has no rows and no columns, so no table was created)")
+}
+
+/// The error of a failed query, also written to the step's log.
+fn query_failed(asset: &str, error: QueryError, note: String, log: &mut File) -> RunError {
+    let e = RunError::Query {
+        asset: asset.to_string(),
+        error,
+        note,
+    };
+    let _ = writeln!(log, "[dg] {e}");
+    e
 }
 
 /// What [`run`] did.
@@ -387,17 +398,6 @@ fn load_table(conn: &Connection, name: &str, table: &Table) -> anyhow::Result<us
     Ok(rows)
 }
 
-enum QueryError {
-    Sql(rusqlite::Error),
-    Other(String),
-}
-
-impl From<rusqlite::Error> for QueryError {
-    fn from(e: rusqlite::Error) -> Self {
-        QueryError::Sql(e)
-    }
-}
-
 /// One line for a SQLite error: SQLite's message, and where in the query.
 pub(super) fn describe(e: &rusqlite::Error, query: &str) -> String {
     match e {
@@ -428,25 +428,26 @@ pub(super) fn describe(e: &rusqlite::Error, query: &str) -> String {
 
 /// Checks a query: prepares it (against whatever tables `conn` holds) and
 /// checks its parameters. Used by the step and by `dg check defs`.
-pub fn prepare<'c>(conn: &'c Connection, query: &str) -> Result<rusqlite::Statement<'c>, String> {
-    let stmt = conn.prepare(query).map_err(|e| describe(&e, query))?;
+pub fn prepare<'c>(
+    conn: &'c Connection,
+    query: &str,
+) -> Result<rusqlite::Statement<'c>, QueryError> {
+    let stmt = conn
+        .prepare(query)
+        .map_err(|e| QueryError::Engine(describe(&e, query)))?;
     check_params(&stmt)?;
     if stmt.column_count() == 0 {
-        return Err("the query returns no columns: a `sql` asset's query must be a SELECT (or another statement that returns rows)".into());
+        return Err(QueryError::NoColumns);
     }
     Ok(stmt)
 }
 
-fn check_params(stmt: &rusqlite::Statement) -> Result<(), String> {
+fn check_params(stmt: &rusqlite::Statement) -> Result<(), ParamError> {
     for i in 1..=stmt.parameter_count() {
         match stmt.parameter_name(i) {
-            None => {
-                return Err("positional parameters (`?`) are not supported: use :partition_key, :partition_keys, :partition_start, :partition_end or :run_id".into());
-            }
+            None => return Err(ParamError::Positional("?")),
             Some(n) if !PARAMS.contains(&&n[1..]) => {
-                return Err(format!(
-                    "unknown parameter `{n}`: dg binds :partition_key, :partition_keys, :partition_start, :partition_end and :run_id"
-                ));
+                return Err(ParamError::Unknown(n.to_string()));
             }
             _ => {}
         }
@@ -475,8 +476,9 @@ pub(super) fn bind_params(
 
 /// Runs the query and collects its rows.
 fn query_table(conn: &Connection, query: &str, params: &Params) -> Result<Table, QueryError> {
-    let mut stmt = prepare(conn, query).map_err(QueryError::Other)?;
-    bind_params(&mut stmt, params)?;
+    let mut stmt = prepare(conn, query)?;
+    let engine = |e: rusqlite::Error| QueryError::Engine(describe(&e, query));
+    bind_params(&mut stmt, params).map_err(engine)?;
     let names: Vec<String> = stmt.column_names().map(String::from).collect();
     let decls: Vec<Option<String>> = stmt
         .columns()
@@ -484,9 +486,9 @@ fn query_table(conn: &Connection, query: &str, params: &Params) -> Result<Table,
         .collect();
     let mut cols: Vec<Buf> = names.iter().map(|_| Buf::Null(0)).collect();
     let mut rows = stmt.raw_query();
-    while let Some(row) = rows.next()? {
+    while let Some(row) = rows.next().map_err(engine)? {
         for (i, c) in cols.iter_mut().enumerate() {
-            c.push(row.get_ref(i)?);
+            c.push(row.get_ref(i).map_err(engine)?);
         }
     }
     let mut fields = Vec::with_capacity(cols.len());
@@ -503,7 +505,7 @@ fn query_table(conn: &Connection, query: &str, params: &Params) -> Result<Table,
     } else {
         vec![
             RecordBatch::try_new(schema.clone(), arrays)
-                .map_err(|e| QueryError::Other(e.to_string()))?,
+                .map_err(|e| QueryError::Engine(e.to_string()))?,
         ]
     };
     Ok(Table { schema, batches })
@@ -654,15 +656,19 @@ pub fn check_embedded(
     loaded: &Loaded,
     query: &str,
     params: &Params,
-) -> Result<CheckRows, String> {
-    let conn = Connection::open_in_memory()
-        .map_err(|e| format!("cannot open the embedded SQLite engine: {e}"))?;
-    let t = input_table(loaded).map_err(|e| format!("cannot read the stored data: {e:#}"))?;
+) -> Result<CheckRows, CheckError> {
+    let conn = Connection::open_in_memory().map_err(|e| {
+        CheckError::Database(format!("cannot open the embedded SQLite engine: {e}"))
+    })?;
+    let t = input_table(loaded)
+        .map_err(|e| CheckError::Database(format!("cannot read the stored data: {e:#}")))?;
     if !t.schema.fields().is_empty() {
-        load_table(&conn, table, &t)
-            .map_err(|e| format!("cannot load the stored data into SQLite: {e}"))?;
+        load_table(&conn, table, &t).map_err(|e| {
+            CheckError::Database(format!("cannot load the stored data into SQLite: {e}"))
+        })?;
     }
-    let mut stmt = prepare(&conn, query).map_err(|e| format!("SQL error: {e}"))?;
-    bind_params(&mut stmt, params).map_err(|e| format!("SQL error: {}", describe(&e, query)))?;
-    count_rows(&mut stmt).map_err(|e| format!("SQL error: {}", describe(&e, query)))
+    let engine = |e: rusqlite::Error| QueryError::Engine(describe(&e, query));
+    let mut stmt = prepare(&conn, query)?;
+    bind_params(&mut stmt, params).map_err(engine)?;
+    Ok(count_rows(&mut stmt).map_err(engine)?)
 }

@@ -6,11 +6,14 @@ use std::io::Write;
 
 use postgres::types::{Format as PgFormat, IsNull, ToSql, Type};
 
-use super::{DbInput, InDatabase, InDbError, Params, SqlEngine};
+use super::{
+    CheckError, CheckQuery, CheckRows, Dialect, InDbError, QueryError, RunQuery, impl_in_database,
+    input_columns, log_view, view_columns,
+};
 use super::{param_value, statement_text, to_positional};
-use crate::io::db::{Column, PARTITION_COLUMN, quote_ident, schema_diff, table_name};
+use crate::io::Stored;
+use crate::io::db::{self, Column, PARTITION_COLUMN, TableTx, quote_ident, table_name};
 use crate::io::postgres::*;
-use crate::io::{OutputContext, Stored};
 use crate::pg::error_text;
 
 // ---------------------------------------------------------------------------
@@ -73,64 +76,47 @@ fn describe_pg(e: &postgres::Error, text: &str) -> String {
     msg
 }
 
-impl InDatabase for PostgresManager {
-    fn engine(&self) -> Option<SqlEngine> {
-        None
+impl_in_database!(
+    PostgresManager,
+    Dialect {
+        engine: None,
+        kind: "postgres",
+        has_schemas: true,
     }
+);
 
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
-
-    fn has_schemas(&self) -> bool {
-        true
-    }
-
-    fn resource_key(&self) -> &str {
-        PostgresManager::resource_key(self)
-    }
-
-    fn same_place(&self, other: &dyn InDatabase) -> bool {
-        (other as &dyn std::any::Any)
-            .downcast_ref::<PostgresManager>()
-            .is_some_and(|other| PostgresManager::same_place(self, other))
-    }
-
-    fn where_(&self) -> String {
-        PostgresManager::where_(self)
-    }
-
-    /// Runs `query` for asset `octx.asset_key` inside this manager's
+impl PostgresManager {
+    /// Runs the query for asset `q.octx.asset_key` inside this manager's
     /// database and replaces the asset's partition (or table) with its
     /// rows, in one transaction on one pooled connection: on any error the
     /// database is as it was. Each input is a TEMP view over the upstream's
     /// table filtered to the mapped partitions (keys bound into a temporary
     /// table, never SQL text); no row passes through dg. Unqualified names
     /// in the query resolve to the manager's schema first.
-    fn run(
-        &self,
-        query: &str,
-        inputs: &[DbInput],
-        params: &Params,
-        octx: &OutputContext,
-        log: &mut std::fs::File,
-    ) -> Result<Stored, InDbError> {
+    fn run_inside(&self, q: &RunQuery<'_>, log: &mut std::fs::File) -> Result<Stored, InDbError> {
+        let RunQuery {
+            query,
+            inputs,
+            params,
+            octx,
+        } = *q;
         use InDbError::{Failed, Fallback};
         let asset_key = octx.asset_key.as_str();
         let fail =
             |what: String| Failed(self.secrets.redact(&format!("asset `{asset_key}`: {what}")));
         let where_ = self.where_();
         let pgerr = |e: postgres::Error| fail(format!("{where_}: {}", error_text(&e)));
-        let sql_error = |msg: String| {
+        let sql_error = |e: QueryError| {
             Failed(
                 self.secrets
-                    .redact(&format!("SQL error in asset `{asset_key}`: {msg}")),
+                    .redact(&format!("SQL error in asset `{asset_key}`: {e}")),
             )
         };
         let started = std::time::Instant::now();
 
         // Nothing is touched before the query's text is checked.
-        let (text, names) = to_positional(statement_text(query)).map_err(sql_error)?;
+        let (text, names) =
+            to_positional(statement_text(query)).map_err(|e| sql_error(e.into()))?;
         let target = table_name(asset_key);
         if target.len() > MAX_IDENT {
             return Err(fail(format!(
@@ -148,11 +134,7 @@ impl InDatabase for PostgresManager {
             .map_err(|e| fail(format!("{where_}: {e:#}")))?;
         let mut tx = conn.transaction().map_err(pgerr)?;
         let qualified = self.qualified(&target);
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&format!("dg table {qualified}")],
-        )
-        .map_err(pgerr)?;
+        lock_table(&mut tx, &qualified).map_err(pgerr)?;
         // Unqualified names: TEMP views first (always), then the schema.
         tx.execute(
             "SELECT set_config('search_path', quote_ident($1) || ', ' || current_setting('search_path'), true)",
@@ -166,23 +148,10 @@ impl InDatabase for PostgresManager {
             let table = table_name(&input.asset_key);
             let place = self.place(&table);
             let columns = table_columns(&mut tx, &self.schema, &table)
-                .map_err(|e| fail(format!("{where_}: {e:#}")))?
-                .ok_or_else(|| {
-                    fail(format!(
-                        "input `{}`: {place} does not exist: materialize `{}` first",
-                        input.name, input.asset_key
-                    ))
-                })?;
-            let has_partition = columns.iter().any(|c| c.name == PARTITION_COLUMN);
-            if input.partitions.is_some() && !has_partition {
-                return Err(fail(format!(
-                    "input `{}`: {place} has no `{PARTITION_COLUMN}` column: it was not written for a partitioned asset",
-                    input.name
-                )));
-            }
-            let cols: Vec<String> = columns
+                .map_err(|e| fail(format!("{where_}: {e:#}")))?;
+            let cols: Vec<String> = input_columns(input, &place, columns)
+                .map_err(|e| fail(e.to_string()))?
                 .iter()
-                .filter(|c| !(input.partitions.is_some() && c.name == PARTITION_COLUMN))
                 .map(|c| format!("t.{}", quote_ident(&c.name)))
                 .collect();
             let source = self.qualified(&table);
@@ -222,15 +191,7 @@ impl InDatabase for PostgresManager {
                 })?;
             // Views first: they depend on the key tables.
             temps.insert(0, format!("VIEW pg_temp.{view}"));
-            let _ = writeln!(
-                log,
-                "[dg] sql: input `{}` is a view over {source}{} (no rows loaded)",
-                input.name,
-                match &input.partitions {
-                    Some(k) => format!(", filtered to {} partition(s)", k.len()),
-                    None => String::new(),
-                }
-            );
+            log_view(log, input, &source);
         }
 
         // The query, prepared on its own first so that errors point into it.
@@ -277,7 +238,7 @@ impl InDatabase for PostgresManager {
         };
         let stmt = match prepare(&mut tx, &text, &mut types)? {
             Ok(s) => s,
-            Err(e) => return Err(sql_error(describe_pg(&e, &text))),
+            Err(e) => return Err(sql_error(QueryError::Engine(describe_pg(&e, &text)))),
         };
         let columns: Vec<(String, Type)> = stmt
             .columns()
@@ -285,16 +246,14 @@ impl InDatabase for PostgresManager {
             .map(|c| (c.name().to_string(), c.type_().clone()))
             .collect();
         if columns.is_empty() {
-            return Err(sql_error("the query returns no columns: a `sql` asset's query must be a SELECT (or another statement that returns rows)".into()));
+            return Err(sql_error(QueryError::NoColumns));
         }
         let partition = octx.partition.as_ref().map(|p| p.key.as_str());
         let mut wanted: Vec<Column> = Vec::with_capacity(columns.len());
         for (i, c) in columns.iter().enumerate() {
             let n = c.0.as_str();
             if columns[..i].iter().any(|d| d.0 == n) {
-                return Err(sql_error(format!(
-                    "the query returns two columns named `{n}`: give them different names"
-                )));
+                return Err(sql_error(QueryError::DuplicateColumn(n.to_string())));
             }
             if partition.is_some() && n == PARTITION_COLUMN {
                 return Err(fail(format!(
@@ -330,68 +289,38 @@ impl InDatabase for PostgresManager {
                 self.place(&target)
             )))
         };
-        let mut existing = table_columns(&mut tx, &self.schema, &target)
-            .map_err(|e| store_err(format!("{e:#}")))?;
         let all_null = vec![false; wanted.len()];
-        if let Some(cols) = &existing
-            && retype_empty_columns(&mut tx, &qualified, cols, &wanted, &all_null)
-                .map_err(|e| store_err(format!("{e:#}")))?
-        {
-            existing = table_columns(&mut tx, &self.schema, &target)
-                .map_err(|e| store_err(format!("{e:#}")))?;
-        }
-        let mut create = existing.is_none();
-        if let Some(existing) = existing {
-            let diff = schema_diff(&existing, &wanted, partition.is_some(), &all_null);
-            if !diff.is_empty() {
-                if !self.replace_on_schema_change {
-                    let extra = if partition.is_some() {
-                        " (this deletes the table's other partitions)"
-                    } else {
-                        ""
-                    };
-                    return Err(store_err(format!(
-                        "the query's columns differ from the table's: {}. Change the query back, \
-                         drop the table, or set `replace_on_schema_change = true` on resource `{}` \
-                         to replace the table{extra}",
-                        diff.join("; "),
-                        self.resource_key
-                    )));
-                }
-                let _ = writeln!(
-                    log,
-                    "[dg] sql: {}: the columns changed ({}); replacing the table",
-                    self.place(&target),
-                    diff.join("; ")
+        let on_change = |place: &str, diff: &[String]| {
+            if !self.replace_on_schema_change {
+                let extra = if partition.is_some() {
+                    " (this deletes the table's other partitions)"
+                } else {
+                    ""
+                };
+                anyhow::bail!(
+                    "the query's columns differ from the table's: {}. Change the query back, \
+                     drop the table, or set `replace_on_schema_change = true` on resource `{}` \
+                     to replace the table{extra}",
+                    diff.join("; "),
+                    self.resource_key
                 );
-                tx.batch_execute(&format!("DROP TABLE {qualified}"))
-                    .map_err(|e| store_err(error_text(&e)))?;
-                create = true;
             }
-        }
-        if create {
-            let mut defs = Vec::with_capacity(wanted.len() + 1);
-            if partition.is_some() {
-                defs.push(format!("{} TEXT NOT NULL", quote_ident(PARTITION_COLUMN)));
-            }
-            for c in &wanted {
-                defs.push(format!("{} {}", quote_ident(&c.name), c.ty));
-            }
-            tx.batch_execute(&format!("CREATE TABLE {qualified} ({})", defs.join(", ")))
-                .map_err(|e| store_err(format!("cannot create the table: {}", error_text(&e))))?;
-        } else {
-            match partition {
-                Some(key) => tx.execute(
-                    &format!(
-                        "DELETE FROM {qualified} WHERE {} = $1",
-                        quote_ident(PARTITION_COLUMN)
-                    ),
-                    &[&key],
-                ),
-                None => tx.execute(&format!("DELETE FROM {qualified}"), &[]),
-            }
-            .map_err(|e| store_err(error_text(&e)))?;
-        }
+            let _ = writeln!(
+                log,
+                "[dg] sql: {place}: the columns changed ({}); replacing the table",
+                diff.join("; ")
+            );
+            Ok(())
+        };
+        let create = db::prepare_target(
+            &mut self.tx(&mut tx),
+            &target,
+            partition,
+            &wanted,
+            &all_null,
+            on_change,
+        )
+        .map_err(|e| store_err(format!("{e:#}")))?;
 
         // The rows: INSERT … SELECT, inside the server.
         let t0 = std::time::Instant::now();
@@ -419,7 +348,7 @@ impl InDatabase for PostgresManager {
             .map_err(|e| store_err(describe_pg(&e, &insert)))?;
         let inserted = tx
             .execute(&stmt, &bound)
-            .map_err(|e| sql_error(describe_pg(&e, &insert)))?;
+            .map_err(|e| sql_error(QueryError::Engine(describe_pg(&e, &insert))))?;
         let _ = writeln!(
             log,
             "[dg] sql: {inserted} rows, {} columns in {} ms (inside the database)",
@@ -436,7 +365,8 @@ impl InDatabase for PostgresManager {
         for t in &temps {
             tx.batch_execute(&format!("DROP {t}")).map_err(pgerr)?;
         }
-        self.record_stored(&mut tx, &target, partition, inserted)
+        self.tx(&mut tx)
+            .record_stored(&target, partition, inserted)
             .map_err(|e| store_err(format!("{e:#}")))?;
         tx.commit()
             .map_err(|e| store_err(format!("cannot commit: {}", error_text(&e))))?;
@@ -453,28 +383,30 @@ impl InDatabase for PostgresManager {
         })
     }
 
-    /// Runs an asset check's query inside this manager's database: `view`
-    /// is a TEMP view over the asset's table filtered to `partition` (the
-    /// key bound, never spliced). One transaction, rolled back: nothing is
-    /// written. Passes when the query returns no rows.
-    fn check(
-        &self,
-        asset_key: &str,
-        view: &str,
-        partition: Option<&str>,
-        query: &str,
-        params: &Params,
-    ) -> Result<crate::sql::CheckRows, String> {
+    /// Runs an asset check's query inside this manager's database:
+    /// `q.view` is a TEMP view over the asset's table filtered to
+    /// `q.partition` (the key bound, never spliced). One transaction,
+    /// rolled back: nothing is written. Passes when the query returns no
+    /// rows.
+    fn check_inside(&self, q: &CheckQuery<'_>) -> Result<CheckRows, CheckError> {
+        let CheckQuery {
+            asset_key,
+            view,
+            partition,
+            query,
+            params,
+        } = *q;
         let redact = |m: String| self.secrets.redact(&m);
-        let pgerr = |e: postgres::Error| redact(error_text(&e));
-        let (text, names) =
-            to_positional(statement_text(query)).map_err(|e| format!("SQL error: {e}"))?;
+        let pgerr = |e: postgres::Error| CheckError::Database(redact(error_text(&e)));
+        let (text, names) = to_positional(statement_text(query)).map_err(QueryError::from)?;
         let values: Vec<TextParam> = names
             .iter()
             .map(|n| TextParam(param_value(params, n)))
             .collect();
         let table = table_name(asset_key);
-        let mut conn = self.conn().map_err(|e| redact(format!("{e:#}")))?;
+        let mut conn = self
+            .conn()
+            .map_err(|e| CheckError::Database(redact(format!("{e:#}"))))?;
         let mut tx = conn.transaction().map_err(pgerr)?;
         tx.execute(
             "SELECT set_config('search_path', quote_ident($1) || ', ' || current_setting('search_path'), true)",
@@ -482,11 +414,10 @@ impl InDatabase for PostgresManager {
         )
         .map_err(pgerr)?;
         let columns = table_columns(&mut tx, &self.schema, &table)
-            .map_err(|e| redact(format!("{e:#}")))?
-            .ok_or_else(|| format!("{} does not exist", self.place(&table)))?;
-        let cols: Vec<String> = columns
+            .map_err(|e| CheckError::Database(redact(format!("{e:#}"))))?
+            .ok_or_else(|| CheckError::Missing(self.place(&table)))?;
+        let cols: Vec<String> = view_columns(columns, partition.is_some())
             .iter()
-            .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
             .map(|c| format!("t.{}", quote_ident(&c.name)))
             .collect();
         let source = self.qualified(&table);
@@ -508,7 +439,10 @@ impl InDatabase for PostgresManager {
             quote_ident(view),
             cols.join(", ")
         ))
-        .map_err(|e| format!("cannot create the view `{view}`: {}", pgerr(e)))?;
+        .map_err(|e| CheckError::View {
+            view: view.to_string(),
+            message: redact(error_text(&e)),
+        })?;
         // Parameter types: what Postgres infers, else text.
         let mut types = vec![Type::UNKNOWN; names.len()];
         loop {
@@ -531,7 +465,7 @@ impl InDatabase for PostgresManager {
                     match n {
                         Some(n) => types[n - 1] = Type::TEXT,
                         None => {
-                            return Err(redact(format!("SQL error: {}", describe_pg(&e, &text))));
+                            return Err(QueryError::Engine(redact(describe_pg(&e, &text))).into());
                         }
                     }
                 }
@@ -542,16 +476,13 @@ impl InDatabase for PostgresManager {
         );
         let bound: Vec<&(dyn ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let stmt = tx
-            .prepare_typed(&wrapped, &types)
-            .map_err(|e| redact(format!("SQL error: {}", describe_pg(&e, &text))))?;
-        let row = tx
-            .query_opt(&stmt, &bound)
-            .map_err(|e| redact(format!("SQL error: {}", describe_pg(&e, &text))))?;
+        let engine = |e: postgres::Error| QueryError::Engine(redact(describe_pg(&e, &text)));
+        let stmt = tx.prepare_typed(&wrapped, &types).map_err(engine)?;
+        let row = tx.query_opt(&stmt, &bound).map_err(engine)?;
         let _ = tx.rollback();
         Ok(match row {
-            None => crate::sql::CheckRows::default(),
-            Some(r) => crate::sql::CheckRows {
+            None => CheckRows::default(),
+            Some(r) => CheckRows {
                 rows: r.get::<_, i64>(0) as u64,
                 first: r
                     .get::<_, Option<String>>(1)

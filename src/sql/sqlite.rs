@@ -11,64 +11,42 @@ use rusqlite::Connection;
 
 use super::embedded::{affinity, bind_params, count_rows, describe, prepare};
 use super::text::statement_text;
-use super::{CheckRows, DbInput, InDatabase, InDbError, Params, SqlEngine, quote_ident};
+use super::{
+    CheckError, CheckQuery, CheckRows, Dialect, InDbError, QueryError, RunQuery, SqlEngine,
+    check_result_columns, impl_in_database, input_columns, log_view, quote_ident, same_file,
+    view_columns,
+};
+use crate::io::Stored;
+use crate::io::db::{Column, TableTx, partition_key};
 use crate::io::sqlite::SqliteManager;
-use crate::io::{OutputContext, Stored};
 
-impl InDatabase for SqliteManager {
-    fn engine(&self) -> Option<SqlEngine> {
-        Some(SqlEngine::Sqlite)
+impl_in_database!(
+    SqliteManager,
+    Dialect {
+        engine: Some(SqlEngine::Sqlite),
+        kind: "sqlite",
+        has_schemas: false,
     }
+);
 
-    fn kind(&self) -> &'static str {
-        "sqlite"
-    }
-
-    fn has_schemas(&self) -> bool {
-        false
-    }
-
-    fn resource_key(&self) -> &str {
-        SqliteManager::resource_key(self)
-    }
-
-    /// The same file (by its canonical path when the paths differ).
-    fn same_place(&self, other: &dyn InDatabase) -> bool {
-        let Some(other) = (other as &dyn std::any::Any).downcast_ref::<SqliteManager>() else {
-            return false;
-        };
-        let (a, b) = (self.path(), other.path());
-        a == b
-            || matches!(
-                (std::fs::canonicalize(a), std::fs::canonicalize(b)),
-                (Ok(x), Ok(y)) if x == y
-            )
-    }
-
-    fn where_(&self) -> String {
+impl SqliteManager {
+    /// Where the database is, as messages name it: its path.
+    pub(crate) fn where_(&self) -> String {
         self.path().display().to_string()
     }
 
-    fn run(
-        &self,
-        query: &str,
-        inputs: &[DbInput],
-        params: &Params,
-        octx: &OutputContext,
-        log: &mut File,
-    ) -> Result<Stored, InDbError> {
-        run_in_db(query, inputs, params, self, octx, log)
+    /// Whether `other` stores in the same file (by its canonical path when
+    /// the paths differ).
+    pub(crate) fn same_place(&self, other: &SqliteManager) -> bool {
+        same_file(self.path(), other.path())
     }
 
-    fn check(
-        &self,
-        asset_key: &str,
-        view: &str,
-        partition: Option<&str>,
-        query: &str,
-        params: &Params,
-    ) -> Result<CheckRows, String> {
-        check_in_sqlite(self, asset_key, view, partition, query, params)
+    fn run_inside(&self, q: &RunQuery<'_>, log: &mut File) -> Result<Stored, InDbError> {
+        run_in_db(self, q, log)
+    }
+
+    fn check_inside(&self, q: &CheckQuery<'_>) -> Result<CheckRows, CheckError> {
+        check_in_sqlite(self, q)
     }
 }
 
@@ -80,17 +58,16 @@ const RESULT_TABLE: &str = "dg_result";
 /// transaction: on any error the database is as it was. Each input is a
 /// TEMP view over the upstream's table filtered to the mapped partitions
 /// (bound keys, never SQL text); no row passes through dg.
-fn run_in_db(
-    query: &str,
-    inputs: &[DbInput],
-    params: &Params,
-    db: &SqliteManager,
-    octx: &OutputContext,
-    log: &mut File,
-) -> Result<Stored, InDbError> {
+fn run_in_db(db: &SqliteManager, q: &RunQuery<'_>, log: &mut File) -> Result<Stored, InDbError> {
     use crate::io::sqlite::{PARTITION_COLUMN, table_name};
     use InDbError::{Failed, Fallback};
 
+    let RunQuery {
+        query,
+        inputs,
+        params,
+        octx,
+    } = *q;
     let asset_key = octx.asset_key.as_str();
     let fail = |what: String| Failed(format!("asset `{asset_key}`: {what}"));
     let where_ = format!("sqlite:{}", db.path().display());
@@ -107,24 +84,11 @@ fn run_in_db(
     for (i, input) in inputs.iter().enumerate() {
         let table = table_name(&input.asset_key);
         let place = db.place(&table);
-        let columns = Some(columns_in(&tx, "main", &table).map_err(sqlerr)?)
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| {
-                fail(format!(
-                    "input `{}`: {place} does not exist: materialize `{}` first",
-                    input.name, input.asset_key
-                ))
-            })?;
-        let has_partition = columns.iter().any(|c| c.name == PARTITION_COLUMN);
-        if input.partitions.is_some() && !has_partition {
-            return Err(fail(format!(
-                "input `{}`: {place} has no `{PARTITION_COLUMN}` column: it was not written for a partitioned asset",
-                input.name
-            )));
-        }
-        let cols: Vec<String> = columns
+        let columns =
+            Some(columns_in(&tx, "main", &table).map_err(sqlerr)?).filter(|c| !c.is_empty());
+        let cols: Vec<String> = input_columns(input, &place, columns)
+            .map_err(|e| fail(e.to_string()))?
             .iter()
-            .filter(|c| !(input.partitions.is_some() && c.name == PARTITION_COLUMN))
             .map(|c| quote_ident(&c.name))
             .collect();
         let view = quote_ident(&input.name);
@@ -161,23 +125,12 @@ fn run_in_db(
                 input.name
             ))
         })?;
-        let _ = writeln!(
-            log,
-            "[dg] sql: input `{}` is a view over {source}{} (no rows loaded)",
-            input.name,
-            match &input.partitions {
-                Some(k) => format!(", filtered to {} partition(s)", k.len()),
-                None => String::new(),
-            }
-        );
+        log_view(log, input, &source);
     }
 
     // The query, checked on its own first so errors point into it.
     let _ = writeln!(log, "[dg] sql: running inside {where_}\n{query}");
-    let sql_error = |msg: String| {
-        let out = format!("SQL error in asset `{asset_key}`: {msg}");
-        Failed(out)
-    };
+    let sql_error = |e: QueryError| Failed(format!("SQL error in asset `{asset_key}`: {e}"));
     let (names, decls) = {
         let stmt = prepare(&tx, query).map_err(sql_error)?;
         let names: Vec<String> = stmt.column_names().map(String::from).collect();
@@ -187,13 +140,7 @@ fn run_in_db(
             .collect();
         (names, decls)
     };
-    for (i, n) in names.iter().enumerate() {
-        if names[..i].contains(n) {
-            return Err(sql_error(format!(
-                "the query returns two columns named `{n}`: give them different names"
-            )));
-        }
-    }
+    check_result_columns(&names).map_err(sql_error)?;
     let partitioned = octx.partition.is_some();
     if partitioned && names.iter().any(|n| n == PARTITION_COLUMN) {
         return Err(fail(format!(
@@ -219,7 +166,7 @@ fn run_in_db(
         };
         bind_params(&mut stmt, params).map_err(sqlerr)?;
         stmt.raw_execute()
-            .map_err(|e| sql_error(describe(&e, query)))?;
+            .map_err(|e| sql_error(QueryError::Engine(describe(&e, query))))?;
     }
     let made: Vec<String> = columns_in(&tx, "temp", RESULT_TABLE)
         .map_err(sqlerr)?
@@ -276,7 +223,7 @@ fn run_in_db(
             }
         };
         all_null.push(!(int || real || text || blob));
-        wanted.push(crate::io::sqlite::Column {
+        wanted.push(Column {
             name: n.clone(),
             ty: ty.to_string(),
         });
@@ -325,12 +272,14 @@ fn run_in_db(
     })?;
     tx.execute_batch(&format!("DROP TABLE {result}"))
         .map_err(sqlerr)?;
-    crate::io::sqlite::record_stored(&tx, octx, inserted as u64).map_err(|e| {
-        Failed(format!(
-            "cannot store `{asset_key}` in {}: {e:#}",
-            db.place(&target)
-        ))
-    })?;
+    db.tx(&tx)
+        .record_stored(&target, partition_key(octx), inserted as u64)
+        .map_err(|e| {
+            Failed(format!(
+                "cannot store `{asset_key}` in {}: {e:#}",
+                db.place(&target)
+            ))
+        })?;
     tx.commit()
         .map_err(|e| Failed(format!("cannot commit to {}: {e}", db.place(&target))))?;
     let _ = writeln!(
@@ -352,28 +301,23 @@ fn run_in_db(
 /// Runs a check's query inside the asset's `sqlite` database: `view` is a
 /// TEMP view over the asset's table, filtered to `partition`. Nothing is
 /// written to the database.
-fn check_in_sqlite(
-    db: &SqliteManager,
-    asset_key: &str,
-    view: &str,
-    partition: Option<&str>,
-    query: &str,
-    params: &Params,
-) -> Result<CheckRows, String> {
+fn check_in_sqlite(db: &SqliteManager, q: &CheckQuery<'_>) -> Result<CheckRows, CheckError> {
     use crate::io::sqlite::{PARTITION_COLUMN, table_name};
-    let table = table_name(asset_key);
-    let conn = db.open(false).map_err(|e| format!("{e:#}"))?;
+    let table = table_name(q.asset_key);
+    let conn = db
+        .open(false)
+        .map_err(|e| CheckError::Database(format!("{e:#}")))?;
     let _ = conn.execute_batch("PRAGMA temp_store = MEMORY;");
-    let columns = columns_in(&conn, "main", &table).map_err(|e| e.to_string())?;
+    let columns =
+        columns_in(&conn, "main", &table).map_err(|e| CheckError::Database(e.to_string()))?;
     if columns.is_empty() {
-        return Err(format!("{} does not exist", db.place(&table)));
+        return Err(CheckError::Missing(db.place(&table)));
     }
-    let cols: Vec<String> = columns
+    let cols: Vec<String> = view_columns(columns, q.partition.is_some())
         .iter()
-        .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
         .map(|c| quote_ident(&c.name))
         .collect();
-    let filter = match partition {
+    let filter = match q.partition {
         // A literal: a view cannot hold a bound parameter. SQLite strings
         // escape only `'`.
         Some(k) => format!(
@@ -385,26 +329,26 @@ fn check_in_sqlite(
     };
     conn.execute_batch(&format!(
         "CREATE TEMP VIEW {} AS SELECT {} FROM main.{}{filter}",
-        quote_ident(view),
+        quote_ident(q.view),
         cols.join(", "),
         quote_ident(&table)
     ))
-    .map_err(|e| format!("cannot create the view `{view}`: {e}"))?;
-    let mut stmt = prepare(&conn, query).map_err(|e| format!("SQL error: {e}"))?;
-    bind_params(&mut stmt, params).map_err(|e| format!("SQL error: {}", describe(&e, query)))?;
-    count_rows(&mut stmt).map_err(|e| format!("SQL error: {}", describe(&e, query)))
+    .map_err(|e| CheckError::View {
+        view: q.view.to_string(),
+        message: e.to_string(),
+    })?;
+    let engine = |e: rusqlite::Error| QueryError::Engine(describe(&e, q.query));
+    let mut stmt = prepare(&conn, q.query)?;
+    bind_params(&mut stmt, q.params).map_err(engine)?;
+    Ok(count_rows(&mut stmt).map_err(engine)?)
 }
 
 /// The columns of table `table` in `schema` (`main` or `temp`); empty when
 /// there is no such table.
-fn columns_in(
-    conn: &Connection,
-    schema: &str,
-    table: &str,
-) -> rusqlite::Result<Vec<crate::io::sqlite::Column>> {
+fn columns_in(conn: &Connection, schema: &str, table: &str) -> rusqlite::Result<Vec<Column>> {
     let mut stmt = conn.prepare("SELECT name, type FROM pragma_table_info(?1, ?2) ORDER BY cid")?;
     stmt.query_map([table, schema], |r| {
-        Ok(crate::io::sqlite::Column {
+        Ok(Column {
             name: r.get(0)?,
             ty: r.get::<_, String>(1)?.to_ascii_uppercase(),
         })

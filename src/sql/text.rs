@@ -17,6 +17,15 @@ pub fn cut_text(mut s: String, max: usize) -> String {
     s
 }
 
+/// Where the line of `b` at `i` ends (a `--` comment's end): its `\n`, or
+/// the end of `b`.
+fn line_end(b: &[u8], i: usize) -> usize {
+    b[i..]
+        .iter()
+        .position(|&c| c == b'\n')
+        .map_or(b.len(), |n| i + n)
+}
+
 /// The query without what follows its last token: trailing `;`, comments
 /// and whitespace, so that it can be wrapped in a subquery.
 pub fn statement_text(query: &str) -> &str {
@@ -25,11 +34,7 @@ pub fn statement_text(query: &str) -> &str {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
+            b'-' if b.get(i + 1) == Some(&b'-') => i = line_end(b, i),
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 i += 2;
                 while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
@@ -63,7 +68,7 @@ pub fn statement_text(query: &str) -> &str {
 /// SQL text are replaced: string literals (`'…'`, `E'…'`, `$tag$…$tag$`),
 /// quoted identifiers and comments are copied unchanged, as is a `::` cast.
 /// A positional `$n` in the query is an error (dg binds names only).
-pub fn to_positional(query: &str) -> Result<(String, Vec<&'static str>), String> {
+pub fn to_positional(query: &str) -> Result<(String, Vec<&'static str>), ParamError> {
     let b = query.as_bytes();
     let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
     let mut out = String::with_capacity(query.len() + 8);
@@ -72,11 +77,7 @@ pub fn to_positional(query: &str) -> Result<(String, Vec<&'static str>), String>
     let mut copied = 0;
     while i < b.len() {
         match b[i] {
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
+            b'-' if b.get(i + 1) == Some(&b'-') => i = line_end(b, i),
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 // Postgres block comments nest.
                 let mut depth = 0usize;
@@ -120,9 +121,7 @@ pub fn to_positional(query: &str) -> Result<(String, Vec<&'static str>), String>
             b'$' if i == 0 || !ident(b[i - 1]) => {
                 let mut j = i + 1;
                 if b.get(j).is_some_and(|c| c.is_ascii_digit()) {
-                    return Err(
-                        "positional parameters (`$1`) are not supported: use :partition_key, :partition_keys, :partition_start, :partition_end or :run_id".into(),
-                    );
+                    return Err(ParamError::Positional("$1"));
                 }
                 while j < b.len() && ident(b[j]) {
                     j += 1;
@@ -168,6 +167,21 @@ pub fn to_positional(query: &str) -> Result<(String, Vec<&'static str>), String>
     }
     out.push_str(&query[copied.min(query.len())..]);
     Ok((out, names))
+}
+
+/// A query that uses parameters dg does not bind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    /// A positional parameter (`$1`, `?`): dg binds names only.
+    #[error(
+        "positional parameters (`{0}`) are not supported: use :partition_key, :partition_keys, :partition_start, :partition_end or :run_id"
+    )]
+    Positional(&'static str),
+    /// A named parameter that is not one of dg's (`:other`).
+    #[error(
+        "unknown parameter `{0}`: dg binds :partition_key, :partition_keys, :partition_start, :partition_end and :run_id"
+    )]
+    Unknown(String),
 }
 
 /// The value dg binds for parameter `name`.

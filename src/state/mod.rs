@@ -128,6 +128,64 @@ pub struct Materialization {
     pub metadata: serde_json::Value,
 }
 
+/// Now, as the stores record times: RFC 3339, UTC, milliseconds.
+pub(crate) fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The columns of `runs` a [`RunRecord`] is read from ([`run_from_row`]),
+/// in order.
+pub(crate) const RUN_COLUMNS: &str = "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps, profile, config";
+
+/// The columns of `check_results` a [`CheckRecord`] is read from
+/// ([`check_from_row`]), in order.
+pub(crate) const CHECK_COLUMNS: &str = "run_id, asset, partition, check_name, passed, severity, message, metadata, created_at, duration_ms";
+
+/// A row of a store's query (SQLite's or Postgres's), read by column.
+pub(crate) trait StoredRow {
+    type Error;
+    fn text(&self, i: usize) -> Result<String, Self::Error>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, Self::Error>;
+    fn int(&self, i: usize) -> Result<i64, Self::Error>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, Self::Error>;
+    fn flag(&self, i: usize) -> Result<bool, Self::Error>;
+}
+
+/// A run from a row of [`RUN_COLUMNS`].
+pub(crate) fn run_from_row<R: StoredRow>(r: &R) -> Result<RunRecord, R::Error> {
+    Ok(RunRecord {
+        id: r.text(0)?,
+        started_at: r.text(1)?,
+        ended_at: r.opt_text(2)?,
+        status: RunStatus::parse(&r.text(3)?),
+        selection: r.text(4)?,
+        partitions: r.text(5)?,
+        dg_version: r.text(6)?,
+        pid: r.int(7)? as u32,
+        host: r.text(8)?,
+        steps: r.opt_int(9)?,
+        profile: r.opt_text(10)?,
+        config: r.opt_text(11)?.and_then(|c| serde_json::from_str(&c).ok()),
+    })
+}
+
+/// A check's result from a row of [`CHECK_COLUMNS`].
+pub(crate) fn check_from_row<R: StoredRow>(r: &R) -> Result<CheckRecord, R::Error> {
+    let partition = r.text(2)?;
+    Ok(CheckRecord {
+        run_id: r.text(0)?,
+        asset: r.text(1)?,
+        partition: (!partition.is_empty()).then_some(partition),
+        check: r.text(3)?,
+        passed: r.flag(4)?,
+        severity: r.text(5)?,
+        message: r.opt_text(6)?,
+        metadata: serde_json::from_str(&r.text(7)?).unwrap_or(serde_json::Value::Null),
+        created_at: r.text(8)?,
+        duration_ms: r.int(9)?,
+    })
+}
+
 /// The result of one asset check on one partition in one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct CheckRecord {

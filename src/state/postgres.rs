@@ -21,8 +21,9 @@ use anyhow::Context;
 use postgres::{Client, NoTls, Row, Transaction};
 
 use super::{
-    AttemptRecord, CheckRecord, InputRead, Lease, Materialization, PartitionState, PartitionStates,
-    Record, RunRecord, RunStatus, StateStore, TickClaim,
+    AttemptRecord, CHECK_COLUMNS, CheckRecord, InputRead, Lease, Materialization, PartitionState,
+    PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore, StoredRow, TickClaim,
+    check_from_row, now, run_from_row,
 };
 
 /// Each entry upgrades the schema by one version (the SQLite store's tables,
@@ -250,10 +251,6 @@ pub struct PostgresStore {
     config: postgres::Config,
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 impl PostgresStore {
     /// Connects to `url` (`postgres://` or `postgresql://`, optionally with
     /// `?schema=NAME`) and brings the schema up to date.
@@ -380,45 +377,24 @@ impl PostgresStore {
     }
 }
 
-const CHECK_COLUMNS: &str = "run_id, asset, partition, check_name, passed, severity, message, metadata, created_at, duration_ms";
-
-fn check_from_row(r: &Row) -> CheckRecord {
-    let partition: String = r.get(2);
-    let metadata: String = r.get(7);
-    CheckRecord {
-        run_id: r.get(0),
-        asset: r.get(1),
-        partition: (!partition.is_empty()).then_some(partition),
-        check: r.get(3),
-        passed: r.get(4),
-        severity: r.get(5),
-        message: r.get(6),
-        metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
-        created_at: r.get(8),
-        duration_ms: r.get(9),
+impl StoredRow for Row {
+    type Error = postgres::Error;
+    fn text(&self, i: usize) -> Result<String, postgres::Error> {
+        self.try_get(i)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, postgres::Error> {
+        self.try_get(i)
+    }
+    fn int(&self, i: usize) -> Result<i64, postgres::Error> {
+        self.try_get(i)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, postgres::Error> {
+        self.try_get(i)
+    }
+    fn flag(&self, i: usize) -> Result<bool, postgres::Error> {
+        self.try_get(i)
     }
 }
-
-fn run_from_row(r: &Row) -> RunRecord {
-    RunRecord {
-        id: r.get(0),
-        started_at: r.get(1),
-        ended_at: r.get(2),
-        status: RunStatus::parse(r.get::<_, &str>(3)),
-        selection: r.get(4),
-        partitions: r.get(5),
-        dg_version: r.get(6),
-        pid: r.get::<_, i64>(7) as u32,
-        host: r.get(8),
-        steps: r.get(9),
-        profile: r.get(10),
-        config: r
-            .get::<_, Option<String>>(11)
-            .and_then(|c| serde_json::from_str(&c).ok()),
-    }
-}
-
-const RUN_COLUMNS: &str = "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps, profile, config";
 
 impl StateStore for PostgresStore {
     fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
@@ -693,7 +669,7 @@ impl StateStore for PostgresStore {
             ),
             &[&(limit.min(i64::MAX as usize) as i64)],
         )?;
-        Ok(rows.iter().map(run_from_row).collect())
+        Ok(rows.iter().map(run_from_row).collect::<Result<_, _>>()?)
     }
 
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
@@ -701,7 +677,7 @@ impl StateStore for PostgresStore {
             &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
             &[&id],
         )?;
-        Ok(row.as_ref().map(run_from_row))
+        Ok(row.as_ref().map(run_from_row).transpose()?)
     }
 
     fn attempts(&self, run_id: &str) -> anyhow::Result<Vec<AttemptRecord>> {
@@ -986,7 +962,7 @@ impl StateStore for PostgresStore {
             ),
             &[&asset],
         )?;
-        Ok(rows.iter().map(check_from_row).collect())
+        Ok(rows.iter().map(check_from_row).collect::<Result<_, _>>()?)
     }
 
     fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>> {
@@ -994,7 +970,7 @@ impl StateStore for PostgresStore {
             &format!("SELECT {CHECK_COLUMNS} FROM check_results WHERE run_id = $1 ORDER BY id"),
             &[&run_id],
         )?;
-        Ok(rows.iter().map(check_from_row).collect())
+        Ok(rows.iter().map(check_from_row).collect::<Result<_, _>>()?)
     }
 
     fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>> {

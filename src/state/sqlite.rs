@@ -11,8 +11,9 @@ use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AttemptRecord, CheckRecord, InputRead, Lease, Materialization, PartitionState, PartitionStates,
-    Record, RunRecord, RunStatus, StateStore, TickClaim,
+    AttemptRecord, CHECK_COLUMNS, CheckRecord, InputRead, Lease, Materialization, PartitionState,
+    PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore, StoredRow, TickClaim,
+    check_from_row, now, run_from_row,
 };
 
 /// Each entry upgrades the schema by one version.
@@ -229,10 +230,6 @@ fn is_read_only(e: &anyhow::Error) -> bool {
     })
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 impl SqliteStore {
     /// Opens (creating and migrating) the store at `path`. A file that
     /// exists but cannot be written is opened read-only; a damaged one is an
@@ -397,45 +394,24 @@ impl SqliteStore {
     }
 }
 
-fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
-    Ok(RunRecord {
-        id: r.get(0)?,
-        started_at: r.get(1)?,
-        ended_at: r.get(2)?,
-        status: RunStatus::parse(&r.get::<_, String>(3)?),
-        selection: r.get(4)?,
-        partitions: r.get(5)?,
-        dg_version: r.get(6)?,
-        pid: r.get(7)?,
-        host: r.get(8)?,
-        steps: r.get(9)?,
-        profile: r.get(10)?,
-        config: r
-            .get::<_, Option<String>>(11)?
-            .and_then(|c| serde_json::from_str(&c).ok()),
-    })
+impl StoredRow for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn text(&self, i: usize) -> rusqlite::Result<String> {
+        self.get(i)
+    }
+    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
+    fn int(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+    fn opt_int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(i)
+    }
+    fn flag(&self, i: usize) -> rusqlite::Result<bool> {
+        self.get(i)
+    }
 }
-
-const CHECK_COLUMNS: &str = "run_id, asset, partition, check_name, passed, severity, message, metadata, created_at, duration_ms";
-
-fn check_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckRecord> {
-    let partition: String = r.get(2)?;
-    let metadata: String = r.get(7)?;
-    Ok(CheckRecord {
-        run_id: r.get(0)?,
-        asset: r.get(1)?,
-        partition: (!partition.is_empty()).then_some(partition),
-        check: r.get(3)?,
-        passed: r.get(4)?,
-        severity: r.get(5)?,
-        message: r.get(6)?,
-        metadata: serde_json::from_str(&metadata).unwrap_or(serde_json::Value::Null),
-        created_at: r.get(8)?,
-        duration_ms: r.get(9)?,
-    })
-}
-
-const RUN_COLUMNS: &str = "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps, profile, config";
 
 impl StateStore for SqliteStore {
     fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
@@ -686,7 +662,7 @@ impl StateStore for SqliteStore {
         let mut st = conn.prepare(&format!(
             "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1"
         ))?;
-        let rows = st.query_map(params![limit as i64], run_from_row)?;
+        let rows = st.query_map(params![limit as i64], |r| run_from_row(r))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -696,7 +672,7 @@ impl StateStore for SqliteStore {
             .query_row(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
                 params![id],
-                run_from_row,
+                |r| run_from_row(r),
             )
             .optional()?)
     }
@@ -978,7 +954,7 @@ impl StateStore for SqliteStore {
                (SELECT max(id) FROM check_results WHERE asset = ?1 GROUP BY partition, check_name)
              ORDER BY id"
         ))?;
-        let rows = st.query_map(params![asset], check_from_row)?;
+        let rows = st.query_map(params![asset], |r| check_from_row(r))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -987,7 +963,7 @@ impl StateStore for SqliteStore {
         let mut st = conn.prepare_cached(&format!(
             "SELECT {CHECK_COLUMNS} FROM check_results WHERE run_id = ?1 ORDER BY id"
         ))?;
-        let rows = st.query_map(params![run_id], check_from_row)?;
+        let rows = st.query_map(params![run_id], |r| check_from_row(r))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

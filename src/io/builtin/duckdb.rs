@@ -38,10 +38,12 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use duckdb::Connection;
 
-use super::db::{Column, PARTITION_COLUMN, STORED_TABLE, quote_ident, schema_diff, table_name};
+use super::db::{
+    self, Column, PARTITION_COLUMN, STORED_TABLE, TableManager, TableTx, quote_ident, table_name,
+};
 use crate::io::{
     Data, DuckdbConfig, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext,
-    ResourceCx, Stored, Table, table,
+    ResourceCx, Stored, Table,
 };
 
 /// How long opening a database waits for another process that holds it.
@@ -345,157 +347,22 @@ impl DuckdbManager {
         columns_of(conn, None, &self.schema, table)
     }
 
-    /// Records that a partition (or, as the key `''`, an unpartitioned
-    /// table) is stored with `rows` rows.
-    pub(crate) fn record_stored(
+    /// The manager's database on `conn`, as the shared core drives it.
+    pub(crate) fn tx<'a>(&'a self, conn: &'a Connection) -> DuckTx<'a> {
+        DuckTx {
+            conn,
+            manager: self,
+        }
+    }
+
+    /// Runs `f` in one transaction (the schema created first when
+    /// missing), this process's writers queued first; committed when `f`
+    /// succeeds: on any error nothing changes.
+    fn write<T>(
         &self,
-        conn: &Connection,
         table: &str,
-        partition: Option<&str>,
-        rows: u64,
-    ) -> anyhow::Result<()> {
-        conn.execute(
-            &format!(
-                "INSERT OR REPLACE INTO {} (\"table\", \"partition\", \"rows\") VALUES ($1, $2, $3)",
-                self.qualified(STORED_TABLE)
-            ),
-            duckdb::params![table, partition.unwrap_or(""), rows as i64],
-        )?;
-        Ok(())
-    }
-
-    /// The rows recorded for a stored partition (key `''`: the whole
-    /// table), or `None` when nothing is recorded.
-    fn stored_rows(
-        &self,
-        conn: &Connection,
-        table: &str,
-        partition: Option<&str>,
-    ) -> anyhow::Result<Option<i64>> {
-        if self.table_columns(conn, STORED_TABLE)?.is_none() {
-            return Ok(None);
-        }
-        let mut stmt = conn.prepare(&format!(
-            "SELECT \"rows\" FROM {} WHERE \"table\" = $1 AND \"partition\" = $2",
-            self.qualified(STORED_TABLE)
-        ))?;
-        let mut rows = stmt.query(duckdb::params![table, partition.unwrap_or("")])?;
-        Ok(match rows.next()? {
-            Some(r) => Some(r.get(0)?),
-            None => None,
-        })
-    }
-
-    /// Makes the asset's table ready to receive rows of `wanted` columns
-    /// for `partition`, inside the open transaction: creates it on the
-    /// first write, applies the schema-change rule, gives columns that hold
-    /// no value yet the type `wanted` has for them, and deletes the rows
-    /// being replaced. Returns the table's columns (in table order).
-    pub(crate) fn prepare_target(
-        &self,
-        conn: &Connection,
-        ctx: &OutputContext,
-        wanted: &[Column],
-        all_null: &[bool],
-    ) -> anyhow::Result<Vec<Column>> {
-        let name = table_name(&ctx.asset_key);
-        let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
-        let qualified = self.qualified(&name);
-        let mut existing = self.table_columns(conn, &name)?;
-        if let Some(cols) = &existing
-            && retype_empty_columns(conn, &qualified, cols, wanted, all_null)?
-        {
-            existing = self.table_columns(conn, &name)?;
-        }
-        if let Some(existing) = existing {
-            let diff = schema_diff(&existing, wanted, partition.is_some(), all_null);
-            if diff.is_empty() {
-                match partition {
-                    Some(key) => conn.execute(
-                        &format!(
-                            "DELETE FROM {qualified} WHERE {} = $1",
-                            quote_ident(PARTITION_COLUMN)
-                        ),
-                        [key],
-                    )?,
-                    None => conn.execute(&format!("DELETE FROM {qualified}"), [])?,
-                };
-                return Ok(existing);
-            }
-            crate::io::schema_changed(
-                ctx,
-                &self.place(&name),
-                &diff,
-                &self.resource_key,
-                self.replace_on_schema_change,
-                partition.is_some(),
-            )?;
-            conn.execute_batch(&format!("DROP TABLE {qualified}"))?;
-        }
-        let mut defs = Vec::with_capacity(wanted.len() + 1);
-        let mut columns = Vec::with_capacity(wanted.len() + 1);
-        if partition.is_some() {
-            defs.push(format!(
-                "{} VARCHAR NOT NULL",
-                quote_ident(PARTITION_COLUMN)
-            ));
-            columns.push(Column {
-                name: PARTITION_COLUMN.into(),
-                ty: "VARCHAR".into(),
-            });
-        }
-        for c in wanted {
-            defs.push(format!("{} {}", quote_ident(&c.name), c.ty));
-            columns.push(c.clone());
-        }
-        conn.execute_batch(&format!("CREATE TABLE {qualified} ({})", defs.join(", ")))
-            .with_context(|| format!("cannot create {}", self.place(&name)))?;
-        Ok(columns)
-    }
-
-    /// Stores `t` as the asset's table or partition in one transaction: on
-    /// any error nothing changes.
-    fn store(&self, ctx: &OutputContext, t: &Table) -> anyhow::Result<u64> {
-        let name = table_name(&ctx.asset_key);
-        let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
-        let fields = t.schema.fields();
-        if fields.is_empty() {
-            return self.store_nothing(ctx);
-        }
-        let mut wanted = Vec::with_capacity(fields.len());
-        for f in fields {
-            if partition.is_some() && f.name() == PARTITION_COLUMN {
-                bail!(
-                    "the output has a column named `{PARTITION_COLUMN}`, which the duckdb manager \
-                     uses for the partition key of a partitioned asset: rename it"
-                );
-            }
-            let ty = duck_type(f.data_type()).ok_or_else(|| {
-                anyhow!(
-                    "column `{}` has type {}, which the duckdb manager cannot store \
-                     (integers, floats, decimals, text, booleans, dates, times, timestamps and binary can be)",
-                    f.name(),
-                    f.data_type()
-                )
-            })?;
-            wanted.push(Column {
-                name: f.name().clone(),
-                ty,
-            });
-        }
-        // Convert every column before touching the database.
-        let stage_schema = Arc::new(Schema::new(
-            wanted
-                .iter()
-                .map(|c| Field::new(&c.name, append_type(&c.ty), true))
-                .collect::<Vec<_>>(),
-        ));
-        let mut batches = Vec::with_capacity(t.batches.len());
-        for b in &t.batches {
-            batches.push(cast_batch(b, &stage_schema)?);
-        }
-        let all_null = super::db::all_null(t);
-
+        f: impl FnOnce(&mut DuckTx<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let mut conn = self.conn(true)?.expect("created");
         let db = conn.db.clone();
         let _guard = lock(&db.write);
@@ -503,142 +370,204 @@ impl DuckdbManager {
             .transaction()
             .with_context(|| format!("cannot start a transaction on `{}`", self.path.display()))?;
         self.ensure_schema(&tx)?;
-        self.prepare_target(&tx, ctx, &wanted, &all_null)?;
-        let rows = append_rows(&tx, &stage_schema, &batches)
-            .with_context(|| format!("cannot append rows for {}", self.place(&name)))?;
-        let cols: Vec<String> = wanted.iter().map(|c| quote_ident(&c.name)).collect();
-        let stage = format!("temp.main.{}", quote_ident(STAGE));
-        let qualified = self.qualified(&name);
-        let inserted = match partition {
-            Some(key) => tx.execute(
-                &format!(
-                    "INSERT INTO {qualified} ({}, {}) SELECT $1, {} FROM {stage} ORDER BY rowid",
-                    quote_ident(PARTITION_COLUMN),
-                    cols.join(", "),
-                    cols.join(", ")
-                ),
-                [key],
-            ),
-            None => tx.execute(
-                &format!(
-                    "INSERT INTO {qualified} ({}) SELECT {} FROM {stage} ORDER BY rowid",
-                    cols.join(", "),
-                    cols.join(", ")
-                ),
-                [],
-            ),
-        }
-        .with_context(|| format!("cannot insert into {}", self.place(&name)))?;
-        debug_assert_eq!(inserted as u64, rows);
-        tx.execute_batch(&format!("DROP TABLE {stage}"))?;
-        self.record_stored(&tx, &name, partition, rows)?;
+        let out = f(&mut self.tx(&tx))?;
         tx.commit()
-            .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
-        Ok(rows)
+            .with_context(|| format!("cannot commit to {}", self.place(table)))?;
+        Ok(out)
     }
 
-    /// Stores an output with no columns (an empty file): the partition (or
-    /// the whole table) is emptied, and recorded as stored with 0 rows. A
-    /// table that does not exist yet is not created: no columns, no types.
-    fn store_nothing(&self, ctx: &OutputContext) -> anyhow::Result<u64> {
+    /// Makes the asset's table ready to receive rows of `wanted` columns
+    /// for `ctx.partition` inside the open transaction on `conn`
+    /// ([`db::prepare_target`]).
+    pub(crate) fn prepare_target(
+        &self,
+        conn: &Connection,
+        ctx: &OutputContext,
+        wanted: &[Column],
+        all_null: &[bool],
+    ) -> anyhow::Result<()> {
+        let on_change = db::on_change(ctx, &self.resource_key, self.replace_on_schema_change);
         let name = table_name(&ctx.asset_key);
-        let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
-        let mut conn = self.conn(true)?.expect("created");
-        let db = conn.db.clone();
-        let _guard = lock(&db.write);
-        let tx = conn.transaction()?;
-        self.ensure_schema(&tx)?;
-        if self.table_columns(&tx, &name)?.is_some() {
-            let qualified = self.qualified(&name);
-            match partition {
-                Some(key) => tx.execute(
-                    &format!(
-                        "DELETE FROM {qualified} WHERE {} = $1",
-                        quote_ident(PARTITION_COLUMN)
-                    ),
-                    [key],
-                )?,
-                None => tx.execute(&format!("DELETE FROM {qualified}"), [])?,
-            };
-        }
-        self.record_stored(&tx, &name, partition, 0)?;
-        tx.commit()
-            .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
-        Ok(0)
+        let partition = db::partition_key(ctx);
+        db::prepare_target(
+            &mut self.tx(conn),
+            &name,
+            partition,
+            wanted,
+            all_null,
+            on_change,
+        )?;
+        Ok(())
     }
 
-    /// The rows of one partition (or of the whole table), without `dg_partition`.
+    /// The rows of one partition (or of the whole table), without
+    /// `dg_partition`, as DuckDB gives them, in `rowid` (write) order.
     fn read(
         &self,
         conn: &Connection,
         asset_key: &str,
         partition: Option<&str>,
     ) -> anyhow::Result<Table> {
-        let name = table_name(asset_key);
-        let Some(columns) = self.table_columns(conn, &name)? else {
-            if self.stored_rows(conn, &name, partition)? == Some(0) {
-                // Stored empty before the table had any columns.
-                return Ok(table::empty_table());
-            }
-            bail!(
-                "{} does not exist: materialize `{asset_key}` first",
-                self.place(&name)
-            );
-        };
-        let has_partition = columns.iter().any(|c| c.name == PARTITION_COLUMN);
-        if partition.is_some() && !has_partition {
-            bail!(
-                "{} has no `{PARTITION_COLUMN}` column: it was not written for a partitioned asset",
-                self.place(&name)
-            );
-        }
-        let select = columns
-            .iter()
-            .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
-            .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let qualified = self.qualified(&name);
-        let sql = match partition {
-            Some(_) => format!(
-                "SELECT {select} FROM {qualified} WHERE {} = $1 ORDER BY rowid",
-                quote_ident(PARTITION_COLUMN)
-            ),
-            None => format!("SELECT {select} FROM {qualified} ORDER BY rowid"),
-        };
-        let mut stmt = conn.prepare(&sql)?;
-        let values: Vec<Option<String>> =
-            partition.map(|k| Some(k.to_string())).into_iter().collect();
-        query_table(&mut stmt, &values)
-            .map_err(|e| anyhow!("{}: {}", self.place(&name), describe(&e, &sql)))
+        db::read(
+            &mut self.tx(conn),
+            asset_key,
+            partition,
+            |_, columns, name| {
+                let select = columns
+                    .iter()
+                    .map(|c| quote_ident(&c.name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = db::select_rows(&select, &self.qualified(name), partition, "$1", "rowid");
+                let mut stmt = conn.prepare(&sql)?;
+                let values: Vec<Option<String>> =
+                    partition.map(|k| Some(k.to_string())).into_iter().collect();
+                query_table(&mut stmt, &values)
+                    .map_err(|e| anyhow!("{}: {}", self.place(name), describe(&e, &sql)))
+            },
+        )
+    }
+}
+
+impl TableManager for DuckdbManager {
+    const KIND: &'static str = "duckdb";
+
+    fn place(&self, table: &str) -> String {
+        DuckdbManager::place(self, table)
     }
 
-    fn exists_inner(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
-        let Some(conn) = self.conn(false)? else {
-            return Ok(false);
-        };
+    fn stored_path(&self, table: &str) -> String {
+        format!("duckdb:{}#{}.{table}", self.path.display(), self.schema)
+    }
+
+    fn column_type(&self, f: &Field) -> anyhow::Result<String> {
+        duck_type(f.data_type()).ok_or_else(|| {
+            db::cannot_store(
+                Self::KIND,
+                f.name(),
+                f.data_type(),
+                Some("integers, floats, decimals, text, booleans, dates, times, timestamps and binary"),
+            )
+        })
+    }
+
+    fn store_nothing(&self, table: &str, partition: Option<&str>) -> anyhow::Result<u64> {
+        self.write(table, |tx| db::store_nothing(tx, table, partition))
+    }
+
+    fn store_rows(&self, ctx: &OutputContext, t: &Table, cols: &[Column]) -> anyhow::Result<u64> {
         let name = table_name(&ctx.asset_key);
-        let key = ctx.partition.as_ref().map(|p| p.key.as_str());
-        // An empty partition is stored: its existence is recorded, since no
-        // row says so. One with rows must still have them.
-        if self.stored_rows(&conn, &name, key)? == Some(0) {
-            return Ok(true);
+        let partition = db::partition_key(ctx);
+        // Convert every column before touching the database.
+        let stage_schema = Arc::new(Schema::new(
+            cols.iter()
+                .map(|c| Field::new(&c.name, append_type(&c.ty), true))
+                .collect::<Vec<_>>(),
+        ));
+        let mut batches = Vec::with_capacity(t.batches.len());
+        for b in &t.batches {
+            batches.push(cast_batch(b, &stage_schema)?);
         }
-        let Some(columns) = self.table_columns(&conn, &name)? else {
-            return Ok(false);
-        };
-        let Some(p) = &ctx.partition else {
-            return Ok(true);
-        };
-        if !columns.iter().any(|c| c.name == PARTITION_COLUMN) {
-            return Ok(false);
-        }
-        let mut stmt = conn.prepare(&format!(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = $1)",
-            self.qualified(&name),
-            quote_ident(PARTITION_COLUMN)
-        ))?;
-        Ok(stmt.query_row([&p.key], |r| r.get(0))?)
+        let all_null = db::all_null(t);
+        self.write(&name, |tx| {
+            self.prepare_target(tx.conn, ctx, cols, &all_null)?;
+            let rows = append_rows(tx.conn, &stage_schema, &batches)
+                .with_context(|| format!("cannot append rows for {}", self.place(&name)))?;
+            let stage = format!("temp.main.{}", quote_ident(STAGE));
+            let inserted = insert_from(tx.conn, &self.qualified(&name), cols, &stage, partition)
+                .with_context(|| format!("cannot insert into {}", self.place(&name)))?;
+            debug_assert_eq!(inserted as u64, rows);
+            tx.batch(&format!("DROP TABLE {stage}"))?;
+            tx.record_stored(&name, partition, rows)?;
+            Ok(rows)
+        })
+    }
+}
+
+/// Inserts the rows of `from` (the table's `columns`, no `dg_partition`)
+/// into `qualified`, in `rowid` order, with the partition key (a bound
+/// parameter) when there is one. Returns the rows inserted.
+pub(crate) fn insert_from(
+    conn: &Connection,
+    qualified: &str,
+    columns: &[Column],
+    from: &str,
+    partition: Option<&str>,
+) -> Result<usize, duckdb::Error> {
+    let cols = columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match partition {
+        Some(key) => conn.execute(
+            &format!(
+                "INSERT INTO {qualified} ({}, {cols}) SELECT $1, {cols} FROM {from} ORDER BY rowid",
+                quote_ident(PARTITION_COLUMN),
+            ),
+            [key],
+        ),
+        None => conn.execute(
+            &format!("INSERT INTO {qualified} ({cols}) SELECT {cols} FROM {from} ORDER BY rowid"),
+            [],
+        ),
+    }
+}
+
+/// The manager's database on one connection (or inside its open
+/// transaction), as the shared core ([`db`]) drives it.
+pub(crate) struct DuckTx<'a> {
+    pub(crate) conn: &'a Connection,
+    pub(crate) manager: &'a DuckdbManager,
+}
+
+impl TableTx for DuckTx<'_> {
+    const PARAMS: [&'static str; 3] = ["$1", "$2", "$3"];
+    const PARTITION_TYPE: &'static str = "VARCHAR";
+
+    fn qualified(&self, table: &str) -> String {
+        self.manager.qualified(table)
+    }
+
+    fn place(&self, table: &str) -> String {
+        self.manager.place(table)
+    }
+
+    fn columns(&mut self, table: &str) -> anyhow::Result<Option<Vec<Column>>> {
+        self.manager.table_columns(self.conn, table)
+    }
+
+    fn batch(&mut self, sql: &str) -> anyhow::Result<()> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[&str]) -> anyhow::Result<u64> {
+        Ok(self.conn.execute(sql, duckdb::params_from_iter(params))? as u64)
+    }
+
+    fn query_int(&mut self, sql: &str, params: &[&str]) -> anyhow::Result<Option<i64>> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let mut rows = stmt.query(duckdb::params_from_iter(params))?;
+        Ok(match rows.next()? {
+            Some(r) => Some(r.get(0)?),
+            None => None,
+        })
+    }
+
+    fn query_flag(&mut self, sql: &str, params: &[&str]) -> anyhow::Result<bool> {
+        let mut stmt = self.conn.prepare(sql)?;
+        Ok(stmt.query_row(duckdb::params_from_iter(params), |r| r.get(0))?)
+    }
+
+    fn record_stored(&mut self, table: &str, key: Option<&str>, rows: u64) -> anyhow::Result<()> {
+        self.conn.execute(
+            &format!(
+                "INSERT OR REPLACE INTO {} (\"table\", \"partition\", \"rows\") VALUES ($1, $2, $3)",
+                self.manager.qualified(STORED_TABLE)
+            ),
+            duckdb::params![table, key.unwrap_or(""), rows as i64],
+        )?;
+        Ok(())
     }
 }
 
@@ -692,48 +621,9 @@ pub(crate) fn columns_of(
     Ok((!cols.is_empty()).then_some(cols))
 }
 
-/// Gives the table's columns that hold no value yet (created from a
-/// header-only or all-empty output, which carries no types) the type
-/// `wanted` has for them, when it has one. Returns whether it did.
-fn retype_empty_columns(
-    conn: &Connection,
-    qualified: &str,
-    existing: &[Column],
-    wanted: &[Column],
-    all_null: &[bool],
-) -> anyhow::Result<bool> {
-    let mut changed = false;
-    for (i, w) in wanted.iter().enumerate() {
-        let Some(c) = existing.iter().find(|c| c.name == w.name) else {
-            continue;
-        };
-        if c.ty.eq_ignore_ascii_case(&w.ty) || all_null[i] {
-            continue;
-        }
-        let col = quote_ident(&c.name);
-        let has_value: bool = conn.query_row(
-            &format!("SELECT EXISTS (SELECT 1 FROM {qualified} WHERE {col} IS NOT NULL)"),
-            [],
-            |r| r.get(0),
-        )?;
-        if !has_value {
-            conn.execute_batch(&format!(
-                "ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {ty} USING CAST(NULL AS {ty})",
-                ty = w.ty
-            ))?;
-            changed = true;
-        }
-    }
-    Ok(changed)
-}
-
 /// `b`'s columns cast (strictly: a value that does not fit is an error) to
 /// `schema`'s types.
 pub(crate) fn cast_batch(b: &RecordBatch, schema: &Arc<Schema>) -> anyhow::Result<RecordBatch> {
-    let strict = CastOptions {
-        safe: false,
-        ..Default::default()
-    };
     let mut cols = Vec::with_capacity(b.num_columns());
     for (a, f) in b.columns().iter().zip(schema.fields()) {
         let to = f.data_type();
@@ -745,13 +635,7 @@ pub(crate) fn cast_batch(b: &RecordBatch, schema: &Arc<Schema>) -> anyhow::Resul
                 DataType::Date64 => arrow::compute::cast(a, &DataType::Date32)?,
                 _ => a.clone(),
             };
-            arrow::compute::cast_with_options(&a, to, &strict).map_err(|e| {
-                anyhow!(
-                    "column `{}` ({}) cannot be stored as {to}: {e}",
-                    f.name(),
-                    a.data_type()
-                )
-            })?
+            db::cast_strict(&a, to, f.name())?
         });
     }
     Ok(RecordBatch::try_new_with_options(
@@ -865,32 +749,7 @@ pub(crate) fn describe(e: &duckdb::Error, query: &str) -> String {
 
 impl IoManager for DuckdbManager {
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
-        let t = match data {
-            Data::Table(t) => t,
-            Data::File { path, format } => Arc::new(table::read(&path, format)?),
-            Data::Bytes(_) => bail!(
-                "the duckdb manager stores tables: opaque bytes (`file` format) cannot be stored"
-            ),
-        };
-        let name = table_name(&ctx.asset_key);
-        let started = Instant::now();
-        let rows = self.store(ctx, &t).with_context(|| {
-            format!("cannot store `{}` in {}", ctx.asset_key, self.place(&name))
-        })?;
-        ctx.log.info(format!(
-            "stored {rows} rows in {} ({:.3}s)",
-            self.place(&name),
-            started.elapsed().as_secs_f64()
-        ));
-        Ok(Stored {
-            path: Some(format!(
-                "duckdb:{}#{}.{name}",
-                self.path.display(),
-                self.schema
-            )),
-            rows: Some(rows),
-            bytes: None,
-        })
+        db::handle_output(self, ctx, data)
     }
 
     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
@@ -904,7 +763,7 @@ impl IoManager for DuckdbManager {
         // One transaction: every partition from the same snapshot.
         let tx = conn.transaction()?;
         let loaded = ctx.load_each(|out| {
-            let key = out.partition.as_ref().map(|p| p.key.as_str());
+            let key = db::partition_key(out);
             Ok(Data::Table(Arc::new(self.read(
                 &tx,
                 &out.asset_key,
@@ -916,64 +775,25 @@ impl IoManager for DuckdbManager {
     }
 
     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
-        self.exists_inner(ctx)
+        let Some(conn) = self.conn(false)? else {
+            return Ok(false);
+        };
+        db::exists(&mut self.tx(&conn), &ctx.asset_key, db::partition_key(ctx))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::db::testing;
     use super::*;
-    use arrow::array::{ArrayRef, Int64Array};
 
     fn manager(dir: &Path) -> DuckdbManager {
-        let cx = ResourceCx {
-            resource_key: "io_manager".into(),
-            project_root: dir.to_path_buf(),
-            state_dir: dir.join(".dg"),
-            run_id: "r".into(),
-        };
         let config = DuckdbConfig {
             path: "w.duckdb".into(),
             schema: "main".into(),
             replace_on_schema_change: false,
         };
-        DuckdbManager::new(config, &cx).unwrap()
-    }
-
-    fn output(key: &str) -> OutputContext {
-        OutputContext {
-            asset_key: "t".into(),
-            partition: Some(crate::io::PartitionRef {
-                key: key.into(),
-                dims: Vec::new(),
-                window: None,
-            }),
-            format: crate::io::Format::Csv,
-            resource_key: "io_manager".into(),
-            metadata: Default::default(),
-            run_id: "r".into(),
-            step_id: "s".into(),
-            log: Default::default(),
-        }
-    }
-
-    fn ints(values: &[i64]) -> Data {
-        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
-        let col: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));
-        let batch = RecordBatch::try_new(schema.clone(), vec![col]).unwrap();
-        Data::Table(Arc::new(Table {
-            schema,
-            batches: vec![batch],
-        }))
-    }
-
-    fn values(m: &DuckdbManager) -> Vec<i64> {
-        let conn = m.conn(false).unwrap().unwrap();
-        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
-        stmt.query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
+        DuckdbManager::new(config, &testing::cx(dir)).unwrap()
     }
 
     /// A failure inside the transaction, after the partition's rows were
@@ -989,12 +809,14 @@ mod tests {
             )
             .unwrap();
         }
-        m.handle_output(&output("a"), ints(&[1, 2])).unwrap();
-        let err = m.handle_output(&output("a"), ints(&[3, 500])).unwrap_err();
-        assert!(format!("{err:#}").contains("CHECK"), "{err:#}");
-        assert_eq!(values(&m), vec![1, 2]);
-        assert!(m.exists(&output("a")).unwrap());
-        assert!(!m.exists(&output("b")).unwrap());
+        testing::a_failure_changes_nothing(&m, || {
+            let conn = m.conn(false).unwrap().unwrap();
+            let mut stmt = conn.prepare("SELECT v FROM t ORDER BY rowid").unwrap();
+            stmt.query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        });
     }
 
     /// Two managers of the same file share one DuckDB instance, and it is

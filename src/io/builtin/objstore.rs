@@ -141,6 +141,17 @@ pub fn is_secret_option(name: &str) -> bool {
         .any(|w| n.contains(w))
 }
 
+/// A store URL that names no store dg can use.
+#[derive(Debug, thiserror::Error)]
+enum BadUrl {
+    #[error(
+        "`{url}` is not a URL ({error}): write `s3://bucket/prefix`, `gs://…`, `az://…` or `file:///folder`"
+    )]
+    NotUrl { url: String, error: url::ParseError },
+    #[error("`{0}://` is not a supported store: use `s3://`, `gs://`, `az://` or `file://`")]
+    Unsupported(String),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     S3,
@@ -150,27 +161,19 @@ enum Kind {
 }
 
 impl Kind {
-    fn of(url: &str) -> Result<(Kind, url::Url, ObjPath), String> {
-        let parsed = url::Url::parse(url).map_err(|e| {
-            format!("`{url}` is not a URL ({e}): write `s3://bucket/prefix`, `gs://…`, `az://…` or `file:///folder`")
+    fn of(url: &str) -> Result<(Kind, url::Url, ObjPath), BadUrl> {
+        let parsed = url::Url::parse(url).map_err(|error| BadUrl::NotUrl {
+            url: url.to_string(),
+            error,
         })?;
-        let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|_| {
-            format!(
-                "`{}://` is not a supported store: use `s3://`, `gs://`, `az://` or `file://`",
-                parsed.scheme()
-            )
-        })?;
+        let unsupported = || BadUrl::Unsupported(parsed.scheme().to_string());
+        let (scheme, path) = ObjectStoreScheme::parse(&parsed).map_err(|_| unsupported())?;
         let kind = match scheme {
             ObjectStoreScheme::AmazonS3 => Kind::S3,
             ObjectStoreScheme::GoogleCloudStorage => Kind::Gcs,
             ObjectStoreScheme::MicrosoftAzure => Kind::Azure,
             ObjectStoreScheme::Local => Kind::Local,
-            _ => {
-                return Err(format!(
-                    "`{}://` is not a supported store: use `s3://`, `gs://`, `az://` or `file://`",
-                    parsed.scheme()
-                ));
-            }
+            _ => return Err(unsupported()),
         };
         Ok((kind, parsed, path))
     }
@@ -222,8 +225,8 @@ impl ResourceType for ObjectStoreType {
         };
         // A URL from the environment is checked when the run starts.
         if !c.url.contains("${") {
-            let (kind, _, _) = Kind::of(&c.url).map_err(|m| ConfigError {
-                message: m,
+            let (kind, _, _) = Kind::of(&c.url).map_err(|e| ConfigError {
+                message: e.to_string(),
                 span: t.get("url").map(|v| v.span()),
             })?;
             for name in c.options.keys() {
@@ -646,9 +649,15 @@ mod tests {
         assert!(
             Kind::of("ftp://b/p")
                 .unwrap_err()
+                .to_string()
                 .contains("not a supported store")
         );
-        assert!(Kind::of("bucket").unwrap_err().contains("is not a URL"));
+        assert!(
+            Kind::of("bucket")
+                .unwrap_err()
+                .to_string()
+                .contains("is not a URL")
+        );
     }
 
     /// A `file://` store through the whole manager: store, exists, load.

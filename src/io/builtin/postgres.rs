@@ -33,17 +33,18 @@ use arrow::array::{
     Array, ArrayRef, BinaryArray, BinaryBuilder, BooleanArray, BooleanBuilder, Float64Array,
     Float64Builder, Int32Builder, Int64Array, Int64Builder, StringArray, StringBuilder,
 };
-use arrow::compute::CastOptions;
 use arrow::datatypes::{DataType, Date32Type, Field, Schema, TimeUnit, TimestampMicrosecondType};
-use arrow::record_batch::RecordBatch;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, IsolationLevel, NoTls};
 
-use super::db::{Column, PARTITION_COLUMN, STORED_TABLE, quote_ident, schema_diff, table_name};
+use super::db::{
+    self, Batcher, Column, ColumnBuilder, PARTITION_COLUMN, STORED_TABLE, TableManager, TableTx,
+    downcast, quote_ident, table_name,
+};
 use crate::io::{
     Data, InputContext, IoManager, IoManagerFactory, Loaded, OutputContext, PostgresConfig,
-    ResourceCx, Stored, Table, table,
+    ResourceCx, Stored, Table,
 };
 
 /// Postgres truncates longer identifiers (NAMEDATALEN - 1).
@@ -54,9 +55,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Bytes of CSV buffered before they are sent to `COPY`.
 const COPY_CHUNK: usize = 1 << 20;
-
-/// Rows per record batch when loading.
-const LOAD_BATCH_ROWS: usize = 8192;
 
 impl IoManagerFactory for PostgresConfig {
     fn create_io_manager(self, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
@@ -119,18 +117,7 @@ enum Col {
 
 impl Col {
     fn from_array(a: &ArrayRef, name: &str) -> anyhow::Result<Col> {
-        let strict = CastOptions {
-            safe: false,
-            ..Default::default()
-        };
-        let cast = |a: &ArrayRef, to: &DataType| {
-            arrow::compute::cast_with_options(a, to, &strict).map_err(|e| {
-                anyhow!(
-                    "column `{name}` ({}) cannot be stored as {to}: {e}",
-                    a.data_type()
-                )
-            })
-        };
+        let cast = |a: &ArrayRef, to: &DataType| db::cast_strict(a, to, name);
         Ok(match pg_type(a.data_type()) {
             Some("boolean") => Col::Bool(downcast::<BooleanArray>(a)),
             Some("integer" | "bigint") => Col::Int(downcast(&cast(a, &DataType::Int64)?)),
@@ -141,11 +128,14 @@ impl Col {
                 &DataType::Utf8,
             )?)),
             Some(_) => Col::Text(downcast(&cast(a, &DataType::Utf8)?)),
-            None => bail!(
-                "column `{name}` has type {}, which the postgres manager cannot store \
-                 (integers, floats, text, booleans, dates, times, timestamps and binary can be)",
-                a.data_type()
-            ),
+            None => {
+                return Err(db::cannot_store(
+                    "postgres",
+                    name,
+                    a.data_type(),
+                    Some("integers, floats, text, booleans, dates, times, timestamps and binary"),
+                ));
+            }
         })
     }
 
@@ -189,13 +179,6 @@ fn quote_csv(buf: &mut Vec<u8>, s: &str) {
         buf.extend_from_slice(s.as_bytes());
     }
     buf.push(b'"');
-}
-
-fn downcast<A: Clone + 'static>(a: &ArrayRef) -> A {
-    a.as_any()
-        .downcast_ref::<A>()
-        .expect("cast to the matching type")
-        .clone()
 }
 
 /// The `postgres` I/O manager of one run.
@@ -325,11 +308,6 @@ impl PostgresManager {
         })
     }
 
-    /// Redacts a whole error chain into one message.
-    fn clean(&self, e: anyhow::Error) -> anyhow::Error {
-        anyhow!("{}", self.secrets.redact(&format!("{e:#}")))
-    }
-
     pub(crate) fn qualified(&self, table: &str) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
     }
@@ -378,302 +356,78 @@ impl PostgresManager {
         Ok(())
     }
 
-    /// Stores `t` as the asset's table or partition in one transaction.
-    fn store(&self, ctx: &OutputContext, t: &Table) -> anyhow::Result<u64> {
-        let name = table_name(&ctx.asset_key);
-        if name.len() > MAX_IDENT {
-            bail!(
-                "the table name `{name}` is longer than Postgres allows ({MAX_IDENT} bytes): \
-                 shorten the asset key"
-            );
+    /// The manager's database on `client`, as the shared core drives it.
+    pub(crate) fn tx<'a, C>(&'a self, client: &'a mut C) -> PgTx<'a, C> {
+        PgTx {
+            client,
+            manager: self,
         }
-        let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
-        let fields = t.schema.fields();
-        if fields.is_empty() {
-            return self.store_nothing(ctx);
-        }
-        let mut wanted = Vec::with_capacity(fields.len());
-        for f in fields {
-            if partition.is_some() && f.name() == PARTITION_COLUMN {
-                bail!(
-                    "the output has a column named `{PARTITION_COLUMN}`, which the postgres manager \
-                     uses for the partition key of a partitioned asset: rename it"
-                );
-            }
-            if f.name().len() > MAX_IDENT {
-                bail!(
-                    "column `{}` has a name longer than Postgres allows ({MAX_IDENT} bytes)",
-                    f.name()
-                );
-            }
-            let ty = pg_type(f.data_type()).ok_or_else(|| {
-                anyhow!(
-                    "column `{}` has type {}, which the postgres manager cannot store",
-                    f.name(),
-                    f.data_type()
-                )
-            })?;
-            wanted.push(Column {
-                name: f.name().clone(),
-                ty: ty.to_string(),
-            });
-        }
-        // Convert every column before touching the database.
-        let mut batches = Vec::with_capacity(t.batches.len());
-        for b in &t.batches {
-            let cols = b
-                .columns()
-                .iter()
-                .zip(fields)
-                .map(|(a, f)| Col::from_array(a, f.name()))
-                .collect::<anyhow::Result<Vec<Col>>>()?;
-            batches.push((b.num_rows(), cols));
-        }
-        let all_null = super::db::all_null(t);
+    }
 
+    /// Runs `f` in one transaction on a pooled connection (the schema
+    /// created first when missing), holding the table's advisory lock, so
+    /// that writers of one table queue; committed when `f` succeeds.
+    pub(crate) fn write<T>(
+        &self,
+        table: &str,
+        f: impl FnOnce(&mut PgTx<'_, postgres::Transaction<'_>>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let mut conn = self.conn()?;
         self.ensure_schema(&mut conn)?;
         let mut tx = conn.transaction()?;
-        let qualified = self.qualified(&name);
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&format!("dg table {qualified}")],
-        )?;
-        let mut existing = table_columns(&mut tx, &self.schema, &name)?;
-        if let Some(cols) = &existing
-            && retype_empty_columns(&mut tx, &qualified, cols, &wanted, &all_null)?
-        {
-            existing = table_columns(&mut tx, &self.schema, &name)?;
-        }
-        let mut create = existing.is_none();
-        if let Some(existing) = existing {
-            let diff = schema_diff(&existing, &wanted, partition.is_some(), &all_null);
-            if !diff.is_empty() {
-                crate::io::schema_changed(
-                    ctx,
-                    &self.place(&name),
-                    &diff,
-                    &self.resource_key,
-                    self.replace_on_schema_change,
-                    partition.is_some(),
-                )?;
-                tx.batch_execute(&format!("DROP TABLE {qualified}"))?;
-                create = true;
-            }
-        }
-        if create {
-            let mut defs = Vec::with_capacity(wanted.len() + 1);
-            if partition.is_some() {
-                defs.push(format!("{} TEXT NOT NULL", quote_ident(PARTITION_COLUMN)));
-            }
-            for c in &wanted {
-                defs.push(format!(
-                    "{} {}",
-                    quote_ident(&c.name),
-                    c.ty.to_ascii_uppercase()
-                ));
-            }
-            tx.batch_execute(&format!("CREATE TABLE {qualified} ({})", defs.join(", ")))
-                .with_context(|| format!("cannot create {}", self.place(&name)))?;
-        } else {
-            clear_partition(&mut tx, &qualified, partition)?;
-        }
-        let rows = copy_rows(&mut tx, &qualified, &wanted, partition, &batches)
-            .with_context(|| format!("cannot copy rows into {}", self.place(&name)))?;
-        // Indexing a filled table is cheaper than maintaining the index row by row.
-        if create && partition.is_some() {
-            tx.batch_execute(&format!(
-                "CREATE INDEX ON {qualified} ({})",
-                quote_ident(PARTITION_COLUMN)
-            ))?;
-        }
-        self.record_stored(&mut tx, &name, partition, rows)?;
+        lock_table(&mut tx, &self.qualified(table))?;
+        let out = f(&mut self.tx(&mut tx))?;
         tx.commit()
-            .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
-        Ok(rows)
+            .with_context(|| format!("cannot commit to {}", self.place(table)))?;
+        Ok(out)
     }
 
-    /// Stores an output with no columns (an empty file): the partition (or
-    /// the whole table) is emptied and recorded as stored with 0 rows. A
-    /// table that does not exist yet is not created: no columns, no types.
-    fn store_nothing(&self, ctx: &OutputContext) -> anyhow::Result<u64> {
-        let name = table_name(&ctx.asset_key);
-        let partition = ctx.partition.as_ref().map(|p| p.key.as_str());
-        let mut conn = self.conn()?;
-        self.ensure_schema(&mut conn)?;
-        let mut tx = conn.transaction()?;
-        let qualified = self.qualified(&name);
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&format!("dg table {qualified}")],
-        )?;
-        if table_columns(&mut tx, &self.schema, &name)?.is_some() {
-            clear_partition(&mut tx, &qualified, partition)?;
-        }
-        self.record_stored(&mut tx, &name, partition, 0)?;
-        tx.commit()
-            .with_context(|| format!("cannot commit to {}", self.place(&name)))?;
-        Ok(0)
-    }
-
-    /// Records in [`STORED_TABLE`] that a partition (or, as the key `''`,
-    /// an unpartitioned table) is stored with `rows` rows.
-    pub(crate) fn record_stored(
-        &self,
-        client: &mut impl GenericClient,
-        table: &str,
-        partition: Option<&str>,
-        rows: u64,
-    ) -> anyhow::Result<()> {
-        client.execute(
-            &format!(
-                "INSERT INTO {} (\"table\", \"partition\", \"rows\") VALUES ($1, $2, $3) \
-                 ON CONFLICT (\"table\", \"partition\") DO UPDATE SET \"rows\" = EXCLUDED.\"rows\"",
-                self.qualified(STORED_TABLE)
-            ),
-            &[&table, &partition.unwrap_or(""), &(rows as i64)],
-        )?;
-        Ok(())
-    }
-
-    /// The rows recorded for a stored partition (key `''`: the whole
-    /// table), or `None` when nothing is recorded.
-    fn stored_rows(
-        &self,
-        client: &mut impl GenericClient,
-        table: &str,
-        partition: Option<&str>,
-    ) -> anyhow::Result<Option<i64>> {
-        let qualified = self.qualified(STORED_TABLE);
-        let present: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])?
-            .get(0);
-        if !present {
-            return Ok(None);
-        }
-        Ok(client
-            .query_opt(
-                &format!(
-                    "SELECT \"rows\" FROM {qualified} WHERE \"table\" = $1 AND \"partition\" = $2"
-                ),
-                &[&table, &partition.unwrap_or("")],
-            )?
-            .map(|r| r.get(0)))
-    }
-
-    /// The rows of one partition (or of the whole table), without `dg_partition`.
+    /// The rows of one partition (or of the whole table), without
+    /// `dg_partition`, typed by [`arrow_type`], in physical (`ctid`) order.
     fn read(
         &self,
         client: &mut impl GenericClient,
         asset_key: &str,
         partition: Option<&str>,
     ) -> anyhow::Result<Table> {
-        let name = table_name(asset_key);
-        let Some(columns) = table_columns(client, &self.schema, &name)? else {
-            if self.stored_rows(client, &name, partition)? == Some(0) {
-                // Stored empty before the table had any columns.
-                return Ok(table::empty_table());
-            }
-            bail!(
-                "{} does not exist: materialize `{asset_key}` first",
-                self.place(&name)
-            );
-        };
-        let has_partition = columns.iter().any(|c| c.name == PARTITION_COLUMN);
-        if partition.is_some() && !has_partition {
-            bail!(
-                "{} has no `{PARTITION_COLUMN}` column: it was not written for a partitioned asset",
-                self.place(&name)
-            );
-        }
-        let columns: Vec<Column> = columns
-            .into_iter()
-            .filter(|c| !(partition.is_some() && c.name == PARTITION_COLUMN))
-            .collect();
-        let mut fields = Vec::with_capacity(columns.len());
-        let mut exprs = Vec::with_capacity(columns.len());
-        for c in &columns {
-            let (t, expr) = arrow_type(&c.ty);
-            fields.push(Field::new(&c.name, t, true));
-            exprs.push(expr.replace("{}", &quote_ident(&c.name)));
-        }
-        let schema = Arc::new(Schema::new(fields));
-        let qualified = self.qualified(&name);
-        let select = if exprs.is_empty() {
-            "NULL".to_string()
-        } else {
-            exprs.join(", ")
-        };
-        let params: Vec<&(dyn ToSql + Sync)> = match &partition {
-            Some(key) => vec![key],
-            None => Vec::new(),
-        };
-        let sql = match partition {
-            Some(_) => format!(
-                "SELECT {select} FROM {qualified} WHERE {} = $1 ORDER BY ctid",
-                quote_ident(PARTITION_COLUMN)
-            ),
-            None => format!("SELECT {select} FROM {qualified} ORDER BY ctid"),
-        };
-        let mut rows = client.query_raw(sql.as_str(), params)?;
-        let mut builders: Vec<Builder> = schema
-            .fields()
-            .iter()
-            .map(|f| Builder::new(f.data_type()))
-            .collect();
-        let mut batches = Vec::new();
-        let mut n = 0;
-        while let Some(row) = rows.next()? {
-            for (i, b) in builders.iter_mut().enumerate() {
-                b.push(&row, i).map_err(|e| {
-                    anyhow!(
-                        "{}: column `{}`: {e}",
-                        self.place(&name),
-                        schema.field(i).name()
-                    )
-                })?;
-            }
-            n += 1;
-            if n == LOAD_BATCH_ROWS {
-                batches.push(finish(&schema, &mut builders)?);
-                n = 0;
-            }
-        }
-        if n > 0 || batches.is_empty() {
-            batches.push(finish(&schema, &mut builders)?);
-        }
-        Ok(Table { schema, batches })
+        db::read(
+            &mut self.tx(client),
+            asset_key,
+            partition,
+            |tx, columns, name| {
+                let mut fields = Vec::with_capacity(columns.len());
+                let mut exprs = Vec::with_capacity(columns.len());
+                for c in &columns {
+                    let (t, expr) = arrow_type(&c.ty);
+                    fields.push(Field::new(&c.name, t, true));
+                    exprs.push(expr.replace("{}", &quote_ident(&c.name)));
+                }
+                let select = if exprs.is_empty() {
+                    "NULL".to_string()
+                } else {
+                    exprs.join(", ")
+                };
+                let sql = db::select_rows(&select, &self.qualified(name), partition, "$1", "ctid");
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    partition.iter().map(|k| k as &(dyn ToSql + Sync)).collect();
+                let mut rows = tx.client.query_raw(sql.as_str(), params)?;
+                let schema = Arc::new(Schema::new(fields));
+                let mut out = Batcher::<Builder>::new(schema, self.place(name));
+                while let Some(row) = rows.next()? {
+                    out.push_row(|i, b| Ok(b.push(&row, i)?))?;
+                }
+                out.finish()
+            },
+        )
     }
 
     fn exists_inner(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
         let mut conn = self.conn()?;
-        let name = table_name(&ctx.asset_key);
-        let key = ctx.partition.as_ref().map(|p| p.key.as_str());
-        // An empty partition is stored: its existence is recorded, since no
-        // row says so. One with rows must still have them.
-        if self.stored_rows(&mut *conn, &name, key)? == Some(0) {
-            return Ok(true);
-        }
-        let Some(columns) = table_columns(&mut *conn, &self.schema, &name)? else {
-            return Ok(false);
-        };
-        let Some(p) = &ctx.partition else {
-            return Ok(true);
-        };
-        if !columns.iter().any(|c| c.name == PARTITION_COLUMN) {
-            return Ok(false);
-        }
-        let found: bool = conn
-            .query_one(
-                &format!(
-                    "SELECT EXISTS (SELECT 1 FROM {} WHERE {} = $1)",
-                    self.qualified(&name),
-                    quote_ident(PARTITION_COLUMN)
-                ),
-                &[&p.key],
-            )?
-            .get(0);
-        Ok(found)
+        db::exists(
+            &mut self.tx(&mut *conn),
+            &ctx.asset_key,
+            db::partition_key(ctx),
+        )
     }
 
     fn load_inner(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
@@ -685,7 +439,7 @@ impl PostgresManager {
             .read_only(true)
             .start()?;
         let loaded = ctx.load_each(|out| {
-            let key = out.partition.as_ref().map(|p| p.key.as_str());
+            let key = db::partition_key(out);
             Ok(Data::Table(Arc::new(self.read(
                 &mut tx,
                 &out.asset_key,
@@ -697,9 +451,158 @@ impl PostgresManager {
     }
 }
 
-fn finish(schema: &Arc<Schema>, builders: &mut [Builder]) -> anyhow::Result<RecordBatch> {
-    let cols: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
-    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+impl TableManager for PostgresManager {
+    const KIND: &'static str = "postgres";
+
+    fn place(&self, table: &str) -> String {
+        PostgresManager::place(self, table)
+    }
+
+    fn stored_path(&self, table: &str) -> String {
+        format!("{}#{}.{table}", self.masked_url(), self.schema)
+    }
+
+    fn check_name(&self, table: &str) -> anyhow::Result<()> {
+        if table.len() > MAX_IDENT {
+            bail!(
+                "the table name `{table}` is longer than Postgres allows ({MAX_IDENT} bytes): \
+                 shorten the asset key"
+            );
+        }
+        Ok(())
+    }
+
+    fn column_type(&self, f: &Field) -> anyhow::Result<String> {
+        if f.name().len() > MAX_IDENT {
+            bail!(
+                "column `{}` has a name longer than Postgres allows ({MAX_IDENT} bytes)",
+                f.name()
+            );
+        }
+        pg_type(f.data_type())
+            .map(str::to_string)
+            .ok_or_else(|| db::cannot_store(Self::KIND, f.name(), f.data_type(), None))
+    }
+
+    fn store_nothing(&self, table: &str, partition: Option<&str>) -> anyhow::Result<u64> {
+        self.write(table, |tx| db::store_nothing(tx, table, partition))
+    }
+
+    fn store_rows(&self, ctx: &OutputContext, t: &Table, cols: &[Column]) -> anyhow::Result<u64> {
+        let name = table_name(&ctx.asset_key);
+        let partition = db::partition_key(ctx);
+        let batches = db::convert_batches(t, Col::from_array)?;
+        let all_null = db::all_null(t);
+        let on_change = db::on_change(ctx, &self.resource_key, self.replace_on_schema_change);
+        self.write(&name, |tx| {
+            let created = db::prepare_target(tx, &name, partition, cols, &all_null, on_change)?;
+            let qualified = self.qualified(&name);
+            let rows = copy_rows(tx.client, &qualified, cols, partition, &batches)
+                .with_context(|| format!("cannot copy rows into {}", self.place(&name)))?;
+            // Indexing a filled table is cheaper than maintaining the index row by row.
+            if created && partition.is_some() {
+                tx.batch(&format!(
+                    "CREATE INDEX ON {qualified} ({})",
+                    quote_ident(PARTITION_COLUMN)
+                ))?;
+            }
+            tx.record_stored(&name, partition, rows)?;
+            Ok(rows)
+        })
+    }
+
+    fn clean(&self, e: anyhow::Error) -> anyhow::Error {
+        anyhow!("{}", self.secrets.redact(&format!("{e:#}")))
+    }
+}
+
+/// Takes the transaction-level advisory lock of a table's writers.
+pub(crate) fn lock_table(
+    client: &mut impl GenericClient,
+    qualified: &str,
+) -> Result<(), postgres::Error> {
+    client.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("dg table {qualified}")],
+    )?;
+    Ok(())
+}
+
+/// The manager's database on one connection or inside its open
+/// transaction, as the shared core ([`db`]) drives it. Driver errors are
+/// one line ([`error_text`]).
+pub(crate) struct PgTx<'a, C> {
+    pub(crate) client: &'a mut C,
+    pub(crate) manager: &'a PostgresManager,
+}
+
+/// A driver error as one line.
+fn pg(e: postgres::Error) -> anyhow::Error {
+    anyhow!("{}", error_text(&e))
+}
+
+/// Text parameters as the driver binds them.
+fn text_params<'p>(params: &'p [&'p str]) -> Vec<&'p (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+impl<C: GenericClient> TableTx for PgTx<'_, C> {
+    const PARAMS: [&'static str; 3] = ["$1", "$2", "$3"];
+    const PARTITION_TYPE: &'static str = "TEXT";
+
+    fn qualified(&self, table: &str) -> String {
+        self.manager.qualified(table)
+    }
+
+    fn place(&self, table: &str) -> String {
+        self.manager.place(table)
+    }
+
+    fn columns(&mut self, table: &str) -> anyhow::Result<Option<Vec<Column>>> {
+        table_columns(self.client, &self.manager.schema, table)
+    }
+
+    fn batch(&mut self, sql: &str) -> anyhow::Result<()> {
+        self.client.batch_execute(sql).map_err(pg)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[&str]) -> anyhow::Result<u64> {
+        self.client.execute(sql, &text_params(params)).map_err(pg)
+    }
+
+    fn query_int(&mut self, sql: &str, params: &[&str]) -> anyhow::Result<Option<i64>> {
+        let row = self
+            .client
+            .query_opt(sql, &text_params(params))
+            .map_err(pg)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn query_flag(&mut self, sql: &str, params: &[&str]) -> anyhow::Result<bool> {
+        let row = self
+            .client
+            .query_one(sql, &text_params(params))
+            .map_err(pg)?;
+        Ok(row.get(0))
+    }
+
+    fn record_stored(&mut self, table: &str, key: Option<&str>, rows: u64) -> anyhow::Result<()> {
+        self.client
+            .execute(
+                &format!(
+                    "INSERT INTO {} (\"table\", \"partition\", \"rows\") VALUES ($1, $2, $3) \
+                     ON CONFLICT (\"table\", \"partition\") DO UPDATE SET \"rows\" = EXCLUDED.\"rows\"",
+                    self.manager.qualified(STORED_TABLE)
+                ),
+                &[&table, &key.unwrap_or(""), &(rows as i64)],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn emptied_as(ty: &str) -> String {
+        format!("{} USING NULL", ty.to_ascii_uppercase())
+    }
 }
 
 /// Builds one loaded column from Postgres values.
@@ -714,7 +617,7 @@ enum Builder {
     Bytes(BinaryBuilder),
 }
 
-impl Builder {
+impl ColumnBuilder for Builder {
     fn new(t: &DataType) -> Self {
         match t {
             DataType::Int32 => Builder::Int32(Int32Builder::new()),
@@ -726,22 +629,6 @@ impl Builder {
             DataType::Binary => Builder::Bytes(BinaryBuilder::new()),
             _ => Builder::Text(StringBuilder::new()),
         }
-    }
-
-    fn push(&mut self, row: &postgres::Row, i: usize) -> Result<(), postgres::Error> {
-        match self {
-            Builder::Int32(b) | Builder::Date(b) => {
-                b.append_option(row.try_get::<_, Option<i32>>(i)?)
-            }
-            Builder::Int64(b) | Builder::Micros(b, _) => {
-                b.append_option(row.try_get::<_, Option<i64>>(i)?)
-            }
-            Builder::Float(b) => b.append_option(row.try_get::<_, Option<f64>>(i)?),
-            Builder::Bool(b) => b.append_option(row.try_get::<_, Option<bool>>(i)?),
-            Builder::Text(b) => b.append_option(row.try_get::<_, Option<&str>>(i)?),
-            Builder::Bytes(b) => b.append_option(row.try_get::<_, Option<&[u8]>>(i)?),
-        }
-        Ok(())
     }
 
     fn finish(&mut self) -> ArrayRef {
@@ -768,40 +655,22 @@ impl Builder {
     }
 }
 
-/// Gives the table's columns that hold no value yet (created from a
-/// header-only or all-empty output, which carries no types) the type
-/// `wanted` has for them, when it has one. Returns whether it did.
-pub(crate) fn retype_empty_columns(
-    client: &mut impl GenericClient,
-    qualified: &str,
-    existing: &[Column],
-    wanted: &[Column],
-    all_null: &[bool],
-) -> anyhow::Result<bool> {
-    let mut changed = false;
-    for (i, w) in wanted.iter().enumerate() {
-        let Some(c) = existing.iter().find(|c| c.name == w.name) else {
-            continue;
-        };
-        if c.ty.eq_ignore_ascii_case(&w.ty) || all_null[i] {
-            continue;
+impl Builder {
+    fn push(&mut self, row: &postgres::Row, i: usize) -> Result<(), postgres::Error> {
+        match self {
+            Builder::Int32(b) | Builder::Date(b) => {
+                b.append_option(row.try_get::<_, Option<i32>>(i)?)
+            }
+            Builder::Int64(b) | Builder::Micros(b, _) => {
+                b.append_option(row.try_get::<_, Option<i64>>(i)?)
+            }
+            Builder::Float(b) => b.append_option(row.try_get::<_, Option<f64>>(i)?),
+            Builder::Bool(b) => b.append_option(row.try_get::<_, Option<bool>>(i)?),
+            Builder::Text(b) => b.append_option(row.try_get::<_, Option<&str>>(i)?),
+            Builder::Bytes(b) => b.append_option(row.try_get::<_, Option<&[u8]>>(i)?),
         }
-        let col = quote_ident(&c.name);
-        let has_value: bool = client
-            .query_one(
-                &format!("SELECT EXISTS (SELECT 1 FROM {qualified} WHERE {col} IS NOT NULL)"),
-                &[],
-            )?
-            .get(0);
-        if !has_value {
-            client.batch_execute(&format!(
-                "ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {ty} USING NULL",
-                ty = w.ty.to_ascii_uppercase()
-            ))?;
-            changed = true;
-        }
+        Ok(())
     }
-    Ok(changed)
 }
 
 /// The columns of `schema.table` (with `format_type` types), or `None`
@@ -882,29 +751,7 @@ fn copy_rows(
 
 impl IoManager for PostgresManager {
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
-        let t = match data {
-            Data::Table(t) => t,
-            Data::File { path, format } => Arc::new(table::read(&path, format)?),
-            Data::Bytes(_) => bail!(
-                "the postgres manager stores tables: opaque bytes (`file` format) cannot be stored"
-            ),
-        };
-        let name = table_name(&ctx.asset_key);
-        let started = std::time::Instant::now();
-        let rows = self
-            .store(ctx, &t)
-            .with_context(|| format!("cannot store `{}` in {}", ctx.asset_key, self.place(&name)))
-            .map_err(|e| self.clean(e))?;
-        ctx.log.info(format!(
-            "stored {rows} rows in {} ({:.3}s)",
-            self.place(&name),
-            started.elapsed().as_secs_f64()
-        ));
-        Ok(Stored {
-            path: Some(format!("{}#{}.{}", self.masked_url(), self.schema, name)),
-            rows: Some(rows),
-            bytes: None,
-        })
+        db::handle_output(self, ctx, data)
     }
 
     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
@@ -913,25 +760,6 @@ impl IoManager for PostgresManager {
 
     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
         self.exists_inner(ctx).map_err(|e| self.clean(e))
-    }
-}
-
-/// Deletes the stored rows of `partition` (all rows when unpartitioned),
-/// inside the caller's transaction.
-fn clear_partition(
-    tx: &mut postgres::Transaction<'_>,
-    qualified: &str,
-    partition: Option<&str>,
-) -> Result<u64, postgres::Error> {
-    match partition {
-        Some(key) => tx.execute(
-            &format!(
-                "DELETE FROM {qualified} WHERE {} = $1",
-                quote_ident(PARTITION_COLUMN)
-            ),
-            &[&key],
-        ),
-        None => tx.execute(&format!("DELETE FROM {qualified}"), &[]),
     }
 }
 
