@@ -1170,3 +1170,73 @@ pub struct CommandConfig {
     #[serde(default)]
     pub config: toml::Table,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_context_takes_the_upstreams_defaults() {
+        let up = OutputContext::new("raw/events", Format::Parquet)
+            .with_partition(PartitionRef::new("2024-01-01"))
+            .with_resource_key("lake")
+            .with_run("r1", "raw/events[2024-01-01]");
+        let ctx = InputContext::new("events", "report", up);
+        assert_eq!(ctx.upstream_output.partition, None);
+        assert_eq!(ctx.format, Format::Parquet);
+        assert_eq!(ctx.resource_key, "lake");
+        assert_eq!(
+            (ctx.run_id.as_str(), ctx.step_id.as_str()),
+            ("r1", "raw/events[2024-01-01]")
+        );
+        assert!(!ctx.upstream_partitioned);
+        let ctx = ctx
+            .with_partitions(vec![PartitionRef::new("2024-01-01")])
+            .with_format(Format::Csv)
+            .with_step_id("report");
+        assert!(ctx.upstream_partitioned);
+        assert_eq!(ctx.partitions.len(), 1);
+        assert_eq!(ctx.format, Format::Csv);
+    }
+
+    #[test]
+    fn data_is_written_atomically_and_loaded_back_as_files() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let src = dir.path().join("step-output.csv");
+        std::fs::write(&src, "a,b\n1,2\n").unwrap();
+        let data = Data::File {
+            path: src,
+            format: Format::Csv,
+        };
+        let dest = dir.path().join("store/x/y.jsonl");
+        let bytes = data.write_atomically(&dest, Format::Jsonl).unwrap();
+        assert_eq!(bytes, std::fs::metadata(&dest).unwrap().len());
+        assert_eq!(
+            std::fs::read_to_string(&dest).unwrap(),
+            "{\"a\":1,\"b\":2}\n"
+        );
+        // Nothing but the file is left beside it.
+        let left: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["y.jsonl"]);
+
+        let ctx = InputContext::new("y", "reader", OutputContext::new("x/y", Format::Jsonl));
+        let store = dir.path().join("store");
+        let path = |out: &OutputContext| store.join(format!("{}.jsonl", out.asset_key));
+        match ctx.load_files(Format::Jsonl, path).unwrap() {
+            Loaded::Single(Data::File { path, format }) => {
+                assert_eq!((path, format), (dest, Format::Jsonl));
+            }
+            other => panic!("{other:?}"),
+        }
+        let missing = ctx
+            .load_files(Format::Jsonl, |_| dir.path().join("nope.jsonl"))
+            .unwrap_err();
+        assert!(
+            missing.to_string().starts_with("`x/y` is not stored: no `"),
+            "{missing}"
+        );
+    }
+}
