@@ -99,16 +99,14 @@ impl IoManager for ExternalIoManager {
             _ => anyhow::bail!("`{}`: the external API stores tables only", ctx.asset_key),
         };
         let key = Self::object_key(ctx);
-        let bytes = self.api.put(&key, &rows, &ctx.run_id)?;
+        let bytes = self.api.put(&key, &rows)?;
         ctx.log.info(format_args!(
             "external: stored `{key}`: {} rows",
             rows.num_rows()
         ));
-        let stored = Stored {
-            path: Some(format!("external://{key}")),
-            rows: Some(rows.num_rows() as u64),
-            bytes: Some(bytes),
-        };
+        let stored = Stored::at(format!("external://{key}"))
+            .with_rows(rows.num_rows() as u64)
+            .with_bytes(bytes);
         // Write-through: a step later in this run reads it without a fetch.
         self.cache.lock().unwrap().insert(key, rows);
         Ok(stored)
@@ -162,15 +160,8 @@ impl ExternalApi {
         p.into()
     }
 
-    fn put(&self, key: &str, rows: &Table, run_id: &str) -> anyhow::Result<u64> {
-        let path = self.path(key);
-        let dir = path.parent().expect("below the API folder");
-        std::fs::create_dir_all(dir)?;
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = dir.join(format!(".{name}.tmp-{run_id}"));
-        let bytes = table::write(rows, &tmp, Format::Csv)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(bytes)
+    fn put(&self, key: &str, rows: &Arc<Table>) -> anyhow::Result<u64> {
+        Data::Table(rows.clone()).write_atomically(&self.path(key), Format::Csv)
     }
 
     fn get(&self, key: &str) -> anyhow::Result<Table> {

@@ -90,29 +90,13 @@ impl IoManager for BetterCsvManager {
 
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
         let path = self.path(ctx);
-        let dir = path.parent().expect("below base_dir");
-        std::fs::create_dir_all(dir)?;
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = dir.join(format!(".{name}.tmp-{}", ctx.run_id));
-        let csv = table::to_file(&data, Format::Csv, &tmp)?;
-        if csv != tmp {
-            std::fs::copy(&csv, &tmp)?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        Ok(Stored {
-            path: Some(path.display().to_string()),
-            ..Stored::default()
-        })
+        data.write_atomically(&path, Format::Csv)?;
+        Ok(Stored::at(path.display().to_string()))
     }
 
     /// The whole table, as stored.
     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
-        ctx.load_each(|out| {
-            Ok(Data::File {
-                path: self.stored(out)?,
-                format: Format::Csv,
-            })
-        })
+        ctx.load_files(Format::Csv, |out| self.path(out))
     }
 
     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
@@ -171,14 +155,13 @@ impl ColumnLoader {
                 names.join(", ")
             );
         };
-        Ok(Table {
-            schema: Arc::new(all.schema.project(&[i])?),
-            batches: all
-                .batches
+        Ok(Table::new(
+            Arc::new(all.schema.project(&[i])?),
+            all.batches
                 .iter()
                 .map(|b| b.project(&[i]))
                 .collect::<Result<_, _>>()?,
-        })
+        ))
     }
 }
 

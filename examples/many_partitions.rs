@@ -30,21 +30,18 @@
 //! | `pd.concat(list(upstream_asset.values()))` | done by dg: the step gets one file with every partition's rows in order (`$DG_INPUT_UPSTREAM_ASSET`), and the list of partitions (`$DG_INPUT_UPSTREAM_ASSET_PARTITIONS`) |
 //!
 //! This manager stores every partition as JSON lines, converting from the
-//! step's CSV with [`dg::io::table`]; dg converts back to CSV for the
-//! reading step.
+//! step's CSV with [`Data::write_atomically`]; dg converts back to CSV for
+//! the reading step.
 //!
 //! ```sh
 //! cargo run --example many_partitions -- --project examples/many_partitions \
 //!     --now 2022-01-02T00:00:00Z materialize --partition 2022-01-01
 //! ```
-//!
-//! [`dg::io::table`]: dg::io::table
 
 use std::path::PathBuf;
 
 use dg::io::{
     Data, Format, InputContext, IoManager, Loaded, OutputContext, Registry, ResourceCx, Stored,
-    table,
 };
 use serde::Deserialize;
 
@@ -79,22 +76,10 @@ impl IoManager for JsonlPartitions {
 
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
         let path = self.path(ctx);
-        let dir = path.parent().expect("below base_dir");
-        std::fs::create_dir_all(dir)?;
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = dir.join(format!(".{name}.tmp-{}", ctx.run_id));
-        // The step wrote CSV: read it into Arrow and write JSON lines. (Had
-        // it written JSON lines, `to_file` would return its file as is.)
-        let jsonl = table::to_file(&data, Format::Jsonl, &tmp)?;
-        if jsonl != tmp {
-            std::fs::copy(&jsonl, &tmp)?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        Ok(Stored {
-            path: Some(path.display().to_string()),
-            bytes: Some(std::fs::metadata(&path)?.len()),
-            rows: None,
-        })
+        // The step wrote CSV: it is read into Arrow and written as JSON
+        // lines (a file already in JSON lines would be copied as is).
+        let bytes = data.write_atomically(&path, Format::Jsonl)?;
+        Ok(Stored::at(path.display().to_string()).with_bytes(bytes))
     }
 
     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
@@ -110,21 +95,12 @@ impl IoManager for JsonlPartitions {
             ));
         }
         // One entry per partition, in `ctx.partitions` order: for the
-        // daily partition 2022-01-01, the hours 00:00 to 23:00.
-        ctx.load_each(|out| {
-            let path = self.path(out);
-            if !path.is_file() {
-                anyhow::bail!("`{}` is not stored: no `{}`", out.asset_key, path.display());
-            }
-            // The stored file as it is; dg converts it to the step's
-            // format and concatenates the partitions in this order.
-            // (`Data::Table(Arc::new(table::read(&path, Format::Jsonl)?))`
-            // would hand over the rows in memory.)
-            Ok(Data::File {
-                path,
-                format: Format::Jsonl,
-            })
-        })
+        // daily partition 2022-01-01, the hours 00:00 to 23:00. Each is
+        // the stored file as it is; dg converts it to the step's format
+        // and concatenates the partitions in this order. (`load_each`
+        // returning `Data::Table(Arc::new(table::read(&path,
+        // Format::Jsonl)?))` would hand over the rows in memory.)
+        ctx.load_files(Format::Jsonl, |out| self.path(out))
     }
 
     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {

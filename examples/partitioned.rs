@@ -25,6 +25,7 @@
 //! | `context.asset_partitions_time_window` | [`PartitionRef::window`]: `(start, end)` of a time partition (of the time dimension of a multi partition) |
 //! | `context.asset_partition_keys` in `load_input` | [`InputContext::partitions`], loaded in order with [`InputContext::load_each`] |
 //! | `context.add_output_metadata(…)` | the [`Stored`] returned by `handle_output` (path, rows, bytes), recorded with the materialization |
+//! | `write_csv` / `read_csv` | [`Data::write_atomically`] / [`InputContext::load_files`], which hands the stored files back as [`Data::File`] |
 //!
 //! Layout, below `root` (default `data`):
 //!
@@ -39,7 +40,7 @@
 //!     --now 2024-02-02T00:00:00Z materialize --partition-range '2024-01-31...2024-02-01'
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dg::io::{
     Data, Format, InputContext, IoManager, Loaded, OutputContext, Registry, ResourceCx, Stored,
@@ -93,7 +94,7 @@ impl IoManager for MyPartitionedIoManager {
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
         // One call stores one partition: the step materialized exactly one.
         let path = self.path(ctx);
-        let bytes = write_csv(&data, &path, &ctx.run_id)?;
+        let bytes = data.write_atomically(&path, Format::Csv)?;
         let rows = table::read(&path, Format::Csv)?.num_rows() as u64;
         if let Some(p) = &ctx.partition {
             let window = match &p.window {
@@ -110,45 +111,21 @@ impl IoManager for MyPartitionedIoManager {
             ));
         }
         // Recorded with the materialization as `dg/path`, `dg/rows`, `dg/bytes`.
-        Ok(Stored {
-            path: Some(path.display().to_string()),
-            rows: Some(rows),
-            bytes: Some(bytes),
-        })
+        Ok(Stored::at(path.display().to_string())
+            .with_rows(rows)
+            .with_bytes(bytes))
     }
 
     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
         // Every partition the input's mapping selects (one for the same
-        // partition of a same-partitioned upstream), in order.
-        ctx.load_each(|out| {
-            let path = self.path(out);
-            if !path.is_file() {
-                anyhow::bail!("`{}` is not stored: no `{}`", out.asset_key, path.display());
-            }
-            Ok(Data::File {
-                path,
-                format: Format::Csv,
-            })
-        })
+        // partition of a same-partitioned upstream), in order, as the
+        // stored files.
+        ctx.load_files(Format::Csv, |out| self.path(out))
     }
 
     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
         Ok(self.path(ctx).is_file())
     }
-}
-
-/// `data` as CSV at `path`, atomically. Returns the bytes written.
-fn write_csv(data: &Data, path: &Path, run_id: &str) -> anyhow::Result<u64> {
-    let dir = path.parent().expect("a path below the root");
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{run_id}"));
-    let csv = table::to_file(data, Format::Csv, &tmp)?;
-    if csv != tmp {
-        std::fs::copy(&csv, &tmp)?;
-    }
-    std::fs::rename(&tmp, path)?;
-    Ok(std::fs::metadata(path)?.len())
 }
 
 fn main() {

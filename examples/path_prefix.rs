@@ -24,7 +24,7 @@
 //! | `class MyIOManager(dg.ConfigurableIOManager)` with typed attributes | a `Deserialize` struct with `deny_unknown_fields` that implements [`IoManager`], registered with [`Registry::register_manager`] |
 //! | `resources={"io_manager": MyIOManager(root_path="/tmp/")}` | `[resources.io_manager]` with `type = "prefixed_csv"` and `root = "lake"` |
 //! | `context.asset_key.path` | [`OutputContext::key_segments`] |
-//! | `write_csv` / `read_csv` | [`dg::io::table::to_file`] / handing the stored file back as [`Data::File`] |
+//! | `write_csv` / `read_csv` | [`Data::write_atomically`] / handing the stored file back as [`Data::File`] |
 //!
 //! The project `examples/path_prefix/` uses it; run it with
 //!
@@ -33,14 +33,11 @@
 //! ```
 //!
 //! and `raw/orders` is stored at `lake/team_a/v1/raw/orders.csv`.
-//!
-//! [`dg::io::table::to_file`]: dg::io::table::to_file
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use dg::io::{
     Data, Format, InputContext, IoManager, Loaded, OutputContext, Registry, ResourceCx, Stored,
-    table,
 };
 use serde::Deserialize;
 
@@ -91,17 +88,15 @@ impl IoManager for MyIoManager {
 
     fn handle_output(&self, ctx: &OutputContext, data: Data) -> anyhow::Result<Stored> {
         let path = self.path(ctx)?;
-        let bytes = write_csv(&data, &path, &ctx.run_id)?;
+        // The guide's `write_csv`: a temporary file beside `path`, then a
+        // rename, so that no reader sees half a file.
+        let bytes = data.write_atomically(&path, Format::Csv)?;
         ctx.log.info(format_args!(
             "prefixed_csv: stored `{}` at {}",
             ctx.asset_key,
             path.display()
         ));
-        Ok(Stored {
-            path: Some(path.display().to_string()),
-            rows: None,
-            bytes: Some(bytes),
-        })
+        Ok(Stored::at(path.display().to_string()).with_bytes(bytes))
     }
 
     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
@@ -127,22 +122,6 @@ impl IoManager for MyIoManager {
     fn exists(&self, ctx: &OutputContext) -> anyhow::Result<bool> {
         Ok(self.path(ctx)?.is_file())
     }
-}
-
-/// The guide's `write_csv`: `data` as CSV at `path`, atomically (a
-/// temporary file beside it, then a rename). Returns the bytes written.
-fn write_csv(data: &Data, path: &Path, run_id: &str) -> anyhow::Result<u64> {
-    let dir = path.parent().expect("a path below the root");
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{run_id}"));
-    // The step's own file when it already is CSV, else a conversion at `tmp`.
-    let csv = table::to_file(data, Format::Csv, &tmp)?;
-    if csv != tmp {
-        std::fs::copy(&csv, &tmp)?;
-    }
-    std::fs::rename(&tmp, path)?;
-    Ok(std::fs::metadata(path)?.len())
 }
 
 fn main() {

@@ -4,8 +4,10 @@
 
 use serde::Deserialize;
 
-/// Storage formats for tabular and opaque data.
+/// Storage formats for tabular and opaque data. More may come: a match
+/// outside dg needs a `_` arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[non_exhaustive]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// A table as CSV with a header row (`.csv`).

@@ -241,7 +241,7 @@ impl Planned {
             cancel,
             Some(store.clone()),
         )
-        .map_err(|errors| Error::Plan(Message::errors(errors)))?;
+        .map_err(|errors| Error::Plan(Message::errors(errors.iter().map(ToString::to_string))))?;
         rc.profile = project.selected_profile.clone();
         check_inputs(&rc)?;
         let mut warnings = Vec::new();
@@ -327,7 +327,7 @@ impl Run {
                     Err(e) => {
                         let _ = history.finish();
                         let _ = store.end_run(run_id, RunStatus::Failure, &exec::timestamp(), 0);
-                        return Err(Error::usage(e));
+                        return Err(Error::usage(e.to_string()));
                     }
                 }
             }
@@ -394,7 +394,7 @@ pub fn step_ctx(
         cancel,
         Some(store.clone()),
     )
-    .map_err(|errors| Error::Plan(Message::errors(errors)))?;
+    .map_err(|errors| Error::Plan(Message::errors(errors.iter().map(ToString::to_string))))?;
     if rc.step_id(0) != spec.step_id {
         return Err(Error::usage(format!(
             "the step spec names step `{}`, but the definitions here make it `{}`",

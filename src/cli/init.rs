@@ -73,7 +73,7 @@ pub fn init(s: &Session, dir: Option<&Path>) -> Result<Outcome, Error> {
     let shown = shown_dir(&root, &s.cwd);
     // A folder that holds a project already is refused (exit 1, nothing changed).
     check_empty(&root, &shown).map_err(|e| {
-        Error::io(e).help(
+        e.help(
             "run `dg check defs` there to use that project, or pick another folder: `dg init NEW_DIR`",
         )
     })?;
@@ -104,27 +104,27 @@ fn shown_dir(root: &Path, cwd: &Path) -> String {
 }
 
 /// Refuses a folder that already holds a project: `dg.toml`, or a
-/// definitions folder with anything in it.
-fn check_empty(root: &Path, shown: &str) -> Result<(), String> {
+/// definitions folder with anything in it (an [`Error::Io`]: exit 1).
+fn check_empty(root: &Path, shown: &str) -> Result<(), Error> {
     if root.symlink_metadata().is_err() {
         return Ok(());
     }
     if !root.is_dir() {
-        return Err(format!("`{shown}` exists and is not a folder"));
+        return Err(Error::io(format!("`{shown}` exists and is not a folder")));
     }
     let config = root.join(CONFIG_FILE);
     if config.symlink_metadata().is_ok() {
-        return Err(format!(
+        return Err(Error::io(format!(
             "`{shown}` already holds a dg project (it has `{CONFIG_FILE}`): nothing was changed"
-        ));
+        )));
     }
     let defs = root.join("defs");
     if defs.symlink_metadata().is_ok() {
         let empty = std::fs::read_dir(&defs).is_ok_and(|mut d| d.next().is_none());
         if !empty {
-            return Err(format!(
+            return Err(Error::io(format!(
                 "`{shown}` already holds definitions (`defs/` is not empty): nothing was changed"
-            ));
+            )));
         }
     }
     Ok(())

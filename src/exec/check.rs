@@ -14,10 +14,12 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::RunCtx;
+use super::error::StepError;
 use super::process::Watchdog;
 use super::sql::{self, Params};
 use super::step::{env_name, materialize_input, partition_ref, read_messages};
@@ -86,7 +88,7 @@ struct CheckCx<'a> {
     asset: &'a Asset,
     partition: Option<PartitionRef>,
     /// The stored partition, loaded once for every check that needs it.
-    loaded: Option<Result<Loaded, String>>,
+    loaded: Option<Result<Loaded, Arc<StepError>>>,
     work: std::path::PathBuf,
 }
 
@@ -108,7 +110,7 @@ impl CheckCx<'_> {
             let r = self.run(check, dog, log);
             let (passed, message, metadata) = match r {
                 Ok(x) => x,
-                Err(e) => (false, Some(e), serde_json::Map::new()),
+                Err(e) => (false, Some(e.to_string()), serde_json::Map::new()),
             };
             let _ = writeln!(
                 log,
@@ -142,7 +144,7 @@ impl CheckCx<'_> {
         }
     }
 
-    fn run(&mut self, check: &Check, dog: &Watchdog, log: &mut File) -> Result<Result3, String> {
+    fn run(&mut self, check: &Check, dog: &Watchdog, log: &mut File) -> Result<Result3, StepError> {
         match &check.kind {
             CheckKind::Sql(q) => self.sql(q).map(|rows| {
                 let passed = rows.rows == 0;
@@ -158,7 +160,10 @@ impl CheckCx<'_> {
             CheckKind::Command(argv) => {
                 let mut args = Vec::with_capacity(argv.len());
                 for a in argv {
-                    args.push(a.resolve_env().map_err(|e| format!("`command`: {e}"))?);
+                    args.push(
+                        a.resolve_env()
+                            .map_err(|e| StepError::unset("command", e))?,
+                    );
                 }
                 let mut c = Command::new(&args[0]);
                 c.args(&args[1..]);
@@ -178,7 +183,7 @@ impl CheckCx<'_> {
         }
     }
 
-    fn sql(&mut self, query: &str) -> Result<sql::CheckRows, String> {
+    fn sql(&mut self, query: &str) -> Result<sql::CheckRows, StepError> {
         let asset = self.asset;
         let manager = self.rc.manager(&asset.io_manager)?;
         let key = self.partition.as_ref().map(|p| p.key.as_str());
@@ -191,14 +196,14 @@ impl CheckCx<'_> {
                 query,
                 params: &params,
             };
-            return db.check(&q).map_err(|e| e.to_string());
+            return db.check(&q).map_err(StepError::sql);
         }
         let loaded = self.load()?;
-        sql::check_embedded(table_name(asset), loaded, query, &params).map_err(|e| e.to_string())
+        sql::check_embedded(table_name(asset), loaded, query, &params).map_err(StepError::sql)
     }
 
     /// The stored partition, through the asset's manager.
-    fn load(&mut self) -> Result<&Loaded, String> {
+    fn load(&mut self) -> Result<&Loaded, StepError> {
         if self.loaded.is_none() {
             let rc = self.rc;
             let asset = self.asset;
@@ -207,10 +212,7 @@ impl CheckCx<'_> {
             let name = table_name(asset).to_string();
             let r = (|| {
                 if !asset.output {
-                    return Err(
-                        "the asset stores nothing (`output = false`): there is no data to check"
-                            .to_string(),
-                    );
+                    return Err(StepError::NothingStored);
                 }
                 let manager = rc.manager(&asset.io_manager)?;
                 let ictx = InputContext {
@@ -234,19 +236,19 @@ impl CheckCx<'_> {
                     step_id,
                     log: mlog,
                 };
-                manager.load_input(&ictx).map_err(|e| {
-                    format!(
-                        "cannot load the stored data through `{}`: {e:#}",
-                        asset.io_manager
-                    )
-                })
+                manager
+                    .load_input(&ictx)
+                    .map_err(|error| StepError::LoadStored {
+                        manager: asset.io_manager.clone(),
+                        error,
+                    })
             })();
-            self.loaded = Some(r);
+            self.loaded = Some(r.map_err(Arc::new));
         }
         match self.loaded.as_ref() {
             Some(Ok(l)) => Ok(l),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err("not loaded".into()),
+            Some(Err(e)) => Err(StepError::Again(e.clone())),
+            None => unreachable!("loaded above"),
         }
     }
 
@@ -256,16 +258,20 @@ impl CheckCx<'_> {
         mut cmd: Command,
         dog: &Watchdog,
         log: &mut File,
-    ) -> Result<Result3, String> {
+    ) -> Result<Result3, StepError> {
         let rc = self.rc;
         let asset = self.asset;
         let work = self.work.clone();
         let _ = std::fs::remove_dir_all(&work);
-        std::fs::create_dir_all(&work)
-            .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+        std::fs::create_dir_all(&work).map_err(|error| StepError::Create {
+            path: work.clone(),
+            error,
+        })?;
         let messages = work.join("messages.jsonl");
-        File::create(&messages)
-            .map_err(|e| format!("cannot create {}: {e}", messages.display()))?;
+        File::create(&messages).map_err(|error| StepError::Create {
+            path: messages.clone(),
+            error,
+        })?;
         let mut env: Vec<(String, String)> = vec![
             ("DG_RUN_ID".into(), rc.run_id.clone()),
             ("DG_ASSET_KEY".into(), asset.key.clone()),
@@ -291,7 +297,7 @@ impl CheckCx<'_> {
             let format = asset.format;
             let loaded = self.load()?;
             let files = materialize_input(loaded, format, &work.join("inputs"), 0, &name)
-                .map_err(|e| format!("cannot hand over the stored data: {e:#}"))?;
+                .map_err(StepError::HandOver)?;
             env.push((
                 format!("DG_INPUT_{}", env_name(&name)),
                 files.path.to_string_lossy().into_owned(),
@@ -300,12 +306,13 @@ impl CheckCx<'_> {
         for (k, t) in &asset.env {
             env.push((
                 k.clone(),
-                t.resolve_env().map_err(|e| format!("`env.{k}`: {e}"))?,
+                t.resolve_env()
+                    .map_err(|e| StepError::unset(format!("env.{k}"), e))?,
             ));
         }
         let start = log.seek(SeekFrom::End(0)).unwrap_or(0);
-        let stdout = log.try_clone().map_err(|e| e.to_string())?;
-        let stderr = log.try_clone().map_err(|e| e.to_string())?;
+        let stdout = log.try_clone().map_err(StepError::Log)?;
+        let stderr = log.try_clone().map_err(StepError::Log)?;
         cmd.current_dir(&rc.project_root)
             .envs(env)
             .stdin(Stdio::null())
@@ -316,13 +323,12 @@ impl CheckCx<'_> {
         unsafe {
             cmd.pre_exec(super::process::die_with_parent);
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot run the check: {e}"))?;
+        let mut child = cmd.spawn().map_err(StepError::CheckSpawn)?;
         let guard = dog.watch(child.id() as i32, asset.timeout);
-        let status = child
-            .wait()
-            .map_err(|e| format!("waiting for the check failed: {e}"))?;
+        let status = child.wait().map_err(|error| StepError::Wait {
+            what: "check",
+            error,
+        })?;
         let timed_out = guard.timed_out.load(Ordering::Relaxed);
         drop(guard);
         let metadata = read_messages(&messages, log);
@@ -332,12 +338,7 @@ impl CheckCx<'_> {
         if status.success() {
             return Ok((true, None, metadata));
         }
-        use std::os::unix::process::ExitStatusExt;
-        let mut why = match (status.code(), status.signal()) {
-            (Some(c), _) => format!("exited with code {c}"),
-            (None, Some(s)) => format!("killed by signal {s}"),
-            _ => "failed".to_string(),
-        };
+        let mut why = StepError::Exited(status).to_string();
         if let Some(line) = last_line(&rc.log_path(self.si), log, start) {
             why.push_str(&format!(": {line}"));
         }

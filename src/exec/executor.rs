@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::Scope;
 use std::time::Duration;
 
-use super::{Reporter, RunCtx, StepReport, process};
+use super::{Reporter, RunCtx, StepError, StepReport, process};
 
 /// The result of waiting for a step. (A report is moved once per step, so
 /// its size does not matter.)
@@ -31,7 +31,7 @@ pub trait Executor {
     fn capacity(&self) -> usize;
     /// Starts step `si`, whose upstream steps have succeeded. `Err` when it
     /// could not be handed over (the step fails with that message).
-    fn submit(&mut self, rc: &RunCtx, si: usize) -> Result<(), String>;
+    fn submit(&mut self, rc: &RunCtx, si: usize) -> Result<(), StepError>;
     /// The next step to finish: waits at most `timeout` (`None`: as long
     /// as it takes).
     fn wait(&mut self, rc: &RunCtx, timeout: Option<Duration>) -> Wait;
@@ -96,12 +96,10 @@ impl Executor for Local {
         self.jobs
     }
 
-    fn submit(&mut self, _rc: &RunCtx, si: usize) -> Result<(), String> {
+    fn submit(&mut self, _rc: &RunCtx, si: usize) -> Result<(), StepError> {
         match &self.job_tx {
-            Some(tx) => tx
-                .send(si)
-                .map_err(|_| "the run's workers stopped".to_string()),
-            None => Err("the run's workers stopped".into()),
+            Some(tx) => tx.send(si).map_err(|_| StepError::WorkersStopped),
+            None => Err(StepError::WorkersStopped),
         }
     }
 

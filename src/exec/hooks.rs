@@ -7,14 +7,18 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// Runs `script` with `sh -c`; `Err` says why it failed.
+use super::StepError;
+
+/// Runs `script` with `sh -c`; `Err` says why it failed: `sh` could not be
+/// started ([`StepError::Spawn`]) or the script did not exit 0
+/// ([`StepError::Exited`]).
 pub fn run_hook(
     root: &Path,
     script: &str,
     summary: &Path,
     run_id: &str,
     status: &str,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let status = Command::new("sh")
         .arg("-c")
         .arg(script)
@@ -26,14 +30,12 @@ pub fn run_hook(
         .stdout(Stdio::from(std::io::stderr()))
         .stderr(Stdio::from(std::io::stderr()))
         .status()
-        .map_err(|e| format!("cannot run `sh`: {e}"))?;
+        .map_err(|error| StepError::Spawn {
+            program: "sh".into(),
+            error,
+        })?;
     if status.success() {
         return Ok(());
     }
-    use std::os::unix::process::ExitStatusExt;
-    Err(match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exited with code {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => "failed".into(),
-    })
+    Err(StepError::Exited(status))
 }

@@ -14,6 +14,7 @@
 //! are separate subscribers.
 
 pub mod check;
+pub mod error;
 pub mod executor;
 pub mod history;
 pub mod hooks;
@@ -35,6 +36,8 @@ use serde::Serialize;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+pub use error::{PrepareError, StepError};
 
 use crate::io::{IoManager, OutputContext, Registry, ResourceCx, Stored};
 use crate::model::{AssetId, Defs};
@@ -99,7 +102,7 @@ impl RunCtx {
         registry: &Registry,
         cancel: Arc<AtomicBool>,
         store: Option<Arc<dyn StateStore>>,
-    ) -> Result<RunCtx, Vec<String>> {
+    ) -> Result<RunCtx, Vec<PrepareError>> {
         let mut used: Vec<&str> = Vec::new();
         for st in &plan.steps {
             let a = &defs.assets[st.asset];
@@ -116,7 +119,7 @@ impl RunCtx {
         used.sort_unstable();
         used.dedup();
         let mut managers = step::Managers::new();
-        let mut errors: Vec<String> = Vec::new();
+        let mut errors: Vec<PrepareError> = Vec::new();
         let mut settings = HashMap::new();
         for st in &plan.steps {
             for key in &defs.assets[st.asset].resources {
@@ -124,7 +127,7 @@ impl RunCtx {
                     continue;
                 }
                 let Some(res) = defs.resources.get(key) else {
-                    errors.push(format!("resource `{key}` is not defined"));
+                    errors.push(PrepareError::UndefinedResource(key.clone()));
                     continue;
                 };
                 match resolve_config(&res.config) {
@@ -138,7 +141,10 @@ impl RunCtx {
                             .collect();
                         settings.insert(key.clone(), fields);
                     }
-                    Err(e) => errors.push(format!("resource `{key}`: {e}")),
+                    Err(error) => errors.push(PrepareError::Config {
+                        resource: key.clone(),
+                        error,
+                    }),
                 }
             }
         }
@@ -146,21 +152,24 @@ impl RunCtx {
         crate::secrets::register(&masker);
         for key in used {
             let Some(res) = defs.resources.get(key) else {
-                errors.push(format!("resource `{key}` is not defined"));
+                errors.push(PrepareError::UndefinedResource(key.to_string()));
                 continue;
             };
             let config = match resolve_config(&res.config) {
                 Ok(c) => c,
-                Err(e) => {
-                    errors.push(format!("resource `{key}`: {e}"));
+                Err(error) => {
+                    errors.push(PrepareError::Config {
+                        resource: key.to_string(),
+                        error,
+                    });
                     continue;
                 }
             };
             let Some(ty) = registry.get(&res.type_name) else {
-                errors.push(format!(
-                    "resource `{key}`: unknown type `{}`",
-                    res.type_name
-                ));
+                errors.push(PrepareError::UnknownType {
+                    resource: key.to_string(),
+                    type_name: res.type_name.clone(),
+                });
                 continue;
             };
             let rcx = ResourceCx {
@@ -173,24 +182,30 @@ impl RunCtx {
                 Ok(m) => {
                     managers.insert(key.to_string(), m);
                 }
-                Err(e) => errors.push(format!(
-                    "resource `{key}` (type `{}`): {e:#}",
-                    res.type_name
-                )),
+                Err(error) => errors.push(PrepareError::Create {
+                    resource: key.to_string(),
+                    type_name: res.type_name.clone(),
+                    error,
+                }),
             }
         }
         // Variables the steps need must be set before anything runs.
         for b in &plan.blocks {
             let a = &defs.assets[b.asset];
+            let unset = |field: String, error| PrepareError::Unset {
+                asset: a.key.clone(),
+                field,
+                error,
+            };
             for (k, t) in &a.env {
                 if let Err(e) = t.resolve_env() {
-                    errors.push(format!("asset `{}`, `env.{k}`: {e}", a.key));
+                    errors.push(unset(format!("env.{k}"), e));
                 }
             }
             if let crate::model::Compute::Command(argv) = &a.compute {
                 for t in argv {
                     if let Err(e) = t.resolve_env() {
-                        errors.push(format!("asset `{}`, `command`: {e}", a.key));
+                        errors.push(unset("command".into(), e));
                     }
                 }
             }
@@ -198,10 +213,10 @@ impl RunCtx {
             if let Err(e) =
                 crate::interp::resolve_json(&serde_json::Value::Object(a.metadata.clone()), &env)
             {
-                errors.push(format!("asset `{}`, `metadata`: {e}", a.key));
+                errors.push(unset("metadata".into(), e));
             }
             if let Err(e) = crate::interp::resolve_json(&serde_json::json!(a.tags), &env) {
-                errors.push(format!("asset `{}`, `tags`: {e}", a.key));
+                errors.push(unset("tags".into(), e));
             }
         }
         if !errors.is_empty() {
@@ -292,7 +307,7 @@ impl RunCtx {
     /// `si` loads from the store again, keeping what this process set
     /// unless the store's is newer (the recorder may not have written this
     /// run's yet; another run may have materialized one since).
-    fn refresh_inputs(&self, si: usize) -> Result<(), String> {
+    fn refresh_inputs(&self, si: usize) -> Result<(), StepError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
@@ -308,7 +323,10 @@ impl RunCtx {
             };
             let found = store
                 .latest_of(&up.key, &keys)
-                .map_err(|e| format!("cannot read the history of `{}`: {e:#}", up.key))?;
+                .map_err(|error| StepError::History {
+                    asset: up.key.clone(),
+                    error,
+                })?;
             let _ = self.latest(inp.upstream, "");
             let stamps = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
             let mut v = self.versions.lock().unwrap_or_else(|e| e.into_inner());
@@ -354,10 +372,10 @@ impl RunCtx {
         self.step_ids[step].clone()
     }
 
-    pub fn manager(&self, key: &str) -> Result<&Arc<dyn IoManager>, String> {
+    pub fn manager(&self, key: &str) -> Result<&Arc<dyn IoManager>, StepError> {
         self.managers
             .get(key)
-            .ok_or_else(|| format!("I/O manager `{key}` was not created for this run"))
+            .ok_or_else(|| StepError::NoManager(key.to_string()))
     }
 
     pub fn cancelled(&self) -> bool {
@@ -484,14 +502,15 @@ pub fn remove_stale_scratch(state_dir: &std::path::Path, store: &dyn StateStore)
 pub use crate::names::slug;
 
 /// Resolves `${env:…}` in every string of a resource config.
-fn resolve_config(t: &toml::Table) -> Result<toml::Table, String> {
-    fn value(v: &toml::Value) -> Result<toml::Value, String> {
+fn resolve_config(t: &toml::Table) -> Result<toml::Table, error::ConfigValueError> {
+    fn value(v: &toml::Value) -> Result<toml::Value, error::ConfigValueError> {
+        use error::ConfigValueError;
         Ok(match v {
             toml::Value::String(s) => toml::Value::String(
                 crate::interp::Template::parse(s)
-                    .map_err(|e| e.message)?
+                    .map_err(ConfigValueError::Template)?
                     .resolve_env()
-                    .map_err(|e| e.to_string())?,
+                    .map_err(ConfigValueError::Unset)?,
             ),
             toml::Value::Array(a) => {
                 toml::Value::Array(a.iter().map(value).collect::<Result<_, _>>()?)
@@ -606,7 +625,7 @@ enum Slot {
         pool: String,
         limit: u32,
     },
-    Error(String),
+    Error(StepError),
 }
 
 /// The pool slots this run holds: counted per pool, and the ones a
@@ -632,7 +651,7 @@ impl Slots {
         };
         let Some(&limit) = opts.pools.get(pool) else {
             // Validation makes every `pool` name a declared one.
-            return Slot::Error(format!("pool `{pool}` is not declared in `[pools]`"));
+            return Slot::Error(StepError::UndeclaredPool(pool.clone()));
         };
         if let Some(slot) = self.idle.get_mut(pool).and_then(Vec::pop) {
             return Slot::Go(Some((pool.clone(), slot)));
@@ -653,8 +672,11 @@ impl Slots {
                         limit,
                     };
                 }
-                Err(e) => {
-                    return Slot::Error(format!("cannot take a slot of pool `{pool}`: {e:#}"));
+                Err(error) => {
+                    return Slot::Error(StepError::PoolSlot {
+                        pool: pool.clone(),
+                        error,
+                    });
                 }
             },
             None => None,
@@ -689,7 +711,7 @@ impl Slots {
 
 /// Upstream partitions that the plan does not produce and that are not
 /// stored: (upstream asset key, partition keys). Checked before anything runs.
-pub fn missing_inputs(rc: &RunCtx) -> Result<Vec<(String, Vec<String>)>, String> {
+pub fn missing_inputs(rc: &RunCtx) -> Result<Vec<(String, Vec<String>)>, StepError> {
     let mut checked: HashSet<(usize, Option<i64>, String)> = HashSet::new();
     let mut missing: Vec<(String, Vec<String>)> = Vec::new();
     for st in &rc.plan.steps {
@@ -727,9 +749,11 @@ pub fn missing_inputs(rc: &RunCtx) -> Result<Vec<(String, Vec<String>)>, String>
                     step_id: String::new(),
                     log: Default::default(),
                 };
-                let exists = manager
-                    .exists(&ctx)
-                    .map_err(|e| format!("checking `{}` through `{manager_key}`: {e:#}", up.key))?;
+                let exists = manager.exists(&ctx).map_err(|error| StepError::Exists {
+                    asset: up.key.clone(),
+                    manager: manager_key.to_string(),
+                    error,
+                })?;
                 // A partition materialized with no output is not stored, but
                 // not missing either: the steps that read it are skipped.
                 let no_output = || {
@@ -853,7 +877,7 @@ pub fn schedule(
                         continue;
                     }
                     Slot::Error(e) => {
-                        let mut r = skipped(s, &e);
+                        let mut r = skipped(s, &e.to_string());
                         r.status = StepStatus::Failed;
                         local.push(r);
                         continue;
@@ -861,7 +885,7 @@ pub fn schedule(
                 }
                 if let Err(e) = ex.submit(rc, s) {
                     slots.finish(held[s].take());
-                    let mut r = skipped(s, &e);
+                    let mut r = skipped(s, &e.to_string());
                     r.status = StepStatus::Failed;
                     local.push(r);
                     continue;
@@ -1070,7 +1094,7 @@ fn tolerates(rc: &RunCtx, d: usize, f: usize) -> bool {
 /// holds it. `Ok(Some(run))` when another run materialized the partition
 /// after this run started (while this one waited, or just before it got
 /// there): the work is done and is not repeated.
-fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<String>, String> {
+fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<String>, StepError> {
     let Some(store) = &rc.store else {
         return Ok(None);
     };
@@ -1123,7 +1147,7 @@ fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<Strin
         Ok(_) => Ok(None),
         Err(e) => {
             let _ = store.release(&asset.key, &key, &rc.run_id);
-            Err(format!("cannot read the partition's history: {e:#}"))
+            Err(StepError::PartitionHistory(e))
         }
     }
 }
@@ -1132,7 +1156,7 @@ fn lease(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<Option<Strin
 /// order, waiting while another live run holds one. Unlike a step of one
 /// partition, a range step runs even when another run materialized some of
 /// its partitions meanwhile: it writes them all at once.
-fn lease_range(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<(), String> {
+fn lease_range(rc: &RunCtx, si: usize, reporter: &dyn Reporter) -> Result<(), StepError> {
     let Some(store) = &rc.store else {
         return Ok(());
     };
@@ -1165,7 +1189,7 @@ fn wait_lease(
     what: &str,
     waited_for: &mut Option<String>,
     reporter: &dyn Reporter,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let asset = &rc.defs.assets[rc.plan.steps[si].asset];
     loop {
         match store.try_lease(&asset.key, key, &rc.lease) {
@@ -1183,11 +1207,16 @@ fn wait_lease(
                     *waited_for = Some(holder.run_id.clone());
                 }
                 if rc.cancelled() {
-                    return Err("interrupted while waiting for another run".into());
+                    return Err(StepError::InterruptedWaiting);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => return Err(format!("cannot take the lease on {what}: {e:#}")),
+            Err(error) => {
+                return Err(StepError::Lease {
+                    what: what.to_string(),
+                    error,
+                });
+            }
         }
     }
 }
@@ -1292,14 +1321,14 @@ fn run_step_inner(
         }
         Err(e) => {
             report.status = StepStatus::Skipped;
-            report.error = Some(e);
+            report.error = Some(e.to_string());
             return report;
         }
     }
     if rc.concurrent.load(Ordering::Relaxed)
         && let Err(e) = rc.refresh_inputs(si)
     {
-        report.error = Some(e);
+        report.error = Some(e.to_string());
         return report;
     }
     if let Some(why) = reads_no_output(rc, si) {

@@ -26,7 +26,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::executor::{Executor, Wait};
-use super::{Event, Reporter, RunCtx, StepReport, StepStatus};
+use super::{Event, Reporter, RunCtx, StepError, StepReport, StepStatus};
 use crate::model::SlurmOptions;
 use crate::state::{AttemptRecord, Record};
 
@@ -80,11 +80,11 @@ fn sh_quote(s: &str) -> String {
 }
 
 impl<'a> Slurm<'a> {
-    pub fn new(reporter: &'a dyn Reporter, options: SlurmOptions) -> Result<Slurm<'a>, String> {
+    pub fn new(reporter: &'a dyn Reporter, options: SlurmOptions) -> Result<Slurm<'a>, StepError> {
         let dg = std::env::var_os("DG_SLURM_DG")
             .map(PathBuf::from)
             .map_or_else(std::env::current_exe, Ok)
-            .map_err(|e| format!("cannot find the dg binary to submit: {e}"))?;
+            .map_err(StepError::DgBinary)?;
         Ok(Slurm {
             reporter,
             options,
@@ -129,6 +129,7 @@ impl<'a> Slurm<'a> {
         }
         for ((asset, attempt), steps) in groups {
             if let Err(e) = self.submit_array(rc, asset, attempt, &steps) {
+                let e = e.to_string();
                 for si in steps {
                     let mut r = super::skipped(si, &e);
                     r.status = StepStatus::Failed;
@@ -144,15 +145,17 @@ impl<'a> Slurm<'a> {
         asset: usize,
         attempt: u32,
         steps: &[usize],
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let a = &rc.defs.assets[asset];
         let opts = match &a.executor {
             Some(o) => self.options.merged(o),
             None => self.options.clone(),
         };
         let dir = Self::dir(rc);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|error| StepError::Create {
+            path: dir.clone(),
+            error,
+        })?;
         self.batches += 1;
         let list = dir.join(format!("batch-{}.steps", self.batches));
         let mut text = String::new();
@@ -160,7 +163,10 @@ impl<'a> Slurm<'a> {
             text.push_str(&rc.step_id(si));
             text.push('\n');
         }
-        std::fs::write(&list, text).map_err(|e| format!("cannot write {}: {e}", list.display()))?;
+        std::fs::write(&list, text).map_err(|error| StepError::Write {
+            path: list.clone(),
+            error,
+        })?;
         let n = steps.len();
         let mut array = format!("0-{}", n - 1);
         if let Some(m) = opts.max_array {
@@ -200,13 +206,13 @@ impl<'a> Slurm<'a> {
         }
         cmd.arg("--wrap").arg(script);
         let t0 = Instant::now();
-        let out = cmd
-            .output()
-            .map_err(|e| format!("cannot run `sbatch`: {e}"))?;
+        let out = cmd.output().map_err(|error| StepError::Spawn {
+            program: "sbatch".into(),
+            error,
+        })?;
         if !out.status.success() {
-            return Err(format!(
-                "`sbatch` failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+            return Err(StepError::Sbatch(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
             ));
         }
         let id = String::from_utf8_lossy(&out.stdout)
@@ -216,7 +222,7 @@ impl<'a> Slurm<'a> {
             .unwrap_or_default()
             .to_string();
         if id.is_empty() {
-            return Err("`sbatch` printed no job id".into());
+            return Err(StepError::NoJobId);
         }
         tracing::debug!(
             "sbatch: {n} steps of `{}` (attempt {attempt}) as job array {id} in {:.1} ms",
@@ -446,13 +452,16 @@ fn is_terminal(state: &str) -> bool {
 }
 
 /// The state of every task of `jobs`: `squeue -h -r -t all -j …`.
-fn squeue(jobs: &[&str]) -> Result<HashMap<Task, String>, String> {
+fn squeue(jobs: &[&str]) -> Result<HashMap<Task, String>, StepError> {
     let out = Command::new("squeue")
         .args(["-h", "-r", "-t", "all", "-O", "JobArrayID:|,State:|"])
         .arg("-j")
         .arg(jobs.join(","))
         .output()
-        .map_err(|e| format!("cannot run `squeue`: {e}"))?;
+        .map_err(|error| StepError::Spawn {
+            program: "squeue".into(),
+            error,
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -460,7 +469,7 @@ fn squeue(jobs: &[&str]) -> Result<HashMap<Task, String>, String> {
         if err.contains("Invalid job id") {
             return Ok(HashMap::new());
         }
-        return Err(format!("`squeue` failed: {}", err.trim()));
+        return Err(StepError::Squeue(err.trim().to_string()));
     }
     Ok(parse_squeue(&text))
 }
@@ -493,7 +502,7 @@ impl Executor for Slurm<'_> {
         1_000_000
     }
 
-    fn submit(&mut self, rc: &RunCtx, si: usize) -> Result<(), String> {
+    fn submit(&mut self, rc: &RunCtx, si: usize) -> Result<(), StepError> {
         let attempt = rc.first_attempt.max(1);
         self.queued.push((si, attempt));
         Ok(())

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::RunCtx;
+use super::error::StepError;
 use super::process::Watchdog;
 use crate::io::{self, Data, Format, InputContext, Loaded, OutputContext, PartitionRef, Stored};
 use crate::model::{Asset, Compute, SqlEngine};
@@ -53,10 +54,10 @@ pub struct PartOutcome {
 }
 
 impl Attempt {
-    fn fail(msg: impl Into<String>) -> Attempt {
+    fn fail(error: impl std::fmt::Display) -> Attempt {
         Attempt {
             ok: false,
-            error: Some(msg.into()),
+            error: Some(error.to_string()),
             ..Attempt::default()
         }
     }
@@ -103,13 +104,13 @@ pub fn run_attempt(
     let step = &rc.plan.steps[si];
     let asset = &rc.defs.assets[step.asset];
     let work = rc.work_dir(si, attempt);
-    let result = (|| -> Result<Attempt, String> {
-        let recycled = rc.take_scratch(&work).map_err(|e| {
-            format!(
-                "cannot create the step's work folder {}: {e}",
-                work.display()
-            )
-        })?;
+    let result = (|| -> Result<Attempt, StepError> {
+        let recycled = rc
+            .take_scratch(&work)
+            .map_err(|error| StepError::WorkFolder {
+                path: work.clone(),
+                error,
+            })?;
         if recycled {
             clear_work(&work);
         }
@@ -173,9 +174,9 @@ fn prepare_and_run(
     dog: &Watchdog,
     log: &mut File,
     allow_in_db: bool,
-) -> Result<Attempt, String> {
+) -> Result<Attempt, StepError> {
     let step_id = rc.step_id(si);
-    let mlog = io::Log::to_file(log.try_clone().map_err(|e| e.to_string())?);
+    let mlog = io::Log::to_file(log.try_clone().map_err(StepError::Log)?);
     // A range step: its partitions; it has no single partition.
     let range: Option<Vec<PartitionRef>> = match &asset.partitions {
         Some(p) if !step.range.is_empty() => Some(
@@ -211,7 +212,10 @@ fn prepare_and_run(
     let ext = asset.format.extension();
     let output = work.join(format!("output{ext}"));
     let messages = work.join("messages.jsonl");
-    File::create(&messages).map_err(|e| format!("cannot create {}: {e}", messages.display()))?;
+    File::create(&messages).map_err(|error| StepError::Create {
+        path: messages.clone(),
+        error,
+    })?;
 
     let mut env: Vec<(String, String)> = vec![
         ("DG_RUN_ID".into(), rc.run_id.clone()),
@@ -226,9 +230,9 @@ fn prepare_and_run(
     ];
     let lookup = crate::interp::env_var;
     let metadata = crate::interp::resolve_json(&json!(asset.metadata), &lookup)
-        .map_err(|e| format!("`metadata`: {e}"))?;
+        .map_err(|e| StepError::unset("metadata", e))?;
     let tags = crate::interp::resolve_json(&json!(asset.tags), &lookup)
-        .map_err(|e| format!("`tags`: {e}"))?;
+        .map_err(|e| StepError::unset("tags", e))?;
     let mut ctx_json = json!({
         "run_id": rc.run_id,
         "step_id": step_id,
@@ -338,9 +342,13 @@ fn prepare_and_run(
             // Leave out what is not stored (never materialized, or failed in this run).
             let mut kept = Vec::new();
             for p in std::mem::take(&mut ictx.partitions) {
-                let exists = manager
-                    .exists(&ictx.upstream_partition(Some(&p)))
-                    .map_err(|e| format!("input `{}`: {e:#}", spec.name))?;
+                let exists =
+                    manager
+                        .exists(&ictx.upstream_partition(Some(&p)))
+                        .map_err(|error| StepError::Input {
+                            input: spec.name.clone(),
+                            error,
+                        })?;
                 if exists {
                     kept.push(p);
                 } else {
@@ -364,11 +372,11 @@ fn prepare_and_run(
             continue;
         }
         let loaded = if !ictx.upstream_partitioned || !ictx.partitions.is_empty() {
-            manager.load_input(&ictx).map_err(|e| {
-                format!(
-                    "cannot load input `{}` from `{}` (manager `{manager_key}`): {e:#}",
-                    spec.name, up.key
-                )
+            manager.load_input(&ictx).map_err(|error| StepError::Load {
+                input: spec.name.clone(),
+                upstream: up.key.clone(),
+                manager: manager_key.to_string(),
+                error,
             })?
         } else {
             Loaded::Partitions(Default::default())
@@ -383,7 +391,10 @@ fn prepare_and_run(
         }
         let var = format!("DG_INPUT_{}", env_name(&spec.name));
         let files = materialize_input(&loaded, asset.format, &work.join("inputs"), n, &spec.name)
-            .map_err(|e| format!("input `{}`: {e:#}", spec.name))?;
+            .map_err(|error| StepError::Input {
+            input: spec.name.clone(),
+            error,
+        })?;
         env.push((var.clone(), files.path.to_string_lossy().into_owned()));
         let mut ij = json!({ "path": files.path.to_string_lossy(), "asset": up.key });
         if let Some(pf) = &files.partitions_file {
@@ -429,7 +440,9 @@ fn prepare_and_run(
         ctx_json["config"] = json!(asset.config);
     }
     for (k, t) in &asset.env {
-        let v = t.resolve_env().map_err(|e| format!("`env.{k}`: {e}"))?;
+        let v = t
+            .resolve_env()
+            .map_err(|e| StepError::unset(format!("env.{k}"), e))?;
         env.push((k.clone(), v));
     }
     let context_path = work.join("context.json");
@@ -437,7 +450,10 @@ fn prepare_and_run(
         &context_path,
         serde_json::to_vec_pretty(&ctx_json).unwrap_or_default(),
     )
-    .map_err(|e| format!("cannot write {}: {e}", context_path.display()))?;
+    .map_err(|error| StepError::Write {
+        path: context_path.clone(),
+        error,
+    })?;
     env.push((
         "DG_CONTEXT".into(),
         context_path.to_string_lossy().into_owned(),
@@ -448,7 +464,10 @@ fn prepare_and_run(
         Compute::Command(argv) => {
             let mut args = Vec::with_capacity(argv.len());
             for a in argv {
-                args.push(a.resolve_env().map_err(|e| format!("`command`: {e}"))?);
+                args.push(
+                    a.resolve_env()
+                        .map_err(|e| StepError::unset("command", e))?,
+                );
             }
             let mut c = Command::new(&args[0]);
             c.args(&args[1..]);
@@ -535,11 +554,11 @@ fn prepare_and_run(
                 .insert("dg/rows_moved".into(), json!(ran.rows_loaded));
             return Ok(a);
         }
-        Compute::Source => return Err("a source asset is never materialized".into()),
+        Compute::Source => return Err(StepError::Source),
     };
     let _ = writeln!(log, "[dg] {step_id} attempt {attempt}");
-    let stdout = log.try_clone().map_err(|e| e.to_string())?;
-    let stderr = log.try_clone().map_err(|e| e.to_string())?;
+    let stdout = log.try_clone().map_err(StepError::Log)?;
+    let stderr = log.try_clone().map_err(StepError::Log)?;
     cmd.current_dir(&rc.project_root)
         .envs(crate::interp::overlay())
         .envs(env)
@@ -551,18 +570,22 @@ fn prepare_and_run(
     unsafe {
         cmd.pre_exec(super::process::die_with_parent);
     }
-    let mut child = cmd.spawn().map_err(|e| match &asset.compute {
-        Compute::Command(argv) => format!("cannot run `{}`: {e}", argv[0]),
-        _ => format!("cannot run `sh`: {e}"),
+    let mut child = cmd.spawn().map_err(|error| StepError::Spawn {
+        program: match &asset.compute {
+            Compute::Command(argv) => argv[0].to_string(),
+            _ => "sh".to_string(),
+        },
+        error,
     })?;
     // The timeout covers storing too: what is left of it when the step ends.
     let deadline = asset
         .timeout
         .and_then(|t| std::time::Instant::now().checked_add(t));
     let guard = dog.watch(child.id() as i32, asset.timeout);
-    let status = child
-        .wait()
-        .map_err(|e| format!("waiting for the step failed: {e}"))?;
+    let status = child.wait().map_err(|error| StepError::Wait {
+        what: "step",
+        error,
+    })?;
     let timed_out = guard.timed_out.load(Ordering::Relaxed);
     drop(guard);
     if timed_out {
@@ -580,17 +603,9 @@ fn prepare_and_run(
         return Ok(Attempt::fail("interrupted"));
     }
     if !status.success() {
-        use std::os::unix::process::ExitStatusExt;
-        let why = match (status.code(), status.signal()) {
-            (Some(c), _) => format!("exited with code {c}"),
-            (None, Some(s)) => format!("killed by signal {s}"),
-            _ => "failed".to_string(),
-        };
         return Ok(Attempt {
-            ok: false,
-            error: Some(why),
             exit_code: status.code(),
-            ..Attempt::default()
+            ..Attempt::fail(StepError::Exited(status))
         });
     }
     store_output(
@@ -600,7 +615,7 @@ fn prepare_and_run(
 
 /// The engine a `sql` asset's query is written for: its `engine`, else
 /// DuckDB when the asset is stored by a `duckdb` resource, else SQLite.
-fn sql_engine(rc: &RunCtx, asset: &Asset) -> Result<SqlEngine, String> {
+fn sql_engine(rc: &RunCtx, asset: &Asset) -> Result<SqlEngine, StepError> {
     if let Some(e) = asset.sql_engine {
         return Ok(e);
     }
@@ -624,32 +639,25 @@ fn in_db_target<'a>(
     rc: &'a RunCtx,
     step: &Step,
     asset: &Asset,
-) -> Result<&'a dyn sql::InDatabase, String> {
+) -> Result<&'a dyn sql::InDatabase, Embedded> {
     if !asset.output {
-        return Err("the asset stores no output (`output = false`)".into());
+        return Err(Embedded::NoOutput);
     }
     if !asset.columns.is_empty() {
         // Declared types are applied by dg to the rows it stores.
-        return Err("the asset declares `columns`, which dg applies to the rows it stores".into());
+        return Err(Embedded::Columns);
     }
     let manager = rc.manager(&asset.io_manager)?;
     let engine = sql_engine(rc, asset)?;
     let target = match sql::in_database(manager.as_ref()) {
         // A query that names no engine runs in the database's own dialect.
         Some(db) if asset.sql_engine.is_none() || asset.sql_engine == db.engine() => db,
-        None => {
-            return Err(format!(
-                "its I/O manager `{}` is not a sqlite database (nor a postgres or duckdb one)",
-                asset.io_manager
-            ));
-        }
+        None => return Err(Embedded::NotADatabase(asset.io_manager.clone())),
         Some(_) => {
-            return Err(format!(
-                "the query is written for the {} engine (`engine = \"{}\"`), not for the database of its I/O manager `{}`",
-                engine.name(),
-                engine.name(),
-                asset.io_manager
-            ));
+            return Err(Embedded::OtherEngine {
+                engine: engine.name(),
+                manager: asset.io_manager.clone(),
+            });
         }
     };
     for inp in &step.inputs {
@@ -659,37 +667,69 @@ fn in_db_target<'a>(
         }
         let up = &rc.defs.assets[inp.upstream];
         if let Some(m) = &spec.input_manager {
-            return Err(format!(
-                "input `{}` is loaded by input manager `{m}`",
-                spec.name
-            ));
+            return Err(Embedded::InputManager {
+                input: spec.name.clone(),
+                manager: m.clone(),
+            });
         }
         let manager = rc.manager(&up.io_manager)?;
         let db = sql::in_database(manager.as_ref())
             .filter(|db| db.kind() == target.kind())
-            .ok_or_else(|| {
-                format!(
-                    "input `{}` is stored by `{}`, which is not a {} database",
-                    spec.name,
-                    up.io_manager,
-                    target.kind()
-                )
+            .ok_or_else(|| Embedded::InputElsewhere {
+                input: spec.name.clone(),
+                manager: up.io_manager.clone(),
+                kind: target.kind(),
             })?;
         if db.resource_key() != target.resource_key() && !db.same_place(target) {
-            return Err(format!(
-                "input `{}` is stored in another {} ({}, not {})",
-                spec.name,
-                if target.has_schemas() {
+            return Err(Embedded::OtherPlace {
+                input: spec.name.clone(),
+                place: if target.has_schemas() {
                     "database or schema"
                 } else {
                     "database"
                 },
-                db.where_(),
-                target.where_()
-            ));
+                found: db.where_(),
+                target: target.where_(),
+            });
         }
     }
     Ok(target)
+}
+
+/// Why a `sql` asset runs in the embedded engine rather than inside its
+/// database (a line of the step's log).
+#[derive(Debug, thiserror::Error)]
+enum Embedded {
+    #[error("the asset stores no output (`output = false`)")]
+    NoOutput,
+    #[error("the asset declares `columns`, which dg applies to the rows it stores")]
+    Columns,
+    #[error("its I/O manager `{0}` is not a sqlite database (nor a postgres or duckdb one)")]
+    NotADatabase(String),
+    #[error(
+        "the query is written for the {engine} engine (`engine = \"{engine}\"`), not for the database of its I/O manager `{manager}`"
+    )]
+    OtherEngine {
+        engine: &'static str,
+        manager: String,
+    },
+    #[error("input `{input}` is loaded by input manager `{manager}`")]
+    InputManager { input: String, manager: String },
+    #[error("input `{input}` is stored by `{manager}`, which is not a {kind} database")]
+    InputElsewhere {
+        input: String,
+        manager: String,
+        kind: &'static str,
+    },
+    #[error("input `{input}` is stored in another {place} ({found}, not {target})")]
+    OtherPlace {
+        input: String,
+        place: &'static str,
+        found: String,
+        target: String,
+    },
+    #[error(transparent)]
+    Step(#[from] StepError),
 }
 
 /// After the compute succeeded: hands the output file to the asset's
@@ -710,7 +750,7 @@ fn store_output(
     messages: &Path,
     log: &mut File,
     deadline: Option<std::time::Instant>,
-) -> Result<Attempt, String> {
+) -> Result<Attempt, StepError> {
     let metadata = read_messages(messages, log);
     let no_parts = |dv: Option<String>| -> Vec<PartOutcome> {
         range
@@ -820,7 +860,7 @@ fn store_output(
             let _ = tx.send((data_version, stored));
         });
     if let Err(e) = spawned {
-        return Err(format!("cannot start storing the output: {e}"));
+        return Err(StepError::StoreThread(e));
     }
     let (data_version, stored) = loop {
         match rx.recv_timeout(Duration::from_millis(20)) {
@@ -883,7 +923,7 @@ fn store_range(
     log: &mut File,
     deadline: Option<std::time::Instant>,
     manager: Arc<dyn io::IoManager>,
-) -> Result<Attempt, String> {
+) -> Result<Attempt, StepError> {
     let fail = |error: String, metadata| {
         Ok(Attempt {
             ok: false,
@@ -977,7 +1017,7 @@ fn store_range(
             let _ = tx.send(result.map_err(|e| format!("{e:#}")));
         });
     if let Err(e) = spawned {
-        return Err(format!("cannot start storing the output: {e}"));
+        return Err(StepError::StoreThread(e));
     }
     let stored = loop {
         match rx.recv_timeout(Duration::from_millis(20)) {
@@ -1098,7 +1138,8 @@ pub(super) fn materialize_input(
 }
 
 /// Points an SQL error at the query's definition (`defs/x.toml:12:1`).
-fn at_definition(e: String, asset: &Asset) -> String {
+fn at_definition(e: impl std::fmt::Display, asset: &Asset) -> String {
+    let e = e.to_string();
     if e.starts_with("SQL error") && !asset.defined_at.is_empty() {
         format!("{e} (query defined at {})", asset.defined_at)
     } else {

@@ -122,7 +122,7 @@
 //!             std::fs::copy(&csv, &tmp)?;
 //!         }
 //!         std::fs::rename(&tmp, &path)?; // atomic
-//!         Ok(Stored { path: Some(path.display().to_string()), ..Stored::default() })
+//!         Ok(Stored::at(path.display().to_string()))
 //!     }
 //!
 //!     fn load_input(&self, ctx: &InputContext) -> anyhow::Result<Loaded> {
@@ -141,16 +141,22 @@
 //! }
 //! ```
 
-pub mod builtin;
+pub(crate) mod builtin;
 pub mod path_template;
 pub mod table;
 
+// Public: `fs::encode_key` (a partition key as one file name, which the
+// examples use) and `postgres::mask_url` (the tests check masking with it);
+// `duckdb` until its manager's `path()` and `schema()`, used by no one in
+// the crate, are removed.
 #[cfg(feature = "duckdb")]
 pub use builtin::duckdb;
-pub use builtin::{db, fs, memory, objstore, plugin, postgres, sqlite};
+pub(crate) use builtin::{db, memory, objstore, plugin, sqlite};
+pub use builtin::{fs, postgres};
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, FixedOffset};
@@ -162,9 +168,13 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use crate::load::Value;
 
 pub use crate::formats::Format;
+/// The Arrow crate a [`Table`] is made of: use this one, so that a
+/// plug-in's record batches are dg's version.
+pub use arrow;
 
 /// A config error: message and byte span in the definitions file.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ConfigError {
     /// What is wrong, e.g. serde's "unknown field `x`, expected `y`".
     pub message: String,
@@ -172,10 +182,28 @@ pub struct ConfigError {
     pub span: Option<std::ops::Range<usize>>,
 }
 
+impl ConfigError {
+    /// An error with no place: `dg check defs` points at the resource.
+    pub fn new(message: impl Into<String>) -> Self {
+        ConfigError {
+            message: message.into(),
+            span: None,
+        }
+    }
+
+    /// Points the error at bytes `span` of the definitions file (the
+    /// `span()` of the config value or of one of its fields).
+    pub fn at(mut self, span: std::ops::Range<usize>) -> Self {
+        self.span = Some(span);
+        self
+    }
+}
+
 /// What a resource type gets when a run creates its manager (Dagster's
 /// `InitResourceContext`): passed to [`IoManagerFactory::create_io_manager`]
 /// and [`IoManager::setup_for_execution`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ResourceCx {
     /// The resource key (`io_manager`, `warehouse`, …).
     pub resource_key: String,
@@ -186,6 +214,39 @@ pub struct ResourceCx {
     pub state_dir: PathBuf,
     /// The id of the run the manager is created for.
     pub run_id: String,
+}
+
+impl ResourceCx {
+    /// Resource `io_manager` of the project at `project_root`, with the
+    /// state folder `<project_root>/.dg` and no run id: what a test of a
+    /// manager starts from. The `with_` methods set the rest.
+    pub fn new(project_root: impl Into<PathBuf>) -> Self {
+        let project_root = project_root.into();
+        ResourceCx {
+            resource_key: "io_manager".into(),
+            state_dir: project_root.join(".dg"),
+            project_root,
+            run_id: String::new(),
+        }
+    }
+
+    /// Sets [`resource_key`](Self::resource_key).
+    pub fn with_resource_key(mut self, key: impl Into<String>) -> Self {
+        self.resource_key = key.into();
+        self
+    }
+
+    /// Sets [`state_dir`](Self::state_dir).
+    pub fn with_state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = dir.into();
+        self
+    }
+
+    /// Sets [`run_id`](Self::run_id).
+    pub fn with_run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = run_id.into();
+        self
+    }
 }
 
 /// A kind of resource that can appear as `type = "…"`: it checks its config
@@ -204,13 +265,24 @@ pub trait ResourceType: Send + Sync {
 }
 
 /// What validation learned about a resource that the rest of dg needs.
+/// `ResourceInfo::default()` knows nothing.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct ResourceInfo {
     /// The format its data is stored in, when the type has one.
     pub format: Option<Format>,
     /// Its `path` template, when it has one: `dg check defs` checks it
     /// against each asset stored with the resource.
-    pub path: Option<Arc<path_template::PathTemplate>>,
+    pub(crate) path: Option<Arc<path_template::PathTemplate>>,
+}
+
+impl ResourceInfo {
+    /// Data is stored in `format`: assets stored by the resource default
+    /// to it, and `dg check defs` reports one that sets another.
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = Some(format);
+        self
+    }
 }
 
 /// Creates a manager from its deserialised config (a factory: it may build
@@ -442,6 +514,7 @@ impl Default for Registry {
 
 /// A partition as I/O managers see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PartitionRef {
     /// The partition key (Dagster's `asset_partition_key`), e.g.
     /// `2024-01-01`, `2024-01-01-13:00`, `eu`, or `2024-01-01|eu` for a
@@ -454,6 +527,29 @@ pub struct PartitionRef {
     /// `asset_partitions_time_window`). For a multi partition with a time
     /// dimension, that dimension's window. `None` for other partitions.
     pub window: Option<(DateTime<FixedOffset>, DateTime<FixedOffset>)>,
+}
+
+impl PartitionRef {
+    /// Partition `key`, with no dimensions and no time window.
+    pub fn new(key: impl Into<String>) -> Self {
+        PartitionRef {
+            key: key.into(),
+            dims: Vec::new(),
+            window: None,
+        }
+    }
+
+    /// Sets the (dimension, key) pairs of a multi partition.
+    pub fn with_dims(mut self, dims: Vec<(String, String)>) -> Self {
+        self.dims = dims;
+        self
+    }
+
+    /// Sets the time window `[start, end)`.
+    pub fn with_window(mut self, start: DateTime<FixedOffset>, end: DateTime<FixedOffset>) -> Self {
+        self.window = Some((start, end));
+        self
+    }
 }
 
 /// Where a manager's messages go: the step's log file (`dg logs RUN_ID`),
@@ -494,7 +590,11 @@ impl std::fmt::Debug for Log {
 /// looks for. Derive the storage location from it, and nothing else, so
 /// that `load_input` finds the same place from
 /// [`InputContext::upstream_output`].
+///
+/// dg builds it; a test of a manager builds one with
+/// [`OutputContext::new`] and the `with_` methods.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct OutputContext {
     /// `/`-separated key, e.g. `raw/events` (Dagster's `asset_key.path`
     /// joined with `/`). Segments are ASCII letters, digits, `_`, `-` and
@@ -521,6 +621,53 @@ pub struct OutputContext {
 }
 
 impl OutputContext {
+    /// The output of asset `asset_key` in `format`: unpartitioned, for
+    /// resource `io_manager`, with no metadata, an empty run and step id,
+    /// and a log that writes nowhere.
+    pub fn new(asset_key: impl Into<String>, format: Format) -> Self {
+        OutputContext {
+            asset_key: asset_key.into(),
+            partition: None,
+            format,
+            resource_key: "io_manager".into(),
+            metadata: serde_json::Map::new(),
+            run_id: String::new(),
+            step_id: String::new(),
+            log: Log::default(),
+        }
+    }
+
+    /// Sets the one [`partition`](Self::partition) stored.
+    pub fn with_partition(mut self, partition: PartitionRef) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets [`resource_key`](Self::resource_key).
+    pub fn with_resource_key(mut self, key: impl Into<String>) -> Self {
+        self.resource_key = key.into();
+        self
+    }
+
+    /// Sets the asset's [`metadata`](Self::metadata).
+    pub fn with_metadata(mut self, metadata: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets [`run_id`](Self::run_id) and [`step_id`](Self::step_id).
+    pub fn with_run(mut self, run_id: impl Into<String>, step_id: impl Into<String>) -> Self {
+        self.run_id = run_id.into();
+        self.step_id = step_id.into();
+        self
+    }
+
+    /// Sets the [`log`](Self::log).
+    pub fn with_log(mut self, log: Log) -> Self {
+        self.log = log;
+        self
+    }
+
     /// The asset key's segments: `raw/events` gives `raw`, `events`
     /// (Dagster's `asset_key.path`).
     pub fn key_segments(&self) -> impl Iterator<Item = &str> {
@@ -530,7 +677,11 @@ impl OutputContext {
 
 /// What to load for one input (Dagster's `InputContext`), passed to
 /// [`IoManager::load_input`].
+///
+/// dg builds it; a test of a manager builds one with
+/// [`InputContext::new`] and the `with_` methods.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct InputContext {
     /// The input's name (`ins.NAME`, or the last key segment of a `deps`
     /// entry); the step gets it as `DG_INPUT_<NAME>`.
@@ -564,6 +715,67 @@ pub struct InputContext {
 }
 
 impl InputContext {
+    /// Input `input_name` of asset `asset_key`, loading the whole of the
+    /// unpartitioned upstream `upstream_output` (its partition is cleared).
+    /// The format, resource key, run id, step id and log are the
+    /// upstream's until set with the `with_` methods;
+    /// [`with_partitions`](Self::with_partitions) makes the upstream
+    /// partitioned.
+    pub fn new(
+        input_name: impl Into<String>,
+        asset_key: impl Into<String>,
+        upstream_output: OutputContext,
+    ) -> Self {
+        let upstream_output = OutputContext {
+            partition: None,
+            ..upstream_output
+        };
+        InputContext {
+            input_name: input_name.into(),
+            asset_key: asset_key.into(),
+            format: upstream_output.format,
+            resource_key: upstream_output.resource_key.clone(),
+            run_id: upstream_output.run_id.clone(),
+            step_id: upstream_output.step_id.clone(),
+            log: upstream_output.log.clone(),
+            upstream_output,
+            upstream_partitioned: false,
+            partitions: Vec::new(),
+        }
+    }
+
+    /// The upstream is partitioned, and these of its partitions are
+    /// loaded, in order.
+    pub fn with_partitions(mut self, partitions: Vec<PartitionRef>) -> Self {
+        self.upstream_partitioned = true;
+        self.partitions = partitions;
+        self
+    }
+
+    /// Sets the [`format`](Self::format) the reading step wants.
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Sets [`resource_key`](Self::resource_key) (an `input_manager`).
+    pub fn with_resource_key(mut self, key: impl Into<String>) -> Self {
+        self.resource_key = key.into();
+        self
+    }
+
+    /// Sets the reading step's [`step_id`](Self::step_id).
+    pub fn with_step_id(mut self, step_id: impl Into<String>) -> Self {
+        self.step_id = step_id.into();
+        self
+    }
+
+    /// Sets the [`log`](Self::log).
+    pub fn with_log(mut self, log: Log) -> Self {
+        self.log = log;
+        self
+    }
+
     /// The output context of one upstream partition (or of the whole
     /// upstream when it is unpartitioned).
     pub fn upstream_partition(&self, p: Option<&PartitionRef>) -> OutputContext {
@@ -592,12 +804,33 @@ impl InputContext {
         }
         Ok(Loaded::Partitions(out))
     }
+
+    /// Loads the input from files, keeping the shape `load_input` must
+    /// return (as [`load_each`](Self::load_each)): `path` gives the file
+    /// of each stored output, which is handed over in `format` as
+    /// [`Data::File`]. A file that is not there is an error naming the
+    /// asset and the file.
+    pub fn load_files(
+        &self,
+        format: Format,
+        path: impl Fn(&OutputContext) -> PathBuf,
+    ) -> anyhow::Result<Loaded> {
+        self.load_each(|out| {
+            let path = path(out);
+            if !path.is_file() {
+                anyhow::bail!("`{}` is not stored: no `{}`", out.asset_key, path.display());
+            }
+            Ok(Data::File { path, format })
+        })
+    }
 }
 
 /// A table in memory: Arrow record batches with their schema (Dagster's
 /// DataFrame). [`table::read`] and [`table::write`] convert to and from
-/// files.
+/// files. Arrow is dg's own (re-exported as [`arrow`]), so a plug-in
+/// uses the same version.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Table {
     /// The columns.
     pub schema: arrow::datatypes::SchemaRef,
@@ -606,14 +839,25 @@ pub struct Table {
 }
 
 impl Table {
+    /// A table of `batches`, each of which has `schema`.
+    pub fn new(
+        schema: arrow::datatypes::SchemaRef,
+        batches: Vec<arrow::record_batch::RecordBatch>,
+    ) -> Self {
+        Table { schema, batches }
+    }
+
     /// The number of rows of all batches.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }
 }
 
-/// Data handed to or returned by an I/O manager.
+/// Data handed to or returned by an I/O manager. More forms may come:
+/// match with a `_` arm (or convert with [`table::into_memory`] or
+/// [`table::to_file`]).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Data {
     /// A file in a named format. Steps write their outputs as files; a
     /// manager whose stored format matches hands its file over as is.
@@ -630,10 +874,51 @@ pub enum Data {
     Bytes(Arc<Vec<u8>>),
 }
 
+impl Data {
+    /// Writes the data to the file `path` in `format`, atomically, as
+    /// [`IoManager::handle_output`] must: into a temporary file beside
+    /// `path`, then renamed over it, so that a reader finds the old file or
+    /// the new one and never part of one. Creates the missing folders. A
+    /// file already in `format` is copied, not converted. Returns the size
+    /// of the file written.
+    pub fn write_atomically(&self, path: &Path, format: Format) -> anyhow::Result<u64> {
+        use anyhow::Context as _;
+        static TMP: AtomicU64 = AtomicU64::new(0);
+        let name = path
+            .file_name()
+            .with_context(|| format!("`{}` names no file", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}-{}",
+            name.to_string_lossy(),
+            std::process::id(),
+            TMP.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = table::to_file(self, format, &tmp).and_then(|file| {
+            if file != tmp {
+                std::fs::copy(&file, &tmp)
+                    .with_context(|| format!("cannot copy `{}`", file.display()))?;
+            }
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot write `{}`", path.display()))
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written?;
+        Ok(std::fs::metadata(path)?.len())
+    }
+}
+
 /// What a manager reports about a stored output. It is recorded with the
 /// materialization as metadata (`dg/path`, `dg/rows`, `dg/bytes`, leaving
 /// out what is `None`), like Dagster's `context.add_output_metadata`.
+/// `Stored::default()` knows nothing; [`Stored::at`] and the `with_`
+/// methods say what is known.
 #[derive(Clone, Debug, Default, serde::Serialize)]
+#[non_exhaustive]
 pub struct Stored {
     /// Where it is: a path, or any URI-like string (`s3://…`, a table name).
     pub path: Option<String>,
@@ -643,9 +928,32 @@ pub struct Stored {
     pub bytes: Option<u64>,
 }
 
+impl Stored {
+    /// Stored at `path` (a path, or a URI-like string).
+    pub fn at(path: impl Into<String>) -> Self {
+        Stored {
+            path: Some(path.into()),
+            ..Stored::default()
+        }
+    }
+
+    /// Sets the number of [`rows`](Self::rows).
+    pub fn with_rows(mut self, rows: u64) -> Self {
+        self.rows = Some(rows);
+        self
+    }
+
+    /// Sets the size in [`bytes`](Self::bytes).
+    pub fn with_bytes(mut self, bytes: u64) -> Self {
+        self.bytes = Some(bytes);
+        self
+    }
+}
+
 /// What `load_input` returns: one value, or for a partitioned upstream an
 /// ordered map from partition key to value (always a map, even for one key).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Loaded {
     /// The whole of an unpartitioned upstream.
     Single(Data),
@@ -866,4 +1174,74 @@ pub struct CommandConfig {
     /// Anything: sent to the program in the handshake, as JSON.
     #[serde(default)]
     pub config: toml::Table,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_context_takes_the_upstreams_defaults() {
+        let up = OutputContext::new("raw/events", Format::Parquet)
+            .with_partition(PartitionRef::new("2024-01-01"))
+            .with_resource_key("lake")
+            .with_run("r1", "raw/events[2024-01-01]");
+        let ctx = InputContext::new("events", "report", up);
+        assert_eq!(ctx.upstream_output.partition, None);
+        assert_eq!(ctx.format, Format::Parquet);
+        assert_eq!(ctx.resource_key, "lake");
+        assert_eq!(
+            (ctx.run_id.as_str(), ctx.step_id.as_str()),
+            ("r1", "raw/events[2024-01-01]")
+        );
+        assert!(!ctx.upstream_partitioned);
+        let ctx = ctx
+            .with_partitions(vec![PartitionRef::new("2024-01-01")])
+            .with_format(Format::Csv)
+            .with_step_id("report");
+        assert!(ctx.upstream_partitioned);
+        assert_eq!(ctx.partitions.len(), 1);
+        assert_eq!(ctx.format, Format::Csv);
+    }
+
+    #[test]
+    fn data_is_written_atomically_and_loaded_back_as_files() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let src = dir.path().join("step-output.csv");
+        std::fs::write(&src, "a,b\n1,2\n").unwrap();
+        let data = Data::File {
+            path: src,
+            format: Format::Csv,
+        };
+        let dest = dir.path().join("store/x/y.jsonl");
+        let bytes = data.write_atomically(&dest, Format::Jsonl).unwrap();
+        assert_eq!(bytes, std::fs::metadata(&dest).unwrap().len());
+        assert_eq!(
+            std::fs::read_to_string(&dest).unwrap(),
+            "{\"a\":1,\"b\":2}\n"
+        );
+        // Nothing but the file is left beside it.
+        let left: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["y.jsonl"]);
+
+        let ctx = InputContext::new("y", "reader", OutputContext::new("x/y", Format::Jsonl));
+        let store = dir.path().join("store");
+        let path = |out: &OutputContext| store.join(format!("{}.jsonl", out.asset_key));
+        match ctx.load_files(Format::Jsonl, path).unwrap() {
+            Loaded::Single(Data::File { path, format }) => {
+                assert_eq!((path, format), (dest, Format::Jsonl));
+            }
+            other => panic!("{other:?}"),
+        }
+        let missing = ctx
+            .load_files(Format::Jsonl, |_| dir.path().join("nope.jsonl"))
+            .unwrap_err();
+        assert!(
+            missing.to_string().starts_with("`x/y` is not stored: no `"),
+            "{missing}"
+        );
+    }
 }

@@ -251,12 +251,7 @@ fn postgres_bulk_store_rate() {
         ));
     }
     std::fs::write(&csv, text).unwrap();
-    let cx = ResourceCx {
-        resource_key: "io_manager".into(),
-        project_root: dir.path().to_path_buf(),
-        state_dir: dir.path().join(".dg"),
-        run_id: "bench".into(),
-    };
+    let cx = ResourceCx::new(dir.path()).with_run_id("bench");
     let m = dg::io::PostgresConfig {
         url,
         schema: pg.schema.clone(),
@@ -264,20 +259,9 @@ fn postgres_bulk_store_rate() {
     }
     .create_io_manager(&cx)
     .unwrap();
-    let ctx = OutputContext {
-        asset_key: "bench".into(),
-        partition: Some(dg::io::PartitionRef {
-            key: "p".into(),
-            dims: Vec::new(),
-            window: None,
-        }),
-        format: Format::Csv,
-        resource_key: "io_manager".into(),
-        metadata: Default::default(),
-        run_id: "bench".into(),
-        step_id: "bench".into(),
-        log: Default::default(),
-    };
+    let ctx = OutputContext::new("bench", Format::Csv)
+        .with_partition(dg::io::PartitionRef::new("p"))
+        .with_run("bench", "bench");
     let started = std::time::Instant::now();
     let stored = m
         .handle_output(

@@ -201,12 +201,7 @@ fn tables() -> impl Strategy<Value = TextTable> {
 /// Every manager under test, by name.
 fn managers(dir: &Path, pg_schema: Option<(&str, &str)>) -> Vec<(String, Arc<dyn IoManager>)> {
     let registry = Registry::builtin();
-    let cx = ResourceCx {
-        resource_key: "io_manager".into(),
-        project_root: dir.to_path_buf(),
-        state_dir: dir.join(".dg"),
-        run_id: "roundtrip".into(),
-    };
+    let cx = ResourceCx::new(dir).with_run_id("roundtrip");
     let plugin = repo().join("examples/plugins/fs_plugin.py");
     let mut configs: Vec<(String, &str, String)> = vec![
         (
@@ -259,26 +254,15 @@ fn managers(dir: &Path, pg_schema: Option<(&str, &str)>) -> Vec<(String, Arc<dyn
 }
 
 fn partition(key: &str) -> PartitionRef {
-    PartitionRef {
-        key: key.into(),
-        dims: Vec::new(),
-        window: None,
-    }
+    PartitionRef::new(key)
 }
 
 /// Partition `key` of asset `key` (one asset per case: a database table's
 /// columns are fixed by its first partition).
 fn output(key: &str) -> OutputContext {
-    OutputContext {
-        asset_key: key.into(),
-        partition: Some(partition(key)),
-        format: Format::Csv,
-        resource_key: "io_manager".into(),
-        metadata: Default::default(),
-        run_id: "roundtrip".into(),
-        step_id: "t".into(),
-        log: Default::default(),
-    }
+    OutputContext::new(key, Format::Csv)
+        .with_partition(partition(key))
+        .with_run("roundtrip", "t")
 }
 
 /// Stores `t` (as the CSV a step wrote) through `m` as partition `key`,
@@ -295,20 +279,9 @@ fn round_trip(name: &str, m: &dyn IoManager, t: &TextTable, key: &str, dir: &Pat
     )
     .unwrap_or_else(|e| panic!("{name}: storing {t:?}: {e:#}"));
     assert!(m.exists(&output(key)).unwrap(), "{name}: {key} is stored");
-    let mut upstream = output(key);
-    upstream.partition = None;
-    let ictx = InputContext {
-        input_name: "t".into(),
-        asset_key: "reader".into(),
-        upstream_output: upstream,
-        upstream_partitioned: true,
-        partitions: vec![partition(key)],
-        format: Format::Csv,
-        resource_key: "io_manager".into(),
-        run_id: "roundtrip".into(),
-        step_id: "reader".into(),
-        log: Default::default(),
-    };
+    let ictx = InputContext::new("t", "reader", output(key))
+        .with_partitions(vec![partition(key)])
+        .with_step_id("reader");
     let loaded = m
         .load_input(&ictx)
         .unwrap_or_else(|e| panic!("{name}: loading {t:?}: {e:#}"));

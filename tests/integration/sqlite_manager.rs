@@ -213,32 +213,16 @@ fn sqlite_bulk_store_rate() {
         ));
     }
     std::fs::write(&csv, text).unwrap();
-    let cx = ResourceCx {
-        resource_key: "io_manager".into(),
-        project_root: dir.path().to_path_buf(),
-        state_dir: dir.path().join(".dg"),
-        run_id: "bench".into(),
-    };
+    let cx = ResourceCx::new(dir.path()).with_run_id("bench");
     let m = dg::io::SqliteConfig {
         path: "bench.db".into(),
         replace_on_schema_change: false,
     }
     .create_io_manager(&cx)
     .unwrap();
-    let ctx = OutputContext {
-        asset_key: "bench".into(),
-        partition: Some(dg::io::PartitionRef {
-            key: "p".into(),
-            dims: Vec::new(),
-            window: None,
-        }),
-        format: Format::Csv,
-        resource_key: "io_manager".into(),
-        metadata: Default::default(),
-        run_id: "bench".into(),
-        step_id: "bench".into(),
-        log: Default::default(),
-    };
+    let ctx = OutputContext::new("bench", Format::Csv)
+        .with_partition(dg::io::PartitionRef::new("p"))
+        .with_run("bench", "bench");
     // End to end from the CSV file, then the two halves: reading the CSV
     // into Arrow, and storing the Arrow table (replacing the partition).
     let started = std::time::Instant::now();
