@@ -211,16 +211,12 @@ fn hostile_keys_through_object_store() {
         return;
     };
     let prefix = format!("adv-{}", std::process::id());
-    let dir = hostile_project(&format!(
-        r#"[resources.io_manager]
-type = "object_store"
-url = "s3://{bucket}/{prefix}"
-endpoint = "{endpoint}"
-allow_http = true
-region = "us-east-1"
-access_key_id = "dg-test"
-secret_access_key = "dg-test"
-"#
+    let dir = hostile_project(&crate::object_store::resource(
+        "io_manager",
+        &endpoint,
+        &bucket,
+        &prefix,
+        "",
     ));
     run_hostile(dir.path(), &[]);
 }

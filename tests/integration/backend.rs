@@ -12,8 +12,9 @@
 use std::path::Path;
 
 use postgres::{Client, NoTls};
+use tempfile::TempDir;
 
-use crate::support::{Run, dg_now_with_env};
+use crate::support::{Run, dg_now_with_env, service, unique_name};
 
 /// Every hour of 2022-01-01 is over, and the day too.
 pub const NOW: &str = "2022-01-02T00:00:00Z";
@@ -32,34 +33,24 @@ pub enum Backend {
 /// variable fails the test instead. Reuse it in any test that needs
 /// Postgres: `let Some(url) = pg_url() else { return };`.
 pub fn pg_url() -> Option<String> {
-    match std::env::var("DG_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "CI=true but DG_TEST_POSTGRES_URL is not set: the Postgres tests must run \
-                     under CI (.ci/run sources .ci/postgres.sh)"
-                );
-            }
-            eprintln!("skipped: set DG_TEST_POSTGRES_URL (see CONTRIBUTING.md)");
-            None
-        }
-    }
+    service("DG_TEST_POSTGRES_URL", "Postgres", "postgres.sh")
 }
 
-/// A fresh schema name: `dg_test_<pid>_<nanos>_<n>`.
+/// A state store URL on the test server, in a fresh schema of its own
+/// (never dropped: the state store creates it); `None` as for [`pg_url`].
+pub fn pg_state_url() -> Option<String> {
+    Some(with_schema(&pg_url()?, &random_schema()))
+}
+
+/// `url` with `schema=<schema>` added to its query.
+pub fn with_schema(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}schema={schema}")
+}
+
+/// A fresh schema name ([`unique_name`]).
 pub fn random_schema() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "dg_test_{}_{nanos}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    unique_name()
 }
 
 /// A test's schema: dropped (with its tables) when the test ends.
@@ -283,4 +274,64 @@ impl Db {
             ),
         }
     }
+}
+
+/// Stores 1,000,000 CSV rows of 5 columns into the manager `make` creates
+/// (in-process, in a fresh temporary folder) and prints the rates: end to
+/// end from the CSV file, then the two halves: reading the CSV into Arrow,
+/// and storing the Arrow table (replacing the partition). `name` and `how`
+/// label the lines. The `*_bulk_store_rate` tests (ignored) call it.
+pub fn bulk_store_rate(
+    name: &str,
+    how: &str,
+    make: impl FnOnce(&dg::io::ResourceCx) -> std::sync::Arc<dyn dg::io::IoManager>,
+) {
+    use dg::io::{Data, Format, OutputContext, ResourceCx};
+    let dir = TempDir::new().unwrap();
+    let csv = dir.path().join("in.csv");
+    let mut text = String::from("id,amount,name,flag,day\n");
+    for i in 0..1_000_000u64 {
+        text.push_str(&format!(
+            "{i},{}.25,name-{},{},2024-01-{:02}\n",
+            i % 1000,
+            i % 97,
+            i % 2 == 0,
+            i % 28 + 1
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let cx = ResourceCx::new(dir.path()).with_run_id("bench");
+    let m = make(&cx);
+    let ctx = OutputContext::new("bench", Format::Csv)
+        .with_partition(dg::io::PartitionRef::new("p"))
+        .with_run("bench", "bench");
+    // End to end from the CSV file, then the two halves: reading the CSV
+    // into Arrow, and storing the Arrow table (replacing the partition).
+    let started = std::time::Instant::now();
+    let stored = m
+        .handle_output(
+            &ctx,
+            Data::File {
+                path: csv.clone(),
+                format: Format::Csv,
+            },
+        )
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(stored.rows, Some(1_000_000));
+    eprintln!(
+        "CSV → {name}: 1,000,000 rows in {secs:.3}s: {:.0} rows/s",
+        1e6 / secs
+    );
+    let started = std::time::Instant::now();
+    let table = dg::io::table::read(&csv, Format::Csv).unwrap();
+    let read = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    m.handle_output(&ctx, Data::Table(std::sync::Arc::new(table)))
+        .unwrap();
+    let store = started.elapsed().as_secs_f64();
+    eprintln!(
+        "read CSV {read:.3}s; store Arrow (replacing 1,000,000 rows{how}) {store:.3}s: {:.0} rows/s",
+        1e6 / store
+    );
 }

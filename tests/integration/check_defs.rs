@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Run, assert_no_panic, dg, dg_with_env, malformed};
+use crate::support::{Run, assert_contains, assert_no_panic, dg, dg_with_env, items, malformed};
 
 /// Every case under `tests/fixtures/malformed/`; each must have a test below.
 const CASES: &[&str] = &[
@@ -49,13 +49,7 @@ fn fails(case: &str, expect: &[&str]) -> Run {
     );
     assert_no_panic(&run);
     assert_eq!(run.stdout, "", "nothing on stdout for `{case}`");
-    for e in expect {
-        assert!(
-            run.stderr.contains(e),
-            "stderr of `{case}` lacks {e:?}:\n{}",
-            run.stderr
-        );
-    }
+    assert_contains(&run.stderr, expect);
     assert!(
         run.stderr
             .trim_end()
@@ -312,17 +306,14 @@ fn unset_env_is_a_warning_without_strict() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_no_panic(&run);
     assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
-    assert!(
-        run.stdout.contains("all valid, 1 warning"),
-        "{}",
-        run.stdout
+    assert_contains(&run.stdout, &["all valid, 1 warning"]);
+    assert_contains(
+        &run.stderr,
+        &[
+            "warning: environment variable `DG_FIXTURE_UNSET_API_BASE` is not set (used by asset `orders`)",
+            "defs/assets.toml:3:20",
+        ],
     );
-    for e in [
-        "warning: environment variable `DG_FIXTURE_UNSET_API_BASE` is not set (used by asset `orders`)",
-        "defs/assets.toml:3:20",
-    ] {
-        assert!(run.stderr.contains(e), "lacks {e:?}:\n{}", run.stderr);
-    }
     assert!(!run.stderr.contains("error"), "{}", run.stderr);
     insta::assert_snapshot!("unset_env_warning", run.stderr);
 }
@@ -334,13 +325,14 @@ fn unset_env_is_an_error_with_strict() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_no_panic(&run);
     assert_eq!(run.stdout, "");
-    for e in [
-        "error: environment variable `DG_FIXTURE_UNSET_API_BASE` is not set (used by asset `orders`)",
-        "defs/assets.toml:3:20",
-        "error: definitions are invalid: 1 error",
-    ] {
-        assert!(run.stderr.contains(e), "lacks {e:?}:\n{}", run.stderr);
-    }
+    assert_contains(
+        &run.stderr,
+        &[
+            "error: environment variable `DG_FIXTURE_UNSET_API_BASE` is not set (used by asset `orders`)",
+            "defs/assets.toml:3:20",
+            "error: definitions are invalid: 1 error",
+        ],
+    );
     insta::assert_snapshot!("unset_env_strict", run.stderr);
 }
 
@@ -376,16 +368,17 @@ fn non_utf8() {
     let run = dg(dir.path(), &["check", "defs"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_no_panic(&run);
-    for e in [
-        "`defs/a_partitions.toml` is not valid UTF-8",
-        "defs/a_partitions.toml:4:6",
-        "invalid byte here",
-        // the other file is still checked…
-        "defs/b_assets.toml:3:1",
-        "unknown field `descripton` in asset `orders`",
-    ] {
-        assert!(run.stderr.contains(e), "lacks {e:?}:\n{}", run.stderr);
-    }
+    assert_contains(
+        &run.stderr,
+        &[
+            "`defs/a_partitions.toml` is not valid UTF-8",
+            "defs/a_partitions.toml:4:6",
+            "invalid byte here",
+            // the other file is still checked…
+            "defs/b_assets.toml:3:1",
+            "unknown field `descripton` in asset `orders`",
+        ],
+    );
     // …but `daily` is not called unknown: it is defined in the unreadable file.
     assert!(!run.stderr.contains("unknown partitions"), "{}", run.stderr);
     assert_eq!(error_count(&run), 2);
@@ -592,9 +585,7 @@ fn check_json(case: &str, extra: &[&str]) -> Value {
 
 /// `(kind, file, line, column)` of every error, in order.
 fn located(v: &Value) -> Vec<(String, String, u64, u64)> {
-    v["errors"]
-        .as_array()
-        .expect("errors is an array")
+    items(&v["errors"])
         .iter()
         .map(|e| {
             assert_eq!(e["severity"], "error");

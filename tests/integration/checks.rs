@@ -7,7 +7,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Run, assert_ok, dg_now, json, project, read, step};
+use crate::support::{
+    Run, assert_contains, assert_fails_with, assert_ok, dg_now, items, json, project, read, step,
+};
 
 const NOW: &str = "2022-01-02T00:00:00Z";
 
@@ -59,9 +61,7 @@ fn check<'a>(v: &'a Value, partition: &str, name: &str) -> &'a Value {
     } else {
         Value::from(partition)
     };
-    v["checks"]
-        .as_array()
-        .unwrap()
+    items(&v["checks"])
         .iter()
         .find(|c| c["partition"] == p && c["check"] == name)
         .unwrap_or_else(|| panic!("no check {name} on {partition} in {v:#}"))
@@ -99,16 +99,12 @@ fn a_failed_blocking_check_skips_downstream_and_fails_the_run() {
     assert_eq!(check(&v, "b", "no_null_ids")["passed"], true);
     assert_eq!(check(&v, "a", "has_rows")["passed"], true);
     assert_eq!(check(&v, "a", "has_rows")["severity"], "warn");
-    assert!(
-        run.stderr
-            .contains("✗ check orders[a] `no_null_ids` failed (error, blocking)"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("checks: 3 passed, 1 failed"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        &[
+            "✗ check orders[a] `no_null_ids` failed (error, blocking)",
+            "checks: 3 passed, 1 failed",
+        ],
     );
 
     // `dg checks`: the latest results, with the metadata a shell check wrote.
@@ -129,11 +125,7 @@ fn a_failed_blocking_check_skips_downstream_and_fails_the_run() {
         "{}",
         human.stdout
     );
-    assert!(
-        human.stdout.contains("3 passed, 1 failed"),
-        "{}",
-        human.stdout
-    );
+    assert_contains(&human.stdout, &["3 passed, 1 failed"]);
 
     // `dg status` counts the failed check; `--fail-on-stale` exits 1 on it.
     let st = json(&dg_now(
@@ -148,17 +140,8 @@ fn a_failed_blocking_check_skips_downstream_and_fails_the_run() {
         NOW,
         &["status", "--fail-on-stale", "--select", "orders"],
     );
-    assert_eq!(gate.code, 1, "{}\n{}", gate.stdout, gate.stderr);
-    assert!(
-        gate.stderr.contains("orders (1 failed check)"),
-        "{}",
-        gate.stderr
-    );
-    assert!(
-        gate.stdout.contains(", 1 failed check  (of 2)"),
-        "{}",
-        gate.stdout
-    );
+    assert_fails_with(&gate, 1, &["orders (1 failed check)"]);
+    assert_contains(&gate.stdout, &[", 1 failed check  (of 2)"]);
 
     // Fixed data: the next run's results replace the latest ones.
     std::fs::remove_file(p.path().join("bad")).unwrap();
@@ -169,11 +152,7 @@ fn a_failed_blocking_check_skips_downstream_and_fails_the_run() {
     assert_eq!(step(&again, "report[a]")["status"], "success");
     let c = json(&dg_now(p.path(), NOW, &["checks", "--json"]));
     assert!(
-        c["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["passed"] == true),
+        items(&c["checks"]).iter().all(|r| r["passed"] == true),
         "{c:#}"
     );
     assert_ok(&dg_now(
@@ -216,23 +195,16 @@ sql = "SELECT n * 2 AS n FROM numbers"
     let err = check(&v, "", "no_twos");
     assert_eq!(err["passed"], false);
     assert_eq!(err["message"], "the query returned 1 row; first: n=2");
-    assert!(
-        run.stderr
-            .contains("! check numbers `too_few` failed (warn)"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, &["! check numbers `too_few` failed (warn)"]);
     // The check's output went to the step's log.
     let logs = dg_now(
         p.path(),
         NOW,
         &["logs", v["run_id"].as_str().unwrap(), "numbers"],
     );
-    assert!(logs.stdout.contains("only two rows"), "{}", logs.stdout);
-    assert!(
-        logs.stdout.contains("[dg] check `too_few`: FAILED"),
-        "{}",
-        logs.stdout
+    assert_contains(
+        &logs.stdout,
+        &["only two rows", "[dg] check `too_few`: FAILED"],
     );
 }
 
@@ -313,12 +285,7 @@ sql = "SELECT 1"
             run.stderr
         );
     }
-    assert!(
-        run.stderr.contains("did you mean `blocking`?"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("8 errors"), "{}", run.stderr);
+    assert_contains(&run.stderr, &["did you mean `blocking`?", "8 errors"]);
 }
 
 /// The wall clock plus `secs`, RFC 3339: materializations are stamped
@@ -368,10 +335,11 @@ shell = "printf 'x\n1\n' > \"$DG_OUTPUT\""
     let later = wall_clock_plus(2 * 3600);
     let stale = dg_now(p.path(), &later, &["status", "--fail-on-stale"]);
     assert_eq!(stale.code, 1, "{}\n{}", stale.stdout, stale.stderr);
-    assert!(
-        stale.stdout.contains("daily_export  1 materialized, 0 failed, 0 missing, 0 stale, overdue: last materialized 2h"),
-        "{}",
-        stale.stdout
+    assert_contains(
+        &stale.stdout,
+        &[
+            "daily_export  1 materialized, 0 failed, 0 missing, 0 stale, overdue: last materialized 2h",
+        ],
     );
     assert!(
         stale
@@ -414,7 +382,7 @@ on_failure = 'cp "$DG_RUN_SUMMARY" failure.json; echo "$DG_RUN_ID" > failure.id'
     assert_ok(&run);
     let v = json(&run);
     assert_eq!(v["status"], "success");
-    assert!(run.stderr.contains("hook saw success"), "{}", run.stderr);
+    assert_contains(&run.stderr, &["hook saw success"]);
     assert!(
         run.stderr.contains(
             "warning: hook `on_success` failed (exited with code 9); the run's status is unchanged"
@@ -447,14 +415,11 @@ on_failure = 'cp "$DG_RUN_SUMMARY" failure.json; echo "$DG_RUN_ID" > failure.id'
         ("dg.toml", "[hooks]\non_succes = \"true\"\n"),
     ]);
     let run = dg_now(bad.path(), NOW, &["check", "defs"]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("unknown field `on_succes` in `[hooks]`"),
-        "{}",
-        run.stderr
+    assert_fails_with(
+        &run,
+        2,
+        &["unknown field `on_succes` in `[hooks]`", "dg.toml:2:1"],
     );
-    assert!(run.stderr.contains("dg.toml:2:1"), "{}", run.stderr);
 }
 
 #[test]
@@ -484,7 +449,7 @@ fn scaffolded_checks_pass_check_defs_and_run() {
         full.extend_from_slice(args);
         let run = dg_now(&proj, NOW, &full);
         assert_ok(&run);
-        assert!(run.stdout.contains("asset with checks"), "{}", run.stdout);
+        assert_contains(&run.stdout, &["asset with checks"]);
         assert_ok(&dg_now(&proj, NOW, &["check", "defs"]));
     }
     let text = read(proj.join("defs/checked.toml"));

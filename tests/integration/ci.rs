@@ -7,7 +7,7 @@ use std::path::Path;
 use quick_xml::events::Event;
 use serde_json::Value;
 
-use crate::support::{Run, assert_no_panic, dg, dg_with_env, project, read};
+use crate::support::{Run, assert_contains, assert_no_panic, dg, dg_with_env, project, read};
 
 const NOW: &str = "2022-01-02T00:00:00Z";
 
@@ -46,11 +46,7 @@ fn github_format_prints_escaped_workflow_commands_then_the_human_output() {
     assert!(c.contains("%0Ahelp: "), "{c}");
     assert!(!c.contains('\r') && !c[2..].contains("\n"));
     // The human rendering still follows, on stderr.
-    assert!(
-        run.stderr.contains("--> defs/a,b.toml:3:1"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, &["--> defs/a,b.toml:3:1"]);
 }
 
 #[test]
@@ -62,7 +58,7 @@ fn github_is_the_default_under_github_actions_only() {
         &[("GITHUB_ACTIONS", "true")],
     );
     assert_eq!(commands(&under.stdout).len(), 1, "{under:?}");
-    assert!(under.stderr.contains("unknown field"), "{}", under.stderr);
+    assert_contains(&under.stderr, &["unknown field"]);
     let outside = dg(dir.path(), &["check", "defs"]);
     assert!(commands(&outside.stdout).is_empty(), "{outside:?}");
     // An explicit format wins over the environment.
@@ -108,7 +104,7 @@ fn gitlab_format_is_a_code_quality_report_on_stdout() {
     let again = dg(dir.path(), &["check", "defs", "--format", "gitlab"]);
     let w: Value = serde_json::from_str(&again.stdout).unwrap();
     assert_eq!(w[0]["fingerprint"], i["fingerprint"]);
-    assert!(run.stderr.contains("unknown field"), "{}", run.stderr);
+    assert_contains(&run.stderr, &["unknown field"]);
     // A valid project: an empty report.
     let ok = project(&[("defs/a.toml", "[assets.x]\nshell = \"true\"\n")]);
     let run = dg(ok.path(), &["check", "defs", "--format", "gitlab"]);
@@ -177,11 +173,7 @@ fn failed_steps_are_annotated_at_the_assets_definition() {
         "{check}"
     );
     // The summary still follows.
-    assert!(
-        run.stderr.contains("1 succeeded, 1 failed, 1 skipped"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, &["1 succeeded, 1 failed, 1 skipped"]);
 
     let gl = materialize(dir.path(), &["--format", "gitlab"]);
     let v: Value = serde_json::from_str(&gl.stdout).expect("stdout is the report alone");

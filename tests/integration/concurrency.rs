@@ -3,12 +3,12 @@
 //! inputs it produced, and every run ends with the right status.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{dg_with_env, json, project, read};
+use crate::support::{dg_with_env, find, json, project, read, spawn_dg};
 
 /// `up` (fast) → `down` (slow, identity), over three static partitions;
 /// every step appends `ASSET KEY UP-CONTENT` to `computed.log`.
@@ -38,18 +38,7 @@ cp "$DG_INPUT_UP" "$DG_OUTPUT"
 }
 
 fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("dg"));
-    c.current_dir(dir)
-        .arg("--project")
-        .arg(dir)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.spawn().expect("dg starts")
+    spawn_dg(dir, args, env)
 }
 
 fn finish(c: Child) -> (i32, Value, String) {
@@ -87,13 +76,7 @@ fn status(dir: &Path, env: &[(&str, &str)], asset: &str) -> (u64, u64) {
     let r = dg_with_env(dir, &["status", "--json"], env);
     assert_eq!(r.code, 0, "{r:?}");
     let v = json(&r);
-    let a = v["assets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["asset"] == asset)
-        .unwrap()
-        .clone();
+    let a = find(&v["assets"], "asset", asset).clone();
     (
         a["materialized"].as_u64().unwrap(),
         a["stale"].as_u64().unwrap(),
@@ -138,22 +121,19 @@ fn overlapping_runs_leave_nothing_stale_sqlite() {
 
 #[test]
 fn overlapping_runs_leave_nothing_stale_postgres() {
-    let Some((env, dg_toml)) = postgres_state() else {
-        return;
-    };
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    overlapping_runs_leave_nothing_stale(&env, &dg_toml);
+    on_postgres_state(overlapping_runs_leave_nothing_stale);
 }
 
-/// A state store in a fresh Postgres schema: (environment, dg.toml).
-fn postgres_state() -> Option<([(&'static str, String); 1], String)> {
-    let url = crate::backend::pg_url()?;
-    let schema = crate::backend::random_schema();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Some((
-        [("DG_STATE_URL", format!("{url}{sep}schema={schema}"))],
-        "[state]\nurl = \"${env:DG_STATE_URL}\"\n".to_string(),
-    ))
+/// Runs `scenario` with a state store in a fresh Postgres schema (skipped
+/// without a test server): the environment and `dg.toml` it needs.
+fn on_postgres_state(scenario: fn(&[(&str, &str)], &str)) {
+    let Some(url) = crate::backend::pg_state_url() else {
+        return;
+    };
+    scenario(
+        &[("DG_STATE_URL", url.as_str())],
+        "[state]\nurl = \"${env:DG_STATE_URL}\"\n",
+    );
 }
 
 /// Three runs of the same plan started together: each partition is computed
@@ -193,11 +173,7 @@ fn three_runs_compute_each_partition_once_sqlite() {
 
 #[test]
 fn three_runs_compute_each_partition_once_postgres() {
-    let Some((env, dg_toml)) = postgres_state() else {
-        return;
-    };
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    three_runs_compute_each_partition_once(&env, &dg_toml);
+    on_postgres_state(three_runs_compute_each_partition_once);
 }
 
 /// `dg partitions add/remove` while a run over the same dynamic definition
@@ -266,6 +242,29 @@ fn wait_for_a_step(d: &std::path::Path) {
     }
 }
 
+/// Computes `up[k1]`.
+const UP_K1: &[&str] = &[
+    "materialize",
+    "--select",
+    "up",
+    "--partition",
+    "k1",
+    "--json",
+];
+
+/// `env`, with `DG_HOST=host`, `DG_LEASE_TTL=ttl` and `more`.
+fn on_host<'a>(
+    env: &[(&'a str, &'a str)],
+    host: &'a str,
+    ttl: &'a str,
+    more: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut all = env.to_vec();
+    all.extend([("DG_HOST", host), ("DG_LEASE_TTL", ttl)]);
+    all.extend(more);
+    all
+}
+
 /// Run A, on "node-a", takes the lease on `up[k1]` and is killed with
 /// `kill -9` while its step runs. Run B, on "node-b", cannot tell whether
 /// A's process lives (another host), so the lease keeps B waiting until
@@ -273,29 +272,15 @@ fn wait_for_a_step(d: &std::path::Path) {
 fn a_dead_nodes_lease_is_reclaimed_after_it_expires(env: &[(&str, &str)], dg_toml: &str) {
     let dir = two_stage(dg_toml);
     let d = dir.path();
-    let args = [
-        "materialize",
-        "--select",
-        "up",
-        "--partition",
-        "k1",
-        "--json",
-    ];
-    let mut env_a: Vec<(&str, &str)> = env.to_vec();
-    env_a.extend([
-        ("DG_HOST", "node-a"),
-        ("DG_LEASE_TTL", "3s"),
-        ("UP_SLEEP", "60"),
-    ]);
-    let mut a = spawn(d, &args, &env_a);
+    let env_a = on_host(env, "node-a", "3s", &[("UP_SLEEP", "60")]);
+    let mut a = spawn(d, UP_K1, &env_a);
     wait_for_a_step(d);
     std::thread::sleep(Duration::from_millis(200));
     a.kill().unwrap();
     let _ = a.wait();
     let killed_at = Instant::now();
-    let mut env_b: Vec<(&str, &str)> = env.to_vec();
-    env_b.extend([("DG_HOST", "node-b"), ("DG_LEASE_TTL", "3s")]);
-    let (code, v, err) = finish(spawn(d, &args, &env_b));
+    let env_b = on_host(env, "node-b", "3s", &[]);
+    let (code, v, err) = finish(spawn(d, UP_K1, &env_b));
     let waited = killed_at.elapsed();
     assert_eq!(code, 0, "{v}\n{err}");
     assert!(err.contains("waits: run"), "B never waited for A:\n{err}");
@@ -315,11 +300,7 @@ fn a_dead_nodes_lease_is_reclaimed_after_it_expires_sqlite() {
 
 #[test]
 fn a_dead_nodes_lease_is_reclaimed_after_it_expires_postgres() {
-    let Some((env, dg_toml)) = postgres_state() else {
-        return;
-    };
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    a_dead_nodes_lease_is_reclaimed_after_it_expires(&env, &dg_toml);
+    on_postgres_state(a_dead_nodes_lease_is_reclaimed_after_it_expires);
 }
 
 /// A live holder on another host outlasts its lease's lifetime: its
@@ -328,25 +309,11 @@ fn a_dead_nodes_lease_is_reclaimed_after_it_expires_postgres() {
 fn a_live_holders_heartbeat_keeps_its_lease(env: &[(&str, &str)], dg_toml: &str) {
     let dir = two_stage(dg_toml);
     let d = dir.path();
-    let args = [
-        "materialize",
-        "--select",
-        "up",
-        "--partition",
-        "k1",
-        "--json",
-    ];
-    let mut env_a: Vec<(&str, &str)> = env.to_vec();
-    env_a.extend([
-        ("DG_HOST", "node-a"),
-        ("DG_LEASE_TTL", "1s"),
-        ("UP_SLEEP", "4"),
-    ]);
-    let a = spawn(d, &args, &env_a);
+    let env_a = on_host(env, "node-a", "1s", &[("UP_SLEEP", "4")]);
+    let a = spawn(d, UP_K1, &env_a);
     wait_for_a_step(d);
-    let mut env_b: Vec<(&str, &str)> = env.to_vec();
-    env_b.extend([("DG_HOST", "node-b"), ("DG_LEASE_TTL", "1s")]);
-    let b = spawn(d, &args, &env_b);
+    let env_b = on_host(env, "node-b", "1s", &[]);
+    let b = spawn(d, UP_K1, &env_b);
     let (code_a, va, ea) = finish(a);
     let (code_b, vb, eb) = finish(b);
     assert_eq!(code_a, 0, "{va}\n{ea}");
@@ -362,9 +329,5 @@ fn a_live_holders_heartbeat_keeps_its_lease_sqlite() {
 
 #[test]
 fn a_live_holders_heartbeat_keeps_its_lease_postgres() {
-    let Some((env, dg_toml)) = postgres_state() else {
-        return;
-    };
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    a_live_holders_heartbeat_keeps_its_lease(&env, &dg_toml);
+    on_postgres_state(a_live_holders_heartbeat_keeps_its_lease);
 }

@@ -6,7 +6,7 @@
 
 use serde_json::Value as Json;
 
-use crate::support::{assert_no_panic, dg};
+use crate::support::{assert_no_panic, dg, items};
 
 /// One `$ dg …` line of a reproduction, with Dagster's answer.
 struct Command {
@@ -123,9 +123,7 @@ fn run(dir: &std::path::Path, args: &[String]) -> Answer {
     }
     let j: Json = serde_json::from_str(&r.stdout).expect("--json output");
     let keys = if args.contains(&"list") {
-        j["keys"]
-            .as_array()
-            .expect("a key list")
+        items(&j["keys"])
             .iter()
             .map(|k| k.as_str().unwrap().to_string())
             .collect()
@@ -134,9 +132,7 @@ fn run(dir: &std::path::Path, args: &[String]) -> Answer {
             .as_array()
             .and_then(|s| s.iter().find(|s| s["asset"] == "down"))
             .expect("the step of `down`");
-        step["inputs"][0]["partitions"]
-            .as_array()
-            .expect("partitions")
+        items(&step["inputs"][0]["partitions"])
             .iter()
             .map(|k| k.as_str().unwrap().to_string())
             .collect()

@@ -97,9 +97,22 @@ pub(crate) fn documents() -> Vec<PathBuf> {
     docs
 }
 
-/// The ```toml blocks of a Markdown file. A fence may be indented (inside a
+/// One fenced block of a Markdown file.
+#[derive(Debug)]
+pub(crate) struct Fence {
+    /// `docs/cli.md:120` (the line of the opening fence).
+    pub(crate) place: String,
+    /// What follows the opening ticks (`toml`, `console`), trimmed.
+    pub(crate) info: String,
+    /// The lines between the fences, without the fence's indentation.
+    pub(crate) text: String,
+    /// The `<!-- console: … -->` comment on the line before the fence.
+    pub(crate) directive: Option<String>,
+}
+
+/// The fenced blocks of a Markdown file. A fence may be indented (inside a
 /// list); the block's lines lose that indentation.
-fn toml_blocks(doc: &Path) -> Vec<Block> {
+pub(crate) fn fences(doc: &Path) -> Vec<Fence> {
     let text = std::fs::read_to_string(doc).expect("read doc");
     let rel = doc
         .strip_prefix(repo())
@@ -107,36 +120,57 @@ fn toml_blocks(doc: &Path) -> Vec<Block> {
         .display()
         .to_string();
     let mut out = Vec::new();
-    // (indent, fence length, is toml, first line number, lines)
-    let mut open: Option<(usize, usize, bool, usize, Vec<&str>)> = None;
+    let mut previous = "";
+    // The fence being read, and the indentation and length of its ticks.
+    let mut open: Option<(usize, usize, Fence)> = None;
+    let mut lines: Vec<&str> = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         let ticks = trimmed.chars().take_while(|&c| c == '`').count();
         match &mut open {
             None if ticks >= 3 => {
-                let info = trimmed[ticks..].trim();
-                open = Some((indent, ticks, info == "toml", n + 1, Vec::new()));
+                let directive = previous
+                    .trim()
+                    .strip_prefix("<!-- console:")
+                    .and_then(|d| d.strip_suffix("-->"))
+                    .map(|d| d.trim().to_string());
+                let fence = Fence {
+                    place: format!("{rel}:{}", n + 1),
+                    info: trimmed[ticks..].trim().to_string(),
+                    text: String::new(),
+                    directive,
+                };
+                open = Some((indent, ticks, fence));
+                lines.clear();
             }
             None => {}
-            Some((_, len, ..)) if ticks >= *len && trimmed[ticks..].trim().is_empty() => {
-                let (_, _, is_toml, start, lines) = open.take().expect("open");
-                if is_toml {
-                    out.push(Block {
-                        place: format!("{rel}:{start}"),
-                        doc: doc.to_path_buf(),
-                        text: lines.join("\n") + "\n",
-                    });
-                }
+            Some((_, len, _)) if ticks >= *len && trimmed[ticks..].trim().is_empty() => {
+                let (_, _, mut fence) = open.take().expect("open");
+                fence.text = lines.join("\n") + "\n";
+                out.push(fence);
             }
-            Some((fence_indent, _, _, _, lines)) => {
-                let strip = indent.min(*fence_indent);
-                lines.push(&line[strip..]);
+            Some((fence_indent, _, _)) => {
+                lines.push(&line[indent.min(*fence_indent)..]);
             }
         }
+        previous = line;
     }
     assert!(open.is_none(), "{rel}: a code fence is never closed");
     out
+}
+
+/// The ```toml blocks of a Markdown file.
+fn toml_blocks(doc: &Path) -> Vec<Block> {
+    fences(doc)
+        .into_iter()
+        .filter(|f| f.info == "toml")
+        .map(|f| Block {
+            place: f.place,
+            doc: doc.to_path_buf(),
+            text: f.text,
+        })
+        .collect()
 }
 
 fn describe(run: &Run) -> String {

@@ -32,71 +32,13 @@
 //! id of the real run.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use tempfile::TempDir;
 
-use crate::docs::{Kind, documents, kind};
-use crate::support::{copy_dir, repo, write_files};
-
-/// One fenced block of a Markdown file.
-#[derive(Debug)]
-struct Fence {
-    /// `docs/cli.md:120` (the line of the opening fence).
-    place: String,
-    info: String,
-    text: String,
-    /// The `<!-- console: … -->` comment on the line before the fence.
-    directive: Option<String>,
-}
-
-fn fences(doc: &Path) -> Vec<Fence> {
-    let text = std::fs::read_to_string(doc).expect("read doc");
-    let rel = doc
-        .strip_prefix(repo())
-        .unwrap_or(doc)
-        .display()
-        .to_string();
-    let mut out = Vec::new();
-    let mut previous = "";
-    // The fence being read, and the indentation and length of its ticks.
-    let mut open: Option<(usize, usize, Fence)> = None;
-    let mut lines: Vec<&str> = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        let indent = line.len() - trimmed.len();
-        let ticks = trimmed.chars().take_while(|&c| c == '`').count();
-        match &mut open {
-            None if ticks >= 3 => {
-                let directive = previous
-                    .trim()
-                    .strip_prefix("<!-- console:")
-                    .and_then(|d| d.strip_suffix("-->"))
-                    .map(|d| d.trim().to_string());
-                let fence = Fence {
-                    place: format!("{rel}:{}", n + 1),
-                    info: trimmed[ticks..].trim().to_string(),
-                    text: String::new(),
-                    directive,
-                };
-                open = Some((indent, ticks, fence));
-                lines.clear();
-            }
-            None => {}
-            Some((_, len, _)) if ticks >= *len && trimmed[ticks..].trim().is_empty() => {
-                let (_, _, mut fence) = open.take().expect("open");
-                fence.text = lines.join("\n") + "\n";
-                out.push(fence);
-            }
-            Some((fence_indent, _, _)) => {
-                lines.push(&line[indent.min(*fence_indent)..]);
-            }
-        }
-        previous = line;
-    }
-    out
-}
+use crate::docs::{Fence, Kind, documents, fences, kind};
+use crate::support::{copy_dir, replace_path, repo, write_files};
 
 /// The files of a page's project: its `# defs/PATH.toml` and
 /// `# dg.toml: NOTE` blocks.
@@ -228,17 +170,11 @@ impl Session {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("taskset (util-linux) and sh run");
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let root = self.root.path();
-        let mut paths = vec![root.display().to_string()];
-        if let Ok(c) = root.canonicalize() {
-            paths.push(c.display().to_string());
-        }
-        paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in paths {
-            text = text.replace(&p, "/tmp/dg");
-        }
-        text
+        replace_path(
+            &String::from_utf8_lossy(&out.stdout),
+            self.root.path(),
+            "/tmp/dg",
+        )
     }
 }
 

@@ -8,15 +8,14 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::backend::{Backend, DUCKDB, NOW, duckdb_db, duckdb_rows};
-use crate::support::{Run, assert_no_panic, dg, json, metadata_in, project, read, step_logs};
+use crate::support::{
+    HOURLY_DAILY, Run, assert_contains, assert_fails_with, dg, items, json, materialize_json,
+    metadata_in, project, read, step_logs,
+};
 use crate::table_scenarios;
 
 fn materialize(dir: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["--now", NOW, "materialize", "--json"];
-    all.extend(args);
-    let run = dg(dir, &all);
-    assert_no_panic(&run);
-    run
+    materialize_json(dir, NOW, args)
 }
 
 fn rows(dir: &Path, sql: &str) -> Vec<Vec<String>> {
@@ -100,15 +99,10 @@ fn column_types_and_nulls_round_trip_through_duckdb() {
         ("defs/resources.toml", DUCKDB),
         (
             "defs/assets.toml",
-            r#"
-[assets."raw/src"]
-columns = { zip = "string", amount = "float64", day = "date" }
-shell = "printf 'n,x,s,b,zip,amount,day\\n1,1.5,hello,true,02134,3,2024-02-29\\n2,,\"a,b\",false,10001,,\\n' > \"$DG_OUTPUT\""
-
-[assets.copy]
-deps = ["raw/src"]
-shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
-"#,
+            &table_scenarios::raw_src_and_copy(
+                r#"columns = { zip = "string", amount = "float64", day = "date" }"#,
+                r#"n,x,s,b,zip,amount,day\\n1,1.5,hello,true,02134,3,2024-02-29\\n2,,\"a,b\",false,10001,,\\n"#,
+            ),
         ),
     ]);
     let d = dir.path();
@@ -161,15 +155,7 @@ fn an_empty_first_partition_does_not_fix_the_duckdb_schema() {
         ("defs/resources.toml", DUCKDB),
         (
             "defs/assets.toml",
-            r#"
-[partitions.daily]
-type = "daily"
-start = "2021-12-30"
-
-[assets.events]
-partitions = "daily"
-shell = "if [ \"$DG_PARTITION_KEY\" = 2021-12-30 ]; then printf 'id,amount\\n'; else printf 'id,amount\\n1,2.5\\n'; fi > \"$DG_OUTPUT\""
-"#,
+            &table_scenarios::events_empty_on_the_first_day("2021-12-30"),
         ),
     ]);
     let d = dir.path();
@@ -233,15 +219,8 @@ sql = "SELECT sum(a) AS total FROM src"
     assert_eq!(metadata(d, &run, "total")["dg/in_database"], true);
 }
 
-const HOURLY_DAILY: &str = r#"
-[partitions.hourly]
-type = "hourly"
-start = "2022-01-01-00:00"
-
-[partitions.daily]
-type = "daily"
-start = "2022-01-01"
-
+/// An hourly `upstream` writing `date,n` CSV (after [`HOURLY_DAILY`]).
+const UPSTREAM: &str = r#"
 [assets.upstream]
 partitions = "hourly"
 shell = "printf 'date,n\\n%s,1\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
@@ -257,7 +236,7 @@ fn a_sql_asset_over_the_same_duckdb_database_runs_inside_it() {
         (
             "defs/assets.toml",
             &format!(
-                r#"{HOURLY_DAILY}
+                r#"{HOURLY_DAILY}{UPSTREAM}
 [assets.daily]
 partitions = "daily"
 deps = ["upstream"]
@@ -318,11 +297,7 @@ GROUP BY ALL
     .unwrap();
     let run = materialize(d, &["--select", "daily", "--partition", "2022-01-01"]);
     assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(
-        run.stderr.contains("SQL error in asset `daily`") && run.stderr.contains("nope"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, &["SQL error in asset `daily`", "nope"]);
     assert_eq!(rows(d, "SELECT count(*) FROM daily"), vec![vec!["1"]]);
 }
 
@@ -334,7 +309,7 @@ GROUP BY ALL
 fn engine_duckdb_runs_the_query_in_an_embedded_duckdb() {
     let assets = |engine: &str| {
         format!(
-            r#"{HOURLY_DAILY}
+            r#"{HOURLY_DAILY}{UPSTREAM}
 [assets.daily]
 partitions = "daily"
 deps = ["upstream"]
@@ -362,12 +337,7 @@ sql = "SELECT count(*) AS hours, max(date) AS last FROM upstream GROUP BY ALL"
     // Without `engine`, the same query is SQLite's to run, which rejects it.
     std::fs::write(d.join("defs/assets.toml"), assets("")).unwrap();
     let run = materialize(d, &["--select", "daily", "--partition", "2022-01-01"]);
-    assert_eq!(run.code, 1, "{}", run.stdout);
-    assert!(
-        run.stderr.contains("SQL error in asset `daily`"),
-        "{}",
-        run.stderr
-    );
+    assert_fails_with(&run, 1, &["SQL error in asset `daily`"]);
 }
 
 /// A query written for DuckDB on an asset stored in SQLite runs in the
@@ -379,7 +349,7 @@ fn a_duckdb_query_on_a_sqlite_asset_runs_embedded() {
         (
             "defs/assets.toml",
             &format!(
-                r#"{HOURLY_DAILY}
+                r#"{HOURLY_DAILY}{UPSTREAM}
 [assets.daily]
 partitions = "daily"
 deps = ["upstream"]
@@ -432,11 +402,7 @@ FROM (SELECT unnest(CAST(:partition_keys AS VARCHAR[])) AS k)
     let d = dir.path();
     let run = materialize(d, &["--partition-range", "2021-12-29...2021-12-31"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout.contains("days[2021-12-29...2021-12-31]"),
-        "{}",
-        run.stdout
-    );
+    assert_contains(&run.stdout, &["days[2021-12-29...2021-12-31]"]);
     let got = rows(
         d,
         "SELECT dg_partition, range_start, has_run FROM days ORDER BY 1",
@@ -509,9 +475,7 @@ sql = "SELECT sum(amount) AS s FROM big"
     let run = materialize(d, &[]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     let v = json(&run);
-    let error = v["steps"]
-        .as_array()
-        .unwrap()
+    let error = items(&v["steps"])
         .iter()
         .find(|s| s["id"] == "total")
         .and_then(|s| s["error"].as_str())

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use assert_cmd::Command;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{Run, assert_no_panic, fixture, redact, repo};
+use crate::support::{
+    Run, assert_contains, assert_fails_with, assert_no_panic, fixture, repo, run_binary,
+};
 
 // Helpers ---------------------------------------------------------------
 
@@ -88,28 +89,7 @@ fn project(name: &str) -> TempDir {
 /// Runs the example binary `name` as `dg --project <dir> ARGS…` from inside
 /// `dir`, like [`crate::support::dg_with_env`] runs `dg`.
 fn run(name: &str, dir: &Path, args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
-    let mut cmd = Command::new(example_bin(name));
-    cmd.current_dir(dir)
-        .arg("--project")
-        .arg(dir)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env_remove("DG_NOW")
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .env_remove("CLICOLOR_FORCE");
-    for (k, v) in env {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let out = cmd.output().expect("the example runs");
-    let run = Run {
-        code: out.status.code().expect("exited normally, not by a signal"),
-        stdout: redact(&String::from_utf8_lossy(&out.stdout), dir),
-        stderr: redact(&String::from_utf8_lossy(&out.stderr), dir),
-    };
+    let run = run_binary(&example_bin(name), dir, args, env);
     assert_no_panic(&run);
     run
 }
@@ -119,7 +99,7 @@ fn check_defs_passes(name: &str, dir: &Path, env: &[(&str, Option<&str>)]) {
     let r = run(name, dir, &["check", "defs"], env);
     assert_eq!(r.code, 0, "{name}: check defs\n{}{}", r.stdout, r.stderr);
     assert_eq!(r.stderr, "", "{name}: check defs warns");
-    assert!(r.stdout.contains("all valid"), "{}", r.stdout);
+    assert_contains(&r.stdout, &["all valid"]);
 }
 
 /// `materialize ARGS… --json` succeeds; the run id.
@@ -232,11 +212,7 @@ fn custom_manager_config_is_validated_like_a_builtin() {
         "{}",
         r.stderr
     );
-    assert!(
-        r.stderr.contains("help: did you mean `path_prefix`?"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, &["help: did you mean `path_prefix`?"]);
 
     // A wrong type points at the value.
     std::fs::write(
@@ -276,12 +252,10 @@ fn custom_manager_config_is_validated_like_a_builtin() {
     // The plain `dg` binary does not know the type.
     let dir = project("path_prefix");
     let r = crate::support::dg(dir.path(), &["check", "defs"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("unknown resource type `prefixed_csv` in resource `io_manager`"),
-        "{}",
-        r.stderr
+    assert_fails_with(
+        &r,
+        2,
+        &["unknown resource type `prefixed_csv` in resource `io_manager`"],
     );
 }
 
@@ -351,12 +325,10 @@ fn external_factory_token_comes_from_the_environment() {
         &["check", "defs"],
         &[("API_TOKEN", None)],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("warning: environment variable `API_TOKEN` is not set"),
-        "{}",
-        r.stderr
+    assert_fails_with(
+        &r,
+        0,
+        &["warning: environment variable `API_TOKEN` is not set"],
     );
     let r = run(
         "external_factory",
@@ -364,8 +336,7 @@ fn external_factory_token_comes_from_the_environment() {
         &["materialize"],
         &[("API_TOKEN", None)],
     );
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("`API_TOKEN` is not set"), "{}", r.stderr);
+    assert_fails_with(&r, 2, &["`API_TOKEN` is not set"]);
     // Empty: the factory refuses it, and nothing runs either.
     let r = run(
         "external_factory",
@@ -373,13 +344,7 @@ fn external_factory_token_comes_from_the_environment() {
         &["materialize"],
         &[("API_TOKEN", Some(""))],
     );
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("the external API refuses an empty `api_token`"),
-        "{}",
-        r.stderr
-    );
+    assert_fails_with(&r, 2, &["the external API refuses an empty `api_token`"]);
     assert!(!d.join("external_api").exists());
 }
 
@@ -474,7 +439,7 @@ fn input_loader_hands_the_step_one_column() {
     // The plan says which manager loads the input.
     let r = run("input_loader", d, &["plan", "--json"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("\"amounts\""), "{}", r.stdout);
+    assert_contains(&r.stdout, &["\"amounts\""]);
 }
 
 // 5. many_partitions: a daily asset loads 24 hourly partitions -----------

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{assert_no_panic, dg, files_under, json, project, read};
+use crate::support::{
+    assert_contains, assert_fails_with, assert_no_panic, dg, files_under, find, json, project,
+    read, texts,
+};
 
 /// Four partitions stored by `fs` under `warehouse/`; the step of `k2`
 /// writes half its output, then sleeps while `slow.flag` exists.
@@ -59,12 +62,7 @@ fn status_counts(dir: &Path, asset: &str) -> (u64, u64) {
     let r = dg(dir, &["status", "--json"]);
     assert_eq!(r.code, 0, "{r:?}");
     let v = json(&r);
-    let a: &Value = v["assets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["asset"] == asset)
-        .unwrap();
+    let a: &Value = find(&v["assets"], "asset", asset);
     (
         a["materialized"].as_u64().unwrap(),
         a["missing"].as_u64().unwrap(),
@@ -115,12 +113,7 @@ fn kill_9_mid_run_counts_nothing_partial_and_missing_completes_it() {
     );
     assert_eq!(r.code, 0, "{r:?}");
     let v = json(&r);
-    let ids: Vec<&str> = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = texts(&v["steps"], "id");
     assert_eq!(ids, ["events[k2]", "events[k3]"]);
     assert!(!d.join(".dg/runs").join(&run_id).exists());
     assert_eq!(status_counts(d, "events"), (4, 0));
@@ -284,8 +277,7 @@ fn a_read_only_state_folder_can_still_be_read() {
     // Writing says why it cannot.
     let r = dg(d, &["materialize", "--partition", "k1"]);
     assert_no_panic(&r);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("read-only"), "{}", r.stderr);
+    assert_fails_with(&r, 2, &["read-only"]);
 }
 
 #[test]
@@ -335,12 +327,13 @@ fn a_postgres_store_that_drops_mid_run() {
     let Some(url) = crate::backend::pg_url() else {
         return;
     };
-    let schema = crate::backend::random_schema();
-    let sep = if url.contains('?') { '&' } else { '?' };
     // Its own application name, so only this dg's connections are cut
     // (other tests use the server at the same time).
     let app = format!("dgfault{}", std::process::id());
-    let state_url = format!("{url}{sep}schema={schema}&application_name={app}");
+    let state_url = format!(
+        "{}&application_name={app}",
+        crate::backend::with_schema(&url, &crate::backend::random_schema())
+    );
     let dir = four_partitions("[state]\nurl = \"${env:DG_STATE_URL}\"\n");
     let d = dir.path();
     std::fs::write(d.join("slow.flag"), "").unwrap();
@@ -423,7 +416,7 @@ fn small_mistakes_get_short_clear_messages() {
     let r = dg(d, &["--now", "garbage", "status"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(!r.stderr.lines().any(|l| l.trim() == "|"), "{}", r.stderr);
-    assert!(r.stderr.contains("help: use RFC 3339"), "{}", r.stderr);
+    assert_contains(&r.stderr, &["help: use RFC 3339"]);
     // `--project` given a file says so.
     let o = Command::new(assert_cmd::cargo::cargo_bin("dg"))
         .current_dir(d)
@@ -445,7 +438,7 @@ fn keys_with_invisible_characters_are_shown_escaped() {
     let d = dir.path();
     let r = dg(d, &["materialize", "--all-partitions"]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains("a[ab\\u202Ecd]"), "{}", r.stdout);
+    assert_contains(&r.stdout, &["a[ab\\u202Ecd]"]);
     assert!(!r.stdout.contains('\u{202E}'), "{}", r.stdout);
     // JSON keeps the key: the escape decodes to the character.
     let r = dg(d, &["list", "partitions", "p", "--json"]);
@@ -466,11 +459,7 @@ fn a_password_on_a_line_with_an_error_is_not_shown() {
         assert!(!out.contains("hunter2"), "{out}");
     }
     let r = dg(dir.path(), &["check", "defs"]);
-    assert!(
-        r.stderr.contains("postgres://dg:*******@db.example/x"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, &["postgres://dg:*******@db.example/x"]);
 }
 
 /// `${env:…}` in a plug-in's argv (a token) never reaches a message, a
@@ -542,8 +531,7 @@ fn a_read_only_storage_folder_fails_the_step_clearly() {
 fn postgres_state_connection_errors_say_why() {
     let dir = four_partitions("[state]\nurl = \"postgres://dg:pw@127.0.0.1:1/nope\"\n");
     let r = dg(dir.path(), &["status"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("Connection refused"), "{}", r.stderr);
+    assert_fails_with(&r, 2, &["Connection refused"]);
     assert!(!r.stderr.contains(":pw@"), "{}", r.stderr);
     let Some(url) = crate::backend::pg_url() else {
         return;
@@ -551,10 +539,5 @@ fn postgres_state_connection_errors_say_why() {
     let (base, _) = url.rsplit_once('/').unwrap();
     let dir = four_partitions(&format!("[state]\nurl = \"{base}/no_such_db\"\n"));
     let r = dg(dir.path(), &["status"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        r.stderr.contains("database \"no_such_db\" does not exist"),
-        "{}",
-        r.stderr
-    );
+    assert_fails_with(&r, 2, &["database \"no_such_db\" does not exist"]);
 }

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Run, assert_no_panic, dg, example_project, one_file};
+use crate::support::{
+    Run, assert_contains, assert_fails_with, assert_no_panic, dg, example_project, find, items,
+    one_file,
+};
 
 /// `dg check defs`, which must fail with exit 2 and nothing on stdout.
 fn check_fails(dir: &Path) -> Run {
@@ -35,17 +38,14 @@ asset = "a_b"
 "#,
     );
     let run = check_fails(dir.path());
-    for needle in [
-        "inputs `a-b` and `a_b` of asset `x` both become `DG_INPUT_A_B`",
-        "--> defs/a.toml:11:15",
-        " 8 | deps = [\"a-b\"]\n   |         ----- `a-b` → `DG_INPUT_A_B`",
-    ] {
-        assert!(
-            run.stderr.contains(needle),
-            "{needle:?} in:\n{}",
-            run.stderr
-        );
-    }
+    assert_contains(
+        &run.stderr,
+        &[
+            "inputs `a-b` and `a_b` of asset `x` both become `DG_INPUT_A_B`",
+            "--> defs/a.toml:11:15",
+            " 8 | deps = [\"a-b\"]\n   |         ----- `a-b` → `DG_INPUT_A_B`",
+        ],
+    );
     insta::assert_snapshot!(run.stderr);
 
     let json = dg(dir.path(), &["check", "defs", "--json"]);
@@ -74,17 +74,14 @@ shell = "true"
 "#,
     );
     let run = check_fails(dir.path());
-    for needle in [
-        "dimensions `a-b` and `a_b` of partitions `m` both become `DG_PARTITION_A_B`",
-        "--> defs/a.toml:6:1",
-        "5 | \"a-b\" = { type = \"static\", keys = [\"x\"] }\n  | ----- `a-b` → `DG_PARTITION_A_B`",
-    ] {
-        assert!(
-            run.stderr.contains(needle),
-            "{needle:?} in:\n{}",
-            run.stderr
-        );
-    }
+    assert_contains(
+        &run.stderr,
+        &[
+            "dimensions `a-b` and `a_b` of partitions `m` both become `DG_PARTITION_A_B`",
+            "--> defs/a.toml:6:1",
+            "5 | \"a-b\" = { type = \"static\", keys = [\"x\"] }\n  | ----- `a-b` → `DG_PARTITION_A_B`",
+        ],
+    );
     insta::assert_snapshot!(run.stderr);
 }
 
@@ -126,16 +123,9 @@ fn list_defs_names_an_upstream_read_twice_once() {
     let run = dg(dir.path(), &["list", "defs", "--json"]);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let v: Value = serde_json::from_str(&run.stdout).expect("JSON");
-    let report = v["assets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["key"] == "daily_report")
-        .expect("daily_report");
+    let report = find(&v["assets"], "key", "daily_report");
     assert_eq!(report["deps"], serde_json::json!(["downstream_asset"]));
-    let inputs: Vec<(&str, &str)> = report["inputs"]
-        .as_array()
-        .unwrap()
+    let inputs: Vec<(&str, &str)> = items(&report["inputs"])
         .iter()
         .map(|i| (i["name"].as_str().unwrap(), i["asset"].as_str().unwrap()))
         .collect();
@@ -152,45 +142,27 @@ fn list_defs_names_an_upstream_read_twice_once() {
 fn missing_upstream_partitions_are_listed_in_partition_order() {
     let dir = example_project();
     // `daily_report[D]` reads D (`today`) before D-1 (`yesterday`).
-    let run = dg(
-        dir.path(),
+    let daily_report = |partitions: &[&str]| {
+        let mut args = vec!["materialize", "--now", "2022-01-10T00:00:00Z"];
+        args.extend(["--select", "daily_report"]);
+        args.extend(partitions);
+        let run = dg(dir.path(), &args);
+        assert_no_panic(&run);
+        run
+    };
+    let run = daily_report(&["--partition-range", "2022-01-02...2022-01-05"]);
+    assert_fails_with(
+        &run,
+        2,
         &[
-            "materialize",
-            "--now",
-            "2022-01-10T00:00:00Z",
-            "--select",
-            "daily_report",
-            "--partition-range",
-            "2022-01-02...2022-01-05",
+            "  missing: `downstream_asset` [2022-01-01, 2022-01-02, 2022-01-03, 2022-01-04, 2022-01-05] (5)\n",
         ],
     );
-    assert_no_panic(&run);
-    assert_eq!(run.code, 2, "stderr:\n{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "  missing: `downstream_asset` [2022-01-01, 2022-01-02, 2022-01-03, 2022-01-04, 2022-01-05] (5)\n"
-        ),
-        "{}",
-        run.stderr
-    );
-    let run = dg(
-        dir.path(),
-        &[
-            "materialize",
-            "--now",
-            "2022-01-10T00:00:00Z",
-            "--select",
-            "daily_report",
-            "--partition",
-            "2022-01-03",
-        ],
-    );
-    assert_eq!(run.code, 2, "stderr:\n{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("  missing: `downstream_asset` [2022-01-02, 2022-01-03] (2)\n"),
-        "{}",
-        run.stderr
+    let run = daily_report(&["--partition", "2022-01-03"]);
+    assert_fails_with(
+        &run,
+        2,
+        &["  missing: `downstream_asset` [2022-01-02, 2022-01-03] (2)\n"],
     );
     assert!(!dir.path().join(".dg/storage").exists(), "nothing ran");
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use tempfile::TempDir;
 
+use crate::support::{assert_contains, texts};
 use crate::{Run, assert_no_panic, dg};
 
 /// A project whose `defs/a.toml` is `text`.
@@ -202,7 +203,7 @@ shell = "printf 'v\n1\n' > \"$DG_OUTPUT\""
             "so the run is a failure",
         ],
     );
-    assert!(run.stderr.contains("✗ 4 succeeded"), "{}", run.stderr);
+    assert_contains(&run.stderr, &["✗ 4 succeeded"]);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["status"], "failure");
     let id = v["run_id"].as_str().unwrap();
@@ -564,12 +565,7 @@ fn symlinked_definitions_are_read_once_and_loops_skipped() {
     assert_no_panic(&run);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    let keys: Vec<&str> = v["assets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["key"].as_str().unwrap())
-        .collect();
+    let keys: Vec<&str> = texts(&v["assets"], "key");
     assert_eq!(keys, ["a", "b"]);
 
     link("../nowhere.toml", "defs/dangling.toml");

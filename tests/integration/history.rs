@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -18,7 +18,10 @@ use tempfile::TempDir;
 
 use crate::backend::{pg_rows, try_sqlite_rows};
 use crate::history_postgres::{Schema, password};
-use crate::support::{Run, assert_no_panic, dg_with_env, files_under, json, process_gone, project};
+use crate::support::{
+    Run, assert_contains, assert_fails_with, assert_no_panic, dg_with_env, files_under,
+    hourly_daily, items, json, process_gone, project, spawn_dg, texts,
+};
 
 /// Two days of hours are over: 48 hourly and 2 daily partitions.
 pub(crate) const NOW: &str = "2022-01-03T00:00:00Z";
@@ -29,15 +32,9 @@ const DAY1: &str = "2022-01-02T00:00:00Z";
 /// hours, but not `downstream_asset`) and an unrelated unpartitioned asset.
 /// Every step appends its step id to `ran.log`. `@DOWN_CV@` is
 /// `downstream_asset`'s code_version.
-const CHAIN: &str = r#"
-[partitions.hourly]
-type = "hourly"
-start = "2022-01-01-00:00"
-
-[partitions.daily]
-type = "daily"
-start = "2022-01-01"
-
+const CHAIN: &str = concat!(
+    hourly_daily!(),
+    r#"
 [assets.upstream_asset]
 partitions = "hourly"
 code_version = "1"
@@ -88,7 +85,8 @@ shell = '''
 echo "other" >> ran.log
 printf 'x\n1\n' > "$DG_OUTPUT"
 '''
-"#;
+"#
+);
 
 fn chain(down_cv: &str) -> String {
     CHAIN.replace("@DOWN_CV@", down_cv)
@@ -160,6 +158,22 @@ impl Store {
         run
     }
 
+    /// The plan of `dg materialize --all-partitions FLAG --dry-run --json`
+    /// at [`NOW`] (`FLAG`: `--missing` or `--stale`), which must succeed.
+    pub(crate) fn dry_run_all(&self, dir: &Path, flag: &str) -> Value {
+        self.ok_json(
+            dir,
+            NOW,
+            &[
+                "materialize",
+                "--all-partitions",
+                flag,
+                "--dry-run",
+                "--json",
+            ],
+        )
+    }
+
     /// `dg --now NOW ARGS…` that must exit 0 and print one JSON object.
     pub(crate) fn ok_json(&self, dir: &Path, now: &str, args: &[&str]) -> Value {
         json(&self.ok(dir, now, args))
@@ -167,20 +181,9 @@ impl Store {
 
     /// `dg … ARGS` as a background process.
     pub(crate) fn spawn(&self, dir: &Path, args: &[&str]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_dg"))
-            .current_dir(dir)
-            .arg("--project")
-            .arg(dir)
-            .args(args)
-            .envs(self.env())
-            .env("NO_COLOR", "1")
-            .env_remove("DG_NOW")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("dg starts")
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        spawn_dg(dir, args, &env)
     }
 
     /// The rows of `sql` as text (NULL as `NULL`); `None` when the query
@@ -211,6 +214,19 @@ impl Store {
         let t = self.texts(dir, sql);
         assert_eq!(t.len(), 1, "{sql}: {t:?}");
         t[0].parse().unwrap()
+    }
+
+    /// The keys of the partitions definition (or partitioned asset) `name`,
+    /// as `dg list partitions NAME --json` lists them.
+    pub(crate) fn partition_keys(&self, dir: &Path, name: &str) -> Vec<String> {
+        let v = self.ok_json(dir, NOW, &["list", "partitions", name, "--json"]);
+        assert_eq!(v["name"], name, "{v:#}");
+        v["keys"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no keys: {v:#}"))
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect()
     }
 
     /// Rows of `materializations` per (asset, partition).
@@ -288,9 +304,7 @@ fn day_steps(day: &str) -> BTreeSet<String> {
 
 /// The `dg status --json` entry of one asset.
 fn status_of<'a>(v: &'a Value, asset: &str) -> &'a Value {
-    v["assets"]
-        .as_array()
-        .expect("assets array")
+    items(&v["assets"])
         .iter()
         .find(|a| a["asset"] == asset)
         .unwrap_or_else(|| panic!("no asset `{asset}` in {v:#}"))
@@ -420,17 +434,7 @@ fn missing_over_all_partitions_runs_only_a_new_day() {
 
     // A day later, a second day exists: --missing plans and runs only it.
     let second = day_steps("2022-01-02");
-    let plan = s.ok_json(
-        d,
-        NOW,
-        &[
-            "materialize",
-            "--all-partitions",
-            "--missing",
-            "--dry-run",
-            "--json",
-        ],
-    );
+    let plan = s.dry_run_all(d, "--missing");
     assert_eq!(ids(&plan), second);
     assert_eq!(take_ran(d), Vec::<String>::new(), "--dry-run ran steps");
     let v = s.ok_json(
@@ -468,17 +472,7 @@ pub(crate) fn code_version_change(s: &Store) {
     let d = dir.path();
     s.ok(d, NOW, &["materialize", "--all-partitions"]);
     assert_eq!(take_ran(d).len(), 48 + 3 * 2 + 1);
-    let fresh = s.ok_json(
-        d,
-        NOW,
-        &[
-            "materialize",
-            "--all-partitions",
-            "--stale",
-            "--dry-run",
-            "--json",
-        ],
-    );
+    let fresh = s.dry_run_all(d, "--stale");
     assert_eq!(ids(&fresh), BTreeSet::new(), "everything is up to date");
 
     std::fs::write(d.join("defs/defs.toml"), chain("2")).unwrap();
@@ -488,30 +482,10 @@ pub(crate) fn code_version_change(s: &Store) {
         "daily_report[2022-01-01]",
         "daily_report[2022-01-02]",
     ]);
-    let plan = s.ok_json(
-        d,
-        NOW,
-        &[
-            "materialize",
-            "--all-partitions",
-            "--stale",
-            "--dry-run",
-            "--json",
-        ],
-    );
+    let plan = s.dry_run_all(d, "--stale");
     assert_eq!(ids(&plan), expected, "{plan:#}");
     // `--missing` does not care about code versions.
-    let missing = s.ok_json(
-        d,
-        NOW,
-        &[
-            "materialize",
-            "--all-partitions",
-            "--missing",
-            "--dry-run",
-            "--json",
-        ],
-    );
+    let missing = s.dry_run_all(d, "--missing");
     assert_eq!(ids(&missing), BTreeSet::new());
 
     let st = s.ok_json(d, NOW, &["status", "--json"]);
@@ -532,17 +506,7 @@ pub(crate) fn code_version_change(s: &Store) {
     assert_eq!(take_ran(d), sorted(&expected));
 
     // The new code_version is recorded: nothing is stale any more.
-    let again = s.ok_json(
-        d,
-        NOW,
-        &[
-            "materialize",
-            "--all-partitions",
-            "--stale",
-            "--dry-run",
-            "--json",
-        ],
-    );
+    let again = s.dry_run_all(d, "--stale");
     assert_eq!(ids(&again), BTreeSet::new(), "{again:#}");
     let st = s.ok_json(d, NOW, &["status", "--json"]);
     for a in [
@@ -616,17 +580,7 @@ pub(crate) fn rematerialized_hour(s: &Store) {
         "daily_report[2022-01-01]",
         "daily_report[2022-01-02]",
     ]);
-    let plan = s.ok_json(
-        d,
-        NOW,
-        &[
-            "materialize",
-            "--all-partitions",
-            "--stale",
-            "--dry-run",
-            "--json",
-        ],
-    );
+    let plan = s.dry_run_all(d, "--stale");
     assert_eq!(ids(&plan), expected, "{plan:#}");
     // One asset only: its stale partition, nothing downstream.
     let plan = s.ok_json(
@@ -763,12 +717,7 @@ echo "sleepy[$DG_PARTITION_KEY]" >> ran.log
     let show = s.ok_json(d, NOW, &["runs", "show", &run_id, "--json"]);
     assert_eq!(show["run"]["status"], "interrupted");
     assert!(show["run"]["ended_at"].is_string(), "{show:#}");
-    let mats: Vec<&str> = show["materializations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["partition"].as_str().unwrap())
-        .collect();
+    let mats: Vec<&str> = texts(&show["materializations"], "partition");
     assert_eq!(mats, ["p1"]);
     let human = s.ok(d, NOW, &["runs"]);
     assert!(
@@ -777,7 +726,7 @@ echo "sleepy[$DG_PARTITION_KEY]" >> ran.log
         human.stdout
     );
     let human = s.ok(d, NOW, &["runs", "show", &run_id]);
-    assert!(human.stdout.contains("interrupted"), "{}", human.stdout);
+    assert_contains(&human.stdout, &["interrupted"]);
 
     // Only p1 is materialized; the unfinished ones are missing.
     let st = s.ok_json(d, NOW, &["status", "--json"]);
@@ -1075,9 +1024,7 @@ fn status_runs_show_and_logs_report_the_history() {
     let show = s.ok_json(d, NOW, &["runs", "show", &flaky_run, "--json"]);
     assert_eq!(show["run"]["id"], flaky_run.as_str());
     assert_eq!(show["run"]["status"], "success");
-    let attempts: Vec<(String, u64, String)> = show["attempts"]
-        .as_array()
-        .unwrap()
+    let attempts: Vec<(String, u64, String)> = items(&show["attempts"])
         .iter()
         .map(|a| {
             (
@@ -1122,11 +1069,7 @@ fn status_runs_show_and_logs_report_the_history() {
     assert_eq!(show["attempts"][0]["exit_code"], 7);
     assert_eq!(show["materializations"], Value::Array(vec![]));
     let human = s.ok(d, NOW, &["runs", "show", &failed_run]);
-    assert!(
-        human.stdout.contains("lettered[f]") && human.stdout.contains("failed"),
-        "{}",
-        human.stdout
-    );
+    assert_contains(&human.stdout, &["lettered[f]", "failed"]);
 
     // Logs of one step: both attempts, nothing of other runs.
     let logs = s.ok(d, NOW, &["logs", &flaky_run, "flaky"]);
@@ -1139,14 +1082,10 @@ fn status_runs_show_and_logs_report_the_history() {
     );
     assert!(!logs.stdout.contains("lettered"), "{}", logs.stdout);
     let logs = s.ok(d, NOW, &["logs", &failed_run, "lettered[f]"]);
-    assert!(
-        logs.stdout.contains("lettered f says hi") && logs.stdout.contains("f is broken"),
-        "{}",
-        logs.stdout
-    );
+    assert_contains(&logs.stdout, &["lettered f says hi", "f is broken"]);
     // All of a run's logs.
     let logs = s.ok(d, NOW, &["logs", &failed_run]);
-    assert!(logs.stdout.contains("f is broken"), "{}", logs.stdout);
+    assert_contains(&logs.stdout, &["f is broken"]);
 
     // Unknown run or step: exit 2 with a hint.
     for args in [
@@ -1166,12 +1105,32 @@ fn status_runs_show_and_logs_report_the_history() {
         assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
     }
     let run = s.dg_at(d, NOW, &["logs", &flaky_run, "flakey"]);
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("flakey"), "{}", run.stderr);
+    assert_fails_with(&run, 2, &["flakey"]);
     assert!(run.stderr.contains("flaky"), "a suggestion: {}", run.stderr);
 }
 
 // 7. Dynamic partitions ----------------------------------------------------------------------
+
+/// Adds the dynamic partitions `customers` (empty at first) in two
+/// commands: they keep their insertion order, and a key already there is
+/// not added twice.
+pub(crate) fn add_customers(s: &Store, d: &Path) {
+    assert_eq!(s.partition_keys(d, "customers"), Vec::<String>::new());
+    s.ok(
+        d,
+        NOW,
+        &["partitions", "add", "customers", "globex", "acme"],
+    );
+    s.ok(
+        d,
+        NOW,
+        &["partitions", "add", "customers", "initech", "acme"],
+    );
+    assert_eq!(
+        s.partition_keys(d, "customers"),
+        ["globex", "acme", "initech"]
+    );
+}
 
 #[test]
 fn dynamic_partitions_are_added_listed_planned_and_removed() {
@@ -1193,39 +1152,14 @@ printf 'customer\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
 "#;
     let dir = s.project(&[("defs/defs.toml", defs)]);
     let d = dir.path();
-    let keys = |name: &str| -> Vec<String> {
-        let v = s.ok_json(d, NOW, &["list", "partitions", name, "--json"]);
-        assert_eq!(v["name"], name);
-        v["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(keys("customers"), Vec::<String>::new());
-
-    // Insertion order, not sorted; an existing key is not added twice.
-    s.ok(
-        d,
-        NOW,
-        &["partitions", "add", "customers", "globex", "acme"],
+    add_customers(s, d);
+    assert_eq!(
+        s.partition_keys(d, "per_customer"),
+        ["globex", "acme", "initech"]
     );
-    s.ok(
-        d,
-        NOW,
-        &["partitions", "add", "customers", "initech", "acme"],
-    );
-    assert_eq!(keys("customers"), ["globex", "acme", "initech"]);
-    assert_eq!(keys("per_customer"), ["globex", "acme", "initech"]);
 
     let plan = s.ok_json(d, NOW, &["plan", "--all-partitions", "--json"]);
-    let planned: Vec<&str> = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["partition"].as_str().unwrap())
-        .collect();
+    let planned: Vec<&str> = texts(&plan["steps"], "partition");
     assert_eq!(planned, ["globex", "acme", "initech"], "{plan:#}");
     let v = s.ok_json(d, NOW, &["materialize", "--partition", "acme", "--json"]);
     assert_eq!(ids(&v), set(&["per_customer[acme]"]));
@@ -1234,23 +1168,13 @@ printf 'customer\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
     assert_eq!(counts(&st, "per_customer"), (1, 0, 2, 0));
 
     s.ok(d, NOW, &["partitions", "remove", "customers", "globex"]);
-    assert_eq!(keys("customers"), ["acme", "initech"]);
+    assert_eq!(s.partition_keys(d, "customers"), ["acme", "initech"]);
     let plan = s.ok_json(d, NOW, &["plan", "--all-partitions", "--json"]);
     assert_eq!(
         ids(&plan),
         set(&["per_customer[acme]", "per_customer[initech]"])
     );
-    let plan = s.ok_json(
-        d,
-        NOW,
-        &[
-            "materialize",
-            "--all-partitions",
-            "--missing",
-            "--dry-run",
-            "--json",
-        ],
-    );
+    let plan = s.dry_run_all(d, "--missing");
     assert_eq!(ids(&plan), set(&["per_customer[initech]"]));
     // A removed key is no longer a partition.
     let run = s.dg_at(d, NOW, &["plan", "--partition", "globex"]);
@@ -1261,22 +1185,18 @@ printf 'customer\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
     for bad in ["a|b", "a...b", ""] {
         let run = s.dg_at(d, NOW, &["partitions", "add", "customers", "ok_key", bad]);
         assert_eq!(run.code, 2, "{bad:?}: {run:?}");
-        assert!(run.stderr.contains("error"), "{}", run.stderr);
+        assert_contains(&run.stderr, &["error"]);
     }
-    assert_eq!(keys("customers"), ["acme", "initech"]);
+    assert_eq!(s.partition_keys(d, "customers"), ["acme", "initech"]);
 
     // Only dynamic definitions take keys.
     let run = s.dg_at(d, NOW, &["partitions", "add", "regions", "ap"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(
-        run.stderr.contains("regions") && run.stderr.contains("dynamic"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(keys("regions"), ["us", "eu"]);
+    assert_contains(&run.stderr, &["regions", "dynamic"]);
+    assert_eq!(s.partition_keys(d, "regions"), ["us", "eu"]);
     let run = s.dg_at(d, NOW, &["partitions", "remove", "regions", "us"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert_eq!(keys("regions"), ["us", "eu"]);
+    assert_eq!(s.partition_keys(d, "regions"), ["us", "eu"]);
     let run = s.dg_at(d, NOW, &["partitions", "add", "customer", "x"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
@@ -1313,19 +1233,9 @@ printf 'k\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
     assert_eq!(counts(&st, "fragile"), (1, 1, 0, 0), "{st:#}");
     assert_eq!(ranges(&st, "fragile", "failed"), ["y"]);
     let human = s.ok(d, NOW, &["status"]);
-    assert!(human.stdout.contains("1 failed"), "{}", human.stdout);
+    assert_contains(&human.stdout, &["1 failed"]);
     // Never materialized: --missing retries it.
-    let plan = s.ok_json(
-        d,
-        NOW,
-        &[
-            "materialize",
-            "--all-partitions",
-            "--missing",
-            "--dry-run",
-            "--json",
-        ],
-    );
+    let plan = s.dry_run_all(d, "--missing");
     assert_eq!(ids(&plan), set(&["fragile[y]"]));
 
     std::fs::remove_file(d.join("fail.flag")).unwrap();
@@ -1352,17 +1262,7 @@ printf 'k\n%s\n' "$DG_PARTITION_KEY" > "$DG_OUTPUT"
         "k\ny\n",
         "the failed attempt did not touch the stored partition"
     );
-    let plan = s.ok_json(
-        d,
-        NOW,
-        &[
-            "materialize",
-            "--all-partitions",
-            "--missing",
-            "--dry-run",
-            "--json",
-        ],
-    );
+    let plan = s.dry_run_all(d, "--missing");
     assert_eq!(ids(&plan), BTreeSet::new());
     // …and the next success clears it.
     std::fs::remove_file(d.join("fail.flag")).unwrap();

@@ -8,30 +8,23 @@
 //! the tests are independent of each other and of earlier runs; the schema is
 //! dropped at the end.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::history::{self, NOW, Store, counts, ids, set};
-use crate::support::assert_no_panic;
+use crate::support::{assert_no_panic, service, unique_name};
 
 // The server ---------------------------------------------------------------------
 
 /// The test server's URL, or `None` (after saying so) when there is none.
 /// Under CI a missing server is a failure, not a skip.
 fn server() -> Option<String> {
-    match std::env::var("DG_TEST_POSTGRES_URL") {
-        Ok(u) if !u.trim().is_empty() => Some(u.trim().to_string()),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but DG_TEST_POSTGRES_URL is not set: the Postgres state store tests must run under CI (source .ci/postgres.sh)"
-            );
-            println!("skipped: set DG_TEST_POSTGRES_URL (`. .ci/postgres.sh` starts a server)");
-            None
-        }
-    }
+    service(
+        "DG_TEST_POSTGRES_URL",
+        "Postgres state store",
+        "postgres.sh",
+    )
+    .map(|u| u.trim().to_string())
 }
 
 /// A schema of its own on the test server, dropped at the end.
@@ -42,25 +35,16 @@ pub(crate) struct Schema {
 
 impl Schema {
     pub(crate) fn new() -> Option<Schema> {
-        static N: AtomicU32 = AtomicU32::new(0);
         let server = server()?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "dg_test_{}_{:08x}_{}",
-            std::process::id(),
-            nanos,
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        Some(Schema { server, name })
+        Some(Schema {
+            server,
+            name: unique_name(),
+        })
     }
 
     /// The state URL: the server with `schema=…`.
     pub(crate) fn url(&self) -> String {
-        let sep = if self.server.contains('?') { '&' } else { '?' };
-        format!("{}{sep}schema={}", self.server, self.name)
+        crate::backend::with_schema(&self.server, &self.name)
     }
 
     pub(crate) fn client(&self) -> postgres::Client {
@@ -267,28 +251,7 @@ echo '{"metadata": {"source": "unit"}}' >> "$DG_MESSAGES"
 "#;
     let dir = s.project(&[("defs/defs.toml", defs)]);
     let d = dir.path();
-    let keys = |name: &str| -> Vec<String> {
-        let v = s.ok_json(d, NOW, &["list", "partitions", name, "--json"]);
-        v["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(keys("customers"), Vec::<String>::new());
-    // Insertion order, not sorted; an existing key is not added twice.
-    s.ok(
-        d,
-        NOW,
-        &["partitions", "add", "customers", "globex", "acme"],
-    );
-    s.ok(
-        d,
-        NOW,
-        &["partitions", "add", "customers", "initech", "acme"],
-    );
-    assert_eq!(keys("customers"), ["globex", "acme", "initech"]);
+    history::add_customers(&s, d);
     assert_eq!(
         s.count(
             dir.path(),
@@ -306,7 +269,7 @@ echo '{"metadata": {"source": "unit"}}' >> "$DG_MESSAGES"
     assert_eq!(counts(&st, "per_customer"), (1, 1, 1, 0), "{st:#}");
 
     s.ok(d, NOW, &["partitions", "remove", "customers", "globex"]);
-    assert_eq!(keys("customers"), ["acme", "initech"]);
+    assert_eq!(s.partition_keys(d, "customers"), ["acme", "initech"]);
 
     let runs = s.ok_json(d, NOW, &["runs", "--json"]);
     let list = runs["runs"].as_array().unwrap();

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use crate::support::{Run, assert_no_panic, assert_ok, dg, json, project};
+use crate::support::{
+    Run, assert_contains, assert_fails_with, assert_no_panic, assert_ok, dg, find, json, project,
+};
 
 const NOW: &str = "2024-01-04T00:00:00Z";
 
@@ -196,20 +198,15 @@ shell = "true"
 "#,
     )]);
     let r = run(dir.path(), &["check", "defs"]);
-    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr
-            .contains("unknown column type `text` for column `zip` in asset `orders`"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stderr.contains("defs/defs.toml:3:19"), "{}", r.stderr);
-    assert!(r.stderr.contains("did you mean `float64`?"), "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("valid types: `string`, `int64`, `float64`, `bool`, `date`, `timestamp`"),
-        "{}",
-        r.stderr
+    assert_fails_with(
+        &r,
+        2,
+        &[
+            "unknown column type `text` for column `zip` in asset `orders`",
+            "defs/defs.toml:3:19",
+            "did you mean `float64`?",
+            "valid types: `string`, `int64`, `float64`, `bool`, `date`, `timestamp`",
+        ],
     );
 }
 
@@ -247,15 +244,7 @@ shell = "cp \"$DG_INPUT_EVENTS\" \"$DG_OUTPUT\""
     );
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let v = json(&r);
-    let status = |id: &str| {
-        v["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == id)
-            .unwrap_or_else(|| panic!("no {id} in {v}"))
-            .clone()
-    };
+    let status = |id: &str| find(&v["steps"], "id", id).clone();
     assert_eq!(status("events[2024-01-01]")["status"], "success");
     assert_eq!(status("total[2024-01-02]")["status"], "success");
     let skipped = status("total[2024-01-01]");
@@ -288,11 +277,7 @@ shell = "cp \"$DG_INPUT_EVENTS\" \"$DG_OUTPUT\""
     assert_eq!(st["no_output"], 1, "{st}");
     assert_eq!(st["ranges"]["no_output"][0], "2024-01-01", "{st}");
     let r = run(dir.path(), &["status", "--select", "events"]);
-    assert!(
-        r.stdout.contains("(1 with no output)") && r.stdout.contains("no output [2024-01-01]"),
-        "{}",
-        r.stdout
-    );
+    assert_contains(&r.stdout, &["(1 with no output)", "no output [2024-01-01]"]);
     // Without the setting, writing nothing is a failure that names it.
     let defs = std::fs::read_to_string(dir.path().join("defs/defs.toml")).unwrap();
     std::fs::write(

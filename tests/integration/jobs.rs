@@ -8,11 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::support::{assert_contains, items, spawn_dg};
 use crate::{Run, assert_no_panic, dg, dg_with_env};
 
 /// Hourly partitions from 2024-01-01; `events` logs its step, `totals`
@@ -98,26 +98,27 @@ missing = "yes"
     let r = run(dir.path(), &["check", "defs"]);
     assert_eq!(r.code, 2, "{r:?}");
     let e = &r.stderr;
-    for needle in [
-        "error: job `bad` has no `select`\n --> defs/jobs.toml:1:7",
-        "error: unknown field `selct` in job `bad`\n --> defs/jobs.toml:2:1",
-        "help: did you mean `select`?",
-        "error: job `bad` has 2 targeting fields: `partition` and `last`\n --> defs/jobs.toml:4:1",
-        "first targeting field",
-        "error: `last` in job `bad` must be at least 1, found 0\n --> defs/jobs.toml:4:8",
-        "error: invalid cron schedule `0 25 * * *` in job `bad`\n --> defs/jobs.toml:5:8",
-        "hour `25` is out of range",
-        "error: unknown time zone `Europe/Amsterdm` in job `bad`\n --> defs/jobs.toml:6:12",
-        "help: did you mean `Europe/Amsterdam`?",
-        "error: invalid `catchup` `every` in job `bad`\n --> defs/jobs.toml:7:11",
-        "error: job `twice` is defined twice",
-        "defs/more.toml:1:7",
-        "defs/jobs.toml:9:7",
-        "first defined here",
-        "error: `missing` in job `typed` must be a boolean (true or false), found a string\n  --> defs/jobs.toml:14:11",
-    ] {
-        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
-    }
+    assert_contains(
+        e,
+        &[
+            "error: job `bad` has no `select`\n --> defs/jobs.toml:1:7",
+            "error: unknown field `selct` in job `bad`\n --> defs/jobs.toml:2:1",
+            "help: did you mean `select`?",
+            "error: job `bad` has 2 targeting fields: `partition` and `last`\n --> defs/jobs.toml:4:1",
+            "first targeting field",
+            "error: `last` in job `bad` must be at least 1, found 0\n --> defs/jobs.toml:4:8",
+            "error: invalid cron schedule `0 25 * * *` in job `bad`\n --> defs/jobs.toml:5:8",
+            "hour `25` is out of range",
+            "error: unknown time zone `Europe/Amsterdm` in job `bad`\n --> defs/jobs.toml:6:12",
+            "help: did you mean `Europe/Amsterdam`?",
+            "error: invalid `catchup` `every` in job `bad`\n --> defs/jobs.toml:7:11",
+            "error: job `twice` is defined twice",
+            "defs/more.toml:1:7",
+            "defs/jobs.toml:9:7",
+            "first defined here",
+            "error: `missing` in job `typed` must be a boolean (true or false), found a string\n  --> defs/jobs.toml:14:11",
+        ],
+    );
 }
 
 #[test]
@@ -139,10 +140,9 @@ fn a_job_selection_is_checked_against_the_assets() {
     .unwrap();
     let r = run(dir.path(), &["check", "defs"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        r.stderr.contains("defs/jobs.toml:2:11") && r.stderr.contains("did you mean `events`?"),
-        "{}",
-        r.stderr
+    assert_contains(
+        &r.stderr,
+        &["defs/jobs.toml:2:11", "did you mean `events`?"],
     );
 }
 
@@ -235,11 +235,7 @@ fn materialize_job_uses_its_targeting_and_flags_override_it() {
 
     // The run records the job.
     let r = ok(d, &["runs", "--json"]);
-    assert!(
-        r.stdout.contains("--job all_hours --all-partitions"),
-        "{}",
-        r.stdout
-    );
+    assert_contains(&r.stdout, &["--job all_hours --all-partitions"]);
 
     // Dry run: the job's plan.
     let r = ok(
@@ -298,38 +294,19 @@ fn list_jobs_shows_schedule_and_next_tick() {
         dir.path(),
         &["--now", "2024-01-01T05:50:00Z", "list", "jobs"],
     );
-    assert!(
-        r.stdout
-            .contains("hourly  select events, partition = latest")
-            && r.stdout.contains("next tick 2024-01-01T06:45:00Z"),
-        "{}",
-        r.stdout
+    assert_contains(
+        &r.stdout,
+        &[
+            "hourly  select events, partition = latest",
+            "next tick 2024-01-01T06:45:00Z",
+        ],
     );
-}
-
-/// The `dg` binary.
-fn dg_bin() -> std::path::PathBuf {
-    assert_cmd::cargo::cargo_bin("dg")
 }
 
 /// Starts `dg tick --now NOW` twice at the same time and waits for both.
 fn race(dir: &Path, now: &str, env: &[(&str, &str)]) -> Vec<std::process::Output> {
     let children: Vec<_> = (0..2)
-        .map(|_| {
-            let mut c = Command::new(dg_bin());
-            c.current_dir(dir)
-                .args(["--project"])
-                .arg(dir)
-                .args(["--now", now, "tick", "--json"])
-                .env("NO_COLOR", "1")
-                .env_remove("DG_NOW")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            for (k, v) in env {
-                c.env(k, v);
-            }
-            c.spawn().expect("dg starts")
-        })
+        .map(|_| spawn_dg(dir, &["--now", now, "tick", "--json"], env))
         .collect();
     children
         .into_iter()
@@ -410,9 +387,7 @@ fn catchup_latest_runs_once_and_all_runs_every_missed_tick() {
     let d = dir.path();
     // First tick of new jobs: the latest tick at --now, one run each.
     let v = tick_json(d, "2024-01-02T00:45:00Z", &[]);
-    let ticks: Vec<(String, String)> = v["ticks"]
-        .as_array()
-        .unwrap()
+    let ticks: Vec<(String, String)> = items(&v["ticks"])
         .iter()
         .map(|t| {
             (
@@ -467,9 +442,7 @@ fn catchup_latest_runs_once_and_all_runs_every_missed_tick() {
     );
 
     let v = tick_json(d, "2024-01-02T04:45:00Z", &[]);
-    let done: Vec<(&str, &str, &str)> = v["ticks"]
-        .as_array()
-        .unwrap()
+    let done: Vec<(&str, &str, &str)> = items(&v["ticks"])
         .iter()
         .map(|t| {
             (
@@ -571,12 +544,11 @@ fn scaffold_job_writes_a_valid_job() {
 
 #[test]
 fn postgres_tick_claims_are_exclusive() {
-    let Some(url) = crate::postgres_manager::pg_url() else {
+    let Some(url) = crate::backend::pg_url() else {
         return;
     };
-    let schema = crate::postgres_manager::random_schema();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let state_url = format!("{url}{sep}schema={schema}");
+    let schema = crate::backend::random_schema();
+    let state_url = crate::backend::with_schema(&url, &schema);
     let dir = project(
         "[jobs.hourly]\nselect = \"events\"\npartition = \"latest\"\ncron = \"0 * * * *\"\n",
     );

@@ -5,28 +5,19 @@
 //! through the JSON summary.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::support::{
-    Run, dg_now, example_project, files_under, process_gone, project, read, step,
+    HOURLY_DAILY, Run, assert_contains, assert_fails_with, dg_now, example_project, files_under,
+    process_gone, project, read, spawn_dg, step, texts,
 };
 
 /// Every hour of 2022-01-01 is over, and the day too.
 const NOW: &str = "2022-01-02T00:00:00Z";
-
-const HOURLY_DAILY: &str = r#"
-[partitions.hourly]
-type = "hourly"
-start = "2022-01-01-00:00"
-
-[partitions.daily]
-type = "daily"
-start = "2022-01-01"
-"#;
 
 /// `dg --now NOW materialize ARGS…`.
 fn materialize(dir: &Path, args: &[&str]) -> Run {
@@ -381,25 +372,15 @@ printf '%s\n' "$DG_PARTITION_KEY" >> "$DG_OUTPUT"
 '''
 "#;
     let dir = project(&[("defs/assets.toml", defs), ("pids/.keep", "")]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dg"))
-        .current_dir(dir.path())
-        .args(["--project"])
-        .arg(dir.path())
-        .args([
-            "--now",
-            NOW,
-            "materialize",
-            "--all-partitions",
-            "--jobs",
-            "2",
-        ])
-        .env("NO_COLOR", "1")
-        .env_remove("DG_NOW")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dg starts");
+    let args = [
+        "--now",
+        NOW,
+        "materialize",
+        "--all-partitions",
+        "--jobs",
+        "2",
+    ];
+    let mut child = spawn_dg(dir.path(), &args, &[]);
 
     // Wait until two steps run (their logs exist and their sleeps started).
     let pids_dir = dir.path().join("pids");
@@ -496,18 +477,7 @@ while :; do sleep 0.1; done
 '''
 "#;
     let dir = project(&[("defs/assets.toml", defs)]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dg"))
-        .current_dir(dir.path())
-        .arg("--project")
-        .arg(dir.path())
-        .args(["--now", NOW, "materialize"])
-        .env("NO_COLOR", "1")
-        .env_remove("DG_NOW")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dg starts");
+    let mut child = spawn_dg(dir.path(), &["--now", NOW, "materialize"], &[]);
     let until = Instant::now() + Duration::from_secs(10);
     while !dir.path().join("sleep.pid").exists() || read(dir.path().join("sleep.pid")).is_empty() {
         if Instant::now() > until || child.try_wait().unwrap().is_some() {
@@ -624,9 +594,7 @@ shell = 'cat "$DG_INPUT_UPSTREAM" > "$DG_OUTPUT"'
         dir.path(),
         &["--select", "from_mirror", "--partition", "eu"],
     );
-    assert_eq!(run.code, 2, "stderr:\n{}", run.stderr);
-    assert!(run.stderr.contains("upstream"), "{}", run.stderr);
-    assert!(run.stderr.contains("eu"), "{}", run.stderr);
+    assert_fails_with(&run, 2, &["upstream", "eu"]);
 }
 
 // 7. Multi-partition load ------------------------------------------------------
@@ -749,9 +717,7 @@ shell = '''cat "$DG_INPUT_UPSTREAM_ASSET" > "$DG_OUTPUT"; echo ran >> strict.txt
         dir.path(),
         &["--select", "strict", "--partition", "2022-01-01"],
     );
-    assert_eq!(run.code, 2, "stderr:\n{}", run.stderr);
-    assert!(run.stderr.contains("upstream_asset"), "{}", run.stderr);
-    assert!(run.stderr.contains("2022-01-01-00:00"), "{}", run.stderr);
+    assert_fails_with(&run, 2, &["upstream_asset", "2022-01-01-00:00"]);
     assert!(
         run.stderr.contains("(21)"),
         "21 hours are missing:\n{}",
@@ -762,7 +728,7 @@ shell = '''cat "$DG_INPUT_UPSTREAM_ASSET" > "$DG_OUTPUT"; echo ran >> strict.txt
         "03:00 is stored:\n{}",
         run.stderr
     );
-    assert!(run.stderr.contains("--select '+strict'"), "{}", run.stderr);
+    assert_contains(&run.stderr, &["--select '+strict'"]);
     assert!(!dir.path().join("strict.txt").exists());
     assert!(!dir.path().join(".dg/storage/strict").exists());
     assert_eq!(names_in(&dir.path().join(".dg/logs")), logs_before);
@@ -1009,14 +975,15 @@ fn missing_upstream_partitions_stop_the_run_before_anything_runs() {
     );
     assert_eq!(run.code, 2, "stderr:\n{}", run.stderr);
     assert_eq!(run.stdout, "");
-    assert!(run.stderr.contains("nothing ran"), "{}", run.stderr);
-    assert!(run.stderr.contains("upstream_asset"), "{}", run.stderr);
-    assert!(run.stderr.contains("2022-01-01-00:00"), "{}", run.stderr);
-    assert!(run.stderr.contains("(24)"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("--select '+downstream_asset'"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        &[
+            "nothing ran",
+            "upstream_asset",
+            "2022-01-01-00:00",
+            "(24)",
+            "--select '+downstream_asset'",
+        ],
     );
     assert!(!dir.path().join(".dg/logs").exists());
     assert!(files_under(&dir.path().join(".dg/storage")).is_empty());
@@ -1032,8 +999,7 @@ fn missing_upstream_partitions_stop_the_run_before_anything_runs() {
             "--json",
         ],
     );
-    assert_eq!(run.code, 2, "stderr:\n{}", run.stderr);
-    assert!(run.stderr.contains("upstream_asset"), "{}", run.stderr);
+    assert_fails_with(&run, 2, &["upstream_asset"]);
     assert!(!dir.path().join(".dg/logs").exists());
 
     // The hint names the asset that reads the missing partitions, not
@@ -1047,12 +1013,7 @@ fn missing_upstream_partitions_stop_the_run_before_anything_runs() {
             "2022-01-01",
         ],
     );
-    assert_eq!(run.code, 2, "stderr:\n{}", run.stderr);
-    assert!(
-        run.stderr.contains("--select '+downstream_asset'"),
-        "{}",
-        run.stderr
-    );
+    assert_fails_with(&run, 2, &["--select '+downstream_asset'"]);
     assert!(!dir.path().join(".dg/logs").exists());
 
     // With the hint followed, the run succeeds.
@@ -1101,11 +1062,7 @@ shell = 'cat "$DG_INPUT_FORGETFUL" > "$DG_OUTPUT"'
         "{e}"
     );
     assert_eq!(step(&v, "after_forgetful")["status"], "skipped");
-    assert!(
-        run.stderr.contains("I forgot to write my output"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, &["I forgot to write my output"]);
     assert!(files_under(&dir.path().join(".dg/storage")).is_empty());
 }
 
@@ -1185,12 +1142,7 @@ load = false
     assert_eq!(read(dir.path().join("inputs.txt")), "");
     assert!(names_in(elsewhere.path()).is_empty());
     let v: Value = serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
-    let ids: Vec<&str> = v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = texts(&v["steps"], "id");
     assert_eq!(ids, ["via_command", "ordering_only"]);
 }
 
@@ -1199,7 +1151,7 @@ fn dry_run_runs_nothing() {
     let dir = example_project();
     let run = materialize(dir.path(), &["--partition", "2022-01-01", "--dry-run"]);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
-    assert!(run.stdout.contains("downstream_asset"), "{}", run.stdout);
+    assert_contains(&run.stdout, &["downstream_asset"]);
     assert_ran_nothing(dir.path());
 
     let run = materialize(
@@ -1247,9 +1199,7 @@ shell = 'cat "$DG_INPUT_EXTERNAL" > "$DG_OUTPUT"'
 
     // A source asset's data must already be there; `+user` would not help.
     let run = materialize(dir.path(), &["--select", "user"]);
-    assert_eq!(run.code, 2, "stderr:\n{}", run.stderr);
-    assert!(run.stderr.contains("`external`"), "{}", run.stderr);
-    assert!(run.stderr.contains("source asset"), "{}", run.stderr);
+    assert_fails_with(&run, 2, &["`external`", "source asset"]);
     assert!(!run.stderr.contains("'+user'"), "{}", run.stderr);
     assert!(!dir.path().join(".dg/logs").exists());
     std::fs::create_dir_all(dir.path().join(".dg/storage")).unwrap();
@@ -1415,9 +1365,7 @@ shell = "cp \"$DG_CONTEXT\" \"$DG_OUTPUT\""
     )]);
     // Unset without a default: nothing runs, and the error names the variable.
     let run = materialize(dir.path(), &[]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("DG_TEST_OWNER"), "{}", run.stderr);
-    assert!(run.stderr.contains("`metadata`"), "{}", run.stderr);
+    assert_fails_with(&run, 2, &["DG_TEST_OWNER", "`metadata`"]);
 
     let mut cmd = assert_cmd::Command::cargo_bin("dg").unwrap();
     let out = cmd

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::support::{assert_ok, dg_now, dg_now_with_env, json, one_file, read};
+use crate::support::{
+    assert_fails_with, assert_ok, dg_now, dg_now_with_env, json, one_file, read, service,
+    unique_name,
+};
 
 const NOW: &str = "2024-01-04T00:00:00Z";
 const SECRET: &str = "s3cr3t-d0-n0t-sh0w";
@@ -16,40 +19,19 @@ const SECRET: &str = "s3cr3t-d0-n0t-sh0w";
 /// The test server's endpoint and bucket, or `None` (skipped) when
 /// `DG_TEST_S3_ENDPOINT` is not set; a missing variable fails under CI.
 pub fn s3() -> Option<(String, String)> {
-    match std::env::var("DG_TEST_S3_ENDPOINT") {
-        Ok(e) if !e.trim().is_empty() => Some((
-            e,
-            std::env::var("DG_TEST_S3_BUCKET").unwrap_or_else(|_| "dg-test".into()),
-        )),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "CI=true but DG_TEST_S3_ENDPOINT is not set: the object store tests must run \
-                     under CI (.ci/run sources .ci/s3.sh)"
-                );
-            }
-            eprintln!("skipped: set DG_TEST_S3_ENDPOINT (see CONTRIBUTING.md)");
-            None
-        }
-    }
-}
-
-fn random_prefix() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "t{}-{nanos}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let endpoint = service("DG_TEST_S3_ENDPOINT", "object store", "s3.sh")?;
+    let bucket = std::env::var("DG_TEST_S3_BUCKET").unwrap_or_else(|_| "dg-test".into());
+    Some((endpoint, bucket))
 }
 
 /// A resource table for the server (`extra` adds fields).
-fn resource(key: &str, endpoint: &str, bucket: &str, prefix: &str, extra: &str) -> String {
+pub(crate) fn resource(
+    key: &str,
+    endpoint: &str,
+    bucket: &str,
+    prefix: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"[resources.{key}]
 type = "object_store"
@@ -116,7 +98,7 @@ fn every_format_round_trips_through_s3() {
     let Some((endpoint, bucket)) = s3() else {
         return;
     };
-    let prefix = random_prefix();
+    let prefix = unique_name();
     let mut defs = String::new();
     for f in ["csv", "jsonl", "parquet", "file"] {
         defs.push_str(&resource(
@@ -241,7 +223,7 @@ fn a_large_output_is_a_multipart_upload() {
     let Some((endpoint, bucket)) = s3() else {
         return;
     };
-    let prefix = random_prefix();
+    let prefix = unique_name();
     let dir = one_file(&format!(
         r#"{}
 [assets.big]
@@ -298,8 +280,7 @@ shell = "printf 'x\n1\n' > \"$DG_OUTPUT\""
         &["materialize"],
         &[("AWS_SESSION_TOKEN", "env-t0ken-hidden")],
     );
-    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains("cannot store `a`"), "{}", run.stderr);
+    assert_fails_with(&run, 1, &["cannot store `a`"]);
     assert!(
         run.stderr.contains(&format!("127.0.0.1:{port}")),
         "the error names the endpoint: {}",
@@ -332,21 +313,14 @@ url = "ftp://host/x"
 "#,
     );
     let run = dg_now(dir.path(), NOW, &["check", "defs"]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("unknown field `regoin`"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("did you mean `region`?"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("defs/a.toml:4:1"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("`ftp://` is not a supported store"),
-        "{}",
-        run.stderr
+    assert_fails_with(
+        &run,
+        2,
+        &[
+            "unknown field `regoin`",
+            "did you mean `region`?",
+            "defs/a.toml:4:1",
+            "`ftp://` is not a supported store",
+        ],
     );
 }

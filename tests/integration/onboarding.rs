@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use tempfile::TempDir;
 
-use crate::support::{Run, assert_no_panic, dg, dg_with_env, redact, repo};
+use crate::support::{
+    Run, assert_contains, assert_fails_with, assert_no_panic, dg, dg_with_env, redact, repo,
+};
 
 /// Runs `dg ARGS…` in `cwd` without `--project`, like a person would.
 fn dg_in(cwd: &Path, args: &[&str]) -> Run {
@@ -69,7 +71,7 @@ fn check_passes(dir: &Path) {
     let run = dg(dir, &["check", "defs"]);
     assert_eq!(run.code, 0, "dg check defs:\n{}{}", run.stdout, run.stderr);
     assert_no_panic(&run);
-    assert!(run.stdout.contains("all valid"), "{}", run.stdout);
+    assert_contains(&run.stdout, &["all valid"]);
 }
 
 #[test]
@@ -79,12 +81,9 @@ fn init_then_check_then_materialize_every_partition() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_no_panic(&run);
     assert_eq!(run.stderr, "");
-    assert!(run.stdout.contains("Next steps"), "{}", run.stdout);
-    assert!(run.stdout.contains("cd proj"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("dg materialize --all-partitions"),
-        "{}",
-        run.stdout
+    assert_contains(
+        &run.stdout,
+        &["Next steps", "cd proj", "dg materialize --all-partitions"],
     );
     let proj = tmp.path().join("proj");
     assert_eq!(
@@ -127,7 +126,7 @@ fn init_then_check_then_materialize_every_partition() {
         "the example should run in seconds, took {:?}",
         started.elapsed()
     );
-    assert!(run.stdout.contains("14 succeeded"), "{}", run.stdout);
+    assert_contains(&run.stdout, &["14 succeeded"]);
     for day in 1..=7 {
         let key = format!("2024-01-0{day}");
         let events = proj.join(format!(".dg/storage/events/{key}.csv"));
@@ -167,13 +166,13 @@ fn init_without_dir_uses_the_current_folder_and_backfill_then_missing_works() {
         ],
     );
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("6 succeeded"), "{}", run.stdout);
+    assert_contains(&run.stdout, &["6 succeeded"]);
     let run = dg(dir, &["status"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("4 missing"), "{}", run.stdout);
+    assert_contains(&run.stdout, &["4 missing"]);
     let run = dg(dir, &["materialize", "--missing", "--all-partitions"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("8 succeeded"), "{}", run.stdout);
+    assert_contains(&run.stdout, &["8 succeeded"]);
 }
 
 #[test]
@@ -203,12 +202,10 @@ fn init_refuses_a_folder_that_holds_a_project() {
     let run = dg(&proj, &["init"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert_no_panic(&run);
-    assert!(
-        run.stderr.contains("already holds a dg project"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        &["already holds a dg project", "nothing was changed"],
     );
-    assert!(run.stderr.contains("nothing was changed"), "{}", run.stderr);
     assert_eq!(tree(&proj), before);
 
     // No dg.toml, but definitions.
@@ -221,12 +218,7 @@ fn init_refuses_a_folder_that_holds_a_project() {
     .unwrap();
     let before = tree(tmp.path());
     let run = dg_in(tmp.path(), &["init", "."]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("already holds definitions"),
-        "{}",
-        run.stderr
-    );
+    assert_fails_with(&run, 1, &["already holds definitions"]);
     assert_eq!(tree(tmp.path()), before);
 }
 
@@ -408,11 +400,7 @@ fn scaffold_never_overwrites() {
         let run = dg(&proj, &["scaffold", "defs", "asset", path]);
         assert_eq!(run.code, 1, "{}", run.stderr);
         assert_no_panic(&run);
-        assert!(
-            run.stderr.contains("`defs/example.toml` already exists"),
-            "{}",
-            run.stderr
-        );
+        assert_contains(&run.stderr, &["`defs/example.toml` already exists"]);
         assert_eq!(tree(&proj), before);
     }
 }
@@ -424,46 +412,31 @@ fn scaffold_an_unknown_type_suggests_and_lists_the_known_ones() {
     let run = dg(&proj, &["scaffold", "defs", "assett", "x"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_no_panic(&run);
-    assert!(
-        run.stderr.contains("unknown definition type `assett`"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        &["unknown definition type `assett`", "did you mean `asset`?"],
     );
-    assert!(
-        run.stderr.contains("did you mean `asset`?"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        &[
+            "`resources`",
+            "`partitions`",
+            "`dagster.asset`",
+            "`resource`",
+        ],
     );
-    for t in [
-        "`resources`",
-        "`partitions`",
-        "`dagster.asset`",
-        "`resource`",
-    ] {
-        assert!(run.stderr.contains(t), "{t}: {}", run.stderr);
-    }
     assert_eq!(tree(&proj), before);
 
     let run = dg(
         &proj,
         &["scaffold", "defs", "partitions", "p", "--type", "dayly"],
     );
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("did you mean `daily`?"),
-        "{}",
-        run.stderr
-    );
+    assert_fails_with(&run, 2, &["did you mean `daily`?"]);
     let run = dg(
         &proj,
         &["scaffold", "defs", "resources", "r", "--type", "sqlit"],
     );
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("did you mean `sqlite`?"),
-        "{}",
-        run.stderr
-    );
+    assert_fails_with(&run, 2, &["did you mean `sqlite`?"]);
     assert_eq!(tree(&proj), before);
 }
 
@@ -499,8 +472,7 @@ fn scaffold_refuses_invalid_paths_and_creates_nothing() {
         std::fs::create_dir(&away).unwrap();
         std::os::unix::fs::symlink(&away, proj.join("defs/link")).unwrap();
         let run = dg(&proj, &["scaffold", "defs", "asset", "link/x"]);
-        assert_eq!(run.code, 2, "{}", run.stderr);
-        assert!(run.stderr.contains("symbolic link"), "{}", run.stderr);
+        assert_fails_with(&run, 2, &["symbolic link"]);
         assert_eq!(std::fs::read_dir(&away).unwrap().count(), 0);
     }
 }
@@ -515,18 +487,14 @@ fn scaffold_refuses_unknown_references_and_writes_nothing() {
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert_no_panic(&run);
-    assert!(
-        run.stderr
-            .contains("error: asset `x` refers to unknown partitions `nope`"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        &[
+            "error: asset `x` refers to unknown partitions `nope`",
+            " --> defs/raw/x.toml:",
+            "nothing was written",
+        ],
     );
-    assert!(
-        run.stderr.contains(" --> defs/raw/x.toml:"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("nothing was written"), "{}", run.stderr);
     assert_eq!(tree(&proj), before, "not even the folder `defs/raw/`");
 
     for (flag, value, says) in [
@@ -542,8 +510,7 @@ fn scaffold_refuses_unknown_references_and_writes_nothing() {
 
     // A duplicate name, and a start the key format cannot read.
     let run = dg(&proj, &["scaffold", "defs", "partitions", "more/daily"]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("defined twice"), "{}", run.stderr);
+    assert_fails_with(&run, 2, &["defined twice"]);
     let run = dg(
         &proj,
         &[
@@ -557,8 +524,7 @@ fn scaffold_refuses_unknown_references_and_writes_nothing() {
             "2024-01-01",
         ],
     );
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("2024-01-01-00:00"), "{}", run.stderr);
+    assert_fails_with(&run, 2, &["2024-01-01-00:00"]);
     assert_eq!(tree(&proj), before);
 }
 
@@ -625,8 +591,7 @@ fn scaffold_usage_errors_exit_2() {
 fn scaffold_outside_a_project_says_to_run_init() {
     let tmp = TempDir::new().expect("temp dir");
     let run = dg_in(tmp.path(), &["scaffold", "defs", "asset", "x"]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("dg init"), "{}", run.stderr);
+    assert_fails_with(&run, 2, &["dg init"]);
     assert!(tree(tmp.path()).is_empty());
 }
 

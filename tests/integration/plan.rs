@@ -5,7 +5,10 @@
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::support::{Run, assert_no_panic, dg, dg_with_env, example_project, fixture, one_file};
+use crate::support::{
+    Run, assert_contains, assert_fails_with, assert_no_panic, dg, dg_with_env, example_project,
+    find, fixture, hourly_daily, items, one_file,
+};
 
 /// *now* for the bundled example: every partition of January 2022 is over.
 const NOW: &str = "2022-02-01T00:00:00Z";
@@ -40,13 +43,7 @@ fn usage_error(dir: &TempDir, args: &[&str], now: &str, expect: &[&str]) -> Run 
         run.stderr
     );
     assert_eq!(run.stdout, "", "nothing on stdout for dg {all:?}");
-    for e in expect {
-        assert!(
-            run.stderr.contains(e),
-            "stderr of dg {all:?} lacks {e:?}:\n{}",
-            run.stderr
-        );
-    }
+    assert_contains(&run.stderr, expect);
     run
 }
 
@@ -269,11 +266,7 @@ fn three_day_range() {
         &["plan", "--partition-range", "2022-01-01...2022-01-03"],
         NOW,
     );
-    assert!(
-        run.stdout.contains("78 steps for 3 assets"),
-        "{}",
-        run.stdout
-    );
+    assert_contains(&run.stdout, &["78 steps for 3 assets"]);
     assert!(!run.stdout.contains("Must already exist"), "{}", run.stdout);
 }
 
@@ -281,10 +274,11 @@ fn three_day_range() {
 fn second_day_needs_the_first_to_exist() {
     let dir = example_project();
     let run = ok(&dir, &["plan", "--partition", "2022-01-02"], NOW);
-    assert!(
-        run.stdout.contains("Must already exist (not produced by this plan):\n  `downstream_asset` [2022-01-01]  (read by `daily_report`)"),
-        "{}",
-        run.stdout
+    assert_contains(
+        &run.stdout,
+        &[
+            "Must already exist (not produced by this plan):\n  `downstream_asset` [2022-01-01]  (read by `daily_report`)",
+        ],
     );
     insta::assert_snapshot!("second_day_human", run.stdout);
 
@@ -630,11 +624,7 @@ fn select_downstream_of() {
         "{}",
         run.stdout
     );
-    assert!(
-        run.stdout.contains("--select '+downstream_asset'"),
-        "{}",
-        run.stdout
-    );
+    assert_contains(&run.stdout, &["--select '+downstream_asset'"]);
 }
 
 #[test]
@@ -657,11 +647,9 @@ fn select_group() {
         NOW,
     );
     // Both inputs read `downstream_asset`: one line for both days.
-    assert!(
-        run.stdout
-            .contains("`downstream_asset` [2022-01-01, 2022-01-02] (2)  (read by `daily_report`)"),
-        "{}",
-        run.stdout
+    assert_contains(
+        &run.stdout,
+        &["`downstream_asset` [2022-01-01, 2022-01-02] (2)  (read by `daily_report`)"],
     );
 }
 
@@ -757,11 +745,9 @@ fn only_partitions_the_plan_does_not_produce_must_exist() {
         &["plan", "--select", "+summary", "--partition", "us"],
         NOW_2024,
     );
-    assert!(
-        run.stdout
-            .contains("`by_region` [eu, apac] (2)  (read by `summary`)"),
-        "{}",
-        run.stdout
+    assert_contains(
+        &run.stdout,
+        &["`by_region` [eu, apac] (2)  (read by `summary`)"],
     );
     insta::assert_snapshot!("only_unproduced_partitions_must_exist", run.stdout);
 }
@@ -781,17 +767,15 @@ fn an_input_allowing_missing_partitions_needs_nothing() {
 fn source_assets_are_never_planned() {
     let dir = project("mixed");
     let run = ok(&dir, &["plan", "--select", "raw/src"], NOW_2024);
-    assert!(run.stdout.contains("nothing to do"), "{}", run.stdout);
+    assert_contains(&run.stdout, &["nothing to do"]);
     let run = ok(&dir, &["plan", "--select", "raw/src", "--json"], NOW_2024);
     let plan: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(plan["steps"], json!([]));
 
     let run = ok(&dir, &["plan", "--select", "+reads_src"], NOW_2024);
-    assert!(
-        run.stdout
-            .contains("`raw/src`  (a source asset, read by `reads_src`)"),
-        "{}",
-        run.stdout
+    assert_contains(
+        &run.stdout,
+        &["`raw/src`  (a source asset, read by `reads_src`)"],
     );
     let run = ok(
         &dir,
@@ -950,9 +934,7 @@ fn list_partitions_dst_fall_back() {
     );
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["name"], "ny_hourly");
-    let keys: Vec<&str> = v["keys"]
-        .as_array()
-        .unwrap()
+    let keys: Vec<&str> = items(&v["keys"])
         .iter()
         .map(|k| k.as_str().unwrap())
         .collect();
@@ -1058,20 +1040,13 @@ fn partitions_dropped_by_allow_nonexistent_are_shown() {
     let dir = example_project();
     let plan = plan_json(&dir, &["--partition", "2022-01-01"]);
     let report = step(&plan, "daily_report[2022-01-01]");
-    let yesterday = report["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == "yesterday")
-        .expect("input `yesterday`");
+    let yesterday = find(&report["inputs"], "name", "yesterday");
     assert_eq!(yesterday["partitions"], json!([]));
     assert_eq!(yesterday["dropped"], json!(["2021-12-31"]));
     let next = plan_json(&dir, &["--partition", "2022-01-02"]);
     let report = step(&next, "daily_report[2022-01-02]");
     assert!(
-        report["inputs"]
-            .as_array()
-            .unwrap()
+        items(&report["inputs"])
             .iter()
             .all(|i| i["dropped"] == json!([])),
         "{report}"
@@ -1203,16 +1178,9 @@ fn a_monday_targets_its_week_and_month_as_dagster_backfills_do() {
 
 #[test]
 fn an_hour_targets_the_days_that_read_it() {
-    let dir = one_file(
+    let dir = one_file(concat!(
+        hourly_daily!(),
         r#"
-[partitions.hourly]
-type = "hourly"
-start = "2022-01-01-00:00"
-
-[partitions.daily]
-type = "daily"
-start = "2022-01-01"
-
 [assets.upstream_asset]
 partitions = "hourly"
 shell = "true"
@@ -1228,8 +1196,8 @@ shell = "true"
 
 [assets.daily_report.ins.downstream_asset]
 mapping = { type = "time_window", start_offset = -1, allow_nonexistent = true }
-"#,
-    );
+"#
+    ));
     // Dagster: upstream_asset 2022-01-01-05:00, downstream_asset 2022-01-01,
     // daily_report 2022-01-01 and 2022-01-02 (both read that day).
     assert_eq!(
@@ -1336,12 +1304,10 @@ shell = "true"
         &["plan", "--all-partitions", "--json", "--now", NOW_2024],
     );
     assert_no_panic(&run);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("note: `per_customer` is left out: its dynamic partitions have no keys yet"),
-        "{}",
-        run.stderr
+    assert_fails_with(
+        &run,
+        0,
+        &["note: `per_customer` is left out: its dynamic partitions have no keys yet"],
     );
     let plan: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(ids(&plan), ["other"]);
@@ -1379,10 +1345,11 @@ end_offset = 3
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout, "");
-    assert!(
-        run.stderr.contains("note: `q` has no partitions at --now (2024-01-01T00:00:00+00:00): its first window starts at 2024-01-10T00:00:00+00:00"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        &[
+            "note: `q` has no partitions at --now (2024-01-01T00:00:00+00:00): its first window starts at 2024-01-10T00:00:00+00:00",
+        ],
     );
     let run = dg(
         dir.path(),

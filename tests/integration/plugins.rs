@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{Run, assert_no_panic, dg, process_gone, read, repo};
+use crate::support::{
+    HOURLY_DAILY, Run, assert_contains, assert_fails_with, assert_no_panic, items, json,
+    materialize_json, process_gone, read, repo, step,
+};
 
 /// Every hour of 2022-01-01 is over, and the day too.
 const NOW: &str = "2022-01-02T00:00:00Z";
@@ -73,36 +76,12 @@ allow_missing_partitions = true
 
 /// `dg --now NOW materialize --json ARGS…`.
 fn materialize(dir: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["--now", NOW, "materialize", "--json"];
-    all.extend(args);
-    let run = dg(dir, &all);
-    assert_no_panic(&run);
-    run
-}
-
-fn summary(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
-            run.stdout, run.stderr
-        )
-    })
-}
-
-fn step<'a>(v: &'a Value, id: &str) -> &'a Value {
-    v["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step `{id}` in {v:#}"))
+    materialize_json(dir, NOW, args)
 }
 
 /// Ids of the steps with this status.
 fn with_status(v: &Value, status: &str) -> Vec<String> {
-    v["steps"]
-        .as_array()
-        .unwrap()
+    items(&v["steps"])
         .iter()
         .filter(|s| s["status"] == status)
         .map(|s| s["id"].as_str().unwrap().to_string())
@@ -174,15 +153,7 @@ type = "command"
 command = ["python3", {plugin}]
 format = "csv"
 config = {{ root = "plugin-data" }}
-
-[partitions.hourly]
-type = "hourly"
-start = "2022-01-01-00:00"
-
-[partitions.daily]
-type = "daily"
-start = "2022-01-01"
-
+{HOURLY_DAILY}
 [assets.up]
 partitions = "hourly"
 shell = "printf 'date\\n%s\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
@@ -197,7 +168,7 @@ shell = "cat \"$DG_INPUT_UP\" > \"$DG_OUTPUT\""
     let d = dir.path();
     let run = materialize(d, &["--all-partitions"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    let v = summary(&run);
+    let v = json(&run);
     assert_eq!(with_status(&v, "success").len(), 25, "{v:#}");
 
     // Stored by the plug-in, one file per partition, as the steps wrote them.
@@ -230,7 +201,7 @@ shell = "cat \"$DG_INPUT_UP\" > \"$DG_OUTPUT\""
     std::fs::remove_file(d.join("plugin-data/down/2022-01-01.csv")).unwrap();
     let run = materialize(d, &["--select", "down", "--all-partitions"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    let v2 = summary(&run);
+    let v2 = json(&run);
     assert_eq!(with_status(&v2, "success"), ["down[2022-01-01]"]);
     assert_eq!(read(d.join("plugin-data/down/2022-01-01.csv")), day);
     assert!(
@@ -242,12 +213,7 @@ shell = "cat \"$DG_INPUT_UP\" > \"$DG_OUTPUT\""
     // When the plug-in says an hour is not stored, nothing runs.
     std::fs::remove_file(d.join("plugin-data/up/2022-01-01-05:00.csv")).unwrap();
     let run = materialize(d, &["--select", "down", "--all-partitions"]);
-    assert_eq!(run.code, 2, "{run:#?}");
-    assert!(
-        run.stderr.contains("`up` [2022-01-01-05:00]"),
-        "{}",
-        run.stderr
-    );
+    assert_fails_with(&run, 2, &["`up` [2022-01-01-05:00]"]);
 }
 
 #[test]
@@ -256,7 +222,7 @@ fn a_plugin_that_exits_fails_only_that_step_and_is_restarted() {
     let d = dir.path();
     let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
     assert_eq!(run.code, 1, "{run:#?}");
-    let v = summary(&run);
+    let v = json(&run);
 
     let reqs = requests(d);
     let (at, fault) = faulted(&reqs);
@@ -269,11 +235,7 @@ fn a_plugin_that_exits_fails_only_that_step_and_is_restarted() {
         error.contains("plug-in `faulty` (resource `io_manager`) handle_output: it exited (exit status: 3) without replying"),
         "{error}"
     );
-    assert!(
-        run.stderr.contains(&format!("✗ {failed}")),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, &[&format!("✗ {failed}")]);
 
     // Nothing stored for that partition (only the plug-in's own leftover
     // temporary file); every other step went on.
@@ -302,7 +264,7 @@ fn a_plugin_that_exits_fails_only_that_step_and_is_restarted() {
     // dg recorded no materialization for it: `--missing` runs just that one.
     let run = materialize(d, &["--all-partitions", "--missing"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert_eq!(with_status(&summary(&run), "success"), [failed]);
+    assert_eq!(with_status(&json(&run), "success"), [failed]);
     assert_eq!(
         read(d.join(format!("plugin-data/up/{key}.csv"))),
         format!("k\n{key}\n")
@@ -315,7 +277,7 @@ fn a_malformed_reply_fails_only_that_step() {
     let d = dir.path();
     let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
     assert_eq!(run.code, 1, "{run:#?}");
-    let v = summary(&run);
+    let v = json(&run);
     let reqs = requests(d);
     let (_, fault) = faulted(&reqs);
     let key = fault["key"].as_str().unwrap();
@@ -348,7 +310,7 @@ fn a_plugin_that_does_not_reply_in_time_is_killed() {
     let took = started.elapsed();
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    let v = summary(&run);
+    let v = json(&run);
     let reqs = requests(d);
     let (_, fault) = faulted(&reqs);
     let key = fault["key"].as_str().unwrap();
@@ -389,7 +351,7 @@ fn a_refusal_fails_the_step_and_the_plugin_keeps_running() {
     let d = dir.path();
     let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
     assert_eq!(run.code, 1, "{run:#?}");
-    let v = summary(&run);
+    let v = json(&run);
     let reqs = requests(d);
     let (at, fault) = faulted(&reqs);
     let key = fault["key"].as_str().unwrap();
@@ -430,7 +392,7 @@ fn a_protocol_mismatch_is_a_clear_error() {
     let d = dir.path();
     let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
     assert_eq!(run.code, 1, "{run:#?}");
-    let v = summary(&run);
+    let v = json(&run);
     assert_eq!(with_status(&v, "failed").len(), 7, "{v:#}");
     for s in v["steps"].as_array().unwrap() {
         let error = s["error"].as_str().unwrap();
@@ -459,7 +421,7 @@ fn a_plugin_that_exited_between_requests_is_started_again() {
     let d = dir.path();
     let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    let v = summary(&run);
+    let v = json(&run);
     assert_eq!(with_status(&v, "success").len(), 7, "{v:#}");
     assert_eq!(total_rows(d), LETTERS);
     assert_eq!(pids(d).len(), 2);
@@ -515,7 +477,7 @@ shell = "cat \"$DG_INPUT_ONE\" > \"$DG_OUTPUT\""
     };
     assert_no_panic(&run);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert_eq!(with_status(&summary(&run), "success"), ["one", "two"]);
+    assert_eq!(with_status(&json(&run), "success"), ["one", "two"]);
     assert_eq!(read(d.join("plugin-data/two.csv")), "n\n1\n");
     assert_no_plugin_left(d);
 }

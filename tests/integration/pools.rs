@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::{assert_no_panic, dg, dg_with_env, json, project, read, step};
+use crate::support::{
+    assert_fails_with, assert_no_panic, dg, dg_with_env, json, project, read, spawn_dg, step,
+};
 
 /// A project whose `fetch` steps (static partitions `p0`…`p{n-1}`) are in
 /// pool `api` and write `start`/`end` lines with nanosecond times to
@@ -60,21 +62,7 @@ fn max_at_once(dir: &Path) -> (usize, usize) {
 fn concurrently(dir: &Path, runs: &[Vec<&str>], env: &[(&str, &str)]) -> Vec<std::process::Output> {
     let children: Vec<_> = runs
         .iter()
-        .map(|args| {
-            let mut c = Command::new(assert_cmd::cargo::cargo_bin("dg"));
-            c.current_dir(dir)
-                .arg("--project")
-                .arg(dir)
-                .arg("materialize")
-                .args(args)
-                .env("NO_COLOR", "1")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            for (k, v) in env {
-                c.env(k, v);
-            }
-            c.spawn().expect("dg starts")
-        })
+        .map(|args| spawn_dg(dir, &[&["materialize"], &args[..]].concat(), env))
         .collect();
     children
         .into_iter()
@@ -109,32 +97,11 @@ fn a_pool_bounds_the_steps_of_one_run() {
 
 fn three_runs_share_a_pool(env: &[(&str, &str)], extra_dg_toml: &str) {
     let dir = pooled(2, 12, extra_dg_toml);
-    let runs = vec![
-        vec![
-            "--select",
-            "fetch",
-            "--partition-range",
-            "p0...p3",
-            "-j",
-            "4",
-        ],
-        vec![
-            "--select",
-            "fetch",
-            "--partition-range",
-            "p4...p7",
-            "-j",
-            "4",
-        ],
-        vec![
-            "--select",
-            "fetch",
-            "--partition-range",
-            "p8...p11",
-            "-j",
-            "4",
-        ],
-    ];
+    // Three runs of four partitions each.
+    let runs: Vec<Vec<&str>> = ["p0...p3", "p4...p7", "p8...p11"]
+        .into_iter()
+        .map(|range| vec!["--select", "fetch", "--partition-range", range, "-j", "4"])
+        .collect();
     let outs = concurrently(dir.path(), &runs, env);
     for o in &outs {
         assert_eq!(
@@ -175,12 +142,9 @@ fn three_concurrent_runs_never_exceed_the_pool() {
 
 #[test]
 fn three_concurrent_runs_never_exceed_the_pool_with_postgres_state() {
-    let Some(url) = crate::backend::pg_url() else {
+    let Some(state_url) = crate::backend::pg_state_url() else {
         return;
     };
-    let schema = crate::backend::random_schema();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let state_url = format!("{url}{sep}schema={schema}");
     three_runs_share_a_pool(
         &[("DG_STATE_URL", &state_url)],
         "[state]\nurl = \"${env:DG_STATE_URL}\"\n",
@@ -255,8 +219,7 @@ fn pool_definition_errors_are_located() {
         "[assets.a]\npool = \"api\"\nshell = \"true\"\noutput = false\n",
     )]);
     let r = dg(dir.path(), &["check", "defs"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("[pools]\n      api = 2"), "{}", r.stderr);
+    assert_fails_with(&r, 2, &["[pools]\n      api = 2"]);
 }
 
 /// A step that fails until its `n`th attempt, exiting with `code`.

@@ -8,9 +8,7 @@
 
 use std::path::Path;
 
-use tempfile::TempDir;
-
-use crate::backend::{Backend, NOW, Pg};
+use crate::backend::{Backend, NOW, Pg, bulk_store_rate};
 use crate::support::{Run, assert_no_panic, assert_ok, dg_with_env, project};
 use crate::table_scenarios;
 
@@ -61,14 +59,10 @@ fn unpartitioned_round_trip_keeps_types_and_nulls() {
         ("defs/resources.toml", &pg.resources("")),
         (
             "defs/assets.toml",
-            r#"
-[assets."raw/src"]
-shell = "printf 'n,x,s,b\\n1,1.5,hello,true\\n2,,\"a,b\",false\\n3,2.0,,\\n' > \"$DG_OUTPUT\""
-
-[assets.copy]
-deps = ["raw/src"]
-shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
-"#,
+            &table_scenarios::raw_src_and_copy(
+                "",
+                r#"n,x,s,b\\n1,1.5,hello,true\\n2,,\"a,b\",false\\n3,2.0,,\\n"#,
+            ),
         ),
     ]);
     assert_ok(&pg.materialize(dir.path(), &[]));
@@ -235,67 +229,19 @@ fn the_password_never_appears_in_a_successful_run() {
 #[test]
 #[ignore]
 fn postgres_bulk_store_rate() {
-    use dg::io::{Data, Format, IoManagerFactory, OutputContext, ResourceCx};
+    use dg::io::IoManagerFactory;
     let Some(url) = pg_url() else { return };
     let pg = Pg::new(url.clone());
-    let dir = TempDir::new().unwrap();
-    let csv = dir.path().join("in.csv");
-    let mut text = String::from("id,amount,name,flag,day\n");
-    for i in 0..1_000_000u64 {
-        text.push_str(&format!(
-            "{i},{}.25,name-{},{},2024-01-{:02}\n",
-            i % 1000,
-            i % 97,
-            i % 2 == 0,
-            i % 28 + 1
-        ));
-    }
-    std::fs::write(&csv, text).unwrap();
-    let cx = ResourceCx::new(dir.path()).with_run_id("bench");
-    let m = dg::io::PostgresConfig {
-        url,
-        schema: pg.schema.clone(),
-        replace_on_schema_change: false,
-    }
-    .create_io_manager(&cx)
-    .unwrap();
-    let ctx = OutputContext::new("bench", Format::Csv)
-        .with_partition(dg::io::PartitionRef::new("p"))
-        .with_run("bench", "bench");
-    let started = std::time::Instant::now();
-    let stored = m
-        .handle_output(
-            &ctx,
-            Data::File {
-                path: csv.clone(),
-                format: Format::Csv,
-            },
-        )
-        .unwrap();
-    let secs = started.elapsed().as_secs_f64();
-    assert_eq!(stored.rows, Some(1_000_000));
-    eprintln!(
-        "CSV → postgres: 1,000,000 rows in {secs:.3}s: {:.0} rows/s",
-        1e6 / secs
-    );
-    let started = std::time::Instant::now();
-    let table = dg::io::table::read(&csv, Format::Csv).unwrap();
-    let read = started.elapsed().as_secs_f64();
-    let started = std::time::Instant::now();
-    m.handle_output(&ctx, Data::Table(std::sync::Arc::new(table)))
-        .unwrap();
-    let store = started.elapsed().as_secs_f64();
-    eprintln!(
-        "read CSV {read:.3}s; store Arrow (replacing 1,000,000 rows, COPY) {store:.3}s: {:.0} rows/s",
-        1e6 / store
-    );
+    bulk_store_rate("postgres", ", COPY", |cx| {
+        dg::io::PostgresConfig {
+            url,
+            schema: pg.schema.clone(),
+            replace_on_schema_change: false,
+        }
+        .create_io_manager(cx)
+        .unwrap()
+    });
 }
-
-const DAYS: &str = r#"
-[partitions.daily]
-type = "daily"
-start = "2021-12-30"
-"#;
 
 /// Issue 13: a header-only first partition does not fix the column types.
 #[test]
@@ -306,13 +252,7 @@ fn an_empty_first_partition_does_not_fix_the_postgres_schema() {
         ("defs/resources.toml", &pg.resources("")),
         (
             "defs/assets.toml",
-            &format!(
-                r#"{DAYS}
-[assets.events]
-partitions = "daily"
-shell = "if [ \"$DG_PARTITION_KEY\" = 2021-12-30 ]; then printf 'id,amount\\n'; else printf 'id,amount\\n1,2.5\\n'; fi > \"$DG_OUTPUT\""
-"#
-            ),
+            &table_scenarios::events_empty_on_the_first_day("2021-12-30"),
         ),
     ]);
     assert_ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));

@@ -2,7 +2,9 @@
 //! partitions, and each is stored and recorded on its own. The table
 //! managers' scenarios are in `table_scenarios.rs`.
 
-use crate::support::{assert_ok, dg_now, files_under, json, one_file, read, step};
+use crate::support::{
+    assert_contains, assert_ok, dg_now, files_under, items, json, one_file, read, step, unique_name,
+};
 
 const NOW: &str = "2024-01-09T00:00:00Z";
 
@@ -34,9 +36,7 @@ shell = 'cp "$DG_INPUT_EVENTS" "$DG_OUTPUT"'
 }
 
 fn ids(v: &serde_json::Value) -> Vec<String> {
-    v["steps"]
-        .as_array()
-        .unwrap()
+    items(&v["steps"])
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect()
@@ -271,9 +271,13 @@ fn a_row_of_another_partition_fails_the_step_and_stores_nothing() {
     assert_eq!(read(stored.join("2024-01-03.csv")), "n\n3\n");
 }
 
-#[test]
-fn a_sql_asset_gets_the_range_as_parameters() {
-    let dir = one_file(
+/// Days 2024-01-02...2024-01-04 of a `sql` asset in one step, whose query
+/// (run by the engine `engine`, the default when empty) reads the range's
+/// parameters: the day 2024-01-03 stores its total, the range's start and
+/// end, how many keys it has, and `:partition_key IS NULL` as
+/// `no_single_key`.
+fn a_range_step_binds(engine: &str, query: &str, no_single_key: &str) {
+    let dir = one_file(&format!(
         r#"
 [partitions.days]
 type = "daily"
@@ -285,17 +289,14 @@ shell = "printf 'day,amount\n%s,1\n%s,2\n' \"$DG_PARTITION_KEY\" \"$DG_PARTITION
 
 [assets.totals]
 partitions = "days"
-backfill = { max_partitions_per_step = 10 }
+backfill = {{ max_partitions_per_step = 10 }}
 deps = ["events"]
+{engine}
 sql = """
-SELECT day AS dg_partition, SUM(amount) AS total,
-       :partition_start AS range_start, :partition_end AS range_end,
-       (SELECT COUNT(*) FROM json_each(:partition_keys)) AS keys,
-       :partition_key IS NULL AS no_single_key
-FROM events GROUP BY day ORDER BY day
+{query}
 """
-"#,
-    );
+"#
+    ));
     let d = dir.path();
     let run = dg_now(
         d,
@@ -312,7 +313,23 @@ FROM events GROUP BY day ORDER BY day
     step(&summary, "totals[2024-01-02...2024-01-04]");
     assert_eq!(
         read(d.join(".dg/storage/totals/2024-01-03.csv")),
-        "total,range_start,range_end,keys,no_single_key\n3,2024-01-02T00:00:00+00:00,2024-01-05T00:00:00+00:00,3,1\n"
+        format!(
+            "total,range_start,range_end,keys,no_single_key\n\
+             3,2024-01-02T00:00:00+00:00,2024-01-05T00:00:00+00:00,3,{no_single_key}\n"
+        )
+    );
+}
+
+#[test]
+fn a_sql_asset_gets_the_range_as_parameters() {
+    a_range_step_binds(
+        "",
+        "SELECT day AS dg_partition, SUM(amount) AS total,
+       :partition_start AS range_start, :partition_end AS range_end,
+       (SELECT COUNT(*) FROM json_each(:partition_keys)) AS keys,
+       :partition_key IS NULL AS no_single_key
+FROM events GROUP BY day ORDER BY day",
+        "1",
     );
 }
 
@@ -321,47 +338,14 @@ FROM events GROUP BY day ORDER BY day
 #[cfg(feature = "duckdb")]
 #[test]
 fn a_duckdb_sql_asset_gets_the_range_as_parameters() {
-    let dir = one_file(
-        r#"
-[partitions.days]
-type = "daily"
-start = "2024-01-01"
-
-[assets.events]
-partitions = "days"
-shell = "printf 'day,amount\n%s,1\n%s,2\n' \"$DG_PARTITION_KEY\" \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
-
-[assets.totals]
-partitions = "days"
-backfill = { max_partitions_per_step = 10 }
-deps = ["events"]
-engine = "duckdb"
-sql = """
-SELECT CAST(day AS VARCHAR) AS dg_partition, SUM(amount) AS total,
+    a_range_step_binds(
+        "engine = \"duckdb\"",
+        "SELECT CAST(day AS VARCHAR) AS dg_partition, SUM(amount) AS total,
        :partition_start AS range_start, :partition_end AS range_end,
        len(CAST(:partition_keys AS VARCHAR[])) AS keys,
        :partition_key IS NULL AS no_single_key
-FROM events GROUP BY ALL ORDER BY ALL
-"""
-"#,
-    );
-    let d = dir.path();
-    let run = dg_now(
-        d,
-        NOW,
-        &[
-            "materialize",
-            "--json",
-            "--partition-range",
-            "2024-01-02...2024-01-04",
-        ],
-    );
-    assert_ok(&run);
-    let summary = json(&run);
-    step(&summary, "totals[2024-01-02...2024-01-04]");
-    assert_eq!(
-        read(d.join(".dg/storage/totals/2024-01-03.csv")),
-        "total,range_start,range_end,keys,no_single_key\n3,2024-01-02T00:00:00+00:00,2024-01-05T00:00:00+00:00,3,true\n"
+FROM events GROUP BY ALL ORDER BY ALL",
+        "true",
     );
 }
 
@@ -410,22 +394,19 @@ shell = "true"
     );
     let run = dg_now(dir.path(), NOW, &["check", "defs"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    for needle in [
-        "asset `plain` has `backfill` but is not partitioned",
-        "asset `multi` has `backfill` but its partitions are multi-dimensional",
-        "asset `blob` has `backfill` but its format is `file`",
-        "unknown `backfill` `single_run` in asset `typo`",
-        "`max_partitions_per_step` of asset `zero` must be between 1 and 1000000, found 0",
-        "defs/a.toml:",
-    ] {
-        assert!(
-            run.stderr.contains(needle),
-            "missing `{needle}` in:\n{}",
-            run.stderr
-        );
-    }
+    assert_contains(
+        &run.stderr,
+        &[
+            "asset `plain` has `backfill` but is not partitioned",
+            "asset `multi` has `backfill` but its partitions are multi-dimensional",
+            "asset `blob` has `backfill` but its format is `file`",
+            "unknown `backfill` `single_run` in asset `typo`",
+            "`max_partitions_per_step` of asset `zero` must be between 1 and 1000000, found 0",
+            "defs/a.toml:",
+        ],
+    );
     assert!(!run.stderr.contains("`fine`"), "{}", run.stderr);
-    assert!(run.stderr.contains("5 errors"), "{}", run.stderr);
+    assert_contains(&run.stderr, &["5 errors"]);
 }
 
 #[test]
@@ -433,26 +414,16 @@ fn range_steps_store_each_partition_as_an_object() {
     let Some((endpoint, bucket)) = crate::object_store::s3() else {
         return;
     };
-    let prefix = format!(
-        "range-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
+    let store = crate::object_store::resource(
+        "io_manager",
+        &endpoint,
+        &bucket,
+        &unique_name(),
+        "format = \"jsonl\"",
     );
     let dir = one_file(&format!(
         r#"
-[resources.io_manager]
-type = "object_store"
-url = "s3://{bucket}/{prefix}"
-endpoint = "{endpoint}"
-allow_http = true
-region = "us-east-1"
-access_key_id = "dg-test"
-secret_access_key = "x"
-format = "jsonl"
-
+{store}
 [partitions.days]
 type = "daily"
 start = "2024-01-01"
@@ -539,9 +510,7 @@ shell = 'test "$DG_PARTITION_KEY" != 2024-01-03'
         );
         assert_eq!(run.code, 1, "{manager}\n{}\n{}", run.stdout, run.stderr);
         let v = json(&run);
-        let mut got: Vec<(String, String, bool)> = v["checks"]
-            .as_array()
-            .unwrap()
+        let mut got: Vec<(String, String, bool)> = items(&v["checks"])
             .iter()
             .map(|c| {
                 (

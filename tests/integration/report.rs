@@ -10,19 +10,16 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{assert_ok, dg_now, project, read, repo};
+use crate::support::{
+    assert_contains, assert_fails_with, assert_ok, dg_now, find, hourly_daily, items, project,
+    read, repo,
+};
 
 pub(crate) const NOW: &str = "2022-01-03T00:00:00Z";
 
-pub(crate) const DEFS: &str = r#"
-[partitions.hourly]
-type = "hourly"
-start = "2022-01-01-00:00"
-
-[partitions.daily]
-type = "daily"
-start = "2022-01-01"
-
+pub(crate) const DEFS: &str = concat!(
+    hourly_daily!(),
+    r#"
 [assets.events]
 partitions = "hourly"
 shell = '''
@@ -45,7 +42,8 @@ shell = 'cat "$DG_INPUT_YESTERDAY" > "$DG_OUTPUT"'
 [assets.trend.ins.yesterday]
 asset = "daily"
 mapping = { type = "time_window", start_offset = -1, end_offset = -1, allow_nonexistent = true }
-"#;
+"#
+);
 
 /// The JSON a report embeds.
 fn data(html: &str) -> Value {
@@ -77,12 +75,7 @@ fn drawn(file: &Path) -> Option<Value> {
 }
 
 fn asset<'a>(d: &'a Value, key: &str) -> &'a Value {
-    d["assets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["key"] == key)
-        .unwrap_or_else(|| panic!("no asset {key}"))
+    find(&d["assets"], "key", key)
 }
 
 #[test]
@@ -118,15 +111,12 @@ fn the_report_shows_graph_partitions_run_failures_and_checks() {
 
     let rep = dg_now(p.path(), NOW, &["report", "--out", "out/report.html"]);
     // A folder that does not exist is an error, not a panic.
-    assert_eq!(rep.code, 2, "{}", rep.stderr);
-    assert!(rep.stderr.contains("cannot write"), "{}", rep.stderr);
+    assert_fails_with(&rep, 2, &["cannot write"]);
     let rep = dg_now(p.path(), NOW, &["report"]);
     assert_ok(&rep);
-    assert!(
-        rep.stdout
-            .contains(&format!("wrote report.html (3 assets, run {run_id}")),
-        "{}",
-        rep.stdout
+    assert_contains(
+        &rep.stdout,
+        &[&format!("wrote report.html (3 assets, run {run_id}")],
     );
     let html = read(p.path().join("report.html"));
 
@@ -151,9 +141,7 @@ fn the_report_shows_graph_partitions_run_failures_and_checks() {
     assert_eq!(d["run"]["id"], run_id.as_str());
 
     // The graph, layered, with mapping labels.
-    let layers: Vec<(String, u64)> = d["assets"]
-        .as_array()
-        .unwrap()
+    let layers: Vec<(String, u64)> = items(&d["assets"])
         .iter()
         .map(|a| {
             (
@@ -170,9 +158,7 @@ fn the_report_shows_graph_partitions_run_failures_and_checks() {
             ("trend".into(), 2)
         ]
     );
-    let labels: Vec<(&str, &str, &str)> = d["edges"]
-        .as_array()
-        .unwrap()
+    let labels: Vec<(&str, &str, &str)> = items(&d["edges"])
         .iter()
         .map(|e| {
             (
@@ -214,9 +200,7 @@ fn the_report_shows_graph_partitions_run_failures_and_checks() {
     assert_eq!(f["step"], "events[2022-01-02-05:00]");
     assert_eq!(f["error"], "exited with code 3");
     assert!(
-        f["log_tail"]
-            .as_array()
-            .unwrap()
+        items(&f["log_tail"])
             .iter()
             .any(|l| l == "boom: bad input at 05:00"),
         "{f:#}"
@@ -270,11 +254,7 @@ fn the_report_shows_graph_partitions_run_failures_and_checks() {
     assert_eq!(d["run"]["status"], "success");
     let rep = dg_now(p.path(), NOW, &["report", "--run", "nope"]);
     assert_eq!(rep.code, 2);
-    assert!(
-        rep.stderr.contains("no run `nope` in the history"),
-        "{}",
-        rep.stderr
-    );
+    assert_contains(&rep.stderr, &["no run `nope` in the history"]);
 }
 
 #[test]

@@ -14,25 +14,13 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::report::{DEFS, NOW};
-use crate::support::{assert_ok, dg_now, project, read};
+use crate::support::{assert_ok, dg_now, project, read, service};
 
 /// The Chromium binary, or `None` (the test is skipped) when
 /// `DG_TEST_CHROMIUM` is not set. Under CI (`CI=true`) a missing variable
 /// fails the test instead.
 pub fn chromium() -> Option<PathBuf> {
-    match std::env::var("DG_TEST_CHROMIUM") {
-        Ok(p) if !p.trim().is_empty() => Some(PathBuf::from(p)),
-        _ => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "CI=true but DG_TEST_CHROMIUM is not set: the browser tests must run \
-                     under CI (.ci/run sources .ci/chromium.sh)"
-                );
-            }
-            eprintln!("skipped: set DG_TEST_CHROMIUM (see CONTRIBUTING.md)");
-            None
-        }
-    }
+    service("DG_TEST_CHROMIUM", "browser", "chromium.sh").map(PathBuf::from)
 }
 
 /// Runs headless Chromium on `page` with `args`; its stdout. Each call has

@@ -3,7 +3,10 @@
 
 use std::path::Path;
 
-use crate::support::{Run, assert_no_panic, assert_ok, dg_with_env, json, project, read, step};
+use crate::support::{
+    Run, assert_contains, assert_fails_with, assert_no_panic, assert_ok, dg_with_env, find, items,
+    json, project, read, step,
+};
 
 const NOW: &str = "2024-01-02T00:00:00Z";
 const TOKEN: &str = "tok-Zq81-very-secret";
@@ -78,8 +81,7 @@ fn an_unset_secret_variable_stops_the_run_naming_it() {
         &["materialize", "--select", "observations"],
         &[("DG_NOW", NOW)],
     );
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("WEATHER_TOKEN"), "{}", r.stderr);
+    assert_fails_with(&r, 2, &["WEATHER_TOKEN"]);
     assert!(!p.path().join(".dg/storage/observations.csv").exists());
 }
 
@@ -122,11 +124,7 @@ exit 3
     let run = dg(p.path(), &["materialize"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     // The failed step's tail is shown, masked.
-    assert!(
-        run.stderr.contains("fatal: bad token ***"),
-        "{}",
-        run.stderr
-    );
+    assert_contains(&run.stderr, &["fatal: bad token ***"]);
     outputs.push(("materialize".into(), run));
     let run = dg(p.path(), &["materialize", "--json"]);
     let summary = json(&run);
@@ -167,23 +165,19 @@ exit 3
         .find(|(w, _)| w.starts_with("logs"))
         .unwrap()
         .1;
-    assert!(
-        logs.stdout.contains("calling with token ***"),
-        "{}",
-        logs.stdout
-    );
-    assert!(
-        logs.stdout
-            .contains("and url postgres://dg:***@db.example.org/x"),
-        "{}",
-        logs.stdout
+    assert_contains(
+        &logs.stdout,
+        &[
+            "calling with token ***",
+            "and url postgres://dg:***@db.example.org/x",
+        ],
     );
     let show = &outputs
         .iter()
         .find(|(w, _)| w.starts_with("runs show") && w.ends_with("--json"))
         .unwrap()
         .1;
-    assert!(show.stdout.contains("\"used\": \"***\""), "{}", show.stdout);
+    assert_contains(&show.stdout, &["\"used\": \"***\""]);
     // Every file dg wrote under the state folder: the state database (and
     // its WAL), logs, scratch space.
     let state = p.path().join(".dg");
@@ -263,12 +257,8 @@ fn a_profile_replaces_resources_whole_sets_the_environment_and_is_recorded() {
         "base,mode,region\nhttps://staging.example.org,dev,none\n"
     );
     let runs = json(&dg(p.path(), &["runs", "--json"]));
-    let profiles: Vec<&serde_json::Value> = runs["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| &r["profile"])
-        .collect();
+    let profiles: Vec<&serde_json::Value> =
+        items(&runs["runs"]).iter().map(|r| &r["profile"]).collect();
     assert_eq!(
         profiles,
         [
@@ -278,7 +268,7 @@ fn a_profile_replaces_resources_whole_sets_the_environment_and_is_recorded() {
         ]
     );
     let human = dg(p.path(), &["runs"]);
-    assert!(human.stdout.contains("profile=prod"), "{}", human.stdout);
+    assert_contains(&human.stdout, &["profile=prod"]);
 }
 
 #[test]
@@ -292,13 +282,8 @@ fn an_unknown_profile_is_a_usage_error_listing_the_known_ones() {
         vec!["check", "defs", "--profile", "prd"],
     ] {
         let r = dg(p.path(), &args);
-        assert_eq!(r.code, 2, "{}", r.stderr);
-        assert!(r.stderr.contains("unknown profile `prd`"), "{}", r.stderr);
-        assert!(
-            r.stderr.contains("did you mean `prod`?") && r.stderr.contains("`prod`, `staging`"),
-            "{}",
-            r.stderr
-        );
+        assert_fails_with(&r, 2, &["unknown profile `prd`"]);
+        assert_contains(&r.stderr, &["did you mean `prod`?", "`prod`, `staging`"]);
     }
     assert!(!p.path().join(".dg/storage/obs.csv").exists());
 }
@@ -312,12 +297,12 @@ fn check_defs_validates_every_profile_and_the_selected_one_in_full() {
     let p = project(&[("dg.toml", &bad), ("defs/a.toml", PROFILES_DEFS)]);
     let r = dg(p.path(), &["check", "defs"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("field `url` of resource `weather_api` must be a string, number or boolean")
-            && r.stderr.contains("dg.toml:"),
-        "{}",
-        r.stderr
+    assert_contains(
+        &r.stderr,
+        &[
+            "field `url` of resource `weather_api` must be a string, number or boolean",
+            "dg.toml:",
+        ],
     );
     // A profile that breaks an asset (an I/O manager where settings are needed).
     let p = project(&[
@@ -329,12 +314,10 @@ fn check_defs_validates_every_profile_and_the_selected_one_in_full() {
     ]);
     assert_ok(&dg(p.path(), &["check", "defs"]));
     let r = dg(p.path(), &["check", "defs", "--profile", "prod"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr
-            .contains("lists `weather_api` in `resources`, but it is an I/O manager"),
-        "{}",
-        r.stderr
+    assert_fails_with(
+        &r,
+        2,
+        &["lists `weather_api` in `resources`, but it is an I/O manager"],
     );
 }
 
@@ -427,19 +410,16 @@ fn bad_config_overrides_are_usage_errors_and_nothing_runs() {
         ],
     );
     assert_eq!(r.code, 2, "{}", r.stderr);
-    for needle in [
-        "asset `obs` has no config field `windw_days` (its fields: `window_days`, `label`, `ratio`)",
-        "config field `window_days` of asset `obs` is an integer, not a string",
-        "no selected asset has a config field `nope`",
-        "unknown asset `ghost`",
-        "`--config noequals` has no `=`",
-    ] {
-        assert!(
-            r.stderr.contains(needle),
-            "missing `{needle}` in:\n{}",
-            r.stderr
-        );
-    }
+    assert_contains(
+        &r.stderr,
+        &[
+            "asset `obs` has no config field `windw_days` (its fields: `window_days`, `label`, `ratio`)",
+            "config field `window_days` of asset `obs` is an integer, not a string",
+            "no selected asset has a config field `nope`",
+            "unknown asset `ghost`",
+            "`--config noequals` has no `=`",
+        ],
+    );
     assert!(!p.path().join("ran.log").exists());
 }
 
@@ -508,15 +488,7 @@ shell = "cat \"$DG_INPUT_EVENTS\" > \"$DG_OUTPUT\""
         ),
     ]);
     let defs = json(&dg(p.path(), &["list", "defs", "--json"]));
-    let asset = |k: &str| {
-        defs["assets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["key"] == k)
-            .unwrap_or_else(|| panic!("no asset {k} in {defs:#}"))
-            .clone()
-    };
+    let asset = |k: &str| find(&defs["assets"], "key", k).clone();
     let events = asset("raw/events");
     assert_eq!(events["group"], "ingest");
     assert_eq!(events["io_manager"], "lake");
@@ -571,21 +543,18 @@ shell = "true"
     )]);
     let r = dg(p.path(), &["check", "defs"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    for needle in [
-        "unknown field `key_prefx` in `[defaults]`",
-        "field `nested` of resource `api` must be a string, number or boolean, found",
-        "`secrets` of resource `api` names `tokn`, which is not one of its fields",
-        "did you mean `token`?",
-        "lists `store` in `resources`, but it is an I/O manager (type `fs`)",
-        "uses unknown resource `apii`",
-        "defs/a.toml:",
-    ] {
-        assert!(
-            r.stderr.contains(needle),
-            "missing `{needle}` in:\n{}",
-            r.stderr
-        );
-    }
+    assert_contains(
+        &r.stderr,
+        &[
+            "unknown field `key_prefx` in `[defaults]`",
+            "field `nested` of resource `api` must be a string, number or boolean, found",
+            "`secrets` of resource `api` names `tokn`, which is not one of its fields",
+            "did you mean `token`?",
+            "lists `store` in `resources`, but it is an I/O manager (type `fs`)",
+            "uses unknown resource `apii`",
+            "defs/a.toml:",
+        ],
+    );
     let p = project(&[(
         "defs/a.toml",
         "[resources.api]\ntype = \"settings\"\n\n[assets.a]\nio_manager = \"api\"\nshell = \"true\"\n\n\
@@ -611,16 +580,9 @@ fn postgres_state_store_records_profile_and_config() {
     let Some(url) = crate::postgres_manager::pg_url() else {
         return;
     };
-    let schema = format!(
-        "dg_test_res_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let dg_toml = format!("[state]\nurl = \"{url}{sep}schema={schema}\"\n{PROFILES_DG_TOML}");
+    let schema = crate::backend::random_schema();
+    let state_url = crate::backend::with_schema(&url, &schema);
+    let dg_toml = format!("[state]\nurl = \"{state_url}\"\n{PROFILES_DG_TOML}");
     let defs = format!("{PROFILES_DEFS}\n[assets.obs.config]\nn = 1\n");
     let p = project(&[("dg.toml", &dg_toml), ("defs/a.toml", &defs)]);
     let r = dg(

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{dg, project, repo};
+use crate::support::{dg, items, project, repo};
 
 fn schema(of: &str) -> Value {
     let dir = project(&[]);
@@ -17,9 +17,7 @@ fn error_kinds(toml: &str) -> Vec<(String, String)> {
     let dir = project(&[("defs/a.toml", toml)]);
     let run = dg(dir.path(), &["check", "defs", "--json"]);
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
-    v["errors"]
-        .as_array()
-        .unwrap()
+    items(&v["errors"])
         .iter()
         .map(|e| {
             (

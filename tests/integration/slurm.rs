@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    Run, assert_ok, dg_now, dg_now_with_env, example_project, files_under, json, one_file, project,
-    read, step,
+    Run, assert_contains, assert_fails_with, assert_ok, dg_now, dg_now_with_env, example_project,
+    files_under, items, json, one_file, project, read, spawn_dg, step,
 };
 
 const NOW: &str = "2022-02-01T00:00:00Z";
@@ -66,9 +66,7 @@ fn run_id(r: &Run) -> String {
 fn attempts(dir: &Path, run: &str, step_id: &str) -> Vec<(u64, String, String)> {
     let r = dg_now(dir, NOW, &["runs", "show", run, "--json"]);
     assert_ok(&r);
-    let mut v: Vec<(u64, String, String)> = json(&r)["attempts"]
-        .as_array()
-        .unwrap()
+    let mut v: Vec<(u64, String, String)> = items(&json(&r)["attempts"])
         .iter()
         .filter(|a| a["step_id"] == step_id)
         .map(|a| {
@@ -98,9 +96,7 @@ fn outcome(dir: &Path, r: &Run, env: &[(&str, &str)]) -> Outcome {
             })
         })
         .collect();
-    let mut steps: Vec<(String, String, u64)> = json(r)["steps"]
-        .as_array()
-        .unwrap()
+    let mut steps: Vec<(String, String, u64)> = items(&json(r)["steps"])
         .iter()
         .map(|s| {
             (
@@ -128,8 +124,7 @@ fn the_bundled_example_through_slurm_matches_the_local_executor() {
         let d = dir.path();
         // A fresh schema, dropped with `pg`.
         let pg = crate::backend::Pg::new(url.clone());
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let state = format!("{url}{sep}schema={}", pg.schema);
+        let state = crate::backend::with_schema(&url, &pg.schema);
         std::fs::write(
             d.join("dg.toml"),
             format!(
@@ -228,8 +223,7 @@ shell = 'cp "$DG_INPUT_A" "$DG_OUTPUT"'
     );
     assert_eq!(step(&v, "b[k3]")["status"], "skipped");
     // The failed step's log tail, as the local executor shows it.
-    assert!(r.stderr.contains("--- a[k3] failed"), "{}", r.stderr);
-    assert!(r.stderr.contains("k3 is broken"), "{}", r.stderr);
+    assert_contains(&r.stderr, &["--- a[k3] failed", "k3 is broken"]);
     // The run throttled the array (`max_array = 2`) and left nothing queued.
     assert!(jobs_of(&run_id(&r)).is_empty());
     assert_eq!(read(d.join(".dg/storage/b/k4.csv")), "v,k4\n");
@@ -254,17 +248,11 @@ shell = 'echo started >> started.log; sleep 120'
         ),
     ]);
     let d = dir.path();
-    let child = Command::new(assert_cmd::cargo::cargo_bin("dg"))
-        .current_dir(d)
-        .args(["--project"])
-        .arg(d)
-        .args(["--now", NOW, "materialize", "--all-partitions", "--json"])
-        .env("NO_COLOR", "1")
-        .env("DG_SLURM_POLL", "100ms")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_dg(
+        d,
+        &["--now", NOW, "materialize", "--all-partitions", "--json"],
+        &[("DG_SLURM_POLL", "100ms")],
+    );
     // Wait until the steps run on the node.
     let t0 = Instant::now();
     while read_lines(&d.join("started.log")) < 4 {
@@ -380,9 +368,7 @@ fn a_memory_manager_cannot_run_on_slurm() {
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("{}:/usr/bin:/bin", bin.display());
     let r = dg_now_with_env(d, NOW, &["materialize"], &[("PATH", &path)]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("`memory` manager"), "{}", r.stderr);
-    assert!(r.stderr.contains("nothing was submitted"), "{}", r.stderr);
+    assert_fails_with(&r, 2, &["`memory` manager", "nothing was submitted"]);
     assert!(!bin.join("sbatch.calls").exists());
     // The same project runs locally.
     let r = dg_now_with_env(
@@ -406,12 +392,7 @@ fn no_sbatch_on_the_path_is_a_usage_error() {
         &["materialize", "--executor", "slurm"],
         &[("PATH", empty.to_str().unwrap())],
     );
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("`sbatch`, which is not on the PATH"),
-        "{}",
-        r.stderr
-    );
+    assert_fails_with(&r, 2, &["`sbatch`, which is not on the PATH"]);
     // Nothing ran or was stored.
     assert!(!d.join(".dg/storage").exists());
 }
@@ -448,7 +429,7 @@ fn dg_step_runs_a_recorded_step_and_records_it_in_the_run() {
     std::fs::remove_file(d.join(".dg/storage/down/k2.csv")).unwrap();
     let r = dg_now(d, NOW, &["step", &run, "down[k2]", "--attempt", "2"]);
     assert_ok(&r);
-    assert!(r.stdout.contains("✓ down[k2] succeeded"), "{}", r.stdout);
+    assert_contains(&r.stdout, &["✓ down[k2] succeeded"]);
     assert_eq!(read(d.join(".dg/storage/down/k2.csv")), "v,k2\n");
     let ran = read(d.join("ran.log"));
     assert!(ran.ends_with("down k2 attempt 2\n"), "{ran}");
@@ -519,16 +500,15 @@ fn dg_step_reads_a_spec_from_a_file_or_stdin_and_refuses_a_changed_manager() {
     )
     .unwrap();
     let r = dg_now(d, NOW, &["step", "--spec", "spec.json"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("configured differently"), "{}", r.stderr);
+    assert_fails_with(&r, 2, &["configured differently"]);
     assert!(!d.join("elsewhere").exists());
     // Unknown runs and steps.
     let r = dg_now(d, NOW, &["step", "no-such-run", "down[k1]"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("no run no-such-run"), "{}", r.stderr);
+    assert_contains(&r.stderr, &["no run no-such-run"]);
     let r = dg_now(d, NOW, &["step", &run, "down[k9]"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("has no step `down[k9]`"), "{}", r.stderr);
+    assert_contains(&r.stderr, &["has no step `down[k9]`"]);
 }
 
 #[test]
@@ -539,7 +519,5 @@ fn a_failing_dg_step_exits_1_and_shows_its_log() {
     assert_eq!(r.code, 1);
     let run = run_id(&r);
     let r = dg_now(d, NOW, &["step", &run, "bad", "--attempt", "2"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("exited with code 4"), "{}", r.stderr);
-    assert!(r.stderr.contains("it broke"), "{}", r.stderr);
+    assert_fails_with(&r, 1, &["exited with code 4", "it broke"]);
 }

@@ -6,9 +6,12 @@
 use std::path::Path;
 
 use serde_json::Value;
+use tempfile::TempDir;
 
 use crate::backend::{NOW, sqlite_db, sqlite_rows};
-use crate::support::{Run, assert_no_panic, dg, json, metadata_in, project, step_logs};
+use crate::support::{
+    HOURLY_DAILY, Run, assert_contains, dg, json, materialize_json, metadata_in, project, step_logs,
+};
 
 const RESOURCES: &str = r#"
 [resources.warehouse]
@@ -20,15 +23,7 @@ path = "data/warehouse.db"
 /// stored by `daily_manager`, running `query`.
 pub(crate) fn assets(daily_manager: &str, query: &str) -> String {
     format!(
-        r#"
-[partitions.hourly]
-type = "hourly"
-start = "2022-01-01-00:00"
-
-[partitions.daily]
-type = "daily"
-start = "2022-01-01"
-
+        r#"{HOURLY_DAILY}
 [assets.upstream]
 partitions = "hourly"
 io_manager = "warehouse"
@@ -44,11 +39,51 @@ sql = """{query}"""
 }
 
 fn materialize(dir: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["--now", NOW, "materialize", "--json"];
-    all.extend(args);
-    let run = dg(dir, &all);
-    assert_no_panic(&run);
-    run
+    materialize_json(dir, NOW, args)
+}
+
+/// Rewrites the project's assets with `daily` (stored by `warehouse`)
+/// running `query`.
+pub(crate) fn write_query(dir: &Path, query: &str) {
+    std::fs::write(dir.join("defs/assets.toml"), assets("warehouse", query)).unwrap();
+}
+
+/// The arguments that materialize `daily` for 2022-01-01 again.
+pub(crate) const DAY_AGAIN: &[&str] = &["--partition", "2022-01-01", "-s", "daily"];
+
+/// The partition keys `x'); DROP TABLE t; --` and `ok`: `up` (a shell
+/// step) and `down` (a `sql` asset reading `up` and the table `t`), both
+/// stored by `warehouse`.
+pub(crate) const SQL_TEXT_KEYS: &str = r#"
+[partitions.p]
+type = "static"
+keys = ["x'); DROP TABLE t; --", "ok"]
+
+[assets.up]
+partitions = "p"
+io_manager = "warehouse"
+shell = "printf 'k,v\\n%s,1\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
+
+[assets.down]
+partitions = "p"
+io_manager = "warehouse"
+deps = ["up"]
+sql = "SELECT k, v, :partition_key AS bound, (SELECT count(*) FROM t) AS n FROM up"
+"#;
+
+/// A project whose `daily` is stored by `daily_manager` and runs `query`.
+fn warehouse_project(daily_manager: &str, query: &str) -> TempDir {
+    project(&[
+        ("defs/resources.toml", RESOURCES),
+        ("defs/assets.toml", &assets(daily_manager, query)),
+    ])
+}
+
+/// `dg materialize ARGS…`, which must succeed; the run's id.
+fn materialize_ok(dir: &Path, args: &[&str]) -> String {
+    let run = materialize(dir, args);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    json(&run)["run_id"].as_str().unwrap().to_string()
 }
 
 /// The materialization metadata of `asset` in run `run_id`.
@@ -74,16 +109,8 @@ pub(crate) fn hours(n: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn a_query_over_the_same_database_runs_there_and_moves_no_rows() {
-    let dir = project(&[
-        ("defs/resources.toml", RESOURCES),
-        (
-            "defs/assets.toml",
-            &assets("warehouse", "SELECT * FROM upstream; -- every hour"),
-        ),
-    ]);
-    let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+    let dir = warehouse_project("warehouse", "SELECT * FROM upstream; -- every hour");
+    let run_id = materialize_ok(dir.path(), &["--partition", "2022-01-01"]);
 
     let conn = sqlite_db(dir.path());
     assert_eq!(
@@ -117,15 +144,11 @@ fn a_query_over_the_same_database_runs_there_and_moves_no_rows() {
     assert!(!log.contains("loaded input"), "{log}");
 
     // Again, with the query narrowed: the partition is replaced, not appended to.
-    std::fs::write(
-        dir.path().join("defs/assets.toml"),
-        assets(
-            "warehouse",
-            "SELECT date, n + 1 AS n FROM upstream WHERE date < :partition_key || '-02'",
-        ),
-    )
-    .unwrap();
-    let run = materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    write_query(
+        dir.path(),
+        "SELECT date, n + 1 AS n FROM upstream WHERE date < :partition_key || '-02'",
+    );
+    let run = materialize(dir.path(), DAY_AGAIN);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(
         sqlite_rows(
@@ -141,16 +164,8 @@ fn a_query_over_the_same_database_runs_there_and_moves_no_rows() {
 
 #[test]
 fn on_another_manager_the_query_runs_in_the_embedded_engine_and_counts_the_rows() {
-    let dir = project(&[
-        ("defs/resources.toml", RESOURCES),
-        (
-            "defs/assets.toml",
-            &assets("io_manager", "SELECT * FROM upstream"),
-        ),
-    ]);
-    let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+    let dir = warehouse_project("io_manager", "SELECT * FROM upstream");
+    let run_id = materialize_ok(dir.path(), &["--partition", "2022-01-01"]);
     let md = metadata(dir.path(), &run_id, "daily");
     assert_eq!(md["dg/in_database"], false, "{md:#}");
     assert_eq!(md["dg/rows_moved"], 24, "{md:#}");
@@ -173,15 +188,8 @@ fn on_another_manager_the_query_runs_in_the_embedded_engine_and_counts_the_rows(
 
 #[test]
 fn a_failing_query_or_store_leaves_the_table_as_it_was() {
-    let dir = project(&[
-        ("defs/resources.toml", RESOURCES),
-        (
-            "defs/assets.toml",
-            &assets("warehouse", "SELECT * FROM upstream"),
-        ),
-    ]);
-    let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let dir = warehouse_project("warehouse", "SELECT * FROM upstream");
+    materialize_ok(dir.path(), &["--partition", "2022-01-01"]);
     let conn = sqlite_db(dir.path());
     let before = sqlite_rows(
         &conn,
@@ -190,21 +198,15 @@ fn a_failing_query_or_store_leaves_the_table_as_it_was() {
     assert_eq!(before, hours("1"));
 
     // An error while the query runs (not when it is prepared).
-    std::fs::write(
-        dir.path().join("defs/assets.toml"),
-        assets(
-            "warehouse",
-            "SELECT date, abs(-9223372036854775807 - n) AS n FROM upstream",
-        ),
-    )
-    .unwrap();
-    let run = materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    write_query(
+        dir.path(),
+        "SELECT date, abs(-9223372036854775807 - n) AS n FROM upstream",
+    );
+    let run = materialize(dir.path(), DAY_AGAIN);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout
-            .contains("SQL error in asset `daily`: integer overflow"),
-        "{}",
-        run.stdout
+    assert_contains(
+        &run.stdout,
+        &["SQL error in asset `daily`: integer overflow"],
     );
     assert_eq!(
         sqlite_rows(
@@ -221,14 +223,10 @@ fn a_failing_query_or_store_leaves_the_table_as_it_was() {
          BEGIN SELECT RAISE(ABORT, 'boom'); END",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("defs/assets.toml"),
-        assets("warehouse", "SELECT date, n + 10 AS n FROM upstream"),
-    )
-    .unwrap();
-    let run = materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    write_query(dir.path(), "SELECT date, n + 10 AS n FROM upstream");
+    let run = materialize(dir.path(), DAY_AGAIN);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("boom"), "{}", run.stdout);
+    assert_contains(&run.stdout, &["boom"]);
     assert_eq!(
         sqlite_rows(
             &conn,
@@ -239,18 +237,12 @@ fn a_failing_query_or_store_leaves_the_table_as_it_was() {
     conn.execute_batch("DROP TRIGGER boom").unwrap();
 
     // A changed schema is the manager's clear error, and changes nothing.
-    std::fs::write(
-        dir.path().join("defs/assets.toml"),
-        assets("warehouse", "SELECT date, 'x' AS extra FROM upstream"),
-    )
-    .unwrap();
-    let run = materialize(dir.path(), &["--partition", "2022-01-01", "-s", "daily"]);
+    write_query(dir.path(), "SELECT date, 'x' AS extra FROM upstream");
+    let run = materialize(dir.path(), DAY_AGAIN);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("new column `extra`"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("replace_on_schema_change"),
-        "{}",
-        run.stdout
+    assert_contains(
+        &run.stdout,
+        &["new column `extra`", "replace_on_schema_change"],
     );
     assert_eq!(
         sqlite_rows(
@@ -275,25 +267,7 @@ fn partition_keys_made_of_sql_text_are_harmless() {
     let key = "x'); DROP TABLE t; --";
     let dir = project(&[
         ("defs/resources.toml", RESOURCES),
-        (
-            "defs/assets.toml",
-            r#"
-[partitions.p]
-type = "static"
-keys = ["x'); DROP TABLE t; --", "ok"]
-
-[assets.up]
-partitions = "p"
-io_manager = "warehouse"
-shell = "printf 'k,v\\n%s,1\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
-
-[assets.down]
-partitions = "p"
-io_manager = "warehouse"
-deps = ["up"]
-sql = "SELECT k, v, :partition_key AS bound, (SELECT count(*) FROM t) AS n FROM up"
-"#,
-        ),
+        ("defs/assets.toml", SQL_TEXT_KEYS),
     ]);
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     sqlite_db(dir.path())
@@ -301,9 +275,7 @@ sql = "SELECT k, v, :partition_key AS bound, (SELECT count(*) FROM t) AS n FROM 
         .unwrap();
     let run = materialize(dir.path(), &["--partition", key]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let run = materialize(dir.path(), &["--partition", "ok"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+    let run_id = materialize_ok(dir.path(), &["--partition", "ok"]);
     assert_eq!(
         metadata(dir.path(), &run_id, "down")["dg/in_database"],
         true
@@ -335,9 +307,7 @@ fn declared_columns_keep_the_query_out_of_the_database() {
         ("defs/resources.toml", RESOURCES),
         ("defs/assets.toml", &defs),
     ]);
-    let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+    let run_id = materialize_ok(dir.path(), &["--partition", "2022-01-01"]);
     let md = metadata(dir.path(), &run_id, "daily");
     assert_eq!(md["dg/in_database"], false, "{md:#}");
     let log = step_logs(dir.path(), "daily");

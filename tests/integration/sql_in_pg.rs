@@ -7,10 +7,13 @@
 use std::path::Path;
 
 use serde_json::Value;
+use tempfile::TempDir;
 
 use crate::backend::{NOW, Pg, pg_url};
-use crate::sql_in_db::{assets, hours};
-use crate::support::{Run, assert_no_panic, dg_with_env, json, metadata_in, project, step_logs};
+use crate::sql_in_db::{DAY_AGAIN, SQL_TEXT_KEYS, assets, hours, write_query};
+use crate::support::{
+    Run, assert_contains, assert_no_panic, dg_with_env, json, metadata_in, project, step_logs,
+};
 
 /// Resource `warehouse` on the test's schema.
 fn resources(pg: &Pg) -> String {
@@ -39,6 +42,22 @@ fn materialize(pg: &Pg, dir: &Path, args: &[&str]) -> Run {
     dg(pg, dir, &all)
 }
 
+/// A project whose `daily` is stored by `daily_manager` (`warehouse` is on
+/// the test's schema) and runs `query`.
+fn warehouse_project(pg: &Pg, daily_manager: &str, query: &str) -> TempDir {
+    project(&[
+        ("defs/resources.toml", &resources(pg)),
+        ("defs/assets.toml", &assets(daily_manager, query)),
+    ])
+}
+
+/// `dg materialize ARGS…`, which must succeed; the run's id.
+fn materialize_ok(pg: &Pg, dir: &Path, args: &[&str]) -> String {
+    let run = materialize(pg, dir, args);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    json(&run)["run_id"].as_str().unwrap().to_string()
+}
+
 /// The materialization metadata of `asset` in run `run_id`.
 fn metadata(pg: &Pg, dir: &Path, run_id: &str, asset: &str) -> Value {
     metadata_in(&dg(pg, dir, &["runs", "show", run_id, "--json"]), asset)
@@ -53,13 +72,8 @@ fn a_query_over_the_same_schema_runs_inside_postgres_and_moves_no_rows() {
     // `::` casts, a string that looks like a parameter, and a bound time window.
     let query = "SELECT date, n::bigint AS n, ':run_id' AS lit, :partition_key AS day \
                  FROM upstream WHERE :partition_start::timestamptz < :partition_end::timestamptz";
-    let dir = project(&[
-        ("defs/resources.toml", &resources(&pg)),
-        ("defs/assets.toml", &assets("warehouse", query)),
-    ]);
-    let run = materialize(&pg, dir.path(), &["--partition", "2022-01-01"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+    let dir = warehouse_project(&pg, "warehouse", query);
+    let run_id = materialize_ok(&pg, dir.path(), &["--partition", "2022-01-01"]);
 
     assert_eq!(pg.rows(DAILY), hours("1"));
     assert_eq!(
@@ -89,11 +103,7 @@ fn a_query_over_the_same_schema_runs_inside_postgres_and_moves_no_rows() {
         ),
     )
     .unwrap();
-    let run = materialize(
-        &pg,
-        dir.path(),
-        &["--partition", "2022-01-01", "-s", "daily"],
-    );
+    let run = materialize(&pg, dir.path(), DAY_AGAIN);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(
         pg.rows(DAILY),
@@ -117,16 +127,8 @@ fn a_query_over_the_same_schema_runs_inside_postgres_and_moves_no_rows() {
 fn on_another_manager_the_query_runs_in_the_embedded_engine() {
     let Some(url) = pg_url() else { return };
     let pg = Pg::new(url);
-    let dir = project(&[
-        ("defs/resources.toml", &resources(&pg)),
-        (
-            "defs/assets.toml",
-            &assets("io_manager", "SELECT * FROM upstream"),
-        ),
-    ]);
-    let run = materialize(&pg, dir.path(), &["--partition", "2022-01-01"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+    let dir = warehouse_project(&pg, "io_manager", "SELECT * FROM upstream");
+    let run_id = materialize_ok(&pg, dir.path(), &["--partition", "2022-01-01"]);
     let md = metadata(&pg, dir.path(), &run_id, "daily");
     assert_eq!(md["dg/in_database"], false, "{md:#}");
     assert_eq!(md["dg/rows_moved"], 24, "{md:#}");
@@ -141,74 +143,35 @@ fn on_another_manager_the_query_runs_in_the_embedded_engine() {
 fn a_failing_query_leaves_the_table_as_it_was() {
     let Some(url) = pg_url() else { return };
     let mut pg = Pg::new(url);
-    let dir = project(&[
-        ("defs/resources.toml", &resources(&pg)),
-        (
-            "defs/assets.toml",
-            &assets("warehouse", "SELECT * FROM upstream"),
-        ),
-    ]);
-    let run = materialize(&pg, dir.path(), &["--partition", "2022-01-01"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let dir = warehouse_project(&pg, "warehouse", "SELECT * FROM upstream");
+    materialize_ok(&pg, dir.path(), &["--partition", "2022-01-01"]);
     let before = pg.rows(DAILY);
     assert_eq!(before, hours("1"));
 
     // An error while the rows are computed, after the old rows were deleted.
-    std::fs::write(
-        dir.path().join("defs/assets.toml"),
-        assets("warehouse", "SELECT date, n / (n - 1) AS n FROM upstream"),
-    )
-    .unwrap();
-    let run = materialize(
-        &pg,
-        dir.path(),
-        &["--partition", "2022-01-01", "-s", "daily"],
-    );
+    write_query(dir.path(), "SELECT date, n / (n - 1) AS n FROM upstream");
+    let run = materialize(&pg, dir.path(), DAY_AGAIN);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout
-            .contains("SQL error in asset `daily`: division by zero"),
-        "{}",
-        run.stdout
+    assert_contains(
+        &run.stdout,
+        &["SQL error in asset `daily`: division by zero"],
     );
     assert_eq!(pg.rows(DAILY), before);
 
     // A syntax error.
-    std::fs::write(
-        dir.path().join("defs/assets.toml"),
-        assets("warehouse", "SELECT date,\n n FROM upstream WHERE"),
-    )
-    .unwrap();
-    let run = materialize(
-        &pg,
-        dir.path(),
-        &["--partition", "2022-01-01", "-s", "daily"],
-    );
+    write_query(dir.path(), "SELECT date,\n n FROM upstream WHERE");
+    let run = materialize(&pg, dir.path(), DAY_AGAIN);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout.contains("SQL error in asset `daily`"),
-        "{}",
-        run.stdout
-    );
+    assert_contains(&run.stdout, &["SQL error in asset `daily`"]);
     assert_eq!(pg.rows(DAILY), before);
 
     // A changed schema is the manager's error, and changes nothing.
-    std::fs::write(
-        dir.path().join("defs/assets.toml"),
-        assets("warehouse", "SELECT date, 'x' AS extra FROM upstream"),
-    )
-    .unwrap();
-    let run = materialize(
-        &pg,
-        dir.path(),
-        &["--partition", "2022-01-01", "-s", "daily"],
-    );
+    write_query(dir.path(), "SELECT date, 'x' AS extra FROM upstream");
+    let run = materialize(&pg, dir.path(), DAY_AGAIN);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    assert!(run.stdout.contains("new column `extra`"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains("replace_on_schema_change"),
-        "{}",
-        run.stdout
+    assert_contains(
+        &run.stdout,
+        &["new column `extra`", "replace_on_schema_change"],
     );
     assert_eq!(pg.rows(DAILY), before);
 }
@@ -220,34 +183,14 @@ fn partition_keys_made_of_sql_text_are_harmless() {
     let key = "x'); DROP TABLE t; --";
     let dir = project(&[
         ("defs/resources.toml", &resources(&pg)),
-        (
-            "defs/assets.toml",
-            r#"
-[partitions.p]
-type = "static"
-keys = ["x'); DROP TABLE t; --", "ok"]
-
-[assets.up]
-partitions = "p"
-io_manager = "warehouse"
-shell = "printf 'k,v\\n%s,1\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
-
-[assets.down]
-partitions = "p"
-io_manager = "warehouse"
-deps = ["up"]
-sql = "SELECT k, v, :partition_key AS bound, (SELECT count(*) FROM t) AS n FROM up"
-"#,
-        ),
+        ("defs/assets.toml", SQL_TEXT_KEYS),
     ]);
     pg.rows(&format!(
         "CREATE SCHEMA \"{0}\"; CREATE TABLE \"{0}\".t (a integer); INSERT INTO \"{0}\".t VALUES (1)",
         pg.schema
     ));
     for k in [key, "ok"] {
-        let run = materialize(&pg, dir.path(), &["--partition", k]);
-        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-        let run_id = json(&run)["run_id"].as_str().unwrap().to_string();
+        let run_id = materialize_ok(&pg, dir.path(), &["--partition", k]);
         assert_eq!(
             metadata(&pg, dir.path(), &run_id, "down")["dg/in_database"],
             true

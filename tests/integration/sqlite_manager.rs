@@ -4,9 +4,8 @@
 use std::path::Path;
 
 use rusqlite::Connection;
-use tempfile::TempDir;
 
-use crate::backend::{Backend, Db, SQLITE, sqlite_db, sqlite_rows};
+use crate::backend::{Backend, Db, SQLITE, bulk_store_rate, sqlite_db, sqlite_rows};
 use crate::support::{Run, dg, project};
 use crate::table_scenarios;
 
@@ -71,14 +70,10 @@ fn unpartitioned_round_trip_keeps_types_and_nulls() {
         ("defs/resources.toml", SQLITE),
         (
             "defs/assets.toml",
-            r#"
-[assets."raw/src"]
-shell = "printf 'n,x,s,b\\n1,1.5,hello,true\\n2,,\"a,b\",false\\n' > \"$DG_OUTPUT\""
-
-[assets.copy]
-deps = ["raw/src"]
-shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
-"#,
+            &table_scenarios::raw_src_and_copy(
+                "",
+                r#"n,x,s,b\\n1,1.5,hello,true\\n2,,\"a,b\",false\\n"#,
+            ),
         ),
     ]);
     let run = materialize(dir.path(), &[]);
@@ -125,12 +120,6 @@ shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
     );
 }
 
-const DAYS: &str = r#"
-[partitions.daily]
-type = "daily"
-start = "2024-01-01"
-"#;
-
 /// Issue 13: a header-only first partition does not fix the table's
 /// column types: a later partition with values gives them.
 #[test]
@@ -139,13 +128,7 @@ fn an_empty_first_partition_does_not_fix_the_schema() {
         ("defs/resources.toml", SQLITE),
         (
             "defs/assets.toml",
-            &format!(
-                r#"{DAYS}
-[assets.events]
-partitions = "daily"
-shell = "if [ \"$DG_PARTITION_KEY\" = 2024-01-01 ]; then printf 'id,amount\\n'; else printf 'id,amount\\n1,2.5\\n'; fi > \"$DG_OUTPUT\""
-"#
-            ),
+            &table_scenarios::events_empty_on_the_first_day("2024-01-01"),
         ),
     ]);
     let now = ["--now", "2024-01-04T00:00:00Z"];
@@ -199,59 +182,15 @@ fn a_zero_row_partition_is_stored() {
 #[test]
 #[ignore]
 fn sqlite_bulk_store_rate() {
-    use dg::io::{Data, Format, IoManagerFactory, OutputContext, ResourceCx};
-    let dir = TempDir::new().unwrap();
-    let csv = dir.path().join("in.csv");
-    let mut text = String::from("id,amount,name,flag,day\n");
-    for i in 0..1_000_000u64 {
-        text.push_str(&format!(
-            "{i},{}.25,name-{},{},2024-01-{:02}\n",
-            i % 1000,
-            i % 97,
-            i % 2 == 0,
-            i % 28 + 1
-        ));
-    }
-    std::fs::write(&csv, text).unwrap();
-    let cx = ResourceCx::new(dir.path()).with_run_id("bench");
-    let m = dg::io::SqliteConfig {
-        path: "bench.db".into(),
-        replace_on_schema_change: false,
-    }
-    .create_io_manager(&cx)
-    .unwrap();
-    let ctx = OutputContext::new("bench", Format::Csv)
-        .with_partition(dg::io::PartitionRef::new("p"))
-        .with_run("bench", "bench");
-    // End to end from the CSV file, then the two halves: reading the CSV
-    // into Arrow, and storing the Arrow table (replacing the partition).
-    let started = std::time::Instant::now();
-    let stored = m
-        .handle_output(
-            &ctx,
-            Data::File {
-                path: csv.clone(),
-                format: Format::Csv,
-            },
-        )
-        .unwrap();
-    let secs = started.elapsed().as_secs_f64();
-    assert_eq!(stored.rows, Some(1_000_000));
-    eprintln!(
-        "CSV → sqlite: 1,000,000 rows in {secs:.3}s: {:.0} rows/s",
-        1e6 / secs
-    );
-    let started = std::time::Instant::now();
-    let table = dg::io::table::read(&csv, Format::Csv).unwrap();
-    let read = started.elapsed().as_secs_f64();
-    let started = std::time::Instant::now();
-    m.handle_output(&ctx, Data::Table(std::sync::Arc::new(table)))
-        .unwrap();
-    let store = started.elapsed().as_secs_f64();
-    eprintln!(
-        "read CSV {read:.3}s; store Arrow (replacing 1,000,000 rows) {store:.3}s: {:.0} rows/s",
-        1e6 / store
-    );
+    use dg::io::IoManagerFactory;
+    bulk_store_rate("sqlite", "", |cx| {
+        dg::io::SqliteConfig {
+            path: "bench.db".into(),
+            replace_on_schema_change: false,
+        }
+        .create_io_manager(cx)
+        .unwrap()
+    });
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Issue 18: `path` templates of the `fs` manager (and what `dg check defs`
 //! says about them), through the real binary.
 
-use crate::support::{assert_ok, dg_now, files_under, one_file, read};
+use crate::support::{assert_contains, assert_ok, dg_now, files_under, one_file, read};
 
 const NOW: &str = "2024-04-02T00:00:00Z";
 
@@ -133,16 +133,13 @@ shell = "true"
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("does not name the day (`%d`)"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("defs/a.toml:3:8"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("help: name the partition"),
-        "{}",
-        run.stderr
+    assert_contains(
+        &run.stderr,
+        &[
+            "does not name the day (`%d`)",
+            "defs/a.toml:3:8",
+            "help: name the partition",
+        ],
     );
 }
 

@@ -11,12 +11,68 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use tempfile::TempDir;
+
+/// The seed example's partitions: hourly from 2022-01-01-00:00 and daily
+/// from 2022-01-01. A string literal, so that `concat!(hourly_daily!(), …)`
+/// can build a fixture constant on it; [`HOURLY_DAILY`] is the same text.
+macro_rules! hourly_daily {
+    () => {
+        r#"
+[partitions.hourly]
+type = "hourly"
+start = "2022-01-01-00:00"
+
+[partitions.daily]
+type = "daily"
+start = "2022-01-01"
+"#
+    };
+}
+pub(crate) use hourly_daily;
+
+/// The seed example's partitions ([`hourly_daily!`]).
+pub const HOURLY_DAILY: &str = hourly_daily!();
 
 /// The repository root (where `Cargo.toml` is).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The environment variable `var` that points the tests at a service (a
+/// server, a browser), or `None` when it is not set: the test is then
+/// skipped, saying so. Under CI (`CI=true`) a missing variable fails the
+/// test instead; `tests` names the tests and `script` the `.ci/` script that
+/// sets it.
+pub fn service(var: &str, tests: &str, script: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but {var} is not set: the {tests} tests must run under CI \
+                 (.ci/run sources .ci/{script})"
+            );
+            eprintln!("skipped: set {var} (see CONTRIBUTING.md)");
+            None
+        }
+    }
+}
+
+/// A name no other test uses, now or in an earlier run (for a database
+/// schema, a bucket prefix): `dg_test_<pid>_<nanos>_<n>`.
+pub fn unique_name() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "dg_test_{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A copy of `tests/fixtures/malformed/<case>` in a fresh temporary folder.
@@ -59,7 +115,54 @@ pub fn dg(dir: &Path, args: &[&str]) -> Run {
 }
 
 pub fn dg_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::cargo_bin("dg").expect("the dg binary is built");
+    let env: Vec<(&str, Option<&str>)> = env.iter().map(|&(k, v)| (k, Some(v))).collect();
+    run_binary(Path::new(env!("CARGO_BIN_EXE_dg")), dir, args, &env)
+}
+
+/// Runs the binary `bin` (dg, or an example built on the library) as
+/// `bin --project <dir> ARGS…` from inside `dir`, without colour and with
+/// the temporary path redacted from the output. `env` sets a variable
+/// (`Some`) or removes it (`None`).
+pub fn run_binary(bin: &Path, dir: &Path, args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
+    let mut cmd = command(bin, dir, args);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{} runs: {e}", bin.display()));
+    Run {
+        code: out
+            .status
+            .code()
+            .expect("it exited normally, not by a signal"),
+        stdout: redact(&String::from_utf8_lossy(&out.stdout), dir),
+        stderr: redact(&String::from_utf8_lossy(&out.stderr), dir),
+    }
+}
+
+/// `dg --project <dir> ARGS…` started in the background from inside `dir`,
+/// without colour, with `env` added, its stdin empty and its stdout and
+/// stderr piped (read them with `wait_with_output`).
+pub fn spawn_dg(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    use std::process::Stdio;
+    command(Path::new(env!("CARGO_BIN_EXE_dg")), dir, args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dg starts")
+}
+
+/// `bin --project <dir> ARGS…`, to run from inside `dir`, without colour
+/// and without the variables of the test's own environment that would
+/// change what dg prints.
+fn command(bin: &Path, dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin);
     cmd.current_dir(dir)
         .arg("--project")
         .arg(dir)
@@ -70,22 +173,16 @@ pub fn dg_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .env_remove("RUST_LIB_BACKTRACE")
         .env_remove("CLICOLOR_FORCE")
         .env_remove("GITHUB_ACTIONS");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("dg runs");
-    Run {
-        code: out
-            .status
-            .code()
-            .expect("dg exited normally, not by a signal"),
-        stdout: redact(&String::from_utf8_lossy(&out.stdout), dir),
-        stderr: redact(&String::from_utf8_lossy(&out.stderr), dir),
-    }
+    cmd
 }
 
 /// Replaces the temporary folder (as given and canonicalised) with `[TMP]`.
 pub fn redact(s: &str, dir: &Path) -> String {
+    replace_path(s, dir, "[TMP]")
+}
+
+/// Replaces the folder `dir` in `s`, as given and canonicalised, with `with`.
+pub fn replace_path(s: &str, dir: &Path, with: &str) -> String {
     let mut out = s.to_string();
     let mut paths = vec![dir.to_string_lossy().into_owned()];
     if let Ok(c) = dir.canonicalize() {
@@ -94,7 +191,7 @@ pub fn redact(s: &str, dir: &Path) -> String {
     // Longest first, so a path is not half-replaced by a prefix of it.
     paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in paths {
-        out = out.replace(&p, "[TMP]");
+        out = out.replace(&p, with);
     }
     out
 }
@@ -163,6 +260,13 @@ pub fn dg_now_with_env(dir: &Path, now: &str, args: &[&str], env: &[(&str, &str)
     run
 }
 
+/// `dg --now NOW materialize --json ARGS…`, checked not to have panicked.
+pub fn materialize_json(dir: &Path, now: &str, args: &[&str]) -> Run {
+    let mut all = vec!["materialize", "--json"];
+    all.extend(args);
+    dg_now(dir, now, &all)
+}
+
 /// Asserts that `run` exited 0, showing its output when it did not.
 pub fn assert_ok(run: &Run) {
     assert_eq!(
@@ -170,6 +274,27 @@ pub fn assert_ok(run: &Run) {
         "stdout:\n{}\nstderr:\n{}",
         run.stdout, run.stderr
     );
+}
+
+/// Asserts that `text` contains each of `needles`; a failure names the
+/// missing one and shows `text`.
+#[track_caller]
+pub fn assert_contains(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+}
+
+/// Asserts that `run` exited with `code` and that its stderr contains each
+/// of `needles`.
+#[track_caller]
+pub fn assert_fails_with(run: &Run, code: i32, needles: &[&str]) {
+    assert_eq!(
+        run.code, code,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    assert_contains(&run.stderr, needles);
 }
 
 /// `run`'s stdout as one JSON value.
@@ -180,12 +305,37 @@ pub fn json(run: &Run) -> serde_json::Value {
 
 /// The step of a `--json` run summary (or a plan) with this id.
 pub fn step<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    v["steps"]
-        .as_array()
-        .unwrap()
+    find(&v["steps"], "id", id)
+}
+
+/// The elements of the JSON array `list`; panics, showing it, when it is
+/// not an array.
+#[track_caller]
+pub fn items(list: &serde_json::Value) -> &[serde_json::Value] {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list:#}"))
+}
+
+/// The element of the JSON array `list` whose `field` is `value`.
+#[track_caller]
+pub fn find<'a>(list: &'a serde_json::Value, field: &str, value: &str) -> &'a serde_json::Value {
+    items(list)
         .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step `{id}` in {v:#}"))
+        .find(|e| e[field] == value)
+        .unwrap_or_else(|| panic!("no element with {field} = {value:?} in {list:#}"))
+}
+
+/// `field` of every element of the JSON array `list`, as text.
+#[track_caller]
+pub fn texts<'a>(list: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    items(list)
+        .iter()
+        .map(|e| {
+            e[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("{field} is not text in {e:#}"))
+        })
+        .collect()
 }
 
 /// The materialization metadata of `asset` in `show`, the output of

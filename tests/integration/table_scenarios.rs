@@ -4,7 +4,9 @@
 //! one backend does stays in its own file.
 
 use crate::backend::{Backend, Db};
-use crate::support::{assert_ok, project, read};
+use crate::support::{
+    assert_contains, assert_fails_with, assert_ok, hourly_daily, items, project, read,
+};
 
 /// The bundled example's shape through the manager: 24 hours, one day.
 pub fn seed_example_gives_24_ordered_rows(backend: Backend) {
@@ -15,15 +17,9 @@ pub fn seed_example_gives_24_ordered_rows(backend: Backend) {
         ("defs/resources.toml", &db.resources("")),
         (
             "defs/assets.toml",
-            r#"
-[partitions.hourly]
-type = "hourly"
-start = "2022-01-01-00:00"
-
-[partitions.daily]
-type = "daily"
-start = "2022-01-01"
-
+            concat!(
+                hourly_daily!(),
+                r#"
 [assets.upstream_asset]
 partitions = "hourly"
 shell = "printf 'date\\n%s\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
@@ -32,7 +28,8 @@ shell = "printf 'date\\n%s\\n' \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
 partitions = "daily"
 deps = ["upstream_asset"]
 shell = "cp \"$DG_INPUT_UPSTREAM_ASSET\" seen.csv && cat \"$DG_INPUT_UPSTREAM_ASSET\" > \"$DG_OUTPUT\""
-"#,
+"#
+            ),
         ),
     ]);
     let d = dir.path();
@@ -271,15 +268,16 @@ shell = "if [ -f v2 ]; then printf 'a,c\\nx,3\\n'; else printf 'a,b\\nx,1\\n'; f
     let run = db.materialize(d, &["--json"]);
     assert_ne!(run.code, 0);
     let all = format!("{}\n{}", run.stdout, run.stderr);
-    for needle in [
-        "sales/daily",
-        "sales__daily",
-        "new column `c`",
-        "column `b`",
-        "replace_on_schema_change",
-    ] {
-        assert!(all.contains(needle), "no {needle:?} in:\n{all}");
-    }
+    assert_contains(
+        &all,
+        &[
+            "sales/daily",
+            "sales__daily",
+            "new column `c`",
+            "column `b`",
+            "replace_on_schema_change",
+        ],
+    );
     assert_eq!(
         db.rows(d, "SELECT a, b FROM {s}.sales__daily"),
         vec![vec!["x", "1"]]
@@ -337,9 +335,7 @@ sql = "SELECT count(*) AS n FROM orders HAVING count(*) > 2 OR :partition_key NO
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let v = crate::support::json(&run);
     let find = |part: &str, name: &str| {
-        v["checks"]
-            .as_array()
-            .unwrap()
+        items(&v["checks"])
             .iter()
             .find(|c| c["partition"] == part && c["check"] == name)
             .unwrap_or_else(|| panic!("no {name} on {part}: {v:#}"))
@@ -392,11 +388,7 @@ shell = '''
         &["--json", "--partition-range", "2021-12-29...2021-12-31"],
     );
     assert_ok(&run);
-    assert!(
-        run.stdout.contains("events[2021-12-29...2021-12-30]"),
-        "{}",
-        run.stdout
-    );
+    assert_contains(&run.stdout, &["events[2021-12-29...2021-12-30]"]);
     let rows = |db: &mut Db| {
         db.rows(
             d,
@@ -427,8 +419,7 @@ shell = '''
     )
     .unwrap();
     let run = db.materialize(d, &["--partition-range", "2021-12-29...2021-12-31"]);
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("`2022-01-01`"), "{}", run.stderr);
+    assert_fails_with(&run, 1, &["`2022-01-01`"]);
     assert_eq!(rows(&mut db), all(["a", "b", "a"]));
 }
 
@@ -469,4 +460,38 @@ shell = "wc -l < \"$DG_INPUT_EVENTS\" > \"$DG_OUTPUT.n\" && printf 'lines\\n%s\\
         db.rows(d, "SELECT lines FROM {s}.total"),
         vec![vec!["1".to_string()]]
     );
+}
+
+/// An unpartitioned `raw/src` writing the CSV text `csv` (as it stands in
+/// the TOML string), with the line `columns` (may be empty), and `copy`,
+/// which reads it and leaves what it read in `seen.csv`.
+pub fn raw_src_and_copy(columns: &str, csv: &str) -> String {
+    format!(
+        r#"
+[assets."raw/src"]
+{columns}
+shell = "printf '{csv}' > \"$DG_OUTPUT\""
+
+[assets.copy]
+deps = ["raw/src"]
+shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
+"#
+    )
+}
+
+/// Daily `events` from `first_day`, whose first partition is a header with
+/// no rows and every later one the row `1,2.5` (issue 13: an empty first
+/// partition must not fix the table's column types).
+pub fn events_empty_on_the_first_day(first_day: &str) -> String {
+    format!(
+        r#"
+[partitions.daily]
+type = "daily"
+start = "{first_day}"
+
+[assets.events]
+partitions = "daily"
+shell = "if [ \"$DG_PARTITION_KEY\" = {first_day} ]; then printf 'id,amount\\n'; else printf 'id,amount\\n1,2.5\\n'; fi > \"$DG_OUTPUT\""
+"#
+    )
 }
