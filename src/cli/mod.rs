@@ -334,6 +334,23 @@ pub struct Loaded {
 }
 
 impl Session {
+    /// Finds the project alone (its definitions are not read), with the
+    /// sources and diagnostics gathered on the way; an error when there is
+    /// no project.
+    pub fn project(&self) -> Result<(Project, Sources, Diagnostics), Error> {
+        let mut sources = Sources::default();
+        let mut diags = Diagnostics::default();
+        match Project::discover(
+            &self.cwd,
+            self.global.project.as_deref(),
+            &mut sources,
+            &mut diags,
+        ) {
+            Some(project) => Ok((project, sources, diags)),
+            None => Err(Error::project(sources, diags)),
+        }
+    }
+
     /// Finds the project and validates its definitions.
     pub fn load(&self) -> Loaded {
         self.load_profile(self.global.profile.as_deref())
@@ -637,16 +654,7 @@ fn dispatch(session: &Session, command: Command) -> Result<Outcome, Error> {
 
 /// `dg schema --write`: both schemas into the project's state folder.
 fn schema_write(s: &Session) -> Result<Outcome, Error> {
-    let mut sources = crate::diag::Sources::default();
-    let mut diags = crate::diag::Diagnostics::default();
-    let Some(project) = crate::project::Project::discover(
-        &s.cwd,
-        s.global.project.as_deref(),
-        &mut sources,
-        &mut diags,
-    ) else {
-        return Err(Error::project(sources, diags));
-    };
+    let (project, _, _) = s.project()?;
     let (defs, config) = schema::write_schemas(&project.state_dir, &s.registry).map_err(|e| {
         Error::io(format!(
             "cannot write the schemas into {}: {e}",

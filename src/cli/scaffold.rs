@@ -182,16 +182,7 @@ fn defs(s: &Session, args: &DefsArgs) -> Result<Outcome, Error> {
     let text = render(ty, &name, args, s)?;
 
     // 2. The project, and where the file goes.
-    let mut sources = Sources::default();
-    let mut diags = Diagnostics::default();
-    let Some(project) = Project::discover(
-        &s.cwd,
-        s.global.project.as_deref(),
-        &mut sources,
-        &mut diags,
-    ) else {
-        return Err(Error::project(sources, diags));
-    };
+    let (project, sources, diags) = s.project()?;
     if diags.has_errors() {
         let then = "`dg.toml` is invalid: fix it first, so that dg knows where the definitions go";
         return Err(Error::invalid(sources, diags, Some(then.into())));

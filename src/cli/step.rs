@@ -49,16 +49,7 @@ pub fn step(
     attempt: Option<u32>,
 ) -> Result<Outcome, Error> {
     // The project, with the command line's profile, finds the store.
-    let mut sources = crate::diag::Sources::default();
-    let mut diags = crate::diag::Diagnostics::default();
-    let Some(mut project) = crate::project::Project::discover(
-        &s.cwd,
-        s.global.project.as_deref(),
-        &mut sources,
-        &mut diags,
-    ) else {
-        return Err(Error::project(sources, diags));
-    };
+    let (mut project, sources, mut diags) = s.project()?;
     if let Some(p) = s.global.profile.as_deref().filter(|p| !p.is_empty()) {
         project.select_profile(p, &mut diags);
     }

@@ -22,7 +22,9 @@ use super::RunCtx;
 use super::error::StepError;
 use super::process::Watchdog;
 use super::sql::{self, Params};
-use super::step::{env_name, materialize_input, partition_ref, read_messages};
+use super::step::{
+    argv_command, env_name, materialize_input, partition_ref, read_messages, shell_command,
+};
 use crate::io::{self, InputContext, Loaded, OutputContext, PartitionRef};
 use crate::model::{Asset, Check, CheckKind, CheckSeverity};
 use crate::state::CheckRecord;
@@ -152,23 +154,8 @@ impl CheckCx<'_> {
                 md.insert("rows".into(), serde_json::json!(rows.rows));
                 (passed, (!passed).then(|| rows.message()), md)
             }),
-            CheckKind::Shell(script) => {
-                let mut c = Command::new("sh");
-                c.arg("-c").arg(script);
-                self.process(check, c, dog, log)
-            }
-            CheckKind::Command(argv) => {
-                let mut args = Vec::with_capacity(argv.len());
-                for a in argv {
-                    args.push(
-                        a.resolve_env()
-                            .map_err(|e| StepError::unset("command", e))?,
-                    );
-                }
-                let mut c = Command::new(&args[0]);
-                c.args(&args[1..]);
-                self.process(check, c, dog, log)
-            }
+            CheckKind::Shell(script) => self.process(check, shell_command(script), dog, log),
+            CheckKind::Command(argv) => self.process(check, argv_command(argv)?, dog, log),
         }
     }
 

@@ -461,23 +461,8 @@ fn prepare_and_run(
 
     // The compute.
     let mut cmd = match &asset.compute {
-        Compute::Command(argv) => {
-            let mut args = Vec::with_capacity(argv.len());
-            for a in argv {
-                args.push(
-                    a.resolve_env()
-                        .map_err(|e| StepError::unset("command", e))?,
-                );
-            }
-            let mut c = Command::new(&args[0]);
-            c.args(&args[1..]);
-            c
-        }
-        Compute::Shell(script) => {
-            let mut c = Command::new("sh");
-            c.arg("-c").arg(script);
-            c
-        }
+        Compute::Command(argv) => argv_command(argv)?,
+        Compute::Shell(script) => shell_command(script),
         Compute::Sql(query) => {
             let _ = writeln!(log, "[dg] {step_id} attempt {attempt}");
             let params = super::sql::Params {
@@ -851,41 +836,13 @@ fn store_output(
             }
         }
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("dg-store".into())
-        .spawn(move || {
-            let data_version = crate::state::file_version(&output).ok();
-            let stored = manager.handle_output(&octx, data);
-            let _ = tx.send((data_version, stored));
-        });
-    if let Err(e) = spawned {
-        return Err(StepError::StoreThread(e));
-    }
-    let (data_version, stored) = loop {
-        match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(r) => break r,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return fail("storing the output stopped unexpectedly".into(), metadata);
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-        }
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            return fail(
-                format!(
-                    "timed out after {} while `{}` stored the output",
-                    humantime::format_duration(asset.timeout.unwrap_or_default()),
-                    asset.io_manager
-                ),
-                metadata,
-            );
-        }
-        if rc.cancelled() {
-            return fail(
-                format!("interrupted while `{}` stored the output", asset.io_manager),
-                metadata,
-            );
-        }
+    let waited = store_on_thread(rc, asset, &asset.io_manager, deadline, move || {
+        let data_version = crate::state::file_version(&output).ok();
+        (data_version, manager.handle_output(&octx, data))
+    })?;
+    let (data_version, stored) = match waited {
+        Ok(r) => r,
+        Err(why) => return fail(why, metadata),
     };
     match stored {
         Ok(stored) => Ok(Attempt {
@@ -972,76 +929,49 @@ fn store_range(
         step_id,
         log: mlog,
     };
-    let (tx, rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("dg-store".into())
-        .spawn(move || {
-            // Each partition as a file in the asset's format (its data
-            // version is the file's hash), then all handed to the manager.
-            let mut items = Vec::with_capacity(parts.len());
-            let mut versions = Vec::with_capacity(parts.len());
-            for (n, (p, t)) in parts.into_iter().zip(split).enumerate() {
-                let path = dir.join(format!("{n}{}", format.extension()));
-                let written = io::table::write(&t, &path, format)
-                    .and_then(|_| Ok(crate::state::file_version(&path)?));
-                match written {
-                    Ok(dv) => versions.push((p.key.clone(), dv)),
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("partition `{}`: {e:#}", p.key)));
-                        return;
-                    }
+    let waited = store_on_thread(rc, asset, &resource, deadline, move || {
+        // Each partition as a file in the asset's format (its data
+        // version is the file's hash), then all handed to the manager.
+        let mut items = Vec::with_capacity(parts.len());
+        let mut versions = Vec::with_capacity(parts.len());
+        for (n, (p, t)) in parts.into_iter().zip(split).enumerate() {
+            let path = dir.join(format!("{n}{}", format.extension()));
+            let written = io::table::write(&t, &path, format)
+                .and_then(|_| Ok(crate::state::file_version(&path)?));
+            match written {
+                Ok(dv) => versions.push((p.key.clone(), dv)),
+                Err(e) => {
+                    return Err(format!("partition `{}`: {e:#}", p.key));
                 }
-                let data = if typed {
-                    Data::Table(Arc::new(t))
-                } else {
-                    Data::File { path, format }
-                };
-                let octx = OutputContext {
-                    partition: Some(p),
-                    ..base.clone()
-                };
-                items.push((octx, data));
             }
-            let result = manager.handle_outputs(items).map(|stored| {
-                versions
-                    .into_iter()
-                    .zip(stored)
-                    .map(|((key, dv), stored)| PartOutcome {
-                        key,
-                        stored: Some(stored),
-                        data_version: Some(dv),
-                    })
-                    .collect::<Vec<_>>()
-            });
-            let _ = std::fs::remove_dir_all(&dir);
-            let _ = tx.send(result.map_err(|e| format!("{e:#}")));
+            let data = if typed {
+                Data::Table(Arc::new(t))
+            } else {
+                Data::File { path, format }
+            };
+            let octx = OutputContext {
+                partition: Some(p),
+                ..base.clone()
+            };
+            items.push((octx, data));
+        }
+        let result = manager.handle_outputs(items).map(|stored| {
+            versions
+                .into_iter()
+                .zip(stored)
+                .map(|((key, dv), stored)| PartOutcome {
+                    key,
+                    stored: Some(stored),
+                    data_version: Some(dv),
+                })
+                .collect::<Vec<_>>()
         });
-    if let Err(e) = spawned {
-        return Err(StepError::StoreThread(e));
-    }
-    let stored = loop {
-        match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(r) => break r,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return fail("storing the output stopped unexpectedly".into(), metadata);
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-        }
-        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-            return fail(
-                format!(
-                    "timed out after {} while `{resource}` stored the output",
-                    humantime::format_duration(asset.timeout.unwrap_or_default()),
-                ),
-                metadata,
-            );
-        }
-        if rc.cancelled() {
-            return fail(
-                format!("interrupted while `{resource}` stored the output"),
-                metadata,
-            );
-        }
+        let _ = std::fs::remove_dir_all(&dir);
+        result.map_err(|e| format!("{e:#}"))
+    })?;
+    let stored = match waited {
+        Ok(r) => r,
+        Err(why) => return fail(why, metadata),
     };
     match stored {
         Ok(parts) => Ok(Attempt {
@@ -1135,6 +1065,67 @@ pub(super) fn materialize_input(
             })
         }
     }
+}
+
+/// Runs `store` (a manager storing a step's output) on a thread of its own
+/// and waits for it, polling so that the step's deadline and an interrupt
+/// still stop the wait: `Err(why)` then, with the reason the step fails.
+fn store_on_thread<T: Send + 'static>(
+    rc: &RunCtx,
+    asset: &Asset,
+    resource: &str,
+    deadline: Option<std::time::Instant>,
+    store: impl FnOnce() -> T + Send + 'static,
+) -> Result<Result<T, String>, StepError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("dg-store".into())
+        .spawn(move || {
+            let _ = tx.send(store());
+        })
+        .map_err(StepError::StoreThread)?;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(r) => return Ok(Ok(r)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Ok(Err("storing the output stopped unexpectedly".into()));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Ok(Err(format!(
+                "timed out after {} while `{resource}` stored the output",
+                humantime::format_duration(asset.timeout.unwrap_or_default()),
+            )));
+        }
+        if rc.cancelled() {
+            return Ok(Err(format!(
+                "interrupted while `{resource}` stored the output"
+            )));
+        }
+    }
+}
+
+/// The process of a `command = [...]` (a step's or a check's): its
+/// `${env:…}` references resolved.
+pub(super) fn argv_command(argv: &[crate::interp::Template]) -> Result<Command, StepError> {
+    let mut args = Vec::with_capacity(argv.len());
+    for a in argv {
+        args.push(
+            a.resolve_env()
+                .map_err(|e| StepError::unset("command", e))?,
+        );
+    }
+    let mut c = Command::new(&args[0]);
+    c.args(&args[1..]);
+    Ok(c)
+}
+
+/// The process of a `shell = "..."` (a step's or a check's).
+pub(super) fn shell_command(script: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(script);
+    c
 }
 
 /// Points an SQL error at the query's definition (`defs/x.toml:12:1`).
