@@ -1417,27 +1417,15 @@ fn run_step_inner(
                 record_range(rc, si, &a.parts, &a.metadata, &mut report.records);
             } else if a.ok {
                 report.status = StepStatus::Success;
-                let data_version = a.data_version.clone().unwrap_or_else(|| {
-                    format!(
-                        "{:016x}",
-                        twox_hash::XxHash3_64::oneshot(
-                            format!("{}/{step_id}", rc.run_id).as_bytes()
-                        )
-                    )
-                });
+                let data_version = a
+                    .data_version
+                    .clone()
+                    .unwrap_or_else(|| run_version(&format!("{}/{step_id}", rc.run_id)));
                 let mut latest = |u: AssetId, k: &str| rc.latest(u, k);
                 let inputs =
                     crate::state::incremental::inputs_read(&rc.defs, step, &rc.cx, &mut latest);
                 let mut metadata = a.metadata.clone();
-                if let Some(s) = &a.stored
-                    && let Ok(serde_json::Value::Object(m)) = serde_json::to_value(s)
-                {
-                    for (k, v) in m {
-                        if !v.is_null() {
-                            metadata.insert(format!("dg/{k}"), v);
-                        }
-                    }
-                }
+                add_stored_metadata(&mut metadata, a.stored.as_ref());
                 let created_at = timestamp();
                 report
                     .records
@@ -1528,25 +1516,13 @@ fn record_range(
         let one = crate::plan::step_for(&rc.defs, step.asset, Some(i), &rc.cx);
         let mut latest = |u: AssetId, k: &str| rc.latest(u, k);
         let inputs = crate::state::incremental::inputs_read(&rc.defs, &one, &rc.cx, &mut latest);
-        let data_version = part.data_version.clone().unwrap_or_else(|| {
-            format!(
-                "{:016x}",
-                twox_hash::XxHash3_64::oneshot(
-                    format!("{}/{step_id}/{}", rc.run_id, part.key).as_bytes()
-                )
-            )
-        });
+        let data_version = part
+            .data_version
+            .clone()
+            .unwrap_or_else(|| run_version(&format!("{}/{step_id}/{}", rc.run_id, part.key)));
         let mut metadata = step_metadata.clone();
         metadata.insert("dg/range_step".into(), serde_json::json!(step_id));
-        if let Some(s) = &part.stored
-            && let Ok(serde_json::Value::Object(m)) = serde_json::to_value(s)
-        {
-            for (k, v) in m {
-                if !v.is_null() {
-                    metadata.insert(format!("dg/{k}"), v);
-                }
-            }
-        }
+        add_stored_metadata(&mut metadata, part.stored.as_ref());
         let created_at = timestamp();
         records.push(Record::Materialization(Materialization {
             asset: asset.key.clone(),
@@ -1566,5 +1542,32 @@ fn record_range(
             Some(data_version),
             created_at,
         );
+    }
+}
+
+/// The data version of an output that has none of its own (nothing was
+/// stored, or the manager gave none): a hash of where it was made, so it
+/// differs per run.
+fn run_version(made_at: &str) -> String {
+    format!(
+        "{:016x}",
+        twox_hash::XxHash3_64::oneshot(made_at.as_bytes())
+    )
+}
+
+/// What the manager said it stored (`Stored`'s fields but the empty ones),
+/// into a materialization's metadata under `dg/`.
+fn add_stored_metadata(
+    metadata: &mut serde_json::Map<String, serde_json::Value>,
+    stored: Option<&crate::io::Stored>,
+) {
+    if let Some(s) = stored
+        && let Ok(serde_json::Value::Object(m)) = serde_json::to_value(s)
+    {
+        for (k, v) in m {
+            if !v.is_null() {
+                metadata.insert(format!("dg/{k}"), v);
+            }
+        }
     }
 }
