@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use crate::diag::{Diagnostics, Render, Sources};
-use crate::io::Registry;
+use crate::diag::Render;
 
 fn cases() -> u32 {
     std::env::var("DG_FUZZ_CASES")
@@ -192,18 +191,9 @@ fn apply(text: &str, e: &Edit) -> String {
 /// Validates `text` as one definitions file; checks that every error is
 /// located and that rendering never panics.
 fn check_defs_text(text: &str) -> Result<(), TestCaseError> {
-    let mut sources = Sources::default();
-    let id = sources.add(Path::new("a.toml"), "defs/a.toml".into(), text.to_string());
-    let mut diags = Diagnostics::default();
     let env = |n: &str| (n == "SET").then(|| "v".to_string());
-    let defs = crate::validate::validate_files(
-        &sources,
-        &[id],
-        true,
-        &Registry::builtin(),
-        &env,
-        &mut diags,
-    );
+    let (sources, defs, diags) =
+        crate::validate::validate_text("defs/a.toml", text.to_string(), &env);
     let shown = Render {
         sources: &sources,
         color: false,

@@ -1,13 +1,10 @@
 //! Partition keys and windows checked against values derived from Dagster
 //! 1.13.27 (`tests/fixtures/dagster/keys.json`, made by `gen.py` there).
 
-use std::path::Path;
-
 use serde_json::Value as Json;
 
 use super::{KeyCtx, PartitionsDef};
-use crate::diag::{Diagnostics, Sources};
-use crate::io::Registry;
+use crate::diag::Diagnostics;
 
 /// Cases where dg deliberately differs from Dagster, and how.
 const DIFFERENCES: &[(&str, &str)] = &[
@@ -48,20 +45,9 @@ const REFUSED_KEYS: &[(&str, &str)] = &[("weekly_window_for_misaligned_key_edge"
 pub(crate) fn build(def: &Json) -> Result<std::sync::Arc<PartitionsDef>, Diagnostics> {
     let doc = serde_json::json!({ "partitions": { "p": def } });
     let text = toml::to_string(&doc).expect("fixture definitions serialize as TOML");
-    let mut sources = Sources::default();
-    let id = sources.add(Path::new("p.toml"), "p.toml".into(), text);
-    let mut diags = Diagnostics::default();
-    let env = |_: &str| None;
-    match crate::validate::validate_files(
-        &sources,
-        &[id],
-        true,
-        &Registry::builtin(),
-        &env,
-        &mut diags,
-    ) {
-        Some(defs) => Ok(defs.partitions["p"].def.clone()),
-        None => Err(diags),
+    match crate::validate::validate_text("p.toml", text, &|_: &str| None) {
+        (_, Some(defs), _) => Ok(defs.partitions["p"].def.clone()),
+        (_, None, diags) => Err(diags),
     }
 }
 
@@ -252,18 +238,7 @@ pub(crate) fn build_pair(case: &Json) -> (Option<crate::model::Defs>, Diagnostic
     }
     let doc = serde_json::json!({ "assets": { "up": up, "down": down } });
     let text = toml::to_string(&doc).unwrap();
-    let mut sources = Sources::default();
-    let id = sources.add(Path::new("m.toml"), "m.toml".into(), text);
-    let mut diags = Diagnostics::default();
-    let env = |_: &str| None;
-    let defs = crate::validate::validate_files(
-        &sources,
-        &[id],
-        true,
-        &Registry::builtin(),
-        &env,
-        &mut diags,
-    );
+    let (_, defs, diags) = crate::validate::validate_text("m.toml", text, &|_: &str| None);
     (defs, diags)
 }
 

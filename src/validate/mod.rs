@@ -212,26 +212,29 @@ impl<'a> Validator<'a> {
     }
 }
 
+/// Validates `text` as the one definitions file `name`, for tests and
+/// fuzzing elsewhere in the crate: its sources, the definitions when they
+/// are valid, and every diagnostic.
+#[cfg(test)]
+pub(crate) fn validate_text(
+    name: &str,
+    text: String,
+    env: EnvLookup<'_>,
+) -> (Sources, Option<Defs>, Diagnostics) {
+    let mut sources = Sources::default();
+    let id = sources.add(std::path::Path::new(name), name.into(), text);
+    let mut diags = Diagnostics::default();
+    let registry = crate::io::Registry::builtin();
+    let defs = validate_files(&sources, &[id], true, &registry, env, &mut diags);
+    (sources, defs, diags)
+}
+
 /// Definitions from one TOML text (`a.toml`), for tests elsewhere in the
 /// crate; panics with the diagnostics when they are not valid.
 #[cfg(test)]
 pub(crate) fn defs_for_test(text: &str) -> Defs {
-    let mut sources = Sources::default();
-    let id = sources.add(
-        std::path::Path::new("a.toml"),
-        "a.toml".into(),
-        text.to_string(),
-    );
-    let mut diags = Diagnostics::default();
-    validate_files(
-        &sources,
-        &[id],
-        true,
-        &crate::io::Registry::builtin(),
-        &|_: &str| None,
-        &mut diags,
-    )
-    .unwrap_or_else(|| panic!("test definitions are valid: {diags:?}"))
+    let (_, defs, diags) = validate_text("a.toml", text.to_string(), &|_: &str| None);
+    defs.unwrap_or_else(|| panic!("test definitions are valid: {diags:?}"))
 }
 
 #[cfg(test)]
