@@ -23,7 +23,8 @@ use super::error::StepError;
 use super::process::Watchdog;
 use super::sql::{self, Params};
 use super::step::{
-    argv_command, env_name, materialize_input, partition_ref, read_messages, shell_command,
+    argv_command, create_messages, env_name, materialize_input, partition_ref, read_messages,
+    shell_command,
 };
 use crate::io::{self, InputContext, Loaded, OutputContext, PartitionRef};
 use crate::model::{Asset, Check, CheckKind, CheckSeverity};
@@ -254,11 +255,7 @@ impl CheckCx<'_> {
             path: work.clone(),
             error,
         })?;
-        let messages = work.join("messages.jsonl");
-        File::create(&messages).map_err(|error| StepError::Create {
-            path: messages.clone(),
-            error,
-        })?;
+        let messages = create_messages(&work)?;
         let mut env: Vec<(String, String)> = vec![
             ("DG_RUN_ID".into(), rc.run_id.clone()),
             ("DG_ASSET_KEY".into(), asset.key.clone()),

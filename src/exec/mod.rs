@@ -314,13 +314,7 @@ impl RunCtx {
         let step = &self.plan.steps[si];
         for inp in &step.inputs {
             let up = &self.defs.assets[inp.upstream];
-            let keys: Vec<String> = match (&inp.partitions, &up.partitions) {
-                (Some(ix), Some(d)) => ix
-                    .iter()
-                    .map(|i| d.def.key(i, &self.cx).unwrap_or_default())
-                    .collect(),
-                _ => vec![String::new()],
-            };
+            let keys = input_keys(inp, up, &self.cx);
             let found = store
                 .latest_of(&up.key, &keys)
                 .map_err(|error| StepError::History {
@@ -1231,13 +1225,7 @@ fn reads_no_output(rc: &RunCtx, si: usize) -> Option<String> {
             continue;
         }
         let up = &rc.defs.assets[inp.upstream];
-        let keys: Vec<String> = match (&inp.partitions, &up.partitions) {
-            (Some(ix), Some(d)) => ix
-                .iter()
-                .map(|i| d.def.key(i, &rc.cx).unwrap_or_default())
-                .collect(),
-            _ => vec![String::new()],
-        };
+        let keys = input_keys(inp, up, &rc.cx);
         for key in keys {
             let no_output = rc
                 .latest(inp.upstream, &key)
@@ -1542,6 +1530,18 @@ fn record_range(
             Some(data_version),
             created_at,
         );
+    }
+}
+
+/// The upstream partition keys a step's input reads (`""` for an
+/// unpartitioned upstream).
+fn input_keys(inp: &crate::plan::StepInput, up: &crate::model::Asset, cx: &KeyCtx) -> Vec<String> {
+    match (&inp.partitions, &up.partitions) {
+        (Some(ix), Some(d)) => ix
+            .iter()
+            .map(|i| d.def.key(i, cx).unwrap_or_default())
+            .collect(),
+        _ => vec![String::new()],
     }
 }
 

@@ -211,11 +211,7 @@ fn prepare_and_run(
         .map(|parts| parts.iter().map(|p| p.key.clone()).collect());
     let ext = asset.format.extension();
     let output = work.join(format!("output{ext}"));
-    let messages = work.join("messages.jsonl");
-    File::create(&messages).map_err(|error| StepError::Create {
-        path: messages.clone(),
-        error,
-    })?;
+    let messages = create_messages(work)?;
 
     let mut env: Vec<(String, String)> = vec![
         ("DG_RUN_ID".into(), rc.run_id.clone()),
@@ -757,15 +753,7 @@ fn store_output(
             ..Attempt::default()
         });
     }
-    let fail = |error: String, metadata| {
-        Ok(Attempt {
-            ok: false,
-            error: Some(error),
-            exit_code: Some(0),
-            metadata,
-            ..Attempt::default()
-        })
-    };
+    let fail = store_failed;
     if !output.exists() && !asset.output_required {
         // `output_required = false`: a partition with no output. Nothing is
         // stored; the history records it, and its readers are skipped.
@@ -881,15 +869,7 @@ fn store_range(
     deadline: Option<std::time::Instant>,
     manager: Arc<dyn io::IoManager>,
 ) -> Result<Attempt, StepError> {
-    let fail = |error: String, metadata| {
-        Ok(Attempt {
-            ok: false,
-            error: Some(error),
-            exit_code: Some(0),
-            metadata,
-            ..Attempt::default()
-        })
-    };
+    let fail = store_failed;
     let keys: Vec<String> = parts.iter().map(|p| p.key.clone()).collect();
     let dir = output.with_file_name("output-parts");
     let split = match io::table::read(&output, asset.format)
@@ -1065,6 +1045,31 @@ pub(super) fn materialize_input(
             })
         }
     }
+}
+
+/// A step whose process succeeded but whose output could not be stored.
+fn store_failed(
+    error: String,
+    metadata: serde_json::Map<String, serde_json::Value>,
+) -> Result<Attempt, StepError> {
+    Ok(Attempt {
+        ok: false,
+        error: Some(error),
+        exit_code: Some(0),
+        metadata,
+        ..Attempt::default()
+    })
+}
+
+/// Creates the empty `messages.jsonl` a step's or a check's process appends
+/// its messages to, in `work`.
+pub(super) fn create_messages(work: &std::path::Path) -> Result<std::path::PathBuf, StepError> {
+    let messages = work.join("messages.jsonl");
+    File::create(&messages).map_err(|error| StepError::Create {
+        path: messages.clone(),
+        error,
+    })?;
+    Ok(messages)
 }
 
 /// Runs `store` (a manager storing a step's output) on a thread of its own
