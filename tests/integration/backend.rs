@@ -14,7 +14,7 @@ use std::path::Path;
 use postgres::{Client, NoTls};
 use tempfile::TempDir;
 
-use crate::support::{Run, dg_now_with_env, service, unique_name};
+use crate::support::{Run, dg_now_with_env, project, service, unique_name};
 
 /// Every hour of 2022-01-01 is over, and the day too.
 pub const NOW: &str = "2022-01-02T00:00:00Z";
@@ -61,6 +61,12 @@ pub struct Pg {
 }
 
 impl Pg {
+    /// A fresh schema on the test server, or `None` when there is none
+    /// (the test is then skipped; see [`pg_url`]).
+    pub fn open() -> Option<Pg> {
+        pg_url().map(Pg::new)
+    }
+
     pub fn new(url: String) -> Pg {
         let client = Client::connect(&url, NoTls).expect("connect to DG_TEST_POSTGRES_URL");
         Pg {
@@ -80,6 +86,12 @@ impl Pg {
         self.resource("io_manager", extra)
     }
 
+    /// A project that stores its assets in this schema (its
+    /// `defs/resources.toml` is [`Pg::resources`]) and holds `files`.
+    pub fn project(&self, files: &[(&str, &str)]) -> TempDir {
+        project_with_resources(&self.resources(""), files)
+    }
+
     /// A `postgres` resource called `name` on this schema (its URL from
     /// `DG_PG_URL`), with `extra` lines added to it.
     pub fn resource(&self, name: &str, extra: &str) -> String {
@@ -95,6 +107,13 @@ impl Pg {
         all.extend(args);
         dg_now_with_env(dir, NOW, &all, &[("DG_PG_URL", &self.url)])
     }
+}
+
+/// A project holding `files` and `resources` as its `defs/resources.toml`.
+fn project_with_resources(resources: &str, files: &[(&str, &str)]) -> TempDir {
+    let mut all = vec![("defs/resources.toml", resources)];
+    all.extend_from_slice(files);
+    project(&all)
 }
 
 /// Rows of `sql` (simple query protocol) as text, NULL as `NULL`.
@@ -208,6 +227,19 @@ pub fn duckdb_rows(conn: &duckdb::Connection, sql: &str) -> Vec<Vec<String>> {
     out
 }
 
+/// One `#[test]` per scenario of `table_scenarios.rs`, on one backend:
+/// `scenario_tests! { Backend::X; TEST => SCENARIO, … }` makes the test
+/// `TEST`, which runs `table_scenarios::SCENARIO(Backend::X)`.
+macro_rules! scenario_tests {
+    ($backend:expr; $($test:ident => $scenario:ident,)*) => {$(
+        #[test]
+        fn $test() {
+            crate::table_scenarios::$scenario($backend);
+        }
+    )*};
+}
+pub(crate) use scenario_tests;
+
 /// One test's table store: a SQLite or DuckDB file in the project, or a
 /// fresh Postgres schema (dropped at the end).
 pub enum Db {
@@ -237,6 +269,12 @@ impl Db {
             #[cfg(feature = "duckdb")]
             Db::Duckdb => format!("{DUCKDB}{extra}"),
         }
+    }
+
+    /// A project that stores its assets through this store (its
+    /// `defs/resources.toml` is [`Db::resources`]) and holds `files`.
+    pub fn project(&self, files: &[(&str, &str)]) -> TempDir {
+        project_with_resources(&self.resources(""), files)
     }
 
     /// `dg --now NOW materialize ARGS…` in `dir`.

@@ -210,30 +210,22 @@ fn every_toml_example_in_the_docs_is_valid() {
         }
         match kind(&b.text) {
             Kind::Fragment => {}
-            Kind::Defs => {
+            kind @ (Kind::Defs | Kind::Invalid) => {
+                // A definitions file: `dg check defs` accepts it, or
+                // rejects it when it is marked `# invalid`.
+                let (code, wrong) = match kind {
+                    Kind::Invalid => (
+                        2,
+                        "marked `# invalid`, but `dg check defs` did not reject it",
+                    ),
+                    _ => (0, "`dg check defs` fails on this definitions file"),
+                };
                 let dir = project(&[]);
                 write_files(dir.path(), &[("defs/example.toml", &b.text)]);
                 let run = dg(dir.path(), &["check", "defs"]);
                 assert_no_panic(&run);
-                if run.code != 0 {
-                    failures.push(format!(
-                        "{}: `dg check defs` fails on this definitions file:\n{}",
-                        b.place,
-                        describe(&run)
-                    ));
-                }
-            }
-            Kind::Invalid => {
-                let dir = project(&[]);
-                write_files(dir.path(), &[("defs/example.toml", &b.text)]);
-                let run = dg(dir.path(), &["check", "defs"]);
-                assert_no_panic(&run);
-                if run.code != 2 {
-                    failures.push(format!(
-                        "{}: marked `# invalid`, but `dg check defs` did not reject it:\n{}",
-                        b.place,
-                        describe(&run)
-                    ));
+                if run.code != code {
+                    failures.push(format!("{}: {wrong}:\n{}", b.place, describe(&run)));
                 }
             }
             Kind::DgToml { joins_page } => {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::backend::{Backend, DUCKDB, NOW, duckdb_db, duckdb_rows};
+use crate::backend::{Backend, DUCKDB, NOW, duckdb_db, duckdb_rows, scenario_tests};
 use crate::support::{
     HOURLY_DAILY, Run, assert_contains, assert_fails_with, dg, items, json, materialize_json,
     metadata_in, project, read, step_logs,
@@ -43,49 +43,17 @@ fn metadata(dir: &Path, run: &Run, asset: &str) -> Value {
 
 // Scenarios shared with the other table backends (`table_scenarios.rs`).
 
-#[test]
-fn seed_example_through_duckdb_gives_24_ordered_rows() {
-    table_scenarios::seed_example_gives_24_ordered_rows(Backend::Duckdb);
-}
-
-#[test]
-fn text_is_not_retyped_through_duckdb() {
-    table_scenarios::text_is_not_retyped(Backend::Duckdb);
-}
-
-#[test]
-fn checks_run_inside_the_database_through_duckdb() {
-    table_scenarios::checks_run_inside_the_database(Backend::Duckdb);
-}
-
-#[test]
-fn rematerializing_one_partition_replaces_only_its_rows_in_duckdb() {
-    table_scenarios::rematerializing_one_partition_replaces_only_its_rows(Backend::Duckdb);
-}
-
-#[test]
-fn a_failing_step_leaves_the_duckdb_table_unchanged() {
-    table_scenarios::a_failing_step_leaves_the_table_unchanged(Backend::Duckdb);
-}
-
-#[test]
-fn sql_text_in_a_partition_key_does_no_harm_in_duckdb() {
-    table_scenarios::sql_text_in_a_partition_key_does_no_harm(Backend::Duckdb);
-}
-
-#[test]
-fn a_changed_duckdb_schema_is_an_error_unless_replacing_is_allowed() {
-    table_scenarios::a_changed_schema_is_an_error_unless_replacing_is_allowed(Backend::Duckdb);
-}
-
-#[test]
-fn range_steps_store_each_partition_as_its_rows_in_duckdb() {
-    table_scenarios::range_steps_store_each_partition_as_its_rows(Backend::Duckdb);
-}
-
-#[test]
-fn a_zero_row_partition_is_stored_in_duckdb() {
-    table_scenarios::a_zero_row_partition_is_stored(Backend::Duckdb);
+scenario_tests! {
+    Backend::Duckdb;
+    seed_example_through_duckdb_gives_24_ordered_rows => seed_example_gives_24_ordered_rows,
+    text_is_not_retyped_through_duckdb => text_is_not_retyped,
+    checks_run_inside_the_database_through_duckdb => checks_run_inside_the_database,
+    rematerializing_one_partition_replaces_only_its_rows_in_duckdb => rematerializing_one_partition_replaces_only_its_rows,
+    a_failing_step_leaves_the_duckdb_table_unchanged => a_failing_step_leaves_the_table_unchanged,
+    sql_text_in_a_partition_key_does_no_harm_in_duckdb => sql_text_in_a_partition_key_does_no_harm,
+    a_changed_duckdb_schema_is_an_error_unless_replacing_is_allowed => a_changed_schema_is_an_error_unless_replacing_is_allowed,
+    range_steps_store_each_partition_as_its_rows_in_duckdb => range_steps_store_each_partition_as_its_rows,
+    a_zero_row_partition_is_stored_in_duckdb => a_zero_row_partition_is_stored,
 }
 
 // What only DuckDB does.

@@ -200,34 +200,25 @@ fn a_bad_url_does_not_show_the_password() {
 
 // The history scenarios (`history.rs`), on Postgres -------------------------------------
 
-#[test]
-fn missing_runs_nothing_after_a_success() {
-    let Some(s) = Store::postgres() else { return };
-    history::missing_after_a_success(&s);
+/// One test a scenario of `history.rs`: `TEST => SCENARIO` runs
+/// `history::SCENARIO` on a fresh schema of its own (skipped when there is
+/// no server).
+macro_rules! on_postgres {
+    ($($test:ident => $scenario:ident,)*) => {$(
+        #[test]
+        fn $test() {
+            let Some(s) = Store::postgres() else { return };
+            history::$scenario(&s);
+        }
+    )*};
 }
 
-#[test]
-fn a_code_version_change_makes_that_asset_and_its_readers_stale() {
-    let Some(s) = Store::postgres() else { return };
-    history::code_version_change(&s);
-}
-
-#[test]
-fn rematerializing_one_hour_makes_exactly_its_readers_stale() {
-    let Some(s) = Store::postgres() else { return };
-    history::rematerialized_hour(&s);
-}
-
-#[test]
-fn concurrent_runs_over_overlapping_partitions_materialize_each_once() {
-    let Some(s) = Store::postgres() else { return };
-    history::concurrent_runs(&s);
-}
-
-#[test]
-fn a_killed_run_is_interrupted_and_a_rerun_completes_it() {
-    let Some(s) = Store::postgres() else { return };
-    history::killed_run(&s);
+on_postgres! {
+    missing_runs_nothing_after_a_success => missing_after_a_success,
+    a_code_version_change_makes_that_asset_and_its_readers_stale => code_version_change,
+    rematerializing_one_hour_makes_exactly_its_readers_stale => rematerialized_hour,
+    concurrent_runs_over_overlapping_partitions_materialize_each_once => concurrent_runs,
+    a_killed_run_is_interrupted_and_a_rerun_completes_it => killed_run,
 }
 
 // Postgres only ---------------------------------------------------------------------------

@@ -18,6 +18,20 @@ fn run(dir: &Path, args: &[&str]) -> Run {
     run
 }
 
+/// `dg materialize --json ARGS…` in `dir`, whose only step must fail:
+/// that step's error.
+fn the_only_step_fails(dir: &Path, args: &[&str]) -> String {
+    let mut all = vec!["materialize", "--json"];
+    all.extend(args);
+    let r = run(dir, &all);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let v = json(&r);
+    v["steps"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// A step that writes CSV to an asset stored as Parquet is told that it
 /// wrote CSV and which `format` to set, not just "Corrupt footer".
 #[test]
@@ -33,10 +47,7 @@ format = "parquet"
 shell = "printf 'id,name\\n1,x\\n' > \"$DG_OUTPUT\""
 "#,
     )]);
-    let r = run(dir.path(), &["materialize", "--json"]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    let v = json(&r);
-    let error = v["steps"][0]["error"].as_str().unwrap_or_default();
+    let error = the_only_step_fails(dir.path(), &[]);
     assert!(
         error.contains("looks like CSV") && error.contains("set `format = \"csv\"` on the asset"),
         "{error}"
@@ -174,10 +185,7 @@ columns = { amount = "float64" }
 shell = "printf 'id,amount\\n1,2.5\\n2,abc\\n' > \"$DG_OUTPUT\""
 "#,
     )]);
-    let r = run(dir.path(), &["materialize", "--json"]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    let v = json(&r);
-    let error = v["steps"][0]["error"].as_str().unwrap_or_default();
+    let error = the_only_step_fails(dir.path(), &[]);
     assert!(
         error.contains("row 2, column `amount`: `abc` is not a valid float64"),
         "{error}"
@@ -285,24 +293,9 @@ shell = "cp \"$DG_INPUT_EVENTS\" \"$DG_OUTPUT\""
         defs.replace("output_required = false\n", ""),
     )
     .unwrap();
-    let r = run(
+    let error = the_only_step_fails(
         dir.path(),
-        &[
-            "materialize",
-            "--select",
-            "events",
-            "--partition",
-            "2024-01-01",
-            "--json",
-        ],
+        &["--select", "events", "--partition", "2024-01-01"],
     );
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        json(&r)["steps"][0]["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("output_required = false"),
-        "{}",
-        r.stdout
-    );
+    assert!(error.contains("output_required = false"), "{error}");
 }

@@ -134,6 +134,52 @@ fn run_logs(dir: &Path, run_id: &str) -> PathBuf {
     dir.join(".dg/logs").join(run_id)
 }
 
+/// What a run of a project whose plug-in misbehaves once did.
+struct OneFault {
+    run: Run,
+    /// How long the run took.
+    took: Duration,
+    /// The run's `--json` summary.
+    v: Value,
+    /// What `faulty.py` logged ([`requests`]).
+    reqs: Vec<Value>,
+    /// Where the faulted request is in `reqs`.
+    at: usize,
+    /// The partition of the faulted request.
+    key: String,
+    /// The id of the step that failed, `up[KEY]`.
+    failed: String,
+    /// That step's error.
+    error: String,
+}
+
+/// Materializes every partition of `d`, one step at a time, and checks
+/// that the run failed and that the only failed step is the one whose
+/// request `faulty.py` misbehaved on.
+fn run_with_one_fault(d: &Path) -> OneFault {
+    let started = Instant::now();
+    let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
+    let took = started.elapsed();
+    assert_eq!(run.code, 1, "{run:#?}");
+    let v = json(&run);
+    let reqs = requests(d);
+    let (at, fault) = faulted(&reqs);
+    let key = fault["key"].as_str().unwrap().to_string();
+    let failed = format!("up[{key}]");
+    assert_eq!(with_status(&v, "failed"), [failed.as_str()], "{v:#}");
+    let error = step(&v, &failed)["error"].as_str().unwrap().to_string();
+    OneFault {
+        run,
+        took,
+        v,
+        reqs,
+        at,
+        key,
+        failed,
+        error,
+    }
+}
+
 /// The lines of `total.csv`'s rows: the partitions it read.
 fn total_rows(dir: &Path) -> Vec<String> {
     read(dir.join("plugin-data/total.csv"))
@@ -220,54 +266,53 @@ shell = "cat \"$DG_INPUT_UP\" > \"$DG_OUTPUT\""
 fn a_plugin_that_exits_fails_only_that_step_and_is_restarted() {
     let dir = faulty_project(r#"{ exit_on = "handle_output", after = 3 }"#, None, "");
     let d = dir.path();
-    let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
-    assert_eq!(run.code, 1, "{run:#?}");
-    let v = json(&run);
-
-    let reqs = requests(d);
-    let (at, fault) = faulted(&reqs);
-    assert_eq!(fault["type"], "handle_output");
-    let key = fault["key"].as_str().unwrap().to_string();
-    let failed = format!("up[{key}]");
-    assert_eq!(with_status(&v, "failed"), [failed.as_str()], "{v:#}");
-    let error = step(&v, &failed)["error"].as_str().unwrap();
+    let f = run_with_one_fault(d);
+    assert_eq!(f.reqs[f.at]["type"], "handle_output");
     assert!(
-        error.contains("plug-in `faulty` (resource `io_manager`) handle_output: it exited (exit status: 3) without replying"),
-        "{error}"
+        f.error.contains("plug-in `faulty` (resource `io_manager`) handle_output: it exited (exit status: 3) without replying"),
+        "{}", f.error
     );
-    assert_contains(&run.stderr, &[&format!("✗ {failed}")]);
+    assert_contains(&f.run.stderr, &[&format!("✗ {}", f.failed)]);
 
     // Nothing stored for that partition (only the plug-in's own leftover
     // temporary file); every other step went on.
-    assert!(!d.join(format!("plugin-data/up/{key}.csv")).exists());
-    assert_eq!(with_status(&v, "success").len(), 6, "{v:#}");
-    let others: Vec<&str> = LETTERS.iter().copied().filter(|k| *k != key).collect();
+    assert!(!d.join(format!("plugin-data/up/{}.csv", f.key)).exists());
+    assert_eq!(with_status(&f.v, "success").len(), 6, "{:#}", f.v);
+    let others: Vec<&str> = LETTERS.iter().copied().filter(|k| *k != f.key).collect();
     assert_eq!(total_rows(d), others);
 
     // It was started again: later requests went to a second process, which
     // was greeted and shut down properly.
     let ps = pids(d);
-    assert_eq!(ps.len(), 2, "{reqs:#?}");
-    assert!(reqs[..=at].iter().all(|r| r["pid"] == ps[0]), "{reqs:#?}");
+    assert_eq!(ps.len(), 2, "{:#?}", f.reqs);
     assert!(
-        reqs[at + 1..].iter().all(|r| r["pid"] == ps[1]),
-        "{reqs:#?}"
+        f.reqs[..=f.at].iter().all(|r| r["pid"] == ps[0]),
+        "{:#?}",
+        f.reqs
     );
-    assert_eq!(reqs[at + 1]["type"], "hello");
     assert!(
-        reqs[at + 1..].iter().any(|r| r["type"] == "handle_output"),
-        "{reqs:#?}"
+        f.reqs[f.at + 1..].iter().all(|r| r["pid"] == ps[1]),
+        "{:#?}",
+        f.reqs
     );
-    assert_eq!(reqs.last().unwrap()["type"], "shutdown");
+    assert_eq!(f.reqs[f.at + 1]["type"], "hello");
+    assert!(
+        f.reqs[f.at + 1..]
+            .iter()
+            .any(|r| r["type"] == "handle_output"),
+        "{:#?}",
+        f.reqs
+    );
+    assert_eq!(f.reqs.last().unwrap()["type"], "shutdown");
     assert_no_plugin_left(d);
 
     // dg recorded no materialization for it: `--missing` runs just that one.
     let run = materialize(d, &["--all-partitions", "--missing"]);
     assert_eq!(run.code, 0, "{run:#?}");
-    assert_eq!(with_status(&json(&run), "success"), [failed]);
+    assert_eq!(with_status(&json(&run), "success"), [f.failed]);
     assert_eq!(
-        read(d.join(format!("plugin-data/up/{key}.csv"))),
-        format!("k\n{key}\n")
+        read(d.join(format!("plugin-data/up/{}.csv", f.key))),
+        format!("k\n{}\n", f.key)
     );
 }
 
@@ -275,22 +320,16 @@ fn a_plugin_that_exits_fails_only_that_step_and_is_restarted() {
 fn a_malformed_reply_fails_only_that_step() {
     let dir = faulty_project(r#"{ garbage_on = "handle_output", after = 2 }"#, None, "");
     let d = dir.path();
-    let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
-    assert_eq!(run.code, 1, "{run:#?}");
-    let v = json(&run);
-    let reqs = requests(d);
-    let (_, fault) = faulted(&reqs);
-    let key = fault["key"].as_str().unwrap();
-    let failed = format!("up[{key}]");
-    assert_eq!(with_status(&v, "failed"), [failed.as_str()], "{v:#}");
-    let error = step(&v, &failed)["error"].as_str().unwrap();
+    let f = run_with_one_fault(d);
     assert!(
-        error.contains("plug-in `faulty` (resource `io_manager`) handle_output: malformed reply")
-            && error.contains("`this is not JSON`"),
-        "{error}"
+        f.error
+            .contains("plug-in `faulty` (resource `io_manager`) handle_output: malformed reply")
+            && f.error.contains("`this is not JSON`"),
+        "{}",
+        f.error
     );
-    assert_eq!(with_status(&v, "success").len(), 6, "{v:#}");
-    assert!(!d.join(format!("plugin-data/up/{key}.csv")).exists());
+    assert_eq!(with_status(&f.v, "success").len(), 6, "{:#}", f.v);
+    assert!(!d.join(format!("plugin-data/up/{}.csv", f.key)).exists());
     assert_eq!(total_rows(d).len(), 5);
     // The plug-in was stopped and a fresh one served the rest.
     assert_eq!(pids(d).len(), 2);
@@ -305,28 +344,19 @@ fn a_plugin_that_does_not_reply_in_time_is_killed() {
         "",
     );
     let d = dir.path();
-    let started = Instant::now();
-    let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
-    let took = started.elapsed();
-    assert_eq!(run.code, 1, "{run:#?}");
-    assert!(took < Duration::from_secs(10), "took {took:?}");
-    let v = json(&run);
-    let reqs = requests(d);
-    let (_, fault) = faulted(&reqs);
-    let key = fault["key"].as_str().unwrap();
-    let failed = format!("up[{key}]");
-    assert_eq!(with_status(&v, "failed"), [failed.as_str()], "{v:#}");
-    let error = step(&v, &failed)["error"].as_str().unwrap();
+    let f = run_with_one_fault(d);
+    assert!(f.took < Duration::from_secs(10), "took {:?}", f.took);
     assert!(
-        error
+        f.error
             .contains("plug-in `faulty` (resource `io_manager`) handle_output: no reply within 1s"),
-        "{error}"
+        "{}",
+        f.error
     );
-    let ms = step(&v, &failed)["duration_ms"].as_u64().unwrap();
+    let ms = step(&f.v, &f.failed)["duration_ms"].as_u64().unwrap();
     assert!((1000..5000).contains(&ms), "{ms} ms");
 
     // Later steps succeeded through a second process.
-    assert_eq!(with_status(&v, "success").len(), 6, "{v:#}");
+    assert_eq!(with_status(&f.v, "success").len(), 6, "{:#}", f.v);
     assert_eq!(total_rows(d).len(), 5);
     let ps = pids(d);
     assert_eq!(ps.len(), 2);
@@ -338,10 +368,10 @@ fn a_plugin_that_does_not_reply_in_time_is_killed() {
     );
     assert_no_plugin_left(d);
     // Its stderr went to the plug-in log; the step's log says where that is.
-    let logs = run_logs(d, v["run_id"].as_str().unwrap());
+    let logs = run_logs(d, f.v["run_id"].as_str().unwrap());
     let plugin_log = read(logs.join("plugin-io_manager.log"));
     assert!(plugin_log.contains("fault=hang"), "{plugin_log}");
-    let step_log = read(logs.join(format!("{failed}.log")));
+    let step_log = read(logs.join(format!("{}.log", f.failed)));
     assert!(step_log.contains("plugin-io_manager.log"), "{step_log}");
 }
 
@@ -349,38 +379,30 @@ fn a_plugin_that_does_not_reply_in_time_is_killed() {
 fn a_refusal_fails_the_step_and_the_plugin_keeps_running() {
     let dir = faulty_project(r#"{ refuse_on = "handle_output", after = 2 }"#, None, "");
     let d = dir.path();
-    let run = materialize(d, &["--all-partitions", "--jobs", "1"]);
-    assert_eq!(run.code, 1, "{run:#?}");
-    let v = json(&run);
-    let reqs = requests(d);
-    let (at, fault) = faulted(&reqs);
-    let key = fault["key"].as_str().unwrap();
-    let failed = format!("up[{key}]");
-    assert_eq!(with_status(&v, "failed"), [failed.as_str()], "{v:#}");
-    let error = step(&v, &failed)["error"].as_str().unwrap();
+    let f = run_with_one_fault(d);
     assert!(
-        error.contains(&format!(
-            "plug-in `faulty` (resource `io_manager`) handle_output: refused by faulty.py: handle_output {key}"
+        f.error.contains(&format!(
+            "plug-in `faulty` (resource `io_manager`) handle_output: refused by faulty.py: handle_output {}", f.key
         )),
-        "{error}"
+        "{}", f.error
     );
-    assert_eq!(with_status(&v, "success").len(), 6, "{v:#}");
+    assert_eq!(with_status(&f.v, "success").len(), 6, "{:#}", f.v);
     assert_eq!(total_rows(d).len(), 5);
 
     // One process saw everything: 6 + 1 outputs, 6 `exists` for `total`'s
     // partitions (it allows missing ones), 1 load, and the shutdown.
     let ps = pids(d);
-    assert_eq!(ps.len(), 1, "{reqs:#?}");
-    assert!(reqs.iter().all(|r| r["pid"] == ps[0]));
-    let count = |t: &str| reqs.iter().filter(|r| r["type"] == t).count();
+    assert_eq!(ps.len(), 1, "{:#?}", f.reqs);
+    assert!(f.reqs.iter().all(|r| r["pid"] == ps[0]));
+    let count = |t: &str| f.reqs.iter().filter(|r| r["type"] == t).count();
     assert_eq!(count("hello"), 1);
     assert_eq!(count("handle_output"), 7);
     assert_eq!(count("exists"), 6);
     assert_eq!(count("load_input"), 1);
     assert_eq!(count("shutdown"), 1);
-    assert!(reqs.len() > at + 1);
+    assert!(f.reqs.len() > f.at + 1);
     // Requests are numbered from 1 in the order they are sent.
-    let ids: Vec<u64> = reqs.iter().filter_map(|r| r["id"].as_u64()).collect();
+    let ids: Vec<u64> = f.reqs.iter().filter_map(|r| r["id"].as_u64()).collect();
     assert_eq!(ids, (1..=14).collect::<Vec<u64>>());
     assert_no_plugin_left(d);
 }

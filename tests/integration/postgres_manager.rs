@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::backend::{Backend, NOW, Pg, bulk_store_rate};
+use crate::backend::{Backend, NOW, Pg, bulk_store_rate, scenario_tests};
 use crate::support::{Run, assert_no_panic, assert_ok, dg_with_env, project};
 use crate::table_scenarios;
 
@@ -16,55 +16,29 @@ pub use crate::backend::{pg_url, random_schema};
 
 // Scenarios shared with the other table backend (`table_scenarios.rs`).
 
-#[test]
-fn seed_example_through_postgres_gives_24_ordered_rows() {
-    table_scenarios::seed_example_gives_24_ordered_rows(Backend::Postgres);
-}
-
-#[test]
-fn text_is_not_retyped_through_postgres() {
-    table_scenarios::text_is_not_retyped(Backend::Postgres);
-}
-
-#[test]
-fn checks_run_inside_the_database_through_postgres() {
-    table_scenarios::checks_run_inside_the_database(Backend::Postgres);
-}
-
-#[test]
-fn rematerializing_one_partition_replaces_only_its_rows() {
-    table_scenarios::rematerializing_one_partition_replaces_only_its_rows(Backend::Postgres);
-}
-
-#[test]
-fn a_failing_step_leaves_the_table_unchanged() {
-    table_scenarios::a_failing_step_leaves_the_table_unchanged(Backend::Postgres);
-}
-
-#[test]
-fn sql_text_in_a_partition_key_does_no_harm() {
-    table_scenarios::sql_text_in_a_partition_key_does_no_harm(Backend::Postgres);
-}
-
-#[test]
-fn a_changed_schema_is_an_error_unless_replacing_is_allowed() {
-    table_scenarios::a_changed_schema_is_an_error_unless_replacing_is_allowed(Backend::Postgres);
+scenario_tests! {
+    Backend::Postgres;
+    seed_example_through_postgres_gives_24_ordered_rows => seed_example_gives_24_ordered_rows,
+    text_is_not_retyped_through_postgres => text_is_not_retyped,
+    checks_run_inside_the_database_through_postgres => checks_run_inside_the_database,
+    rematerializing_one_partition_replaces_only_its_rows => rematerializing_one_partition_replaces_only_its_rows,
+    a_failing_step_leaves_the_table_unchanged => a_failing_step_leaves_the_table_unchanged,
+    sql_text_in_a_partition_key_does_no_harm => sql_text_in_a_partition_key_does_no_harm,
+    a_changed_schema_is_an_error_unless_replacing_is_allowed => a_changed_schema_is_an_error_unless_replacing_is_allowed,
+    a_zero_row_partition_is_stored_in_postgres => a_zero_row_partition_is_stored,
+    range_steps_store_each_partition_as_its_rows => range_steps_store_each_partition_as_its_rows,
 }
 
 #[test]
 fn unpartitioned_round_trip_keeps_types_and_nulls() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
-    let dir = project(&[
-        ("defs/resources.toml", &pg.resources("")),
-        (
-            "defs/assets.toml",
-            &table_scenarios::raw_src_and_copy(
-                "",
-                r#"n,x,s,b\\n1,1.5,hello,true\\n2,,\"a,b\",false\\n3,2.0,,\\n"#,
-            ),
+    let Some(mut pg) = Pg::open() else { return };
+    let dir = pg.project(&[(
+        "defs/assets.toml",
+        &table_scenarios::raw_src_and_copy(
+            "",
+            r#"n,x,s,b\\n1,1.5,hello,true\\n2,,\"a,b\",false\\n3,2.0,,\\n"#,
         ),
-    ]);
+    )]);
     assert_ok(&pg.materialize(dir.path(), &[]));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("seen.csv")).unwrap(),
@@ -203,13 +177,10 @@ fn the_password_never_appears_in_a_successful_run() {
         eprintln!("DG_TEST_POSTGRES_URL has no password: nothing to hide");
         return;
     };
-    let dir = project(&[
-        ("defs/resources.toml", &pg.resources("")),
-        (
-            "defs/assets.toml",
-            "[assets.up]\nshell = \"printf 'a\\\\n1\\\\n' > \\\"$DG_OUTPUT\\\"\"\n",
-        ),
-    ]);
+    let dir = pg.project(&[(
+        "defs/assets.toml",
+        "[assets.up]\nshell = \"printf 'a\\\\n1\\\\n' > \\\"$DG_OUTPUT\\\"\"\n",
+    )]);
     let a = pg.materialize(dir.path(), &[]);
     assert_ok(&a);
     let b = pg.materialize(dir.path(), &["--json"]);
@@ -246,15 +217,11 @@ fn postgres_bulk_store_rate() {
 /// Issue 13: a header-only first partition does not fix the column types.
 #[test]
 fn an_empty_first_partition_does_not_fix_the_postgres_schema() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
-    let dir = project(&[
-        ("defs/resources.toml", &pg.resources("")),
-        (
-            "defs/assets.toml",
-            &table_scenarios::events_empty_on_the_first_day("2021-12-30"),
-        ),
-    ]);
+    let Some(mut pg) = Pg::open() else { return };
+    let dir = pg.project(&[(
+        "defs/assets.toml",
+        &table_scenarios::events_empty_on_the_first_day("2021-12-30"),
+    )]);
     assert_ok(&pg.materialize(dir.path(), &["--partition", "2021-12-30"]));
     assert_ok(&pg.materialize(
         dir.path(),
@@ -276,14 +243,4 @@ fn an_empty_first_partition_does_not_fix_the_postgres_schema() {
         pg.rows("SELECT count(*) FROM {s}.events"),
         vec![vec!["2".to_string()]]
     );
-}
-
-#[test]
-fn a_zero_row_partition_is_stored_in_postgres() {
-    table_scenarios::a_zero_row_partition_is_stored(Backend::Postgres);
-}
-
-#[test]
-fn range_steps_store_each_partition_as_its_rows() {
-    table_scenarios::range_steps_store_each_partition_as_its_rows(Backend::Postgres);
 }

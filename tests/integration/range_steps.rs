@@ -2,6 +2,8 @@
 //! partitions, and each is stored and recorded on its own. The table
 //! managers' scenarios are in `table_scenarios.rs`.
 
+use std::path::Path;
+
 use crate::support::{
     assert_contains, assert_ok, dg_now, files_under, items, json, one_file, read, step, unique_name,
 };
@@ -35,6 +37,14 @@ shell = 'cp "$DG_INPUT_EVENTS" "$DG_OUTPUT"'
     )
 }
 
+/// `dg --now NOW ARGS…` in the project `d`, which must succeed, and its
+/// JSON output.
+fn ok_json(d: &Path, args: &[&str]) -> serde_json::Value {
+    let run = dg_now(d, NOW, args);
+    assert_ok(&run);
+    json(&run)
+}
+
 fn ids(v: &serde_json::Value) -> Vec<String> {
     items(&v["steps"])
         .iter()
@@ -51,9 +61,7 @@ fn consecutive_partitions_run_as_range_steps_and_are_stored_one_by_one() {
     // The plan: 3 range steps for 7 days, each with its partitions.
     let mut args = vec!["plan", "--json"];
     args.extend(range);
-    let run = dg_now(d, NOW, &args);
-    assert_ok(&run);
-    let plan = json(&run);
+    let plan = ok_json(d, &args);
     let events: Vec<String> = ids(&plan)
         .into_iter()
         .filter(|i| i.starts_with("events"))
@@ -96,9 +104,7 @@ fn consecutive_partitions_run_as_range_steps_and_are_stored_one_by_one() {
     // The run: 3 processes for `events`, each partition stored on its own.
     let mut args = vec!["materialize", "--json"];
     args.extend(range);
-    let run = dg_now(d, NOW, &args);
-    assert_ok(&run);
-    let summary = json(&run);
+    let summary = ok_json(d, &args);
     assert_eq!(summary["steps"].as_array().unwrap().len(), 10);
     assert_eq!(
         step(&summary, "events[2024-01-04...2024-01-06]")["partitions"],
@@ -298,9 +304,8 @@ sql = """
 "#
     ));
     let d = dir.path();
-    let run = dg_now(
+    let summary = ok_json(
         d,
-        NOW,
         &[
             "materialize",
             "--json",
@@ -308,8 +313,6 @@ sql = """
             "2024-01-02...2024-01-04",
         ],
     );
-    assert_ok(&run);
-    let summary = json(&run);
     step(&summary, "totals[2024-01-02...2024-01-04]");
     assert_eq!(
         read(d.join(".dg/storage/totals/2024-01-03.csv")),
@@ -440,9 +443,8 @@ shell = 'cp "$DG_INPUT_EVENTS" "seen-$DG_PARTITION_KEY.jsonl" && cp "$DG_INPUT_E
 "#
     ));
     let d = dir.path();
-    let run = dg_now(
+    let summary = ok_json(
         d,
-        NOW,
         &[
             "materialize",
             "--json",
@@ -450,8 +452,6 @@ shell = 'cp "$DG_INPUT_EVENTS" "seen-$DG_PARTITION_KEY.jsonl" && cp "$DG_INPUT_E
             "2024-01-01...2024-01-03",
         ],
     );
-    assert_ok(&run);
-    let summary = json(&run);
     step(&summary, "events[2024-01-01...2024-01-02]");
     step(&summary, "events[2024-01-03]");
     // Each partition is its own object, read back alone by the next step.

@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::support::{
-    assert_contains, assert_fails_with, assert_ok, dg_now, find, hourly_daily, items, project,
+    Run, assert_contains, assert_fails_with, assert_ok, dg_now, find, hourly_daily, items, project,
     read, repo,
 };
 
@@ -74,6 +74,33 @@ fn drawn(file: &Path) -> Option<Value> {
     Some(serde_json::from_slice(&out.stdout).expect("the harness prints JSON"))
 }
 
+/// The id of the run `run` (a `--json` summary).
+fn run_id(run: &Run) -> String {
+    crate::support::json(run)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Materializes the hour `hour` of `events` in the project `dir`, checks
+/// that it succeeded, and returns the run's id.
+fn materialize_hour(dir: &Path, hour: &str) -> String {
+    let run = dg_now(
+        dir,
+        NOW,
+        &[
+            "materialize",
+            "--select",
+            "events",
+            "--partition",
+            hour,
+            "--json",
+        ],
+    );
+    assert_ok(&run);
+    run_id(&run)
+}
+
 fn asset<'a>(d: &'a Value, key: &str) -> &'a Value {
     find(&d["assets"], "key", key)
 }
@@ -81,33 +108,14 @@ fn asset<'a>(d: &'a Value, key: &str) -> &'a Value {
 #[test]
 fn the_report_shows_graph_partitions_run_failures_and_checks() {
     let p = project(&[("defs/a.toml", DEFS)]);
-    let first = dg_now(
-        p.path(),
-        NOW,
-        &[
-            "materialize",
-            "--select",
-            "events",
-            "--partition",
-            "2022-01-01-00:00",
-            "--json",
-        ],
-    );
-    assert_ok(&first);
-    let first_id = crate::support::json(&first)["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first_id = materialize_hour(p.path(), "2022-01-01-00:00");
     let run = dg_now(
         p.path(),
         NOW,
         &["materialize", "--all-partitions", "--json"],
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
-    let run_id = crate::support::json(&run)["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run_id = run_id(&run);
 
     let rep = dg_now(p.path(), NOW, &["report", "--out", "out/report.html"]);
     // A folder that does not exist is an error, not a panic.
@@ -344,23 +352,7 @@ fn get(port: u16, path: &str) -> (String, String) {
 fn dg_ui_serves_the_report_live_from_the_history() {
     use std::io::BufRead;
     let p = project(&[("defs/a.toml", DEFS)]);
-    let first = dg_now(
-        p.path(),
-        NOW,
-        &[
-            "materialize",
-            "--select",
-            "events",
-            "--partition",
-            "2022-01-01-00:00",
-            "--json",
-        ],
-    );
-    assert_ok(&first);
-    let first_id = crate::support::json(&first)["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first_id = materialize_hour(p.path(), "2022-01-01-00:00");
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("dg"))
         .args([
             "--project",
@@ -392,23 +384,7 @@ fn dg_ui_serves_the_report_live_from_the_history() {
         assert!(body.contains(r#"<meta http-equiv="refresh""#));
         assert_eq!(data(&body)["run"]["id"], first_id.as_str());
         // A new run shows on the next request.
-        let run = dg_now(
-            p.path(),
-            NOW,
-            &[
-                "materialize",
-                "--select",
-                "events",
-                "--partition",
-                "2022-01-01-01:00",
-                "--json",
-            ],
-        );
-        assert_ok(&run);
-        let id = crate::support::json(&run)["run_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let id = materialize_hour(p.path(), "2022-01-01-01:00");
         let (_, body) = get(port, "/data.json");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["run"]["id"], id.as_str());

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::backend::{NOW, Pg, pg_url};
+use crate::backend::{NOW, Pg};
 use crate::sql_in_db::{DAY_AGAIN, SQL_TEXT_KEYS, assets, hours, write_query};
 use crate::support::{
     Run, assert_contains, assert_no_panic, dg_with_env, json, metadata_in, project, step_logs,
@@ -67,8 +67,7 @@ const DAILY: &str = "SELECT dg_partition, date, n FROM {s}.daily ORDER BY ctid";
 
 #[test]
 fn a_query_over_the_same_schema_runs_inside_postgres_and_moves_no_rows() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
+    let Some(mut pg) = Pg::open() else { return };
     // `::` casts, a string that looks like a parameter, and a bound time window.
     let query = "SELECT date, n::bigint AS n, ':run_id' AS lit, :partition_key AS day \
                  FROM upstream WHERE :partition_start::timestamptz < :partition_end::timestamptz";
@@ -125,8 +124,7 @@ fn a_query_over_the_same_schema_runs_inside_postgres_and_moves_no_rows() {
 
 #[test]
 fn on_another_manager_the_query_runs_in_the_embedded_engine() {
-    let Some(url) = pg_url() else { return };
-    let pg = Pg::new(url);
+    let Some(pg) = Pg::open() else { return };
     let dir = warehouse_project(&pg, "io_manager", "SELECT * FROM upstream");
     let run_id = materialize_ok(&pg, dir.path(), &["--partition", "2022-01-01"]);
     let md = metadata(&pg, dir.path(), &run_id, "daily");
@@ -141,8 +139,7 @@ fn on_another_manager_the_query_runs_in_the_embedded_engine() {
 
 #[test]
 fn a_failing_query_leaves_the_table_as_it_was() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
+    let Some(mut pg) = Pg::open() else { return };
     let dir = warehouse_project(&pg, "warehouse", "SELECT * FROM upstream");
     materialize_ok(&pg, dir.path(), &["--partition", "2022-01-01"]);
     let before = pg.rows(DAILY);
@@ -178,8 +175,7 @@ fn a_failing_query_leaves_the_table_as_it_was() {
 
 #[test]
 fn partition_keys_made_of_sql_text_are_harmless() {
-    let Some(url) = pg_url() else { return };
-    let mut pg = Pg::new(url);
+    let Some(mut pg) = Pg::open() else { return };
     let key = "x'); DROP TABLE t; --";
     let dir = project(&[
         ("defs/resources.toml", &resources(&pg)),

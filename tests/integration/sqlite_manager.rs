@@ -5,7 +5,9 @@ use std::path::Path;
 
 use rusqlite::Connection;
 
-use crate::backend::{Backend, Db, SQLITE, bulk_store_rate, sqlite_db, sqlite_rows};
+use crate::backend::{
+    Backend, Db, SQLITE, bulk_store_rate, scenario_tests, sqlite_db, sqlite_rows,
+};
 use crate::support::{Run, dg, project};
 use crate::table_scenarios;
 
@@ -29,39 +31,17 @@ fn table_exists(conn: &Connection, name: &str) -> bool {
 
 // Scenarios shared with the other table backend (`table_scenarios.rs`).
 
-#[test]
-fn seed_example_through_sqlite_gives_24_ordered_rows() {
-    table_scenarios::seed_example_gives_24_ordered_rows(Backend::Sqlite);
-}
-
-#[test]
-fn text_is_not_retyped_through_sqlite() {
-    table_scenarios::text_is_not_retyped(Backend::Sqlite);
-}
-
-#[test]
-fn checks_run_inside_the_database_through_sqlite() {
-    table_scenarios::checks_run_inside_the_database(Backend::Sqlite);
-}
-
-#[test]
-fn rematerializing_one_partition_replaces_only_its_rows() {
-    table_scenarios::rematerializing_one_partition_replaces_only_its_rows(Backend::Sqlite);
-}
-
-#[test]
-fn a_failing_step_leaves_the_table_unchanged() {
-    table_scenarios::a_failing_step_leaves_the_table_unchanged(Backend::Sqlite);
-}
-
-#[test]
-fn sql_text_in_a_partition_key_does_no_harm() {
-    table_scenarios::sql_text_in_a_partition_key_does_no_harm(Backend::Sqlite);
-}
-
-#[test]
-fn a_changed_schema_is_an_error_unless_replacing_is_allowed() {
-    table_scenarios::a_changed_schema_is_an_error_unless_replacing_is_allowed(Backend::Sqlite);
+scenario_tests! {
+    Backend::Sqlite;
+    seed_example_through_sqlite_gives_24_ordered_rows => seed_example_gives_24_ordered_rows,
+    text_is_not_retyped_through_sqlite => text_is_not_retyped,
+    checks_run_inside_the_database_through_sqlite => checks_run_inside_the_database,
+    rematerializing_one_partition_replaces_only_its_rows => rematerializing_one_partition_replaces_only_its_rows,
+    a_failing_step_leaves_the_table_unchanged => a_failing_step_leaves_the_table_unchanged,
+    sql_text_in_a_partition_key_does_no_harm => sql_text_in_a_partition_key_does_no_harm,
+    a_changed_schema_is_an_error_unless_replacing_is_allowed => a_changed_schema_is_an_error_unless_replacing_is_allowed,
+    a_zero_row_partition_is_stored => a_zero_row_partition_is_stored,
+    range_steps_store_each_partition_as_its_rows => range_steps_store_each_partition_as_its_rows,
 }
 
 #[test]
@@ -172,11 +152,6 @@ fn an_empty_first_partition_does_not_fix_the_schema() {
     );
 }
 
-#[test]
-fn a_zero_row_partition_is_stored() {
-    table_scenarios::a_zero_row_partition_is_stored(Backend::Sqlite);
-}
-
 /// Storing 1,000,000 CSV rows of 5 columns, in-process (run with
 /// `cargo test --release --test integration sqlite_bulk -- --ignored --nocapture`).
 #[test]
@@ -191,9 +166,4 @@ fn sqlite_bulk_store_rate() {
         .create_io_manager(cx)
         .unwrap()
     });
-}
-
-#[test]
-fn range_steps_store_each_partition_as_its_rows() {
-    table_scenarios::range_steps_store_each_partition_as_its_rows(Backend::Sqlite);
 }

@@ -3,18 +3,17 @@
 //! one in `postgres_manager.rs` and one in `duckdb_manager.rs`; what only
 //! one backend does stays in its own file.
 
+use tempfile::TempDir;
+
 use crate::backend::{Backend, Db};
-use crate::support::{
-    assert_contains, assert_fails_with, assert_ok, hourly_daily, items, project, read,
-};
+use crate::support::{assert_contains, assert_fails_with, assert_ok, hourly_daily, items, read};
 
 /// The bundled example's shape through the manager: 24 hours, one day.
 pub fn seed_example_gives_24_ordered_rows(backend: Backend) {
     let Some(mut db) = Db::open(backend) else {
         return;
     };
-    let dir = project(&[
-        ("defs/resources.toml", &db.resources("")),
+    let dir = db.project(&[
         (
             "defs/assets.toml",
             concat!(
@@ -97,11 +96,9 @@ pub fn text_is_not_retyped(backend: Backend) {
     let Some(mut db) = Db::open(backend) else {
         return;
     };
-    let dir = project(&[
-        ("defs/resources.toml", &db.resources("")),
-        (
-            "defs/assets.toml",
-            r#"
+    let dir = db.project(&[(
+        "defs/assets.toml",
+        r#"
 [assets.src]
 shell = "printf 'zip,classification,ok\\n02134,True,true\\n10001,False,false\\n' > \"$DG_OUTPUT\""
 
@@ -109,8 +106,7 @@ shell = "printf 'zip,classification,ok\\n02134,True,true\\n10001,False,false\\n'
 deps = ["src"]
 shell = "cp \"$DG_INPUT_SRC\" seen.csv && cp \"$DG_INPUT_SRC\" \"$DG_OUTPUT\""
 "#,
-        ),
-    ]);
+    )]);
     let d = dir.path();
     assert_ok(&db.materialize(d, &[]));
     assert_eq!(
@@ -136,17 +132,20 @@ partitions = "letters"
 shell = "if [ -f bad ]; then printf 'k,v\\n1,2\\n3\\n'; else printf 'k,v\\n%s,%s\\n%s,%s\\n' \"$DG_PARTITION_KEY\" \"$(cat version)\" \"$DG_PARTITION_KEY\" \"$(cat version)\"; fi > \"$DG_OUTPUT\""
 "#;
 
+/// A project holding [`STATIC_AB`] with `version` 1, both partitions
+/// materialized (two rows each).
+fn both_letters_at_version_1(db: &Db) -> TempDir {
+    let dir = db.project(&[("defs/assets.toml", STATIC_AB), ("version", "1")]);
+    assert_ok(&db.materialize(dir.path(), &["--all-partitions"]));
+    dir
+}
+
 pub fn rematerializing_one_partition_replaces_only_its_rows(backend: Backend) {
     let Some(mut db) = Db::open(backend) else {
         return;
     };
-    let dir = project(&[
-        ("defs/resources.toml", &db.resources("")),
-        ("defs/assets.toml", STATIC_AB),
-        ("version", "1"),
-    ]);
+    let dir = both_letters_at_version_1(&db);
     let d = dir.path();
-    assert_ok(&db.materialize(d, &["--all-partitions"]));
     std::fs::write(d.join("version"), "2").unwrap();
     assert_ok(&db.materialize(d, &["--partition", "a"]));
     assert_eq!(
@@ -167,13 +166,8 @@ pub fn a_failing_step_leaves_the_table_unchanged(backend: Backend) {
     let Some(mut db) = Db::open(backend) else {
         return;
     };
-    let dir = project(&[
-        ("defs/resources.toml", &db.resources("")),
-        ("defs/assets.toml", STATIC_AB),
-        ("version", "1"),
-    ]);
+    let dir = both_letters_at_version_1(&db);
     let d = dir.path();
-    assert_ok(&db.materialize(d, &["--all-partitions"]));
     let q = "SELECT {rowid}, dg_partition, k, v FROM {s}.parts ORDER BY {rowid}";
     let before = db.rows(d, q);
     assert_eq!(before.len(), 4);
@@ -206,11 +200,9 @@ pub fn sql_text_in_a_partition_key_does_no_harm(backend: Backend) {
         return;
     };
     let key = "x'); DROP TABLE t; --";
-    let dir = project(&[
-        ("defs/resources.toml", &db.resources("")),
-        (
-            "defs/assets.toml",
-            r#"
+    let dir = db.project(&[(
+        "defs/assets.toml",
+        r#"
 [partitions.evil]
 type = "static"
 keys = ["x'); DROP TABLE t; --", "ok"]
@@ -227,8 +219,7 @@ partitions = "evil"
 deps = ["evil_asset"]
 shell = "cp \"$DG_INPUT_EVIL_ASSET\" \"$DG_OUTPUT\""
 "#,
-        ),
-    ]);
+    )]);
     let d = dir.path();
     assert_ok(&db.materialize(d, &["--select", "t"]));
     assert_ok(&db.materialize(d, &["--select", "evil_asset+", "--all-partitions"]));
@@ -258,10 +249,7 @@ pub fn a_changed_schema_is_an_error_unless_replacing_is_allowed(backend: Backend
 [assets."sales/daily"]
 shell = "if [ -f v2 ]; then printf 'a,c\\nx,3\\n'; else printf 'a,b\\nx,1\\n'; fi > \"$DG_OUTPUT\""
 "#;
-    let dir = project(&[
-        ("defs/resources.toml", &db.resources("")),
-        ("defs/assets.toml", assets),
-    ]);
+    let dir = db.project(&[("defs/assets.toml", assets)]);
     let d = dir.path();
     assert_ok(&db.materialize(d, &[]));
     std::fs::write(d.join("v2"), "").unwrap();
@@ -378,10 +366,7 @@ shell = '''
 "#
         )
     };
-    let dir = project(&[
-        ("defs/resources.toml", &db.resources("")),
-        ("defs/assets.toml", &asset("a")),
-    ]);
+    let dir = db.project(&[("defs/assets.toml", &asset("a"))]);
     let d = dir.path();
     let run = db.materialize(
         d,
@@ -429,8 +414,7 @@ pub fn a_zero_row_partition_is_stored(backend: Backend) {
     let Some(mut db) = Db::open(backend) else {
         return;
     };
-    let dir = project(&[
-        ("defs/resources.toml", &db.resources("")),
+    let dir = db.project(&[
         (
             "defs/assets.toml",
             r#"
