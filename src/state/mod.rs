@@ -16,6 +16,7 @@
 
 pub mod incremental;
 pub mod postgres;
+mod schema;
 pub mod sqlite;
 
 use std::collections::HashSet;
@@ -135,11 +136,11 @@ pub(crate) fn now() -> String {
 
 /// The columns of `runs` a [`RunRecord`] is read from ([`run_from_row`]),
 /// in order.
-pub(crate) const RUN_COLUMNS: &str = "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps, profile, config";
+pub(crate) const RUN_COLUMNS: &str = schema::run_columns!();
 
 /// The columns of `check_results` a [`CheckRecord`] is read from
 /// ([`check_from_row`]), in order.
-pub(crate) const CHECK_COLUMNS: &str = "run_id, asset, partition, check_name, passed, severity, message, metadata, created_at, duration_ms";
+pub(crate) const CHECK_COLUMNS: &str = schema::check_columns!();
 
 /// A row of a store's query (SQLite's or Postgres's), read by column.
 pub(crate) trait StoredRow {
