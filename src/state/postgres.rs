@@ -21,9 +21,9 @@ use anyhow::Context;
 use postgres::{Client, NoTls, Row, Transaction};
 
 use super::{
-    AttemptRecord, CHECK_COLUMNS, CheckRecord, InputRead, Lease, Materialization, PartitionState,
+    AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization, PartitionState,
     PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore, StoredRow, TickClaim,
-    check_from_row, now, run_from_row, schema,
+    check_from_row, materialization_from_row, now, run_from_row, schema, step_result_from_row,
 };
 use schema::pg;
 
@@ -567,21 +567,8 @@ impl StateStore for PostgresStore {
             .query(pg(schema::MATERIALIZATIONS), &[&run_id])?;
         Ok(rows
             .iter()
-            .map(|r| {
-                let partition: String = r.get(1);
-                Materialization {
-                    asset: r.get(0),
-                    partition: (!partition.is_empty()).then_some(partition),
-                    run_id: r.get(2),
-                    created_at: r.get(3),
-                    code_version: r.get(4),
-                    data_version: r.get(5),
-                    inputs: serde_json::from_str::<Vec<InputRead>>(r.get(6)).unwrap_or_default(),
-                    input_fp: r.get(7),
-                    metadata: serde_json::from_str(r.get(8)).unwrap_or_default(),
-                }
-            })
-            .collect())
+            .map(materialization_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>> {
@@ -704,20 +691,9 @@ impl StateStore for PostgresStore {
         Ok(self
             .client()
             .query(pg(schema::STEP_RESULTS), &[&run_id])?
-            .into_iter()
-            .map(|r| super::StepResult {
-                run_id: r.get(0),
-                step_id: r.get(1),
-                attempt: r.get::<_, i64>(2) as u32,
-                status: r.get(3),
-                attempts: r.get::<_, i64>(4) as u32,
-                error: r.get(5),
-                blocked_by: r.get(6),
-                log_path: r.get(7),
-                host: r.get(8),
-                finished_at: r.get(9),
-            })
-            .collect())
+            .iter()
+            .map(step_result_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>> {

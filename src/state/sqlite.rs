@@ -11,9 +11,9 @@ use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AttemptRecord, CHECK_COLUMNS, CheckRecord, InputRead, Lease, Materialization, PartitionState,
+    AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization, PartitionState,
     PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore, StoredRow, TickClaim,
-    check_from_row, now, run_from_row, schema,
+    check_from_row, materialization_from_row, now, run_from_row, schema, step_result_from_row,
 };
 
 /// Each entry upgrades the schema by one version.
@@ -551,22 +551,7 @@ impl StateStore for SqliteStore {
     fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>> {
         let conn = self.conn();
         let mut st = conn.prepare(schema::MATERIALIZATIONS)?;
-        let rows = st.query_map(params![run_id], |r| {
-            let partition: String = r.get(1)?;
-            let inputs: String = r.get(6)?;
-            let metadata: String = r.get(8)?;
-            Ok(Materialization {
-                asset: r.get(0)?,
-                partition: (!partition.is_empty()).then_some(partition),
-                run_id: r.get(2)?,
-                created_at: r.get(3)?,
-                code_version: r.get(4)?,
-                data_version: r.get(5)?,
-                inputs: serde_json::from_str::<Vec<InputRead>>(&inputs).unwrap_or_default(),
-                input_fp: r.get(7)?,
-                metadata: serde_json::from_str(&metadata).unwrap_or_default(),
-            })
-        })?;
+        let rows = st.query_map(params![run_id], |r| materialization_from_row(r))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -683,20 +668,7 @@ impl StateStore for SqliteStore {
     fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<super::StepResult>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(schema::STEP_RESULTS)?;
-        let rows = st.query_map(params![run_id], |r| {
-            Ok(super::StepResult {
-                run_id: r.get(0)?,
-                step_id: r.get(1)?,
-                attempt: r.get(2)?,
-                status: r.get(3)?,
-                attempts: r.get(4)?,
-                error: r.get(5)?,
-                blocked_by: r.get(6)?,
-                log_path: r.get(7)?,
-                host: r.get(8)?,
-                finished_at: r.get(9)?,
-            })
-        })?;
+        let rows = st.query_map(params![run_id], |r| step_result_from_row(r))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
