@@ -16,6 +16,7 @@
 
 pub mod incremental;
 pub mod postgres;
+mod schema;
 pub mod sqlite;
 
 use std::collections::HashSet;
@@ -135,11 +136,11 @@ pub(crate) fn now() -> String {
 
 /// The columns of `runs` a [`RunRecord`] is read from ([`run_from_row`]),
 /// in order.
-pub(crate) const RUN_COLUMNS: &str = "id, started_at, ended_at, status, selection, partitions, dg_version, pid, host, steps, profile, config";
+pub(crate) const RUN_COLUMNS: &str = schema::run_columns!();
 
 /// The columns of `check_results` a [`CheckRecord`] is read from
 /// ([`check_from_row`]), in order.
-pub(crate) const CHECK_COLUMNS: &str = "run_id, asset, partition, check_name, passed, severity, message, metadata, created_at, duration_ms";
+pub(crate) const CHECK_COLUMNS: &str = schema::check_columns!();
 
 /// A row of a store's query (SQLite's or Postgres's), read by column.
 pub(crate) trait StoredRow {
@@ -183,6 +184,38 @@ pub(crate) fn check_from_row<R: StoredRow>(r: &R) -> Result<CheckRecord, R::Erro
         metadata: serde_json::from_str(&r.text(7)?).unwrap_or(serde_json::Value::Null),
         created_at: r.text(8)?,
         duration_ms: r.int(9)?,
+    })
+}
+
+/// A materialization from a row of [`schema::MATERIALIZATIONS`].
+pub(crate) fn materialization_from_row<R: StoredRow>(r: &R) -> Result<Materialization, R::Error> {
+    let partition = r.text(1)?;
+    Ok(Materialization {
+        asset: r.text(0)?,
+        partition: (!partition.is_empty()).then_some(partition),
+        run_id: r.text(2)?,
+        created_at: r.text(3)?,
+        code_version: r.opt_text(4)?,
+        data_version: r.text(5)?,
+        inputs: serde_json::from_str::<Vec<InputRead>>(&r.text(6)?).unwrap_or_default(),
+        input_fp: r.text(7)?,
+        metadata: serde_json::from_str(&r.text(8)?).unwrap_or_default(),
+    })
+}
+
+/// What `dg step` recorded, from a row of [`schema::STEP_RESULTS`].
+pub(crate) fn step_result_from_row<R: StoredRow>(r: &R) -> Result<StepResult, R::Error> {
+    Ok(StepResult {
+        run_id: r.text(0)?,
+        step_id: r.text(1)?,
+        attempt: r.int(2)? as u32,
+        status: r.text(3)?,
+        attempts: r.int(4)? as u32,
+        error: r.opt_text(5)?,
+        blocked_by: r.opt_text(6)?,
+        log_path: r.opt_text(7)?,
+        host: r.text(8)?,
+        finished_at: r.text(9)?,
     })
 }
 

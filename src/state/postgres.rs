@@ -21,147 +21,22 @@ use anyhow::Context;
 use postgres::{Client, NoTls, Row, Transaction};
 
 use super::{
-    AttemptRecord, CHECK_COLUMNS, CheckRecord, InputRead, Lease, Materialization, PartitionState,
+    AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization, PartitionState,
     PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore, StoredRow, TickClaim,
-    check_from_row, now, run_from_row,
+    check_from_row, materialization_from_row, now, run_from_row, schema, step_result_from_row,
 };
+use schema::pg;
 
 /// Each entry upgrades the schema by one version (the SQLite store's tables,
 /// in Postgres types).
-pub const MIGRATIONS: &[&str] = &[
-    // 1: runs, attempts, materializations, partition state, dynamic keys, leases.
-    "CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        started_at TEXT NOT NULL,
-        ended_at TEXT,
-        status TEXT NOT NULL,
-        selection TEXT NOT NULL,
-        partitions TEXT NOT NULL,
-        dg_version TEXT NOT NULL,
-        pid BIGINT NOT NULL,
-        host TEXT NOT NULL,
-        steps BIGINT
-     );
-     CREATE INDEX runs_running ON runs (status, host);
-     CREATE TABLE step_attempts (
-        run_id TEXT NOT NULL,
-        step_id TEXT NOT NULL,
-        asset TEXT NOT NULL,
-        partition TEXT,
-        attempt BIGINT NOT NULL,
-        status TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        duration_ms BIGINT NOT NULL,
-        exit_code INTEGER,
-        error TEXT,
-        log_path TEXT,
-        PRIMARY KEY (run_id, step_id, attempt)
-     );
-     CREATE TABLE materializations (
-        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        asset TEXT NOT NULL,
-        partition TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        code_version TEXT,
-        data_version TEXT NOT NULL,
-        inputs TEXT NOT NULL,
-        input_fp TEXT NOT NULL,
-        metadata TEXT NOT NULL
-     );
-     CREATE INDEX materializations_by_run ON materializations (run_id);
-     CREATE INDEX materializations_by_partition ON materializations (asset, partition, id);
-     CREATE TABLE partition_state (
-        asset TEXT NOT NULL,
-        partition TEXT NOT NULL,
-        status TEXT NOT NULL,
-        run_id TEXT,
-        code_version TEXT,
-        data_version TEXT,
-        input_fp TEXT,
-        updated_at TEXT NOT NULL,
-        PRIMARY KEY (asset, partition)
-     );
-     CREATE TABLE dynamic_partitions (
-        name TEXT NOT NULL,
-        key TEXT NOT NULL,
-        position BIGINT NOT NULL,
-        PRIMARY KEY (name, key)
-     );
-     CREATE TABLE leases (
-        asset TEXT NOT NULL,
-        partition TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        pid BIGINT NOT NULL,
-        host TEXT NOT NULL,
-        acquired_at TEXT NOT NULL,
-        PRIMARY KEY (asset, partition)
-     );",
-    // 2: ticks of scheduled jobs, claimed by `dg tick` before a job runs.
-    "CREATE TABLE job_ticks (
-        job TEXT NOT NULL,
-        tick BIGINT NOT NULL,
-        tick_time TEXT NOT NULL,
-        status TEXT NOT NULL,
-        run_id TEXT,
-        pid BIGINT NOT NULL,
-        host TEXT NOT NULL,
-        claimed_at TEXT NOT NULL,
-        ended_at TEXT,
-        PRIMARY KEY (job, tick)
-     );",
-    // 3: pool slots, one row per step holding one (`[pools]`).
-    "CREATE TABLE pool_slots (
-        pool TEXT NOT NULL,
-        slot BIGINT NOT NULL,
-        run_id TEXT NOT NULL,
-        pid BIGINT NOT NULL,
-        host TEXT NOT NULL,
-        step_id TEXT NOT NULL,
-        acquired_at TEXT NOT NULL,
-        PRIMARY KEY (pool, slot)
-     );",
-    // 4: the profile and run config a run was made with.
-    "ALTER TABLE runs ADD COLUMN profile TEXT; ALTER TABLE runs ADD COLUMN config TEXT;",
-    // 5: asset checks: one row per check, partition and run.
-    "CREATE TABLE check_results (
-        id BIGSERIAL PRIMARY KEY,
-        run_id TEXT NOT NULL,
-        asset TEXT NOT NULL,
-        partition TEXT NOT NULL,
-        check_name TEXT NOT NULL,
-        passed BOOLEAN NOT NULL,
-        severity TEXT NOT NULL,
-        message TEXT,
-        metadata TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        duration_ms BIGINT NOT NULL
-     );
-     CREATE INDEX check_results_latest ON check_results (asset, partition, check_name, id);
-     CREATE INDEX check_results_by_run ON check_results (run_id);",
-    // 6: lease expiry (Unix milliseconds; NULL never expires) and the step
-    // specs of each run, for `dg step RUN_ID STEP_ID`.
-    "ALTER TABLE leases ADD COLUMN expires_at BIGINT;
-     CREATE TABLE step_specs (
-        run_id TEXT NOT NULL,
-        step_id TEXT NOT NULL,
-        spec TEXT NOT NULL,
-        PRIMARY KEY (run_id, step_id)
-     );
-     CREATE TABLE step_results (
-        run_id TEXT NOT NULL,
-        step_id TEXT NOT NULL,
-        attempt BIGINT NOT NULL,
-        status TEXT NOT NULL,
-        attempts BIGINT NOT NULL,
-        error TEXT,
-        blocked_by TEXT,
-        log_path TEXT,
-        host TEXT NOT NULL,
-        finished_at TEXT NOT NULL,
-        PRIMARY KEY (run_id, step_id)
-     );",
-];
+pub const MIGRATIONS: &[&str] = schema::migrations!(
+    int = "BIGINT",
+    flag = "BOOLEAN",
+    serial = "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    check_serial = "BIGSERIAL PRIMARY KEY",
+    without_rowid = "",
+    runs_index = "\n     CREATE INDEX runs_running ON runs (status, host);",
+);
 
 /// First key of dg's advisory locks (`pg_advisory_xact_lock(int, int)`);
 /// the second is a hash of the schema (migrations) or of the schema and a
@@ -399,9 +274,7 @@ impl StoredRow for Row {
 impl StateStore for PostgresStore {
     fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         self.client().execute(
-            &format!(
-                "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-            ),
+            pg(schema::INSERT_RUN),
             &[
                 &run.id,
                 &run.started_at,
@@ -429,10 +302,10 @@ impl StateStore for PostgresStore {
     ) -> anyhow::Result<()> {
         self.in_tx(|tx| {
             tx.execute(
-                "UPDATE runs SET status = $2, ended_at = $3, steps = $4 WHERE id = $1",
+                pg(schema::END_RUN),
                 &[&id, &status.as_str(), &ended_at, &steps],
             )?;
-            tx.execute("DELETE FROM leases WHERE run_id = $1", &[&id])?;
+            tx.execute(pg(schema::RELEASE_RUN_LEASES), &[&id])?;
             Ok(())
         })
     }
@@ -482,9 +355,7 @@ impl StateStore for PostgresStore {
                     Record::Materialization(m) => {
                         if mat.is_none() {
                             mat = Some(tx.prepare(
-                                "INSERT INTO materializations
-                                 (asset, partition, run_id, created_at, code_version, data_version, inputs, input_fp, metadata)
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                pg(schema::INSERT_MATERIALIZATION),
                             )?);
                             state_ok = Some(tx.prepare(
                                 "INSERT INTO partition_state
@@ -530,10 +401,7 @@ impl StateStore for PostgresStore {
                     } => {
                         if state_failed.is_none() {
                             state_failed = Some(tx.prepare(
-                                "INSERT INTO partition_state (asset, partition, status, updated_at)
-                                 VALUES ($1, $2, 'failed', $3)
-                                 ON CONFLICT (asset, partition) DO UPDATE SET
-                                   status = 'failed', updated_at = excluded.updated_at",
+                                pg(schema::PARTITION_FAILED),
                             )?);
                         }
                         tx.execute(
@@ -543,9 +411,7 @@ impl StateStore for PostgresStore {
                     }
                     Record::Check(c) => {
                         tx.execute(
-                            "INSERT INTO check_results
-                             (run_id, asset, partition, check_name, passed, severity, message, metadata, created_at, duration_ms)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                            pg(schema::INSERT_CHECK),
                             &[
                                 &c.run_id,
                                 &c.asset,
@@ -590,7 +456,7 @@ impl StateStore for PostgresStore {
                     } => {
                         if release.is_none() {
                             release = Some(tx.prepare(
-                                "DELETE FROM leases WHERE asset = $1 AND partition = $2 AND run_id = $3",
+                                pg(schema::RELEASE_LEASE),
                             )?);
                         }
                         tx.execute(release.as_ref().unwrap(), &[asset, partition, run_id])?;
@@ -603,11 +469,7 @@ impl StateStore for PostgresStore {
 
     fn partitions(&self, asset: &str, _expected: usize) -> anyhow::Result<PartitionStates> {
         let mut client = self.client();
-        let rows = client.query(
-            "SELECT partition, status, run_id, code_version, data_version, input_fp
-             FROM partition_state WHERE asset = $1",
-            &[&asset],
-        )?;
+        let rows = client.query(pg(schema::PARTITION_STATES), &[&asset])?;
         drop(client);
         let mut out = PartitionStates::with_capacity_and_hasher(rows.len(), Default::default());
         let mut interned: rustc_hash::FxHashMap<String, std::sync::Arc<str>> = Default::default();
@@ -654,10 +516,7 @@ impl StateStore for PostgresStore {
     }
 
     fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>> {
-        let rows = self.client().query(
-            "SELECT partition FROM partition_state WHERE asset = $1 AND run_id IS NOT NULL",
-            &[&asset],
-        )?;
+        let rows = self.client().query(pg(schema::MATERIALIZED), &[&asset])?;
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
 
@@ -673,10 +532,7 @@ impl StateStore for PostgresStore {
     }
 
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
-        let row = self.client().query_opt(
-            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"),
-            &[&id],
-        )?;
+        let row = self.client().query_opt(pg(schema::RUN), &[&id])?;
         Ok(row.as_ref().map(run_from_row).transpose()?)
     }
 
@@ -706,35 +562,17 @@ impl StateStore for PostgresStore {
     }
 
     fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>> {
-        let rows = self.client().query(
-            "SELECT asset, partition, run_id, created_at, code_version, data_version, inputs, input_fp, metadata
-             FROM materializations WHERE run_id = $1 ORDER BY id",
-            &[&run_id],
-        )?;
+        let rows = self
+            .client()
+            .query(pg(schema::MATERIALIZATIONS), &[&run_id])?;
         Ok(rows
             .iter()
-            .map(|r| {
-                let partition: String = r.get(1);
-                Materialization {
-                    asset: r.get(0),
-                    partition: (!partition.is_empty()).then_some(partition),
-                    run_id: r.get(2),
-                    created_at: r.get(3),
-                    code_version: r.get(4),
-                    data_version: r.get(5),
-                    inputs: serde_json::from_str::<Vec<InputRead>>(r.get(6)).unwrap_or_default(),
-                    input_fp: r.get(7),
-                    metadata: serde_json::from_str(r.get(8)).unwrap_or_default(),
-                }
-            })
-            .collect())
+            .map(materialization_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>> {
-        let rows = self.client().query(
-            "SELECT key FROM dynamic_partitions WHERE name = $1 ORDER BY position",
-            &[&name],
-        )?;
+        let rows = self.client().query(pg(schema::DYNAMIC_KEYS), &[&name])?;
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
 
@@ -746,10 +584,7 @@ impl StateStore for PostgresStore {
                 &[&LOCK_CLASS, &lock_key(&["dynamic", &self.schema, name])],
             )?;
             let mut next: i64 = tx
-                .query_one(
-                    "SELECT COALESCE(MAX(position), -1) + 1 FROM dynamic_partitions WHERE name = $1",
-                    &[&name],
-                )?
+                .query_one(pg(schema::NEXT_DYNAMIC_POSITION), &[&name])?
                 .get(0);
             let insert = tx.prepare(
                 "INSERT INTO dynamic_partitions (name, key, position) VALUES ($1, $2, $3)
@@ -770,10 +605,7 @@ impl StateStore for PostgresStore {
         self.in_tx(|tx| {
             let mut removed = 0;
             for k in keys {
-                removed += tx.execute(
-                    "DELETE FROM dynamic_partitions WHERE name = $1 AND key = $2",
-                    &[&name, k],
-                )? as usize;
+                removed += tx.execute(pg(schema::REMOVE_DYNAMIC_KEY), &[&name, k])? as usize;
             }
             Ok(removed)
         })
@@ -827,7 +659,7 @@ impl StateStore for PostgresStore {
 
     fn heartbeat(&self, me: &Lease) -> anyhow::Result<usize> {
         let n = self.client().execute(
-            "UPDATE leases SET expires_at = $4 WHERE run_id = $1 AND pid = $2 AND host = $3",
+            pg(schema::HEARTBEAT),
             &[
                 &me.run_id,
                 &(me.pid as i64),
@@ -858,34 +690,16 @@ impl StateStore for PostgresStore {
     fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<super::StepResult>> {
         Ok(self
             .client()
-            .query(
-                "SELECT run_id, step_id, attempt, status, attempts, error, blocked_by, log_path, host, finished_at
-                 FROM step_results WHERE run_id = $1",
-                &[&run_id],
-            )?
-            .into_iter()
-            .map(|r| super::StepResult {
-                run_id: r.get(0),
-                step_id: r.get(1),
-                attempt: r.get::<_, i64>(2) as u32,
-                status: r.get(3),
-                attempts: r.get::<_, i64>(4) as u32,
-                error: r.get(5),
-                blocked_by: r.get(6),
-                log_path: r.get(7),
-                host: r.get(8),
-                finished_at: r.get(9),
-            })
-            .collect())
+            .query(pg(schema::STEP_RESULTS), &[&run_id])?
+            .iter()
+            .map(step_result_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .client()
-            .query_opt(
-                "SELECT spec FROM step_specs WHERE run_id = $1 AND step_id = $2",
-                &[&run_id, &step_id],
-            )?
+            .query_opt(pg(schema::STEP_SPEC), &[&run_id, &step_id])?
             .map(|r| r.get(0)))
     }
 
@@ -902,20 +716,14 @@ impl StateStore for PostgresStore {
                 "SELECT pg_advisory_xact_lock($1, $2)",
                 &[&LOCK_CLASS, &lock_key(&["pool", &self.schema, pool])],
             )?;
-            let rows = tx.query(
-                "SELECT slot, pid, host FROM pool_slots WHERE pool = $1",
-                &[&pool],
-            )?;
+            let rows = tx.query(pg(schema::POOL_HOLDERS), &[&pool])?;
             let mut held = Vec::with_capacity(rows.len());
             for r in rows {
                 let slot = r.get::<_, i64>(0) as u32;
                 let pid = r.get::<_, i64>(1) as u32;
                 let host: String = r.get(2);
                 if host == me.host && pid != me.pid && !super::pid_alive(pid) {
-                    tx.execute(
-                        "DELETE FROM pool_slots WHERE pool = $1 AND slot = $2",
-                        &[&pool, &(slot as i64)],
-                    )?;
+                    tx.execute(pg(schema::RECLAIM_POOL_SLOT), &[&pool, &(slot as i64)])?;
                 } else {
                     held.push(slot);
                 }
@@ -924,8 +732,7 @@ impl StateStore for PostgresStore {
                 return Ok(None);
             };
             tx.execute(
-                "INSERT INTO pool_slots (pool, slot, run_id, pid, host, step_id, acquired_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                pg(schema::TAKE_POOL_SLOT),
                 &[
                     &pool,
                     &(slot as i64),
@@ -942,7 +749,7 @@ impl StateStore for PostgresStore {
 
     fn release_pool_slot(&self, pool: &str, slot: u32, run_id: &str) -> anyhow::Result<()> {
         self.client().execute(
-            "DELETE FROM pool_slots WHERE pool = $1 AND slot = $2 AND run_id = $3",
+            pg(schema::RELEASE_POOL_SLOT),
             &[&pool, &(slot as i64), &run_id],
         )?;
         Ok(())
@@ -950,7 +757,7 @@ impl StateStore for PostgresStore {
 
     fn release_pool_slots(&self, run_id: &str) -> anyhow::Result<()> {
         self.client()
-            .execute("DELETE FROM pool_slots WHERE run_id = $1", &[&run_id])?;
+            .execute(pg(schema::RELEASE_RUN_POOL_SLOTS), &[&run_id])?;
         Ok(())
     }
 
@@ -966,26 +773,20 @@ impl StateStore for PostgresStore {
     }
 
     fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>> {
-        let rows = self.client().query(
-            &format!("SELECT {CHECK_COLUMNS} FROM check_results WHERE run_id = $1 ORDER BY id"),
-            &[&run_id],
-        )?;
+        let rows = self.client().query(pg(schema::RUN_CHECKS), &[&run_id])?;
         Ok(rows.iter().map(check_from_row).collect::<Result<_, _>>()?)
     }
 
     fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>> {
-        let row = self.client().query_one(
-            "SELECT max(created_at) FROM materializations WHERE asset = $1",
-            &[&asset],
-        )?;
+        let row = self
+            .client()
+            .query_one(pg(schema::LAST_MATERIALIZED_AT), &[&asset])?;
         Ok(row.get(0))
     }
 
     fn release(&self, asset: &str, partition: &str, run_id: &str) -> anyhow::Result<()> {
-        self.client().execute(
-            "DELETE FROM leases WHERE asset = $1 AND partition = $2 AND run_id = $3",
-            &[&asset, &partition, &run_id],
-        )?;
+        self.client()
+            .execute(pg(schema::RELEASE_LEASE), &[&asset, &partition, &run_id])?;
         Ok(())
     }
 
@@ -994,18 +795,14 @@ impl StateStore for PostgresStore {
         asset: &str,
         partition: &str,
     ) -> anyhow::Result<Option<(String, String)>> {
-        let row = self.client().query_opt(
-            "SELECT run_id, updated_at FROM partition_state
-             WHERE asset = $1 AND partition = $2 AND run_id IS NOT NULL AND status = 'materialized'",
-            &[&asset, &partition],
-        )?;
+        let row = self
+            .client()
+            .query_opt(pg(schema::LATEST_MATERIALIZATION), &[&asset, &partition])?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
     fn last_ticks(&self) -> anyhow::Result<std::collections::HashMap<String, i64>> {
-        let rows = self
-            .client()
-            .query("SELECT job, MAX(tick) FROM job_ticks GROUP BY job", &[])?;
+        let rows = self.client().query(pg(schema::LAST_TICKS), &[])?;
         Ok(rows
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
@@ -1041,7 +838,7 @@ impl StateStore for PostgresStore {
         run_id: Option<&str>,
     ) -> anyhow::Result<()> {
         self.client().execute(
-            "UPDATE job_ticks SET status = $3, run_id = $4, ended_at = $5 WHERE job = $1 AND tick = $2",
+            pg(schema::FINISH_TICK),
             &[&job, &tick, &status, &run_id, &now()],
         )?;
         Ok(())
@@ -1059,12 +856,9 @@ impl StateStore for PostgresStore {
                 let id: String = r.get(0);
                 let pid = r.get::<_, i64>(1) as u32;
                 if pid != std::process::id() && !super::pid_alive(pid) {
-                    tx.execute(
-                        "UPDATE runs SET status = 'interrupted', ended_at = $2 WHERE id = $1",
-                        &[&id, &now()],
-                    )?;
-                    tx.execute("DELETE FROM leases WHERE run_id = $1", &[&id])?;
-                    tx.execute("DELETE FROM pool_slots WHERE run_id = $1", &[&id])?;
+                    tx.execute(pg(schema::INTERRUPT_RUN), &[&id, &now()])?;
+                    tx.execute(pg(schema::RELEASE_RUN_LEASES), &[&id])?;
+                    tx.execute(pg(schema::RELEASE_RUN_POOL_SLOTS), &[&id])?;
                     reaped.push(id);
                 }
             }

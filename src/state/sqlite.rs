@@ -11,146 +11,20 @@ use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AttemptRecord, CHECK_COLUMNS, CheckRecord, InputRead, Lease, Materialization, PartitionState,
+    AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization, PartitionState,
     PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore, StoredRow, TickClaim,
-    check_from_row, now, run_from_row,
+    check_from_row, materialization_from_row, now, run_from_row, schema, step_result_from_row,
 };
 
 /// Each entry upgrades the schema by one version.
-const MIGRATIONS: &[&str] = &[
-    // 1: runs, attempts, materializations, partition state, dynamic keys, leases.
-    "CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        started_at TEXT NOT NULL,
-        ended_at TEXT,
-        status TEXT NOT NULL,
-        selection TEXT NOT NULL,
-        partitions TEXT NOT NULL,
-        dg_version TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        host TEXT NOT NULL,
-        steps INTEGER
-     );
-     CREATE TABLE step_attempts (
-        run_id TEXT NOT NULL,
-        step_id TEXT NOT NULL,
-        asset TEXT NOT NULL,
-        partition TEXT,
-        attempt INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        duration_ms INTEGER NOT NULL,
-        exit_code INTEGER,
-        error TEXT,
-        log_path TEXT,
-        PRIMARY KEY (run_id, step_id, attempt)
-     );
-     CREATE TABLE materializations (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        asset TEXT NOT NULL,
-        partition TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        code_version TEXT,
-        data_version TEXT NOT NULL,
-        inputs TEXT NOT NULL,
-        input_fp TEXT NOT NULL,
-        metadata TEXT NOT NULL
-     );
-     CREATE INDEX materializations_by_run ON materializations (run_id);
-     CREATE INDEX materializations_by_partition ON materializations (asset, partition, id);
-     CREATE TABLE partition_state (
-        asset TEXT NOT NULL,
-        partition TEXT NOT NULL,
-        status TEXT NOT NULL,
-        run_id TEXT,
-        code_version TEXT,
-        data_version TEXT,
-        input_fp TEXT,
-        updated_at TEXT NOT NULL,
-        PRIMARY KEY (asset, partition)
-     ) WITHOUT ROWID;
-     CREATE TABLE dynamic_partitions (
-        name TEXT NOT NULL,
-        key TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        PRIMARY KEY (name, key)
-     );
-     CREATE TABLE leases (
-        asset TEXT NOT NULL,
-        partition TEXT NOT NULL,
-        run_id TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        host TEXT NOT NULL,
-        acquired_at TEXT NOT NULL,
-        PRIMARY KEY (asset, partition)
-     );",
-    // 2: ticks of scheduled jobs, claimed by `dg tick` before a job runs.
-    "CREATE TABLE job_ticks (
-        job TEXT NOT NULL,
-        tick INTEGER NOT NULL,
-        tick_time TEXT NOT NULL,
-        status TEXT NOT NULL,
-        run_id TEXT,
-        pid INTEGER NOT NULL,
-        host TEXT NOT NULL,
-        claimed_at TEXT NOT NULL,
-        ended_at TEXT,
-        PRIMARY KEY (job, tick)
-     );",
-    // 3: pool slots, one row per step holding one (`[pools]`).
-    "CREATE TABLE pool_slots (
-        pool TEXT NOT NULL,
-        slot INTEGER NOT NULL,
-        run_id TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        host TEXT NOT NULL,
-        step_id TEXT NOT NULL,
-        acquired_at TEXT NOT NULL,
-        PRIMARY KEY (pool, slot)
-     );",
-    // 4: the profile and run config a run was made with.
-    "ALTER TABLE runs ADD COLUMN profile TEXT; ALTER TABLE runs ADD COLUMN config TEXT;",
-    // 5: asset checks: one row per check, partition and run.
-    "CREATE TABLE check_results (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        run_id TEXT NOT NULL,
-        asset TEXT NOT NULL,
-        partition TEXT NOT NULL,
-        check_name TEXT NOT NULL,
-        passed INTEGER NOT NULL,
-        severity TEXT NOT NULL,
-        message TEXT,
-        metadata TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        duration_ms INTEGER NOT NULL
-     );
-     CREATE INDEX check_results_latest ON check_results (asset, partition, check_name, id);
-     CREATE INDEX check_results_by_run ON check_results (run_id);",
-    // 6: leases expire unless their holder's heartbeat extends them (Unix
-    // milliseconds; NULL, from before, never expires); the step specs of
-    // each run, so `dg step RUN_ID STEP_ID` can run one anywhere.
-    "ALTER TABLE leases ADD COLUMN expires_at INTEGER;
-     CREATE TABLE step_specs (
-        run_id TEXT NOT NULL,
-        step_id TEXT NOT NULL,
-        spec TEXT NOT NULL,
-        PRIMARY KEY (run_id, step_id)
-     ) WITHOUT ROWID;
-     CREATE TABLE step_results (
-        run_id TEXT NOT NULL,
-        step_id TEXT NOT NULL,
-        attempt INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        attempts INTEGER NOT NULL,
-        error TEXT,
-        blocked_by TEXT,
-        log_path TEXT,
-        host TEXT NOT NULL,
-        finished_at TEXT NOT NULL,
-        PRIMARY KEY (run_id, step_id)
-     );",
-];
+const MIGRATIONS: &[&str] = schema::migrations!(
+    int = "INTEGER",
+    flag = "INTEGER",
+    serial = "INTEGER PRIMARY KEY AUTOINCREMENT",
+    check_serial = "INTEGER PRIMARY KEY AUTOINCREMENT",
+    without_rowid = " WITHOUT ROWID",
+    runs_index = "",
+);
 
 /// How long a dg process waits for another one holding the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -417,9 +291,7 @@ impl StateStore for SqliteStore {
     fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
         self.writable()?;
         self.conn().execute(
-            &format!(
-                "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-            ),
+            schema::INSERT_RUN,
             params![
                 run.id,
                 run.started_at,
@@ -447,10 +319,10 @@ impl StateStore for SqliteStore {
     ) -> anyhow::Result<()> {
         let conn = self.conn();
         conn.execute(
-            "UPDATE runs SET status = ?2, ended_at = ?3, steps = ?4 WHERE id = ?1",
+            schema::END_RUN,
             params![id, status.as_str(), ended_at, steps],
         )?;
-        conn.execute("DELETE FROM leases WHERE run_id = ?1", params![id])?;
+        conn.execute(schema::RELEASE_RUN_LEASES, params![id])?;
         Ok(())
     }
 
@@ -463,21 +335,13 @@ impl StateStore for SqliteStore {
                  (run_id, step_id, asset, partition, attempt, status, started_at, duration_ms, exit_code, error, log_path)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
-            let mut mat = tx.prepare_cached(
-                "INSERT INTO materializations
-                 (asset, partition, run_id, created_at, code_version, data_version, inputs, input_fp, metadata)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
+            let mut mat = tx.prepare_cached(schema::INSERT_MATERIALIZATION)?;
             let mut state_ok = tx.prepare_cached(
                 "INSERT OR REPLACE INTO partition_state
                  (asset, partition, status, run_id, code_version, data_version, input_fp, updated_at)
                  VALUES (?1, ?2, 'materialized', ?3, ?4, ?5, ?6, ?7)",
             )?;
-            let mut state_failed = tx.prepare_cached(
-                "INSERT INTO partition_state (asset, partition, status, updated_at)
-                 VALUES (?1, ?2, 'failed', ?3)
-                 ON CONFLICT (asset, partition) DO UPDATE SET status = 'failed', updated_at = excluded.updated_at",
-            )?;
+            let mut state_failed = tx.prepare_cached(schema::PARTITION_FAILED)?;
             for r in batch {
                 match r {
                     Record::Attempt(a) => {
@@ -528,12 +392,7 @@ impl StateStore for SqliteStore {
                         ])?;
                     }
                     Record::Check(c) => {
-                        tx.prepare_cached(
-                            "INSERT INTO check_results
-                             (run_id, asset, partition, check_name, passed, severity, message, metadata, created_at, duration_ms)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                        )?
-                        .execute(params![
+                        tx.prepare_cached(schema::INSERT_CHECK)?.execute(params![
                             c.run_id,
                             c.asset,
                             c.partition.as_deref().unwrap_or(""),
@@ -570,10 +429,7 @@ impl StateStore for SqliteStore {
                         partition,
                         run_id,
                     } => {
-                        tx.execute(
-                            "DELETE FROM leases WHERE asset = ?1 AND partition = ?2 AND run_id = ?3",
-                            params![asset, partition, run_id],
-                        )?;
+                        tx.execute(schema::RELEASE_LEASE, params![asset, partition, run_id])?;
                     }
                 }
             }
@@ -584,10 +440,7 @@ impl StateStore for SqliteStore {
 
     fn partitions(&self, asset: &str, expected: usize) -> anyhow::Result<PartitionStates> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(
-            "SELECT partition, status, run_id, code_version, data_version, input_fp
-             FROM partition_state WHERE asset = ?1",
-        )?;
+        let mut st = conn.prepare_cached(schema::PARTITION_STATES)?;
         let mut out = PartitionStates::with_capacity_and_hasher(expected, Default::default());
         let mut interned: rustc_hash::FxHashMap<String, std::sync::Arc<str>> = Default::default();
         let mut intern = |v: rusqlite::types::ValueRef<'_>| -> Option<std::sync::Arc<str>> {
@@ -650,9 +503,7 @@ impl StateStore for SqliteStore {
 
     fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(
-            "SELECT partition FROM partition_state WHERE asset = ?1 AND run_id IS NOT NULL",
-        )?;
+        let mut st = conn.prepare_cached(schema::MATERIALIZED)?;
         let rows = st.query_map(params![asset], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -669,11 +520,7 @@ impl StateStore for SqliteStore {
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
         let conn = self.conn();
         Ok(conn
-            .query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-                params![id],
-                |r| run_from_row(r),
-            )
+            .query_row(schema::RUN, params![id], |r| run_from_row(r))
             .optional()?)
     }
 
@@ -703,34 +550,14 @@ impl StateStore for SqliteStore {
 
     fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>> {
         let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT asset, partition, run_id, created_at, code_version, data_version, inputs, input_fp, metadata
-             FROM materializations WHERE run_id = ?1 ORDER BY id",
-        )?;
-        let rows = st.query_map(params![run_id], |r| {
-            let partition: String = r.get(1)?;
-            let inputs: String = r.get(6)?;
-            let metadata: String = r.get(8)?;
-            Ok(Materialization {
-                asset: r.get(0)?,
-                partition: (!partition.is_empty()).then_some(partition),
-                run_id: r.get(2)?,
-                created_at: r.get(3)?,
-                code_version: r.get(4)?,
-                data_version: r.get(5)?,
-                inputs: serde_json::from_str::<Vec<InputRead>>(&inputs).unwrap_or_default(),
-                input_fp: r.get(7)?,
-                metadata: serde_json::from_str(&metadata).unwrap_or_default(),
-            })
-        })?;
+        let mut st = conn.prepare(schema::MATERIALIZATIONS)?;
+        let rows = st.query_map(params![run_id], |r| materialization_from_row(r))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(
-            "SELECT key FROM dynamic_partitions WHERE name = ?1 ORDER BY position",
-        )?;
+        let mut st = conn.prepare_cached(schema::DYNAMIC_KEYS)?;
         let rows = st.query_map(params![name], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -738,11 +565,8 @@ impl StateStore for SqliteStore {
     fn add_dynamic_keys(&self, name: &str, keys: &[String]) -> anyhow::Result<usize> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut next: i64 = tx.query_row(
-            "SELECT COALESCE(MAX(position), -1) + 1 FROM dynamic_partitions WHERE name = ?1",
-            params![name],
-            |r| r.get(0),
-        )?;
+        let mut next: i64 =
+            tx.query_row(schema::NEXT_DYNAMIC_POSITION, params![name], |r| r.get(0))?;
         let mut added = 0;
         for k in keys {
             let n = tx.execute(
@@ -763,10 +587,7 @@ impl StateStore for SqliteStore {
         let tx = conn.transaction()?;
         let mut removed = 0;
         for k in keys {
-            removed += tx.execute(
-                "DELETE FROM dynamic_partitions WHERE name = ?1 AND key = ?2",
-                params![name, k],
-            )?;
+            removed += tx.execute(schema::REMOVE_DYNAMIC_KEY, params![name, k])?;
         }
         tx.commit()?;
         Ok(removed)
@@ -818,7 +639,7 @@ impl StateStore for SqliteStore {
             return Ok(0);
         }
         let n = self.conn().execute(
-            "UPDATE leases SET expires_at = ?4 WHERE run_id = ?1 AND pid = ?2 AND host = ?3",
+            schema::HEARTBEAT,
             params![
                 me.run_id,
                 me.pid,
@@ -846,35 +667,15 @@ impl StateStore for SqliteStore {
 
     fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<super::StepResult>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(
-            "SELECT run_id, step_id, attempt, status, attempts, error, blocked_by, log_path, host, finished_at
-             FROM step_results WHERE run_id = ?1",
-        )?;
-        let rows = st.query_map(params![run_id], |r| {
-            Ok(super::StepResult {
-                run_id: r.get(0)?,
-                step_id: r.get(1)?,
-                attempt: r.get(2)?,
-                status: r.get(3)?,
-                attempts: r.get(4)?,
-                error: r.get(5)?,
-                blocked_by: r.get(6)?,
-                log_path: r.get(7)?,
-                host: r.get(8)?,
-                finished_at: r.get(9)?,
-            })
-        })?;
+        let mut st = conn.prepare_cached(schema::STEP_RESULTS)?;
+        let rows = st.query_map(params![run_id], |r| step_result_from_row(r))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>> {
         Ok(self
             .conn()
-            .query_row(
-                "SELECT spec FROM step_specs WHERE run_id = ?1 AND step_id = ?2",
-                params![run_id, step_id],
-                |r| r.get(0),
-            )
+            .query_row(schema::STEP_SPEC, params![run_id, step_id], |r| r.get(0))
             .optional()?)
     }
 
@@ -888,18 +689,14 @@ impl StateStore for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let holders: Vec<(u32, u32, String)> = {
-            let mut st =
-                tx.prepare_cached("SELECT slot, pid, host FROM pool_slots WHERE pool = ?1")?;
+            let mut st = tx.prepare_cached(schema::POOL_HOLDERS)?;
             let rows = st.query_map(params![pool], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         let mut held = Vec::with_capacity(holders.len());
         for (slot, pid, host) in holders {
             if host == me.host && pid != me.pid && !super::pid_alive(pid) {
-                tx.execute(
-                    "DELETE FROM pool_slots WHERE pool = ?1 AND slot = ?2",
-                    params![pool, slot],
-                )?;
+                tx.execute(schema::RECLAIM_POOL_SLOT, params![pool, slot])?;
             } else {
                 held.push(slot);
             }
@@ -909,8 +706,7 @@ impl StateStore for SqliteStore {
             return Ok(None);
         };
         tx.execute(
-            "INSERT INTO pool_slots (pool, slot, run_id, pid, host, step_id, acquired_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            schema::TAKE_POOL_SLOT,
             params![pool, slot, me.run_id, me.pid, me.host, step_id, now()],
         )?;
         tx.commit()?;
@@ -918,16 +714,14 @@ impl StateStore for SqliteStore {
     }
 
     fn release_pool_slot(&self, pool: &str, slot: u32, run_id: &str) -> anyhow::Result<()> {
-        self.conn().execute(
-            "DELETE FROM pool_slots WHERE pool = ?1 AND slot = ?2 AND run_id = ?3",
-            params![pool, slot, run_id],
-        )?;
+        self.conn()
+            .execute(schema::RELEASE_POOL_SLOT, params![pool, slot, run_id])?;
         Ok(())
     }
 
     fn release_pool_slots(&self, run_id: &str) -> anyhow::Result<()> {
         self.conn()
-            .execute("DELETE FROM pool_slots WHERE run_id = ?1", params![run_id])?;
+            .execute(schema::RELEASE_RUN_POOL_SLOTS, params![run_id])?;
         Ok(())
     }
 
@@ -939,8 +733,7 @@ impl StateStore for SqliteStore {
         let conn = self.conn();
         Ok(conn
             .query_row(
-                "SELECT run_id, updated_at FROM partition_state
-                 WHERE asset = ?1 AND partition = ?2 AND run_id IS NOT NULL AND status = 'materialized'",
+                schema::LATEST_MATERIALIZATION,
                 params![asset, partition],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -960,33 +753,25 @@ impl StateStore for SqliteStore {
 
     fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {CHECK_COLUMNS} FROM check_results WHERE run_id = ?1 ORDER BY id"
-        ))?;
+        let mut st = conn.prepare_cached(schema::RUN_CHECKS)?;
         let rows = st.query_map(params![run_id], |r| check_from_row(r))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>> {
         let conn = self.conn();
-        Ok(conn.query_row(
-            "SELECT max(created_at) FROM materializations WHERE asset = ?1",
-            params![asset],
-            |r| r.get(0),
-        )?)
+        Ok(conn.query_row(schema::LAST_MATERIALIZED_AT, params![asset], |r| r.get(0))?)
     }
 
     fn release(&self, asset: &str, partition: &str, run_id: &str) -> anyhow::Result<()> {
-        self.conn().execute(
-            "DELETE FROM leases WHERE asset = ?1 AND partition = ?2 AND run_id = ?3",
-            params![asset, partition, run_id],
-        )?;
+        self.conn()
+            .execute(schema::RELEASE_LEASE, params![asset, partition, run_id])?;
         Ok(())
     }
 
     fn last_ticks(&self) -> anyhow::Result<std::collections::HashMap<String, i64>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached("SELECT job, MAX(tick) FROM job_ticks GROUP BY job")?;
+        let mut st = conn.prepare_cached(schema::LAST_TICKS)?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -1011,7 +796,7 @@ impl StateStore for SqliteStore {
         run_id: Option<&str>,
     ) -> anyhow::Result<()> {
         self.conn().execute(
-            "UPDATE job_ticks SET status = ?3, run_id = ?4, ended_at = ?5 WHERE job = ?1 AND tick = ?2",
+            schema::FINISH_TICK,
             params![job, tick, status, run_id, now()],
         )?;
         Ok(())
@@ -1034,12 +819,9 @@ impl StateStore for SqliteStore {
         let mut reaped = Vec::new();
         for (id, pid) in running {
             if pid != std::process::id() && !super::pid_alive(pid) {
-                tx.execute(
-                    "UPDATE runs SET status = 'interrupted', ended_at = ?2 WHERE id = ?1",
-                    params![id, now()],
-                )?;
-                tx.execute("DELETE FROM leases WHERE run_id = ?1", params![id])?;
-                tx.execute("DELETE FROM pool_slots WHERE run_id = ?1", params![id])?;
+                tx.execute(schema::INTERRUPT_RUN, params![id, now()])?;
+                tx.execute(schema::RELEASE_RUN_LEASES, params![id])?;
+                tx.execute(schema::RELEASE_RUN_POOL_SLOTS, params![id])?;
                 reaped.push(id);
             }
         }
