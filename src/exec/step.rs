@@ -753,7 +753,6 @@ fn store_output(
             ..Attempt::default()
         });
     }
-    let fail = store_failed;
     if !output.exists() && !asset.output_required {
         // `output_required = false`: a partition with no output. Nothing is
         // stored; the history records it, and its readers are skipped.
@@ -775,10 +774,10 @@ fn store_output(
     }
     match std::fs::metadata(&output) {
         Err(_) => {
-            return fail("the step exited 0 but did not write its output to $DG_OUTPUT (set `output = false` for steps that store nothing, or `output_required = false` for steps that may produce nothing)".into(), metadata);
+            return store_failed("the step exited 0 but did not write its output to $DG_OUTPUT (set `output = false` for steps that store nothing, or `output_required = false` for steps that may produce nothing)".into(), metadata);
         }
         Ok(m) if !m.is_file() && !m.is_dir() => {
-            return fail(
+            return store_failed(
                 format!(
                     "$DG_OUTPUT is {}, not a regular file: the step must write its output to a file",
                     file_kind(&m)
@@ -817,7 +816,7 @@ fn store_output(
         {
             Ok(t) => data = Data::Table(Arc::new(t)),
             Err(e) => {
-                return fail(
+                return store_failed(
                     format!("the output does not fit its `columns`: {e:#}"),
                     metadata,
                 );
@@ -830,7 +829,7 @@ fn store_output(
     })?;
     let (data_version, stored) = match waited {
         Ok(r) => r,
-        Err(why) => return fail(why, metadata),
+        Err(why) => return store_failed(why, metadata),
     };
     match stored {
         Ok(stored) => Ok(Attempt {
@@ -841,7 +840,7 @@ fn store_output(
             metadata,
             ..Attempt::default()
         }),
-        Err(e) => fail(
+        Err(e) => store_failed(
             format!(
                 "storing the output through `{}` failed: {e:#}",
                 asset.io_manager
@@ -869,7 +868,6 @@ fn store_range(
     deadline: Option<std::time::Instant>,
     manager: Arc<dyn io::IoManager>,
 ) -> Result<Attempt, StepError> {
-    let fail = store_failed;
     let keys: Vec<String> = parts.iter().map(|p| p.key.clone()).collect();
     let dir = output.with_file_name("output-parts");
     let split = match io::table::read(&output, asset.format)
@@ -885,10 +883,10 @@ fn store_range(
         .and_then(|t| io::table::split_by_partition(&t, &keys).map_err(|e| e.to_string()))
     {
         Ok(s) => s,
-        Err(e) => return fail(format!("{e} (nothing was stored)"), metadata),
+        Err(e) => return store_failed(format!("{e} (nothing was stored)"), metadata),
     };
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        return fail(format!("cannot create {}: {e}", dir.display()), metadata);
+        return store_failed(format!("cannot create {}: {e}", dir.display()), metadata);
     }
     let _ = writeln!(
         log,
@@ -951,7 +949,7 @@ fn store_range(
     })?;
     let stored = match waited {
         Ok(r) => r,
-        Err(why) => return fail(why, metadata),
+        Err(why) => return store_failed(why, metadata),
     };
     match stored {
         Ok(parts) => Ok(Attempt {
@@ -961,7 +959,7 @@ fn store_range(
             parts,
             ..Attempt::default()
         }),
-        Err(e) => fail(
+        Err(e) => store_failed(
             format!(
                 "storing the output through `{resource}` failed: {e} (partitions stored before it stay stored but are not recorded)"
             ),
