@@ -5,21 +5,27 @@
 use std::path::Path;
 
 use crate::support::{
-    assert_contains, assert_ok, dg_now, files_under, items, json, one_file, read, step, unique_name,
+    assert_contains, assert_fails_with, assert_ok, dg_now, files_under, items, json, one_file,
+    read, step, unique_name,
 };
 
 const NOW: &str = "2024-01-09T00:00:00Z";
+
+/// Daily partitions `days` from 2024-01-01, which the projects here use
+/// (the text starts with a newline, so that `{DAYS}` stands on a line of its
+/// own in a `format!` string).
+const DAYS: &str = r#"
+[partitions.days]
+type = "daily"
+start = "2024-01-01"
+"#;
 
 /// A daily asset with range steps of at most `max` partitions whose step
 /// writes one row per key (and notes its environment in `env.txt`), and a
 /// daily asset that reads it one partition at a time.
 fn daily(backfill: &str) -> String {
     format!(
-        r#"
-[partitions.days]
-type = "daily"
-start = "2024-01-01"
-
+        r#"{DAYS}
 [assets.events]
 partitions = "days"
 backfill = {backfill}
@@ -224,11 +230,7 @@ fn missing_regroups_only_what_is_missing() {
 /// An asset whose range step writes `body` as its output.
 fn writes(body: &str) -> String {
     format!(
-        r#"
-[partitions.days]
-type = "daily"
-start = "2024-01-01"
-
+        r#"{DAYS}
 [assets.events]
 partitions = "days"
 backfill = "single_step"
@@ -284,11 +286,7 @@ fn a_row_of_another_partition_fails_the_step_and_stores_nothing() {
 /// `no_single_key`.
 fn a_range_step_binds(engine: &str, query: &str, no_single_key: &str) {
     let dir = one_file(&format!(
-        r#"
-[partitions.days]
-type = "daily"
-start = "2024-01-01"
-
+        r#"{DAYS}
 [assets.events]
 partitions = "days"
 shell = "printf 'day,amount\n%s,1\n%s,2\n' \"$DG_PARTITION_KEY\" \"$DG_PARTITION_KEY\" > \"$DG_OUTPUT\""
@@ -354,12 +352,9 @@ FROM events GROUP BY ALL ORDER BY ALL",
 
 #[test]
 fn backfill_where_range_steps_do_not_apply_is_a_located_error() {
-    let dir = one_file(
+    let defs = [
+        DAYS,
         r#"
-[partitions.days]
-type = "daily"
-start = "2024-01-01"
-
 [partitions.grid]
 type = "multi"
 dimensions = { day = "days", region = { type = "static", keys = ["a", "b"] } }
@@ -394,11 +389,13 @@ partitions = { type = "static", keys = ["x", "y"] }
 backfill = { max_partitions_per_step = 2 }
 shell = "true"
 "#,
-    );
+    ]
+    .concat();
+    let dir = one_file(&defs);
     let run = dg_now(dir.path(), NOW, &["check", "defs"]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert_contains(
-        &run.stderr,
+    assert_fails_with(
+        &run,
+        2,
         &[
             "asset `plain` has `backfill` but is not partitioned",
             "asset `multi` has `backfill` but its partitions are multi-dimensional",
@@ -426,11 +423,7 @@ fn range_steps_store_each_partition_as_an_object() {
     );
     let dir = one_file(&format!(
         r#"
-{store}
-[partitions.days]
-type = "daily"
-start = "2024-01-01"
-
+{store}{DAYS}
 [assets.events]
 partitions = "days"
 backfill = {{ max_partitions_per_step = 2 }}
@@ -479,11 +472,7 @@ fn checks_run_on_each_partition_of_a_range_step() {
             "io_manager = \"db\"\n"
         };
         let dir = one_file(&format!(
-            r#"{manager}
-[partitions.days]
-type = "daily"
-start = "2024-01-01"
-
+            r#"{manager}{DAYS}
 [assets.t]
 partitions = "days"
 {io}backfill = "single_step"
