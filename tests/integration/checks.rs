@@ -8,7 +8,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::{
-    Run, assert_contains, assert_fails_with, assert_ok, dg_now, items, json, project, read, step,
+    Run, assert_contains, assert_fails_with, assert_ok, dg_now, items, json, numbers_doubled,
+    one_file, project, read, step,
 };
 
 const NOW: &str = "2022-01-02T00:00:00Z";
@@ -164,12 +165,8 @@ fn a_failed_blocking_check_skips_downstream_and_fails_the_run() {
 
 #[test]
 fn warn_and_non_blocking_checks_are_recorded_but_do_not_fail_the_run() {
-    let p = project(&[(
-        "defs/a.toml",
+    let defs = numbers_doubled(
         r#"
-[assets.numbers]
-shell = "printf 'n\n1\n2\n' > \"$DG_OUTPUT\""
-
 [assets.numbers.checks.too_few]
 command = ["sh", "-c", "echo only two rows >&2; exit 3"]
 severity = "warn"
@@ -177,12 +174,9 @@ blocking = true
 
 [assets.numbers.checks.no_twos]
 sql = "SELECT n FROM numbers WHERE n = 2"
-
-[assets.doubled]
-deps = ["numbers"]
-sql = "SELECT n * 2 AS n FROM numbers"
 "#,
-    )]);
+    );
+    let p = one_file(&defs);
     let run = materialize(p.path(), &[]);
     assert_ok(&run);
     let v = json(&run);
@@ -210,8 +204,7 @@ sql = "SELECT n * 2 AS n FROM numbers"
 
 #[test]
 fn check_definitions_are_validated_all_at_once_with_locations() {
-    let p = project(&[(
-        "defs/a.toml",
+    let p = one_file(
         r#"[assets.orders]
 shell = "true"
 freshness = "soon"
@@ -244,7 +237,7 @@ output = false
 [assets.notify.checks.q]
 sql = "SELECT 1"
 "#,
-    )]);
+    );
     let run = dg_now(p.path(), NOW, &["check", "defs"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     for (needle, at) in [
@@ -296,8 +289,7 @@ fn wall_clock_plus(secs: i64) -> String {
 
 #[test]
 fn freshness_makes_status_fail_on_stale_once_it_is_exceeded() {
-    let p = project(&[(
-        "defs/a.toml",
+    let p = one_file(
         r#"
 [assets.daily_export]
 freshness = "1h"
@@ -306,7 +298,7 @@ shell = "printf 'x\n1\n' > \"$DG_OUTPUT\""
 [assets.other]
 shell = "printf 'x\n1\n' > \"$DG_OUTPUT\""
 "#,
-    )]);
+    );
     // Never materialized: missing, and overdue.
     let before = dg_now(
         p.path(),

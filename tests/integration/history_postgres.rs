@@ -12,7 +12,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::history::{self, NOW, Store, counts, ids, set};
-use crate::support::{assert_no_panic, service, unique_name};
+use crate::support::{assert_no_panic, numbers_doubled, service, unique_name};
 
 // The server ---------------------------------------------------------------------
 
@@ -280,22 +280,17 @@ echo '{"metadata": {"source": "unit"}}' >> "$DG_MESSAGES"
 #[test]
 fn check_results_are_recorded_in_the_postgres_store() {
     let Some(s) = Store::postgres() else { return };
-    let defs = r#"
-[assets.numbers]
-shell = "printf 'n\n1\n2\n' > \"$DG_OUTPUT\""
-
+    let defs = numbers_doubled(
+        r#"
 [assets.numbers.checks.no_twos]
 sql = "SELECT n FROM numbers WHERE n = 2"
 blocking = true
 
 [assets.numbers.checks.small]
 shell = 'echo "{\"metadata\": {\"ok\": true}}" >> "$DG_MESSAGES"'
-
-[assets.doubled]
-deps = ["numbers"]
-sql = "SELECT n * 2 AS n FROM numbers"
-"#;
-    let dir = s.project(&[("defs/defs.toml", defs)]);
+"#,
+    );
+    let dir = s.project(&[("defs/defs.toml", &defs)]);
     let run = s.dg_at(dir.path(), NOW, &["materialize", "--json"]);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     let v: Value = serde_json::from_str(&run.stdout).unwrap();

@@ -34,6 +34,22 @@ pub(crate) use hourly_daily;
 /// The seed example's partitions ([`hourly_daily!`]).
 pub const HOURLY_DAILY: &str = hourly_daily!();
 
+/// `numbers`, a table of the rows 1 and 2, with `checks` (its
+/// `[assets.numbers.checks.…]` tables), and `doubled`, a SQL asset that
+/// reads it: the project of the tests of checks on a table.
+pub fn numbers_doubled(checks: &str) -> String {
+    format!(
+        r#"
+[assets.numbers]
+shell = "printf 'n\n1\n2\n' > \"$DG_OUTPUT\""
+{checks}
+[assets.doubled]
+deps = ["numbers"]
+sql = "SELECT n * 2 AS n FROM numbers"
+"#
+    )
+}
+
 /// The repository root (where `Cargo.toml` is).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
