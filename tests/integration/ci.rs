@@ -7,7 +7,9 @@ use std::path::Path;
 use quick_xml::events::Event;
 use serde_json::Value;
 
-use crate::support::{Run, assert_contains, assert_no_panic, dg, dg_with_env, project, read};
+use crate::support::{
+    Run, assert_contains, assert_no_panic, dg, dg_with_env, one_file, project, read,
+};
 
 const NOW: &str = "2022-01-02T00:00:00Z";
 
@@ -23,6 +25,15 @@ fn bad_project() -> tempfile::TempDir {
 /// The workflow commands in `out`, one per line.
 fn commands(out: &str) -> Vec<&str> {
     out.lines().filter(|l| l.starts_with("::")).collect()
+}
+
+/// The workflow command in `out` that contains `text`; panics, showing
+/// `out`, when there is none.
+fn command_with<'a>(out: &'a str, text: &str) -> &'a str {
+    commands(out)
+        .into_iter()
+        .find(|c| c.contains(text))
+        .unwrap_or_else(|| panic!("no workflow command with {text:?} in:\n{out}"))
 }
 
 #[test]
@@ -69,10 +80,9 @@ fn github_is_the_default_under_github_actions_only() {
     );
     assert!(commands(&human.stdout).is_empty(), "{human:?}");
     // Warnings are `::warning`, and a valid project passes.
-    let ok = project(&[(
-        "defs/a.toml",
+    let ok = one_file(
         "[resources.store]\ntype = \"fs\"\nbase_dir = \"${env:DG_TEST_SURELY_UNSET_21}\"\n",
-    )]);
+    );
     let run = dg_with_env(ok.path(), &["check", "defs"], &[("GITHUB_ACTIONS", "true")]);
     assert_eq!(run.code, 0, "{run:?}");
     let cmds = commands(&run.stdout);
@@ -150,24 +160,17 @@ fn materialize(dir: &Path, args: &[&str]) -> Run {
 
 #[test]
 fn failed_steps_are_annotated_at_the_assets_definition() {
-    let dir = project(&[("defs/a.toml", RUN)]);
+    let dir = one_file(RUN);
     let run = materialize(dir.path(), &["--format", "github"]);
     assert_eq!(run.code, 1, "{run:?}");
-    let cmds = commands(&run.stdout);
-    let step = cmds
-        .iter()
-        .find(|c| c.contains("title=dg%3A step bad failed"))
-        .unwrap_or_else(|| panic!("{}", run.stdout));
+    let step = command_with(&run.stdout, "title=dg%3A step bad failed");
     // `shell` of `bad` is on line 13, column 1.
     assert!(
         step.starts_with("::error file=defs/a.toml,line=13,col=1,"),
         "{step}"
     );
     assert!(step.contains("%0Alast words"), "{step}");
-    let check = cmds
-        .iter()
-        .find(|c| c.contains("check never on ok failed"))
-        .unwrap_or_else(|| panic!("{}", run.stdout));
+    let check = command_with(&run.stdout, "check never on ok failed");
     assert!(
         check.starts_with("::warning file=defs/a.toml,line=3,"),
         "{check}"
@@ -289,7 +292,7 @@ fn push_text(cases: &mut [Case], inside: &str, s: &str) {
 
 #[test]
 fn junit_report_has_a_case_per_step_and_check() {
-    let dir = project(&[("defs/a.toml", RUN)]);
+    let dir = one_file(RUN);
     let run = materialize(dir.path(), &["--junit", "out/report.xml"]);
     assert_eq!(run.code, 1, "{run:?}");
     let xml = read(dir.path().join("out/report.xml"));
@@ -369,19 +372,15 @@ print(len(cases), failed, skipped)
 
 #[test]
 fn junit_report_of_a_run_with_nothing_to_do_is_empty() {
-    let dir = project(&[(
-        "defs/a.toml",
-        "[assets.x]\nshell = 'echo a > \"$DG_OUTPUT\"'\n",
-    )]);
+    let dir = one_file("[assets.x]\nshell = 'echo a > \"$DG_OUTPUT\"'\n");
     assert_eq!(materialize(dir.path(), &[]).code, 0);
     let run = materialize(dir.path(), &["--missing", "--junit", "r.xml"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(parse_junit(&read(dir.path().join("r.xml"))).is_empty());
     // Partitioned steps are named by their partition key.
-    let dir = project(&[(
-        "defs/a.toml",
+    let dir = one_file(
         "[partitions.p]\ntype = \"static\"\nkeys = [\"k1\", \"k2\"]\n\n[assets.x]\npartitions = \"p\"\nshell = 'echo a > \"$DG_OUTPUT\"'\n",
-    )]);
+    );
     let run = materialize(dir.path(), &["--all-partitions", "--junit", "r.xml"]);
     assert_eq!(run.code, 0, "{run:?}");
     let cases = parse_junit(&read(dir.path().join("r.xml")));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{dg_with_env, find, json, project, read, spawn_dg};
+use crate::support::{dg_with_env, find, json, one_file, project, read, spawn_dg};
 
 /// `up` (fast) → `down` (slow, identity), over three static partitions;
 /// every step appends `ASSET KEY UP-CONTENT` to `computed.log`.
@@ -181,8 +181,7 @@ fn three_runs_compute_each_partition_once_postgres() {
 /// left them, and the history stays readable.
 #[test]
 fn partitions_add_and_remove_race_a_run() {
-    let dir = project(&[(
-        "defs/a.toml",
+    let dir = one_file(
         r#"[partitions.files]
 type = "dynamic"
 
@@ -190,7 +189,7 @@ type = "dynamic"
 partitions = "files"
 shell = 'sleep 0.2; echo "$DG_PARTITION_KEY" > "$DG_OUTPUT"'
 "#,
-    )]);
+    );
     let d = dir.path();
     let keys: Vec<String> = (0..8).map(|i| format!("f{i}")).collect();
     let mut add = vec!["partitions", "add", "files"];

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    assert_contains, assert_fails_with, assert_no_panic, dg, files_under, find, json, project,
-    read, texts,
+    assert_contains, assert_fails_with, assert_no_panic, dg, files_under, find, json, one_file,
+    project, read, texts,
 };
 
 /// Four partitions stored by `fs` under `warehouse/`; the step of `k2`
@@ -165,8 +165,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_storage_disk_fails_the_step_and_keeps_the_previous_partition() {
-    let dir = project(&[(
-        "defs/a.toml",
+    let dir = one_file(
         r#"[resources.io_manager]
 type = "fs"
 base_dir = "warehouse"
@@ -176,7 +175,7 @@ format = "file"
 shell = 'head -c "${SIZE:-100}" /dev/zero | tr "\0" "x" > "$DG_OUTPUT"'
 format = "file"
 "#,
-    )]);
+    );
     let d = dir.path();
     let Some(_fs) = Tmpfs::mount(&d.join("warehouse"), "1m") else {
         return;
@@ -207,8 +206,7 @@ format = "file"
 
 #[test]
 fn a_full_state_disk_fails_the_run_without_corrupting_the_history() {
-    let dir = project(&[(
-        "defs/a.toml",
+    let dir = one_file(
         r#"[partitions.p]
 type = "static"
 keys = ["k0", "k1"]
@@ -222,7 +220,7 @@ metadata = { note = "${env:NOTE:-x}" }
 type = "fs"
 base_dir = "warehouse"
 "#,
-    )]);
+    );
     let d = dir.path();
     let Some(_fs) = Tmpfs::mount(&d.join(".dg"), "600k") else {
         return;
@@ -431,10 +429,9 @@ fn small_mistakes_get_short_clear_messages() {
 
 #[test]
 fn keys_with_invisible_characters_are_shown_escaped() {
-    let dir = project(&[(
-        "defs/a.toml",
+    let dir = one_file(
         "[partitions.p]\ntype = \"static\"\nkeys = [\"ab\\u202Ecd\", \"zero\\u200Bwidth\"]\n\n[assets.a]\npartitions = \"p\"\nshell = \"true\"\noutput = false\n",
-    )]);
+    );
     let d = dir.path();
     let r = dg(d, &["materialize", "--all-partitions"]);
     assert_eq!(r.code, 0, "{r:?}");
@@ -448,10 +445,9 @@ fn keys_with_invisible_characters_are_shown_escaped() {
 
 #[test]
 fn a_password_on_a_line_with_an_error_is_not_shown() {
-    let dir = project(&[(
-        "defs/a.toml",
+    let dir = one_file(
         "[resources.db]\ntype = \"postgres\"\nurl = \"postgres://dg:hunter2@db.example/x\" oops\n",
-    )]);
+    );
     for args in [&["check", "defs"][..], &["check", "defs", "--json"][..]] {
         let r = dg(dir.path(), args);
         assert_eq!(r.code, 2, "{r:?}");
@@ -466,8 +462,7 @@ fn a_password_on_a_line_with_an_error_is_not_shown() {
 /// log written by dg, or the history.
 #[test]
 fn an_env_value_in_a_plugin_argv_is_not_shown() {
-    let dir = project(&[(
-        "defs/a.toml",
+    let dir = one_file(
         r#"[resources.io_manager]
 type = "command"
 command = ["sh", "-c", "exit 3", "x", "${env:PLUGIN_TOKEN}"]
@@ -475,7 +470,7 @@ command = ["sh", "-c", "exit 3", "x", "${env:PLUGIN_TOKEN}"]
 [assets.a]
 shell = "printf 'a\n1\n' > $DG_OUTPUT"
 "#,
-    )]);
+    );
     let d = dir.path();
     let env = [("PLUGIN_TOKEN", "tok-5ecret-value")];
     for args in [&["materialize"][..], &["materialize", "--json"][..]] {

@@ -5,16 +5,8 @@ use std::path::Path;
 
 use tempfile::TempDir;
 
-use crate::support::{assert_contains, texts};
+use crate::support::{assert_contains, one_file, texts};
 use crate::{Run, assert_no_panic, dg};
-
-/// A project whose `defs/a.toml` is `text`.
-fn project(text: &str) -> TempDir {
-    let tmp = TempDir::new().expect("temp dir");
-    std::fs::create_dir_all(tmp.path().join("defs")).unwrap();
-    std::fs::write(tmp.path().join("defs/a.toml"), text).unwrap();
-    tmp
-}
 
 /// `dg check defs`, which must fail with exit 2, located, without panicking.
 fn check_fails(dir: &Path) -> Run {
@@ -33,7 +25,7 @@ fn assert_has(run: &Run, needles: &[&str]) {
 #[test]
 fn huge_timeouts_are_located_errors_not_panics() {
     for t in ["300000000000 years", "9223372036854775807s", "366days"] {
-        let dir = project(&format!(
+        let dir = one_file(&format!(
             "[assets.a]\nshell = \"echo x > \\\"$DG_OUTPUT\\\"\"\ntimeout = \"{t}\"\n"
         ));
         let run = check_fails(dir.path());
@@ -50,7 +42,7 @@ fn huge_timeouts_are_located_errors_not_panics() {
     }
     // The bound itself is valid, and runs.
     let dir =
-        project("[assets.a]\nshell = \"echo x > \\\"$DG_OUTPUT\\\"\"\ntimeout = \"365 days\"\n");
+        one_file("[assets.a]\nshell = \"echo x > \\\"$DG_OUTPUT\\\"\"\ntimeout = \"365 days\"\n");
     let run = dg(dir.path(), &["materialize"]);
     assert_no_panic(&run);
     assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
@@ -58,7 +50,7 @@ fn huge_timeouts_are_located_errors_not_panics() {
 
 #[test]
 fn offsets_beyond_the_bounds_are_located_errors() {
-    let dir = project(
+    let dir = one_file(
         r#"[partitions.d]
 type = "daily"
 start = "2024-01-01"
@@ -104,7 +96,7 @@ shell = "true"
 
 #[test]
 fn offsets_at_the_bounds_work() {
-    let dir = project(
+    let dir = one_file(
         r#"[partitions.ok]
 type = "daily"
 start = "2024-01-01"
@@ -175,7 +167,7 @@ fn corrupt_table(db: &Path, table: &str) {
 
 #[test]
 fn a_run_whose_history_cannot_be_written_fails() {
-    let dir = project(
+    let dir = one_file(
         r#"[partitions.s]
 type = "static"
 keys = ["a", "b", "c", "d"]
@@ -283,7 +275,7 @@ fn all_gone_within(pids: &[i32], secs: u64) -> bool {
 
 #[test]
 fn steps_die_when_dg_is_killed() {
-    let dir = project(STUBBORN);
+    let dir = one_file(STUBBORN);
     let (mut child, pids) = start_stubborn(dir.path());
     assert!(pids.iter().all(|&p| running(p)));
     child.kill().unwrap(); // SIGKILL
@@ -298,7 +290,7 @@ fn steps_die_when_dg_is_killed() {
 /// exit code and stderr, and whether the step's processes were gone.
 fn signal_dg(signals: &[nix::sys::signal::Signal]) -> (Option<i32>, String, bool) {
     use std::io::Read;
-    let dir = project(STUBBORN);
+    let dir = one_file(STUBBORN);
     let (mut child, pids) = start_stubborn(dir.path());
     for &s in signals {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), s).unwrap();
@@ -352,7 +344,7 @@ fn materialize_within(dir: &Path, secs: u64) -> (Run, std::time::Duration) {
 
 #[test]
 fn a_fifo_at_dg_output_is_refused_not_waited_for() {
-    let dir = project("[assets.a]\nshell = 'mkfifo \"$DG_OUTPUT\"'\ntimeout = \"5s\"\n");
+    let dir = one_file("[assets.a]\nshell = 'mkfifo \"$DG_OUTPUT\"'\ntimeout = \"5s\"\n");
     let (run, took) = materialize_within(dir.path(), 30);
     assert_no_panic(&run);
     assert_eq!(run.code, 1, "stderr:\n{}", run.stderr);
@@ -367,7 +359,7 @@ fn a_fifo_at_dg_output_is_refused_not_waited_for() {
 
 #[test]
 fn a_fifo_at_dg_messages_is_ignored() {
-    let dir = project(
+    let dir = one_file(
         "[assets.a]\nshell = 'rm \"$DG_MESSAGES\" && mkfifo \"$DG_MESSAGES\" && echo x > \"$DG_OUTPUT\"'\ntimeout = \"5s\"\n",
     );
     let (run, _) = materialize_within(dir.path(), 30);
@@ -389,7 +381,7 @@ fn a_fifo_at_dg_messages_is_ignored() {
 
 #[test]
 fn the_timeout_covers_storing() {
-    let dir = project(
+    let dir = one_file(
         r#"[resources.io_manager]
 type = "command"
 command = ["sh", "plugin.sh"]
@@ -419,7 +411,7 @@ timeout = "1s"
 #[test]
 fn failure_output_is_bounded_in_bytes() {
     // 5 MB on one line, then a progress bar drawn with `\r`, then a failure.
-    let dir = project(
+    let dir = one_file(
         r#"[assets.a]
 shell = '''
 head -c 5000000 /dev/zero | tr '\0' x
@@ -469,7 +461,7 @@ fn every_accepted_key_runs() {
         "é".repeat(90),
         "数".repeat(27),
     ];
-    let dir = project(&format!(
+    let dir = one_file(&format!(
         r#"[partitions.p]
 type = "static"
 keys = [{}]
@@ -518,7 +510,7 @@ deps = ["{long_asset}"]
 
 #[test]
 fn keys_too_long_for_a_file_name_are_located_errors() {
-    let dir = project(&format!(
+    let dir = one_file(&format!(
         "[partitions.p]\ntype = \"static\"\nkeys = [\"{}\"]\n\n[assets.\"{}\"]\nshell = \"true\"\n",
         "é".repeat(121),
         "a".repeat(201)
@@ -533,7 +525,7 @@ fn keys_too_long_for_a_file_name_are_located_errors() {
             "--> defs/a.toml:5:9",
         ],
     );
-    let dir = project("[partitions.d]\ntype = \"dynamic\"\n");
+    let dir = one_file("[partitions.d]\ntype = \"dynamic\"\n");
     let run = dg(dir.path(), &["partitions", "add", "d", &"x".repeat(241)]);
     assert_no_panic(&run);
     assert_eq!(run.code, 2, "{}", run.stderr);
@@ -577,7 +569,7 @@ fn symlinked_definitions_are_read_once_and_loops_skipped() {
 
 #[test]
 fn an_unset_state_url_variable_is_a_warning_of_check_defs() {
-    let dir = project("[assets.a]\nshell = \"true\"\noutput = false\n");
+    let dir = one_file("[assets.a]\nshell = \"true\"\noutput = false\n");
     std::fs::write(
         dir.path().join("dg.toml"),
         "[state]\nurl = \"${env:DG_TEST_SURELY_UNSET_20}\"\n",
@@ -597,7 +589,7 @@ fn an_unset_state_url_variable_is_a_warning_of_check_defs() {
 
 #[test]
 fn logs_that_are_gone_and_runs_limit_0_are_errors() {
-    let dir = project("[assets.a]\nshell = \"echo hi\"\noutput = false\n");
+    let dir = one_file("[assets.a]\nshell = \"echo hi\"\noutput = false\n");
     let run = dg(dir.path(), &["materialize", "--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();

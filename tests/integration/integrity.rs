@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::support::{
-    Run, assert_contains, assert_fails_with, assert_no_panic, assert_ok, dg, find, json, project,
+    Run, assert_contains, assert_fails_with, assert_no_panic, assert_ok, dg, find, json, one_file,
 };
 
 const NOW: &str = "2024-01-04T00:00:00Z";
@@ -36,8 +36,7 @@ fn the_only_step_fails(dir: &Path, args: &[&str]) -> String {
 /// wrote CSV and which `format` to set, not just "Corrupt footer".
 #[test]
 fn a_step_that_writes_the_wrong_format_is_told_which_it_wrote() {
-    let dir = project(&[(
-        "defs/defs.toml",
+    let dir = one_file(
         r#"
 [resources.io_manager]
 type = "fs"
@@ -46,7 +45,7 @@ format = "parquet"
 [assets.events]
 shell = "printf 'id,name\\n1,x\\n' > \"$DG_OUTPUT\""
 "#,
-    )]);
+    );
     let error = the_only_step_fails(dir.path(), &[]);
     assert!(
         error.contains("looks like CSV") && error.contains("set `format = \"csv\"` on the asset"),
@@ -54,7 +53,7 @@ shell = "printf 'id,name\\n1,x\\n' > \"$DG_OUTPUT\""
     );
     // Following the hint works.
     std::fs::write(
-        dir.path().join("defs/defs.toml"),
+        dir.path().join("defs/a.toml"),
         r#"
 [resources.io_manager]
 type = "fs"
@@ -74,10 +73,8 @@ shell = "printf 'id,name\\n1,x\\n' > \"$DG_OUTPUT\""
 #[test]
 fn a_zero_row_partition_is_stored_in_every_file_format() {
     for format in ["csv", "jsonl", "parquet"] {
-        let dir = project(&[(
-            "defs/defs.toml",
-            &format!(
-                r#"
+        let dir = one_file(&format!(
+            r#"
 [resources.io_manager]
 type = "fs"
 format = "{format}"
@@ -97,8 +94,7 @@ deps = ["events"]
 format = "csv"
 shell = "printf 'n\\n%s\\n' \"$(wc -l < \"$DG_INPUT_EVENTS\")\" > \"$DG_OUTPUT\""
 "#
-            ),
-        )]);
+        ));
         assert_ok(&run(
             dir.path(),
             &[
@@ -120,8 +116,7 @@ shell = "printf 'n\\n%s\\n' \"$(wc -l < \"$DG_INPUT_EVENTS\")\" > \"$DG_OUTPUT\"
 /// `columns` declares types: applied when storing, through any manager.
 #[test]
 fn declared_columns_type_the_stored_output() {
-    let dir = project(&[(
-        "defs/defs.toml",
+    let dir = one_file(
         r#"
 [resources.io_manager]
 type = "sqlite"
@@ -141,7 +136,7 @@ io_manager = "pq"
 format = "csv"
 shell = "cp \"$DG_INPUT_ORDERS\" seen.csv && cp \"$DG_INPUT_ORDERS\" \"$DG_OUTPUT\""
 "#,
-    )]);
+    );
     assert_ok(&run(dir.path(), &["materialize"]));
     let conn = rusqlite::Connection::open(dir.path().join("w.db")).unwrap();
     let types: Vec<(String, String)> = conn
@@ -177,14 +172,13 @@ shell = "cp \"$DG_INPUT_ORDERS\" seen.csv && cp \"$DG_INPUT_ORDERS\" \"$DG_OUTPU
 /// row and the column; nothing is stored.
 #[test]
 fn a_value_that_does_not_fit_its_column_type_fails_the_step() {
-    let dir = project(&[(
-        "defs/defs.toml",
+    let dir = one_file(
         r#"
 [assets.orders]
 columns = { amount = "float64" }
 shell = "printf 'id,amount\\n1,2.5\\n2,abc\\n' > \"$DG_OUTPUT\""
 "#,
-    )]);
+    );
     let error = the_only_step_fails(dir.path(), &[]);
     assert!(
         error.contains("row 2, column `amount`: `abc` is not a valid float64"),
@@ -197,21 +191,20 @@ shell = "printf 'id,amount\\n1,2.5\\n2,abc\\n' > \"$DG_OUTPUT\""
 /// valid type names.
 #[test]
 fn unknown_column_types_are_located_errors() {
-    let dir = project(&[(
-        "defs/defs.toml",
+    let dir = one_file(
         r#"
 [assets.orders]
 columns = { zip = "text", amount = "float" }
 shell = "true"
 "#,
-    )]);
+    );
     let r = run(dir.path(), &["check", "defs"]);
     assert_fails_with(
         &r,
         2,
         &[
             "unknown column type `text` for column `zip` in asset `orders`",
-            "defs/defs.toml:3:19",
+            "defs/a.toml:3:19",
             "did you mean `float64`?",
             "valid types: `string`, `int64`, `float64`, `bool`, `date`, `timestamp`",
         ],
@@ -223,8 +216,7 @@ shell = "true"
 /// run and later ones), and `dg status` shows it.
 #[test]
 fn output_required_false_records_no_output_and_skips_readers() {
-    let dir = project(&[(
-        "defs/defs.toml",
+    let dir = one_file(
         r#"
 [partitions.daily]
 type = "daily"
@@ -240,7 +232,7 @@ partitions = "daily"
 deps = ["events"]
 shell = "cp \"$DG_INPUT_EVENTS\" \"$DG_OUTPUT\""
 "#,
-    )]);
+    );
     let r = run(
         dir.path(),
         &[
@@ -287,9 +279,9 @@ shell = "cp \"$DG_INPUT_EVENTS\" \"$DG_OUTPUT\""
     let r = run(dir.path(), &["status", "--select", "events"]);
     assert_contains(&r.stdout, &["(1 with no output)", "no output [2024-01-01]"]);
     // Without the setting, writing nothing is a failure that names it.
-    let defs = std::fs::read_to_string(dir.path().join("defs/defs.toml")).unwrap();
+    let defs = std::fs::read_to_string(dir.path().join("defs/a.toml")).unwrap();
     std::fs::write(
-        dir.path().join("defs/defs.toml"),
+        dir.path().join("defs/a.toml"),
         defs.replace("output_required = false\n", ""),
     )
     .unwrap();

@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 use crate::support::{
     HOURLY_DAILY, Run, assert_contains, assert_fails_with, dg_now, example_project, files_under,
-    process_gone, project, read, spawn_dg, step, texts,
+    one_file, process_gone, project, read, spawn_dg, step, texts,
 };
 
 /// Every hour of 2022-01-01 is over, and the day too.
@@ -1350,8 +1350,7 @@ printf 'key,date,region,start\n%s,%s,%s,%s\n' "$DG_PARTITION_KEY" "$DG_PARTITION
 
 #[test]
 fn metadata_strings_resolve_the_environment_before_reaching_the_step() {
-    let dir = project(&[(
-        "defs/a.toml",
+    let dir = one_file(
         r#"
 [resources.io_manager]
 type = "fs"
@@ -1362,7 +1361,7 @@ tags = { team = "${env:DG_TEST_OWNER}" }
 metadata = { owner = "${env:DG_TEST_OWNER}", nested = { url = "${env:DG_TEST_UNSET_URL:-https://example.org}" }, n = 6, literal = "$${env:KEEP}" }
 shell = "cp \"$DG_CONTEXT\" \"$DG_OUTPUT\""
 "#,
-    )]);
+    );
     // Unset without a default: nothing runs, and the error names the variable.
     let run = materialize(dir.path(), &[]);
     assert_fails_with(&run, 2, &["DG_TEST_OWNER", "`metadata`"]);

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::support::{
-    assert_fails_with, assert_no_panic, dg, dg_with_env, json, project, read, spawn_dg, step,
+    assert_fails_with, assert_no_panic, dg, dg_with_env, json, one_file, project, read, spawn_dg,
+    step,
 };
 
 /// A project whose `fetch` steps (static partitions `p0`…`p{n-1}`) are in
@@ -214,10 +215,7 @@ fn pool_definition_errors_are_located() {
     assert!(e.contains("defs/a.toml:2:8"), "{e}");
     assert!(e.contains("did you mean `api`"), "{e}");
     // Without dg.toml there are no pools: the help says how to declare one.
-    let dir = project(&[(
-        "defs/a.toml",
-        "[assets.a]\npool = \"api\"\nshell = \"true\"\noutput = false\n",
-    )]);
+    let dir = one_file("[assets.a]\npool = \"api\"\nshell = \"true\"\noutput = false\n");
     let r = dg(dir.path(), &["check", "defs"]);
     assert_fails_with(&r, 2, &["[pools]\n      api = 2"]);
 }
@@ -234,7 +232,7 @@ echo x > "$DG_OUTPUT"
 '''
 "#
     );
-    project(&[("defs/a.toml", &defs)])
+    one_file(&defs)
 }
 
 fn attempts(dir: &Path) -> Vec<String> {
@@ -296,8 +294,7 @@ fn a_retry_policy_retries_with_its_backoff() {
 
 #[test]
 fn a_step_that_asks_for_no_retry_is_not_retried() {
-    let dir = project(&[(
-        "defs/a.toml",
+    let dir = one_file(
         r#"[assets.bad_request]
 retry = { max = 5, delay = "10ms" }
 shell = '''
@@ -306,7 +303,7 @@ echo '{"retry": false}' >> "$DG_MESSAGES"
 exit 75
 '''
 "#,
-    )]);
+    );
     let r = dg(dir.path(), &["materialize", "--json"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert_eq!(attempts(dir.path()), ["1"]);
@@ -328,8 +325,7 @@ exit 75
 
 #[test]
 fn retry_definition_errors_are_located() {
-    let dir = project(&[(
-        "defs/a.toml",
+    let dir = one_file(
         r#"[assets.a]
 retries = 2
 retry = { max = 101, delay = "soon", backoff = "exponentail", jitter = "some" }
@@ -346,7 +342,7 @@ retry = 3
 shell = "true"
 output = false
 "#,
-    )]);
+    );
     let r = dg(dir.path(), &["check", "defs"]);
     assert_eq!(r.code, 2, "{r:?}");
     assert_no_panic(&r);

@@ -11,8 +11,8 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::support::{
-    Run, assert_contains, assert_fails_with, assert_ok, dg_now, find, hourly_daily, items, project,
-    read, repo,
+    Run, assert_contains, assert_fails_with, assert_ok, dg_now, find, hourly_daily, items,
+    one_file, read, repo,
 };
 
 pub(crate) const NOW: &str = "2022-01-03T00:00:00Z";
@@ -107,7 +107,7 @@ fn asset<'a>(d: &'a Value, key: &str) -> &'a Value {
 
 #[test]
 fn the_report_shows_graph_partitions_run_failures_and_checks() {
-    let p = project(&[("defs/a.toml", DEFS)]);
+    let p = one_file(DEFS);
     let first_id = materialize_hour(p.path(), "2022-01-01-00:00");
     let run = dg_now(
         p.path(),
@@ -268,8 +268,7 @@ fn the_report_shows_graph_partitions_run_failures_and_checks() {
 #[test]
 fn the_report_aggregates_100000_partitions_into_cells() {
     // Hourly from 2010 to 2022: about 105,000 partitions.
-    let p = project(&[(
-        "defs/a.toml",
+    let p = one_file(
         r#"
 [partitions.hourly]
 type = "hourly"
@@ -282,7 +281,7 @@ shell = "printf 'n\n1\n' > \"$DG_OUTPUT\""
 [assets.big.checks.never_two]
 sql = "SELECT * FROM big WHERE n = 1 AND :partition_key = '2021-12-31-23:00'"
 "#,
-    )]);
+    );
     let now = "2022-01-01T00:00:00Z";
     assert_ok(&dg_now(
         p.path(),
@@ -351,7 +350,7 @@ fn get(port: u16, path: &str) -> (String, String) {
 #[test]
 fn dg_ui_serves_the_report_live_from_the_history() {
     use std::io::BufRead;
-    let p = project(&[("defs/a.toml", DEFS)]);
+    let p = one_file(DEFS);
     let first_id = materialize_hour(p.path(), "2022-01-01-00:00");
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("dg"))
         .args([

@@ -14,7 +14,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::report::{DEFS, NOW};
-use crate::support::{assert_ok, dg_now, project, read, service};
+use crate::support::{assert_ok, dg_now, one_file, read, service};
 
 /// The Chromium binary, or `None` (the test is skipped) when
 /// `DG_TEST_CHROMIUM` is not set. Under CI (`CI=true`) a missing variable
@@ -93,7 +93,7 @@ const PROBE: &str = r##"<script>
 #[test]
 fn chromium_renders_the_report_a_person_reads() {
     let Some(chrome) = chromium() else { return };
-    let p = project(&[("defs/a.toml", DEFS)]);
+    let p = one_file(DEFS);
     let run = dg_now(
         p.path(),
         NOW,

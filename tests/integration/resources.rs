@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::support::{
     Run, assert_contains, assert_fails_with, assert_no_panic, assert_ok, dg_with_env, find, items,
-    json, project, read, step,
+    json, one_file, project, read, step,
 };
 
 const NOW: &str = "2024-01-02T00:00:00Z";
@@ -50,7 +50,7 @@ printf 'n\n%s\n' "$(env | grep -c '^DG_RESOURCE_')" > "$DG_OUTPUT"
 
 #[test]
 fn a_step_gets_the_fields_of_the_settings_it_declares_and_no_others() {
-    let p = project(&[("defs/a.toml", SETTINGS)]);
+    let p = one_file(SETTINGS);
     assert_ok(&dg(p.path(), &["materialize"]));
     let out = read(p.path().join(".dg/storage/observations.csv"));
     assert_eq!(
@@ -75,7 +75,7 @@ fn a_step_gets_the_fields_of_the_settings_it_declares_and_no_others() {
 
 #[test]
 fn an_unset_secret_variable_stops_the_run_naming_it() {
-    let p = project(&[("defs/a.toml", SETTINGS)]);
+    let p = one_file(SETTINGS);
     let r = dg_with_env(
         p.path(),
         &["materialize", "--select", "observations"],
@@ -119,7 +119,7 @@ exit 3
 '''
 "#
     );
-    let p = project(&[("defs/a.toml", &defs)]);
+    let p = one_file(&defs);
     let mut outputs: Vec<(String, Run)> = Vec::new();
     let run = dg(p.path(), &["materialize"]);
     assert_eq!(run.code, 1, "{}", run.stderr);
@@ -296,9 +296,9 @@ fn check_defs_validates_every_profile_and_the_selected_one_in_full() {
     );
     let p = project(&[("dg.toml", &bad), ("defs/a.toml", PROFILES_DEFS)]);
     let r = dg(p.path(), &["check", "defs"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert_contains(
-        &r.stderr,
+    assert_fails_with(
+        &r,
+        2,
         &[
             "field `url` of resource `weather_api` must be a string, number or boolean",
             "dg.toml:",
@@ -350,7 +350,7 @@ fn stored(p: &Path, asset: &str) -> serde_json::Value {
 
 #[test]
 fn run_config_defaults_overrides_and_the_record() {
-    let p = project(&[("defs/a.toml", CONFIG_DEFS)]);
+    let p = one_file(CONFIG_DEFS);
     assert_ok(&dg(p.path(), &["materialize"]));
     assert_eq!(
         stored(p.path(), "obs"),
@@ -392,7 +392,7 @@ fn run_config_defaults_overrides_and_the_record() {
 
 #[test]
 fn bad_config_overrides_are_usage_errors_and_nothing_runs() {
-    let p = project(&[("defs/a.toml", CONFIG_DEFS)]);
+    let p = one_file(CONFIG_DEFS);
     let r = dg(
         p.path(),
         &[
@@ -409,9 +409,9 @@ fn bad_config_overrides_are_usage_errors_and_nothing_runs() {
             "noequals",
         ],
     );
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert_contains(
-        &r.stderr,
+    assert_fails_with(
+        &r,
+        2,
         &[
             "asset `obs` has no config field `windw_days` (its fields: `window_days`, `label`, `ratio`)",
             "config field `window_days` of asset `obs` is an integer, not a string",
@@ -425,7 +425,7 @@ fn bad_config_overrides_are_usage_errors_and_nothing_runs() {
 
 #[test]
 fn a_changed_config_makes_a_partition_stale_only_when_the_asset_opts_in() {
-    let p = project(&[("defs/a.toml", CONFIG_DEFS)]);
+    let p = one_file(CONFIG_DEFS);
     assert_ok(&dg(p.path(), &["materialize"]));
     std::fs::remove_file(p.path().join("ran.log")).unwrap();
     assert_ok(&dg(p.path(), &["materialize", "--stale"]));
@@ -520,8 +520,7 @@ shell = "cat \"$DG_INPUT_EVENTS\" > \"$DG_OUTPUT\""
 
 #[test]
 fn settings_mistakes_are_located_errors_reported_together() {
-    let p = project(&[(
-        "defs/a.toml",
+    let p = one_file(
         r#"
 [defaults]
 key_prefx = "x"
@@ -540,11 +539,11 @@ resources = ["store", "apii"]
 io_manager = "api"
 shell = "true"
 "#,
-    )]);
+    );
     let r = dg(p.path(), &["check", "defs"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert_contains(
-        &r.stderr,
+    assert_fails_with(
+        &r,
+        2,
         &[
             "unknown field `key_prefx` in `[defaults]`",
             "field `nested` of resource `api` must be a string, number or boolean, found",
@@ -555,11 +554,10 @@ shell = "true"
             "defs/a.toml:",
         ],
     );
-    let p = project(&[(
-        "defs/a.toml",
+    let p = one_file(
         "[resources.api]\ntype = \"settings\"\n\n[assets.a]\nio_manager = \"api\"\nshell = \"true\"\n\n\
          [assets.b]\nshell = \"true\"\n[assets.b.ins.a]\ninput_manager = \"api\"\n",
-    )]);
+    );
     let r = dg(p.path(), &["check", "defs"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(

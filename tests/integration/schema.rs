@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{dg, items, project, repo};
+use crate::support::{dg, items, one_file, project, repo};
 
 fn schema(of: &str) -> Value {
     let dir = project(&[]);
@@ -14,7 +14,7 @@ fn schema(of: &str) -> Value {
 
 /// The kinds of the errors `dg check defs --json` reports.
 fn error_kinds(toml: &str) -> Vec<(String, String)> {
-    let dir = project(&[("defs/a.toml", toml)]);
+    let dir = one_file(toml);
     let run = dg(dir.path(), &["check", "defs", "--json"]);
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     items(&v["errors"])
