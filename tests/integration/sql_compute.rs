@@ -4,23 +4,30 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use tempfile::TempDir;
 
-use crate::support::{Run, assert_no_panic, dg, example_project, project, read, step};
+use crate::support::{Run, example_project, json, materialize_json, project, read, step};
 
 const NOW: &str = "2022-01-02T00:00:00Z";
 
-fn materialize(dir: &Path, args: &[&str]) -> Run {
-    let mut all = vec!["--now", NOW, "materialize", "--json"];
-    all.extend(args);
-    let run = dg(dir, &all);
-    assert_no_panic(&run);
+/// `dg --now NOW materialize --json ARGS…` in `dir`, which must exit with
+/// `code`.
+fn materialize(dir: &Path, args: &[&str], code: i32) -> Run {
+    let run = materialize_json(dir, NOW, args);
+    assert_eq!(
+        run.code, code,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
     run
 }
 
-fn summary(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n{}", run.stdout, run.stderr))
+/// A project whose `defs/assets.toml` is `defs`, all of it materialized:
+/// the project and the run, which must exit with `code`.
+fn materialized(defs: &str, code: i32) -> (TempDir, Run) {
+    let dir = project(&[("defs/assets.toml", defs)]);
+    let run = materialize(dir.path(), &[], code);
+    (dir, run)
 }
 
 /// The files stored for `asset` by the default `fs` manager.
@@ -57,8 +64,7 @@ fn the_seed_example_with_a_sql_downstream_gives_24_rows_in_order() {
     assert!(text.contains("sql = \"SELECT * FROM upstream_asset\""));
     std::fs::write(&assets, text).unwrap();
 
-    let run = materialize(dir.path(), &["--partition", "2022-01-01"]);
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let run = materialize(dir.path(), &["--partition", "2022-01-01"], 0);
     let mut expected = String::from("date\n");
     for h in 0..24 {
         expected.push_str(&format!("2022-01-01-{h:02}:00\n"));
@@ -74,7 +80,7 @@ fn the_seed_example_with_a_sql_downstream_gives_24_rows_in_order() {
         read(dir.path().join(".dg/archive/daily_report/2022-01-01.jsonl")),
         "{\"day\":\"2022-01-01\",\"rows\":24,\"rows_yesterday\":0}\n"
     );
-    let v = summary(&run);
+    let v = json(&run);
     assert_eq!(
         step(&v, "downstream_asset[2022-01-01]")["status"],
         "success"
@@ -118,25 +124,27 @@ SELECT :partition_key AS k,
 sql = "SELECT :partition_key IS NULL AS no_key, :partition_start IS NULL AS no_start"
 "#;
     let dir = project(&[("defs/assets.toml", defs)]);
-    let run = materialize(
+    materialize(
         dir.path(),
         &["--partition", "x'); DROP TABLE t; --", "-s", "+p"],
+        0,
     );
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
     let files = stored(dir.path(), "p");
     assert_eq!(files.len(), 1, "{files:?}");
     // The literal key; the input table still exists (count 1); no window: NULL.
     assert_eq!(read(&files[0]), "k,s,n,same\nx'); DROP TABLE t; --,,1,1\n");
 
-    let run = materialize(dir.path(), &["--partition", "2022-01-01-05:00", "-s", "h"]);
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    materialize(
+        dir.path(),
+        &["--partition", "2022-01-01-05:00", "-s", "h"],
+        0,
+    );
     assert_eq!(
         read(dir.path().join(".dg/storage/h/2022-01-01-05:00.csv")),
         "k,s,e,has_run\n2022-01-01-05:00,2022-01-01T05:00:00+00:00,2022-01-01T06:00:00+00:00,1\n"
     );
 
-    let run = materialize(dir.path(), &["-s", "u"]);
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    materialize(dir.path(), &["-s", "u"], 0);
     assert_eq!(
         read(dir.path().join(".dg/storage/u.csv")),
         "no_key,no_start\n1,1\n"
@@ -161,9 +169,7 @@ GROUP BY r.name
 ORDER BY total DESC
 """
 "#;
-    let dir = project(&[("defs/assets.toml", defs)]);
-    let run = materialize(dir.path(), &[]);
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let (dir, _) = materialized(defs, 0);
     assert_eq!(
         read(dir.path().join(".dg/storage/totals.csv")),
         "name,sales,total\nUnited States,2,12.5\nEurope,1,5.0\n\"Asia, Pacific\",1,1.0\n"
@@ -185,9 +191,7 @@ shell = '''printf 'a,name\n1,x\n2,\n3,z\n' > "$DG_OUTPUT"'''
 deps = ["src"]
 sql = "SELECT a, a * 1.5 AS b, NULL AS c, name FROM src ORDER BY a DESC"
 "#;
-    let dir = project(&[("defs/assets.toml", defs)]);
-    let run = materialize(dir.path(), &[]);
-    assert_eq!(run.code, 0, "stderr:\n{}", run.stderr);
+    let (dir, _) = materialized(defs, 0);
     assert_eq!(
         read(dir.path().join(".dg/storage/out.jsonl")),
         "{\"a\":3,\"b\":4.5,\"c\":null,\"name\":\"z\"}\n\
@@ -206,10 +210,8 @@ shell = '''printf 'a\n1\n' > "$DG_OUTPUT"'''
 deps = ["src"]
 sql = "SELEC * FROM src"
 "#;
-    let dir = project(&[("defs/assets.toml", defs)]);
-    let run = materialize(dir.path(), &[]);
-    assert_eq!(run.code, 1, "stderr:\n{}", run.stderr);
-    let v = summary(&run);
+    let (dir, run) = materialized(defs, 1);
+    let v = json(&run);
     let s = step(&v, "bad");
     assert_eq!(s["status"], "failed", "{s}");
     assert_eq!(
@@ -231,10 +233,8 @@ sql = "SELECT :nope AS x"
 [assets.q]
 sql = "SELECT * FROM missing"
 "#;
-    let dir = project(&[("defs/assets.toml", defs)]);
-    let run = materialize(dir.path(), &[]);
-    assert_eq!(run.code, 1, "stderr:\n{}", run.stderr);
-    let v = summary(&run);
+    let (_dir, run) = materialized(defs, 1);
+    let v = json(&run);
     let e = step(&v, "p")["error"].as_str().unwrap().to_string();
     assert!(
         e.starts_with("SQL error in asset `p`: unknown parameter `:nope`"),
@@ -256,10 +256,8 @@ shell = ': > "$DG_OUTPUT"'
 deps = ["src"]
 sql = "SELECT count(*) AS n FROM src"
 "#;
-    let dir = project(&[("defs/assets.toml", defs)]);
-    let run = materialize(dir.path(), &[]);
-    assert_eq!(run.code, 1, "stderr:\n{}", run.stderr);
-    let v = summary(&run);
+    let (_dir, run) = materialized(defs, 1);
+    let v = json(&run);
     let e = step(&v, "down")["error"].as_str().unwrap().to_string();
     assert!(
         e.starts_with("SQL error in asset `down`: no such table: src (input `src` is empty"),
