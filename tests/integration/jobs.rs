@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{assert_contains, items, spawn_dg};
+use crate::support::{assert_contains, assert_fails_with, items, spawn_dg};
 use crate::{Run, assert_no_panic, dg, dg_with_env};
 
 /// Hourly partitions from 2024-01-01; `events` logs its step, `totals`
@@ -139,11 +139,7 @@ fn a_job_selection_is_checked_against_the_assets() {
     )
     .unwrap();
     let r = run(dir.path(), &["check", "defs"]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert_contains(
-        &r.stderr,
-        &["defs/jobs.toml:2:11", "did you mean `events`?"],
-    );
+    assert_fails_with(&r, 2, &["defs/jobs.toml:2:11", "did you mean `events`?"]);
 }
 
 #[test]

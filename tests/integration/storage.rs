@@ -1,7 +1,7 @@
 //! Issue 18: `path` templates of the `fs` manager (and what `dg check defs`
 //! says about them), through the real binary.
 
-use crate::support::{assert_contains, assert_ok, dg_now, files_under, one_file, read};
+use crate::support::{assert_fails_with, assert_ok, dg_now, files_under, one_file, read};
 
 const NOW: &str = "2024-04-02T00:00:00Z";
 
@@ -124,18 +124,12 @@ shell = "true"
 "#,
     );
     let run = dg_now(dir.path(), NOW, &["check", "defs"]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains(
-            "the `path` of resource `io_manager` cannot store asset `events`: two partitions \
-             would share a path: the partitions are daily"
-        ),
-        "{}",
-        run.stderr
-    );
-    assert_contains(
-        &run.stderr,
+    assert_fails_with(
+        &run,
+        2,
         &[
+            "the `path` of resource `io_manager` cannot store asset `events`: two partitions \
+             would share a path: the partitions are daily",
             "does not name the day (`%d`)",
             "defs/a.toml:3:8",
             "help: name the partition",
@@ -174,20 +168,18 @@ shell = "true"
 "#,
     );
     let run = dg_now(dir.path(), NOW, &["check", "defs"]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    let e = &run.stderr;
-    // Inside the string, at the placeholder.
-    assert!(
-        e.contains("`path` has an unknown placeholder `{partiton}`"),
-        "{e}"
-    );
-    assert!(e.contains("defs/a.toml:3:15"), "{e}");
-    assert!(e.contains("did you mean `{partition}`?"), "{e}");
-    assert!(e.contains("invalid strftime format `%Q`"), "{e}");
-    assert!(e.contains("defs/a.toml:7:15"), "{e}");
-    assert!(
-        e.contains("has no `{key}`, but assets `a` and `b` are both stored with it"),
-        "{e}"
+    assert_fails_with(
+        &run,
+        2,
+        &[
+            // Inside the string, at the placeholder.
+            "`path` has an unknown placeholder `{partiton}`",
+            "defs/a.toml:3:15",
+            "did you mean `{partition}`?",
+            "invalid strftime format `%Q`",
+            "defs/a.toml:7:15",
+            "has no `{key}`, but assets `a` and `b` are both stored with it",
+        ],
     );
 }
 
