@@ -76,6 +76,11 @@ impl Pg {
         }
     }
 
+    /// A state store URL on this schema (`[state] url = …`).
+    pub fn state_url(&self) -> String {
+        with_schema(&self.url, &self.schema)
+    }
+
     /// Rows of `sql` (with `{s}` the quoted schema) as text, NULL as `NULL`.
     pub fn rows(&mut self, sql: &str) -> Vec<Vec<String>> {
         let sql = sql.replace("{s}", &format!("\"{}\"", self.schema));

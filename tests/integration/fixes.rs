@@ -7,8 +7,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::{
-    Run, assert_contains, assert_fails_with, assert_no_panic, dg, example_project, find, items,
-    one_file,
+    Run, assert_contains, assert_fails_with, assert_no_panic, dg, example_project, find, one_file,
+    text_rows,
 };
 
 /// `dg check defs`, which must fail with exit 2 and nothing on stdout.
@@ -125,15 +125,11 @@ fn list_defs_names_an_upstream_read_twice_once() {
     let v: Value = serde_json::from_str(&run.stdout).expect("JSON");
     let report = find(&v["assets"], "key", "daily_report");
     assert_eq!(report["deps"], serde_json::json!(["downstream_asset"]));
-    let inputs: Vec<(&str, &str)> = items(&report["inputs"])
-        .iter()
-        .map(|i| (i["name"].as_str().unwrap(), i["asset"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        inputs,
+        text_rows(&report["inputs"], &["name", "asset"]),
         [
-            ("today", "downstream_asset"),
-            ("yesterday", "downstream_asset")
+            ["today", "downstream_asset"],
+            ["yesterday", "downstream_asset"]
         ]
     );
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{assert_contains, assert_fails_with, items, spawn_dg};
+use crate::support::{assert_contains, assert_fails_with, spawn_dg, text_rows};
 use crate::{Run, assert_no_panic, dg, dg_with_env};
 
 /// Hourly partitions from 2024-01-01; `events` logs its step, `totals`
@@ -383,20 +383,11 @@ fn catchup_latest_runs_once_and_all_runs_every_missed_tick() {
     let d = dir.path();
     // First tick of new jobs: the latest tick at --now, one run each.
     let v = tick_json(d, "2024-01-02T00:45:00Z", &[]);
-    let ticks: Vec<(String, String)> = items(&v["ticks"])
-        .iter()
-        .map(|t| {
-            (
-                t["job"].as_str().unwrap().into(),
-                t["tick"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
     assert_eq!(
-        ticks,
+        text_rows(&v["ticks"], &["job", "tick"]),
         [
-            ("newest".into(), "2024-01-02T00:00:00Z".into()),
-            ("every".into(), "2024-01-02T00:30:00Z".into())
+            ["newest", "2024-01-02T00:00:00Z"],
+            ["every", "2024-01-02T00:30:00Z"]
         ]
     );
     assert!(
@@ -438,24 +429,14 @@ fn catchup_latest_runs_once_and_all_runs_every_missed_tick() {
     );
 
     let v = tick_json(d, "2024-01-02T04:45:00Z", &[]);
-    let done: Vec<(&str, &str, &str)> = items(&v["ticks"])
-        .iter()
-        .map(|t| {
-            (
-                t["job"].as_str().unwrap(),
-                t["tick"].as_str().unwrap(),
-                t["status"].as_str().unwrap(),
-            )
-        })
-        .collect();
     assert_eq!(
-        done,
+        text_rows(&v["ticks"], &["job", "tick", "status"]),
         [
-            ("newest", "2024-01-02T04:00:00Z", "success"),
-            ("every", "2024-01-02T01:30:00Z", "success"),
-            ("every", "2024-01-02T02:30:00Z", "success"),
-            ("every", "2024-01-02T03:30:00Z", "success"),
-            ("every", "2024-01-02T04:30:00Z", "success"),
+            ["newest", "2024-01-02T04:00:00Z", "success"],
+            ["every", "2024-01-02T01:30:00Z", "success"],
+            ["every", "2024-01-02T02:30:00Z", "success"],
+            ["every", "2024-01-02T03:30:00Z", "success"],
+            ["every", "2024-01-02T04:30:00Z", "success"],
         ]
     );
     // Each of `every`'s runs targets the latest partition as of its own tick.
@@ -540,11 +521,11 @@ fn scaffold_job_writes_a_valid_job() {
 
 #[test]
 fn postgres_tick_claims_are_exclusive() {
-    let Some(url) = crate::backend::pg_url() else {
+    // A fresh schema for the state store, dropped with `pg`.
+    let Some(mut pg) = crate::backend::Pg::open() else {
         return;
     };
-    let schema = crate::backend::random_schema();
-    let state_url = crate::backend::with_schema(&url, &schema);
+    let state_url = pg.state_url();
     let dir = project(
         "[jobs.hourly]\nselect = \"events\"\npartition = \"latest\"\ncron = \"0 * * * *\"\n",
     );
@@ -558,14 +539,8 @@ fn postgres_tick_claims_are_exclusive() {
     let r = dg_with_env(dir.path(), &["--now", "2024-01-02T23:30:00Z", "tick"], &env);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("nothing due"), "{r:?}");
-    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let n: i64 = c
-        .query_one(
-            &format!("SELECT COUNT(*) FROM \"{schema}\".job_ticks WHERE status = 'success'"),
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
-    assert_eq!(n, 24);
+    assert_eq!(
+        pg.rows("SELECT COUNT(*) FROM {s}.job_ticks WHERE status = 'success'"),
+        [["24"]]
+    );
 }

@@ -575,11 +575,11 @@ shell = "true"
 /// The profile and config are recorded by the Postgres state store too.
 #[test]
 fn postgres_state_store_records_profile_and_config() {
-    let Some(url) = crate::postgres_manager::pg_url() else {
+    // A fresh schema for the state store, dropped with `pg`.
+    let Some(pg) = crate::backend::Pg::open() else {
         return;
     };
-    let schema = crate::backend::random_schema();
-    let state_url = crate::backend::with_schema(&url, &schema);
+    let state_url = pg.state_url();
     let dg_toml = format!("[state]\nurl = \"{state_url}\"\n{PROFILES_DG_TOML}");
     let defs = format!("{PROFILES_DEFS}\n[assets.obs.config]\nn = 1\n");
     let p = project(&[("dg.toml", &dg_toml), ("defs/a.toml", &defs)]);
@@ -594,19 +594,16 @@ fn postgres_state_store_records_profile_and_config() {
             "--json",
         ],
     );
-    let code = r.code;
+    assert_eq!(r.code, 0, "{}", r.stderr);
     let runs = json(&dg(p.path(), &["runs", "--json"]));
-    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .unwrap();
-    assert_eq!(code, 0, "{}", r.stderr);
     assert_eq!(runs["runs"][0]["profile"], "prod");
     assert_eq!(
         runs["runs"][0]["config"],
         serde_json::json!({"obs": {"n": 2}})
     );
     // The password of the state URL is never shown.
-    if let Some(pw) = url
+    if let Some(pw) = pg
+        .url
         .split("://")
         .nth(1)
         .and_then(|r| r.rsplit_once('@'))

@@ -124,7 +124,7 @@ fn the_bundled_example_through_slurm_matches_the_local_executor() {
         let d = dir.path();
         // A fresh schema, dropped with `pg`.
         let pg = crate::backend::Pg::new(url.clone());
-        let state = crate::backend::with_schema(&url, &pg.schema);
+        let state = pg.state_url();
         std::fs::write(
             d.join("dg.toml"),
             format!(

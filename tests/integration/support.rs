@@ -354,6 +354,24 @@ pub fn texts<'a>(list: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// `fields` of every element of the JSON array `list`, as text: one row an
+/// element.
+#[track_caller]
+pub fn text_rows<'a>(list: &'a serde_json::Value, fields: &[&str]) -> Vec<Vec<&'a str>> {
+    items(list)
+        .iter()
+        .map(|e| {
+            fields
+                .iter()
+                .map(|f| {
+                    e[f].as_str()
+                        .unwrap_or_else(|| panic!("{f} is not text in {e:#}"))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// The materialization metadata of `asset` in `show`, the output of
 /// `dg runs show ID --json` (which must have succeeded).
 pub fn metadata_in(show: &Run, asset: &str) -> serde_json::Value {
