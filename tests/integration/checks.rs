@@ -8,8 +8,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::{
-    Run, assert_contains, assert_fails_with, assert_ok, dg_now, items, json, numbers_doubled,
-    one_file, project, read, step,
+    Run, assert_contains, assert_fails_with, assert_ok, assert_step_error, dg_now, items, json,
+    numbers_doubled, one_file, project, read, step,
 };
 
 const NOW: &str = "2022-01-02T00:00:00Z";
@@ -79,14 +79,10 @@ fn a_failed_blocking_check_skips_downstream_and_fails_the_run() {
     assert_eq!(step(&v, "orders[a]")["status"], "success");
     assert_eq!(step(&v, "orders[b]")["status"], "success");
     // Only the partition whose check failed blocks its reader.
-    let skipped = step(&v, "report[a]");
-    assert_eq!(skipped["status"], "skipped");
-    assert!(
-        skipped["error"]
-            .as_str()
-            .unwrap()
-            .contains("blocking check `no_null_ids` of upstream step `orders[a]` failed"),
-        "{skipped}"
+    assert_step_error(
+        step(&v, "report[a]"),
+        "skipped",
+        "blocking check `no_null_ids` of upstream step `orders[a]` failed",
     );
     assert_eq!(step(&v, "report[b]")["status"], "success");
     let bad = check(&v, "a", "no_null_ids");

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    assert_contains, assert_fails_with, assert_no_panic, dg, files_under, find, json, one_file,
-    project, read, texts,
+    assert_contains, assert_fails_with, assert_no_panic, assert_step_error, dg, files_under, find,
+    json, one_file, project, read, texts,
 };
 
 /// Four partitions stored by `fs` under `warehouse/`; the step of `k2`
@@ -506,14 +506,7 @@ fn a_read_only_storage_folder_fails_the_step_clearly() {
     assert_eq!(r.code, 1, "{r:?}");
     let v = json(&r);
     for s in v["steps"].as_array().unwrap() {
-        assert_eq!(s["status"], "failed", "{s}");
-        assert!(
-            s["error"]
-                .as_str()
-                .unwrap()
-                .contains("Read-only file system"),
-            "{s}"
-        );
+        assert_step_error(s, "failed", "Read-only file system");
     }
     // k0's stored data is intact; its latest attempt failed, so status
     // shows it failed (not materialized) until a run succeeds again.

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::support::{
-    assert_fails_with, assert_no_panic, dg, dg_with_env, json, one_file, project, read, spawn_dg,
-    step,
+    assert_fails_with, assert_no_panic, assert_step_error, dg, dg_with_env, json, one_file,
+    project, read, spawn_dg, step,
 };
 
 /// A project whose `fetch` steps (static partitions `p0`…`p{n-1}`) are in
@@ -310,12 +310,10 @@ exit 75
     let v = json(&r);
     let s = step(&v, "bad_request");
     assert_eq!(s["attempts"], 1);
-    assert!(
-        s["error"]
-            .as_str()
-            .unwrap()
-            .contains("not retried: the step wrote {\"retry\": false}"),
-        "{s}"
+    assert_step_error(
+        s,
+        "failed",
+        "not retried: the step wrote {\"retry\": false}",
     );
     // The line is not reported as a malformed message.
     let logs = crate::support::files_under(&dir.path().join(".dg/logs"));

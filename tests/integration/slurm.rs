@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    Run, assert_contains, assert_fails_with, assert_ok, dg_now, dg_now_with_env, example_project,
-    files_under, items, json, one_file, project, read, spawn_dg, step,
+    Run, assert_contains, assert_fails_with, assert_ok, assert_step_error, dg_now, dg_now_with_env,
+    example_project, files_under, items, json, one_file, project, read, spawn_dg, step,
 };
 
 const NOW: &str = "2022-02-01T00:00:00Z";
@@ -213,14 +213,7 @@ shell = 'cp "$DG_INPUT_A" "$DG_OUTPUT"'
         assert_eq!(step(&v, &format!("a[{k}]"))["status"], "success", "{v:#}");
         assert_eq!(step(&v, &format!("b[{k}]"))["status"], "success", "{v:#}");
     }
-    assert_eq!(step(&v, "a[k3]")["status"], "failed");
-    assert!(
-        step(&v, "a[k3]")["error"]
-            .as_str()
-            .unwrap()
-            .contains("exited with code 3"),
-        "{v:#}"
-    );
+    assert_step_error(step(&v, "a[k3]"), "failed", "exited with code 3");
     assert_eq!(step(&v, "b[k3]")["status"], "skipped");
     // The failed step's log tail, as the local executor shows it.
     assert_contains(&r.stderr, &["--- a[k3] failed", "k3 is broken"]);

@@ -324,6 +324,20 @@ pub fn step<'a>(v: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     find(&v["steps"], "id", id)
 }
 
+/// Asserts that `step` (a step of a `--json` run summary) ended with
+/// `status` and an `error` that contains `needle`, showing the step when not.
+#[track_caller]
+pub fn assert_step_error(step: &serde_json::Value, status: &str, needle: &str) {
+    assert_eq!(step["status"], status, "{step:#}");
+    let error = step["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {step:#}"));
+    assert!(
+        error.contains(needle),
+        "no {needle:?} in the error of {step:#}"
+    );
+}
+
 /// The elements of the JSON array `list`; panics, showing it, when it is
 /// not an array.
 #[track_caller]
