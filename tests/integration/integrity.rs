@@ -4,9 +4,11 @@
 
 use std::path::Path;
 
+use serde_json::Value;
+
 use crate::support::{
     Run, assert_contains, assert_fails_with, assert_no_panic, assert_ok, assert_step_error, dg,
-    find, json, one_file,
+    find, json, materialize_json, one_file,
 };
 
 const NOW: &str = "2024-01-04T00:00:00Z";
@@ -19,15 +21,18 @@ fn run(dir: &Path, args: &[&str]) -> Run {
     run
 }
 
+/// `dg materialize --json ARGS…` in `dir`, which must exit with 1 (a step
+/// failed or was skipped): its summary.
+fn failed_run(dir: &Path, args: &[&str]) -> Value {
+    let r = materialize_json(dir, NOW, args);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    json(&r)
+}
+
 /// `dg materialize --json ARGS…` in `dir`, whose only step must fail:
 /// that step's error.
 fn the_only_step_fails(dir: &Path, args: &[&str]) -> String {
-    let mut all = vec!["materialize", "--json"];
-    all.extend(args);
-    let r = run(dir, &all);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    let v = json(&r);
-    v["steps"][0]["error"]
+    failed_run(dir, args)["steps"][0]["error"]
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -234,17 +239,10 @@ deps = ["events"]
 shell = "cp \"$DG_INPUT_EVENTS\" \"$DG_OUTPUT\""
 "#,
     );
-    let r = run(
+    let v = failed_run(
         dir.path(),
-        &[
-            "materialize",
-            "--partition-range",
-            "2024-01-01...2024-01-02",
-            "--json",
-        ],
+        &["--partition-range", "2024-01-01...2024-01-02"],
     );
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    let v = json(&r);
     let status = |id: &str| find(&v["steps"], "id", id).clone();
     assert_eq!(status("events[2024-01-01]")["status"], "success");
     assert_eq!(status("total[2024-01-02]")["status"], "success");
@@ -254,19 +252,11 @@ shell = "cp \"$DG_INPUT_EVENTS\" \"$DG_OUTPUT\""
         "upstream `events[2024-01-01]` has no output",
     );
     // Later runs that read it skip too, instead of failing the pre-run check.
-    let r = run(
+    let v = failed_run(
         dir.path(),
-        &[
-            "materialize",
-            "--select",
-            "total",
-            "--partition",
-            "2024-01-01",
-            "--json",
-        ],
+        &["--select", "total", "--partition", "2024-01-01"],
     );
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    assert_eq!(json(&r)["steps"][0]["status"], "skipped");
+    assert_eq!(v["steps"][0]["status"], "skipped");
     // `dg status` shows it.
     let r = run(dir.path(), &["status", "--select", "events", "--json"]);
     assert_ok(&r);
