@@ -153,6 +153,14 @@ struct OneFault {
     error: String,
 }
 
+/// A [`faulty_project`] with `config` and `timeout`, run with
+/// [`run_with_one_fault`].
+fn one_fault(config: &str, timeout: Option<&str>) -> (TempDir, OneFault) {
+    let dir = faulty_project(config, timeout, "");
+    let f = run_with_one_fault(dir.path());
+    (dir, f)
+}
+
 /// Materializes every partition of `d`, one step at a time, and checks
 /// that the run failed and that the only failed step is the one whose
 /// request `faulty.py` misbehaved on.
@@ -264,9 +272,8 @@ shell = "cat \"$DG_INPUT_UP\" > \"$DG_OUTPUT\""
 
 #[test]
 fn a_plugin_that_exits_fails_only_that_step_and_is_restarted() {
-    let dir = faulty_project(r#"{ exit_on = "handle_output", after = 3 }"#, None, "");
+    let (dir, f) = one_fault(r#"{ exit_on = "handle_output", after = 3 }"#, None);
     let d = dir.path();
-    let f = run_with_one_fault(d);
     assert_eq!(f.reqs[f.at]["type"], "handle_output");
     assert!(
         f.error.contains("plug-in `faulty` (resource `io_manager`) handle_output: it exited (exit status: 3) without replying"),
@@ -318,9 +325,8 @@ fn a_plugin_that_exits_fails_only_that_step_and_is_restarted() {
 
 #[test]
 fn a_malformed_reply_fails_only_that_step() {
-    let dir = faulty_project(r#"{ garbage_on = "handle_output", after = 2 }"#, None, "");
+    let (dir, f) = one_fault(r#"{ garbage_on = "handle_output", after = 2 }"#, None);
     let d = dir.path();
-    let f = run_with_one_fault(d);
     assert!(
         f.error
             .contains("plug-in `faulty` (resource `io_manager`) handle_output: malformed reply")
@@ -338,13 +344,8 @@ fn a_malformed_reply_fails_only_that_step() {
 
 #[test]
 fn a_plugin_that_does_not_reply_in_time_is_killed() {
-    let dir = faulty_project(
-        r#"{ hang_on = "handle_output", after = 2 }"#,
-        Some("1s"),
-        "",
-    );
+    let (dir, f) = one_fault(r#"{ hang_on = "handle_output", after = 2 }"#, Some("1s"));
     let d = dir.path();
-    let f = run_with_one_fault(d);
     assert!(f.took < Duration::from_secs(10), "took {:?}", f.took);
     assert!(
         f.error
@@ -377,9 +378,8 @@ fn a_plugin_that_does_not_reply_in_time_is_killed() {
 
 #[test]
 fn a_refusal_fails_the_step_and_the_plugin_keeps_running() {
-    let dir = faulty_project(r#"{ refuse_on = "handle_output", after = 2 }"#, None, "");
+    let (dir, f) = one_fault(r#"{ refuse_on = "handle_output", after = 2 }"#, None);
     let d = dir.path();
-    let f = run_with_one_fault(d);
     assert!(
         f.error.contains(&format!(
             "plug-in `faulty` (resource `io_manager`) handle_output: refused by faulty.py: handle_output {}", f.key
