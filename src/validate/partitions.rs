@@ -8,13 +8,13 @@ use std::sync::Arc;
 use toml::de::DeValue;
 
 use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Span, suggest};
-use crate::load::{self, Reader, Str, Value};
+use crate::load::{Reader, Str, Value};
 use crate::model::{AssetPartitions, NamedPartitions};
 use crate::partitions::time::{self, Schedule, TimeDefError, TimePartitions};
 use crate::partitions::{MultiPartitions, PartitionsDef, StaticPartitions, check_key};
 
 use super::entries::FileDefaults;
-use super::fields::{required, same_variable};
+use super::fields::{required, same_variable, table_of};
 use super::{Entry, Validator};
 
 pub(crate) const PARTITION_TYPES: &[&str] = &[
@@ -154,19 +154,13 @@ impl Validator<'_> {
         allow_multi: bool,
     ) -> Option<Arc<PartitionsDef>> {
         let span = Span::new(file, value.span());
-        let DeValue::Table(t) = value.get_ref() else {
-            self.diags.push(
-                Diagnostic::error(
-                    Kind::WrongType,
-                    format!(
-                        "{what} must be a table, found {}",
-                        load::type_name(value.get_ref())
-                    ),
-                )
-                .at(&span, "expected a table with `type`"),
-            );
-            return None;
-        };
+        let t = table_of(
+            file,
+            value,
+            what,
+            "expected a table with `type`",
+            self.diags,
+        )?;
         let type_str = match t.get("type") {
             Some(v) => match v.get_ref().as_str() {
                 Some(s) => Some((s.to_string(), Span::new(file, v.span()))),
@@ -658,19 +652,15 @@ mod tests {
                 Kind::BadFormat
             ]
         );
-        let tz = c.only(Kind::BadTimezone);
-        assert_eq!(c.primary(tz), c.at("p.toml", "\"Europe/Berln\"", 0));
+        let tz = c.located(Kind::BadTimezone, ("p.toml", "\"Europe/Berln\"", 0));
         assert_eq!(tz.help.as_deref(), Some("did you mean `Europe/Berlin`?"));
-        let date = c.only(Kind::BadDate);
-        assert_eq!(c.primary(date), c.at("p.toml", "\"2024-01-01\"", 1));
+        let date = c.located(Kind::BadDate, ("p.toml", "\"2024-01-01\"", 1));
         assert_eq!(
             date.help.as_deref(),
             Some("write it like `2024-01-01-00:00`")
         );
-        let cron = c.only(Kind::BadCron);
-        assert_eq!(c.primary(cron), c.at("p.toml", "\"0 */6 * *\"", 0));
-        let fmt = c.only(Kind::BadFormat);
-        assert_eq!(c.primary(fmt), c.at("p.toml", "\"%Y-%m-%d\"", 0));
+        c.located(Kind::BadCron, ("p.toml", "\"0 */6 * *\"", 0));
+        let fmt = c.located(Kind::BadFormat, ("p.toml", "\"%Y-%m-%d\"", 0));
         assert!(fmt.message.contains("too coarse"), "{}", fmt.message);
     }
 
@@ -722,11 +712,9 @@ mod tests {
         let src = "[partitions.a]\ntype = \"dayly\"\nstart = \"2024-01-01\"\n\n\
                    [partitions.region]\ntype = \"static\"\nkeys = [\"us\", \"eu\", \"eu\"]\n";
         let c = check(&[("p.toml", src)]);
-        let ty = c.only(Kind::InvalidValue);
-        assert_eq!(c.primary(ty), c.at("p.toml", "\"dayly\"", 0));
+        let ty = c.located(Kind::InvalidValue, ("p.toml", "\"dayly\"", 0));
         assert_eq!(ty.help.as_deref(), Some("did you mean `daily`?"));
-        let dup = c.only(Kind::Duplicate);
-        assert_eq!(c.primary(dup), c.at("p.toml", "\"eu\"", 1));
+        let dup = c.located(Kind::Duplicate, ("p.toml", "\"eu\"", 1));
         assert_eq!(c.secondary(dup, 0), c.at("p.toml", "\"eu\"", 0));
     }
 
