@@ -442,49 +442,10 @@ impl Validator<'_> {
         span: &Span,
     ) -> Option<Arc<PartitionsDef>> {
         let d = &mut *self.diags;
+        // Whether every field read so far is valid; a bad one is reported
+        // and replaced by its default, so that later fields are checked too.
         let mut ok = true;
-        let mut offset = |key: &str, lo: i64, hi: i64, default: i64, d: &mut Diagnostics| -> u32 {
-            match r.int(key, d) {
-                Some((n, s)) if n < lo || n > hi => {
-                    d.push(
-                        Diagnostic::error(Kind::InvalidValue, format!("`{key}` of {what} must be between {lo} and {hi}, found {n}"))
-                            .at(&s, "out of range")
-                            .help_opt((key == "day_offset" && ty == "monthly" && n > 28).then(|| {
-                                "not every month has that day; use `type = \"cron\"` for such schedules".to_string()
-                            })),
-                    );
-                    ok = false;
-                    default as u32
-                }
-                Some((n, _)) => n as u32,
-                None => default as u32,
-            }
-        };
-        let minute = offset("minute_offset", 0, 59, 0, d);
-        let hour = offset("hour_offset", 0, 23, 0, d);
-        let schedule = match ty {
-            "hourly" => Schedule::Hourly { minute },
-            "daily" => Schedule::Daily { hour, minute },
-            "weekly" => Schedule::Weekly {
-                weekday: offset("day_offset", 0, 6, 0, d),
-                hour,
-                minute,
-            },
-            "monthly" => Schedule::Monthly {
-                day: offset("day_offset", 1, 28, 1, d),
-                hour,
-                minute,
-            },
-            _ => {
-                let c = r.str("cron", d);
-                let help = Some("add a five-field schedule, e.g. `cron = \"0 */6 * * *\"`");
-                let c = required(c, r, "cron", what, span, help, d)?;
-                Schedule::Cron {
-                    cron: Box::new(cron_schedule(&c, what, "`0 */6 * * *`", d)?),
-                    expr: c.value,
-                }
-            }
-        };
+        let schedule = time_schedule(r, ty, what, span, &mut ok, d)?;
         let tz = match r.str("timezone", d) {
             Some(s) => time_zone(&s, what, d).unwrap_or_else(|| {
                 ok = false;
@@ -505,62 +466,134 @@ impl Validator<'_> {
             .as_ref()
             .map(|f| f.value.clone())
             .unwrap_or_else(|| schedule.default_fmt().to_string());
-        let write_like = || example_in(&fmt_used).map(|ex| format!("write it like `{ex}`"));
+        let fields = TimeFields { fmt, start, end };
         match TimePartitions::new(
             schedule,
             tz,
-            fmt.as_ref().map(|f| f.value.clone()),
-            &start.value,
-            end.as_ref().map(|e| e.value.as_str()),
+            fields.fmt.as_ref().map(|f| f.value.clone()),
+            &fields.start.value,
+            fields.end.as_ref().map(|e| e.value.as_str()),
             end_offset,
         ) {
             Ok(t) => ok.then(|| Arc::new(PartitionsDef::Time(t))),
-            Err(TimeDefError::Fmt(m)) => {
-                let at = fmt
-                    .as_ref()
-                    .map(|f| f.span.clone())
-                    .unwrap_or_else(|| span.clone());
-                d.push(Diagnostic::error(Kind::BadFormat, format!("invalid `fmt` in {what}: {m}")).at(&at, "this format").help(
-                    "use strftime codes that name the window down to its schedule, e.g. `%Y-%m-%d-%H:%M` for hourly",
-                ));
+            Err(e) => {
+                d.push(time_def_error(e, &fields, &fmt_used, r, what, span));
                 None
             }
-            Err(TimeDefError::Start(m)) => {
-                d.push(
-                    Diagnostic::error(Kind::BadDate, format!("invalid `start` in {what}: {m}"))
-                        .at(&start.span, "cannot be read with the format")
-                        .help_opt(write_like()),
-                );
-                None
+        }
+    }
+}
+
+/// The schedule of a time partitions definition of type `ty`: its offsets
+/// (one out of range is reported, clears `ok` and counts as its default) or
+/// its `cron` (`None` when missing or invalid).
+fn time_schedule(
+    r: &Reader<'_, '_>,
+    ty: &str,
+    what: &str,
+    span: &Span,
+    ok: &mut bool,
+    d: &mut Diagnostics,
+) -> Option<Schedule> {
+    let mut offset =
+        |key: &str, lo: i64, hi: i64, default: i64, d: &mut Diagnostics| -> u32 {
+            match r.int(key, d) {
+                Some((n, s)) if n < lo || n > hi => {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!("`{key}` of {what} must be between {lo} and {hi}, found {n}"),
+                        )
+                        .at(&s, "out of range")
+                        .help_opt((key == "day_offset" && ty == "monthly" && n > 28).then(|| {
+                            "not every month has that day; use `type = \"cron\"` for such schedules"
+                                .to_string()
+                        })),
+                    );
+                    *ok = false;
+                    default as u32
+                }
+                Some((n, _)) => n as u32,
+                None => default as u32,
             }
-            Err(TimeDefError::Schedule(m)) => {
-                let at = r
-                    .get("cron")
-                    .map(|c| Span::new(span.file, c.span()))
-                    .unwrap_or_else(|| span.clone());
-                d.push(
-                    Diagnostic::error(Kind::BadCron, format!("{what} has no partitions: {m}"))
-                        .at(&at, "never fires")
-                        .help("check the day-of-month and month fields: a date such as 30 February never comes"),
-                );
-                None
+        };
+    let minute = offset("minute_offset", 0, 59, 0, d);
+    let hour = offset("hour_offset", 0, 23, 0, d);
+    Some(match ty {
+        "hourly" => Schedule::Hourly { minute },
+        "daily" => Schedule::Daily { hour, minute },
+        "weekly" => Schedule::Weekly {
+            weekday: offset("day_offset", 0, 6, 0, d),
+            hour,
+            minute,
+        },
+        "monthly" => Schedule::Monthly {
+            day: offset("day_offset", 1, 28, 1, d),
+            hour,
+            minute,
+        },
+        _ => {
+            let c = r.str("cron", d);
+            let help = Some("add a five-field schedule, e.g. `cron = \"0 */6 * * *\"`");
+            let c = required(c, r, "cron", what, span, help, d)?;
+            Schedule::Cron {
+                cron: Box::new(cron_schedule(&c, what, "`0 */6 * * *`", d)?),
+                expr: c.value,
             }
-            Err(TimeDefError::End(m)) => {
-                let at = end
-                    .as_ref()
-                    .map(|e| e.span.clone())
-                    .unwrap_or_else(|| span.clone());
-                d.push(
-                    Diagnostic::error(Kind::BadDate, format!("invalid `end` in {what}: {m}"))
-                        .at(&at, "invalid end")
-                        .help_opt(
-                            m.contains("does not match the format")
-                                .then(write_like)
-                                .flatten(),
-                        ),
-                );
-                None
-            }
+        }
+    })
+}
+
+/// The fields of a time partitions definition that its errors point at.
+struct TimeFields {
+    fmt: Option<Str>,
+    start: Str,
+    end: Option<Str>,
+}
+
+/// Why [`TimePartitions::new`] refused definition `what` (read by `r`, at
+/// `span`; its keys written with `fmt_used`), at the field to blame.
+fn time_def_error(
+    e: TimeDefError,
+    f: &TimeFields,
+    fmt_used: &str,
+    r: &Reader<'_, '_>,
+    what: &str,
+    span: &Span,
+) -> Diagnostic {
+    let write_like = || example_in(fmt_used).map(|ex| format!("write it like `{ex}`"));
+    // Where `field` is written, else the definition.
+    let field_or_def = |field: &Option<Str>| field.as_ref().map_or(span, |s| &s.span).clone();
+    match e {
+        TimeDefError::Fmt(m) => {
+            let at = field_or_def(&f.fmt);
+            Diagnostic::error(Kind::BadFormat, format!("invalid `fmt` in {what}: {m}")).at(&at, "this format").help(
+                "use strftime codes that name the window down to its schedule, e.g. `%Y-%m-%d-%H:%M` for hourly",
+            )
+        }
+        TimeDefError::Start(m) => {
+            Diagnostic::error(Kind::BadDate, format!("invalid `start` in {what}: {m}"))
+                .at(&f.start.span, "cannot be read with the format")
+                .help_opt(write_like())
+        }
+        TimeDefError::Schedule(m) => {
+            let at = r
+                .get("cron")
+                .map(|c| Span::new(span.file, c.span()))
+                .unwrap_or_else(|| span.clone());
+            Diagnostic::error(Kind::BadCron, format!("{what} has no partitions: {m}"))
+                .at(&at, "never fires")
+                .help("check the day-of-month and month fields: a date such as 30 February never comes")
+        }
+        TimeDefError::End(m) => {
+            let at = field_or_def(&f.end);
+            Diagnostic::error(Kind::BadDate, format!("invalid `end` in {what}: {m}"))
+                .at(&at, "invalid end")
+                .help_opt(
+                    m.contains("does not match the format")
+                        .then(write_like)
+                        .flatten(),
+                )
         }
     }
 }
