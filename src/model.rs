@@ -426,11 +426,7 @@ impl Defs {
                     "`--config {}`: no selected asset has a config field `{}` ({})",
                     o.given,
                     o.field,
-                    if with.is_empty() {
-                        "no selected asset has a `config` table".to_string()
-                    } else {
-                        format!("fields: {}", with.join(", "))
-                    }
+                    fields_or(&with, "fields", "no selected asset has a `config` table")
                 ));
                 continue;
             }
@@ -443,11 +439,7 @@ impl Defs {
                         o.given,
                         a.key,
                         o.field,
-                        if fields.is_empty() {
-                            "it has no `config` table".to_string()
-                        } else {
-                            format!("its fields: {}", fields.join(", "))
-                        }
+                        fields_or(&fields, "its fields", "it has no `config` table")
                     ));
                     continue;
                 };
@@ -478,6 +470,16 @@ impl Defs {
         } else {
             Err(errors)
         }
+    }
+}
+
+/// How a `--config` error lists the config `fields` there are: `label: …`,
+/// or `none` when there are none.
+fn fields_or(fields: &[String], label: &str, none: &str) -> String {
+    if fields.is_empty() {
+        none.to_string()
+    } else {
+        format!("{label}: {}", fields.join(", "))
     }
 }
 

@@ -393,39 +393,24 @@ pub(crate) fn read_slurm_options(
     o.partition = text("partition", diags).map(|s| s.value);
     o.account = text("account", diags).map(|s| s.value);
     o.qos = text("qos", diags).map(|s| s.value);
-    if let Some(t) = text("time", diags) {
-        if slurm_time_ok(&t.value) {
-            o.time = Some(t.value);
-        } else {
-            diags.push(
-                Diagnostic::error(
-                    Kind::InvalidValue,
-                    format!("`time = \"{}\"` in {} is not a Slurm time limit", t.value, r.what()),
+    // A value that `read` accepts (as it is to be passed on), else an error at it.
+    let checked = |key: &str, read: fn(&str) -> Result<String, NotA>, diags: &mut Diagnostics| {
+        let s = text(key, diags)?;
+        read(&s.value)
+            .map_err(|(not_a, label, help)| {
+                diags.push(
+                    Diagnostic::error(
+                        Kind::InvalidValue,
+                        format!("`{key} = \"{}\"` in {} is not {not_a}", s.value, r.what()),
+                    )
+                    .at(&s.span, label)
+                    .help(help),
                 )
-                .at(&t.span, "not a time limit")
-                .help("write minutes (`90`), `HH:MM:SS` (`01:30:00`), `D-HH:MM` (`1-12:00`) or `UNLIMITED`, as `sbatch --time` takes them"),
-            );
-        }
-    }
-    if let Some(m) = text("mem", diags) {
-        let v = m.value.trim();
-        let digits = v.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
-        if !digits.is_empty()
-            && digits.len() + 1 >= v.len()
-            && digits.chars().all(|c| c.is_ascii_digit())
-        {
-            o.mem = Some(v.to_string());
-        } else {
-            diags.push(
-                Diagnostic::error(
-                    Kind::InvalidValue,
-                    format!("`mem = \"{}\"` in {} is not an amount of memory", m.value, r.what()),
-                )
-                .at(&m.span, "not an amount of memory")
-                .help("write a number with an optional unit K, M, G or T, as `sbatch --mem` takes it: `500M`, `4G`"),
-            );
-        }
-    }
+            })
+            .ok()
+    };
+    o.time = checked("time", slurm_time, diags);
+    o.mem = checked("mem", slurm_mem, diags);
     for (key, slot, max) in [
         ("cpus_per_task", &mut o.cpus_per_task, 100_000),
         ("max_array", &mut o.max_array, 1_000_000),
@@ -450,6 +435,23 @@ pub(crate) fn read_slurm_options(
     o
 }
 
+/// What a Slurm option's value is not: what it should be, the label under
+/// the value, and the help.
+type NotA = (&'static str, &'static str, &'static str);
+
+/// `time`, as `sbatch --time` takes it.
+fn slurm_time(t: &str) -> Result<String, NotA> {
+    if slurm_time_ok(t) {
+        Ok(t.to_string())
+    } else {
+        Err((
+            "a Slurm time limit",
+            "not a time limit",
+            "write minutes (`90`), `HH:MM:SS` (`01:30:00`), `D-HH:MM` (`1-12:00`) or `UNLIMITED`, as `sbatch --time` takes them",
+        ))
+    }
+}
+
 /// Whether `t` is a time limit `sbatch --time` accepts: `M`, `M:S`,
 /// `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`, `UNLIMITED` or `INFINITE`.
 fn slurm_time_ok(t: &str) -> bool {
@@ -467,6 +469,24 @@ fn slurm_time_ok(t: &str) -> bool {
     }
     let parts: Vec<&str> = rest.split(':').collect();
     parts.iter().all(|p| num(p)) && (1..=3).contains(&parts.len())
+}
+
+/// `mem`, as `sbatch --mem` takes it (trimmed): digits and an optional unit.
+fn slurm_mem(m: &str) -> Result<String, NotA> {
+    let v = m.trim();
+    let digits = v.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+    if !digits.is_empty()
+        && digits.len() + 1 >= v.len()
+        && digits.chars().all(|c| c.is_ascii_digit())
+    {
+        Ok(v.to_string())
+    } else {
+        Err((
+            "an amount of memory",
+            "not an amount of memory",
+            "write a number with an optional unit K, M, G or T, as `sbatch --mem` takes it: `500M`, `4G`",
+        ))
+    }
 }
 
 /// A path shown relative to `cwd` when it is below it.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 
 use super::Session;
-use super::scaffold::{shell_word, write_new};
+use super::scaffold::{create_dirs, shell_word, write_new};
 use crate::error::{Error, Outcome};
 use crate::project::CONFIG_FILE;
 
@@ -149,19 +149,7 @@ impl Undo {
 
     /// Creates `dir` and its missing parents.
     fn mkdirs(&mut self, dir: &Path) -> std::io::Result<()> {
-        let mut missing = Vec::new();
-        let mut p = dir.to_path_buf();
-        while p.symlink_metadata().is_err() {
-            missing.push(p.clone());
-            if !p.pop() {
-                break;
-            }
-        }
-        for d in missing.iter().rev() {
-            std::fs::create_dir(d)?;
-            self.dirs.push(d.clone());
-        }
-        Ok(())
+        create_dirs(dir, &mut self.dirs)
     }
 
     fn file(&mut self, path: &Path, text: &str) -> std::io::Result<()> {

@@ -60,6 +60,13 @@ pub fn write_json_str(w: &mut dyn Write, s: &str) -> std::io::Result<()> {
     s.serialize(&mut ser).map_err(std::io::Error::other)
 }
 
+/// Writes `s` as one line, masked ([`crate::secrets::mask`]) and with
+/// invisible characters shown. A closed pipe is not an error.
+fn write_line(w: &mut impl Write, s: &str) {
+    let s = crate::secrets::mask(s);
+    let _ = writeln!(w, "{}", visible(&s));
+}
+
 /// Where output goes and how it looks.
 #[derive(Clone, Copy, Debug)]
 pub struct Out {
@@ -72,10 +79,7 @@ impl Out {
     /// A line on stdout. A closed pipe (`dg … | head`) is not an error.
     /// Every line goes through the secrets masker ([`crate::secrets::mask`]).
     pub fn line(&self, s: &str) {
-        let s = crate::secrets::mask(s);
-        let s = visible(&s);
-        let mut o = std::io::stdout().lock();
-        let _ = writeln!(o, "{s}");
+        write_line(&mut std::io::stdout().lock(), s);
     }
 
     /// Text on stdout as it is (it holds its own newlines), masked.
@@ -98,10 +102,7 @@ impl Out {
 
     /// A line on stderr.
     pub fn err(&self, s: &str) {
-        let s = crate::secrets::mask(s);
-        let s = visible(&s);
-        let mut e = std::io::stderr().lock();
-        let _ = writeln!(e, "{s}");
+        write_line(&mut std::io::stderr().lock(), s);
     }
 
     /// `error: …` on stderr.

@@ -506,19 +506,7 @@ fn create_file(defs_dir: &Path, target: &Path, text: &str) -> std::io::Result<()
     let parent = target.parent().unwrap_or(defs_dir);
     let mut created: Vec<PathBuf> = Vec::new();
     let result = (|| {
-        // Create folders top-down, remembering which ones are new.
-        let mut missing: Vec<PathBuf> = Vec::new();
-        let mut p = parent.to_path_buf();
-        while p.symlink_metadata().is_err() {
-            missing.push(p.clone());
-            if !p.pop() {
-                break;
-            }
-        }
-        for dir in missing.iter().rev() {
-            std::fs::create_dir(dir)?;
-            created.push(dir.clone());
-        }
+        create_dirs(parent, &mut created)?;
         write_new(target, text)
     })();
     if result.is_err() {
@@ -527,6 +515,24 @@ fn create_file(defs_dir: &Path, target: &Path, text: &str) -> std::io::Result<()
         }
     }
     result
+}
+
+/// Creates `dir` and its missing parents, top-down, adding each folder it
+/// creates to `created` as it goes (so that an error can remove them).
+pub(super) fn create_dirs(dir: &Path, created: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut missing: Vec<PathBuf> = Vec::new();
+    let mut p = dir.to_path_buf();
+    while p.symlink_metadata().is_err() {
+        missing.push(p.clone());
+        if !p.pop() {
+            break;
+        }
+    }
+    for d in missing.iter().rev() {
+        std::fs::create_dir(d)?;
+        created.push(d.clone());
+    }
+    Ok(())
 }
 
 /// Writes `text` to `target`, which must not exist, atomically: readers see

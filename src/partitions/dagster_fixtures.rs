@@ -63,102 +63,22 @@ pub(crate) fn strings(v: &Json) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[test]
-fn keys_match_dagster() {
-    let cases: Vec<Json> =
-        serde_json::from_str(include_str!("../../tests/fixtures/dagster/keys.json")).unwrap();
+/// Compares dg with Dagster over every case of a fixture made by `gen.py`
+/// (30 or more). `compare` adds what differs to `failures` and says whether
+/// it compared the case (not one where dg deliberately differs). Fails
+/// listing every difference, or when fewer than 30 cases were compared.
+fn compare_with_dagster(
+    json: &str,
+    mut compare: impl FnMut(&str, &Json, &mut Vec<String>) -> bool,
+) {
+    let cases: Vec<Json> = serde_json::from_str(json).unwrap();
     assert!(cases.len() >= 30);
     let mut failures = Vec::new();
     let mut checked = 0;
     for case in &cases {
-        let name = case["name"].as_str().unwrap();
-        let built = build(&case["partitions"]);
-        if let Some((_, why)) = DIFFERENCES.iter().find(|(n, _)| *n == name) {
-            assert!(built.is_err(), "{name}: expected dg to differ ({why})");
-            continue;
+        if compare(case["name"].as_str().unwrap(), case, &mut failures) {
+            checked += 1;
         }
-        if case.get("error").is_some() {
-            if built.is_ok() {
-                failures.push(format!(
-                    "{name}: Dagster errors ({}), dg accepted it",
-                    case["error"]
-                ));
-            }
-            continue;
-        }
-        let def = match built {
-            Ok(d) => d,
-            Err(e) => {
-                failures.push(format!(
-                    "{name}: dg rejected it: {:?}",
-                    e.items.iter().map(|d| &d.message).collect::<Vec<_>>()
-                ));
-                continue;
-            }
-        };
-        let cx = KeyCtx::new(now_of(case));
-        let count = def.len(&cx);
-        let want_count = case["count"].as_i64().unwrap();
-        if count != want_count {
-            failures.push(format!("{name}: count {count}, Dagster {want_count}"));
-            continue;
-        }
-        let keys: Vec<String> = (0..count.min(5)).filter_map(|i| def.key(i, &cx)).collect();
-        if keys != strings(&case["first"]) {
-            failures.push(format!(
-                "{name}: first {keys:?}, Dagster {:?}",
-                case["first"]
-            ));
-        }
-        let last: Vec<String> = ((count - 5).max(0)..count)
-            .filter_map(|i| def.key(i, &cx))
-            .collect();
-        if last != strings(&case["last"]) {
-            failures.push(format!("{name}: last {last:?}, Dagster {:?}", case["last"]));
-        }
-        if case.get("keys").is_some() {
-            let all: Vec<String> = (0..count).filter_map(|i| def.key(i, &cx)).collect();
-            if all != strings(&case["keys"]) {
-                failures.push(format!("{name}: keys differ"));
-            }
-            for (i, k) in all.iter().enumerate() {
-                if def.index_of(k, &cx) != Some(i as i64) {
-                    failures.push(format!("{name}: index_of({k}) != {i}"));
-                }
-            }
-        }
-        if let (Some(ws), PartitionsDef::Time(t)) =
-            (case.get("windows").and_then(Json::as_array), &*def)
-        {
-            for w in ws {
-                let key = w["key"].as_str().unwrap();
-                let idx = t.index_of_key(key);
-                match (idx, w.get("start")) {
-                    (Some(i), Some(start)) => {
-                        let (s, e) = t.window(i).unwrap();
-                        if s.to_rfc3339() != start.as_str().unwrap()
-                            || e.to_rfc3339() != w["end"].as_str().unwrap()
-                        {
-                            failures.push(format!(
-                                "{name}: window of {key} is {} .. {}, Dagster {} .. {}",
-                                s.to_rfc3339(),
-                                e.to_rfc3339(),
-                                start,
-                                w["end"]
-                            ));
-                        }
-                    }
-                    (None, None) => {}
-                    (None, Some(_)) if REFUSED_KEYS.contains(&(name, key)) => {}
-                    (None, Some(_)) => failures.push(format!("{name}: {key} is not a key in dg")),
-                    // Dagster answers for keys that are not on the schedule; dg refuses them.
-                    (Some(_), None) => {
-                        failures.push(format!("{name}: {key} accepted, Dagster errors"))
-                    }
-                }
-            }
-        }
-        checked += 1;
     }
     assert!(
         failures.is_empty(),
@@ -168,6 +88,113 @@ fn keys_match_dagster() {
         failures.join("\n")
     );
     assert!(checked >= 30, "only {checked} cases checked");
+}
+
+/// Whether Dagster rejects `case` (it has an `error`); a difference when dg
+/// `accepted` it.
+fn dagster_errors(name: &str, case: &Json, accepted: bool, failures: &mut Vec<String>) -> bool {
+    let Some(error) = case.get("error") else {
+        return false;
+    };
+    if accepted {
+        failures.push(format!("{name}: Dagster errors ({error}), dg accepted it"));
+    }
+    true
+}
+
+/// The difference when dg rejects what Dagster accepts: dg's messages.
+fn dg_rejected(name: &str, diags: &Diagnostics) -> String {
+    let messages: Vec<&String> = diags.items.iter().map(|d| &d.message).collect();
+    format!("{name}: dg rejected it: {messages:?}")
+}
+
+#[test]
+fn keys_match_dagster() {
+    compare_with_dagster(
+        include_str!("../../tests/fixtures/dagster/keys.json"),
+        |name, case, failures| {
+            let built = build(&case["partitions"]);
+            if let Some((_, why)) = DIFFERENCES.iter().find(|(n, _)| *n == name) {
+                assert!(built.is_err(), "{name}: expected dg to differ ({why})");
+                return false;
+            }
+            if dagster_errors(name, case, built.is_ok(), failures) {
+                return false;
+            }
+            let def = match built {
+                Ok(d) => d,
+                Err(e) => {
+                    failures.push(dg_rejected(name, &e));
+                    return false;
+                }
+            };
+            let cx = KeyCtx::new(now_of(case));
+            let count = def.len(&cx);
+            let want_count = case["count"].as_i64().unwrap();
+            if count != want_count {
+                failures.push(format!("{name}: count {count}, Dagster {want_count}"));
+                return false;
+            }
+            let keys: Vec<String> = (0..count.min(5)).filter_map(|i| def.key(i, &cx)).collect();
+            if keys != strings(&case["first"]) {
+                failures.push(format!(
+                    "{name}: first {keys:?}, Dagster {:?}",
+                    case["first"]
+                ));
+            }
+            let last: Vec<String> = ((count - 5).max(0)..count)
+                .filter_map(|i| def.key(i, &cx))
+                .collect();
+            if last != strings(&case["last"]) {
+                failures.push(format!("{name}: last {last:?}, Dagster {:?}", case["last"]));
+            }
+            if case.get("keys").is_some() {
+                let all: Vec<String> = (0..count).filter_map(|i| def.key(i, &cx)).collect();
+                if all != strings(&case["keys"]) {
+                    failures.push(format!("{name}: keys differ"));
+                }
+                for (i, k) in all.iter().enumerate() {
+                    if def.index_of(k, &cx) != Some(i as i64) {
+                        failures.push(format!("{name}: index_of({k}) != {i}"));
+                    }
+                }
+            }
+            if let (Some(ws), PartitionsDef::Time(t)) =
+                (case.get("windows").and_then(Json::as_array), &*def)
+            {
+                for w in ws {
+                    let key = w["key"].as_str().unwrap();
+                    let idx = t.index_of_key(key);
+                    match (idx, w.get("start")) {
+                        (Some(i), Some(start)) => {
+                            let (s, e) = t.window(i).unwrap();
+                            if s.to_rfc3339() != start.as_str().unwrap()
+                                || e.to_rfc3339() != w["end"].as_str().unwrap()
+                            {
+                                failures.push(format!(
+                                    "{name}: window of {key} is {} .. {}, Dagster {} .. {}",
+                                    s.to_rfc3339(),
+                                    e.to_rfc3339(),
+                                    start,
+                                    w["end"]
+                                ));
+                            }
+                        }
+                        (None, None) => {}
+                        (None, Some(_)) if REFUSED_KEYS.contains(&(name, key)) => {}
+                        (None, Some(_)) => {
+                            failures.push(format!("{name}: {key} is not a key in dg"))
+                        }
+                        // Dagster answers for keys that are not on the schedule; dg refuses them.
+                        (Some(_), None) => {
+                            failures.push(format!("{name}: {key} accepted, Dagster errors"))
+                        }
+                    }
+                }
+            }
+            true
+        },
+    );
 }
 
 /// Mapping cases where dg deliberately differs from Dagster, and how.
@@ -257,122 +284,102 @@ pub(crate) fn dagster_class(spec: &super::MappingSpec) -> &'static str {
 
 #[test]
 fn mappings_match_dagster() {
-    let cases: Vec<Json> =
-        serde_json::from_str(include_str!("../../tests/fixtures/dagster/mappings.json")).unwrap();
-    assert!(cases.len() >= 30);
-    let mut failures = Vec::new();
-    let mut checked = 0;
-    for case in &cases {
-        let name = case["name"].as_str().unwrap();
-        let (defs, diags) = build_pair(case);
-        let dagster_rejects = case.get("error").is_some() || case.get("validation_error").is_some();
-        let differs = MAPPING_DIFFERENCES.iter().find(|(n, _)| *n == name);
-        let Some(defs) = defs else {
-            if !dagster_rejects && differs.is_none() {
+    compare_with_dagster(
+        include_str!("../../tests/fixtures/dagster/mappings.json"),
+        |name, case, failures| {
+            let (defs, diags) = build_pair(case);
+            let dagster_rejects =
+                case.get("error").is_some() || case.get("validation_error").is_some();
+            let differs = MAPPING_DIFFERENCES.iter().find(|(n, _)| *n == name);
+            let Some(defs) = defs else {
+                if !dagster_rejects && differs.is_none() {
+                    failures.push(dg_rejected(name, &diags));
+                }
+                return false;
+            };
+            if dagster_errors(name, case, differs.is_none(), failures) {
+                return false;
+            }
+            let down_asset = defs.asset("down").unwrap();
+            let input = &down_asset.inputs[0];
+            if case["mapping"].is_null()
+                && dagster_class(&input.mapping) != case["inferred"].as_str().unwrap()
+            {
                 failures.push(format!(
-                    "{name}: dg rejected it: {:?}",
-                    diags.items.iter().map(|d| &d.message).collect::<Vec<_>>()
+                    "{name}: inferred {:?}, Dagster {}",
+                    input.mapping, case["inferred"]
+                ));
+                return false;
+            }
+            let Some(up_def) = defs
+                .asset("up")
+                .unwrap()
+                .partitions
+                .as_ref()
+                .map(|p| p.def.clone())
+            else {
+                return true; // unpartitioned upstream: the whole asset, nothing to map
+            };
+            let cx = KeyCtx::new(now_of(case));
+            let down_def = down_asset.partitions.as_ref().map(|p| p.def.clone());
+            let wanted: Vec<String> = match case.get("effective_downstream_keys") {
+                Some(k) => strings(k),
+                None => strings(&case["downstream_keys"]),
+            };
+            let mut idx: Vec<i64> = Vec::new();
+            let mut nonexistent: Vec<String> = Vec::new();
+            let downs: Vec<Option<(&PartitionsDef, i64)>> = match &down_def {
+                None => vec![None],
+                Some(d) => wanted
+                    .iter()
+                    .map(|k| d.index_of(k, &cx).map(|i| (&**d, i)))
+                    .collect(),
+            };
+            if downs.iter().any(|d| d.is_none() && down_def.is_some()) {
+                if differs.is_some() {
+                    return false;
+                }
+                failures.push(format!(
+                    "{name}: a downstream key is not a key in dg: {wanted:?}"
+                ));
+                return false;
+            }
+            for d in downs {
+                let m = super::mapping::map_upstream(&input.mapping, &up_def, d, &cx);
+                idx.extend(m.indices.iter());
+                nonexistent.extend(m.nonexistent);
+            }
+            idx.sort_unstable();
+            idx.dedup();
+            let keys: Vec<String> = idx.iter().filter_map(|&i| up_def.key(i, &cx)).collect();
+            let mut nonexistent: Vec<String> = nonexistent
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let mut want_nonexistent = strings(&case["nonexistent"]);
+            want_nonexistent.sort();
+            nonexistent.sort();
+            if let Some((_, why)) = differs {
+                if keys == strings(&case["upstream_keys"]) && nonexistent == want_nonexistent {
+                    failures.push(format!(
+                        "{name}: listed as a difference ({why}) but dg agrees with Dagster"
+                    ));
+                }
+                return false;
+            }
+            if keys != strings(&case["upstream_keys"]) {
+                failures.push(format!(
+                    "{name}: upstream {keys:?}, Dagster {:?}",
+                    case["upstream_keys"]
                 ));
             }
-            continue;
-        };
-        if case.get("error").is_some() {
-            if differs.is_none() {
+            if nonexistent != want_nonexistent {
                 failures.push(format!(
-                    "{name}: Dagster errors ({}), dg accepted it",
-                    case["error"]
+                    "{name}: nonexistent {nonexistent:?}, Dagster {want_nonexistent:?}"
                 ));
             }
-            continue;
-        }
-        let down_asset = defs.asset("down").unwrap();
-        let input = &down_asset.inputs[0];
-        if case["mapping"].is_null()
-            && dagster_class(&input.mapping) != case["inferred"].as_str().unwrap()
-        {
-            failures.push(format!(
-                "{name}: inferred {:?}, Dagster {}",
-                input.mapping, case["inferred"]
-            ));
-            continue;
-        }
-        let Some(up_def) = defs
-            .asset("up")
-            .unwrap()
-            .partitions
-            .as_ref()
-            .map(|p| p.def.clone())
-        else {
-            checked += 1; // unpartitioned upstream: the whole asset, nothing to map
-            continue;
-        };
-        let cx = KeyCtx::new(now_of(case));
-        let down_def = down_asset.partitions.as_ref().map(|p| p.def.clone());
-        let wanted: Vec<String> = match case.get("effective_downstream_keys") {
-            Some(k) => strings(k),
-            None => strings(&case["downstream_keys"]),
-        };
-        let mut idx: Vec<i64> = Vec::new();
-        let mut nonexistent: Vec<String> = Vec::new();
-        let downs: Vec<Option<(&PartitionsDef, i64)>> = match &down_def {
-            None => vec![None],
-            Some(d) => wanted
-                .iter()
-                .map(|k| d.index_of(k, &cx).map(|i| (&**d, i)))
-                .collect(),
-        };
-        if downs.iter().any(|d| d.is_none() && down_def.is_some()) {
-            if differs.is_some() {
-                continue;
-            }
-            failures.push(format!(
-                "{name}: a downstream key is not a key in dg: {wanted:?}"
-            ));
-            continue;
-        }
-        for d in downs {
-            let m = super::mapping::map_upstream(&input.mapping, &up_def, d, &cx);
-            idx.extend(m.indices.iter());
-            nonexistent.extend(m.nonexistent);
-        }
-        idx.sort_unstable();
-        idx.dedup();
-        let keys: Vec<String> = idx.iter().filter_map(|&i| up_def.key(i, &cx)).collect();
-        let mut nonexistent: Vec<String> = nonexistent
-            .into_iter()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut want_nonexistent = strings(&case["nonexistent"]);
-        want_nonexistent.sort();
-        nonexistent.sort();
-        if let Some((_, why)) = differs {
-            if keys == strings(&case["upstream_keys"]) && nonexistent == want_nonexistent {
-                failures.push(format!(
-                    "{name}: listed as a difference ({why}) but dg agrees with Dagster"
-                ));
-            }
-            continue;
-        }
-        if keys != strings(&case["upstream_keys"]) {
-            failures.push(format!(
-                "{name}: upstream {keys:?}, Dagster {:?}",
-                case["upstream_keys"]
-            ));
-        }
-        if nonexistent != want_nonexistent {
-            failures.push(format!(
-                "{name}: nonexistent {nonexistent:?}, Dagster {want_nonexistent:?}"
-            ));
-        }
-        checked += 1;
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases differ:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
+            true
+        },
     );
-    assert!(checked >= 30, "only {checked} cases checked");
 }

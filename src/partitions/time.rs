@@ -929,6 +929,22 @@ fn build_mode(
     let hm = |h: u32, m: u32| NaiveTime::from_hms_opt(h, m, 0).unwrap_or_default();
     let calendar =
         |n: NaiveDateTime| resolve(tz, n, Rule::Calendar)[0].map_or(i64::MIN, |(t, _)| t);
+    // Every `step` days at `time`, from the first such day at or after the start.
+    let days = |mut first: NaiveDate, step: i64, time: NaiveTime| {
+        while calendar(first.and_time(time)) < start_instant {
+            first += Duration::days(step);
+        }
+        Mode::Days { first, step, time }
+    };
+    let table = move || {
+        Mode::Table(Box::new(Mutex::new(TickTable::new(
+            tz,
+            cron,
+            rule,
+            start,
+            start_instant,
+        ))))
+    };
     match (schedule, engine) {
         (_, Engine::Hourly(minutes)) => match minute_offset(tz, start_instant) {
             Some(offset) => {
@@ -942,25 +958,10 @@ fn build_mode(
                 let skip = secs.iter().filter(|&&s| base + s < start_instant).count() as i64;
                 Mode::Hourly { secs, base, skip }
             }
-            None => Mode::Table(Box::new(Mutex::new(TickTable::new(
-                tz,
-                cron,
-                rule,
-                start,
-                start_instant,
-            )))),
+            None => table(),
         },
         (Schedule::Daily { hour, minute }, _) => {
-            let time = hm(*hour, *minute);
-            let mut d = start.date() - Duration::days(1);
-            while calendar(d.and_time(time)) < start_instant {
-                d += Duration::days(1);
-            }
-            Mode::Days {
-                first: d,
-                step: 1,
-                time,
-            }
+            days(start.date() - Duration::days(1), 1, hm(*hour, *minute))
         }
         (
             Schedule::Weekly {
@@ -970,18 +971,10 @@ fn build_mode(
             },
             _,
         ) => {
-            let time = hm(*hour, *minute);
             let mut d = start.date() - Duration::days(7);
             let wd = d.weekday().num_days_from_sunday();
             d += Duration::days(((weekday + 7 - wd) % 7) as i64);
-            while calendar(d.and_time(time)) < start_instant {
-                d += Duration::days(7);
-            }
-            Mode::Days {
-                first: d,
-                step: 7,
-                time,
-            }
+            days(d, 7, hm(*hour, *minute))
         }
         (Schedule::Monthly { day, hour, minute }, _) => {
             let time = hm(*hour, *minute);
@@ -1004,13 +997,7 @@ fn build_mode(
                 time,
             }
         }
-        _ => Mode::Table(Box::new(Mutex::new(TickTable::new(
-            tz,
-            cron,
-            rule,
-            start,
-            start_instant,
-        )))),
+        _ => table(),
     }
 }
 

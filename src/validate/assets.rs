@@ -283,27 +283,30 @@ fn run_config(
     what: &str,
     d: &mut Diagnostics,
 ) -> serde_json::Map<String, serde_json::Value> {
-    match r.table("config", d) {
-        Some((t, v)) => {
-            for (k, _) in t.iter() {
-                let name: &str = k.get_ref();
-                if name.is_empty() || name.contains(['.', '=']) {
-                    d.push(
-                        Diagnostic::error(
-                            Kind::InvalidKey,
-                            format!("invalid config field `{name}` in {what}"),
-                        )
-                        .at(&Span::new(r.file, k.span()), "no `.` or `=` in a field name")
-                        .help("`--config ASSET.FIELD=VALUE` names a field after the last `.`; use letters, digits, `_` and `-`"),
-                    );
-                }
-            }
-            match load::to_json(v.get_ref()) {
-                serde_json::Value::Object(m) => m,
-                _ => Default::default(),
-            }
+    let Some((t, v)) = r.table("config", d) else {
+        return Default::default();
+    };
+    for (k, _) in t.iter() {
+        let name: &str = k.get_ref();
+        if name.is_empty() || name.contains(['.', '=']) {
+            d.push(
+                Diagnostic::error(
+                    Kind::InvalidKey,
+                    format!("invalid config field `{name}` in {what}"),
+                )
+                .at(&Span::new(r.file, k.span()), "no `.` or `=` in a field name")
+                .help("`--config ASSET.FIELD=VALUE` names a field after the last `.`; use letters, digits, `_` and `-`"),
+            );
         }
-        None => Default::default(),
+    }
+    json_object(v)
+}
+
+/// A TOML table (as [`Reader::table`] gives it) as a JSON object.
+fn json_object(table: &load::Value<'_>) -> serde_json::Map<String, serde_json::Value> {
+    match load::to_json(table.get_ref()) {
+        serde_json::Value::Object(m) => m,
+        _ => Default::default(),
     }
 }
 
@@ -370,17 +373,12 @@ fn metadata(
     env: super::EnvLookup<'_>,
     d: &mut Diagnostics,
 ) -> serde_json::Map<String, serde_json::Value> {
-    match r.table("metadata", d) {
-        Some((_, v)) => {
-            // `${env:…}` works in metadata strings too (resolved when a run starts).
-            check_template_values(r.file, v, &format!("metadata of {what}"), env, d);
-            match load::to_json(v.get_ref()) {
-                serde_json::Value::Object(m) => m,
-                _ => Default::default(),
-            }
-        }
-        None => Default::default(),
-    }
+    let Some((_, v)) = r.table("metadata", d) else {
+        return Default::default();
+    };
+    // `${env:…}` works in metadata strings too (resolved when a run starts).
+    check_template_values(r.file, v, &format!("metadata of {what}"), env, d);
+    json_object(v)
 }
 
 /// `columns = { NAME = "TYPE" }`: declared column types, for table formats.

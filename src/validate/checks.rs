@@ -179,24 +179,31 @@ pub fn check_fits(
     d: &mut Diagnostics,
 ) {
     for c in checks {
-        if matches!(compute, Some(Compute::Source)) {
-            d.push(
-                Diagnostic::error(
-                    Kind::Compute,
-                    format!("check `{}` of {what} would never run: dg never materializes a source asset", c.name),
-                )
-                .at(&c.span, "never runs")
-                .help("checks run after dg stores a partition; check the data in the asset that reads it instead"),
-            );
+        let (why, label, help) = if matches!(compute, Some(Compute::Source)) {
+            (
+                format!(
+                    "check `{}` of {what} would never run: dg never materializes a source asset",
+                    c.name
+                ),
+                "never runs",
+                "checks run after dg stores a partition; check the data in the asset that reads it instead",
+            )
         } else if !output && matches!(c.kind, CheckKind::Sql(_)) {
-            d.push(
-                Diagnostic::error(
-                    Kind::Compute,
-                    format!("`sql` check `{}` of {what} has no data to query: the asset stores nothing (`output = false`)", c.name),
-                )
-                .at(&c.span, "no table to query")
-                .help("use a `shell` or `command` check, or let the asset store its output"),
-            );
-        }
+            (
+                format!(
+                    "`sql` check `{}` of {what} has no data to query: the asset stores nothing (`output = false`)",
+                    c.name
+                ),
+                "no table to query",
+                "use a `shell` or `command` check, or let the asset store its output",
+            )
+        } else {
+            continue;
+        };
+        d.push(
+            Diagnostic::error(Kind::Compute, why)
+                .at(&c.span, label)
+                .help(help),
+        );
     }
 }

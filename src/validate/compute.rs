@@ -92,29 +92,27 @@ pub(super) fn sql_engine(
         );
         return None;
     };
-    if !is_sql {
-        d.push(
-            Diagnostic::error(
-                Kind::InvalidValue,
-                format!("{what} has `engine` but no `sql` query"),
-            )
-            .at(&s.span, "only a `sql` asset runs in an engine")
-            .help("remove `engine`, or compute the asset with `sql = \"SELECT …\"`"),
-        );
-        return None;
-    }
-    if engine == SqlEngine::Duckdb && !cfg!(feature = "duckdb") {
-        d.push(
-            Diagnostic::error(
-                Kind::InvalidValue,
-                format!("{what} runs in DuckDB, but this dg was built without it"),
-            )
-            .at(&s.span, "needs the `duckdb` cargo feature")
-            .help("rebuild dg with its default features, or use `engine = \"sqlite\"`"),
-        );
-        return None;
-    }
-    Some(engine)
+    let (why, label, help) = if !is_sql {
+        (
+            format!("{what} has `engine` but no `sql` query"),
+            "only a `sql` asset runs in an engine",
+            "remove `engine`, or compute the asset with `sql = \"SELECT …\"`",
+        )
+    } else if engine == SqlEngine::Duckdb && !cfg!(feature = "duckdb") {
+        (
+            format!("{what} runs in DuckDB, but this dg was built without it"),
+            "needs the `duckdb` cargo feature",
+            "rebuild dg with its default features, or use `engine = \"sqlite\"`",
+        )
+    } else {
+        return Some(engine);
+    };
+    d.push(
+        Diagnostic::error(Kind::InvalidValue, why)
+            .at(&s.span, label)
+            .help(help),
+    );
+    None
 }
 
 #[cfg(test)]

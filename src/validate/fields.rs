@@ -1,8 +1,35 @@
-//! What several passes report alike: a required field that is absent, and
-//! two names that a step would see as one environment variable.
+//! What several passes report alike: a value that must be a table, a
+//! required field that is absent, and two names that a step would see as one
+//! environment variable.
 
-use crate::diag::{Diagnostic, Diagnostics, Kind, Span};
-use crate::load::Reader;
+use toml::de::DeValue;
+
+use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Span};
+use crate::load::{self, Reader, Value};
+
+/// The table that `v`, `what` in file `file`, must be. Otherwise reports
+/// what it is instead, at `v` with `label`.
+pub(super) fn table_of<'t, 'i>(
+    file: FileId,
+    v: &'t Value<'i>,
+    what: &str,
+    label: &str,
+    d: &mut Diagnostics,
+) -> Option<&'t load::Table<'i>> {
+    match v.get_ref() {
+        DeValue::Table(t) => Some(t),
+        other => {
+            d.push(
+                Diagnostic::error(
+                    Kind::WrongType,
+                    format!("{what} must be a table, found {}", load::type_name(other)),
+                )
+                .at(&Span::new(file, v.span()), label),
+            );
+            None
+        }
+    }
+}
 
 /// `got`, field `field` of `what` as read by `r`. When the field is absent
 /// (not merely invalid: that is reported already), reports it missing at

@@ -235,9 +235,8 @@ mod tests {
         let src = "[assets.up]\nshell = \"true\"\n\n[assets.x]\nshell = \"true\"\n\n\
                    [assets.x.ins.Events]\nasset = \"up\"\n\n[assets.x.ins.events]\nasset = \"up\"\n";
         let c = check(&[("a.toml", src)]);
-        let d = c.only(Kind::Duplicate);
+        let d = c.located(Kind::Duplicate, ("a.toml", "events", 0));
         assert!(d.message.contains("`DG_INPUT_EVENTS`"), "{}", d.message);
-        assert_eq!(c.primary(d), c.at("a.toml", "events", 0));
         assert_eq!(c.secondary(d, 0), c.at("a.toml", "Events", 0));
     }
 

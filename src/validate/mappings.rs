@@ -13,7 +13,7 @@ use crate::model::Asset;
 use crate::partitions::PartitionsDef;
 use crate::partitions::mapping::{self, MappingSpec};
 
-use super::fields::required;
+use super::fields::{required, table_of};
 use super::partitions::window_offset;
 use super::{Entry, Validator};
 
@@ -119,19 +119,7 @@ pub(super) fn mapping_spec(
     d: &mut Diagnostics,
 ) -> Option<MappingSpec> {
     let span = Span::new(file, v.span());
-    let DeValue::Table(t) = v.get_ref() else {
-        d.push(
-            Diagnostic::error(
-                Kind::WrongType,
-                format!(
-                    "{what} must be a table, found {}",
-                    load::type_name(v.get_ref())
-                ),
-            )
-            .at(&span, "expected `{ type = … }`"),
-        );
-        return None;
-    };
+    let t = table_of(file, v, what, "expected `{ type = … }`", d)?;
     let Some(ty) = t.get("type").and_then(|x| x.get_ref().as_str()) else {
         d.push(
             Diagnostic::error(Kind::MissingField, format!("{what} has no `type`"))
@@ -313,8 +301,7 @@ mod tests {
         let src = "[assets.daily_sales]\npartitions = \"daily\"\nshell = \"true\"\n\n\
                    [assets.daily_sales.ins.sales]\nmapping = { type = \"identity\" }\n";
         let c = check(&[("a.toml", STATIC_AND_DAILY), ("b.toml", src)]);
-        let d = c.only(Kind::Mapping);
-        assert_eq!(c.primary(d), c.at("b.toml", "{ type = \"identity\" }", 0));
+        let d = c.located(Kind::Mapping, ("b.toml", "{ type = \"identity\" }", 0));
         // `sales` in `[assets.daily_sales.ins.sales]`
         assert_eq!(c.secondary(d, 0), c.at("b.toml", "sales", 2));
         assert!(d.message.starts_with(
@@ -331,8 +318,7 @@ mod tests {
         let src =
             "[assets.daily_sales]\npartitions = \"daily\"\ndeps = [\"sales\"]\nshell = \"true\"\n";
         let c = check(&[("a.toml", STATIC_AND_DAILY), ("b.toml", src)]);
-        let d = c.only(Kind::Mapping);
-        assert_eq!(c.primary(d), c.at("b.toml", "\"sales\"", 0));
+        let d = c.located(Kind::Mapping, ("b.toml", "\"sales\"", 0));
         assert!(d.secondary.is_empty());
         assert!(d.message.starts_with("the inferred `identity` mapping"));
     }

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use toml::de::DeValue;
 
 use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Span, suggest};
-use crate::load::{self, Reader, Str, Value};
+use crate::load::{Reader, Str, Value};
 use crate::model::{AssetPartitions, NamedPartitions};
 use crate::partitions::time::{self, Schedule, TimeDefError, TimePartitions};
 use crate::partitions::{MultiPartitions, PartitionsDef, StaticPartitions, check_key};
 
 use super::entries::FileDefaults;
-use super::fields::{required, same_variable};
+use super::fields::{required, same_variable, table_of};
 use super::{Entry, Validator};
 
 pub(crate) const PARTITION_TYPES: &[&str] = &[
@@ -154,19 +154,13 @@ impl Validator<'_> {
         allow_multi: bool,
     ) -> Option<Arc<PartitionsDef>> {
         let span = Span::new(file, value.span());
-        let DeValue::Table(t) = value.get_ref() else {
-            self.diags.push(
-                Diagnostic::error(
-                    Kind::WrongType,
-                    format!(
-                        "{what} must be a table, found {}",
-                        load::type_name(value.get_ref())
-                    ),
-                )
-                .at(&span, "expected a table with `type`"),
-            );
-            return None;
-        };
+        let t = table_of(
+            file,
+            value,
+            what,
+            "expected a table with `type`",
+            self.diags,
+        )?;
         let type_str = match t.get("type") {
             Some(v) => match v.get_ref().as_str() {
                 Some(s) => Some((s.to_string(), Span::new(file, v.span()))),
@@ -448,49 +442,10 @@ impl Validator<'_> {
         span: &Span,
     ) -> Option<Arc<PartitionsDef>> {
         let d = &mut *self.diags;
+        // Whether every field read so far is valid; a bad one is reported
+        // and replaced by its default, so that later fields are checked too.
         let mut ok = true;
-        let mut offset = |key: &str, lo: i64, hi: i64, default: i64, d: &mut Diagnostics| -> u32 {
-            match r.int(key, d) {
-                Some((n, s)) if n < lo || n > hi => {
-                    d.push(
-                        Diagnostic::error(Kind::InvalidValue, format!("`{key}` of {what} must be between {lo} and {hi}, found {n}"))
-                            .at(&s, "out of range")
-                            .help_opt((key == "day_offset" && ty == "monthly" && n > 28).then(|| {
-                                "not every month has that day; use `type = \"cron\"` for such schedules".to_string()
-                            })),
-                    );
-                    ok = false;
-                    default as u32
-                }
-                Some((n, _)) => n as u32,
-                None => default as u32,
-            }
-        };
-        let minute = offset("minute_offset", 0, 59, 0, d);
-        let hour = offset("hour_offset", 0, 23, 0, d);
-        let schedule = match ty {
-            "hourly" => Schedule::Hourly { minute },
-            "daily" => Schedule::Daily { hour, minute },
-            "weekly" => Schedule::Weekly {
-                weekday: offset("day_offset", 0, 6, 0, d),
-                hour,
-                minute,
-            },
-            "monthly" => Schedule::Monthly {
-                day: offset("day_offset", 1, 28, 1, d),
-                hour,
-                minute,
-            },
-            _ => {
-                let c = r.str("cron", d);
-                let help = Some("add a five-field schedule, e.g. `cron = \"0 */6 * * *\"`");
-                let c = required(c, r, "cron", what, span, help, d)?;
-                Schedule::Cron {
-                    cron: Box::new(cron_schedule(&c, what, "`0 */6 * * *`", d)?),
-                    expr: c.value,
-                }
-            }
-        };
+        let schedule = time_schedule(r, ty, what, span, &mut ok, d)?;
         let tz = match r.str("timezone", d) {
             Some(s) => time_zone(&s, what, d).unwrap_or_else(|| {
                 ok = false;
@@ -511,62 +466,134 @@ impl Validator<'_> {
             .as_ref()
             .map(|f| f.value.clone())
             .unwrap_or_else(|| schedule.default_fmt().to_string());
-        let write_like = || example_in(&fmt_used).map(|ex| format!("write it like `{ex}`"));
+        let fields = TimeFields { fmt, start, end };
         match TimePartitions::new(
             schedule,
             tz,
-            fmt.as_ref().map(|f| f.value.clone()),
-            &start.value,
-            end.as_ref().map(|e| e.value.as_str()),
+            fields.fmt.as_ref().map(|f| f.value.clone()),
+            &fields.start.value,
+            fields.end.as_ref().map(|e| e.value.as_str()),
             end_offset,
         ) {
             Ok(t) => ok.then(|| Arc::new(PartitionsDef::Time(t))),
-            Err(TimeDefError::Fmt(m)) => {
-                let at = fmt
-                    .as_ref()
-                    .map(|f| f.span.clone())
-                    .unwrap_or_else(|| span.clone());
-                d.push(Diagnostic::error(Kind::BadFormat, format!("invalid `fmt` in {what}: {m}")).at(&at, "this format").help(
-                    "use strftime codes that name the window down to its schedule, e.g. `%Y-%m-%d-%H:%M` for hourly",
-                ));
+            Err(e) => {
+                d.push(time_def_error(e, &fields, &fmt_used, r, what, span));
                 None
             }
-            Err(TimeDefError::Start(m)) => {
-                d.push(
-                    Diagnostic::error(Kind::BadDate, format!("invalid `start` in {what}: {m}"))
-                        .at(&start.span, "cannot be read with the format")
-                        .help_opt(write_like()),
-                );
-                None
+        }
+    }
+}
+
+/// The schedule of a time partitions definition of type `ty`: its offsets
+/// (one out of range is reported, clears `ok` and counts as its default) or
+/// its `cron` (`None` when missing or invalid).
+fn time_schedule(
+    r: &Reader<'_, '_>,
+    ty: &str,
+    what: &str,
+    span: &Span,
+    ok: &mut bool,
+    d: &mut Diagnostics,
+) -> Option<Schedule> {
+    let mut offset =
+        |key: &str, lo: i64, hi: i64, default: i64, d: &mut Diagnostics| -> u32 {
+            match r.int(key, d) {
+                Some((n, s)) if n < lo || n > hi => {
+                    d.push(
+                        Diagnostic::error(
+                            Kind::InvalidValue,
+                            format!("`{key}` of {what} must be between {lo} and {hi}, found {n}"),
+                        )
+                        .at(&s, "out of range")
+                        .help_opt((key == "day_offset" && ty == "monthly" && n > 28).then(|| {
+                            "not every month has that day; use `type = \"cron\"` for such schedules"
+                                .to_string()
+                        })),
+                    );
+                    *ok = false;
+                    default as u32
+                }
+                Some((n, _)) => n as u32,
+                None => default as u32,
             }
-            Err(TimeDefError::Schedule(m)) => {
-                let at = r
-                    .get("cron")
-                    .map(|c| Span::new(span.file, c.span()))
-                    .unwrap_or_else(|| span.clone());
-                d.push(
-                    Diagnostic::error(Kind::BadCron, format!("{what} has no partitions: {m}"))
-                        .at(&at, "never fires")
-                        .help("check the day-of-month and month fields: a date such as 30 February never comes"),
-                );
-                None
+        };
+    let minute = offset("minute_offset", 0, 59, 0, d);
+    let hour = offset("hour_offset", 0, 23, 0, d);
+    Some(match ty {
+        "hourly" => Schedule::Hourly { minute },
+        "daily" => Schedule::Daily { hour, minute },
+        "weekly" => Schedule::Weekly {
+            weekday: offset("day_offset", 0, 6, 0, d),
+            hour,
+            minute,
+        },
+        "monthly" => Schedule::Monthly {
+            day: offset("day_offset", 1, 28, 1, d),
+            hour,
+            minute,
+        },
+        _ => {
+            let c = r.str("cron", d);
+            let help = Some("add a five-field schedule, e.g. `cron = \"0 */6 * * *\"`");
+            let c = required(c, r, "cron", what, span, help, d)?;
+            Schedule::Cron {
+                cron: Box::new(cron_schedule(&c, what, "`0 */6 * * *`", d)?),
+                expr: c.value,
             }
-            Err(TimeDefError::End(m)) => {
-                let at = end
-                    .as_ref()
-                    .map(|e| e.span.clone())
-                    .unwrap_or_else(|| span.clone());
-                d.push(
-                    Diagnostic::error(Kind::BadDate, format!("invalid `end` in {what}: {m}"))
-                        .at(&at, "invalid end")
-                        .help_opt(
-                            m.contains("does not match the format")
-                                .then(write_like)
-                                .flatten(),
-                        ),
-                );
-                None
-            }
+        }
+    })
+}
+
+/// The fields of a time partitions definition that its errors point at.
+struct TimeFields {
+    fmt: Option<Str>,
+    start: Str,
+    end: Option<Str>,
+}
+
+/// Why [`TimePartitions::new`] refused definition `what` (read by `r`, at
+/// `span`; its keys written with `fmt_used`), at the field to blame.
+fn time_def_error(
+    e: TimeDefError,
+    f: &TimeFields,
+    fmt_used: &str,
+    r: &Reader<'_, '_>,
+    what: &str,
+    span: &Span,
+) -> Diagnostic {
+    let write_like = || example_in(fmt_used).map(|ex| format!("write it like `{ex}`"));
+    // Where `field` is written, else the definition.
+    let field_or_def = |field: &Option<Str>| field.as_ref().map_or(span, |s| &s.span).clone();
+    match e {
+        TimeDefError::Fmt(m) => {
+            let at = field_or_def(&f.fmt);
+            Diagnostic::error(Kind::BadFormat, format!("invalid `fmt` in {what}: {m}")).at(&at, "this format").help(
+                "use strftime codes that name the window down to its schedule, e.g. `%Y-%m-%d-%H:%M` for hourly",
+            )
+        }
+        TimeDefError::Start(m) => {
+            Diagnostic::error(Kind::BadDate, format!("invalid `start` in {what}: {m}"))
+                .at(&f.start.span, "cannot be read with the format")
+                .help_opt(write_like())
+        }
+        TimeDefError::Schedule(m) => {
+            let at = r
+                .get("cron")
+                .map(|c| Span::new(span.file, c.span()))
+                .unwrap_or_else(|| span.clone());
+            Diagnostic::error(Kind::BadCron, format!("{what} has no partitions: {m}"))
+                .at(&at, "never fires")
+                .help("check the day-of-month and month fields: a date such as 30 February never comes")
+        }
+        TimeDefError::End(m) => {
+            let at = field_or_def(&f.end);
+            Diagnostic::error(Kind::BadDate, format!("invalid `end` in {what}: {m}"))
+                .at(&at, "invalid end")
+                .help_opt(
+                    m.contains("does not match the format")
+                        .then(write_like)
+                        .flatten(),
+                )
         }
     }
 }
@@ -658,19 +685,15 @@ mod tests {
                 Kind::BadFormat
             ]
         );
-        let tz = c.only(Kind::BadTimezone);
-        assert_eq!(c.primary(tz), c.at("p.toml", "\"Europe/Berln\"", 0));
+        let tz = c.located(Kind::BadTimezone, ("p.toml", "\"Europe/Berln\"", 0));
         assert_eq!(tz.help.as_deref(), Some("did you mean `Europe/Berlin`?"));
-        let date = c.only(Kind::BadDate);
-        assert_eq!(c.primary(date), c.at("p.toml", "\"2024-01-01\"", 1));
+        let date = c.located(Kind::BadDate, ("p.toml", "\"2024-01-01\"", 1));
         assert_eq!(
             date.help.as_deref(),
             Some("write it like `2024-01-01-00:00`")
         );
-        let cron = c.only(Kind::BadCron);
-        assert_eq!(c.primary(cron), c.at("p.toml", "\"0 */6 * *\"", 0));
-        let fmt = c.only(Kind::BadFormat);
-        assert_eq!(c.primary(fmt), c.at("p.toml", "\"%Y-%m-%d\"", 0));
+        c.located(Kind::BadCron, ("p.toml", "\"0 */6 * *\"", 0));
+        let fmt = c.located(Kind::BadFormat, ("p.toml", "\"%Y-%m-%d\"", 0));
         assert!(fmt.message.contains("too coarse"), "{}", fmt.message);
     }
 
@@ -722,11 +745,9 @@ mod tests {
         let src = "[partitions.a]\ntype = \"dayly\"\nstart = \"2024-01-01\"\n\n\
                    [partitions.region]\ntype = \"static\"\nkeys = [\"us\", \"eu\", \"eu\"]\n";
         let c = check(&[("p.toml", src)]);
-        let ty = c.only(Kind::InvalidValue);
-        assert_eq!(c.primary(ty), c.at("p.toml", "\"dayly\"", 0));
+        let ty = c.located(Kind::InvalidValue, ("p.toml", "\"dayly\"", 0));
         assert_eq!(ty.help.as_deref(), Some("did you mean `daily`?"));
-        let dup = c.only(Kind::Duplicate);
-        assert_eq!(c.primary(dup), c.at("p.toml", "\"eu\"", 1));
+        let dup = c.located(Kind::Duplicate, ("p.toml", "\"eu\"", 1));
         assert_eq!(c.secondary(dup, 0), c.at("p.toml", "\"eu\"", 0));
     }
 

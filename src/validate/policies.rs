@@ -148,18 +148,19 @@ pub(super) fn backfill_policy(
     use crate::model::Backfill;
     let v = r.get("backfill")?;
     let span = r.span_of(v);
-    let shape_help = "write `backfill = { max_partitions_per_step = 100 }`, or `backfill = \"single_step\"` for one step per run of consecutive partitions";
+    // A value that is neither shape, with how to write them.
+    let wrong_shape = |message: String, label: &str, d: &mut Diagnostics| {
+        d.push(
+            Diagnostic::error(Kind::InvalidValue, message)
+                .at(&span, label)
+                .help("write `backfill = { max_partitions_per_step = 100 }`, or `backfill = \"single_step\"` for one step per run of consecutive partitions"),
+        );
+    };
     let policy = match v.get_ref() {
         DeValue::String(s) if s.as_ref() == "single_step" => Backfill { max_per_step: None },
         DeValue::String(s) => {
-            d.push(
-                Diagnostic::error(
-                    Kind::InvalidValue,
-                    format!("unknown `backfill` `{s}` in {what}"),
-                )
-                .at(&span, "not a backfill policy")
-                .help(shape_help),
-            );
+            let message = format!("unknown `backfill` `{s}` in {what}");
+            wrong_shape(message, "not a backfill policy", d);
             return None;
         }
         _ => {
@@ -189,14 +190,9 @@ pub(super) fn backfill_policy(
                 }
                 None => {
                     if t.get("max_partitions_per_step").is_none() {
-                        d.push(
-                            Diagnostic::error(
-                                Kind::InvalidValue,
-                                format!("`backfill` of {what} has no `max_partitions_per_step`"),
-                            )
-                            .at(&span, "missing `max_partitions_per_step`")
-                            .help(shape_help),
-                        );
+                        let message =
+                            format!("`backfill` of {what} has no `max_partitions_per_step`");
+                        wrong_shape(message, "missing `max_partitions_per_step`", d);
                     }
                     return None;
                 }

@@ -335,25 +335,26 @@ fn describe_serde_error(msg: &str) -> (String, Option<String>) {
     if let Some((_, help)) = msg.split_once("\nhelp: ") {
         return (first, Some(help.to_string()));
     }
-    if let Some(rest) = first.strip_prefix("unknown field `")
-        && let Some((field, expected)) = rest.split_once("`, expected ")
-    {
-        let valid = expected_names(expected);
-        return (
-            format!("unknown field `{field}`"),
-            Some(suggest(field, &valid, "valid fields")),
-        );
-    }
-    if let Some(rest) = first.strip_prefix("unknown variant `")
-        && let Some((v, expected)) = rest.split_once("`, expected ")
-    {
-        let valid = expected_names(expected);
-        return (
-            format!("unknown value `{v}`"),
-            Some(suggest(v, &valid, "valid values")),
-        );
-    }
-    (first, None)
+    // serde's "unknown field `x`, expected …" or "unknown variant `x`, …".
+    let Some((serde_noun, rest)) = first
+        .strip_prefix("unknown ")
+        .and_then(|rest| rest.split_once(" `"))
+    else {
+        return (first, None);
+    };
+    let noun = match serde_noun {
+        "field" => "field",
+        "variant" => "value",
+        _ => return (first, None),
+    };
+    let Some((name, expected)) = rest.split_once("`, expected ") else {
+        return (first, None);
+    };
+    let valid = expected_names(expected);
+    (
+        format!("unknown {noun} `{name}`"),
+        Some(suggest(name, &valid, &format!("valid {noun}s"))),
+    )
 }
 
 /// The names in serde's "`a`, `b` or `c`" / "one of `a`, `b`" lists.
@@ -466,12 +467,11 @@ mod tests {
                 Kind::InvalidValue
             ]
         );
-        let unknown = c.only(Kind::UnknownField);
-        assert_eq!(c.primary(unknown), c.at("r.toml", "base_dri", 0));
+        let unknown = c.located(Kind::UnknownField, ("r.toml", "base_dri", 0));
         assert_eq!(unknown.help.as_deref(), Some("did you mean `base_dir`?"));
         let missing = c.only(Kind::MissingField);
         assert!(missing.message.starts_with("missing field `path`"));
-        let wrong = c.only(Kind::WrongType);
+        let wrong = c.located(Kind::WrongType, ("r.toml", "3", 0));
         assert!(
             wrong
                 .message
@@ -479,8 +479,6 @@ mod tests {
             "{}",
             wrong.message
         );
-        assert_eq!(c.primary(wrong), c.at("r.toml", "3", 0));
-        let ty = c.only(Kind::InvalidValue);
-        assert_eq!(c.primary(ty), c.at("r.toml", "\"s3\"", 0));
+        c.located(Kind::InvalidValue, ("r.toml", "\"s3\"", 0));
     }
 }

@@ -115,9 +115,8 @@ mod tests {
     fn unset_env_is_a_warning_and_set_env_is_fine() {
         let src = "[assets.a]\nshell = \"true\"\nenv = { X = \"${env:DG_UNIT_UNSET}\" }\n";
         let c = check(&[("a.toml", src)]);
-        let d = c.only(Kind::EnvVar);
+        let d = c.located(Kind::EnvVar, ("a.toml", "\"${env:DG_UNIT_UNSET}\"", 0));
         assert_eq!(d.severity, Severity::Warning);
-        assert_eq!(c.primary(d), c.at("a.toml", "\"${env:DG_UNIT_UNSET}\"", 0));
         assert!(c.defs.is_some(), "warnings do not stop the load");
 
         let c = check_env(&[("a.toml", src)], &[("DG_UNIT_UNSET", "1")]);
@@ -129,9 +128,8 @@ mod tests {
     fn bad_env_syntax_names_the_asset() {
         let src = "[assets.a]\nshell = \"true\"\nenv = { X = \"${env:X\" }\n";
         let c = check(&[("a.toml", src)]);
-        let d = c.only(Kind::EnvVar);
+        let message = "invalid environment reference in asset `a`";
+        let d = c.expect(Kind::EnvVar, message, ("a.toml", "\"${env:X\"", 0));
         assert_eq!(d.severity, Severity::Error);
-        assert_eq!(d.message, "invalid environment reference in asset `a`");
-        assert_eq!(c.primary(d), c.at("a.toml", "\"${env:X\"", 0));
     }
 }

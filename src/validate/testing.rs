@@ -65,17 +65,23 @@ impl Checked {
         found[0]
     }
 
-    /// The one diagnostic of `kind`, which must say `message` and point at
-    /// `at`: (file, needle, nth) as [`Checked::at`] takes them.
-    pub(super) fn expect(
+    /// The one diagnostic of `kind`, which must point at `at`: (file,
+    /// needle, nth) as [`Checked::at`] takes them.
+    pub(super) fn located(
         &self,
         kind: Kind,
-        message: &str,
         (file, needle, nth): (&str, &str, usize),
     ) -> &Diagnostic {
         let d = self.only(kind);
-        assert_eq!(d.message, message);
         assert_eq!(self.primary(d), self.at(file, needle, nth));
+        d
+    }
+
+    /// The one diagnostic of `kind`, which must say `message` and point at
+    /// `at`, as [`Checked::located`] takes it.
+    pub(super) fn expect(&self, kind: Kind, message: &str, at: (&str, &str, usize)) -> &Diagnostic {
+        let d = self.located(kind, at);
+        assert_eq!(d.message, message);
         d
     }
 
