@@ -82,221 +82,252 @@ fn every_fixture_has_a_test() {
     assert_eq!(found, CASES);
 }
 
-/// `[executor]` of dg.toml and an asset's `executor`: every bad field is
-/// located, an unknown type and field get a suggestion, and the asset's
-/// table takes no `type`.
-#[test]
-fn bad_executor() {
-    let run = fails(
-        "bad_executor",
-        &[
-            "dg.toml:2:8",
-            "unknown executor type `slurmm` in `[executor]`",
-            "did you mean `slurm`?",
-            "dg.toml:3:8",
-            "is not a Slurm time limit",
-            "dg.toml:4:7",
-            "is not an amount of memory",
-            "dg.toml:5:13",
-            "`max_array` in `[executor]` must be between 1 and",
-            "dg.toml:6:1",
-            "unknown field `partiton` in `[executor]`",
-            "did you mean `partition`?",
-        ],
-    );
-    assert_eq!(error_count(&run), 5, "{}", run.stderr);
+/// One test per fixture: `NAME: ERRORS [SHOWN] not [ABSENT]` runs `fails` on
+/// the fixture NAME with SHOWN, then checks that stderr reports ERRORS errors
+/// and holds none of ABSENT.
+macro_rules! malformed {
+    ($($(#[$attr:meta])* $case:ident: $errors:literal [$($shown:expr),+ $(,)?] $(not [$($absent:expr),+ $(,)?])?;)+) => {$(
+        $(#[$attr])*
+        #[test]
+        fn $case() {
+            let run = fails(stringify!($case), &[$($shown),+]);
+            assert_eq!(error_count(&run), $errors, "{}", run.stderr);
+            $($(assert!(!run.stderr.contains($absent), "{}", run.stderr);)+)?
+        }
+    )+};
 }
 
-/// An asset's `executor` table: the Slurm options without `type`.
-#[test]
-fn bad_asset_executor() {
-    let run = fails(
-        "bad_asset_executor",
-        &[
-            "defs/a.toml:4:",
-            "`cpus_per_task` in `executor` of asset `train` must be between 1 and",
-            "unknown field `type` in `executor` of asset `train`",
-            "`account` in `executor` of asset `train` is empty",
-        ],
-    );
-    assert_eq!(error_count(&run), 3, "{}", run.stderr);
-}
+malformed! {
+    /// `[executor]` of dg.toml and an asset's `executor`: every bad field is
+    /// located, an unknown type and field get a suggestion, and the asset's
+    /// table takes no `type`.
+    bad_executor: 5 [
+        "dg.toml:2:8",
+        "unknown executor type `slurmm` in `[executor]`",
+        "did you mean `slurm`?",
+        "dg.toml:3:8",
+        "is not a Slurm time limit",
+        "dg.toml:4:7",
+        "is not an amount of memory",
+        "dg.toml:5:13",
+        "`max_array` in `[executor]` must be between 1 and",
+        "dg.toml:6:1",
+        "unknown field `partiton` in `[executor]`",
+        "did you mean `partition`?",
+    ];
 
-#[test]
-fn toml_syntax() {
-    let run = fails(
-        "toml_syntax",
-        &[
-            "invalid TOML",
-            "defs/assets.toml:3:11",
-            "retries =",
-            "defs/assets.toml:5:15",
-            "[assets.report",
-            "defs/partitions.toml:3:9",
-            "start = 2024-01-01\"",
-            "3 errors",
-        ],
-    );
-    assert_eq!(error_count(&run), 3);
-    // `reports.toml` refers to names from the files that do not parse:
-    // those references must not be reported as unknown.
-    assert!(!run.stderr.contains("unknown"), "{}", run.stderr);
-    assert!(!run.stderr.contains("reports.toml"), "{}", run.stderr);
-}
+    /// An asset's `executor` table: the Slurm options without `type`.
+    bad_asset_executor: 3 [
+        "defs/a.toml:4:",
+        "`cpus_per_task` in `executor` of asset `train` must be between 1 and",
+        "unknown field `type` in `executor` of asset `train`",
+        "`account` in `executor` of asset `train` is empty",
+    ];
 
-#[test]
-fn unknown_field() {
-    let run = fails(
-        "unknown_field",
-        &[
-            "defs/assets.toml:6:1",
-            "unknown field `partitons` in asset `orders`",
-            "did you mean `partitions`?",
-            "defs/assets.toml:8:1",
-            "unknown field `descripton` in asset `orders`",
-            "did you mean `description`?",
-        ],
-    );
-    assert_eq!(error_count(&run), 2);
-}
+    toml_syntax: 3 [
+        "invalid TOML",
+        "defs/assets.toml:3:11",
+        "retries =",
+        "defs/assets.toml:5:15",
+        "[assets.report",
+        "defs/partitions.toml:3:9",
+        "start = 2024-01-01\"",
+        "3 errors",
+    ] not [
+        // `reports.toml` refers to names from the files that do not parse:
+        // those references must not be reported as unknown.
+        "unknown",
+        "reports.toml",
+    ];
 
-#[test]
-fn wrong_type() {
-    let run = fails(
-        "wrong_type",
-        &[
-            "defs/assets.toml:3:11",
-            "`retries` in asset `orders` must be an integer, found a string",
-            "defs/assets.toml:4:8",
-            "`deps` in asset `orders` must be an array of strings, found a string",
-            "defs/assets.toml:5:17",
-            "`tags.team` in asset `orders` must be a string, found an integer",
-            "defs/assets.toml:8:9",
-            "`shell` in asset `customers` must be a string, found an array",
-        ],
-    );
-    assert_eq!(error_count(&run), 4);
-}
+    unknown_field: 2 [
+        "defs/assets.toml:6:1",
+        "unknown field `partitons` in asset `orders`",
+        "did you mean `partitions`?",
+        "defs/assets.toml:8:1",
+        "unknown field `descripton` in asset `orders`",
+        "did you mean `description`?",
+    ];
 
-#[test]
-fn unknown_reference() {
-    let run = fails(
-        "unknown_reference",
-        &[
-            "defs/assets.toml:6:14",
-            "asset `revenue` refers to unknown partitions `dayly`",
-            "did you mean `daily`?",
-            "defs/assets.toml:7:9",
-            "asset `revenue` depends on unknown asset `ordrs`",
-            "did you mean `orders`?",
-            "defs/assets.toml:8:14",
-            "asset `revenue` uses unknown I/O manager `warehose`",
-            "did you mean `warehouse`?",
-            "defs/assets.toml:13:17",
-            "input `orders_in` of asset `revenue` uses unknown input manager `loader`",
-            "`warehouse`, `io_manager`",
-        ],
-    );
-    assert_eq!(error_count(&run), 4);
-}
+    wrong_type: 4 [
+        "defs/assets.toml:3:11",
+        "`retries` in asset `orders` must be an integer, found a string",
+        "defs/assets.toml:4:8",
+        "`deps` in asset `orders` must be an array of strings, found a string",
+        "defs/assets.toml:5:17",
+        "`tags.team` in asset `orders` must be a string, found an integer",
+        "defs/assets.toml:8:9",
+        "`shell` in asset `customers` must be a string, found an array",
+    ];
 
-#[test]
-fn cycle() {
-    let run = fails(
-        "cycle",
-        &[
-            "defs/assets.toml:2:9",
-            "dependency cycle: extract → transform → load → extract",
-            "`extract` reads `load`",
-            "`transform` reads `extract`",
-            "`load` reads `transform`",
-        ],
-    );
-    assert_eq!(error_count(&run), 1, "one cycle, reported once");
-}
+    unknown_reference: 4 [
+        "defs/assets.toml:6:14",
+        "asset `revenue` refers to unknown partitions `dayly`",
+        "did you mean `daily`?",
+        "defs/assets.toml:7:9",
+        "asset `revenue` depends on unknown asset `ordrs`",
+        "did you mean `orders`?",
+        "defs/assets.toml:8:14",
+        "asset `revenue` uses unknown I/O manager `warehose`",
+        "did you mean `warehouse`?",
+        "defs/assets.toml:13:17",
+        "input `orders_in` of asset `revenue` uses unknown input manager `loader`",
+        "`warehouse`, `io_manager`",
+    ];
 
-#[test]
-fn duplicate_asset() {
-    let run = fails(
-        "duplicate_asset",
-        &[
-            "asset `orders` is defined twice",
-            "defs/b_marketing.toml:4:9",
-            "defined again here",
-            "defs/a_sales.toml:1:9",
-            "first defined here",
-        ],
-    );
-    assert_eq!(error_count(&run), 1);
-}
+    // One cycle, reported once.
+    cycle: 1 [
+        "defs/assets.toml:2:9",
+        "dependency cycle: extract → transform → load → extract",
+        "`extract` reads `load`",
+        "`transform` reads `extract`",
+        "`load` reads `transform`",
+    ];
 
-#[test]
-fn bad_date() {
-    let run = fails(
-        "bad_date",
-        &[
-            "defs/partitions.toml:3:9",
-            "invalid `start` in partitions `hourly`",
-            "`2024-01-01` does not match the format `%Y-%m-%d-%H:%M`",
-            "write it like `2024-01-01-00:00`",
-        ],
-    );
-    // `events` uses the invalid definition; it is not "unknown".
-    assert_eq!(error_count(&run), 1);
-    assert!(!run.stderr.contains("unknown"), "{}", run.stderr);
-}
+    duplicate_asset: 1 [
+        "asset `orders` is defined twice",
+        "defs/b_marketing.toml:4:9",
+        "defined again here",
+        "defs/a_sales.toml:1:9",
+        "first defined here",
+    ];
 
-#[test]
-fn bad_timezone() {
-    fails(
-        "bad_timezone",
-        &[
-            "defs/partitions.toml:4:12",
-            "unknown time zone `Europe/Berln` in partitions `daily_berlin`",
-            "did you mean `Europe/Berlin`?",
-        ],
-    );
-}
+    bad_date: 1 [
+        "defs/partitions.toml:3:9",
+        "invalid `start` in partitions `hourly`",
+        "`2024-01-01` does not match the format `%Y-%m-%d-%H:%M`",
+        "write it like `2024-01-01-00:00`",
+    ] not [
+        // `events` uses the invalid definition; it is not "unknown".
+        "unknown",
+    ];
 
-#[test]
-fn bad_cron() {
-    let run = fails(
-        "bad_cron",
-        &[
-            "defs/partitions.toml:3:8",
-            "invalid cron schedule `0 */6 * *` in partitions `six_hourly`",
-            "found 4",
-            "defs/partitions.toml:9:8",
-            "invalid cron schedule `61 * * * *` in partitions `bad_minute`",
-            "minute 0-59",
-        ],
-    );
-    assert_eq!(error_count(&run), 2);
-}
+    bad_timezone: 1 [
+        "defs/partitions.toml:4:12",
+        "unknown time zone `Europe/Berln` in partitions `daily_berlin`",
+        "did you mean `Europe/Berlin`?",
+    ];
 
-#[test]
-fn two_computes() {
-    fails(
-        "two_computes",
-        &[
-            "defs/assets.toml:3:1",
-            "asset `orders` has more than one compute: `shell` and `sql`",
-            "first compute",
-            "second compute",
-        ],
-    );
-}
+    bad_cron: 2 [
+        "defs/partitions.toml:3:8",
+        "invalid cron schedule `0 */6 * *` in partitions `six_hourly`",
+        "found 4",
+        "defs/partitions.toml:9:8",
+        "invalid cron schedule `61 * * * *` in partitions `bad_minute`",
+        "minute 0-59",
+    ];
 
-#[test]
-fn no_compute() {
-    fails(
-        "no_compute",
-        &[
-            "defs/assets.toml:1:9",
-            "asset `orders` has no compute",
-            "`source = true`",
-        ],
-    );
+    two_computes: 1 [
+        "defs/assets.toml:3:1",
+        "asset `orders` has more than one compute: `shell` and `sql`",
+        "first compute",
+        "second compute",
+    ];
+
+    no_compute: 1 [
+        "defs/assets.toml:1:9",
+        "asset `orders` has no compute",
+        "`source = true`",
+    ];
+
+    invalid_partitions_type: 1 [
+        "defs/partitions.toml:2:8",
+        "unknown partitions type `dayly` in partitions `daily`",
+        "did you mean `daily`?",
+    ];
+
+    static_duplicate_keys: 1 [
+        "defs/partitions.toml:3:29",
+        "partition key `eu` is listed twice in partitions `region`",
+        "first listed here",
+    ];
+
+    multi_three_dims: 1 [
+        "defs/partitions.toml:7:14",
+        "partitions `date_region_channel` must have exactly two dimensions, found 3",
+        "`date`, `region`, `channel`",
+    ];
+
+    mapping_identity_static_daily: 1 [
+        "defs/assets.toml:18:11",
+        "the `identity` mapping cannot apply to input `sales` of asset `daily_sales`",
+        "upstream is static",
+        "`all`",
+    ];
+
+    mapping_time_window_tz: 1 [
+        "defs/assets.toml:19:11",
+        "the `time_window` mapping cannot apply to input `events` of asset `tokyo_events`",
+        "upstream UTC, downstream Asia/Tokyo",
+        "same `timezone`",
+    ];
+
+    mapping_static_unknown_key: 1 [
+        "defs/assets.toml:18:11",
+        "the `static` mapping cannot apply to input `sales` of asset `market_sales`",
+        "upstream has no partition `apac`",
+        "upstream keys: `us`, `eu`",
+    ];
+
+    unknown_resource_type: 1 [
+        "defs/resources.toml:2:8",
+        "unknown resource type `s3` in resource `io_manager`",
+        "object storage is `type = \"object_store\"` with `url = \"s3://bucket/prefix\"`",
+        "`command`, `duckdb`, `fs`, `memory`, `object_store`, `postgres`, `settings`, `sqlite`",
+    ];
+
+    unknown_resource_field: 1 [
+        "defs/resources.toml:3:1",
+        "unknown field `base_dri` in resource `io_manager` (type `fs`)",
+        "did you mean `base_dir`?",
+    ];
+
+    /// Issue 18: a misspelt or mistyped field of a `duckdb` resource, an
+    /// unknown `engine` and an `engine` on an asset that has no query, each
+    /// located.
+    #[cfg(feature = "duckdb")]
+    duckdb_fields: 4 [
+        "defs/warehouse.toml:4:1",
+        "unknown field `shema` in resource `warehouse` (type `duckdb`)",
+        "did you mean `schema`?",
+        "defs/warehouse.toml:8:8",
+        "defs/warehouse.toml:13:10",
+        "unknown SQL engine `duckbd` in asset `daily`",
+        "did you mean `duckdb`?",
+        "defs/warehouse.toml:17:10",
+        "asset `script` has `engine` but no `sql` query",
+    ];
+
+    bad_env_syntax: 2 [
+        "invalid environment reference in asset `orders`",
+        "defs/assets.toml:3:20",
+        "`${` is not closed by `}`",
+        "defs/assets.toml:3:46",
+        "unsupported interpolation `${API_TOKEN}`",
+    ];
+
+    fmt_too_coarse: 1 [
+        "defs/partitions.toml:4:7",
+        "invalid `fmt` in partitions `hourly`",
+        "the format `%Y-%m-%d` is too coarse",
+    ];
+
+    unknown_top_level: 2 [
+        "defs/assets.toml:1:2",
+        "unknown top-level table `asset`",
+        "did you mean `assets`?",
+        "defs/assets.toml:4:2",
+        "unknown top-level table `resource`",
+        "did you mean `resources`?",
+    ];
+
+    dg_toml: 2 [
+        "dg.toml:1:2",
+        "unknown field `projekt` in `dg.toml`",
+        "did you mean `project`?",
+        "dg.toml:5:8",
+        "`jobs` must be at least 1",
+    ];
 }
 
 #[test]
@@ -385,191 +416,12 @@ fn non_utf8() {
     insta::assert_snapshot!("non_utf8", run.stderr);
 }
 
-#[test]
-fn invalid_partitions_type() {
-    fails(
-        "invalid_partitions_type",
-        &[
-            "defs/partitions.toml:2:8",
-            "unknown partitions type `dayly` in partitions `daily`",
-            "did you mean `daily`?",
-        ],
-    );
-}
-
-#[test]
-fn static_duplicate_keys() {
-    fails(
-        "static_duplicate_keys",
-        &[
-            "defs/partitions.toml:3:29",
-            "partition key `eu` is listed twice in partitions `region`",
-            "first listed here",
-        ],
-    );
-}
-
-#[test]
-fn multi_three_dims() {
-    fails(
-        "multi_three_dims",
-        &[
-            "defs/partitions.toml:7:14",
-            "partitions `date_region_channel` must have exactly two dimensions, found 3",
-            "`date`, `region`, `channel`",
-        ],
-    );
-}
-
-#[test]
-fn mapping_identity_static_daily() {
-    fails(
-        "mapping_identity_static_daily",
-        &[
-            "defs/assets.toml:18:11",
-            "the `identity` mapping cannot apply to input `sales` of asset `daily_sales`",
-            "upstream is static",
-            "`all`",
-        ],
-    );
-}
-
-#[test]
-fn mapping_time_window_tz() {
-    fails(
-        "mapping_time_window_tz",
-        &[
-            "defs/assets.toml:19:11",
-            "the `time_window` mapping cannot apply to input `events` of asset `tokyo_events`",
-            "upstream UTC, downstream Asia/Tokyo",
-            "same `timezone`",
-        ],
-    );
-}
-
-#[test]
-fn mapping_static_unknown_key() {
-    fails(
-        "mapping_static_unknown_key",
-        &[
-            "defs/assets.toml:18:11",
-            "the `static` mapping cannot apply to input `sales` of asset `market_sales`",
-            "upstream has no partition `apac`",
-            "upstream keys: `us`, `eu`",
-        ],
-    );
-}
-
-#[test]
-fn unknown_resource_type() {
-    fails(
-        "unknown_resource_type",
-        &[
-            "defs/resources.toml:2:8",
-            "unknown resource type `s3` in resource `io_manager`",
-            "object storage is `type = \"object_store\"` with `url = \"s3://bucket/prefix\"`",
-            "`command`, `duckdb`, `fs`, `memory`, `object_store`, `postgres`, `settings`, `sqlite`",
-        ],
-    );
-}
-
-#[test]
-fn unknown_resource_field() {
-    fails(
-        "unknown_resource_field",
-        &[
-            "defs/resources.toml:3:1",
-            "unknown field `base_dri` in resource `io_manager` (type `fs`)",
-            "did you mean `base_dir`?",
-        ],
-    );
-}
-
-/// Issue 18: a misspelt or mistyped field of a `duckdb` resource, an
-/// unknown `engine` and an `engine` on an asset that has no query, each
-/// located.
-#[cfg(feature = "duckdb")]
-#[test]
-fn duckdb_fields() {
-    let run = fails(
-        "duckdb_fields",
-        &[
-            "defs/warehouse.toml:4:1",
-            "unknown field `shema` in resource `warehouse` (type `duckdb`)",
-            "did you mean `schema`?",
-            "defs/warehouse.toml:8:8",
-            "defs/warehouse.toml:13:10",
-            "unknown SQL engine `duckbd` in asset `daily`",
-            "did you mean `duckdb`?",
-            "defs/warehouse.toml:17:10",
-            "asset `script` has `engine` but no `sql` query",
-        ],
-    );
-    assert_eq!(error_count(&run), 4);
-}
-
-#[test]
-fn bad_env_syntax() {
-    let run = fails(
-        "bad_env_syntax",
-        &[
-            "invalid environment reference in asset `orders`",
-            "defs/assets.toml:3:20",
-            "`${` is not closed by `}`",
-            "defs/assets.toml:3:46",
-            "unsupported interpolation `${API_TOKEN}`",
-        ],
-    );
-    assert_eq!(error_count(&run), 2);
-}
-
-#[test]
-fn fmt_too_coarse() {
-    fails(
-        "fmt_too_coarse",
-        &[
-            "defs/partitions.toml:4:7",
-            "invalid `fmt` in partitions `hourly`",
-            "the format `%Y-%m-%d` is too coarse",
-        ],
-    );
-}
-
-#[test]
-fn unknown_top_level() {
-    let run = fails(
-        "unknown_top_level",
-        &[
-            "defs/assets.toml:1:2",
-            "unknown top-level table `asset`",
-            "did you mean `assets`?",
-            "defs/assets.toml:4:2",
-            "unknown top-level table `resource`",
-            "did you mean `resources`?",
-        ],
-    );
-    assert_eq!(error_count(&run), 2);
-}
-
-#[test]
-fn dg_toml() {
-    let run = fails(
-        "dg_toml",
-        &[
-            "dg.toml:1:2",
-            "unknown field `projekt` in `dg.toml`",
-            "did you mean `project`?",
-            "dg.toml:5:8",
-            "`jobs` must be at least 1",
-        ],
-    );
-    assert_eq!(error_count(&run), 2);
-}
-
 // --- `--json` ---------------------------------------------------------------
 
-/// Runs `dg check defs --json ARGS…` and returns the parsed stdout.
-fn check_json(case: &str, extra: &[&str]) -> Value {
+/// Runs `dg check defs --json ARGS…` on a fixture, checks that its errors
+/// are `located` (`kind file:line:column` each, in order), and returns the
+/// parsed stdout.
+fn check_json(case: &str, extra: &[&str], located: &[&str]) -> Value {
     let dir = malformed(case);
     let mut args = vec!["check", "defs", "--json"];
     args.extend_from_slice(extra);
@@ -580,41 +432,35 @@ fn check_json(case: &str, extra: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("stdout of `{case}` is not JSON ({e}):\n{}", run.stdout));
     assert_eq!(v["ok"], Value::Bool(false));
     assert_eq!(v["counts"], Value::Null);
-    v
-}
-
-/// `(kind, file, line, column)` of every error, in order.
-fn located(v: &Value) -> Vec<(String, String, u64, u64)> {
-    items(&v["errors"])
+    let found: Vec<String> = items(&v["errors"])
         .iter()
         .map(|e| {
             assert_eq!(e["severity"], "error");
             assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()));
-            (
-                e["kind"].as_str().expect("kind").to_string(),
-                e["file"].as_str().expect("file").to_string(),
+            format!(
+                "{} {}:{}:{}",
+                e["kind"].as_str().expect("kind"),
+                e["file"].as_str().expect("file"),
                 e["line"].as_u64().expect("line"),
                 e["column"].as_u64().expect("column"),
             )
         })
-        .collect()
-}
-
-fn loc(kind: &str, file: &str, line: u64, column: u64) -> (String, String, u64, u64) {
-    (kind.to_string(), file.to_string(), line, column)
+        .collect();
+    assert_eq!(found, located, "errors of `{case}`");
+    v
 }
 
 #[test]
 fn json_unknown_reference() {
-    let v = check_json("unknown_reference", &[]);
-    assert_eq!(
-        located(&v),
-        vec![
-            loc("unknown_reference", "defs/assets.toml", 6, 14),
-            loc("unknown_reference", "defs/assets.toml", 7, 9),
-            loc("unknown_reference", "defs/assets.toml", 8, 14),
-            loc("unknown_reference", "defs/assets.toml", 13, 17),
-        ]
+    let v = check_json(
+        "unknown_reference",
+        &[],
+        &[
+            "unknown_reference defs/assets.toml:6:14",
+            "unknown_reference defs/assets.toml:7:9",
+            "unknown_reference defs/assets.toml:8:14",
+            "unknown_reference defs/assets.toml:13:17",
+        ],
     );
     assert_eq!(v["errors"][1]["help"], "did you mean `orders`?");
     assert_eq!(v["warnings"], serde_json::json!([]));
@@ -622,10 +468,10 @@ fn json_unknown_reference() {
 
 #[test]
 fn json_duplicate_asset() {
-    let v = check_json("duplicate_asset", &[]);
-    assert_eq!(
-        located(&v),
-        vec![loc("duplicate", "defs/b_marketing.toml", 4, 9)]
+    let v = check_json(
+        "duplicate_asset",
+        &[],
+        &["duplicate defs/b_marketing.toml:4:9"],
     );
     assert_eq!(v["errors"][0]["message"], "asset `orders` is defined twice");
     assert_eq!(v["errors"][0]["label"], "defined again here");
@@ -633,21 +479,20 @@ fn json_duplicate_asset() {
 
 #[test]
 fn json_toml_syntax() {
-    let v = check_json("toml_syntax", &[]);
-    assert_eq!(
-        located(&v),
-        vec![
-            loc("syntax", "defs/assets.toml", 3, 11),
-            loc("syntax", "defs/assets.toml", 5, 15),
-            loc("syntax", "defs/partitions.toml", 3, 9),
-        ]
+    check_json(
+        "toml_syntax",
+        &[],
+        &[
+            "syntax defs/assets.toml:3:11",
+            "syntax defs/assets.toml:5:15",
+            "syntax defs/partitions.toml:3:9",
+        ],
     );
 }
 
 #[test]
 fn json_cycle() {
-    let v = check_json("cycle", &[]);
-    assert_eq!(located(&v), vec![loc("cycle", "defs/assets.toml", 2, 9)]);
+    let v = check_json("cycle", &[], &["cycle defs/assets.toml:2:9"]);
     assert_eq!(
         v["errors"][0]["message"],
         "dependency cycle: extract → transform → load → extract"
@@ -656,27 +501,30 @@ fn json_cycle() {
 
 #[test]
 fn json_mapping_and_types() {
-    let v = check_json("mapping_static_unknown_key", &[]);
-    assert_eq!(
-        located(&v),
-        vec![loc("mapping", "defs/assets.toml", 18, 11)]
+    check_json(
+        "mapping_static_unknown_key",
+        &[],
+        &["mapping defs/assets.toml:18:11"],
     );
-    let v = check_json("wrong_type", &[]);
-    assert_eq!(
-        located(&v),
-        vec![
-            loc("wrong_type", "defs/assets.toml", 3, 11),
-            loc("wrong_type", "defs/assets.toml", 4, 8),
-            loc("wrong_type", "defs/assets.toml", 5, 17),
-            loc("wrong_type", "defs/assets.toml", 8, 9),
-        ]
+    check_json(
+        "wrong_type",
+        &[],
+        &[
+            "wrong_type defs/assets.toml:3:11",
+            "wrong_type defs/assets.toml:4:8",
+            "wrong_type defs/assets.toml:5:17",
+            "wrong_type defs/assets.toml:8:9",
+        ],
     );
 }
 
 #[test]
 fn json_unset_env_strict() {
-    let v = check_json("unset_env", &["--strict"]);
-    assert_eq!(located(&v), vec![loc("env_var", "defs/assets.toml", 3, 20)]);
+    check_json(
+        "unset_env",
+        &["--strict"],
+        &["env_var defs/assets.toml:3:20"],
+    );
 }
 
 #[test]
