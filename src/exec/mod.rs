@@ -178,7 +178,7 @@ impl RunCtx {
                 state_dir: state_dir.clone(),
                 run_id: run_id.clone(),
             };
-            match ty.create(&config, &rcx) {
+            match ty.create(&crate::io::Config::resolved(&config), &rcx) {
                 Ok(m) => {
                     managers.insert(key.to_string(), m);
                 }

@@ -74,7 +74,9 @@
 //!
 //! [`Registry::register`] takes any [`ResourceType`], e.g. a [`Configured`]
 //! (a config struct and a function) that declares the format it stores in
-//! [`ResourceInfo`].
+//! [`ResourceInfo`]. A `ResourceType` gets the resource's fields as a
+//! [`Config`], which deserialises into a struct and, at validation, knows
+//! where each field is in the definitions file.
 //!
 //! # Running
 //!
@@ -249,6 +251,90 @@ impl ResourceCx {
     }
 }
 
+/// A resource's config table: its TOML fields besides `type`, as a
+/// [`ResourceType`] gets it.
+///
+/// At validation ([`ResourceType::validate`]) it is the table as written,
+/// with the place of every field in the definitions file, and `${env:…}`
+/// not resolved yet; when a run creates the manager
+/// ([`ResourceType::create`]) it is the table with `${env:…}` resolved, and
+/// no places.
+pub struct Config<'a>(Repr<'a>);
+
+enum Repr<'a> {
+    Spanned(Value<'a>),
+    Resolved(&'a toml::Table),
+}
+
+impl<'a> Config<'a> {
+    /// The spanned table of the definitions file, at validation.
+    pub(crate) fn spanned(value: Value<'a>) -> Self {
+        Config(Repr::Spanned(value))
+    }
+
+    /// The table with `${env:…}` resolved, when a run creates a manager.
+    pub(crate) fn resolved(table: &'a toml::Table) -> Self {
+        Config(Repr::Resolved(table))
+    }
+
+    /// Deserialises the table into `C` (a serde struct, best with
+    /// `#[serde(deny_unknown_fields)]`). At validation the error points at
+    /// the offending field, or else at the whole table.
+    pub fn deserialize<C: DeserializeOwned>(&self) -> Result<C, ConfigError> {
+        match &self.0 {
+            Repr::Spanned(v) => {
+                C::deserialize(v.clone().into_deserializer()).map_err(|e| ConfigError {
+                    message: e.message().trim().to_string(),
+                    span: e.span().or(Some(v.span())),
+                })
+            }
+            Repr::Resolved(t) => C::deserialize(toml::Value::Table((*t).clone()))
+                .map_err(|e| ConfigError::new(e.message().trim())),
+        }
+    }
+
+    /// Byte offsets of the table in the definitions file, at validation
+    /// (for [`ConfigError::at`]); `None` when a run creates the manager.
+    pub fn span(&self) -> Option<std::ops::Range<usize>> {
+        match &self.0 {
+            Repr::Spanned(v) => Some(v.span()),
+            Repr::Resolved(_) => None,
+        }
+    }
+
+    /// Byte offsets of the value of field `name`, at validation, when the
+    /// table has it.
+    pub fn field_span(&self, name: &str) -> Option<std::ops::Range<usize>> {
+        self.spanned_field(name).map(|(_, v)| v.span())
+    }
+
+    /// Field `name` of the spanned table: its key and value.
+    fn spanned_field(
+        &self,
+        name: &str,
+    ) -> Option<(&toml::Spanned<std::borrow::Cow<'a, str>>, &Value<'a>)> {
+        match &self.0 {
+            Repr::Spanned(v) => match v.get_ref() {
+                toml::de::DeValue::Table(t) => t.get_key_value(name),
+                _ => None,
+            },
+            Repr::Resolved(_) => None,
+        }
+    }
+
+    /// Byte offsets of the key of field `name`, at validation.
+    pub(crate) fn key_span(&self, name: &str) -> Option<std::ops::Range<usize>> {
+        self.spanned_field(name).map(|(k, _)| k.span())
+    }
+
+    /// Field `name` as written when it is a string, with the span of the
+    /// value (quotes included), at validation.
+    pub(crate) fn str_field(&self, name: &str) -> Option<(&str, std::ops::Range<usize>)> {
+        let (_, v) = self.spanned_field(name)?;
+        Some((v.get_ref().as_str()?, v.span()))
+    }
+}
+
 /// A kind of resource that can appear as `type = "…"`: it checks its config
 /// when definitions are validated and builds a manager once per run.
 ///
@@ -256,12 +342,13 @@ impl ResourceCx {
 /// implement it for a config struct; implement it yourself only to control
 /// validation or to declare a [`ResourceInfo::format`].
 pub trait ResourceType: Send + Sync {
-    /// Checks a resource's config table (without its `type` key). The
-    /// table is spanned, so that an error can point at the offending field
-    /// ([`ConfigError::span`]). `${env:…}` templates are not resolved yet.
-    fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError>;
+    /// Checks a resource's config (without its `type` key). It is spanned,
+    /// so that an error can point at the offending field
+    /// ([`Config::deserialize`] does, [`ConfigError::at`] with
+    /// [`Config::field_span`] too). `${env:…}` templates are not resolved yet.
+    fn validate(&self, config: &Config<'_>) -> Result<ResourceInfo, ConfigError>;
     /// Builds the manager for one run from the config with `${env:…}` resolved.
-    fn create(&self, config: &toml::Table, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>>;
+    fn create(&self, config: &Config<'_>, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>>;
 }
 
 /// What validation learned about a resource that the rest of dg needs.
@@ -308,20 +395,14 @@ impl<C: DeserializeOwned> Configured<C> {
 }
 
 impl<C: DeserializeOwned + Send + Sync> ResourceType for Configured<C> {
-    fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError> {
-        let outer = config.span();
-        C::deserialize(config.into_deserializer())
-            .map(|c| (self.info)(&c))
-            .map_err(|e| ConfigError {
-                message: e.message().trim().to_string(),
-                span: e.span().or(Some(outer)),
-            })
+    fn validate(&self, config: &Config<'_>) -> Result<ResourceInfo, ConfigError> {
+        config.deserialize().map(|c| (self.info)(&c))
     }
 
-    fn create(&self, config: &toml::Table, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
-        let c: C = toml::Value::Table(config.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))?;
+    fn create(&self, config: &Config<'_>, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
+        let c = config
+            .deserialize()
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         (self.create)(c, cx)
     }
 }
@@ -331,14 +412,14 @@ impl<C: DeserializeOwned + Send + Sync> ResourceType for Configured<C> {
 struct WithPath<T>(T);
 
 impl<T: ResourceType> ResourceType for WithPath<T> {
-    fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError> {
-        let path = path_template_of(&config)?;
+    fn validate(&self, config: &Config<'_>) -> Result<ResourceInfo, ConfigError> {
+        let path = path_template_of(config)?;
         let mut info = self.0.validate(config)?;
         info.path = path.map(Arc::new);
         Ok(info)
     }
 
-    fn create(&self, config: &toml::Table, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
+    fn create(&self, config: &Config<'_>, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
         self.0.create(config, cx)
     }
 }
@@ -346,18 +427,11 @@ impl<T: ResourceType> ResourceType for WithPath<T> {
 /// The `path` template of a resource's config table, parsed; an error
 /// points into the string when it is written without escapes.
 pub(crate) fn path_template_of(
-    config: &Value<'_>,
+    config: &Config<'_>,
 ) -> Result<Option<path_template::PathTemplate>, ConfigError> {
-    let toml::de::DeValue::Table(t) = config.get_ref() else {
-        return Ok(None);
+    let Some((s, span)) = config.str_field("path") else {
+        return Ok(None); // none, or the config struct reports the wrong type
     };
-    let Some(v) = t.get("path") else {
-        return Ok(None);
-    };
-    let Some(s) = v.get_ref().as_str() else {
-        return Ok(None); // the config struct reports the wrong type
-    };
-    let span = v.span();
     path_template::PathTemplate::parse(s)
         .map(Some)
         .map_err(|e| {
@@ -1141,22 +1215,18 @@ struct WithoutDuckdb;
 
 #[cfg(not(feature = "duckdb"))]
 impl ResourceType for WithoutDuckdb {
-    fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError> {
+    fn validate(&self, config: &Config<'_>) -> Result<ResourceInfo, ConfigError> {
         // Unknown fields first, as with the feature.
-        let outer = config.span();
-        DuckdbConfig::deserialize(config.into_deserializer()).map_err(|e| ConfigError {
-            message: e.message().trim().to_string(),
-            span: e.span().or(Some(outer.clone())),
-        })?;
+        config.deserialize::<DuckdbConfig>()?;
         Err(ConfigError {
             message: "this dg was built without DuckDB (the `duckdb` cargo feature): \
                       rebuild it with default features to use `type = \"duckdb\"`"
                 .into(),
-            span: Some(outer),
+            span: config.span(),
         })
     }
 
-    fn create(&self, _: &toml::Table, _: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
+    fn create(&self, _: &Config<'_>, _: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
         anyhow::bail!("this dg was built without DuckDB (the `duckdb` cargo feature)")
     }
 }

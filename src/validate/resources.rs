@@ -8,6 +8,7 @@ use toml::de::DeValue;
 
 use crate::diag::{Diagnostic, Diagnostics, Kind, Span, suggest};
 use crate::formats::Format;
+use crate::io::Config;
 use crate::load::{self, RawFile, Reader, Str};
 use crate::model::{Asset, Resource};
 
@@ -145,7 +146,7 @@ impl Validator<'_> {
         // Env references must parse now; unset ones are warnings until a run needs them.
         self.check_templates(e.file, &config, &what);
         let value = toml::Spanned::new(e.value.span(), DeValue::Table(config.clone()));
-        match kind.validate(value) {
+        match kind.validate(&Config::spanned(value)) {
             Ok(info) => {
                 let owned: toml::Table = serde::Deserialize::deserialize(
                     serde::de::IntoDeserializer::into_deserializer(toml::Spanned::new(
