@@ -80,7 +80,7 @@
 //!
 //! # Running
 //!
-//! [`crate::cli::run_with`] runs the whole `dg` command line with a
+//! [`crate::run_with`] runs the whole `dg` command line with a
 //! registry. A complete program with a manager that keeps one CSV file per
 //! output in a folder:
 //!
@@ -102,7 +102,7 @@
 //!     fn path(&self, ctx: &OutputContext) -> PathBuf {
 //!         let mut name = ctx.asset_key.replace('/', "__");
 //!         if let Some(p) = &ctx.partition {
-//!             name = format!("{name}@{}", dg::io::fs::encode_key(&p.key));
+//!             name = format!("{name}@{}", p.file_name());
 //!         }
 //!         self.dir.join(format!("{name}.csv"))
 //!     }
@@ -139,22 +139,17 @@
 //! fn main() {
 //!     let mut registry = Registry::builtin();
 //!     registry.register_manager::<CsvDir>("csv_dir");
-//!     std::process::exit(dg::cli::run_with(registry));
+//!     std::process::exit(dg::run_with(registry));
 //! }
 //! ```
 
 pub(crate) mod builtin;
-pub mod path_template;
+pub(crate) mod path_template;
 pub mod table;
 
-// Public: `fs::encode_key` (a partition key as one file name, which the
-// examples use) and `postgres::mask_url` (the tests check masking with it);
-// `duckdb` until its manager's `path()` and `schema()`, used by no one in
-// the crate, are removed.
 #[cfg(feature = "duckdb")]
-pub use builtin::duckdb;
-pub(crate) use builtin::{db, memory, objstore, plugin, sqlite};
-pub use builtin::{fs, postgres};
+pub(crate) use builtin::duckdb;
+pub(crate) use builtin::{db, fs, memory, objstore, plugin, postgres, sqlite};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -449,7 +444,7 @@ pub(crate) fn path_template_of(
 
 /// Resource types by name: what `type = "…"` may say. Build one with
 /// [`Registry::builtin`], add types, and pass it to
-/// [`crate::cli::run_with`].
+/// [`crate::run_with`].
 #[derive(Clone)]
 pub struct Registry {
     types: BTreeMap<String, Arc<dyn ResourceType>>,
@@ -593,7 +588,8 @@ pub struct PartitionRef {
     /// The partition key (Dagster's `asset_partition_key`), e.g.
     /// `2024-01-01`, `2024-01-01-13:00`, `eu`, or `2024-01-01|eu` for a
     /// multi partition. It may hold `/`, `.` and other characters that mean
-    /// something in a path: [`fs::encode_key`] makes it one plain file name.
+    /// something in a path: [`file_name`](Self::file_name) makes it one
+    /// plain file name.
     pub key: String,
     /// For multi partitions: (dimension, key) in dimension-name order.
     pub dims: Vec<(String, String)>,
@@ -623,6 +619,15 @@ impl PartitionRef {
     pub fn with_window(mut self, start: DateTime<FixedOffset>, end: DateTime<FixedOffset>) -> Self {
         self.window = Some((start, end));
         self
+    }
+
+    /// The key as one plain file name, as the `fs` manager names partition
+    /// files: `/`, `\`, `%`, control characters and a leading `.` are
+    /// percent-encoded (`us/east` is `us%2Feast`, `2024-01-01` stays as it
+    /// is), so that no key can name a folder, a hidden file or `..`, and
+    /// two keys never share a name.
+    pub fn file_name(&self) -> String {
+        crate::names::encode_key(&self.key)
     }
 }
 
@@ -746,6 +751,24 @@ impl OutputContext {
     /// (Dagster's `asset_key.path`).
     pub fn key_segments(&self) -> impl Iterator<Item = &str> {
         self.asset_key.split('/')
+    }
+
+    /// Where the output goes below `dir` in the layout of the `fs`
+    /// manager's `path = "{key}/{partition}.{ext}"`: a folder per asset key
+    /// segment, the partition's [`file_name`](PartitionRef::file_name), and
+    /// `format`'s extension. Partition `2024-01-01` of `raw/events` in CSV
+    /// is `dir/raw/events/2024-01-01.csv`; unpartitioned, it is
+    /// `dir/raw/events.csv`.
+    pub fn path_in(&self, dir: &Path, format: Format) -> PathBuf {
+        let mut path = dir.to_path_buf();
+        path.extend(self.key_segments());
+        if let Some(p) = &self.partition {
+            path.push(p.file_name());
+        }
+        // Not `with_extension`: a key or segment may hold a `.`.
+        let mut file = path.into_os_string();
+        file.push(format.extension());
+        file.into()
     }
 }
 
@@ -1145,7 +1168,7 @@ fn default_format() -> Format {
 /// `type = "fs"`: files under `base_dir`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FsConfig {
+pub(crate) struct FsConfig {
     /// Relative to the project root; default `<state>/storage`.
     pub base_dir: Option<String>,
     /// The format files are stored in; default `csv`.
@@ -1159,12 +1182,12 @@ pub struct FsConfig {
 /// `type = "memory"`: values that live for one run.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MemoryConfig {}
+pub(crate) struct MemoryConfig {}
 
 /// `type = "sqlite"`: one table per asset in a SQLite database file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SqliteConfig {
+pub(crate) struct SqliteConfig {
     /// The database file, relative to the project root.
     pub path: String,
     /// Whether a table whose columns changed is replaced (else an error).
@@ -1175,7 +1198,7 @@ pub struct SqliteConfig {
 /// `type = "postgres"`: one table per asset in a Postgres schema.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PostgresConfig {
+pub(crate) struct PostgresConfig {
     /// The connection URL (`postgres://…`).
     pub url: String,
     /// The schema the tables are in; default `public`.
@@ -1193,7 +1216,9 @@ fn default_schema() -> String {
 /// `type = "duckdb"`: one table per asset in a DuckDB database file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DuckdbConfig {
+// Without the feature only validation reads it (to report unknown fields).
+#[cfg_attr(not(feature = "duckdb"), allow(dead_code))]
+pub(crate) struct DuckdbConfig {
     /// The database file, relative to the project root.
     pub path: String,
     /// The schema the tables are in; default `main`.
@@ -1234,7 +1259,7 @@ impl ResourceType for WithoutDuckdb {
 /// `type = "command"`: an external plug-in program.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CommandConfig {
+pub(crate) struct CommandConfig {
     /// The program and its arguments.
     pub command: Vec<String>,
     /// The format the program stores, when it declares one.
@@ -1272,6 +1297,21 @@ mod tests {
         assert!(ctx.upstream_partitioned);
         assert_eq!(ctx.partitions.len(), 1);
         assert_eq!(ctx.format, Format::Csv);
+    }
+
+    #[test]
+    fn an_output_is_placed_as_the_fs_manager_places_it() {
+        let dir = Path::new("store");
+        let out = OutputContext::new("raw/events", Format::Csv);
+        assert_eq!(
+            out.path_in(dir, Format::Jsonl),
+            dir.join("raw/events.jsonl")
+        );
+        let out = out.with_partition(PartitionRef::new(".us/east"));
+        assert_eq!(
+            out.path_in(dir, Format::Csv),
+            dir.join("raw/events/%2Eus%2Feast.csv")
+        );
     }
 
     #[test]

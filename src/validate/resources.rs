@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use toml::de::DeValue;
 
-use crate::diag::{Diagnostic, Diagnostics, Kind, Span, suggest};
+use crate::diag::{Diagnostic, Kind, Span, suggest};
 use crate::formats::Format;
 use crate::io::Config;
 use crate::load::{self, RawFile, Reader, Str};
@@ -285,14 +285,7 @@ impl Validator<'_> {
         }
         let mut secrets = Vec::new();
         if let Some(v) = t.get("secrets") {
-            let r = Reader::new(
-                e.file,
-                t,
-                e.value.span(),
-                what.to_string(),
-                &[],
-                &mut Diagnostics::default(),
-            );
+            let r = Reader::new(e.file, t, what.to_string());
             let fields: Vec<&str> = config.keys().map(String::as_str).collect();
             for sname in r.str_array("secrets", self.diags).unwrap_or_default() {
                 if config.contains_key(&sname.value) {
