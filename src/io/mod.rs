@@ -254,8 +254,10 @@ impl ResourceCx {
 /// not resolved yet; when a run creates the manager
 /// ([`ResourceType::create`]) it is the table with `${env:…}` resolved, and
 /// no places.
+#[derive(Debug)]
 pub struct Config<'a>(Repr<'a>);
 
+#[derive(Debug)]
 enum Repr<'a> {
     Spanned(Value<'a>),
     Resolved(&'a toml::Table),
@@ -1297,6 +1299,41 @@ mod tests {
         assert!(ctx.upstream_partitioned);
         assert_eq!(ctx.partitions.len(), 1);
         assert_eq!(ctx.format, Format::Csv);
+    }
+
+    #[test]
+    fn a_config_is_located_at_validation_and_resolved_at_creation() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct C {
+            dir: String,
+        }
+        let text = "dir = \"a\"\nmax = 2\n";
+        let root = toml::de::DeTable::parse(text).unwrap();
+        let value = toml::Spanned::new(root.span(), toml::de::DeValue::Table(root.into_inner()));
+        let spanned = Config::spanned(value);
+        assert!(spanned.span().is_some());
+        assert_eq!(spanned.field_span("dir"), Some(6..9));
+        assert_eq!(spanned.key_span("max"), Some(10..13));
+        let e = spanned.deserialize::<C>().unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.span),
+            ("unknown field `max`, expected `dir`", Some(10..13))
+        );
+
+        let table: toml::Table = text.parse().unwrap();
+        let resolved = Config::resolved(&table);
+        assert_eq!((resolved.span(), resolved.field_span("dir")), (None, None));
+        let e = resolved.deserialize::<C>().unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.span),
+            ("unknown field `max`, expected `dir`", None)
+        );
+        let table: toml::Table = "dir = \"a\"".parse().unwrap();
+        assert_eq!(
+            Config::resolved(&table).deserialize::<C>().unwrap().dir,
+            "a"
+        );
     }
 
     #[test]
