@@ -4,8 +4,9 @@
 
 use std::time::Instant;
 
-use dg::state::sqlite::SqliteStore;
-use dg::state::{AttemptRecord, InputRead, Lease, Materialization, Record, StateStore};
+use dg::__internal::{
+    AttemptRecord, InputRead, Lease, Materialization, Record, SqliteStore, StateStore,
+};
 
 fn step_records(i: usize) -> Vec<Record> {
     let p = format!("2024-01-01-{:05}", i);
@@ -74,7 +75,7 @@ fn main() {
     let me = Lease {
         run_id: "r2".into(),
         pid: std::process::id(),
-        host: dg::state::hostname(),
+        host: dg::__internal::hostname(),
     };
     let t = Instant::now();
     for i in 0..n {

@@ -85,7 +85,7 @@ impl ExternalIoManager {
     /// The object an output (partition) is stored as.
     fn object_key(ctx: &OutputContext) -> String {
         match &ctx.partition {
-            Some(p) => format!("{}/{}", ctx.asset_key, dg::io::fs::encode_key(&p.key)),
+            Some(p) => format!("{}/{}", ctx.asset_key, p.file_name()),
             None => ctx.asset_key.clone(),
         }
     }
@@ -180,5 +180,5 @@ impl ExternalApi {
 fn main() {
     let mut registry = Registry::builtin();
     registry.register_factory::<ConfigurableExternalIoManager>("external");
-    std::process::exit(dg::cli::run_with(registry));
+    std::process::exit(dg::run_with(registry));
 }

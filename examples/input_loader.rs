@@ -62,14 +62,8 @@ impl BetterCsvManager {
     /// layout, for this manager and for loaders built on it (the guide's
     /// `_get_path`).
     pub fn path(&self, ctx: &OutputContext) -> PathBuf {
-        let mut path = self.project_root.join(&self.base_dir).join("storage");
-        path.extend(ctx.key_segments());
-        if let Some(p) = &ctx.partition {
-            path.push(dg::io::fs::encode_key(&p.key));
-        }
-        let mut file = path.into_os_string();
-        file.push(".csv");
-        file.into()
+        let storage = self.project_root.join(&self.base_dir).join("storage");
+        ctx.path_in(&storage, Format::Csv)
     }
 
     /// The stored file of one upstream output, or why it is not there.
@@ -197,5 +191,5 @@ fn main() {
     let mut registry = Registry::builtin();
     registry.register_manager::<BetterCsvManager>("better_csv");
     registry.register_factory::<ColumnLoaderConfig>("column_loader");
-    std::process::exit(dg::cli::run_with(registry));
+    std::process::exit(dg::run_with(registry));
 }

@@ -57,14 +57,7 @@ struct JsonlPartitions {
 
 impl JsonlPartitions {
     fn path(&self, ctx: &OutputContext) -> PathBuf {
-        let mut path = self.project_root.join(&self.base_dir);
-        path.extend(ctx.key_segments());
-        if let Some(p) = &ctx.partition {
-            path.push(dg::io::fs::encode_key(&p.key));
-        }
-        let mut file = path.into_os_string();
-        file.push(".jsonl");
-        file.into()
+        ctx.path_in(&self.project_root.join(&self.base_dir), Format::Jsonl)
     }
 }
 
@@ -111,5 +104,5 @@ impl IoManager for JsonlPartitions {
 fn main() {
     let mut registry = Registry::builtin();
     registry.register_manager::<JsonlPartitions>("jsonl_partitions");
-    std::process::exit(dg::cli::run_with(registry));
+    std::process::exit(dg::run_with(registry));
 }

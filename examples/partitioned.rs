@@ -74,9 +74,9 @@ impl MyPartitionedIoManager {
                 path.push(start.format("%Y").to_string());
                 path.push(start.format("%m").to_string());
             }
-            // A key may hold `/` or start with `.`: encode it as the fs
-            // manager does, so that it is always one plain file name.
-            path.push(dg::io::fs::encode_key(&p.key));
+            // A key may hold `/` or start with `.`: `file_name` encodes it
+            // as the fs manager does, so that it is always one plain name.
+            path.push(p.file_name());
         }
         // Not `with_extension`: a key or segment may hold a `.`.
         let mut file = path.into_os_string();
@@ -131,5 +131,5 @@ impl IoManager for MyPartitionedIoManager {
 fn main() {
     let mut registry = Registry::builtin();
     registry.register_manager::<MyPartitionedIoManager>("partitioned_csv");
-    std::process::exit(dg::cli::run_with(registry));
+    std::process::exit(dg::run_with(registry));
 }

@@ -127,5 +127,5 @@ impl IoManager for MyIoManager {
 fn main() {
     let mut registry = Registry::builtin();
     registry.register_manager::<MyIoManager>("prefixed_csv");
-    std::process::exit(dg::cli::run_with(registry));
+    std::process::exit(dg::run_with(registry));
 }

@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
 
 use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 use serde::Serialize;
@@ -22,8 +21,6 @@ pub struct FileId(pub u32);
 pub struct SourceFile {
     /// The path as shown to the user (relative to the working directory when possible).
     pub display: String,
-    /// The path on disk.
-    pub path: PathBuf,
     pub text: String,
     /// Byte offsets where lines start, for line/column lookup by binary search.
     line_starts: Vec<usize>,
@@ -46,7 +43,7 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub fn add(&mut self, path: &Path, display: String, text: String) -> FileId {
+    pub fn add(&mut self, display: String, text: String) -> FileId {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
@@ -56,7 +53,6 @@ impl Sources {
         };
         self.files.push(SourceFile {
             display,
-            path: path.to_path_buf(),
             text,
             line_starts,
             shown,
@@ -66,14 +62,6 @@ impl Sources {
 
     pub fn get(&self, id: FileId) -> &SourceFile {
         &self.files[id.0 as usize]
-    }
-
-    pub fn len(&self) -> usize {
-        self.files.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -435,7 +423,7 @@ mod tests {
     #[test]
     fn line_col_counts_chars() {
         let mut s = Sources::default();
-        let f = s.add(Path::new("a.toml"), "a.toml".into(), "ab\nçd = 1\n".into());
+        let f = s.add("a.toml".into(), "ab\nçd = 1\n".into());
         assert_eq!(s.line_col(f, 0), (1, 1));
         assert_eq!(s.line_col(f, 3), (2, 1));
         // 'ç' is two bytes: 'd' is at byte 5, column 2

@@ -26,9 +26,6 @@ pub const EXIT_HANGUP: i32 = 129;
 /// Exit code after a second interrupt (128 + SIGINT): running steps were killed.
 pub const EXIT_INTERRUPTED: i32 = 130;
 
-/// `Result` with dg's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
 /// Why a command could not do what it was asked. Each variant is a class
 /// with its exit code ([`Error::exit_code`]).
 #[derive(Debug, thiserror::Error)]
@@ -153,11 +150,6 @@ impl Error {
         self.map_message(|m| m.help(help))
     }
 
-    /// Adds a line printed as it is, for the errors made of a [`Message`].
-    pub fn text(self, text: impl Into<String>) -> Self {
-        self.map_message(|m| m.text(text))
-    }
-
     fn map_message(self, f: impl FnOnce(Message) -> Message) -> Self {
         match self {
             Error::Usage(m) => Error::Usage(f(m)),
@@ -222,12 +214,6 @@ impl Message {
         Message {
             lines: msgs.into_iter().map(|m| Line::Error(m.into())).collect(),
         }
-    }
-
-    /// Adds an `error:` line.
-    pub fn error(mut self, msg: impl Into<String>) -> Self {
-        self.lines.push(Line::Error(msg.into()));
-        self
     }
 
     /// Adds a `help:` line.

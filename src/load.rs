@@ -75,11 +75,11 @@ pub fn read_file(
         }
     };
     match String::from_utf8(bytes) {
-        Ok(text) => Some(sources.add(path, display, text)),
+        Ok(text) => Some(sources.add(display, text)),
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
             let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
-            let file = sources.add(path, display.clone(), lossy);
+            let file = sources.add(display.clone(), lossy);
             diags.push(
                 Diagnostic::error(Kind::Encoding, format!("`{display}` is not valid UTF-8"))
                     .at(&Span::new(file, at..at + 1), "invalid byte here")
@@ -193,45 +193,41 @@ pub struct Str {
     pub span: Span,
 }
 
-/// Typed, located access to one table. Unknown keys are reported when the
-/// reader is made; every accessor reports a wrong type at the value.
+/// Typed, located access to one table. [`Reader::known_fields`] reports
+/// unknown keys; every accessor reports a wrong type at the value.
 pub struct Reader<'t, 'i> {
     pub file: FileId,
     pub table: &'t Table<'i>,
-    pub span: Span,
     what: String,
 }
 
 impl<'t, 'i> Reader<'t, 'i> {
     /// `what` names the table in messages, e.g. "asset `raw/events`".
-    pub fn new(
-        file: FileId,
-        table: &'t Table<'i>,
-        span: Range<usize>,
-        what: impl Into<String>,
-        fields: &[&str],
-        diags: &mut Diagnostics,
-    ) -> Self {
-        let r = Reader {
+    pub fn new(file: FileId, table: &'t Table<'i>, what: impl Into<String>) -> Self {
+        Reader {
             file,
             table,
-            span: Span::new(file, span),
             what: what.into(),
-        };
-        for (k, _) in table.iter() {
+        }
+    }
+
+    /// Reports each key of the table that is not one of `fields`, with a
+    /// "did you mean".
+    pub fn known_fields(self, fields: &[&str], diags: &mut Diagnostics) -> Self {
+        for (k, _) in self.table.iter() {
             let key: &str = k.get_ref();
             if !fields.contains(&key) {
                 diags.push(
                     Diagnostic::error(
                         Kind::UnknownField,
-                        format!("unknown field `{key}` in {}", r.what),
+                        format!("unknown field `{key}` in {}", self.what),
                     )
-                    .at(&Span::new(file, k.span()), "unknown field")
+                    .at(&Span::new(self.file, k.span()), "unknown field")
                     .help(suggest(key, fields, "valid fields")),
                 );
             }
         }
-        r
+        self
     }
 
     /// Makes a reader over a value that must be a table.
@@ -244,7 +240,7 @@ impl<'t, 'i> Reader<'t, 'i> {
     ) -> Option<Self> {
         let what = what.into();
         match value.get_ref() {
-            DeValue::Table(t) => Some(Reader::new(file, t, value.span(), what, fields, diags)),
+            DeValue::Table(t) => Some(Reader::new(file, t, what).known_fields(fields, diags)),
             other => {
                 diags.push(
                     Diagnostic::error(
@@ -427,7 +423,7 @@ mod tests {
 
     fn sources(src: &str) -> (Sources, FileId) {
         let mut s = Sources::default();
-        let f = s.add(Path::new("t.toml"), "t.toml".into(), src.into());
+        let f = s.add("t.toml".into(), src.into());
         (s, f)
     }
 
@@ -446,7 +442,7 @@ mod tests {
         let (s, id) = sources("x = 1\nretries = \"two\"\n");
         let mut d = Diagnostics::default();
         let f = parse(&s, id, &mut d).unwrap();
-        let r = Reader::new(f.file, &f.root, 0..0, "asset `a`", &["retries"], &mut d);
+        let r = Reader::new(f.file, &f.root, "asset `a`").known_fields(&["retries"], &mut d);
         assert_eq!(d.items[0].kind, Kind::UnknownField);
         assert_eq!(d.items[0].primary.as_ref().unwrap().span.range, 0..1);
         assert!(r.int("retries", &mut d).is_none());
@@ -459,7 +455,7 @@ mod tests {
         let (s, id) = sources("a = 0x1F\nb = -3\nc = 1_000\n");
         let mut d = Diagnostics::default();
         let f = parse(&s, id, &mut d).unwrap();
-        let r = Reader::new(f.file, &f.root, 0..0, "t", &["a", "b", "c"], &mut d);
+        let r = Reader::new(f.file, &f.root, "t").known_fields(&["a", "b", "c"], &mut d);
         assert_eq!(r.int("a", &mut d).unwrap().0, 31);
         assert_eq!(r.int("b", &mut d).unwrap().0, -3);
         assert_eq!(r.int("c", &mut d).unwrap().0, 1000);

@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(dg::cli::main());
+    std::process::exit(dg::main());
 }

@@ -24,7 +24,6 @@ pub type AssetId = usize;
 #[derive(Debug, Clone)]
 pub struct NamedPartitions {
     pub def: Arc<PartitionsDef>,
-    pub span: Span,
 }
 
 /// The `type` of a resource that holds values for steps, not an I/O manager.
@@ -321,7 +320,6 @@ pub struct Check {
     pub severity: CheckSeverity,
     /// A failed error-check skips the steps downstream.
     pub blocking: bool,
-    pub description: Option<String>,
 }
 
 /// `backfill = { max_partitions_per_step = N }` or `backfill = "single_step"`.
@@ -544,7 +542,6 @@ pub struct JobSchedule {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub name: String,
-    pub span: Span,
     /// Selection syntax; it parses (it may still name unknown assets).
     pub select: String,
     /// Where `select` is written (the string value, quotes included).
@@ -671,15 +668,6 @@ pub enum ExecutorKind {
     Local,
     /// `sbatch` jobs running `dg step`.
     Slurm,
-}
-
-impl ExecutorKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            ExecutorKind::Local => "local",
-            ExecutorKind::Slurm => "slurm",
-        }
-    }
 }
 
 /// Options of the Slurm executor (`[executor]` in dg.toml, overridden per

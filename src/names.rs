@@ -71,6 +71,7 @@ pub fn encode_key(key: &str) -> String {
 
 /// The key a file name stands for ([`encode_key`] reversed); `None` if it
 /// does not decode to UTF-8.
+#[cfg(test)]
 pub fn decode_key(name: &str) -> Option<String> {
     percent_encoding::percent_decode_str(name)
         .decode_utf8()

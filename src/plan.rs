@@ -135,10 +135,6 @@ impl AssetSteps {
             None => self.partitions.len().max(1),
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
 }
 
 /// A resolved plan.

@@ -83,7 +83,6 @@ pub struct Hooks {
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub name: String,
-    pub span: Span,
     /// `[profiles.NAME.env]`: values may use `${env:…}` of the process.
     pub env: Vec<(String, Template, Span)>,
 }
@@ -227,7 +226,7 @@ impl Project {
         let Some(raw) = load::parse(sources, id, diags) else {
             return;
         };
-        let top = Reader::new(id, &raw.root, 0..0, "`dg.toml`", CONFIG_TOP, diags);
+        let top = Reader::new(id, &raw.root, "`dg.toml`").known_fields(CONFIG_TOP, diags);
         if let Some((profiles, _)) = top.table("profiles", diags) {
             for (k, v) in profiles.iter() {
                 let name = k.get_ref().to_string();
@@ -247,11 +246,7 @@ impl Project {
                         ),
                     }
                 }
-                self.profiles.push(Profile {
-                    name,
-                    span: Span::new(id, k.span()),
-                    env,
-                });
+                self.profiles.push(Profile { name, env });
             }
         }
         if let Some(v) = top.get("project")

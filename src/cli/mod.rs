@@ -36,7 +36,7 @@ use crate::project::Project;
 
 pub use output::Out;
 
-pub use crate::error::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+pub use crate::error::{EXIT_OK, EXIT_USAGE};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -119,8 +119,6 @@ pub fn print(s: &Session, r: &Resolved, json: bool) {
 
 pub use crate::partitions::KeyCache as Keys;
 
-pub use crate::plan::step_id;
-
 fn write_plan_json(w: &mut impl Write, r: &Resolved, now: &str) -> std::io::Result<()> {
     let defs = &r.defs;
     let mut keys = Keys::new(&r.cx);

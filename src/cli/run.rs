@@ -859,7 +859,7 @@ impl<'a> Display<'a> {
 impl Reporter for Display<'_> {
     fn event(&self, rc: &RunCtx, e: &Event<'_>) {
         match e {
-            Event::Started { .. } => {}
+            Event::Started => {}
             Event::Waiting { step, run_id } => {
                 self.print(&format!(
                     "… {} waits: run {run_id} is materializing this partition",

@@ -210,7 +210,7 @@ fn defs(s: &Session, args: &DefsArgs) -> Result<Outcome, Error> {
     let text = super::schema::directive(&target, &schema) + &text;
 
     // 3. The whole project, with the new file, must pass `dg check defs`.
-    validate_with(s, &project, &target, &shown, text.clone())?;
+    validate_with(s, &project, &shown, text.clone())?;
 
     // 4. Write it.
     create_file(defs_dir, &target, &text)
@@ -419,13 +419,7 @@ fn check_inside(defs_dir: &Path, rel: &Path, given: &Path) -> Result<(), Error> 
 /// Validates the project with `text` added at `target`. Refuses (and
 /// reports) errors that the new file brings; errors the project already had
 /// elsewhere are only mentioned.
-fn validate_with(
-    s: &Session,
-    project: &Project,
-    target: &Path,
-    shown: &str,
-    text: String,
-) -> Result<(), Error> {
+fn validate_with(s: &Session, project: &Project, shown: &str, text: String) -> Result<(), Error> {
     let mut sources = Sources::default();
     let mut read_diags = Diagnostics::default();
     let paths = if project.defs_dir.is_dir() {
@@ -446,7 +440,7 @@ fn validate_with(
         .filter_map(|p| load::read_file(p, display_path(p, &s.cwd), &mut sources, &mut read_diags))
         .collect();
     let all_read = ids.len() == paths.len();
-    let new_id = sources.add(target, shown.to_string(), text);
+    let new_id = sources.add(shown.to_string(), text);
     let env = crate::interp::env_var;
 
     let mut before = Diagnostics::default();

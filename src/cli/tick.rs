@@ -417,7 +417,6 @@ mod tests {
         let span = Span::new(FileId(0), 0..0);
         Job {
             name: "j".into(),
-            span: span.clone(),
             select: "*".into(),
             select_span: span,
             targeting: JobTargeting::None,

@@ -178,7 +178,7 @@ impl RunCtx {
                 state_dir: state_dir.clone(),
                 run_id: run_id.clone(),
             };
-            match ty.create(&config, &rcx) {
+            match ty.create(&crate::io::Config::resolved(&config), &rcx) {
                 Ok(m) => {
                     managers.insert(key.to_string(), m);
                 }
@@ -546,12 +546,9 @@ pub struct StepReport {
 
 /// What happens during a run, in order.
 pub enum Event<'a> {
-    Started {
-        total: usize,
-    },
+    Started,
     StepStarted {
         step: usize,
-        attempt: u32,
     },
     /// Attempt `attempt` failed; the next one starts after `wait`.
     StepRetrying {
@@ -791,7 +788,7 @@ pub fn schedule(
 ) -> RunSummary {
     let started = Instant::now();
     let n = rc.plan.steps.len();
-    reporter.event(rc, &Event::Started { total: n });
+    reporter.event(rc, &Event::Started);
     let mut pending = vec![0usize; n];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (s, p) in pending.iter_mut().enumerate() {
@@ -1352,7 +1349,7 @@ fn run_step_inner(
     let policy = asset.retry;
     let mut attempt = rc.first_attempt.max(1);
     loop {
-        reporter.event(rc, &Event::StepStarted { step: si, attempt });
+        reporter.event(rc, &Event::StepStarted { step: si });
         let t0 = Instant::now();
         let started_at = timestamp();
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);

@@ -241,8 +241,7 @@ impl<'a> Slurm<'a> {
                     out: dir.join(format!("{id}_{i}.out")),
                 },
             );
-            self.reporter
-                .event(rc, &Event::StepStarted { step: si, attempt });
+            self.reporter.event(rc, &Event::StepStarted { step: si });
         }
         self.jobs.push(id);
         Ok(())

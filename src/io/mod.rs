@@ -74,11 +74,13 @@
 //!
 //! [`Registry::register`] takes any [`ResourceType`], e.g. a [`Configured`]
 //! (a config struct and a function) that declares the format it stores in
-//! [`ResourceInfo`].
+//! [`ResourceInfo`]. A `ResourceType` gets the resource's fields as a
+//! [`Config`], which deserialises into a struct and, at validation, knows
+//! where each field is in the definitions file.
 //!
 //! # Running
 //!
-//! [`crate::cli::run_with`] runs the whole `dg` command line with a
+//! [`crate::run_with`] runs the whole `dg` command line with a
 //! registry. A complete program with a manager that keeps one CSV file per
 //! output in a folder:
 //!
@@ -100,7 +102,7 @@
 //!     fn path(&self, ctx: &OutputContext) -> PathBuf {
 //!         let mut name = ctx.asset_key.replace('/', "__");
 //!         if let Some(p) = &ctx.partition {
-//!             name = format!("{name}@{}", dg::io::fs::encode_key(&p.key));
+//!             name = format!("{name}@{}", p.file_name());
 //!         }
 //!         self.dir.join(format!("{name}.csv"))
 //!     }
@@ -137,22 +139,17 @@
 //! fn main() {
 //!     let mut registry = Registry::builtin();
 //!     registry.register_manager::<CsvDir>("csv_dir");
-//!     std::process::exit(dg::cli::run_with(registry));
+//!     std::process::exit(dg::run_with(registry));
 //! }
 //! ```
 
 pub(crate) mod builtin;
-pub mod path_template;
+pub(crate) mod path_template;
 pub mod table;
 
-// Public: `fs::encode_key` (a partition key as one file name, which the
-// examples use) and `postgres::mask_url` (the tests check masking with it);
-// `duckdb` until its manager's `path()` and `schema()`, used by no one in
-// the crate, are removed.
 #[cfg(feature = "duckdb")]
-pub use builtin::duckdb;
-pub(crate) use builtin::{db, memory, objstore, plugin, sqlite};
-pub use builtin::{fs, postgres};
+pub(crate) use builtin::duckdb;
+pub(crate) use builtin::{db, fs, memory, objstore, plugin, postgres, sqlite};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -249,6 +246,92 @@ impl ResourceCx {
     }
 }
 
+/// A resource's config table: its TOML fields besides `type`, as a
+/// [`ResourceType`] gets it.
+///
+/// At validation ([`ResourceType::validate`]) it is the table as written,
+/// with the place of every field in the definitions file, and `${env:…}`
+/// not resolved yet; when a run creates the manager
+/// ([`ResourceType::create`]) it is the table with `${env:…}` resolved, and
+/// no places.
+#[derive(Debug)]
+pub struct Config<'a>(Repr<'a>);
+
+#[derive(Debug)]
+enum Repr<'a> {
+    Spanned(Value<'a>),
+    Resolved(&'a toml::Table),
+}
+
+impl<'a> Config<'a> {
+    /// The spanned table of the definitions file, at validation.
+    pub(crate) fn spanned(value: Value<'a>) -> Self {
+        Config(Repr::Spanned(value))
+    }
+
+    /// The table with `${env:…}` resolved, when a run creates a manager.
+    pub(crate) fn resolved(table: &'a toml::Table) -> Self {
+        Config(Repr::Resolved(table))
+    }
+
+    /// Deserialises the table into `C` (a serde struct, best with
+    /// `#[serde(deny_unknown_fields)]`). At validation the error points at
+    /// the offending field, or else at the whole table.
+    pub fn deserialize<C: DeserializeOwned>(&self) -> Result<C, ConfigError> {
+        match &self.0 {
+            Repr::Spanned(v) => {
+                C::deserialize(v.clone().into_deserializer()).map_err(|e| ConfigError {
+                    message: e.message().trim().to_string(),
+                    span: e.span().or(Some(v.span())),
+                })
+            }
+            Repr::Resolved(t) => C::deserialize(toml::Value::Table((*t).clone()))
+                .map_err(|e| ConfigError::new(e.message().trim())),
+        }
+    }
+
+    /// Byte offsets of the table in the definitions file, at validation
+    /// (for [`ConfigError::at`]); `None` when a run creates the manager.
+    pub fn span(&self) -> Option<std::ops::Range<usize>> {
+        match &self.0 {
+            Repr::Spanned(v) => Some(v.span()),
+            Repr::Resolved(_) => None,
+        }
+    }
+
+    /// Byte offsets of the value of field `name`, at validation, when the
+    /// table has it.
+    pub fn field_span(&self, name: &str) -> Option<std::ops::Range<usize>> {
+        self.spanned_field(name).map(|(_, v)| v.span())
+    }
+
+    /// Field `name` of the spanned table: its key and value.
+    fn spanned_field(
+        &self,
+        name: &str,
+    ) -> Option<(&toml::Spanned<std::borrow::Cow<'a, str>>, &Value<'a>)> {
+        match &self.0 {
+            Repr::Spanned(v) => match v.get_ref() {
+                toml::de::DeValue::Table(t) => t.get_key_value(name),
+                _ => None,
+            },
+            Repr::Resolved(_) => None,
+        }
+    }
+
+    /// Byte offsets of the key of field `name`, at validation.
+    pub(crate) fn key_span(&self, name: &str) -> Option<std::ops::Range<usize>> {
+        self.spanned_field(name).map(|(k, _)| k.span())
+    }
+
+    /// Field `name` as written when it is a string, with the span of the
+    /// value (quotes included), at validation.
+    pub(crate) fn str_field(&self, name: &str) -> Option<(&str, std::ops::Range<usize>)> {
+        let (_, v) = self.spanned_field(name)?;
+        Some((v.get_ref().as_str()?, v.span()))
+    }
+}
+
 /// A kind of resource that can appear as `type = "…"`: it checks its config
 /// when definitions are validated and builds a manager once per run.
 ///
@@ -256,12 +339,13 @@ impl ResourceCx {
 /// implement it for a config struct; implement it yourself only to control
 /// validation or to declare a [`ResourceInfo::format`].
 pub trait ResourceType: Send + Sync {
-    /// Checks a resource's config table (without its `type` key). The
-    /// table is spanned, so that an error can point at the offending field
-    /// ([`ConfigError::span`]). `${env:…}` templates are not resolved yet.
-    fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError>;
+    /// Checks a resource's config (without its `type` key). It is spanned,
+    /// so that an error can point at the offending field
+    /// ([`Config::deserialize`] does, [`ConfigError::at`] with
+    /// [`Config::field_span`] too). `${env:…}` templates are not resolved yet.
+    fn validate(&self, config: &Config<'_>) -> Result<ResourceInfo, ConfigError>;
     /// Builds the manager for one run from the config with `${env:…}` resolved.
-    fn create(&self, config: &toml::Table, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>>;
+    fn create(&self, config: &Config<'_>, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>>;
 }
 
 /// What validation learned about a resource that the rest of dg needs.
@@ -308,20 +392,14 @@ impl<C: DeserializeOwned> Configured<C> {
 }
 
 impl<C: DeserializeOwned + Send + Sync> ResourceType for Configured<C> {
-    fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError> {
-        let outer = config.span();
-        C::deserialize(config.into_deserializer())
-            .map(|c| (self.info)(&c))
-            .map_err(|e| ConfigError {
-                message: e.message().trim().to_string(),
-                span: e.span().or(Some(outer)),
-            })
+    fn validate(&self, config: &Config<'_>) -> Result<ResourceInfo, ConfigError> {
+        config.deserialize().map(|c| (self.info)(&c))
     }
 
-    fn create(&self, config: &toml::Table, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
-        let c: C = toml::Value::Table(config.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))?;
+    fn create(&self, config: &Config<'_>, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
+        let c = config
+            .deserialize()
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
         (self.create)(c, cx)
     }
 }
@@ -331,14 +409,14 @@ impl<C: DeserializeOwned + Send + Sync> ResourceType for Configured<C> {
 struct WithPath<T>(T);
 
 impl<T: ResourceType> ResourceType for WithPath<T> {
-    fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError> {
-        let path = path_template_of(&config)?;
+    fn validate(&self, config: &Config<'_>) -> Result<ResourceInfo, ConfigError> {
+        let path = path_template_of(config)?;
         let mut info = self.0.validate(config)?;
         info.path = path.map(Arc::new);
         Ok(info)
     }
 
-    fn create(&self, config: &toml::Table, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
+    fn create(&self, config: &Config<'_>, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
         self.0.create(config, cx)
     }
 }
@@ -346,18 +424,11 @@ impl<T: ResourceType> ResourceType for WithPath<T> {
 /// The `path` template of a resource's config table, parsed; an error
 /// points into the string when it is written without escapes.
 pub(crate) fn path_template_of(
-    config: &Value<'_>,
+    config: &Config<'_>,
 ) -> Result<Option<path_template::PathTemplate>, ConfigError> {
-    let toml::de::DeValue::Table(t) = config.get_ref() else {
-        return Ok(None);
+    let Some((s, span)) = config.str_field("path") else {
+        return Ok(None); // none, or the config struct reports the wrong type
     };
-    let Some(v) = t.get("path") else {
-        return Ok(None);
-    };
-    let Some(s) = v.get_ref().as_str() else {
-        return Ok(None); // the config struct reports the wrong type
-    };
-    let span = v.span();
     path_template::PathTemplate::parse(s)
         .map(Some)
         .map_err(|e| {
@@ -375,7 +446,7 @@ pub(crate) fn path_template_of(
 
 /// Resource types by name: what `type = "…"` may say. Build one with
 /// [`Registry::builtin`], add types, and pass it to
-/// [`crate::cli::run_with`].
+/// [`crate::run_with`].
 #[derive(Clone)]
 pub struct Registry {
     types: BTreeMap<String, Arc<dyn ResourceType>>,
@@ -519,7 +590,8 @@ pub struct PartitionRef {
     /// The partition key (Dagster's `asset_partition_key`), e.g.
     /// `2024-01-01`, `2024-01-01-13:00`, `eu`, or `2024-01-01|eu` for a
     /// multi partition. It may hold `/`, `.` and other characters that mean
-    /// something in a path: [`fs::encode_key`] makes it one plain file name.
+    /// something in a path: [`file_name`](Self::file_name) makes it one
+    /// plain file name.
     pub key: String,
     /// For multi partitions: (dimension, key) in dimension-name order.
     pub dims: Vec<(String, String)>,
@@ -549,6 +621,15 @@ impl PartitionRef {
     pub fn with_window(mut self, start: DateTime<FixedOffset>, end: DateTime<FixedOffset>) -> Self {
         self.window = Some((start, end));
         self
+    }
+
+    /// The key as one plain file name, as the `fs` manager names partition
+    /// files: `/`, `\`, `%`, control characters and a leading `.` are
+    /// percent-encoded (`us/east` is `us%2Feast`, `2024-01-01` stays as it
+    /// is), so that no key can name a folder, a hidden file or `..`, and
+    /// two keys never share a name.
+    pub fn file_name(&self) -> String {
+        crate::names::encode_key(&self.key)
     }
 }
 
@@ -672,6 +753,24 @@ impl OutputContext {
     /// (Dagster's `asset_key.path`).
     pub fn key_segments(&self) -> impl Iterator<Item = &str> {
         self.asset_key.split('/')
+    }
+
+    /// Where the output goes below `dir` in the layout of the `fs`
+    /// manager's `path = "{key}/{partition}.{ext}"`: a folder per asset key
+    /// segment, the partition's [`file_name`](PartitionRef::file_name), and
+    /// `format`'s extension. Partition `2024-01-01` of `raw/events` in CSV
+    /// is `dir/raw/events/2024-01-01.csv`; unpartitioned, it is
+    /// `dir/raw/events.csv`.
+    pub fn path_in(&self, dir: &Path, format: Format) -> PathBuf {
+        let mut path = dir.to_path_buf();
+        path.extend(self.key_segments());
+        if let Some(p) = &self.partition {
+            path.push(p.file_name());
+        }
+        // Not `with_extension`: a key or segment may hold a `.`.
+        let mut file = path.into_os_string();
+        file.push(format.extension());
+        file.into()
     }
 }
 
@@ -1071,7 +1170,7 @@ fn default_format() -> Format {
 /// `type = "fs"`: files under `base_dir`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FsConfig {
+pub(crate) struct FsConfig {
     /// Relative to the project root; default `<state>/storage`.
     pub base_dir: Option<String>,
     /// The format files are stored in; default `csv`.
@@ -1085,12 +1184,12 @@ pub struct FsConfig {
 /// `type = "memory"`: values that live for one run.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MemoryConfig {}
+pub(crate) struct MemoryConfig {}
 
 /// `type = "sqlite"`: one table per asset in a SQLite database file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SqliteConfig {
+pub(crate) struct SqliteConfig {
     /// The database file, relative to the project root.
     pub path: String,
     /// Whether a table whose columns changed is replaced (else an error).
@@ -1101,7 +1200,7 @@ pub struct SqliteConfig {
 /// `type = "postgres"`: one table per asset in a Postgres schema.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PostgresConfig {
+pub(crate) struct PostgresConfig {
     /// The connection URL (`postgres://…`).
     pub url: String,
     /// The schema the tables are in; default `public`.
@@ -1119,7 +1218,9 @@ fn default_schema() -> String {
 /// `type = "duckdb"`: one table per asset in a DuckDB database file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DuckdbConfig {
+// Without the feature only validation reads it (to report unknown fields).
+#[cfg_attr(not(feature = "duckdb"), allow(dead_code))]
+pub(crate) struct DuckdbConfig {
     /// The database file, relative to the project root.
     pub path: String,
     /// The schema the tables are in; default `main`.
@@ -1141,22 +1242,18 @@ struct WithoutDuckdb;
 
 #[cfg(not(feature = "duckdb"))]
 impl ResourceType for WithoutDuckdb {
-    fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError> {
+    fn validate(&self, config: &Config<'_>) -> Result<ResourceInfo, ConfigError> {
         // Unknown fields first, as with the feature.
-        let outer = config.span();
-        DuckdbConfig::deserialize(config.into_deserializer()).map_err(|e| ConfigError {
-            message: e.message().trim().to_string(),
-            span: e.span().or(Some(outer.clone())),
-        })?;
+        config.deserialize::<DuckdbConfig>()?;
         Err(ConfigError {
             message: "this dg was built without DuckDB (the `duckdb` cargo feature): \
                       rebuild it with default features to use `type = \"duckdb\"`"
                 .into(),
-            span: Some(outer),
+            span: config.span(),
         })
     }
 
-    fn create(&self, _: &toml::Table, _: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
+    fn create(&self, _: &Config<'_>, _: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
         anyhow::bail!("this dg was built without DuckDB (the `duckdb` cargo feature)")
     }
 }
@@ -1164,7 +1261,7 @@ impl ResourceType for WithoutDuckdb {
 /// `type = "command"`: an external plug-in program.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CommandConfig {
+pub(crate) struct CommandConfig {
     /// The program and its arguments.
     pub command: Vec<String>,
     /// The format the program stores, when it declares one.
@@ -1202,6 +1299,56 @@ mod tests {
         assert!(ctx.upstream_partitioned);
         assert_eq!(ctx.partitions.len(), 1);
         assert_eq!(ctx.format, Format::Csv);
+    }
+
+    #[test]
+    fn a_config_is_located_at_validation_and_resolved_at_creation() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct C {
+            dir: String,
+        }
+        let text = "dir = \"a\"\nmax = 2\n";
+        let root = toml::de::DeTable::parse(text).unwrap();
+        let value = toml::Spanned::new(root.span(), toml::de::DeValue::Table(root.into_inner()));
+        let spanned = Config::spanned(value);
+        assert!(spanned.span().is_some());
+        assert_eq!(spanned.field_span("dir"), Some(6..9));
+        assert_eq!(spanned.key_span("max"), Some(10..13));
+        let e = spanned.deserialize::<C>().unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.span),
+            ("unknown field `max`, expected `dir`", Some(10..13))
+        );
+
+        let table: toml::Table = text.parse().unwrap();
+        let resolved = Config::resolved(&table);
+        assert_eq!((resolved.span(), resolved.field_span("dir")), (None, None));
+        let e = resolved.deserialize::<C>().unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.span),
+            ("unknown field `max`, expected `dir`", None)
+        );
+        let table: toml::Table = "dir = \"a\"".parse().unwrap();
+        assert_eq!(
+            Config::resolved(&table).deserialize::<C>().unwrap().dir,
+            "a"
+        );
+    }
+
+    #[test]
+    fn an_output_is_placed_as_the_fs_manager_places_it() {
+        let dir = Path::new("store");
+        let out = OutputContext::new("raw/events", Format::Csv);
+        assert_eq!(
+            out.path_in(dir, Format::Jsonl),
+            dir.join("raw/events.jsonl")
+        );
+        let out = out.with_partition(PartitionRef::new(".us/east"));
+        assert_eq!(
+            out.path_in(dir, Format::Csv),
+            dir.join("raw/events/%2Eus%2Feast.csv")
+        );
     }
 
     #[test]

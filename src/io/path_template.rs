@@ -210,11 +210,6 @@ impl PathTemplate {
         Ok(t)
     }
 
-    /// The template as written.
-    pub fn as_str(&self) -> &str {
-        &self.source
-    }
-
     /// The template with each placeholder as `x` (to check its literal structure).
     fn shape(&self) -> String {
         self.parts

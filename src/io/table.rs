@@ -2,7 +2,7 @@
 //! Parquet through Arrow record batches.
 //!
 //! Types are inferred when reading text formats: from the first
-//! [`INFER_RECORDS`] records, then from the whole file if a later value does
+//! 1,000 records (`INFER_RECORDS`), then from the whole file if a later value does
 //! not fit, and as a last resort a column that still cannot be parsed is
 //! read as text. Columns that are empty everywhere are text. Timestamps are
 //! kept as text: Arrow would convert an offset like `+02:00` to UTC and lose
@@ -27,7 +27,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::{Data, Format, Table};
 
-pub use crate::formats::ColumnType;
+pub(crate) use crate::formats::ColumnType;
 
 impl ColumnType {
     /// The Arrow type a column of this type has.
@@ -50,7 +50,7 @@ impl ColumnType {
 /// table lacks, and a value that does not fit its type, are errors that
 /// name the column (and the row, 1-based, not counting a header). A table
 /// with no columns (an empty file) is left as it is.
-pub fn apply_columns(t: Table, columns: &[(String, ColumnType)]) -> anyhow::Result<Table> {
+pub(crate) fn apply_columns(t: Table, columns: &[(String, ColumnType)]) -> anyhow::Result<Table> {
     if columns.is_empty() || t.schema.fields().is_empty() {
         return Ok(t);
     }
@@ -111,7 +111,7 @@ pub fn apply_columns(t: Table, columns: &[(String, ColumnType)]) -> anyhow::Resu
 }
 
 /// Records read to infer the column types of a text file before reading it.
-pub const INFER_RECORDS: usize = 1000;
+pub(crate) const INFER_RECORDS: usize = 1000;
 
 /// Rows per record batch when reading.
 const BATCH_ROWS: usize = 8192;
@@ -119,7 +119,7 @@ const BATCH_ROWS: usize = 8192;
 const BUF_SIZE: usize = 1 << 20;
 
 /// A table with no columns and no rows (what an empty file holds).
-pub fn empty_table() -> Table {
+pub(crate) fn empty_table() -> Table {
     Table {
         schema: Arc::new(Schema::empty()),
         batches: Vec::new(),
@@ -161,7 +161,7 @@ pub fn read(path: &Path, format: Format) -> anyhow::Result<Table> {
 /// What a file's first bytes say it holds: Parquet (`PAR1`), JSON lines
 /// (text whose first non-blank character is `{`), CSV (other text), or
 /// `None` (empty, or bytes that are not UTF-8 text).
-pub fn sniff(path: &Path) -> Option<Format> {
+pub(crate) fn sniff(path: &Path) -> Option<Format> {
     let mut head = Vec::with_capacity(4096);
     File::open(path)
         .ok()?
@@ -188,7 +188,7 @@ pub fn sniff(path: &Path) -> Option<Format> {
 /// When `path` does not read as `expected` and looks like another format,
 /// a sentence that says which and how to fix it (with a leading `. `); else
 /// an empty string.
-pub fn mismatch_hint(path: &Path, expected: Format) -> String {
+pub(crate) fn mismatch_hint(path: &Path, expected: Format) -> String {
     match sniff(path) {
         Some(found) if found != expected => format!(
             ". The file looks like {} ({}), not {}: make the step write {} to `$DG_OUTPUT`, \
@@ -291,7 +291,7 @@ pub fn to_file(data: &Data, format: Format, dest: &Path) -> anyhow::Result<PathB
 }
 
 /// Writes the rows of every item, in order, as one file in `format` at `dest`.
-pub fn combine_to_file(items: &[Data], format: Format, dest: &Path) -> anyhow::Result<()> {
+pub(crate) fn combine_to_file(items: &[Data], format: Format, dest: &Path) -> anyhow::Result<()> {
     if format == Format::File {
         bail!("`file` data cannot be combined into one file: it is handed over as a folder");
     }
@@ -347,7 +347,7 @@ pub fn combine_to_file(items: &[Data], format: Format, dest: &Path) -> anyhow::R
 /// (in the first table's order) and must be the same in every table; a
 /// column whose type differs between tables becomes text, each value
 /// printed as it was (widening `1` to the float `1.0` would change it).
-pub fn concat_tables(tables: &[(Arc<Table>, String)]) -> anyhow::Result<Table> {
+pub(crate) fn concat_tables(tables: &[(Arc<Table>, String)]) -> anyhow::Result<Table> {
     let Some((first, first_name)) = tables.first() else {
         return Ok(empty_table());
     };
@@ -448,7 +448,7 @@ enum Unreadable {
 /// Why a range step's output could not be split into its partitions
 /// ([`split_by_partition`]).
 #[derive(Debug, thiserror::Error)]
-pub enum SplitError {
+pub(crate) enum SplitError {
     /// The output has no `dg_partition` column; `keys` are the step's partitions, as shown.
     #[error(
         "the output has no `dg_partition` column: a range step writes the rows of all its partitions ({keys}) in one table, each row naming its partition in `dg_partition`"
@@ -582,7 +582,7 @@ const NARROW_TO: [DataType; 3] = [DataType::Int64, DataType::Float64, DataType::
 /// `+5`, `1e3`, `True` and a column mixing `1` and `1.5` stay text, so
 /// that no value changes on its way through another format or a database.
 /// Columns with no values stay text.
-pub fn narrow(t: Table, which: &[bool]) -> Result<Table, ArrowError> {
+pub(crate) fn narrow(t: Table, which: &[bool]) -> Result<Table, ArrowError> {
     use rayon::prelude::*;
     // Parsing every value and printing it again is most of reading a text
     // file: the columns are narrowed in parallel, and the parsed arrays kept.
@@ -1033,7 +1033,7 @@ fn read_parquet(mut file: File) -> Result<Table, Unreadable> {
 }
 
 /// The number of rows of a Parquet file, from its footer.
-pub fn parquet_rows(path: &Path) -> anyhow::Result<u64> {
+pub(crate) fn parquet_rows(path: &Path) -> anyhow::Result<u64> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let file = File::open(path).with_context(|| format!("cannot open `{}`", path.display()))?;
     let reader = SerializedFileReader::new(file).map_err(|e| {
@@ -1140,7 +1140,7 @@ fn write_parquet(table: &Table, file: File) -> anyhow::Result<()> {
 /// column and with its rows in their order. A key with no rows gets an
 /// empty table. An error, and no tables, when the column is missing, or
 /// when a row's value is NULL or not one of `keys`.
-pub fn split_by_partition(t: &Table, keys: &[String]) -> Result<Vec<Table>, SplitError> {
+pub(crate) fn split_by_partition(t: &Table, keys: &[String]) -> Result<Vec<Table>, SplitError> {
     use arrow::array::{Array, AsArray, UInt32Array};
     use std::collections::{BTreeMap, HashMap};
     const COLUMN: &str = super::db::PARTITION_COLUMN;

@@ -422,7 +422,9 @@ fn mapping_rejection_rule(case: &Json, dg_error: &str) -> Option<&'static str> {
 /// they leave it out. dg counts that window everywhere.
 fn end_cuts_first_window(t: &super::TimePartitions) -> bool {
     match (t.end, t.window(0)) {
-        (Some(end), Some((_, first_end))) => first_end.timestamp() > t.localize(end).timestamp(),
+        (Some(end), Some((_, first_end))) => {
+            first_end.timestamp() > super::time::localize(&t.tz, end).timestamp()
+        }
         _ => false,
     }
 }

@@ -876,13 +876,6 @@ impl TimePartitions {
         self.at(t)
     }
 
-    /// Localises a naive time in the definition's zone, as Dagster reads
-    /// `start`, `end` and keys: a repeated time takes its first occurrence;
-    /// a skipped time keeps the UTC offset from before the change.
-    pub fn localize(&self, t: NaiveDateTime) -> DateTime<Tz> {
-        localize(&self.tz, t)
-    }
-
     /// `start` as an instant.
     pub fn start_instant(&self) -> i64 {
         self.start_instant

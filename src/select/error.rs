@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
 
 use crate::diag::{self, Diagnostic, Sources, Span};
 
@@ -70,7 +69,7 @@ impl SelectError {
     /// any located error: file, line and column, the text with a caret
     /// under the culprit, and the help.
     pub fn to_diagnostic(&self, sources: &mut Sources, text: &str) -> Diagnostic {
-        let file = sources.add(Path::new("--select"), "--select".into(), text.to_string());
+        let file = sources.add("--select".into(), text.to_string());
         let span = Span::new(file, diag::clamp(text, &self.span));
         self.diagnostic_at(&span, self.message.clone())
     }

@@ -124,7 +124,7 @@ pub struct Materialization {
     pub code_version: Option<String>,
     pub data_version: String,
     pub inputs: Vec<InputRead>,
-    /// Fingerprint of `inputs` (see [`input_fingerprint`]).
+    /// Fingerprint of `inputs` (see `input_fingerprint`).
     pub input_fp: String,
     pub metadata: serde_json::Value,
 }
@@ -370,7 +370,7 @@ pub trait StateStore: Send + Sync {
     /// Takes the lease on a partition, or says who holds it. A lease whose
     /// owner process is gone (on this host) or whose expiry passed without a
     /// heartbeat (any host) is reclaimed. A lease taken expires after
-    /// [`lease_ttl_ms`] unless [`StateStore::heartbeat`] extends it.
+    /// `lease_ttl_ms` unless [`StateStore::heartbeat`] extends it.
     fn try_lease(&self, asset: &str, partition: &str, me: &Lease) -> anyhow::Result<Option<Lease>>;
     /// Extends the expiry of every lease `me` holds; returns how many.
     fn heartbeat(&self, me: &Lease) -> anyhow::Result<usize>;

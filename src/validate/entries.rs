@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use toml::de::DeValue;
 
-use crate::diag::{Diagnostic, Diagnostics, FileId, Kind, Span};
+use crate::diag::{Diagnostic, FileId, Kind, Span};
 use crate::load::{RawFile, Reader, Str, Value};
 
 use super::Validator;
@@ -139,14 +139,7 @@ impl Validator<'_> {
                 }
             }
             // Unknown tables were reported just above.
-            let top = Reader::new(
-                f.file,
-                &f.root,
-                0..0,
-                "a definitions file",
-                TOP,
-                &mut Diagnostics::default(),
-            );
+            let top = Reader::new(f.file, &f.root, "a definitions file");
             for (gi, group) in TOP.iter().enumerate() {
                 let Some((table, _)) = top.table(group, self.diags) else {
                     continue;

@@ -173,7 +173,6 @@ impl Validator<'_> {
         let select = select?;
         Some(Job {
             name: e.name.clone(),
-            span: e.span.clone(),
             select: select.value,
             select_span: select.span,
             targeting,

@@ -143,7 +143,7 @@ pub(super) fn mapping_spec(
         );
         return None;
     }
-    let r = Reader::new(file, t, v.span(), what, MappingSpec::fields(ty), d);
+    let r = Reader::new(file, t, what).known_fields(MappingSpec::fields(ty), d);
     Some(match ty {
         "identity" => MappingSpec::Identity,
         "all" => MappingSpec::All,

@@ -222,7 +222,7 @@ pub(crate) fn validate_text(
     env: EnvLookup<'_>,
 ) -> (Sources, Option<Defs>, Diagnostics) {
     let mut sources = Sources::default();
-    let id = sources.add(std::path::Path::new(name), name.into(), text);
+    let id = sources.add(name.into(), text);
     let mut diags = Diagnostics::default();
     let registry = crate::io::Registry::builtin();
     let defs = validate_files(&sources, &[id], true, &registry, env, &mut diags);

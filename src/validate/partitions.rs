@@ -202,7 +202,7 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let r = Reader::new(file, t, value.span(), what, fields, self.diags);
+        let r = Reader::new(file, t, what).known_fields(fields, self.diags);
         match ty.as_str() {
             "static" => {
                 let keys = r.str_array("keys", self.diags);
@@ -632,13 +632,8 @@ impl Validator<'_> {
             let what = format!("partitions `{}`", e.name);
             match self.partitions_def(e.file, e.value, Some(&e.name), &what, true) {
                 Some(def) => {
-                    self.named_partitions.insert(
-                        e.name.clone(),
-                        NamedPartitions {
-                            def,
-                            span: e.span.clone(),
-                        },
-                    );
+                    self.named_partitions
+                        .insert(e.name.clone(), NamedPartitions { def });
                 }
                 None => {
                     self.failed_partitions.insert(e.name.clone());

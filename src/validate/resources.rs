@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use toml::de::DeValue;
 
-use crate::diag::{Diagnostic, Diagnostics, Kind, Span, suggest};
+use crate::diag::{Diagnostic, Kind, Span, suggest};
 use crate::formats::Format;
+use crate::io::Config;
 use crate::load::{self, RawFile, Reader, Str};
 use crate::model::{Asset, Resource};
 
@@ -145,7 +146,7 @@ impl Validator<'_> {
         // Env references must parse now; unset ones are warnings until a run needs them.
         self.check_templates(e.file, &config, &what);
         let value = toml::Spanned::new(e.value.span(), DeValue::Table(config.clone()));
-        match kind.validate(value) {
+        match kind.validate(&Config::spanned(value)) {
             Ok(info) => {
                 let owned: toml::Table = serde::Deserialize::deserialize(
                     serde::de::IntoDeserializer::into_deserializer(toml::Spanned::new(
@@ -284,14 +285,7 @@ impl Validator<'_> {
         }
         let mut secrets = Vec::new();
         if let Some(v) = t.get("secrets") {
-            let r = Reader::new(
-                e.file,
-                t,
-                e.value.span(),
-                what.to_string(),
-                &[],
-                &mut Diagnostics::default(),
-            );
+            let r = Reader::new(e.file, t, what.to_string());
             let fields: Vec<&str> = config.keys().map(String::as_str).collect();
             for sname in r.str_array("secrets", self.diags).unwrap_or_default() {
                 if config.contains_key(&sname.value) {

@@ -13,7 +13,7 @@
 use serde_json::{Map, Value, json};
 use toml::de::{DeTable, DeValue};
 
-use crate::io::Registry;
+use crate::io::{Config, Registry};
 use crate::partitions::mapping::MappingSpec;
 
 const ID: &str = "https://dg.invalid/schema";
@@ -238,7 +238,7 @@ pub fn resource_fields(registry: &Registry, ty: &str) -> Option<Vec<String>> {
     let root = DeTable::parse(probe).ok()?;
     let span = root.span();
     let value = toml::Spanned::new(span, DeValue::Table(root.into_inner()));
-    let msg = match t.validate(value) {
+    let msg = match t.validate(&Config::spanned(value)) {
         Ok(_) => return None,
         Err(e) => e.message,
     };

@@ -79,8 +79,7 @@ pub(crate) fn password(url: &str) -> Option<String> {
 
 #[test]
 fn migrations_run_once_and_a_second_open_is_a_no_op() {
-    use dg::state::StateStore;
-    use dg::state::postgres::{MIGRATIONS, PostgresStore};
+    use dg::__internal::{MIGRATIONS, PostgresStore, StateStore};
     let Some(s) = Schema::new() else { return };
     // Four openers race on a schema that does not exist yet: the advisory
     // lock serialises them.
@@ -129,11 +128,10 @@ fn migrations_run_once_and_a_second_open_is_a_no_op() {
 
 #[test]
 fn leases_exclude_live_owners_and_reclaim_dead_ones() {
-    use dg::state::postgres::PostgresStore;
-    use dg::state::{Lease, StateStore};
+    use dg::__internal::{Lease, PostgresStore, StateStore};
     let Some(s) = Schema::new() else { return };
     let st = PostgresStore::open(&s.url()).unwrap();
-    let host = dg::state::hostname();
+    let host = dg::__internal::hostname();
     let me = Lease {
         run_id: "r1".into(),
         pid: std::process::id(),

@@ -200,17 +200,12 @@ fn the_password_never_appears_in_a_successful_run() {
 #[test]
 #[ignore]
 fn postgres_bulk_store_rate() {
-    use dg::io::IoManagerFactory;
     let Some(url) = pg_url() else { return };
     let pg = Pg::new(url.clone());
+    let config = format!("url = {url:?}\nschema = {:?}", pg.schema);
     bulk_store_rate("postgres", ", COPY", |cx| {
-        dg::io::PostgresConfig {
-            url,
-            schema: pg.schema.clone(),
-            replace_on_schema_change: false,
-        }
-        .create_io_manager(cx)
-        .unwrap()
+        dg::__internal::create_manager(&dg::io::Registry::builtin(), "postgres", &config, cx)
+            .unwrap()
     });
 }
 

@@ -242,11 +242,7 @@ fn managers(dir: &Path, pg_schema: Option<(&str, &str)>) -> Vec<(String, Arc<dyn
     configs
         .into_iter()
         .map(|(name, ty, text)| {
-            let config: toml::Table = text.parse().unwrap();
-            let m = registry
-                .get(ty)
-                .unwrap()
-                .create(&config, &cx)
+            let m = dg::__internal::create_manager(&registry, ty, &text, &cx)
                 .unwrap_or_else(|e| panic!("{name}: {e:#}"));
             (name, m)
         })
@@ -295,7 +291,7 @@ fn round_trip(name: &str, m: &dyn IoManager, t: &TextTable, key: &str, dir: &Pat
             name.replace(' ', "_"),
             f.extension()
         ));
-        table::combine_to_file(std::slice::from_ref(data), f, &handed)
+        dg::__internal::combine_to_file(std::slice::from_ref(data), f, &handed)
             .unwrap_or_else(|e| panic!("{name} as {f:?}: {e:#}"));
         let back = dir.join(format!("{key}-{}-back.csv", name.replace(' ', "_")));
         let read = table::read(&handed, f).unwrap_or_else(|e| panic!("{name} as {f:?}: {e:#}"));

@@ -26,7 +26,7 @@ fn dg(pg: &Pg, dir: &Path, args: &[&str]) -> Run {
     all.extend(args);
     let run = dg_with_env(dir, &all, &[("DG_PG_URL", &pg.url)]);
     assert_no_panic(&run);
-    let shown = |s: &str| dg::io::postgres::mask_url(&pg.url) != pg.url && s.contains(&pg.url);
+    let shown = |s: &str| dg::__internal::mask_url(&pg.url) != pg.url && s.contains(&pg.url);
     assert!(
         !shown(&run.stdout) && !shown(&run.stderr),
         "the URL is shown unmasked:\n{}\n{}",
@@ -87,8 +87,8 @@ fn a_query_over_the_same_schema_runs_inside_postgres_and_moves_no_rows() {
     assert!(log.contains("0 rows moved through dg"), "{log}");
     assert!(log.contains("ran inside postgres"), "{log}");
     assert!(!log.contains("loaded input"), "{log}");
-    assert!(log.contains(&dg::io::postgres::mask_url(&pg.url)), "{log}");
-    if dg::io::postgres::mask_url(&pg.url) != pg.url {
+    assert!(log.contains(&dg::__internal::mask_url(&pg.url)), "{log}");
+    if dg::__internal::mask_url(&pg.url) != pg.url {
         assert!(!log.contains(&pg.url), "{log}");
     }
 

@@ -157,13 +157,13 @@ fn an_empty_first_partition_does_not_fix_the_schema() {
 #[test]
 #[ignore]
 fn sqlite_bulk_store_rate() {
-    use dg::io::IoManagerFactory;
     bulk_store_rate("sqlite", "", |cx| {
-        dg::io::SqliteConfig {
-            path: "bench.db".into(),
-            replace_on_schema_change: false,
-        }
-        .create_io_manager(cx)
+        dg::__internal::create_manager(
+            &dg::io::Registry::builtin(),
+            "sqlite",
+            r#"path = "bench.db""#,
+            cx,
+        )
         .unwrap()
     });
 }

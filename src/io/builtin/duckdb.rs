@@ -239,16 +239,6 @@ impl DuckdbManager {
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The schema the tables are in.
-    pub fn schema(&self) -> &str {
-        &self.schema
-    }
-
     /// The resource key the manager was created for.
     pub fn resource_key(&self) -> &str {
         &self.resource_key

@@ -25,7 +25,7 @@ use crate::io::{
     Data, Format, FsConfig, InputContext, IoManager, Loaded, OutputContext, PartitionRef,
     ResourceCx, Stored, table,
 };
-pub use crate::names::{decode_key, encode_key};
+pub use crate::names::encode_key;
 
 pub struct FsManager {
     pub base_dir: PathBuf,
@@ -504,6 +504,7 @@ fn sync_dir(path: &Path) {
 mod tests {
     use super::*;
     use crate::io::Log;
+    use crate::names::decode_key;
     use std::sync::Arc;
 
     fn manager(dir: &Path, format: Format) -> FsManager {

@@ -34,10 +34,9 @@ use serde::Deserialize;
 
 use crate::io::path_template::PathTemplate;
 use crate::io::{
-    ConfigError, Data, Format, InputContext, IoManager, Loaded, OutputContext, ResourceCx,
+    Config, ConfigError, Data, Format, InputContext, IoManager, Loaded, OutputContext, ResourceCx,
     ResourceInfo, ResourceType, Stored, table,
 };
-use crate::load::Value;
 use crate::secrets::Secrets;
 
 /// Outputs up to this size are one `PUT`; larger ones a multipart upload.
@@ -204,30 +203,14 @@ impl Kind {
 pub struct ObjectStoreType;
 
 impl ResourceType for ObjectStoreType {
-    fn validate(&self, config: Value<'_>) -> Result<ResourceInfo, ConfigError> {
-        let outer = config.span();
-        let table = match config.get_ref() {
-            toml::de::DeValue::Table(t) => Some(t.clone()),
-            _ => None,
-        };
-        let path = crate::io::path_template_of(&config)?;
-        let c =
-            ObjectStoreConfig::deserialize(serde::de::IntoDeserializer::into_deserializer(config))
-                .map_err(|e| ConfigError {
-                    message: e.message().trim().to_string(),
-                    span: e.span().or(Some(outer.clone())),
-                })?;
-        let t = table.unwrap_or_default();
-        let span_of = |k: &str| {
-            t.iter()
-                .find(|(key, _)| key.get_ref() == k)
-                .map(|(key, _)| key.span())
-        };
+    fn validate(&self, config: &Config<'_>) -> Result<ResourceInfo, ConfigError> {
+        let path = crate::io::path_template_of(config)?;
+        let c: ObjectStoreConfig = config.deserialize()?;
         // A URL from the environment is checked when the run starts.
         if !c.url.contains("${") {
             let (kind, _, _) = Kind::of(&c.url).map_err(|e| ConfigError {
                 message: e.to_string(),
-                span: t.get("url").map(|v| v.span()),
+                span: config.field_span("url"),
             })?;
             for name in c.options.keys() {
                 if !kind.accepts(name) {
@@ -240,7 +223,7 @@ impl ResourceType for ObjectStoreType {
                             "unknown field `{name}`\nhelp: {}",
                             crate::diag::suggest(name, &valid, "valid fields")
                         ),
-                        span: span_of(name),
+                        span: config.key_span(name),
                     });
                 }
             }
@@ -251,10 +234,8 @@ impl ResourceType for ObjectStoreType {
         })
     }
 
-    fn create(&self, config: &toml::Table, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
-        let c: ObjectStoreConfig = toml::Value::Table(config.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow!("{}", e.message().trim()))?;
+    fn create(&self, config: &Config<'_>, cx: &ResourceCx) -> anyhow::Result<Arc<dyn IoManager>> {
+        let c: ObjectStoreConfig = config.deserialize().map_err(|e| anyhow!("{}", e.message))?;
         Ok(Arc::new(ObjectStoreManager::new(c, cx)?))
     }
 }

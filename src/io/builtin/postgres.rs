@@ -21,7 +21,7 @@
 //! Connections are opened lazily and kept in a pool that lives as long as
 //! the manager, i.e. one run. The URL's password is never shown: every
 //! message leaving the manager goes through [`Secrets::redact`], and the
-//! URL is shown masked ([`mask_url`]).
+//! URL is shown masked ([`crate::secrets::mask_url`]).
 
 use std::io::Write;
 use std::str::FromStr;
@@ -63,7 +63,7 @@ impl IoManagerFactory for PostgresConfig {
 }
 
 use crate::pg::error_text;
-pub use crate::secrets::{Secrets, mask_url};
+pub use crate::secrets::Secrets;
 
 /// The Postgres column type an Arrow type is stored as (as
 /// `format_type` spells it), if it can be.
