@@ -138,22 +138,46 @@ pub(crate) fn now() -> String {
 /// in order.
 pub(crate) const RUN_COLUMNS: &str = schema::run_columns!();
 
+/// The columns of `step_attempts` an [`AttemptRecord`] is read from
+/// ([`attempt_from_row`]), in order.
+pub(crate) const ATTEMPT_COLUMNS: &str = "run_id, step_id, asset, partition, attempt, status, started_at, duration_ms, exit_code, error, log_path";
+
 /// The columns of `check_results` a [`CheckRecord`] is read from
 /// ([`check_from_row`]), in order.
 pub(crate) const CHECK_COLUMNS: &str = schema::check_columns!();
 
 /// A row of a store's query (SQLite's or Postgres's), read by column.
 pub(crate) trait StoredRow {
-    type Error;
-    fn text(&self, i: usize) -> Result<String, Self::Error>;
-    fn opt_text(&self, i: usize) -> Result<Option<String>, Self::Error>;
-    fn int(&self, i: usize) -> Result<i64, Self::Error>;
-    fn opt_int(&self, i: usize) -> Result<Option<i64>, Self::Error>;
-    fn flag(&self, i: usize) -> Result<bool, Self::Error>;
+    fn text(&self, i: usize) -> anyhow::Result<String>;
+    fn opt_text(&self, i: usize) -> anyhow::Result<Option<String>>;
+    fn int(&self, i: usize) -> anyhow::Result<i64>;
+    fn opt_int(&self, i: usize) -> anyhow::Result<Option<i64>>;
+    /// A 32-bit integer column (`exit_code`), which Postgres reads only as one.
+    fn opt_int32(&self, i: usize) -> anyhow::Result<Option<i32>>;
+    fn flag(&self, i: usize) -> anyhow::Result<bool>;
+    /// A `u32` that dg stored as an integer (a process id, an attempt
+    /// number), checked ([`narrow`]); `column` names it in the error.
+    fn u32(&self, i: usize, column: &str) -> anyhow::Result<u32> {
+        narrow(self.int(i)?, column)
+    }
+}
+
+/// A stored integer that dg wrote from a `u32` (a process id, an attempt
+/// number, a pool slot), given back as one. A value out of range is a
+/// corrupt row: an error naming `column` (`runs.pid`) and the value, never
+/// a number that wraps.
+pub(crate) fn narrow(value: i64, column: &str) -> anyhow::Result<u32> {
+    u32::try_from(value).map_err(|_| {
+        anyhow::anyhow!(
+            "the history's `{column}` holds {value}, which is not a valid value \
+             (0 to {}): the row is corrupt",
+            u32::MAX
+        )
+    })
 }
 
 /// A run from a row of [`RUN_COLUMNS`].
-pub(crate) fn run_from_row<R: StoredRow>(r: &R) -> Result<RunRecord, R::Error> {
+pub(crate) fn run_from_row(r: &impl StoredRow) -> anyhow::Result<RunRecord> {
     Ok(RunRecord {
         id: r.text(0)?,
         started_at: r.text(1)?,
@@ -162,7 +186,7 @@ pub(crate) fn run_from_row<R: StoredRow>(r: &R) -> Result<RunRecord, R::Error> {
         selection: r.text(4)?,
         partitions: r.text(5)?,
         dg_version: r.text(6)?,
-        pid: r.int(7)? as u32,
+        pid: r.u32(7, "runs.pid")?,
         host: r.text(8)?,
         steps: r.opt_int(9)?,
         profile: r.opt_text(10)?,
@@ -170,8 +194,25 @@ pub(crate) fn run_from_row<R: StoredRow>(r: &R) -> Result<RunRecord, R::Error> {
     })
 }
 
+/// An attempt from a row of [`ATTEMPT_COLUMNS`].
+pub(crate) fn attempt_from_row(r: &impl StoredRow) -> anyhow::Result<AttemptRecord> {
+    Ok(AttemptRecord {
+        run_id: r.text(0)?,
+        step_id: r.text(1)?,
+        asset: r.text(2)?,
+        partition: r.opt_text(3)?,
+        attempt: r.u32(4, "step_attempts.attempt")?,
+        status: r.text(5)?,
+        started_at: r.text(6)?,
+        duration_ms: r.int(7)?,
+        exit_code: r.opt_int32(8)?,
+        error: r.opt_text(9)?,
+        log_path: r.opt_text(10)?,
+    })
+}
+
 /// A check's result from a row of [`CHECK_COLUMNS`].
-pub(crate) fn check_from_row<R: StoredRow>(r: &R) -> Result<CheckRecord, R::Error> {
+pub(crate) fn check_from_row(r: &impl StoredRow) -> anyhow::Result<CheckRecord> {
     let partition = r.text(2)?;
     Ok(CheckRecord {
         run_id: r.text(0)?,
@@ -188,7 +229,7 @@ pub(crate) fn check_from_row<R: StoredRow>(r: &R) -> Result<CheckRecord, R::Erro
 }
 
 /// A materialization from a row of [`schema::MATERIALIZATIONS`].
-pub(crate) fn materialization_from_row<R: StoredRow>(r: &R) -> Result<Materialization, R::Error> {
+pub(crate) fn materialization_from_row(r: &impl StoredRow) -> anyhow::Result<Materialization> {
     let partition = r.text(1)?;
     Ok(Materialization {
         asset: r.text(0)?,
@@ -204,13 +245,13 @@ pub(crate) fn materialization_from_row<R: StoredRow>(r: &R) -> Result<Materializ
 }
 
 /// What `dg step` recorded, from a row of [`schema::STEP_RESULTS`].
-pub(crate) fn step_result_from_row<R: StoredRow>(r: &R) -> Result<StepResult, R::Error> {
+pub(crate) fn step_result_from_row(r: &impl StoredRow) -> anyhow::Result<StepResult> {
     Ok(StepResult {
         run_id: r.text(0)?,
         step_id: r.text(1)?,
-        attempt: r.int(2)? as u32,
+        attempt: r.u32(2, "step_results.attempt")?,
         status: r.text(3)?,
-        attempts: r.int(4)? as u32,
+        attempts: r.u32(4, "step_results.attempts")?,
         error: r.opt_text(5)?,
         blocked_by: r.opt_text(6)?,
         log_path: r.opt_text(7)?,

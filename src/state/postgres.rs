@@ -21,9 +21,10 @@ use anyhow::Context;
 use postgres::{Client, NoTls, Row, Transaction};
 
 use super::{
-    AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization, PartitionState,
-    PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore, StoredRow, TickClaim,
-    check_from_row, materialization_from_row, now, run_from_row, schema, step_result_from_row,
+    ATTEMPT_COLUMNS, AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization,
+    PartitionState, PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore,
+    StoredRow, TickClaim, attempt_from_row, check_from_row, materialization_from_row, now,
+    run_from_row, schema, step_result_from_row,
 };
 use schema::pg;
 
@@ -253,21 +254,23 @@ impl PostgresStore {
 }
 
 impl StoredRow for Row {
-    type Error = postgres::Error;
-    fn text(&self, i: usize) -> Result<String, postgres::Error> {
-        self.try_get(i)
+    fn text(&self, i: usize) -> anyhow::Result<String> {
+        Ok(self.try_get(i)?)
     }
-    fn opt_text(&self, i: usize) -> Result<Option<String>, postgres::Error> {
-        self.try_get(i)
+    fn opt_text(&self, i: usize) -> anyhow::Result<Option<String>> {
+        Ok(self.try_get(i)?)
     }
-    fn int(&self, i: usize) -> Result<i64, postgres::Error> {
-        self.try_get(i)
+    fn int(&self, i: usize) -> anyhow::Result<i64> {
+        Ok(self.try_get(i)?)
     }
-    fn opt_int(&self, i: usize) -> Result<Option<i64>, postgres::Error> {
-        self.try_get(i)
+    fn opt_int(&self, i: usize) -> anyhow::Result<Option<i64>> {
+        Ok(self.try_get(i)?)
     }
-    fn flag(&self, i: usize) -> Result<bool, postgres::Error> {
-        self.try_get(i)
+    fn opt_int32(&self, i: usize) -> anyhow::Result<Option<i32>> {
+        Ok(self.try_get(i)?)
+    }
+    fn flag(&self, i: usize) -> anyhow::Result<bool> {
+        Ok(self.try_get(i)?)
     }
 }
 
@@ -528,47 +531,30 @@ impl StateStore for PostgresStore {
             ),
             &[&(limit.min(i64::MAX as usize) as i64)],
         )?;
-        Ok(rows.iter().map(run_from_row).collect::<Result<_, _>>()?)
+        rows.iter().map(run_from_row).collect()
     }
 
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
         let row = self.client().query_opt(pg(schema::RUN), &[&id])?;
-        Ok(row.as_ref().map(run_from_row).transpose()?)
+        row.as_ref().map(run_from_row).transpose()
     }
 
     fn attempts(&self, run_id: &str) -> anyhow::Result<Vec<AttemptRecord>> {
         let rows = self.client().query(
-            "SELECT run_id, step_id, asset, partition, attempt, status, started_at, duration_ms, exit_code, error, log_path
-             FROM step_attempts WHERE run_id = $1
-             ORDER BY started_at COLLATE \"C\", step_id COLLATE \"C\", attempt",
+            &format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM step_attempts WHERE run_id = $1
+                 ORDER BY started_at COLLATE \"C\", step_id COLLATE \"C\", attempt"
+            ),
             &[&run_id],
         )?;
-        Ok(rows
-            .iter()
-            .map(|r| AttemptRecord {
-                run_id: r.get(0),
-                step_id: r.get(1),
-                asset: r.get(2),
-                partition: r.get(3),
-                attempt: r.get::<_, i64>(4) as u32,
-                status: r.get(5),
-                started_at: r.get(6),
-                duration_ms: r.get(7),
-                exit_code: r.get(8),
-                error: r.get(9),
-                log_path: r.get(10),
-            })
-            .collect())
+        rows.iter().map(attempt_from_row).collect()
     }
 
     fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>> {
         let rows = self
             .client()
             .query(pg(schema::MATERIALIZATIONS), &[&run_id])?;
-        Ok(rows
-            .iter()
-            .map(materialization_from_row)
-            .collect::<Result<_, _>>()?)
+        rows.iter().map(materialization_from_row).collect()
     }
 
     fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>> {
@@ -638,7 +624,7 @@ impl StateStore for PostgresStore {
                 };
                 let holder = Lease {
                     run_id: row.get(0),
-                    pid: row.get::<_, i64>(1) as u32,
+                    pid: row.u32(1, "leases.pid")?,
                     host: row.get(2),
                 };
                 if super::lease_holds(&holder, row.get(3), me, now_ms) {
@@ -688,12 +674,11 @@ impl StateStore for PostgresStore {
     }
 
     fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<super::StepResult>> {
-        Ok(self
-            .client()
+        self.client()
             .query(pg(schema::STEP_RESULTS), &[&run_id])?
             .iter()
             .map(step_result_from_row)
-            .collect::<Result<_, _>>()?)
+            .collect()
     }
 
     fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>> {
@@ -719,8 +704,8 @@ impl StateStore for PostgresStore {
             let rows = tx.query(pg(schema::POOL_HOLDERS), &[&pool])?;
             let mut held = Vec::with_capacity(rows.len());
             for r in rows {
-                let slot = r.get::<_, i64>(0) as u32;
-                let pid = r.get::<_, i64>(1) as u32;
+                let slot = r.u32(0, "pool_slots.slot")?;
+                let pid = r.u32(1, "pool_slots.pid")?;
                 let host: String = r.get(2);
                 if host == me.host && pid != me.pid && !super::pid_alive(pid) {
                     tx.execute(pg(schema::RECLAIM_POOL_SLOT), &[&pool, &(slot as i64)])?;
@@ -769,12 +754,12 @@ impl StateStore for PostgresStore {
             ),
             &[&asset],
         )?;
-        Ok(rows.iter().map(check_from_row).collect::<Result<_, _>>()?)
+        rows.iter().map(check_from_row).collect()
     }
 
     fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>> {
         let rows = self.client().query(pg(schema::RUN_CHECKS), &[&run_id])?;
-        Ok(rows.iter().map(check_from_row).collect::<Result<_, _>>()?)
+        rows.iter().map(check_from_row).collect()
     }
 
     fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>> {
@@ -854,7 +839,7 @@ impl StateStore for PostgresStore {
             let mut reaped = Vec::new();
             for r in running {
                 let id: String = r.get(0);
-                let pid = r.get::<_, i64>(1) as u32;
+                let pid = r.u32(1, "runs.pid")?;
                 if pid != std::process::id() && !super::pid_alive(pid) {
                     tx.execute(pg(schema::INTERRUPT_RUN), &[&id, &now()])?;
                     tx.execute(pg(schema::RELEASE_RUN_LEASES), &[&id])?;
@@ -890,5 +875,67 @@ mod tests {
         );
         assert!(split_schema("postgres://h/db?schema=").is_err());
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    /// As the SQLite store's test of the same name: a stored process id,
+    /// attempt number or pool slot out of `u32`'s range is an error naming
+    /// the column and the value, in every reader. Needs a server
+    /// (`DG_TEST_POSTGRES_URL`, `. .ci/postgres.sh`); skipped without one,
+    /// except under CI (`CI=true`), where that fails.
+    #[test]
+    fn integers_out_of_range_are_errors_not_wrapped() {
+        let Ok(url) = std::env::var("DG_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "DG_TEST_POSTGRES_URL is not set (source .ci/postgres.sh)"
+            );
+            return;
+        };
+        let schema = format!("dg_narrow_{}", std::process::id());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let s = PostgresStore::open(&format!("{url}{sep}schema={schema}")).unwrap();
+        let host = super::super::hostname();
+        let inserted = s.client().batch_execute(&format!(
+            "INSERT INTO runs (id, started_at, status, selection, partitions, dg_version, pid, host)
+               VALUES ('r', 't', 'running', '*', '', '0', 4294967296, '{host}');
+             INSERT INTO step_attempts (run_id, step_id, asset, attempt, status, started_at, duration_ms)
+               VALUES ('r', 's', 'a', -1, 'failed', 't', 0);
+             INSERT INTO step_results (run_id, step_id, attempt, status, attempts, host, finished_at)
+               VALUES ('r', 's', 1, 'failed', 4294967297, 'h', 't');
+             INSERT INTO leases (asset, partition, run_id, pid, host, acquired_at)
+               VALUES ('a', '1', 'r', -2, 'h', 't');
+             INSERT INTO pool_slots (pool, slot, run_id, pid, host, step_id, acquired_at)
+               VALUES ('p', 4294967298, 'r', 1, 'h', 's', 't');"
+        ));
+        let me = Lease {
+            run_id: "me".into(),
+            pid: std::process::id(),
+            host: "h".into(),
+        };
+        let found = inserted.map(|_| {
+            [
+                (s.runs(10).err(), "`runs.pid` holds 4294967296"),
+                (s.run("r").err(), "`runs.pid` holds 4294967296"),
+                (s.attempts("r").err(), "`step_attempts.attempt` holds -1"),
+                (
+                    s.step_results("r").err(),
+                    "`step_results.attempts` holds 4294967297",
+                ),
+                (s.try_lease("a", "1", &me).err(), "`leases.pid` holds -2"),
+                (
+                    s.try_pool_slot("p", 1, &me, "s").err(),
+                    "`pool_slots.slot` holds 4294967298",
+                ),
+                (s.reap_dead_runs().err(), "`runs.pid` holds 4294967296"),
+            ]
+            .map(|(e, what)| (e.map(|e| format!("{e:#}")), what))
+        });
+        s.client()
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(&schema)))
+            .unwrap();
+        for (text, what) in found.unwrap() {
+            let text = text.unwrap_or_else(|| panic!("no error, expected one saying {what}"));
+            assert!(text.contains(what), "{text}");
+        }
     }
 }

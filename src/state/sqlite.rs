@@ -11,9 +11,10 @@ use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization, PartitionState,
-    PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore, StoredRow, TickClaim,
-    check_from_row, materialization_from_row, now, run_from_row, schema, step_result_from_row,
+    ATTEMPT_COLUMNS, AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization,
+    PartitionState, PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore,
+    StoredRow, TickClaim, attempt_from_row, check_from_row, materialization_from_row, now,
+    run_from_row, schema, step_result_from_row,
 };
 
 /// Each entry upgrades the schema by one version.
@@ -269,21 +270,23 @@ impl SqliteStore {
 }
 
 impl StoredRow for rusqlite::Row<'_> {
-    type Error = rusqlite::Error;
-    fn text(&self, i: usize) -> rusqlite::Result<String> {
-        self.get(i)
+    fn text(&self, i: usize) -> anyhow::Result<String> {
+        Ok(self.get(i)?)
     }
-    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
-        self.get(i)
+    fn opt_text(&self, i: usize) -> anyhow::Result<Option<String>> {
+        Ok(self.get(i)?)
     }
-    fn int(&self, i: usize) -> rusqlite::Result<i64> {
-        self.get(i)
+    fn int(&self, i: usize) -> anyhow::Result<i64> {
+        Ok(self.get(i)?)
     }
-    fn opt_int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
-        self.get(i)
+    fn opt_int(&self, i: usize) -> anyhow::Result<Option<i64>> {
+        Ok(self.get(i)?)
     }
-    fn flag(&self, i: usize) -> rusqlite::Result<bool> {
-        self.get(i)
+    fn opt_int32(&self, i: usize) -> anyhow::Result<Option<i32>> {
+        Ok(self.get(i)?)
+    }
+    fn flag(&self, i: usize) -> anyhow::Result<bool> {
+        Ok(self.get(i)?)
     }
 }
 
@@ -513,46 +516,31 @@ impl StateStore for SqliteStore {
         let mut st = conn.prepare(&format!(
             "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1"
         ))?;
-        let rows = st.query_map(params![limit as i64], |r| run_from_row(r))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = st.query_and_then(params![limit as i64], |r| run_from_row(r))?;
+        rows.collect()
     }
 
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
         let conn = self.conn();
-        Ok(conn
-            .query_row(schema::RUN, params![id], |r| run_from_row(r))
-            .optional()?)
+        let mut st = conn.prepare(schema::RUN)?;
+        let mut rows = st.query_and_then(params![id], |r| run_from_row(r))?;
+        rows.next().transpose()
     }
 
     fn attempts(&self, run_id: &str) -> anyhow::Result<Vec<AttemptRecord>> {
         let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT run_id, step_id, asset, partition, attempt, status, started_at, duration_ms, exit_code, error, log_path
-             FROM step_attempts WHERE run_id = ?1 ORDER BY started_at, step_id, attempt",
-        )?;
-        let rows = st.query_map(params![run_id], |r| {
-            Ok(AttemptRecord {
-                run_id: r.get(0)?,
-                step_id: r.get(1)?,
-                asset: r.get(2)?,
-                partition: r.get(3)?,
-                attempt: r.get(4)?,
-                status: r.get(5)?,
-                started_at: r.get(6)?,
-                duration_ms: r.get(7)?,
-                exit_code: r.get(8)?,
-                error: r.get(9)?,
-                log_path: r.get(10)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut st = conn.prepare(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM step_attempts WHERE run_id = ?1 ORDER BY started_at, step_id, attempt"
+        ))?;
+        let rows = st.query_and_then(params![run_id], |r| attempt_from_row(r))?;
+        rows.collect()
     }
 
     fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>> {
         let conn = self.conn();
         let mut st = conn.prepare(schema::MATERIALIZATIONS)?;
-        let rows = st.query_map(params![run_id], |r| materialization_from_row(r))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = st.query_and_then(params![run_id], |r| materialization_from_row(r))?;
+        rows.collect()
     }
 
     fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>> {
@@ -597,21 +585,21 @@ impl StateStore for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let holder: Option<(Lease, Option<i64>)> = tx
-            .query_row(
+            .prepare(
                 "SELECT run_id, pid, host, expires_at FROM leases WHERE asset = ?1 AND partition = ?2",
-                params![asset, partition],
-                |r| {
-                    Ok((
-                        Lease {
-                            run_id: r.get(0)?,
-                            pid: r.get(1)?,
-                            host: r.get(2)?,
-                        },
-                        r.get(3)?,
-                    ))
-                },
-            )
-            .optional()?;
+            )?
+            .query_and_then(params![asset, partition], |r| {
+                anyhow::Ok((
+                    Lease {
+                        run_id: r.get(0)?,
+                        pid: r.u32(1, "leases.pid")?,
+                        host: r.get(2)?,
+                    },
+                    r.get(3)?,
+                ))
+            })?
+            .next()
+            .transpose()?;
         let now_ms = super::unix_ms();
         if let Some((h, expires)) = &holder
             && super::lease_holds(h, *expires, me, now_ms)
@@ -668,8 +656,8 @@ impl StateStore for SqliteStore {
     fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<super::StepResult>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(schema::STEP_RESULTS)?;
-        let rows = st.query_map(params![run_id], |r| step_result_from_row(r))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = st.query_and_then(params![run_id], |r| step_result_from_row(r))?;
+        rows.collect()
     }
 
     fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>> {
@@ -690,8 +678,14 @@ impl StateStore for SqliteStore {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let holders: Vec<(u32, u32, String)> = {
             let mut st = tx.prepare_cached(schema::POOL_HOLDERS)?;
-            let rows = st.query_map(params![pool], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<Result<_, _>>()?
+            let rows = st.query_and_then(params![pool], |r| {
+                anyhow::Ok((
+                    r.u32(0, "pool_slots.slot")?,
+                    r.u32(1, "pool_slots.pid")?,
+                    r.get(2)?,
+                ))
+            })?;
+            rows.collect::<anyhow::Result<_>>()?
         };
         let mut held = Vec::with_capacity(holders.len());
         for (slot, pid, host) in holders {
@@ -747,15 +741,15 @@ impl StateStore for SqliteStore {
                (SELECT max(id) FROM check_results WHERE asset = ?1 GROUP BY partition, check_name)
              ORDER BY id"
         ))?;
-        let rows = st.query_map(params![asset], |r| check_from_row(r))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = st.query_and_then(params![asset], |r| check_from_row(r))?;
+        rows.collect()
     }
 
     fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(schema::RUN_CHECKS)?;
-        let rows = st.query_map(params![run_id], |r| check_from_row(r))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = st.query_and_then(params![run_id], |r| check_from_row(r))?;
+        rows.collect()
     }
 
     fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>> {
@@ -813,8 +807,10 @@ impl StateStore for SqliteStore {
         let running: Vec<(String, u32)> = {
             let mut st =
                 tx.prepare("SELECT id, pid FROM runs WHERE status = 'running' AND host = ?1")?;
-            let rows = st.query_map(params![host], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
+            let rows = st.query_and_then(params![host], |r| {
+                anyhow::Ok((r.get(0)?, r.u32(1, "runs.pid")?))
+            })?;
+            rows.collect::<anyhow::Result<_>>()?
         };
         let mut reaped = Vec::new();
         for (id, pid) in running {
@@ -1048,5 +1044,64 @@ mod tests {
         .unwrap();
         assert_eq!(s.step_spec("r1", "a[2]").unwrap().as_deref(), Some("{2}"));
         assert_eq!(s.step_spec("r2", "a[2]").unwrap(), None);
+    }
+
+    /// A stored process id, attempt number or pool slot out of `u32`'s
+    /// range (a corrupt row) is an error naming the column and the value,
+    /// in every reader, never a number that wraps.
+    #[test]
+    fn integers_out_of_range_are_errors_not_wrapped() {
+        let (_d, s) = store();
+        s.conn()
+            .execute_batch(
+                "INSERT INTO runs (id, started_at, status, selection, partitions, dg_version, pid, host)
+                   VALUES ('r', 't', 'running', '*', '', '0', 4294967296, 'h');
+                 INSERT INTO step_attempts (run_id, step_id, asset, attempt, status, started_at, duration_ms)
+                   VALUES ('r', 's', 'a', -1, 'failed', 't', 0);
+                 INSERT INTO step_results (run_id, step_id, attempt, status, attempts, host, finished_at)
+                   VALUES ('r', 's', 1, 'failed', 4294967297, 'h', 't');
+                 INSERT INTO leases (asset, partition, run_id, pid, host, acquired_at)
+                   VALUES ('a', '1', 'r', -2, 'h', 't');
+                 INSERT INTO pool_slots (pool, slot, run_id, pid, host, step_id, acquired_at)
+                   VALUES ('p', 4294967298, 'r', 1, 'h', 's', 't');",
+            )
+            .unwrap();
+        let says = |e: anyhow::Error, what: &str| {
+            let text = format!("{e:#}");
+            assert!(text.contains(what), "{text}");
+        };
+        says(s.runs(10).unwrap_err(), "`runs.pid` holds 4294967296");
+        says(s.run("r").unwrap_err(), "`runs.pid` holds 4294967296");
+        says(
+            s.attempts("r").unwrap_err(),
+            "`step_attempts.attempt` holds -1",
+        );
+        says(
+            s.step_results("r").unwrap_err(),
+            "`step_results.attempts` holds 4294967297",
+        );
+        let me = Lease {
+            run_id: "me".into(),
+            pid: std::process::id(),
+            host: "h".into(),
+        };
+        says(
+            s.try_lease("a", "1", &me).unwrap_err(),
+            "`leases.pid` holds -2",
+        );
+        says(
+            s.try_pool_slot("p", 1, &me, "s").unwrap_err(),
+            "`pool_slots.slot` holds 4294967298",
+        );
+        s.conn()
+            .execute(
+                "UPDATE runs SET host = ?1",
+                params![super::super::hostname()],
+            )
+            .unwrap();
+        says(
+            s.reap_dead_runs().unwrap_err(),
+            "`runs.pid` holds 4294967296",
+        );
     }
 }
