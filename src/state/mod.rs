@@ -162,6 +162,34 @@ pub(crate) trait StoredRow {
     }
 }
 
+/// [`StoredRow`] for a driver's row type, whose method `$get` reads a
+/// column as any type the driver converts to.
+macro_rules! stored_row {
+    ($row:ty, $get:ident) => {
+        impl $crate::state::StoredRow for $row {
+            fn text(&self, i: usize) -> anyhow::Result<String> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_text(&self, i: usize) -> anyhow::Result<Option<String>> {
+                Ok(self.$get(i)?)
+            }
+            fn int(&self, i: usize) -> anyhow::Result<i64> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_int(&self, i: usize) -> anyhow::Result<Option<i64>> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_int32(&self, i: usize) -> anyhow::Result<Option<i32>> {
+                Ok(self.$get(i)?)
+            }
+            fn flag(&self, i: usize) -> anyhow::Result<bool> {
+                Ok(self.$get(i)?)
+            }
+        }
+    };
+}
+use stored_row;
+
 /// A stored integer that dg wrote from a `u32` (a process id, an attempt
 /// number, a pool slot), given back as one. A value out of range is a
 /// corrupt row: an error naming `column` (`runs.pid`) and the value, never
@@ -743,5 +771,73 @@ impl Recorder {
             .take()
             .map(|h| h.join().unwrap_or_default())
             .unwrap_or_default()
+    }
+}
+
+/// What the stores' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Lease, StateStore};
+
+    /// Rows whose `u32` columns (process ids, attempt numbers, a pool
+    /// slot) hold values out of range, as a corrupt database would; the
+    /// run is on this machine, so that the reaper reads it.
+    pub(crate) fn corrupt_rows() -> String {
+        let host = super::hostname();
+        format!(
+            "INSERT INTO runs (id, started_at, status, selection, partitions, dg_version, pid, host)
+               VALUES ('r', 't', 'running', '*', '', '0', 4294967296, '{host}');
+             INSERT INTO step_attempts (run_id, step_id, asset, attempt, status, started_at, duration_ms)
+               VALUES ('r', 's', 'a', -1, 'failed', 't', 0);
+             INSERT INTO step_results (run_id, step_id, attempt, status, attempts, host, finished_at)
+               VALUES ('r', 's', 1, 'failed', 4294967297, 'h', 't');
+             INSERT INTO leases (asset, partition, run_id, pid, host, acquired_at)
+               VALUES ('a', '1', 'r', -2, 'h', 't');
+             INSERT INTO pool_slots (pool, slot, run_id, pid, host, step_id, acquired_at)
+               VALUES ('p', 4294967298, 'r', 1, 'h', 's', 't');"
+        )
+    }
+
+    /// What each reader of [`corrupt_rows`] answers (its error, `None`
+    /// when it read them), and what its error must say.
+    pub(crate) fn read_corrupt_rows(s: &dyn StateStore) -> Vec<(Option<String>, &'static str)> {
+        let me = Lease {
+            run_id: "me".into(),
+            pid: std::process::id(),
+            host: "h".into(),
+        };
+        let error = |r: anyhow::Result<()>| r.err().map(|e| format!("{e:#}"));
+        vec![
+            (error(s.runs(10).map(drop)), "`runs.pid` holds 4294967296"),
+            (error(s.run("r").map(drop)), "`runs.pid` holds 4294967296"),
+            (
+                error(s.attempts("r").map(drop)),
+                "`step_attempts.attempt` holds -1",
+            ),
+            (
+                error(s.step_results("r").map(drop)),
+                "`step_results.attempts` holds 4294967297",
+            ),
+            (
+                error(s.try_lease("a", "1", &me).map(drop)),
+                "`leases.pid` holds -2",
+            ),
+            (
+                error(s.try_pool_slot("p", 1, &me, "s").map(drop)),
+                "`pool_slots.slot` holds 4294967298",
+            ),
+            (
+                error(s.reap_dead_runs().map(drop)),
+                "`runs.pid` holds 4294967296",
+            ),
+        ]
+    }
+
+    /// Asserts that each reader failed, saying what it must.
+    pub(crate) fn assert_errors(read: Vec<(Option<String>, &'static str)>) {
+        for (error, says) in read {
+            let text = error.unwrap_or_else(|| panic!("no error, expected one saying {says}"));
+            assert!(text.contains(says), "{text}");
+        }
     }
 }

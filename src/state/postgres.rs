@@ -253,26 +253,7 @@ impl PostgresStore {
     }
 }
 
-impl StoredRow for Row {
-    fn text(&self, i: usize) -> anyhow::Result<String> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_text(&self, i: usize) -> anyhow::Result<Option<String>> {
-        Ok(self.try_get(i)?)
-    }
-    fn int(&self, i: usize) -> anyhow::Result<i64> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_int(&self, i: usize) -> anyhow::Result<Option<i64>> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_int32(&self, i: usize) -> anyhow::Result<Option<i32>> {
-        Ok(self.try_get(i)?)
-    }
-    fn flag(&self, i: usize) -> anyhow::Result<bool> {
-        Ok(self.try_get(i)?)
-    }
-}
+super::stored_row!(Row, try_get);
 
 impl StateStore for PostgresStore {
     fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
@@ -854,6 +835,7 @@ impl StateStore for PostgresStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing;
     use super::*;
 
     #[test]
@@ -894,48 +876,11 @@ mod tests {
         let schema = format!("dg_narrow_{}", std::process::id());
         let sep = if url.contains('?') { '&' } else { '?' };
         let s = PostgresStore::open(&format!("{url}{sep}schema={schema}")).unwrap();
-        let host = super::super::hostname();
-        let inserted = s.client().batch_execute(&format!(
-            "INSERT INTO runs (id, started_at, status, selection, partitions, dg_version, pid, host)
-               VALUES ('r', 't', 'running', '*', '', '0', 4294967296, '{host}');
-             INSERT INTO step_attempts (run_id, step_id, asset, attempt, status, started_at, duration_ms)
-               VALUES ('r', 's', 'a', -1, 'failed', 't', 0);
-             INSERT INTO step_results (run_id, step_id, attempt, status, attempts, host, finished_at)
-               VALUES ('r', 's', 1, 'failed', 4294967297, 'h', 't');
-             INSERT INTO leases (asset, partition, run_id, pid, host, acquired_at)
-               VALUES ('a', '1', 'r', -2, 'h', 't');
-             INSERT INTO pool_slots (pool, slot, run_id, pid, host, step_id, acquired_at)
-               VALUES ('p', 4294967298, 'r', 1, 'h', 's', 't');"
-        ));
-        let me = Lease {
-            run_id: "me".into(),
-            pid: std::process::id(),
-            host: "h".into(),
-        };
-        let found = inserted.map(|_| {
-            [
-                (s.runs(10).err(), "`runs.pid` holds 4294967296"),
-                (s.run("r").err(), "`runs.pid` holds 4294967296"),
-                (s.attempts("r").err(), "`step_attempts.attempt` holds -1"),
-                (
-                    s.step_results("r").err(),
-                    "`step_results.attempts` holds 4294967297",
-                ),
-                (s.try_lease("a", "1", &me).err(), "`leases.pid` holds -2"),
-                (
-                    s.try_pool_slot("p", 1, &me, "s").err(),
-                    "`pool_slots.slot` holds 4294967298",
-                ),
-                (s.reap_dead_runs().err(), "`runs.pid` holds 4294967296"),
-            ]
-            .map(|(e, what)| (e.map(|e| format!("{e:#}")), what))
-        });
+        let inserted = s.client().batch_execute(&testing::corrupt_rows());
+        let read = inserted.map(|_| testing::read_corrupt_rows(&s));
         s.client()
             .batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(&schema)))
             .unwrap();
-        for (text, what) in found.unwrap() {
-            let text = text.unwrap_or_else(|| panic!("no error, expected one saying {what}"));
-            assert!(text.contains(what), "{text}");
-        }
+        testing::assert_errors(read.unwrap());
     }
 }

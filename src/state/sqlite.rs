@@ -269,26 +269,7 @@ impl SqliteStore {
     }
 }
 
-impl StoredRow for rusqlite::Row<'_> {
-    fn text(&self, i: usize) -> anyhow::Result<String> {
-        Ok(self.get(i)?)
-    }
-    fn opt_text(&self, i: usize) -> anyhow::Result<Option<String>> {
-        Ok(self.get(i)?)
-    }
-    fn int(&self, i: usize) -> anyhow::Result<i64> {
-        Ok(self.get(i)?)
-    }
-    fn opt_int(&self, i: usize) -> anyhow::Result<Option<i64>> {
-        Ok(self.get(i)?)
-    }
-    fn opt_int32(&self, i: usize) -> anyhow::Result<Option<i32>> {
-        Ok(self.get(i)?)
-    }
-    fn flag(&self, i: usize) -> anyhow::Result<bool> {
-        Ok(self.get(i)?)
-    }
-}
+super::stored_row!(rusqlite::Row<'_>, get);
 
 impl StateStore for SqliteStore {
     fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
@@ -828,6 +809,7 @@ impl StateStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing;
     use super::*;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
@@ -1052,56 +1034,7 @@ mod tests {
     #[test]
     fn integers_out_of_range_are_errors_not_wrapped() {
         let (_d, s) = store();
-        s.conn()
-            .execute_batch(
-                "INSERT INTO runs (id, started_at, status, selection, partitions, dg_version, pid, host)
-                   VALUES ('r', 't', 'running', '*', '', '0', 4294967296, 'h');
-                 INSERT INTO step_attempts (run_id, step_id, asset, attempt, status, started_at, duration_ms)
-                   VALUES ('r', 's', 'a', -1, 'failed', 't', 0);
-                 INSERT INTO step_results (run_id, step_id, attempt, status, attempts, host, finished_at)
-                   VALUES ('r', 's', 1, 'failed', 4294967297, 'h', 't');
-                 INSERT INTO leases (asset, partition, run_id, pid, host, acquired_at)
-                   VALUES ('a', '1', 'r', -2, 'h', 't');
-                 INSERT INTO pool_slots (pool, slot, run_id, pid, host, step_id, acquired_at)
-                   VALUES ('p', 4294967298, 'r', 1, 'h', 's', 't');",
-            )
-            .unwrap();
-        let says = |e: anyhow::Error, what: &str| {
-            let text = format!("{e:#}");
-            assert!(text.contains(what), "{text}");
-        };
-        says(s.runs(10).unwrap_err(), "`runs.pid` holds 4294967296");
-        says(s.run("r").unwrap_err(), "`runs.pid` holds 4294967296");
-        says(
-            s.attempts("r").unwrap_err(),
-            "`step_attempts.attempt` holds -1",
-        );
-        says(
-            s.step_results("r").unwrap_err(),
-            "`step_results.attempts` holds 4294967297",
-        );
-        let me = Lease {
-            run_id: "me".into(),
-            pid: std::process::id(),
-            host: "h".into(),
-        };
-        says(
-            s.try_lease("a", "1", &me).unwrap_err(),
-            "`leases.pid` holds -2",
-        );
-        says(
-            s.try_pool_slot("p", 1, &me, "s").unwrap_err(),
-            "`pool_slots.slot` holds 4294967298",
-        );
-        s.conn()
-            .execute(
-                "UPDATE runs SET host = ?1",
-                params![super::super::hostname()],
-            )
-            .unwrap();
-        says(
-            s.reap_dead_runs().unwrap_err(),
-            "`runs.pid` holds 4294967296",
-        );
+        s.conn().execute_batch(&testing::corrupt_rows()).unwrap();
+        testing::assert_errors(testing::read_corrupt_rows(&s));
     }
 }
