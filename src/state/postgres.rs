@@ -171,6 +171,20 @@ impl PostgresStore {
         c
     }
 
+    /// The rows of `sql`, each decoded by `decode`.
+    fn decoded<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        decode: impl Fn(&Row) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Vec<T>> {
+        self.client()
+            .query(sql, params)?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
     /// The schema version, after migrating.
     pub fn version(&self) -> anyhow::Result<i64> {
         let row = self
@@ -505,14 +519,14 @@ impl StateStore for PostgresStore {
     }
 
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
-        let rows = self.client().query(
+        self.decoded(
             &format!(
                 "SELECT {RUN_COLUMNS} FROM runs
                  ORDER BY started_at COLLATE \"C\" DESC, id COLLATE \"C\" DESC LIMIT $1"
             ),
             &[&(limit.min(i64::MAX as usize) as i64)],
-        )?;
-        rows.iter().map(run_from_row).collect()
+            run_from_row,
+        )
     }
 
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
@@ -521,21 +535,22 @@ impl StateStore for PostgresStore {
     }
 
     fn attempts(&self, run_id: &str) -> anyhow::Result<Vec<AttemptRecord>> {
-        let rows = self.client().query(
+        self.decoded(
             &format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM step_attempts WHERE run_id = $1
                  ORDER BY started_at COLLATE \"C\", step_id COLLATE \"C\", attempt"
             ),
             &[&run_id],
-        )?;
-        rows.iter().map(attempt_from_row).collect()
+            attempt_from_row,
+        )
     }
 
     fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>> {
-        let rows = self
-            .client()
-            .query(pg(schema::MATERIALIZATIONS), &[&run_id])?;
-        rows.iter().map(materialization_from_row).collect()
+        self.decoded(
+            pg(schema::MATERIALIZATIONS),
+            &[&run_id],
+            materialization_from_row,
+        )
     }
 
     fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>> {
@@ -655,11 +670,7 @@ impl StateStore for PostgresStore {
     }
 
     fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<super::StepResult>> {
-        self.client()
-            .query(pg(schema::STEP_RESULTS), &[&run_id])?
-            .iter()
-            .map(step_result_from_row)
-            .collect()
+        self.decoded(pg(schema::STEP_RESULTS), &[&run_id], step_result_from_row)
     }
 
     fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>> {
@@ -728,19 +739,18 @@ impl StateStore for PostgresStore {
     }
 
     fn latest_checks(&self, asset: &str) -> anyhow::Result<Vec<CheckRecord>> {
-        let rows = self.client().query(
+        self.decoded(
             &format!(
                 "SELECT DISTINCT ON (partition, check_name) {CHECK_COLUMNS} FROM check_results
                  WHERE asset = $1 ORDER BY partition, check_name, id DESC"
             ),
             &[&asset],
-        )?;
-        rows.iter().map(check_from_row).collect()
+            check_from_row,
+        )
     }
 
     fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>> {
-        let rows = self.client().query(pg(schema::RUN_CHECKS), &[&run_id])?;
-        rows.iter().map(check_from_row).collect()
+        self.decoded(pg(schema::RUN_CHECKS), &[&run_id], check_from_row)
     }
 
     fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>> {
