@@ -779,6 +779,15 @@ impl Recorder {
 pub(crate) mod testing {
     use super::{Lease, StateStore};
 
+    /// A lease of run `run_id` held by this process on `host`.
+    pub(crate) fn lease(run_id: &str, host: &str) -> Lease {
+        Lease {
+            run_id: run_id.into(),
+            pid: std::process::id(),
+            host: host.into(),
+        }
+    }
+
     /// Rows whose `u32` columns (process ids, attempt numbers, a pool
     /// slot) hold values out of range, as a corrupt database would; the
     /// run is on this machine, so that the reaper reads it.
@@ -801,11 +810,7 @@ pub(crate) mod testing {
     /// What each reader of [`corrupt_rows`] answers (its error, `None`
     /// when it read them), and what its error must say.
     pub(crate) fn read_corrupt_rows(s: &dyn StateStore) -> Vec<(Option<String>, &'static str)> {
-        let me = Lease {
-            run_id: "me".into(),
-            pid: std::process::id(),
-            host: "h".into(),
-        };
+        let me = lease("me", "h");
         let error = |r: anyhow::Result<()>| r.err().map(|e| format!("{e:#}"));
         vec![
             (error(s.runs(10).map(drop)), "`runs.pid` holds 4294967296"),

@@ -224,6 +224,19 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The rows of `sql` (a cached statement) with `params`, each decoded
+    /// by `decode`.
+    fn decoded<T, C: FromIterator<T>>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        decode: impl FnMut(&rusqlite::Row<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<C> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(sql)?;
+        st.query_and_then(params, decode)?.collect()
+    }
+
     fn migrate(&self) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -486,49 +499,41 @@ impl StateStore for SqliteStore {
     }
 
     fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(schema::MATERIALIZED)?;
-        let rows = st.query_map(params![asset], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.decoded(schema::MATERIALIZED, params![asset], |r| Ok(r.get(0)?))
     }
 
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1"
-        ))?;
-        let rows = st.query_and_then(params![limit as i64], |r| run_from_row(r))?;
-        rows.collect()
+        self.decoded(
+            &format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1"),
+            params![limit as i64],
+            |r| run_from_row(r),
+        )
     }
 
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(schema::RUN)?;
-        let mut rows = st.query_and_then(params![id], |r| run_from_row(r))?;
-        rows.next().transpose()
+        let mut runs: Vec<_> = self.decoded(schema::RUN, params![id], |r| run_from_row(r))?;
+        Ok(runs.pop())
     }
 
     fn attempts(&self, run_id: &str) -> anyhow::Result<Vec<AttemptRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(&format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM step_attempts WHERE run_id = ?1 ORDER BY started_at, step_id, attempt"
-        ))?;
-        let rows = st.query_and_then(params![run_id], |r| attempt_from_row(r))?;
-        rows.collect()
+        self.decoded(
+            &format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM step_attempts WHERE run_id = ?1
+                 ORDER BY started_at, step_id, attempt"
+            ),
+            params![run_id],
+            |r| attempt_from_row(r),
+        )
     }
 
     fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(schema::MATERIALIZATIONS)?;
-        let rows = st.query_and_then(params![run_id], |r| materialization_from_row(r))?;
-        rows.collect()
+        self.decoded(schema::MATERIALIZATIONS, params![run_id], |r| {
+            materialization_from_row(r)
+        })
     }
 
     fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(schema::DYNAMIC_KEYS)?;
-        let rows = st.query_map(params![name], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.decoded(schema::DYNAMIC_KEYS, params![name], |r| Ok(r.get(0)?))
     }
 
     fn add_dynamic_keys(&self, name: &str, keys: &[String]) -> anyhow::Result<usize> {
@@ -635,10 +640,9 @@ impl StateStore for SqliteStore {
     }
 
     fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<super::StepResult>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(schema::STEP_RESULTS)?;
-        let rows = st.query_and_then(params![run_id], |r| step_result_from_row(r))?;
-        rows.collect()
+        self.decoded(schema::STEP_RESULTS, params![run_id], |r| {
+            step_result_from_row(r)
+        })
     }
 
     fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>> {
@@ -716,21 +720,19 @@ impl StateStore for SqliteStore {
     }
 
     fn latest_checks(&self, asset: &str) -> anyhow::Result<Vec<CheckRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {CHECK_COLUMNS} FROM check_results WHERE id IN
+        self.decoded(
+            &format!(
+                "SELECT {CHECK_COLUMNS} FROM check_results WHERE id IN
                (SELECT max(id) FROM check_results WHERE asset = ?1 GROUP BY partition, check_name)
              ORDER BY id"
-        ))?;
-        let rows = st.query_and_then(params![asset], |r| check_from_row(r))?;
-        rows.collect()
+            ),
+            params![asset],
+            |r| check_from_row(r),
+        )
     }
 
     fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(schema::RUN_CHECKS)?;
-        let rows = st.query_and_then(params![run_id], |r| check_from_row(r))?;
-        rows.collect()
+        self.decoded(schema::RUN_CHECKS, params![run_id], |r| check_from_row(r))
     }
 
     fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>> {
@@ -835,11 +837,7 @@ mod tests {
     #[test]
     fn pool_slots_are_bounded_and_reclaimed_from_dead_holders() {
         let (_d, s) = store();
-        let me = Lease {
-            run_id: "r1".into(),
-            pid: std::process::id(),
-            host: crate::state::hostname(),
-        };
+        let me = testing::lease("r1", &crate::state::hostname());
         let other = Lease {
             run_id: "r2".into(),
             ..me.clone()
@@ -946,17 +944,9 @@ mod tests {
     fn leases_exclude_live_owners_and_reclaim_dead_ones() {
         let (_d, s) = store();
         let host = super::super::hostname();
-        let me = Lease {
-            run_id: "r1".into(),
-            pid: std::process::id(),
-            host: host.clone(),
-        };
+        let me = testing::lease("r1", &host);
         assert_eq!(s.try_lease("a", "1", &me).unwrap(), None);
-        let other = Lease {
-            run_id: "r2".into(),
-            pid: std::process::id(),
-            host: host.clone(),
-        };
+        let other = testing::lease("r2", &host);
         assert_eq!(s.try_lease("a", "1", &other).unwrap(), Some(me.clone()));
         s.release("a", "1", "r1").unwrap();
         assert_eq!(s.try_lease("a", "1", &other).unwrap(), None);
@@ -979,16 +969,8 @@ mod tests {
     fn a_lease_of_another_host_holds_until_it_expires_and_heartbeats_extend_it() {
         let (_d, s) = store();
         // A live-looking pid on a host this process cannot check.
-        let far = Lease {
-            run_id: "far".into(),
-            pid: std::process::id(),
-            host: "node-17.cluster".into(),
-        };
-        let me = Lease {
-            run_id: "near".into(),
-            pid: std::process::id(),
-            host: super::super::hostname(),
-        };
+        let far = testing::lease("far", "node-17.cluster");
+        let me = testing::lease("near", &super::super::hostname());
         assert_eq!(s.try_lease("a", "1", &far).unwrap(), None);
         assert_eq!(s.try_lease("a", "1", &me).unwrap(), Some(far.clone()));
         let expires = |s: &SqliteStore| -> i64 {
