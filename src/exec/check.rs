@@ -12,21 +12,20 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::RunCtx;
 use super::error::StepError;
 use super::process::Watchdog;
+use super::process::as_step;
 use super::sql::{self, Params};
 use super::step::{
-    argv_command, create_messages, env_name, materialize_input, partition_ref, read_messages,
-    shell_command,
+    argv_command, create_messages, env_name, materialize_input, output_of, partition_ref,
+    read_messages, shell_command,
 };
-use crate::io::{self, InputContext, Loaded, OutputContext, PartitionRef};
+use crate::io::{self, InputContext, Loaded, PartitionRef};
 use crate::model::{Asset, Check, CheckKind, CheckSeverity};
 use crate::state::CheckRecord;
 
@@ -206,16 +205,7 @@ impl CheckCx<'_> {
                 let ictx = InputContext {
                     input_name: name,
                     asset_key: asset.key.clone(),
-                    upstream_output: OutputContext {
-                        asset_key: asset.key.clone(),
-                        partition: None,
-                        format: asset.format,
-                        resource_key: asset.io_manager.clone(),
-                        metadata: asset.metadata.clone(),
-                        run_id: rc.run_id.clone(),
-                        step_id: step_id.clone(),
-                        log: mlog.clone(),
-                    },
+                    upstream_output: output_of(rc, asset, None, step_id.clone(), mlog.clone()),
                     upstream_partitioned: asset.partitions.is_some(),
                     partitions: self.partition.iter().cloned().collect(),
                     format: asset.format,
@@ -295,26 +285,9 @@ impl CheckCx<'_> {
             ));
         }
         let start = log.seek(SeekFrom::End(0)).unwrap_or(0);
-        let stdout = log.try_clone().map_err(StepError::Log)?;
-        let stderr = log.try_clone().map_err(StepError::Log)?;
-        cmd.current_dir(&rc.project_root)
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            .process_group(0);
-        // SAFETY: the hook only makes one system call (prctl).
-        unsafe {
-            cmd.pre_exec(super::process::die_with_parent);
-        }
+        as_step(cmd.envs(env), &rc.project_root, log).map_err(StepError::Log)?;
         let mut child = cmd.spawn().map_err(StepError::CheckSpawn)?;
-        let guard = dog.watch(child.id() as i32, asset.timeout);
-        let status = child.wait().map_err(|error| StepError::Wait {
-            what: "check",
-            error,
-        })?;
-        let timed_out = guard.timed_out.load(Ordering::Relaxed);
-        drop(guard);
+        let (status, timed_out) = dog.wait(&mut child, asset.timeout, "check")?;
         let metadata = read_messages(&messages, log);
         if timed_out {
             return Ok((false, Some("timed out".into()), metadata));

@@ -544,6 +544,26 @@ pub struct StepReport {
     pub blocked_by: Option<String>,
 }
 
+impl StepReport {
+    /// The report of step `step` with `status`, before anything ran:
+    /// no attempts, no error, nothing stored or recorded.
+    pub(crate) fn new(step: usize, status: StepStatus) -> StepReport {
+        StepReport {
+            step,
+            status,
+            attempts: 0,
+            duration: Duration::ZERO,
+            error: None,
+            stored: None,
+            metadata: Default::default(),
+            log: None,
+            records: Vec::new(),
+            checks: Vec::new(),
+            blocked_by: None,
+        }
+    }
+}
+
 /// What happens during a run, in order.
 pub enum Event<'a> {
     Started,
@@ -1050,17 +1070,8 @@ const POOL_POLL: Duration = Duration::from_millis(50);
 
 fn skipped(step: usize, why: &str) -> StepReport {
     StepReport {
-        step,
-        status: StepStatus::Skipped,
-        attempts: 0,
-        duration: Duration::ZERO,
         error: Some(why.to_string()),
-        stored: None,
-        metadata: Default::default(),
-        log: None,
-        records: Vec::new(),
-        checks: Vec::new(),
-        blocked_by: None,
+        ..StepReport::new(step, StepStatus::Skipped)
     }
 }
 
@@ -1284,19 +1295,7 @@ fn run_step_inner(
     let step = &rc.plan.steps[si];
     let asset = &rc.defs.assets[step.asset];
     let key = rc.partition_key(si);
-    let mut report = StepReport {
-        step: si,
-        status: StepStatus::Failed,
-        attempts: 0,
-        duration: Duration::ZERO,
-        error: None,
-        stored: None,
-        metadata: Default::default(),
-        log: None,
-        records: Vec::new(),
-        checks: Vec::new(),
-        blocked_by: None,
-    };
+    let mut report = StepReport::new(si, StepStatus::Failed);
     match lease(rc, si, reporter) {
         Ok(None) => {}
         Ok(Some(other)) => {

@@ -154,6 +154,28 @@ pub fn die_with_parent() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes `cmd` a step's (or a check's) process: run in `dir`, reading
+/// nothing, its output and errors appended to `log`, in a process group of
+/// its own, killed when dg dies.
+pub fn as_step(
+    cmd: &mut std::process::Command,
+    dir: &std::path::Path,
+    log: &std::fs::File,
+) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    cmd.current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log.try_clone()?))
+        .process_group(0);
+    // SAFETY: the hook only makes one system call (prctl).
+    unsafe {
+        cmd.pre_exec(die_with_parent);
+    }
+    Ok(())
+}
+
 /// Kills (SIGKILL) every running step's process group, now and for any step
 /// that registers later. For a forced stop just before dg exits: without it,
 /// a step that ignores SIGTERM would outlive dg.
@@ -250,6 +272,22 @@ impl Watchdog {
             pgid,
             timed_out,
         }
+    }
+
+    /// Waits for `child` (the leader of its own process group, a `what`:
+    /// step or check), stopping its group after `timeout`: its exit status,
+    /// and whether it timed out.
+    pub(crate) fn wait(
+        &self,
+        child: &mut std::process::Child,
+        timeout: Option<Duration>,
+        what: &'static str,
+    ) -> Result<(std::process::ExitStatus, bool), super::StepError> {
+        let guard = self.watch(child.id() as i32, timeout);
+        let status = child
+            .wait()
+            .map_err(|error| super::StepError::Wait { what, error })?;
+        Ok((status, guard.timed_out.load(Ordering::Relaxed)))
     }
 
     fn tick(&self, cancel: bool) {

@@ -369,17 +369,12 @@ impl<'a> Slurm<'a> {
             });
         }
         self.done.push_back(StepReport {
-            step: si,
-            status: StepStatus::Failed,
             attempts: f.attempt,
             duration: f.submitted.elapsed(),
             error: Some(why),
-            stored: None,
-            metadata: Default::default(),
             log: Some(f.out),
             records,
-            checks: Vec::new(),
-            blocked_by: None,
+            ..StepReport::new(si, StepStatus::Failed)
         });
     }
 }
@@ -412,21 +407,17 @@ fn report_of(rc: &RunCtx, f: &InFlight, r: &crate::state::StepResult) -> StepRep
         _ => Vec::new(),
     };
     StepReport {
-        step: f.step,
-        status,
         attempts: r.attempts,
         duration: f.submitted.elapsed(),
         error: r.error.clone(),
-        stored: None,
-        metadata: Default::default(),
         log: r
             .log_path
             .as_ref()
             .map(PathBuf::from)
             .or(Some(f.out.clone())),
-        records: Vec::new(),
         checks,
         blocked_by: r.blocked_by.clone(),
+        ..StepReport::new(f.step, status)
     }
 }
 

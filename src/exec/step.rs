@@ -9,18 +9,16 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::RunCtx;
 use super::error::StepError;
-use super::process::Watchdog;
+use super::process::{Watchdog, as_step};
 use crate::io::{self, Data, Format, InputContext, Loaded, OutputContext, PartitionRef, Stored};
 use crate::model::{Asset, Compute, SqlEngine};
 use crate::partitions::PartitionsDef;
@@ -91,6 +89,27 @@ pub fn partition_ref(def: &PartitionsDef, i: i64, cx: &crate::partitions::KeyCtx
         _ => {}
     }
     PartitionRef { key, dims, window }
+}
+
+/// The context of `asset`'s output (`partition` of it) in this run, for
+/// step `step_id`.
+pub(super) fn output_of(
+    rc: &RunCtx,
+    asset: &Asset,
+    partition: Option<PartitionRef>,
+    step_id: String,
+    log: io::Log,
+) -> OutputContext {
+    OutputContext {
+        asset_key: asset.key.clone(),
+        partition,
+        format: asset.format,
+        resource_key: asset.io_manager.clone(),
+        metadata: asset.metadata.clone(),
+        run_id: rc.run_id.clone(),
+        step_id,
+        log,
+    }
 }
 
 /// Runs attempt `attempt` (1-based) of step `si`.
@@ -315,16 +334,7 @@ fn prepare_and_run(
         let ictx = InputContext {
             input_name: spec.name.clone(),
             asset_key: asset.key.clone(),
-            upstream_output: OutputContext {
-                asset_key: up.key.clone(),
-                partition: None,
-                format: up.format,
-                resource_key: up.io_manager.clone(),
-                metadata: up.metadata.clone(),
-                run_id: rc.run_id.clone(),
-                step_id: step_id.clone(),
-                log: mlog.clone(),
-            },
+            upstream_output: output_of(rc, up, None, step_id.clone(), mlog.clone()),
             upstream_partitioned: up.partitions.is_some(),
             partitions: parts,
             format: asset.format,
@@ -471,16 +481,7 @@ fn prepare_and_run(
                 run_id: rc.run_id.clone(),
             };
             if let Some(db) = in_db {
-                let octx = OutputContext {
-                    asset_key: asset.key.clone(),
-                    partition: partition.clone(),
-                    format: asset.format,
-                    resource_key: asset.io_manager.clone(),
-                    metadata: asset.metadata.clone(),
-                    run_id: rc.run_id.clone(),
-                    step_id: step_id.clone(),
-                    log: mlog.clone(),
-                };
+                let octx = output_of(rc, asset, partition.clone(), step_id.clone(), mlog.clone());
                 let q = super::sql::RunQuery {
                     query,
                     inputs: &db_inputs,
@@ -538,19 +539,8 @@ fn prepare_and_run(
         Compute::Source => return Err(StepError::Source),
     };
     let _ = writeln!(log, "[dg] {step_id} attempt {attempt}");
-    let stdout = log.try_clone().map_err(StepError::Log)?;
-    let stderr = log.try_clone().map_err(StepError::Log)?;
-    cmd.current_dir(&rc.project_root)
-        .envs(crate::interp::overlay())
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::from(stderr))
-        .process_group(0);
-    // SAFETY: the hook only makes one system call (prctl).
-    unsafe {
-        cmd.pre_exec(super::process::die_with_parent);
-    }
+    cmd.envs(crate::interp::overlay()).envs(env);
+    as_step(&mut cmd, &rc.project_root, log).map_err(StepError::Log)?;
     let mut child = cmd.spawn().map_err(|error| StepError::Spawn {
         program: match &asset.compute {
             Compute::Command(argv) => argv[0].to_string(),
@@ -562,13 +552,7 @@ fn prepare_and_run(
     let deadline = asset
         .timeout
         .and_then(|t| std::time::Instant::now().checked_add(t));
-    let guard = dog.watch(child.id() as i32, asset.timeout);
-    let status = child.wait().map_err(|error| StepError::Wait {
-        what: "step",
-        error,
-    })?;
-    let timed_out = guard.timed_out.load(Ordering::Relaxed);
-    drop(guard);
+    let (status, timed_out) = dog.wait(&mut child, asset.timeout, "step")?;
     if timed_out {
         return Ok(Attempt {
             ok: false,
@@ -793,16 +777,7 @@ fn store_output(
             rc, asset, parts, step_id, mlog, output, metadata, log, deadline, manager,
         );
     }
-    let octx = OutputContext {
-        asset_key: asset.key.clone(),
-        partition,
-        format: asset.format,
-        resource_key: asset.io_manager.clone(),
-        metadata: asset.metadata.clone(),
-        run_id: rc.run_id.clone(),
-        step_id,
-        log: mlog,
-    };
+    let octx = output_of(rc, asset, partition, step_id, mlog);
     let mut data = Data::File {
         path: output.clone(),
         format: asset.format,
@@ -897,16 +872,7 @@ fn store_range(
     let format = asset.format;
     let typed = !asset.columns.is_empty();
     let resource = asset.io_manager.clone();
-    let base = OutputContext {
-        asset_key: asset.key.clone(),
-        partition: None,
-        format,
-        resource_key: asset.io_manager.clone(),
-        metadata: asset.metadata.clone(),
-        run_id: rc.run_id.clone(),
-        step_id,
-        log: mlog,
-    };
+    let base = output_of(rc, asset, None, step_id, mlog);
     let waited = store_on_thread(rc, asset, &resource, deadline, move || {
         // Each partition as a file in the asset's format (its data
         // version is the file's hash), then all handed to the manager.

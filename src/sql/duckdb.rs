@@ -14,6 +14,7 @@ use duckdb::Connection;
 use super::{
     CheckError, CheckQuery, CheckRows, Dialect, InDbError, Params, QueryError, RunError, RunQuery,
     SqlEngine, check_result_columns, impl_in_database, input_columns, log_view, view_columns,
+    view_select,
 };
 use super::{cut_text, param_value, statement_text, to_positional};
 use crate::io::db::{PARTITION_COLUMN, TableTx, quote_ident, table_name};
@@ -215,61 +216,46 @@ impl_in_database!(
 );
 
 impl DuckdbManager {
-    /// Runs the query for asset `q.octx.asset_key` inside this manager's
-    /// database and replaces the asset's partition (or table) with its
-    /// rows, in one transaction: on any error the database is as it was.
-    /// Each input is a TEMP view over the upstream's table filtered to the
-    /// mapped partitions (keys bound into a temporary table, never SQL
-    /// text); no row passes through dg.
+    /// [`InDatabase::run`](super::InDatabase::run) on DuckDB: the input
+    /// views' keys are bound into temporary tables.
     fn run_inside(&self, q: &RunQuery<'_>, log: &mut std::fs::File) -> Result<Stored, InDbError> {
-        let RunQuery {
-            query,
-            inputs,
-            params,
-            octx,
-        } = *q;
         use InDbError::Failed;
-        let asset_key = octx.asset_key.as_str();
-        let fail = |what: String| Failed(format!("asset `{asset_key}`: {what}"));
+        let asset_key = q.asset_key();
         let where_ = self.where_();
-        let dberr = |e: duckdb::Error| fail(format!("{where_}: {}", first_line(&e.to_string())));
-        let sql_error = |e: QueryError| Failed(format!("SQL error in asset `{asset_key}`: {e}"));
+        let dberr =
+            |e: duckdb::Error| q.failed(format!("{where_}: {}", first_line(&e.to_string())));
         let started = Instant::now();
 
         // Nothing is touched before the query's text is checked.
         let (text, names) =
-            to_positional(statement_text(query)).map_err(|e| sql_error(e.into()))?;
+            to_positional(statement_text(q.query)).map_err(|e| q.sql_error(e.into()))?;
         let values: Vec<Option<String>> = names
             .iter()
-            .map(|n| param_value(params, n).map(str::to_string))
+            .map(|n| param_value(q.params, n).map(str::to_string))
             .collect();
 
         let mut conn = self
             .conn(true)
-            .map_err(|e| fail(format!("{e:#}")))?
+            .map_err(|e| q.failed(format!("{e:#}")))?
             .expect("created");
         let db = conn.db.clone();
         let _guard = lock(&db.write);
         let tx = conn.transaction().map_err(dberr)?;
         self.ensure_schema(&tx)
-            .map_err(|e| fail(format!("{where_}: {e:#}")))?;
+            .map_err(|e| q.failed(format!("{where_}: {e:#}")))?;
         // Sources are named with their catalog: a view named like its
         // source (`upstream` over `main.upstream`) must not find itself.
         let catalog = quote_ident(&current_database(&tx).map_err(dberr)?);
 
-        for (i, input) in inputs.iter().enumerate() {
+        for (i, input) in q.inputs.iter().enumerate() {
             let table = table_name(&input.asset_key);
             let place = self.place(&table);
             let columns = self
                 .table_columns(&tx, &table)
-                .map_err(|e| fail(format!("{where_}: {e:#}")))?;
-            let cols: Vec<String> = input_columns(input, &place, columns)
-                .map_err(|e| fail(e.to_string()))?
-                .iter()
-                .map(|c| format!("t.{}", quote_ident(&c.name)))
-                .collect();
+                .map_err(|e| q.failed(format!("{where_}: {e:#}")))?;
+            let cols = input_columns(input, &place, columns).map_err(|e| q.failed(e))?;
             let source = format!("{catalog}.{}", self.qualified(&table));
-            let select = match &input.partitions {
+            let keys = match &input.partitions {
                 Some(keys) => {
                     let name = quote_ident(&format!("dg_keys_{i}"));
                     tx.execute_batch(&format!("CREATE TEMP TABLE {name} (i BIGINT, k VARCHAR)"))
@@ -281,23 +267,17 @@ impl DuckdbManager {
                     for (n, k) in keys.iter().enumerate() {
                         ins.execute(duckdb::params![n as i64, k]).map_err(dberr)?;
                     }
-                    format!(
-                        "SELECT {} FROM {source} AS t JOIN {kt} AS k ON t.{} = k.k ORDER BY k.i, t.rowid",
-                        cols.join(", "),
-                        quote_ident(PARTITION_COLUMN)
-                    )
+                    Some(kt)
                 }
-                None => format!(
-                    "SELECT {} FROM {source} AS t ORDER BY t.rowid",
-                    cols.join(", ")
-                ),
+                None => None,
             };
+            let select = view_select(&cols, &source, keys.as_deref(), "rowid");
             tx.execute_batch(&format!(
                 "CREATE TEMP VIEW {} AS {select}",
                 quote_ident(&input.name)
             ))
             .map_err(|e| {
-                fail(format!(
+                q.failed(format!(
                     "input `{}`: cannot create its view: {}",
                     input.name,
                     first_line(&e.to_string())
@@ -309,7 +289,7 @@ impl DuckdbManager {
         // The query, checked on its own first so that errors point into it,
         // then run into a temporary table. Unqualified names: the TEMP views
         // first, then the resource's schema.
-        let _ = writeln!(log, "[dg] sql: running inside {where_}\n{query}");
+        let _ = writeln!(log, "[dg] sql: running inside {where_}\n{}", q.query);
         tx.execute_batch(&format!(
             "SET search_path = {}",
             sql_string(&format!(
@@ -320,7 +300,7 @@ impl DuckdbManager {
         .map_err(dberr)?;
         let t0 = Instant::now();
         let result = format!("temp.main.{}", quote_ident(RESULT_TABLE));
-        let engine = |e: duckdb::Error| sql_error(QueryError::Engine(describe(&e, &text)));
+        let engine = |e: duckdb::Error| q.sql_error(QueryError::Engine(describe(&e, &text)));
         tx.prepare(&text).map_err(engine)?;
         {
             let wrapped = format!(
@@ -331,20 +311,20 @@ impl DuckdbManager {
             stmt.execute(duckdb::params_from_iter(values.iter()))
                 .map_err(engine)?;
         }
-        for input in inputs {
+        for input in q.inputs {
             tx.execute_batch(&format!("DROP VIEW temp.main.{}", quote_ident(&input.name)))
                 .map_err(dberr)?;
         }
         tx.execute_batch("RESET search_path").map_err(dberr)?;
         let made = columns_of(&tx, Some("temp"), "main", RESULT_TABLE)
-            .map_err(|e| fail(format!("{e:#}")))?
+            .map_err(|e| q.failed(format!("{e:#}")))?
             .unwrap_or_default();
         if made.is_empty() {
-            return Err(sql_error(QueryError::NoColumns));
+            return Err(q.sql_error(QueryError::NoColumns));
         }
-        let partition = octx.partition.as_ref().map(|p| p.key.as_str());
+        let partition = q.octx.partition.as_ref().map(|p| p.key.as_str());
         if partition.is_some() && made.iter().any(|c| c.name == PARTITION_COLUMN) {
-            return Err(fail(format!(
+            return Err(q.failed(format!(
                 "the result has a column named `{PARTITION_COLUMN}`, which the duckdb manager uses for the partition key: rename it"
             )));
         }
@@ -367,7 +347,7 @@ impl DuckdbManager {
             ))
         };
         let all_null = vec![false; made.len()];
-        self.prepare_target(&tx, octx, &made, &all_null)
+        self.prepare_target(&tx, q.octx, &made, &all_null)
             .map_err(store_err)?;
         let qualified = self.qualified(&target);
         let inserted = insert_from(&tx, &qualified, &made, &result, partition)

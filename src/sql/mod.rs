@@ -185,6 +185,33 @@ pub struct RunQuery<'a> {
     pub octx: &'a OutputContext,
 }
 
+impl RunQuery<'_> {
+    /// The asset the query computes.
+    pub(crate) fn asset_key(&self) -> &str {
+        &self.octx.asset_key
+    }
+
+    /// The step fails with `what`, said of the asset.
+    pub(crate) fn failed(&self, what: impl std::fmt::Display) -> InDbError {
+        InDbError::Failed(format!("asset `{}`: {what}", self.asset_key()))
+    }
+
+    /// The step fails: the query is wrong, or failed.
+    pub(crate) fn sql_error(&self, e: QueryError) -> InDbError {
+        InDbError::Failed(format!("SQL error in asset `{}`: {e}", self.asset_key()))
+    }
+}
+
+impl InDbError {
+    /// The error with `secrets` masked in its message.
+    pub(crate) fn redacted(self, secrets: &crate::secrets::Secrets) -> InDbError {
+        match self {
+            InDbError::Fallback(m) => InDbError::Fallback(secrets.redact(&m)),
+            InDbError::Failed(m) => InDbError::Failed(secrets.redact(&m)),
+        }
+    }
+}
+
 /// A check's query, to run inside the database of its asset.
 pub struct CheckQuery<'a> {
     pub asset_key: &'a str,
@@ -337,6 +364,30 @@ pub(crate) fn input_columns(
         });
     }
     Ok(view_columns(columns, partitioned))
+}
+
+/// The `SELECT` of an input's view: `columns` of `source` (as `t`) in
+/// write order (`order`: `rowid`, `ctid`); with `keys`, a table of the
+/// mapped partitions' keys (`k`) and their positions (`i`), only those
+/// partitions' rows, in the keys' order.
+pub(crate) fn view_select(
+    columns: &[crate::io::db::Column],
+    source: &str,
+    keys: Option<&str>,
+    order: &str,
+) -> String {
+    let cols = columns
+        .iter()
+        .map(|c| format!("t.{}", quote_ident(&c.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match keys {
+        Some(kt) => format!(
+            "SELECT {cols} FROM {source} AS t JOIN {kt} AS k ON t.{} = k.k ORDER BY k.i, t.{order}",
+            quote_ident(crate::io::db::PARTITION_COLUMN)
+        ),
+        None => format!("SELECT {cols} FROM {source} AS t ORDER BY t.{order}"),
+    }
 }
 
 /// A table's columns as a view of it shows them: without `dg_partition`

@@ -8,7 +8,7 @@ use postgres::types::{Format as PgFormat, IsNull, ToSql, Type};
 
 use super::{
     CheckError, CheckQuery, CheckRows, Dialect, InDbError, QueryError, RunQuery, impl_in_database,
-    input_columns, log_view, view_columns,
+    input_columns, log_view, view_columns, view_select,
 };
 use super::{param_value, statement_text, to_positional};
 use crate::io::Stored;
@@ -86,37 +86,22 @@ impl_in_database!(
 );
 
 impl PostgresManager {
-    /// Runs the query for asset `q.octx.asset_key` inside this manager's
-    /// database and replaces the asset's partition (or table) with its
-    /// rows, in one transaction on one pooled connection: on any error the
-    /// database is as it was. Each input is a TEMP view over the upstream's
-    /// table filtered to the mapped partitions (keys bound into a temporary
-    /// table, never SQL text); no row passes through dg. Unqualified names
-    /// in the query resolve to the manager's schema first.
+    /// [`InDatabase::run`](super::InDatabase::run) on Postgres, in one
+    /// transaction on one pooled connection: the input views' keys are
+    /// bound into temporary tables, and unqualified names in the query
+    /// resolve to the manager's schema first. Messages are redacted.
     fn run_inside(&self, q: &RunQuery<'_>, log: &mut std::fs::File) -> Result<Stored, InDbError> {
-        let RunQuery {
-            query,
-            inputs,
-            params,
-            octx,
-        } = *q;
         use InDbError::{Failed, Fallback};
-        let asset_key = octx.asset_key.as_str();
-        let fail =
-            |what: String| Failed(self.secrets.redact(&format!("asset `{asset_key}`: {what}")));
+        let asset_key = q.asset_key();
+        let fail = |what: String| q.failed(what).redacted(&self.secrets);
         let where_ = self.where_();
         let pgerr = |e: postgres::Error| fail(format!("{where_}: {}", error_text(&e)));
-        let sql_error = |e: QueryError| {
-            Failed(
-                self.secrets
-                    .redact(&format!("SQL error in asset `{asset_key}`: {e}")),
-            )
-        };
+        let sql_error = |e: QueryError| q.sql_error(e).redacted(&self.secrets);
         let started = std::time::Instant::now();
 
         // Nothing is touched before the query's text is checked.
         let (text, names) =
-            to_positional(statement_text(query)).map_err(|e| sql_error(e.into()))?;
+            to_positional(statement_text(q.query)).map_err(|e| sql_error(e.into()))?;
         let target = table_name(asset_key);
         if target.len() > MAX_IDENT {
             return Err(fail(format!(
@@ -126,7 +111,7 @@ impl PostgresManager {
         }
         let values: Vec<TextParam> = names
             .iter()
-            .map(|n| TextParam(param_value(params, n)))
+            .map(|n| TextParam(param_value(q.params, n)))
             .collect();
 
         let mut conn = self.conn().map_err(|e| fail(format!("{e:#}")))?;
@@ -144,18 +129,14 @@ impl PostgresManager {
 
         // Inputs: TEMP views.
         let mut temps: Vec<String> = Vec::new();
-        for (i, input) in inputs.iter().enumerate() {
+        for (i, input) in q.inputs.iter().enumerate() {
             let table = table_name(&input.asset_key);
             let place = self.place(&table);
             let columns = table_columns(&mut tx, &self.schema, &table)
                 .map_err(|e| fail(format!("{where_}: {e:#}")))?;
-            let cols: Vec<String> = input_columns(input, &place, columns)
-                .map_err(|e| fail(e.to_string()))?
-                .iter()
-                .map(|c| format!("t.{}", quote_ident(&c.name)))
-                .collect();
+            let cols = input_columns(input, &place, columns).map_err(|e| fail(e.to_string()))?;
             let source = self.qualified(&table);
-            let select = match &input.partitions {
+            let keys = match &input.partitions {
                 Some(keys) => {
                     let kt = quote_ident(&format!("dg_keys_{i}"));
                     tx.batch_execute(&format!("CREATE TEMP TABLE {kt} (i bigint, k text)"))
@@ -169,17 +150,11 @@ impl PostgresManager {
                     )
                     .map_err(pgerr)?;
                     temps.push(format!("TABLE pg_temp.{kt}"));
-                    format!(
-                        "SELECT {} FROM {source} AS t JOIN pg_temp.{kt} AS k ON t.{} = k.k ORDER BY k.i, t.ctid",
-                        cols.join(", "),
-                        quote_ident(PARTITION_COLUMN)
-                    )
+                    Some(format!("pg_temp.{kt}"))
                 }
-                None => format!(
-                    "SELECT {} FROM {source} AS t ORDER BY t.ctid",
-                    cols.join(", ")
-                ),
+                None => None,
             };
+            let select = view_select(&cols, &source, keys.as_deref(), "ctid");
             let view = quote_ident(&input.name);
             tx.batch_execute(&format!("CREATE TEMP VIEW {view} AS {select}"))
                 .map_err(|e| {
@@ -198,8 +173,9 @@ impl PostgresManager {
         // A parameter whose type Postgres cannot infer is text.
         let _ = writeln!(
             log,
-            "[dg] sql: running inside {}\n{query}",
-            self.secrets.redact(&where_)
+            "[dg] sql: running inside {}\n{}",
+            self.secrets.redact(&where_),
+            q.query
         );
         let mut types = vec![Type::UNKNOWN; names.len()];
         let prepare = |tx: &mut postgres::Transaction<'_>,
@@ -248,7 +224,7 @@ impl PostgresManager {
         if columns.is_empty() {
             return Err(sql_error(QueryError::NoColumns));
         }
-        let partition = octx.partition.as_ref().map(|p| p.key.as_str());
+        let partition = q.octx.partition.as_ref().map(|p| p.key.as_str());
         let mut wanted: Vec<Column> = Vec::with_capacity(columns.len());
         for (i, c) in columns.iter().enumerate() {
             let n = c.0.as_str();

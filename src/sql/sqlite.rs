@@ -14,7 +14,7 @@ use super::text::statement_text;
 use super::{
     CheckError, CheckQuery, CheckRows, Dialect, InDbError, QueryError, RunQuery, SqlEngine,
     check_result_columns, impl_in_database, input_columns, log_view, quote_ident, same_file,
-    view_columns,
+    view_columns, view_select,
 };
 use crate::io::Stored;
 use crate::io::db::{Column, TableTx, partition_key};
@@ -53,47 +53,33 @@ impl SqliteManager {
 /// The temp table that holds the result until it replaces the partition.
 const RESULT_TABLE: &str = "dg_result";
 
-/// Runs `query` for asset `octx.asset_key` inside `db`'s database and
-/// replaces the asset's partition (or table) with its rows, all in one
-/// transaction: on any error the database is as it was. Each input is a
-/// TEMP view over the upstream's table filtered to the mapped partitions
-/// (bound keys, never SQL text); no row passes through dg.
+/// [`InDatabase::run`](super::InDatabase::run) on SQLite: the input views'
+/// keys are bound into temporary tables.
 fn run_in_db(db: &SqliteManager, q: &RunQuery<'_>, log: &mut File) -> Result<Stored, InDbError> {
     use crate::io::sqlite::{PARTITION_COLUMN, table_name};
     use InDbError::{Failed, Fallback};
 
-    let RunQuery {
-        query,
-        inputs,
-        params,
-        octx,
-    } = *q;
-    let asset_key = octx.asset_key.as_str();
-    let fail = |what: String| Failed(format!("asset `{asset_key}`: {what}"));
+    let asset_key = q.asset_key();
     let where_ = format!("sqlite:{}", db.path().display());
     let started = Instant::now();
     let _guard = db.lock_writes();
-    let mut conn = db.open(true).map_err(|e| fail(format!("{e:#}")))?;
+    let mut conn = db.open(true).map_err(|e| q.failed(format!("{e:#}")))?;
     let _ = conn.execute_batch("PRAGMA temp_store = MEMORY;");
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(|e| fail(format!("cannot start a transaction on {where_}: {e}")))?;
-    let sqlerr = |e: rusqlite::Error| fail(format!("{where_}: {e}"));
+        .map_err(|e| q.failed(format!("cannot start a transaction on {where_}: {e}")))?;
+    let sqlerr = |e: rusqlite::Error| q.failed(format!("{where_}: {e}"));
 
     // Inputs: TEMP views (temp objects shadow main's tables of the same name).
-    for (i, input) in inputs.iter().enumerate() {
+    for (i, input) in q.inputs.iter().enumerate() {
         let table = table_name(&input.asset_key);
         let place = db.place(&table);
         let columns =
             Some(columns_in(&tx, "main", &table).map_err(sqlerr)?).filter(|c| !c.is_empty());
-        let cols: Vec<String> = input_columns(input, &place, columns)
-            .map_err(|e| fail(e.to_string()))?
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect();
+        let cols = input_columns(input, &place, columns).map_err(|e| q.failed(e))?;
         let view = quote_ident(&input.name);
         let source = format!("main.{}", quote_ident(&table));
-        let select = match &input.partitions {
+        let keys = match &input.partitions {
             Some(keys) => {
                 let kt = quote_ident(&format!("dg_keys_{i}"));
                 tx.execute_batch(&format!(
@@ -106,21 +92,18 @@ fn run_in_db(db: &SqliteManager, q: &RunQuery<'_>, log: &mut File) -> Result<Sto
                 for k in keys {
                     ins.execute([k]).map_err(sqlerr)?;
                 }
-                let tcols: Vec<String> = cols.iter().map(|c| format!("t.{c}")).collect();
-                format!(
-                    "SELECT {} FROM {source} AS t JOIN temp.{kt} AS k ON t.{} = k.k ORDER BY k.i, t.rowid",
-                    tcols.join(", "),
-                    quote_ident(PARTITION_COLUMN)
-                )
+                Some(format!("temp.{kt}"))
             }
-            None => format!("SELECT {} FROM {source} ORDER BY rowid", cols.join(", ")),
+            None => None,
         };
+        let select = view_select(&cols, &source, keys.as_deref(), "rowid");
+        let names: Vec<String> = cols.iter().map(|c| quote_ident(&c.name)).collect();
         tx.execute_batch(&format!(
             "CREATE TEMP VIEW {view} ({}) AS {select}",
-            cols.join(", ")
+            names.join(", ")
         ))
         .map_err(|e| {
-            fail(format!(
+            q.failed(format!(
                 "input `{}`: cannot create its view: {e}",
                 input.name
             ))
@@ -129,10 +112,9 @@ fn run_in_db(db: &SqliteManager, q: &RunQuery<'_>, log: &mut File) -> Result<Sto
     }
 
     // The query, checked on its own first so errors point into it.
-    let _ = writeln!(log, "[dg] sql: running inside {where_}\n{query}");
-    let sql_error = |e: QueryError| Failed(format!("SQL error in asset `{asset_key}`: {e}"));
+    let _ = writeln!(log, "[dg] sql: running inside {where_}\n{}", q.query);
     let (names, decls) = {
-        let stmt = prepare(&tx, query).map_err(sql_error)?;
+        let stmt = prepare(&tx, q.query).map_err(|e| q.sql_error(e))?;
         let names: Vec<String> = stmt.column_names().map(String::from).collect();
         let decls: Vec<Option<String>> = stmt
             .columns()
@@ -140,15 +122,15 @@ fn run_in_db(db: &SqliteManager, q: &RunQuery<'_>, log: &mut File) -> Result<Sto
             .collect();
         (names, decls)
     };
-    check_result_columns(&names).map_err(sql_error)?;
-    let partitioned = octx.partition.is_some();
+    check_result_columns(&names).map_err(|e| q.sql_error(e))?;
+    let partitioned = q.octx.partition.is_some();
     if partitioned && names.iter().any(|n| n == PARTITION_COLUMN) {
-        return Err(fail(format!(
+        return Err(q.failed(format!(
             "the result has a column named `{PARTITION_COLUMN}`, which the sqlite manager uses for the partition key: rename it"
         )));
     }
     let result = format!("temp.{}", quote_ident(RESULT_TABLE));
-    let body = statement_text(query);
+    let body = statement_text(q.query);
     let t0 = Instant::now();
     {
         let wrapped = format!(
@@ -164,9 +146,9 @@ fn run_in_db(db: &SqliteManager, q: &RunQuery<'_>, log: &mut File) -> Result<Sto
                 )));
             }
         };
-        bind_params(&mut stmt, params).map_err(sqlerr)?;
+        bind_params(&mut stmt, q.params).map_err(sqlerr)?;
         stmt.raw_execute()
-            .map_err(|e| sql_error(QueryError::Engine(describe(&e, query))))?;
+            .map_err(|e| q.sql_error(QueryError::Engine(describe(&e, q.query))))?;
     }
     let made: Vec<String> = columns_in(&tx, "temp", RESULT_TABLE)
         .map_err(sqlerr)?
@@ -236,12 +218,12 @@ fn run_in_db(db: &SqliteManager, q: &RunQuery<'_>, log: &mut File) -> Result<Sto
     );
 
     // Replace the partition (or table) with the result.
-    for input in inputs {
+    for input in q.inputs {
         tx.execute_batch(&format!("DROP VIEW temp.{}", quote_ident(&input.name)))
             .map_err(sqlerr)?;
     }
     let target = table_name(asset_key);
-    db.prepare_target(&tx, octx, &wanted, &all_null)
+    db.prepare_target(&tx, q.octx, &wanted, &all_null)
         .map_err(|e| {
             Failed(format!(
                 "cannot store `{asset_key}` in {}: {e:#}",
@@ -249,7 +231,7 @@ fn run_in_db(db: &SqliteManager, q: &RunQuery<'_>, log: &mut File) -> Result<Sto
             ))
         })?;
     let cols: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
-    let (into, select) = match &octx.partition {
+    let (into, select) = match &q.octx.partition {
         Some(_) => (
             format!("{}, {}", quote_ident(PARTITION_COLUMN), cols.join(", ")),
             format!("?1, {}", cols.join(", ")),
@@ -260,7 +242,7 @@ fn run_in_db(db: &SqliteManager, q: &RunQuery<'_>, log: &mut File) -> Result<Sto
         "INSERT INTO main.{} ({into}) SELECT {select} FROM {result} ORDER BY rowid",
         quote_ident(&target)
     );
-    let inserted = match &octx.partition {
+    let inserted = match &q.octx.partition {
         Some(p) => tx.execute(&sql, [&p.key]),
         None => tx.execute(&sql, []),
     }
@@ -273,7 +255,7 @@ fn run_in_db(db: &SqliteManager, q: &RunQuery<'_>, log: &mut File) -> Result<Sto
     tx.execute_batch(&format!("DROP TABLE {result}"))
         .map_err(sqlerr)?;
     db.tx(&tx)
-        .record_stored(&target, partition_key(octx), inserted as u64)
+        .record_stored(&target, partition_key(q.octx), inserted as u64)
         .map_err(|e| {
             Failed(format!(
                 "cannot store `{asset_key}` in {}: {e:#}",

@@ -321,29 +321,44 @@ mod tests {
         defs.assets.iter().position(|a| a.key == key).unwrap()
     }
 
-    #[test]
-    fn read_ahead_gives_what_the_store_gives_in_any_order() {
-        let defs = crate::validate::defs_for_test(
-            r#"
-[partitions.d]
-type = "static"
-keys = ["x", "y", "z"]
-
+    /// Assets `a`, `b` (reads `a`) and `c` (reads `b`), partitioned by
+    /// the static keys `x`, `y`, `z` when `partitioned`.
+    fn chain(partitioned: bool) -> Defs {
+        let (header, line) = if partitioned {
+            (
+                "[partitions.d]\ntype = \"static\"\nkeys = [\"x\", \"y\", \"z\"]\n",
+                "partitions = \"d\"\n",
+            )
+        } else {
+            ("", "")
+        };
+        crate::validate::defs_for_test(&format!(
+            "{header}
 [assets.a]
-partitions = "d"
-shell = "true"
+{line}shell = \"true\"
 
 [assets.b]
-partitions = "d"
-deps = ["a"]
-shell = "true"
+{line}deps = [\"a\"]
+shell = \"true\"
 
 [assets.c]
-partitions = "d"
-deps = ["b"]
-shell = "true"
-"#,
-        );
+{line}deps = [\"b\"]
+shell = \"true\"
+"
+        ))
+    }
+
+    /// The run of partition `key` of `asset`, as `h` gives its states.
+    fn run_of(h: &mut History<'_>, defs: &Defs, asset: AssetId, key: &str) -> Option<String> {
+        h.states(defs, asset).unwrap()[key]
+            .run_id
+            .as_deref()
+            .map(String::from)
+    }
+
+    #[test]
+    fn read_ahead_gives_what_the_store_gives_in_any_order() {
+        let defs = chain(true);
         let (_d, store) = sqlite_store();
         store
             .record(&[
@@ -360,43 +375,18 @@ shell = "true"
         let got = h.states(&defs, c).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got["z"].run_id.as_deref(), Some("r3"));
-        assert_eq!(
-            h.states(&defs, a).unwrap()["x"].run_id.as_deref(),
-            Some("r1")
-        );
-        assert_eq!(
-            h.states(&defs, b).unwrap()["y"].run_id.as_deref(),
-            Some("r2")
-        );
+        assert_eq!(run_of(&mut h, &defs, a, "x").as_deref(), Some("r1"));
+        assert_eq!(run_of(&mut h, &defs, b, "y").as_deref(), Some("r2"));
         // Not in the order at all: read straight from the store.
         let mut h2 = History::new(&*store, &cx);
         h2.read_ahead(store.clone(), &defs, &[a, b]);
-        assert_eq!(
-            h2.states(&defs, c).unwrap()["z"].run_id.as_deref(),
-            Some("r3")
-        );
-        assert_eq!(
-            h2.states(&defs, b).unwrap()["y"].run_id.as_deref(),
-            Some("r2")
-        );
+        assert_eq!(run_of(&mut h2, &defs, c, "z").as_deref(), Some("r3"));
+        assert_eq!(run_of(&mut h2, &defs, b, "y").as_deref(), Some("r2"));
     }
 
     #[test]
     fn done_with_drops_states_no_later_asset_reads() {
-        let defs = crate::validate::defs_for_test(
-            r#"
-[assets.a]
-shell = "true"
-
-[assets.b]
-deps = ["a"]
-shell = "true"
-
-[assets.c]
-deps = ["b"]
-shell = "true"
-"#,
-        );
+        let defs = chain(false);
         let (_d, store) = sqlite_store();
         let cx = KeyCtx::default();
         let (a, b, c) = (id(&defs, "a"), id(&defs, "b"), id(&defs, "c"));

@@ -138,22 +138,74 @@ pub(crate) fn now() -> String {
 /// in order.
 pub(crate) const RUN_COLUMNS: &str = schema::run_columns!();
 
+/// The columns of `step_attempts` an [`AttemptRecord`] is read from
+/// ([`attempt_from_row`]), in order.
+pub(crate) const ATTEMPT_COLUMNS: &str = "run_id, step_id, asset, partition, attempt, status, started_at, duration_ms, exit_code, error, log_path";
+
 /// The columns of `check_results` a [`CheckRecord`] is read from
 /// ([`check_from_row`]), in order.
 pub(crate) const CHECK_COLUMNS: &str = schema::check_columns!();
 
 /// A row of a store's query (SQLite's or Postgres's), read by column.
 pub(crate) trait StoredRow {
-    type Error;
-    fn text(&self, i: usize) -> Result<String, Self::Error>;
-    fn opt_text(&self, i: usize) -> Result<Option<String>, Self::Error>;
-    fn int(&self, i: usize) -> Result<i64, Self::Error>;
-    fn opt_int(&self, i: usize) -> Result<Option<i64>, Self::Error>;
-    fn flag(&self, i: usize) -> Result<bool, Self::Error>;
+    fn text(&self, i: usize) -> anyhow::Result<String>;
+    fn opt_text(&self, i: usize) -> anyhow::Result<Option<String>>;
+    fn int(&self, i: usize) -> anyhow::Result<i64>;
+    fn opt_int(&self, i: usize) -> anyhow::Result<Option<i64>>;
+    /// A 32-bit integer column (`exit_code`), which Postgres reads only as one.
+    fn opt_int32(&self, i: usize) -> anyhow::Result<Option<i32>>;
+    fn flag(&self, i: usize) -> anyhow::Result<bool>;
+    /// A `u32` that dg stored as an integer (a process id, an attempt
+    /// number), checked ([`narrow`]); `column` names it in the error.
+    fn u32(&self, i: usize, column: &str) -> anyhow::Result<u32> {
+        narrow(self.int(i)?, column)
+    }
+}
+
+/// [`StoredRow`] for a driver's row type, whose method `$get` reads a
+/// column as any type the driver converts to.
+macro_rules! stored_row {
+    ($row:ty, $get:ident) => {
+        impl $crate::state::StoredRow for $row {
+            fn text(&self, i: usize) -> anyhow::Result<String> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_text(&self, i: usize) -> anyhow::Result<Option<String>> {
+                Ok(self.$get(i)?)
+            }
+            fn int(&self, i: usize) -> anyhow::Result<i64> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_int(&self, i: usize) -> anyhow::Result<Option<i64>> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_int32(&self, i: usize) -> anyhow::Result<Option<i32>> {
+                Ok(self.$get(i)?)
+            }
+            fn flag(&self, i: usize) -> anyhow::Result<bool> {
+                Ok(self.$get(i)?)
+            }
+        }
+    };
+}
+use stored_row;
+
+/// A stored integer that dg wrote from a `u32` (a process id, an attempt
+/// number, a pool slot), given back as one. A value out of range is a
+/// corrupt row: an error naming `column` (`runs.pid`) and the value, never
+/// a number that wraps.
+pub(crate) fn narrow(value: i64, column: &str) -> anyhow::Result<u32> {
+    u32::try_from(value).map_err(|_| {
+        anyhow::anyhow!(
+            "the history's `{column}` holds {value}, which is not a valid value \
+             (0 to {}): the row is corrupt",
+            u32::MAX
+        )
+    })
 }
 
 /// A run from a row of [`RUN_COLUMNS`].
-pub(crate) fn run_from_row<R: StoredRow>(r: &R) -> Result<RunRecord, R::Error> {
+pub(crate) fn run_from_row(r: &impl StoredRow) -> anyhow::Result<RunRecord> {
     Ok(RunRecord {
         id: r.text(0)?,
         started_at: r.text(1)?,
@@ -162,7 +214,7 @@ pub(crate) fn run_from_row<R: StoredRow>(r: &R) -> Result<RunRecord, R::Error> {
         selection: r.text(4)?,
         partitions: r.text(5)?,
         dg_version: r.text(6)?,
-        pid: r.int(7)? as u32,
+        pid: r.u32(7, "runs.pid")?,
         host: r.text(8)?,
         steps: r.opt_int(9)?,
         profile: r.opt_text(10)?,
@@ -170,8 +222,25 @@ pub(crate) fn run_from_row<R: StoredRow>(r: &R) -> Result<RunRecord, R::Error> {
     })
 }
 
+/// An attempt from a row of [`ATTEMPT_COLUMNS`].
+pub(crate) fn attempt_from_row(r: &impl StoredRow) -> anyhow::Result<AttemptRecord> {
+    Ok(AttemptRecord {
+        run_id: r.text(0)?,
+        step_id: r.text(1)?,
+        asset: r.text(2)?,
+        partition: r.opt_text(3)?,
+        attempt: r.u32(4, "step_attempts.attempt")?,
+        status: r.text(5)?,
+        started_at: r.text(6)?,
+        duration_ms: r.int(7)?,
+        exit_code: r.opt_int32(8)?,
+        error: r.opt_text(9)?,
+        log_path: r.opt_text(10)?,
+    })
+}
+
 /// A check's result from a row of [`CHECK_COLUMNS`].
-pub(crate) fn check_from_row<R: StoredRow>(r: &R) -> Result<CheckRecord, R::Error> {
+pub(crate) fn check_from_row(r: &impl StoredRow) -> anyhow::Result<CheckRecord> {
     let partition = r.text(2)?;
     Ok(CheckRecord {
         run_id: r.text(0)?,
@@ -188,7 +257,7 @@ pub(crate) fn check_from_row<R: StoredRow>(r: &R) -> Result<CheckRecord, R::Erro
 }
 
 /// A materialization from a row of [`schema::MATERIALIZATIONS`].
-pub(crate) fn materialization_from_row<R: StoredRow>(r: &R) -> Result<Materialization, R::Error> {
+pub(crate) fn materialization_from_row(r: &impl StoredRow) -> anyhow::Result<Materialization> {
     let partition = r.text(1)?;
     Ok(Materialization {
         asset: r.text(0)?,
@@ -204,13 +273,13 @@ pub(crate) fn materialization_from_row<R: StoredRow>(r: &R) -> Result<Materializ
 }
 
 /// What `dg step` recorded, from a row of [`schema::STEP_RESULTS`].
-pub(crate) fn step_result_from_row<R: StoredRow>(r: &R) -> Result<StepResult, R::Error> {
+pub(crate) fn step_result_from_row(r: &impl StoredRow) -> anyhow::Result<StepResult> {
     Ok(StepResult {
         run_id: r.text(0)?,
         step_id: r.text(1)?,
-        attempt: r.int(2)? as u32,
+        attempt: r.u32(2, "step_results.attempt")?,
         status: r.text(3)?,
-        attempts: r.int(4)? as u32,
+        attempts: r.u32(4, "step_results.attempts")?,
         error: r.opt_text(5)?,
         blocked_by: r.opt_text(6)?,
         log_path: r.opt_text(7)?,
@@ -702,5 +771,78 @@ impl Recorder {
             .take()
             .map(|h| h.join().unwrap_or_default())
             .unwrap_or_default()
+    }
+}
+
+/// What the stores' tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Lease, StateStore};
+
+    /// A lease of run `run_id` held by this process on `host`.
+    pub(crate) fn lease(run_id: &str, host: &str) -> Lease {
+        Lease {
+            run_id: run_id.into(),
+            pid: std::process::id(),
+            host: host.into(),
+        }
+    }
+
+    /// Rows whose `u32` columns (process ids, attempt numbers, a pool
+    /// slot) hold values out of range, as a corrupt database would; the
+    /// run is on this machine, so that the reaper reads it.
+    pub(crate) fn corrupt_rows() -> String {
+        let host = super::hostname();
+        format!(
+            "INSERT INTO runs (id, started_at, status, selection, partitions, dg_version, pid, host)
+               VALUES ('r', 't', 'running', '*', '', '0', 4294967296, '{host}');
+             INSERT INTO step_attempts (run_id, step_id, asset, attempt, status, started_at, duration_ms)
+               VALUES ('r', 's', 'a', -1, 'failed', 't', 0);
+             INSERT INTO step_results (run_id, step_id, attempt, status, attempts, host, finished_at)
+               VALUES ('r', 's', 1, 'failed', 4294967297, 'h', 't');
+             INSERT INTO leases (asset, partition, run_id, pid, host, acquired_at)
+               VALUES ('a', '1', 'r', -2, 'h', 't');
+             INSERT INTO pool_slots (pool, slot, run_id, pid, host, step_id, acquired_at)
+               VALUES ('p', 4294967298, 'r', 1, 'h', 's', 't');"
+        )
+    }
+
+    /// What each reader of [`corrupt_rows`] answers (its error, `None`
+    /// when it read them), and what its error must say.
+    pub(crate) fn read_corrupt_rows(s: &dyn StateStore) -> Vec<(Option<String>, &'static str)> {
+        let me = lease("me", "h");
+        let error = |r: anyhow::Result<()>| r.err().map(|e| format!("{e:#}"));
+        vec![
+            (error(s.runs(10).map(drop)), "`runs.pid` holds 4294967296"),
+            (error(s.run("r").map(drop)), "`runs.pid` holds 4294967296"),
+            (
+                error(s.attempts("r").map(drop)),
+                "`step_attempts.attempt` holds -1",
+            ),
+            (
+                error(s.step_results("r").map(drop)),
+                "`step_results.attempts` holds 4294967297",
+            ),
+            (
+                error(s.try_lease("a", "1", &me).map(drop)),
+                "`leases.pid` holds -2",
+            ),
+            (
+                error(s.try_pool_slot("p", 1, &me, "s").map(drop)),
+                "`pool_slots.slot` holds 4294967298",
+            ),
+            (
+                error(s.reap_dead_runs().map(drop)),
+                "`runs.pid` holds 4294967296",
+            ),
+        ]
+    }
+
+    /// Asserts that each reader failed, saying what it must.
+    pub(crate) fn assert_errors(read: Vec<(Option<String>, &'static str)>) {
+        for (error, says) in read {
+            let text = error.unwrap_or_else(|| panic!("no error, expected one saying {says}"));
+            assert!(text.contains(says), "{text}");
+        }
     }
 }

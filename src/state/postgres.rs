@@ -21,9 +21,10 @@ use anyhow::Context;
 use postgres::{Client, NoTls, Row, Transaction};
 
 use super::{
-    AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization, PartitionState,
-    PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore, StoredRow, TickClaim,
-    check_from_row, materialization_from_row, now, run_from_row, schema, step_result_from_row,
+    ATTEMPT_COLUMNS, AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization,
+    PartitionState, PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore,
+    StoredRow, TickClaim, attempt_from_row, check_from_row, materialization_from_row, now,
+    run_from_row, schema, step_result_from_row,
 };
 use schema::pg;
 
@@ -170,6 +171,20 @@ impl PostgresStore {
         c
     }
 
+    /// The rows of `sql`, each decoded by `decode`.
+    fn decoded<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        decode: impl Fn(&Row) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Vec<T>> {
+        self.client()
+            .query(sql, params)?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
     /// The schema version, after migrating.
     pub fn version(&self) -> anyhow::Result<i64> {
         let row = self
@@ -252,24 +267,7 @@ impl PostgresStore {
     }
 }
 
-impl StoredRow for Row {
-    type Error = postgres::Error;
-    fn text(&self, i: usize) -> Result<String, postgres::Error> {
-        self.try_get(i)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>, postgres::Error> {
-        self.try_get(i)
-    }
-    fn int(&self, i: usize) -> Result<i64, postgres::Error> {
-        self.try_get(i)
-    }
-    fn opt_int(&self, i: usize) -> Result<Option<i64>, postgres::Error> {
-        self.try_get(i)
-    }
-    fn flag(&self, i: usize) -> Result<bool, postgres::Error> {
-        self.try_get(i)
-    }
-}
+super::stored_row!(Row, try_get);
 
 impl StateStore for PostgresStore {
     fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
@@ -521,54 +519,38 @@ impl StateStore for PostgresStore {
     }
 
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
-        let rows = self.client().query(
+        self.decoded(
             &format!(
                 "SELECT {RUN_COLUMNS} FROM runs
                  ORDER BY started_at COLLATE \"C\" DESC, id COLLATE \"C\" DESC LIMIT $1"
             ),
             &[&(limit.min(i64::MAX as usize) as i64)],
-        )?;
-        Ok(rows.iter().map(run_from_row).collect::<Result<_, _>>()?)
+            run_from_row,
+        )
     }
 
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
         let row = self.client().query_opt(pg(schema::RUN), &[&id])?;
-        Ok(row.as_ref().map(run_from_row).transpose()?)
+        row.as_ref().map(run_from_row).transpose()
     }
 
     fn attempts(&self, run_id: &str) -> anyhow::Result<Vec<AttemptRecord>> {
-        let rows = self.client().query(
-            "SELECT run_id, step_id, asset, partition, attempt, status, started_at, duration_ms, exit_code, error, log_path
-             FROM step_attempts WHERE run_id = $1
-             ORDER BY started_at COLLATE \"C\", step_id COLLATE \"C\", attempt",
+        self.decoded(
+            &format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM step_attempts WHERE run_id = $1
+                 ORDER BY started_at COLLATE \"C\", step_id COLLATE \"C\", attempt"
+            ),
             &[&run_id],
-        )?;
-        Ok(rows
-            .iter()
-            .map(|r| AttemptRecord {
-                run_id: r.get(0),
-                step_id: r.get(1),
-                asset: r.get(2),
-                partition: r.get(3),
-                attempt: r.get::<_, i64>(4) as u32,
-                status: r.get(5),
-                started_at: r.get(6),
-                duration_ms: r.get(7),
-                exit_code: r.get(8),
-                error: r.get(9),
-                log_path: r.get(10),
-            })
-            .collect())
+            attempt_from_row,
+        )
     }
 
     fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>> {
-        let rows = self
-            .client()
-            .query(pg(schema::MATERIALIZATIONS), &[&run_id])?;
-        Ok(rows
-            .iter()
-            .map(materialization_from_row)
-            .collect::<Result<_, _>>()?)
+        self.decoded(
+            pg(schema::MATERIALIZATIONS),
+            &[&run_id],
+            materialization_from_row,
+        )
     }
 
     fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>> {
@@ -638,7 +620,7 @@ impl StateStore for PostgresStore {
                 };
                 let holder = Lease {
                     run_id: row.get(0),
-                    pid: row.get::<_, i64>(1) as u32,
+                    pid: row.u32(1, "leases.pid")?,
                     host: row.get(2),
                 };
                 if super::lease_holds(&holder, row.get(3), me, now_ms) {
@@ -688,12 +670,7 @@ impl StateStore for PostgresStore {
     }
 
     fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<super::StepResult>> {
-        Ok(self
-            .client()
-            .query(pg(schema::STEP_RESULTS), &[&run_id])?
-            .iter()
-            .map(step_result_from_row)
-            .collect::<Result<_, _>>()?)
+        self.decoded(pg(schema::STEP_RESULTS), &[&run_id], step_result_from_row)
     }
 
     fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>> {
@@ -719,8 +696,8 @@ impl StateStore for PostgresStore {
             let rows = tx.query(pg(schema::POOL_HOLDERS), &[&pool])?;
             let mut held = Vec::with_capacity(rows.len());
             for r in rows {
-                let slot = r.get::<_, i64>(0) as u32;
-                let pid = r.get::<_, i64>(1) as u32;
+                let slot = r.u32(0, "pool_slots.slot")?;
+                let pid = r.u32(1, "pool_slots.pid")?;
                 let host: String = r.get(2);
                 if host == me.host && pid != me.pid && !super::pid_alive(pid) {
                     tx.execute(pg(schema::RECLAIM_POOL_SLOT), &[&pool, &(slot as i64)])?;
@@ -762,19 +739,18 @@ impl StateStore for PostgresStore {
     }
 
     fn latest_checks(&self, asset: &str) -> anyhow::Result<Vec<CheckRecord>> {
-        let rows = self.client().query(
+        self.decoded(
             &format!(
                 "SELECT DISTINCT ON (partition, check_name) {CHECK_COLUMNS} FROM check_results
                  WHERE asset = $1 ORDER BY partition, check_name, id DESC"
             ),
             &[&asset],
-        )?;
-        Ok(rows.iter().map(check_from_row).collect::<Result<_, _>>()?)
+            check_from_row,
+        )
     }
 
     fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>> {
-        let rows = self.client().query(pg(schema::RUN_CHECKS), &[&run_id])?;
-        Ok(rows.iter().map(check_from_row).collect::<Result<_, _>>()?)
+        self.decoded(pg(schema::RUN_CHECKS), &[&run_id], check_from_row)
     }
 
     fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>> {
@@ -854,7 +830,7 @@ impl StateStore for PostgresStore {
             let mut reaped = Vec::new();
             for r in running {
                 let id: String = r.get(0);
-                let pid = r.get::<_, i64>(1) as u32;
+                let pid = r.u32(1, "runs.pid")?;
                 if pid != std::process::id() && !super::pid_alive(pid) {
                     tx.execute(pg(schema::INTERRUPT_RUN), &[&id, &now()])?;
                     tx.execute(pg(schema::RELEASE_RUN_LEASES), &[&id])?;
@@ -869,6 +845,7 @@ impl StateStore for PostgresStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing;
     use super::*;
 
     #[test]
@@ -890,5 +867,30 @@ mod tests {
         );
         assert!(split_schema("postgres://h/db?schema=").is_err());
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    /// As the SQLite store's test of the same name: a stored process id,
+    /// attempt number or pool slot out of `u32`'s range is an error naming
+    /// the column and the value, in every reader. Needs a server
+    /// (`DG_TEST_POSTGRES_URL`, `. .ci/postgres.sh`); skipped without one,
+    /// except under CI (`CI=true`), where that fails.
+    #[test]
+    fn integers_out_of_range_are_errors_not_wrapped() {
+        let Ok(url) = std::env::var("DG_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "DG_TEST_POSTGRES_URL is not set (source .ci/postgres.sh)"
+            );
+            return;
+        };
+        let schema = format!("dg_narrow_{}", std::process::id());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let s = PostgresStore::open(&format!("{url}{sep}schema={schema}")).unwrap();
+        let inserted = s.client().batch_execute(&testing::corrupt_rows());
+        let read = inserted.map(|_| testing::read_corrupt_rows(&s));
+        s.client()
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(&schema)))
+            .unwrap();
+        testing::assert_errors(read.unwrap());
     }
 }

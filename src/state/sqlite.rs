@@ -11,9 +11,10 @@ use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization, PartitionState,
-    PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore, StoredRow, TickClaim,
-    check_from_row, materialization_from_row, now, run_from_row, schema, step_result_from_row,
+    ATTEMPT_COLUMNS, AttemptRecord, CHECK_COLUMNS, CheckRecord, Lease, Materialization,
+    PartitionState, PartitionStates, RUN_COLUMNS, Record, RunRecord, RunStatus, StateStore,
+    StoredRow, TickClaim, attempt_from_row, check_from_row, materialization_from_row, now,
+    run_from_row, schema, step_result_from_row,
 };
 
 /// Each entry upgrades the schema by one version.
@@ -223,6 +224,19 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The rows of `sql` (a cached statement) with `params`, each decoded
+    /// by `decode`.
+    fn decoded<T, C: FromIterator<T>>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        decode: impl FnMut(&rusqlite::Row<'_>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<C> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(sql)?;
+        st.query_and_then(params, decode)?.collect()
+    }
+
     fn migrate(&self) -> anyhow::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -268,24 +282,7 @@ impl SqliteStore {
     }
 }
 
-impl StoredRow for rusqlite::Row<'_> {
-    type Error = rusqlite::Error;
-    fn text(&self, i: usize) -> rusqlite::Result<String> {
-        self.get(i)
-    }
-    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
-        self.get(i)
-    }
-    fn int(&self, i: usize) -> rusqlite::Result<i64> {
-        self.get(i)
-    }
-    fn opt_int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
-        self.get(i)
-    }
-    fn flag(&self, i: usize) -> rusqlite::Result<bool> {
-        self.get(i)
-    }
-}
+super::stored_row!(rusqlite::Row<'_>, get);
 
 impl StateStore for SqliteStore {
     fn begin_run(&self, run: &RunRecord) -> anyhow::Result<()> {
@@ -502,64 +499,41 @@ impl StateStore for SqliteStore {
     }
 
     fn materialized(&self, asset: &str) -> anyhow::Result<HashSet<String>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(schema::MATERIALIZED)?;
-        let rows = st.query_map(params![asset], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.decoded(schema::MATERIALIZED, params![asset], |r| Ok(r.get(0)?))
     }
 
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1"
-        ))?;
-        let rows = st.query_map(params![limit as i64], |r| run_from_row(r))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.decoded(
+            &format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?1"),
+            params![limit as i64],
+            |r| run_from_row(r),
+        )
     }
 
     fn run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
-        let conn = self.conn();
-        Ok(conn
-            .query_row(schema::RUN, params![id], |r| run_from_row(r))
-            .optional()?)
+        let mut runs: Vec<_> = self.decoded(schema::RUN, params![id], |r| run_from_row(r))?;
+        Ok(runs.pop())
     }
 
     fn attempts(&self, run_id: &str) -> anyhow::Result<Vec<AttemptRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(
-            "SELECT run_id, step_id, asset, partition, attempt, status, started_at, duration_ms, exit_code, error, log_path
-             FROM step_attempts WHERE run_id = ?1 ORDER BY started_at, step_id, attempt",
-        )?;
-        let rows = st.query_map(params![run_id], |r| {
-            Ok(AttemptRecord {
-                run_id: r.get(0)?,
-                step_id: r.get(1)?,
-                asset: r.get(2)?,
-                partition: r.get(3)?,
-                attempt: r.get(4)?,
-                status: r.get(5)?,
-                started_at: r.get(6)?,
-                duration_ms: r.get(7)?,
-                exit_code: r.get(8)?,
-                error: r.get(9)?,
-                log_path: r.get(10)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.decoded(
+            &format!(
+                "SELECT {ATTEMPT_COLUMNS} FROM step_attempts WHERE run_id = ?1
+                 ORDER BY started_at, step_id, attempt"
+            ),
+            params![run_id],
+            |r| attempt_from_row(r),
+        )
     }
 
     fn materializations(&self, run_id: &str) -> anyhow::Result<Vec<Materialization>> {
-        let conn = self.conn();
-        let mut st = conn.prepare(schema::MATERIALIZATIONS)?;
-        let rows = st.query_map(params![run_id], |r| materialization_from_row(r))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.decoded(schema::MATERIALIZATIONS, params![run_id], |r| {
+            materialization_from_row(r)
+        })
     }
 
     fn dynamic_keys(&self, name: &str) -> anyhow::Result<Vec<String>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(schema::DYNAMIC_KEYS)?;
-        let rows = st.query_map(params![name], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.decoded(schema::DYNAMIC_KEYS, params![name], |r| Ok(r.get(0)?))
     }
 
     fn add_dynamic_keys(&self, name: &str, keys: &[String]) -> anyhow::Result<usize> {
@@ -597,21 +571,21 @@ impl StateStore for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let holder: Option<(Lease, Option<i64>)> = tx
-            .query_row(
+            .prepare(
                 "SELECT run_id, pid, host, expires_at FROM leases WHERE asset = ?1 AND partition = ?2",
-                params![asset, partition],
-                |r| {
-                    Ok((
-                        Lease {
-                            run_id: r.get(0)?,
-                            pid: r.get(1)?,
-                            host: r.get(2)?,
-                        },
-                        r.get(3)?,
-                    ))
-                },
-            )
-            .optional()?;
+            )?
+            .query_and_then(params![asset, partition], |r| {
+                anyhow::Ok((
+                    Lease {
+                        run_id: r.get(0)?,
+                        pid: r.u32(1, "leases.pid")?,
+                        host: r.get(2)?,
+                    },
+                    r.get(3)?,
+                ))
+            })?
+            .next()
+            .transpose()?;
         let now_ms = super::unix_ms();
         if let Some((h, expires)) = &holder
             && super::lease_holds(h, *expires, me, now_ms)
@@ -666,10 +640,9 @@ impl StateStore for SqliteStore {
     }
 
     fn step_results(&self, run_id: &str) -> anyhow::Result<Vec<super::StepResult>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(schema::STEP_RESULTS)?;
-        let rows = st.query_map(params![run_id], |r| step_result_from_row(r))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.decoded(schema::STEP_RESULTS, params![run_id], |r| {
+            step_result_from_row(r)
+        })
     }
 
     fn step_spec(&self, run_id: &str, step_id: &str) -> anyhow::Result<Option<String>> {
@@ -690,8 +663,14 @@ impl StateStore for SqliteStore {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let holders: Vec<(u32, u32, String)> = {
             let mut st = tx.prepare_cached(schema::POOL_HOLDERS)?;
-            let rows = st.query_map(params![pool], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<Result<_, _>>()?
+            let rows = st.query_and_then(params![pool], |r| {
+                anyhow::Ok((
+                    r.u32(0, "pool_slots.slot")?,
+                    r.u32(1, "pool_slots.pid")?,
+                    r.get(2)?,
+                ))
+            })?;
+            rows.collect::<anyhow::Result<_>>()?
         };
         let mut held = Vec::with_capacity(holders.len());
         for (slot, pid, host) in holders {
@@ -741,21 +720,19 @@ impl StateStore for SqliteStore {
     }
 
     fn latest_checks(&self, asset: &str) -> anyhow::Result<Vec<CheckRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {CHECK_COLUMNS} FROM check_results WHERE id IN
+        self.decoded(
+            &format!(
+                "SELECT {CHECK_COLUMNS} FROM check_results WHERE id IN
                (SELECT max(id) FROM check_results WHERE asset = ?1 GROUP BY partition, check_name)
              ORDER BY id"
-        ))?;
-        let rows = st.query_map(params![asset], |r| check_from_row(r))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            ),
+            params![asset],
+            |r| check_from_row(r),
+        )
     }
 
     fn run_checks(&self, run_id: &str) -> anyhow::Result<Vec<CheckRecord>> {
-        let conn = self.conn();
-        let mut st = conn.prepare_cached(schema::RUN_CHECKS)?;
-        let rows = st.query_map(params![run_id], |r| check_from_row(r))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.decoded(schema::RUN_CHECKS, params![run_id], |r| check_from_row(r))
     }
 
     fn last_materialized_at(&self, asset: &str) -> anyhow::Result<Option<String>> {
@@ -813,8 +790,10 @@ impl StateStore for SqliteStore {
         let running: Vec<(String, u32)> = {
             let mut st =
                 tx.prepare("SELECT id, pid FROM runs WHERE status = 'running' AND host = ?1")?;
-            let rows = st.query_map(params![host], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
+            let rows = st.query_and_then(params![host], |r| {
+                anyhow::Ok((r.get(0)?, r.u32(1, "runs.pid")?))
+            })?;
+            rows.collect::<anyhow::Result<_>>()?
         };
         let mut reaped = Vec::new();
         for (id, pid) in running {
@@ -832,6 +811,7 @@ impl StateStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing;
     use super::*;
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
@@ -857,11 +837,7 @@ mod tests {
     #[test]
     fn pool_slots_are_bounded_and_reclaimed_from_dead_holders() {
         let (_d, s) = store();
-        let me = Lease {
-            run_id: "r1".into(),
-            pid: std::process::id(),
-            host: crate::state::hostname(),
-        };
+        let me = testing::lease("r1", &crate::state::hostname());
         let other = Lease {
             run_id: "r2".into(),
             ..me.clone()
@@ -968,17 +944,9 @@ mod tests {
     fn leases_exclude_live_owners_and_reclaim_dead_ones() {
         let (_d, s) = store();
         let host = super::super::hostname();
-        let me = Lease {
-            run_id: "r1".into(),
-            pid: std::process::id(),
-            host: host.clone(),
-        };
+        let me = testing::lease("r1", &host);
         assert_eq!(s.try_lease("a", "1", &me).unwrap(), None);
-        let other = Lease {
-            run_id: "r2".into(),
-            pid: std::process::id(),
-            host: host.clone(),
-        };
+        let other = testing::lease("r2", &host);
         assert_eq!(s.try_lease("a", "1", &other).unwrap(), Some(me.clone()));
         s.release("a", "1", "r1").unwrap();
         assert_eq!(s.try_lease("a", "1", &other).unwrap(), None);
@@ -1001,16 +969,8 @@ mod tests {
     fn a_lease_of_another_host_holds_until_it_expires_and_heartbeats_extend_it() {
         let (_d, s) = store();
         // A live-looking pid on a host this process cannot check.
-        let far = Lease {
-            run_id: "far".into(),
-            pid: std::process::id(),
-            host: "node-17.cluster".into(),
-        };
-        let me = Lease {
-            run_id: "near".into(),
-            pid: std::process::id(),
-            host: super::super::hostname(),
-        };
+        let far = testing::lease("far", "node-17.cluster");
+        let me = testing::lease("near", &super::super::hostname());
         assert_eq!(s.try_lease("a", "1", &far).unwrap(), None);
         assert_eq!(s.try_lease("a", "1", &me).unwrap(), Some(far.clone()));
         let expires = |s: &SqliteStore| -> i64 {
@@ -1048,5 +1008,15 @@ mod tests {
         .unwrap();
         assert_eq!(s.step_spec("r1", "a[2]").unwrap().as_deref(), Some("{2}"));
         assert_eq!(s.step_spec("r2", "a[2]").unwrap(), None);
+    }
+
+    /// A stored process id, attempt number or pool slot out of `u32`'s
+    /// range (a corrupt row) is an error naming the column and the value,
+    /// in every reader, never a number that wraps.
+    #[test]
+    fn integers_out_of_range_are_errors_not_wrapped() {
+        let (_d, s) = store();
+        s.conn().execute_batch(&testing::corrupt_rows()).unwrap();
+        testing::assert_errors(testing::read_corrupt_rows(&s));
     }
 }

@@ -292,34 +292,24 @@ impl ObjectStoreManager {
                 cx.resource_key
             )
         };
+        // A cloud's store from the environment, the URL and the options;
+        // the clouds' builders differ only in their types (and their
+        // option keys').
+        macro_rules! cloud {
+            ($builder:ty) => {{
+                let mut b = <$builder>::from_env()
+                    .with_url(url.as_str())
+                    .with_retry(retry);
+                for (k, v) in &opts {
+                    b = b.with_config(k.parse().map_err(|_| unknown(k))?, v);
+                }
+                b.build().map(|s| Arc::new(s) as _)
+            }};
+        }
         let built: Result<Arc<dyn ObjectStore>, object_store::Error> = match kind {
-            Kind::S3 => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(url.as_str())
-                    .with_retry(retry);
-                for (k, v) in &opts {
-                    b = b.with_config(k.parse().map_err(|_| unknown(k))?, v);
-                }
-                b.build().map(|s| Arc::new(s) as _)
-            }
-            Kind::Gcs => {
-                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                    .with_url(url.as_str())
-                    .with_retry(retry);
-                for (k, v) in &opts {
-                    b = b.with_config(k.parse().map_err(|_| unknown(k))?, v);
-                }
-                b.build().map(|s| Arc::new(s) as _)
-            }
-            Kind::Azure => {
-                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-                    .with_url(url.as_str())
-                    .with_retry(retry);
-                for (k, v) in &opts {
-                    b = b.with_config(k.parse().map_err(|_| unknown(k))?, v);
-                }
-                b.build().map(|s| Arc::new(s) as _)
-            }
+            Kind::S3 => cloud!(object_store::aws::AmazonS3Builder),
+            Kind::Gcs => cloud!(object_store::gcp::GoogleCloudStorageBuilder),
+            Kind::Azure => cloud!(object_store::azure::MicrosoftAzureBuilder),
             Kind::Local => {
                 if let Some((k, _)) = opts.first() {
                     return Err(unknown(k));
