@@ -218,7 +218,13 @@ pub(crate) fn run_from_row(r: &impl StoredRow) -> anyhow::Result<RunRecord> {
         host: r.text(8)?,
         steps: r.opt_int(9)?,
         profile: r.opt_text(10)?,
-        config: r.opt_text(11)?.and_then(|c| serde_json::from_str(&c).ok()),
+        config: r
+            .opt_text(11)?
+            .map(|c| serde_json::from_str(&c))
+            .transpose()
+            .map_err(|e| {
+                anyhow::anyhow!("the history's `runs.config` is not JSON ({e}): the row is corrupt")
+            })?,
     })
 }
 
@@ -789,13 +795,16 @@ pub(crate) mod testing {
     }
 
     /// Rows whose `u32` columns (process ids, attempt numbers, a pool
-    /// slot) hold values out of range, as a corrupt database would; the
-    /// run is on this machine, so that the reaper reads it.
+    /// slot) hold values out of range, and a run whose config is not JSON,
+    /// as a corrupt database would; the running run is on this machine, so
+    /// that the reaper reads it.
     pub(crate) fn corrupt_rows() -> String {
         let host = super::hostname();
         format!(
             "INSERT INTO runs (id, started_at, status, selection, partitions, dg_version, pid, host)
                VALUES ('r', 't', 'running', '*', '', '0', 4294967296, '{host}');
+             INSERT INTO runs (id, started_at, status, selection, partitions, dg_version, pid, host, config)
+               VALUES ('r2', 'a', 'succeeded', '*', '', '0', 1, '{host}', '{{not json');
              INSERT INTO step_attempts (run_id, step_id, asset, attempt, status, started_at, duration_ms)
                VALUES ('r', 's', 'a', -1, 'failed', 't', 0);
              INSERT INTO step_results (run_id, step_id, attempt, status, attempts, host, finished_at)
@@ -815,6 +824,7 @@ pub(crate) mod testing {
         vec![
             (error(s.runs(10).map(drop)), "`runs.pid` holds 4294967296"),
             (error(s.run("r").map(drop)), "`runs.pid` holds 4294967296"),
+            (error(s.run("r2").map(drop)), "`runs.config` is not JSON"),
             (
                 error(s.attempts("r").map(drop)),
                 "`step_attempts.attempt` holds -1",
