@@ -619,7 +619,7 @@ fn render_checked_asset(name: &str, a: &DefsArgs) -> Result<String, Error> {
     let key = toml_key(name);
     let table = name.rsplit('/').next().unwrap_or(name);
     let var = crate::exec::step::env_name(table);
-    let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+    let quoted = crate::io::db::quote_ident(table);
     t.push_str(
         "# `dg status --fail-on-stale` fails when the newest materialization is older than this.\n\
          freshness = \"26h\"\n\n",

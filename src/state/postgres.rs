@@ -26,6 +26,7 @@ use super::{
     StoredRow, TickClaim, attempt_from_row, check_from_row, materialization_from_row, now,
     run_from_row, schema, step_result_from_row,
 };
+use crate::io::db::quote_ident;
 use schema::pg;
 
 /// Each entry upgrades the schema by one version (the SQLite store's tables,
@@ -73,11 +74,6 @@ pub fn split_schema(url: &str) -> anyhow::Result<(String, String)> {
         format!("{base}?{}", kept.join("&"))
     };
     Ok((url, schema.unwrap_or_else(|| "public".to_string())))
-}
-
-/// `name` as a quoted SQL identifier.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Connects and selects the schema.

@@ -329,7 +329,7 @@ pub(crate) fn partition_key(ctx: &OutputContext) -> Option<&str> {
 /// [`prepare_target`]'s `on_change` for a manager's output: an error naming
 /// the differences, unless the resource sets `replace_on_schema_change`
 /// ([`crate::io::schema_changed`]).
-pub(crate) fn on_change<'a>(
+fn on_change<'a>(
     ctx: &'a OutputContext,
     resource_key: &'a str,
     replace: bool,
@@ -344,6 +344,27 @@ pub(crate) fn on_change<'a>(
             ctx.partition.is_some(),
         )
     }
+}
+
+/// [`prepare_target`] for a manager's output: the asset's table, the
+/// partition of `ctx`, and the resource's schema-change rule
+/// ([`on_change`]). Returns whether it created the table.
+pub(crate) fn prepare_output<T: TableTx>(
+    tx: &mut T,
+    ctx: &OutputContext,
+    resource_key: &str,
+    replace_on_schema_change: bool,
+    wanted: &[Column],
+    all_null: &[bool],
+) -> anyhow::Result<bool> {
+    prepare_target(
+        tx,
+        &table_name(&ctx.asset_key),
+        partition_key(ctx),
+        wanted,
+        all_null,
+        on_change(ctx, resource_key, replace_on_schema_change),
+    )
 }
 
 /// Makes the asset's `table` ready to receive `wanted` rows for

@@ -376,16 +376,13 @@ impl DuckdbManager {
         wanted: &[Column],
         all_null: &[bool],
     ) -> anyhow::Result<()> {
-        let on_change = db::on_change(ctx, &self.resource_key, self.replace_on_schema_change);
-        let name = table_name(&ctx.asset_key);
-        let partition = db::partition_key(ctx);
-        db::prepare_target(
+        db::prepare_output(
             &mut self.tx(conn),
-            &name,
-            partition,
+            ctx,
+            &self.resource_key,
+            self.replace_on_schema_change,
             wanted,
             all_null,
-            on_change,
         )?;
         Ok(())
     }

@@ -493,9 +493,15 @@ impl TableManager for PostgresManager {
         let partition = db::partition_key(ctx);
         let batches = db::convert_batches(t, Col::from_array)?;
         let all_null = db::all_null(t);
-        let on_change = db::on_change(ctx, &self.resource_key, self.replace_on_schema_change);
         self.write(&name, |tx| {
-            let created = db::prepare_target(tx, &name, partition, cols, &all_null, on_change)?;
+            let created = db::prepare_output(
+                tx,
+                ctx,
+                &self.resource_key,
+                self.replace_on_schema_change,
+                cols,
+                &all_null,
+            )?;
             let qualified = self.qualified(&name);
             let rows = copy_rows(tx.client, &qualified, cols, partition, &batches)
                 .with_context(|| format!("cannot copy rows into {}", self.place(&name)))?;

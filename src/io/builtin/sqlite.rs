@@ -241,19 +241,16 @@ impl SqliteManager {
         wanted: &[Column],
         all_null: &[bool],
     ) -> anyhow::Result<()> {
-        let name = table_name(&ctx.asset_key);
-        let partition = db::partition_key(ctx);
-        let on_change = db::on_change(ctx, &self.resource_key, self.replace_on_schema_change);
-        let created = db::prepare_target(
+        let created = db::prepare_output(
             &mut self.tx(conn),
-            &name,
-            partition,
+            ctx,
+            &self.resource_key,
+            self.replace_on_schema_change,
             wanted,
             all_null,
-            on_change,
         )?;
-        if created && partition.is_some() {
-            index_partition(conn, &name)?;
+        if created && ctx.partition.is_some() {
+            index_partition(conn, &table_name(&ctx.asset_key))?;
         }
         Ok(())
     }
